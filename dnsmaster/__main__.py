@@ -1,0 +1,7 @@
+"""``python -m dnsmaster``."""
+
+import sys
+
+from dnsmaster.cli import main
+
+sys.exit(main())
