@@ -13,6 +13,7 @@ __all__ = [
     "BuildError",
     "ConfigError",
     "DataError",
+    "DataErrors",
     "DnsmasterError",
     "PushError",
     "ReceiveError",
@@ -59,6 +60,18 @@ class DataError(DnsmasterError):
         self.line = line
         self.reason = reason
         super().__init__(f"{file}:{line}: {reason}")
+
+
+class DataErrors(DnsmasterError):
+    """Zones files have lines that must not be published.
+
+    ``errors`` lists every :class:`DataError` found, in file and line order.
+    """
+
+    def __init__(self, errors: tuple[DataError, ...]) -> None:
+        self.errors = errors
+        more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+        super().__init__(f"{errors[0]}{more}")
 
 
 class BuildError(DnsmasterError):

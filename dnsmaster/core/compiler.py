@@ -176,7 +176,7 @@ def compile_lines(
             if not line:
                 continue
             lead = line[0]
-            if lead == 0x23 or lead == 0x2D:  # '#' comment, '-' disabled line
+            if lead in {35, 45}:  # '#' comment, '-' disabled line
                 continue
             if lead not in _LEADERS:
                 raise _LineError(
@@ -188,7 +188,7 @@ def compile_lines(
             if hook is not None:
                 hook(index, line, f)
 
-            if lead == 0x2B or lead == 0x3D:  # '+' and '=' (§5.5)
+            if lead in {43, 61}:  # '+' and '=' (§5.5)
                 owner = _name(f[0], "name")
                 ttl = number(f[2])
                 head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
@@ -203,7 +203,7 @@ def compile_lines(
                         emit(_PTR, ptr_owner + _IN_ADDR_ARPA, head, loc, owner)
                 continue
 
-            if lead == 0x2E or lead == 0x26:  # '.' and '&' (§5.2, §5.3)
+            if lead in {46, 38}:  # '.' and '&' (§5.2, §5.3)
                 fqdn = _name(f[0], "name")
                 ttl = number(f[3])
                 if ttl is None:
@@ -237,7 +237,7 @@ def compile_lines(
                     emit(_A, mx, head, loc, ip)
                 continue
 
-            if lead == 0x43 or lead == 0x5E:  # 'C' and '^' (§5.8)
+            if lead in {67, 94}:  # 'C' and '^' (§5.8)
                 owner = _name(f[0], "name")
                 ttl = number(f[2])
                 head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
@@ -331,7 +331,6 @@ def compile_lines(
             exc.message, lineno=first_lineno + index, reason=exc.reason
         ) from None
     return recs
-
 
 
 def compile_data(data: bytes, mtime: int) -> bytes:

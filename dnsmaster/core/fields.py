@@ -36,7 +36,7 @@ _ZERO_TTD = bytes(8)
 _OCTAL = b"01234567"
 
 
-class NameError_(ValueError):  # noqa: N801 - "NameError" is a builtin
+class NameError_(ValueError):
     """A name does not fit the DNS limits (label over 63 bytes, name over 255)."""
 
 
@@ -132,7 +132,7 @@ def name_to_wire(field: bytes) -> bytes:
         labels = field.split(b".")
         wire = b"".join([LEN[len(lab)] + lab for lab in labels if lab]) + b"\0"
         if len(field) > 63 and max(map(len, labels)) > 63:
-            raise NameError_(_long_label([lab for lab in labels if len(lab) > 63][0]))
+            raise NameError_(_long_label(next(lab for lab in labels if len(lab) > 63)))
         if len(wire) > 255:
             raise NameError_(f"name longer than 255 bytes in wire form ({len(wire)})")
         return wire

@@ -40,5 +40,7 @@ def is_source(name: str) -> bool:
 def source_order(names: list[str]) -> list[str]:
     """``header`` first, then the ``zones.*`` files in byte order of their names."""
     chosen = [n for n in names if is_source(n)]
-    zones = sorted((n for n in chosen if n != HEADER), key=lambda n: n.encode("utf-8", "surrogateescape"))
+    zones = sorted(
+        (n for n in chosen if n != HEADER), key=lambda n: n.encode("utf-8", "surrogateescape")
+    )
     return ([HEADER] if HEADER in chosen else []) + zones

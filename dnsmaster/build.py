@@ -1,0 +1,190 @@
+"""The build: a zones directory in, ``data`` and ``data.cdb`` out, or nothing at all.
+
+Reads ``header`` and every ``zones.*``, compiles each one that changed since the
+last build of this :class:`Builder` (the others come from its cache), stamps the
+serial, and replaces ``data`` and ``data.cdb`` by renaming complete, fsynced temp
+files. Any error — a bad line, an unreadable file, an unwritable directory — raises
+before the first rename, so the output directory is left exactly as it was.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dnsmaster import fsutil
+from dnsmaster.core import cdb
+from dnsmaster.core.makedata import (
+    CompiledSource,
+    assemble,
+    check_source,
+    compile_source,
+    next_serial,
+    previous_serial,
+)
+from dnsmaster.core.sources import is_source, source_order, why_skipped
+from dnsmaster.errors import BuildError, DataError, DataErrors
+
+__all__ = ["BuildResult", "Builder", "Diagnosis"]
+
+
+@dataclass(frozen=True, slots=True)
+class BuildResult:
+    """What one build wrote."""
+
+    serial: int
+    sha256: str
+    records: int
+    lines: int
+    data_bytes: int
+    sources: tuple[str, ...]
+    recompiled: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    warnings: tuple[DataError, ...]
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class Diagnosis:
+    """Every error and warning in a zones directory (``dnsmaster check``)."""
+
+    sources: tuple[str, ...]
+    skipped: tuple[tuple[str, str], ...]
+    errors: tuple[DataError, ...]
+    warnings: tuple[DataError, ...]
+    lines: int
+
+
+@dataclass
+class Builder:
+    """Builds one zones directory into one output directory, caching per source."""
+
+    zones: Path
+    output: Path
+    strict: bool = False
+    clock: Callable[[], float] = time.time
+    _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
+
+    def diagnose(self) -> Diagnosis:
+        """Every error and warning of every source, without writing anything."""
+        names, skipped = self._scan()
+        errors: list[DataError] = []
+        warnings: list[DataError] = []
+        lines = 0
+        for name in names:
+            content = self._read(name)
+            found = check_source(name, content)
+            errors.extend(found.errors)
+            warnings.extend(found.warnings)
+            lines += content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
+        return Diagnosis(tuple(names), tuple(skipped), tuple(errors), tuple(warnings), lines)
+
+    def build(self) -> BuildResult:
+        """Build and write ``data`` and ``data.cdb``; raise and write nothing on error."""
+        started = time.perf_counter()
+        names, skipped = self._scan()
+        compiled, recompiled = self._compile(names)
+        data_path = self.output / "data"
+        self._check_output()
+        serial = next_serial(int(self.clock()), previous_serial(_head(data_path)))
+        built = assemble(compiled, serial)
+        self._write(built.data, built.keys, built.values)
+        return BuildResult(
+            serial=serial,
+            sha256=hashlib.sha256(built.data).hexdigest(),
+            records=len(built.keys),
+            lines=sum(src.lines for src in compiled),
+            data_bytes=len(built.data),
+            sources=tuple(names),
+            recompiled=tuple(recompiled),
+            skipped=tuple(skipped),
+            warnings=tuple(w for src in compiled for w in src.warnings),
+            seconds=time.perf_counter() - started,
+        )
+
+    def _scan(self) -> tuple[list[str], list[tuple[str, str]]]:
+        try:
+            entries = [e for e in os.scandir(self.zones) if not e.is_dir()]
+        except FileNotFoundError:
+            raise BuildError(str(self.zones), "zones directory does not exist") from None
+        except NotADirectoryError:
+            raise BuildError(str(self.zones), "is not a directory") from None
+        except OSError as exc:
+            raise BuildError(str(self.zones), f"cannot list: {fsutil.describe(exc)}") from None
+        names = [e.name for e in entries]
+        skipped = []
+        for name in sorted(names):
+            reason = why_skipped(name)
+            if reason is not None and (name.startswith((".", "#")) or "zones." in name):
+                skipped.append((name, reason))
+        return source_order([n for n in names if is_source(n)]), skipped
+
+    def _compile(self, names: list[str]) -> tuple[list[CompiledSource], list[str]]:
+        compiled: list[CompiledSource] = []
+        recompiled: list[str] = []
+        errors: list[DataError] = []
+        for name in names:
+            content = self._read(name)
+            cached = self._cache.get(name)
+            if cached is not None and cached.digest == hashlib.sha256(content).digest():
+                compiled.append(cached)
+                continue
+            try:
+                src = compile_source(name, content, strict=self.strict)
+            except DataErrors as exc:
+                errors.extend(exc.errors)
+                continue
+            self._cache[name] = src
+            compiled.append(src)
+            recompiled.append(name)
+        for gone in set(self._cache) - set(names):
+            del self._cache[gone]
+        if errors:
+            raise DataErrors(tuple(errors))
+        return compiled, recompiled
+
+    def _read(self, name: str) -> bytes:
+        path = self.zones / name
+        try:
+            return path.read_bytes()
+        except OSError as exc:
+            raise BuildError(str(path), f"cannot read: {fsutil.describe(exc)}") from None
+
+    def _check_output(self) -> None:
+        if not self.output.is_dir():
+            reason = "does not exist" if not self.output.exists() else "is not a directory"
+            raise BuildError(str(self.output), f"output directory {reason}")
+        if not os.access(self.output, os.W_OK | os.X_OK):
+            raise BuildError(str(self.output), "output directory is not writable")
+
+    def _write(self, data: bytes, keys: list[bytes], values: list[bytes]) -> None:
+        staged: list[tuple[Path, Path]] = []
+        try:
+            for name, write in (
+                ("data", lambda fd: fsutil.write_all(fd, data)),
+                ("data.cdb", lambda fd: cdb.write_fd(fd, keys, values)),
+            ):
+                final = self.output / name
+                staged.append((fsutil.stage(final, write), final))
+            # data first: a crash between the renames leaves a data newer than its
+            # data.cdb, which the next build or tinydns-data run repairs.
+            fsutil.publish(staged)
+        except OSError as exc:
+            fsutil.discard(tmp for tmp, _ in staged)
+            where = exc.filename or str(self.output)
+            raise BuildError(str(where), f"cannot write: {fsutil.describe(exc)}") from None
+        except cdb.CdbTooLarge as exc:
+            fsutil.discard(tmp for tmp, _ in staged)
+            raise BuildError(str(self.output / "data.cdb"), str(exc)) from None
+
+
+def _head(path: Path) -> bytes:
+    try:
+        with path.open("rb") as f:
+            return f.readline(200)
+    except OSError:
+        return b""

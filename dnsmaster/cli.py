@@ -1,0 +1,186 @@
+"""The ``dnsmaster`` command line.
+
+Sub-commands import what they need when they run: ``dnsmaster receive`` starts once
+per push on every slave, and must not pay for asyncssh, structlog or dnspython.
+
+Exit statuses (also in the README):
+  0    done
+  1    the zones data has errors (or warnings, with ``--strict``); nothing written
+  2    usage or configuration error
+  111  a system error: a file or directory could not be read or written
+       (``tinydns-data`` uses 111 for every failure, as the original does)
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from dnsmaster.config import Config
+
+__all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
+
+EXIT_OK = 0
+EXIT_DATA = 1
+EXIT_USAGE = 2
+EXIT_SYSTEM = 111
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dnsmaster",
+        description="Build tinydns data from zones.* files and push it to every slave.",
+    )
+    parser.add_argument("--version", action="version", version=_version())
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    def zones_options(p: argparse.ArgumentParser, *, output: bool) -> None:
+        p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+        p.add_argument("--zones", type=Path, help="directory holding header and zones.*")
+        if output:
+            p.add_argument("--out", type=Path, help="directory to write data and data.cdb in")
+        p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+    p = sub.add_parser("build", help="build data and data.cdb from the zones directory")
+    zones_options(p, output=True)
+    _log_options(p)
+
+    p = sub.add_parser("check", help="check the zones directory without writing anything")
+    zones_options(p, output=False)
+
+    sub.add_parser(
+        "tinydns-data",
+        help="drop-in for tinydns-data: compile ./data into ./data.cdb",
+        description="Compile ./data into ./data.cdb exactly as tinydns-data does.",
+    )
+    return parser
+
+
+def _log_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--log-format", choices=("logfmt", "json"), help="log line format")
+
+
+def _version() -> str:
+    from dnsmaster import __version__  # noqa: PLC0415
+
+    return f"dnsmaster {__version__}"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run one command; return its exit status."""
+    args = _parser().parse_args(argv)
+    command = args.command
+    if command == "tinydns-data":
+        from dnsmaster.tinydnsdata import main as tinydns_data  # noqa: PLC0415
+
+        return tinydns_data()
+    if command == "check":
+        return _check(args)
+    if command == "build":
+        return _build(args)
+    raise AssertionError(command)  # argparse only lets known commands through
+
+
+def _config(args: argparse.Namespace, *, required: bool) -> Config | None:
+    """The configuration named by --config or $DNSMASTER_CONFIG, if any."""
+    from dnsmaster import config  # noqa: PLC0415
+
+    if not required and args.config is None and "DNSMASTER_CONFIG" not in os.environ:
+        return None
+    return config.load(config.resolve_path(args.config, os.environ))
+
+
+def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path | None, bool]:
+    """--zones/--out, else the configuration's zones/output; and strictness."""
+    zones: Path | None = args.zones
+    out: Path | None = getattr(args, "out", None)
+    strict: bool = args.strict
+    if zones is None or (output and out is None):
+        cfg = _config(args, required=True)
+        assert cfg is not None
+        zones = zones or cfg.zones
+        out = out or cfg.output
+        strict = strict or cfg.strict
+    return zones, out, strict
+
+
+def _usage_error(message: str) -> int:
+    sys.stderr.write(f"dnsmaster: {message}\n")
+    return EXIT_USAGE
+
+
+def _check(args: argparse.Namespace) -> int:
+    from dnsmaster.build import Builder  # noqa: PLC0415
+    from dnsmaster.errors import BuildError, ConfigError  # noqa: PLC0415
+
+    try:
+        zones, _, strict = _zones_paths(args, output=False)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    try:
+        found = Builder(zones, zones, strict=strict).diagnose()
+    except BuildError as exc:
+        sys.stderr.write(f"dnsmaster: {exc}\n")
+        return EXIT_SYSTEM
+    out = sys.stderr
+    for name, reason in found.skipped:
+        out.write(f"{zones / name}: skipped: {reason}\n")
+    problems = sorted(
+        [(e, "error") for e in found.errors] + [(w, "warning") for w in found.warnings],
+        key=lambda item: (found.sources.index(item[0].file), item[0].line),
+    )
+    for problem, kind in problems:
+        if kind == "warning" and strict:
+            kind = "error (strict)"
+        out.write(f"{zones / problem.file}:{problem.line}: {kind}: {problem.reason}\n")
+    failed = bool(found.errors) or (strict and bool(found.warnings))
+    sys.stdout.write(
+        f"{'FAILED' if failed else 'ok'}: {len(found.sources)} files, {found.lines} lines, "
+        f"{len(found.errors)} errors, {len(found.warnings)} warnings\n"
+    )
+    return EXIT_DATA if failed else EXIT_OK
+
+
+def _build(args: argparse.Namespace) -> int:
+    from dnsmaster import log  # noqa: PLC0415
+    from dnsmaster.build import Builder  # noqa: PLC0415
+    from dnsmaster.errors import BuildError, ConfigError, DataErrors  # noqa: PLC0415
+
+    log.configure(fmt=args.log_format or "logfmt")
+    logger = log.get_logger()
+    try:
+        zones, out, strict = _zones_paths(args, output=True)
+    except ConfigError as exc:
+        logger.error("config.invalid", error=str(exc))
+        return EXIT_USAGE
+    assert out is not None
+    try:
+        result = Builder(zones, out, strict=strict).build()
+    except DataErrors as exc:
+        for error in exc.errors:
+            logger.error("build.error", file=error.file, line=error.line, error=error.reason)
+        logger.error("build.failed", errors=len(exc.errors), output=str(out), changed=False)
+        return EXIT_DATA
+    except BuildError as exc:
+        logger.error("build.failed", path=exc.path, error=exc.reason, changed=False)
+        return EXIT_SYSTEM
+    for name, reason in result.skipped:
+        logger.info("build.skipped", file=name, reason=reason)
+    for warning in result.warnings:
+        logger.warning("build.warning", file=warning.file, line=warning.line, error=warning.reason)
+    logger.info(
+        "build.done",
+        serial=result.serial,
+        files=len(result.sources),
+        lines=result.lines,
+        records=result.records,
+        sha256=result.sha256[:16],
+        seconds=round(result.seconds, 3),
+        output=str(out),
+    )
+    return EXIT_OK

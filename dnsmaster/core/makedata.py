@@ -1,0 +1,225 @@
+"""make-data: ``header`` + every ``zones.*`` into one tinydns ``data`` text.
+
+The classic rule, kept: the sources are concatenated in order (header first, then
+zones files in byte order of name), and every SOA gets an explicit serial so that
+every server compiling this data serves the same numbers whatever the mtime of its
+copy. A ``.`` line becomes the ``Z`` + ``&`` (+ ``+``) lines tinydns-data treats as
+exactly equivalent (spec §5.2, vectors 17a/17b); a ``Z`` line without a serial gets
+one; everything else is copied byte for byte.
+
+Each source is compiled once, independently of the serial (:class:`CompiledSource`),
+so a rebuild after a one-line change re-reads only the file that changed and just
+re-stamps the serial everywhere else.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from dnsmaster.core.compiler import Records, compile_lines, split_lines
+from dnsmaster.core.fields import name_to_wire, number, split_fields
+from dnsmaster.core.lint import Linter
+from dnsmaster.errors import DataError, DataErrors, TinydnsDataError
+
+__all__ = [
+    "Assembled",
+    "CompiledSource",
+    "SourceCheck",
+    "assemble",
+    "check_source",
+    "compile_source",
+    "next_serial",
+    "previous_serial",
+]
+
+# Stands where the build's serial goes until the serial is known. It cannot occur in
+# a source: compile_source refuses a file that contains it.
+_SERIAL = b"\0dnsmaster-serial\0"
+_BANNER = b"# dnsmaster serial "
+_BANNER_RE = re.compile(rb"# dnsmaster serial ([0-9]+)")
+_U64 = (1 << 64) - 1
+_U32 = 0xFFFFFFFF
+
+
+@dataclass(frozen=True, slots=True)
+class CompiledSource:
+    """One source file compiled, independent of the build's serial.
+
+    ``text`` is the file as it goes into ``data``, with a placeholder where the
+    serial goes; ``records`` are its cdb records; ``warnings`` what the checker
+    found (a source with errors never compiles).
+    """
+
+    name: str
+    digest: bytes
+    text: bytes
+    records: Records
+    warnings: tuple[DataError, ...]
+    lines: int
+
+
+@dataclass(frozen=True, slots=True)
+class Assembled:
+    """The ``data`` text and the cdb records of one build."""
+
+    serial: int
+    data: bytes
+    keys: list[bytes]
+    values: list[bytes]
+
+
+def next_serial(now: int, previous: int | None) -> int:
+    """The build's serial: the Unix time, but always past the previous build's."""
+    if previous is not None and previous >= now:
+        return previous + 1
+    return now
+
+
+def previous_serial(data_head: bytes) -> int | None:
+    """The serial of an earlier build, from the first line of its ``data``."""
+    m = _BANNER_RE.match(data_head)
+    return int(m.group(1)) if m else None
+
+
+@dataclass(frozen=True, slots=True)
+class SourceCheck:
+    """Everything found in one source: errors, warnings, and the compile if clean."""
+
+    errors: tuple[DataError, ...]
+    warnings: tuple[DataError, ...]
+    compiled: CompiledSource | None
+
+
+def check_source(name: str, content: bytes) -> SourceCheck:
+    """Compile one source, collecting every error and warning instead of stopping."""
+    if _SERIAL in content:
+        line = content[: content.index(_SERIAL)].count(b"\n") + 1
+        bad = DataError(name, line, "contains dnsmaster's serial placeholder")
+        return SourceCheck((bad,), (), None)
+    lines = split_lines(content)
+    linter = Linter()
+    fatal: list[DataError] = []
+    start = 0
+    while True:
+        # Resume after each line tinydns-data refuses, so one check reports them all.
+        linter.offset = start
+        try:
+            records = compile_lines(lines[start:], 0, first_lineno=start + 1, hook=linter)
+            break
+        except TinydnsDataError as exc:
+            fatal.append(DataError(name, exc.lineno, exc.reason))
+            start = exc.lineno
+    errors = fatal + [DataError(name, d.line, d.message) for d in linter.diagnostics if d.error]
+    if not fatal:
+        errors += _dot_lines_too_long(name, lines, records.stamped)
+    warnings = tuple(DataError(name, d.line, d.message) for d in linter.diagnostics if not d.error)
+    if errors:
+        return SourceCheck(tuple(sorted(errors, key=lambda e: e.line)), warnings, None)
+    compiled = CompiledSource(
+        name=name,
+        digest=hashlib.sha256(content).digest(),
+        text=_expand(name, lines, records.stamped),
+        records=records,
+        warnings=warnings,
+        lines=len(lines),
+    )
+    return SourceCheck((), warnings, compiled)
+
+
+def compile_source(name: str, content: bytes, *, strict: bool = False) -> CompiledSource:
+    """Compile one source that must be clean.
+
+    Raises :class:`DataErrors` naming every line tinydns-data would refuse and every
+    line the checker finds certainly wrong; with ``strict``, warnings count too.
+    """
+    found = check_source(name, content)
+    problems = found.errors + (found.warnings if strict else ())
+    if problems or found.compiled is None:
+        raise DataErrors(tuple(sorted(problems, key=lambda e: e.line)))
+    return found.compiled
+
+
+def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
+    """Join compiled sources into the build's ``data`` and records."""
+    stamp = str(serial).encode()
+    banner = (
+        _BANNER + stamp + (b" - built from header and zones.* files; edit those, not this file\n")
+    )
+    data = banner + b"".join(src.text for src in sources).replace(_SERIAL, stamp)
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for src in sources:
+        keys += src.records.keys
+        values += src.records.with_serial(serial)
+    return Assembled(serial=serial, data=data, keys=keys, values=values)
+
+
+def _dot_lines_too_long(
+    name: str, lines: Sequence[bytes], stamped: Sequence[int]
+) -> list[DataError]:
+    """§5.2: a ``.`` line whose SOA contact would pass 255 bytes once written out."""
+    found = []
+    for i in stamped:
+        line = lines[i].rstrip(b" \t\n")
+        if line[:1] == b"." and len(name_to_wire(split_fields(line)[0])) + 11 > 255:
+            reason = "zone name too long for its SOA contact hostmaster.<zone> (255 bytes)"
+            found.append(DataError(name, i + 1, reason))
+    return found
+
+
+def _expand(name: str, lines: Sequence[bytes], stamped: Sequence[int]) -> bytes:
+    """The source as it goes into ``data``: comments that trace every line back."""
+    origin = name.encode("utf-8", "surrogateescape")
+    out = list(lines)
+    for i in stamped:
+        line = lines[i].rstrip(b" \t\n")
+        f = split_fields(line)
+        if line[:1] == b"Z":
+            out[i] = _line(b"Z", [*f[0:3], _SERIAL, *f[4:11]])
+            continue
+        fqdn, ip, x, ttl, ttd, lo = f[0:6]
+        # Leading dots are empty labels (spec §3.5): dropping them keeps the name and
+        # reads better than ".ns.example.com" for an empty x.
+        server = (x if b"." in x else x + b".ns." + fqdn).lstrip(b".")
+        ttl_value = number(ttl)
+        if ttl_value is None:
+            ttl_value = 259200
+        soa_ttl = b"2560" if ttl_value & _U64 else b"0"
+        where = b"# %s:%d" % (origin, i + 1)
+        expanded = [where + b": " + line]
+        expanded.append(
+            _line(
+                b"Z",
+                [
+                    fqdn,
+                    server,
+                    b"hostmaster." + fqdn,
+                    _SERIAL,
+                    b"16384",
+                    b"2048",
+                    b"1048576",
+                    b"2560",
+                    soa_ttl,
+                    ttd,
+                    lo,
+                ],
+            )
+        )
+        expanded.append(_line(b"&", [fqdn, b"", x, ttl, ttd, lo]))
+        if ip:
+            expanded.append(_line(b"+", [server, ip, b"%d" % (ttl_value & _U32), ttd, lo]))
+        if i + 1 < len(lines):
+            expanded.append(b"# %s:%d" % (origin, i + 2))
+        out[i] = b"\n".join(expanded)
+    return b"# %s:1\n" % origin + b"\n".join(out) + (b"\n" if out else b"")
+
+
+def _line(lead: bytes, fields: list[bytes]) -> bytes:
+    line = (lead + b":".join(fields)).rstrip(b":")
+    # tinydns-data strips trailing spaces and tabs; a colon keeps them in the field.
+    if line.endswith((b" ", b"\t")):
+        line += b":"
+    return line
