@@ -53,6 +53,29 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("check", help="check the zones directory without writing anything")
     zones_options(p, output=False)
 
+    p = sub.add_parser(
+        "receive",
+        help="the slave's forced command: take a push on stdin, or report status",
+        description="Run on a slave as the forced command of the master's key. The verb "
+        "comes from SSH_ORIGINAL_COMMAND: push (data on stdin) or status.",
+        add_help=False,
+    )
+
+    p = sub.add_parser(
+        "authorized-key",
+        help="print the authorized_keys line that restricts a key to dnsmaster receive",
+    )
+    p.add_argument("--pubkey", type=Path, required=True, help="the master's public key file")
+    p.add_argument("--root", type=Path, required=True, help="the slave's tinydns root")
+    p.add_argument(
+        "--command",
+        dest="receiver",
+        default="dnsmaster",
+        help="how the slave runs dnsmaster (an absolute path if it is not on PATH)",
+    )
+    p.add_argument("--keep", type=int, help="copies of data the slave keeps (default 10)")
+    p.add_argument("--max-size", type=int, help="largest push the slave accepts, in bytes")
+
     sub.add_parser(
         "tinydns-data",
         help="drop-in for tinydns-data: compile ./data into ./data.cdb",
@@ -73,12 +96,21 @@ def _version() -> str:
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["receive"]:
+        # The slave's hot path: straight to the receiver, its own options and nothing
+        # else to import or parse.
+        from dnsmaster.receive import main as receive  # noqa: PLC0415
+
+        return receive(argv[1:])
     args = _parser().parse_args(argv)
     command = args.command
     if command == "tinydns-data":
         from dnsmaster.tinydnsdata import main as tinydns_data  # noqa: PLC0415
 
         return tinydns_data()
+    if command == "authorized-key":
+        return _authorized_key(args)
     if command == "check":
         return _check(args)
     if command == "build":
@@ -183,4 +215,25 @@ def _build(args: argparse.Namespace) -> int:
         seconds=round(result.seconds, 3),
         output=str(out),
     )
+    return EXIT_OK
+
+
+def _authorized_key(args: argparse.Namespace) -> int:
+    import shlex  # noqa: PLC0415
+
+    try:
+        words = args.pubkey.read_text().split()
+    except OSError as exc:
+        from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+        return _usage_error(f"{args.pubkey}: cannot read: {describe(exc)}")
+    if len(words) < 2 or not (words[0].startswith(("ssh-", "ecdsa-", "sk-"))):
+        return _usage_error(f"{args.pubkey}: not an OpenSSH public key")
+    command = [args.receiver, "receive", "--root", str(args.root.absolute())]
+    if args.keep is not None:
+        command += ["--keep", str(args.keep)]
+    if args.max_size is not None:
+        command += ["--max-size", str(args.max_size)]
+    forced = " ".join(shlex.quote(w) for w in command).replace("\\", "\\\\").replace('"', '\\"')
+    sys.stdout.write(f'restrict,command="{forced}" {" ".join(words)}\n')
     return EXIT_OK
