@@ -21,8 +21,10 @@ from dnsmaster.core import cdb
 from dnsmaster.core.makedata import (
     CompiledSource,
     assemble,
+    built_from,
     check_source,
     compile_source,
+    fingerprint,
     next_serial,
     previous_serial,
 )
@@ -82,6 +84,17 @@ class Builder:
             warnings.extend(found.warnings)
             lines += content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
         return Diagnosis(tuple(names), tuple(skipped), tuple(errors), tuple(warnings), lines)
+
+    def is_current(self) -> bool:
+        """Whether ``data`` and ``data.cdb`` were built from the sources there now.
+
+        Lets ``dnsmaster push`` skip a build that would change nothing but the
+        serial (and so every SOA record on every slave).
+        """
+        names, _ = self._scan()
+        sources = [(name, hashlib.sha256(self._read(name)).digest()) for name in names]
+        written = built_from(_head(self.output / "data"))
+        return written == fingerprint(sources) and (self.output / "data.cdb").is_file()
 
     def build(self) -> BuildResult:
         """Build and write ``data`` and ``data.cdb``; raise and write nothing on error."""

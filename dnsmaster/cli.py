@@ -7,6 +7,7 @@ Exit statuses (also in the README):
   0    done
   1    the zones data has errors (or warnings, with ``--strict``); nothing written
   2    usage or configuration error
+  3    ``push``: one or more slaves did not take the data (the others did)
   111  a system error: a file or directory could not be read or written
        (``tinydns-data`` uses 111 for every failure, as the original does)
 """
@@ -18,16 +19,18 @@ import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from dnsmaster.build import Builder
     from dnsmaster.config import Config
 
-__all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
+__all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
 
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
+EXIT_SLAVES = 3
 EXIT_SYSTEM = 111
 
 
@@ -52,6 +55,19 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("check", help="check the zones directory without writing anything")
     zones_options(p, output=False)
+
+    p = sub.add_parser(
+        "push",
+        help="build if the zones changed, then push data to every slave in parallel",
+        description="Build data and data.cdb if the zones changed since the last build, "
+        "then push data to every configured slave (or those named) in parallel.",
+    )
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    p.add_argument(
+        "--slave", action="append", default=[], metavar="NAME", help="push only to this slave"
+    )
+    p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
+    _log_options(p)
 
     p = sub.add_parser(
         "receive",
@@ -115,6 +131,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if command == "build":
         return _build(args)
+    if command == "push":
+        import asyncio  # noqa: PLC0415
+
+        return asyncio.run(_push(args))
     raise AssertionError(command)  # argparse only lets known commands through
 
 
@@ -181,7 +201,7 @@ def _check(args: argparse.Namespace) -> int:
 def _build(args: argparse.Namespace) -> int:
     from dnsmaster import log  # noqa: PLC0415
     from dnsmaster.build import Builder  # noqa: PLC0415
-    from dnsmaster.errors import BuildError, ConfigError, DataErrors  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
     log.configure(fmt=args.log_format or "logfmt")
     logger = log.get_logger()
@@ -191,8 +211,16 @@ def _build(args: argparse.Namespace) -> int:
         logger.error("config.invalid", error=str(exc))
         return EXIT_USAGE
     assert out is not None
+    return _run_build(Builder(zones, out, strict=strict), logger)
+
+
+def _run_build(builder: Builder, logger: Any) -> int:
+    """One build, logged event by event; the exit status it deserves."""
+    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
+
+    out = builder.output
     try:
-        result = Builder(zones, out, strict=strict).build()
+        result = builder.build()
     except DataErrors as exc:
         for error in exc.errors:
             logger.error("build.error", file=error.file, line=error.line, error=error.reason)
@@ -216,6 +244,78 @@ def _build(args: argparse.Namespace) -> int:
         output=str(out),
     )
     return EXIT_OK
+
+
+async def _push(args: argparse.Namespace) -> int:
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster import log, push  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = _config(args, required=True)
+    except ConfigError as exc:
+        sys.stderr.write(f"dnsmaster: {exc}\n")
+        return EXIT_USAGE
+    assert cfg is not None
+    log.configure(
+        fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
+    )
+    logger = log.get_logger()
+    unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
+    if unknown:
+        logger.error("config.invalid", error=f"no such slave: {', '.join(unknown)}")
+        return EXIT_USAGE
+    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
+    if not args.no_build:
+        status = _build_if_needed(cfg, logger)
+        if status != EXIT_OK:
+            return status
+    try:
+        data = (cfg.output / "data").read_bytes()
+    except OSError as exc:
+        from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+        logger.error("push.failed", path=str(cfg.output / "data"), error=describe(exc))
+        return EXIT_SYSTEM
+    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    report = push.PushLog(logger, previous_serial(data[:200]))
+    logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
+    channels = [push.channel_for(slave, cfg) for slave in slaves]
+    try:
+        results = await push.push_all(
+            channels,
+            data,
+            sha256,
+            parallel=cfg.push.parallel,
+            timeout=cfg.push.timeout,
+            on_line=report.line,
+            on_result=report.result,
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    failed = [r.slave for r in results if not r.ok]
+    logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
+    return EXIT_SLAVES if failed else EXIT_OK
+
+
+def _build_if_needed(cfg: Config, logger: Any) -> int:
+    """Build unless data and data.cdb already come from the zones there now."""
+    from dnsmaster.build import Builder  # noqa: PLC0415
+    from dnsmaster.errors import BuildError  # noqa: PLC0415
+
+    builder = Builder(cfg.zones, cfg.output, strict=cfg.strict)
+    try:
+        if builder.is_current():
+            logger.info("build.current", output=str(cfg.output))
+            return EXIT_OK
+    except BuildError as exc:
+        logger.error("build.failed", path=exc.path, error=exc.reason, changed=False)
+        return EXIT_SYSTEM
+    return _run_build(builder, logger)
 
 
 def _authorized_key(args: argparse.Namespace) -> int:

@@ -29,8 +29,10 @@ __all__ = [
     "CompiledSource",
     "SourceCheck",
     "assemble",
+    "built_from",
     "check_source",
     "compile_source",
+    "fingerprint",
     "next_serial",
     "previous_serial",
 ]
@@ -39,7 +41,7 @@ __all__ = [
 # a source: compile_source refuses a file that contains it.
 _SERIAL = b"\0dnsmaster-serial\0"
 _BANNER = b"# dnsmaster serial "
-_BANNER_RE = re.compile(rb"# dnsmaster serial ([0-9]+)")
+_BANNER_RE = re.compile(rb"# dnsmaster serial ([0-9]+)(?: sources=([0-9a-f]{64}))?")
 _U64 = (1 << 64) - 1
 _U32 = 0xFFFFFFFF
 
@@ -82,6 +84,25 @@ def previous_serial(data_head: bytes) -> int | None:
     """The serial of an earlier build, from the first line of its ``data``."""
     m = _BANNER_RE.match(data_head)
     return int(m.group(1)) if m else None
+
+
+def fingerprint(sources: Sequence[tuple[str, bytes]]) -> str:
+    """One digest for the (name, sha256 digest) of every source, in build order.
+
+    It goes into the banner of ``data``, so a later run can tell whether the data
+    on disk was built from exactly the sources there now, and skip a rebuild that
+    would change nothing but the serial.
+    """
+    h = hashlib.sha256()
+    for name, digest in sources:
+        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest)
+    return h.hexdigest()
+
+
+def built_from(data_head: bytes) -> str | None:
+    """The sources fingerprint an earlier build wrote in the first line of ``data``."""
+    m = _BANNER_RE.match(data_head)
+    return m.group(2).decode() if m and m.group(2) else None
 
 
 @dataclass(frozen=True, slots=True)
@@ -145,8 +166,11 @@ def compile_source(name: str, content: bytes, *, strict: bool = False) -> Compil
 def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
     """Join compiled sources into the build's ``data`` and records."""
     stamp = str(serial).encode()
-    banner = (
-        _BANNER + stamp + (b" - built from header and zones.* files; edit those, not this file\n")
+    sources_id = fingerprint([(src.name, src.digest) for src in sources]).encode()
+    banner = b"%s%s sources=%s - built from header and zones.* files; edit those, not this\n" % (
+        _BANNER,
+        stamp,
+        sources_id,
     )
     data = banner + b"".join(src.text for src in sources).replace(_SERIAL, stamp)
     keys: list[bytes] = []

@@ -1,0 +1,370 @@
+"""The TOML configuration, read into frozen dataclasses.
+
+Every mistake is a :class:`~dnsmaster.errors.ConfigError` naming the file and the
+key (``slave[2].host``), found before the daemon does anything. Relative paths
+are taken relative to the configuration file, so a config and its zones can move
+together (the shipped demo relies on it).
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import tomllib
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Literal, TypeVar
+
+from dnsmaster.errors import ConfigError
+
+__all__ = [
+    "Config",
+    "DaemonOptions",
+    "LogOptions",
+    "PushOptions",
+    "Slave",
+    "from_mapping",
+    "load",
+    "resolve_path",
+]
+
+ENV_VAR = "DNSMASTER_CONFIG"
+
+
+@dataclass(frozen=True, slots=True)
+class Slave:
+    """One slave: where to reach its receiver and where its tinydns answers."""
+
+    name: str
+    host: str = ""
+    port: int = 22
+    user: str = "dnsslave"
+    key: Path | None = None
+    dns: str = ""
+    dns_port: int = 53
+    protocol: Literal["dnsmaster", "legacy"] = "dnsmaster"
+    transport: Literal["ssh", "local"] = "ssh"
+    #: The tinydns root, for ``transport = "local"`` (the receiver runs here).
+    root: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class DaemonOptions:
+    """``[daemon]``: when to build, how to retry and verify."""
+
+    debounce: float = 0.5
+    max_delay: float = 5.0
+    poll: bool = False
+    poll_interval: float = 1.0
+    retry_initial: float = 1.0
+    retry_max: float = 300.0
+    stop_timeout: float = 30.0
+    verify: bool = True
+    verify_timeout: float = 2.0
+
+
+@dataclass(frozen=True, slots=True)
+class PushOptions:
+    """``[push]``: how many slaves at once, and how long to wait for each."""
+
+    parallel: int = 16
+    connect_timeout: float = 10.0
+    keepalive_interval: float = 15.0
+    timeout: float = 300.0
+
+
+@dataclass(frozen=True, slots=True)
+class LogOptions:
+    """``[log]``: one line per event; logfmt without timestamps suits multilog."""
+
+    format: Literal["logfmt", "json"] = "logfmt"
+    timestamps: bool = False
+    level: Literal["debug", "info", "warning", "error"] = "info"
+
+
+@dataclass(frozen=True, slots=True)
+class Config:
+    """The whole configuration."""
+
+    path: Path
+    zones: Path
+    output: Path
+    state: Path
+    key: Path | None = None
+    known_hosts: Path | None = None
+    strict: bool = False
+    slaves: tuple[Slave, ...] = ()
+    daemon: DaemonOptions = field(default_factory=DaemonOptions)
+    push: PushOptions = field(default_factory=PushOptions)
+    log: LogOptions = field(default_factory=LogOptions)
+
+
+def resolve_path(option: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
+    """The config file: ``--config``, else ``$DNSMASTER_CONFIG``."""
+    if option is not None:
+        return Path(option)
+    if environ.get(ENV_VAR):
+        return Path(environ[ENV_VAR])
+    raise ConfigError("", "", f"no configuration: give --config FILE or set {ENV_VAR}")
+
+
+def load(path: Path) -> Config:
+    """Read and check the configuration file at ``path``."""
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+    try:
+        table = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError as exc:
+        raise ConfigError(str(path), "", f"not UTF-8 (byte {exc.start})") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
+    return from_mapping(table, path=path)
+
+
+_T = TypeVar("_T")
+
+
+class _Reader:
+    """Takes keys out of one TOML table, checking each; leftovers are unknown keys."""
+
+    def __init__(self, table: Mapping[str, Any], *, path: Path, prefix: str) -> None:
+        self._table = dict(table)
+        self._given = frozenset(self._table)
+        self._path = path
+        self._prefix = prefix
+        self._known: tuple[str, ...] = ()
+
+    def error(self, key: str, reason: str) -> ConfigError:
+        return ConfigError(str(self._path), f"{self._prefix}{key}", reason)
+
+    def take(self, key: str, kind: type[_T] | tuple[type, ...], default: _T) -> _T:
+        if key not in self._table:
+            return default
+        value = self._table.pop(key)
+        kinds = kind if isinstance(kind, tuple) else (kind,)
+        # TOML booleans are ints to isinstance; a bool is never a number here.
+        if isinstance(value, bool) and bool not in kinds:
+            raise self.error(key, f"must be {_kind_name(kinds)}, not a boolean")
+        if not isinstance(value, kinds):
+            raise self.error(key, f"must be {_kind_name(kinds)}, not {_toml_type(value)}")
+        return value  # type: ignore[return-value]
+
+    def text(self, key: str, default: str = "") -> str:
+        value = self.take(key, str, default)
+        if key in self._given and not value:
+            raise self.error(key, "must not be empty")
+        return value
+
+    def number(self, key: str, default: float, *, minimum: float = 0.0) -> float:
+        value = float(self.take(key, (int, float), default))
+        if math.isnan(value) or value < minimum:
+            raise self.error(key, f"must be at least {minimum:g}")
+        return value
+
+    def integer(self, key: str, default: int, *, low: int, high: int) -> int:
+        value = self.take(key, int, default)
+        if not low <= value <= high:
+            raise self.error(key, f"must be from {low} to {high}, not {value}")
+        return value
+
+    def choice(self, key: str, choices: tuple[str, ...], default: str) -> str:
+        value = self.take(key, str, default)
+        if value not in choices:
+            raise self.error(key, f"must be one of {', '.join(map(repr, choices))}, not {value!r}")
+        return value
+
+    def path(self, key: str) -> Path | None:
+        value = self.take(key, str, "")
+        if key in self._given and not value:
+            raise self.error(key, "must not be empty")
+        return (self._path.parent / Path(value).expanduser()).absolute() if value else None
+
+    def table(self, key: str) -> Mapping[str, Any]:
+        return self.take(key, dict, {})
+
+    def known(self, names: tuple[str, ...]) -> _Reader:
+        """Name the keys this table may hold, for the unknown-key message."""
+        self._known = names
+        return self
+
+    def __enter__(self) -> _Reader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if exc[0] is None and self._table:
+            key = sorted(self._table)[0]
+            raise self.error(key, f"unknown key (known: {', '.join(sorted(self._known))})")
+
+
+def _kind_name(kinds: tuple[type, ...]) -> str:
+    names = {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "true or false",
+        dict: "a table",
+        list: "an array",
+    }
+    return " or ".join(dict.fromkeys(names.get(k, k.__name__) for k in kinds))
+
+
+def _toml_type(value: object) -> str:
+    return {
+        str: "a string",
+        int: "a number",
+        float: "a number",
+        bool: "a boolean",
+        dict: "a table",
+        list: "an array",
+    }.get(type(value), type(value).__name__)
+
+
+def _names(cls: type) -> tuple[str, ...]:
+    return tuple(f.name for f in fields(cls))
+
+
+def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
+    """Check a parsed TOML document and build the :class:`Config`."""
+    top_keys = (
+        "zones", "output", "state", "key", "known_hosts", "user", "strict",
+        "slave", "daemon", "push", "log",
+    )  # fmt: skip
+    with _Reader(table, path=path, prefix="").known(top_keys) as top:
+        zones = top.path("zones")
+        if zones is None:
+            raise top.error("zones", "missing: the directory holding header and zones.*")
+        output = top.path("output")
+        if output is None:
+            raise top.error("output", "missing: the directory to write data and data.cdb in")
+        state = top.path("state") or output / "dnsmaster-state.json"
+        key = top.path("key")
+        known_hosts = top.path("known_hosts")
+        user = top.text("user", "dnsslave")
+        strict = top.take("strict", bool, False)
+        daemon = _section(top.table("daemon"), path, "daemon.", _daemon)
+        push = _section(top.table("push"), path, "push.", _push)
+        log = _section(top.table("log"), path, "log.", _log)
+        raw_slaves = top.take("slave", list, [])
+    slaves = tuple(_slave(item, path=path, index=i, user=user) for i, item in enumerate(raw_slaves))
+    seen: dict[str, int] = {}
+    for i, slave in enumerate(slaves):
+        if slave.name in seen:
+            raise ConfigError(str(path), f"slave[{i}].name", f"duplicate slave name {slave.name!r}")
+        seen[slave.name] = i
+    over_ssh = [s for s in slaves if s.transport == "ssh"]
+    if over_ssh:
+        if known_hosts is None:
+            # Never fall back to "no checking": the user's own known_hosts, or an error.
+            known_hosts = Path("~/.ssh/known_hosts").expanduser()
+        _readable(path, "known_hosts", known_hosts)
+        if key is not None:
+            _readable(path, "key", key)
+    for i, slave in enumerate(slaves):
+        if slave.key is not None:
+            _readable(path, f"slave[{i}].key", slave.key)
+    return Config(
+        path=path,
+        zones=zones,
+        output=output,
+        state=state,
+        key=key,
+        known_hosts=known_hosts,
+        strict=strict,
+        slaves=slaves,
+        daemon=daemon,
+        push=push,
+        log=log,
+    )
+
+
+def _section(
+    table: Mapping[str, Any], path: Path, prefix: str, build: Callable[[_Reader], _T]
+) -> _T:
+    return build(_Reader(table, path=path, prefix=prefix))
+
+
+def _daemon(r: _Reader) -> DaemonOptions:
+    d = DaemonOptions()
+    with r.known(_names(DaemonOptions)):
+        options = DaemonOptions(
+            debounce=r.number("debounce", d.debounce),
+            max_delay=r.number("max_delay", d.max_delay),
+            poll=r.take("poll", bool, d.poll),
+            poll_interval=r.number("poll_interval", d.poll_interval, minimum=0.01),
+            retry_initial=r.number("retry_initial", d.retry_initial, minimum=0.01),
+            retry_max=r.number("retry_max", d.retry_max, minimum=0.01),
+            stop_timeout=r.number("stop_timeout", d.stop_timeout),
+            verify=r.take("verify", bool, d.verify),
+            verify_timeout=r.number("verify_timeout", d.verify_timeout, minimum=0.01),
+        )
+    if options.max_delay < options.debounce:
+        raise r.error("max_delay", "must not be shorter than debounce")
+    if options.retry_max < options.retry_initial:
+        raise r.error("retry_max", "must not be shorter than retry_initial")
+    return options
+
+
+def _push(r: _Reader) -> PushOptions:
+    d = PushOptions()
+    with r.known(_names(PushOptions)):
+        return PushOptions(
+            parallel=r.integer("parallel", d.parallel, low=1, high=1024),
+            connect_timeout=r.number("connect_timeout", d.connect_timeout, minimum=0.1),
+            keepalive_interval=r.number("keepalive_interval", d.keepalive_interval),
+            timeout=r.number("timeout", d.timeout, minimum=0.1),
+        )
+
+
+def _log(r: _Reader) -> LogOptions:
+    d = LogOptions()
+    with r.known(_names(LogOptions)):
+        return LogOptions(
+            format=r.choice("format", ("logfmt", "json"), d.format),  # type: ignore[arg-type]
+            timestamps=r.take("timestamps", bool, d.timestamps),
+            level=r.choice(  # type: ignore[arg-type]
+                "level", ("debug", "info", "warning", "error"), d.level
+            ),
+        )
+
+
+def _slave(item: object, *, path: Path, index: int, user: str) -> Slave:
+    prefix = f"slave[{index}]."
+    if not isinstance(item, dict):
+        raise ConfigError(str(path), f"slave[{index}]", "must be a table ([[slave]])")
+    with _Reader(item, path=path, prefix=prefix).known(_names(Slave)) as r:
+        name = r.text("name")
+        if not name:
+            raise r.error("name", "missing: every slave needs a name")
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise r.error("name", f"{name!r}: use letters, digits, '-', '_' and '.'")
+        transport = r.choice("transport", ("ssh", "local"), "ssh")
+        host = r.text("host")
+        root = r.path("root")
+        if transport == "ssh" and not host:
+            raise r.error("host", f"missing: slave {name!r} needs a host to push to")
+        if transport == "local" and root is None:
+            raise r.error("root", f"missing: local slave {name!r} needs its tinydns root")
+        slave = Slave(
+            name=name,
+            host=host,
+            port=r.integer("port", 22, low=1, high=65535),
+            user=r.text("user", user),
+            key=r.path("key"),
+            dns=r.text("dns", host),
+            dns_port=r.integer("dns_port", 53, low=1, high=65535),
+            protocol=r.choice("protocol", ("dnsmaster", "legacy"), "dnsmaster"),  # type: ignore[arg-type]
+            transport=transport,  # type: ignore[arg-type]
+            root=root,
+        )
+    return slave
+
+
+def _readable(path: Path, key: str, file: Path) -> None:
+    try:
+        with file.open("rb"):
+            pass
+    except OSError as exc:
+        raise ConfigError(str(path), key, f"{file}: cannot read: {exc.strerror or exc}") from None
