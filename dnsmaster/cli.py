@@ -57,6 +57,36 @@ def _parser() -> argparse.ArgumentParser:
     zones_options(p, output=False)
 
     p = sub.add_parser(
+        "run",
+        help="the daemon: watch the zones, build on every save, push to every slave",
+        description="Watch the zones directory; after each burst of saves build data and "
+        "data.cdb and push them to every slave, retrying slaves that fail. SIGHUP builds now, "
+        "SIGALRM pushes again, SIGTERM stops.",
+    )
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    _log_options(p)
+
+    p = sub.add_parser(
+        "status",
+        help="show what the daemon built and what each slave has; non-zero if one is behind",
+    )
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    p.add_argument("--json", action="store_true", help="print the state file as it is")
+
+    p = sub.add_parser(
+        "demo",
+        help="set up a demo master with two local slaves in DIR and run the daemon on it",
+    )
+    p.add_argument(
+        "directory",
+        nargs="?",
+        type=Path,
+        default=Path("dnsmaster-demo"),
+        help="(default: %(default)s)",
+    )
+    p.add_argument("--setup-only", action="store_true", help="create the demo, do not run it")
+
+    p = sub.add_parser(
         "push",
         help="build if the zones changed, then push data to every slave in parallel",
         description="Build data and data.cdb if the zones changed since the last build, "
@@ -131,6 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _check(args)
     if command == "build":
         return _build(args)
+    if command == "run":
+        return _run(args)
+    if command == "status":
+        return _status(args)
+    if command == "demo":
+        from dnsmaster.demo import main as demo  # noqa: PLC0415
+
+        status = demo(args.directory)
+        if status != EXIT_OK or args.setup_only:
+            return status
+        args.config, args.log_format = str(args.directory / "dnsmaster.toml"), None
+        return _run(args)
     if command == "push":
         import asyncio  # noqa: PLC0415
 
@@ -246,6 +288,51 @@ def _run_build(builder: Builder, logger: Any) -> int:
     return EXIT_OK
 
 
+def _run(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from dnsmaster import log  # noqa: PLC0415
+    from dnsmaster.daemon import Daemon  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = _config(args, required=True)
+    except ConfigError as exc:
+        sys.stderr.write(f"dnsmaster: {exc}\n")
+        return EXIT_USAGE
+    assert cfg is not None
+    log.configure(
+        fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
+    )
+
+    async def run() -> int:
+        return await Daemon(cfg, log.get_logger()).run()
+
+    return asyncio.run(run())
+
+
+def _status(args: argparse.Namespace) -> int:
+    from dnsmaster import state  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = _config(args, required=True)
+    except ConfigError as exc:
+        return _usage_error(str(exc))
+    assert cfg is not None
+    try:
+        raw = cfg.state.read_bytes()
+        current = state.read(cfg.state)
+    except (OSError, ValueError, KeyError, TypeError) as exc:
+        sys.stderr.write(f"dnsmaster: {cfg.state}: cannot read the daemon's state: {exc}\n")
+        return EXIT_SYSTEM
+    sys.stdout.write(raw.decode() if args.json else state.render(current))
+    problems = state.unhealthy(current)
+    for problem in problems:
+        sys.stderr.write(f"dnsmaster: {problem}\n")
+    return EXIT_SLAVES if problems else EXIT_OK
+
+
 async def _push(args: argparse.Namespace) -> int:
     import hashlib  # noqa: PLC0415
 
@@ -329,7 +416,8 @@ def _authorized_key(args: argparse.Namespace) -> int:
         return _usage_error(f"{args.pubkey}: cannot read: {describe(exc)}")
     if len(words) < 2 or not (words[0].startswith(("ssh-", "ecdsa-", "sk-"))):
         return _usage_error(f"{args.pubkey}: not an OpenSSH public key")
-    command = [args.receiver, "receive", "--root", str(args.root.absolute())]
+    # --command may be several words ("/usr/bin/python3 -m dnsmaster").
+    command = [*shlex.split(args.receiver), "receive", "--root", str(args.root.absolute())]
     if args.keep is not None:
         command += ["--keep", str(args.keep)]
     if args.max_size is not None:

@@ -18,6 +18,7 @@ __all__ = [
     "PushError",
     "ReceiveError",
     "TinydnsDataError",
+    "WatchError",
 ]
 
 
@@ -111,3 +112,16 @@ class PushError(DnsmasterError):
 
 class ReceiveError(DnsmasterError):
     """The receiving side refused a push; the installed data is unchanged."""
+
+
+class WatchError(DnsmasterError):
+    """The zones directory cannot be watched, so saved changes would go unnoticed.
+
+    ``path`` names the directory, ``reason`` what is wrong with it (missing, not a
+    directory, removed while watched, out of inotify watches...).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
