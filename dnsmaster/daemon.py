@@ -1,0 +1,446 @@
+"""``dnsmaster run``: watch, debounce, build, push, retry, verify.
+
+Shape of the loop:
+
+* the watcher pokes a :class:`~dnsmaster.debounce.Debouncer`; one build task waits
+  on it and builds, one build at a time (in a worker thread, so slave output keeps
+  streaming while a large build runs). Changes during a build start the next
+  burst, so they cause exactly one more build.
+* every good build becomes :attr:`Daemon.current`; each slave has its own worker
+  task that pushes whatever is current when it gets to run. A slow or dead slave
+  only holds up its own worker, and a slave that comes back gets the newest build,
+  never the one that failed.
+* a failed push is retried with exponential backoff; a newer build (or SIGALRM)
+  wakes the worker at once.
+* signals: SIGHUP builds now; SIGALRM pushes the current build to every slave
+  again; SIGTERM/SIGINT stop watching, let pushes in flight finish (up to
+  ``stop_timeout``), write the state file and exit 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import hashlib
+import os
+import signal
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import asyncssh
+
+from dnsmaster import state as statefile
+from dnsmaster.build import Builder, BuildResult
+from dnsmaster.config import Config, Slave
+from dnsmaster.core.makedata import previous_serial
+from dnsmaster.core.soa import zone_serials
+from dnsmaster.debounce import Debouncer
+from dnsmaster.errors import BuildError, DataErrors, WatchError
+from dnsmaster.push import PushLog, SlaveChannel, channel_for, fetch_status, push_one
+from dnsmaster.verify import check_serials
+from dnsmaster.watch import Change, ZonesWatcher
+
+__all__ = ["Current", "Daemon"]
+
+#: Zones asked for over DNS after a push; a file of thousands of zones needs no more.
+VERIFY_ZONES = 20
+
+EXIT_OK = 0
+EXIT_SYSTEM = 111
+
+
+@dataclass(frozen=True, slots=True)
+class Current:
+    """The build every slave should serve."""
+
+    data: bytes
+    sha256: str
+    serial: int | None
+    records: int | None
+    time: float
+    #: zone (wire name) -> SOA serial, for the zones this build changed
+    verify: dict[bytes, int]
+
+
+def _current_from_disk(output: Path) -> Current | None:
+    try:
+        data = (output / "data").read_bytes()
+    except OSError:
+        return None
+    if not (output / "data.cdb").is_file():
+        return None
+    zones = dict(list(zone_serials(data).items())[:VERIFY_ZONES])
+    return Current(
+        data=data,
+        sha256=hashlib.sha256(data).hexdigest(),
+        serial=previous_serial(data[:200]),
+        records=None,
+        time=os.stat(output / "data").st_mtime,
+        verify=zones,
+    )
+
+
+class SlaveWorker:
+    """Keeps one slave on the current build: push, retry with backoff, verify."""
+
+    def __init__(self, daemon: Daemon, slave: Slave) -> None:
+        self.daemon = daemon
+        self.slave = slave
+        self.channel: SlaveChannel = channel_for(slave, daemon.config)
+        self.state = statefile.SlaveState(slave.name)
+        self.busy = False
+        self._wake = asyncio.Event()
+        self._force = False
+        self._retry_at: float | None = None
+        self._delay = daemon.config.daemon.retry_initial
+
+    def wake(self, *, force: bool = False) -> None:
+        """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
+        self._force = self._force or force
+        self._wake.set()
+
+    def _update(self, **changes: Any) -> None:
+        fields = {f: getattr(self.state, f) for f in self.state.__slots__}
+        self.state = statefile.SlaveState(**(fields | changes))
+        self.daemon.save_state()
+
+    async def run(self) -> None:
+        await self._ask_status()
+        self._wake.set()
+        loop = asyncio.get_running_loop()
+        while not self.daemon.stopping:
+            if self._retry_at is None:
+                await self._wake.wait()
+            else:
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout_at(self._retry_at):
+                        await self._wake.wait()
+            self._wake.clear()
+            current = self.daemon.current
+            if self.daemon.stopping or current is None:
+                continue
+            if not self._force and self.state.installed_sha256 == current.sha256:
+                self._retry_at = None
+                continue
+            self._force = False
+            if await self._push(current):
+                self._delay = self.daemon.config.daemon.retry_initial
+                self._retry_at = None
+                await self._verify(current)
+            else:
+                wait = self._delay
+                self._retry_at = loop.time() + wait
+                self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
+                self._update(next_retry=time.time() + wait)
+                self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
+
+    async def _ask_status(self) -> None:
+        """What the slave has installed, so a restart pushes only to slaves behind."""
+        log = self.daemon.log
+        if self.slave.protocol == "legacy":
+            return  # update-dns cannot tell; it gets a push
+        try:
+            async with self.daemon.gate:
+                version = await fetch_status(
+                    self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
+                )
+        except (OSError, TimeoutError, asyncssh.Error) as exc:
+            log.warning("status.failed", slave=self.slave.name, error=_reason(exc))
+            await self.channel.close()
+            return
+        if version is None:
+            log.info("status.none", slave=self.slave.name)
+            return
+        current = self.daemon.current
+        log.info(
+            "status.installed",
+            slave=self.slave.name,
+            serial=version.serial,
+            sha256=version.sha256[:16],
+            current=current is not None and current.sha256 == version.sha256,
+        )
+        result = "ok" if current is not None and current.sha256 == version.sha256 else "unknown"
+        self._update(
+            installed_sha256=version.sha256, installed_serial=version.serial, result=result
+        )
+
+    def _status_line(self, slave: str, stream: str, line: str) -> None:
+        self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line)
+
+    async def _push(self, current: Current) -> bool:
+        daemon = self.daemon
+        async with daemon.gate:
+            if daemon.stopping:
+                return False
+            self.busy = True
+            self._update(result="pushing")
+            try:
+                result = await push_one(
+                    self.channel,
+                    current.data,
+                    current.sha256,
+                    daemon.config.push.timeout,
+                    daemon.push_log(current).line,
+                )
+            finally:
+                self.busy = False
+                daemon.idle_changed()
+        daemon.push_log(current).result(result)
+        if result.ok:
+            self._update(
+                installed_sha256=current.sha256,
+                installed_serial=current.serial,
+                result="ok",
+                error=None,
+                last_push=time.time(),
+                next_retry=None,
+                verified=None,
+            )
+        else:
+            self._update(result="failed", error=result.error, last_push=time.time())
+        return result.ok
+
+    async def _verify(self, current: Current) -> None:
+        cfg = self.daemon.config.daemon
+        if not cfg.verify or not self.slave.dns or not current.verify:
+            return
+        checks = await check_serials(
+            self.slave.dns, self.slave.dns_port, current.verify, cfg.verify_timeout
+        )
+        log = self.daemon.log
+        verdict = "ok"
+        for check in checks:
+            context = {"slave": self.slave.name, "zone": check.zone, "serial": check.expected}
+            if check.ok:
+                log.info("verify.ok", **context)
+            elif check.served is not None:
+                verdict = "stale"
+                log.warning("verify.stale", **context, served=check.served)
+            else:
+                verdict = "stale" if verdict == "stale" else "failed"
+                log.warning("verify.failed", **context, error=check.error)
+        self._update(verified=verdict)
+
+
+class Daemon:
+    """The master: one per zones directory."""
+
+    def __init__(self, config: Config, log: Any) -> None:
+        self.config = config
+        self.log = log
+        self.builder = Builder(config.zones, config.output, strict=config.strict)
+        self.current: Current | None = None
+        self.build_error: str | None = None
+        self.stopping = False
+        self.gate = asyncio.Semaphore(config.push.parallel)
+        self.debouncer = Debouncer(config.daemon.debounce, config.daemon.max_delay)
+        self.workers = [SlaveWorker(self, slave) for slave in config.slaves]
+        self._stop = asyncio.Event()
+        self._hup = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._exit = EXIT_OK
+        self._logs: dict[str, PushLog] = {}
+
+    # -- state ------------------------------------------------------------------
+
+    def save_state(self) -> None:
+        current = self.current
+        build = None
+        if current is not None:
+            build = statefile.BuildState(
+                current.serial, current.sha256, current.records, current.time, self.build_error
+            )
+        snapshot = statefile.State(
+            pid=os.getpid(),
+            updated=time.time(),
+            build=build,
+            slaves=tuple(w.state for w in self.workers),
+        )
+        try:
+            statefile.write(self.config.state, snapshot)
+        except OSError as exc:
+            self.log.error("state.failed", path=str(self.config.state), error=_reason(exc))
+
+    def push_log(self, current: Current) -> PushLog:
+        if current.sha256 not in self._logs:
+            self._logs = {current.sha256: PushLog(self.log, current.serial)}
+        return self._logs[current.sha256]
+
+    def idle_changed(self) -> None:
+        if not any(w.busy for w in self.workers):
+            self._idle.set()
+
+    # -- building ---------------------------------------------------------------
+
+    async def build(self, reason: str, changes: int = 0) -> bool:
+        """One build; on success it becomes current and every slave is woken."""
+        self.log.info("build.start", reason=reason, changes=changes)
+        try:
+            result = await asyncio.to_thread(self.builder.build)
+        except DataErrors as exc:
+            for error in exc.errors:
+                self.log.error("build.error", file=error.file, line=error.line, error=error.reason)
+            self._build_failed(f"{len(exc.errors)} errors in the zones")
+            return False
+        except BuildError as exc:
+            self.log.error("build.error", path=exc.path, error=exc.reason)
+            self._build_failed(f"{exc.path}: {exc.reason}")
+            return False
+        self._built(result)
+        return True
+
+    def _build_failed(self, why: str) -> None:
+        self.build_error = why
+        kept = self.current.serial if self.current else None
+        self.log.error("build.failed", error=why, kept_serial=kept)
+        self.save_state()
+
+    def _built(self, result: BuildResult) -> None:
+        for warning in result.warnings:
+            self.log.warning(
+                "build.warning", file=warning.file, line=warning.line, error=warning.reason
+            )
+        data = (self.config.output / "data").read_bytes()
+        changed = frozenset(result.recompiled)
+        verify = zone_serials(data, changed) if changed else zone_serials(data)
+        self.current = Current(
+            data=data,
+            sha256=result.sha256,
+            serial=result.serial,
+            records=result.records,
+            time=time.time(),
+            verify=dict(list(verify.items())[:VERIFY_ZONES]),
+        )
+        self.build_error = None
+        self.log.info(
+            "build.done",
+            serial=result.serial,
+            records=result.records,
+            changed=",".join(result.recompiled) or None,
+            sha256=result.sha256[:16],
+            seconds=round(result.seconds, 3),
+        )
+        self.save_state()
+        for worker in self.workers:
+            worker.wake()
+
+    async def _first_build(self) -> None:
+        """Build unless data on disk already comes from these zones; else keep it."""
+        try:
+            fresh = await asyncio.to_thread(self.builder.is_current)
+        except BuildError as exc:
+            self.log.error("build.error", path=exc.path, error=exc.reason)
+            fresh = False
+        if fresh:
+            self.current = _current_from_disk(self.config.output)
+            if self.current is not None:
+                self.log.info("build.current", serial=self.current.serial)
+                return
+        if not await self.build("start") and self.current is None:
+            # Keep serving what is there: slaves behind it still get it.
+            self.current = _current_from_disk(self.config.output)
+
+    async def _build_loop(self) -> None:
+        while True:
+            waiting = asyncio.ensure_future(self.debouncer.wait())
+            hup = asyncio.ensure_future(self._hup.wait())
+            done, _ = await asyncio.wait({waiting, hup}, return_when=asyncio.FIRST_COMPLETED)
+            changes = waiting.result() if waiting in done else 0
+            for task in (waiting, hup):
+                task.cancel()
+            if hup in done:
+                self._hup.clear()
+                await self.build("sighup")
+            else:
+                await self.build("change", changes)
+
+    # -- signals ----------------------------------------------------------------
+
+    def _signal(self, signum: int) -> None:
+        name = signal.Signals(signum).name
+        self.log.info("signal", signal=name)
+        if signum == signal.SIGHUP:
+            self._hup.set()
+        elif signum == signal.SIGALRM:
+            for worker in self.workers:
+                worker.wake(force=True)
+        else:
+            self._stop.set()
+
+    def _on_change(self, change: Change) -> None:
+        self.log.info("watch.change", file=change.name, kind=change.kind)
+        self.debouncer.poke()
+
+    def _on_lost(self, error: WatchError) -> None:
+        self.log.error("watch.lost", path=error.path, error=error.reason)
+        self._exit = EXIT_SYSTEM
+        self._stop.set()
+
+    # -- the whole run ----------------------------------------------------------
+
+    async def run(self) -> int:
+        """Run until SIGTERM/SIGINT; the exit status."""
+        loop = asyncio.get_running_loop()
+        signals = (signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT)
+        for signum in signals:
+            loop.add_signal_handler(signum, self._signal, signum)
+        cfg = self.config
+        watcher = ZonesWatcher(
+            cfg.zones,
+            self._on_change,
+            poll=cfg.daemon.poll,
+            poll_interval=cfg.daemon.poll_interval,
+            on_lost=self._on_lost,
+        )
+        try:
+            watcher.start()
+        except WatchError as exc:
+            self.log.error("watch.failed", path=exc.path, error=exc.reason)
+            return EXIT_SYSTEM
+        self.log.info(
+            "daemon.start",
+            zones=str(cfg.zones),
+            output=str(cfg.output),
+            slaves=len(self.workers),
+            watch="poll" if cfg.daemon.poll else "inotify",
+        )
+        tasks: list[asyncio.Task[None]] = []
+        try:
+            await self._first_build()
+            self.save_state()
+            tasks = [asyncio.create_task(w.run(), name=w.slave.name) for w in self.workers]
+            tasks.append(asyncio.create_task(self._build_loop(), name="build"))
+            await self._stop.wait()
+        finally:
+            await watcher.stop()
+            await self._shutdown(tasks)
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+        return self._exit
+
+    async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
+        self.stopping = True
+        busy = [w.slave.name for w in self.workers if w.busy]
+        if busy:
+            self.log.info("daemon.stopping", pushing=",".join(busy))
+            self._idle.clear()
+            self.idle_changed()
+            try:
+                async with asyncio.timeout(self.config.daemon.stop_timeout):
+                    await self._idle.wait()
+            except TimeoutError:
+                self.log.warning("daemon.stop_timeout", seconds=self.config.daemon.stop_timeout)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for worker in self.workers:
+            await worker.channel.close()
+        self.save_state()
+        self.log.info("daemon.stop")
+
+
+def _reason(exc: BaseException) -> str:
+    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return str(reason) or type(exc).__name__
