@@ -13,6 +13,7 @@ import hashlib
 import os
 import time
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -32,6 +33,8 @@ from dnsmaster.core.sources import is_source, source_order, why_skipped
 from dnsmaster.errors import BuildError, DataError, DataErrors
 
 __all__ = ["BuildResult", "Builder", "Diagnosis"]
+
+_RACY_NS = 2_000_000_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -70,6 +73,8 @@ class Builder:
     strict: bool = False
     clock: Callable[[], float] = time.time
     _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
+    # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
+    _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def diagnose(self) -> Diagnosis:
         """Every error and warning of every source, without writing anything."""
@@ -105,10 +110,10 @@ class Builder:
         self._check_output()
         serial = next_serial(int(self.clock()), previous_serial(_head(data_path)))
         built = assemble(compiled, serial)
-        self._write(built.data, built.keys, built.values)
+        sha256 = self._write(built.data, built.keys, built.values)
         return BuildResult(
             serial=serial,
-            sha256=hashlib.sha256(built.data).hexdigest(),
+            sha256=sha256,
             records=len(built.keys),
             lines=sum(src.lines for src in compiled),
             data_bytes=len(built.data),
@@ -141,9 +146,15 @@ class Builder:
         recompiled: list[str] = []
         errors: list[DataError] = []
         for name in names:
-            content = self._read(name)
             cached = self._cache.get(name)
+            stat = self._stat(name)
+            if cached is not None and stat is not None and self._stats.get(name) == stat:
+                compiled.append(cached)
+                continue
+            content = self._read(name)
+            self._stats.pop(name, None)
             if cached is not None and cached.digest == hashlib.sha256(content).digest():
+                self._remember(name, stat)
                 compiled.append(cached)
                 continue
             try:
@@ -152,13 +163,33 @@ class Builder:
                 errors.extend(exc.errors)
                 continue
             self._cache[name] = src
+            self._remember(name, stat)
             compiled.append(src)
             recompiled.append(name)
         for gone in set(self._cache) - set(names):
             del self._cache[gone]
+            self._stats.pop(gone, None)
         if errors:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
+
+    def _stat(self, name: str) -> tuple[int, ...] | None:
+        """What says a file is unchanged without reading it: inode, size, mtime, ctime."""
+        try:
+            st = os.stat(self.zones / name)
+        except OSError:
+            return None  # _read reports it
+        return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+    def _remember(self, name: str, stat: tuple[int, ...] | None) -> None:
+        """Trust ``stat`` (taken before the read) next time, unless it is too recent.
+
+        A write in the same clock tick as the stat could leave every field the same,
+        so, like git's racy-clean rule, a file changed in the last two seconds is read
+        and hashed again next time rather than trusted.
+        """
+        if stat is not None and max(stat[3], stat[4]) < time.time_ns() - _RACY_NS:
+            self._stats[name] = stat
 
     def _read(self, name: str) -> bytes:
         path = self.zones / name
@@ -174,15 +205,47 @@ class Builder:
         if not os.access(self.output, os.W_OK | os.X_OK):
             raise BuildError(str(self.output), "output directory is not writable")
 
-    def _write(self, data: bytes, keys: list[bytes], values: list[bytes]) -> None:
+    def _write(self, data: bytes, keys: list[bytes], values: list[bytes]) -> str:
+        """Stage both files, then publish them; the sha256 of ``data`` in hex.
+
+        ``data`` is hashed, written and fsynced by a thread while this one writes the
+        cdb: the thread spends its time in hashlib and system calls, which release the GIL.
+        """
+        data_final = self.output / "data"
+        cdb_final = self.output / "data.cdb"
+
+        def stage_data() -> tuple[Path, str]:
+            sha256 = hashlib.sha256(data).hexdigest()
+            return fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data)), sha256
+
         staged: list[tuple[Path, Path]] = []
+        failure: BuildError | None = None
+        cdb_tmp: Path | None = None
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            data_job = pool.submit(stage_data)
+            try:
+                cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_fd(fd, keys, values))
+            except OSError as exc:
+                failure = BuildError(
+                    str(exc.filename or self.output), f"cannot write: {fsutil.describe(exc)}"
+                )
+            except cdb.CdbTooLarge as exc:
+                failure = BuildError(str(cdb_final), str(exc))
+            try:
+                data_tmp, sha256 = data_job.result()
+            except OSError as exc:
+                # data is written first in spirit: its error is the one to report
+                failure = BuildError(
+                    str(exc.filename or self.output), f"cannot write: {fsutil.describe(exc)}"
+                )
+            else:
+                staged.append((data_tmp, data_final))
+        if cdb_tmp is not None:
+            staged.append((cdb_tmp, cdb_final))
+        if failure is not None:
+            fsutil.discard(tmp for tmp, _ in staged)
+            raise failure
         try:
-            for name, write in (
-                ("data", lambda fd: fsutil.write_all(fd, data)),
-                ("data.cdb", lambda fd: cdb.write_fd(fd, keys, values)),
-            ):
-                final = self.output / name
-                staged.append((fsutil.stage(final, write), final))
             # data first: a crash between the renames leaves a data newer than its
             # data.cdb, which the next build or tinydns-data run repairs.
             fsutil.publish(staged)
@@ -190,9 +253,7 @@ class Builder:
             fsutil.discard(tmp for tmp, _ in staged)
             where = exc.filename or str(self.output)
             raise BuildError(str(where), f"cannot write: {fsutil.describe(exc)}") from None
-        except cdb.CdbTooLarge as exc:
-            fsutil.discard(tmp for tmp, _ in staged)
-            raise BuildError(str(self.output / "data.cdb"), str(exc)) from None
+        return sha256
 
 
 def _head(path: Path) -> bytes:

@@ -30,7 +30,7 @@ from typing import BinaryIO, TextIO
 
 from dnsmaster import fsutil
 from dnsmaster.core import cdb, stream
-from dnsmaster.core.compiler import compile_lines, default_serial, split_lines
+from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ReceiveError, TinydnsDataError
 
@@ -154,7 +154,7 @@ def push(root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int)
         raise _Refused(f"incomplete data: {problem}")
     _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
     try:
-        recs = compile_lines(split_lines(content), 0)
+        recs = compile_text(content, 0)
     except TinydnsDataError as exc:
         raise _Refused(f"data does not compile: line {exc.lineno}: {exc.reason}") from None
     serial = previous_serial(body)

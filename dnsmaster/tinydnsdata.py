@@ -13,7 +13,7 @@ import sys
 from typing import TextIO
 
 from dnsmaster.core import cdb
-from dnsmaster.core.compiler import compile_lines, default_serial, split_lines
+from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import TinydnsDataError
 from dnsmaster.fsutil import describe
 
@@ -56,7 +56,7 @@ def _run() -> None:
         try:
             data = _read_all(fd)
             try:
-                recs = compile_lines(split_lines(data), default_serial(mtime))
+                recs = compile_text(data, default_serial(mtime))
             except TinydnsDataError as exc:
                 raise _Fatal(exc.message) from None
             try:

@@ -9,6 +9,7 @@ Tests hold the two to byte identity.
 from __future__ import annotations
 
 import struct
+from collections import deque
 from collections.abc import Iterator, Sequence
 
 __all__ = ["CdbReader", "CdbTooLarge", "dumps", "hash_key", "write_fd"]
@@ -83,10 +84,10 @@ def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
         while view:
             view = view[_write(fd, view) :]
         return
+    if len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
     maker = cdbx.CDB.make(fd, close=False, mmap=False)
-    add = maker.add
-    for key, value in zip(keys, values, strict=True):
-        add(key, value)
+    deque(map(maker.add, keys, values), maxlen=0)  # the loop runs in C
     maker.commit().close()
 
 

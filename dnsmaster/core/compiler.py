@@ -10,6 +10,8 @@ Comments cite ``shared/tinydns-data-spec.md`` by section.
 
 from __future__ import annotations
 
+import gc
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
@@ -32,6 +34,7 @@ __all__ = [
     "Records",
     "compile_data",
     "compile_lines",
+    "compile_text",
     "default_serial",
     "split_lines",
 ]
@@ -139,6 +142,29 @@ def _server(x: bytes, suffix: bytes, fqdn: bytes) -> bytes:
 #: A hook called for every line with (index, line, fields) when linting; see lint.py.
 LineHook = Callable[[int, bytes, list[bytes]], None]
 
+# Fast-path tables. _OCTET maps every 1-3 digit string to the address byte ip4 makes
+# of it; _PTR_LABEL to the wire label of that byte in decimal (the in-addr.arpa name).
+_DIGITS = [b"%d" % i for i in range(1000)]
+_OCTET = {
+    **{b"%d" % i: LEN[i & 255] for i in range(1000)},
+    **{b"%02d" % i: LEN[i] for i in range(100)},
+    **{b"%03d" % i: LEN[i & 255] for i in range(1000)},
+}
+_DEC_LABEL = [LEN[len(_DIGITS[i])] + _DIGITS[i] for i in range(256)]
+_PTR_LABEL = {text: _DEC_LABEL[octet[0]] for text, octet in _OCTET.items()}
+_NET = re.compile(rb"([0-9]+)\.([0-9]+)\.([0-9]+)")
+_ZERO_TTD = bytes(8)
+_UNSEEN = (b"", b"")  # a dict.get default only ever compared by identity
+
+
+def _net(net: bytes) -> tuple[bytes, bytes] | None:
+    """The first three address bytes of ``net``, and the rest of their in-addr.arpa name."""
+    m = _NET.fullmatch(net)
+    if m is None:
+        return None
+    a, b, c = (int(g) & 255 for g in m.groups())
+    return bytes((a, b, c)), _DEC_LABEL[c] + _DEC_LABEL[b] + _DEC_LABEL[a] + _IN_ADDR_ARPA
+
 
 def compile_lines(
     lines: Sequence[bytes],
@@ -152,12 +178,119 @@ def compile_lines(
     Raises :class:`TinydnsDataError` for the first line tinydns-data refuses, with
     ``lineno`` counted from ``first_lineno``.
     """
+    blob = b"\n".join(lines)
+    # A line holding LF (never one of split_lines) must be stripped too.
+    strip = _needs_strip(blob) or blob.count(b"\n") != max(len(lines) - 1, 0)
+    return _compile(lines, blob, strip, serial, first_lineno=first_lineno, hook=hook)
+
+
+def compile_text(data: bytes, serial: int) -> Records:
+    """Compile a whole data text; the same as ``compile_lines(split_lines(data), serial)``."""
+    lines = split_lines(data)
+    return _compile(lines, data, _needs_strip(data), serial, first_lineno=1, hook=None)
+
+
+def _needs_strip(blob: bytes) -> bool:
+    """Whether some line of ``blob`` ends in a space or a tab (§2.2)."""
+    return b" \n" in blob or b"\t\n" in blob or blob.endswith((b" ", b"\t"))
+
+
+def _compile(
+    lines: Sequence[bytes],
+    blob: bytes,
+    strip: bool,
+    serial: int,
+    *,
+    first_lineno: int,
+    hook: LineHook | None,
+) -> Records:
+    """The compiler. ``blob`` holds the lines, only looked at for backslashes."""
+    if strip:
+        lines = [line.rstrip(b" \t\n") for line in lines]  # §2.2: CR is kept
+    escapes = b"\\" in blob
+    gc_was_enabled = gc.isenabled()
+    gc.disable()  # nothing here makes cycles; the collector would walk every temp list
+    try:
+        return _compile_stripped(lines, escapes, serial, first_lineno, hook)
+    finally:
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _compile_stripped(
+    lines: Sequence[bytes],
+    escapes: bool,
+    serial: int,
+    first_lineno: int,
+    hook: LineHook | None,
+) -> Records:
+    """Compile lines already stripped (§2.2); ``escapes`` says whether any has a backslash.
+
+    The loop handles the common well-formed shapes of ``+``, ``=``, ``C`` and ``'``
+    lines inline and sends every other line to :func:`general`, which is the plain
+    transcription of spec §5. The fast paths only ever take a line whose records are
+    certain; anything unusual (escapes, wildcards, odd addresses, more fields) goes
+    the general way, so both give the same bytes.
+    """
     recs = Records()
     keys = recs.keys
     values = recs.values
     kappend = keys.append
     vappend = values.append
     default_soa = (serial & _U32).to_bytes(4, "big") + SOA_TAIL
+
+    # name -> wire of every parent domain seen; a name's wire is then its first label
+    # plus its parent's, which saves most of the conversion in realistic data.
+    parents: dict[bytes, bytes] = {b"": b"\0"}
+
+    def parent_wire(parent: bytes) -> bytes | None:
+        try:
+            wire = name_to_wire(parent)
+        except NameError_:
+            return None  # the whole name fails too; the general path says how
+        parents[parent] = wire
+        return wire
+
+    def wire_of(raw: bytes, what: str) -> bytes:
+        head, _, parent = raw.partition(b".")
+        pw = parents.get(parent) or parent_wire(parent)
+        n = len(head)
+        if pw is None or not 0 < n <= 63 or n + len(pw) >= 255 or b"\\" in head:
+            return _name(raw, what)
+        return LEN[n] + head + pw
+
+    # ttl field -> ttl and empty ttd, for the types whose default TTL is 86400.
+    heads: dict[bytes, bytes] = {}
+
+    def head_of(raw: bytes) -> bytes:
+        ttl = number(raw)
+        head = heads[raw] = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(
+            4, "big"
+        ) + _ZERO_TTD
+        return head
+
+    plain_head = head_of(b"")
+    # ttl field of a '.' line -> the NS/A head and the SOA head (§5.2), ttd empty.
+    ns_heads: dict[bytes, tuple[bytes, bytes]] = {}
+
+    def ns_head_of(raw: bytes) -> tuple[bytes, bytes]:
+        ttl = number(raw)
+        if ttl is None:
+            ttl = TTL_NS
+        soa_ttl = TTL_NEGATIVE if ttl & 0xFFFFFFFFFFFFFFFF else 0
+        pair = ns_heads[raw] = (
+            (ttl & _U32).to_bytes(4, "big") + _ZERO_TTD,
+            soa_ttl.to_bytes(4, "big") + _ZERO_TTD,
+        )
+        return pair
+
+    a_plain = _A + b"="
+    ptr_plain = _PTR + b"="
+    cname_plain = _CNAME + b"="
+    txt_plain = _TXT + b"="
+    nets: dict[bytes, tuple[bytes, bytes] | None] = {}
+    octet = _OCTET.get
+    ptr_label = _PTR_LABEL
 
     def emit(rtype: bytes, owner: bytes, head: bytes, loc: bytes, rdata: bytes) -> None:
         # §4.1/§4.2: lowercased key; a leading "*" label moves into the marker.
@@ -169,163 +302,288 @@ def compile_lines(
             kappend(key)
             vappend(rtype + (b">" + loc if loc else b"=") + head + rdata)
 
+    def general(index: int, line: bytes, f: list[bytes]) -> None:
+        """One line, exactly as spec §5 says; ``f`` are its fields (§2.3)."""
+        lead = line[0]
+        if lead in {43, 61}:  # '+' and '=' (§5.5)
+            owner = wire_of(f[0], "name")
+            ttl = number(f[2])
+            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[3])
+            loc = _loc(f[4])
+            ip = ip4(f[1])
+            if ip is not None:
+                emit(_A, owner, head, loc, ip)
+                if lead == 0x3D:
+                    rev = b"%d.%d.%d.%d" % (ip[3], ip[2], ip[1], ip[0])
+                    ptr_owner = b"".join(LEN[len(p)] + p for p in rev.split(b"."))
+                    emit(_PTR, ptr_owner + _IN_ADDR_ARPA, head, loc, owner)
+            return
+
+        if lead in {46, 38}:  # '.' and '&' (§5.2, §5.3)
+            fqdn = wire_of(f[0], "name")
+            ttl = number(f[3])
+            if ttl is None:
+                ttl = TTL_NS
+            tail = ttd(f[4])
+            loc = _loc(f[5])
+            server = wire_of(_server(f[2], b".ns.", f[0]), "name server")
+            head = (ttl & _U32).to_bytes(4, "big") + tail
+            if lead == 0x2E:
+                recs.stamped.append(index)
+                recs.soa_defaults.append(len(keys))
+                soa_ttl = (TTL_NEGATIVE if ttl & 0xFFFFFFFFFFFFFFFF else 0).to_bytes(4, "big")
+                emit(_SOA, fqdn, soa_ttl + tail, loc, server + _HOSTMASTER + fqdn + default_soa)
+            emit(_NS, fqdn, head, loc, server)
+            ip = ip4(f[1])
+            if ip is not None:
+                emit(_A, server, head, loc, ip)
+            return
+
+        if lead == 0x40:  # '@' (§5.6)
+            fqdn = wire_of(f[0], "name")
+            ttl = number(f[4])
+            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[5])
+            loc = _loc(f[6])
+            mx = wire_of(_server(f[2], b".mx.", f[0]), "mail exchanger")
+            dist = number(f[3]) or 0
+            emit(_MX, fqdn, head, loc, (dist & 0xFFFF).to_bytes(2, "big") + mx)
+            ip = ip4(f[1])
+            if ip is not None:
+                emit(_A, mx, head, loc, ip)
+            return
+
+        if lead in {67, 94}:  # 'C' and '^' (§5.8)
+            owner = wire_of(f[0], "name")
+            ttl = number(f[2])
+            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[3])
+            loc = _loc(f[4])
+            target = wire_of(f[1], "target")
+            emit(_CNAME if lead == 0x43 else _PTR, owner, head, loc, target)
+            return
+
+        if lead == 0x27:  # "'" TXT (§5.7, §4.1: chunks of 127)
+            owner = wire_of(f[0], "name")
+            ttl = number(f[2])
+            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[3])
+            loc = _loc(f[4])
+            txt = text(f[1])
+            if len(txt) <= 127:
+                rdata = LEN[len(txt)] + txt if txt else b""
+            else:
+                rdata = b"".join(
+                    LEN[len(txt[i : i + 127])] + txt[i : i + 127] for i in range(0, len(txt), 127)
+                )
+            emit(_TXT, owner, head, loc, rdata)
+            return
+
+        if lead == 0x5A:  # 'Z' (§5.4)
+            owner = wire_of(f[0], "name")
+            ser = number(f[3])
+            if ser is None:
+                recs.stamped.append(index)
+                recs.soa_defaults.append(len(keys))
+                numbers = default_soa[:4]
+            else:
+                numbers = (ser & _U32).to_bytes(4, "big")
+            for pos, default in zip((4, 5, 6, 7), _SOA_DEFAULTS, strict=True):
+                value = number(f[pos])
+                numbers += ((default if value is None else value) & _U32).to_bytes(4, "big")
+            ttl = number(f[8])
+            head = ((TTL_NEGATIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[9])
+            loc = _loc(f[10])
+            mname = wire_of(f[1], "primary name server")
+            rname = wire_of(f[2], "contact address")
+            emit(_SOA, owner, head, loc, mname + rname + numbers)
+            return
+
+        if lead == 0x3A:  # ':' generic (§5.9)
+            owner = wire_of(f[0], "name")
+            ttl = number(f[3])
+            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+            head += ttd(f[4])
+            loc = _loc(f[5])
+            rtype = (number(f[1]) or 0) & 0xFFFF
+            if rtype in _PROHIBITED:
+                what = _PROHIBITED[rtype]
+                raise _LineError(
+                    f"unable to parse data line {first_lineno + index}: type {what} prohibited",
+                    f"type {f[1].decode('utf-8', 'replace')} is {what}, which a generic "
+                    "line may not define",
+                )
+            emit(rtype.to_bytes(2, "big"), owner, head, loc, text(f[2]))
+            return
+
+        if lead == 0x25:  # '%' location map (§5.10)
+            kappend(b"\0%" + prefix(f[1]))
+            vappend(location(f[0]))
+            return
+
+        # 'S': Debian's SRV (§5.11)
+        fqdn = wire_of(f[0], "name")
+        ttl = number(f[6])
+        head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
+        head += ttd(f[7])
+        loc = _loc(f[8])
+        target = wire_of(_server(f[2], b".srv.", f[0]), "SRV target")
+        port = number(f[3])
+        if port is None:
+            raise _LineError("protocol error", "SRV line without a port")
+        srv = (
+            ((number(f[4]) or 0) & 0xFFFF).to_bytes(2, "big")
+            + ((number(f[5]) or 0) & 0xFFFF).to_bytes(2, "big")
+            + (port & 0xFFFF).to_bytes(2, "big")
+        )
+        emit(_SRV, fqdn, head, loc, srv + target)
+        ip = ip4(f[1])
+        if ip is not None:
+            emit(_A, target, head, loc, ip)
+
+    def unrecognized(index: int, lead: int) -> _LineError:
+        return _LineError(
+            f"unable to parse data line {first_lineno + index}: unrecognized leading character",
+            f"unrecognized leading character {chr(lead)!r}",
+        )
+
     index = -1
     try:
-        for index, raw in enumerate(lines):
-            line = raw.rstrip(b" \t\n")  # §2.2: CR is kept
+        if hook is not None:
+            for index, line in enumerate(lines):
+                if not line or line[0] in {35, 45}:  # '#' comment, '-' disabled line
+                    continue
+                if line[0] not in _LEADERS:
+                    raise unrecognized(index, line[0])
+                f = split_fields(line)
+                hook(index, line, f)
+                general(index, line, f)
+            return recs
+
+        for index, line in enumerate(lines):
             if not line:
                 continue
             lead = line[0]
+            if lead == 43 or lead == 61:  # noqa: PLR1714 - '+' and '=', the most common
+                f = line.split(b":")
+                n = len(f)
+                if n == 2:
+                    head = plain_head
+                elif n == 3:
+                    head = heads.get(f[2]) or head_of(f[2])
+                else:
+                    general(index, line, split_fields(line))
+                    continue
+                net, _, last = f[1].rpartition(b".")
+                nb = nets.get(net, _UNSEEN)
+                if nb is _UNSEEN:
+                    nb = nets[net] = _net(net)
+                ob = octet(last)
+                h, _, parent = f[0].partition(b".")
+                pw = parents.get(parent) or parent_wire(parent)
+                n = len(h) - 1
+                if (
+                    nb is None
+                    or ob is None
+                    or pw is None
+                    or not 0 < n <= 63
+                    or n + len(pw) >= 255
+                    or (n == 1 and h[1] == 42)  # a wildcard
+                    or (escapes and b"\\" in h)
+                ):
+                    general(index, line, split_fields(line))
+                    continue
+                owner = LEN[n] + h[1:] + pw
+                kappend(owner.lower())
+                vappend(a_plain + head + nb[0] + ob)
+                if lead == 61:
+                    kappend(ptr_label[last] + nb[1])
+                    vappend(ptr_plain + head + owner)
+                continue
+            if lead == 67 or lead == 39:  # noqa: PLR1714 - 'C' and "'"
+                f = line.split(b":")
+                n = len(f)
+                if n == 2:
+                    head = plain_head
+                elif n == 3:
+                    head = heads.get(f[2]) or head_of(f[2])
+                else:
+                    general(index, line, split_fields(line))
+                    continue
+                h, _, parent = f[0].partition(b".")
+                pw = parents.get(parent) or parent_wire(parent)
+                n = len(h) - 1
+                if (
+                    pw is None
+                    or not 0 < n <= 63
+                    or n + len(pw) >= 255
+                    or (n == 1 and h[1] == 42)
+                    or (escapes and b"\\" in h)
+                ):
+                    general(index, line, split_fields(line))
+                    continue
+                second = f[1]
+                if lead == 67:
+                    th, _, tparent = second.partition(b".")
+                    tpw = parents.get(tparent) or parent_wire(tparent)
+                    tn = len(th)
+                    if (
+                        tpw is None
+                        or not 0 < tn <= 63
+                        or tn + len(tpw) >= 255
+                        or (escapes and b"\\" in th)
+                    ):
+                        general(index, line, split_fields(line))
+                        continue
+                    kappend((LEN[n] + h[1:] + pw).lower())
+                    vappend(cname_plain + head + LEN[tn] + th + tpw)
+                    continue
+                tn = len(second)
+                if tn > 127 or (escapes and b"\\" in second):
+                    general(index, line, split_fields(line))
+                    continue
+                kappend((LEN[n] + h[1:] + pw).lower())
+                vappend(txt_plain + head + (LEN[tn] + second if tn else b""))
+                continue
+            if lead == 46:  # '.' without ttd and location
+                f = (line + b":::").split(b":")
+                if len(f) > 7:
+                    general(index, line, split_fields(line))
+                    continue
+                raw = f[0][1:]
+                fqdn = wire_of(raw, "name")
+                ns_head, soa_head = ns_heads.get(f[3]) or ns_head_of(f[3])
+                server = wire_of(_server(f[2], b".ns.", raw), "name server")
+                recs.stamped.append(index)
+                recs.soa_defaults.append(len(keys))
+                emit(_SOA, fqdn, soa_head, b"", server + _HOSTMASTER + fqdn + default_soa)
+                emit(_NS, fqdn, ns_head, b"", server)
+                ip = ip4(f[1])
+                if ip is not None:
+                    emit(_A, server, ns_head, b"", ip)
+                continue
+            if lead == 64:  # '@' without ttd and location
+                f = (line + b"::::").split(b":")
+                if len(f) > 9:
+                    general(index, line, split_fields(line))
+                    continue
+                raw = f[0][1:]
+                fqdn = wire_of(raw, "name")
+                head = heads.get(f[4]) or head_of(f[4])
+                mx = wire_of(_server(f[2], b".mx.", raw), "mail exchanger")
+                dist = number(f[3]) or 0
+                emit(_MX, fqdn, head, b"", (dist & 0xFFFF).to_bytes(2, "big") + mx)
+                ip = ip4(f[1])
+                if ip is not None:
+                    emit(_A, mx, head, b"", ip)
+                continue
             if lead in {35, 45}:  # '#' comment, '-' disabled line
                 continue
             if lead not in _LEADERS:
-                raise _LineError(
-                    f"unable to parse data line {first_lineno + index}: "
-                    "unrecognized leading character",
-                    f"unrecognized leading character {chr(lead)!r}",
-                )
-            f = split_fields(line)
-            if hook is not None:
-                hook(index, line, f)
-
-            if lead in {43, 61}:  # '+' and '=' (§5.5)
-                owner = _name(f[0], "name")
-                ttl = number(f[2])
-                head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[3])
-                loc = _loc(f[4])
-                ip = ip4(f[1])
-                if ip is not None:
-                    emit(_A, owner, head, loc, ip)
-                    if lead == 0x3D:
-                        rev = b"%d.%d.%d.%d" % (ip[3], ip[2], ip[1], ip[0])
-                        ptr_owner = b"".join(LEN[len(p)] + p for p in rev.split(b"."))
-                        emit(_PTR, ptr_owner + _IN_ADDR_ARPA, head, loc, owner)
-                continue
-
-            if lead in {46, 38}:  # '.' and '&' (§5.2, §5.3)
-                fqdn = _name(f[0], "name")
-                ttl = number(f[3])
-                if ttl is None:
-                    ttl = TTL_NS
-                tail = ttd(f[4])
-                loc = _loc(f[5])
-                server = _name(_server(f[2], b".ns.", f[0]), "name server")
-                head = (ttl & _U32).to_bytes(4, "big") + tail
-                if lead == 0x2E:
-                    recs.stamped.append(index)
-                    recs.soa_defaults.append(len(keys))
-                    soa_ttl = (TTL_NEGATIVE if ttl & 0xFFFFFFFFFFFFFFFF else 0).to_bytes(4, "big")
-                    emit(_SOA, fqdn, soa_ttl + tail, loc, server + _HOSTMASTER + fqdn + default_soa)
-                emit(_NS, fqdn, head, loc, server)
-                ip = ip4(f[1])
-                if ip is not None:
-                    emit(_A, server, head, loc, ip)
-                continue
-
-            if lead == 0x40:  # '@' (§5.6)
-                fqdn = _name(f[0], "name")
-                ttl = number(f[4])
-                head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[5])
-                loc = _loc(f[6])
-                mx = _name(_server(f[2], b".mx.", f[0]), "mail exchanger")
-                dist = number(f[3]) or 0
-                emit(_MX, fqdn, head, loc, (dist & 0xFFFF).to_bytes(2, "big") + mx)
-                ip = ip4(f[1])
-                if ip is not None:
-                    emit(_A, mx, head, loc, ip)
-                continue
-
-            if lead in {67, 94}:  # 'C' and '^' (§5.8)
-                owner = _name(f[0], "name")
-                ttl = number(f[2])
-                head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[3])
-                loc = _loc(f[4])
-                target = _name(f[1], "target")
-                emit(_CNAME if lead == 0x43 else _PTR, owner, head, loc, target)
-                continue
-
-            if lead == 0x27:  # "'" TXT (§5.7, §4.1: chunks of 127)
-                owner = _name(f[0], "name")
-                ttl = number(f[2])
-                head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[3])
-                loc = _loc(f[4])
-                txt = text(f[1])
-                if len(txt) <= 127:
-                    rdata = LEN[len(txt)] + txt if txt else b""
-                else:
-                    rdata = b"".join(
-                        LEN[len(txt[i : i + 127])] + txt[i : i + 127]
-                        for i in range(0, len(txt), 127)
-                    )
-                emit(_TXT, owner, head, loc, rdata)
-                continue
-
-            if lead == 0x5A:  # 'Z' (§5.4)
-                owner = _name(f[0], "name")
-                ser = number(f[3])
-                if ser is None:
-                    recs.stamped.append(index)
-                    recs.soa_defaults.append(len(keys))
-                    numbers = default_soa[:4]
-                else:
-                    numbers = (ser & _U32).to_bytes(4, "big")
-                for pos, default in zip((4, 5, 6, 7), _SOA_DEFAULTS, strict=True):
-                    value = number(f[pos])
-                    numbers += ((default if value is None else value) & _U32).to_bytes(4, "big")
-                ttl = number(f[8])
-                head = ((TTL_NEGATIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[9])
-                loc = _loc(f[10])
-                mname = _name(f[1], "primary name server")
-                rname = _name(f[2], "contact address")
-                emit(_SOA, owner, head, loc, mname + rname + numbers)
-                continue
-
-            if lead == 0x3A:  # ':' generic (§5.9)
-                owner = _name(f[0], "name")
-                ttl = number(f[3])
-                head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-                head += ttd(f[4])
-                loc = _loc(f[5])
-                rtype = (number(f[1]) or 0) & 0xFFFF
-                if rtype in _PROHIBITED:
-                    what = _PROHIBITED[rtype]
-                    raise _LineError(
-                        f"unable to parse data line {first_lineno + index}: type {what} prohibited",
-                        f"type {f[1].decode('utf-8', 'replace')} is {what}, which a generic "
-                        "line may not define",
-                    )
-                emit(rtype.to_bytes(2, "big"), owner, head, loc, text(f[2]))
-                continue
-
-            if lead == 0x25:  # '%' location map (§5.10)
-                kappend(b"\0%" + prefix(f[1]))
-                vappend(location(f[0]))
-                continue
-
-            # 'S': Debian's SRV (§5.11)
-            fqdn = _name(f[0], "name")
-            ttl = number(f[6])
-            head = ((TTL_POSITIVE if ttl is None else ttl) & _U32).to_bytes(4, "big")
-            head += ttd(f[7])
-            loc = _loc(f[8])
-            target = _name(_server(f[2], b".srv.", f[0]), "SRV target")
-            port = number(f[3])
-            if port is None:
-                raise _LineError("protocol error", "SRV line without a port")
-            srv = (
-                ((number(f[4]) or 0) & 0xFFFF).to_bytes(2, "big")
-                + ((number(f[5]) or 0) & 0xFFFF).to_bytes(2, "big")
-                + (port & 0xFFFF).to_bytes(2, "big")
-            )
-            emit(_SRV, fqdn, head, loc, srv + target)
-            ip = ip4(f[1])
-            if ip is not None:
-                emit(_A, target, head, loc, ip)
+                raise unrecognized(index, lead)
+            general(index, line, split_fields(line))
     except _LineError as exc:
         raise TinydnsDataError(
             exc.message, lineno=first_lineno + index, reason=exc.reason
@@ -335,5 +593,5 @@ def compile_lines(
 
 def compile_data(data: bytes, mtime: int) -> bytes:
     """The data.cdb tinydns-data writes for ``data`` whose file mtime is ``mtime``."""
-    recs = compile_lines(split_lines(data), default_serial(mtime))
+    recs = compile_text(data, default_serial(mtime))
     return cdb.dumps(recs.keys, recs.values)

@@ -18,6 +18,7 @@ import hashlib
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from itertools import chain
 
 from dnsmaster.core.compiler import Records, compile_lines, split_lines
 from dnsmaster.core.fields import name_to_wire, number, split_fields
@@ -57,10 +58,15 @@ class CompiledSource:
 
     name: str
     digest: bytes
-    text: bytes
+    pieces: tuple[bytes, ...]
     records: Records
     warnings: tuple[DataError, ...]
     lines: int
+
+    @property
+    def text(self) -> bytes:
+        """The text with the placeholder where the serial goes (kept as the pieces around it)."""
+        return _SERIAL.join(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -142,7 +148,7 @@ def check_source(name: str, content: bytes) -> SourceCheck:
     compiled = CompiledSource(
         name=name,
         digest=hashlib.sha256(content).digest(),
-        text=_expand(name, lines, records.stamped),
+        pieces=tuple(_expand(name, lines, records.stamped).split(_SERIAL)),
         records=records,
         warnings=warnings,
         lines=len(lines),
@@ -172,12 +178,21 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
         stamp,
         sources_id,
     )
-    data = banner + b"".join(src.text for src in sources).replace(_SERIAL, stamp)
-    keys: list[bytes] = []
-    values: list[bytes] = []
+    parts = [banner]
     for src in sources:
-        keys += src.records.keys
-        values += src.records.with_serial(serial)
+        pieces = src.pieces
+        parts.append(pieces[0])
+        for piece in pieces[1:]:
+            parts.append(stamp)
+            parts.append(piece)
+    data = b"".join(parts)
+    keys = list(chain.from_iterable(src.records.keys for src in sources))
+    values = list(chain.from_iterable(src.records.values for src in sources))
+    base = 0
+    for src in sources:
+        if src.records.soa_defaults:
+            values[base : base + len(src.records)] = src.records.with_serial(serial)
+        base += len(src.records)
     return Assembled(serial=serial, data=data, keys=keys, values=values)
 
 
