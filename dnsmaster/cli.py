@@ -365,6 +365,12 @@ async def _push(args: argparse.Namespace) -> int:
 
         logger.error("push.failed", path=str(cfg.output / "data"), error=describe(exc))
         return EXIT_SYSTEM
+    if data and not data.endswith(b"\n"):
+        # A hand-edited data file (--no-build): the trailer could not follow it.
+        logger.error(
+            "push.failed", path=str(cfg.output / "data"), error="data does not end with a newline"
+        )
+        return EXIT_DATA
     from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
 
     sha256 = hashlib.sha256(data).hexdigest()

@@ -200,9 +200,11 @@ class _Reader:
 
 
 def _kind_name(kinds: tuple[type, ...]) -> str:
+    if float in kinds:
+        kinds = tuple(k for k in kinds if k is not int)  # int or float: "a number"
     names = {
         str: "a string",
-        int: "a number",
+        int: "an integer",
         float: "a number",
         bool: "true or false",
         dict: "a table",
@@ -214,8 +216,8 @@ def _kind_name(kinds: tuple[type, ...]) -> str:
 def _toml_type(value: object) -> str:
     return {
         str: "a string",
-        int: "a number",
-        float: "a number",
+        int: "an integer",
+        float: "a float",
         bool: "a boolean",
         dict: "a table",
         list: "an array",
@@ -290,7 +292,7 @@ def _daemon(r: _Reader) -> DaemonOptions:
     d = DaemonOptions()
     with r.known(_names(DaemonOptions)):
         options = DaemonOptions(
-            debounce=r.number("debounce", d.debounce),
+            debounce=r.number("debounce", d.debounce, minimum=0.01),
             max_delay=r.number("max_delay", d.max_delay),
             poll=r.take("poll", bool, d.poll),
             poll_interval=r.number("poll_interval", d.poll_interval, minimum=0.01),

@@ -107,11 +107,21 @@ async def _converse(
                 captured.append(line)
             on_line(name, stream, line)
 
-    async with asyncio.TaskGroup() as tasks:
-        tasks.create_task(feed())
-        tasks.create_task(read(stdout, "stdout"))
-        tasks.create_task(read(stderr, "stderr"))
+    try:
+        async with asyncio.TaskGroup() as tasks:
+            tasks.create_task(feed())
+            tasks.create_task(read(stdout, "stdout"))
+            tasks.create_task(read(stderr, "stderr"))
+    except BaseExceptionGroup as group:
+        # A lost connection fails both readers at once. Callers handle asyncssh.Error
+        # and OSError per slave, not groups: raise the first cause itself.
+        raise _first_cause(group) from None
     return RunResult(await wait(), tuple(captured))
+
+
+def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    first = group.exceptions[0]
+    return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first
 
 
 class SlaveChannel(Protocol):

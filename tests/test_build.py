@@ -156,6 +156,36 @@ class TestBuild:
         assert b"192.0.2.9" not in (out / "data").read_bytes()
 
 
+class TestIsCurrent:
+    def test_current_after_build(self, zones: Path, out: Path) -> None:
+        """The data just built comes from the sources there now."""
+        builder = Builder(zones, out)
+        assert not builder.is_current()
+        builder.build()
+        assert builder.is_current()
+        assert Builder(zones, out).is_current()  # a new process sees it too (banner)
+
+    def test_not_current_after_any_source_change(self, zones: Path, out: Path) -> None:
+        """An edit, a new file or a deleted file each make the data stale."""
+        builder = Builder(zones, out)
+        builder.build()
+        for change in (
+            lambda: (zones / "zones.example.com").write_bytes(b"+x.example.com:1.2.3.4\n"),
+            lambda: (zones / "zones.new").write_bytes(b"+y.example.com:1.2.3.5\n"),
+            lambda: (zones / "zones.new").unlink(),
+        ):
+            change()
+            assert not builder.is_current()
+            builder.build()
+            assert builder.is_current()
+
+    def test_not_current_without_cdb(self, zones: Path, out: Path) -> None:
+        """data without its data.cdb needs a build."""
+        Builder(zones, out).build()
+        (out / "data.cdb").unlink()
+        assert not Builder(zones, out).is_current()
+
+
 class TestNothingChangesOnError:
     def good_build(self, zones: Path, out: Path) -> dict[str, bytes]:
         Builder(zones, out).build()

@@ -1,0 +1,302 @@
+"""Time ``dnsmaster push`` against the classic ``ssh slave < data`` loop, same run, same slaves.
+
+Every slave is a real OpenSSH sshd on its own 127.0.1.N (from tests/realworld.py, which
+also starts a tinydns there). Its authorized_keys holds two keys:
+
+* dnsmaster's key, forced to ``dnsmaster receive --root ROOT`` (the receiver compiles
+  data.cdb itself, in Python);
+* the classic key, forced to an ``update-dns`` shell script:
+  ``cat > data.new && mv data.new data && tinydns-data`` in a directory of its own.
+
+Measured, for each slave count and data size:
+
+* classic loop: ``for s in ...; do ssh s < data; done`` (the old push-changes);
+* classic parallel: the same ssh commands all started at once with ``&`` and ``wait``;
+* dnsmaster push: ``python -m dnsmaster push --no-build`` as a fresh process, to all
+  slaves in parallel (interpreter start, N SSH handshakes, N receivers);
+* dnsmaster warm: a second :func:`dnsmaster.push.push_all` on SSH connections that are
+  already open, as the daemon pushes (no handshakes).
+
+Each is the best of ``--repeat`` runs; every run's result is checked (every slave holds
+the data). Needs root, sshd, tinydns and tinydns-data. Run from the project root::
+
+    python benchmarks/push.py                          # 1, 10, 30 slaves; 10k, 100k lines
+    python benchmarks/push.py --slaves 30 --sizes 100k --repeat 3
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import shlex
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from functools import partial
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from datagen import write_data  # noqa: E402
+
+from dnsmaster import config as dconfig  # noqa: E402
+from dnsmaster import push as dpush  # noqa: E402
+from tests.realworld import Lab, Slave, _ssh_keygen  # noqa: E402
+
+UPDATE_DNS = """#!/bin/sh
+# The classic update-dns forced command: plain data on stdin, compiled in place.
+cd "$1" || exit 111
+cat > data.new && mv data.new data && exec tinydns-data
+"""
+
+
+@dataclass
+class Row:
+    slaves: int
+    lines: str
+    size: int
+    loop: float
+    parallel: float
+    push: float
+    warm: float
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    for suffix, factor in (("m", 1_000_000), ("k", 1_000)):
+        if text.endswith(suffix):
+            return int(float(text[:-1]) * factor)
+    return int(text)
+
+
+def best(runs: int, once: Callable[[], float]) -> float:
+    return min(once() for _ in range(runs))
+
+
+class Bench:
+    def __init__(self, workdir: Path, count: int) -> None:
+        self.workdir = workdir
+        self.lab = Lab(workdir / "lab")
+        self.classic_key = workdir / "classic_ed25519"
+        _ssh_keygen(self.classic_key, "classic-push@bench")
+        self.update_dns = workdir / "update-dns"
+        self.update_dns.write_text(UPDATE_DNS)
+        self.update_dns.chmod(0o755)
+        self.master = workdir / "master"
+        (self.master / "out").mkdir(parents=True)
+        (self.master / "zones").mkdir()
+        pubkey = self.classic_key.with_name(self.classic_key.name + ".pub").read_text().strip()
+        started = time.monotonic()
+        for _ in range(count):
+            slave = self.lab.add_slave()
+            classic = self.classic_dir(slave)
+            classic.mkdir()
+            line = f'restrict,command="{self.update_dns} {classic}" {pubkey}\n'
+            slave.sshd.set_authorized_keys(self.lab.authorized_key(slave.root) + line)
+        print(f"# {count} slaves up in {time.monotonic() - started:.1f} s", file=sys.stderr)
+
+    def classic_dir(self, slave: Slave) -> Path:
+        return slave.root.parent / "classic"
+
+    def classic_argv(self, slave: Slave) -> list[str]:
+        argv = self.lab.ssh_argv(slave)
+        argv[argv.index(str(self.lab.key))] = str(self.classic_key)
+        return argv
+
+    def set_data(self, data: Path) -> bytes:
+        target = self.master / "out" / "data"
+        target.write_bytes(data.read_bytes())
+        return target.read_bytes()
+
+    def write_config(self, slaves: list[Slave]) -> Path:
+        path = self.master / f"dnsmaster-{len(slaves)}.toml"
+        lines = [
+            f'zones = "{self.master / "zones"}"',
+            f'output = "{self.master / "out"}"',
+            f'key = "{self.lab.key}"',
+            f'known_hosts = "{self.lab.known_hosts}"',
+            'user = "root"',
+            "[push]",
+            f"parallel = {max(1, len(slaves))}",
+            "timeout = 600",
+        ]
+        for s in slaves:
+            lines += [
+                "[[slave]]",
+                f'name = "{s.name}"',
+                f'host = "{s.address}"',
+                f"port = {s.port}",
+            ]
+        path.write_text("\n".join(lines) + "\n")
+        return path
+
+    # ------------------------------------------------------------------ the classic way
+
+    def classic(self, slaves: list[Slave], data: Path, *, parallel: bool) -> float:
+        for s in slaves:
+            (self.classic_dir(s) / "data").unlink(missing_ok=True)
+        lines = ["#!/bin/sh"]
+        for s in slaves:
+            command = " ".join(shlex.quote(a) for a in self.classic_argv(s))
+            lines.append(
+                f"{command} < {shlex.quote(str(data))} || echo failed {s.name} >&2"
+                + (" &" if parallel else "")
+            )
+        if parallel:
+            lines.append("wait")
+        script = self.workdir / "push-changes"
+        script.write_text("\n".join(lines) + "\n")
+        started = time.perf_counter()
+        proc = subprocess.run(["sh", str(script)], capture_output=True, check=False)
+        took = time.perf_counter() - started
+        if proc.returncode != 0 or b"failed" in proc.stderr:
+            raise SystemExit(f"classic push failed: {proc.stderr.decode()[-2000:]}")
+        expected = data.read_bytes()
+        for s in slaves:
+            if (self.classic_dir(s) / "data").read_bytes() != expected:
+                raise SystemExit(f"classic push: {s.name} does not hold the data")
+            if not (self.classic_dir(s) / "data.cdb").is_file():
+                raise SystemExit(f"classic push: {s.name} has no data.cdb")
+        return took
+
+    # ------------------------------------------------------------------ dnsmaster
+
+    def check_installed(self, slaves: list[Slave], data: bytes) -> None:
+        for s in slaves:
+            installed = s.installed() or b""
+            if not installed.startswith(data) or not (s.root / "data.cdb").is_file():
+                raise SystemExit(f"dnsmaster push: {s.name} does not hold the data")
+
+    def clear(self, slaves: list[Slave]) -> None:
+        for s in slaves:
+            (s.root / "data").unlink(missing_ok=True)
+
+    def dnsmaster_push(self, slaves: list[Slave], data: bytes) -> float:
+        cfg = self.write_config(slaves)
+        self.clear(slaves)
+        env = dict(os.environ, PYTHONPATH=str(ROOT))
+        started = time.perf_counter()
+        proc = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "dnsmaster",
+                "push",
+                "--config",
+                str(cfg),
+                "--no-build",
+                "--log-format",
+                "json",
+            ],
+            capture_output=True,
+            text=True,
+            env=env,
+            check=False,
+        )
+        took = time.perf_counter() - started
+        done = [
+            e for e in map(json.loads, proc.stderr.splitlines()) if e.get("event") == "push.done"
+        ]
+        if proc.returncode != 0 or len(done) != len(slaves):
+            raise SystemExit(f"dnsmaster push failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
+        self.check_installed(slaves, data)
+        return took
+
+    def dnsmaster_warm(self, slaves: list[Slave], data: bytes, runs: int) -> float:
+        cfg = dconfig.load(self.write_config(slaves))
+        sha = hashlib.sha256(data).hexdigest()
+
+        def quiet(slave: str, stream: str, line: str) -> None:
+            return None
+
+        async def run() -> float:
+            channels = [dpush.channel_for(s, cfg) for s in cfg.slaves]
+            try:
+                # The first push opens the connections, as the daemon's first push does.
+                results = await dpush.push_all(
+                    channels, data, sha, parallel=len(channels), timeout=600, on_line=quiet
+                )
+                if not all(r.ok for r in results):
+                    raise SystemExit(f"warm-up push failed: {results}")
+                took = []
+                for _ in range(runs):
+                    self.clear(slaves)
+                    started = time.perf_counter()
+                    results = await dpush.push_all(
+                        channels, data, sha, parallel=len(channels), timeout=600, on_line=quiet
+                    )
+                    took.append(time.perf_counter() - started)
+                    if not all(r.ok for r in results):
+                        raise SystemExit(f"warm push failed: {results}")
+                    self.check_installed(slaves, data)
+                return min(took)
+            finally:
+                for channel in channels:
+                    await channel.close()
+
+        return asyncio.run(run())
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--slaves", default="1,10,30", help="slave counts (default %(default)s)")
+    parser.add_argument("--sizes", default="10k,100k", help="data lines (default %(default)s)")
+    parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
+    parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    args = parser.parse_args()
+    if os.geteuid() != 0:
+        print("benchmarks/push.py needs root (sshd, tinydns)", file=sys.stderr)
+        return 2
+    counts = sorted({int(n) for n in args.slaves.split(",")})
+    sizes = [s.strip() for s in args.sizes.split(",")]
+    with tempfile.TemporaryDirectory(prefix="dnsmaster-push-bench-") as tmp:
+        workdir = args.keep or Path(tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        bench = Bench(workdir, max(counts))
+        rows: list[Row] = []
+        try:
+            for size in sizes:
+                data_path = workdir / f"data-{size}"
+                write_data(data_path, parse_size(size))
+                data = bench.set_data(data_path)
+                for n in counts:
+                    slaves = bench.lab.slaves[:n]
+                    classic = partial(bench.classic, slaves, data_path)
+                    loop = best(args.repeat, partial(classic, parallel=False))
+                    par = best(args.repeat, partial(classic, parallel=True))
+                    cold = best(args.repeat, partial(bench.dnsmaster_push, slaves, data))
+                    warm = bench.dnsmaster_warm(slaves, data, args.repeat)
+                    row = Row(n, size, len(data), loop, par, cold, warm)
+                    rows.append(row)
+                    print(
+                        f"# {n} slaves, {size}: loop {loop:.2f} s, parallel {par:.2f} s, "
+                        f"push {cold:.2f} s, warm {warm:.2f} s",
+                        file=sys.stderr,
+                    )
+        finally:
+            bench.lab.close()
+    print(f"cores: {os.cpu_count()}, best of {args.repeat}\n")
+    print(
+        "| slaves | lines | data | classic loop | classic parallel | dnsmaster push "
+        "| dnsmaster warm | loop / push | loop / warm |"
+    )
+    print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        print(
+            f"| {r.slaves} | {r.lines} | {r.size / 1e6:.1f} MB | {r.loop:.2f} s "
+            f"| {r.parallel:.2f} s | {r.push:.2f} s | {r.warm:.2f} s "
+            f"| {r.loop / r.push:.1f}x | {r.loop / r.warm:.1f}x |"
+        )
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
