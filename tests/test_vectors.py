@@ -1,0 +1,185 @@
+"""The spec's tinydns-data vectors: our compiler, our drop-in and the real binary agree.
+
+Every vector in ``tests/vectors`` (see its README) is checked three ways against the
+expectations in ``SUMS.tsv``: the pure compiler, ``python -m dnsmaster tinydns-data``
+run as tinydns-data would be, and the real tinydns-data on this machine (which proves
+SUMS.tsv itself describes the binary we compare against elsewhere).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import subprocess
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from dnsmaster.core.compiler import compile_data
+from dnsmaster.errors import TinydnsDataError
+from tests.conftest import VECTORS, require
+
+FATAL = "tinydns-data: fatal: "
+SENTINEL = b"an older data.cdb that a failed run must leave alone\n"
+
+
+@dataclass(frozen=True, slots=True)
+class Vector:
+    """One line of SUMS.tsv."""
+
+    file: str
+    mtime: int
+    mtime_matters: bool
+    exit: int
+    cdb_size: int | None
+    cdb_sha256: str | None
+    stderr: str | None
+
+    @property
+    def data(self) -> bytes:
+        return (VECTORS / self.file).read_bytes()
+
+
+def _load() -> list[Vector]:
+    vectors = []
+    for line in (VECTORS / "SUMS.tsv").read_text(encoding="utf-8").splitlines():
+        if not line or line.startswith("#"):
+            continue
+        file, mtime, matters, status, size, sha, stderr = line.split("\t")
+        vectors.append(
+            Vector(
+                file=file,
+                mtime=int(mtime),
+                mtime_matters=matters == "yes",
+                exit=int(status),
+                cdb_size=None if size == "-" else int(size),
+                cdb_sha256=None if sha == "-" else sha,
+                stderr=None if stderr == "-" else stderr,
+            )
+        )
+    return vectors
+
+
+ALL = _load()
+
+
+def _id(vector: Vector) -> str:
+    return vector.file.removesuffix(".data")
+
+
+IDS = [_id(v) for v in ALL]
+
+
+@dataclass(frozen=True, slots=True)
+class Run:
+    """What one tinydns-data run left behind."""
+
+    exit: int
+    stdout: bytes
+    stderr: str
+    cdb: bytes | None
+    tmp_exists: bool
+
+
+def run_in(directory: Path, command: list[str], data: bytes, mtime: int) -> Run:
+    """Compile ``data`` with ``command`` in ``directory`` as tinydns-data runs."""
+    path = directory / "data"
+    path.write_bytes(data)
+    os.utime(path, (mtime, mtime))
+    proc = subprocess.run(command, cwd=directory, capture_output=True, check=False, timeout=120)
+    out = directory / "data.cdb"
+    return Run(
+        exit=proc.returncode,
+        stdout=proc.stdout,
+        stderr=proc.stderr.decode("utf-8", "backslashreplace"),
+        cdb=out.read_bytes() if out.exists() else None,
+        tmp_exists=(directory / "data.tmp").exists(),
+    )
+
+
+def dropin() -> list[str]:
+    return [sys.executable, "-m", "dnsmaster", "tinydns-data"]
+
+
+def check_run(vector: Vector, directory: Path, command: list[str]) -> None:
+    """One run in an empty directory, and for failures a second one over an old data.cdb."""
+    got = run_in(directory, command, vector.data, vector.mtime)
+    assert got.stdout == b""
+    assert got.exit == vector.exit
+    if vector.exit == 0:
+        assert got.stderr == ""
+        assert got.cdb is not None
+        assert len(got.cdb) == vector.cdb_size
+        assert hashlib.sha256(got.cdb).hexdigest() == vector.cdb_sha256
+        assert not got.tmp_exists, "data.tmp must be renamed to data.cdb"
+        assert (directory / "data.cdb").stat().st_mode & 0o777 == 0o644
+        return
+    assert got.exit == 111
+    assert got.stderr == f"{vector.stderr}\n"
+    assert got.cdb is None, "a failed run must not create data.cdb"
+    assert got.tmp_exists, "tinydns-data leaves data.tmp behind on failure"
+    # Again over an existing data.cdb (and the stale data.tmp): both runs fail alike
+    # and the old data.cdb is untouched.
+    (directory / "data.cdb").write_bytes(SENTINEL)
+    again = run_in(directory, command, vector.data, vector.mtime)
+    assert (again.exit, again.stderr) == (got.exit, got.stderr)
+    assert again.cdb == SENTINEL
+    assert again.tmp_exists
+
+
+class TestPure:
+    @pytest.mark.parametrize("vector", ALL, ids=IDS)
+    def test_compile_data(self, vector: Vector) -> None:
+        """compile_data gives the vector's cdb, or the error tinydns-data prints."""
+        if vector.exit == 0:
+            out = compile_data(vector.data, vector.mtime)
+            assert len(out) == vector.cdb_size
+            assert hashlib.sha256(out).hexdigest() == vector.cdb_sha256
+        else:
+            with pytest.raises(TinydnsDataError) as caught:
+                compile_data(vector.data, vector.mtime)
+            assert FATAL + caught.value.message == vector.stderr
+            assert caught.value.reason
+
+    @pytest.mark.parametrize("vector", [v for v in ALL if v.mtime_matters], ids=_id)
+    def test_mtime_matters(self, vector: Vector) -> None:
+        """Vectors marked mtime_matters change with the mtime; the others do not."""
+        # +12345, not +1: mtime 0 and 1 both give serial 1 (spec §3.8).
+        other = vector.mtime + 12345
+        assert compile_data(vector.data, other) != compile_data(vector.data, vector.mtime)
+
+    @pytest.mark.parametrize(
+        "vector", [v for v in ALL if not v.mtime_matters and v.exit == 0], ids=_id
+    )
+    def test_mtime_does_not_matter(self, vector: Vector) -> None:
+        """Vectors without . lines or serial-less Z lines ignore the mtime."""
+        assert compile_data(vector.data, 7) == compile_data(vector.data, vector.mtime)
+
+    def test_every_vector_listed(self) -> None:
+        """SUMS.tsv covers every .data file, and there are 35 of them."""
+        assert sorted(v.file for v in ALL) == sorted(p.name for p in VECTORS.glob("*.data"))
+        assert len(ALL) == 35
+
+    def test_17a_equals_17b(self) -> None:
+        """. lines and their Z + & expansion give identical cdbs (spec §5.2)."""
+        by_name = {v.file: v for v in ALL}
+        a, b = by_name["17a-dot-lines.data"], by_name["17b-same-as-z-and-amp.data"]
+        assert a.cdb_sha256 == b.cdb_sha256
+        assert compile_data(a.data, a.mtime) == compile_data(b.data, b.mtime)
+
+
+class TestDropIn:
+    @pytest.mark.parametrize("vector", ALL, ids=IDS)
+    def test_dropin(self, vector: Vector, tmp_path: Path) -> None:
+        """python -m dnsmaster tinydns-data: same data.cdb, stderr, exit status, data.tmp."""
+        check_run(vector, tmp_path, dropin())
+
+
+@pytest.mark.real
+class TestReal:
+    @pytest.mark.parametrize("vector", ALL, ids=IDS)
+    def test_real(self, vector: Vector, tmp_path: Path) -> None:
+        """This machine's tinydns-data produces exactly what SUMS.tsv records."""
+        check_run(vector, tmp_path, [require("tinydns-data")])
