@@ -172,7 +172,7 @@ class TestIsCurrent:
         for change in (
             lambda: (zones / "zones.example.com").write_bytes(b"+x.example.com:1.2.3.4\n"),
             lambda: (zones / "zones.new").write_bytes(b"+y.example.com:1.2.3.5\n"),
-            lambda: (zones / "zones.new").unlink(),
+            (zones / "zones.new").unlink,
         ):
             change()
             assert not builder.is_current()
