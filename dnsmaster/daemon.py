@@ -47,6 +47,9 @@ __all__ = ["Current", "Daemon"]
 #: Zones asked for over DNS after a push; a file of thousands of zones needs no more.
 VERIFY_ZONES = 20
 
+#: State file updates within this many seconds are written together.
+STATE_DELAY = 0.05
+
 EXIT_OK = 0
 EXIT_SYSTEM = 111
 
@@ -242,10 +245,24 @@ class Daemon:
         self._idle = asyncio.Event()
         self._exit = EXIT_OK
         self._logs: dict[str, PushLog] = {}
+        self._state_pending: asyncio.TimerHandle | None = None
 
     # -- state ------------------------------------------------------------------
 
-    def save_state(self) -> None:
+    def save_state(self, *, now: bool = False) -> None:
+        """Write the state file: at once with ``now``, else once for every update made
+        within :data:`STATE_DELAY` (ten slaves starting a push are one fsynced write,
+        not ten that each hold up the loop)."""
+        if now:
+            self._write_state()
+        elif self._state_pending is None:
+            loop = asyncio.get_running_loop()
+            self._state_pending = loop.call_later(STATE_DELAY, self._write_state)
+
+    def _write_state(self) -> None:
+        if self._state_pending is not None:
+            self._state_pending.cancel()
+            self._state_pending = None
         current = self.current
         build = None
         if current is not None:
@@ -304,7 +321,9 @@ class Daemon:
             )
         data = (self.config.output / "data").read_bytes()
         changed = frozenset(result.recompiled)
-        verify = zone_serials(data, changed) if changed else zone_serials(data)
+        # The zones of the files that changed; a change to header alone touches them all.
+        verify = zone_serials(data, changed) if changed else {}
+        verify = verify or zone_serials(data)
         self.current = Current(
             data=data,
             sha256=result.sha256,
@@ -437,7 +456,7 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.channel.close()
-        self.save_state()
+        self.save_state(now=True)
         self.log.info("daemon.stop")
 
 

@@ -11,7 +11,8 @@ and directory events left out), for the record:
 
 - vim, writebackup + backupcopy=no (replayed, after vim/vim#15733):
   created(.zones.x.swp) ... moved(zones.x -> zones.x~) created(zones.x)
-  modified(zones.x) closed(zones.x) deleted(zones.x~) deleted(.zones.x.swp); only the moved/created/modified/closed of zones.x count.
+  modified(zones.x) closed(zones.x) deleted(zones.x~) deleted(.zones.x.swp); only
+  the moved/created/modified/closed of zones.x count.
 - vim as it actually ran here (real binary, backupcopy=auto chose in-place):
   swap-file traffic, then modified(zones.x) closed(zones.x).
 - emacs (replayed): created(.#zones.x) (lock symlink) created/modified/closed(#zones.x#)
