@@ -39,7 +39,7 @@ from datagen import write_data, write_zones  # noqa: E402
 
 from dnsmaster.build import Builder  # noqa: E402
 from dnsmaster.core import cdb  # noqa: E402
-from dnsmaster.core.compiler import compile_lines, default_serial, split_lines  # noqa: E402
+from dnsmaster.core.compiler import accelerated, compile_text, default_serial  # noqa: E402
 
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/bin/tinydns-data"
 DNSMASTER = [sys.executable, "-m", "dnsmaster", "tinydns-data"]
@@ -102,7 +102,7 @@ def in_process(directory: Path) -> float:
     """The compile alone, in this process: read data, compile, write data.cdb."""
     data = (directory / "data").read_bytes()
     started = time.perf_counter()
-    recs = compile_lines(split_lines(data), default_serial(MTIME))
+    recs = compile_text(data, default_serial(MTIME))
     fd = os.open(directory / "inproc.cdb", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o644)
     try:
         cdb.write_fd(fd, recs.keys, recs.values)
@@ -186,7 +186,11 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(TINYDNS_DATA).exists():
         raise SystemExit("tinydns-data not found")
     base = args.keep or Path(tempfile.mkdtemp(prefix="dnsmaster-bench-"))
-    print(f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {args.repeat}")
+    compiler = "C accelerator" if accelerated() else "pure Python"
+    print(
+        f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {args.repeat}, "
+        f"compiler: {compiler}"
+    )
     try:
         for text in filter(None, args.sizes.split(",")):
             size = parse_size(text)

@@ -11,9 +11,11 @@ Comments cite ``shared/tinydns-data-spec.md`` by section.
 from __future__ import annotations
 
 import gc
+import os
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from types import ModuleType
 
 from dnsmaster.core import cdb
 from dnsmaster.core.fields import (
@@ -31,7 +33,9 @@ from dnsmaster.core.fields import (
 from dnsmaster.errors import TinydnsDataError
 
 __all__ = [
+    "PURE_PYTHON_ENV",
     "Records",
+    "accelerated",
     "compile_data",
     "compile_lines",
     "compile_text",
@@ -62,6 +66,30 @@ _IN_ADDR_ARPA = b"\x07in-addr\x04arpa\x00"
 _PROHIBITED = {252: "AXFR", 0: "0", 6: "SOA", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX"}
 _LEADERS = frozenset(b".&=+@'^CZ:%S#-")
 _U32 = 0xFFFFFFFF
+
+#: Set to 1 to compile in pure Python even when the C accelerator is built.
+PURE_PYTHON_ENV = "DNSMASTER_PURE_PYTHON"
+
+
+def _load_accelerator() -> ModuleType | None:
+    """The optional C fast path (``_ccompile.c``), or None when absent or refused."""
+    if os.environ.get(PURE_PYTHON_ENV, "") not in {"", "0"}:
+        return None
+    try:
+        from dnsmaster.core import _ccompile  # noqa: PLC0415 - optional, built by setup.py
+    except ImportError:
+        return None
+    return _ccompile
+
+
+#: The C module compiling the lines it is sure of; None means pure Python. Tests set
+#: it to None to run the reference path.
+_accel: ModuleType | None = _load_accelerator()
+
+
+def accelerated() -> bool:
+    """Whether compiles without a lint hook go through the C accelerator."""
+    return _accel is not None
 
 
 def default_serial(mtime: int) -> int:
@@ -186,6 +214,9 @@ def compile_lines(
 
 def compile_text(data: bytes, serial: int) -> Records:
     """Compile a whole data text; the same as ``compile_lines(split_lines(data), serial)``."""
+    if _accel is not None:
+        # The C code cuts and strips the lines itself; no list of lines is made.
+        return _compile((), b"", False, serial, first_lineno=1, hook=None, whole=data)
     lines = split_lines(data)
     return _compile(lines, data, _needs_strip(data), serial, first_lineno=1, hook=None)
 
@@ -203,15 +234,20 @@ def _compile(
     *,
     first_lineno: int,
     hook: LineHook | None,
+    whole: bytes | None = None,
 ) -> Records:
-    """The compiler. ``blob`` holds the lines, only looked at for backslashes."""
+    """The compiler. ``blob`` holds the lines, only looked at for backslashes.
+
+    With the C accelerator, ``whole`` may be given instead of lines: the whole data,
+    cut into lines (§2.1) and stripped (§2.2) as it is compiled.
+    """
     if strip:
         lines = [line.rstrip(b" \t\n") for line in lines]  # §2.2: CR is kept
-    escapes = b"\\" in blob
+    escapes = whole is None and b"\\" in blob
     gc_was_enabled = gc.isenabled()
     gc.disable()  # nothing here makes cycles; the collector would walk every temp list
     try:
-        return _compile_stripped(lines, escapes, serial, first_lineno, hook)
+        return _compile_stripped(lines, escapes, serial, first_lineno, hook, whole=whole)
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -223,6 +259,8 @@ def _compile_stripped(
     serial: int,
     first_lineno: int,
     hook: LineHook | None,
+    *,
+    whole: bytes | None = None,
 ) -> Records:
     """Compile lines already stripped (§2.2); ``escapes`` says whether any has a backslash.
 
@@ -451,6 +489,42 @@ def _compile_stripped(
 
     index = -1
     try:
+        if hook is None and _accel is not None:
+            # The C code compiles every line it is sure of and hands back the index
+            # of the first one it is not (escapes, errors, ...); that line goes the
+            # general way here, so errors and odd lines have one implementation.
+            stamped = recs.stamped
+            soa_defaults = recs.soa_defaults
+            if whole is not None:
+                run_text = _accel.run_text
+                size = len(whole)
+                pos, index = run_text(whole, 0, 0, default_soa, keys, values, stamped, soa_defaults)
+                while pos < size:
+                    end = whole.find(b"\n", pos)
+                    if end < 0:
+                        end = size
+                    line = whole[pos:end].rstrip(b" \t")
+                    if line and line[0] not in {35, 45}:
+                        if line[0] not in _LEADERS:
+                            raise unrecognized(index, line[0])
+                        general(index, line, split_fields(line))
+                    pos, index = run_text(
+                        whole, end + 1, index + 1, default_soa, keys, values, stamped, soa_defaults
+                    )
+                return recs
+            run = _accel.run
+            seq = lines if isinstance(lines, list | tuple) else list(lines)
+            total = len(seq)
+            index = run(seq, 0, default_soa, keys, values, stamped, soa_defaults)
+            while index < total:
+                line = seq[index]
+                if line and line[0] not in {35, 45}:
+                    if line[0] not in _LEADERS:
+                        raise unrecognized(index, line[0])
+                    general(index, line, split_fields(line))
+                index = run(seq, index + 1, default_soa, keys, values, stamped, soa_defaults)
+            return recs
+
         if hook is not None:
             for index, line in enumerate(lines):
                 if not line or line[0] in {35, 45}:  # '#' comment, '-' disabled line

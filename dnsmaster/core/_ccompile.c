@@ -1,0 +1,648 @@
+/*
+ * Optional accelerator for dnsmaster.core.compiler: the per-line work of the
+ * tinydns-data compiler for well-formed lines, in C.
+ *
+ * run(lines, start, default_soa, keys, values, stamped, soa_defaults) -> int
+ *
+ * Compiles lines[start:] in order, appending records exactly as the pure-Python
+ * compiler does (spec sections cited as in compiler.py), and stops at the first
+ * line it does not fully handle, returning that line's index (or len(lines) when
+ * every line was done). It handles a line only when it is certain of the result:
+ * any backslash, an unknown leading byte, a name over the DNS limits, a prohibited
+ * generic type, an SRV line without a port, or a line that is not bytes is left to
+ * the Python code, which compiles it (or raises the error) and calls run() again
+ * from the next line. A line handed back has added nothing to the lists.
+ *
+ * default_soa is the 20 bytes of default SOA numbers (serial first, spec 3.8).
+ */
+
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+#define NFIELDS 15
+#define WIRE_MAX 255
+
+typedef struct {
+    const unsigned char *p;
+    Py_ssize_t n;
+} span;
+
+typedef struct {
+    unsigned char b[WIRE_MAX + 1];
+    int n;
+} wire;
+
+typedef struct {
+    PyObject *keys;
+    PyObject *values;
+    unsigned char *buf; /* scratch for one value */
+    Py_ssize_t cap;
+} out;
+
+/* 2.3: the fields after the leading byte; missing ones are empty. */
+static void
+split_fields(const unsigned char *line, Py_ssize_t len, span *f)
+{
+    Py_ssize_t pos = 1;
+    for (int i = 0; i < NFIELDS; i++) {
+        if (pos >= len) {
+            f[i].p = line + len;
+            f[i].n = 0;
+            continue;
+        }
+        const unsigned char *start = line + pos;
+        const unsigned char *colon = memchr(start, ':', (size_t)(len - pos));
+        Py_ssize_t k = colon ? (Py_ssize_t)(colon - line) : len;
+        f[i].p = start;
+        f[i].n = k - pos;
+        pos = k + 1;
+    }
+}
+
+/* 3.1: leading decimal digits, wrapping mod 2**64; returns whether any. */
+static int
+number(span f, uint64_t *v)
+{
+    uint64_t x = 0;
+    Py_ssize_t i = 0;
+    while (i < f.n && f.p[i] >= '0' && f.p[i] <= '9') {
+        x = x * 10 + (uint64_t)(f.p[i] - '0');
+        i++;
+    }
+    *v = x;
+    return i > 0;
+}
+
+/* 3.2: four dotted numbers at the start of the field; returns whether present. */
+static int
+ip4(span f, unsigned char *ip)
+{
+    Py_ssize_t i = 0;
+    for (int k = 0; k < 4; k++) {
+        if (k) {
+            if (i >= f.n || f.p[i] != '.')
+                return 0;
+            i++;
+        }
+        Py_ssize_t s = i;
+        uint64_t x = 0;
+        while (i < f.n && f.p[i] >= '0' && f.p[i] <= '9') {
+            x = x * 10 + (uint64_t)(f.p[i] - '0');
+            i++;
+        }
+        if (i == s)
+            return 0;
+        ip[k] = (unsigned char)(x & 255);
+    }
+    return 1;
+}
+
+/* 3.3: 16 nibbles of lowercase hex, anything else 0. */
+static void
+ttd(span f, unsigned char *t)
+{
+    memset(t, 0, 8);
+    Py_ssize_t n = f.n < 16 ? f.n : 16;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        unsigned char c = f.p[i];
+        unsigned v = 0;
+        if (c >= '0' && c <= '9')
+            v = c - '0';
+        else if (c >= 'a' && c <= 'f')
+            v = c - 'a' + 10;
+        t[i >> 1] |= (unsigned char)((i & 1) ? v : v << 4);
+    }
+}
+
+/* 3.4: the location; returns 0 for "no location" (empty, or two NULs). */
+static int
+loc(span f, unsigned char *lo)
+{
+    lo[0] = f.n > 0 ? f.p[0] : 0;
+    lo[1] = f.n > 1 ? f.p[1] : 0;
+    return lo[0] || lo[1];
+}
+
+/* 3.5 without escapes: the concatenation of up to three pieces as a wire name.
+ * Returns 0 when the name breaks a DNS limit (the Python code says how). */
+static int
+to_wire(const span *parts, int nparts, wire *w)
+{
+    int n = 0;
+    int lab = -1; /* position of the current label's length byte */
+    int labn = 0;
+    for (int k = 0; k < nparts; k++) {
+        const unsigned char *p = parts[k].p;
+        Py_ssize_t m = parts[k].n;
+        for (Py_ssize_t i = 0; i < m; i++) {
+            unsigned char c = p[i];
+            if (c == '.') {
+                if (labn) {
+                    w->b[lab] = (unsigned char)labn;
+                    labn = 0;
+                }
+                continue;
+            }
+            if (!labn) {
+                if (n >= WIRE_MAX - 1)
+                    return 0;
+                lab = n++;
+            }
+            else if (labn >= 63)
+                return 0;
+            if (n >= WIRE_MAX - 1)
+                return 0;
+            w->b[n++] = c;
+            labn++;
+        }
+    }
+    if (labn)
+        w->b[lab] = (unsigned char)labn;
+    if (n + 1 > WIRE_MAX)
+        return 0;
+    w->b[n++] = 0;
+    w->n = n;
+    return 1;
+}
+
+static int
+name(span f, wire *w)
+{
+    return to_wire(&f, 1, w);
+}
+
+/* 5.1: x, or x + suffix + fqdn when x has no dot. */
+static int
+server(span x, const char *suffix, span fqdn, wire *w)
+{
+    if (x.n && memchr(x.p, '.', (size_t)x.n))
+        return to_wire(&x, 1, w);
+    span parts[3] = {x, {(const unsigned char *)suffix, (Py_ssize_t)strlen(suffix)}, fqdn};
+    return to_wire(parts, 3, w);
+}
+
+static int
+append_new(PyObject *list, PyObject *item)
+{
+    if (item == NULL)
+        return -1;
+    int rc = PyList_Append(list, item);
+    Py_DECREF(item);
+    return rc;
+}
+
+static int
+reserve(out *o, Py_ssize_t need)
+{
+    if (need <= o->cap)
+        return 0;
+    Py_ssize_t cap = o->cap * 2 > need ? o->cap * 2 : need;
+    unsigned char *b = PyMem_Realloc(o->buf, (size_t)cap);
+    if (b == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    o->buf = b;
+    o->cap = cap;
+    return 0;
+}
+
+/* 4.1/4.2: one record; the key is the lowercased owner, a leading "*" label moves
+ * into the marker. rdata is up to three pieces. head is TTL + ttd (12 bytes). */
+static int
+emit(out *o, unsigned rtype, const wire *owner, const unsigned char *head, int has_loc,
+     const unsigned char *lo, const unsigned char *r1, Py_ssize_t n1,
+     const unsigned char *r2, Py_ssize_t n2, const unsigned char *r3, Py_ssize_t n3)
+{
+    unsigned char key[WIRE_MAX + 1];
+    int wild = owner->n >= 2 && owner->b[0] == 1 && owner->b[1] == '*';
+    int skip = wild ? 2 : 0;
+    int kn = owner->n - skip;
+    for (int i = 0; i < kn; i++) {
+        unsigned char c = owner->b[i + skip];
+        key[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
+    }
+    if (append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn)) < 0)
+        return -1;
+    Py_ssize_t vn = 3 + (has_loc ? 2 : 0) + 12 + n1 + n2 + n3;
+    if (reserve(o, vn) < 0)
+        return -1;
+    unsigned char *v = o->buf;
+    v[0] = (unsigned char)(rtype >> 8);
+    v[1] = (unsigned char)rtype;
+    v[2] = has_loc ? (wild ? '+' : '>') : (wild ? '*' : '=');
+    Py_ssize_t i = 3;
+    if (has_loc) {
+        v[i++] = lo[0];
+        v[i++] = lo[1];
+    }
+    memcpy(v + i, head, 12);
+    i += 12;
+    if (n1) {
+        memcpy(v + i, r1, (size_t)n1);
+        i += n1;
+    }
+    if (n2) {
+        memcpy(v + i, r2, (size_t)n2);
+        i += n2;
+    }
+    if (n3) {
+        memcpy(v + i, r3, (size_t)n3);
+        i += n3;
+    }
+    return append_new(o->values, PyBytes_FromStringAndSize((const char *)v, i));
+}
+
+static void
+put32(unsigned char *p, uint64_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+static void
+put16(unsigned char *p, uint64_t v)
+{
+    p[0] = (unsigned char)(v >> 8);
+    p[1] = (unsigned char)v;
+}
+
+/* TTL (field, or default) and ttd into a 12-byte head. */
+static void
+make_head(unsigned char *head, span ttl_field, uint64_t dflt, span ttd_field)
+{
+    uint64_t ttl;
+    if (!number(ttl_field, &ttl))
+        ttl = dflt;
+    put32(head, ttl);
+    ttd(ttd_field, head + 4);
+}
+
+static const unsigned char HOSTMASTER[] = "\x0ahostmaster";
+static const unsigned char IN_ADDR_ARPA[] = "\x07in-addr\x04" "arpa";
+
+static int
+append_index(PyObject *list, Py_ssize_t i)
+{
+    return append_new(list, PyLong_FromSsize_t(i));
+}
+
+/* One line. Returns 1 when done, 0 to hand it to Python, -1 on a Python error. */
+static int
+line_records(out *o, Py_ssize_t index, const unsigned char *line, Py_ssize_t len,
+             const unsigned char *default_soa, PyObject *stamped, PyObject *soa_defaults)
+{
+    if (len == 0)
+        return 1;
+    unsigned char lead = line[0];
+    if (lead == '#' || lead == '-')
+        return 1;
+    if (memchr(line, '\\', (size_t)len))
+        return 0;
+    span f[NFIELDS];
+    wire owner, target;
+    unsigned char head[12], lo[2], ip[4];
+    int has_loc;
+    uint64_t v;
+
+    split_fields(line, len, f);
+
+    switch (lead) {
+    case '+':
+    case '=': { /* 5.5 */
+        if (!name(f[0], &owner))
+            return 0;
+        make_head(head, f[2], 86400, f[3]);
+        has_loc = loc(f[4], lo);
+        if (!ip4(f[1], ip))
+            return 1;
+        if (emit(o, 1, &owner, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+            return -1;
+        if (lead == '=') {
+            wire rev;
+            int n = 0;
+            for (int k = 3; k >= 0; k--) {
+                char digits[4];
+                int dn = snprintf(digits, sizeof digits, "%u", (unsigned)ip[k]);
+                rev.b[n++] = (unsigned char)dn;
+                memcpy(rev.b + n, digits, (size_t)dn);
+                n += dn;
+            }
+            memcpy(rev.b + n, IN_ADDR_ARPA, sizeof IN_ADDR_ARPA); /* with the final NUL */
+            rev.n = n + (int)sizeof IN_ADDR_ARPA;
+            if (emit(o, 12, &rev, head, has_loc, lo, owner.b, owner.n, NULL, 0, NULL, 0) < 0)
+                return -1;
+        }
+        return 1;
+    }
+    case '.':
+    case '&': { /* 5.2, 5.3 */
+        if (!name(f[0], &owner) || !server(f[2], ".ns.", f[0], &target))
+            return 0;
+        uint64_t ttl;
+        if (!number(f[3], &ttl))
+            ttl = 259200;
+        put32(head, ttl);
+        ttd(f[4], head + 4);
+        has_loc = loc(f[5], lo);
+        if (lead == '.') {
+            unsigned char soa_head[12];
+            put32(soa_head, ttl ? 2560 : 0);
+            memcpy(soa_head + 4, head + 4, 8);
+            if (append_index(stamped, index) < 0 ||
+                append_index(soa_defaults, PyList_GET_SIZE(o->keys)) < 0)
+                return -1;
+            /* rname: "hostmaster" + fqdn, not length-checked (5.2); then the numbers */
+            unsigned char rdata[sizeof HOSTMASTER - 1 + WIRE_MAX + 20];
+            Py_ssize_t rn = 0;
+            memcpy(rdata, HOSTMASTER, sizeof HOSTMASTER - 1);
+            rn += sizeof HOSTMASTER - 1;
+            memcpy(rdata + rn, owner.b, (size_t)owner.n);
+            rn += owner.n;
+            memcpy(rdata + rn, default_soa, 20);
+            rn += 20;
+            if (emit(o, 6, &owner, soa_head, has_loc, lo, target.b, target.n, rdata, rn,
+                     NULL, 0) < 0)
+                return -1;
+        }
+        if (emit(o, 2, &owner, head, has_loc, lo, target.b, target.n, NULL, 0, NULL, 0) < 0)
+            return -1;
+        if (ip4(f[1], ip) &&
+            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+            return -1;
+        return 1;
+    }
+    case '@': { /* 5.6 */
+        if (!name(f[0], &owner) || !server(f[2], ".mx.", f[0], &target))
+            return 0;
+        make_head(head, f[4], 86400, f[5]);
+        has_loc = loc(f[6], lo);
+        unsigned char dist[2];
+        if (!number(f[3], &v))
+            v = 0;
+        put16(dist, v);
+        if (emit(o, 15, &owner, head, has_loc, lo, dist, 2, target.b, target.n, NULL, 0) < 0)
+            return -1;
+        if (ip4(f[1], ip) &&
+            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+            return -1;
+        return 1;
+    }
+    case 'C':
+    case '^': /* 5.8 */
+        if (!name(f[0], &owner) || !name(f[1], &target))
+            return 0;
+        make_head(head, f[2], 86400, f[3]);
+        has_loc = loc(f[4], lo);
+        if (emit(o, lead == 'C' ? 5 : 12, &owner, head, has_loc, lo, target.b, target.n, NULL,
+                 0, NULL, 0) < 0)
+            return -1;
+        return 1;
+    case '\'': { /* 5.7: chunks of 127 */
+        if (!name(f[0], &owner))
+            return 0;
+        make_head(head, f[2], 86400, f[3]);
+        has_loc = loc(f[4], lo);
+        span t = f[1];
+        if (t.n <= 127) {
+            unsigned char one = (unsigned char)t.n;
+            if (emit(o, 16, &owner, head, has_loc, lo, &one, t.n ? 1 : 0, t.p, t.n, NULL,
+                     0) < 0)
+                return -1;
+            return 1;
+        }
+        Py_ssize_t rn = t.n + (t.n + 126) / 127;
+        unsigned char *rdata = PyMem_Malloc((size_t)rn);
+        if (rdata == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        Py_ssize_t j = 0;
+        for (Py_ssize_t i = 0; i < t.n; i += 127) {
+            Py_ssize_t c = t.n - i < 127 ? t.n - i : 127;
+            rdata[j++] = (unsigned char)c;
+            memcpy(rdata + j, t.p + i, (size_t)c);
+            j += c;
+        }
+        int rc = emit(o, 16, &owner, head, has_loc, lo, rdata, j, NULL, 0, NULL, 0);
+        PyMem_Free(rdata);
+        return rc < 0 ? -1 : 1;
+    }
+    case 'Z': { /* 5.4 */
+        wire rname;
+        if (!name(f[0], &owner) || !name(f[1], &target) || !name(f[2], &rname))
+            return 0;
+        unsigned char numbers[20];
+        if (number(f[3], &v))
+            put32(numbers, v);
+        else {
+            memcpy(numbers, default_soa, 4);
+            if (append_index(stamped, index) < 0 ||
+                append_index(soa_defaults, PyList_GET_SIZE(o->keys)) < 0)
+                return -1;
+        }
+        static const uint64_t defaults[4] = {16384, 2048, 1048576, 2560};
+        for (int k = 0; k < 4; k++) {
+            if (!number(f[4 + k], &v))
+                v = defaults[k];
+            put32(numbers + 4 + 4 * k, v);
+        }
+        make_head(head, f[8], 2560, f[9]);
+        has_loc = loc(f[10], lo);
+        if (emit(o, 6, &owner, head, has_loc, lo, target.b, target.n, rname.b, rname.n,
+                 numbers, 20) < 0)
+            return -1;
+        return 1;
+    }
+    case ':': { /* 5.9 */
+        if (!name(f[0], &owner))
+            return 0;
+        number(f[1], &v);
+        unsigned rtype = (unsigned)(v & 0xFFFF);
+        switch (rtype) {
+        case 252: case 0: case 6: case 2: case 5: case 12: case 15:
+            return 0; /* prohibited: Python raises the error */
+        default:
+            break;
+        }
+        make_head(head, f[3], 86400, f[4]);
+        has_loc = loc(f[5], lo);
+        if (emit(o, rtype, &owner, head, has_loc, lo, f[2].p, f[2].n, NULL, 0, NULL, 0) < 0)
+            return -1;
+        return 1;
+    }
+    case '%': { /* 5.10: key \0% + prefix (3.7), value the two location bytes */
+        span p = f[1];
+        Py_ssize_t i = 0, kn = 2;
+        unsigned char *key = PyMem_Malloc((size_t)p.n + 2);
+        if (key == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        key[0] = 0;
+        key[1] = '%';
+        for (;;) {
+            while (i < p.n && p.p[i] == '.')
+                i++;
+            Py_ssize_t s = i;
+            uint64_t x = 0;
+            while (i < p.n && p.p[i] >= '0' && p.p[i] <= '9') {
+                x = x * 10 + (uint64_t)(p.p[i] - '0');
+                i++;
+            }
+            if (i == s)
+                break;
+            key[kn++] = (unsigned char)(x & 255);
+        }
+        int rc = append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn));
+        PyMem_Free(key);
+        if (rc < 0)
+            return -1;
+        loc(f[0], lo);
+        if (append_new(o->values, PyBytes_FromStringAndSize((const char *)lo, 2)) < 0)
+            return -1;
+        return 1;
+    }
+    case 'S': { /* 5.11 */
+        uint64_t port;
+        if (!name(f[0], &owner) || !server(f[2], ".srv.", f[0], &target) ||
+            !number(f[3], &port))
+            return 0;
+        make_head(head, f[6], 86400, f[7]);
+        has_loc = loc(f[8], lo);
+        unsigned char srv[6];
+        put16(srv, number(f[4], &v) ? v : 0);
+        put16(srv + 2, number(f[5], &v) ? v : 0);
+        put16(srv + 4, port);
+        if (emit(o, 33, &owner, head, has_loc, lo, srv, 6, target.b, target.n, NULL, 0) < 0)
+            return -1;
+        if (ip4(f[1], ip) &&
+            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+            return -1;
+        return 1;
+    }
+    default:
+        return 0; /* unrecognized leading byte: Python raises the error */
+    }
+}
+
+static PyObject *
+run(PyObject *self, PyObject *args)
+{
+    PyObject *lines, *stamped, *soa_defaults;
+    Py_ssize_t start;
+    Py_buffer soa;
+    out o = {NULL, NULL, NULL, 0};
+    if (!PyArg_ParseTuple(args, "Ony*O!O!O!O!:run", &lines, &start, &soa, &PyList_Type,
+                          &o.keys, &PyList_Type, &o.values, &PyList_Type, &stamped,
+                          &PyList_Type, &soa_defaults))
+        return NULL;
+    PyObject *result = NULL;
+    (void)self;
+    if (soa.len != 20) {
+        PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
+        goto done;
+    }
+    if (!PyList_Check(lines) && !PyTuple_Check(lines)) {
+        PyErr_SetString(PyExc_TypeError, "lines must be a list or a tuple");
+        goto done;
+    }
+    Py_ssize_t n = PySequence_Fast_GET_SIZE(lines);
+    PyObject **items = PySequence_Fast_ITEMS(lines);
+    if (start < 0)
+        start = 0;
+    if (reserve(&o, 1024) < 0)
+        goto done;
+    Py_ssize_t i;
+    for (i = start; i < n; i++) {
+        PyObject *line = items[i];
+        if (!PyBytes_CheckExact(line))
+            break;
+        int rc = line_records(&o, i, (const unsigned char *)PyBytes_AS_STRING(line),
+                              PyBytes_GET_SIZE(line), soa.buf, stamped, soa_defaults);
+        if (rc < 0)
+            goto done;
+        if (rc == 0)
+            break;
+    }
+    result = PyLong_FromSsize_t(i);
+done:
+    PyMem_Free(o.buf);
+    PyBuffer_Release(&soa);
+    return result;
+}
+
+/* The same over a whole data text (2.1, 2.2): lines are cut at LF and stripped of
+ * trailing spaces, tabs and LFs here, so no list of lines is ever made. */
+static PyObject *
+run_text(PyObject *self, PyObject *args)
+{
+    Py_buffer data, soa;
+    PyObject *stamped, *soa_defaults;
+    Py_ssize_t pos, index;
+    out o = {NULL, NULL, NULL, 0};
+    if (!PyArg_ParseTuple(args, "y*nny*O!O!O!O!:run_text", &data, &pos, &index, &soa,
+                          &PyList_Type, &o.keys, &PyList_Type, &o.values, &PyList_Type,
+                          &stamped, &PyList_Type, &soa_defaults))
+        return NULL;
+    PyObject *result = NULL;
+    (void)self;
+    if (soa.len != 20) {
+        PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
+        goto done;
+    }
+    if (pos < 0)
+        pos = 0;
+    if (reserve(&o, 1024) < 0)
+        goto done;
+    const unsigned char *text = data.buf;
+    Py_ssize_t size = data.len;
+    while (pos < size) {
+        const unsigned char *start = text + pos;
+        const unsigned char *nl = memchr(start, '\n', (size_t)(size - pos));
+        Py_ssize_t end = nl ? (Py_ssize_t)(nl - text) : size;
+        Py_ssize_t len = end - pos;
+        while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+            len--;
+        int rc = line_records(&o, index, start, len, soa.buf, stamped, soa_defaults);
+        if (rc < 0)
+            goto done;
+        if (rc == 0)
+            break;
+        pos = end + 1;
+        index++;
+    }
+    result = Py_BuildValue("nn", pos, index);
+done:
+    PyMem_Free(o.buf);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&soa);
+    return result;
+}
+
+static PyMethodDef methods[] = {
+    {"run_text", run_text, METH_VARARGS,
+     "run_text(data, pos, index, default_soa, keys, values, stamped, soa_defaults)\n"
+     "-> (pos, index)\n\n"
+     "Compile the lines of data from offset pos (line index) on; return where the\n"
+     "first line left to Python starts and its index (pos >= len(data): all done)."},
+    {"run", run, METH_VARARGS,
+     "run(lines, start, default_soa, keys, values, stamped, soa_defaults) -> int\n\n"
+     "Compile lines from start on; return the index of the first line left to Python."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "dnsmaster.core._ccompile",
+    "C fast path of dnsmaster.core.compiler (optional).", -1, methods, NULL, NULL, NULL, NULL,
+};
+
+PyMODINIT_FUNC
+PyInit__ccompile(void)
+{
+    return PyModule_Create(&module);
+}

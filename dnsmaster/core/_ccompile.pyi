@@ -1,0 +1,23 @@
+"""Types of the optional C accelerator (``_ccompile.c``); see compiler.py."""
+
+def run(
+    lines: list[bytes] | tuple[bytes, ...],
+    start: int,
+    default_soa: bytes,
+    keys: list[bytes],
+    values: list[bytes],
+    stamped: list[int],
+    soa_defaults: list[int],
+    /,
+) -> int: ...
+def run_text(
+    data: bytes,
+    pos: int,
+    index: int,
+    default_soa: bytes,
+    keys: list[bytes],
+    values: list[bytes],
+    stamped: list[int],
+    soa_defaults: list[int],
+    /,
+) -> tuple[int, int]: ...

@@ -1,0 +1,175 @@
+"""The C accelerator (``dnsmaster/core/_ccompile.c``) against the pure-Python compiler.
+
+The pure-Python compiler is the reference; with the accelerator built, every compile
+without a lint hook goes through C for the lines it is sure of. Both paths must give
+the same records in the same order, the same stamped lines and SOA indexes, and the
+same errors (which only the Python code raises). The vectors and the differential
+strategies run through both; the strategies also run with every backslash removed,
+since a line with one always goes the Python way.
+
+``DNSMASTER_PURE_PYTHON=1`` turns the accelerator off for a whole run.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from collections.abc import Callable
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from dnsmaster.core import compiler
+from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
+from dnsmaster.errors import TinydnsDataError
+from tests import strategies
+from tests.conftest import VECTORS
+
+pytestmark = pytest.mark.skipif(
+    not compiler.accelerated(), reason="the C accelerator is not built (or turned off)"
+)
+
+SETTINGS = settings(
+    max_examples=400,
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+)
+
+Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]
+
+
+def outcome(fn: Callable[[], Records]) -> Outcome:
+    try:
+        recs = fn()
+    except TinydnsDataError as exc:
+        return (exc.message, exc.lineno, exc.reason)
+    return (recs.keys, recs.values, recs.stamped, recs.soa_defaults)
+
+
+def pure(fn: Callable[[], Records]) -> Outcome:
+    """Run a compile with the accelerator turned off."""
+    accel = compiler._accel
+    compiler._accel = None
+    try:
+        return outcome(fn)
+    finally:
+        compiler._accel = accel
+
+
+def check(data: bytes, serial: int = 1_700_000_000) -> None:
+    """compile_text and compile_lines, C and Python, all agree on ``data``."""
+    reference = pure(lambda: compile_text(data, serial))
+    assert pure(lambda: compile_lines(split_lines(data), serial)) == reference
+    assert outcome(lambda: compile_text(data, serial)) == reference
+    assert outcome(lambda: compile_lines(split_lines(data), serial)) == reference
+    assert outcome(lambda: compile_lines(tuple(split_lines(data)), serial)) == reference
+
+
+def test_accelerator_is_used() -> None:
+    assert compiler._accel is not None
+    recs = compile_text(b"+a.example:1.2.3.4\n", 1)
+    assert recs.keys == [b"\x01a\x07example\x00"]
+
+
+@pytest.mark.parametrize("path", sorted(VECTORS.glob("*.data")), ids=lambda p: p.name)
+def test_vectors(path: object) -> None:
+    data = path.read_bytes()  # type: ignore[attr-defined]
+    check(data)
+    check(data.replace(b"\\", b""))
+
+
+EDGES = [
+    b"",
+    b"\n\n",
+    b"+a.example:1.2.3.4",  # no final LF
+    b"+a.example:1.2.3.4 \t \n=b.example:1.2.3.5\t\n",
+    b"+a.example:1.2.3.4\r\n",
+    b"\r\n",
+    b" +a:1.2.3.4\n",
+    b"+*.example:1.2.3.4\n=*.example:1.2.3.4\nC*:x\n'*.a:t\n",
+    b"+**.example:1.2.3.4\n+a.*.example:1.2.3.4\n",
+    b"+A.EXAMPLE:300.256.1.999junk:4294967297:4000000060abcdeF:ab\n",
+    b"=a:010.0001.2.3::40:\x00\x00\n+a:1.2.3:\n+a:localhost\n+:1.2.3.4\n+\n",
+    b"+a:1.2.3.4:::x\n+a:1.2.3.4:::\x00x\n+a:1.2.3.4::zz:xyz\n",
+    b".example:1.2.3.4:a:259200\n.example::b\n.example:1.2.3.4:ns.x.:0\n",
+    b".example:1.2.3.4:a:4294967296:40:lo\n&example:1.2.3.4:a\n&example::ns1.x:5:6:7\n",
+    b"@example:1.2.3.4:mx1:10\n@example::mx.x.:70000:5\n@example::::\n",
+    b"'a:" + b"x" * 127 + b"\n'a:" + b"y" * 128 + b"\n'a:" + b"z" * 254 + b"\n'a:\n",
+    b"'a:" + b"w" * 1000 + b":5:40:lo\n",
+    b"Cfoo:bar\nCfoo:\n^4.3.2.1.in-addr.arpa:host.x:60\n",
+    b"Zexample:ns:host.master:1:2:3:4:5:6:7:lo\nZexample:ns:hm\nZe::\n",
+    b":a:28:" + b"q" * 40 + b"\n:a:65551:x\n:a:16junk:t\n",
+    b":a:252:x\n",
+    b":a::x\n",
+    b":a:65538:x\n",
+    b"%lo:192.168\n%ex\n%:1..2\n%ab:1.2x.3\n%\x00\x00:1.2.3.4.5\n",
+    b"Sx:1.2.3.4:y:80:1:2\nS_sip._tcp.x::sip:5060::::40:lo\n",
+    b"Sx:1.2.3.4:y::1:2\n",
+    b"Xbad\n",
+    b"#comment\n-disabled\n+a:1.2.3.4\n# more\n",
+    # Name limits: 63-byte labels are fine, 64 are not; 255 bytes of wire in all.
+    b"+" + b"a" * 63 + b".x:1.2.3.4\n",
+    b"+" + b"a" * 64 + b".x:1.2.3.4\n",
+    b"+" + b".".join([b"a" * 63] * 3 + [b"b" * 61]) + b":1.2.3.4\n",
+    b"+" + b".".join([b"a" * 63] * 3 + [b"b" * 62]) + b":1.2.3.4\n",
+    b"." + b".".join([b"a" * 63] * 3 + [b"b" * 61]) + b":1.2.3.4\n",
+    b"." + b".".join([b"a" * 63] * 3 + [b"b" * 58]) + b":1.2.3.4\n",
+    b"@" + b".".join([b"a" * 63] * 3 + [b"b" * 58]) + b":1.2.3.4\n",
+    b"S" + b".".join([b"a" * 63] * 3 + [b"b" * 57]) + b":1.2.3.4::1\n",
+    b"Cx:" + b"a" * 64 + b"\n",
+    b"Cx:" + b".".join([b"a" * 63] * 3 + [b"b" * 62]) + b"\n",
+    b"Zx:" + b"a" * 64 + b":y\n",
+    b"Zx:y:" + b"a" * 64 + b"\n",
+    b"+a\\.b:1.2.3.4\n+a\\101:1.2.3.4\n'a:b\\072c\n",
+    b"+a..b...:1.2.3.4\n+...:1.2.3.4\n",
+    b"+a:1.2.3.4\n" * 3 + b"+bad" + b"a" * 70 + b":1.2.3.4\n+a:1.2.3.4\n",
+    b"+\xff\x80.X:1.2.3.4\n+a\x00b:1.2.3.4\n",
+]
+
+
+@pytest.mark.parametrize("data", EDGES)
+def test_edges(data: bytes) -> None:
+    check(data)
+    check(data, serial=0)
+
+
+def test_lines_holding_lf() -> None:
+    """compile_lines strips every line (LF included) when one needs it."""
+    lines = [b"+a:1.2.3.4\n", b"'b:text \n", b"+c:1.2.3.5"]
+    reference = pure(lambda: compile_lines(lines, 5, first_lineno=7))
+    assert outcome(lambda: compile_lines(lines, 5, first_lineno=7)) == reference
+    bad = [b"+a:1.2.3.4", b"?"]
+    reference = pure(lambda: compile_lines(bad, 5, first_lineno=7))
+    assert reference[1] == 8
+    assert outcome(lambda: compile_lines(bad, 5, first_lineno=7)) == reference
+
+
+@SETTINGS
+@given(data=strategies.data_files(), serial=st.integers(0, 2**32 - 1))
+def test_data_files(data: bytes, serial: int) -> None:
+    check(data, serial)
+
+
+@SETTINGS
+@given(data=strategies.data_files(), serial=st.integers(0, 2**32 - 1))
+def test_data_files_without_escapes(data: bytes, serial: int) -> None:
+    check(data.replace(b"\\", b""), serial)
+
+
+@SETTINGS
+@given(line=strategies.lines())
+def test_single_lines(line: bytes) -> None:
+    check(line + b"\n")
+    check(line.replace(b"\\", b"") + b"\n")
+
+
+def test_env_turns_it_off() -> None:
+    code = "from dnsmaster.core import compiler; print(compiler.accelerated())"
+    env = {"DNSMASTER_PURE_PYTHON": "1", "PATH": "/usr/bin:/bin"}
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
+    )
+    assert out.stdout.strip() == "False"
