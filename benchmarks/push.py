@@ -18,10 +18,19 @@ Measured, for each slave count and data size:
   already open, as the daemon pushes (no handshakes).
 
 Each is the best of ``--repeat`` runs; every run's result is checked (every slave holds
-the data). Needs root, sshd, tinydns and tinydns-data. Run from the project root::
+the data). With each best run goes where its CPU went: the pushing side (the ssh clients,
+or the dnsmaster process) and the slaves' side (every sshd with what it ran: the session
+shell and the receiver), read from the sshd listeners' reaped children in /proc.
+
+Root's login shell on a lab slave is whatever this machine's root has; if its ~/.bashrc
+does real work (bash reads it for every ssh command), every session pays for it, the
+classic ones and dnsmaster's alike. ``--clean-shell`` gives each sshd ``SetEnv SHLVL=1``,
+which makes bash skip ~/.bashrc, as on a slave account whose shell starts nothing.
+
+Needs root, sshd, tinydns and tinydns-data. Run from the project root::
 
     python benchmarks/push.py                          # 1, 10, 30 slaves; 10k, 100k lines
-    python benchmarks/push.py --slaves 30 --sizes 100k --repeat 3
+    python benchmarks/push.py --slaves 30 --sizes 100k --repeat 3 --clean-shell
 """
 
 from __future__ import annotations
@@ -31,6 +40,7 @@ import asyncio
 import hashlib
 import json
 import os
+import resource
 import shlex
 import subprocess
 import sys
@@ -58,15 +68,24 @@ cat > data.new && mv data.new data && exec tinydns-data
 """
 
 
+@dataclass(frozen=True)
+class Run:
+    """One timed run: wall time, CPU of the pushing side, CPU of the slaves' side."""
+
+    wall: float
+    client: float
+    slaves: float
+
+
 @dataclass
 class Row:
     slaves: int
     lines: str
     size: int
-    loop: float
-    parallel: float
-    push: float
-    warm: float
+    loop: Run
+    parallel: Run
+    push: Run
+    warm: Run
 
 
 def parse_size(text: str) -> int:
@@ -77,12 +96,64 @@ def parse_size(text: str) -> int:
     return int(text)
 
 
-def best(runs: int, once: Callable[[], float]) -> float:
-    return min(once() for _ in range(runs))
+def best(runs: int, once: Callable[[], Run]) -> Run:
+    return min((once() for _ in range(runs)), key=lambda r: r.wall)
+
+
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def _proc_stats() -> dict[int, tuple[int, int]]:
+    """PID -> (parent PID, clock ticks of it and its reaped children), for every process."""
+    found = {}
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue  # gone meanwhile
+            # state ppid ... utime stime cutime cstime (stat fields 3, 4, 14-17)
+            found[int(entry.name)] = (int(fields[1]), sum(int(f) for f in fields[11:15]))
+    return found
+
+
+def sshd_cpu(slaves: list[Slave]) -> float:
+    """CPU seconds of the sshd listeners and all they started, ended or still running.
+
+    A process that ended is in its parent's reaped-children time; one still running
+    (the per-connection sshd of a kept connection) counts its own, children included.
+    """
+    stats = _proc_stats()
+    children: dict[int, list[int]] = {}
+    for pid, (ppid, _) in stats.items():
+        children.setdefault(ppid, []).append(pid)
+    total = 0
+    todo = [s.sshd.pid for s in slaves if s.sshd.pid is not None]
+    while todo:
+        pid = todo.pop()
+        total += stats.get(pid, (0, 0))[1]
+        todo.extend(children.get(pid, ()))
+    return total / _TICK
+
+
+def children_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
+def self_cpu() -> float:
+    r = resource.getrusage(resource.RUSAGE_SELF)
+    return r.ru_utime + r.ru_stime
+
+
+def settle(slaves: list[Slave], before: float) -> float:
+    """The slaves' CPU since ``before``, once sshd has reaped the sessions that just ended."""
+    time.sleep(0.3)
+    return sshd_cpu(slaves) - before
 
 
 class Bench:
-    def __init__(self, workdir: Path, count: int) -> None:
+    def __init__(self, workdir: Path, count: int, *, clean_shell: bool = False) -> None:
         self.workdir = workdir
         self.lab = Lab(workdir / "lab")
         self.classic_key = workdir / "classic_ed25519"
@@ -101,6 +172,10 @@ class Bench:
             classic.mkdir()
             line = f'restrict,command="{self.update_dns} {classic}" {pubkey}\n'
             slave.sshd.set_authorized_keys(self.lab.authorized_key(slave.root) + line)
+            if clean_shell:
+                with slave.sshd.config.open("a") as config:
+                    config.write("SetEnv SHLVL=1\n")
+                slave.sshd.restart()
         print(f"# {count} slaves up in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
     def classic_dir(self, slave: Slave) -> Path:
@@ -140,7 +215,7 @@ class Bench:
 
     # ------------------------------------------------------------------ the classic way
 
-    def classic(self, slaves: list[Slave], data: Path, *, parallel: bool) -> float:
+    def classic(self, slaves: list[Slave], data: Path, *, parallel: bool) -> Run:
         for s in slaves:
             (self.classic_dir(s) / "data").unlink(missing_ok=True)
         lines = ["#!/bin/sh"]
@@ -154,9 +229,11 @@ class Bench:
             lines.append("wait")
         script = self.workdir / "push-changes"
         script.write_text("\n".join(lines) + "\n")
+        server, client = sshd_cpu(slaves), children_cpu()
         started = time.perf_counter()
         proc = subprocess.run(["sh", str(script)], capture_output=True, check=False)
         took = time.perf_counter() - started
+        client, server = children_cpu() - client, settle(slaves, server)
         if proc.returncode != 0 or b"failed" in proc.stderr:
             raise SystemExit(f"classic push failed: {proc.stderr.decode()[-2000:]}")
         expected = data.read_bytes()
@@ -165,7 +242,7 @@ class Bench:
                 raise SystemExit(f"classic push: {s.name} does not hold the data")
             if not (self.classic_dir(s) / "data.cdb").is_file():
                 raise SystemExit(f"classic push: {s.name} has no data.cdb")
-        return took
+        return Run(took, client, server)
 
     # ------------------------------------------------------------------ dnsmaster
 
@@ -179,10 +256,11 @@ class Bench:
         for s in slaves:
             (s.root / "data").unlink(missing_ok=True)
 
-    def dnsmaster_push(self, slaves: list[Slave], data: bytes) -> float:
+    def dnsmaster_push(self, slaves: list[Slave], data: bytes) -> Run:
         cfg = self.write_config(slaves)
         self.clear(slaves)
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        server, client = sshd_cpu(slaves), children_cpu()
         started = time.perf_counter()
         proc = subprocess.run(
             [
@@ -202,22 +280,23 @@ class Bench:
             check=False,
         )
         took = time.perf_counter() - started
+        client, server = children_cpu() - client, settle(slaves, server)
         done = [
             e for e in map(json.loads, proc.stderr.splitlines()) if e.get("event") == "push.done"
         ]
         if proc.returncode != 0 or len(done) != len(slaves):
             raise SystemExit(f"dnsmaster push failed ({proc.returncode}):\n{proc.stderr[-3000:]}")
         self.check_installed(slaves, data)
-        return took
+        return Run(took, client, server)
 
-    def dnsmaster_warm(self, slaves: list[Slave], data: bytes, runs: int) -> float:
+    def dnsmaster_warm(self, slaves: list[Slave], data: bytes, runs: int) -> Run:
         cfg = dconfig.load(self.write_config(slaves))
         sha = hashlib.sha256(data).hexdigest()
 
         def quiet(slave: str, stream: str, line: str) -> None:
             return None
 
-        async def run() -> float:
+        async def run() -> Run:
             channels = [dpush.channel_for(s, cfg) for s in cfg.slaves]
             try:
                 # The first push opens the connections, as the daemon's first push does.
@@ -229,15 +308,20 @@ class Bench:
                 took = []
                 for _ in range(runs):
                     self.clear(slaves)
+                    server, client = sshd_cpu(slaves), self_cpu()
                     started = time.perf_counter()
                     results = await dpush.push_all(
                         channels, data, sha, parallel=len(channels), timeout=600, on_line=quiet
                     )
-                    took.append(time.perf_counter() - started)
+                    wall = time.perf_counter() - started
+                    client = self_cpu() - client
+                    # The sessions' CPU is reaped when they end; the connections stay.
+                    await asyncio.sleep(0.3)
+                    took.append(Run(wall, client, sshd_cpu(slaves) - server))
                     if not all(r.ok for r in results):
                         raise SystemExit(f"warm push failed: {results}")
                     self.check_installed(slaves, data)
-                return min(took)
+                return min(took, key=lambda r: r.wall)
             finally:
                 for channel in channels:
                     await channel.close()
@@ -251,6 +335,11 @@ def main() -> int:
     parser.add_argument("--sizes", default="10k,100k", help="data lines (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument(
+        "--clean-shell",
+        action="store_true",
+        help="SetEnv SHLVL=1 in every sshd, so root's bash skips ~/.bashrc",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/push.py needs root (sshd, tinydns)", file=sys.stderr)
@@ -260,7 +349,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dnsmaster-push-bench-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        bench = Bench(workdir, max(counts))
+        bench = Bench(workdir, max(counts), clean_shell=args.clean_shell)
         rows: list[Row] = []
         try:
             for size in sizes:
@@ -277,13 +366,15 @@ def main() -> int:
                     row = Row(n, size, len(data), loop, par, cold, warm)
                     rows.append(row)
                     print(
-                        f"# {n} slaves, {size}: loop {loop:.2f} s, parallel {par:.2f} s, "
-                        f"push {cold:.2f} s, warm {warm:.2f} s",
+                        f"# {n} slaves, {size}: loop {loop.wall:.2f} s, "
+                        f"parallel {par.wall:.2f} s, push {cold.wall:.2f} s, "
+                        f"warm {warm.wall:.2f} s",
                         file=sys.stderr,
                     )
         finally:
             bench.lab.close()
-    print(f"cores: {os.cpu_count()}, best of {args.repeat}\n")
+    shell = "clean session shell" if args.clean_shell else "root's own ~/.bashrc"
+    print(f"cores: {os.cpu_count()}, best of {args.repeat}, {shell}\n")
     print(
         "| slaves | lines | data | classic loop | classic parallel | dnsmaster push "
         "| dnsmaster warm | loop / push | loop / warm |"
@@ -291,10 +382,18 @@ def main() -> int:
     print("| ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |")
     for r in rows:
         print(
-            f"| {r.slaves} | {r.lines} | {r.size / 1e6:.1f} MB | {r.loop:.2f} s "
-            f"| {r.parallel:.2f} s | {r.push:.2f} s | {r.warm:.2f} s "
-            f"| {r.loop / r.push:.1f}x | {r.loop / r.warm:.1f}x |"
+            f"| {r.slaves} | {r.lines} | {r.size / 1e6:.1f} MB | {r.loop.wall:.2f} s "
+            f"| {r.parallel.wall:.2f} s | {r.push.wall:.2f} s | {r.warm.wall:.2f} s "
+            f"| {r.loop.wall / r.push.wall:.1f}x | {r.loop.wall / r.warm.wall:.1f}x |"
         )
+    print("\nCPU seconds, pushing side + slaves' side (sshd, session shell, receiver):\n")
+    print("| slaves | lines | classic loop | classic parallel | dnsmaster push | dnsmaster warm |")
+    print("| ---: | ---: | ---: | ---: | ---: | ---: |")
+    for r in rows:
+        cells = " | ".join(
+            f"{x.client:.2f} + {x.slaves:.2f}" for x in (r.loop, r.parallel, r.push, r.warm)
+        )
+        print(f"| {r.slaves} | {r.lines} | {cells} |")
     return 0
 
 

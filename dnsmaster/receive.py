@@ -5,7 +5,9 @@ the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
 one verb of :data:`VERBS`. ``push`` reads the data on stdin, proves it arrived
 whole (the trailer line, see :mod:`dnsmaster.core.stream`), compiles it with the
 same compiler as the master, keeps a timestamped copy, installs ``data`` and
-``data.cdb`` by rename and prunes old copies. ``status`` prints what is installed.
+``data.cdb`` by rename (one directory fsync makes all three renames durable) and
+prunes old copies; a push of exactly the installed data changes nothing (see
+:func:`_already_installed`). ``status`` prints what is installed.
 
 One progress line per step goes to stdout and errors to stderr, so the master can
 log them as they come. This runs once per push on every slave: it imports no
@@ -21,6 +23,7 @@ import argparse
 import hashlib
 import os
 import re
+import stat
 import sys
 import time
 from collections.abc import Sequence
@@ -30,8 +33,8 @@ from typing import BinaryIO, TextIO
 
 from dnsmaster import fsutil
 from dnsmaster.core import cdb, stream
+from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import compile_text, default_serial
-from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ReceiveError, TinydnsDataError
 
 __all__ = ["DEFAULT_KEEP", "DEFAULT_MAX_SIZE", "VERBS", "main"]
@@ -153,19 +156,25 @@ def push(root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int)
     if problem:
         raise _Refused(f"incomplete data: {problem}")
     _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
+    serial = previous_serial(body)
+    shown = serial if serial is not None else "none"
+    if _already_installed(root, content):
+        _say(out, "unchanged: data and data.cdb already installed")
+        _say(out, f"done sha256={trailer.sha256} serial={shown}")
+        return
     try:
         recs = compile_text(content, 0)
     except TinydnsDataError as exc:
         raise _Refused(f"data does not compile: line {exc.lineno}: {exc.reason}") from None
-    serial = previous_serial(body)
-    _say(out, f"compiled records={len(recs)} serial={serial if serial is not None else 'none'}")
+    _say(out, f"compiled records={len(recs)} serial={shown}")
 
     copy = _copy_name(root)
     staged: list[tuple[Path, Path]] = []
     try:
         kept = fsutil.stage(root / copy, lambda fd: fsutil.write_all(fd, content))
-        fsutil.publish([(kept, root / copy)])
-        _say(out, f"kept {copy}")
+        # Durable once the directory is fsynced below, with data and data.cdb: its
+        # content is fsynced already, and data only ever names it after that.
+        os.replace(kept, root / copy)
         # dnsmaster's data has every serial written in; data from elsewhere may leave
         # them to the file's mtime, as tinydns-data would on this copy.
         values = recs.with_serial(default_serial((root / copy).stat().st_mtime_ns // 10**9))
@@ -184,11 +193,36 @@ def push(root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int)
     except BaseException:
         fsutil.discard(tmp for tmp, _ in staged)
         raise
+    _say(out, f"kept {copy}")
     _say(out, "installed data and data.cdb")
     pruned = prune(root, keep)
     if pruned:
         _say(out, f"pruned {len(pruned)} old copies")
-    _say(out, f"done sha256={trailer.sha256} serial={serial if serial is not None else 'none'}")
+    _say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _already_installed(root: Path, content: bytes) -> bool:
+    """Whether ``data`` holds exactly ``content`` and a whole data.cdb was built from it.
+
+    A push of what is installed (a re-push after SIGALRM, a restarted master) then
+    changes nothing and costs no compile. Anything doubtful rebuilds: ``data``
+    differing by one byte, data.cdb missing, not a regular file, older than
+    ``data`` (restored from elsewhere), or not ending where its own hash tables
+    say it ends (cut short by a full disk, say).
+    """
+    try:
+        with (root / "data").open("rb") as f:
+            data_mtime = os.fstat(f.fileno()).st_mtime_ns
+            if f.read(len(content) + 1) != content:
+                return False
+        with (root / "data.cdb").open("rb") as f:
+            st = os.fstat(f.fileno())
+            header = f.read(cdb.HEADER_SIZE)
+    except OSError:
+        return False
+    if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < data_mtime:
+        return False
+    return len(header) == cdb.HEADER_SIZE and cdb.size_from_header(header) == st.st_size
 
 
 def prune(root: Path, keep: int) -> list[str]:

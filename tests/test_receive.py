@@ -67,13 +67,54 @@ class TestPush:
         assert (tmp_path / "data.cdb").read_bytes() == ours
 
     def test_keeps_timestamped_copies_and_prunes(self, tmp_path: Path) -> None:
-        """Each push keeps a copy; only the --keep newest stay."""
-        for _ in range(5):
-            assert run(tmp_path, "push", DATA + seal(DATA), "--keep", "3")[0] == 0
+        """Each push of new data keeps a copy; only the --keep newest stay."""
+        for i in range(5):
+            data = DATA if i % 2 else NEWER
+            assert run(tmp_path, "push", data + seal(data), "--keep", "3")[0] == 0
         copies = [p for p in tmp_path.iterdir() if p.name.startswith("data.2")]
         assert len(copies) == 3
         newest = max(copies, key=lambda p: (p.stat().st_mtime_ns, p.name))
         assert newest.stat().st_ino == (tmp_path / "data").stat().st_ino
+
+    def test_same_data_again_is_unchanged(self, root: Path) -> None:
+        """A push of what is installed compiles and writes nothing, and still succeeds."""
+        before = installed(root)
+        mtimes = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
+        status, out, err = run(root, "push", DATA + seal(DATA))
+        assert (status, err) == (0, "")
+        lines = out.splitlines()
+        assert lines[1] == "unchanged: data and data.cdb already installed"
+        assert lines[-1] == f"done sha256={seal(DATA).split()[2][7:].decode()} serial=1700000000"
+        assert installed(root) == before
+        assert {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == mtimes
+
+    @pytest.mark.parametrize("damage", ["missing", "cut", "older", "directory", "other data"])
+    def test_same_data_rebuilds_what_is_doubtful(self, root: Path, damage: str) -> None:
+        """Same data, but data.cdb gone, cut short, older than data, or data differs: rebuild."""
+        cdb_path, data_path = root / "data.cdb", root / "data"
+        good = cdb_path.read_bytes()
+        if damage == "missing":
+            cdb_path.unlink()
+        elif damage == "cut":
+            cdb_path.write_bytes(good[:-1])
+        elif damage == "older":
+            stamp = data_path.stat().st_mtime_ns - 10**9
+            os.utime(cdb_path, ns=(stamp, stamp))
+        elif damage == "directory":
+            cdb_path.unlink()
+            cdb_path.mkdir()
+        else:
+            data_path.unlink()
+            data_path.write_bytes(DATA + b"+extra.example.com:192.0.2.9\n" + seal(DATA))
+        if damage == "directory":
+            # Not installable over a directory: refused as a system error, never skipped.
+            assert run(root, "push", DATA + seal(DATA))[0] == receive.EXIT_SYSTEM
+            return
+        status, out, err = run(root, "push", DATA + seal(DATA))
+        assert (status, err) == (0, "")
+        assert "installed data and data.cdb" in out
+        assert cdb_path.read_bytes() == good
+        assert data_path.read_bytes() == DATA + seal(DATA)
 
     def test_copy_names(self, tmp_path: Path) -> None:
         """Copies are data.YYYY-MM-DD.HHMMSS, with microseconds when a second repeats."""

@@ -12,10 +12,21 @@ import struct
 from collections import deque
 from collections.abc import Iterator, Sequence
 
-__all__ = ["CdbReader", "CdbTooLarge", "dumps", "hash_key", "write_fd"]
+__all__ = [
+    "HEADER_SIZE",
+    "CdbReader",
+    "CdbTooLarge",
+    "dumps",
+    "hash_key",
+    "size_from_header",
+    "write_fd",
+]
 
 _PAIR = struct.Struct("<II")
 _HEADER_SIZE = 2048
+#: The fixed header: 256 (position, slots) pairs, one per hash table.
+HEADER_SIZE = _HEADER_SIZE
+_HEADER = struct.Struct("<512I")
 _LIMIT = 1 << 32
 
 
@@ -89,6 +100,16 @@ def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     maker = cdbx.CDB.make(fd, close=False, mmap=False)
     deque(map(maker.add, keys, values), maxlen=0)  # the loop runs in C
     maker.commit().close()
+
+
+def size_from_header(header: bytes) -> int:
+    """The size a cdb must have, from its 2048-byte header: where its last table ends.
+
+    cdb_make (and cdbx, and :func:`dumps`) write the 256 tables one after another
+    at the very end, so a whole file ends exactly there; a cut one does not.
+    """
+    words: tuple[int, ...] = _HEADER.unpack(header)
+    return max(words[i] + 8 * words[i + 1] for i in range(0, 512, 2))
 
 
 def _write(fd: int, view: memoryview) -> int:

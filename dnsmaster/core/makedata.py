@@ -15,11 +15,11 @@ re-stamps the serial everywhere else.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import Records, compile_lines, split_lines
 from dnsmaster.core.fields import name_to_wire, number, split_fields
 from dnsmaster.core.lint import Linter
@@ -41,8 +41,7 @@ __all__ = [
 # Stands where the build's serial goes until the serial is known. It cannot occur in
 # a source: compile_source refuses a file that contains it.
 _SERIAL = b"\0dnsmaster-serial\0"
-_BANNER = b"# dnsmaster serial "
-_BANNER_RE = re.compile(rb"# dnsmaster serial ([0-9]+)(?: sources=([0-9a-f]{64}))?")
+_BANNER = BANNER
 _U64 = (1 << 64) - 1
 _U32 = 0xFFFFFFFF
 
@@ -86,12 +85,6 @@ def next_serial(now: int, previous: int | None) -> int:
     return now
 
 
-def previous_serial(data_head: bytes) -> int | None:
-    """The serial of an earlier build, from the first line of its ``data``."""
-    m = _BANNER_RE.match(data_head)
-    return int(m.group(1)) if m else None
-
-
 def fingerprint(sources: Sequence[tuple[str, bytes]]) -> str:
     """One digest for the (name, sha256 digest) of every source, in build order.
 
@@ -103,12 +96,6 @@ def fingerprint(sources: Sequence[tuple[str, bytes]]) -> str:
     for name, digest in sources:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest)
     return h.hexdigest()
-
-
-def built_from(data_head: bytes) -> str | None:
-    """The sources fingerprint an earlier build wrote in the first line of ``data``."""
-    m = _BANNER_RE.match(data_head)
-    return m.group(2).decode() if m and m.group(2) else None
 
 
 @dataclass(frozen=True, slots=True)
