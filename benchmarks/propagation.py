@@ -118,16 +118,23 @@ def marker(address: str) -> list[str]:
     return _ask(address, MARKER, dns.rdatatype.A)
 
 
-def wait_all(slaves: list[Slave], address: str, old: dict[str, int | None]) -> float:
-    """Poll until every slave serves ``address`` for the marker and a new serial;
-    the time.monotonic() when the last one did."""
+def wait_all(
+    slaves: list[Slave], address: str, old: dict[str, int | None], *, new_serial: bool = True
+) -> float:
+    """Poll until every slave serves ``address`` for the marker and (``new_serial``) a new
+    serial; the time.monotonic() when the last one did.
+
+    The classic way is timed without ``new_serial``: its serials come from the mtime of
+    ``data``, so two builds in one second (or a serial equal to an earlier dnsmaster
+    build's) leave the serial where it was, and waiting for it would never end.
+    """
     pending = {s.name: s for s in slaves}
     deadline = time.monotonic() + TIMEOUT
     while pending:
         for name, slave in list(pending.items()):
             if marker(slave.address) == [address]:
                 serial = soa_serial(slave.address)
-                if serial is not None and serial != old[name]:
+                if not new_serial or (serial is not None and serial != old[name]):
                     del pending[name]
         if not pending:
             break
@@ -245,7 +252,7 @@ def run_classic(lab: Lab, slaves: list[Slave], zones: Path, work: Path, edits: i
                 env={"PATH": "/usr/sbin:/usr/bin:/sbin:/bin"},
             )
             try:
-                ended = wait_all(slaves, address, old)
+                ended = wait_all(slaves, address, old, new_serial=False)
             except RuntimeError:
                 _, errors = pushing.communicate(timeout=TIMEOUT)
                 raise RuntimeError(f"classic: {errors.decode()}") from None
@@ -286,6 +293,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10k,100k", help="comma-separated line counts")
     parser.add_argument("--ways", default="dnsmaster,classic", help="which ways to time")
     parser.add_argument("--readme", action="store_true", help="append the table to README.md")
+    parser.add_argument(
+        "--clean-shell",
+        action="store_true",
+        help="give each sshd SetEnv SHLVL=1, so root's ~/.bashrc (pyenv init here) does not "
+        "run in every SSH session, as it would not for a real slave account",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("propagation.py needs root (tinydns binds port 53, sshd)", file=sys.stderr)
@@ -299,6 +312,11 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab(base / "lab")
         try:
             slaves = lab(args.slaves)
+            if args.clean_shell:
+                for slave in slaves:
+                    with slave.sshd.config.open("a") as config:
+                        config.write("SetEnv SHLVL=1\n")
+                    slave.sshd.restart()
             for lines in sizes:
                 work = base / f"run-{lines}"
                 zones = work / "zones"
