@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import sys
 import time
@@ -284,6 +285,13 @@ def payload_for(slave: Slave, data: bytes) -> bytes:
     """What a slave is sent: data and trailer, or plain data for legacy update-dns."""
     if slave.protocol == "legacy":
         return data
+    return _sealed(data)
+
+
+@functools.lru_cache(maxsize=2)
+def _sealed(data: bytes) -> bytes:
+    # Every slave gets the same bytes: hash and copy the data once per build, not once
+    # per slave (the cache compares the very same object first, so a hit is cheap).
     return data + seal(data)
 
 
