@@ -1,4 +1,6 @@
-"""Types of the optional C accelerator (``_ccompile.c``); see compiler.py."""
+"""Types of the optional C accelerator (``_ccompile.c``); see compiler.py and cdb.py."""
+
+from collections.abc import Sequence
 
 def run(
     lines: list[bytes] | tuple[bytes, ...],
@@ -21,3 +23,4 @@ def run_text(
     soa_defaults: list[int],
     /,
 ) -> tuple[int, int]: ...
+def write_cdb(fd: int, keys: Sequence[bytes], values: Sequence[bytes], /) -> None: ...

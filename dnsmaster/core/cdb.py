@@ -1,16 +1,17 @@
 """cdb as djbdns' cdb_make writes it (spec §8), and a reader for it.
 
 :func:`dumps` is the reference writer: plain Python, bytes in and bytes out.
-:func:`write_fd` gives the same bytes through cdbx, a C implementation, when it is
-installed; the build uses it because hashing a million keys in Python costs seconds.
-Tests hold the two to byte identity.
+:func:`write_fd` gives the same bytes through C, because hashing a million keys in
+Python costs seconds: ``write_cdb`` of the optional accelerator (``_ccompile.c``) when
+it is built and ``DNSMASTER_PURE_PYTHON`` is not set, else cdbx when it is installed,
+else :func:`dumps`. Tests hold all three to byte identity.
 """
 
 from __future__ import annotations
 
 import struct
 from collections import deque
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 
 __all__ = [
     "HEADER_SIZE",
@@ -81,12 +82,39 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
     return bytes(out)
 
 
+def _load_writer() -> Callable[[int, Sequence[bytes], Sequence[bytes]], None] | None:
+    """The accelerator's ``write_cdb``, or None when it is absent or refused.
+
+    Refused by the same variable as the compile's accelerator
+    (``compiler.PURE_PYTHON_ENV``, which imports this module).
+    """
+    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
+
+    if os.environ.get("DNSMASTER_PURE_PYTHON", "") not in {"", "0"}:
+        return None
+    try:
+        from dnsmaster.core._ccompile import write_cdb  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    return write_cdb
+
+
+#: The C writer of the accelerator; None means cdbx or :func:`dumps`. Tests set it
+#: to None to run those.
+_c_write: Callable[[int, Sequence[bytes], Sequence[bytes]], None] | None = _load_writer()
+
+
 def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     """Write the cdb of :func:`dumps` to the open file ``fd`` (at offset 0).
 
-    Uses cdbx when importable; it lays out records and tables exactly as cdb_make
-    does when fed in the same order. Falls back to :func:`dumps`.
+    Uses the accelerator's ``write_cdb`` (every write() and the hash tables without
+    the GIL), else cdbx when importable; both lay out records and tables exactly as
+    cdb_make does when fed in the same order. Falls back to :func:`dumps`. Raises
+    :class:`CdbTooLarge` past 4 GiB and OSError when a write fails.
     """
+    if _c_write is not None:
+        _c_write(fd, keys, values)
+        return
     try:
         import cdbx  # noqa: PLC0415 - optional accelerator, only the build needs it
     except ImportError:
