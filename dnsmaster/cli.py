@@ -180,12 +180,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     raise AssertionError(command)  # argparse only lets known commands through
 
 
-def _config(args: argparse.Namespace, *, required: bool) -> Config | None:
-    """The configuration named by --config or $DNSMASTER_CONFIG, if any."""
+def _config(args: argparse.Namespace) -> Config:
+    """The configuration named by --config or $DNSMASTER_CONFIG."""
     from dnsmaster import config  # noqa: PLC0415
 
-    if not required and args.config is None and "DNSMASTER_CONFIG" not in os.environ:
-        return None
     return config.load(config.resolve_path(args.config, os.environ))
 
 
@@ -195,8 +193,7 @@ def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path 
     out: Path | None = getattr(args, "out", None)
     strict: bool = args.strict
     if zones is None or (output and out is None):
-        cfg = _config(args, required=True)
-        assert cfg is not None
+        cfg = _config(args)
         zones = zones or cfg.zones
         out = out or cfg.output
         strict = strict or cfg.strict
@@ -296,11 +293,10 @@ def _run(args: argparse.Namespace) -> int:
     from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
     try:
-        cfg = _config(args, required=True)
+        cfg = _config(args)
     except ConfigError as exc:
         sys.stderr.write(f"dnsmaster: {exc}\n")
         return EXIT_USAGE
-    assert cfg is not None
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
     )
@@ -316,10 +312,9 @@ def _status(args: argparse.Namespace) -> int:
     from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
     try:
-        cfg = _config(args, required=True)
+        cfg = _config(args)
     except ConfigError as exc:
         return _usage_error(str(exc))
-    assert cfg is not None
     try:
         raw = cfg.state.read_bytes()
         current = state.read(cfg.state)
@@ -340,11 +335,10 @@ async def _push(args: argparse.Namespace) -> int:
     from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
     try:
-        cfg = _config(args, required=True)
+        cfg = _config(args)
     except ConfigError as exc:
         sys.stderr.write(f"dnsmaster: {exc}\n")
         return EXIT_USAGE
-    assert cfg is not None
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
     )
