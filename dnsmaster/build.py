@@ -45,12 +45,13 @@ class BuildResult:
     sha256: str
     records: int
     lines: int
-    data_bytes: int
     sources: tuple[str, ...]
     recompiled: tuple[str, ...]
     skipped: tuple[tuple[str, str], ...]
     warnings: tuple[DataError, ...]
     seconds: float
+    #: The text written to ``data``, so the daemon can push it without reading it back.
+    data: bytes = field(repr=False)
 
 
 @dataclass(frozen=True, slots=True)
@@ -116,12 +117,12 @@ class Builder:
             sha256=sha256,
             records=len(built.keys),
             lines=sum(src.lines for src in compiled),
-            data_bytes=len(built.data),
             sources=tuple(names),
             recompiled=tuple(recompiled),
             skipped=tuple(skipped),
             warnings=tuple(w for src in compiled for w in src.warnings),
             seconds=time.perf_counter() - started,
+            data=built.data,
         )
 
     def _scan(self) -> tuple[list[str], list[tuple[str, str]]]:

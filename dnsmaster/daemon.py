@@ -319,7 +319,7 @@ class Daemon:
             self.log.warning(
                 "build.warning", file=warning.file, line=warning.line, error=warning.reason
             )
-        data = (self.config.output / "data").read_bytes()
+        data = result.data
         changed = frozenset(result.recompiled)
         # The zones of the files that changed; a change to header alone touches them all.
         verify = zone_serials(data, changed) if changed else {}
