@@ -187,6 +187,25 @@ def _config(args: argparse.Namespace) -> Config:
     return config.load(config.resolve_path(args.config, os.environ))
 
 
+def _config_and_log(args: argparse.Namespace) -> Config | None:
+    """The configuration, with logging set up as it and --log-format say.
+
+    None when the configuration is wrong; the error is on stderr by then.
+    """
+    from dnsmaster import log  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = _config(args)
+    except ConfigError as exc:
+        sys.stderr.write(f"dnsmaster: {exc}\n")
+        return None
+    log.configure(
+        fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
+    )
+    return cfg
+
+
 def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path | None, bool]:
     """--zones/--out, else the configuration's zones/output; and strictness."""
     zones: Path | None = args.zones
@@ -290,16 +309,10 @@ def _run(args: argparse.Namespace) -> int:
 
     from dnsmaster import log  # noqa: PLC0415
     from dnsmaster.daemon import Daemon  # noqa: PLC0415
-    from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
-    try:
-        cfg = _config(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"dnsmaster: {exc}\n")
+    cfg = _config_and_log(args)
+    if cfg is None:
         return EXIT_USAGE
-    log.configure(
-        fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
-    )
 
     async def run() -> int:
         return await Daemon(cfg, log.get_logger()).run()
@@ -332,16 +345,10 @@ async def _push(args: argparse.Namespace) -> int:
     import hashlib  # noqa: PLC0415
 
     from dnsmaster import log, push  # noqa: PLC0415
-    from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
-    try:
-        cfg = _config(args)
-    except ConfigError as exc:
-        sys.stderr.write(f"dnsmaster: {exc}\n")
+    cfg = _config_and_log(args)
+    if cfg is None:
         return EXIT_USAGE
-    log.configure(
-        fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
-    )
     logger = log.get_logger()
     unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
     if unknown:
