@@ -145,7 +145,21 @@ def _ssh_keygen(path: Path, comment: str) -> None:
     )
 
 
-class Sshd:
+class _Server:
+    """A server process this test run started, known by its PID."""
+
+    proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def pid(self) -> int | None:
+        return self.proc.pid if self.proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self.proc is not None and self.proc.poll() is None
+
+
+class Sshd(_Server):
     """OpenSSH's sshd in the foreground with its own host key, config and authorized_keys.
 
     ``workdir`` holds ``sshd_config``, ``host_ed25519_key``, ``authorized_keys`` and
@@ -172,14 +186,6 @@ class Sshd:
 
     def __repr__(self) -> str:
         return f"Sshd({self.host}:{self.port}, pid={self.pid})"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def _write_config(self) -> None:
         self.config.write_text(
@@ -288,7 +294,7 @@ class Sshd:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
 
-class Tinydns:
+class Tinydns(_Server):
     """Debian's tinydns serving ``root`` (its data.cdb, read at every query) on ADDRESS:53 UDP.
 
     tinydns chroots to ``root`` and drops to ``user``'s uid/gid, so ``root`` must be
@@ -306,14 +312,6 @@ class Tinydns:
 
     def __repr__(self) -> str:
         return f"Tinydns({self.address}:53, root={self.root}, pid={self.pid})"
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid if self.proc is not None else None
-
-    @property
-    def running(self) -> bool:
-        return self.proc is not None and self.proc.poll() is None
 
     def start(self) -> None:
         """Start tinydns and wait until it has bound its socket ("starting tinydns")."""
