@@ -3,18 +3,49 @@
 A file is written to a temp file in the same directory, fsynced, and renamed over
 the old one; then the directory is fsynced so the rename survives a crash. Nothing
 here leaves a partial file under the final name, whatever fails.
+
+``data`` and ``data.cdb`` are a pair, and no rename swaps two names at once. So a
+pair is installed under a journal (:func:`install_pair`): a crash between the two
+renames leaves the journal behind, and the next run that takes the directory's lock
+(:func:`locked`) sees it (:func:`interrupted_install`), rebuilds data.cdb from the
+``data`` there and clears it. data.cdb is renamed first: without the journal, a
+half-done install still shows the *old* ``data``, which makes the master push
+again, never the new ``data`` beside an old data.cdb.
 """
 
 from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
 import os
+import re
 import tempfile
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
-__all__ = ["describe", "discard", "publish", "stage", "write_all"]
+__all__ = [
+    "JOURNAL",
+    "clear_interrupted",
+    "describe",
+    "discard",
+    "fsync_directory",
+    "install_pair",
+    "interrupted_install",
+    "locked",
+    "publish",
+    "stage",
+    "sweep_litter",
+    "write_all",
+]
+
+#: Present in a directory while a data/data.cdb pair is being installed there.
+JOURNAL = ".dnsmaster-installing"
+
+# What a killed builder or receiver leaves: staged temp files of data, data.cdb and
+# the receiver's copies (``.data.*.tmp``, ``.data.cdb.*.tmp``) and the receiver's
+# second name for a copy (``.data.PID.link``).
+_LITTER = re.compile(r"\.data\..*\.(?:tmp|link)", re.DOTALL)
 
 
 def write_all(fd: int, data: bytes) -> None:
@@ -47,11 +78,92 @@ def publish(staged: Iterable[tuple[Path, Path]]) -> None:
         os.replace(tmp, final)
         dirs.add(final.parent)
     for directory in dirs:
-        fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+        fsync_directory(directory)
+
+
+def fsync_directory(directory: Path) -> None:
+    """Make renames and unlinks in ``directory`` durable."""
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+@contextlib.contextmanager
+def locked(directory: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold an exclusive ``flock`` on ``directory`` itself for the ``with`` block.
+
+    The lock is on the directory, not on a file in it, so nothing is left behind
+    and ``flock DIR command`` (util-linux) takes the same lock from a shell. When
+    another process holds it, ``on_wait`` is called once before waiting.
+    """
+    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+    try:
         try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if on_wait is not None:
+                on_wait()
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing the last descriptor releases the lock
+
+
+def install_pair(directory: Path, data_tmp: Path, cdb_tmp: Path, sha256: str) -> None:
+    """Rename staged ``data`` and ``data.cdb`` into ``directory`` as one pair.
+
+    The caller holds :func:`locked` on ``directory``, and both temp files are
+    complete and fsynced (:func:`stage`). The journal names the ``data`` being
+    installed; it is made durable before the first rename and removed after the
+    last, so any crash in between is seen by :func:`interrupted_install`.
+    """
+    journal = directory / JOURNAL
+    text = f"installing data sha256={sha256}\n".encode()
+    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+    try:
+        write_all(fd, text)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    fsync_directory(directory)
+    os.replace(cdb_tmp, directory / "data.cdb")
+    os.replace(data_tmp, directory / "data")
+    fsync_directory(directory)
+    clear_interrupted(directory)
+
+
+def interrupted_install(directory: Path) -> bool:
+    """Whether an install of a pair into ``directory`` was cut short.
+
+    ``data`` is then whole (old or new) but data.cdb may not be the one built from
+    it: the caller, holding the lock, rebuilds data.cdb from ``data`` and calls
+    :func:`clear_interrupted`.
+    """
+    return os.path.lexists(directory / JOURNAL)
+
+
+def clear_interrupted(directory: Path) -> None:
+    """Remove the journal (durably): the pair in ``directory`` matches again."""
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(directory / JOURNAL)
+        fsync_directory(directory)
+
+
+def sweep_litter(directory: Path) -> list[str]:
+    """Remove what killed builders and receivers left in ``directory``; the names.
+
+    Only safe while holding :func:`locked`: a live writer's temp files look the same.
+    """
+    gone = []
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if _LITTER.fullmatch(entry.name) and not entry.is_dir(follow_symlinks=False):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(entry.path)
+                    gone.append(entry.name)
+    return sorted(gone)
 
 
 def discard(paths: Iterable[Path]) -> None:
