@@ -5,12 +5,20 @@ last build of this :class:`Builder` (the others come from its cache), stamps the
 serial, and replaces ``data`` and ``data.cdb`` by renaming complete, fsynced temp
 files. Any error — a bad line, an unreadable file, an unwritable directory — raises
 before the first rename, so the output directory is left exactly as it was.
+
+The zones directory is not trusted: only regular files (or symlinks to them) are
+read, never a FIFO or a device that would block or never end, each up to a size
+cap, and a name with a control character is refused rather than written into a
+``# zones.X:LINE`` comment of ``data``. The output directory is written under its
+lock (:func:`dnsmaster.fsutil.locked`): what a killed build left is swept first,
+and a pair whose install was cut short is never taken for current.
 """
 
 from __future__ import annotations
 
 import hashlib
 import os
+import stat
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -30,11 +38,16 @@ from dnsmaster.core.makedata import (
     previous_serial,
 )
 from dnsmaster.core.sources import is_source, source_order, why_skipped
+from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import BuildError, DataError, DataErrors
 
-__all__ = ["BuildResult", "Builder", "Diagnosis"]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "BuildResult", "Builder", "Diagnosis"]
 
 _RACY_NS = 2_000_000_000
+
+#: The largest zones file read: far above any real one (1M lines are about 50 MB),
+#: far below what would exhaust memory.
+DEFAULT_MAX_FILE_SIZE = 256 * 1024 * 1024
 
 
 @dataclass(frozen=True, slots=True)
@@ -73,6 +86,7 @@ class Builder:
     output: Path
     strict: bool = False
     clock: Callable[[], float] = time.time
+    max_file_size: int = DEFAULT_MAX_FILE_SIZE
     _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
     # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
     _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
@@ -97,10 +111,27 @@ class Builder:
         Lets ``dnsmaster push`` skip a build that would change nothing but the
         serial (and so every SOA record on every slave).
         """
-        names, _ = self._scan()
-        sources = [(name, hashlib.sha256(self._read(name)).digest()) for name in names]
+        if fsutil.interrupted_install(self.output):
+            return False  # data.cdb may not be the one built from data
         written = built_from(_head(self.output / "data"))
-        return written == fingerprint(sources) and (self.output / "data.cdb").is_file()
+        return written == self.fingerprint() and (self.output / "data.cdb").is_file()
+
+    def tidy(self) -> list[str]:
+        """Remove what a killed build left in the output directory; the names.
+
+        Under the lock, so a build running beside us keeps its temp files.
+        """
+        self._check_output()
+        try:
+            with fsutil.locked(self.output):
+                return fsutil.sweep_litter(self.output)
+        except OSError as exc:
+            raise self._cannot_write(exc) from None
+
+    def fingerprint(self) -> str:
+        """The fingerprint of the sources there now (what ``data``'s banner records)."""
+        names, _ = self._scan()
+        return fingerprint([(name, hashlib.sha256(self._read(name)).digest()) for name in names])
 
     def build(self) -> BuildResult:
         """Build and write ``data`` and ``data.cdb``; raise and write nothing on error."""
@@ -109,9 +140,18 @@ class Builder:
         compiled, recompiled = self._compile(names)
         data_path = self.output / "data"
         self._check_output()
-        serial = next_serial(int(self.clock()), previous_serial(_head(data_path)))
-        built = assemble(compiled, serial)
-        sha256 = self._write(built.data, built.keys, built.values)
+        try:
+            with fsutil.locked(self.output):
+                # Whatever a killed build left is litter now that we hold the lock.
+                fsutil.sweep_litter(self.output)
+                serial = next_serial(int(self.clock()), previous_serial(_head(data_path)))
+                built = assemble(compiled, serial)
+                sha256 = self._write(built.data, built.keys, built.values)
+        except MemoryError:
+            raise BuildError(str(self.output), "out of memory while building") from None
+        except OSError as exc:  # the lock or the sweep
+            where = exc.filename or str(self.output)
+            raise BuildError(str(where), f"cannot write: {fsutil.describe(exc)}") from None
         return BuildResult(
             serial=serial,
             sha256=sha256,
@@ -135,6 +175,14 @@ class Builder:
         except OSError as exc:
             raise BuildError(str(self.zones), f"cannot list: {fsutil.describe(exc)}") from None
         names = [e.name for e in entries]
+        for name in names:
+            if is_source(name) and has_control(name):
+                # It would be written into a "# zones.X:LINE" comment of data, where a
+                # newline starts a line of its own: a record nobody wrote.
+                raise BuildError(
+                    printable(str(self.zones / name)),
+                    "file name contains a control character; rename the file",
+                )
         skipped = []
         for name in sorted(names):
             reason = why_skipped(name)
@@ -193,11 +241,42 @@ class Builder:
             self._stats[name] = stat
 
     def _read(self, name: str) -> bytes:
+        """The content of a regular file, whatever else sits under its name.
+
+        A FIFO would block the open and then the read for ever, /dev/zero would
+        never end: the open does not block (O_NONBLOCK), the descriptor is checked
+        for a regular file, and the read stops at the cap.
+        """
         path = self.zones / name
         try:
-            return path.read_bytes()
+            fd = os.open(path, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY)
         except OSError as exc:
             raise BuildError(str(path), f"cannot read: {fsutil.describe(exc)}") from None
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode):
+                raise BuildError(
+                    str(path),
+                    f"not a regular file ({_kind(st.st_mode)}); "
+                    "zones files must be plain files or symlinks to them",
+                )
+            if st.st_size > self.max_file_size:
+                raise BuildError(str(path), self._too_large())
+            chunks = []
+            size = 0
+            while chunk := os.read(fd, 1 << 20):
+                size += len(chunk)
+                if size > self.max_file_size:  # it grew while we read it
+                    raise BuildError(str(path), self._too_large())
+                chunks.append(chunk)
+            return b"".join(chunks)
+        except OSError as exc:
+            raise BuildError(str(path), f"cannot read: {fsutil.describe(exc)}") from None
+        finally:
+            os.close(fd)
+
+    def _too_large(self) -> str:
+        return f"larger than the cap of {self.max_file_size} bytes for one zones file"
 
     def _check_output(self) -> None:
         if not self.output.is_dir():
@@ -207,7 +286,7 @@ class Builder:
             raise BuildError(str(self.output), "output directory is not writable")
 
     def _write(self, data: bytes, keys: list[bytes], values: list[bytes]) -> str:
-        """Stage both files, then publish them; the sha256 of ``data`` in hex.
+        """Stage both files, then install them as a pair; the sha256 of ``data`` in hex.
 
         ``data`` is hashed, written and fsynced by a thread while this one writes the
         cdb: the thread spends its time in hashlib and system calls, which release the GIL.
@@ -219,42 +298,51 @@ class Builder:
             sha256 = hashlib.sha256(data).hexdigest()
             return fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data)), sha256
 
-        staged: list[tuple[Path, Path]] = []
         failure: BuildError | None = None
+        data_tmp: Path | None = None
         cdb_tmp: Path | None = None
+        sha256 = ""
         with ThreadPoolExecutor(max_workers=1) as pool:
             data_job = pool.submit(stage_data)
             try:
                 cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_fd(fd, keys, values))
             except OSError as exc:
-                failure = BuildError(
-                    str(exc.filename or self.output), f"cannot write: {fsutil.describe(exc)}"
-                )
+                failure = self._cannot_write(exc)
             except cdb.CdbTooLarge as exc:
                 failure = BuildError(str(cdb_final), str(exc))
             try:
                 data_tmp, sha256 = data_job.result()
             except OSError as exc:
                 # data is written first in spirit: its error is the one to report
-                failure = BuildError(
-                    str(exc.filename or self.output), f"cannot write: {fsutil.describe(exc)}"
-                )
-            else:
-                staged.append((data_tmp, data_final))
-        if cdb_tmp is not None:
-            staged.append((cdb_tmp, cdb_final))
-        if failure is not None:
-            fsutil.discard(tmp for tmp, _ in staged)
-            raise failure
+                failure = self._cannot_write(exc)
+        staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
+        if failure is not None or data_tmp is None or cdb_tmp is None:
+            fsutil.discard(staged)
+            raise failure or BuildError(str(self.output), "cannot write")
         try:
-            # data first: a crash between the renames leaves a data newer than its
-            # data.cdb, which the next build or tinydns-data run repairs.
-            fsutil.publish(staged)
+            # One pair, under a journal: a crash between the two renames is seen by
+            # the next run (is_current is then false, and it builds both again).
+            fsutil.install_pair(self.output, data_tmp, cdb_tmp, sha256)
         except OSError as exc:
-            fsutil.discard(tmp for tmp, _ in staged)
-            where = exc.filename or str(self.output)
-            raise BuildError(str(where), f"cannot write: {fsutil.describe(exc)}") from None
+            fsutil.discard(staged)
+            raise self._cannot_write(exc) from None
         return sha256
+
+    def _cannot_write(self, exc: OSError) -> BuildError:
+        where = exc.filename or str(self.output)
+        return BuildError(str(where), f"cannot write: {fsutil.describe(exc)}")
+
+
+def _kind(mode: int) -> str:
+    if stat.S_ISFIFO(mode):
+        return "a FIFO"
+    if stat.S_ISCHR(mode) or stat.S_ISBLK(mode):
+        return "a device"
+    if stat.S_ISSOCK(mode):
+        return "a socket"
+    if stat.S_ISDIR(mode):
+        return "a directory"
+    return "not a plain file"
 
 
 def _head(path: Path) -> bytes:

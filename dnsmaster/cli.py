@@ -237,9 +237,11 @@ def _check(args: argparse.Namespace) -> int:
     except BuildError as exc:
         sys.stderr.write(f"dnsmaster: {exc}\n")
         return EXIT_SYSTEM
+    from dnsmaster.core.text import printable  # noqa: PLC0415
+
     out = sys.stderr
     for name, reason in found.skipped:
-        out.write(f"{zones / name}: skipped: {reason}\n")
+        out.write(f"{printable(str(zones / name))}: skipped: {reason}\n")
     problems = sorted(
         [(e, "error") for e in found.errors] + [(w, "warning") for w in found.warnings],
         key=lambda item: (found.sources.index(item[0].file), item[0].line),
@@ -403,6 +405,8 @@ def _build_if_needed(cfg: Config, logger: Any) -> int:
 
     builder = Builder(cfg.zones, cfg.output, strict=cfg.strict)
     try:
+        for name in builder.tidy():
+            logger.info("build.swept", file=name)
         if builder.is_current():
             logger.info("build.current", output=str(cfg.output))
             return EXIT_OK

@@ -4,6 +4,11 @@ One line per event on stderr. logfmt without a timestamp by default, because
 multilog and svlogd stamp every line themselves; JSON and an ISO timestamp on
 request. Every event is a short dotted name (``push.done``) with its context as
 keys, never values pasted into prose.
+
+Values often quote what came from outside (a zones line, a file name, a slave's
+output). In logfmt a control character in a value could forge a line or rewrite
+the terminal of whoever tails the log, so every one of them is escaped as
+``\\xNN`` before rendering (JSON escapes them itself).
 """
 
 from __future__ import annotations
@@ -13,13 +18,26 @@ import sys
 from typing import Any, Literal, TextIO
 
 import structlog
+from structlog.typing import EventDict
 
-__all__ = ["FORMATS", "LEVELS", "Logger", "configure", "get_logger"]
+__all__ = ["FORMATS", "LEVELS", "Logger", "configure", "escape_controls", "get_logger"]
 
 FORMATS = ("logfmt", "json")
 LEVELS = ("debug", "info", "warning", "error")
 
 Logger = structlog.typing.FilteringBoundLogger
+
+
+# C0 controls but the newline (logfmt writes it as \n itself), DEL and C1 controls.
+_CONTROLS = {c: f"\\x{c:02x}" for c in (*range(0x20), 0x7F, *range(0x80, 0xA0)) if c != 0x0A}
+
+
+def escape_controls(_: object, __: str, event_dict: EventDict) -> EventDict:
+    """A structlog processor: control characters in string values become ``\\xNN``."""
+    for key, value in event_dict.items():
+        if isinstance(value, str) and not value.isprintable():
+            event_dict[key] = value.translate(_CONTROLS)
+    return event_dict
 
 
 def configure(
@@ -33,12 +51,16 @@ def configure(
     processors: list[Any] = [
         structlog.contextvars.merge_contextvars,
         structlog.processors.add_log_level,
+        # exc_info=True (a crash) renders the traceback into the event's
+        # ``exception`` key: still one line per event.
+        structlog.processors.format_exc_info,
     ]
     if timestamps:
         processors.append(structlog.processors.TimeStamper(fmt="iso", utc=True))
     if fmt == "json":
         processors.append(structlog.processors.JSONRenderer(sort_keys=False))
     else:
+        processors.append(escape_controls)
         processors.append(
             structlog.processors.LogfmtRenderer(
                 key_order=["timestamp", "level", "event"], drop_missing=True, bool_as_flag=False

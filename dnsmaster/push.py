@@ -25,6 +25,7 @@ import asyncssh
 
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.stream import seal
+from dnsmaster.errors import PushError
 
 __all__ = [
     "LineSink",
@@ -166,11 +167,12 @@ class SshChannel:
         # "check nothing", so refuse rather than ever connect unchecked.
         if self._config.known_hosts is None:
             raise asyncssh.HostKeyNotVerifiable("no known_hosts file configured")
+        client_keys = _load_key(slave.name, key) if key else None
         self._conn = await asyncssh.connect(
             slave.host,
             port=slave.port,
             username=slave.user,
-            client_keys=[str(key)] if key else None,
+            client_keys=client_keys,
             known_hosts=str(self._config.known_hosts),
             connect_timeout=push.connect_timeout,
             login_timeout=push.connect_timeout,
@@ -213,6 +215,19 @@ class SshChannel:
             conn.close()
             with contextlib.suppress(Exception):
                 await conn.wait_closed()
+
+
+def _load_key(slave: str, key: os.PathLike[str]) -> Sequence[asyncssh.SSHKeyPair]:
+    """The private key, loaded here so that a key made unusable after start (removed,
+    replaced by an encrypted one) is a failed push with the reason, not an exception
+    from inside asyncssh."""
+    try:
+        return asyncssh.load_keypairs([os.fspath(key)])
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+    except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
+        reason = str(exc) or type(exc).__name__
+    raise PushError(slave, f"cannot use the private key {os.fspath(key)}: {reason}")
 
 
 class LocalChannel:
@@ -315,6 +330,8 @@ async def push_one(
     except TimeoutError:
         await channel.close()
         return failed(f"timed out after {timeout:g} s")
+    except PushError as exc:
+        return failed(exc.reason)
     except asyncssh.HostKeyNotVerifiable as exc:
         return failed(f"host key not verifiable: {exc.reason}")
     except asyncssh.PermissionDenied as exc:

@@ -1,0 +1,263 @@
+"""A hostile zones directory and crashes at any instant, on the master.
+
+Each test is one way the master's build used to hang, crash, lose an edit or
+leave a mismatched pair: a FIFO or /dev/zero among the zones files, a file name
+with a newline, a label of 256 bytes, SIGKILL between the two renames of an
+install. They run the real command (``python -m dnsmaster``) or the real daemon
+with local slaves, and judge by exit status, messages, and the files left.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from dnsmaster import fsutil
+from dnsmaster.build import Builder
+from dnsmaster.core.compiler import compile_data
+from dnsmaster.core.stream import seal
+from dnsmaster.errors import BuildError
+from tests.conftest import require
+from tests.daemonrun import PROJECT
+from tests.test_daemon import TIMEOUT, Local, example_com, write
+
+LONG_LABEL = "a" * 256
+ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
+
+
+def dnsmaster(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dnsmaster", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=timeout,
+    )
+
+
+@pytest.fixture
+def zones(tmp_path: Path) -> Path:
+    directory = tmp_path / "zones"
+    directory.mkdir()
+    write(directory / "zones.example.com", example_com())
+    return directory
+
+
+@pytest.fixture
+def out(tmp_path: Path) -> Path:
+    directory = tmp_path / "out"
+    directory.mkdir()
+    return directory
+
+
+def files(directory: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in sorted(directory.iterdir()) if p.is_file()}
+
+
+class TestNotRegularFiles:
+    """A FIFO or a device among the zones files is an error, at once."""
+
+    def test_fifo_check_returns_with_an_error(self, zones: Path) -> None:
+        """check names the FIFO instead of blocking on its open for ever."""
+        os.mkfifo(zones / "zones.x")
+        proc = dnsmaster("check", "--zones", str(zones), timeout=30)
+        assert proc.returncode == 111
+        assert f"{zones / 'zones.x'}: not a regular file (a FIFO)" in proc.stderr
+
+    def test_dev_zero_symlink_build_writes_nothing(self, zones: Path, out: Path) -> None:
+        """A symlink to /dev/zero is refused before a byte is read; nothing is written."""
+        (zones / "zones.y").symlink_to("/dev/zero")
+        proc = dnsmaster("build", "--zones", str(zones), "--out", str(out), timeout=30)
+        assert proc.returncode == 111
+        assert "not a regular file (a device)" in proc.stderr
+        assert files(out) == {}
+
+    def test_symlink_to_a_regular_file_is_read(
+        self, zones: Path, out: Path, tmp_path: Path
+    ) -> None:
+        """Operators symlink zones files from elsewhere: that stays allowed."""
+        target = tmp_path / "elsewhere"
+        target.write_text("+linked.example.com:192.0.2.9\n")
+        (zones / "zones.z").symlink_to(target)
+        proc = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+        assert proc.returncode == 0, proc.stderr
+        assert b"+linked.example.com:192.0.2.9" in (out / "data").read_bytes()
+
+    def test_size_cap(self, zones: Path, out: Path) -> None:
+        """A file over the cap is refused with the cap in the message."""
+        write(zones / "zones.big", "+big.example.com:192.0.2.1\n" * 100)
+        builder = Builder(zones, out, max_file_size=1000)
+        with pytest.raises(BuildError, match="larger than the cap of 1000 bytes") as info:
+            builder.build()
+        assert info.value.path == str(zones / "zones.big")
+        assert files(out) == {}
+
+
+class TestFileNames:
+    def test_newline_in_a_name_is_refused(self, zones: Path, out: Path) -> None:
+        """A name that would inject a line through its "# zones.X:LINE" comment."""
+        (zones / "zones.a\n+evil.example.com:192.0.2.66").write_text("")
+        for argv in (
+            ["check", "--zones", str(zones)],
+            ["build", "--zones", str(zones), "--out", str(out)],
+        ):
+            proc = dnsmaster(*argv)
+            assert proc.returncode == 111, proc.stderr
+            assert "zones.a\\n+evil.example.com:192.0.2.66" in proc.stderr
+            assert "file name contains a control character" in proc.stderr
+            assert "\n+evil" not in proc.stderr
+        assert files(out) == {}
+
+    def test_skipped_names_are_shown_escaped(self, zones: Path) -> None:
+        """An editor-style hidden name with an ESC in it cannot reach the terminal raw."""
+        (zones / ".zones.x\x1b[2J.swp").write_text("")
+        proc = dnsmaster("check", "--zones", str(zones))
+        assert proc.returncode == 0, proc.stderr
+        assert "\x1b" not in proc.stderr
+        assert ".zones.x\\x1b[2J.swp: skipped" in proc.stderr
+
+
+class TestLongLabel:
+    """A label of 256 bytes used to raise IndexError: it is a data error with a line."""
+
+    def test_check_and_build(self, zones: Path, out: Path) -> None:
+        write(
+            zones / "zones.example.com", example_com(extra=f"+{LONG_LABEL}.example.com:192.0.2.1\n")
+        )
+        check = dnsmaster("check", "--zones", str(zones))
+        assert check.returncode == 1, check.stderr
+        assert f"{zones / 'zones.example.com'}:5: error: " in check.stderr
+        assert "label longer than 63 bytes" in check.stderr
+        assert "Traceback" not in check.stderr
+        build = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+        assert build.returncode == 1, build.stderr
+        assert "file=zones.example.com line=5" in build.stderr
+        assert "Traceback" not in build.stderr
+        assert files(out) == {}
+
+    def test_receive(self, tmp_path: Path) -> None:
+        """The receiver refuses it as data that does not compile, naming the line."""
+        data = f"Zexample.com:a::1\n+{LONG_LABEL}.example.com:192.0.2.1\n".encode()
+        sealed = data + seal(data)
+        proc = subprocess.run(
+            [sys.executable, "-m", "dnsmaster", "receive", "--root", str(tmp_path)],
+            input=sealed,
+            capture_output=True,
+            check=False,
+            env=dict(ENV, SSH_ORIGINAL_COMMAND="push"),
+            timeout=60,
+        )
+        assert proc.returncode == 1, proc.stderr
+        assert b"data does not compile: line 2: " in proc.stderr
+        assert b"label longer than 63 bytes" in proc.stderr
+        assert not (tmp_path / "data").exists()
+
+
+class TestCrashBetweenRenames:
+    """SIGKILL at each rename of an install, by strace fault injection; the next run repairs."""
+
+    @pytest.mark.parametrize("when", [1, 2])
+    def test_build_killed_at_rename(self, zones: Path, out: Path, when: int) -> None:
+        strace = require("strace")
+        first = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+        assert first.returncode == 0, first.stderr
+        old = files(out)
+        write(zones / "zones.example.com", example_com("192.0.2.99"))
+        killed = subprocess.run(
+            [
+                strace,
+                "-f",
+                "-o",
+                "/dev/null",
+                "-e",
+                "trace=rename",
+                "-e",
+                f"inject=rename:signal=SIGKILL:when={when}",
+                sys.executable,
+                "-m",
+                "dnsmaster",
+                "build",
+                "--zones",
+                str(zones),
+                "--out",
+                str(out),
+            ],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=ENV,
+            timeout=60,
+        )
+        assert killed.returncode == 128 + signal.SIGKILL or killed.returncode < 0, killed.stderr
+        # Killed inside the install: the journal says so, and is_current cannot be fooled.
+        assert fsutil.interrupted_install(out)
+        assert not Builder(zones, out).is_current()
+        if when == 2:  # data.cdb is renamed first: new data.cdb, old data
+            assert (out / "data").read_bytes() == old["data"]
+            assert (out / "data.cdb").read_bytes() != old["data.cdb"]
+        # The next run (what push and the daemon do at start) repairs the pair.
+        assert Builder(zones, out).build().serial > 0
+        assert not fsutil.interrupted_install(out)
+        data = (out / "data").read_bytes()
+        assert b"192.0.2.99" in data
+        assert (out / "data.cdb").read_bytes() == compile_data(data, 0)
+        assert sorted(p.name for p in out.iterdir()) == ["data", "data.cdb"]
+
+    def test_litter_of_a_killed_build_is_swept(self, zones: Path, out: Path) -> None:
+        """Temp files a killed build left are removed by the next one."""
+        for name in (".data.abc123.tmp", ".data.cdb.xyz789.tmp", ".data.4242.link"):
+            (out / name).write_bytes(b"half written")
+        (out / "keep-me").write_text("not ours")
+        assert dnsmaster("build", "--zones", str(zones), "--out", str(out)).returncode == 0
+        assert sorted(p.name for p in out.iterdir()) == ["data", "data.cdb", "keep-me"]
+
+
+class TestDaemonKeepsBuilding:
+    """The daemon after a hostile edit: the error is logged and the next edit builds."""
+
+    def test_long_label_then_a_good_edit(self, tmp_path: Path) -> None:
+        local = Local(tmp_path)
+        daemon = local.daemon.start()
+        try:
+            first = daemon.wait("build.done", timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+            mark = daemon.mark()
+            bad = example_com(extra=f"+{LONG_LABEL}.example.com:192.0.2.1\n")
+            write(local.zones / "zones.example.com", bad)
+            error = daemon.wait("build.error", mark, timeout=TIMEOUT)
+            assert (error["file"], error["line"]) == ("zones.example.com", 5)
+            daemon.wait("build.failed", mark, timeout=TIMEOUT)
+            mark = daemon.mark()
+            write(local.zones / "zones.example.com", example_com("192.0.2.77"))
+            done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+            assert all(b"192.0.2.77" in d for d in local.installed())
+            mark = daemon.mark()
+            daemon.signal(signal.SIGHUP)
+            daemon.wait("build.done", mark, timeout=TIMEOUT)
+            assert not daemon.find("daemon.crash")
+            assert daemon.stop() == 0
+        finally:
+            local.daemon.kill()
+
+    def test_fifo_does_not_hang_the_daemon(self, tmp_path: Path) -> None:
+        """A FIFO saved among the zones: build.error, and SIGTERM still stops it."""
+        local = Local(tmp_path)
+        daemon = local.daemon.start()
+        try:
+            first = daemon.wait("build.done", timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+            mark = daemon.mark()
+            os.mkfifo(local.zones / "zones.fifo")
+            error = daemon.wait("build.error", mark, timeout=TIMEOUT)
+            assert error["path"] == str(local.zones / "zones.fifo")
+            assert "FIFO" in error["error"]
+            assert daemon.stop() == 0
+        finally:
+            local.daemon.kill()
