@@ -21,6 +21,7 @@ from dnsmaster.core import cdb
 from dnsmaster.core.fields import (
     LEN,
     NameError_,
+    digits_value,
     ip4,
     location,
     name_to_wire,
@@ -30,6 +31,7 @@ from dnsmaster.core.fields import (
     text,
     ttd,
 )
+from dnsmaster.core.text import printable
 from dnsmaster.errors import TinydnsDataError
 
 __all__ = [
@@ -130,7 +132,7 @@ class Records:
         if not self.soa_defaults:
             return values
         values = list(values)
-        stamp = serial.to_bytes(4, "big")
+        stamp = (serial & _U32).to_bytes(4, "big")  # a serial lives on the 32-bit circle
         for i in self.soa_defaults:
             v = values[i]
             values[i] = v[:-20] + stamp + v[-16:]
@@ -190,7 +192,7 @@ def _net(net: bytes) -> tuple[bytes, bytes] | None:
     m = _NET.fullmatch(net)
     if m is None:
         return None
-    a, b, c = (int(g) & 255 for g in m.groups())
+    a, b, c = (digits_value(g) & 255 for g in m.groups())
     return bytes((a, b, c)), _DEC_LABEL[c] + _DEC_LABEL[b] + _DEC_LABEL[a] + _IN_ADDR_ARPA
 
 
@@ -200,16 +202,20 @@ def compile_lines(
     *,
     first_lineno: int = 1,
     hook: LineHook | None = None,
+    errors: list[TinydnsDataError] | None = None,
 ) -> Records:
     """Compile data lines into records; ``serial`` is the default SOA serial.
 
     Raises :class:`TinydnsDataError` for the first line tinydns-data refuses, with
-    ``lineno`` counted from ``first_lineno``.
+    ``lineno`` counted from ``first_lineno``. With an ``errors`` list, each refused
+    line is appended to it instead and compiling goes on with the next line (what
+    a checker wants: every error of a file in one pass; the records are then of
+    no use, as tinydns-data would have written none).
     """
     blob = b"\n".join(lines)
     # A line holding LF (never one of split_lines) must be stripped too.
     strip = _needs_strip(blob) or blob.count(b"\n") != max(len(lines) - 1, 0)
-    return _compile(lines, blob, strip, serial, first_lineno=first_lineno, hook=hook)
+    return _compile(lines, blob, strip, serial, first_lineno=first_lineno, hook=hook, errors=errors)
 
 
 def compile_text(data: bytes, serial: int) -> Records:
@@ -235,6 +241,7 @@ def _compile(
     first_lineno: int,
     hook: LineHook | None,
     whole: bytes | None = None,
+    errors: list[TinydnsDataError] | None = None,
 ) -> Records:
     """The compiler. ``blob`` holds the lines, only looked at for backslashes.
 
@@ -247,7 +254,9 @@ def _compile(
     gc_was_enabled = gc.isenabled()
     gc.disable()  # nothing here makes cycles; the collector would walk every temp list
     try:
-        return _compile_stripped(lines, escapes, serial, first_lineno, hook, whole=whole)
+        return _compile_stripped(
+            lines, escapes, serial, first_lineno, hook, whole=whole, errors=errors
+        )
     finally:
         if gc_was_enabled:
             gc.enable()
@@ -261,6 +270,7 @@ def _compile_stripped(
     hook: LineHook | None,
     *,
     whole: bytes | None = None,
+    errors: list[TinydnsDataError] | None = None,
 ) -> Records:
     """Compile lines already stripped (§2.2); ``escapes`` says whether any has a backslash.
 
@@ -450,8 +460,7 @@ def _compile_stripped(
                 what = _PROHIBITED[rtype]
                 raise _LineError(
                     f"unable to parse data line {first_lineno + index}: type {what} prohibited",
-                    f"type {f[1].decode('utf-8', 'replace')} is {what}, which a generic "
-                    "line may not define",
+                    f"type {printable(f[1])} is {what}, which a generic line may not define",
                 )
             emit(rtype.to_bytes(2, "big"), owner, head, loc, text(f[2]))
             return
@@ -484,12 +493,12 @@ def _compile_stripped(
     def unrecognized(index: int, lead: int) -> _LineError:
         return _LineError(
             f"unable to parse data line {first_lineno + index}: unrecognized leading character",
-            f"unrecognized leading character {chr(lead)!r}",
+            f"unrecognized leading character '{printable(bytes((lead,)))}'",
         )
 
     index = -1
     try:
-        if hook is None and _accel is not None:
+        if hook is None and errors is None and _accel is not None:
             # The C code compiles every line it is sure of and hands back the index
             # of the first one it is not (escapes, errors, ...); that line goes the
             # general way here, so errors and odd lines have one implementation.
@@ -525,15 +534,21 @@ def _compile_stripped(
                 index = run(seq, index + 1, default_soa, keys, values, stamped, soa_defaults)
             return recs
 
-        if hook is not None:
+        if hook is not None or errors is not None:
             for index, line in enumerate(lines):
                 if not line or line[0] in {35, 45}:  # '#' comment, '-' disabled line
                     continue
-                if line[0] not in _LEADERS:
-                    raise unrecognized(index, line[0])
-                f = split_fields(line)
-                hook(index, line, f)
-                general(index, line, f)
+                try:
+                    if line[0] not in _LEADERS:
+                        raise unrecognized(index, line[0])
+                    f = split_fields(line)
+                    if hook is not None:
+                        hook(index, line, f)
+                    general(index, line, f)
+                except _LineError as exc:
+                    if errors is None:
+                        raise
+                    errors.append(_data_error(exc, first_lineno + index))
             return recs
 
         for index, line in enumerate(lines):
@@ -659,10 +674,12 @@ def _compile_stripped(
                 raise unrecognized(index, lead)
             general(index, line, split_fields(line))
     except _LineError as exc:
-        raise TinydnsDataError(
-            exc.message, lineno=first_lineno + index, reason=exc.reason
-        ) from None
+        raise _data_error(exc, first_lineno + index) from None
     return recs
+
+
+def _data_error(exc: _LineError, lineno: int) -> TinydnsDataError:
+    return TinydnsDataError(exc.message, lineno=lineno, reason=exc.reason)
 
 
 def compile_data(data: bytes, mtime: int) -> bytes:

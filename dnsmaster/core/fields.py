@@ -10,9 +10,12 @@ from __future__ import annotations
 
 import re
 
+from dnsmaster.core.text import printable
+
 __all__ = [
     "LEN",
     "NameError_",
+    "digits_value",
     "ip4",
     "location",
     "name_to_wire",
@@ -34,6 +37,10 @@ _PREFIX_PART = re.compile(rb"\.*([0-9]+)")
 _HEX_ONLY = bytes(b if b in b"0123456789abcdef" else 0x30 for b in range(256))
 _ZERO_TTD = bytes(8)
 _OCTAL = b"01234567"
+# 10**64 is a multiple of 2**64, so the last 64 digits of a number decide its value
+# mod 2**64 (and mod 2**32, 2**16, 256): all tinydns-data ever keeps. Cutting longer
+# runs keeps int() clear of Python's limit on digits (ValueError past 4300).
+_KEPT_DIGITS = 64
 
 
 class NameError_(ValueError):
@@ -52,13 +59,19 @@ def split_fields(line: bytes) -> list[bytes]:
 def number(field: bytes) -> int | None:
     """§3.1: the leading decimal digits, or None when there are none.
 
-    The value is returned unreduced; callers truncate it to the width it is stored
-    in (which is the same as reducing mod 2**64 first).
+    The value is returned unreduced for up to 64 digits; a longer run gives a value
+    congruent to it mod 2**64. Callers truncate it to the width it is stored in
+    (which is the same as reducing mod 2**64 first).
     """
     if field.isdigit():
-        return int(field)
+        return int(field[-_KEPT_DIGITS:])
     m = _LEADING_DIGITS.match(field)
-    return int(m.group()) if m else None
+    return digits_value(m.group()) if m else None
+
+
+def digits_value(digits: bytes) -> int:
+    """A run of ASCII digits as an int congruent to its value mod 2**64 (see _KEPT_DIGITS)."""
+    return int(digits[-_KEPT_DIGITS:])
 
 
 def ip4(field: bytes) -> bytes | None:
@@ -67,7 +80,9 @@ def ip4(field: bytes) -> bytes | None:
     if m is None:
         return None
     a, b, c, d = m.groups()
-    return bytes((int(a) & 255, int(b) & 255, int(c) & 255, int(d) & 255))
+    return bytes(
+        (digits_value(a) & 255, digits_value(b) & 255, digits_value(c) & 255, digits_value(d) & 255)
+    )
 
 
 def ttd(field: bytes) -> bytes:
@@ -87,7 +102,7 @@ def prefix(field: bytes) -> bytes:
     out = bytearray()
     pos = 0
     while (m := _PREFIX_PART.match(field, pos)) is not None:
-        out.append(int(m.group(1)) & 255)
+        out.append(digits_value(m.group(1)) & 255)
         pos = m.end()
     return bytes(out)
 
@@ -130,9 +145,10 @@ def name_to_wire(field: bytes) -> bytes:
     """
     if b"\\" not in field:
         labels = field.split(b".")
-        wire = b"".join([LEN[len(lab)] + lab for lab in labels if lab]) + b"\0"
+        # Checked before LEN is indexed: a label of 256 bytes or more has no length byte.
         if len(field) > 63 and max(map(len, labels)) > 63:
             raise NameError_(_long_label(next(lab for lab in labels if len(lab) > 63)))
+        wire = b"".join([LEN[len(lab)] + lab for lab in labels if lab]) + b"\0"
         if len(wire) > 255:
             raise NameError_(f"name longer than 255 bytes in wire form ({len(wire)})")
         return wire
@@ -186,5 +202,5 @@ def _append_label(wire: bytearray, label: bytearray) -> None:
 
 
 def _long_label(label: bytes) -> str:
-    shown = label[:20].decode("utf-8", "replace")
-    return f"label longer than 63 bytes ({shown}...)"
+    # Zone content: control bytes (ESC, CR, NUL) must not reach a terminal or log.
+    return f"label longer than 63 bytes ({printable(label[:20])}...)"

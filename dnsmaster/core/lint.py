@@ -16,6 +16,9 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
+from dnsmaster.core.fields import digits_value
+from dnsmaster.core.text import printable
+
 __all__ = ["Diagnostic", "Linter"]
 
 _STRICT_IP = re.compile(
@@ -89,8 +92,28 @@ _SHAPES = {
 }
 
 
+_SHOWN = 40  # bytes of a field quoted in a message; a field may be megabytes long
+
+
 def _show(raw: bytes) -> str:
-    return raw.decode("utf-8", "backslashreplace")
+    """A field quoted for a message: control bytes escaped (zone content reaches
+    terminals and logs), and cut short."""
+    more = "..." if len(raw) > _SHOWN else ""
+    return f"'{printable(raw[:_SHOWN])}{more}'"
+
+
+def _digits(digits: bytes) -> str:
+    """A run of digits for a message, shortened when it is absurdly long."""
+    digits = digits.lstrip(b"0") or b"0"
+    if len(digits) <= 24:
+        return digits.decode()
+    return f"{digits[:12].decode()}... ({len(digits)} digits)"
+
+
+def _at_least(digits: bytes, limit: int) -> bool:
+    """Whether a run of digits is >= limit, without int() of thousands of digits."""
+    digits = digits.lstrip(b"0")
+    return len(digits) > len(str(limit)) or (bool(digits) and int(digits) >= limit)
 
 
 @dataclass(slots=True)
@@ -135,20 +158,20 @@ class Linter:
                 if re.fullmatch(rb"[0-9a-fA-F]{16}", raw)
                 else "is not 16 lowercase hex digits"
             )
-            report(Diagnostic(lineno, False, f"timestamp {_show(raw)!r} {why}"))
+            report(Diagnostic(lineno, False, f"timestamp {_show(raw)} {why}"))
         if shape.lo is not None and f[shape.lo] and not _LETTERS.fullmatch(f[shape.lo]):
             report(
                 Diagnostic(
                     lineno,
                     False,
-                    f"location {_show(f[shape.lo])!r} is not one or two "
+                    f"location {_show(f[shape.lo])} is not one or two "
                     "letters (tinydns-data uses its first two bytes)",
                 )
             )
         if line[0] == ord("%") and not _PREFIX.fullmatch(f[1]):
             report(
                 Diagnostic(
-                    lineno, False, f"IP prefix {_show(f[1])!r} is not up to four dotted numbers"
+                    lineno, False, f"IP prefix {_show(f[1])} is not up to four dotted numbers"
                 )
             )
 
@@ -170,26 +193,26 @@ class Linter:
                 Diagnostic(
                     lineno,
                     True,
-                    f"IP address {_show(raw)!r} does not parse: "
+                    f"IP address {_show(raw)} does not parse: "
                     "tinydns-data silently drops its record",
                 )
             )
             return
-        big = [g for g in m.groups() if int(g) > 255]
+        big = [g for g in m.groups() if _at_least(g, 256)]
         if big:
             report(
                 Diagnostic(
                     lineno,
                     True,
-                    f"IP address {_show(raw)!r} has an octet over 255 (tinydns-data would wrap it)",
+                    f"IP address {_show(raw)} has an octet over 255 (tinydns-data would wrap it)",
                 )
             )
         elif m.end() != len(raw):
-            report(Diagnostic(lineno, False, f"junk after IP address {_show(raw)!r} is ignored"))
+            report(Diagnostic(lineno, False, f"junk after IP address {_show(raw)} is ignored"))
         else:
             report(
                 Diagnostic(
-                    lineno, False, f"IP address {_show(raw)!r} has leading zeros (read as decimal)"
+                    lineno, False, f"IP address {_show(raw)} has leading zeros (read as decimal)"
                 )
             )
 
@@ -201,7 +224,7 @@ class Linter:
         if m is None:
             report(
                 Diagnostic(
-                    lineno, False, f"{what} {_show(raw)!r} is not a number; the default is used"
+                    lineno, False, f"{what} {_show(raw)} is not a number; the default is used"
                 )
             )
             return
@@ -210,13 +233,16 @@ class Linter:
                 Diagnostic(
                     lineno,
                     False,
-                    f"junk after {what} {_show(raw)!r} is ignored (read as {int(m.group())})",
+                    f"junk after {what} {_show(raw)} is ignored (read as {_digits(m.group())})",
                 )
             )
-        value = int(m.group())
-        if value >= limit:
+        if _at_least(m.group(), limit):
+            # tinydns-data keeps the value mod 2**64, then mod limit (which divides it)
+            wrapped = digits_value(m.group()) % limit
             report(
                 Diagnostic(
-                    lineno, False, f"{what} {value} is too large and wraps to {value % limit}"
+                    lineno,
+                    False,
+                    f"{what} {_digits(m.group())} is too large and wraps to {wrapped}",
                 )
             )

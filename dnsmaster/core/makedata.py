@@ -23,6 +23,8 @@ from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import Records, compile_lines, split_lines
 from dnsmaster.core.fields import name_to_wire, number, split_fields
 from dnsmaster.core.lint import Linter
+from dnsmaster.core.serial import MODULUS, newer, next_after
+from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import DataError, DataErrors, TinydnsDataError
 
 __all__ = [
@@ -79,10 +81,16 @@ class Assembled:
 
 
 def next_serial(now: int, previous: int | None) -> int:
-    """The build's serial: the Unix time, but always past the previous build's."""
-    if previous is not None and previous >= now:
-        return previous + 1
-    return now
+    """The build's serial: the Unix time, but always past the previous build's.
+
+    "Past" is RFC 1982's (SERIAL_BITS = 32): serials live on a circle, so after
+    4294967295 comes 0 and nothing overflows the 32 bits of the SOA field. A
+    secondary sees each build's serial as newer than the one before.
+    """
+    now %= MODULUS
+    if previous is None or newer(now, previous):
+        return now
+    return next_after(previous)
 
 
 def fingerprint(sources: Sequence[tuple[str, bytes]]) -> str:
@@ -115,17 +123,11 @@ def check_source(name: str, content: bytes) -> SourceCheck:
         return SourceCheck((bad,), (), None)
     lines = split_lines(content)
     linter = Linter()
-    fatal: list[DataError] = []
-    start = 0
-    while True:
-        # Resume after each line tinydns-data refuses, so one check reports them all.
-        linter.offset = start
-        try:
-            records = compile_lines(lines[start:], 0, first_lineno=start + 1, hook=linter)
-            break
-        except TinydnsDataError as exc:
-            fatal.append(DataError(name, exc.lineno, exc.reason))
-            start = exc.lineno
+    # Every line tinydns-data refuses is collected in one pass (no restart per
+    # error, which made a file of many bad lines quadratic).
+    refused: list[TinydnsDataError] = []
+    records = compile_lines(lines, 0, hook=linter, errors=refused)
+    fatal = [DataError(name, exc.lineno, exc.reason) for exc in refused]
     errors = fatal + [DataError(name, d.line, d.message) for d in linter.diagnostics if d.error]
     if not fatal:
         errors += _dot_lines_too_long(name, lines, records.stamped)
@@ -158,6 +160,7 @@ def compile_source(name: str, content: bytes, *, strict: bool = False) -> Compil
 
 def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
     """Join compiled sources into the build's ``data`` and records."""
+    serial %= MODULUS  # RFC 1982: the serial is a 32-bit number; text and records agree
     stamp = str(serial).encode()
     sources_id = fingerprint([(src.name, src.digest) for src in sources]).encode()
     banner = b"%s%s sources=%s - built from header and zones.* files; edit those, not this\n" % (
@@ -198,7 +201,7 @@ def _dot_lines_too_long(
 
 def _expand(name: str, lines: Sequence[bytes], stamped: Sequence[int]) -> bytes:
     """The source as it goes into ``data``: comments that trace every line back."""
-    origin = name.encode("utf-8", "surrogateescape")
+    origin = _comment_name(name)
     out = list(lines)
     for i in stamped:
         line = lines[i].rstrip(b" \t\n")
@@ -241,6 +244,19 @@ def _expand(name: str, lines: Sequence[bytes], stamped: Sequence[int]) -> bytes:
             expanded.append(b"# %s:%d" % (origin, i + 2))
         out[i] = b"\n".join(expanded)
     return b"# %s:1\n" % origin + b"\n".join(out) + (b"\n" if out else b"")
+
+
+def _comment_name(name: str) -> bytes:
+    """``name`` for the ``# name:LINE`` comments of ``data``, never breaking the line.
+
+    A newline in a file name would start a data line of its own (a record nobody
+    wrote), a CR or ESC would garble a terminal showing the data. The build refuses
+    such names; this escapes them anyway, as defence in depth. Other names are kept
+    as they are (backslashes included) so that the comments still name the file.
+    """
+    if has_control(name):
+        return printable(name).encode("utf-8")
+    return name.encode("utf-8", "surrogateescape")
 
 
 def _line(lead: bytes, fields: list[bytes]) -> bytes:
