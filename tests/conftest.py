@@ -1,9 +1,10 @@
 """Shared test plumbing.
 
-Tests that need a real component (tinydns-data, tinydns, sshd) ask for it with
-:func:`require`: under CI=true a missing component fails the test, elsewhere the
-test is skipped with the reason, so a laptop without Debian's packages can still
-run the pure-core tests.
+Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, the
+C accelerator) ask for it with :func:`require` or :func:`require_accelerator`:
+under CI=true a missing component fails the test (CI installs them all), elsewhere
+the test is skipped with the reason, so a laptop without Debian's packages can
+still run the pure-core tests.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
+from typing import NoReturn
 
 import pytest
 
@@ -19,12 +21,36 @@ VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.t
 IN_CI = os.environ.get("CI", "").lower() == "true"
 
 
-def require(program: str) -> str:
-    """Return the absolute path of ``program`` or fail (CI) / skip (elsewhere)."""
+def require(program: str, package: str = "tinydns openssh-server") -> str:
+    """Return the absolute path of ``program`` or fail (CI) / skip (elsewhere).
+
+    ``package`` is what to install for it, for the message.
+    """
     found = shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin")
     if found:
         return found
-    reason = f"{program} not found: apt-get install -y tinydns openssh-server"
+    _missing(f"{program} not found: apt-get install -y {package}")
+
+
+def require_accelerator() -> None:
+    """The C accelerator (``dnsmaster/core/_ccompile.c``) is built and in use.
+
+    Turned off on purpose (``DNSMASTER_PURE_PYTHON=1``) is a skip even in CI: that
+    run tests the pure-Python path and says so. Not built is a missing component.
+    """
+    from dnsmaster.core import compiler  # noqa: PLC0415 - only the tests that need it
+
+    if compiler.accelerated():
+        return
+    if os.environ.get(compiler.PURE_PYTHON_ENV, "") not in {"", "0"}:
+        pytest.skip(f"{compiler.PURE_PYTHON_ENV} turns the C accelerator off")
+    _missing(
+        "the C accelerator is not built: apt-get install -y gcc python3-dev, "
+        "then .venv/bin/pip install -e ."
+    )
+
+
+def _missing(reason: str) -> NoReturn:
     if IN_CI:
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
@@ -34,12 +60,18 @@ def require_root(what: str) -> None:
     """``what`` needs root (tinydns chroots, sshd switches users)."""
     if os.geteuid() == 0:
         return
-    reason = f"{what} needs root"
-    if IN_CI:
-        pytest.fail(reason, pytrace=False)
-    pytest.skip(reason)
+    _missing(f"{what} needs root")
 
 
 @pytest.fixture(scope="session")
 def tinydns_data_bin() -> str:
     return require("tinydns-data")
+
+
+@pytest.fixture(scope="session")
+def accelerator() -> None:
+    """Use (``usefixtures``) in tests of the C accelerator: see require_accelerator.
+
+    Session-scoped, so hypothesis tests may use it too.
+    """
+    require_accelerator()
