@@ -121,14 +121,23 @@ def install_pair(directory: Path, data_tmp: Path, cdb_tmp: Path, sha256: str) ->
     """
     journal = directory / JOURNAL
     text = f"installing data sha256={sha256}\n".encode()
-    fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
     try:
-        write_all(fd, text)
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-    fsync_directory(directory)
-    os.replace(cdb_tmp, directory / "data.cdb")
+        fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
+        try:
+            write_all(fd, text)
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+        fsync_directory(directory)
+        os.replace(cdb_tmp, directory / "data.cdb")
+    except OSError:
+        # Nothing was renamed: the pair is untouched. A journal left behind would make
+        # the next run rebuild data.cdb for nothing, and after a full disk (the usual
+        # reason to get here) that rebuild needs the very space that just ran out.
+        # Only OSError: a signal's exception may come after the rename went through.
+        with contextlib.suppress(OSError):
+            os.unlink(journal)
+        raise
     os.replace(data_tmp, directory / "data")
     fsync_directory(directory)
     clear_interrupted(directory)
