@@ -2,31 +2,51 @@
 
 The slave account's only key is ``restrict,command="dnsmaster receive --root DIR"``;
 the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
-one verb of :data:`VERBS`. ``push`` reads the data on stdin, proves it arrived
-whole (the trailer line, see :mod:`dnsmaster.core.stream`), compiles it with the
-same compiler as the master, keeps a timestamped copy, installs ``data`` and
-``data.cdb`` by rename (one directory fsync makes all three renames durable) and
-prunes old copies; a push of exactly the installed data changes nothing (see
-:func:`_already_installed`). ``status`` prints what is installed.
+one of :data:`COMMANDS`. ``push`` reads the data on stdin and proves it arrived
+whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``status`` prints what
+is installed.
+
+One writer at a time: everything that reads or changes the root happens under an
+exclusive ``flock`` on the root directory (:func:`dnsmaster.fsutil.locked`), taken
+once the pushed data has been read and verified, so a master that stalls mid-stream
+never holds up the next push. Under the lock, each run first removes what killed
+runs left (:func:`dnsmaster.fsutil.sweep_litter`) and, when an install of the pair
+was cut short, rebuilds data.cdb from the ``data`` there (:func:`_repair`). Only
+then does ``status`` report, or ``push`` compare, compile and install:
+
+- a build older than the installed one (RFC 1982 serials) is refused, and so is a
+  different build with the same serial, unless the command is ``push --force``;
+- the pushed data is written to a temp file and data.cdb compiled beside it, both
+  fsynced, then installed as a pair under a journal
+  (:func:`dnsmaster.fsutil.install_pair`): a crash at any instant leaves the old
+  pair, the new pair, or the journal, which the next run sees and repairs;
+- only then is a timestamped copy kept, as a second name (hard link) of ``data``,
+  created exclusively; a push that fails therefore never leaves a copy;
+- old copies are pruned, after failures too (a full disk needs the room).
+
+A push of exactly the installed data changes nothing (see :func:`_already_installed`).
 
 One progress line per step goes to stdout and errors to stderr, so the master can
 log them as they come. This runs once per push on every slave: it imports no
 asyncssh, structlog or dnspython.
 
-Exit statuses: 0 done; 1 data refused (incomplete, too large, does not compile);
-2 command refused (unknown verb, bad arguments); 111 system error.
+Exit statuses: 0 done (``status`` also when nothing is installed); 1 data refused
+(incomplete, too large, does not compile, older than the installed build); 2 command
+refused (unknown command, bad arguments); 111 system error.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
+import errno
 import hashlib
 import os
 import re
 import stat
 import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -34,12 +54,30 @@ from typing import BinaryIO, TextIO
 from dnsmaster import fsutil
 from dnsmaster.core import cdb, stream
 from dnsmaster.core.banner import previous_serial
-from dnsmaster.core.compiler import compile_text, default_serial
+from dnsmaster.core.compiler import Records, compile_text, default_serial
+from dnsmaster.core.serial import newer
+from dnsmaster.core.text import printable
 from dnsmaster.errors import ReceiveError, TinydnsDataError
 
-__all__ = ["DEFAULT_KEEP", "DEFAULT_MAX_SIZE", "VERBS", "main"]
+__all__ = [
+    "COMMANDS",
+    "DEFAULT_KEEP",
+    "DEFAULT_MAX_SIZE",
+    "FORCE",
+    "VERBS",
+    "Installed",
+    "NotInstalled",
+    "main",
+    "prune",
+    "push",
+    "status",
+]
 
 VERBS = ("push", "status")
+#: The one word allowed after ``push``: install even a build older than the installed one.
+FORCE = "--force"
+#: Every command the key runs, exactly as ``SSH_ORIGINAL_COMMAND`` must spell it.
+COMMANDS = ("push", f"push {FORCE}", "status")
 DEFAULT_KEEP = 10
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 EXIT_REFUSED = 1
@@ -47,6 +85,8 @@ EXIT_USAGE = 2
 EXIT_SYSTEM = 111
 
 _COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
+# The banner (``# dnsmaster serial N sources=...``) is well inside this.
+_HEAD = 256
 
 
 class _Refused(ReceiveError):
@@ -63,7 +103,7 @@ class _Usage(ReceiveError):
 
 @dataclass(frozen=True, slots=True)
 class Installed:
-    """What ``status`` reports about the installed data."""
+    """What ``status`` reports about a pair it vouches for."""
 
     sha256: str
     serial: int | None
@@ -76,14 +116,30 @@ class Installed:
         return f"status sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
 
 
+@dataclass(frozen=True, slots=True)
+class NotInstalled:
+    """No pair ``status`` can vouch for; ``reason`` is None when the root is empty.
+
+    Either way the line carries no sha256, which the master reads as "nothing
+    installed" and answers with a full push: that installs a fresh pair.
+    """
+
+    reason: str | None = None
+
+    def line(self) -> str:
+        return "status none" if self.reason is None else "status none pair=unknown"
+
+
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnsmaster receive",
-        description="Take a push from the master (verb from SSH_ORIGINAL_COMMAND).",
+        description="Take a push from the master (command from SSH_ORIGINAL_COMMAND).",
     )
     p.add_argument("--root", type=Path, required=True, help="the tinydns root (data, data.cdb)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="copies of data to keep")
-    p.add_argument("--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest push, bytes")
+    p.add_argument(
+        "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest data, bytes (trailer aside)"
+    )
     return p
 
 
@@ -104,14 +160,20 @@ def main(
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else 0
     try:
-        verb = _verb(env.get("SSH_ORIGINAL_COMMAND"))
+        verb, force = _command(env.get("SSH_ORIGINAL_COMMAND"))
         if args.keep < 1 or args.max_size < 1:
             raise _Usage("--keep and --max-size must be at least 1")
         if verb == "status":
-            out.write(status(args.root).line() + "\n")
+            report = status(args.root, out)
+            out.write(report.line() + "\n")
+            if isinstance(report, NotInstalled) and report.reason is not None:
+                err.write(
+                    f"dnsmaster receive: data.cdb is not known to match data: {report.reason}; "
+                    "the next push installs both\n"
+                )
         else:
             source = stdin if stdin is not None else sys.stdin.buffer
-            push(args.root, source, out, keep=args.keep, max_size=args.max_size)
+            push(args.root, source, out, keep=args.keep, max_size=args.max_size, force=force)
     except (_Refused, _Usage) as exc:
         err.write(f"dnsmaster receive: refused: {exc}\n")
         return exc.status
@@ -122,31 +184,155 @@ def main(
     return 0
 
 
-def _verb(command: str | None) -> str:
+def _command(command: str | None) -> tuple[str, bool]:
+    """The verb of ``SSH_ORIGINAL_COMMAND`` and whether it forces; exactly :data:`COMMANDS`."""
+    allowed = ", ".join(COMMANDS)
     if command is None:
-        raise _Usage(f"no command given; this key runs one of: {', '.join(VERBS)}")
+        raise _Usage(f"no command given; this key runs one of: {allowed}")
     words = command.split()
-    if len(words) != 1 or words[0] not in VERBS:
+    if " ".join(words) not in COMMANDS:
         shown = command if len(command) <= 80 else command[:77] + "..."
-        raise _Usage(f"unknown command {shown!r}; this key runs one of: {', '.join(VERBS)}")
-    return words[0]
+        raise _Usage(f"unknown command '{printable(shown)}'; this key runs one of: {allowed}")
+    return words[0], len(words) > 1
 
 
-def status(root: Path) -> Installed:
-    """The installed data's identity: the sha256 the master built it with."""
-    path = root / "data"
-    with path.open("rb") as f:
-        content = f.read()
-        mtime = os.fstat(f.fileno()).st_mtime
+@contextlib.contextmanager
+def _session(root: Path, out: TextIO) -> Iterator[str | None]:
+    """Hold the root's lock, with litter swept and an interrupted install repaired.
+
+    Yields None when ``data`` and data.cdb are a pair again (or nothing is
+    installed), else why data.cdb is not known to match ``data``.
+    """
+
+    def waiting() -> None:
+        _say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
+
+    with fsutil.locked(root, on_wait=waiting):
+        gone = fsutil.sweep_litter(root)
+        if gone:
+            names = ", ".join(printable(name) for name in gone[:5])
+            more = f" and {len(gone) - 5} more" if len(gone) > 5 else ""
+            _say(out, f"swept {len(gone)} files a killed run left: {names}{more}")
+        try:
+            unmatched = _repair(root, out)
+        except OSError as exc:
+            # Journal kept: the next run tries again. A push goes on regardless, since
+            # installing its pair repairs as well (and may fit where this did not).
+            unmatched = f"data.cdb could not be rebuilt: {fsutil.describe(exc)}"
+        yield unmatched
+
+
+def _repair(root: Path, out: TextIO) -> str | None:
+    """Rebuild data.cdb from ``data`` when an install was cut short; None once they match.
+
+    The caller holds the lock. When ``data`` is missing or does not compile, data.cdb
+    is left as it is and so is the journal: data.cdb is a whole cdb that some install
+    renamed into place (renames are atomic), so tinydns keeps answering from it,
+    possibly stale, where removing it would make tinydns answer nothing at all; and
+    the journal keeps ``status`` from vouching for the pair until a push installs a
+    new one. Returns the reason then. An OSError (a full disk) propagates, with the
+    journal kept.
+    """
+    if not fsutil.interrupted_install(root):
+        return None
+    try:
+        content, mtime = _read_data(root)
+    except FileNotFoundError:
+        return "an install was cut short and there is no data to rebuild data.cdb from"
+    try:
+        recs = compile_text(content, 0)
+        _replace_cdb(root, recs, mtime)
+    except TinydnsDataError as exc:
+        return (
+            "an install was cut short and data does not compile: "
+            f"line {exc.lineno}: {printable(exc.reason)}"
+        )
+    except cdb.CdbTooLarge as exc:
+        return f"an install was cut short and data.cdb cannot be rebuilt: {exc}"
+    # The rebuilt data.cdb is durable (fsynced, directory fsynced) before the journal goes.
+    fsutil.clear_interrupted(root)
+    _say(out, "repaired: rebuilt data.cdb from data (an install was cut short)")
+    return None
+
+
+def _replace_cdb(root: Path, recs: Records, mtime: int) -> None:
+    """Install data.cdb alone (repair): stage, rename, fsync the directory."""
+    values = recs.with_serial(default_serial(mtime))
+    tmp = fsutil.stage(root / "data.cdb", lambda fd: cdb.write_fd(fd, recs.keys, values))
+    try:
+        os.replace(tmp, root / "data.cdb")
+    except BaseException:
+        fsutil.discard([tmp])
+        raise
+    fsutil.fsync_directory(root)
+
+
+def _read_data(root: Path) -> tuple[bytes, int]:
+    """The installed ``data`` and its mtime in seconds (tinydns-data's default serial)."""
+    with (root / "data").open("rb") as f:
+        return f.read(), os.fstat(f.fileno()).st_mtime_ns // 10**9
+
+
+def status(root: Path, out: TextIO) -> Installed | NotInstalled:
+    """The installed pair's identity (the sha256 the master built it with), or why none.
+
+    Under the root's lock and after any repair, so it never vouches for a ``data``
+    that tinydns is not serving from data.cdb.
+    """
+    with _session(root, out) as unmatched:
+        if unmatched is not None:
+            return NotInstalled(unmatched)
+        path = root / "data"
+        try:
+            with path.open("rb") as f:
+                content = f.read()
+                st = os.fstat(f.fileno())
+        except FileNotFoundError:
+            if os.path.lexists(root / "data.cdb"):
+                return NotInstalled("data.cdb without data")
+            return NotInstalled()
+        doubt = _cdb_doubt(root, st.st_mtime_ns)
+        if doubt is not None:
+            return NotInstalled(doubt)
     body, trailer = stream.split(content)
-    sha = trailer.sha256 if trailer else hashlib.sha256(content).hexdigest()
-    return Installed(sha, previous_serial(body), len(body), mtime)
+    # The sha256 of what is there, not what the trailer claims: data edited after its
+    # push must not look like the master's build, or the master would never push again.
+    sha = hashlib.sha256(body if trailer else content).hexdigest()
+    return Installed(sha, previous_serial(body[:_HEAD]), len(body), st.st_mtime)
 
 
-def push(root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int) -> None:
+def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
+    """Why data.cdb may not be the one built from a ``data`` of that mtime; None if it is.
+
+    Cheap checks only (the journal covers our own installs): data.cdb is missing, not
+    a regular file, older than ``data`` (restored from elsewhere), or does not end
+    where its own hash tables say it ends (cut short by a full disk, say).
+    """
+    try:
+        with (root / "data.cdb").open("rb") as f:
+            st = os.fstat(f.fileno())
+            header = f.read(cdb.HEADER_SIZE)
+    except FileNotFoundError:
+        return "no data.cdb"
+    except IsADirectoryError:
+        return "data.cdb is a directory"
+    if not stat.S_ISREG(st.st_mode):
+        return "data.cdb is not a regular file"
+    if st.st_mtime_ns < data_mtime_ns:
+        return "data.cdb is older than data"
+    if len(header) != cdb.HEADER_SIZE or cdb.size_from_header(header) != st.st_size:
+        return "data.cdb is cut short"
+    return None
+
+
+def push(
+    root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int, force: bool = False
+) -> None:
     """Receive, verify, compile and install one push."""
     content = _read_capped(source, max_size)
     body, trailer = stream.split(content)
+    if len(body) > max_size:
+        raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
     if trailer is None:
         raise _Refused(
             f"incomplete data: {len(content)} bytes without the closing trailer line "
@@ -156,49 +342,125 @@ def push(root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int)
     if problem:
         raise _Refused(f"incomplete data: {problem}")
     _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
-    serial = previous_serial(body)
+    serial = previous_serial(body[:_HEAD])
     shown = serial if serial is not None else "none"
-    if _already_installed(root, content):
-        _say(out, "unchanged: data and data.cdb already installed")
-        _say(out, f"done sha256={trailer.sha256} serial={shown}")
-        return
-    try:
-        recs = compile_text(content, 0)
-    except TinydnsDataError as exc:
-        raise _Refused(f"data does not compile: line {exc.lineno}: {exc.reason}") from None
-    _say(out, f"compiled records={len(recs)} serial={shown}")
-
-    copy = _copy_name(root)
-    staged: list[tuple[Path, Path]] = []
-    try:
-        kept = fsutil.stage(root / copy, lambda fd: fsutil.write_all(fd, content))
-        # Durable once the directory is fsynced below, with data and data.cdb: its
-        # content is fsynced already, and data only ever names it after that.
-        os.replace(kept, root / copy)
-        # dnsmaster's data has every serial written in; data from elsewhere may leave
-        # them to the file's mtime, as tinydns-data would on this copy.
-        values = recs.with_serial(default_serial((root / copy).stat().st_mtime_ns // 10**9))
-        # The copy stays; data becomes a second name for it, swapped in by rename.
-        link = root / f".data.{os.getpid()}.link"
-        link.unlink(missing_ok=True)
-        os.link(root / copy, link)
-        staged.append((link, root / "data"))
-        staged.append(
-            (
-                fsutil.stage(root / "data.cdb", lambda fd: cdb.write_fd(fd, recs.keys, values)),
-                root / "data.cdb",
-            )
-        )
-        fsutil.publish(staged)
-    except BaseException:
-        fsutil.discard(tmp for tmp, _ in staged)
-        raise
-    _say(out, f"kept {copy}")
-    _say(out, "installed data and data.cdb")
-    pruned = prune(root, keep)
+    with _session(root, out) as unmatched:
+        try:
+            if unmatched is None and _already_installed(root, content):
+                _say(out, "unchanged: data and data.cdb already installed")
+            else:
+                if not force:
+                    _refuse_older(root, body, serial)
+                copy = _install(root, content, trailer.sha256, out, shown)
+                _say(out, "installed data and data.cdb")
+                if copy is not None:
+                    _say(out, f"kept {copy}")
+        except BaseException:
+            # Pruning runs after a failure too: after a full disk it makes the room
+            # the next push needs. Its own failure must not hide the first one.
+            with contextlib.suppress(OSError):
+                prune(root, keep)
+            raise
+        pruned = prune(root, keep)
     if pruned:
         _say(out, f"pruned {len(pruned)} old copies")
     _say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
+    """Refuse a build older than the installed one, or another build with its serial.
+
+    dnsmaster gives every build a serial past the previous one, so an older serial
+    is a stale push (a retry that lost a race, a second master behind the first) and
+    would take every SOA serial backwards. An equal serial on different data means
+    two masters, or a master that lost its state: the SOA serials would not tell the
+    two apart anywhere, so neither may silently replace the other. Data without a
+    banner (not built by dnsmaster) is not compared.
+    """
+    try:
+        with (root / "data").open("rb") as f:
+            installed_head = f.read(_HEAD)
+    except FileNotFoundError:
+        return
+    current = previous_serial(installed_head)
+    if serial is None or current is None:
+        return
+    hint = f"'push {FORCE}' installs it anyway (a rollback)"
+    if newer(current, serial):
+        raise _Refused(
+            f"build serial {serial} is older than the installed serial {current}; {hint}"
+        )
+    if serial == current:
+        installed_body, installed_trailer = stream.split(_read_data(root)[0])
+        # Data edited by hand after its push (its trailer no longer matches) is not
+        # another build: the push repairs it.
+        edited = installed_trailer is None or installed_trailer.mismatch(installed_body)
+        if installed_body != body and not edited:
+            raise _Refused(
+                f"build serial {serial} is already installed with different data "
+                f"(two masters?); {hint}"
+            )
+
+
+def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object) -> str | None:
+    """Compile ``content``, install it with its data.cdb as a pair; the copy's name.
+
+    The caller holds the lock. Nothing is left behind on failure: the temp files
+    are removed, and no copy exists yet (it is made once the pair is in).
+    """
+    try:
+        recs = compile_text(content, 0)
+    except TinydnsDataError as exc:
+        raise _Refused(
+            f"data does not compile: line {exc.lineno}: {printable(exc.reason)}"
+        ) from None
+    _say(out, f"compiled records={len(recs)} serial={shown}")
+    staged: list[Path] = []
+    try:
+        staged.append(fsutil.stage(root / "data", lambda fd: fsutil.write_all(fd, content)))
+        # dnsmaster's data has every serial written in; data from elsewhere may leave
+        # them to the file's mtime, as tinydns-data would on the installed data (this
+        # inode), and as a repair will from it.
+        mtime = staged[0].stat().st_mtime_ns // 10**9
+        values = recs.with_serial(default_serial(mtime))
+        staged.append(
+            fsutil.stage(root / "data.cdb", lambda fd: cdb.write_fd(fd, recs.keys, values))
+        )
+        fsutil.install_pair(root, staged[0], staged[1], sha256)
+    except cdb.CdbTooLarge as exc:
+        fsutil.discard(staged)
+        raise _Refused(f"data does not fit a cdb: {exc}") from None
+    except BaseException:
+        fsutil.discard(staged)  # the names install_pair renamed away are gone already
+        raise
+    try:
+        return _keep_copy(root)
+    except OSError as exc:
+        # The pair is in and durable; a missing copy only shortens the history.
+        _say(out, f"warning: no copy kept: {fsutil.describe(exc)}")
+        return None
+
+
+def _keep_copy(root: Path) -> str:
+    """Give the installed ``data`` a timestamped second name, created exclusively.
+
+    ``link`` fails when the name exists, so two receivers can never share a name,
+    whatever the clock does. Made after the install, so only installed data has a
+    copy. Not fsynced here: the next install fsyncs the directory, and losing the
+    name in a power cut loses history, never served data.
+    """
+    now = time.time()
+    base = "data." + time.strftime("%Y-%m-%d.%H%M%S", time.gmtime(now))
+    # A second push in the same second gets the microseconds, which sort after it.
+    micro = int((now % 1) * 1_000_000)
+    names = [base, *(f"{base}.{m:06d}" for m in range(micro, 1_000_000))]
+    for name in names:
+        try:
+            os.link(root / "data", root / name)
+        except FileExistsError:
+            continue
+        return name
+    raise FileExistsError(errno.EEXIST, "every copy name of this second is taken", str(root))
 
 
 def _already_installed(root: Path, content: bytes) -> bool:
@@ -206,23 +468,17 @@ def _already_installed(root: Path, content: bytes) -> bool:
 
     A push of what is installed (a re-push after SIGALRM, a restarted master) then
     changes nothing and costs no compile. Anything doubtful rebuilds: ``data``
-    differing by one byte, data.cdb missing, not a regular file, older than
-    ``data`` (restored from elsewhere), or not ending where its own hash tables
-    say it ends (cut short by a full disk, say).
+    differing by one byte, or data.cdb doubtful (:func:`_cdb_doubt`). The caller
+    holds the lock, with any interrupted install repaired.
     """
     try:
         with (root / "data").open("rb") as f:
             data_mtime = os.fstat(f.fileno()).st_mtime_ns
             if f.read(len(content) + 1) != content:
                 return False
-        with (root / "data.cdb").open("rb") as f:
-            st = os.fstat(f.fileno())
-            header = f.read(cdb.HEADER_SIZE)
+        return _cdb_doubt(root, data_mtime) is None
     except OSError:
         return False
-    if not stat.S_ISREG(st.st_mode) or st.st_mtime_ns < data_mtime:
-        return False
-    return len(header) == cdb.HEADER_SIZE and cdb.size_from_header(header) == st.st_size
 
 
 def prune(root: Path, keep: int) -> list[str]:
@@ -237,10 +493,11 @@ def prune(root: Path, keep: int) -> list[str]:
     except FileNotFoundError:
         current = None
     copies = []
-    for entry in os.scandir(root):
-        if _COPY.fullmatch(entry.name):
-            st = entry.stat()
-            copies.append((st.st_mtime_ns, entry.name, st.st_ino))
+    with os.scandir(root) as entries:
+        for entry in entries:
+            if _COPY.fullmatch(entry.name):
+                st = entry.stat(follow_symlinks=False)
+                copies.append((st.st_mtime_ns, entry.name, st.st_ino))
     copies.sort()
     gone = []
     for _, name, inode in copies[: max(0, len(copies) - keep)]:
@@ -250,19 +507,8 @@ def prune(root: Path, keep: int) -> list[str]:
     return gone
 
 
-def _copy_name(root: Path) -> str:
-    now = time.time()
-    base = "data." + time.strftime("%Y-%m-%d.%H%M%S", time.gmtime(now))
-    if not (root / base).exists():
-        return base
-    # A second push in the same second gets the microseconds, which sort after it.
-    micro = int((now % 1) * 1_000_000)
-    while (root / f"{base}.{micro:06d}").exists():
-        micro += 1
-    return f"{base}.{micro:06d}"
-
-
 def _read_capped(source: BinaryIO, max_size: int) -> bytes:
+    # The cap is on the data; the trailer line may come on top of it.
     limit = max_size + stream.TRAILER_MAX
     chunks = []
     size = 0
@@ -275,5 +521,8 @@ def _read_capped(source: BinaryIO, max_size: int) -> bytes:
 
 
 def _say(out: TextIO, line: str) -> None:
-    out.write(line + "\n")
-    out.flush()
+    # A master that went away (SIGPIPE is ignored, so EPIPE) must not stop an install
+    # of data already verified: it will see the result with its next status.
+    with contextlib.suppress(OSError):
+        out.write(line + "\n")
+        out.flush()

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -23,6 +25,18 @@ NEWER = assemble(
     [compile_source("zones.x", b".example.com:127.0.0.1:a\n+www.example.com:192.0.2.2\n")],
     1_700_000_001,
 ).data
+
+
+def build(n: int, serial: int | None = None) -> bytes:
+    """A dnsmaster build: serial 1700000000 + n unless given, one record that differs."""
+    zone = b".example.com:127.0.0.1:a\n+www.example.com:192.0.2.%d\n" % (n % 250 + 1)
+    return assemble(
+        [compile_source("zones.x", zone)], 1_700_000_000 + n if serial is None else serial
+    ).data
+
+
+def sha(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
 
 
 def run(root: Path, verb: str | None, stdin: bytes = b"", *extra: str) -> tuple[int, str, str]:
@@ -69,7 +83,7 @@ class TestPush:
     def test_keeps_timestamped_copies_and_prunes(self, tmp_path: Path) -> None:
         """Each push of new data keeps a copy; only the --keep newest stay."""
         for i in range(5):
-            data = DATA if i % 2 else NEWER
+            data = build(i)
             assert run(tmp_path, "push", data + seal(data), "--keep", "3")[0] == 0
         copies = [p for p in tmp_path.iterdir() if p.name.startswith("data.2")]
         assert len(copies) == 3
@@ -118,12 +132,157 @@ class TestPush:
 
     def test_copy_names(self, tmp_path: Path) -> None:
         """Copies are data.YYYY-MM-DD.HHMMSS, with microseconds when a second repeats."""
-        first = receive._copy_name(tmp_path)
-        (tmp_path / first).write_bytes(b"")
-        second = receive._copy_name(tmp_path)
+        root = tmp_path
+        (root / "data").write_bytes(DATA)
+        first = receive._keep_copy(root)
+        second = receive._keep_copy(root)
         assert len(first) == len("data.2026-11-25.043930")
-        assert second.startswith(first + ".")
-        assert sorted([second, first]) == [first, second]
+        assert second.startswith(first[:22] + ".")
+        for name in (first, second):
+            assert (root / name).stat().st_ino == (root / "data").stat().st_ino
+
+    def test_copy_names_are_taken_exclusively(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A name that exists (another receiver's copy) is never reused: the next one is."""
+        monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
+        taken = ["data.2027-01-15.080000", "data.2027-01-15.080000.250000"]
+        for name in taken:
+            (root / name).write_bytes(b"someone else's")
+        assert receive._keep_copy(root) == "data.2027-01-15.080000.250001"
+        for name in taken:
+            assert (root / name).read_bytes() == b"someone else's"
+
+    def test_failed_push_keeps_no_copy(self, root: Path) -> None:
+        """A push that fails after compiling leaves no copy, no temp file and the old pair."""
+        before = installed(root)
+        (root / "data.cdb").unlink()
+        (root / "data.cdb").mkdir()  # the rename of data.cdb fails
+        status, _, err = run(root, "push", NEWER + seal(NEWER))
+        assert status == receive.EXIT_SYSTEM, err
+        (root / "data.cdb").rmdir()
+        del before["data.cdb"]
+        assert installed(root) == before
+
+    def test_prunes_after_a_failure(self, root: Path) -> None:
+        """Pruning runs after a failed push too (a full disk needs the room)."""
+        for i in range(4):
+            (root / f"data.2020-01-01.00000{i}").write_bytes(b"old")
+            os.utime(root / f"data.2020-01-01.00000{i}", (1, 1))
+        bad = NEWER + b"Xbroken\n"
+        assert run(root, "push", bad + seal(bad), "--keep", "2")[0] == receive.EXIT_REFUSED
+        assert len([p for p in root.iterdir() if p.name.startswith("data.2")]) == 2
+
+    def test_sweeps_litter(self, root: Path) -> None:
+        """Temp files and links a killed run left are removed by the next run."""
+        litter = [".data.abc123.tmp", ".data.cdb.x_y.tmp", ".data.4242.link", ".data.a\x1bb.tmp"]
+        for name in litter:
+            (root / name).write_bytes(b"half")
+        status, out, err = run(root, "status")
+        assert (status, err) == (0, "")
+        assert "swept 4 files" in out
+        assert "\\x1b" in out
+        assert "\x1b" not in out
+        assert not [n for n in litter if (root / n).exists()]
+
+
+class TestOrder:
+    def test_older_build_refused(self, root: Path) -> None:
+        """A build older than the installed one is refused, naming both serials."""
+        assert run(root, "push", NEWER + seal(NEWER))[0] == 0
+        before = installed(root)
+        status, out, err = run(root, "push", DATA + seal(DATA))
+        assert status == receive.EXIT_REFUSED
+        assert "build serial 1700000000 is older than the installed serial 1700000001" in err
+        assert "push --force" in err
+        assert "installed" not in out
+        assert installed(root) == before
+
+    def test_force_installs_an_older_build(self, root: Path) -> None:
+        """push --force installs an older build (a rollback)."""
+        assert run(root, "push", NEWER + seal(NEWER))[0] == 0
+        status, _, err = run(root, "push --force", DATA + seal(DATA))
+        assert (status, err) == (0, "")
+        assert (root / "data").read_bytes() == DATA + seal(DATA)
+        assert (root / "data.cdb").read_bytes() == compile_data(DATA + seal(DATA), 1)
+
+    def test_same_serial_other_data_refused(self, root: Path) -> None:
+        """Another build with the installed serial (two masters?) is refused unless forced."""
+        other = DATA.replace(b"192.0.2.1", b"192.0.2.9")
+        status, _, err = run(root, "push", other + seal(other))
+        assert status == receive.EXIT_REFUSED
+        assert "already installed with different data" in err
+        assert run(root, "push --force", other + seal(other))[0] == 0
+
+    def test_serials_wrap(self, tmp_path: Path) -> None:
+        """Serials compare on the RFC 1982 circle: 5 is newer than 4294967290."""
+        old, new = build(0, serial=4_294_967_290), build(1, serial=5)
+        assert run(tmp_path, "push", old + seal(old))[0] == 0
+        assert run(tmp_path, "push", new + seal(new))[0] == 0
+        assert run(tmp_path, "push", old + seal(old))[0] == receive.EXIT_REFUSED
+
+    def test_data_without_banner_is_not_compared(self, root: Path) -> None:
+        """Data not built by dnsmaster (no serial banner) is installed as it comes."""
+        plain = b"+www.example.com:192.0.2.5\n"
+        assert run(root, "push", plain + seal(plain))[0] == 0
+        assert run(root, "push", DATA + seal(DATA))[0] == 0
+
+
+class TestRepair:
+    def interrupt(self, root: Path, data: bytes) -> None:
+        """What a kill between the two renames of an install leaves."""
+        (root / ".dnsmaster-installing").write_bytes(b"installing data sha256=x\n")
+        (root / "data").unlink()
+        (root / "data").write_bytes(data)
+
+    @pytest.mark.parametrize("verb", ["status", "push"])
+    def test_interrupted_install_repaired(self, root: Path, verb: str) -> None:
+        """New data beside the old data.cdb, journal left: the next run rebuilds data.cdb."""
+        self.interrupt(root, NEWER + seal(NEWER))
+        status, out, err = run(root, verb, NEWER + seal(NEWER))
+        assert (status, err) == (0, ""), err
+        assert "repaired: rebuilt data.cdb from data" in out
+        assert (root / "data.cdb").read_bytes() == compile_data(NEWER + seal(NEWER), 1)
+        assert not (root / ".dnsmaster-installing").exists()
+        if verb == "status":
+            assert out.splitlines()[-1].startswith(f"status sha256={sha(NEWER)} serial=1700000001")
+
+    def test_unrepairable_is_not_vouched_for(self, root: Path) -> None:
+        """Cut install, data does not compile: status names no sha256; a push repairs."""
+        old_cdb = (root / "data.cdb").read_bytes()
+        self.interrupt(root, b"Xbroken\x1b\n")
+        status, out, err = run(root, "status")
+        assert (status, out.splitlines()[-1]) == (0, "status none pair=unknown")
+        assert "data.cdb is not known to match data" in err
+        assert "\x1b" not in err
+        assert (root / "data.cdb").read_bytes() == old_cdb  # tinydns keeps answering
+        assert run(root, "push", NEWER + seal(NEWER))[0] == 0
+        assert run(root, "status")[1].startswith(f"status sha256={sha(NEWER)} ")
+        assert not (root / ".dnsmaster-installing").exists()
+
+    def test_journal_without_data(self, tmp_path: Path) -> None:
+        """The first install cut after data.cdb went in: no data, so nothing is vouched for."""
+        (tmp_path / ".dnsmaster-installing").write_bytes(b"")
+        (tmp_path / "data.cdb").write_bytes(compile_data(DATA, 1))
+        status, out, _ = run(tmp_path, "status")
+        assert (status, out.strip()) == (0, "status none pair=unknown")
+        assert run(tmp_path, "push", DATA + seal(DATA))[0] == 0
+        assert run(tmp_path, "status")[1].startswith(f"status sha256={sha(DATA)} ")
+
+    @pytest.mark.parametrize("damage", ["missing", "cut", "older"])
+    def test_doubtful_cdb_not_vouched_for(self, root: Path, damage: str) -> None:
+        """status names no sha256 when data.cdb is missing, cut short or older than data."""
+        cdb_path = root / "data.cdb"
+        if damage == "missing":
+            cdb_path.unlink()
+        elif damage == "cut":
+            cdb_path.write_bytes(cdb_path.read_bytes()[:-1])
+        else:
+            stamp = (root / "data").stat().st_mtime_ns - 10**9
+            os.utime(cdb_path, ns=(stamp, stamp))
+        status, out, err = run(root, "status")
+        assert (status, out.strip()) == (0, "status none pair=unknown")
+        assert "data.cdb" in err
 
 
 class TestRefusals:
@@ -170,15 +329,41 @@ class TestRefusals:
         assert "size cap of 100 bytes" in err
         assert installed(root) == before
 
-    @pytest.mark.parametrize("verb", ["rm -rf /", "push extra", "PUSH", "", "status; id"])
+    def test_size_cap_is_on_the_data(self, root: Path) -> None:
+        """--max-size caps the data itself; the trailer line comes on top."""
+        cap = str(len(NEWER))
+        assert run(root, "push", NEWER + seal(NEWER), "--max-size", str(len(NEWER) - 1))[0] == 1
+        assert run(root, "push", NEWER + seal(NEWER), "--max-size", cap)[0] == 0
+
+    @pytest.mark.parametrize(
+        "verb",
+        [
+            "rm -rf /",
+            "push extra",
+            "PUSH",
+            "",
+            "status; id",
+            "push --force --force",
+            "push -f",
+            "status --force",
+            "--force push",
+        ],
+    )
     def test_unknown_verbs(self, root: Path, verb: str) -> None:
         """Only the fixed verbs run; anything else is refused and changes nothing."""
         before = installed(root)
         status, out, err = run(root, verb, NEWER + seal(NEWER))
         assert status == receive.EXIT_USAGE
-        assert "this key runs one of: push, status" in err
+        assert "this key runs one of: push, push --force, status" in err
         assert out == ""
         assert installed(root) == before
+
+    def test_unknown_verb_escaped(self, root: Path) -> None:
+        """A command with control characters is quoted escaped, never raw."""
+        status, _, err = run(root, "push\x1b[2J")
+        assert status == receive.EXIT_USAGE
+        assert "\x1b" not in err
+        assert "\\x1b[2J" in err
 
     def test_no_command(self, root: Path) -> None:
         """An interactive login (no command) is refused."""
@@ -204,11 +389,19 @@ class TestStatus:
             f"status sha256={trailer.sha256} serial=1700000000 bytes={len(body)} "
         )
 
+    def test_reports_what_is_there(self, root: Path) -> None:
+        """data edited after its push reports its own sha256, not the trailer's claim."""
+        edited = DATA + b"+extra.example.com:192.0.2.9\n" + seal(DATA)
+        (root / "data").unlink()
+        (root / "data").write_bytes(edited)
+        (root / "data.cdb").write_bytes(compile_data(edited, 1))
+        status, out, _ = run(root, "status")
+        assert status == 0
+        assert out.startswith(f"status sha256={sha(edited[: -len(seal(DATA))])} ")
+
     def test_nothing_installed(self, tmp_path: Path) -> None:
-        """status on an empty root is a clear system error."""
-        status, _, err = run(tmp_path, "status")
-        assert status == receive.EXIT_SYSTEM
-        assert "file does not exist" in err
+        """status on an empty root says so, with no sha256 (the master then pushes)."""
+        assert run(tmp_path, "status") == (0, "status none\n", "")
 
 
 class TestCommandLine:
