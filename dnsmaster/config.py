@@ -4,12 +4,19 @@ Every mistake is a :class:`~dnsmaster.errors.ConfigError` naming the file and th
 key (``slave[2].host``), found before the daemon does anything. Relative paths
 are taken relative to the configuration file, so a config and its zones can move
 together (the shipped demo relies on it).
+
+Private keys are read and parsed here, not at the first push: a key with a
+passphrase, or a file that is no private key, would otherwise surface only as a
+failed push per slave, retried forever. What is legal but unsafe (files others
+may write, a key others may read) is no error: it is listed in
+:attr:`Config.warnings` for the caller to log.
 """
 
 from __future__ import annotations
 
 import math
 import os
+import stat
 import tomllib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
@@ -17,6 +24,7 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from dnsmaster.errors import ConfigError
+from dnsmaster.fsutil import describe
 
 __all__ = [
     "Config",
@@ -98,6 +106,9 @@ class Config:
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     push: PushOptions = field(default_factory=PushOptions)
     log: LogOptions = field(default_factory=LogOptions)
+    #: Unsafe but working setups found at load, each naming the path, what is
+    #: wrong and the fix (``chmod 600 KEY``); the daemon and push log them.
+    warnings: tuple[str, ...] = ()
 
 
 def resolve_path(option: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
@@ -257,16 +268,28 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
             raise ConfigError(str(path), f"slave[{i}].name", f"duplicate slave name {slave.name!r}")
         seen[slave.name] = i
     over_ssh = [s for s in slaves if s.transport == "ssh"]
+    warnings = _writable_by_anyone(
+        path, "the configuration file", "point dnsmaster at other zones, keys or slaves"
+    )
+    warnings += _writable_by_anyone(
+        zones, "the zones directory", "add a zones file and publish records for any domain"
+    )
+    keys: dict[Path, str] = {}  # each key file once, under the first config key naming it
     if over_ssh:
         if known_hosts is None:
             # Never fall back to "no checking": the user's own known_hosts, or an error.
             known_hosts = Path("~/.ssh/known_hosts").expanduser()
         _readable(path, "known_hosts", known_hosts)
+        warnings += _writable_by_anyone(
+            known_hosts, "the known_hosts file", "add a host key and pose as a slave"
+        )
         if key is not None:
-            _readable(path, "key", key)
+            keys.setdefault(key, "key")
     for i, slave in enumerate(slaves):
         if slave.key is not None:
-            _readable(path, f"slave[{i}].key", slave.key)
+            keys.setdefault(slave.key, f"slave[{i}].key")
+    for file, name in keys.items():
+        warnings += _private_key(path, name, file)
     return Config(
         path=path,
         zones=zones,
@@ -279,6 +302,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         daemon=daemon,
         push=push,
         log=log,
+        warnings=tuple(warnings),
     )
 
 
@@ -369,4 +393,104 @@ def _readable(path: Path, key: str, file: Path) -> None:
         with file.open("rb"):
             pass
     except OSError as exc:
-        raise ConfigError(str(path), key, f"{file}: cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(str(path), key, f"{file}: cannot read: {describe(exc)}") from None
+
+
+#: Far beyond any private key (an 16384-bit RSA key is 13 kB): a bigger file is not
+#: one, and reading it whole would only waste memory.
+_KEY_SIZE_MAX = 1 << 20
+
+
+def _private_key(path: Path, key: str, file: Path) -> list[str]:
+    """Check that ``file`` holds a private key usable without a passphrase.
+
+    Raises ConfigError (naming ``key``) when it is not; returns the warnings about
+    its permissions.
+    """
+
+    def error(reason: str) -> ConfigError:
+        return ConfigError(str(path), key, f"{file}: {reason}")
+
+    try:
+        # O_NONBLOCK: a key path naming a FIFO must not hang the start.
+        fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
+    except OSError as exc:
+        raise error(f"cannot read: {describe(exc)}") from None
+    try:
+        info = os.fstat(fd)
+        if stat.S_ISDIR(info.st_mode):
+            raise error("cannot read: is a directory")
+        if not stat.S_ISREG(info.st_mode):
+            raise error("not a regular file, so not a private key")
+        with os.fdopen(os.dup(fd), "rb") as f:
+            data = f.read(_KEY_SIZE_MAX + 1)
+    except OSError as exc:
+        raise error(f"cannot read: {describe(exc)}") from None
+    finally:
+        os.close(fd)
+    if not data.strip():
+        raise error("empty file, not a private key")
+    if len(data) > _KEY_SIZE_MAX:
+        raise error("over 1 MiB: not a private key")
+    _parse_private_key(data, file, error)
+    return _key_permissions(key, file, info.st_mode)
+
+
+def _parse_private_key(data: bytes, file: Path, error: Callable[[str], ConfigError]) -> None:
+    # Imported here: asyncssh costs 0.16 s to import, which `build` and `check`
+    # need not pay when no SSH slave is configured.
+    import asyncssh  # noqa: PLC0415
+
+    try:
+        asyncssh.import_private_key(data)
+    except asyncssh.KeyImportError as exc:
+        reason = str(exc)
+        if "assphrase" in reason:
+            # push.py connects without an agent and cannot ask for a passphrase.
+            raise error(
+                "the private key is encrypted with a passphrase; dnsmaster needs a key "
+                "without a passphrase; make one with ssh-keygen -t ed25519 -N '' "
+                f"(or remove this one's: ssh-keygen -p -N '' -f {file})"
+            ) from None
+        if _is_public_key(data):
+            fix = ": name the file without .pub" if file.suffix == ".pub" else ""
+            raise error(f"a public key, not a private key{fix}") from None
+        if reason == "Invalid private key":
+            reason = "not in a format ssh-keygen writes (OpenSSH, PEM or PKCS#8)"
+        raise error(f"not a private key: {reason}") from None
+
+
+def _is_public_key(data: bytes) -> bool:
+    import asyncssh  # noqa: PLC0415
+
+    try:
+        asyncssh.import_public_key(data)
+    except (asyncssh.KeyImportError, ValueError):
+        return False
+    return True
+
+
+def _key_permissions(key: str, file: Path, mode: int) -> list[str]:
+    # OpenSSH's ssh refuses a key whose mode has any of 0o077 set ("UNPROTECTED
+    # PRIVATE KEY FILE"); asyncssh does not check, so we say it ourselves.
+    if mode & 0o077 == 0:
+        return []
+    return [
+        f"{key}: {file}: the private key has mode {stat.S_IMODE(mode):04o}, open to group "
+        f"or others: whoever can read it can log in to the slaves, and OpenSSH refuses "
+        f"such a key; fix: chmod 600 {file}"
+    ]
+
+
+def _writable_by_anyone(file: Path, what: str, risk: str) -> list[str]:
+    """A warning when any user may write ``file`` (a missing file is no warning)."""
+    try:
+        mode = file.stat().st_mode
+    except OSError:
+        return []  # what must exist is checked elsewhere, with a clear error
+    if not mode & stat.S_IWOTH:
+        return []
+    return [
+        f"{file}: {what} is writable by anyone (mode {stat.S_IMODE(mode):04o}): any local "
+        f"user could {risk}; fix: chmod o-w {file}"
+    ]

@@ -7,6 +7,7 @@ run ``python -m dnsmaster`` and check that the message reaches stderr with exit 
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -17,14 +18,42 @@ from dnsmaster import config
 from dnsmaster.cli import EXIT_USAGE
 from dnsmaster.cli import main as cli_main
 from dnsmaster.errors import ConfigError
+from tests.conftest import require
 
 PROJECT = Path(__file__).resolve().parent.parent
 
 
+@pytest.fixture(scope="session")
+def keys(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Keys as ssh-keygen writes them: ``plain`` (no passphrase, and its .pub),
+    ``secret`` (passphrase, OpenSSH format), ``secret.pem`` (passphrase, PEM)."""
+    ssh_keygen = require("ssh-keygen", "openssh-client")
+    where = tmp_path_factory.mktemp("keys")
+    for name, passphrase, extra in [
+        ("plain", "", ()),
+        ("secret", "hunter2", ()),
+        ("secret.pem", "hunter2", ("-m", "PEM")),
+    ]:
+        kind = ("-t", "rsa", "-b", "2048") if extra else ("-t", "ed25519")
+        subprocess.run(
+            [ssh_keygen, "-q", *kind, *extra, "-N", passphrase, "-C", name, "-f", where / name],
+            check=True,
+            capture_output=True,
+            timeout=60,
+        )
+    return where
+
+
+def install_key(source: Path, target: Path) -> Path:
+    shutil.copyfile(source, target)
+    target.chmod(0o600)
+    return target
+
+
 @pytest.fixture
-def home(tmp_path: Path) -> Path:
+def home(tmp_path: Path, keys: Path) -> Path:
     """A directory with a key and a known_hosts file, as a master would have."""
-    (tmp_path / "id_ed25519").write_text("not really a key\n")
+    install_key(keys / "plain", tmp_path / "id_ed25519")
     (tmp_path / "known_hosts").write_text("")
     return tmp_path
 
@@ -78,7 +107,7 @@ def test_full(home: Path) -> None:
         + '[[slave]]\nname = "b.example_1"\nhost = "192.0.2.2"\n'
         + '[[slave]]\nname = "local-1"\ntransport = "local"\nroot = "slaves/one"\n'
     )
-    (home / "other_key").write_text("x")
+    install_key(home / "id_ed25519", home / "other_key")
     cfg = config.load(write(home, text))
     assert cfg.strict is True
     assert cfg.state == Path("/var/lib/dnsmaster/state.json")
@@ -120,7 +149,7 @@ def test_relative_paths_resolve_against_the_config_directory(
         'known_hosts = "known_hosts"\n' + SLAVE + 'key = "keys/a"\n',
     )
     (etc / "keys").mkdir()
-    (etc / "keys" / "a").write_text("k")
+    install_key(home / "id_ed25519", etc / "keys" / "a")
     monkeypatch.chdir(tmp_path_factory.mktemp("elsewhere"))
     cfg = config.load(path)
     assert cfg.zones == etc / "zones"
@@ -289,7 +318,230 @@ def test_unknown_key_lists_the_known_ones(home: Path) -> None:
 def test_unreadable_file_named_with_its_path(home: Path) -> None:
     err = load_error(home, BASE + SLAVE + 'key = "keys/missing"\n')
     assert str(home / "keys" / "missing") in err.reason
-    assert "No such file or directory" in err.reason
+    assert err.reason.endswith("cannot read: file does not exist")
+
+
+# --------------------------------------------------------------------------- private keys
+
+
+PASSPHRASE = "dnsmaster needs a key without a passphrase; make one with ssh-keygen -t ed25519 -N ''"
+
+
+def key_error(home: Path, file: Path, *, name: str = "key") -> ConfigError:
+    """The error for ``file`` given as the top-level key (or the first slave's)."""
+    text = 'zones = "z"\noutput = "o"\nknown_hosts = "known_hosts"\n'
+    if name == "key":
+        text += f"key = {str(file)!r}\n" + SLAVE
+    else:
+        text += SLAVE + f"[[slave]]\nname = 'b'\nhost = 'h'\nkey = {str(file)!r}\n"
+    err = load_error(home, text)
+    assert err.key == name
+    assert err.reason.startswith(f"{file}: "), err.reason
+    assert "Traceback" not in str(err)
+    return err
+
+
+@pytest.mark.parametrize("name", ["key", "slave[1].key"])
+@pytest.mark.parametrize("source", ["secret", "secret.pem"])
+def test_key_with_a_passphrase(home: Path, keys: Path, source: str, name: str) -> None:
+    """OpenSSH and PEM keys with a passphrase: dnsmaster cannot ask for it."""
+    file = install_key(keys / source, home / "with_passphrase")
+    err = key_error(home, file, name=name)
+    assert "encrypted with a passphrase" in err.reason
+    assert PASSPHRASE in err.reason
+    assert f"ssh-keygen -p -N '' -f {file}" in err.reason
+
+
+def test_public_key_given_by_mistake(home: Path, keys: Path) -> None:
+    err = key_error(home, keys / "plain.pub")
+    assert err.reason.endswith("a public key, not a private key: name the file without .pub")
+    renamed = install_key(keys / "plain.pub", home / "id_copy")
+    err = key_error(home, renamed, name="slave[1].key")
+    assert err.reason.endswith("a public key, not a private key")
+
+
+@pytest.mark.parametrize(
+    ("content", "reason"),
+    [
+        (os.urandom(300), "not a private key: not in a format ssh-keygen writes"),
+        (b"not really a key\n", "not a private key: not in a format ssh-keygen writes"),
+        (b"-----BEGIN OPENSSH PRIVATE KEY-----\nAAAA\n", "not a private key"),
+        (b"", "empty file, not a private key"),
+        (b"\n \n", "empty file, not a private key"),
+        (b"#" * (1 << 20) + b"\n", "over 1 MiB: not a private key"),
+    ],
+    ids=["random", "text", "truncated", "empty", "blank", "huge"],
+)
+def test_not_a_private_key(home: Path, content: bytes, reason: str) -> None:
+    file = home / "bad_key"
+    file.write_bytes(content)
+    file.chmod(0o600)
+    assert reason in key_error(home, file).reason
+    assert reason in key_error(home, file, name="slave[1].key").reason
+
+
+def test_unreadable_keys(home: Path) -> None:
+    """Each with the errno's words, as the build's errors give them."""
+    (home / "dir").mkdir()
+    assert key_error(home, home / "dir").reason.endswith("cannot read: is a directory")
+    missing = key_error(home, home / "missing", name="slave[1].key")
+    assert missing.reason.endswith("cannot read: file does not exist")
+    (home / "dangling").symlink_to(home / "nowhere")
+    assert key_error(home, home / "dangling").reason.endswith("cannot read: file does not exist")
+    os.mkfifo(home / "fifo")  # would block a plain open() for good
+    assert key_error(home, home / "fifo").reason.endswith(
+        "not a regular file, so not a private key"
+    )
+
+
+def test_good_keys_load(home: Path, keys: Path) -> None:
+    """A plain key, also through a symlink; the same file for several slaves is fine."""
+    (home / "link").symlink_to(home / "id_ed25519")
+    text = BASE + SLAVE + 'key = "link"\n[[slave]]\nname = "b"\nhost = "h"\nkey = "link"\n'
+    cfg = config.load(write(home, text))
+    assert cfg.slaves[0].key == cfg.slaves[1].key == home / "link"
+
+
+def test_unused_key_is_not_read(home: Path) -> None:
+    """Only local slaves: the top-level key is never used, so a bad one is no error."""
+    (home / "bad_key").write_bytes(b"garbage")
+    text = 'zones = "z"\noutput = "o"\nkey = "bad_key"\n'
+    text += '[[slave]]\nname = "l"\ntransport = "local"\nroot = "r"\n'
+    assert config.load(write(home, text)).key == home / "bad_key"
+
+
+def test_cli_refuses_a_key_with_a_passphrase(home: Path, keys: Path) -> None:
+    """``push`` stops at the config (exit 2) instead of failing every slave."""
+    install_key(keys / "secret", home / "id_ed25519")
+    path = write(home, BASE + SLAVE)
+    proc = run_cli("push", "--config", str(path), "--no-build")
+    assert proc.returncode == EXIT_USAGE, proc.stderr
+    assert f"{path}: key: {home / 'id_ed25519'}: the private key is encrypted" in proc.stderr
+    assert PASSPHRASE in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+# --------------------------------------------------------------------------- warnings
+
+
+@pytest.fixture
+def safe(home: Path) -> Path:
+    """A config whose files all have safe modes, whatever the umask: no warnings."""
+    (home / "z").mkdir()
+    (home / "z").chmod(0o755)
+    (home / "known_hosts").chmod(0o644)
+    path = write(home, 'zones = "z"\noutput = "o"\nknown_hosts = "known_hosts"\n' + SLAVE)
+    path.chmod(0o644)
+    return path
+
+
+def warnings_with(path: Path, top: str = "") -> tuple[str, ...]:
+    """The warnings of the config at ``path``, with ``top`` added to its top level."""
+    if top:
+        path.write_text(top + path.read_text())
+    return config.load(path).warnings
+
+
+def test_no_warnings(home: Path, safe: Path) -> None:
+    assert warnings_with(safe, 'key = "id_ed25519"\n') == ()
+
+
+@pytest.mark.parametrize("mode", [0o666, 0o646, 0o602])
+def test_config_writable_by_anyone(home: Path, safe: Path, mode: int) -> None:
+    safe.chmod(mode)
+    assert warnings_with(safe) == (
+        f"{safe}: the configuration file is writable by anyone (mode {mode:04o}): any local "
+        f"user could point dnsmaster at other zones, keys or slaves; fix: chmod o-w {safe}",
+    )
+
+
+def test_group_writable_config_is_no_warning(home: Path, safe: Path) -> None:
+    """A group of operators sharing the config is a choice, not a mistake."""
+    safe.chmod(0o664)
+    assert warnings_with(safe) == ()
+
+
+@pytest.mark.parametrize("mode", [0o777, 0o1777, 0o757])
+def test_zones_directory_writable_by_anyone(home: Path, safe: Path, mode: int) -> None:
+    """Even with the sticky bit anyone can add a zones file."""
+    (home / "z").chmod(mode)
+    (warning,) = warnings_with(safe)
+    assert warning.startswith(f"{home / 'z'}: the zones directory is writable by anyone")
+    assert f"(mode {mode:04o})" in warning
+    assert "publish records for any domain" in warning
+    assert warning.endswith(f"fix: chmod o-w {home / 'z'}")
+
+
+def test_zones_directory_missing_is_no_warning(home: Path, safe: Path) -> None:
+    """The build says what is wrong with a missing zones directory."""
+    (home / "z").rmdir()
+    assert warnings_with(safe) == ()
+
+
+def test_known_hosts_writable_by_anyone(home: Path, safe: Path) -> None:
+    (home / "known_hosts").chmod(0o666)
+    (warning,) = warnings_with(safe)
+    assert warning.startswith(f"{home / 'known_hosts'}: the known_hosts file is writable")
+    assert "pose as a slave" in warning
+    assert warning.endswith(f"fix: chmod o-w {home / 'known_hosts'}")
+
+
+@pytest.mark.parametrize("mode", [0o644, 0o640, 0o604, 0o620, 0o610, 0o601])
+def test_key_open_to_others(home: Path, safe: Path, mode: int) -> None:
+    """Any of 0o077, as OpenSSH counts it ("UNPROTECTED PRIVATE KEY FILE")."""
+    key = home / "id_ed25519"
+    key.chmod(mode)
+    assert warnings_with(safe, 'key = "id_ed25519"\n') == (
+        f"key: {key}: the private key has mode {mode:04o}, open to group or others: whoever "
+        f"can read it can log in to the slaves, and OpenSSH refuses such a key; "
+        f"fix: chmod 600 {key}",
+    )
+
+
+@pytest.mark.parametrize("mode", [0o600, 0o400, 0o700])
+def test_key_for_its_owner_only(home: Path, safe: Path, mode: int) -> None:
+    (home / "id_ed25519").chmod(mode)
+    assert warnings_with(safe, 'key = "id_ed25519"\n') == ()
+
+
+def test_keys_warned_once_per_file(home: Path, safe: Path) -> None:
+    """A key shared by the top level and a slave is one warning, under its first name."""
+    shared, own = home / "id_ed25519", install_key(home / "id_ed25519", home / "b_key")
+    shared.chmod(0o644)
+    own.chmod(0o640)
+    extra = '[[slave]]\nname = "b"\nhost = "h"\nkey = "b_key"\n'
+    extra += '[[slave]]\nname = "c"\nhost = "h"\nkey = "id_ed25519"\n'
+    safe.write_text(safe.read_text() + extra)
+    warnings = warnings_with(safe, 'key = "id_ed25519"\n')
+    assert [w.split(": ")[:2] for w in warnings] == [
+        ["key", str(shared)],
+        ["slave[1].key", str(own)],
+    ]
+
+
+def test_warnings_in_order(home: Path, safe: Path) -> None:
+    """Config file, zones directory, known_hosts, then keys."""
+    safe.chmod(0o666)
+    (home / "z").chmod(0o777)
+    (home / "known_hosts").chmod(0o666)
+    (home / "id_ed25519").chmod(0o644)
+    warnings = warnings_with(safe, 'key = "id_ed25519"\n')
+    assert [w.split(": ")[0] for w in warnings] == [
+        str(safe),
+        str(home / "z"),
+        str(home / "known_hosts"),
+        "key",
+    ]
+
+
+def test_unused_key_is_no_warning(home: Path) -> None:
+    """Only local slaves: the top-level key is not used, its mode does not matter."""
+    (home / "id_ed25519").chmod(0o644)
+    text = 'zones = "z"\noutput = "o"\nkey = "id_ed25519"\n'
+    text += '[[slave]]\nname = "l"\ntransport = "local"\nroot = "r"\n'
+    path = write(home, text)
+    path.chmod(0o644)
+    assert config.load(path).warnings == ()
 
 
 # --------------------------------------------------------------------------- resolve_path
