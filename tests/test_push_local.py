@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -168,7 +169,10 @@ async def test_push_one_refused_data(tmp_path: Path) -> None:
     before = sorted(p.name for p in (tmp_path / "root").iterdir())
     installed = (tmp_path / "root" / "data").read_bytes()
     lines = Lines()
-    result = await push.push_one(channel, good + b"!bad\n", "y", 30, lines)
+    # A newer build, so the receiver gets as far as compiling it (the same serial
+    # with other data is refused before that, as a second master's build).
+    bad = zone_data(SERIAL + 1) + b"!bad\n"
+    result = await push.push_one(channel, bad, "y", 30, lines)
     assert not result.ok
     assert result.exit_status == 1
     assert result.error == "receiver exited with status 1"
@@ -192,14 +196,27 @@ async def test_legacy_verb_refused_by_a_dnsmaster_receiver(tmp_path: Path) -> No
     assert result.exit_status == 2
 
 
-async def test_push_one_timeout(tmp_path: Path) -> None:
-    """A receiver that does not finish in time is killed; the result says so."""
+async def test_push_one_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A receiver that does not finish in time is killed; the result says so.
+
+    The "receiver" never finishes (it sleeps), so the timeout fires whatever the
+    machine's load; the test proves the kill by the PID it left behind.
+    """
+    pidfile = tmp_path / "receiver.pid"
+    hang = tmp_path / "hang"
+    hang.write_text(
+        f"#!/bin/sh\necho $$ > {pidfile}.tmp && mv {pidfile}.tmp {pidfile}\nexec sleep 3600\n"
+    )
+    hang.chmod(0o755)
+    monkeypatch.setattr(sys, "executable", str(hang))  # LocalChannel runs sys.executable
     channel = local(tmp_path / "root")
-    started = asyncio.get_running_loop().time()
-    result = await push.push_one(channel, zone_data(), "x", 0.01, Lines())
+    async with asyncio.timeout(120):  # a guard against a hang, not a measurement
+        result = await push.push_one(channel, zone_data(), "x", 0.5, Lines())
     assert not result.ok
-    assert result.error == "timed out after 0.01 s"
-    assert asyncio.get_running_loop().time() - started < 10
+    assert result.error == "timed out after 0.5 s"
+    if pidfile.exists():  # else it was killed before it could even write it
+        with pytest.raises(ProcessLookupError):
+            os.kill(int(pidfile.read_text()), 0)
     assert not (tmp_path / "root" / "data").exists()
 
 
@@ -230,28 +247,55 @@ async def test_push_all_keeps_order_and_isolates_failures(tmp_path: Path) -> Non
 
 
 async def test_push_all_parallel_bound(tmp_path: Path) -> None:
-    """At most ``parallel`` channels run at once."""
-    running = 0
-    peak = 0
+    """At most ``parallel`` channels run at once, and a freed place goes to the next.
 
-    class Slow:
+    Each channel blocks until the test releases it, so "at once" is a fact of the
+    event order, not of timing.
+    """
+    started: list[str] = []
+    running: set[str] = set()
+    peak = 0
+    release = {f"s{i}": asyncio.Event() for i in range(10)}
+
+    class Held:
         def __init__(self, name: str) -> None:
             self.slave = Slave(name=name, transport="local", root=tmp_path)
 
         async def run(
             self, verb: str, payload: bytes | None, on_line: push.LineSink
         ) -> push.RunResult:
-            nonlocal running, peak
-            running += 1
-            peak = max(peak, running)
-            await asyncio.sleep(0.02)
-            running -= 1
+            nonlocal peak
+            started.append(self.slave.name)
+            running.add(self.slave.name)
+            peak = max(peak, len(running))
+            await release[self.slave.name].wait()
+            running.discard(self.slave.name)
             return push.RunResult(0, ())
 
         async def close(self) -> None:
             return None
 
-    channels = [Slow(f"s{i}") for i in range(10)]
-    results = await push.push_all(channels, b"", "", parallel=3, timeout=5, on_line=Lines())
+    async def settle(count: int) -> None:
+        """Let the loop run until ``count`` channels have started, then some more."""
+        while len(started) < count:
+            await asyncio.sleep(0)
+        for _ in range(50):  # room for a wrongly admitted extra channel to start
+            await asyncio.sleep(0)
+
+    channels = [Held(f"s{i}") for i in range(10)]
+    async with asyncio.timeout(60):  # a guard against a hang, not a measurement
+        task = asyncio.create_task(
+            push.push_all(channels, b"", "", parallel=3, timeout=60, on_line=Lines())
+        )
+        await settle(3)
+        assert started == ["s0", "s1", "s2"]
+        release["s1"].set()
+        await settle(4)
+        assert started == ["s0", "s1", "s2", "s3"]
+        assert running == {"s0", "s2", "s3"}
+        for event in release.values():
+            event.set()
+        results = await task
     assert all(r.ok for r in results)
+    assert sorted(started) == sorted(release)
     assert peak == 3
