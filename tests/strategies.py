@@ -18,6 +18,9 @@ __all__ = [
     "data_files",
     "dot_lines",
     "fields",
+    "hostile_lines",
+    "huge_labels",
+    "huge_numbers",
     "ips",
     "lines",
     "locations",
@@ -74,7 +77,14 @@ def labels() -> Bytes:
         (2, raw_bytes(6).filter(lambda b: b"." not in b)),
         (1, st.integers(60, 66).map(lambda n: b"l" * n)),  # around the 63-byte limit
         (1, st.integers(58, 64).map(lambda n: b"\\101" + b"m" * (n - 1))),  # escaped, same
+        (1, huge_labels()),
     )
+
+
+def huge_labels() -> Bytes:
+    """Labels far past 63 bytes, where a length no longer fits one byte (256+)."""
+    size = st.sampled_from([255, 256, 257, 300, 1000])
+    return st.one_of(size.map(lambda n: b"h" * n), size.map(lambda n: b"\\101" * n))
 
 
 def long_names() -> Bytes:
@@ -175,6 +185,7 @@ def numbers() -> Bytes:
         (4, st.integers(0, 100000).map(lambda n: b"%d" % n)),
         (2, plain),
         (1, st.tuples(plain, raw_bytes(3)).map(b"".join)),
+        (1, huge_numbers()),
         (
             2,
             st.sampled_from(
@@ -198,6 +209,15 @@ def numbers() -> Bytes:
                 ]
             ),
         ),
+    )
+
+
+def huge_numbers() -> Bytes:
+    """Digit runs past 2**64, up to thousands of digits (past Python's int() limit)."""
+    return st.one_of(
+        st.sampled_from([b"%d" % 2**64, b"%d" % 10**30, b"0" * 5000 + b"7"]),
+        st.integers(21, 5000).map(lambda n: b"9" * n),
+        st.integers(2**64, 10**80).map(lambda n: b"%d" % n),
     )
 
 
@@ -393,4 +413,28 @@ def dot_lines() -> Bytes:
         parts,
         st.integers(1, 6),
         weighted((10, st.just(b"")), (1, st.sampled_from([b"\r", b" ", b":", b"\t"]))),
+    )
+
+
+def hostile_lines() -> Bytes:
+    """Lines built to break a parser, not to compile: any leading byte, fields of
+    absurd labels and numbers, control bytes, far too many fields."""
+    field = weighted(
+        (6, raw_bytes(12)),
+        (3, huge_labels()),
+        (3, huge_numbers()),
+        (2, names()),
+        (2, st.lists(huge_labels(), min_size=1, max_size=3).map(b".".join)),
+        (2, st.sampled_from([b"\x00", b"\x1b[2J", b"\r", b"\x1b]0;pwned\x07", b"\\", b"\\777"])),
+        (1, st.integers(1, 3).map(lambda n: b"\\" * n)),
+    )
+    lead = weighted(
+        (8, st.sampled_from(sorted(_SHAPES))),
+        (1, st.sampled_from([b"#", b"-", b"\x00", b"\x1b", b"\r", b"\xff", b" ", b"X"])),
+    )
+    many = st.integers(16, 3000).map(lambda n: b":" * n)
+    return weighted(
+        (12, st.tuples(lead, st.lists(field, max_size=18).map(b":".join)).map(b"".join)),
+        (1, st.tuples(lead, many).map(b"".join)),
+        (1, st.sampled_from([b":", b"", b"\r", b"\\", b":" * 100000])),
     )

@@ -123,3 +123,51 @@ class TestMisc:
         assert f[:3] == [b"a\\", b"b", b"1.2.3.4"]
         assert len(f) >= 15
         assert not any(f[3:])
+
+
+class TestHostile:
+    """Fields no real zone has: every parser answers, or raises NameError_ for names."""
+
+    @pytest.mark.parametrize(
+        ("digits", "mod_2_64"),
+        [
+            (b"9" * 5000, (pow(10, 5000, 2**64) - 1) % 2**64),
+            (b"0" * 5000 + b"7", 7),
+            (b"%d" % 10**30, 10**30 % 2**64),
+        ],
+    )
+    def test_number_of_thousands_of_digits(self, digits: bytes, mod_2_64: int) -> None:
+        """Past int()'s 4300-digit limit, the value is still right mod 2**64."""
+        for raw in (digits, digits + b"s"):
+            value = fields.number(raw)
+            assert value is not None
+            assert value % 2**64 == mod_2_64
+
+    def test_ip_and_prefix_of_thousands_of_digits(self) -> None:
+        huge = b"9" * 5000  # 10**5000 - 1, which is 255 mod 256
+        assert fields.ip4(huge + b".1.2." + huge) == b"\xff\x01\x02\xff"
+        assert fields.prefix(huge + b"." + huge) == b"\xff\xff"
+
+    @pytest.mark.parametrize("size", [63, 64, 255, 256, 257, 1000])
+    @pytest.mark.parametrize("escaped", [False, True])
+    def test_label_sizes(self, size: int, escaped: bool) -> None:
+        """A label of 256+ bytes is a NameError_ like one of 64 (it was an IndexError)."""
+        label = b"\\101" * size if escaped else b"a" * size
+        if size <= 63:
+            written = (b"A" if escaped else b"a") * size
+            assert fields.name_to_wire(label + b".x") == bytes((size,)) + written + b"\x01x\x00"
+            return
+        with pytest.raises(fields.NameError_, match="label longer than 63 bytes"):
+            fields.name_to_wire(label + b".x")
+        with pytest.raises(fields.NameError_, match="label longer than 63 bytes"):
+            fields.name_to_wire(b"x." + label)
+
+    def test_label_shown_without_control_bytes(self) -> None:
+        """The label quoted in the reason has ESC, CR and NUL escaped."""
+        with pytest.raises(fields.NameError_) as caught:
+            fields.name_to_wire(b"\x1b[2J\r\x00" + b"a" * 300)
+        assert "\\x1b[2J\\r\\x00" in str(caught.value)
+        assert not any(ord(c) < 0x20 for c in str(caught.value))
+        with pytest.raises(fields.NameError_) as caught:
+            fields.name_to_wire(b"\\033\r" + b"a" * 300)
+        assert "\\x1b\\r" in str(caught.value)

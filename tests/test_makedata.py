@@ -54,6 +54,54 @@ class TestSerial:
         assert previous_serial(data) == 1234
         assert previous_serial(b"+a:1.2.3.4\n") is None
 
+    def test_wraps_per_rfc_1982(self) -> None:
+        """After 4294967295 comes 0 (RFC 1982), never 4294967296: the SOA field is 32 bits."""
+        assert next_serial(1000, 4294967295) == 1000  # a time past the wrap is newer
+        assert next_serial(4294967000, 4294967295) == 0
+        assert next_serial(4294967295, 4294967295) == 0
+        assert next_serial(0, 0) == 1
+        # Half the circle ahead or more is not newer: count on from the previous one.
+        assert next_serial(2**31, 0) == 1
+        assert next_serial(2**31 - 1, 0) == 2**31 - 1
+        # A clock past 2106 still gives a 32-bit serial.
+        assert next_serial(2**32 + 5, None) == 5
+
+    def test_serials_stay_in_32_bits(self) -> None:
+        """Every serial next_serial gives fits the SOA field and is newer than the last."""
+        previous = 4294967290
+        for now in [4294967290, 4294967291, 1, 4294967295, 10**9, 0]:
+            serial = next_serial(now, previous)
+            assert 0 <= serial < 2**32
+            assert serial != previous
+            previous = serial
+
+    @pytest.mark.parametrize(
+        "banner",
+        [
+            b"# dnsmaster serial 4294967296 - x\n",
+            b"# dnsmaster serial 99999999999999999999999999 - x\n",
+            b"# dnsmaster serial " + b"9" * 5000 + b"\n",
+            b"# dnsmaster serial " + b"0" * 5000 + b"1\n",
+        ],
+    )
+    def test_banner_out_of_range(self, banner: bytes) -> None:
+        """A banner serial no 32-bit SOA can hold is no previous serial, and no exception."""
+        assert previous_serial(banner) is None
+        assert next_serial(1000, previous_serial(banner)) == 1000
+
+    def test_banner_at_the_limit(self) -> None:
+        assert previous_serial(b"# dnsmaster serial 4294967295 x\n") == 4294967295
+        assert previous_serial(b"# dnsmaster serial 0004294967295 x\n") == 4294967295
+
+    def test_assemble_at_the_limit(self) -> None:
+        """The last serial assembles (text and records agree); one past it wraps to 0."""
+        src = compile_source("zones.x", b".example.com:1.2.3.4:a\n")
+        for serial, stamp in [(4294967295, 4294967295), (2**32, 0)]:
+            built = assemble([src], serial)
+            assert built.serial == stamp
+            assert compile_data(built.data, 1) == cdb.dumps(built.keys, built.values)
+            assert b":%d:16384:" % stamp in built.data
+
 
 class TestExpansion:
     def test_same_records_as_the_dot_lines(self) -> None:
@@ -119,6 +167,34 @@ class TestExpansion:
         b = compile_source("zones.b", b"+b.example:1.2.3.5\n")
         data = assemble([a, b], 9).data
         assert b"+a.example:1.2.3.4\n# zones.b:1\n" in data
+
+
+class TestOriginComments:
+    """The ``# name:LINE`` comments can never carry a line break into data."""
+
+    @pytest.mark.parametrize(
+        "name",
+        ["zones.a\n+evil.example:6.6.6.6", "zones.a\r\x1b[2J", "zones.\x00", "zones.\x85x"],
+    )
+    def test_control_characters_escaped(self, name: str) -> None:
+        src = compile_source(name, b".example.com:1.2.3.4:a\n+www.example.com:1.2.3.5\n")
+        data = assemble([src], 7).data
+        comments = [line for line in data.split(b"\n") if line.startswith(b"# zones.")]
+        assert comments
+        for line in comments:
+            assert not any(c < 0x20 or c == 0x7F for c in line), line
+        assert b"evil" not in b"".join(
+            line for line in data.split(b"\n") if not line.startswith(b"#")
+        )
+        # Nothing but the two lines written reaches tinydns-data.
+        keys = {k for k, _ in cdb.CdbReader(compile_data(data, 1)).items()}
+        assert b"\x04evil\x07example\x00" not in keys
+
+    def test_ordinary_names_kept(self) -> None:
+        """A name without control characters is written as it is, backslash and all."""
+        for name in ["zones.example.com", "zones.a\\b", "zones.\u00e9t\u00e9"]:
+            data = compile_source(name, b"+a:1.2.3.4\n").text
+            assert data.startswith(b"# " + name.encode() + b":1\n")
 
 
 class TestErrors:
