@@ -24,6 +24,7 @@ import pytest
 
 from dnsmaster import state as statefile
 from dnsmaster.core.makedata import assemble, compile_source
+from tests.conftest import require
 from tests.daemonrun import PROJECT, DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -76,12 +77,18 @@ def status(config: Path) -> subprocess.CompletedProcess[str]:
 
 
 def wait_state(path: Path, check: str, timeout: float = TIMEOUT) -> statefile.State:
-    """Poll the state file until ``check`` (a predicate's name below) holds."""
+    """Poll the state file until ``check`` (a predicate's name below) holds.
+
+    Fails the test on timeout, with the last state read: returning it instead let
+    callers go on with a state that never got there.
+    """
     deadline = time.monotonic() + timeout
     while True:
         current = statefile.read(path)
-        if CHECKS[check](current) or time.monotonic() > deadline:
+        if CHECKS[check](current):
             return current
+        if time.monotonic() > deadline:
+            pytest.fail(f"state never {check!r} in {timeout} s; last read: {current}")
         time.sleep(0.05)
 
 
@@ -707,11 +714,9 @@ def _svc(option: str, service: Path) -> None:
 
 def test_service_under_supervise(tmp_path: Path) -> None:
     """service/dnsmaster/run under daemontools' supervise: up, svc -h builds, svc -d stops."""
-    if not (SERVICE / "run").is_file():
-        pytest.skip("service/dnsmaster/run is not there")
+    assert (SERVICE / "run").is_file(), "service/dnsmaster/run is shipped: where did it go?"
     for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
-        if shutil.which(tool) is None:
-            pytest.skip(f"daemontools' {tool} is not installed")
+        require(tool, "daemontools")
     setup = Local(tmp_path / "site", extra='\n[log]\nformat = "json"\n')
     service = tmp_path / "service" / "dnsmaster"
     shutil.copytree(SERVICE, service, ignore=shutil.ignore_patterns("supervise"))
