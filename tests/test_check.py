@@ -79,6 +79,15 @@ ERRORS = [
     (b"Sb.example.com:1.2.3.4:sip", "SRV line without a port"),
     (b"." + LONG_ZONE + b":1.2.3.4:a.b", "too long for its SOA contact hostmaster.<zone>"),
     (b"'b.example.com:\0dnsmaster-serial\0", "contains dnsmaster's serial placeholder"),
+    # Labels whose length no longer fits a byte were once an uncaught IndexError.
+    (b"+" + b"a" * 256 + b".example.com:1.2.3.4", "name: label longer than 63 bytes"),
+    (b"+" + b"a" * 1000 + b":1.2.3.4", "name: label longer than 63 bytes"),
+    (b"+" + b"\\101" * 300 + b":1.2.3.4", "name: label longer than 63 bytes"),
+    (b"Cb.example.com:" + b"t" * 300, "target: label longer than 63 bytes"),
+    (b"'" + b"t" * 300 + b":text", "name: label longer than 63 bytes"),
+    (b"+\x1b[2J" + b"e" * 300 + b":1.2.3.4", "label longer than 63 bytes (\\x1b[2Jeee"),
+    (b"\x1b[2J", "unrecognized leading character '\\x1b'"),
+    (b":b.example.com:0\x1b:x", "type 0\\x1b is 0"),
 ]
 
 # (line, message fragment): lines that compile as written but probably are not meant so.
@@ -100,6 +109,9 @@ WARNINGS = [
     (b"+b.example.com:1.2.3.4:::abc", "location 'abc' is not one or two letters"),
     (b"%ab:1.2x.3", "IP prefix '1.2x.3' is not up to four dotted numbers"),
     (b"%a1", "location 'a1' is not one or two letters"),
+    (b"+b.example.com:1.2.3.4:" + b"9" * 5000, "TTL 999999999999... (5000 digits) is too large"),
+    (b"+b.example.com:1.2.3.4:%d" % 10**30, "wraps to 1073741824"),
+    (b"+b.example.com:1.2.3.4:\x1b[2J", "TTL '\\x1b[2J' is not a number"),
 ]
 
 
@@ -147,6 +159,21 @@ class TestErrors:
         assert errors, got.err
         assert any(message in e for e in errors), got.err
         assert got.out.startswith("FAILED: 1 files, 3 lines, ")
+
+    def test_no_control_bytes_reach_the_terminal(self, check: Check, zones: Path) -> None:
+        """ESC, CR and NUL from zone content are escaped in every line check prints."""
+        (zones / "zones.a").write_bytes(
+            b"+\x1b]0;owned\x07" + b"a" * 300 + b":1.2.3.4\n"
+            b"\x1b[2J\n"
+            b"+b:1.2.3.4:\r\x00\x1b\n"
+            b"+c:1.2.3\x1b[31m\n"
+            b":d:0\x1b:x\n"
+        )
+        got = check("--zones", zones, "--strict")
+        assert got.status == EXIT_DATA
+        assert len(got.lines) >= 5, got.err
+        for text in (got.out, got.err):
+            assert not any(c in text for c in "\x1b\x00\r\x07"), text
 
     def test_all_reported(self, check: Check, zones: Path) -> None:
         """Every bad line is reported, not just the first one tinydns-data would stop at."""
