@@ -125,7 +125,7 @@ def load(path: Path) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {exc.strerror or exc}") from None
+        raise ConfigError(str(path), "", f"cannot read: {describe(exc)}") from None
     try:
         table = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
