@@ -203,6 +203,8 @@ def _config_and_log(args: argparse.Namespace) -> Config | None:
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
     )
+    for warning in cfg.warnings:
+        log.get_logger().warning("config.warning", warning=warning)
     return cfg
 
 
@@ -403,7 +405,7 @@ def _build_if_needed(cfg: Config, logger: Any) -> int:
     from dnsmaster.build import Builder  # noqa: PLC0415
     from dnsmaster.errors import BuildError  # noqa: PLC0415
 
-    builder = Builder(cfg.zones, cfg.output, strict=cfg.strict)
+    builder = Builder(cfg.zones, cfg.output, strict=cfg.strict, max_file_size=cfg.max_file_size)
     try:
         for name in builder.tidy():
             logger.info("build.swept", file=name)

@@ -39,6 +39,10 @@ __all__ = [
 
 ENV_VAR = "DNSMASTER_CONFIG"
 
+#: The default cap on one zones file: far above any real one (1M lines are about
+#: 50 MB), far below what would exhaust memory.
+MAX_FILE_SIZE = 256 * 1024 * 1024
+
 
 @dataclass(frozen=True, slots=True)
 class Slave:
@@ -70,6 +74,9 @@ class DaemonOptions:
     stop_timeout: float = 30.0
     verify: bool = True
     verify_timeout: float = 2.0
+    #: Seconds between checks of the sources' fingerprint, which catch any change the
+    #: watcher missed (0: never).
+    rescan: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +109,8 @@ class Config:
     key: Path | None = None
     known_hosts: Path | None = None
     strict: bool = False
+    #: The largest zones file a build reads, in bytes.
+    max_file_size: int = MAX_FILE_SIZE
     slaves: tuple[Slave, ...] = ()
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     push: PushOptions = field(default_factory=PushOptions)
@@ -242,7 +251,7 @@ def _names(cls: type) -> tuple[str, ...]:
 def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
     """Check a parsed TOML document and build the :class:`Config`."""
     top_keys = (
-        "zones", "output", "state", "key", "known_hosts", "user", "strict",
+        "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
         "slave", "daemon", "push", "log",
     )  # fmt: skip
     with _Reader(table, path=path, prefix="").known(top_keys) as top:
@@ -257,6 +266,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         known_hosts = top.path("known_hosts")
         user = top.text("user", "dnsslave")
         strict = top.take("strict", bool, False)
+        max_file_size = top.integer("max_file_size", MAX_FILE_SIZE, low=1, high=1 << 40)
         daemon = _section(top.table("daemon"), path, "daemon.", _daemon)
         push = _section(top.table("push"), path, "push.", _push)
         log = _section(top.table("log"), path, "log.", _log)
@@ -298,6 +308,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         key=key,
         known_hosts=known_hosts,
         strict=strict,
+        max_file_size=max_file_size,
         slaves=slaves,
         daemon=daemon,
         push=push,
@@ -325,6 +336,7 @@ def _daemon(r: _Reader) -> DaemonOptions:
             stop_timeout=r.number("stop_timeout", d.stop_timeout),
             verify=r.take("verify", bool, d.verify),
             verify_timeout=r.number("verify_timeout", d.verify_timeout, minimum=0.01),
+            rescan=r.number("rescan", d.rescan),
         )
     if options.max_delay < options.debounce:
         raise r.error("max_delay", "must not be shorter than debounce")

@@ -15,15 +15,25 @@ Shape of the loop:
 * signals: SIGHUP builds now; SIGALRM pushes the current build to every slave
   again; SIGTERM/SIGINT stop watching, let pushes in flight finish (up to
   ``stop_timeout``), write the state file and exit 0.
+* events can be missed (an inotify queue overflow, a zones directory swapped by a
+  rename): the watcher then asks for a rescan, and every ``rescan`` seconds the
+  daemon checks anyway. A rescan hashes the sources and builds only if their
+  fingerprint differs from the current build's.
+* nothing dies quietly: an unexpected exception in any task, callback or thread is
+  logged with its traceback (``daemon.crash``) and the daemon exits with status 70,
+  so its supervisor starts it again, instead of a daemon that looks alive and no
+  longer builds or pushes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import hashlib
 import os
 import signal
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,10 +44,10 @@ import asyncssh
 from dnsmaster import state as statefile
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
-from dnsmaster.core.makedata import previous_serial
+from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.debounce import Debouncer
-from dnsmaster.errors import BuildError, DataErrors, WatchError
+from dnsmaster.errors import BuildError, DataErrors, PushError, WatchError
 from dnsmaster.push import PushLog, SlaveChannel, channel_for, fetch_status, push_one
 from dnsmaster.verify import check_serials
 from dnsmaster.watch import Change, ZonesWatcher
@@ -51,6 +61,8 @@ VERIFY_ZONES = 20
 STATE_DELAY = 0.05
 
 EXIT_OK = 0
+#: EX_SOFTWARE: an unexpected exception (a bug); the traceback is in the log.
+EXIT_CRASH = 70
 EXIT_SYSTEM = 111
 
 
@@ -65,6 +77,8 @@ class Current:
     time: float
     #: zone (wire name) -> SOA serial, for the zones this build changed
     verify: dict[bytes, int]
+    #: the sources fingerprint in ``data``'s banner (None for data from elsewhere)
+    fingerprint: str | None = None
 
 
 def _current_from_disk(output: Path) -> Current | None:
@@ -82,6 +96,7 @@ def _current_from_disk(output: Path) -> Current | None:
         records=None,
         time=os.stat(output / "data").st_mtime,
         verify=zones,
+        fingerprint=built_from(data[:300]),
     )
 
 
@@ -149,7 +164,7 @@ class SlaveWorker:
                 version = await fetch_status(
                     self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
                 )
-        except (OSError, TimeoutError, asyncssh.Error) as exc:
+        except (OSError, TimeoutError, asyncssh.Error, PushError) as exc:
             log.warning("status.failed", slave=self.slave.name, error=_reason(exc))
             await self.channel.close()
             return
@@ -233,7 +248,12 @@ class Daemon:
     def __init__(self, config: Config, log: Any) -> None:
         self.config = config
         self.log = log
-        self.builder = Builder(config.zones, config.output, strict=config.strict)
+        self.builder = Builder(
+            config.zones,
+            config.output,
+            strict=config.strict,
+            max_file_size=config.max_file_size,
+        )
         self.current: Current | None = None
         self.build_error: str | None = None
         self.stopping = False
@@ -242,6 +262,7 @@ class Daemon:
         self.workers = [SlaveWorker(self, slave) for slave in config.slaves]
         self._stop = asyncio.Event()
         self._hup = asyncio.Event()
+        self._rescan = asyncio.Event()
         self._idle = asyncio.Event()
         self._exit = EXIT_OK
         self._logs: dict[str, PushLog] = {}
@@ -331,6 +352,7 @@ class Daemon:
             records=result.records,
             time=time.time(),
             verify=dict(list(verify.items())[:VERIFY_ZONES]),
+            fingerprint=built_from(data[:300]),
         )
         self.build_error = None
         self.log.info(
@@ -348,6 +370,8 @@ class Daemon:
     async def _first_build(self) -> None:
         """Build unless data on disk already comes from these zones; else keep it."""
         try:
+            for name in await asyncio.to_thread(self.builder.tidy):
+                self.log.info("build.swept", file=name)
             fresh = await asyncio.to_thread(self.builder.is_current)
         except BuildError as exc:
             self.log.error("build.error", path=exc.path, error=exc.reason)
@@ -365,15 +389,44 @@ class Daemon:
         while True:
             waiting = asyncio.ensure_future(self.debouncer.wait())
             hup = asyncio.ensure_future(self._hup.wait())
-            done, _ = await asyncio.wait({waiting, hup}, return_when=asyncio.FIRST_COMPLETED)
+            rescan = asyncio.ensure_future(self._rescan.wait())
+            done, _ = await asyncio.wait(
+                {waiting, hup, rescan}, return_when=asyncio.FIRST_COMPLETED
+            )
             changes = waiting.result() if waiting in done else 0
-            for task in (waiting, hup):
+            for task in (waiting, hup, rescan):
                 task.cancel()
             if hup in done:
                 self._hup.clear()
                 await self.build("sighup")
-            else:
+            elif waiting in done:
                 await self.build("change", changes)
+            else:
+                self._rescan.clear()
+                await self._check_fingerprint()
+
+    async def _check_fingerprint(self) -> None:
+        """Build if the sources differ from the current build (events were missed)."""
+        try:
+            now = await asyncio.to_thread(self.builder.fingerprint)
+        except BuildError as exc:
+            self.log.error("rescan.failed", path=exc.path, error=exc.reason)
+            return
+        built = self.current.fingerprint if self.current is not None else None
+        if now != built or self.build_error is not None:
+            self.log.info("rescan.changed", fingerprint=now[:16])
+            await self.build("rescan")
+
+    def rescan(self, reason: str) -> None:
+        """Compare the sources with the current build soon (on the loop)."""
+        self.log.info("watch.rescan", reason=reason)
+        self._rescan.set()
+
+    async def _rescan_timer(self, every: float) -> None:
+        while True:
+            await asyncio.sleep(every)
+            self.log.debug("watch.rescan", reason="periodic")
+            self._rescan.set()
 
     # -- signals ----------------------------------------------------------------
 
@@ -397,14 +450,72 @@ class Daemon:
         self._exit = EXIT_SYSTEM
         self._stop.set()
 
+    def _on_missing(self, reason: str) -> None:
+        self.log.warning("watch.missing", path=str(self.config.zones), reason=reason)
+
+    # -- nothing dies quietly ----------------------------------------------------
+
+    def _crashed(self, where: str, exc: BaseException) -> None:
+        """An exception nothing expected: log it whole and stop with EXIT_CRASH."""
+        self.log.critical(
+            "daemon.crash",
+            task=where,
+            error=f"{type(exc).__name__}: {exc}",
+            exc_info=(type(exc), exc, exc.__traceback__),
+        )
+        if self._exit == EXIT_OK:
+            self._exit = EXIT_CRASH
+        self._stop.set()
+
+    def _task_done(self, task: asyncio.Task[None], *, forever: bool) -> None:
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None:
+            self._crashed(task.get_name(), exc)
+        elif forever and not self.stopping:
+            self._crashed(task.get_name(), RuntimeError("task ended while the daemon runs"))
+
+    def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
+        exc = context.get("exception")
+        if exc is None:
+            self.log.error("daemon.loop_error", error=context.get("message"))
+            return
+        self._crashed("callback", exc)
+
+    def _thread_exception(self, args: threading.ExceptHookArgs) -> None:
+        # The watcher's threads: an exception there would silently end the watch.
+        exc = args.exc_value or RuntimeError(f"{args.exc_type.__name__} in a thread")
+        name = args.thread.name if args.thread is not None else "thread"
+        with contextlib.suppress(RuntimeError):  # the loop is closed: nobody to tell
+            self._loop.call_soon_threadsafe(self._crashed, f"thread {name}", exc)
+
+    def _start(self, coro: Any, name: str, *, forever: bool = True) -> asyncio.Task[None]:
+        """A task whose exception (or, if ``forever``, whose end) stops the daemon."""
+        task: asyncio.Task[None] = asyncio.create_task(coro, name=name)
+        task.add_done_callback(functools.partial(self._task_done, forever=forever))
+        return task
+
     # -- the whole run ----------------------------------------------------------
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
-        loop = asyncio.get_running_loop()
+        loop = self._loop = asyncio.get_running_loop()
         signals = (signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT)
         for signum in signals:
             loop.add_signal_handler(signum, self._signal, signum)
+        loop.set_exception_handler(self._loop_exception)
+        previous_hook = threading.excepthook
+        threading.excepthook = self._thread_exception
+        try:
+            return await self._run()
+        finally:
+            threading.excepthook = previous_hook
+            loop.set_exception_handler(None)
+            for signum in signals:
+                loop.remove_signal_handler(signum)
+
+    async def _run(self) -> int:
         cfg = self.config
         watcher = ZonesWatcher(
             cfg.zones,
@@ -412,6 +523,8 @@ class Daemon:
             poll=cfg.daemon.poll,
             poll_interval=cfg.daemon.poll_interval,
             on_lost=self._on_lost,
+            on_rescan=self.rescan,
+            on_missing=self._on_missing,
         )
         try:
             watcher.start()
@@ -427,16 +540,24 @@ class Daemon:
         )
         tasks: list[asyncio.Task[None]] = []
         try:
-            await self._first_build()
-            self.save_state()
-            tasks = [asyncio.create_task(w.run(), name=w.slave.name) for w in self.workers]
-            tasks.append(asyncio.create_task(self._build_loop(), name="build"))
-            await self._stop.wait()
+            first = self._start(self._first_build(), "first build", forever=False)
+            await asyncio.wait(
+                {first, asyncio.ensure_future(self._stop.wait())},
+                return_when=asyncio.FIRST_COMPLETED,
+            )
+            if first.done() and not first.cancelled() and first.exception() is None:
+                self.save_state()
+                tasks = [self._start(w.run(), f"slave {w.slave.name}") for w in self.workers]
+                tasks.append(self._start(self._build_loop(), "build"))
+                every = cfg.daemon.rescan
+                if every:
+                    tasks.append(self._start(self._rescan_timer(every), "rescan"))
+                await self._stop.wait()
+            else:
+                first.cancel()
         finally:
             await watcher.stop()
             await self._shutdown(tasks)
-            for signum in signals:
-                loop.remove_signal_handler(signum)
         return self._exit
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
