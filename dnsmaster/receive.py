@@ -346,6 +346,7 @@ def push(
     shown = serial if serial is not None else "none"
     with _session(root, out) as unmatched:
         try:
+            _copy_uncopied(root, out)
             if unmatched is None and _already_installed(root, content):
                 _say(out, "unchanged: data and data.cdb already installed")
             else:
@@ -439,6 +440,25 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
         # The pair is in and durable; a missing copy only shortens the history.
         _say(out, f"warning: no copy kept: {fsutil.describe(exc)}")
         return None
+
+
+def _copy_uncopied(root: Path, out: TextIO) -> None:
+    """Give the installed ``data`` its copy if it has none (no other name).
+
+    A run killed after its install but before its copy (the directory fsyncs in
+    between are the slow part) leaves ``data`` without one; so does data installed
+    by other means. The copy's mtime is the data's own, so it sorts where it belongs.
+    """
+    try:
+        links = (root / "data").stat().st_nlink
+    except FileNotFoundError:
+        return
+    if links != 1:
+        return
+    try:
+        _say(out, f"kept {_keep_copy(root)} (the installed data had no copy)")
+    except OSError as exc:  # history only: never a reason to refuse a push
+        _say(out, f"warning: no copy kept of the installed data: {fsutil.describe(exc)}")
 
 
 def _keep_copy(root: Path) -> str:

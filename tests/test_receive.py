@@ -153,6 +153,16 @@ class TestPush:
         for name in taken:
             assert (root / name).read_bytes() == b"someone else's"
 
+    def test_data_without_copy_gets_one(self, root: Path) -> None:
+        """data left without a copy (killed before its link) gets one at the next push."""
+        for copy in root.glob("data.2*"):
+            copy.unlink()
+        status, out, _ = run(root, "push", NEWER + seal(NEWER))
+        assert status == 0
+        assert "(the installed data had no copy)" in out
+        kept = sorted(p.read_bytes() for p in root.glob("data.2*"))
+        assert kept == sorted([DATA + seal(DATA), NEWER + seal(NEWER)])
+
     def test_failed_push_keeps_no_copy(self, root: Path) -> None:
         """A push that fails after compiling leaves no copy, no temp file and the old pair."""
         before = installed(root)
