@@ -261,3 +261,82 @@ class TestDaemonKeepsBuilding:
             assert daemon.stop() == 0
         finally:
             local.daemon.kill()
+
+
+class TestDaemonMissesNothing:
+    """Edits the watcher could not see are built all the same."""
+
+    def test_inotify_overflow(self, tmp_path: Path) -> None:
+        """SIGSTOP the daemon, flood the directory past the inotify queue, edit a zone,
+        SIGCONT: the overflow makes it rescan, and the edit is built."""
+        local = Local(tmp_path, rescan=0)  # no periodic check: the overflow alone must do it
+        daemon = local.daemon.start()
+        try:
+            first = daemon.wait("build.done", timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+            queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
+            mark = daemon.mark()
+            daemon.signal(signal.SIGSTOP)
+            try:
+                for i in range(queue // 2 + 100):  # created + closed: two events each
+                    (local.zones / f"noise.{i}").write_bytes(b"")
+                write(local.zones / "zones.example.com", example_com("192.0.2.44"))
+            finally:
+                daemon.signal(signal.SIGCONT)
+            daemon.wait("watch.rescan", mark, timeout=TIMEOUT, reason="overflow")
+            done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+            assert all(b"192.0.2.44" in d for d in local.installed())
+            assert daemon.stop() == 0
+        finally:
+            local.daemon.kill()
+
+    def test_zones_directory_swapped_by_rename(self, tmp_path: Path) -> None:
+        """``mv z z.old && mv z.new z``: the new directory is built, then watched."""
+        local = Local(tmp_path, rescan=0)
+        daemon = local.daemon.start()
+        try:
+            first = daemon.wait("build.done", timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+            new = local.zones.with_name("zones.new")
+            new.mkdir()
+            write(new / "zones.example.com", example_com("192.0.2.45"))
+            mark = daemon.mark()
+            local.zones.rename(local.zones.with_name("zones.old"))
+            new.rename(local.zones)
+            daemon.wait("watch.rescan", mark, timeout=TIMEOUT, reason="rewatched")
+            done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+            assert all(b"192.0.2.45" in d for d in local.installed())
+            mark = daemon.mark()  # and the live directory is the one watched now
+            write(local.zones / "zones.example.com", example_com("192.0.2.46"))
+            daemon.wait("watch.change", mark, timeout=TIMEOUT, file="zones.example.com")
+            done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+            assert b"192.0.2.46" in (local.output / "data").read_bytes()
+            assert daemon.running
+            assert daemon.stop() == 0
+        finally:
+            local.daemon.kill()
+
+    def test_periodic_rescan_catches_an_unwatched_change(self, tmp_path: Path) -> None:
+        """A zones file symlinked from elsewhere changes with no event in the zones
+        directory; the periodic fingerprint check builds it."""
+        target = tmp_path / "elsewhere" / "zones.linked"
+        target.parent.mkdir()
+        target.write_text("+linked.example.com:192.0.2.1\n")
+        local = Local(tmp_path, rescan=0.5)
+        (local.zones / "zones.linked").symlink_to(target)
+        daemon = local.daemon.start()
+        try:
+            first = daemon.wait("build.done", timeout=TIMEOUT)
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+            mark = daemon.mark()
+            target.write_text("+linked.example.com:192.0.2.2\n")
+            daemon.wait("rescan.changed", mark, timeout=TIMEOUT)
+            done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+            assert not daemon.find("watch.change", mark)
+            daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+            assert all(b"192.0.2.2" in d for d in local.installed())
+            assert daemon.stop() == 0
+        finally:
+            local.daemon.kill()
