@@ -370,12 +370,11 @@ class TestMissedEvents:
                 if "overflow" in rec.rescans:
                     break
             assert set(rec.rescans) == {"overflow"}
-            # Some creations were lost, not reported.
-            assert len(rec.names() - {"header", "zones.x"}) < len(list(zones.glob("zones.f*")))
-            # The watch is still there, and still good for an edit.
-            await asyncio.sleep(0.5)  # let the burst drain
+            # The watch is still there, and still good for an edit (once the
+            # burst has drained, or the edit's own events could overflow).
+            await asyncio.sleep(0.5)
             _write(zones / "zones.after", "+a.example:10.0.0.9\n")
-            await rec.until(lambda: "zones.after" in rec.names())
+            await rec.until(lambda: "zones.after" in rec.names(), timeout=10)
             assert watcher.watching
             assert rec.missing == []
             assert rec.lost == []
