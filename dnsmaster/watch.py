@@ -404,20 +404,30 @@ class ZonesWatcher:
             raise WatchError(self.directory, f"cannot watch: {exc.strerror or exc}") from exc
         return _Watch(observer, handler, identity)
 
-    def start(self) -> None:
+    def start(self, *, missing_ok: bool = False) -> None:
         """Start watching. Must be called from the running loop's thread.
 
         Raises :class:`~dnsmaster.errors.WatchError` when the directory is missing or
         cannot be watched (e.g. the inotify watch limit is reached): at start an
-        operator is there to read it. Later outages are retried instead.
+        operator is usually there to read it. With ``missing_ok=True`` that is
+        reported through ``on_missing`` instead and retried like a later outage
+        (``on_rescan("rewatched")`` once watched), so a supervised daemon need not
+        exit and restart in a loop until the directory appears.
         """
         if self._task is not None:
             raise RuntimeError("ZonesWatcher already started")
         loop = self._loop = asyncio.get_running_loop()
-        self._current = self._open(loop)
         self._missing = None
         self._wake.clear()
-        self._task = loop.create_task(self._supervise(), name=f"watch {self.directory}")
+        try:
+            self._current = self._open(loop)
+        except WatchError as exc:
+            if not missing_ok:
+                raise
+            self._report_missing(exc.reason)
+        self._task = loop.create_task(
+            self._supervise(watching=self._current is not None), name=f"watch {self.directory}"
+        )
 
     async def stop(self) -> None:
         """Stop the observer thread; harmless when not started.
@@ -450,9 +460,8 @@ class ZonesWatcher:
 
     # -- keeping the watch on the path's directory (a task on the loop) -----------
 
-    async def _supervise(self) -> None:
-        delay = self.check_interval
-        watching = True
+    async def _supervise(self, *, watching: bool) -> None:
+        delay = self.check_interval if watching else min(_FIRST_RETRY, self.check_interval)
         try:
             while True:
                 with contextlib.suppress(TimeoutError):
@@ -495,10 +504,7 @@ class ZonesWatcher:
             # watch, and _close_orphan must close it.
             new = await asyncio.shield(opening)
         except WatchError as exc:
-            if self._missing != exc.reason:
-                self._missing = exc.reason
-                if self._on_missing is not None:
-                    self._on_missing(exc.reason)
+            self._report_missing(exc.reason)
             return False
         except asyncio.CancelledError:
             opening.add_done_callback(_close_orphan)
@@ -507,6 +513,14 @@ class ZonesWatcher:
         self._missing = None
         self._rescan("rewatched")
         return True
+
+    def _report_missing(self, reason: str) -> None:
+        # Once per outage, and again only if the reason changes: a retry every
+        # few seconds must not flood the log with the same line.
+        if self._missing != reason:
+            self._missing = reason
+            if self._on_missing is not None:
+                self._on_missing(reason)
 
     # -- delivery (on the loop) --------------------------------------------------
 

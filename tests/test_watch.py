@@ -477,6 +477,24 @@ class TestStartErrors:
         assert isinstance(info.value, DnsmasterError)
         assert info.value.path == str(missing)
 
+    async def test_missing_ok_waits_for_the_directory(self, tmp_path: Path) -> None:
+        """start(missing_ok=True): said through on_missing, watched once it appears."""
+        missing = tmp_path / "later"
+        rec = Record()
+        watcher = rec.watcher(missing, check_interval=0.2)
+        watcher.start(missing_ok=True)
+        try:
+            assert rec.missing == ["zones directory does not exist"]
+            assert not watcher.watching
+            missing.mkdir()
+            await rec.until(lambda: "rewatched" in rec.rescans)
+            _write(missing / "zones.x", "+a.example:10.0.0.1\n")
+            await rec.until(lambda: "zones.x" in rec.names())
+        finally:
+            await watcher.stop()
+        assert rec.missing == ["zones directory does not exist"]
+        assert rec.lost == []
+
     async def test_not_a_directory(self, tmp_path: Path) -> None:
         """A file where the directory should be is refused."""
         f = tmp_path / "file"
