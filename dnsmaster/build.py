@@ -16,6 +16,7 @@ and a pair whose install was cut short is never taken for current.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import stat
@@ -24,6 +25,7 @@ from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Literal, overload
 
 from dnsmaster import fsutil
 from dnsmaster.core import cdb
@@ -37,6 +39,7 @@ from dnsmaster.core.makedata import (
     next_serial,
     previous_serial,
 )
+from dnsmaster.core.serial import newer
 from dnsmaster.core.sources import is_source, source_order, why_skipped
 from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import BuildError, DataError, DataErrors
@@ -87,6 +90,9 @@ class Builder:
     strict: bool = False
     clock: Callable[[], float] = time.time
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
+    #: Take the output directory's lock for each write; False when the caller holds
+    #: it already (the daemon holds it for its whole life).
+    locking: bool = True
     _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
     # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
     _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
@@ -123,7 +129,7 @@ class Builder:
         """
         self._check_output()
         try:
-            with fsutil.locked(self.output):
+            with self._locked():
                 return fsutil.sweep_litter(self.output)
         except OSError as exc:
             raise self._cannot_write(exc) from None
@@ -133,18 +139,40 @@ class Builder:
         names, _ = self._scan()
         return fingerprint([(name, hashlib.sha256(self._read(name)).digest()) for name in names])
 
-    def build(self) -> BuildResult:
-        """Build and write ``data`` and ``data.cdb``; raise and write nothing on error."""
+    def previous_serial(self) -> int | None:
+        """The serial of the build in the output directory (None: no data of ours)."""
+        return previous_serial(_head(self.output / "data"))
+
+    @overload
+    def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
+    @overload
+    def build(self, *, force: bool, floor: int | None = None) -> BuildResult | None: ...
+
+    def build(self, *, force: bool = True, floor: int | None = None) -> BuildResult | None:
+        """Build and write ``data`` and ``data.cdb``; raise and write nothing on error.
+
+        Without ``force``, sources identical to those the data on disk was built from
+        (same fingerprint, pair complete) write nothing and return None: a save that
+        changes nothing must not bump every SOA serial on every slave. ``floor`` is a
+        serial the new one must come after (the newest a slave reports, when the
+        master's own ``data`` is gone).
+        """
         started = time.perf_counter()
         names, skipped = self._scan()
         compiled, recompiled = self._compile(names)
         data_path = self.output / "data"
         self._check_output()
         try:
-            with fsutil.locked(self.output):
+            with self._locked():
                 # Whatever a killed build left is litter now that we hold the lock.
                 fsutil.sweep_litter(self.output)
-                serial = next_serial(int(self.clock()), previous_serial(_head(data_path)))
+                head = _head(data_path)
+                if not force and self._unchanged(compiled, head):
+                    return None
+                previous = previous_serial(head)
+                if floor is not None and (previous is None or newer(floor, previous)):
+                    previous = floor
+                serial = next_serial(int(self.clock()), previous)
                 built = assemble(compiled, serial)
                 sha256 = self._write(built.data, built.keys, built.values)
         except MemoryError:
@@ -327,6 +355,17 @@ class Builder:
             fsutil.discard(staged)
             raise self._cannot_write(exc) from None
         return sha256
+
+    def _unchanged(self, compiled: list[CompiledSource], head: bytes) -> bool:
+        sources = fingerprint([(src.name, src.digest) for src in compiled])
+        return (
+            built_from(head) == sources
+            and not fsutil.interrupted_install(self.output)
+            and (self.output / "data.cdb").is_file()
+        )
+
+    def _locked(self) -> contextlib.AbstractContextManager[None]:
+        return fsutil.locked(self.output) if self.locking else contextlib.nullcontext()
 
     def _cannot_write(self, exc: OSError) -> BuildError:
         where = exc.filename or str(self.output)

@@ -32,6 +32,7 @@ import contextlib
 import functools
 import hashlib
 import os
+import pwd
 import signal
 import threading
 import time
@@ -41,10 +42,12 @@ from typing import Any
 
 import asyncssh
 
+from dnsmaster import fsutil
 from dnsmaster import state as statefile
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import built_from, previous_serial
+from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.debounce import Debouncer
 from dnsmaster.errors import BuildError, DataErrors, PushError, WatchError
@@ -113,6 +116,7 @@ class SlaveWorker:
         self._force = False
         self._retry_at: float | None = None
         self._delay = daemon.config.daemon.retry_initial
+        self._asked = False
 
     def wake(self, *, force: bool = False) -> None:
         """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
@@ -125,7 +129,8 @@ class SlaveWorker:
         self.daemon.save_state()
 
     async def run(self) -> None:
-        await self._ask_status()
+        if not self._asked:
+            await self.ask_status()
         self._wake.set()
         loop = asyncio.get_running_loop()
         while not self.daemon.stopping:
@@ -144,18 +149,21 @@ class SlaveWorker:
                 continue
             self._force = False
             if await self._push(current):
-                self._delay = self.daemon.config.daemon.retry_initial
-                self._retry_at = None
-                await self._verify(current)
-            else:
-                wait = self._delay
-                self._retry_at = loop.time() + wait
-                self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
-                self._update(next_retry=time.time() + wait)
-                self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
+                if await self._verify(current) != "stale":
+                    self._delay = self.daemon.config.daemon.retry_initial
+                    self._retry_at = None
+                    continue
+                # Installed, yet tinydns answers an older serial: push it again.
+                self._force = True
+            wait = self._delay
+            self._retry_at = loop.time() + wait
+            self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
+            self._update(next_retry=time.time() + wait)
+            self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
 
-    async def _ask_status(self) -> None:
+    async def ask_status(self) -> None:
         """What the slave has installed, so a restart pushes only to slaves behind."""
+        self._asked = True
         log = self.daemon.log
         if self.slave.protocol == "legacy":
             return  # update-dns cannot tell; it gets a push
@@ -220,10 +228,11 @@ class SlaveWorker:
             self._update(result="failed", error=result.error, last_push=time.time())
         return result.ok
 
-    async def _verify(self, current: Current) -> None:
+    async def _verify(self, current: Current) -> str | None:
+        """Ask the slave's tinydns; the verdict: ok, stale, failed (None: not asked)."""
         cfg = self.daemon.config.daemon
         if not cfg.verify or not self.slave.dns or not current.verify:
-            return
+            return None
         checks = await check_serials(
             self.slave.dns, self.slave.dns_port, current.verify, cfg.verify_timeout
         )
@@ -233,13 +242,19 @@ class SlaveWorker:
             context = {"slave": self.slave.name, "zone": check.zone, "serial": check.expected}
             if check.ok:
                 log.info("verify.ok", **context)
-            elif check.served is not None:
+            elif check.behind:
                 verdict = "stale"
                 log.warning("verify.stale", **context, served=check.served)
+            elif check.served is not None:
+                # A newer serial than ours: another master pushed. Pushing ours again
+                # would be refused as older; say it, do not loop on it.
+                verdict = "stale" if verdict == "stale" else "ahead"
+                log.warning("verify.ahead", **context, served=check.served)
             else:
                 verdict = "stale" if verdict == "stale" else "failed"
                 log.warning("verify.failed", **context, error=check.error)
         self._update(verified=verdict)
+        return verdict
 
 
 class Daemon:
@@ -253,6 +268,7 @@ class Daemon:
             config.output,
             strict=config.strict,
             max_file_size=config.max_file_size,
+            locking=False,  # the daemon holds the output directory's lock for its life
         )
         self.current: Current | None = None
         self.build_error: str | None = None
@@ -312,11 +328,18 @@ class Daemon:
 
     # -- building ---------------------------------------------------------------
 
-    async def build(self, reason: str, changes: int = 0) -> bool:
-        """One build; on success it becomes current and every slave is woken."""
-        self.log.info("build.start", reason=reason, changes=changes)
+    async def build(self, reason: str, changes: int = 0, *, floor: int | None = None) -> bool:
+        """One build; on success it becomes current and every slave is woken.
+
+        Only SIGHUP and the start force a build: after a save or a rescan, sources
+        identical to the current build's allocate no serial and push nothing.
+        """
+        force = reason in ("sighup", "start")
+        quiet = reason == "rescan"  # every minute: logged only when it finds a change
+        if not quiet:
+            self.log.info("build.start", reason=reason, changes=changes)
         try:
-            result = await asyncio.to_thread(self.builder.build)
+            result = await asyncio.to_thread(self.builder.build, force=force, floor=floor)
         except DataErrors as exc:
             for error in exc.errors:
                 self.log.error("build.error", file=error.file, line=error.line, error=error.reason)
@@ -326,6 +349,16 @@ class Daemon:
             self.log.error("build.error", path=exc.path, error=exc.reason)
             self._build_failed(f"{exc.path}: {exc.reason}")
             return False
+        if result is None:
+            (self.log.debug if quiet else self.log.info)(
+                "build.unchanged", serial=self.current.serial if self.current else None
+            )
+            if self.build_error is not None:
+                self.build_error = None  # the zones are back to what is built
+                self.save_state()
+            return True
+        if quiet:
+            self.log.info("rescan.changed", changed=",".join(result.recompiled) or None)
         self._built(result)
         return True
 
@@ -381,9 +414,29 @@ class Daemon:
             if self.current is not None:
                 self.log.info("build.current", serial=self.current.serial)
                 return
-        if not await self.build("start") and self.current is None:
+        floor = None
+        if self.builder.previous_serial() is None:
+            floor = await self._slaves_newest_serial()
+        if not await self.build("start", floor=floor) and self.current is None:
             # Keep serving what is there: slaves behind it still get it.
             self.current = _current_from_disk(self.config.output)
+
+    async def _slaves_newest_serial(self) -> int | None:
+        """The newest serial any slave has installed (RFC 1982), asked now.
+
+        The master's own ``data`` is gone, so its serial is unknown: a serial from
+        the clock alone could be older than what the slaves serve, and they would
+        refuse it. Each worker keeps what it learns, so it does not ask again.
+        """
+        await asyncio.gather(*(w.ask_status() for w in self.workers))
+        newest: int | None = None
+        for worker in self.workers:
+            serial = worker.state.installed_serial
+            if serial is not None and (newest is None or serial_newer(serial, newest)):
+                newest = serial
+        if newest is not None:
+            self.log.info("build.floor", serial=newest)
+        return newest
 
     async def _build_loop(self) -> None:
         while True:
@@ -402,20 +455,11 @@ class Daemon:
             elif waiting in done:
                 await self.build("change", changes)
             else:
+                # Events may have been missed: build if the sources differ from the
+                # current build (the build compares fingerprints and writes nothing
+                # when they agree).
                 self._rescan.clear()
-                await self._check_fingerprint()
-
-    async def _check_fingerprint(self) -> None:
-        """Build if the sources differ from the current build (events were missed)."""
-        try:
-            now = await asyncio.to_thread(self.builder.fingerprint)
-        except BuildError as exc:
-            self.log.error("rescan.failed", path=exc.path, error=exc.reason)
-            return
-        built = self.current.fingerprint if self.current is not None else None
-        if now != built or self.build_error is not None:
-            self.log.info("rescan.changed", fingerprint=now[:16])
-            await self.build("rescan")
+                await self.build("rescan")
 
     def rescan(self, reason: str) -> None:
         """Compare the sources with the current build soon (on the loop)."""
@@ -517,6 +561,63 @@ class Daemon:
 
     async def _run(self) -> int:
         cfg = self.config
+        refusal = await asyncio.to_thread(self._cannot_start)
+        if refusal is not None:
+            path, reason = refusal
+            self.log.error("daemon.refused", path=path, error=reason)
+            return EXIT_SYSTEM
+        lock = fsutil.DirectoryLock(cfg.output)
+        try:
+            if not await self._lock(lock):
+                return self._exit
+            return await self._serve()
+        finally:
+            lock.release()
+
+    def _cannot_start(self) -> tuple[str, str] | None:
+        """Why the daemon cannot work at all: (path, what is wrong and what to do).
+
+        Found now, a daemon that cannot write its output or its state exits with a
+        message its supervisor logs, instead of running and failing every build.
+        """
+        cfg = self.config
+        user = _user()
+        for directory, what in ((cfg.output, "output"), (cfg.state.parent, "state")):
+            if not directory.is_dir():
+                return str(directory), f"the {what} directory does not exist; create it"
+            try:
+                fsutil.discard([fsutil.stage(directory / ".dnsmaster-probe", lambda fd: None)])
+            except OSError as exc:
+                return str(directory), (
+                    f"cannot write the {what} directory as {user}: {fsutil.describe(exc)}; "
+                    f"make it writable by {user} (chown {user} {directory})"
+                )
+        if cfg.state.exists() and not os.access(cfg.state, os.W_OK):
+            return str(cfg.state), f"the state file is not writable by {user}"
+        return None
+
+    async def _lock(self, lock: fsutil.DirectoryLock) -> bool:
+        """Take the output directory's lock for good; False if stopped while waiting.
+
+        One writer: ``dnsmaster build``/``push`` by hand take the same lock, and hand
+        their request to a running daemon instead of building beside it.
+        """
+        if lock.try_acquire():
+            return True
+        self.log.warning(
+            "lock.wait", path=str(self.config.output), holder="another dnsmaster build or daemon"
+        )
+        while not lock.try_acquire():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(0.25):
+                    await self._stop.wait()
+            if self._stop.is_set():
+                return False
+        self.log.info("lock.taken", path=str(self.config.output))
+        return True
+
+    async def _serve(self) -> int:
+        cfg = self.config
         watcher = ZonesWatcher(
             cfg.zones,
             self._on_change,
@@ -526,11 +627,9 @@ class Daemon:
             on_rescan=self.rescan,
             on_missing=self._on_missing,
         )
-        try:
-            watcher.start()
-        except WatchError as exc:
-            self.log.error("watch.failed", path=exc.path, error=exc.reason)
-            return EXIT_SYSTEM
+        # A zones directory that is missing now (mid-swap, a mount not up yet) is
+        # waited for, not a reason to exit and be restarted in a loop.
+        watcher.start(missing_ok=True)
         self.log.info(
             "daemon.start",
             zones=str(cfg.zones),
@@ -579,6 +678,13 @@ class Daemon:
             await worker.channel.close()
         self.save_state(now=True)
         self.log.info("daemon.stop")
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def _reason(exc: BaseException) -> str:

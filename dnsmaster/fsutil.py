@@ -26,6 +26,7 @@ from pathlib import Path
 
 __all__ = [
     "JOURNAL",
+    "DirectoryLock",
     "clear_interrupted",
     "describe",
     "discard",
@@ -90,25 +91,53 @@ def fsync_directory(directory: Path) -> None:
         os.close(fd)
 
 
-@contextlib.contextmanager
-def locked(directory: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
-    """Hold an exclusive ``flock`` on ``directory`` itself for the ``with`` block.
+class DirectoryLock:
+    """An exclusive ``flock`` on a directory itself, held until :meth:`release`.
 
     The lock is on the directory, not on a file in it, so nothing is left behind
-    and ``flock DIR command`` (util-linux) takes the same lock from a shell. When
-    another process holds it, ``on_wait`` is called once before waiting.
+    and ``flock DIR command`` (util-linux) takes the same lock from a shell. It is
+    released when the process dies, however it dies.
     """
-    fd = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
-    try:
+
+    def __init__(self, directory: Path) -> None:
+        self.directory = directory
+        self._fd: int | None = os.open(directory, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
+
+    def try_acquire(self) -> bool:
+        """Take the lock if nobody holds it; whether we have it now."""
+        assert self._fd is not None, "released"
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(self._fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
+            return False
+        return True
+
+    def acquire(self) -> None:
+        """Take the lock, waiting for as long as another process holds it."""
+        assert self._fd is not None, "released"
+        fcntl.flock(self._fd, fcntl.LOCK_EX)
+
+    def release(self) -> None:
+        fd, self._fd = self._fd, None
+        if fd is not None:
+            os.close(fd)  # closing the last descriptor releases the lock
+
+
+@contextlib.contextmanager
+def locked(directory: Path, on_wait: Callable[[], None] | None = None) -> Iterator[None]:
+    """Hold :class:`DirectoryLock` on ``directory`` for the ``with`` block.
+
+    When another process holds it, ``on_wait`` is called once before waiting.
+    """
+    lock = DirectoryLock(directory)
+    try:
+        if not lock.try_acquire():
             if on_wait is not None:
                 on_wait()
-            fcntl.flock(fd, fcntl.LOCK_EX)
+            lock.acquire()
         yield
     finally:
-        os.close(fd)  # closing the last descriptor releases the lock
+        lock.release()
 
 
 def install_pair(directory: Path, data_tmp: Path, cdb_tmp: Path, sha256: str) -> None:

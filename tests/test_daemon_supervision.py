@@ -105,7 +105,7 @@ class TestCrashStopsTheDaemon:
         daemon, log = setup
         run = await started(daemon, log)
 
-        def broken() -> None:
+        def broken(**_: object) -> None:
             raise RuntimeError("compiler bug")
 
         daemon.builder.build = broken  # type: ignore[method-assign]
