@@ -68,10 +68,16 @@ def _parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "status",
-        help="show what the daemon built and what each slave has; non-zero if one is behind",
+        help="judge what the daemon built and what each slave has and serves; non-zero "
+        "unless all is ok",
+        description="Read the daemon's state file and say whether the daemon is alive, the "
+        "zones are built, and each slave serves the build; --live asks every slave now. "
+        "Exit 0 all ok, 3 a slave is not, 4 the build is not current, 5 the daemon is not "
+        "running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
     )
-    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
-    p.add_argument("--json", action="store_true", help="print the state file as it is")
+    from dnsmaster.status import add_arguments  # noqa: PLC0415
+
+    add_arguments(p)
 
     p = sub.add_parser(
         "demo",
@@ -325,24 +331,9 @@ def _run(args: argparse.Namespace) -> int:
 
 
 def _status(args: argparse.Namespace) -> int:
-    from dnsmaster import state  # noqa: PLC0415
-    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+    from dnsmaster.status import main as status  # noqa: PLC0415
 
-    try:
-        cfg = _config(args)
-    except ConfigError as exc:
-        return _usage_error(str(exc))
-    try:
-        raw = cfg.state.read_bytes()
-        current = state.read(cfg.state)
-    except (OSError, ValueError, KeyError, TypeError) as exc:
-        sys.stderr.write(f"dnsmaster: {cfg.state}: cannot read the daemon's state: {exc}\n")
-        return EXIT_SYSTEM
-    sys.stdout.write(raw.decode() if args.json else state.render(current))
-    problems = state.unhealthy(current)
-    for problem in problems:
-        sys.stderr.write(f"dnsmaster: {problem}\n")
-    return EXIT_SLAVES if problems else EXIT_OK
+    return status(args)
 
 
 async def _push(args: argparse.Namespace) -> int:

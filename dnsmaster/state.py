@@ -1,23 +1,48 @@
 """The daemon's state file: what was built, what each slave has, what comes next.
 
-Written atomically after every build and push result, so ``dnsmaster status``
-(and a monitoring check) reads a whole file even while the daemon writes. The
-format is plain JSON, meant to be read by people and scripts alike.
+Written atomically after every build and push result, and at least every
+:attr:`State.heartbeat_interval` seconds, so ``dnsmaster status`` (and a monitoring
+check) reads a whole file even while the daemon writes, and can tell a live daemon
+from a dead one by the date. The format is plain JSON, meant to be read by people
+and scripts alike.
+
+Every field added after the first format has a default, and :func:`read` ignores
+keys it does not know: an older daemon's file reads with the defaults ("not
+said"), a newer daemon's file reads without its extras. What the values mean, and
+when the daemon sets each one, is written beside each field: :mod:`dnsmaster.status`
+judges health from them and :mod:`dnsmaster.metrics` exports them.
 """
 
 from __future__ import annotations
 
 import json
-import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dnsmaster import fsutil
 
-__all__ = ["BuildState", "SlaveState", "State", "read", "render", "unhealthy", "write"]
+__all__ = [
+    "HEARTBEAT_MISSES",
+    "BuildState",
+    "SlaveState",
+    "State",
+    "Verified",
+    "read",
+    "write",
+]
 
 FORMAT = 1
+
+#: A heartbeat older than this many intervals means the daemon is dead or hung.
+HEARTBEAT_MISSES = 3
+
+#: What DNS verification found after the slave's last push:
+#: ``ok`` every zone asked answered the installed serial; ``stale`` one answered an
+#: older (or other) serial; ``failed`` tinydns did not answer; ``skipped`` the daemon
+#: does not verify this slave (``[daemon] verify = false``, no ``dns`` address, or no
+#: zone in the data); None: not asked yet.
+Verified = Literal["ok", "stale", "failed", "skipped"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -27,8 +52,16 @@ class BuildState:
     serial: int | None
     sha256: str
     records: int | None
+    #: When this build was made (or, at a start that kept the data on disk, its mtime).
     time: float
-    error: str | None = None  # the last build attempt's failure, if it failed
+    #: The last build attempt's failure, if it failed (the zones have errors): the
+    #: build above stays current. None after a good build.
+    error: str | None = None
+    #: The sources fingerprint this build was made from (``data``'s banner,
+    #: ``Builder.fingerprint()``): ``status`` compares it with the zones there now.
+    fingerprint: str | None = None
+    #: How long the build took, in seconds (None: kept from disk at start).
+    seconds: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,13 +69,35 @@ class SlaveState:
     """One slave as the daemon last saw it."""
 
     name: str
+    #: What the slave has installed, from a push that succeeded or its ``status`` verb.
     installed_sha256: str | None = None
     installed_serial: int | None = None
     result: str = "unknown"  # ok, failed, pushing, unknown
+    #: Why the last push failed, in the receiver's or the connection's words.
     error: str | None = None
+    #: When the last push ended (ok or not).
     last_push: float | None = None
     next_retry: float | None = None
-    verified: str | None = None  # ok, stale, failed
+    verified: Verified | None = None
+    #: When the push now running started (``result == "pushing"``).
+    push_started: float | None = None
+    #: How long the last push took, in seconds, whether it succeeded or not.
+    push_seconds: float | None = None
+    #: Pushes that failed in a row; 0 after a push that succeeded.
+    failures: int = 0
+    #: The last time the slave was seen on the then current build: its push
+    #: succeeded and DNS answered the serial (or ``verified`` is ``skipped``).
+    last_success: float | None = None
+    #: The zone verification reports on: the first that did not answer the expected
+    #: serial, else the first asked; with the serial it should serve and the one DNS
+    #: answered (None: no answer).
+    verify_zone: str | None = None
+    expected_serial: int | None = None
+    served_serial: int | None = None
+    #: Why DNS verification failed (``no answer (timeout)``), when ``failed``.
+    verify_error: str | None = None
+    #: When DNS verification last answered (or failed to).
+    verified_at: float | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -50,9 +105,26 @@ class State:
     """The whole file."""
 
     pid: int
+    #: When the daemon wrote this file: the heartbeat.
     updated: float
     build: BuildState | None
     slaves: tuple[SlaveState, ...] = field(default=())
+    #: The daemon rewrites the file at least this often, in seconds, busy or idle;
+    #: None: a daemon that makes no such promise (only its pid is checked).
+    heartbeat_interval: float | None = None
+    #: When this daemon started.
+    started: float | None = None
+    #: When this daemon stopped cleanly (SIGTERM); None while it runs. A daemon
+    #: killed with SIGKILL never sets it: its pid is gone and its heartbeat ages.
+    stopped: float | None = None
+    #: The host the daemon runs on (``socket.gethostname()``): its pid means
+    #: something only there.
+    host: str | None = None
+    #: The zones directory the daemon builds from.
+    zones: str | None = None
+    #: The last build attempt's failure, None after a good build: ``build.error``,
+    #: here too so that it is said when there was never a good build (``build`` None).
+    build_error: str | None = None
 
 
 def write(path: Path, state: State) -> None:
@@ -62,72 +134,28 @@ def write(path: Path, state: State) -> None:
     fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])
 
 
+def _known(cls: type, table: dict[str, Any]) -> dict[str, Any]:
+    """The keys of ``table`` that ``cls`` has: a newer daemon's extras are left out."""
+    names = {f.name for f in fields(cls)}
+    return {k: v for k, v in table.items() if k in names}
+
+
 def read(path: Path) -> State:
     """Read a state file; raises OSError or ValueError (bad JSON or shape)."""
     document: dict[str, Any] = json.loads(path.read_bytes())
+    if not isinstance(document, dict):
+        raise ValueError("not a JSON object")
     if document.get("format") != FORMAT:
         raise ValueError(f"unknown state format {document.get('format')!r}")
-    build = document.get("build")
-    return State(
-        pid=int(document["pid"]),
-        updated=float(document["updated"]),
-        build=BuildState(**build) if build else None,
-        slaves=tuple(SlaveState(**s) for s in document.get("slaves", ())),
-    )
-
-
-def unhealthy(state: State) -> list[str]:
-    """Why monitoring should worry: slaves behind or failing, a failed build."""
-    problems = []
-    if state.build is None:
-        return ["no build yet"]
-    if state.build.error:
-        problems.append(f"last build failed: {state.build.error}")
-    for slave in state.slaves:
-        if slave.result == "failed":
-            problems.append(f"{slave.name}: failing: {slave.error}")
-        elif slave.installed_sha256 != state.build.sha256:
-            problems.append(f"{slave.name}: behind")
-    return problems
-
-
-def _when(stamp: float | None) -> str:
-    if stamp is None:
-        return "-"
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
-
-
-def render(state: State) -> str:
-    """The state as a table for people."""
-    lines = [f"daemon pid {state.pid}, state written {_when(state.updated)}"]
-    build = state.build
-    if build is None:
-        lines.append("build: none yet")
-    else:
-        lines.append(
-            f"build: serial {build.serial} sha256 {build.sha256[:16]} "
-            f"records {build.records} at {_when(build.time)}"
+    try:
+        build = document.get("build")
+        top = _known(State, document)
+        top["pid"] = int(document["pid"])
+        top["updated"] = float(document["updated"])
+        top["build"] = BuildState(**_known(BuildState, build)) if build else None
+        top["slaves"] = tuple(
+            SlaveState(**_known(SlaveState, s)) for s in document.get("slaves", ())
         )
-        if build.error:
-            lines.append(f"last build FAILED: {build.error}")
-    rows = [("SLAVE", "STATE", "SERIAL", "SHA256", "LAST PUSH", "NEXT RETRY", "ERROR")]
-    for s in state.slaves:
-        current = build is not None and s.installed_sha256 == build.sha256
-        status = s.result if s.result != "ok" else ("ok" if current else "behind")
-        if s.verified == "stale":
-            status += " (dns stale)"
-        rows.append(
-            (
-                s.name,
-                status,
-                str(s.installed_serial) if s.installed_serial is not None else "-",
-                (s.installed_sha256 or "-")[:16],
-                _when(s.last_push),
-                _when(s.next_retry),
-                s.error or "",
-            )
-        )
-    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]))]
-    for row in rows:
-        lines.append("  ".join(cell.ljust(w) for cell, w in zip(row, widths, strict=True)).rstrip())
-    return "\n".join(lines) + "\n"
+        return State(**top)
+    except (KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"not a dnsmaster state file: {type(exc).__name__}: {exc}") from None
