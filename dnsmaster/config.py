@@ -115,6 +115,9 @@ class Config:
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     push: PushOptions = field(default_factory=PushOptions)
     log: LogOptions = field(default_factory=LogOptions)
+    #: The Prometheus textfile the daemon rewrites after each build and push (for
+    #: node_exporter's textfile collector, which reads only ``*.prom``); None: none.
+    metrics: Path | None = None
     #: Unsafe but working setups found at load, each naming the path, what is
     #: wrong and the fix (``chmod 600 KEY``); the daemon and push log them.
     warnings: tuple[str, ...] = ()
@@ -252,7 +255,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
     """Check a parsed TOML document and build the :class:`Config`."""
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
-        "slave", "daemon", "push", "log",
+        "slave", "daemon", "push", "log", "metrics",
     )  # fmt: skip
     with _Reader(table, path=path, prefix="").known(top_keys) as top:
         zones = top.path("zones")
@@ -263,6 +266,13 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
             raise top.error("output", "missing: the directory to write data and data.cdb in")
         state = top.path("state") or output / "dnsmaster-state.json"
         key = top.path("key")
+        metrics = top.path("metrics")
+        if metrics is not None and (metrics.suffix != ".prom" or metrics.name == ".prom"):
+            raise top.error(
+                "metrics",
+                f"{metrics}: name the file NAME.prom: node_exporter's textfile collector "
+                "reads only *.prom files",
+            )
         known_hosts = top.path("known_hosts")
         user = top.text("user", "dnsslave")
         strict = top.take("strict", bool, False)
@@ -313,6 +323,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         daemon=daemon,
         push=push,
         log=log,
+        metrics=metrics,
         warnings=tuple(warnings),
     )
 
