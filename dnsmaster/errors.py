@@ -1,13 +1,33 @@
 """The exception families of dnsmaster.
 
-Every error the program reports on purpose derives from :class:`DnsmasterError`.
-The families are kept apart so callers can tell "our data is bad" (never retry,
-keep the last good build) from "a slave failed" (retry with backoff).
+Every error the program reports on purpose derives from :class:`DnsmasterError`,
+and each carries its facts as fields as well as in its message. The families are
+kept apart so callers can tell "our data is bad" (never retry, keep the last good
+build) from "a slave failed" (retry with backoff, unless the error says retrying
+cannot help)::
+
+    DnsmasterError
+    ├── TinydnsDataError      data line (lineno, reason): tinydns-data's own words
+    ├── DataError             zones file and line (file, line, reason)
+    ├── DataErrors            every DataError of one build (errors)
+    ├── BuildError            a file the build reads or writes (path, reason, errors)
+    ├── ConfigError           the config file and key (path, key, reason)
+    ├── WatchError            the zones directory (path, reason)
+    ├── ReceiveError          the receiver refusing a push, on the slave itself
+    └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
+        └── HostKeyError          its host key (host, port, known_hosts, presented)
+            ├── HostKeyUnknown        known_hosts has no key for it
+            └── HostKeyChanged        known_hosts has another key (line, known)
+
+:class:`PushError` is another name for :class:`SlaveError`, the one older code
+catches and raises.
 
 This module does no I/O, so the pure core may import it.
 """
 
 from __future__ import annotations
+
+from typing import Literal
 
 __all__ = [
     "BuildError",
@@ -15,8 +35,13 @@ __all__ = [
     "DataError",
     "DataErrors",
     "DnsmasterError",
+    "HostKeyChanged",
+    "HostKeyError",
+    "HostKeyUnknown",
     "PushError",
     "ReceiveError",
+    "SlaveError",
+    "SlavePhase",
     "TinydnsDataError",
     "WatchError",
 ]
@@ -100,14 +125,120 @@ class ConfigError(DnsmasterError):
         super().__init__(f"{where}: {reason}")
 
 
-class PushError(DnsmasterError):
-    """Pushing to one slave failed; the other slaves are not affected."""
+#: Where a slave's push or status request failed: reaching it (``connect``), its
+#: host key (``hostkey``), logging in (``auth``), the connection breaking while data
+#: or output flowed (``transfer``), the receiver's non-zero exit (``receive``, or
+#: ``status`` for the status verb), or the push's deadline (``timeout``).
+SlavePhase = Literal["connect", "hostkey", "auth", "transfer", "receive", "status", "timeout"]
 
-    def __init__(self, slave: str, reason: str, exit_status: int | None = None) -> None:
+
+class SlaveError(DnsmasterError):
+    """Pushing to one slave failed; the other slaves are not affected.
+
+    ``phase`` says where (:data:`SlavePhase`), ``reason`` what went wrong in words
+    an operator can act on, ``exit_status`` the receiver's exit status when it ran.
+    ``retryable`` is False when trying the same thing again cannot help until an
+    operator acts (a changed host key, a refused build): a daemon waits for that
+    instead of backing off and retrying.
+    """
+
+    def __init__(
+        self,
+        slave: str,
+        reason: str,
+        exit_status: int | None = None,
+        *,
+        phase: SlavePhase = "receive",
+        retryable: bool = True,
+    ) -> None:
         self.slave = slave
         self.reason = reason
         self.exit_status = exit_status
+        self.phase: SlavePhase = phase
+        self.retryable = retryable
         super().__init__(f"slave {slave}: {reason}")
+
+
+#: The name older callers use; the same class.
+PushError = SlaveError
+
+
+class HostKeyError(SlaveError):
+    """A slave's host key cannot be verified against known_hosts; nothing was sent.
+
+    ``host``/``port`` are what was connected to, ``known_hosts`` the file checked,
+    ``presented`` the fingerprint of the key the slave showed (None when it could
+    not be fetched). Never retryable: only an operator who checks the key and
+    edits ``known_hosts`` can fix it.
+    """
+
+    def __init__(
+        self,
+        slave: str,
+        reason: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts: str,
+        presented: str | None = None,
+    ) -> None:
+        super().__init__(slave, reason, phase="hostkey", retryable=False)
+        self.host = host
+        self.port = port
+        self.known_hosts = known_hosts
+        self.presented = presented
+
+
+class HostKeyUnknown(HostKeyError):
+    """known_hosts holds no key for the slave; ``accept`` are the commands that add it."""
+
+    def __init__(
+        self,
+        slave: str,
+        reason: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts: str,
+        presented: str | None = None,
+        accept: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            slave, reason, host=host, port=port, known_hosts=known_hosts, presented=presented
+        )
+        self.accept = accept
+
+
+class HostKeyChanged(HostKeyError):
+    """The slave presents a key other than the one known_hosts holds for it.
+
+    Either the slave was re-keyed (reinstalled, keys regenerated) or something
+    else answers at its address. ``line`` is the 1-based known_hosts line of the
+    stale entry (``lines`` all of them), ``known`` its key's fingerprint, and
+    ``accept`` the commands that replace it once the new key is checked.
+    """
+
+    def __init__(
+        self,
+        slave: str,
+        reason: str,
+        *,
+        host: str,
+        port: int,
+        known_hosts: str,
+        line: int,
+        lines: tuple[int, ...] = (),
+        known: str | None = None,
+        presented: str | None = None,
+        accept: tuple[str, ...] = (),
+    ) -> None:
+        super().__init__(
+            slave, reason, host=host, port=port, known_hosts=known_hosts, presented=presented
+        )
+        self.line = line
+        self.lines = lines or (line,)
+        self.known = known
+        self.accept = accept
 
 
 class ReceiveError(DnsmasterError):

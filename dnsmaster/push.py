@@ -7,6 +7,22 @@ prints as it arrives. Each slave keeps its SSH connection open between pushes, s
 the daemon pays for the handshake once.
 
 Failures stay per slave: a result says ok or why not, and the others carry on.
+Every failure is a :class:`~dnsmaster.errors.SlaveError` (phase, reason, whether
+retrying can help); a result carries the same facts.
+
+A kept connection is never trusted longer than a new one would be:
+
+- when the known_hosts file changes (an operator removed or replaced a key), kept
+  connections are closed and the next run connects and verifies again;
+- a connection older than :data:`HOST_KEY_RECHECK` seconds is reused only after a
+  key exchange with the slave's sshd (no login) shows the same host key as the
+  kept session's. A slave re-keyed since (sshd restarted with a new key, its old
+  sessions still running) is then dropped and reported as a changed host key.
+
+What a slave prints is capped per run (:data:`MAX_OUTPUT_LINES`,
+:data:`MAX_OUTPUT_BYTES`): beyond that it is read and discarded, so a slave that
+prints forever neither blocks nor fills the master's memory, and its exit status
+and last stderr line (its reason for failing) still arrive.
 """
 
 from __future__ import annotations
@@ -15,19 +31,33 @@ import asyncio
 import contextlib
 import functools
 import os
+import shlex
+import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
 
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.stream import seal
-from dnsmaster.errors import PushError
+from dnsmaster.core.text import printable
+from dnsmaster.errors import (
+    HostKeyChanged,
+    HostKeyError,
+    HostKeyUnknown,
+    SlaveError,
+    SlavePhase,
+)
+from dnsmaster.fsutil import describe
 
 __all__ = [
+    "HOST_KEY_RECHECK",
+    "MAX_OUTPUT_BYTES",
+    "MAX_OUTPUT_LINES",
     "LineSink",
     "PushLog",
     "PushResult",
@@ -35,14 +65,47 @@ __all__ = [
     "SlaveVersion",
     "channel_for",
     "fetch_status",
+    "file_signature",
     "parse_status",
     "push_all",
+    "receiver_reason",
 ]
 
 #: Called with (slave name, "stdout" or "stderr", line) for every line a slave prints.
 LineSink = Callable[[str, str, str], None]
 
 _CHUNK = 64 * 1024
+
+#: The most lines, and bytes, of a slave's output passed on (logged) per run, both
+#: streams together. The receiver prints a handful; anything near these is a broken
+#: or hostile slave, whose further output is read and thrown away.
+MAX_OUTPUT_LINES = 1000
+MAX_OUTPUT_BYTES = 256 * 1024
+#: A longer line is cut to this many bytes (a line without end must not grow forever).
+MAX_LINE = 4096
+#: How much of the end of stderr is kept to find the receiver's last line (its reason).
+_STDERR_TAIL = 2 * MAX_LINE
+#: The longest reason quoted from a slave into a result, the log and ``status``.
+_MAX_REASON = 500
+
+#: Seconds a kept SSH connection is reused before the slave's host key is checked
+#: again (one key exchange, no login: see the module docstring). 0 checks before
+#: every reuse. A ``[push] host_key_recheck`` option, when the config has one,
+#: takes precedence.
+HOST_KEY_RECHECK = 60.0
+
+#: The receiver's prefixes for a refusal and a failure (dnsmaster.receive.main);
+#: the words after them are the reason.
+_RECEIVER_PREFIXES = (
+    "dnsmaster receive: refused: ",
+    "dnsmaster receive: failed: ",
+    "dnsmaster receive: ",
+)
+
+#: Exit statuses of ``dnsmaster receive`` after which pushing the same build again
+#: is refused again: 1 the data (incomplete, too large, does not compile, older than
+#: the installed build), 2 the command. 111 (system error) and others may pass.
+_FINAL_EXITS = frozenset({1, 2})
 
 #: Ciphers in order of preference. asyncssh puts chacha20-poly1305 first, which it
 #: runs as two OpenSSL calls plus Python per packet; AES-GCM is one call, with AES-NI
@@ -60,7 +123,14 @@ _CIPHERS = (
 
 @dataclass(frozen=True, slots=True)
 class PushResult:
-    """How one slave's push ended."""
+    """How one slave's push ended.
+
+    On failure ``error`` is the reason to show (the receiver's own last stderr line
+    when it refused), ``phase`` where it failed and ``retryable`` whether pushing
+    the same build again can help (see :class:`~dnsmaster.errors.SlaveError`).
+    ``output_cut`` says the slave printed more than :data:`MAX_OUTPUT_LINES` lines or
+    :data:`MAX_OUTPUT_BYTES` bytes, and the rest was discarded.
+    """
 
     slave: str
     ok: bool
@@ -69,14 +139,20 @@ class PushResult:
     seconds: float
     exit_status: int | None = None
     error: str | None = None
+    phase: SlavePhase | None = None
+    retryable: bool = True
+    output_cut: bool = False
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
-    """A verb's exit status and what it printed on stdout."""
+    """A verb's exit status, what it printed on stdout (within the caps), the last
+    line it printed on stderr, and whether its output was cut."""
 
     exit_status: int | None
     stdout: tuple[str, ...]
+    stderr_last: str | None = None
+    cut: bool = False
 
 
 class _Writer(Protocol):
@@ -86,7 +162,70 @@ class _Writer(Protocol):
 
 
 class _Reader(Protocol):
-    async def readline(self) -> bytes: ...
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class _Output:
+    """A run's output as lines for ``on_line``, within a budget shared by both streams.
+
+    Bounded memory whatever the slave prints: a partial line is at most
+    :data:`MAX_LINE` bytes, stdout keeps at most the budget's lines, and stderr
+    keeps its last :data:`_STDERR_TAIL` bytes for the reason.
+    """
+
+    def __init__(self, name: str, on_line: LineSink) -> None:
+        self._name = name
+        self._on_line = on_line
+        self.lines_left = MAX_OUTPUT_LINES
+        self.bytes_left = MAX_OUTPUT_BYTES
+        self.cut = False
+        self.stdout: list[str] = []
+        self.stderr_tail = b""
+
+    def emit(self, stream: str, raw: bytes) -> None:
+        if self.cut:
+            return
+        if self.lines_left <= 0 or len(raw) > self.bytes_left:
+            self.cut = True  # from here on, everything is counted out
+            return
+        self.lines_left -= 1
+        self.bytes_left -= len(raw)
+        line = raw.decode("utf-8", "replace").rstrip("\r")
+        if stream == "stdout":
+            self.stdout.append(line)
+        self._on_line(self._name, stream, line)
+
+    async def read(self, reader: _Reader, stream: str) -> None:
+        pending = b""
+        skipping = False  # inside a line longer than MAX_LINE, past its shown part
+        while chunk := await reader.read(_CHUNK):
+            if stream == "stderr":
+                self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_TAIL:]
+            if self.cut:
+                continue  # drained and dropped: the slave never blocks on a full window
+            lines = (pending + chunk).split(b"\n")
+            pending = lines.pop()
+            for raw in lines:
+                if skipping:
+                    skipping = False
+                    continue
+                self.emit(stream, raw)
+                if self.cut:
+                    break
+            if len(pending) > MAX_LINE and not skipping:
+                self.emit(stream, pending[:MAX_LINE])
+                skipping = True
+            if skipping:
+                pending = b""
+        if pending and not skipping:
+            self.emit(stream, pending)
+
+    def stderr_last(self) -> str | None:
+        """The last non-empty line on stderr, escaped for logs and terminals."""
+        for raw in reversed(self.stderr_tail.splitlines()):
+            if raw.strip():
+                return printable(raw.decode("utf-8", "surrogateescape").strip())
+        return None
 
 
 async def _converse(
@@ -104,7 +243,7 @@ async def _converse(
     Reading while writing matters: a slave that prints while the channel window
     is full would otherwise stall both directions.
     """
-    captured: list[str] = []
+    output = _Output(name, on_line)
 
     async def feed() -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, asyncssh.Error):
@@ -115,23 +254,16 @@ async def _converse(
                     await stdin.drain()
             stdin.write_eof()
 
-    async def read(reader: _Reader, stream: str) -> None:
-        while raw := await reader.readline():
-            line = raw.decode("utf-8", "replace").rstrip("\r\n")
-            if stream == "stdout":
-                captured.append(line)
-            on_line(name, stream, line)
-
     try:
         async with asyncio.TaskGroup() as tasks:
             tasks.create_task(feed())
-            tasks.create_task(read(stdout, "stdout"))
-            tasks.create_task(read(stderr, "stderr"))
+            tasks.create_task(output.read(stdout, "stdout"))
+            tasks.create_task(output.read(stderr, "stderr"))
     except BaseExceptionGroup as group:
         # A lost connection fails both readers at once. Callers handle asyncssh.Error
         # and OSError per slave, not groups: raise the first cause itself.
         raise _first_cause(group) from None
-    return RunResult(await wait(), tuple(captured))
+    return RunResult(await wait(), tuple(output.stdout), output.stderr_last(), output.cut)
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -139,8 +271,51 @@ def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return _first_cause(first) if isinstance(first, BaseExceptionGroup) else first
 
 
+def receiver_reason(stderr_last: str | None, exit_status: int | None) -> str:
+    """Why a receiver failed, in its own words: its last stderr line without the
+    ``dnsmaster receive: refused:`` prefix, and the exit status.
+
+    ``data does not compile: line 3: ... (exit 1)``; a receiver that printed nothing
+    gives ``receiver exited with status 111``.
+    """
+    if exit_status is None:
+        status = "receiver ended without an exit status"
+    elif exit_status < 0:
+        status = f"receiver killed by signal {-exit_status}"
+    else:
+        status = f"receiver exited with status {exit_status}"
+    if not stderr_last:
+        return status
+    reason = stderr_last
+    for prefix in _RECEIVER_PREFIXES:
+        if reason.startswith(prefix):
+            reason = reason[len(prefix) :]
+            break
+    if len(reason) > _MAX_REASON:
+        reason = reason[: _MAX_REASON - 3] + "..."
+    short = f"exit {exit_status}" if exit_status is not None and exit_status >= 0 else status
+    return f"{reason} ({short})"
+
+
+def _receive_error(slave: Slave, result: RunResult, phase: SlavePhase = "receive") -> SlaveError:
+    """The failure of a run that ended with a non-zero exit status."""
+    final = slave.protocol != "legacy" and result.exit_status in _FINAL_EXITS
+    return SlaveError(
+        slave.name,
+        receiver_reason(result.stderr_last, result.exit_status),
+        result.exit_status,
+        phase=phase,
+        retryable=not final,
+    )
+
+
 class SlaveChannel(Protocol):
-    """Runs one verb of the receiver on one slave."""
+    """Runs one verb of the receiver on one slave.
+
+    ``run`` raises :class:`~dnsmaster.errors.SlaveError` (and nothing else but
+    cancellation) when the slave cannot be reached or the conversation breaks; a
+    non-zero exit status is a result, not an error.
+    """
 
     slave: Slave
 
@@ -149,65 +324,187 @@ class SlaveChannel(Protocol):
     async def close(self) -> None: ...
 
 
-class SshChannel:
-    """The receiver over SSH, on a connection kept open between runs."""
+def file_signature(path: os.PathLike[str] | str | None) -> tuple[int, int, int, int] | None:
+    """What tells a changed file from an unchanged one without reading it (device,
+    inode, size, mtime); None when it cannot be stat'ed. An editor's rename and an
+    in-place write both change it."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
-    def __init__(self, slave: Slave, config: Config) -> None:
+
+class SshChannel:
+    """The receiver over SSH, on a connection kept open between runs.
+
+    ``recheck`` is :data:`HOST_KEY_RECHECK` unless given (or set in the config's
+    ``[push] host_key_recheck``).
+    """
+
+    def __init__(self, slave: Slave, config: Config, *, recheck: float | None = None) -> None:
         self.slave = slave
         self._config = config
         self._conn: asyncssh.SSHClientConnection | None = None
+        # known_hosts as it was when the kept connection was verified against it.
+        self._verified_with: tuple[int, int, int, int] | None = None
+        # When the kept connection's host key was last known to be the slave's.
+        self._key_seen = 0.0
+        if recheck is None:
+            recheck = float(getattr(config.push, "host_key_recheck", HOST_KEY_RECHECK))
+        self._recheck = recheck
+
+    @property
+    def _where(self) -> str:
+        return f"{self.slave.host} port {self.slave.port}"
 
     async def _connection(self) -> asyncssh.SSHClientConnection:
         conn = self._conn
-        if conn is not None and not conn.is_closed():
-            return conn
+        if conn is not None:
+            if not conn.is_closed() and await self._still_trusted(conn):
+                return conn
+            await self.close()
+        return await self._connect()
+
+    async def _still_trusted(self, conn: asyncssh.SSHClientConnection) -> bool:
+        """Whether a new connection would be accepted with the same host key."""
+        if file_signature(self._config.known_hosts) != self._verified_with:
+            return False  # keys were added, removed or replaced: verify again
+        if time.monotonic() - self._key_seen < self._recheck:
+            return True
+        kept = conn.get_server_host_key()
+        now = await self._presented_key(kept)
+        if kept is None or now is None or now.public_data != kept.public_data:
+            # Re-keyed (or unreachable, or not telling): connecting anew decides,
+            # and reports a changed key in full.
+            return False
+        self._key_seen = time.monotonic()
+        return True
+
+    async def _presented_key(self, like: asyncssh.SSHKey | None = None) -> asyncssh.SSHKey | None:
+        """The host key the slave's sshd presents now (a key exchange, no login),
+        of the same type as ``like``; None when it cannot be had."""
+        algs: Sequence[str] = ()
+        if like is not None:
+            algs = [alg.decode("ascii") for alg in like.sig_algorithms]
+        try:
+            async with asyncio.timeout(self._config.push.connect_timeout):
+                return await asyncssh.get_server_host_key(
+                    self.slave.host,
+                    self.slave.port,
+                    server_host_key_algs=algs or (),
+                    config=[],
+                )
+        except (OSError, asyncssh.Error, ValueError):  # TimeoutError is an OSError
+            return None
+
+    async def _connect(self) -> asyncssh.SSHClientConnection:
         slave, push = self.slave, self._config.push
         key = slave.key or self._config.key
+        known_hosts = self._config.known_hosts
         # load() always sets known_hosts for SSH slaves; asyncssh would read None as
         # "check nothing", so refuse rather than ever connect unchecked.
-        if self._config.known_hosts is None:
-            raise asyncssh.HostKeyNotVerifiable("no known_hosts file configured")
+        if known_hosts is None:
+            raise SlaveError(
+                slave.name,
+                "no known_hosts file configured: set known_hosts in the config",
+                phase="hostkey",
+                retryable=False,
+            )
         client_keys = _load_key(slave.name, key) if key else None
-        self._conn = await asyncssh.connect(
-            slave.host,
-            port=slave.port,
-            username=slave.user,
-            client_keys=client_keys,
-            known_hosts=str(self._config.known_hosts),
-            connect_timeout=push.connect_timeout,
-            login_timeout=push.connect_timeout,
-            keepalive_interval=push.keepalive_interval or 0,
-            keepalive_count_max=3,
-            encryption_algs=_CIPHERS,
-            compression_algs=["none"],
-            agent_path=None,
-            config=[],
+        # Taken before connecting: an edit made while connecting means verify again.
+        signature = file_signature(known_hosts)
+        try:
+            conn = await asyncssh.connect(
+                slave.host,
+                port=slave.port,
+                username=slave.user,
+                client_keys=client_keys,
+                known_hosts=str(known_hosts),
+                connect_timeout=push.connect_timeout,
+                login_timeout=push.connect_timeout,
+                keepalive_interval=push.keepalive_interval or 0,
+                keepalive_count_max=3,
+                encryption_algs=_CIPHERS,
+                compression_algs=["none"],
+                agent_path=None,
+                config=[],
+            )
+        except asyncssh.HostKeyNotVerifiable as exc:
+            raise await self._host_key_error(Path(known_hosts), exc.reason) from None
+        except asyncssh.PermissionDenied as exc:
+            raise SlaveError(
+                slave.name,
+                f"permission denied for {slave.user or 'the login'} on {self._where} "
+                f"({exc.reason}): its authorized_keys must hold the master's key with the "
+                "forced command (dnsmaster authorized-key prints the line)",
+                phase="auth",
+            ) from None
+        except TimeoutError:
+            raise SlaveError(
+                slave.name,
+                f"cannot connect to {self._where}: no answer in {push.connect_timeout:g} s",
+                phase="connect",
+            ) from None
+        except OSError as exc:
+            raise SlaveError(
+                slave.name, f"cannot connect to {self._where}: {_os_reason(exc)}", phase="connect"
+            ) from None
+        except asyncssh.Error as exc:
+            raise SlaveError(
+                slave.name, f"ssh to {self._where}: {exc.reason}", phase="connect"
+            ) from None
+        self._conn, self._verified_with, self._key_seen = conn, signature, time.monotonic()
+        return conn
+
+    async def _host_key_error(self, known_hosts: Path, reason: str) -> HostKeyError:
+        """Unknown or changed: which, where in known_hosts, and how to accept the key."""
+        slave = self.slave
+        entries, revoked = _known_entries(known_hosts, slave.host, slave.port)
+        presented = await self._presented_key(entries[0][1] if entries else None)
+        if presented is None and entries:
+            presented = await self._presented_key()  # it offers no key of the known type
+        return _classify_host_key(
+            slave, known_hosts, entries=entries, revoked=revoked, presented=presented, reason=reason
         )
-        return self._conn
 
     async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
         try:
             conn = await self._connection()
-            proc = await conn.create_process(verb, encoding=None)
-        except asyncssh.ChannelOpenError:
-            # The kept connection went away under us (slave restarted): one new try.
+            try:
+                proc = await conn.create_process(verb, encoding=None)
+            except asyncssh.ChannelOpenError:
+                # The kept connection went away under us (slave restarted): one new try.
+                await self.close()
+                conn = await self._connection()
+                proc = await conn.create_process(verb, encoding=None)
+
+            async def wait() -> int | None:
+                completed = await proc.wait()
+                return completed.returncode
+
+            return await _converse(
+                self.slave.name,
+                proc.stdin,
+                proc.stdout,
+                proc.stderr,
+                payload=payload,
+                on_line=on_line,
+                wait=wait,
+            )
+        except HostKeyError:
             await self.close()
-            conn = await self._connection()
-            proc = await conn.create_process(verb, encoding=None)
-
-        async def wait() -> int | None:
-            completed = await proc.wait()
-            return completed.exit_status
-
-        return await _converse(
-            self.slave.name,
-            proc.stdin,
-            proc.stdout,
-            proc.stderr,
-            payload=payload,
-            on_line=on_line,
-            wait=wait,
-        )
+            raise
+        except SlaveError:
+            raise
+        except (OSError, asyncssh.Error) as exc:
+            await self.close()
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else _os_reason(exc)
+            raise SlaveError(
+                self.slave.name, f"ssh to {self._where}: {reason}", phase="transfer"
+            ) from None
 
     async def close(self) -> None:
         conn, self._conn = self._conn, None
@@ -215,6 +512,162 @@ class SshChannel:
             conn.close()
             with contextlib.suppress(Exception):
                 await conn.wait_closed()
+
+
+def _os_reason(exc: OSError) -> str:
+    """An OSError in plain words: ``connection refused``, ``no route to host``."""
+    if isinstance(exc, socket.gaierror):
+        return f"cannot resolve the name: {exc.strerror or exc}"
+    if exc.errno:
+        text = describe(exc)
+        return text[:1].lower() + text[1:]  # os.strerror capitalizes, djb's words do not
+    # asyncio's "Multiple exceptions: ..." for several addresses, each with its words.
+    return str(exc) or type(exc).__name__
+
+
+def _known_hosts_name(host: str, port: int) -> str:
+    """The name OpenSSH writes in known_hosts for ``host`` on ``port``."""
+    return host if port == 22 else f"[{host}]:{port}"
+
+
+#: known_hosts entries as (1-based line number, key).
+_Entries = list[tuple[int, asyncssh.SSHKey]]
+
+
+def _known_entries(path: Path, host: str, port: int) -> tuple[_Entries, _Entries]:
+    """The (line number, key) of every known_hosts entry for ``host`` on ``port``, and
+    of every ``@revoked`` one, the way asyncssh looks them up: ``[host]:port`` names
+    (plain, patterns or hashed ``|1|`` names), else names without the port."""
+    try:
+        lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError:
+        return [], []
+    parsed: list[tuple[int, asyncssh.SSHKnownHosts]] = []
+    for lineno, text in enumerate(lines, 1):
+        text = text.strip()
+        if not text or text.startswith("#"):
+            continue
+        try:
+            parsed.append((lineno, asyncssh.import_known_hosts(text)))
+        except (ValueError, asyncssh.KeyImportError):
+            continue  # asyncssh skips what it cannot read, and so do we
+
+    def scan(name: str) -> tuple[_Entries, _Entries]:
+        found: _Entries = []
+        revoked: _Entries = []
+        for lineno, entry in parsed:
+            # Port None: the name is matched as given, without asyncssh's fallback.
+            keys, _, bad, *_ = entry.match(name, "", None)
+            found += [(lineno, key) for key in keys]
+            revoked += [(lineno, key) for key in bad]
+        return found, revoked
+
+    found, revoked = scan(_known_hosts_name(host, port))
+    if port != 22 and not found:
+        more, revoked_more = scan(host)
+        return more, revoked + revoked_more
+    return found, revoked
+
+
+def _fingerprint(key: asyncssh.SSHKey) -> str:
+    return f"{key.get_algorithm()} {key.get_fingerprint('sha256')}"
+
+
+def _keyscan_type(algorithm: str) -> str | None:
+    """ssh-keyscan's -t name for a key algorithm."""
+    if algorithm == "ssh-ed25519":
+        return "ed25519"
+    if algorithm.startswith("ecdsa-"):
+        return "ecdsa"
+    if algorithm in ("ssh-rsa", "rsa-sha2-256", "rsa-sha2-512"):
+        return "rsa"
+    return None
+
+
+def _classify_host_key(
+    slave: Slave,
+    known_hosts: Path,
+    *,
+    entries: _Entries,
+    revoked: _Entries,
+    presented: asyncssh.SSHKey | None,
+    reason: str,
+) -> HostKeyError:
+    """The error for a host key asyncssh could not verify (``reason`` its words)."""
+    host, port, file = slave.host, slave.port, str(known_hosts)
+    name = _known_hosts_name(host, port)
+    shown = _fingerprint(presented) if presented is not None else None
+    like = presented or (entries[0][1] if entries else None)
+    kind = _keyscan_type(like.get_algorithm()) if like is not None else None
+    keyscan = " ".join(
+        [
+            "ssh-keyscan",
+            *(["-p", str(port)] if port != 22 else []),
+            *(["-t", kind] if kind else []),
+            shlex.quote(host),
+            ">>",
+            shlex.quote(file),
+        ]
+    )
+    check = (
+        f"compare it with `ssh-keygen -lf /etc/ssh/ssh_host_{kind or '*'}_key.pub` run on "
+        "the slave itself (not over this network)"
+    )
+    if presented is not None:
+        for lineno, key in revoked:
+            if key.public_data == presented.public_data:
+                return HostKeyError(
+                    slave.name,
+                    f"host key REVOKED: {name} presents {shown}, marked @revoked at "
+                    f"{file}:{lineno}; nothing is pushed to it",
+                    host=host,
+                    port=port,
+                    known_hosts=file,
+                    presented=shown,
+                )
+        if any(key.public_data == presented.public_data for _, key in entries):
+            # The key is known: asyncssh refused for another reason (a certificate,
+            # an algorithm); say so in its words.
+            return HostKeyError(
+                slave.name,
+                f"host key not verifiable: {reason}",
+                host=host,
+                port=port,
+                known_hosts=file,
+                presented=shown,
+            )
+    now = f"now presents {shown}" if shown else "presents another key"
+    if entries:
+        line, known = entries[0]
+        others = [n for n, _ in entries[1:] if n != line]
+        also = f" (also line {', '.join(map(str, others))})" if others else ""
+        remove = f"ssh-keygen -R {shlex.quote(name)} -f {shlex.quote(file)}"
+        return HostKeyChanged(
+            slave.name,
+            f"host key CHANGED: {name} {now}, but {file}:{line}{also} holds "
+            f"{_fingerprint(known)} for it. Either the slave was re-keyed or something "
+            f"else answers at its address: {check}; if it matches, accept it with "
+            f"`{remove} && {keyscan}`. Nothing is pushed to it until known_hosts changes",
+            host=host,
+            port=port,
+            known_hosts=file,
+            line=line,
+            lines=tuple(dict.fromkeys(n for n, _ in entries)),
+            known=_fingerprint(known),
+            presented=shown,
+            accept=(remove, keyscan),
+        )
+    return HostKeyUnknown(
+        slave.name,
+        f"host key unknown: {file} holds no key for {name}, which {now.replace('now ', '')}. "
+        f"Add it once you trust it: {check}, then `{keyscan}`. Nothing is pushed to it "
+        "until known_hosts changes",
+        host=host,
+        port=port,
+        known_hosts=file,
+        presented=shown,
+        accept=(keyscan,),
+    )
 
 
 def _load_key(slave: str, key: os.PathLike[str]) -> Sequence[asyncssh.SSHKeyPair]:
@@ -227,7 +680,12 @@ def _load_key(slave: str, key: os.PathLike[str]) -> Sequence[asyncssh.SSHKeyPair
         reason = exc.strerror or str(exc)
     except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
-    raise PushError(slave, f"cannot use the private key {os.fspath(key)}: {reason}")
+    raise SlaveError(
+        slave,
+        f"cannot use the private key {os.fspath(key)}: {reason}",
+        phase="auth",
+        retryable=False,
+    )
 
 
 class LocalChannel:
@@ -239,18 +697,23 @@ class LocalChannel:
     async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
         assert self.slave.root is not None
         env = dict(os.environ, SSH_ORIGINAL_COMMAND=verb)
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "dnsmaster",
-            "receive",
-            "--root",
-            str(self.slave.root),
-            stdin=asyncio.subprocess.PIPE,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-            env=env,
-        )
+        try:
+            proc = await asyncio.create_subprocess_exec(
+                sys.executable,
+                "-m",
+                "dnsmaster",
+                "receive",
+                "--root",
+                str(self.slave.root),
+                stdin=asyncio.subprocess.PIPE,
+                stdout=asyncio.subprocess.PIPE,
+                stderr=asyncio.subprocess.PIPE,
+                env=env,
+            )
+        except OSError as exc:
+            raise SlaveError(
+                self.slave.name, f"cannot start the receiver: {_os_reason(exc)}", phase="connect"
+            ) from None
         assert proc.stdin is not None
         assert proc.stdout is not None
         assert proc.stderr is not None
@@ -264,6 +727,10 @@ class LocalChannel:
                 on_line=on_line,
                 wait=proc.wait,
             )
+        except OSError as exc:
+            raise SlaveError(
+                self.slave.name, f"receiver pipe: {_os_reason(exc)}", phase="transfer"
+            ) from None
         finally:
             if proc.returncode is None:
                 proc.kill()
@@ -319,9 +786,18 @@ async def push_one(
     started = time.monotonic()
     verb = "push" if slave.protocol != "legacy" else "update-dns"
 
-    def failed(error: str, status: int | None = None) -> PushResult:
+    def failed(error: SlaveError, cut: bool = False) -> PushResult:
         return PushResult(
-            slave.name, False, sha256, len(payload), time.monotonic() - started, status, error
+            slave.name,
+            False,
+            sha256,
+            len(payload),
+            time.monotonic() - started,
+            error.exit_status,
+            error.reason,
+            error.phase,
+            error.retryable,
+            cut,
         )
 
     try:
@@ -329,22 +805,20 @@ async def push_one(
             result = await channel.run(verb, payload, on_line)
     except TimeoutError:
         await channel.close()
-        return failed(f"timed out after {timeout:g} s")
-    except PushError as exc:
-        return failed(exc.reason)
-    except asyncssh.HostKeyNotVerifiable as exc:
-        return failed(f"host key not verifiable: {exc.reason}")
-    except asyncssh.PermissionDenied as exc:
-        return failed(f"permission denied: {exc.reason}")
-    except asyncssh.Error as exc:
-        await channel.close()
-        return failed(f"ssh: {exc.reason}")
-    except OSError as exc:
-        await channel.close()
-        return failed(f"cannot connect: {exc.strerror or exc}")
+        return failed(SlaveError(slave.name, f"timed out after {timeout:g} s", phase="timeout"))
+    except SlaveError as exc:
+        return failed(exc)
     if result.exit_status != 0:
-        return failed(f"receiver exited with status {result.exit_status}", result.exit_status)
-    return PushResult(slave.name, True, sha256, len(payload), time.monotonic() - started, 0, None)
+        return failed(_receive_error(slave, result), result.cut)
+    return PushResult(
+        slave.name,
+        True,
+        sha256,
+        len(payload),
+        time.monotonic() - started,
+        0,
+        output_cut=result.cut,
+    )
 
 
 async def push_all(
@@ -394,19 +868,35 @@ def parse_status(lines: Sequence[str]) -> SlaveVersion | None:
 async def fetch_status(
     channel: SlaveChannel, timeout: float, on_line: LineSink
 ) -> SlaveVersion | None:
-    """The version a slave has installed; None when it has none or cannot tell.
+    """The version a slave has installed; None when it has none (or is legacy).
 
-    Raises what connecting raises (OSError, asyncssh.Error, TimeoutError).
+    Raises :class:`~dnsmaster.errors.SlaveError` when the slave cannot be asked
+    (phase ``connect``, ``hostkey``, ``auth``, ``transfer``, ``timeout``) or its
+    receiver fails the verb (phase ``status``, with the receiver's reason).
     """
-    if channel.slave.protocol == "legacy":
+    slave = channel.slave
+    if slave.protocol == "legacy":
         return None  # the classic update-dns script has no status to ask for
-    async with asyncio.timeout(timeout):
-        result = await channel.run("status", None, on_line)
-    return parse_status(result.stdout) if result.exit_status == 0 else None
+    try:
+        async with asyncio.timeout(timeout):
+            result = await channel.run("status", None, on_line)
+    except TimeoutError:
+        await channel.close()
+        raise SlaveError(
+            slave.name, f"status timed out after {timeout:g} s", phase="timeout"
+        ) from None
+    if result.exit_status != 0:
+        raise _receive_error(slave, result, "status")
+    return parse_status(result.stdout)
 
 
 class PushLog:
-    """Logs a push as it happens: ``push.line`` per slave line, then one result event."""
+    """Logs a push as it happens: ``push.line`` per slave line, then one result event.
+
+    A changed or unknown host key is logged at level critical (someone may pose as
+    the slave; only an operator can decide), other failures at error. Output cut at
+    the caps is one ``push.output_cut`` warning before the result.
+    """
 
     def __init__(self, logger: Any, serial: int | None = None) -> None:
         self._logger = logger
@@ -423,9 +913,19 @@ class PushLog:
             "bytes": result.bytes,
             "seconds": round(result.seconds, 3),
         }
+        if result.output_cut:
+            self._logger.warning(
+                "push.output_cut",
+                slave=result.slave,
+                max_lines=MAX_OUTPUT_LINES,
+                max_bytes=MAX_OUTPUT_BYTES,
+            )
         if result.ok:
             self._logger.info("push.done", **context)
-        else:
-            if result.exit_status is not None:
-                context["exit_status"] = result.exit_status
-            self._logger.error("push.failed", **context, error=result.error)
+            return
+        if result.exit_status is not None:
+            context["exit_status"] = result.exit_status
+        context["phase"] = result.phase
+        context["retryable"] = result.retryable
+        level = self._logger.critical if result.phase == "hostkey" else self._logger.error
+        level("push.failed", **context, error=result.error)

@@ -78,7 +78,7 @@ def parse_json_log(stderr: str) -> list[dict[str, Any]]:
             pytest.fail(f"log line is not JSON: {line!r}\n{stderr}")
         assert isinstance(event, dict), line
         assert isinstance(event.get("event"), str), line
-        assert event.get("level") in ("debug", "info", "warning", "error"), line
+        assert event.get("level") in ("debug", "info", "warning", "error", "critical"), line
         events.append(event)
     return events
 
@@ -369,14 +369,20 @@ def test_data_that_does_not_compile_changes_nothing(
     # the installed serial is refused before that, as a second master's build).
     bump(master)
     data = master.output / "data"
-    data.write_bytes(data.read_bytes() + b"!www2.example.com:1.2.3.4\n")
+    good = data.read_bytes()
+    data.write_bytes(good + b"!www2.example.com:1.2.3.4\n")
+    bad_line = good.count(b"\n") + 1
     run = master.push("--no-build")
     assert run.returncode == 3, run.stderr
     for s, snap in zip(three, before, strict=True):
         failed = run.one("push.failed", slave=s.name)
         assert failed["exit_status"] == 1
-        assert "receiver exited with status 1" in failed["error"]
-        assert any("data does not compile" in line for line in run.lines(s.name, "stderr"))
+        # The receiver's reason, its last stderr line, is the error.
+        reason = f"data does not compile: line {bad_line}: unrecognized leading character '!'"
+        assert failed["error"] == f"{reason} (exit 1)"
+        assert failed["phase"] == "receive"
+        assert failed["retryable"] is False
+        assert run.lines(s.name, "stderr")[-1] == f"dnsmaster receive: refused: {reason}"
         assert s.snapshot() == snap
         assert served(s) == serial
     assert run.one("push.end")["failed"] == 3
@@ -442,7 +448,13 @@ def test_changed_host_key_sends_nothing(lab: Lab, master: Master, three: list[Sl
     run = master.push("--no-build")
     assert run.returncode == 3, run.stderr
     failed = run.one("push.failed", slave=moved.name)
-    assert "host key" in failed["error"].lower()
+    assert failed["level"] == "critical"
+    assert failed["phase"] == "hostkey"
+    assert failed["retryable"] is False
+    error = failed["error"]
+    # Not "unknown": known_hosts has a key for it, on line 3, and that key is not this one.
+    assert error.startswith(f"host key CHANGED: [{moved.address}]:{moved.port} now presents ")
+    assert f"{lab.known_hosts}:3 holds ssh-ed25519 SHA256:" in error
     assert "exit_status" not in failed
     assert not run.named("push.line", slave=moved.name)
     assert accepted_logins(moved) == logins  # never authenticated: nothing was sent
@@ -450,8 +462,9 @@ def test_changed_host_key_sends_nothing(lab: Lab, master: Master, three: list[Sl
     assert served(moved) == old
     for s in three[:2]:
         assert served(s) == new
-    # The operator accepts the new key: the next push reaches it.
-    lab.write_known_hosts()
+    # The operator accepts the new key exactly as the message says: the next push reaches it.
+    accept = error.split("accept it with `", 1)[1].split("`", 1)[0]
+    subprocess.run(accept, shell=True, check=True, capture_output=True, timeout=60)
     run = master.push("--no-build")
     assert run.returncode == 0, run.stderr
     assert served(moved) == new
@@ -468,7 +481,11 @@ def test_one_slave_down(lab: Lab, master: Master, three: list[Slave]) -> None:
     assert run.returncode == 3, run.stderr
     failed = run.one("push.failed", slave=down.name)
     # Refused at once, not a timeout: a down slave costs the push no waiting.
-    assert failed["error"].startswith("cannot connect: "), failed
+    assert (
+        failed["error"] == f"cannot connect to {down.address} port {down.port}: connection refused"
+    )
+    assert failed["phase"] == "connect"
+    assert failed["retryable"] is True
     assert "timed out" not in failed["error"], failed
     for s in (three[0], three[2]):
         run.one("push.done", slave=s.name)

@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -107,17 +108,20 @@ def test_push_log_events() -> None:
     events: list[tuple[str, str, dict[str, object]]] = []
 
     class Logger:
-        def info(self, event: str, **kw: object) -> None:
-            events.append(("info", event, kw))
-
-        def error(self, event: str, **kw: object) -> None:
-            events.append(("error", event, kw))
+        def __getattr__(self, level: str) -> Callable[..., None]:
+            return lambda event, **kw: events.append((level, event, kw))
 
     log = push.PushLog(Logger(), serial=9)
     log.line("a", "stdout", "hello")
     log.result(push.PushResult("a", True, "f" * 64, 10, 0.12345, 0))
-    log.result(push.PushResult("b", False, "f" * 64, 10, 1.0, 1, "receiver exited with status 1"))
+    log.result(
+        push.PushResult("b", False, "f" * 64, 10, 1.0, 1, "bad data (exit 1)", "receive", False)
+    )
     log.result(push.PushResult("c", False, "f" * 64, 10, 1.0, None, "cannot connect: refused"))
+    log.result(
+        push.PushResult("d", False, "f" * 64, 0, 1.0, None, "host key CHANGED", "hostkey", False)
+    )
+    log.result(push.PushResult("e", True, "f" * 64, 10, 1.0, 0, output_cut=True))
     assert events[0] == ("info", "push.line", {"slave": "a", "stream": "stdout", "line": "hello"})
     assert events[1][:2] == ("info", "push.done")
     assert events[1][2]["serial"] == 9
@@ -125,8 +129,16 @@ def test_push_log_events() -> None:
     assert events[1][2]["sha256"] == "f" * 16
     assert events[2][:2] == ("error", "push.failed")
     assert events[2][2]["exit_status"] == 1
+    assert events[2][2]["phase"] == "receive"
+    assert events[2][2]["retryable"] is False
     assert "exit_status" not in events[3][2]
     assert events[3][2]["error"] == "cannot connect: refused"
+    assert events[3][2]["retryable"] is True
+    # A changed host key: critical, someone may be posing as the slave.
+    assert events[4][:2] == ("critical", "push.failed")
+    # Cut output: one warning, then the result as usual.
+    assert [e[:2] for e in events[5:]] == [("warning", "push.output_cut"), ("info", "push.done")]
+    assert events[5][2] == {"slave": "e", "max_lines": 1000, "max_bytes": 256 * 1024}
 
 
 # --------------------------------------------------------------------------- local receiver
@@ -153,7 +165,7 @@ async def test_push_one_local(tmp_path: Path) -> None:
 
 
 async def test_fetch_status_without_data(tmp_path: Path) -> None:
-    """No data installed: the receiver fails the status verb, which reads as None."""
+    """No data installed: the receiver says ``status none``, which reads as None."""
     assert await push.fetch_status(local(tmp_path / "root"), 30, Lines()) is None
 
 
@@ -175,7 +187,11 @@ async def test_push_one_refused_data(tmp_path: Path) -> None:
     result = await push.push_one(channel, bad, "y", 30, lines)
     assert not result.ok
     assert result.exit_status == 1
-    assert result.error == "receiver exited with status 1"
+    # The receiver's own reason, not just its status; pushing it again cannot help.
+    reason = "data does not compile: line 9: unrecognized leading character '!'"
+    assert result.error == f"{reason} (exit 1)"
+    assert result.phase == "receive"
+    assert not result.retryable
     assert any("data does not compile" in line for _, s, line in lines.seen if s == "stderr")
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == before
     assert (tmp_path / "root" / "data").read_bytes() == installed
@@ -194,6 +210,10 @@ async def test_legacy_verb_refused_by_a_dnsmaster_receiver(tmp_path: Path) -> No
     result = await push.push_one(local(tmp_path / "r", protocol="legacy"), b"", "", 30, Lines())
     assert not result.ok
     assert result.exit_status == 2
+    assert result.error is not None
+    assert result.error.startswith("unknown command 'update-dns'")
+    # A legacy script's exit statuses mean nothing known, so it is retried.
+    assert result.retryable
 
 
 async def test_push_one_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -214,6 +234,8 @@ async def test_push_one_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
         result = await push.push_one(channel, zone_data(), "x", 0.5, Lines())
     assert not result.ok
     assert result.error == "timed out after 0.5 s"
+    assert result.phase == "timeout"
+    assert result.retryable
     if pidfile.exists():  # else it was killed before it could even write it
         with pytest.raises(ProcessLookupError):
             os.kill(int(pidfile.read_text()), 0)
@@ -241,6 +263,9 @@ async def test_push_all_keeps_order_and_isolates_failures(tmp_path: Path) -> Non
     assert [r.slave for r in results] == ["g0", "bad", "g1", "g2"]
     assert [r.ok for r in results] == [True, False, True, True]
     assert results[1].exit_status == 111
+    assert results[1].error is not None
+    assert results[1].error.endswith(": not a directory (exit 111)")
+    assert results[1].retryable  # a system error on the slave may pass
     assert sorted(seen) == ["bad", "g0", "g1", "g2"]
     for i in range(3):
         assert (tmp_path / f"g{i}" / "data").read_bytes() == data + seal(data)
