@@ -346,6 +346,8 @@ def push(
     shown = serial if serial is not None else "none"
     with _session(root, out) as unmatched:
         try:
+            if unmatched is not None:
+                _say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
             _copy_uncopied(root, out)
             if unmatched is None and _already_installed(root, content):
                 _say(out, "unchanged: data and data.cdb already installed")

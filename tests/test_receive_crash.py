@@ -179,6 +179,7 @@ class TestKilled:
         """SIGKILL at each rename, link, unlink, fsync and write of a push; the next runs repair."""
         require("strace")
         points = crash_points(fresh)
+        missed: list[str] = []
         for name, n in points:
             root = fresh.parent / f"kill-{name}-{n}"
             root.mkdir()
@@ -186,7 +187,12 @@ class TestKilled:
             inject = f"inject={name}:signal=SIGKILL:when={n}"
             proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
             where = f"killed at {name} #{n}"
-            assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), (where, proc)
+            if proc.returncode == 0:
+                # This run made fewer such calls than the counted one (a copy name of
+                # the same second is taken: one more link): nothing to kill.
+                missed.append(where)
+            else:
+                assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), (where, proc)
             journal = check_crash_state(root, [sealed(OLD), sealed(NEW)])
             if (root / "data").read_bytes() == sealed(OLD):
                 # Not installed: no copy of this push may stay.
@@ -202,6 +208,7 @@ class TestKilled:
             assert again.returncode == 0, (where, again.stderr)
             assert (root / "data").read_bytes() == sealed(NEW)
             check_repaired(root)
+        assert len(missed) <= 1, missed
 
     def test_kill_during_repair(self, fresh: Path) -> None:
         """A run killed while repairing leaves the journal; the run after it repairs."""
