@@ -1,0 +1,920 @@
+"""``dnsmaster status``: judging hand-made state files (pure, fast), the command's
+exit statuses, ``--json`` and ``--nagios``, and end to end against a real daemon
+and real slaves (``--live`` too).
+
+The end-to-end tests that rely on the daemon filling the newer state fields
+(heartbeat, served serial, last success) say so in their docstring.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+import pytest
+
+from dnsmaster import state, status
+from dnsmaster.build import Builder
+from dnsmaster.cli import main
+from dnsmaster.state import BuildState, SlaveState, State
+from dnsmaster.status import Finding, ZonesCheck
+from tests.daemonrun import PROJECT, DaemonProcess, config_text
+
+if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
+    from tests.realworld import Lab, Slave
+
+pytest_plugins = ["tests.realworld"]
+
+SHA = "a" * 64
+OLD = "b" * 64
+NOW = 1_800_000_000.0
+SERIAL = 1_700_000_010
+
+
+def build(**changes: object) -> BuildState:
+    fields: dict[str, object] = {
+        "serial": SERIAL,
+        "sha256": SHA,
+        "records": 22,
+        "time": NOW - 600,
+        "fingerprint": "f" * 64,
+    }
+    return BuildState(**(fields | changes))  # type: ignore[arg-type]
+
+
+def make(*slaves: SlaveState, **changes: object) -> State:
+    fields: dict[str, object] = {
+        "pid": 42,
+        "updated": NOW - 2,
+        "build": build(),
+        "slaves": slaves,
+        "heartbeat_interval": 10.0,
+        "started": NOW - 3600,
+        "host": None,
+    }
+    return State(**(fields | changes))  # type: ignore[arg-type]
+
+
+def good(name: str = "ns2", **changes: object) -> SlaveState:
+    """A slave on the build, seen serving it."""
+    fields: dict[str, object] = {
+        "name": name,
+        "installed_sha256": SHA,
+        "installed_serial": SERIAL,
+        "result": "ok",
+        "last_push": NOW - 590,
+        "verified": "ok",
+        "verify_zone": "example.com",
+        "expected_serial": SERIAL,
+        "served_serial": SERIAL,
+        "last_success": NOW - 589,
+        "verified_at": NOW - 589,
+    }
+    return SlaveState(**(fields | changes))  # type: ignore[arg-type]
+
+
+SAME = ZonesCheck(False)
+
+
+def slave_state(slave: SlaveState, *, verifies: bool | None = None, **changes: object) -> Finding:
+    return status.judge_slave(slave, make(slave, **changes), now=NOW, verifies=verifies)
+
+
+# -- judging, pure -----------------------------------------------------------------------
+
+
+class TestDaemon:
+    def test_running(self) -> None:
+        """A live pid with a fresh heartbeat is running."""
+        found = status.judge_daemon(make(), now=NOW, alive=True)
+        assert found.state == "running"
+        assert found.ok
+
+    def test_killed(self) -> None:
+        """kill -9: the pid is gone though the heartbeat is fresh: dead, and what to do."""
+        found = status.judge_daemon(make(), now=NOW, alive=False)
+        assert found.state == "dead"
+        assert "pid 42 is not running" in found.reason
+        assert found.action is not None
+        assert "start it again" in found.action
+
+    def test_hung(self) -> None:
+        """The pid runs but no heartbeat for 3 intervals: hung."""
+        found = status.judge_daemon(make(updated=NOW - 31), now=NOW, alive=True)
+        assert found.state == "hung"
+        assert "every 10 s" in found.reason
+
+    def test_heartbeat_within_three_intervals(self) -> None:
+        """A late write or two is no alarm: 3 intervals are allowed."""
+        assert status.judge_daemon(make(updated=NOW - 29), now=NOW, alive=True).ok
+
+    def test_other_host_judged_by_heartbeat(self) -> None:
+        """On another host the pid says nothing; an old heartbeat means dead."""
+        old = make(updated=NOW - 100, host="elsewhere")
+        assert status.judge_daemon(old, now=NOW, alive=None).state == "dead"
+        assert status.judge_daemon(make(host="elsewhere"), now=NOW, alive=None).ok
+
+    def test_no_heartbeat_promise(self) -> None:
+        """A daemon that states no interval is judged by its pid alone."""
+        old = make(updated=NOW - 86400, heartbeat_interval=None)
+        assert status.judge_daemon(old, now=NOW, alive=True).ok
+        assert status.judge_daemon(old, now=NOW, alive=False).state == "dead"
+
+    def test_stopped(self) -> None:
+        """A clean stop is named as such, not as a crash."""
+        found = status.judge_daemon(make(stopped=NOW - 60), now=NOW, alive=False)
+        assert found.state == "stopped"
+        assert "cleanly" in found.reason
+
+
+class TestPidAlive:
+    def test_self(self) -> None:
+        assert status.pid_alive(os.getpid())
+
+    def test_gone_and_nonsense(self) -> None:
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        assert not status.pid_alive(proc.pid)
+        assert not status.pid_alive(0)
+        assert not status.pid_alive(-1)
+
+    def test_zombie_is_dead(self) -> None:
+        """Killed but not yet reaped by its parent: a zombie runs nothing."""
+        proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+        try:
+            os.kill(proc.pid, signal.SIGKILL)
+            deadline = time.monotonic() + 10
+            while status.pid_alive(proc.pid):
+                assert time.monotonic() < deadline, "a killed child still counts as alive"
+                time.sleep(0.01)
+            assert Path(f"/proc/{proc.pid}").exists()  # not reaped: a zombie
+        finally:
+            proc.kill()
+            proc.wait()
+
+
+class TestBuild:
+    def test_ok(self) -> None:
+        found = status.judge_build(make(), SAME, now=NOW)
+        assert found.ok
+        assert str(SERIAL) in found.reason
+
+    def test_none(self) -> None:
+        """Never built: says so with the error, and what to do."""
+        found = status.judge_build(
+            make(build=None, build_error="2 errors in the zones"), ZonesCheck(True), now=NOW
+        )
+        assert found.state == "none"
+        assert "2 errors in the zones" in found.reason
+        assert found.action is not None
+        assert "dnsmaster check" in found.action
+
+    def test_failed(self) -> None:
+        """A failed build names the error and the serial the slaves keep."""
+        found = status.judge_build(
+            make(build=build(error="zones.x:3: bad IP")), ZonesCheck(True, NOW - 50), now=NOW
+        )
+        assert found.state == "failed"
+        assert "zones.x:3: bad IP" in found.reason
+        assert str(SERIAL) in found.reason
+        assert found.since == NOW - 50
+
+    def test_unbuilt(self) -> None:
+        """Zones changed since the build: not ok, dated from the change."""
+        found = status.judge_build(make(), ZonesCheck(True, NOW - 7), now=NOW)
+        assert found.state == "unbuilt"
+        assert "changed 7 s ago" in found.reason
+        assert found.since == NOW - 7
+
+    def test_unreadable(self) -> None:
+        found = status.judge_build(make(), ZonesCheck(None, error="zones: access denied"), now=NOW)
+        assert found.state == "unreadable"
+        assert "access denied" in found.reason
+
+
+class TestSlave:
+    def test_ok_seen_serving(self) -> None:
+        found = slave_state(good())
+        assert (found.state, found.ok) == ("ok", True)
+
+    def test_ok_when_not_verified_by_design(self) -> None:
+        """verified=skipped (or, for older files, the config says no DNS): ok, and says so."""
+        found = slave_state(good(verified="skipped", served_serial=None))
+        assert found.ok
+        assert "not asked over DNS" in found.reason
+        assert slave_state(good(verified=None), verifies=False).ok
+
+    def test_verifying(self) -> None:
+        """Installed, not yet seen serving: not ok."""
+        assert slave_state(good(verified=None, served_serial=None)).state == "verifying"
+
+    def test_dns_failed(self) -> None:
+        """A failed DNS verification (tinydns stopped) is not ok; reason and fix."""
+        found = slave_state(
+            good(verified="failed", served_serial=None, verify_error="no answer (timeout)")
+        )
+        assert found.state == "dns-failed"
+        assert "no answer (timeout)" in found.reason
+        assert found.action is not None
+        assert "start tinydns" in found.action
+
+    def test_stale(self) -> None:
+        found = slave_state(good(verified="stale", served_serial=SERIAL - 5))
+        assert found.state == "stale"
+        assert f"an older serial, {SERIAL - 5}" in found.reason
+
+    def test_older_serial_is_stale_whatever_the_verdict(self) -> None:
+        """An older served serial is never ok, by RFC 1982 across the wrap too."""
+        found = status.judge_slave(
+            good(verified="ok", expected_serial=3, served_serial=4294967290),
+            make(good()),
+            now=NOW,
+        )
+        assert found.state == "stale"
+        assert "an older serial" in found.reason
+
+    def test_newer_serial_is_named_otherwise(self) -> None:
+        found = slave_state(good(verified="ok", served_serial=SERIAL + 1))
+        assert found.state == "stale"
+        assert "another serial" in found.reason
+
+    def test_behind(self) -> None:
+        found = slave_state(good(installed_sha256=OLD, installed_serial=SERIAL - 1))
+        assert found.state == "behind"
+        assert f"has serial {SERIAL - 1}" in found.reason
+
+    def test_pushing(self) -> None:
+        found = slave_state(good(installed_sha256=OLD, result="pushing", push_started=NOW - 5))
+        assert found.state == "pushing"
+        assert "for 5 s" in found.reason
+
+    def test_pushing_again_while_serving_stays_ok(self) -> None:
+        """SIGALRM re-pushes a slave that serves the build: it is still ok."""
+        assert slave_state(good(result="pushing")).ok
+
+    def test_failing(self) -> None:
+        """A failing slave carries the receiver's reason and the count."""
+        found = slave_state(
+            good(
+                installed_sha256=OLD,
+                result="failed",
+                error="receiver exited with status 111",
+                failures=4,
+                next_retry=NOW + 30,
+            )
+        )
+        assert found.state == "failing"
+        assert "receiver exited with status 111" in found.reason
+        assert "4 pushes failed in a row" in found.reason
+        assert "next retry" in found.reason
+
+    def test_unknown(self) -> None:
+        assert slave_state(SlaveState("ns2")).state == "unknown"
+
+    def test_since_after_restart(self) -> None:
+        """Behind since the build, or since the daemon started if that is later."""
+        behind = good(installed_sha256=OLD)
+        assert slave_state(behind, started=NOW - 10).since == NOW - 10
+        assert slave_state(behind, started=NOW - 9999).since == NOW - 600
+
+
+def report(
+    *slaves: SlaveState, alive: bool = True, zones: ZonesCheck = SAME, **changes: object
+) -> status.Report:
+    return status.judge(make(*slaves, **changes), now=NOW, alive=alive, zones=zones)
+
+
+class TestReport:
+    def test_exit_statuses(self) -> None:
+        """0 all ok; 3 a slave; 4 the build; 5 the daemon; the highest wins."""
+        assert report(good()).exit_status == status.EXIT_OK
+        assert report(good(verified="failed")).exit_status == status.EXIT_SLAVES
+        assert report(good(), zones=ZonesCheck(True)).exit_status == status.EXIT_BUILD
+        assert report(good(), alive=False).exit_status == status.EXIT_DAEMON
+        worst = report(good(verified="failed"), alive=False, zones=ZonesCheck(True))
+        assert worst.exit_status == status.EXIT_DAEMON
+
+    def test_render(self) -> None:
+        """One line for the daemon, one for the build, a row per slave with its state."""
+        text = status.render(report(good(), good("ns3", verified="failed", served_serial=None)))
+        lines = text.splitlines()
+        assert lines[0].split()[:2] == ["daemon", "running"]
+        assert lines[1].split()[:2] == ["build", "ok"]
+        rows = {line.split()[0]: line.split()[1] for line in lines[3:]}
+        assert rows == {"SLAVE": "STATE", "ns2": "ok", "ns3": "dns-failed"}
+
+    def test_problems_say_what_to_do(self) -> None:
+        text = status.render_problems(report(good(verified="failed"), alive=False))
+        assert "dnsmaster: daemon: dead: " in text
+        assert "dnsmaster: ns2: dns-failed for " in text
+        assert text.count("what to do:") == 2
+
+
+PERF = re.compile(r"^'?[^=']+'?=(U|[0-9.]+s?)(;[0-9.]*){0,4}$")
+
+
+def nagios(rep: status.Report, warning: float = 120, critical: float = 600) -> tuple[int, str]:
+    code, line = status.nagios(rep, warning=warning, critical=critical)
+    assert "\n" not in line
+    text, _, perf = line.partition(" | ")
+    assert "|" not in text
+    for item in perf.split():
+        assert PERF.match(item), item
+    return code, line
+
+
+class TestNagios:
+    def test_ok_with_perfdata(self) -> None:
+        code, line = nagios(report(good(), good("ns3")))
+        assert code == status.NAGIOS_OK
+        assert line.startswith(f"DNSMASTER OK - serial {SERIAL} served by 2/2 slaves | ")
+        perf = dict(item.split("=", 1) for item in line.split(" | ")[1].split())
+        assert perf["slaves_ok"] == "2;;;0;2"
+        assert perf["slaves_behind"] == "0;;;0;2"
+        assert perf["slaves_failing"] == "0;;;0;2"
+        assert perf["build_age"] == "600s;;;0"
+        assert perf["heartbeat_age"] == "2s;;;0"
+        assert perf["last_success_ns2"] == "589s;;;0"
+
+    def test_counts_and_never_succeeded(self) -> None:
+        """Behind and failing counted apart; a slave never seen ok has U."""
+        rep = report(
+            good(),
+            good("ns3", installed_sha256=OLD, result="pushing", last_success=None),
+            good("ns4", verified="failed"),
+        )
+        _, line = nagios(rep)
+        perf = dict(item.split("=", 1) for item in line.split(" | ")[1].split())
+        assert (perf["slaves_ok"], perf["slaves_behind"], perf["slaves_failing"]) == (
+            "1;;;0;3",
+            "1;;;0;3",
+            "1;;;0;3",
+        )
+        assert perf["last_success_ns3"] == "U;;;0"
+
+    @pytest.mark.parametrize(
+        ("age", "expected"),
+        [(10, status.NAGIOS_OK), (200, status.NAGIOS_WARNING), (700, status.NAGIOS_CRITICAL)],
+    )
+    def test_thresholds_on_how_long(self, age: float, expected: int) -> None:
+        """A problem younger than --warning is named but OK; then WARNING, CRITICAL."""
+        rep = report(good(verified="failed", verified_at=NOW - age))
+        code, line = nagios(rep)
+        assert code == expected
+        assert "ns2 dns-failed" in line
+
+    def test_daemon_dead_is_critical_at_once(self) -> None:
+        code, line = nagios(report(good(), alive=False))
+        assert code == status.NAGIOS_CRITICAL
+        assert line.startswith("DNSMASTER CRITICAL - daemon dead: pid 42 is not running")
+
+    def test_unbuilt_edit(self) -> None:
+        code, line = nagios(report(good(), zones=ZonesCheck(True, NOW - 300)))
+        assert code == status.NAGIOS_WARNING
+        assert "build unbuilt for 5 min" in line
+
+    def test_pipe_in_a_reason_cannot_break_perfdata(self) -> None:
+        _, line = nagios(report(good(verified="failed", verify_error="a|b")))
+        assert line.count(" | ") == 1
+
+
+# -- the zones comparison, on real files --------------------------------------------------
+
+
+def _setup(base: Path, *slaves: dict[str, object], **top: object) -> tuple[Path, Path, Path]:
+    """zones/, out/ (built) and a config; the state file is base/state.json."""
+    zones, out = base / "zones", base / "out"
+    zones.mkdir(parents=True)
+    out.mkdir()
+    (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:259200\n")
+    Builder(zones, out).build()
+    config = base / "c.toml"
+    config.write_text(
+        config_text(zones=zones, output=out, state=base / "state.json", slaves=slaves, top=top)
+    )
+    return zones, out, config
+
+
+def _built_state(out: Path, *slaves: SlaveState, **changes: object) -> State:
+    from dnsmaster.core.banner import built_from, previous_serial  # noqa: PLC0415
+
+    data = (out / "data").read_bytes()
+    fields: dict[str, object] = {
+        "pid": os.getpid(),
+        "updated": time.time(),
+        "build": BuildState(
+            previous_serial(data),
+            hashlib.sha256(data).hexdigest(),
+            3,
+            time.time() - 5,
+            fingerprint=built_from(data),
+        ),
+        "slaves": slaves,
+        "heartbeat_interval": 10.0,
+    }
+    return State(**(fields | changes))  # type: ignore[arg-type]
+
+
+class TestZones:
+    def test_same_then_changed(self, tmp_path: Path) -> None:
+        """The fingerprint now against the build's; an edit dates itself."""
+        zones, out, config = _setup(tmp_path)
+        from dnsmaster import config as configuration  # noqa: PLC0415
+
+        cfg = configuration.load(config)
+        current = _built_state(out)
+        assert status.check_zones(cfg, current) == ZonesCheck(False)
+        before = time.time()
+        (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:300\n")
+        found = status.check_zones(cfg, current)
+        assert found.changed is True
+        assert found.since is not None
+        assert found.since >= before - 1
+        # An editor's swap file is no change.
+        (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:259200\n")
+        (zones / ".zones.example.com.swp").write_text("junk")
+        assert status.check_zones(cfg, current).changed is False
+
+    def test_without_recorded_fingerprint_uses_the_banner(self, tmp_path: Path) -> None:
+        """A state file without the fingerprint: the banner of data on disk says."""
+        zones, out, config = _setup(tmp_path)
+        from dnsmaster import config as configuration  # noqa: PLC0415
+
+        cfg = configuration.load(config)
+        current = _built_state(out)
+        assert current.build is not None
+        old = State(
+            current.pid, current.updated, build(sha256=current.build.sha256, fingerprint=None)
+        )
+        assert status.check_zones(cfg, old).changed is False
+        (zones / "zones.new").write_text("+a.example.com:192.0.2.1\n")
+        assert status.check_zones(cfg, old).changed is True
+
+
+# -- the command -----------------------------------------------------------------------
+
+
+def run(config: Path, *options: str, capsys: pytest.CaptureFixture[str]) -> tuple[int, str, str]:
+    code = main(["status", "--config", str(config), *options])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+class TestCommand:
+    def test_all_ok_exits_zero(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        _, out, config = _setup(tmp_path, {"name": "ns2", "transport": "local", "root": "r"})
+        sha = hashlib.sha256((out / "data").read_bytes()).hexdigest()
+        slave = SlaveState("ns2", sha, 1, "ok", verified="skipped")
+        state.write(tmp_path / "state.json", _built_state(out, slave))
+        code, text, err = run(config, capsys=capsys)
+        assert (code, err) == (0, "")
+        assert "ns2" in text
+
+    def test_old_daemon_local_slave_without_dns(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """A state file of a daemon that says nothing of verification: the config does."""
+        _, out, config = _setup(tmp_path, {"name": "ns2", "transport": "local", "root": "r"})
+        sha = hashlib.sha256((out / "data").read_bytes()).hexdigest()
+        current = _built_state(out, SlaveState("ns2", sha, 1, "ok"), heartbeat_interval=None)
+        state.write(tmp_path / "state.json", current)
+        assert run(config, capsys=capsys)[0] == 0
+
+    def test_failed_verification_exits_nonzero(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """Not only --json says it: the exit status and stderr do."""
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        _, out, config = _setup(
+            tmp_path, {"name": "ns2", "host": "192.0.2.1"}, known_hosts=known_hosts
+        )
+        sha = hashlib.sha256((out / "data").read_bytes()).hexdigest()
+        slave = SlaveState("ns2", sha, 1, "ok", verified="failed", verify_error="timeout")
+        state.write(tmp_path / "state.json", _built_state(out, slave))
+        code, _, err = run(config, capsys=capsys)
+        assert code == status.EXIT_SLAVES
+        assert "ns2: dns-failed" in err
+        code, text, _ = run(config, "--json", capsys=capsys)
+        assert code == status.EXIT_SLAVES
+        health = json.loads(text)["health"]
+        assert health["slaves"][0]["state"] == "dns-failed"
+        assert json.loads(text)["slaves"][0]["verified"] == "failed"
+
+    def test_dead_daemon(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        _, out, config = _setup(tmp_path)
+        proc = subprocess.Popen([sys.executable, "-c", "pass"])
+        proc.wait()
+        state.write(tmp_path / "state.json", _built_state(out, pid=proc.pid))
+        code, _, err = run(config, capsys=capsys)
+        assert code == status.EXIT_DAEMON
+        assert "daemon: dead" in err
+        code, line, _ = run(config, "--nagios", capsys=capsys)
+        assert code == status.NAGIOS_CRITICAL
+        assert line.startswith("DNSMASTER CRITICAL - daemon dead")
+
+    def test_unbuilt_edit(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        zones, out, config = _setup(tmp_path)
+        state.write(tmp_path / "state.json", _built_state(out))
+        assert run(config, capsys=capsys)[0] == 0
+        (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:300\n")
+        code, _, err = run(config, capsys=capsys)
+        assert code == status.EXIT_BUILD
+        assert "build: unbuilt for " in err
+
+    def test_missing_state_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        """No state file: 111 and its name; for Nagios, UNKNOWN."""
+        _, _, config = _setup(tmp_path)
+        code, _, err = run(config, capsys=capsys)
+        assert code == status.EXIT_SYSTEM
+        assert "state.json" in err
+        assert "has the daemon ever run?" in err
+        code, line, _ = run(config, "--nagios", capsys=capsys)
+        assert code == status.NAGIOS_UNKNOWN
+        assert line.startswith("DNSMASTER UNKNOWN - ")
+
+    def test_bad_config_nagios_unknown(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        code, line, _ = run(tmp_path / "missing.toml", "--nagios", capsys=capsys)
+        assert code == status.NAGIOS_UNKNOWN
+        assert "missing.toml" in line
+
+    def test_option_combinations(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+        _, _, config = _setup(tmp_path)
+        assert run(config, "--nagios", "--live", capsys=capsys)[0] == status.NAGIOS_UNKNOWN
+        bad = run(config, "--warning", "60", "--critical", "30", capsys=capsys)
+        assert bad[0] == status.EXIT_USAGE
+
+
+# -- end to end: a real daemon -----------------------------------------------------------
+
+TIMEOUT = 30.0
+ZONE = ".example.com:127.0.0.1:a:259200\n+www.example.com:192.0.2.80\n"
+
+
+def status_cli(config: Path, *options: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config), *options],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        timeout=120,
+    )
+
+
+def wait_state(path: Path, check: object, timeout: float = TIMEOUT) -> State:
+    """Poll the state file until ``check(state)``; fail with the last one read."""
+    deadline = time.monotonic() + timeout
+    last: State | None = None
+    while time.monotonic() < deadline:
+        try:
+            last = state.read(path)
+        except (OSError, ValueError):
+            last = None
+        if last is not None and check(last):  # type: ignore[operator]
+            return last
+        time.sleep(0.05)
+    pytest.fail(f"state never as expected in {timeout} s; last read: {last}")
+
+
+class LocalMaster:
+    """A zones directory, one local slave, and a daemon (no sshd or tinydns needed)."""
+
+    def __init__(self, base: Path, **daemon: object) -> None:
+        self.zones, self.output = base / "zones", base / "out"
+        self.zones.mkdir(parents=True)
+        self.output.mkdir()
+        (self.zones / "zones.example.com").write_text(ZONE)
+        self.state = base / "state.json"
+        self.config = base / "dnsmaster.toml"
+        root = base / "ns2"
+        root.mkdir()
+        options: dict[str, object] = {"debounce": 0.2, "retry_initial": 0.2, "retry_max": 1.0}
+        options.update(daemon)
+        self.config.write_text(
+            config_text(
+                zones=self.zones,
+                output=self.output,
+                state=self.state,
+                daemon=options,
+                slaves=[{"name": "ns2", "transport": "local", "root": root}],
+            )
+        )
+        self.daemon = DaemonProcess(self.config)
+
+    def start_and_settle(self) -> DaemonProcess:
+        daemon = self.daemon.start()
+        daemon.wait("push.done", timeout=TIMEOUT, slave="ns2")
+        wait_state(self.state, lambda s: all(x.result == "ok" for x in s.slaves) and s.slaves)
+        return daemon
+
+
+@pytest.fixture
+def local_master(tmp_path: Path) -> Iterator[LocalMaster]:
+    setup = LocalMaster(tmp_path)
+    try:
+        yield setup
+    finally:
+        setup.daemon.kill()
+
+
+class TestEndToEndLocal:
+    def test_kill_9(self, local_master: LocalMaster) -> None:
+        """All ok, then SIGKILL: status says the daemon is dead (exit 5, CRITICAL), even
+        before its supervisor reaps it."""
+        daemon = local_master.start_and_settle()
+        proc = status_cli(local_master.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        os.kill(daemon.pid, signal.SIGKILL)  # not reaped yet: a zombie for a while
+        proc = status_cli(local_master.config)
+        assert proc.returncode == status.EXIT_DAEMON, proc.stdout + proc.stderr
+        assert f"daemon: dead: pid {daemon.pid} is not running" in proc.stderr
+        daemon.kill()  # reaped
+        nagios_run = status_cli(local_master.config, "--nagios")
+        assert nagios_run.returncode == status.NAGIOS_CRITICAL
+        assert nagios_run.stdout.startswith("DNSMASTER CRITICAL - daemon dead")
+
+    def test_clean_stop(self, local_master: LocalMaster) -> None:
+        """SIGTERM: status says stopped, not ok. (Needs the daemon to set ``stopped``;
+        without it this reads as dead, which exits 5 too.)"""
+        daemon = local_master.start_and_settle()
+        assert daemon.stop() == 0
+        proc = status_cli(local_master.config)
+        assert proc.returncode == status.EXIT_DAEMON, proc.stdout + proc.stderr
+        assert re.search(r"daemon: (stopped|dead)", proc.stderr)
+
+    def test_unbuilt_edit(self, tmp_path: Path) -> None:
+        """An edit in the daemon's quiet period: status says unbuilt (exit 4) until built."""
+        setup = LocalMaster(tmp_path, debounce=30.0, max_delay=60.0, rescan=0)
+        try:
+            setup.start_and_settle()
+            assert status_cli(setup.config).returncode == 0
+            (setup.zones / "zones.example.com").write_text(ZONE + "+new.example.com:192.0.2.9\n")
+            proc = status_cli(setup.config)
+            assert proc.returncode == status.EXIT_BUILD, proc.stdout + proc.stderr
+            assert "build: unbuilt for " in proc.stderr
+            mark = setup.daemon.mark()
+            setup.daemon.signal(signal.SIGHUP)  # build now
+            setup.daemon.wait("push.done", mark, timeout=TIMEOUT, slave="ns2")
+            wait_state(setup.state, lambda s: all(x.result == "ok" for x in s.slaves))
+            proc = status_cli(setup.config)
+            assert proc.returncode == 0, proc.stdout + proc.stderr
+        finally:
+            setup.daemon.kill()
+
+    def test_heartbeat(self, local_master: LocalMaster) -> None:
+        """NEEDS THE DAEMON WIRING: the daemon states an interval and rewrites the state
+        file that often while idle; stopped (SIGSTOP) it is judged hung once 3
+        intervals pass, and alive again after SIGCONT."""
+        daemon = local_master.start_and_settle()
+        first = state.read(local_master.state)
+        interval = first.heartbeat_interval
+        assert interval is not None, "the daemon does not state heartbeat_interval"
+        assert first.started is not None
+        assert first.host is not None
+        wait_state(
+            local_master.state, lambda s: s.updated > first.updated, timeout=2 * interval + 2
+        )
+        daemon.signal(signal.SIGSTOP)
+        try:
+            frozen = state.read(local_master.state)
+            from dnsmaster import config as configuration  # noqa: PLC0415
+
+            cfg = configuration.load(local_master.config)
+            later = frozen.updated + 3 * interval + 1
+            assert status.report(cfg, frozen, now=later).daemon.state == "hung"
+            assert status.report(cfg, frozen, now=frozen.updated + 1).daemon.ok
+        finally:
+            daemon.signal(signal.SIGCONT)
+        proc = status_cli(local_master.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+# -- end to end: real slaves (sshd + tinydns on 127.0.1.N) ---------------------------------
+
+
+class RealMaster:
+    """A zones directory, real slaves, a config with metrics, and the daemon."""
+
+    def __init__(self, base: Path, lab: Lab, slaves: list[Slave]) -> None:
+        self.lab = lab
+        self.slaves = slaves
+        self.zones, self.output = base / "zones", base / "out"
+        self.zones.mkdir(parents=True)
+        self.output.mkdir()
+        (self.zones / "zones.example.com").write_text(ZONE)
+        self.state = base / "state.json"
+        self.metrics = base / "textfile" / "dnsmaster.prom"
+        self.metrics.parent.mkdir()
+        self.config = base / "dnsmaster.toml"
+        self.config.write_text(
+            config_text(
+                zones=self.zones,
+                output=self.output,
+                state=self.state,
+                top={
+                    "key": lab.key,
+                    "known_hosts": lab.known_hosts,
+                    "user": "root",
+                    "metrics": self.metrics,
+                },
+                daemon={
+                    "debounce": 0.2,
+                    "retry_initial": 0.2,
+                    "retry_max": 1.0,
+                    "verify_timeout": 1.0,
+                },
+                push={"connect_timeout": 3.0, "timeout": 60.0},
+                slaves=[
+                    {"name": s.name, "host": s.address, "port": s.port, "dns": s.address}
+                    for s in slaves
+                ],
+            )
+        )
+        self.daemon = DaemonProcess(self.config)
+
+    def edit(self, www: str) -> int:
+        """Save a change; wait until it is built; its serial."""
+        mark = self.daemon.mark()
+        (self.zones / "zones.example.com").write_text(ZONE.replace("192.0.2.80", www))
+        return int(self.daemon.wait("build.done", mark, timeout=TIMEOUT)["serial"])
+
+    def verified(self, serial: int, verdicts: dict[str, str]) -> State:
+        """Wait until each slave has ``serial`` installed with the given DNS verdict."""
+
+        def check(s: State) -> bool:
+            by_name = {x.name: x for x in s.slaves}
+            return all(
+                by_name[n].installed_serial == serial and by_name[n].verified == v
+                for n, v in verdicts.items()
+            )
+
+        return wait_state(self.state, check)
+
+
+@pytest.fixture
+def real(tmp_path: Path, lab: Lab) -> Iterator[RealMaster]:
+    setup = RealMaster(tmp_path / "master", lab, lab(2))
+    try:
+        yield setup
+    finally:
+        setup.daemon.kill()
+
+
+class TestEndToEndRealSlaves:
+    def test_stopped_tinydns(self, real: RealMaster) -> None:
+        """A slave whose tinydns is stopped takes the push but fails verification:
+        status is not ok (exit 3, dns-failed), --nagios names it, and once its tinydns
+        is back --live says all is well."""
+        real.daemon.start()
+        serial = real.edit("192.0.2.81")
+        a, b = real.slaves
+        real.verified(serial, {a.name: "ok", b.name: "ok"})
+        assert status_cli(real.config).returncode == 0
+        b.tinydns.stop()
+        serial = real.edit("192.0.2.82")
+        real.verified(serial, {a.name: "ok", b.name: "failed"})
+        proc = status_cli(real.config)
+        assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+        assert f"{b.name}: dns-failed" in proc.stderr
+        assert "start tinydns" in proc.stderr
+        assert f"{a.name}: " not in proc.stderr
+        nag = status_cli(real.config, "--nagios", "--warning", "0")
+        assert nag.returncode == status.NAGIOS_WARNING, nag.stdout
+        assert f"{b.name} dns-failed" in nag.stdout
+        assert "slaves_failing=1;;;0;2" in nag.stdout
+        live = status_cli(real.config, "--live", "--timeout", "2")
+        assert live.returncode == status.EXIT_SLAVES, live.stdout + live.stderr
+        assert f"{b.name}: dns-failed" in live.stdout
+        b.tinydns.start()
+        live = status_cli(real.config, "--live")
+        assert live.returncode == 0, live.stdout + live.stderr
+
+    def test_stale_tinydns(self, real: RealMaster, tmp_path: Path) -> None:
+        """A tinydns that serves an old copy of the root: installed, but DNS answers an
+        older serial: stale (exit 3), in the state file, status and --live."""
+        from tests.realworld import Tinydns  # noqa: PLC0415
+
+        real.daemon.start()
+        first = real.edit("192.0.2.81")
+        a, b = real.slaves
+        real.verified(first, {a.name: "ok", b.name: "ok"})
+        b.tinydns.stop()
+        frozen = tmp_path / "frozen-root"
+        shutil.copytree(b.root, frozen)
+        old = Tinydns(frozen, address=b.address, log=tmp_path / "frozen.log")
+        old.start()
+        try:
+            serial = real.edit("192.0.2.83")
+            current = real.verified(serial, {a.name: "ok", b.name: "stale"})
+            proc = status_cli(real.config)
+            assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+            assert f"{b.name}: stale" in proc.stderr
+            assert f"answers an older serial, {first}" in proc.stderr or (
+                # a daemon that does not record the served serial yet
+                next(s for s in current.slaves if s.name == b.name).served_serial is None
+            )
+            live = status_cli(real.config, "--live")
+            assert live.returncode == status.EXIT_SLAVES
+            assert f"{b.name}: stale: example.com: serves serial {first}" in live.stdout
+        finally:
+            old.stop()
+
+    def test_served_serial_and_metrics(self, real: RealMaster) -> None:
+        """NEEDS THE DAEMON WIRING: after a verified push the state file has each
+        slave's served serial and last success, status shows them, and the metrics
+        file says the same."""
+        real.daemon.start()
+        serial = real.edit("192.0.2.84")
+        names = {s.name: "ok" for s in real.slaves}
+        current = real.verified(serial, names)
+        current = wait_state(
+            real.state,
+            lambda s: all(x.served_serial == serial and x.last_success for x in s.slaves),
+        )
+        assert current.build is not None
+        assert current.build.fingerprint is not None
+        for slave in current.slaves:
+            assert slave.expected_serial == serial
+            assert slave.failures == 0
+            assert slave.push_seconds is not None
+        proc = status_cli(real.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        rows = [line.split() for line in proc.stdout.splitlines() if line.startswith("slave")]
+        assert {row[0]: row[1:4] for row in rows} == {
+            name: ["ok", str(serial), str(serial)] for name in names
+        }
+        deadline = time.monotonic() + TIMEOUT
+        while True:
+            text = real.metrics.read_text() if real.metrics.exists() else ""
+            if f"dnsmaster_build_serial {serial}\n" in text:
+                break
+            assert time.monotonic() < deadline, f"metrics never showed {serial}:\n{text}"
+            time.sleep(0.1)
+        for name in names:
+            assert f'dnsmaster_slave_served_serial{{slave="{name}"}} {serial}\n' in text
+            assert f'dnsmaster_slave_state{{slave="{name}",state="ok"}} 1\n' in text
+        assert not [p for p in real.metrics.parent.iterdir() if p != real.metrics]
+
+
+class TestLive:
+    def test_live_against_real_slaves(self, tmp_path: Path, lab: Lab) -> None:
+        """--live without a daemon: every slave asked over SSH and DNS in parallel; what
+        each has and serves, with times; non-zero when one differs or cannot be asked."""
+        a, b, c = lab(3)
+        setup = RealMaster(tmp_path / "master", lab, [a, b, c])
+        built = subprocess.run(
+            [sys.executable, "-m", "dnsmaster", "build", "--config", str(setup.config)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        )
+        assert built.returncode == 0, built.stderr
+        data = (setup.output / "data").read_bytes()
+        from dnsmaster.core.banner import previous_serial  # noqa: PLC0415
+
+        serial = previous_serial(data)
+        assert serial is not None
+        for s in (a, b, c):
+            assert lab.push(s, data).returncode == 0
+        proc = status_cli(setup.config, "--live")
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        sha = hashlib.sha256(data).hexdigest()
+        assert f"master: serial {serial} sha256 {sha[:16]}" in proc.stdout
+        for s in (a, b, c):
+            assert f"{s.name}: ok: " in proc.stdout
+        assert re.search(rf"installed  serial {serial} sha256 {sha[:16]} \(\d+ ms\)", proc.stdout)
+        assert re.search(rf"serves     example.com {serial} \(\d+ ms\)", proc.stdout)
+
+        # One with other data (a newer serial: the receiver refuses an older one
+        # without --force), one unreachable over SSH.
+        from dnsmaster.core.makedata import assemble, compile_source  # noqa: PLC0415
+
+        other = assemble([compile_source("zones.x", ZONE.encode())], serial + 100).data
+        assert lab.push(b, other).returncode == 0
+        c.sshd.stop()
+        started = time.monotonic()
+        proc = status_cli(setup.config, "--live", "--timeout", "3", "--json")
+        assert time.monotonic() - started < 30
+        assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+        document = json.loads(proc.stdout)
+        verdicts = {s["name"]: s["verdict"] for s in document["slaves"]}
+        assert verdicts == {a.name: "ok", b.name: "differs", c.name: "unreachable"}
+        by_name = {s["name"]: s for s in document["slaves"]}
+        # c's tinydns still answers: DNS is asked even when SSH is not reachable.
+        assert by_name[c.name]["served"][0][2] == serial
+        assert by_name[a.name]["ssh_ms"] > 0
+        assert document["master"]["zones"] == {"example.com": serial}
