@@ -144,9 +144,10 @@ def install_pair(directory: Path, data_tmp: Path, cdb_tmp: Path, sha256: str) ->
     """Rename staged ``data`` and ``data.cdb`` into ``directory`` as one pair.
 
     The caller holds :func:`locked` on ``directory``, and both temp files are
-    complete and fsynced (:func:`stage`). The journal names the ``data`` being
-    installed; it is made durable before the first rename and removed after the
-    last, so any crash in between is seen by :func:`interrupted_install`.
+    complete and fsynced (:func:`stage`). The journal's name is made durable before
+    the first rename (its content is for people only, so it is not fsynced) and it
+    is removed after the last, so any crash in between is seen by
+    :func:`interrupted_install`.
     """
     journal = directory / JOURNAL
     text = f"installing data sha256={sha256}\n".encode()
@@ -154,7 +155,6 @@ def install_pair(directory: Path, data_tmp: Path, cdb_tmp: Path, sha256: str) ->
         fd = os.open(journal, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o644)
         try:
             write_all(fd, text)
-            os.fsync(fd)
         finally:
             os.close(fd)
         fsync_directory(directory)
@@ -183,10 +183,14 @@ def interrupted_install(directory: Path) -> bool:
 
 
 def clear_interrupted(directory: Path) -> None:
-    """Remove the journal (durably): the pair in ``directory`` matches again."""
+    """Remove the journal: the pair in ``directory`` matches again.
+
+    Not fsynced: a removal lost in a crash brings the journal back, and the next run
+    rebuilds a data.cdb that was right already, which costs time, not correctness.
+    Every push is spared a directory fsync.
+    """
     with contextlib.suppress(FileNotFoundError):
         os.unlink(directory / JOURNAL)
-        fsync_directory(directory)
 
 
 def sweep_litter(directory: Path) -> list[str]:
