@@ -84,6 +84,8 @@ EXIT_SYSTEM = 111
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 _NAGIOS_WORDS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+#: Longest plugin text before the perfdata: Nagios keeps 4 KiB of output in all.
+_NAGIOS_TEXT_MAX = 1000
 
 #: Defaults of ``--warning``/``--critical``: how long a problem may last. Long
 #: enough that a push of a large build over a slow link, or a save still in its
@@ -647,12 +649,18 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
     if not rep.problems:
         text = f"serial {build.serial if build else '-'} served by {ok}/{total} slaves"
     else:
-        text = "; ".join(
+        # One line: each problem's name, state and age; the reason only when there is
+        # one problem (plain ``dnsmaster status`` gives every reason and what to do).
+        named = [
             f"{f.subject} {f.state}"
             + (f" for {ago(rep.now - f.since)}" if f.since and f.subject != "daemon" else "")
-            + f": {f.reason}"
             for f in rep.problems
-        )
+        ]
+        if len(rep.problems) == 1:
+            named[0] += f": {rep.problems[0].reason}"
+        text = "; ".join(named)
+        if len(text) > _NAGIOS_TEXT_MAX:
+            text = text[: _NAGIOS_TEXT_MAX - 3] + "..."
     n = f";;;0;{total}"
     perf = [
         f"slaves_ok={ok}{n}",

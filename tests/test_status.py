@@ -383,6 +383,16 @@ class TestNagios:
         assert code == status.NAGIOS_WARNING
         assert "build unbuilt for 5 min" in line
 
+    def test_many_problems_stay_one_short_line(self) -> None:
+        """Several problems: names, states and ages, not every reason; bounded."""
+        slaves = [good(f"ns{i}", verified="failed", verify_error="x" * 200) for i in range(50)]
+        code, line = nagios(report(*slaves), warning=0)
+        assert code == status.NAGIOS_WARNING
+        text = line.split(" | ")[0]
+        assert text.startswith("DNSMASTER WARNING - ns0 dns-failed for 10 min; ns1 dns-failed")
+        assert "xxx" not in text
+        assert len(text) < 1100
+
     def test_pipe_in_a_reason_cannot_break_perfdata(self) -> None:
         _, line = nagios(report(good(verified="failed", verify_error="a|b")))
         assert line.count(" | ") == 1
