@@ -15,15 +15,16 @@ Exit statuses (also in the README):
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from dnsmaster.build import Builder
-    from dnsmaster.config import Config
+    from dnsmaster.config import Config, Slave
 
 __all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
 
@@ -275,11 +276,18 @@ def _build(args: argparse.Namespace) -> int:
     logger = log.get_logger()
     try:
         zones, out, strict = _zones_paths(args, output=True)
+        cfg = _config(args) if args.out is None else None
     except ConfigError as exc:
         logger.error("config.invalid", error=str(exc))
         return EXIT_USAGE
     assert out is not None
-    return _run_build(Builder(zones, out, strict=strict), logger)
+    builder = Builder(zones, out, strict=strict, locking=False)
+    if cfg is not None:
+        builder.max_file_size = cfg.max_file_size
+    with _one_writer(out, cfg.state if cfg else None, logger) as daemon:
+        if daemon is not None:
+            return _hand_off(cfg, daemon, builder, (), logger)  # type: ignore[arg-type]
+        return _run_build(builder, logger)
 
 
 def _run_build(builder: Builder, logger: Any) -> int:
@@ -337,9 +345,7 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _push(args: argparse.Namespace) -> int:
-    import hashlib  # noqa: PLC0415
-
-    from dnsmaster import log, push  # noqa: PLC0415
+    from dnsmaster import log  # noqa: PLC0415
 
     cfg = _config_and_log(args)
     if cfg is None:
@@ -350,10 +356,24 @@ async def _push(args: argparse.Namespace) -> int:
         logger.error("config.invalid", error=f"no such slave: {', '.join(unknown)}")
         return EXIT_USAGE
     slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
-    if not args.no_build:
-        status = _build_if_needed(cfg, logger)
-        if status != EXIT_OK:
-            return status
+    with _one_writer(cfg.output, cfg.state, logger) as daemon:
+        if daemon is not None:
+            builder = _builder(cfg)
+            names = [s.name for s in slaves]
+            return _hand_off(cfg, daemon, builder, names, logger, repush=args.no_build)
+        if not args.no_build:
+            status = _build_if_needed(cfg, logger)
+            if status != EXIT_OK:
+                return status
+        return await _push_data(cfg, slaves, logger)
+
+
+async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
+    """Push the data on disk to ``slaves``; the exit status."""
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster import push  # noqa: PLC0415
+
     try:
         data = (cfg.output / "data").read_bytes()
     except OSError as exc:
@@ -391,12 +411,20 @@ async def _push(args: argparse.Namespace) -> int:
     return EXIT_SLAVES if failed else EXIT_OK
 
 
+def _builder(cfg: Config) -> Builder:
+    from dnsmaster.build import Builder  # noqa: PLC0415
+
+    # The caller holds the output directory's lock (_one_writer).
+    return Builder(
+        cfg.zones, cfg.output, strict=cfg.strict, max_file_size=cfg.max_file_size, locking=False
+    )
+
+
 def _build_if_needed(cfg: Config, logger: Any) -> int:
     """Build unless data and data.cdb already come from the zones there now."""
-    from dnsmaster.build import Builder  # noqa: PLC0415
     from dnsmaster.errors import BuildError  # noqa: PLC0415
 
-    builder = Builder(cfg.zones, cfg.output, strict=cfg.strict, max_file_size=cfg.max_file_size)
+    builder = _builder(cfg)
     try:
         for name in builder.tidy():
             logger.info("build.swept", file=name)
@@ -407,6 +435,103 @@ def _build_if_needed(cfg: Config, logger: Any) -> int:
         logger.error("build.failed", path=exc.path, error=exc.reason, changed=False)
         return EXIT_SYSTEM
     return _run_build(builder, logger)
+
+
+@contextlib.contextmanager
+def _one_writer(output: Path, state: Path | None, logger: Any) -> Iterator[int | None]:
+    """Hold the output directory's lock for the block, or yield the pid of the
+    running daemon that holds it (the request is then handed to the daemon).
+
+    Another ``build`` or ``push`` holding it is waited for, with a message.
+    """
+    from dnsmaster import fsutil, handoff  # noqa: PLC0415
+
+    try:
+        lock = fsutil.DirectoryLock(output)
+    except OSError:
+        yield None  # no such directory: the build reports it in its own words
+        return
+    try:
+        if not lock.try_acquire():
+            daemon = handoff.daemon_pid(state) if state is not None else None
+            if daemon is not None:
+                yield daemon
+                return
+            logger.info("lock.wait", path=str(output), holder="another dnsmaster build or push")
+            lock.acquire()
+        yield None
+    finally:
+        lock.release()
+
+
+def _hand_off(
+    cfg: Config,
+    daemon: int,
+    builder: Builder,
+    slaves: Sequence[str],
+    logger: Any,
+    *,
+    repush: bool = False,
+) -> int:
+    """Have the running daemon build (and push), and report what it did."""
+    from dnsmaster import handoff  # noqa: PLC0415
+    from dnsmaster.core.banner import built_from  # noqa: PLC0415
+    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
+
+    try:
+        if repush:
+            with (cfg.output / "data").open("rb") as f:
+                fingerprint = built_from(f.readline(300)) or ""
+        else:
+            fingerprint = builder.fingerprint()
+            # Already built: push it to every slave again, as a push by hand always did.
+            repush = bool(slaves) and builder.is_current()
+    except (BuildError, DataErrors, OSError) as exc:
+        logger.error("build.failed", error=str(exc), changed=False)
+        return EXIT_SYSTEM
+    logger.info(
+        "handoff.start",
+        daemon=daemon,
+        request="push again" if repush else "build if changed",
+        slaves=len(slaves),
+    )
+
+    def built(build: Any) -> None:
+        logger.info("build.done", serial=build.serial, sha256=build.sha256[:16], by="daemon")
+
+    def slave_done(name: str, slave: Any) -> None:
+        if slave.result == "ok":
+            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
+        else:
+            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
+
+    outcome = handoff.follow(
+        cfg.state,
+        daemon,
+        fingerprint=fingerprint,
+        repush=repush,
+        slaves=slaves,
+        timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
+        on_slave=slave_done,
+        on_build=built,
+    )
+    if outcome.build_failed:
+        error = outcome.build.error if outcome.build else None
+        logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")
+        return EXIT_DATA
+    failed = [n for n, why in outcome.slaves.items() if why is not None]
+    for name in outcome.pending:
+        logger.error("push.failed", slave=name, error="no outcome from the daemon in time")
+    if slaves:
+        logger.info(
+            "push.end",
+            ok=len(slaves) - len(failed) - len(outcome.pending),
+            failed=len(failed) + len(outcome.pending),
+        )
+    if outcome.build is None:
+        logger.error("handoff.failed", daemon=daemon, error="the daemon did not build in time")
+        return EXIT_SYSTEM
+    return EXIT_SLAVES if failed or outcome.pending else EXIT_OK
 
 
 def _authorized_key(args: argparse.Namespace) -> int:

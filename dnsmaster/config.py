@@ -87,6 +87,9 @@ class PushOptions:
     connect_timeout: float = 10.0
     keepalive_interval: float = 15.0
     timeout: float = 300.0
+    #: A kept connection whose host key was confirmed longer ago than this is reused
+    #: only after a key exchange shows the slave still has that key (0: every push).
+    host_key_recheck: float = 60.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -364,6 +367,7 @@ def _push(r: _Reader) -> PushOptions:
             connect_timeout=r.number("connect_timeout", d.connect_timeout, minimum=0.1),
             keepalive_interval=r.number("keepalive_interval", d.keepalive_interval),
             timeout=r.number("timeout", d.timeout, minimum=0.1),
+            host_key_recheck=r.number("host_key_recheck", d.host_key_recheck),
         )
 
 

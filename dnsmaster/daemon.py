@@ -34,15 +34,14 @@ import hashlib
 import os
 import pwd
 import signal
+import socket
 import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import asyncssh
-
-from dnsmaster import fsutil
+from dnsmaster import fsutil, metrics
 from dnsmaster import state as statefile
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
@@ -50,8 +49,16 @@ from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.debounce import Debouncer
-from dnsmaster.errors import BuildError, DataErrors, PushError, WatchError
-from dnsmaster.push import PushLog, SlaveChannel, channel_for, fetch_status, push_one
+from dnsmaster.errors import BuildError, DataErrors, HostKeyError, PushError, WatchError
+from dnsmaster.push import (
+    PushLog,
+    PushResult,
+    SlaveChannel,
+    channel_for,
+    fetch_status,
+    file_signature,
+    push_one,
+)
 from dnsmaster.verify import check_serials
 from dnsmaster.watch import Change, ZonesWatcher
 
@@ -62,6 +69,13 @@ VERIFY_ZONES = 20
 
 #: State file updates within this many seconds are written together.
 STATE_DELAY = 0.05
+
+#: A slave parked on a host key error looks at known_hosts this often.
+HOLD_POLL = 1.0
+
+#: The state file is rewritten at least this often, busy or idle: its date is the
+#: heartbeat that tells ``status`` the daemon is alive.
+HEARTBEAT = 10.0
 
 EXIT_OK = 0
 #: EX_SOFTWARE: an unexpected exception (a bug); the traceback is in the log.
@@ -82,6 +96,8 @@ class Current:
     verify: dict[bytes, int]
     #: the sources fingerprint in ``data``'s banner (None for data from elsewhere)
     fingerprint: str | None = None
+    #: how long the build took (None: kept from disk at start)
+    seconds: float | None = None
 
 
 def _current_from_disk(output: Path) -> Current | None:
@@ -117,6 +133,9 @@ class SlaveWorker:
         self._retry_at: float | None = None
         self._delay = daemon.config.daemon.retry_initial
         self._asked = False
+        self._reverify = False
+        #: (build sha256, known_hosts signature) of a failure retrying cannot help
+        self._held: tuple[str, object] | None = None  # ("*": any build)
 
     def wake(self, *, force: bool = False) -> None:
         """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
@@ -128,11 +147,26 @@ class SlaveWorker:
         self.state = statefile.SlaveState(**(fields | changes))
         self.daemon.save_state()
 
+    def release(self) -> None:
+        """SIGHUP: try again a build whose failure retrying could not help."""
+        self._held = None
+        self._wake.set()
+
+    def reverify(self) -> None:
+        """Ask the slave's tinydns again (a stopped tinydns shows between edits too)."""
+        if self.daemon.config.daemon.verify and self.slave.dns:
+            self._reverify = True
+            self._wake.set()
+
     async def run(self) -> None:
         if not self._asked:
             await self.ask_status()
+        current = self.daemon.current
+        if current is not None and self.state.installed_sha256 == current.sha256:
+            self._reverify = True  # up to date at start: see it served, too
         self._wake.set()
         loop = asyncio.get_running_loop()
+        known_hosts = self.daemon.config.known_hosts
         while not self.daemon.stopping:
             if self._retry_at is None:
                 await self._wake.wait()
@@ -144,22 +178,56 @@ class SlaveWorker:
             current = self.daemon.current
             if self.daemon.stopping or current is None:
                 continue
+            if self._held is not None and not self._force:
+                # A failure retrying cannot help: not again until known_hosts changes
+                # or SIGHUP; for a refusal of this build, a new build tries again.
+                build, signature = self._held
+                if signature == file_signature(known_hosts) and build in ("*", current.sha256):
+                    if build == "*":  # a host key: look at known_hosts again soon
+                        self._retry_at = loop.time() + HOLD_POLL
+                    continue
+                self._held = None
             if not self._force and self.state.installed_sha256 == current.sha256:
                 self._retry_at = None
-                continue
-            self._force = False
-            if await self._push(current):
-                if await self._verify(current) != "stale":
-                    self._delay = self.daemon.config.daemon.retry_initial
-                    self._retry_at = None
+                if not self._reverify:
                     continue
-                # Installed, yet tinydns answers an older serial: push it again.
-                self._force = True
+                self._reverify = False
+                if await self._verify(current) != "stale":
+                    continue
+                self._force = True  # installed, yet served stale: push it again
+            else:
+                self._force = False
+                self._reverify = False
+                result = await self._push(current)
+                if result.ok:
+                    if await self._verify(current) != "stale":
+                        self._delay = self.daemon.config.daemon.retry_initial
+                        continue
+                    # Installed, yet tinydns answers an older serial: push it again.
+                    self._force = True
+                elif not result.retryable:
+                    self._park(result.phase, result.error, build=current.sha256)
+                    continue
             wait = self._delay
             self._retry_at = loop.time() + wait
             self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
             self._update(next_retry=time.time() + wait)
             self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
+
+    def _park(self, phase: str | None, error: str | None, *, build: str = "*") -> None:
+        """Stop retrying: for ``build`` (a refusal), or any build (a host key)."""
+        if phase == "hostkey":
+            build = "*"
+        self._held = (build, file_signature(self.daemon.config.known_hosts))
+        self._retry_at = loop_time() + HOLD_POLL if build == "*" else None
+        self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
+        self.daemon.log.warning(
+            "retry.held",
+            slave=self.slave.name,
+            phase=phase,
+            hint="retrying cannot help: fix it, then SIGHUP"
+            + (" (or update known_hosts)" if build == "*" else " (or save a new build)"),
+        )
 
     async def ask_status(self) -> None:
         """What the slave has installed, so a restart pushes only to slaves behind."""
@@ -172,9 +240,12 @@ class SlaveWorker:
                 version = await fetch_status(
                     self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
                 )
-        except (OSError, TimeoutError, asyncssh.Error, PushError) as exc:
-            log.warning("status.failed", slave=self.slave.name, error=_reason(exc))
+        except PushError as exc:
+            log.warning("status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase)
             await self.channel.close()
+            if isinstance(exc, HostKeyError):
+                # Pushing would fail the same way: park it until known_hosts changes.
+                self._park(exc.phase, exc.reason)
             return
         if version is None:
             log.info("status.none", slave=self.slave.name)
@@ -195,13 +266,13 @@ class SlaveWorker:
     def _status_line(self, slave: str, stream: str, line: str) -> None:
         self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line)
 
-    async def _push(self, current: Current) -> bool:
+    async def _push(self, current: Current) -> PushResult:
         daemon = self.daemon
         async with daemon.gate:
             if daemon.stopping:
-                return False
+                return PushResult(self.slave.name, False, current.sha256, 0, 0.0, error="stopping")
             self.busy = True
-            self._update(result="pushing")
+            self._update(result="pushing", push_started=time.time())
             try:
                 result = await push_one(
                     self.channel,
@@ -214,24 +285,44 @@ class SlaveWorker:
                 self.busy = False
                 daemon.idle_changed()
         daemon.push_log(current).result(result)
+        now = time.time()
         if result.ok:
             self._update(
                 installed_sha256=current.sha256,
                 installed_serial=current.serial,
                 result="ok",
                 error=None,
-                last_push=time.time(),
+                last_push=now,
                 next_retry=None,
                 verified=None,
+                push_started=None,
+                push_seconds=result.seconds,
+                failures=0,
+                phase=None,
+                retryable=True,
             )
         else:
-            self._update(result="failed", error=result.error, last_push=time.time())
-        return result.ok
+            self._update(
+                result="failed",
+                error=result.error,
+                last_push=now,
+                push_started=None,
+                push_seconds=result.seconds,
+                failures=self.state.failures + 1,
+                phase=result.phase,
+                retryable=result.retryable,
+            )
+        return result
 
     async def _verify(self, current: Current) -> str | None:
-        """Ask the slave's tinydns; the verdict: ok, stale, failed (None: not asked)."""
+        """Ask the slave's tinydns; the verdict: ok, stale, ahead, failed (None: not asked).
+
+        Only a DNS answer with the serial proves the slave serves the build, so only
+        then (or when this slave is not verified at all) is it a success.
+        """
         cfg = self.daemon.config.daemon
         if not cfg.verify or not self.slave.dns or not current.verify:
+            self._update(verified="skipped", last_success=time.time())
             return None
         checks = await check_serials(
             self.slave.dns, self.slave.dns_port, current.verify, cfg.verify_timeout
@@ -253,7 +344,18 @@ class SlaveWorker:
             else:
                 verdict = "stale" if verdict == "stale" else "failed"
                 log.warning("verify.failed", **context, error=check.error)
-        self._update(verified=verdict)
+        # The zone to show: the first that did not answer as expected, else the first.
+        shown = next((c for c in checks if not c.ok), checks[0])
+        now = time.time()
+        self._update(
+            verified="stale" if verdict == "ahead" else verdict,
+            verify_zone=shown.zone,
+            expected_serial=shown.expected,
+            served_serial=shown.served,
+            verify_error=shown.error,
+            verified_at=now,
+            **({"last_success": now} if verdict == "ok" else {}),
+        )
         return verdict
 
 
@@ -281,6 +383,8 @@ class Daemon:
         self._rescan = asyncio.Event()
         self._idle = asyncio.Event()
         self._exit = EXIT_OK
+        self.started = time.time()
+        self.stopped: float | None = None
         self._logs: dict[str, PushLog] = {}
         self._state_pending: asyncio.TimerHandle | None = None
 
@@ -304,18 +408,36 @@ class Daemon:
         build = None
         if current is not None:
             build = statefile.BuildState(
-                current.serial, current.sha256, current.records, current.time, self.build_error
+                current.serial,
+                current.sha256,
+                current.records,
+                current.time,
+                self.build_error,
+                fingerprint=current.fingerprint,
+                seconds=current.seconds,
             )
         snapshot = statefile.State(
             pid=os.getpid(),
             updated=time.time(),
             build=build,
             slaves=tuple(w.state for w in self.workers),
+            heartbeat_interval=HEARTBEAT,
+            started=self.started,
+            stopped=self.stopped,
+            host=socket.gethostname(),
+            zones=str(self.config.zones),
+            build_error=self.build_error,
         )
         try:
             statefile.write(self.config.state, snapshot)
         except OSError as exc:
             self.log.error("state.failed", path=str(self.config.state), error=_reason(exc))
+        if self.config.metrics is not None:
+            # With every state write: the file's own timestamp is a heartbeat too.
+            try:
+                metrics.write(self.config.metrics, metrics.render(snapshot))
+            except OSError as exc:
+                self.log.error("metrics.failed", path=str(self.config.metrics), error=_reason(exc))
 
     def push_log(self, current: Current) -> PushLog:
         if current.sha256 not in self._logs:
@@ -386,6 +508,7 @@ class Daemon:
             time=time.time(),
             verify=dict(list(verify.items())[:VERIFY_ZONES]),
             fingerprint=built_from(data[:300]),
+            seconds=result.seconds,
         )
         self.build_error = None
         self.log.info(
@@ -466,11 +589,18 @@ class Daemon:
         self.log.info("watch.rescan", reason=reason)
         self._rescan.set()
 
+    async def _heartbeat(self) -> None:
+        while True:
+            await asyncio.sleep(HEARTBEAT)
+            self.save_state()
+
     async def _rescan_timer(self, every: float) -> None:
         while True:
             await asyncio.sleep(every)
             self.log.debug("watch.rescan", reason="periodic")
             self._rescan.set()
+            for worker in self.workers:
+                worker.reverify()
 
     # -- signals ----------------------------------------------------------------
 
@@ -479,6 +609,11 @@ class Daemon:
         self.log.info("signal", signal=name)
         if signum == signal.SIGHUP:
             self._hup.set()
+            for worker in self.workers:
+                worker.release()
+        elif signum == signal.SIGUSR1:
+            # A build or push by hand, handed to us: build if the zones changed.
+            self.rescan("sigusr1")
         elif signum == signal.SIGALRM:
             for worker in self.workers:
                 worker.wake(force=True)
@@ -545,7 +680,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
         loop = self._loop = asyncio.get_running_loop()
-        signals = (signal.SIGHUP, signal.SIGALRM, signal.SIGTERM, signal.SIGINT)
+        signals = (signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
         for signum in signals:
             loop.add_signal_handler(signum, self._signal, signum)
         loop.set_exception_handler(self._loop_exception)
@@ -648,6 +783,7 @@ class Daemon:
                 self.save_state()
                 tasks = [self._start(w.run(), f"slave {w.slave.name}") for w in self.workers]
                 tasks.append(self._start(self._build_loop(), "build"))
+                tasks.append(self._start(self._heartbeat(), "heartbeat"))
                 every = cfg.daemon.rescan
                 if every:
                     tasks.append(self._start(self._rescan_timer(every), "rescan"))
@@ -676,8 +812,13 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.channel.close()
+        self.stopped = time.time()
         self.save_state(now=True)
         self.log.info("daemon.stop")
+
+
+def loop_time() -> float:
+    return asyncio.get_running_loop().time()
 
 
 def _user() -> str:

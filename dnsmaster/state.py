@@ -98,6 +98,11 @@ class SlaveState:
     verify_error: str | None = None
     #: When DNS verification last answered (or failed to).
     verified_at: float | None = None
+    #: Where the last failed push failed (connect, hostkey, auth, transfer, receive,
+    #: status, timeout) and whether pushing the same build again can help; a failure
+    #: that cannot is not retried until known_hosts changes, a new build or SIGHUP.
+    phase: str | None = None
+    retryable: bool = True
 
 
 @dataclass(frozen=True, slots=True)

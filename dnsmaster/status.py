@@ -114,6 +114,8 @@ class Finding:
     action: str | None = None
     #: Since when it has been so (for thresholds); None when it is ok.
     since: float | None = None
+    #: CRITICAL at once, whatever its age (a slave's changed host key).
+    urgent: bool = False
 
     @property
     def ok(self) -> bool:
@@ -334,8 +336,15 @@ def judge_slave(
             f"{slave.error or 'push failed'}{tries}; installed serial "
             f"{_serial(slave.installed_serial)}, current {build.serial}{retry}",
             f"fix what the error says on {name} (its sshd, host key, login, the receiver's "
-            "disk); the daemon retries with backoff, kill -ALRM retries now",
+            "disk); "
+            + (
+                "the daemon retries with backoff, kill -ALRM retries now"
+                if slave.retryable
+                else "retrying cannot help, so the daemon waits: after the fix, kill -HUP"
+                + (" (or edit known_hosts)" if slave.phase == "hostkey" else "")
+            ),
             out_since,
+            urgent=slave.phase == "hostkey",
         )
     if not has_current:
         if slave.result == "pushing":
@@ -635,7 +644,7 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
     code = NAGIOS_OK
     for f in rep.problems:
         age = rep.now - (f.since if f.since is not None else rep.now)
-        at_once = f.subject == "daemon" or (f.subject == "build" and f.state == "none")
+        at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
         if at_once or age >= critical:
             level = NAGIOS_CRITICAL
         elif age >= warning:

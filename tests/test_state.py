@@ -128,5 +128,5 @@ class TestStateFile:
         """Whatever is wrong with the file, the reader raises ValueError only."""
         path = tmp_path / "state.json"
         path.write_text(text)
-        with pytest.raises(ValueError):
+        with pytest.raises(ValueError, match=r"."):
             state.read(path)
