@@ -10,9 +10,11 @@ with local slaves, and judge by exit status, messages, and the files left.
 from __future__ import annotations
 
 import os
+import random
 import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -340,3 +342,66 @@ class TestDaemonMissesNothing:
             assert daemon.stop() == 0
         finally:
             local.daemon.kill()
+
+
+class TestMasterFullDiskAndKills:
+    def test_full_disk_changes_nothing_and_a_build_that_fits_goes_through(
+        self, zones: Path, tmp_path: Path
+    ) -> None:
+        """A build that fills the disk fails with the reason, leaves the old pair and
+        no temp file; once it fits again, the next build is written."""
+        out = tmp_path / "small"
+        out.mkdir()
+        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=256k", "tmpfs", str(out)], check=True)
+        try:
+            first = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+            assert first.returncode == 0, first.stderr
+            old = files(out)
+            big = "".join(f"+host{i}.example.com:192.0.2.{i % 250}\n" for i in range(20000))
+            write(zones / "zones.big", big)
+            full = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+            assert full.returncode == 111, full.stderr
+            assert "out of disk space" in full.stderr
+            assert files(out) == old  # the old pair, and nothing else
+            (zones / "zones.big").unlink()
+            write(zones / "zones.example.com", example_com("192.0.2.98"))
+            fits = dnsmaster("build", "--zones", str(zones), "--out", str(out))
+            assert fits.returncode == 0, fits.stderr
+            data = (out / "data").read_bytes()
+            assert b"192.0.2.98" in data
+            assert (out / "data.cdb").read_bytes() == compile_data(data, 0)
+            assert sorted(p.name for p in out.iterdir()) == ["data", "data.cdb"]
+        finally:
+            subprocess.run(["umount", str(out)], check=True)
+
+    def test_kill_at_random_moments(self, zones: Path, out: Path) -> None:
+        """SIGKILL a build at random moments, many times; the next build leaves a
+        matching pair and no litter."""
+        big = "".join(f"+host{i}.example.com:192.0.2.{i % 250}\n" for i in range(30000))
+        write(zones / "zones.big", big)
+        rng = random.Random(8)
+        for i in range(12):
+            write(zones / "zones.example.com", example_com(f"192.0.2.{i + 1}"))
+            proc = subprocess.Popen(
+                [
+                    sys.executable,
+                    "-m",
+                    "dnsmaster",
+                    "build",
+                    "--zones",
+                    str(zones),
+                    "--out",
+                    str(out),
+                ],
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=ENV,
+            )
+            time.sleep(rng.uniform(0.05, 1.0))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait()
+        assert dnsmaster("build", "--zones", str(zones), "--out", str(out)).returncode == 0
+        data = (out / "data").read_bytes()
+        assert b"192.0.2.12" in data
+        assert (out / "data.cdb").read_bytes() == compile_data(data, 0)
+        assert sorted(p.name for p in out.iterdir()) == ["data", "data.cdb"]
