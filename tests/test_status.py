@@ -829,6 +829,12 @@ class TestEndToEndRealSlaves:
         try:
             serial = real.edit("192.0.2.83")
             current = real.verified(serial, {a.name: "ok", b.name: "stale"})
+            # Verified stale: pushed again, with backoff, while a is left alone.
+            again = real.daemon.wait_count("push.done", 2, slave=b.name, serial=serial)
+            assert len(again) >= 2
+            assert real.daemon.find("verify.stale", slave=b.name)
+            assert real.daemon.find("retry.scheduled", slave=b.name)
+            assert len(real.daemon.find("push.done", slave=a.name, serial=serial)) == 1
             proc = status_cli(real.config)
             assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
             assert f"{b.name}: stale" in proc.stderr
