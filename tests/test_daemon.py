@@ -10,6 +10,7 @@ file and ``dnsmaster status``. The local tests use ``transport = "local"`` slave
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import signal
@@ -18,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -516,6 +517,19 @@ class Local:
 
     def installed(self) -> list[bytes]:
         return [(r / "data").read_bytes() for r in self.roots]
+
+
+@contextlib.contextmanager
+def running(local: Local) -> Iterator[tuple[DaemonProcess, dict[str, Any]]]:
+    """The daemon on ``local`` once every slave has its first build, and its
+    ``build.done`` event; killed (by PID) when the block ends."""
+    daemon = local.daemon.start()
+    try:
+        first = daemon.wait("build.done", timeout=TIMEOUT)
+        daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=first["serial"])
+        yield daemon, first
+    finally:
+        local.daemon.kill()
 
 
 @pytest.fixture

@@ -26,7 +26,7 @@ from dnsmaster.core.stream import seal
 from dnsmaster.errors import BuildError
 from tests.conftest import require
 from tests.daemonrun import PROJECT
-from tests.test_daemon import TIMEOUT, Local, example_com, write
+from tests.test_daemon import TIMEOUT, Local, example_com, running, write
 
 LONG_LABEL = "a" * 256
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
@@ -225,10 +225,7 @@ class TestDaemonKeepsBuilding:
 
     def test_long_label_then_a_good_edit(self, tmp_path: Path) -> None:
         local = Local(tmp_path)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             mark = daemon.mark()
             bad = example_com(extra=f"+{LONG_LABEL}.example.com:192.0.2.1\n")
             write(local.zones / "zones.example.com", bad)
@@ -245,24 +242,17 @@ class TestDaemonKeepsBuilding:
             daemon.wait("build.done", mark, timeout=TIMEOUT)
             assert not daemon.find("daemon.crash")
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_fifo_does_not_hang_the_daemon(self, tmp_path: Path) -> None:
         """A FIFO saved among the zones: build.error, and SIGTERM still stops it."""
         local = Local(tmp_path)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             mark = daemon.mark()
             os.mkfifo(local.zones / "zones.fifo")
             error = daemon.wait("build.error", mark, timeout=TIMEOUT)
             assert error["path"] == str(local.zones / "zones.fifo")
             assert "FIFO" in error["error"]
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
 
 class TestDaemonMissesNothing:
@@ -272,10 +262,7 @@ class TestDaemonMissesNothing:
         """SIGSTOP the daemon, flood the directory past the inotify queue, edit a zone,
         SIGCONT: the overflow makes it rescan, and the edit is built."""
         local = Local(tmp_path, rescan=0)  # no periodic check: the overflow alone must do it
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             queue = int(Path("/proc/sys/fs/inotify/max_queued_events").read_text())
             mark = daemon.mark()
             daemon.signal(signal.SIGSTOP)
@@ -290,16 +277,11 @@ class TestDaemonMissesNothing:
             daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
             assert all(b"192.0.2.44" in d for d in local.installed())
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_zones_directory_swapped_by_rename(self, tmp_path: Path) -> None:
         """``mv z z.old && mv z.new z``: the new directory is built, then watched."""
         local = Local(tmp_path, rescan=0)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             new = local.zones.with_name("zones.new")
             new.mkdir()
             write(new / "zones.example.com", example_com("192.0.2.45"))
@@ -317,8 +299,6 @@ class TestDaemonMissesNothing:
             assert b"192.0.2.46" in (local.output / "data").read_bytes()
             assert daemon.running
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_periodic_rescan_catches_an_unwatched_change(self, tmp_path: Path) -> None:
         """A zones file symlinked from elsewhere changes with no event in the zones
@@ -328,10 +308,7 @@ class TestDaemonMissesNothing:
         target.write_text("+linked.example.com:192.0.2.1\n")
         local = Local(tmp_path, rescan=0.5)
         (local.zones / "zones.linked").symlink_to(target)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             mark = daemon.mark()
             target.write_text("+linked.example.com:192.0.2.2\n")
             daemon.wait("rescan.changed", mark, timeout=TIMEOUT)
@@ -340,8 +317,6 @@ class TestDaemonMissesNothing:
             daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
             assert all(b"192.0.2.2" in d for d in local.installed())
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
 
 class TestMasterFullDiskAndKills:

@@ -22,7 +22,7 @@ from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from tests.daemonrun import PROJECT
-from tests.test_daemon import TIMEOUT, Local, example_com, write
+from tests.test_daemon import TIMEOUT, Local, example_com, running, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
@@ -59,10 +59,7 @@ class TestHandOff:
         """An edit pushed by hand while the daemon runs: the daemon builds it once, the
         command reports each slave, and every copy has the same serial."""
         local = Local(tmp_path, debounce=5, max_delay=10)  # the hand-off, not the save, builds
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             mark = daemon.mark()
             write(local.zones / "zones.example.com", example_com("192.0.2.31"))
             status, events = command("push", "--config", str(local.config))
@@ -81,16 +78,11 @@ class TestHandOff:
             assert serial_of(data) == done["serial"]
             assert all(serial_of(d) == done["serial"] for d in local.installed())
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_push_of_an_unchanged_build_pushes_it_again(self, tmp_path: Path) -> None:
         """Nothing to build: the daemon pushes the current build again (SIGALRM)."""
         local = Local(tmp_path)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, first):
             mark = daemon.mark()
             status, events = command("push", "--config", str(local.config))
             assert status == 0, events
@@ -99,16 +91,11 @@ class TestHandOff:
             daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=first["serial"])
             assert not daemon.find("build.done", mark)
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_build_by_hand_beside_the_daemon(self, tmp_path: Path) -> None:
         """``dnsmaster build`` writes nothing itself while the daemon holds the lock."""
         local = Local(tmp_path, debounce=5, max_delay=10)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, _first):
             mark = daemon.mark()
             write(local.zones / "zones.example.com", example_com("192.0.2.32"))
             status, events = command("build", "--config", str(local.config))
@@ -118,8 +105,6 @@ class TestHandOff:
             assert named(events, "build.done")[0]["serial"] == done["serial"]
             assert b"192.0.2.32" in (local.output / "data").read_bytes()
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
 
 class TestLock:
@@ -183,10 +168,7 @@ class TestNothingChanged:
     def test_a_save_of_the_same_content(self, tmp_path: Path) -> None:
         """``:w`` without a change, or ``touch``: no serial, no push."""
         local = Local(tmp_path)
-        daemon = local.daemon.start()
-        try:
-            first = daemon.wait("build.done", timeout=TIMEOUT)
-            daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        with running(local) as (daemon, first):
             mark = daemon.mark()
             zone = local.zones / "zones.example.com"
             write(zone, zone.read_text())
@@ -204,8 +186,6 @@ class TestNothingChanged:
             done = daemon.wait("build.done", mark, timeout=TIMEOUT)
             assert done["serial"] != first["serial"]
             assert daemon.stop() == 0
-        finally:
-            local.daemon.kill()
 
     def test_lost_data_builds_above_the_slaves(self, tmp_path: Path) -> None:
         """The master's data is gone and the slaves serve a serial ahead of the clock:
