@@ -4,7 +4,8 @@ The slave account's only key is ``restrict,command="dnsmaster receive --root DIR
 the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
 one of :data:`COMMANDS`. ``push`` reads the data on stdin and proves it arrived
 whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``status`` prints what
-is installed.
+is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of this
+receiver, which the master checks on first contact.
 
 One writer at a time: everything that reads or changes the root happens under an
 exclusive ``flock`` on the root directory (:func:`dnsmaster.fsutil.locked`), taken
@@ -28,7 +29,10 @@ A push of exactly the installed data changes nothing (see :func:`_already_instal
 
 One progress line per step goes to stdout and errors to stderr, so the master can
 log them as they come. This runs once per push on every slave: it imports no
-asyncssh, structlog or dnspython.
+asyncssh, structlog or dnspython. It imports nothing outside the standard library
+but the pure core, errors and fsutil, so it also travels as one file that needs no
+pip on the slave (:mod:`dnsmaster.bundle`); a new import here must be added to
+:data:`dnsmaster.bundle.MODULES` (tests/test_bundle.py says so when it is not).
 
 Exit statuses: 0 done (``status`` also when nothing is installed); 1 data refused
 (incomplete, too large, does not compile, older than the installed build); 2 command
@@ -51,13 +55,14 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
 
-from dnsmaster import fsutil
+from dnsmaster import __version__, fsutil
 from dnsmaster.core import cdb, stream
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import Records, compile_text, default_serial
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import ReceiveError, TinydnsDataError
+from dnsmaster.protocol import PROTOCOL
 
 __all__ = [
     "COMMANDS",
@@ -83,6 +88,10 @@ DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
 EXIT_SYSTEM = 111
+
+#: Ends every ``status`` line: the master checks the protocol on first contact and
+#: names the version when it asks for an upgrade (:mod:`dnsmaster.protocol`).
+_SPEAKS = f"protocol={PROTOCOL} version={__version__}"
 
 _COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 # The banner (``# dnsmaster serial N sources=...``) is well inside this.
@@ -113,7 +122,8 @@ class Installed:
     def line(self) -> str:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mtime))
         serial = "none" if self.serial is None else str(self.serial)
-        return f"status sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
+        fields = f"sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
+        return f"status {fields} {_SPEAKS}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -127,13 +137,20 @@ class NotInstalled:
     reason: str | None = None
 
     def line(self) -> str:
-        return "status none" if self.reason is None else "status none pair=unknown"
+        what = "status none" if self.reason is None else "status none pair=unknown"
+        return f"{what} {_SPEAKS}"
 
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="dnsmaster receive",
         description="Take a push from the master (command from SSH_ORIGINAL_COMMAND).",
+    )
+    p.add_argument(
+        "--version",
+        action="version",
+        version=f"dnsmaster receive {__version__} (protocol {PROTOCOL})",
+        help="print the version and the protocol this receiver speaks",
     )
     p.add_argument("--root", type=Path, required=True, help="the tinydns root (data, data.cdb)")
     p.add_argument("--keep", type=int, default=DEFAULT_KEEP, help="copies of data to keep")

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -12,10 +13,11 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import receive
+from dnsmaster import __version__, receive
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
+from dnsmaster.protocol import PROTOCOL
 
 DATA = assemble(
     [compile_source("zones.x", b".example.com:127.0.0.1:a\n+www.example.com:192.0.2.1\n")],
@@ -58,6 +60,10 @@ def root(tmp_path: Path) -> Path:
     status, _, err = run(tmp_path, "push", DATA + seal(DATA))
     assert status == 0, err
     return tmp_path
+
+
+#: What ends every status line: the receiver's protocol and version.
+SPEAKS = f"protocol={PROTOCOL} version={__version__}"
 
 
 class TestPush:
@@ -262,7 +268,7 @@ class TestRepair:
         old_cdb = (root / "data.cdb").read_bytes()
         self.interrupt(root, b"Xbroken\x1b\n")
         status, out, err = run(root, "status")
-        assert (status, out.splitlines()[-1]) == (0, "status none pair=unknown")
+        assert (status, out.splitlines()[-1]) == (0, f"status none pair=unknown {SPEAKS}")
         assert "data.cdb is not known to match data" in err
         assert "\x1b" not in err
         assert (root / "data.cdb").read_bytes() == old_cdb  # tinydns keeps answering
@@ -277,7 +283,7 @@ class TestRepair:
         (tmp_path / ".dnsmaster-installing").write_bytes(b"")
         (tmp_path / "data.cdb").write_bytes(compile_data(DATA, 1))
         status, out, _ = run(tmp_path, "status")
-        assert (status, out.strip()) == (0, "status none pair=unknown")
+        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS}")
         assert run(tmp_path, "push", DATA + seal(DATA))[0] == 0
         assert run(tmp_path, "status")[1].startswith(f"status sha256={sha(DATA)} ")
 
@@ -293,7 +299,7 @@ class TestRepair:
             stamp = (root / "data").stat().st_mtime_ns - 10**9
             os.utime(cdb_path, ns=(stamp, stamp))
         status, out, err = run(root, "status")
-        assert (status, out.strip()) == (0, "status none pair=unknown")
+        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS}")
         assert "data.cdb" in err
 
 
@@ -400,6 +406,18 @@ class TestStatus:
         assert out.startswith(
             f"status sha256={trailer.sha256} serial=1700000000 bytes={len(body)} "
         )
+        assert out.endswith(f" {SPEAKS}\n")
+
+    def test_line_format(self, root: Path) -> None:
+        """One line, the old fields first (older masters read them), then what speaks."""
+        (line,) = run(root, "status")[1].splitlines()
+        words = line.split()
+        keys = [w.split("=", 1)[0] for w in words[1:]]
+        assert (words[0], keys) == (
+            "status",
+            ["sha256", "serial", "bytes", "time", "protocol", "version"],
+        )
+        assert words[-2:] == [f"protocol={PROTOCOL}", f"version={__version__}"]
 
     def test_reports_what_is_there(self, root: Path) -> None:
         """data edited after its push reports its own sha256, not the trailer's claim."""
@@ -413,10 +431,17 @@ class TestStatus:
 
     def test_nothing_installed(self, tmp_path: Path) -> None:
         """status on an empty root says so, with no sha256 (the master then pushes)."""
-        assert run(tmp_path, "status") == (0, "status none\n", "")
+        assert run(tmp_path, "status") == (0, f"status none {SPEAKS}\n", "")
 
 
 class TestCommandLine:
+    def test_version(self) -> None:
+        """--version names the dnsmaster version and the protocol; no --root needed."""
+        out = io.StringIO()
+        with contextlib.redirect_stdout(out):
+            assert receive.main(["--version"], environ={}) == 0
+        assert out.getvalue() == f"dnsmaster receive {__version__} (protocol {PROTOCOL})\n"
+
     def test_runs_as_forced_command(self, tmp_path: Path) -> None:
         """python -m dnsmaster receive reads SSH_ORIGINAL_COMMAND and stdin."""
         env = dict(os.environ, SSH_ORIGINAL_COMMAND="push")
