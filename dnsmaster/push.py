@@ -36,12 +36,13 @@ import socket
 import sys
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 import asyncssh
 
+from dnsmaster import __version__
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.stream import seal
 from dnsmaster.core.text import printable
@@ -53,6 +54,7 @@ from dnsmaster.errors import (
     SlavePhase,
 )
 from dnsmaster.fsutil import describe
+from dnsmaster.protocol import PROTOCOL
 
 __all__ = [
     "HOST_KEY_RECHECK",
@@ -61,9 +63,11 @@ __all__ = [
     "LineSink",
     "PushLog",
     "PushResult",
+    "ReceiverOutdated",
     "SlaveChannel",
     "SlaveVersion",
     "channel_for",
+    "check_receiver",
     "fetch_status",
     "file_signature",
     "parse_status",
@@ -846,23 +850,83 @@ async def push_all(
 
 @dataclass(frozen=True, slots=True)
 class SlaveVersion:
-    """What a slave reports as installed (the ``status`` verb)."""
+    """What a slave reports as installed (the ``status`` verb), and which receiver said so.
+
+    ``protocol`` and ``version`` are the receiver's (None from one older than
+    protocol 1). They describe the reporter, not the installed build, so they take
+    no part in comparisons: two reports of one build are equal.
+    """
 
     sha256: str
     serial: int | None
+    protocol: int | None = field(default=None, compare=False)
+    version: str | None = field(default=None, compare=False)
+
+
+class ReceiverOutdated(SlaveError):
+    """The slave's receiver speaks an older protocol than this master needs.
+
+    ``protocol`` and ``version`` are what the receiver reported (None: nothing, it
+    predates protocol 1), ``needed`` this master's :data:`~dnsmaster.protocol.PROTOCOL`.
+    Never retryable: only an operator who upgrades the slave's receiver can fix it.
+    """
+
+    def __init__(
+        self, slave: str, protocol: int | None, version: str | None, needed: int = PROTOCOL
+    ) -> None:
+        self.protocol = protocol
+        self.version = version
+        self.needed = needed
+        if protocol is None:
+            speaks = f"no protocol version (it predates protocol {min(needed, 1)})"
+        else:
+            speaks = f"protocol {protocol}"
+        reason = (
+            f"receiver version {version or 'unknown'} speaks {speaks}; this master "
+            f"(dnsmaster {__version__}) needs protocol {needed}: upgrade it: copy a new "
+            "bundle (dnsmaster receiver-bundle -o dnsmaster-receive.pyz) over the file its "
+            "authorized_keys line runs, or upgrade the dnsmaster installed there "
+            f"(pip install --upgrade 'dnsmaster>={__version__}')"
+        )
+        super().__init__(slave, reason, phase="status", retryable=False)
+
+
+def _status_fields(lines: Sequence[str]) -> dict[str, str] | None:
+    """The ``key=value`` words of the receiver's first ``status`` line; None without one."""
+    for line in lines:
+        words = line.split()
+        if words and words[0] == "status":
+            return dict(w.split("=", 1) for w in words[1:] if "=" in w)
+    return None
+
+
+def _number(text: str | None) -> int | None:
+    return int(text) if text is not None and text.isdigit() else None
 
 
 def parse_status(lines: Sequence[str]) -> SlaveVersion | None:
-    """Read the receiver's ``status sha256=... serial=...`` line."""
-    for line in lines:
-        words = line.split()
-        if not words or words[0] != "status":
-            continue
-        fields = dict(w.split("=", 1) for w in words[1:] if "=" in w)
-        serial = fields.get("serial", "none")
-        if "sha256" in fields:
-            return SlaveVersion(fields["sha256"], int(serial) if serial.isdigit() else None)
-    return None
+    """Read the receiver's ``status sha256=... serial=... protocol=... version=...`` line.
+
+    None when it names no sha256 (``status none``: nothing installed it vouches for).
+    """
+    fields = _status_fields(lines)
+    if fields is None or "sha256" not in fields:
+        return None
+    return SlaveVersion(
+        fields["sha256"],
+        _number(fields.get("serial")),
+        _number(fields.get("protocol")),
+        fields.get("version"),
+    )
+
+
+def check_receiver(slave: str, lines: Sequence[str], needed: int = PROTOCOL) -> None:
+    """Raise :class:`ReceiverOutdated` unless the ``status`` output in ``lines`` comes
+    from a receiver of protocol ``needed`` or later (see :mod:`dnsmaster.protocol`)."""
+    fields = _status_fields(lines) or {}
+    protocol = _number(fields.get("protocol"))
+    if protocol is None or protocol < needed:
+        raise ReceiverOutdated(slave, protocol, fields.get("version"), needed)
 
 
 async def fetch_status(
@@ -872,7 +936,9 @@ async def fetch_status(
 
     Raises :class:`~dnsmaster.errors.SlaveError` when the slave cannot be asked
     (phase ``connect``, ``hostkey``, ``auth``, ``transfer``, ``timeout``) or its
-    receiver fails the verb (phase ``status``, with the receiver's reason).
+    receiver fails the verb (phase ``status``, with the receiver's reason), and
+    :class:`ReceiverOutdated` (phase ``status``, not retryable) when the receiver
+    speaks an older protocol than this master's.
     """
     slave = channel.slave
     if slave.protocol == "legacy":
@@ -887,6 +953,9 @@ async def fetch_status(
         ) from None
     if result.exit_status != 0:
         raise _receive_error(slave, result, "status")
+    # First contact: a receiver too old for this master is named now, with what to do,
+    # rather than failing pushes in ways that do not say why.
+    check_receiver(slave.name, result.stdout)
     return parse_status(result.stdout)
 
 
