@@ -120,14 +120,38 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--pubkey", type=Path, required=True, help="the master's public key file")
     p.add_argument("--root", type=Path, required=True, help="the slave's tinydns root")
-    p.add_argument(
+    how = p.add_mutually_exclusive_group()
+    how.add_argument(
         "--command",
         dest="receiver",
         default="dnsmaster",
         help="how the slave runs dnsmaster (an absolute path if it is not on PATH)",
     )
+    how.add_argument(
+        "--bundle",
+        metavar="PATH",
+        help="the slave runs the receiver bundle (dnsmaster receiver-bundle) at this absolute path",
+    )
+    p.add_argument(
+        "--python",
+        default="/usr/bin/python3",
+        help="with --bundle: the slave's python3 (default: %(default)s)",
+    )
     p.add_argument("--keep", type=int, help="copies of data the slave keeps (default 10)")
     p.add_argument("--max-size", type=int, help="largest push the slave accepts, in bytes")
+
+    p = sub.add_parser(
+        "receiver-bundle",
+        help="write the receiver as one file a slave's python3 runs, with no pip install",
+        description="Write dnsmaster's receiver as a zipapp: a slave needs only python3, "
+        "tinydns and this file (see authorized-key --bundle).",
+    )
+    p.add_argument("-o", "--output", type=Path, help="write it here, mode 0755 (default: stdout)")
+    p.add_argument(
+        "--python",
+        default="/usr/bin/python3",
+        help="the interpreter its #! line names (default: %(default)s)",
+    )
 
     sub.add_parser(
         "tinydns-data",
@@ -164,6 +188,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return tinydns_data()
     if command == "authorized-key":
         return _authorized_key(args)
+    if command == "receiver-bundle":
+        return _receiver_bundle(args)
     if command == "check":
         return _check(args)
     if command == "build":
@@ -545,12 +571,41 @@ def _authorized_key(args: argparse.Namespace) -> int:
         return _usage_error(f"{args.pubkey}: cannot read: {describe(exc)}")
     if len(words) < 2 or not (words[0].startswith(("ssh-", "ecdsa-", "sk-"))):
         return _usage_error(f"{args.pubkey}: not an OpenSSH public key")
-    # --command may be several words ("/usr/bin/python3 -m dnsmaster").
-    command = [*shlex.split(args.receiver), "receive", "--root", str(args.root.absolute())]
+    if args.bundle is not None:
+        if not (args.bundle.startswith("/") and args.python.startswith("/")):
+            return _usage_error("--bundle and --python must be absolute paths on the slave")
+        # -I -S: nothing in the slave's environment or site-packages changes what runs.
+        # The bundle is the receiver itself: no "receive" word.
+        command = [args.python, "-I", "-S", args.bundle, "--root", str(args.root.absolute())]
+    else:
+        # --command may be several words ("/usr/bin/python3 -m dnsmaster").
+        command = [*shlex.split(args.receiver), "receive", "--root", str(args.root.absolute())]
     if args.keep is not None:
         command += ["--keep", str(args.keep)]
     if args.max_size is not None:
         command += ["--max-size", str(args.max_size)]
     forced = " ".join(shlex.quote(w) for w in command).replace("\\", "\\\\").replace('"', '\\"')
     sys.stdout.write(f'restrict,command="{forced}" {" ".join(words)}\n')
+    return EXIT_OK
+
+
+def _receiver_bundle(args: argparse.Namespace) -> int:
+    from dnsmaster import bundle  # noqa: PLC0415
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+    try:
+        if args.output is not None:
+            bundle.write(args.output, args.python)
+            return EXIT_OK
+        data = bundle.build(args.python)
+    except ValueError as exc:
+        return _usage_error(f"--python: {exc}")
+    except OSError as exc:
+        sys.stderr.write(f"dnsmaster: {args.output}: cannot write: {describe(exc)}\n")
+        return EXIT_SYSTEM
+    if sys.stdout.isatty():
+        return _usage_error("the bundle is a binary file: redirect it (> FILE) or give -o FILE")
+    sys.stdout.flush()
+    sys.stdout.buffer.write(data)
+    sys.stdout.buffer.flush()
     return EXIT_OK
