@@ -40,7 +40,11 @@ def _parser() -> argparse.ArgumentParser:
         prog="dnsmaster",
         description="Build tinydns data from zones.* files and push it to every slave.",
     )
-    parser.add_argument("--version", action="version", version=_version())
+    parser.add_argument(
+        "--version",
+        action=_VersionAction,
+        help="print the version, and whether the C accelerator is active",
+    )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     def zones_options(p: argparse.ArgumentParser, *, output: bool) -> None:
@@ -79,6 +83,25 @@ def _parser() -> argparse.ArgumentParser:
     from dnsmaster.status import add_arguments  # noqa: PLC0415
 
     add_arguments(p)
+
+    p = sub.add_parser(
+        "doctor",
+        help="check everything a push needs, now: config, keys, output, each slave",
+        description="Check the configuration and key permissions, the output directory, and "
+        "for each slave: its name, sshd, host key, login, forced command, receiver and "
+        "tinydns. One line per check: OK, WARN or FAIL with the reason and the fix. "
+        "Exit 0 when nothing failed (warnings allowed), 1 when a check failed, 2 when the "
+        "configuration cannot be loaded.",
+    )
+    # Options here, not in doctor.py: importing it loads asyncssh and dnspython,
+    # which the other commands must not pay for.
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    p.add_argument(
+        "--timeout",
+        type=float,
+        metavar="SECONDS",
+        help="deadline for all of one slave's checks (default: 60)",
+    )
 
     p = sub.add_parser(
         "demo",
@@ -165,10 +188,24 @@ def _log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("logfmt", "json"), help="log line format")
 
 
+class _VersionAction(argparse.Action):
+    """``--version``, worked out only when asked for: it loads the compiler to say
+    whether the C accelerator is active, which no other command should pay for."""
+
+    def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
+        kwargs.setdefault("default", argparse.SUPPRESS)
+        super().__init__(option_strings, dest, nargs=0, **kwargs)
+
+    def __call__(self, parser: argparse.ArgumentParser, *_: Any) -> None:
+        sys.stdout.write(_version() + "\n")
+        parser.exit()
+
+
 def _version() -> str:
     from dnsmaster import __version__  # noqa: PLC0415
+    from dnsmaster.doctor import accelerator_state  # noqa: PLC0415
 
-    return f"dnsmaster {__version__}"
+    return f"dnsmaster {__version__} (C accelerator: {accelerator_state()[1]})"
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -198,6 +235,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _run(args)
     if command == "status":
         return _status(args)
+    if command == "doctor":
+        from dnsmaster.doctor import main as doctor  # noqa: PLC0415
+
+        return doctor(args)
     if command == "demo":
         from dnsmaster.demo import main as demo  # noqa: PLC0415
 
