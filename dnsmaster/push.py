@@ -922,8 +922,21 @@ def parse_status(lines: Sequence[str]) -> SlaveVersion | None:
 
 def check_receiver(slave: str, lines: Sequence[str], needed: int = PROTOCOL) -> None:
     """Raise :class:`ReceiverOutdated` unless the ``status`` output in ``lines`` comes
-    from a receiver of protocol ``needed`` or later (see :mod:`dnsmaster.protocol`)."""
-    fields = _status_fields(lines) or {}
+    from a receiver of protocol ``needed`` or later (see :mod:`dnsmaster.protocol`).
+
+    Output without a status line is no receiver of any version: a plain
+    :class:`~dnsmaster.errors.SlaveError`, not retryable either.
+    """
+    fields = _status_fields(lines)
+    if fields is None:
+        raise SlaveError(
+            slave,
+            "its forced command printed no status line: it is not dnsmaster receive "
+            "(dnsmaster authorized-key prints the line that runs it)",
+            0,
+            phase="status",
+            retryable=False,
+        )
     protocol = _number(fields.get("protocol"))
     if protocol is None or protocol < needed:
         raise ReceiverOutdated(slave, protocol, fields.get("version"), needed)

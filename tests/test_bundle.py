@@ -25,6 +25,7 @@ from dnsmaster.config import Config, Slave
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
+from dnsmaster.errors import SlaveError
 from dnsmaster.protocol import PROTOCOL
 from tests.conftest import VECTORS, _missing
 
@@ -531,7 +532,6 @@ class TestProtocolCheck:
         [
             (["status none"], "no protocol version"),
             ([f"status sha256={SHA} serial=1 bytes=3 time=t"], "no protocol version"),
-            ([], "no protocol version"),
             ([f"status none protocol={PROTOCOL - 1} version=0.0.9"], f"protocol {PROTOCOL - 1}"),
         ],
     )
@@ -552,6 +552,16 @@ class TestProtocolCheck:
         assert "dnsmaster receiver-bundle" in exc.reason
         assert "pip install" in exc.reason
         assert str(exc).startswith("slave s1: receiver version ")
+
+    @pytest.mark.parametrize("lines", [[], ["hello"], ["statusx sha256=a protocol=9"]])
+    def test_no_status_line_is_no_receiver(self, lines: list[str]) -> None:
+        """Output without a status line: not dnsmaster receive at all; not retryable."""
+        with pytest.raises(SlaveError) as raised:
+            push.check_receiver("s1", lines)
+        exc = raised.value
+        assert not isinstance(exc, push.ReceiverOutdated)
+        assert (exc.phase, exc.retryable, exc.exit_status) == ("status", False, 0)
+        assert "printed no status line: it is not dnsmaster receive" in exc.reason
 
     def test_names_the_version(self) -> None:
         with pytest.raises(push.ReceiverOutdated) as raised:
