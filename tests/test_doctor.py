@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import dnsmaster
 from dnsmaster.doctor import Check, summary
 from tests.daemonrun import PROJECT, config_text
 
@@ -250,6 +251,17 @@ class TestDoctor:
         )
         assert "login as root accepted" in "\n".join(master.doctor().lines), line
 
+    def test_slave_root_missing(self, master: Master, tmp_path: Path) -> None:
+        """The forced command's --root is gone: the receiver's reason, and create it."""
+        a, _ = master.slaves
+        a.sshd.set_authorized_keys(master.lab.authorized_key(tmp_path / "gone"))
+        master.doctor().one_failure(
+            f"slave {a.name}: receiver: status failed",
+            f"{tmp_path / 'gone'}",
+            "does not exist",
+            "create the slave's root",
+        )
+
     def test_tinydns_stopped(self, master: Master) -> None:
         """The slave's tinydns does not answer: start it."""
         _, b = master.slaves
@@ -292,3 +304,39 @@ class TestDoctor:
         master.doctor().one_failure(
             "slave local: root", "missing", f"mkdir -p {shlex.quote(str(missing))}"
         )
+
+
+class TestCommand:
+    """The command line around the checks."""
+
+    def run(self, *argv: str, **env: str) -> subprocess.CompletedProcess[str]:
+        environ = {k: v for k, v in os.environ.items() if k != "DNSMASTER_PURE_PYTHON"}
+        return subprocess.run(
+            [sys.executable, "-m", "dnsmaster", *argv],
+            capture_output=True,
+            text=True,
+            env={**environ, "PYTHONPATH": str(PROJECT), **env},
+            timeout=60,
+            check=False,
+        )
+
+    def test_version_names_the_accelerator(self) -> None:
+        """--version says whether the C accelerator is active, and why not."""
+        from dnsmaster.core import compiler  # noqa: PLC0415
+
+        plain = self.run("--version")
+        assert plain.returncode == 0, plain.stderr
+        state = "active" if compiler.accelerated() else "not built"
+        assert plain.stdout.startswith(f"dnsmaster {dnsmaster.__version__} (C accelerator: {state}")
+        off = self.run("--version", DNSMASTER_PURE_PYTHON="1")
+        why = "disabled by DNSMASTER_PURE_PYTHON"
+        assert off.stdout == f"dnsmaster {dnsmaster.__version__} (C accelerator: {why})\n"
+
+    def test_bad_config_is_a_usage_error(self, tmp_path: Path) -> None:
+        """A config that cannot be loaded: exit 2 and the loader's message, no checks."""
+        config = tmp_path / "dnsmaster.toml"
+        config.write_text('zones = "zones"\n')
+        run = self.run("doctor", "--config", str(config))
+        assert run.returncode == 2, run
+        assert "output: missing" in run.stderr
+        assert run.stdout == ""
