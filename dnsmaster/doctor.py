@@ -5,11 +5,14 @@ before the daemon runs or when it fails, and says for each what is wrong and how
 fix it::
 
     OK   config: /etc/dnsmaster/dnsmaster.toml: 2 slaves (2 ssh, 0 local)
-    FAIL config: /etc/dnsmaster/key: the private key has mode 0644, ...; fix: chmod 600 ...
-    OK   output: /var/lib/dnsmaster writable by root
+    FAIL config: permissions: key: /etc/dnsmaster/key: the private key has mode 0644, ...;
+         fix: chmod 600 /etc/dnsmaster/key
+    OK   output: directory /var/lib/dnsmaster writable by dnsmaster
     OK   slave ns2: host key ssh-ed25519 SHA256:... known (/etc/dnsmaster/known_hosts:2)
-    FAIL slave ns3: tinydns on 192.0.2.3 port 53: no answer (timeout); fix: start ...
-    doctor: 1 FAILED, 0 warnings, 14 OK
+    FAIL slave ns3: tinydns on 192.0.2.3 port 53: example.com: no answer (timeout); fix: ...
+    doctor: 2 FAILED, 0 warnings, 14 OK
+
+(each check is one line; the FAIL above is wrapped here only).
 
 The master's own checks come first (configuration and key permissions, zones,
 output and state directories, the C accelerator), then each slave's, in the
@@ -17,6 +20,10 @@ config's order; the slaves are checked in parallel (``[push] parallel`` at once)
 each within a deadline. A slave's checks follow the push's path (name, TCP, host
 key, login, receiver, DNS) and stop at the first failure, since every later step
 would fail for the same reason.
+
+Whether an SSH slave's root is writable cannot be seen from here: the receiver's
+``status`` verb reports a missing root (it fails) but not a read-only one. A status
+line carrying ``writable=no`` is read as that failure, for a receiver that says so.
 
 What the config loader only warns about (a configuration, zones directory or
 known_hosts file others may write, a private key others may read) fails here:
