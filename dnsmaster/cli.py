@@ -72,6 +72,18 @@ def _parser() -> argparse.ArgumentParser:
     _log_options(p)
 
     p = sub.add_parser(
+        "service-conf",
+        help="make a daemontools (or runit) service directory for the daemon, as tinydns-conf does",
+        description="Create DIR with run, log/run, log/main (owned by LOGACCT) and env/ "
+        "(DNSMASTER_CONFIG, PATH starting with this dnsmaster's directory), after checking "
+        "that ACCT can load CONFIG, read the keys and zones and write the output. Never "
+        "overwrites DIR; creates nothing when a check fails.",
+    )
+    from dnsmaster.serviceconf import add_arguments as service_conf_arguments  # noqa: PLC0415
+
+    service_conf_arguments(p)
+
+    p = sub.add_parser(
         "status",
         help="judge what the daemon built and what each slave has and serves; non-zero "
         "unless all is ok",
@@ -233,6 +245,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _build(args)
     if command == "run":
         return _run(args)
+    if command == "service-conf":
+        from dnsmaster.serviceconf import main as service_conf  # noqa: PLC0415
+
+        return service_conf(args)
     if command == "status":
         return _status(args)
     if command == "doctor":
