@@ -1,0 +1,574 @@
+"""The README's setup blocks, run as written on a master and a slave of their own.
+
+Every block between ``.. NAME-begin`` and ``.. NAME-end`` markers in README.rst is
+extracted (as ``.ci/run`` extracts the test command) and run with ``bash -euo
+pipefail``; the only change is the values of the variables on a block's first line
+(``SLAVE=192.0.2.2 PORT=22`` becomes the lab's 127.0.1.N and a high port). So the
+README cannot drift from the code: a step that stops working fails here.
+
+Each "machine" is a :class:`Host`: a private mount namespace in which /etc, /var,
+/usr, /opt, /run and /root are overlays on the real directories. The blocks write
+/etc/dnsmaster, /etc/sv/tinydns, /etc/service, /usr/local and create accounts
+(dnsmaster, dnslog, dnsslave) exactly as on a real machine, and all of it lands in
+the test's temp directory and vanishes with the namespace. The network is shared:
+the slave's sshd and tinydns listen on a 127.0.1.N address (sshd on a high port)
+and nothing else. Every process started in a namespace is stopped by its PID.
+
+What the lab itself does, standing in for what an operator does outside the
+blocks: it checks (rather than runs) the install block — the packages are installed
+and ``/usr/local/bin/dnsmaster`` points at the dnsmaster under test; it copies the
+two files the README says to ``scp`` from the master to the slave; it puts the
+example zones in the zones directory; it starts what boot starts (the slave's sshd,
+``runsvdir``/``svscan`` on ``/etc/service``), after removing the container's own
+services from ``/etc/service`` and its ``policy-rc.d`` (which forbids starting
+services, and which a real machine does not have).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shlex
+import shutil
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import dns.message
+import dns.query
+import dns.rdatatype
+import pytest
+
+from tests.conftest import require, require_root
+from tests.daemonrun import PROJECT
+
+# Its helpers are imported where used, after pytest has loaded (and rewritten) it.
+pytest_plugins = ["tests.realworld"]
+
+README = PROJECT / "README.rst"
+TIMEOUT = 60.0
+
+#: Where the blocks write: overlaid in each Host, so the machine is never touched.
+OVERLAID = ("/etc", "/var", "/usr", "/opt", "/run", "/root")
+
+#: root's environment for the blocks: a login's PATH, nothing from this process.
+ROOT_ENV = {
+    "PATH": "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",
+    "HOME": "/root",
+    "LANG": "C.UTF-8",
+    "USER": "root",
+    "LOGNAME": "root",
+}
+
+
+# -- the README's blocks ---------------------------------------------------------
+
+
+def readme_blocks(text: str) -> dict[str, str]:
+    """Every marked block's literal text, by marker name, with its indent removed."""
+    found: dict[str, str] = {}
+    for match in re.finditer(r"^\.\. ([a-z0-9-]+)-begin\n(.*?)^\.\. \1-end$", text, re.M | re.S):
+        name, body = match.group(1), match.group(2)
+        assert "::" in body, f"block {name}: no literal block between its markers"
+        lines = []
+        for line in body.split("::", 1)[1].splitlines():
+            if line.strip() and not line.startswith("    "):
+                break  # the literal block ends at the first line that is not indented
+            lines.append(line[4:])
+        found[name] = "\n".join(lines).strip("\n") + "\n"
+    return found
+
+
+def with_values(block: str, **values: str | int) -> str:
+    """``block`` with its first line's variables set to ``values`` (all of them, only them)."""
+    first, _, rest = block.partition("\n")
+    assigned = dict(word.split("=", 1) for word in shlex.split(first))
+    assert set(assigned) == set(values), (
+        f"the block sets {sorted(assigned)} on its first line; the test sets {sorted(values)}"
+    )
+    line = " ".join(f"{k}={shlex.quote(str(v))}" for k, v in values.items())
+    return f"{line}\n{rest}"
+
+
+@pytest.fixture(scope="module")
+def blocks() -> dict[str, str]:
+    return readme_blocks(README.read_text())
+
+
+def test_blocks_are_found(blocks: dict[str, str]) -> None:
+    """The README has each setup block, and each is valid bash."""
+    for name in (
+        "install-master",
+        "setup-master",
+        "setup-slave",
+        "setup-slave-runit",
+        "setup-add-slave",
+        "setup-daemontools",
+        "setup-runit",
+        "setup-makefile",
+    ):
+        assert name in blocks, f"README.rst has no {name}-begin/-end block"
+        check = subprocess.run(
+            ["bash", "-n", "-c", blocks[name]], capture_output=True, text=True, check=False
+        )
+        assert check.returncode == 0, f"{name}: {check.stderr}"
+
+
+def test_readme_blocks_extracted_literally() -> None:
+    """Extraction keeps a heredoc's lines and blank lines, drops only the indent."""
+    text = (
+        "x\n\n.. demo-begin\n\n::\n\n    A=1 B=2\n    cat <<EOF\n\n    a\n    EOF\n\n.. demo-end\n"
+    )
+    assert readme_blocks(text) == {"demo": "A=1 B=2\ncat <<EOF\n\na\nEOF\n"}
+    assert with_values("A=1 B=2\necho\n", A="x y", B=3) == "A='x y' B=3\necho\n"
+    with pytest.raises(AssertionError):
+        with_values("A=1\necho\n", B=1)
+
+
+# -- a machine of its own ---------------------------------------------------------
+
+
+class Host:
+    """A private mount namespace whose /etc, /var, /usr, /opt, /run, /root are overlays.
+
+    A ``sleep`` started by ``unshare --mount`` holds the namespace; commands enter it
+    with ``nsenter`` (which execs them: a spawned process's PID is its own). Files
+    inside are reached from the test through ``/proc/PID/root``.
+    """
+
+    def __init__(self, workdir: Path, name: str) -> None:
+        self.name = name
+        self.workdir = workdir / name
+        self.workdir.mkdir(parents=True)
+        self.holder: subprocess.Popen[bytes] | None = None
+        self.spawned: list[subprocess.Popen[bytes]] = []
+
+    def start(self) -> None:
+        ours = os.readlink("/proc/self/ns/mnt")
+        self.holder = subprocess.Popen(
+            [
+                require("unshare", "util-linux"),
+                "--mount",
+                "--propagation",
+                "private",
+                "sleep",
+                "1000000",
+            ],
+            stdin=subprocess.DEVNULL,
+        )
+        deadline = time.monotonic() + 10
+        while os.readlink(f"/proc/{self.holder.pid}/ns/mnt") == ours:
+            assert time.monotonic() < deadline, "unshare did not make a mount namespace"
+            time.sleep(0.01)
+        for directory in OVERLAID:
+            if not os.path.isdir(directory):
+                continue
+            upper = self.workdir / "upper" / directory.strip("/")
+            work = self.workdir / "work" / directory.strip("/")
+            upper.mkdir(parents=True)
+            work.mkdir(parents=True)
+            self.enter(
+                [
+                    "mount",
+                    "-t",
+                    "overlay",
+                    "overlay",
+                    "-o",
+                    f"lowerdir={directory},upperdir={upper},workdir={work}",
+                    directory,
+                ]
+            )
+
+    @property
+    def pid(self) -> int:
+        assert self.holder is not None
+        return self.holder.pid
+
+    def _argv(self, argv: list[str]) -> list[str]:
+        return [require("nsenter", "util-linux"), "-t", str(self.pid), "-m", "--", *argv]
+
+    def enter(self, argv: list[str]) -> str:
+        """Run ``argv`` in the namespace; its stdout. Fails on a non-zero exit."""
+        proc = subprocess.run(
+            self._argv(argv), capture_output=True, text=True, timeout=TIMEOUT, check=False
+        )
+        assert proc.returncode == 0, f"{self.name}: {argv}: {proc.stderr}{proc.stdout}"
+        return proc.stdout
+
+    def sh(
+        self, script: str, *, cwd: str = "/root", check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
+        """``bash -euo pipefail -c SCRIPT`` as root with a login's environment, in ``cwd``."""
+        env = [f"{k}={v}" for k, v in ROOT_ENV.items()]
+        proc = subprocess.run(
+            self._argv(
+                [
+                    "env",
+                    "-i",
+                    *env,
+                    "bash",
+                    "-euo",
+                    "pipefail",
+                    "-c",
+                    f"cd {shlex.quote(cwd)}\n{script}",
+                ]
+            ),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT * 2,
+            check=False,
+        )
+        if check:
+            assert proc.returncode == 0, (
+                f"{self.name}: exit {proc.returncode}\n--- script\n{script}\n"
+                f"--- stdout\n{proc.stdout}\n--- stderr\n{proc.stderr}"
+            )
+        return proc
+
+    def spawn(self, argv: list[str], log: Path) -> subprocess.Popen[bytes]:
+        """Start a long-running ``argv`` in the namespace (stopped by PID at close)."""
+        env = dict(ROOT_ENV)
+        with log.open("ab") as out:
+            proc = subprocess.Popen(
+                self._argv(argv),
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=subprocess.STDOUT,
+                env=env,
+                cwd="/",
+            )
+        self.spawned.append(proc)
+        return proc
+
+    def path(self, path: str) -> Path:
+        """``path`` as seen inside the namespace.
+
+        Resolved there first: an absolute symlink on the way (Debian's /etc/service is
+        one) would otherwise be followed from this process's root, not the namespace's.
+        """
+        resolved = self.enter(["realpath", "-m", path]).strip()
+        return Path(f"/proc/{self.pid}/root") / resolved.lstrip("/")
+
+    def uid(self, account: str) -> int:
+        return int(self.enter(["id", "-u", account]))
+
+    def members(self) -> list[int]:
+        """PIDs of every process in this namespace but the holder."""
+        if self.holder is None or self.holder.poll() is not None:
+            return []
+        ns = os.readlink(f"/proc/{self.pid}/ns/mnt")
+        found = []
+        for entry in Path("/proc").iterdir():
+            if entry.name.isdigit() and int(entry.name) != self.pid:
+                try:
+                    if os.readlink(entry / "ns" / "mnt") == ns:
+                        found.append(int(entry.name))
+                except OSError:
+                    continue
+        return found
+
+    def close(self) -> None:
+        """Stop every process in the namespace by PID (TERM, then KILL), then the holder."""
+        for signum in (signal.SIGTERM, signal.SIGKILL):
+            pids = self.members()
+            for pid in pids:
+                try:
+                    os.kill(pid, signum)
+                except ProcessLookupError:
+                    continue
+            deadline = time.monotonic() + 10
+            while self.members() and time.monotonic() < deadline:
+                time.sleep(0.05)
+        for proc in self.spawned:
+            proc.wait(10)
+        if self.holder is not None and self.holder.poll() is None:
+            os.kill(self.holder.pid, signal.SIGKILL)
+            self.holder.wait(10)
+
+
+def wait_for(
+    what: str, check: Callable[[], object], timeout: float = TIMEOUT, show: Path | None = None
+) -> object:
+    """Poll ``check`` until it returns something true; fail naming ``what`` (and ``show``)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        result = check()
+        if result:
+            return result
+        if time.monotonic() > deadline:
+            tail = "\n".join(_read(show).splitlines()[-30:]) if show else ""
+            pytest.fail(f"timed out waiting for {what}\n{tail}")
+        time.sleep(0.1)
+
+
+def _read(path: Path) -> str:
+    try:
+        return path.read_text(errors="replace")
+    except OSError:
+        return ""
+
+
+def _installed(package: str) -> bool:
+    proc = subprocess.run(
+        ["dpkg-query", "-W", "-f=${Status}", package], capture_output=True, text=True, check=False
+    )
+    return proc.stdout.endswith(" installed")
+
+
+# -- the lab: what an operator does outside the blocks -----------------------------
+
+
+class Lab:
+    """A master and a slave, each a :class:`Host`, set up by the README's blocks."""
+
+    def __init__(self, tmp_path: Path, blocks: dict[str, str]) -> None:
+        from tests import realworld  # noqa: PLC0415 - loaded by pytest_plugins
+
+        self.realworld = realworld
+        self.blocks = blocks
+        self.tmp = tmp_path
+        self.master = Host(tmp_path, "master")
+        self.slave = Host(tmp_path, "slave")
+        self.address = realworld.take_dns_address()
+        self.port = realworld.free_port(self.address)
+
+    def close(self) -> None:
+        try:
+            self.master.close()
+        finally:
+            try:
+                self.slave.close()
+            finally:
+                self.realworld.release_dns_address(self.address)
+
+    def check_install_block(self) -> None:
+        """The install block, checked: its packages are installed (CI installs them)."""
+        block = self.blocks["install-master"]
+        packages = re.search(r"apt-get install -y ([^\n]+)", block)
+        assert packages, "the install block names no packages"
+        missing = [p for p in packages.group(1).split() if not _installed(p)]
+        if missing:
+            require("missing-" + missing[0], " ".join(missing))
+        assert "ln -s /opt/dnsmaster/bin/dnsmaster /usr/local/bin/dnsmaster" in block
+
+    def prepare(self, host: Host) -> None:
+        """A clean machine: no services but the README's, no policy-rc.d."""
+        host.start()
+        host.sh(
+            "rm -f /usr/sbin/policy-rc.d\n"
+            "mkdir -p /etc/service /run/sshd\n"
+            "find -L /etc/service/ -mindepth 1 -maxdepth 1 -exec rm -rf {} +\n"
+            "rm -f /etc/ssh/ssh_host_*\nssh-keygen -A >/dev/null\n"
+        )
+
+    def install_dnsmaster(self) -> None:
+        """Stand-in for the install block: /usr/local/bin/dnsmaster is the one under test."""
+        program = Path(sys.executable).parent / "dnsmaster"
+        if not program.is_file():
+            require("dnsmaster-in-venv", f"pip install -e . (no {program})")
+        self.master.sh(f"ln -s {shlex.quote(str(program))} /usr/local/bin/dnsmaster")
+        # The daemon's account must be able to run it. A venv made from pyenv's Python
+        # under /root (0700) is not; on a machine like that, open /root in this
+        # namespace only (the README tells operators not to install that way).
+        for parent in [*Path(sys.executable).resolve().parents, *PROJECT.parents, PROJECT]:
+            mode = parent.stat().st_mode
+            if not mode & stat.S_IXOTH:
+                assert str(parent).startswith(OVERLAID), f"{parent} is not searchable by others"
+                self.master.sh(f"chmod o+x {shlex.quote(str(parent))}")
+
+    def setup(self) -> None:
+        """Install check; the master's once-only block; the slave from scratch; a push."""
+        for tool, package in (
+            ("sshd", "openssh-server"),
+            ("tinydns", "tinydns"),
+            ("runsvdir", "runit"),
+            ("dig", "bind9-dnsutils"),
+            ("svscan", "daemontools"),
+        ):
+            require(tool, package)
+        self.check_install_block()
+        self.prepare(self.master)
+        self.prepare(self.slave)
+        self.install_dnsmaster()
+        # The master, once (in root's home: the bundle and authorized_keys land there).
+        self.master.sh(self.blocks["setup-master"])
+        self.master.sh(
+            "cp "
+            + " ".join(
+                shlex.quote(str(PROJECT / "contrib" / "zones" / name))
+                for name in ("header", "zones.example.com", "zones.example.net")
+            )
+            + " /etc/dnsmaster/zones/"
+        )
+        # "scp" the bundle and the authorized_keys line to the slave's root home.
+        for name in ("dnsmaster-receive.pyz", "authorized_keys"):
+            shutil.copyfile(self.master.path(f"/root/{name}"), self.slave.path(f"/root/{name}"))
+        # The slave, from scratch; then boot starts its sshd and runsvdir.
+        self.slave.sh(with_values(self.blocks["setup-slave"], SLAVE=self.address))
+        self.slave.sh(self.blocks["setup-slave-runit"])
+        self.start_sshd()
+        self.slave.spawn(["runsvdir", "-P", "/etc/service"], self.tmp / "slave-runsvdir.log")
+        log = self.slave.path("/var/log/runit/tinydns/current")
+        wait_for("tinydns under runit", lambda: "starting tinydns" in _read(log))
+        # Back on the master: record the slave, push, dig, doctor.
+        self.add_slave = self.master.sh(
+            with_values(
+                self.blocks["setup-add-slave"],
+                NAME="ns2",
+                SLAVE=self.address,
+                PORT=self.port,
+                ZONE="example.com",
+            )
+        )
+
+    def start_sshd(self) -> None:
+        """The slave's own sshd (its /etc/ssh, fresh host keys, UsePAM no) on loopback."""
+        options = [
+            "-o",
+            f"ListenAddress={self.address}:{self.port}",
+            "-o",
+            "UsePAM=no",
+            "-o",
+            "PidFile=none",
+        ]
+        config = self.slave.enter(["/usr/sbin/sshd", "-T", *options])
+        listen = [line for line in config.splitlines() if line.startswith("listenaddress")]
+        assert listen == [f"listenaddress {self.address}:{self.port}"], listen
+        self.slave.spawn(["/usr/sbin/sshd", "-D", "-e", *options], self.tmp / "slave-sshd.log")
+
+        def banner() -> bool:
+            try:
+                with socket.create_connection((self.address, self.port), timeout=1) as s:
+                    return s.recv(64).startswith(b"SSH-2.0-")
+            except OSError:
+                return False
+
+        wait_for("the slave's sshd", banner)
+
+    def serial(self) -> int:
+        """The SOA serial the slave's tinydns serves for example.com."""
+        query = dns.message.make_query("example.com", "SOA")
+        answer = dns.query.udp(query, self.address, port=53, timeout=2)
+        for rrset in answer.answer:
+            if rrset.rdtype == dns.rdatatype.SOA:
+                return int(rrset[0].serial)
+        raise AssertionError(f"no SOA for example.com from {self.address}: {answer}")
+
+    def output_owners(self) -> set[int]:
+        """The uids owning anything in the master's output directory."""
+        out = self.master.path("/var/lib/dnsmaster")
+        return {out.stat().st_uid} | {p.stat().st_uid for p in out.iterdir()}
+
+
+@pytest.fixture
+def lab(tmp_path: Path, blocks: dict[str, str]) -> Iterator[Lab]:
+    require_root("the README's setup (accounts, sshd, tinydns on port 53)")
+    the_lab = Lab(tmp_path, blocks)
+    try:
+        yield the_lab
+    finally:
+        the_lab.close()
+
+
+def _check_slave(lab: Lab) -> int:
+    """The slave serves what the master built, and the README's checks said so."""
+    slave_data = _read(lab.slave.path("/etc/sv/tinydns/root/data"))
+    master_data = _read(lab.master.path("/var/lib/dnsmaster/data"))
+    assert master_data, "the push left no data on the master"
+    # The slave keeps the stream's trailer line (a comment tinydns-data ignores).
+    assert slave_data.startswith(master_data), (slave_data[-300:], master_data[-300:])
+    serial = lab.serial()
+    # dig's SOA line: "ns... hostmaster... SERIAL ..."
+    assert f" {serial} " in lab.add_slave.stdout, lab.add_slave.stdout
+    # the slave account's files, not root's
+    root = lab.slave.path("/etc/sv/tinydns/root")
+    dnsslave = lab.slave.uid("dnsslave")
+    assert (root / "data.cdb").stat().st_uid == dnsslave
+    assert lab.output_owners() == {lab.master.uid("dnsmaster")}
+    return serial
+
+
+def _logged(path: Path, *needles: str) -> Callable[[], bool]:
+    return lambda: any(all(n in line for n in needles) for line in _read(path).splitlines())
+
+
+def test_readme_slave_and_daemontools(lab: Lab) -> None:
+    """Slave from scratch, a push, then the service under svscan: multilog as dnslog, svc -h."""
+    lab.setup()
+    _check_slave(lab)
+    lab.master.sh(lab.blocks["setup-daemontools"])
+    lab.master.spawn(["svscan", "/etc/service"], lab.tmp / "svscan.log")
+    service = "/etc/service/dnsmaster"
+    current = lab.master.path(f"{service}/log/main/current")
+    wait_for(
+        "the daemon's first lines in multilog's log",
+        _logged(current, "event=daemon.start"),
+        show=current,
+    )
+    status = lab.master.enter(["svstat", service, f"{service}/log"])
+    assert status.count(": up (pid ") == 2, status
+    main = lab.master.path(f"{service}/log/main")
+    dnslog = lab.master.uid("dnslog")
+    assert main.stat().st_uid == dnslog
+    assert current.stat().st_uid == dnslog
+    # The daemon runs as dnsmaster, multilog as dnslog.
+    daemon_pid = int(status.split("(pid ")[1].split(")")[0])
+    assert Path(f"/proc/{daemon_pid}").stat().st_uid == lab.master.uid("dnsmaster")
+    lab.master.enter(["svc", "-h", service])
+    wait_for("a rebuild on svc -h", _logged(current, "event=build.start", "reason=sighup"))
+    wait_for("a push after it", _logged(current, "event=build.done"))
+    _check_makefile(lab, current)
+
+
+def test_readme_slave_and_runit(lab: Lab) -> None:
+    """The same slave, then the service under runsvdir: svlogd as dnslog, sv hup."""
+    lab.setup()
+    _check_slave(lab)
+    lab.master.sh(lab.blocks["setup-runit"])
+    lab.master.spawn(["runsvdir", "-P", "/etc/service"], lab.tmp / "runsvdir.log")
+    current = lab.master.path("/etc/sv/dnsmaster/log/main/current")
+    wait_for(
+        "the daemon's first lines in svlogd's log",
+        _logged(current, "event=daemon.start"),
+        show=current,
+    )
+    status = lab.master.enter(["sv", "status", "/etc/service/dnsmaster"])
+    assert status.startswith("run: "), status
+    assert "run: log:" in status, status
+    dnslog = lab.master.uid("dnslog")
+    assert lab.master.path("/etc/sv/dnsmaster/log/main").stat().st_uid == dnslog
+    assert current.stat().st_uid == dnslog
+    lab.master.enter(["sv", "hup", "/etc/service/dnsmaster"])
+    wait_for("a rebuild on sv hup", _logged(current, "event=build.start", "reason=sighup"))
+    _check_makefile(lab, current)
+
+
+def _check_makefile(lab: Lab, log: Path) -> None:
+    """The Makefile block, then make as root: no root-owned output, hup fails loudly."""
+    lab.master.sh(lab.blocks["setup-makefile"], cwd=str(PROJECT))
+    zones = "/etc/dnsmaster/zones"
+    # A change saved, then `make` as root: the build happens, by the daemon's account.
+    lab.master.sh(f"echo '+new.example.com:192.0.2.7' >> {zones}/zones.example.com")
+    lab.master.sh(f"make -C {zones}")
+    lab.master.sh(f"make -C {zones} data")
+    assert lab.output_owners() == {lab.master.uid("dnsmaster")}
+    wait_for(
+        "the new record on the slave",
+        lambda: "+new.example.com:192.0.2.7" in _read(lab.slave.path("/etc/sv/tinydns/root/data")),
+    )
+    before = _read(log).count("reason=sighup")
+    lab.master.sh(f"make -C {zones} hup")
+    wait_for("make hup's rebuild", lambda: _read(log).count("reason=sighup") > before)
+    proc = lab.master.sh(f"make -C {zones} hup SERVICE=/etc/service/nothing", check=False)
+    assert proc.returncode != 0, proc.stdout + proc.stderr
+    assert "nothing supervises" in proc.stderr or "fail" in proc.stdout + proc.stderr
+    # Once the slave has it and serves it, make status says so (exit 0).
+    wait_for(
+        "make status to say ok",
+        lambda: lab.master.sh(f"make -C {zones} status", check=False).returncode == 0,
+    )
