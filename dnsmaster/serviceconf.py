@@ -207,8 +207,10 @@ def _probe_as(account: Account, program: Path, path: str, args: list[str]) -> li
     as_other = os.geteuid() != account.uid
     try:
         proc = subprocess.run(
-            # By name through env/PATH, exactly as setuidgid/chpst will find it.
-            ["dnsmaster", "service-conf", "--probe", *args],
+            # By its path: env/PATH has its directory first, so this is what
+            # setuidgid/chpst will find; by name, a PATH lookup could quietly fall
+            # through to another installation ACCT can run.
+            [str(program), "service-conf", "--probe", *args],
             env={"PATH": path, "LC_ALL": "C.UTF-8"},
             cwd="/",
             user=account.uid if as_other else None,
@@ -254,17 +256,22 @@ def probe(config: Path) -> list[str]:
         # Covers an unreadable config and an unreadable or encrypted private key.
         return [f"{exc} (as {user})"]
     problems = []
+    # load() reads the keys only once a slave is pushed to over SSH; a service made
+    # before the first slave is added must not start failing when it is.
+    if cfg.key is not None and not os.access(cfg.key, os.R_OK):
+        problems.append(f"{cfg.key}: {user} cannot read the private key; chown {user}: {cfg.key}")
     if not cfg.zones.is_dir():
         problems.append(f"{cfg.zones}: the zones directory does not exist; create it")
     elif not os.access(cfg.zones, os.R_OK | os.X_OK):
         problems.append(f"{cfg.zones}: {user} cannot read the zones directory; chmod a+rx it")
     ssh = [s for s in cfg.slaves if s.transport == "ssh"]
-    if ssh and cfg.known_hosts is not None:
+    if cfg.known_hosts is not None:
         if not cfg.known_hosts.exists():
-            problems.append(
-                f"{cfg.known_hosts}: known_hosts does not exist; record each slave's host key "
-                "(ssh-keyscan -p PORT -t ed25519 HOST >> it)"
-            )
+            if ssh:
+                problems.append(
+                    f"{cfg.known_hosts}: known_hosts does not exist; record each slave's "
+                    "host key (ssh-keyscan -p PORT -t ed25519 HOST >> it)"
+                )
         elif not os.access(cfg.known_hosts, os.R_OK):
             problems.append(f"{cfg.known_hosts}: {user} cannot read known_hosts; chmod a+r it")
     targets = [(cfg.output, "output"), (cfg.state.parent, "state")]

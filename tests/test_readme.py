@@ -7,7 +7,7 @@ pipefail``; the only change is the values of the variables on a block's first li
 README cannot drift from the code: a step that stops working fails here.
 
 Each "machine" is a :class:`Host`: a private mount namespace in which /etc, /var,
-/usr, /opt, /run and /root are overlays on the real directories. The blocks write
+/usr, /opt, /srv, /home, /run and /root are overlays on the real directories. The blocks write
 /etc/dnsmaster, /etc/sv/tinydns, /etc/service, /usr/local and create accounts
 (dnsmaster, dnslog, dnsslave) exactly as on a real machine, and all of it lands in
 the test's temp directory and vanishes with the namespace. The network is shared:
@@ -54,7 +54,7 @@ README = PROJECT / "README.rst"
 TIMEOUT = 60.0
 
 #: Where the blocks write: overlaid in each Host, so the machine is never touched.
-OVERLAID = ("/etc", "/var", "/usr", "/opt", "/run", "/root")
+OVERLAID = ("/etc", "/var", "/usr", "/opt", "/srv", "/home", "/run", "/root")
 
 #: root's environment for the blocks: a login's PATH, nothing from this process.
 ROOT_ENV = {
@@ -134,7 +134,7 @@ def test_readme_blocks_extracted_literally() -> None:
 
 
 class Host:
-    """A private mount namespace whose /etc, /var, /usr, /opt, /run, /root are overlays.
+    """A private mount namespace whose OVERLAID directories are overlays.
 
     A ``sleep`` started by ``unshare --mount`` holds the namespace; commands enter it
     with ``nsenter`` (which execs them: a spawned process's PID is its own). Files
@@ -320,6 +320,21 @@ def _installed(package: str) -> bool:
     return proc.stdout.endswith(" installed")
 
 
+def install_dnsmaster(host: Host) -> None:
+    """Stand-in for the install block: /usr/local/bin/dnsmaster is the one under test."""
+    program = Path(sys.executable).parent / "dnsmaster"
+    if not program.is_file():
+        require("dnsmaster-in-venv", f"pip install -e . (no {program})")
+    host.sh(f"ln -s {shlex.quote(str(program))} /usr/local/bin/dnsmaster")
+    # The daemon's account must be able to run it. A venv made from pyenv's Python
+    # under /root (0700) is not; on a machine like that, open /root in this
+    # namespace only (the README tells operators not to install that way).
+    for parent in [*Path(sys.executable).resolve().parents, *PROJECT.parents, PROJECT]:
+        if not parent.stat().st_mode & stat.S_IXOTH:
+            assert str(parent).startswith(OVERLAID), f"{parent} is not searchable by others"
+            host.sh(f"chmod o+x {shlex.quote(str(parent))}")
+
+
 # -- the lab: what an operator does outside the blocks -----------------------------
 
 
@@ -367,19 +382,7 @@ class Lab:
         )
 
     def install_dnsmaster(self) -> None:
-        """Stand-in for the install block: /usr/local/bin/dnsmaster is the one under test."""
-        program = Path(sys.executable).parent / "dnsmaster"
-        if not program.is_file():
-            require("dnsmaster-in-venv", f"pip install -e . (no {program})")
-        self.master.sh(f"ln -s {shlex.quote(str(program))} /usr/local/bin/dnsmaster")
-        # The daemon's account must be able to run it. A venv made from pyenv's Python
-        # under /root (0700) is not; on a machine like that, open /root in this
-        # namespace only (the README tells operators not to install that way).
-        for parent in [*Path(sys.executable).resolve().parents, *PROJECT.parents, PROJECT]:
-            mode = parent.stat().st_mode
-            if not mode & stat.S_IXOTH:
-                assert str(parent).startswith(OVERLAID), f"{parent} is not searchable by others"
-                self.master.sh(f"chmod o+x {shlex.quote(str(parent))}")
+        install_dnsmaster(self.master)
 
     def setup(self) -> None:
         """Install check; the master's once-only block; the slave from scratch; a push."""
