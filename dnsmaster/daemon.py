@@ -39,7 +39,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 from dnsmaster import fsutil, metrics
 from dnsmaster import state as statefile
@@ -119,6 +119,25 @@ def _current_from_disk(output: Path) -> Current | None:
     )
 
 
+HoldKind = Literal["hostkey", "receiver", "build"]
+
+
+@dataclass(frozen=True, slots=True)
+class _Hold:
+    """Why a slave is parked: a failure that retrying with backoff cannot help.
+
+    ``hostkey``: its host key changed or is unknown; lifted when known_hosts changes.
+    ``receiver``: its receiver is too old for this master, or is no receiver; asked
+    again at ``until`` (every ``retry_max``). ``build``: it refused build ``build``;
+    a new build is tried. SIGHUP lifts any hold.
+    """
+
+    kind: HoldKind
+    build: str
+    known_hosts: object
+    until: float
+
+
 class SlaveWorker:
     """Keeps one slave on the current build: push, retry with backoff, verify."""
 
@@ -134,8 +153,7 @@ class SlaveWorker:
         self._delay = daemon.config.daemon.retry_initial
         self._asked = False
         self._reverify = False
-        #: (build sha256, known_hosts signature) of a failure retrying cannot help
-        self._held: tuple[str, object] | None = None  # ("*": any build)
+        self._hold: _Hold | None = None
 
     def wake(self, *, force: bool = False) -> None:
         """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
@@ -148,8 +166,9 @@ class SlaveWorker:
         self.daemon.save_state()
 
     def release(self) -> None:
-        """SIGHUP: try again a build whose failure retrying could not help."""
-        self._held = None
+        """SIGHUP: try again whatever retrying could not help, and ask the slave anew."""
+        self._hold = None
+        self._asked = False
         self._wake.set()
 
     def reverify(self) -> None:
@@ -166,7 +185,6 @@ class SlaveWorker:
             self._reverify = True  # up to date at start: see it served, too
         self._wake.set()
         loop = asyncio.get_running_loop()
-        known_hosts = self.daemon.config.known_hosts
         while not self.daemon.stopping:
             if self._retry_at is None:
                 await self._wake.wait()
@@ -178,15 +196,13 @@ class SlaveWorker:
             current = self.daemon.current
             if self.daemon.stopping or current is None:
                 continue
-            if self._held is not None and not self._force:
-                # A failure retrying cannot help: not again until known_hosts changes
-                # or SIGHUP; for a refusal of this build, a new build tries again.
-                build, signature = self._held
-                if signature == file_signature(known_hosts) and build in ("*", current.sha256):
-                    if build == "*":  # a host key: look at known_hosts again soon
-                        self._retry_at = loop.time() + HOLD_POLL
-                    continue
-                self._held = None
+            if self._hold is not None and not self._force and self._still_held(current):
+                continue
+            if not self._asked and not await self.ask_status():
+                # Not reachable, or parked by what it answered: no push meanwhile.
+                if self._hold is None:
+                    self._schedule_retry(loop)
+                continue
             if not self._force and self.state.installed_sha256 == current.sha256:
                 self._retry_at = None
                 if not self._reverify:
@@ -206,50 +222,88 @@ class SlaveWorker:
                     # Installed, yet tinydns answers an older serial: push it again.
                     self._force = True
                 elif not result.retryable:
-                    self._park(result.phase, result.error, build=current.sha256)
+                    kind: HoldKind = "hostkey" if result.phase == "hostkey" else "build"
+                    self._park(kind, result.phase, result.error, build=current.sha256)
                     continue
-            wait = self._delay
-            self._retry_at = loop.time() + wait
-            self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
-            self._update(next_retry=time.time() + wait)
-            self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
+            self._schedule_retry(loop)
 
-    def _park(self, phase: str | None, error: str | None, *, build: str = "*") -> None:
-        """Stop retrying: for ``build`` (a refusal), or any build (a host key)."""
-        if phase == "hostkey":
-            build = "*"
-        self._held = (build, file_signature(self.daemon.config.known_hosts))
-        self._retry_at = loop_time() + HOLD_POLL if build == "*" else None
-        self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
-        self.daemon.log.warning(
-            "retry.held",
-            slave=self.slave.name,
-            phase=phase,
-            hint="retrying cannot help: fix it, then SIGHUP"
-            + (" (or update known_hosts)" if build == "*" else " (or save a new build)"),
+    def _schedule_retry(self, loop: asyncio.AbstractEventLoop) -> None:
+        wait = self._delay
+        self._retry_at = loop.time() + wait
+        self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
+        self._update(next_retry=time.time() + wait)
+        self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
+
+    def _still_held(self, current: Current) -> bool:
+        """Whether a parked slave stays parked now; lifts the hold when it should go."""
+        hold = self._hold
+        assert hold is not None
+        now = loop_time()
+        if hold.kind == "hostkey":
+            # Only an operator who checks the key and edits known_hosts can fix it.
+            if hold.known_hosts == file_signature(self.daemon.config.known_hosts):
+                self._retry_at = now + HOLD_POLL
+                return True
+        elif hold.kind == "receiver":
+            # An upgrade of the slave's receiver shows when it is asked again.
+            if now < hold.until:
+                self._retry_at = hold.until
+                return True
+            self._asked = False
+        elif hold.build == current.sha256:
+            return True  # this build was refused; a new build is tried
+        self._hold = None
+        return False
+
+    def _park(
+        self, kind: HoldKind, phase: str | None, error: str | None, *, build: str = ""
+    ) -> None:
+        """Stop retrying what retrying cannot help (see :class:`_Hold`)."""
+        until = loop_time() + (
+            HOLD_POLL if kind == "hostkey" else self.daemon.config.daemon.retry_max
         )
+        self._hold = _Hold(kind, build, file_signature(self.daemon.config.known_hosts), until)
+        self._retry_at = until if kind != "build" else None
+        self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
+        hints = {
+            "hostkey": "check the slave's new key and update known_hosts (or SIGHUP)",
+            "receiver": "upgrade the slave's receiver; asked again every retry_max, or SIGHUP",
+            "build": "this build is refused; a new build or SIGHUP tries again",
+        }
+        self.daemon.log.warning("retry.held", slave=self.slave.name, phase=phase, hint=hints[kind])
 
-    async def ask_status(self) -> None:
-        """What the slave has installed, so a restart pushes only to slaves behind."""
-        self._asked = True
+    async def ask_status(self) -> bool:
+        """What the slave has installed, so a restart pushes only to slaves behind, and
+        whether its receiver speaks our protocol. False when it could not be asked, or
+        must not be pushed to (then it is parked)."""
         log = self.daemon.log
         if self.slave.protocol == "legacy":
-            return  # update-dns cannot tell; it gets a push
+            self._asked = True
+            return True  # update-dns cannot tell; it gets a push
         try:
             async with self.daemon.gate:
                 version = await fetch_status(
                     self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
                 )
         except PushError as exc:
-            log.warning("status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase)
             await self.channel.close()
-            if isinstance(exc, HostKeyError):
-                # Pushing would fail the same way: park it until known_hosts changes.
-                self._park(exc.phase, exc.reason)
-            return
+            if exc.retryable:
+                log.warning(
+                    "status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase
+                )
+                self._update(result="failed", error=exc.reason, phase=exc.phase)
+                return False
+            log.error("status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase)
+            # Pushing would fail the same way (a host key), or must not happen (a
+            # receiver too old for this master, or no receiver at all).
+            self._park(
+                "hostkey" if isinstance(exc, HostKeyError) else "receiver", exc.phase, exc.reason
+            )
+            return False
+        self._asked = True
         if version is None:
             log.info("status.none", slave=self.slave.name)
-            return
+            return True
         current = self.daemon.current
         log.info(
             "status.installed",
@@ -257,11 +311,18 @@ class SlaveWorker:
             serial=version.serial,
             sha256=version.sha256[:16],
             current=current is not None and current.sha256 == version.sha256,
+            receiver=version.version,
         )
         result = "ok" if current is not None and current.sha256 == version.sha256 else "unknown"
         self._update(
-            installed_sha256=version.sha256, installed_serial=version.serial, result=result
+            installed_sha256=version.sha256,
+            installed_serial=version.serial,
+            result=result,
+            error=None,
+            phase=None,
+            retryable=True,
         )
+        return True
 
     def _status_line(self, slave: str, stream: str, line: str) -> None:
         self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line)
