@@ -118,12 +118,14 @@ class Installed:
     serial: int | None
     size: int
     mtime: float
+    #: Whether this receiver can write the root (a push would fail otherwise).
+    writable: bool = True
 
     def line(self) -> str:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mtime))
         serial = "none" if self.serial is None else str(self.serial)
         fields = f"sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
-        return f"status {fields} {_SPEAKS}"
+        return f"status {fields} {_SPEAKS} {_yes_no(self.writable)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -135,10 +137,28 @@ class NotInstalled:
     """
 
     reason: str | None = None
+    writable: bool = True
 
     def line(self) -> str:
         what = "status none" if self.reason is None else "status none pair=unknown"
-        return f"{what} {_SPEAKS}"
+        return f"{what} {_SPEAKS} {_yes_no(self.writable)}"
+
+
+def _yes_no(writable: bool) -> str:
+    return f"writable={'yes' if writable else 'no'}"
+
+
+def _can_write(root: Path) -> bool:
+    """Whether a file can be created in ``root`` now (what a push needs first).
+
+    The probe is named like the temp files a killed push leaves, so a crash between
+    its creation and removal leaves nothing the next run does not sweep.
+    """
+    try:
+        fsutil.discard([fsutil.stage(root / ".data.probe", lambda fd: None)])
+    except OSError:
+        return False
+    return True
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -297,8 +317,9 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
     that tinydns is not serving from data.cdb.
     """
     with _session(root, out) as unmatched:
+        writable = _can_write(root)
         if unmatched is not None:
-            return NotInstalled(unmatched)
+            return NotInstalled(unmatched, writable)
         path = root / "data"
         try:
             with path.open("rb") as f:
@@ -306,16 +327,16 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
             if os.path.lexists(root / "data.cdb"):
-                return NotInstalled("data.cdb without data")
-            return NotInstalled()
+                return NotInstalled("data.cdb without data", writable)
+            return NotInstalled(None, writable)
         doubt = _cdb_doubt(root, st.st_mtime_ns)
         if doubt is not None:
-            return NotInstalled(doubt)
+            return NotInstalled(doubt, writable)
     body, trailer = stream.split(content)
     # The sha256 of what is there, not what the trailer claims: data edited after its
     # push must not look like the master's build, or the master would never push again.
     sha = hashlib.sha256(body if trailer else content).hexdigest()
-    return Installed(sha, previous_serial(body[:_HEAD]), len(body), st.st_mtime)
+    return Installed(sha, previous_serial(body[:_HEAD]), len(body), st.st_mtime, writable)
 
 
 def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:

@@ -326,7 +326,10 @@ class TestDebianPython:
 
     def test_status(self, debian_python: str, pyz: Path, tmp_path: Path) -> None:
         """status says what is installed, and the protocol and version it speaks."""
-        assert run_bundle(debian_python, pyz, tmp_path, "status").out == f"status none {SPEAKS}\n"
+        assert (
+            run_bundle(debian_python, pyz, tmp_path, "status").out
+            == f"status none {SPEAKS} writable=yes\n"
+        )
         data = zone_data()
         assert run_bundle(debian_python, pyz, tmp_path, "push", sealed(data)).status == 0
         ran = run_bundle(debian_python, pyz, tmp_path, "status")
@@ -377,7 +380,7 @@ class TestDebianPython:
         ran = run_bundle(
             debian_python, pyz, root, "status", env={"PYTHONPATH": str(poison)}, cwd=poison
         )
-        assert (ran.status, ran.out, ran.err) == (0, f"status none {SPEAKS}\n", "")
+        assert (ran.status, ran.out, ran.err) == (0, f"status none {SPEAKS} writable=yes\n", "")
 
     def test_receive_word_accepted(self, debian_python: str, pyz: Path, tmp_path: Path) -> None:
         """A line written for the installed command (``... receive --root``) works too."""
@@ -388,7 +391,7 @@ class TestDebianPython:
             text=True,
             check=False,
         )
-        assert (proc.returncode, proc.stdout) == (0, f"status none {SPEAKS}\n")
+        assert (proc.returncode, proc.stdout) == (0, f"status none {SPEAKS} writable=yes\n")
 
     def test_runs_by_its_shebang(self, debian_python: str, pyz: Path) -> None:
         """Executable as it is: ``./dnsmaster-receive.pyz --version``."""
@@ -417,7 +420,9 @@ class TestDebianPython:
         other.write_bytes(out.getvalue())
         ran = run_bundle(debian_python, other, tmp_path, "push", sealed(zone_data()))
         assert (ran.status, ran.err) == (0, "")
-        assert run_bundle(debian_python, other, tmp_path, "status").out.endswith(f"{SPEAKS}\n")
+        assert run_bundle(debian_python, other, tmp_path, "status").out.endswith(
+            f"{SPEAKS} writable=yes\n"
+        )
 
 
 class TestAuthorizedKey:
@@ -633,7 +638,10 @@ class TestThroughSshd:
         slave.sshd.set_authorized_keys(line)
 
         proc = lab.ssh(slave, "status")
-        assert (proc.returncode, proc.stdout.decode()) == (0, f"status none {SPEAKS}\n")
+        assert (proc.returncode, proc.stdout.decode()) == (
+            0,
+            f"status none {SPEAKS} writable=yes\n",
+        )
         refused = lab.ssh(slave, "rm", "-rf", "/")
         assert refused.returncode == 2
         assert b"this key runs one of" in refused.stderr

@@ -270,6 +270,14 @@ class TestDoctor:
             f"slave {b.name}: tinydns on {b.address} port 53", "timeout", "start tinydns"
         )
 
+    def test_slave_root_not_writable(self, master: Master) -> None:
+        """The receiver cannot write its root (read-only here): chown it to the account."""
+        _, b = master.slaves
+        with read_only_mount(b.root):
+            master.doctor().one_failure(
+                f"slave {b.name}: root", "the receiver cannot write its root", "chown"
+            )
+
     @pytest.mark.parametrize("what", ["config", "zones"])
     def test_world_writable(self, master: Master, what: str) -> None:
         """A config or zones directory anyone may write fails, with the chmod."""

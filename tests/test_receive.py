@@ -268,7 +268,10 @@ class TestRepair:
         old_cdb = (root / "data.cdb").read_bytes()
         self.interrupt(root, b"Xbroken\x1b\n")
         status, out, err = run(root, "status")
-        assert (status, out.splitlines()[-1]) == (0, f"status none pair=unknown {SPEAKS}")
+        assert (status, out.splitlines()[-1]) == (
+            0,
+            f"status none pair=unknown {SPEAKS} writable=yes",
+        )
         assert "data.cdb is not known to match data" in err
         assert "\x1b" not in err
         assert (root / "data.cdb").read_bytes() == old_cdb  # tinydns keeps answering
@@ -283,7 +286,7 @@ class TestRepair:
         (tmp_path / ".dnsmaster-installing").write_bytes(b"")
         (tmp_path / "data.cdb").write_bytes(compile_data(DATA, 1))
         status, out, _ = run(tmp_path, "status")
-        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS}")
+        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS} writable=yes")
         assert run(tmp_path, "push", DATA + seal(DATA))[0] == 0
         assert run(tmp_path, "status")[1].startswith(f"status sha256={sha(DATA)} ")
 
@@ -299,7 +302,7 @@ class TestRepair:
             stamp = (root / "data").stat().st_mtime_ns - 10**9
             os.utime(cdb_path, ns=(stamp, stamp))
         status, out, err = run(root, "status")
-        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS}")
+        assert (status, out.strip()) == (0, f"status none pair=unknown {SPEAKS} writable=yes")
         assert "data.cdb" in err
 
 
@@ -406,7 +409,7 @@ class TestStatus:
         assert out.startswith(
             f"status sha256={trailer.sha256} serial=1700000000 bytes={len(body)} "
         )
-        assert out.endswith(f" {SPEAKS}\n")
+        assert out.endswith(f" {SPEAKS} writable=yes\n")
 
     def test_line_format(self, root: Path) -> None:
         """One line, the old fields first (older masters read them), then what speaks."""
@@ -415,9 +418,23 @@ class TestStatus:
         keys = [w.split("=", 1)[0] for w in words[1:]]
         assert (words[0], keys) == (
             "status",
-            ["sha256", "serial", "bytes", "time", "protocol", "version"],
+            ["sha256", "serial", "bytes", "time", "protocol", "version", "writable"],
         )
-        assert words[-2:] == [f"protocol={PROTOCOL}", f"version={__version__}"]
+        assert words[-3:] == [f"protocol={PROTOCOL}", f"version={__version__}", "writable=yes"]
+
+    def test_unwritable_root_is_said(self, root: Path) -> None:
+        """A root the receiver cannot write (here a read-only mount over it, which even
+        root cannot write) says so, so that doctor can tell before a push fails."""
+        before = run(root, "status")[1]
+        subprocess.run(["mount", "--bind", "-o", "ro", str(root), str(root)], check=True)
+        try:
+            status, out, _ = run(root, "status")
+        finally:
+            subprocess.run(["umount", str(root)], check=True)
+        assert status == 0
+        assert out.split()[:-1] == before.split()[:-1]
+        assert out.split()[-1] == "writable=no"
+        assert not [p.name for p in root.iterdir() if p.name.startswith(".data.probe")]
 
     def test_reports_what_is_there(self, root: Path) -> None:
         """data edited after its push reports its own sha256, not the trailer's claim."""
@@ -431,7 +448,7 @@ class TestStatus:
 
     def test_nothing_installed(self, tmp_path: Path) -> None:
         """status on an empty root says so, with no sha256 (the master then pushes)."""
-        assert run(tmp_path, "status") == (0, f"status none {SPEAKS}\n", "")
+        assert run(tmp_path, "status") == (0, f"status none {SPEAKS} writable=yes\n", "")
 
 
 class TestCommandLine:
