@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dnsmaster.build import Builder
     from dnsmaster.config import Config, Slave
+    from dnsmaster.push import SlaveChannel
 
 __all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
 
@@ -456,6 +457,7 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     import hashlib  # noqa: PLC0415
 
     from dnsmaster import push  # noqa: PLC0415
+    from dnsmaster.errors import SlaveError  # noqa: PLC0415
 
     try:
         data = (cfg.output / "data").read_bytes()
@@ -476,6 +478,28 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     report = push.PushLog(logger, previous_serial(data[:200]))
     logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
     channels = [push.channel_for(slave, cfg) for slave in slaves]
+
+    def status_line(slave: str, stream: str, text: str) -> None:
+        logger.debug("status.line", slave=slave, stream=stream, line=text)
+
+    async def ask_first(channel: SlaveChannel) -> push.PushResult | None:
+        """As the daemon on first contact: is it a receiver that speaks our protocol?"""
+        try:
+            await push.fetch_status(channel, cfg.push.connect_timeout * 2, status_line)
+        except SlaveError as exc:
+            return push.PushResult(
+                channel.slave.name,
+                False,
+                sha256,
+                0,
+                0.0,
+                exit_status=exc.exit_status,
+                error=exc.reason,
+                phase=exc.phase,
+                retryable=exc.retryable,
+            )
+        return None
+
     try:
         results = await push.push_all(
             channels,
@@ -485,6 +509,7 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             timeout=cfg.push.timeout,
             on_line=report.line,
             on_result=report.result,
+            before=ask_first,
         )
     finally:
         for channel in channels:

@@ -834,13 +834,20 @@ async def push_all(
     timeout: float,
     on_line: LineSink,
     on_result: Callable[[PushResult], None] | None = None,
+    before: Callable[[SlaveChannel], Awaitable[PushResult | None]] | None = None,
 ) -> list[PushResult]:
-    """Push to every channel, at most ``parallel`` at once; results in channel order."""
+    """Push to every channel, at most ``parallel`` at once; results in channel order.
+
+    ``before`` runs first in each slave's slot (asking its receiver what it runs,
+    say); a result from it is that slave's outcome and nothing is pushed. Each slave
+    goes on as soon as its own ``before`` is done, never waiting for the others'.
+    """
     gate = asyncio.Semaphore(parallel)
 
     async def one(channel: SlaveChannel) -> PushResult:
         async with gate:
-            result = await push_one(channel, data, sha256, timeout, on_line)
+            refused = await before(channel) if before is not None else None
+            result = refused or await push_one(channel, data, sha256, timeout, on_line)
         if on_result is not None:
             on_result(result)
         return result
