@@ -1,4 +1,4 @@
-"""A slave re-keyed under the running daemon: said plainly, not retried, resumed.
+"""Slaves the daemon must not keep retrying: re-keyed, or running an outdated receiver.
 
 A changed host key is not a network hiccup: the daemon must say which known_hosts
 line is stale and how to accept the new key, stop pushing to that slave (no retry
@@ -10,6 +10,7 @@ daemon, ``dnsmaster status --nagios``.
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -19,7 +20,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.daemonrun import PROJECT
+from tests.daemonrun import PROJECT, DaemonProcess
 from tests.test_daemon import TIMEOUT, Rig, example_com, write
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -78,4 +79,37 @@ def test_rekeyed_slave_is_parked_then_resumed(rig: Rig) -> None:
     rig.lab.write_known_hosts()
     daemon.wait("push.done", mark, timeout=TIMEOUT, slave=rekeyed.name, serial=done["serial"])
     assert rekeyed.tinydns.wait_serial("example.com", done["serial"]) == done["serial"]
+    assert daemon.stop() == 0
+
+
+def test_outdated_receiver_is_parked_until_upgraded(rig: Rig) -> None:
+    """A slave whose receiver predates protocol versions: the daemon says to upgrade
+    it and pushes nothing to it; after the upgrade, SIGHUP brings it in."""
+    old = rig.lab.workdir / "bin" / "old-receiver"
+    # What dnsmaster receive answered before it named its protocol.
+    old.write_text(
+        '#!/bin/sh\n[ "$SSH_ORIGINAL_COMMAND" = status ] && echo "status none" && exit 0\nexit 2\n'
+    )
+    old.chmod(0o755)
+    outdated, current = rig.slaves
+    good_line = outdated.sshd.authorized_keys.read_text()
+    outdated.sshd.set_authorized_keys(
+        f'restrict,command="{old}" ' + rig.lab.pubkey.read_text().strip()
+    )
+    daemon = DaemonProcess(rig.config).start()
+    rig.daemons.append(daemon)
+    done = daemon.wait("build.done", timeout=TIMEOUT)
+    daemon.wait("push.done", timeout=TIMEOUT, slave=current.name, serial=done["serial"])
+    refused = daemon.wait("status.failed", timeout=TIMEOUT, slave=outdated.name)
+    assert refused["phase"] == "status"
+    assert "speaks no protocol version" in refused["error"]
+    assert "upgrade it" in refused["error"]
+    daemon.wait("retry.held", timeout=TIMEOUT, slave=outdated.name)
+    assert not daemon.find("push.done", slave=outdated.name)
+    assert outdated.installed() is None
+    mark = daemon.mark()
+    outdated.sshd.set_authorized_keys(good_line)  # the upgrade
+    daemon.signal(signal.SIGHUP)
+    daemon.wait("push.done", mark, timeout=TIMEOUT, slave=outdated.name)
+    assert outdated.installed() is not None
     assert daemon.stop() == 0
