@@ -29,6 +29,7 @@ from dnsmaster.fsutil import describe
 __all__ = [
     "Config",
     "DaemonOptions",
+    "HookOptions",
     "LogOptions",
     "PushOptions",
     "Slave",
@@ -93,6 +94,21 @@ class PushOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class HookOptions:
+    """``[hooks]``: shell commands run on events, with the facts in the environment.
+
+    Each is run by ``/bin/sh -c``; empty means none. A hook never holds up a push:
+    it runs beside the daemon's work and is killed after ``timeout`` seconds.
+    """
+
+    build: str = ""  # after a good build
+    push: str = ""  # after each slave's push, whatever its result
+    done: str = ""  # once every slave has the build or failed it
+    failure: str = ""  # after a failed build or a failed push
+    timeout: float = 30.0
+
+
+@dataclass(frozen=True, slots=True)
 class LogOptions:
     """``[log]``: one line per event; logfmt without timestamps suits multilog."""
 
@@ -118,6 +134,7 @@ class Config:
     daemon: DaemonOptions = field(default_factory=DaemonOptions)
     push: PushOptions = field(default_factory=PushOptions)
     log: LogOptions = field(default_factory=LogOptions)
+    hooks: HookOptions = field(default_factory=HookOptions)
     #: The Prometheus textfile the daemon rewrites after each build and push (for
     #: node_exporter's textfile collector, which reads only ``*.prom``); None: none.
     metrics: Path | None = None
@@ -258,7 +275,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
     """Check a parsed TOML document and build the :class:`Config`."""
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
-        "slave", "daemon", "push", "log", "metrics",
+        "slave", "daemon", "push", "log", "metrics", "hooks",
     )  # fmt: skip
     with _Reader(table, path=path, prefix="").known(top_keys) as top:
         zones = top.path("zones")
@@ -283,6 +300,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         daemon = _section(top.table("daemon"), path, "daemon.", _daemon)
         push = _section(top.table("push"), path, "push.", _push)
         log = _section(top.table("log"), path, "log.", _log)
+        hooks = _section(top.table("hooks"), path, "hooks.", _hooks)
         raw_slaves = top.take("slave", list, [])
     slaves = tuple(_slave(item, path=path, index=i, user=user) for i, item in enumerate(raw_slaves))
     seen: dict[str, int] = {}
@@ -326,6 +344,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         daemon=daemon,
         push=push,
         log=log,
+        hooks=hooks,
         metrics=metrics,
         warnings=tuple(warnings),
     )
@@ -380,6 +399,18 @@ def _log(r: _Reader) -> LogOptions:
             level=r.choice(  # type: ignore[arg-type]
                 "level", ("debug", "info", "warning", "error"), d.level
             ),
+        )
+
+
+def _hooks(r: _Reader) -> HookOptions:
+    d = HookOptions()
+    with r.known(_names(HookOptions)):
+        return HookOptions(
+            build=r.text("build"),
+            push=r.text("push"),
+            done=r.text("done"),
+            failure=r.text("failure"),
+            timeout=r.number("timeout", d.timeout, minimum=0.1),
         )
 
 

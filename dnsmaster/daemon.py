@@ -50,6 +50,7 @@ from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.debounce import Debouncer
 from dnsmaster.errors import BuildError, DataErrors, HostKeyError, PushError, WatchError
+from dnsmaster.hooks import Hooks
 from dnsmaster.push import (
     PushLog,
     PushResult,
@@ -154,6 +155,7 @@ class SlaveWorker:
         self._asked = False
         self._reverify = False
         self._hold: _Hold | None = None
+        self._tried: str | None = None  # the sha256 of the last build pushed here
 
     def wake(self, *, force: bool = False) -> None:
         """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
@@ -346,6 +348,13 @@ class SlaveWorker:
                 self.busy = False
                 daemon.idle_changed()
         daemon.push_log(current).result(result)
+        self._tried = current.sha256
+        facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
+        daemon.hooks.fire(
+            "push", **facts, result="ok" if result.ok else "failed", error=result.error
+        )
+        if not result.ok:
+            daemon.hooks.fire("failure", **facts, result="push failed", error=result.error)
         now = time.time()
         if result.ok:
             self._update(
@@ -373,7 +382,16 @@ class SlaveWorker:
                 phase=result.phase,
                 retryable=result.retryable,
             )
+        daemon.pushed(current)
         return result
+
+    def outcome(self, sha256: str) -> str | None:
+        """For the ``done`` hook: ok, failed, or None while this build is pending here."""
+        if self.state.installed_sha256 == sha256 and self.state.result == "ok":
+            return "ok"
+        if self._hold is not None or (self._tried == sha256 and self.state.result == "failed"):
+            return "failed"
+        return None
 
     async def _verify(self, current: Current) -> str | None:
         """Ask the slave's tinydns; the verdict: ok, stale, ahead, failed (None: not asked).
@@ -447,6 +465,8 @@ class Daemon:
         self.started = time.time()
         self.stopped: float | None = None
         self._logs: dict[str, PushLog] = {}
+        self.hooks = Hooks(config.hooks, log)
+        self._done_for: str | None = None
         self._state_pending: asyncio.TimerHandle | None = None
 
     # -- state ------------------------------------------------------------------
@@ -550,6 +570,24 @@ class Daemon:
         kept = self.current.serial if self.current else None
         self.log.error("build.failed", error=why, kept_serial=kept)
         self.save_state()
+        self.hooks.fire("failure", result="build failed", error=why, serial=kept)
+
+    def pushed(self, current: Current) -> None:
+        """After each push: once every slave has ``current`` or failed it, the done hook."""
+        if self._done_for == current.sha256 or self.current is not current:
+            return
+        outcomes = [w.outcome(current.sha256) for w in self.workers]
+        if None in outcomes:
+            return
+        self._done_for = current.sha256
+        self.hooks.fire(
+            "done",
+            serial=current.serial,
+            sha256=current.sha256,
+            ok=outcomes.count("ok"),
+            failed=outcomes.count("failed"),
+            result="ok" if "failed" not in outcomes else "failed",
+        )
 
     def _built(self, result: BuildResult) -> None:
         for warning in result.warnings:
@@ -581,6 +619,7 @@ class Daemon:
             seconds=round(result.seconds, 3),
         )
         self.save_state()
+        self.hooks.fire("build", serial=result.serial, sha256=result.sha256, records=result.records)
         for worker in self.workers:
             worker.wake()
 
@@ -873,6 +912,7 @@ class Daemon:
         await asyncio.gather(*tasks, return_exceptions=True)
         for worker in self.workers:
             await worker.channel.close()
+        await self.hooks.close()
         self.stopped = time.time()
         self.save_state(now=True)
         self.log.info("daemon.stop")
