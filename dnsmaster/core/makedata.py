@@ -5,7 +5,8 @@ zones files in byte order of name), and every SOA gets an explicit serial so tha
 every server compiling this data serves the same numbers whatever the mtime of its
 copy. A ``.`` line becomes the ``Z`` + ``&`` (+ ``+``) lines tinydns-data treats as
 exactly equivalent (spec §5.2, vectors 17a/17b); a ``Z`` line without a serial gets
-one; everything else is copied byte for byte.
+one; the IPv6 patch's ``3`` and ``6`` lines become a generic AAAA line (and a ``^``
+PTR line), see :mod:`dnsmaster.core.ipv6`; everything else is copied byte for byte.
 
 Each source is compiled once, independently of the serial (:class:`CompiledSource`),
 so a rebuild after a one-line change re-reads only the file that changed and just
@@ -19,10 +20,11 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from itertools import chain
 
+from dnsmaster.core import ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import Records, compile_lines, split_lines
 from dnsmaster.core.fields import name_to_wire, number, split_fields
-from dnsmaster.core.lint import Linter
+from dnsmaster.core.lint import Diagnostic, Linter
 from dnsmaster.core.serial import MODULUS, newer, next_after
 from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import DataError, DataErrors, TinydnsDataError
@@ -123,21 +125,36 @@ def check_source(name: str, content: bytes) -> SourceCheck:
         return SourceCheck((bad,), (), None)
     lines = split_lines(content)
     linter = Linter()
+    # The IPv6 patch's 3 and 6 lines become lines Debian's tinydns-data accepts;
+    # those are what is compiled and checked, then traced back to their source line.
+    v6 = _ipv6_lines(lines) if ipv6.has_ipv6_lines(content) else None
+    data_lines = lines if v6 is None else v6.lines
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
     refused: list[TinydnsDataError] = []
-    records = compile_lines(lines, 0, hook=linter, errors=refused)
+    records = compile_lines(data_lines, 0, hook=linter, errors=refused)
+    found = linter.diagnostics
+    if v6 is not None:
+        records.stamped[:] = [v6.origin[i] for i in records.stamped]
+        refused = [
+            TinydnsDataError(exc.message, lineno=v6.origin[exc.lineno - 1] + 1, reason=exc.reason)
+            for exc in refused
+        ]
+        traced = (Diagnostic(v6.origin[d.line - 1] + 1, d.error, d.message) for d in found)
+        # dict: once each (a 6 line's two data lines repeat the TTL's findings)
+        found = sorted(dict.fromkeys([*v6.diagnostics, *traced]), key=lambda d: d.line)
     fatal = [DataError(name, exc.lineno, exc.reason) for exc in refused]
-    errors = fatal + [DataError(name, d.line, d.message) for d in linter.diagnostics if d.error]
+    errors = fatal + [DataError(name, d.line, d.message) for d in found if d.error]
     if not fatal:
         errors += _dot_lines_too_long(name, lines, records.stamped)
-    warnings = tuple(DataError(name, d.line, d.message) for d in linter.diagnostics if not d.error)
+    warnings = tuple(DataError(name, d.line, d.message) for d in found if not d.error)
     if errors:
         return SourceCheck(tuple(sorted(errors, key=lambda e: e.line)), warnings, None)
+    expanded = {} if v6 is None else v6.expanded
     compiled = CompiledSource(
         name=name,
         digest=hashlib.sha256(content).digest(),
-        pieces=tuple(_expand(name, lines, records.stamped).split(_SERIAL)),
+        pieces=tuple(_expand(name, lines, records.stamped, expanded).split(_SERIAL)),
         records=records,
         warnings=warnings,
         lines=len(lines),
@@ -199,10 +216,53 @@ def _dot_lines_too_long(
     return found
 
 
-def _expand(name: str, lines: Sequence[bytes], stamped: Sequence[int]) -> bytes:
+@dataclass(frozen=True, slots=True)
+class _IPv6Lines:
+    """A source with its ``3``/``6`` lines expanded (see :mod:`dnsmaster.core.ipv6`).
+
+    ``lines`` are the data lines, ``origin[j]`` the source line index of ``lines[j]``,
+    ``expanded`` the data lines of each expanded source line.
+    """
+
+    lines: list[bytes]
+    origin: list[int]
+    expanded: dict[int, tuple[bytes, ...]]
+    diagnostics: list[Diagnostic]
+
+
+def _ipv6_lines(lines: Sequence[bytes]) -> _IPv6Lines:
+    out: list[bytes] = []
+    origin: list[int] = []
+    expanded: dict[int, tuple[bytes, ...]] = {}
+    diagnostics: list[Diagnostic] = []
+    for i, raw in enumerate(lines):
+        if raw[:1] not in (b"3", b"6"):
+            out.append(raw)
+            origin.append(i)
+            continue
+        found = ipv6.expand(raw.rstrip(b" \t\n"), i + 1)
+        diagnostics.extend(found.diagnostics)
+        expanded[i] = found.lines
+        out.extend(found.lines)
+        origin.extend([i] * len(found.lines))
+    return _IPv6Lines(out, origin, expanded, diagnostics)
+
+
+def _expand(
+    name: str,
+    lines: Sequence[bytes],
+    stamped: Sequence[int],
+    ipv6_lines: dict[int, tuple[bytes, ...]] | None = None,
+) -> bytes:
     """The source as it goes into ``data``: comments that trace every line back."""
     origin = _comment_name(name)
     out = list(lines)
+    for i, data_lines in (ipv6_lines or {}).items():
+        line = lines[i].rstrip(b" \t\n")
+        expanded = [b"# %s:%d: %s" % (origin, i + 1, line), *data_lines]
+        if i + 1 < len(lines):
+            expanded.append(b"# %s:%d" % (origin, i + 2))
+        out[i] = b"\n".join(expanded)
     for i in stamped:
         line = lines[i].rstrip(b" \t\n")
         f = split_fields(line)

@@ -1,0 +1,202 @@
+"""The IPv6 patch's ``3`` and ``6`` lines, expanded for the stock tinydns-data.
+
+Many tinydns installations run fefe's IPv6 patch, whose tinydns-data knows two more
+line types::
+
+    3fqdn:ip6:ttl:timestamp:lo     AAAA
+    6fqdn:ip6:ttl:timestamp:lo     AAAA, and PTR <32 nibbles>.ip6.arpa -> fqdn
+
+Debian's tinydns-data 1.05 refuses both ("unrecognized leading character"), so
+make-data rewrites each into lines it accepts, with the same records:
+
+* the AAAA as a generic line, ``:fqdn:28:<16 \\ooo bytes>:ttl:timestamp:lo`` (§5.9);
+* the PTR as a ``^`` line, ``^<nibbles>.ip6.arpa:fqdn:ttl:timestamp:lo`` (§5.8): a
+  generic line may not define a PTR (type 12 is prohibited), and ``^`` builds the
+  record the patch builds (owner lowercased, target as written, same TTL, timestamp
+  and location).
+
+The fqdn, TTL, timestamp and location fields are copied as written, so escapes,
+defaults (TTL 86400) and leniencies are those of tinydns-data itself.
+
+The address. Colons separate the fields of a data line, so ``2001:db8::1`` cannot
+be written as it stands. Accepted are:
+
+* the patch's own form, exactly 32 hex digits (either case):
+  ``20010db8000000000000000000000001``;
+* the usual text form (full, ``::``-compressed, or with a dotted IPv4 tail) with
+  every colon written as tinydns's escape ``\\072``: ``2001\\072db8\\072\\0721``.
+  This is dnsmaster's: the patched tinydns-data itself reads only 32 hex digits.
+
+Anything else is an error naming both forms. The patched tinydns-data silently
+publishes nothing for an address it cannot read, and ignores what follows 32 hex
+digits; the checker refuses both instead.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from dataclasses import dataclass
+
+from dnsmaster.core.fields import split_fields, text
+from dnsmaster.core.lint import Diagnostic
+from dnsmaster.core.text import printable
+
+__all__ = [
+    "FORMS",
+    "LEADERS",
+    "Expansion",
+    "expand",
+    "has_ipv6_lines",
+    "parse_address",
+    "ptr_name",
+]
+
+#: The leading bytes of the patch's lines.
+LEADERS = frozenset(b"36")
+#: What the error messages say is accepted.
+FORMS = (
+    "write it as 32 hex digits (2001:db8::1 is 20010db8000000000000000000000001) "
+    "or with \\072 for each colon (2001\\072db8\\072\\0721)"
+)
+
+_FIELDS = 5  # fqdn:ip6:ttl:timestamp:lo
+_HEX32 = re.compile(rb"[0-9a-fA-F]{32}")
+_HEX = re.compile(rb"[0-9a-fA-F]+")
+_SHOWN = 45
+_UNSPECIFIED = bytes(16)
+
+
+@dataclass(frozen=True, slots=True)
+class Expansion:
+    """One ``3``/``6`` line: the data lines it becomes, and what is wrong with it.
+
+    With an error the lines are still made (with the address ``::``), so that the
+    compiler and the checker look at its name, TTL, timestamp and location too.
+    """
+
+    lines: tuple[bytes, ...]
+    diagnostics: tuple[Diagnostic, ...]
+
+    @property
+    def ok(self) -> bool:
+        return not any(d.error for d in self.diagnostics)
+
+
+def has_ipv6_lines(content: bytes) -> bool:
+    """Whether some line of ``content`` starts with ``3`` or ``6`` (cheap, no split)."""
+    return content[:1] in (b"3", b"6") or b"\n3" in content or b"\n6" in content
+
+
+def _show(raw: bytes) -> str:
+    more = "..." if len(raw) > _SHOWN else ""
+    return f"'{printable(raw[:_SHOWN])}{more}'"
+
+
+def parse_address(raw: bytes) -> tuple[bytes | None, str]:
+    """The 16 address bytes of an ``ip6`` field, or None and why not."""
+    if not raw:
+        return None, "no IPv6 address: nothing would be published; " + FORMS
+    if _HEX32.fullmatch(raw):
+        return bytes.fromhex(raw.decode("ascii")), ""
+    if _HEX.fullmatch(raw):
+        return None, (
+            f"IPv6 address {_show(raw)} is {len(raw)} hex digits, not 32; "
+            "the patch's form has every digit, leading zeros included; " + FORMS
+        )
+    if b"\\" in raw:
+        written = text(raw)
+        if b"%" in written:
+            return None, f"IPv6 address {_show(raw)} has a zone index (%...); " + FORMS
+        try:
+            return ipaddress.IPv6Address(written.decode("ascii")).packed, ""
+        except (UnicodeDecodeError, ValueError) as exc:
+            return None, f"IPv6 address {_show(raw)} does not parse ({exc}); " + FORMS
+    if _HEX32.match(raw):
+        return None, (
+            f"IPv6 address {_show(raw)} has junk after its 32 hex digits "
+            "(the patch would ignore it); " + FORMS
+        )
+    return None, f"IPv6 address {_show(raw)} is not 32 hex digits; " + FORMS
+
+
+def ptr_name(ip: bytes) -> bytes:
+    """The ip6.arpa name of ``ip``: its 32 nibbles, last first, dotted."""
+    return b".".join(bytes((c,)) for c in ip.hex().encode("ascii")[::-1]) + b".ip6.arpa"
+
+
+def _odd(ip: bytes) -> str | None:
+    """Why an address that parses is probably not one to publish, if it is not."""
+    addr = ipaddress.IPv6Address(ip)
+    if addr.is_unspecified:
+        return "the unspecified address ::"
+    if addr.is_loopback:
+        return "the loopback address ::1"
+    if addr.is_multicast:
+        return "a multicast address"
+    if addr.is_link_local:
+        return "a link-local address (fe80::/10), which means nothing off its link"
+    if addr.ipv4_mapped is not None:
+        return "an IPv4-mapped address (::ffff:0:0/96); publish the IPv4 address with +"
+    return None
+
+
+def _colon_split(f: list[bytes], count: int) -> bytes | None:
+    """The address as written, if bare colons split it over several of the ``count`` fields."""
+    if not f[1]:
+        return None
+    for end in range(min(count, _FIELDS + 3), 2, -1):
+        joined = b":".join(f[1:end])
+        try:
+            ipaddress.IPv6Address(joined.decode("ascii"))
+        except (UnicodeDecodeError, ValueError):
+            continue
+        return joined
+    return None
+
+
+def expand(line: bytes, lineno: int) -> Expansion:
+    """The data lines for one ``3``/``6`` line (already stripped of trailing blanks)."""
+    f = split_fields(line)
+    fqdn, raw, ttl, ttd, lo = f[0:_FIELDS]
+    found: list[Diagnostic] = []
+    ip, why = parse_address(raw)
+    count = line.count(b":") + 1
+    split = _colon_split(f, count) if ip is None else None
+    extra = count - _FIELDS
+    if split is not None:
+        found.append(
+            Diagnostic(
+                lineno,
+                True,
+                f"IPv6 address {_show(split)} is split into fields by its colons "
+                "(colons separate the fields of a data line); " + FORMS,
+            )
+        )
+    elif ip is None:
+        found.append(Diagnostic(lineno, True, why))
+    if split is None and extra > 0 and any(f[_FIELDS : _FIELDS + extra]):
+        found.append(
+            Diagnostic(
+                lineno,
+                True,
+                f"too many fields: a {chr(line[0])} line has {_FIELDS} "
+                f"(fqdn:ip6:ttl:timestamp:lo), this one {_FIELDS + extra}",
+            )
+        )
+    if ip is not None and (odd := _odd(ip)) is not None:
+        found.append(Diagnostic(lineno, False, f"IPv6 address {_show(raw)} is {odd}"))
+    address = _UNSPECIFIED if ip is None else ip
+    rdata = b"".join(b"\\%03o" % b for b in address)
+    lines = [_line(b":", [fqdn, b"28", rdata, ttl, ttd, lo])]
+    if line[:1] == b"6":
+        lines.append(_line(b"^", [ptr_name(address), fqdn, ttl, ttd, lo]))
+    return Expansion(tuple(lines), tuple(found))
+
+
+def _line(lead: bytes, fields: list[bytes]) -> bytes:
+    line = (lead + b":".join(fields)).rstrip(b":")
+    # tinydns-data strips trailing spaces and tabs; a colon keeps them in the field.
+    if line.endswith((b" ", b"\t")):
+        line += b":"
+    return line
