@@ -58,9 +58,23 @@ def _parser() -> argparse.ArgumentParser:
     p = sub.add_parser("build", help="build data and data.cdb from the zones directory")
     zones_options(p, output=True)
     _log_options(p)
+    _dry_run_options(p, "build in memory and print what it would change; write nothing")
 
     p = sub.add_parser("check", help="check the zones directory without writing anything")
     zones_options(p, output=False)
+
+    p = sub.add_parser(
+        "diff",
+        help="what a push would change, record by record; exit 0 no change, 1 changes",
+        description="Compare the zones there now (built in memory) with the current build, "
+        "or with what slave NAME holds (--slave), or two data files (OLD NEW): zones added "
+        "and removed, records added, removed and changed per zone, serials. Exit 0 no "
+        "change, 1 changes, 2 no plan could be made (the reason on stderr).",
+    )
+    zones_options(p, output=True)
+    p.add_argument("files", nargs="*", metavar="OLD NEW", help="compare two data files")
+    p.add_argument("--slave", metavar="NAME", help="compare with what this slave holds")
+    p.add_argument("--json", action="store_true", help="the plan as JSON")
 
     p = sub.add_parser(
         "run",
@@ -140,6 +154,7 @@ def _parser() -> argparse.ArgumentParser:
         "--slave", action="append", default=[], metavar="NAME", help="push only to this slave"
     )
     p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
+    _dry_run_options(p, "print the build plan and which slaves would change; push nothing")
     _log_options(p)
 
     p = sub.add_parser(
@@ -201,6 +216,11 @@ def _log_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--log-format", choices=("logfmt", "json"), help="log line format")
 
 
+def _dry_run_options(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--dry-run", action="store_true", help=f"{what} (exit 0 no change, 1 changes)")
+    p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
+
+
 class _VersionAction(argparse.Action):
     """``--version``, worked out only when asked for: it loads the compiler to say
     whether the C accelerator is active, which no other command should pay for."""
@@ -242,6 +262,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return _receiver_bundle(args)
     if command == "check":
         return _check(args)
+    if command == "diff" or getattr(args, "dry_run", False):
+        return _plan(args)
     if command == "build":
         return _build(args)
     if command == "run":
@@ -315,6 +337,17 @@ def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path 
 def _usage_error(message: str) -> int:
     sys.stderr.write(f"dnsmaster: {message}\n")
     return EXIT_USAGE
+
+
+def _plan(args: argparse.Namespace) -> int:
+    """``diff``, ``build --dry-run``, ``push --dry-run`` (:mod:`dnsmaster.diff`)."""
+    from dnsmaster import diff  # noqa: PLC0415
+
+    if args.command == "push":
+        import asyncio  # noqa: PLC0415
+
+        return asyncio.run(diff.push_plan(args))
+    return diff.build_plan(args) if args.command == "build" else diff.main(args)
 
 
 def _check(args: argparse.Namespace) -> int:

@@ -1,0 +1,291 @@
+"""``dnsmaster diff``, ``build --dry-run`` and ``push --dry-run``: the plan, nothing done.
+
+The plan compares two data texts record by record
+(:mod:`dnsmaster.core.recordset`). The sides:
+
+- ``dnsmaster diff OLD NEW``: two data files.
+- ``dnsmaster diff`` and ``build --dry-run``: the current build (``data`` in the
+  output directory; none is an empty one) against the zones there now, built in
+  memory (nothing written, no lock taken).
+- ``dnsmaster diff --slave NAME``: what the slave holds against what a push would
+  send it. The master keeps only its current build, and a slave reports the sha256
+  of what it holds, not the text: when that is the current build's, the slave's
+  records are known; when the slave holds nothing, everything is added; otherwise
+  the plan cannot be made, and the command says so (exit 2).
+- ``push --dry-run``: the build plan, then each slave: whether it already holds
+  what a push would send.
+
+Exit statuses, as diff(1)'s: 0 no change, 1 changes, 2 no plan could be made
+(configuration, zones errors, an unreadable file, a slave that cannot be asked or
+holds a build the master does not have); the reason is on stderr.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import hashlib
+import json
+import os
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from dnsmaster.core.recordset import Plan, compare
+from dnsmaster.errors import BuildError, ConfigError, DataErrors, DnsmasterError, SlaveError
+
+if TYPE_CHECKING:
+    from dnsmaster.build import Builder
+    from dnsmaster.config import Config, Slave
+
+__all__ = ["EXIT_CANNOT", "EXIT_CHANGES", "EXIT_SAME", "build_plan", "main", "push_plan"]
+
+EXIT_SAME = 0
+EXIT_CHANGES = 1
+EXIT_CANNOT = 2
+
+
+class CannotPlan(DnsmasterError):
+    """No plan can be made."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+    def __str__(self) -> str:
+        return self.reason
+
+
+@dataclass(frozen=True, slots=True)
+class Sides:
+    """The current build and what would replace it."""
+
+    current: bytes
+    planned: bytes
+    #: The sources are those ``current`` was built from: a push sends ``current``.
+    up_to_date: bool
+
+
+def main(args: argparse.Namespace) -> int:
+    """``dnsmaster diff [OLD NEW] [--slave NAME] [--json]``."""
+    try:
+        if args.files:
+            if len(args.files) != 2 or args.slave:
+                return _cannot("give two data files (OLD NEW), or none to compare the zones")
+            old, new = (_read(Path(name)) for name in args.files)
+            return _report(compare_texts(old, new), args.json)
+        if args.slave:
+            return asyncio.run(_slave_plan(args))
+        sides = planned_sides(*_builder(args))
+        return _report(compare_texts(sides.current, sides.planned), args.json)
+    except (CannotPlan, ConfigError, BuildError) as exc:
+        return _cannot(str(exc))
+    except DataErrors as exc:
+        return _data_errors(exc)
+
+
+def build_plan(args: argparse.Namespace) -> int:
+    """``dnsmaster build --dry-run``: what the build would change; nothing written."""
+    try:
+        sides = planned_sides(*_builder(args))
+        return _report(compare_texts(sides.current, sides.planned), args.json)
+    except (CannotPlan, ConfigError, BuildError) as exc:
+        return _cannot(str(exc))
+    except DataErrors as exc:
+        return _data_errors(exc)
+
+
+async def push_plan(args: argparse.Namespace) -> int:
+    """``dnsmaster push --dry-run``: the build plan and each slave's; nothing pushed."""
+    try:
+        builder, cfg = _builder(args)
+        assert cfg is not None  # push has no --zones/--out: the configuration names them
+        unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
+        if unknown:
+            raise CannotPlan(f"no such slave: {', '.join(unknown)}")
+        if args.no_build:
+            current = _current(builder.output)
+            sides = Sides(current, current, True)
+        else:
+            sides = planned_sides(builder, cfg)
+        plan = compare_texts(sides.current, sides.planned)
+    except (CannotPlan, ConfigError, BuildError) as exc:
+        return _cannot(str(exc))
+    except DataErrors as exc:
+        return _data_errors(exc)
+    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
+    sha256 = hashlib.sha256(sides.planned).hexdigest() if sides.up_to_date else None
+    held = await asyncio.gather(*(_holds(s, cfg) for s in slaves))
+    report: dict[str, dict[str, Any]] = {}
+    lines = []
+    for slave, (version, error) in zip(slaves, held, strict=True):
+        has = version is not None and sha256 is not None and version.sha256 == sha256
+        report[slave.name] = {
+            "push": not has,
+            "sha256": version.sha256 if version else None,
+            "serial": version.serial if version else None,
+            "error": error,
+        }
+        if has:
+            lines.append(f"slave {slave.name}: holds this build already (serial {version.serial})")
+            continue
+        if error is not None:
+            why = error
+        elif version is None:
+            why = "holds nothing a status reports"
+        elif sha256 is None:
+            why = f"holds serial {version.serial}; the push sends a new build"
+        else:
+            why = f"holds serial {version.serial}, not this build"
+        lines.append(f"slave {slave.name}: would push: {why}")
+    changes = plan.changed or any(r["push"] for r in report.values())
+    if args.json:
+        sys.stdout.write(json.dumps({**plan.to_json(), "slaves": report}, indent=2) + "\n")
+    else:
+        summary = plan.lines()
+        pushes = sum(r["push"] for r in report.values())
+        lines.append(f"slaves: {pushes} of {len(report)} would change")
+        sys.stdout.write("\n".join([*summary[:-1], *lines, summary[-1]]) + "\n")
+    return EXIT_CHANGES if changes else EXIT_SAME
+
+
+def compare_texts(old: bytes, new: bytes) -> Plan:
+    """The plan from ``old`` to ``new``; :class:`CannotPlan` when one is not valid data."""
+    from dnsmaster.errors import TinydnsDataError  # noqa: PLC0415
+
+    try:
+        return compare(old, new)
+    except TinydnsDataError as exc:
+        raise CannotPlan(f"not valid tinydns data: {exc}") from None
+
+
+def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
+    """The current build, and the zones built in memory (the current one if unchanged).
+
+    Nothing is written and no lock is taken: ``data`` is only ever replaced by a
+    rename, so it is read whole, old or new.
+    """
+    from dnsmaster.core.makedata import assemble, next_serial  # noqa: PLC0415
+
+    current = _current(builder.output)
+    if builder.is_current():
+        return Sides(current, current, True)
+    # Builder has no public compile-without-writing; these are what build() runs first.
+    names, _ = builder._scan()
+    compiled, _ = builder._compile(names)
+    serial = next_serial(int(time.time()), builder.previous_serial())
+    return Sides(current, assemble(compiled, serial).data, False)
+
+
+def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
+    """The Builder --zones/--out or the configuration name (as ``build``'s)."""
+    from dnsmaster.build import Builder  # noqa: PLC0415
+
+    zones: Path | None = getattr(args, "zones", None)
+    out: Path | None = getattr(args, "out", None)
+    strict: bool = getattr(args, "strict", False)
+    cfg = None
+    if zones is None or out is None:
+        cfg = _config(args)
+        zones = zones or cfg.zones
+        out = out or cfg.output
+        strict = strict or cfg.strict
+    builder = Builder(zones, out, strict=strict, locking=False)
+    if cfg is not None:
+        builder.max_file_size = cfg.max_file_size
+    return builder, cfg
+
+
+def _config(args: argparse.Namespace) -> Config:
+    from dnsmaster import config  # noqa: PLC0415
+
+    return config.load(config.resolve_path(args.config, os.environ))
+
+
+async def _slave_plan(args: argparse.Namespace) -> int:
+    builder, _ = _builder(args)
+    cfg = _config(args)
+    slave = next((s for s in cfg.slaves if s.name == args.slave), None)
+    if slave is None:
+        raise CannotPlan(f"no such slave: {args.slave}")
+    if slave.protocol == "legacy":
+        raise CannotPlan(f"{slave.name} runs the classic update-dns: it cannot say what it holds")
+    version, error = await _holds(slave, cfg)
+    if error is not None:
+        raise CannotPlan(f"{slave.name}: cannot ask what it holds: {error}")
+    sides = planned_sides(builder, cfg)
+    if version is None:
+        sys.stderr.write(f"dnsmaster: {slave.name} holds no build: every zone is new to it\n")
+        held = b""
+    elif version.sha256 == hashlib.sha256(sides.current).hexdigest():
+        held = sides.current
+    else:
+        raise CannotPlan(
+            f"{slave.name} holds a build the master does not have (serial {version.serial}, "
+            f"sha256 {version.sha256[:16]}); a push would replace it whole"
+        )
+    return _report(compare_texts(held, sides.planned), args.json)
+
+
+async def _holds(slave: Slave, cfg: Config) -> tuple[Any, str | None]:
+    """What ``slave`` reports it holds (None: nothing, or it cannot say), and why not."""
+    from dnsmaster import push  # noqa: PLC0415
+
+    if slave.protocol == "legacy":
+        return None, "classic update-dns: cannot ask what it holds"
+    channel = push.channel_for(slave, cfg)
+    try:
+        return await push.fetch_status(channel, cfg.push.connect_timeout * 2, _ignore), None
+    except SlaveError as exc:
+        return None, f"cannot ask ({exc.phase}): {exc.reason}"
+    finally:
+        await channel.close()
+
+
+def _ignore(slave: str, stream: str, text: str) -> None:
+    return None
+
+
+def _current(output: Path) -> bytes:
+    """The output directory's ``data``; empty when there is none yet."""
+    try:
+        return (output / "data").read_bytes()
+    except FileNotFoundError:
+        return b""
+    except OSError as exc:
+        raise CannotPlan(f"{output / 'data'}: cannot read: {_describe(exc)}") from None
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise CannotPlan(f"{path}: cannot read: {_describe(exc)}") from None
+
+
+def _describe(exc: OSError) -> str:
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+    return describe(exc)
+
+
+def _report(plan: Plan, as_json: bool) -> int:
+    if as_json:
+        sys.stdout.write(json.dumps(plan.to_json(), indent=2) + "\n")
+    else:
+        sys.stdout.write("\n".join(plan.lines()) + "\n")
+    return EXIT_CHANGES if plan.changed else EXIT_SAME
+
+
+def _cannot(reason: str) -> int:
+    sys.stderr.write(f"dnsmaster: {reason}\n")
+    return EXIT_CANNOT
+
+
+def _data_errors(exc: DataErrors) -> int:
+    for error in exc.errors:
+        sys.stderr.write(f"{error.file}:{error.line}: error: {error.reason}\n")
+    sys.stderr.write("dnsmaster: the zones have errors: no plan (dnsmaster check)\n")
+    return EXIT_CANNOT
