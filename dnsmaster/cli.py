@@ -7,7 +7,8 @@ Exit statuses (also in the README):
   0    done
   1    the zones data has errors (or warnings, with ``--strict``); nothing written
   2    usage or configuration error
-  3    ``push``: one or more slaves did not take the data (the others did)
+  3    ``push``: one or more slaves did not take the data (the others did);
+       ``wait``, ``push --wait``: a slave did not serve the serial in time
   111  a system error: a file or directory could not be read or written
        (``tinydns-data`` uses 111 for every failure, as the original does)
 """
@@ -155,6 +156,28 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
     _dry_run_options(p, "print the build plan and which slaves would change; push nothing")
+    _wait_options(p, flag=True)
+    _log_options(p)
+
+    p = sub.add_parser(
+        "wait",
+        help="wait until every slave's tinydns serves a serial",
+        description="Ask each slave's tinydns (its dns address) for the SOA of every zone "
+        "until it serves SERIAL or a newer one. Exit 3 naming the laggards on timeout.",
+    )
+    p.add_argument("serial", type=_serial_arg, metavar="SERIAL", help="the build's SOA serial")
+    p.add_argument(
+        "--zone",
+        action="append",
+        default=[],
+        metavar="ZONE",
+        help="wait for this zone (default: every zone of the build on disk with SERIAL)",
+    )
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    p.add_argument(
+        "--slave", action="append", default=[], metavar="NAME", help="wait only for this slave"
+    )
+    _wait_options(p, flag=False)
     _log_options(p)
 
     p = sub.add_parser(
@@ -210,6 +233,28 @@ def _parser() -> argparse.ArgumentParser:
         description="Compile ./data into ./data.cdb exactly as tinydns-data does.",
     )
     return parser
+
+
+def _wait_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
+    if flag:
+        p.add_argument(
+            "--wait",
+            action="store_true",
+            help="then wait until every slave's tinydns serves the build's serial",
+        )
+    p.add_argument(
+        "--timeout",
+        type=float,
+        default=60.0,
+        metavar="S",
+        help="seconds to wait for the slaves (default: %(default)s)",
+    )
+
+
+def _serial_arg(text: str) -> int:
+    if not text.isdigit() or int(text) >= 1 << 32:
+        raise argparse.ArgumentTypeError(f"{text!r}: a serial is 0 to 4294967295")
+    return int(text)
 
 
 def _log_options(p: argparse.ArgumentParser) -> None:
@@ -290,6 +335,10 @@ def main(argv: Sequence[str] | None = None) -> int:
         import asyncio  # noqa: PLC0415
 
         return asyncio.run(_push(args))
+    if command == "wait":
+        import asyncio  # noqa: PLC0415
+
+        return asyncio.run(_wait(args))
     raise AssertionError(command)  # argparse only lets known commands through
 
 
@@ -477,12 +526,82 @@ async def _push(args: argparse.Namespace) -> int:
         if daemon is not None:
             builder = _builder(cfg)
             names = [s.name for s in slaves]
-            return _hand_off(cfg, daemon, builder, names, logger, repush=args.no_build)
-        if not args.no_build:
-            status = _build_if_needed(cfg, logger)
-            if status != EXIT_OK:
-                return status
-        return await _push_data(cfg, slaves, logger)
+            status = _hand_off(cfg, daemon, builder, names, logger, repush=args.no_build)
+        else:
+            status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
+            if status == EXIT_OK:
+                status = await _push_data(cfg, slaves, logger)
+    if status != EXIT_OK or not args.wait:
+        return status
+    return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+async def _wait(args: argparse.Namespace) -> int:
+    from dnsmaster import log  # noqa: PLC0415
+    from dnsmaster.core.fields import name_to_wire  # noqa: PLC0415
+
+    cfg = _config_and_log(args)
+    if cfg is None:
+        return EXIT_USAGE
+    logger = log.get_logger()
+    unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
+    if unknown:
+        logger.error("config.invalid", error=f"no such slave: {', '.join(unknown)}")
+        return EXIT_USAGE
+    try:
+        zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
+    except ValueError as exc:
+        return _usage_error(f"--zone: {exc}")
+    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
+    return await _wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)
+
+
+async def _wait_for_build(
+    cfg: Config,
+    slaves: Sequence[Slave],
+    zones: dict[bytes, int] | None,
+    timeout: float,
+    logger: Any,
+    *,
+    serial: int | None = None,
+) -> int:
+    """Wait until ``slaves`` serve ``zones`` (default: the build's on disk); the exit status."""
+    import time  # noqa: PLC0415
+
+    from dnsmaster import wait  # noqa: PLC0415
+    from dnsmaster.core.banner import previous_serial  # noqa: PLC0415
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+    if zones is None:
+        path = cfg.output / "data"
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            logger.error("wait.failed", path=str(path), error=describe(exc))
+            return EXIT_SYSTEM
+        built = previous_serial(data[:200])
+        if serial is None:
+            serial = built
+        if serial is None:
+            logger.error("wait.failed", path=str(path), error="no dnsmaster banner: no serial")
+            return EXIT_USAGE
+        zones = wait.build_zones(data, serial)
+        if not zones:
+            return _usage_error(
+                f"no zone in {path} has serial {serial} (the build on disk is {built}): "
+                "name the zones with --zone"
+            )
+    logger.info("wait.start", serial=serial, zones=len(zones), slaves=len(slaves), timeout=timeout)
+    start = time.monotonic()
+    results = await wait.wait_live(
+        slaves,
+        zones,
+        timeout=timeout,
+        logger=logger,
+        query_timeout=min(cfg.daemon.verify_timeout, 1.0),
+    )
+    live = wait.report(results, logger, seconds=time.monotonic() - start)
+    return EXIT_OK if live else EXIT_SLAVES
 
 
 async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
