@@ -155,6 +155,11 @@ def _parser() -> argparse.ArgumentParser:
         "--slave", action="append", default=[], metavar="NAME", help="push only to this slave"
     )
     p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
+    p.add_argument(
+        "--accept",
+        action="store_true",
+        help="release the build the daemon's guard holds back (it removes records or zones)",
+    )
     _dry_run_options(p, "print the build plan and which slaves would change; push nothing")
     _wait_options(p, flag=True)
     _log_options(p)
@@ -526,9 +531,13 @@ async def _push(args: argparse.Namespace) -> int:
         if daemon is not None:
             builder = _builder(cfg)
             names = [s.name for s in slaves]
-            status = _hand_off(cfg, daemon, builder, names, logger, repush=args.no_build)
+            status = _hand_off(
+                cfg, daemon, builder, names, logger, repush=args.no_build, accept=args.accept
+            )
         else:
-            status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
+            # Without the daemon there is no guard: an accepted build is the data on disk.
+            no_build = args.no_build or args.accept
+            status = EXIT_OK if no_build else _build_if_needed(cfg, logger)
             if status == EXIT_OK:
                 status = await _push_data(cfg, slaves, logger)
     if status != EXIT_OK or not args.wait:
@@ -732,14 +741,41 @@ def _hand_off(
     logger: Any,
     *,
     repush: bool = False,
+    accept: bool = False,
 ) -> int:
-    """Have the running daemon build (and push), and report what it did."""
-    from dnsmaster import handoff  # noqa: PLC0415
+    """Have the running daemon build (and push), and report what it did.
+
+    With ``accept``, release the build its guard holds (SIGUSR2, with the held
+    build's sha256 in the output directory, so only that build is released).
+    """
+    import signal  # noqa: PLC0415
+
+    from dnsmaster import fsutil, handoff  # noqa: PLC0415
+    from dnsmaster import state as statefile  # noqa: PLC0415
     from dnsmaster.core.banner import built_from  # noqa: PLC0415
+    from dnsmaster.daemon import ACCEPT_FILE  # noqa: PLC0415
     from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
 
+    signum = None
+    held: statefile.HeldBuild | None = None
+    if accept:
+        try:
+            held = statefile.read(cfg.state).held
+        except (OSError, ValueError) as exc:
+            logger.error("guard.accept_failed", path=str(cfg.state), error=str(exc))
+            return EXIT_SYSTEM
+        if held is None:
+            logger.info("guard.nothing_held", daemon=daemon)
+            return EXIT_OK
+        flag = cfg.output / ACCEPT_FILE
+        text = f"{held.sha256}\n".encode()
+        fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, text)), flag)])
+        signum = signal.SIGUSR2
+        logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
     try:
-        if repush:
+        if held is not None:
+            fingerprint = held.fingerprint or ""
+        elif repush:
             with (cfg.output / "data").open("rb") as f:
                 fingerprint = built_from(f.readline(300)) or ""
         else:
@@ -752,7 +788,11 @@ def _hand_off(
     logger.info(
         "handoff.start",
         daemon=daemon,
-        request="push again" if repush else "build if changed",
+        request="accept the held build"
+        if accept
+        else "push again"
+        if repush
+        else "build if changed",
         slaves=len(slaves),
     )
 
@@ -774,7 +814,16 @@ def _hand_off(
         timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
         on_slave=slave_done,
         on_build=built,
+        signum=signum,
     )
+    if outcome.held is not None:
+        logger.critical(
+            "guard.held",
+            reason=outcome.held,
+            by="daemon",
+            hint="check with dnsmaster diff; release with dnsmaster push --accept",
+        )
+        return EXIT_DATA
     if outcome.build_failed:
         error = outcome.build.error if outcome.build else None
         logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")

@@ -29,6 +29,7 @@ from dnsmaster.fsutil import describe
 __all__ = [
     "Config",
     "DaemonOptions",
+    "GuardOptions",
     "HookOptions",
     "LogOptions",
     "PushOptions",
@@ -109,6 +110,15 @@ class HookOptions:
 
 
 @dataclass(frozen=True, slots=True)
+class GuardOptions:
+    """``[guard]``: a build that removes this much waits for ``push --accept``."""
+
+    max_removed: float = 0.1  # the share of records a build may remove (1: no limit)
+    zones: bool = True  # dropping a whole zone holds the build
+    allow: tuple[str, ...] = ()  # zones that may be dropped without holding
+
+
+@dataclass(frozen=True, slots=True)
 class LogOptions:
     """``[log]``: one line per event; logfmt without timestamps suits multilog."""
 
@@ -135,6 +145,7 @@ class Config:
     push: PushOptions = field(default_factory=PushOptions)
     log: LogOptions = field(default_factory=LogOptions)
     hooks: HookOptions = field(default_factory=HookOptions)
+    guard: GuardOptions = field(default_factory=GuardOptions)
     #: The Prometheus textfile the daemon rewrites after each build and push (for
     #: node_exporter's textfile collector, which reads only ``*.prom``); None: none.
     metrics: Path | None = None
@@ -275,7 +286,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
     """Check a parsed TOML document and build the :class:`Config`."""
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
-        "slave", "daemon", "push", "log", "metrics", "hooks",
+        "slave", "daemon", "push", "log", "metrics", "hooks", "guard",
     )  # fmt: skip
     with _Reader(table, path=path, prefix="").known(top_keys) as top:
         zones = top.path("zones")
@@ -301,6 +312,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         push = _section(top.table("push"), path, "push.", _push)
         log = _section(top.table("log"), path, "log.", _log)
         hooks = _section(top.table("hooks"), path, "hooks.", _hooks)
+        guard = _section(top.table("guard"), path, "guard.", _guard)
         raw_slaves = top.take("slave", list, [])
     slaves = tuple(_slave(item, path=path, index=i, user=user) for i, item in enumerate(raw_slaves))
     seen: dict[str, int] = {}
@@ -345,6 +357,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         push=push,
         log=log,
         hooks=hooks,
+        guard=guard,
         metrics=metrics,
         warnings=tuple(warnings),
     )
@@ -399,6 +412,22 @@ def _log(r: _Reader) -> LogOptions:
             level=r.choice(  # type: ignore[arg-type]
                 "level", ("debug", "info", "warning", "error"), d.level
             ),
+        )
+
+
+def _guard(r: _Reader) -> GuardOptions:
+    d = GuardOptions()
+    with r.known(_names(GuardOptions)):
+        share = r.number("max_removed", d.max_removed)
+        if share > 1:
+            raise r.error("max_removed", "is a share of the records, from 0 to 1")
+        allow = r.take("allow", list, list(d.allow))
+        if not all(isinstance(z, str) and z for z in allow):
+            raise r.error("allow", "must be a list of zone names")
+        return GuardOptions(
+            max_removed=share,
+            zones=r.take("zones", bool, d.zones),
+            allow=tuple(z.lower().rstrip(".") for z in allow),
         )
 
 

@@ -45,6 +45,8 @@ from dnsmaster import fsutil, metrics
 from dnsmaster import state as statefile
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
+from dnsmaster.core import guard
+from dnsmaster.core.compiler import compile_text
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
@@ -70,6 +72,10 @@ VERIFY_ZONES = 20
 
 #: State file updates within this many seconds are written together.
 STATE_DELAY = 0.05
+
+#: Written by ``push --accept`` in the output directory: the sha256 of the held build
+#: the operator accepts (then SIGUSR2).
+ACCEPT_FILE = ".dnsmaster-accept"
 
 #: A slave parked on a host key error looks at known_hosts this often.
 HOLD_POLL = 1.0
@@ -467,6 +473,10 @@ class Daemon:
         self._logs: dict[str, PushLog] = {}
         self.hooks = Hooks(config.hooks, log)
         self._done_for: str | None = None
+        #: A build the guard holds back: (build, why, since).
+        self.held: tuple[Current, str, float] | None = None
+        #: What the slaves have, when a restart found a held build on disk.
+        self._kept_build: statefile.BuildState | None = None
         self._state_pending: asyncio.TimerHandle | None = None
 
     # -- state ------------------------------------------------------------------
@@ -486,7 +496,7 @@ class Daemon:
             self._state_pending.cancel()
             self._state_pending = None
         current = self.current
-        build = None
+        build = self._kept_build if current is None else None
         if current is not None:
             build = statefile.BuildState(
                 current.serial,
@@ -508,6 +518,15 @@ class Daemon:
             host=socket.gethostname(),
             zones=str(self.config.zones),
             build_error=self.build_error,
+            held=None
+            if self.held is None
+            else statefile.HeldBuild(
+                self.held[0].serial,
+                self.held[0].sha256,
+                self.held[1],
+                self.held[2],
+                fingerprint=self.held[0].fingerprint,
+            ),
         )
         try:
             statefile.write(self.config.state, snapshot)
@@ -562,7 +581,7 @@ class Daemon:
             return True
         if quiet:
             self.log.info("rescan.changed", changed=",".join(result.recompiled) or None)
-        self._built(result)
+        await self._built(result)
         return True
 
     def _build_failed(self, why: str) -> None:
@@ -589,7 +608,7 @@ class Daemon:
             result="ok" if "failed" not in outcomes else "failed",
         )
 
-    def _built(self, result: BuildResult) -> None:
+    async def _built(self, result: BuildResult) -> None:
         for warning in result.warnings:
             self.log.warning(
                 "build.warning", file=warning.file, line=warning.line, error=warning.reason
@@ -599,7 +618,7 @@ class Daemon:
         # The zones of the files that changed; a change to header alone touches them all.
         verify = zone_serials(data, changed) if changed else {}
         verify = verify or zone_serials(data)
-        self.current = Current(
+        new = Current(
             data=data,
             sha256=result.sha256,
             serial=result.serial,
@@ -610,6 +629,13 @@ class Daemon:
             seconds=result.seconds,
         )
         self.build_error = None
+        base = self.current if self.current is not None else self.held_build
+        verdict = await asyncio.to_thread(self._judge, base, new) if base is not None else None
+        if verdict is not None:
+            self._hold_build(new, verdict)
+            return
+        self.current = new
+        self.held = self._kept_build = None
         self.log.info(
             "build.done",
             serial=result.serial,
@@ -620,6 +646,79 @@ class Daemon:
         )
         self.save_state()
         self.hooks.fire("build", serial=result.serial, sha256=result.sha256, records=result.records)
+        for worker in self.workers:
+            worker.wake()
+
+    def _judge(self, old: Current, new: Current) -> guard.Verdict | None:
+        """The guard's verdict on pushing ``new`` where slaves have ``old``."""
+        options = self.config.guard
+        old_records = old.records if old.records is not None else len(compile_text(old.data, 0))
+        return guard.judge(
+            old_records,
+            new.records or 0,
+            {_zone_text(z) for z in zone_serials(old.data)},
+            {_zone_text(z) for z in zone_serials(new.data)},
+            max_removed=options.max_removed,
+            zones=options.zones,
+            allow=options.allow,
+        )
+
+    @property
+    def held_build(self) -> Current | None:
+        return self.held[0] if self.held is not None else None
+
+    def _hold_build(self, new: Current, verdict: guard.Verdict) -> None:
+        """Built, written on the master, pushed nowhere until ``push --accept``."""
+        self.held = (new, verdict.reason, time.time())
+        self.log.critical(
+            "guard.held",
+            serial=new.serial,
+            sha256=new.sha256[:16],
+            records=new.records,
+            was=verdict.old_records,
+            zones=",".join(verdict.removed_zones) or None,
+            reason=verdict.reason,
+            hint="check with dnsmaster diff; release with dnsmaster push --accept",
+        )
+        self.save_state()
+        self.hooks.fire(
+            "failure", result="held", error=verdict.reason, serial=new.serial, sha256=new.sha256
+        )
+
+    def _hold_again(self) -> None:
+        """After a restart: the build on disk is the one the guard held; hold it still.
+
+        The slaves keep what they had (``build`` of the last state file), and the
+        next build is judged against the held one.
+        """
+        try:
+            before = statefile.read(self.config.state)
+        except (OSError, ValueError):
+            return
+        held, current = before.held, self.current
+        if held is None or current is None or held.sha256 != current.sha256:
+            return
+        self.held = (current, held.reason, held.since)
+        self.current = None
+        self._kept_build = before.build
+        self.log.critical("guard.held", serial=held.serial, reason=held.reason, since=held.since)
+
+    def _accept(self) -> None:
+        """SIGUSR2 from ``push --accept``: push the held build, if it is the one accepted."""
+        flag = self.config.output / ACCEPT_FILE
+        try:
+            accepted = flag.read_text().strip()
+        except OSError:
+            accepted = ""
+        with contextlib.suppress(OSError):
+            flag.unlink()
+        held = self.held_build
+        if held is None or accepted != held.sha256:
+            self.log.warning("guard.not_accepted", accepted=accepted[:16] or None)
+            return
+        self.current, self.held, self._kept_build = held, None, None
+        self.log.info("guard.accepted", serial=held.serial, sha256=held.sha256[:16])
+        self.save_state()
         for worker in self.workers:
             worker.wake()
 
@@ -636,6 +735,7 @@ class Daemon:
             self.current = _current_from_disk(self.config.output)
             if self.current is not None:
                 self.log.info("build.current", serial=self.current.serial)
+                self._hold_again()
                 return
         floor = None
         if self.builder.previous_serial() is None:
@@ -711,6 +811,8 @@ class Daemon:
             self._hup.set()
             for worker in self.workers:
                 worker.release()
+        elif signum == signal.SIGUSR2:
+            self._accept()
         elif signum == signal.SIGUSR1:
             # A build or push by hand, handed to us: build if the zones changed.
             self.rescan("sigusr1")
@@ -780,7 +882,14 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
         loop = self._loop = asyncio.get_running_loop()
-        signals = (signal.SIGHUP, signal.SIGALRM, signal.SIGUSR1, signal.SIGTERM, signal.SIGINT)
+        signals = (
+            signal.SIGHUP,
+            signal.SIGALRM,
+            signal.SIGUSR1,
+            signal.SIGUSR2,
+            signal.SIGTERM,
+            signal.SIGINT,
+        )
         for signum in signals:
             loop.add_signal_handler(signum, self._signal, signum)
         loop.set_exception_handler(self._loop_exception)
@@ -916,6 +1025,15 @@ class Daemon:
         self.stopped = time.time()
         self.save_state(now=True)
         self.log.info("daemon.stop")
+
+
+def _zone_text(wire: bytes) -> str:
+    labels = []
+    at = 0
+    while wire[at]:
+        labels.append(wire[at + 1 : at + 1 + wire[at]].decode("ascii", "backslashreplace"))
+        at += 1 + wire[at]
+    return ".".join(labels)
 
 
 def loop_time() -> float:

@@ -39,6 +39,8 @@ class Outcome:
     slaves: dict[str, str | None]
     #: Slaves that did not report before the timeout.
     pending: tuple[str, ...]
+    #: Why the guard holds the build asked for (it is built, and pushed nowhere).
+    held: str | None = None
 
 
 def _alive(pid: int) -> bool:
@@ -78,6 +80,7 @@ def follow(
     timeout: float,
     on_slave: Callable[[str, statefile.SlaveState], None],
     on_build: Callable[[statefile.BuildState], None] | None = None,
+    signum: int | None = None,
 ) -> Outcome:
     """Ask daemon ``pid`` for a build of the sources with ``fingerprint`` (and, with
     ``repush``, a push of it to every slave again); wait for the outcome.
@@ -86,7 +89,7 @@ def follow(
     passed to ``on_slave`` once, as soon as its outcome is known.
     """
     asked = time.time()
-    os.kill(pid, signal.SIGALRM if repush else signal.SIGUSR1)
+    os.kill(pid, signum if signum is not None else signal.SIGALRM if repush else signal.SIGUSR1)
     deadline = time.monotonic() + timeout
     build: statefile.BuildState | None = None
     reported: dict[str, str | None] = {}
@@ -95,6 +98,9 @@ def follow(
         state = _read(state_path)
         if state is not None and state.pid != pid:
             break  # another daemon took over: what we asked of the first is moot
+        held = state.held if state is not None else None
+        if held is not None and held.fingerprint == fingerprint and signum != signal.SIGUSR2:
+            return Outcome(state.build if state else None, True, {}, (), held=held.reason)
         if state is not None and state.build is not None:
             build = state.build
             if not build_seen:

@@ -25,6 +25,7 @@ from dnsmaster import fsutil
 __all__ = [
     "HEARTBEAT_MISSES",
     "BuildState",
+    "HeldBuild",
     "SlaveState",
     "State",
     "Verified",
@@ -106,6 +107,18 @@ class SlaveState:
 
 
 @dataclass(frozen=True, slots=True)
+class HeldBuild:
+    """A build the guard holds back: built, not pushed, until ``push --accept``."""
+
+    serial: int | None
+    sha256: str
+    reason: str
+    since: float
+    #: The sources it was built from; status compares them with the zones now.
+    fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """The whole file."""
 
@@ -127,6 +140,8 @@ class State:
     host: str | None = None
     #: The zones directory the daemon builds from.
     zones: str | None = None
+    #: A newer build the guard holds back (the slaves keep ``build``).
+    held: HeldBuild | None = None
     #: The last build attempt's failure, None after a good build: ``build.error``,
     #: here too so that it is said when there was never a good build (``build`` None).
     build_error: str | None = None
@@ -158,6 +173,8 @@ def read(path: Path) -> State:
         top["pid"] = int(document["pid"])
         top["updated"] = float(document["updated"])
         top["build"] = BuildState(**_known(BuildState, build)) if build else None
+        held = document.get("held")
+        top["held"] = HeldBuild(**_known(HeldBuild, held)) if held else None
         top["slaves"] = tuple(
             SlaveState(**_known(SlaveState, s)) for s in document.get("slaves", ())
         )

@@ -239,6 +239,18 @@ def judge_daemon(state: State, *, now: float, alive: bool | None) -> Finding:
 def judge_build(state: State, zones: ZonesCheck, *, now: float) -> Finding:
     """Whether the build is the zones there now."""
     build = state.build
+    if state.held is not None:
+        held = state.held
+        kept = f"; the slaves keep serial {build.serial}" if build is not None else ""
+        return Finding(
+            "build",
+            "held",
+            f"the guard holds build {held.serial} back: it {held.reason}{kept}",
+            "see what it changes with dnsmaster diff; if it is meant, dnsmaster push --accept; "
+            "if not, fix the zones and save",
+            held.since,
+            urgent=True,
+        )
     if build is None:
         return Finding(
             "build",

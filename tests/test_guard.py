@@ -1,0 +1,130 @@
+"""The guard: a build that drops a zone or too many records waits for the operator.
+
+The judge is pure and tested on numbers; the hold is tested on the real daemon with
+local slaves: the slaves keep the old data, status is CRITICAL, ``push --accept``
+releases the build, and the hold survives a restart.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from dnsmaster.core.guard import judge
+from tests.daemonrun import PROJECT
+from tests.test_daemon import TIMEOUT, Local, example_com, running, status, write
+
+ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
+
+
+def dnsmaster(*argv: str) -> tuple[int, list[dict[str, object]]]:
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=120,
+    )
+    return proc.returncode, [json.loads(line) for line in proc.stderr.splitlines()]
+
+
+class TestJudge:
+    def test_within_limits(self) -> None:
+        assert judge(100, 95, {"a", "b"}, {"a", "b"}, max_removed=0.1, zones=True) is None
+
+    def test_too_many_records(self) -> None:
+        verdict = judge(100, 80, {"a"}, {"a"}, max_removed=0.1, zones=True)
+        assert verdict is not None
+        assert verdict.reason == "removes 20 of 100 records (20%, more than 10%)"
+
+    def test_a_zone_removed(self) -> None:
+        verdict = judge(100, 99, {"a", "b"}, {"a"}, max_removed=0.1, zones=True)
+        assert verdict is not None
+        assert verdict.removed_zones == ("b",)
+        assert verdict.reason == "removes the zones b"
+
+    def test_allowed_zone_and_no_zone_check(self) -> None:
+        assert judge(100, 99, {"a", "b"}, {"a"}, max_removed=0.1, zones=True, allow=["B."]) is None
+        assert judge(100, 99, {"a", "b"}, {"a"}, max_removed=0.1, zones=False) is None
+
+    def test_growth_is_never_held(self) -> None:
+        assert judge(10, 1000, set(), {"a"}, max_removed=0.0, zones=True) is None
+
+
+def guarded(tmp_path: Path, **guard: object) -> Local:
+    lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in guard.items())
+    return Local(tmp_path, extra=f"\n[guard]\n{lines}")
+
+
+def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
+    local = guarded(tmp_path)
+    with running(local) as (daemon, _first):
+        mark = daemon.mark()
+        (local.zones / "zones.example.net").unlink()
+        held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
+        assert held["zones"] == "example.net"
+        assert "removes the zones example.net" in held["reason"]
+        assert all(b"example.net" in d for d in local.installed())  # the old data stays
+        assert not daemon.find("push.done", mark)
+        proc = status(local.config)
+        assert proc.returncode == 4, proc.stdout + proc.stderr
+        assert "held" in proc.stderr
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 1  # a push by hand does not slip past the guard
+        assert [e for e in events if e["event"] == "guard.held"]
+        code, events = dnsmaster("push", "--accept", "--config", str(local.config))
+        assert code == 0, events
+        assert {e["slave"] for e in events if e["event"] == "push.done"} == {"ns2", "ns3"}
+        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
+        assert not any(b"example.net" in d for d in local.installed())
+        assert status(local.config).returncode == 0
+        assert daemon.stop() == 0
+
+
+def test_share_of_records_and_restart(tmp_path: Path) -> None:
+    """Most records of a zone gone: held; still held after a restart; accepted then."""
+    local = guarded(tmp_path, max_removed=0.2)
+    big = example_com(extra="".join(f"+h{i}.example.com:192.0.2.{i}\n" for i in range(1, 40)))
+    write(local.zones / "zones.example.com", big)
+    with running(local) as (daemon, _first):
+        mark = daemon.mark()
+        write(local.zones / "zones.example.com", example_com())
+        held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
+        assert "records" in held["reason"]
+        assert daemon.stop() == 0
+    restart = local.daemon.mark()
+    with running_held(local) as daemon:
+        daemon.wait("guard.held", restart, timeout=TIMEOUT)
+        assert not daemon.find("push.done", restart)
+        assert all(b"h39.example.com" in d for d in local.installed())
+        code, events = dnsmaster("push", "--accept", "--config", str(local.config))
+        assert code == 0, events
+        assert not any(b"h39.example.com" in d for d in local.installed())
+        assert daemon.stop() == 0
+
+
+def test_allowed_zone_goes_out(tmp_path: Path) -> None:
+    local = guarded(tmp_path, allow=["example.net"], max_removed=1.0)
+    with running(local) as (daemon, _first):
+        mark = daemon.mark()
+        (local.zones / "zones.example.net").unlink()
+        done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+        assert not daemon.find("guard.held")
+
+
+class running_held:
+    """The daemon restarted on a held build: it pushes nothing, so no first push."""
+
+    def __init__(self, local: Local) -> None:
+        self.local = local
+
+    def __enter__(self):  # type: ignore[no-untyped-def]
+        return self.local.daemon.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.local.daemon.kill()
