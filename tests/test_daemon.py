@@ -41,6 +41,11 @@ HEADER = "# test header\n"
 NET = ".example.net:127.0.0.1:a:259200\n+www.example.net:198.51.100.1\n"
 
 
+#: These zones are a few records each: one deleted file or zone is over any sensible
+#: share, and the tests of saves and pushes delete some. The guard has tests of its own.
+NO_GUARD = "\n[guard]\nmax_removed = 1.0\nzones = false\n"
+
+
 def example_com(www: str = "192.0.2.80", extra: str = "") -> str:
     return (
         "# zones.example.com\n"
@@ -142,6 +147,7 @@ class Rig:
                     for s in slaves
                 ],
             )
+            + NO_GUARD
         )
         self.daemons: list[DaemonProcess] = []
 
@@ -512,6 +518,7 @@ class Local:
                 slaves=[{"name": r.name, "transport": "local", "root": r} for r in self.roots],
             )
             + extra
+            + ("" if "[guard]" in extra else NO_GUARD)
         )
         self.daemon = DaemonProcess(self.config)
 
