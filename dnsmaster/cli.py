@@ -522,11 +522,9 @@ async def _push(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_USAGE
     logger = log.get_logger()
-    unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
-    if unknown:
-        logger.error("config.invalid", error=f"no such slave: {', '.join(unknown)}")
+    slaves = _selected(cfg, args.slave, logger)
+    if slaves is None:
         return EXIT_USAGE
-    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
     with _one_writer(cfg.output, cfg.state, logger) as daemon:
         if daemon is not None:
             builder = _builder(cfg)
@@ -545,6 +543,17 @@ async def _push(args: argparse.Namespace) -> int:
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
 
 
+def _selected(cfg: Config, names: Sequence[str], logger: Any) -> list[Slave] | None:
+    """The slaves ``--slave`` names (all by default); None, logged, for an unknown one."""
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        return list(cfg.select(names))
+    except ConfigError as exc:
+        logger.error("config.invalid", error=exc.reason)
+        return None
+
+
 async def _wait(args: argparse.Namespace) -> int:
     from dnsmaster import log  # noqa: PLC0415
     from dnsmaster.core.fields import name_to_wire  # noqa: PLC0415
@@ -553,15 +562,13 @@ async def _wait(args: argparse.Namespace) -> int:
     if cfg is None:
         return EXIT_USAGE
     logger = log.get_logger()
-    unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
-    if unknown:
-        logger.error("config.invalid", error=f"no such slave: {', '.join(unknown)}")
+    slaves = _selected(cfg, args.slave, logger)
+    if slaves is None:
         return EXIT_USAGE
     try:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:
         return _usage_error(f"--zone: {exc}")
-    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
     return await _wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)
 
 

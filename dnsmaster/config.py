@@ -18,7 +18,7 @@ import math
 import os
 import stat
 import tomllib
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
@@ -152,6 +152,16 @@ class Config:
     #: Unsafe but working setups found at load, each naming the path, what is
     #: wrong and the fix (``chmod 600 KEY``); the daemon and push log them.
     warnings: tuple[str, ...] = ()
+
+    def select(self, names: Sequence[str]) -> tuple[Slave, ...]:
+        """The slaves named (all when ``names`` is empty), in config order.
+
+        Raises :class:`ConfigError` naming every name no slave has.
+        """
+        unknown = sorted(set(names) - {s.name for s in self.slaves})
+        if unknown:
+            raise ConfigError(str(self.path), "slave", f"no such slave: {', '.join(unknown)}")
+        return tuple(s for s in self.slaves if not names or s.name in names)
 
 
 def resolve_path(option: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:

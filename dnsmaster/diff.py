@@ -102,9 +102,10 @@ async def push_plan(args: argparse.Namespace) -> int:
     try:
         builder, cfg = _builder(args)
         assert cfg is not None  # push has no --zones/--out: the configuration names them
-        unknown = sorted(set(args.slave) - {s.name for s in cfg.slaves})
-        if unknown:
-            raise CannotPlan(f"no such slave: {', '.join(unknown)}")
+        try:
+            chosen = cfg.select(args.slave)
+        except ConfigError as exc:
+            raise CannotPlan(exc.reason) from None
         if args.no_build:
             current = _current(builder.output)
             sides = Sides(current, current, True)
@@ -115,7 +116,7 @@ async def push_plan(args: argparse.Namespace) -> int:
         return _cannot(str(exc))
     except DataErrors as exc:
         return _data_errors(exc)
-    slaves = [s for s in cfg.slaves if not args.slave or s.name in args.slave]
+    slaves = chosen
     sha256 = hashlib.sha256(sides.planned).hexdigest() if sides.up_to_date else None
     held = await asyncio.gather(*(_holds(s, cfg) for s in slaves))
     report: dict[str, dict[str, Any]] = {}
