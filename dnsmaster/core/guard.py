@@ -46,8 +46,7 @@ def judge(
     reasons = []
     if share > max_removed:
         reasons.append(
-            f"removes {removed} of {old_records} records ({share:.0%}, more than "
-            f"{max_removed:.0%})"
+            f"removes {removed} of {old_records} records ({share:.0%}, more than {max_removed:.0%})"
         )
     if zones and gone:
         reasons.append(f"removes the zones {', '.join(gone)}")
