@@ -43,6 +43,11 @@ def dnsmaster(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[st
     )
 
 
+def build_argv(zones: Path, out: Path) -> list[str]:
+    """``dnsmaster build`` of ``zones`` into ``out``, to run under strace or kill."""
+    return [sys.executable, "-m", "dnsmaster", "build", "--zones", str(zones), "--out", str(out)]
+
+
 @pytest.fixture
 def zones(tmp_path: Path) -> Path:
     directory = tmp_path / "zones"
@@ -181,14 +186,7 @@ class TestCrashBetweenRenames:
                 "trace=rename",
                 "-e",
                 f"inject=rename:signal=SIGKILL:when={when}",
-                sys.executable,
-                "-m",
-                "dnsmaster",
-                "build",
-                "--zones",
-                str(zones),
-                "--out",
-                str(out),
+                *build_argv(zones, out),
             ],
             capture_output=True,
             text=True,
@@ -358,16 +356,7 @@ class TestMasterFullDiskAndKills:
         for i in range(12):
             write(zones / "zones.example.com", example_com(f"192.0.2.{i + 1}"))
             proc = subprocess.Popen(
-                [
-                    sys.executable,
-                    "-m",
-                    "dnsmaster",
-                    "build",
-                    "--zones",
-                    str(zones),
-                    "--out",
-                    str(out),
-                ],
+                build_argv(zones, out),
                 stdout=subprocess.DEVNULL,
                 stderr=subprocess.DEVNULL,
                 env=ENV,
