@@ -516,15 +516,10 @@ def _status(args: argparse.Namespace) -> int:
 
 
 async def _push(args: argparse.Namespace) -> int:
-    from dnsmaster import log  # noqa: PLC0415
-
-    cfg = _config_and_log(args)
-    if cfg is None:
+    setup = _config_log_slaves(args)
+    if setup is None:
         return EXIT_USAGE
-    logger = log.get_logger()
-    slaves = _selected(cfg, args.slave, logger)
-    if slaves is None:
-        return EXIT_USAGE
+    cfg, logger, slaves = setup
     with _one_writer(cfg.output, cfg.state, logger) as daemon:
         if daemon is not None:
             builder = _builder(cfg)
@@ -543,28 +538,30 @@ async def _push(args: argparse.Namespace) -> int:
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
 
 
-def _selected(cfg: Config, names: Sequence[str], logger: Any) -> list[Slave] | None:
-    """The slaves ``--slave`` names (all by default); None, logged, for an unknown one."""
+def _config_log_slaves(args: argparse.Namespace) -> tuple[Config, Any, list[Slave]] | None:
+    """The configuration, the logger, and the slaves ``--slave`` names (all by default);
+    None when either is wrong (the error is logged by then)."""
+    from dnsmaster import log  # noqa: PLC0415
     from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
+    cfg = _config_and_log(args)
+    if cfg is None:
+        return None
+    logger = log.get_logger()
     try:
-        return list(cfg.select(names))
+        return cfg, logger, list(cfg.select(args.slave))
     except ConfigError as exc:
         logger.error("config.invalid", error=exc.reason)
         return None
 
 
 async def _wait(args: argparse.Namespace) -> int:
-    from dnsmaster import log  # noqa: PLC0415
     from dnsmaster.core.fields import name_to_wire  # noqa: PLC0415
 
-    cfg = _config_and_log(args)
-    if cfg is None:
+    setup = _config_log_slaves(args)
+    if setup is None:
         return EXIT_USAGE
-    logger = log.get_logger()
-    slaves = _selected(cfg, args.slave, logger)
-    if slaves is None:
-        return EXIT_USAGE
+    cfg, logger, slaves = setup
     try:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:
