@@ -410,10 +410,16 @@ def _check(args: argparse.Namespace) -> int:
 
     try:
         zones, _, strict = _zones_paths(args, output=False)
+        # The same cap as the build that follows: a file the daemon would refuse
+        # must not pass the check.
+        cfg = _config(args) if args.zones is None else None
     except ConfigError as exc:
         return _usage_error(str(exc))
+    builder = Builder(zones, zones, strict=strict)
+    if cfg is not None:
+        builder.max_file_size = cfg.max_file_size
     try:
-        found = Builder(zones, zones, strict=strict).diagnose()
+        found = builder.diagnose()
     except BuildError as exc:
         sys.stderr.write(f"dnsmaster: {exc}\n")
         return EXIT_SYSTEM

@@ -287,3 +287,27 @@ class TestSystemErrors:
         got = check()
         assert got.status == EXIT_USAGE
         assert "no configuration" in got.err
+
+
+def test_config_file_size_cap(check: Check, zones: Path, tmp_path: Path) -> None:
+    """With the configuration's zones, its max_file_size applies, as in the build."""
+    from tests.daemonrun import config_text  # noqa: PLC0415
+
+    (zones / "zones.big").write_bytes(GOOD * 20)
+    config = tmp_path / "dnsmaster.toml"
+    (tmp_path / "known_hosts").touch()
+    slave = {"name": "ns2", "host": "127.0.0.1"}
+    config.write_text(
+        config_text(
+            zones=zones,
+            output=tmp_path,
+            state=tmp_path,
+            slaves=[slave],
+            top={"max_file_size": 100, "known_hosts": tmp_path / "known_hosts"},
+        )
+    )
+    got = check("--config", config)
+    assert got.status == EXIT_SYSTEM, got
+    assert "larger than the cap of 100 bytes" in got.err
+    # the same file passes under the default cap
+    assert check("--zones", zones).status == EXIT_OK
