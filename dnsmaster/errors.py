@@ -14,6 +14,7 @@ cannot help)::
     ├── ConfigError           the config file and key (path, key, reason)
     ├── WatchError            the zones directory (path, reason)
     ├── ReceiveError          the receiver refusing a push, on the slave itself
+    ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
     └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
         └── HostKeyError          its host key (host, port, known_hosts, presented)
             ├── HostKeyUnknown        known_hosts has no key for it
@@ -30,6 +31,7 @@ from __future__ import annotations
 from typing import Literal
 
 __all__ = [
+    "ArchiveError",
     "BuildError",
     "ConfigError",
     "DataError",
@@ -239,6 +241,19 @@ class HostKeyChanged(HostKeyError):
         self.lines = lines or (line,)
         self.known = known
         self.accept = accept
+
+
+class ArchiveError(DnsmasterError):
+    """The master's kept builds cannot be written or read, or have no such build.
+
+    ``path`` names the kept build or their directory, ``reason`` what is wrong
+    (for a rollback's ``--to``, which builds are kept).
+    """
+
+    def __init__(self, path: str, reason: str) -> None:
+        self.path = path
+        self.reason = reason
+        super().__init__(f"{path}: {reason}")
 
 
 class ReceiveError(DnsmasterError):

@@ -74,12 +74,19 @@ class CompiledSource:
 
 @dataclass(frozen=True, slots=True)
 class Assembled:
-    """The ``data`` text and the cdb records of one build."""
+    """The ``data`` text and the cdb records of one build.
+
+    ``stamps`` are the byte offsets in ``data`` where the serial's digits were
+    written (the banner's first, then every stamped ``Z`` line's), so a kept build
+    can be given a new serial exactly there (:mod:`dnsmaster.archive`) rather than
+    by searching for digits that a record's own data could contain too.
+    """
 
     serial: int
     data: bytes
     keys: list[bytes]
     values: list[bytes]
+    stamps: list[int]
 
 
 def next_serial(now: int, previous: int | None) -> int:
@@ -186,12 +193,18 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
         sources_id,
     )
     parts = [banner]
+    stamps = [len(_BANNER)]
+    at = len(banner)
+    width = len(stamp)
     for src in sources:
         pieces = src.pieces
         parts.append(pieces[0])
+        at += len(pieces[0])
         for piece in pieces[1:]:
+            stamps.append(at)
             parts.append(stamp)
             parts.append(piece)
+            at += width + len(piece)
     data = b"".join(parts)
     keys = list(chain.from_iterable(src.records.keys for src in sources))
     values = list(chain.from_iterable(src.records.values for src in sources))
@@ -200,7 +213,7 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
         if src.records.soa_defaults:
             values[base : base + len(src.records)] = src.records.with_serial(serial)
         base += len(src.records)
-    return Assembled(serial=serial, data=data, keys=keys, values=values)
+    return Assembled(serial=serial, data=data, keys=keys, values=values, stamps=stamps)
 
 
 def _dot_lines_too_long(
