@@ -28,6 +28,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 from dnsmaster import fsutil
+from dnsmaster.archive import DEFAULT_KEEP, Archive
 from dnsmaster.core import cdb
 from dnsmaster.core.makedata import (
     CompiledSource,
@@ -42,7 +43,8 @@ from dnsmaster.core.makedata import (
 from dnsmaster.core.serial import newer
 from dnsmaster.core.sources import is_source, source_order, why_skipped
 from dnsmaster.core.text import has_control, printable
-from dnsmaster.errors import BuildError, DataError, DataErrors
+from dnsmaster.errors import ArchiveError, BuildError, DataError, DataErrors
+from dnsmaster.log import get_logger
 
 __all__ = ["DEFAULT_MAX_FILE_SIZE", "BuildResult", "Builder", "Diagnosis"]
 
@@ -93,6 +95,8 @@ class Builder:
     #: Take the output directory's lock for each write; False when the caller holds
     #: it already (the daemon holds it for its whole life).
     locking: bool = True
+    #: How many builds the output directory keeps for rollback (``[daemon] keep``).
+    keep: int = DEFAULT_KEEP
     _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
     # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
     _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
@@ -175,6 +179,7 @@ class Builder:
                 serial = next_serial(int(self.clock()), previous)
                 built = assemble(compiled, serial)
                 sha256 = self._write(built.data, built.keys, built.values)
+                self._keep(built.data, serial, sha256, built.stamps)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
         except OSError as exc:  # the lock or the sweep
@@ -192,6 +197,17 @@ class Builder:
             seconds=time.perf_counter() - started,
             data=built.data,
         )
+
+    def _keep(self, data: bytes, serial: int, sha256: str, stamps: list[int]) -> None:
+        """Keep the installed build for rollback; a failure is logged, never fatal.
+
+        The build is on disk already: losing a rollback point must not cost the
+        operator the build itself (nor the push that follows it).
+        """
+        try:
+            Archive(self.output, self.keep).add(data, serial, sha256, stamps, self.clock())
+        except ArchiveError as exc:
+            get_logger().warning("archive.failed", path=exc.path, error=exc.reason, serial=serial)
 
     def _scan(self) -> tuple[list[str], list[tuple[str, str]]]:
         try:

@@ -79,6 +79,8 @@ class DaemonOptions:
     #: Seconds between checks of the sources' fingerprint, which catch any change the
     #: watcher missed (0: never).
     rescan: float = 60.0
+    #: How many builds the master keeps in OUTPUT/.dnsmaster-builds for rollback.
+    keep: int = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -393,6 +395,7 @@ def _daemon(r: _Reader) -> DaemonOptions:
             verify=r.take("verify", bool, d.verify),
             verify_timeout=r.number("verify_timeout", d.verify_timeout, minimum=0.01),
             rescan=r.number("rescan", d.rescan),
+            keep=r.integer("keep", d.keep, low=1, high=10000),
         )
     if options.max_delay < options.debounce:
         raise r.error("max_delay", "must not be shorter than debounce")
