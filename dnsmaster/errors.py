@@ -15,6 +15,7 @@ cannot help)::
     ├── WatchError            the zones directory (path, reason)
     ├── ReceiveError          the receiver refusing a push, on the slave itself
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
+    ├── DeltaError            a delta push that cannot be applied (reason)
     └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
         └── HostKeyError          its host key (host, port, known_hosts, presented)
             ├── HostKeyUnknown        known_hosts has no key for it
@@ -36,6 +37,7 @@ __all__ = [
     "ConfigError",
     "DataError",
     "DataErrors",
+    "DeltaError",
     "DnsmasterError",
     "HostKeyChanged",
     "HostKeyError",
@@ -254,6 +256,17 @@ class ArchiveError(DnsmasterError):
         self.path = path
         self.reason = reason
         super().__init__(f"{path}: {reason}")
+
+
+class DeltaError(DnsmasterError):
+    """A delta push cannot be applied: malformed, another base, or a wrong result.
+
+    ``reason`` says which; the master answers with a full push.
+    """
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__(reason)
 
 
 class ReceiveError(DnsmasterError):
