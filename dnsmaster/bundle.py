@@ -44,6 +44,7 @@ MODULES = (
     "dnsmaster/core/banner.py",
     "dnsmaster/core/cdb.py",
     "dnsmaster/core/compiler.py",
+    "dnsmaster/core/delta.py",
     "dnsmaster/core/fields.py",
     "dnsmaster/core/serial.py",
     "dnsmaster/core/stream.py",

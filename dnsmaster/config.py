@@ -61,6 +61,10 @@ class Slave:
     transport: Literal["ssh", "local"] = "ssh"
     #: The tinydns root, for ``transport = "local"`` (the receiver runs here).
     root: Path | None = None
+    #: zlib on what is pushed: ``auto`` (on unless the slave is on this machine:
+    #: a loopback host or a local transport), ``on`` or ``off``. Only receivers of
+    #: protocol 2 and up take it; older ones get the data plain.
+    compress: Literal["auto", "on", "off"] = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -484,6 +488,7 @@ def _slave(item: object, *, path: Path, index: int, user: str) -> Slave:
             protocol=r.choice("protocol", ("dnsmaster", "legacy"), "dnsmaster"),  # type: ignore[arg-type]
             transport=transport,  # type: ignore[arg-type]
             root=root,
+            compress=r.choice("compress", ("auto", "on", "off"), "auto"),  # type: ignore[arg-type]
         )
     return slave
 

@@ -61,6 +61,7 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
+from dnsmaster.protocol import DELTA
 from dnsmaster.verify import check_serials
 
 __all__ = [
@@ -575,6 +576,15 @@ class _SlaveCheck:
                 "receiver version",
                 f"the slave runs dnsmaster {theirs}, the master {__version__}",
                 "install the same dnsmaster on both",
+            )
+        protocol = fields.get("protocol", "")
+        if protocol.isdigit() and int(protocol) < DELTA:
+            # Served, but every push is the whole data, uncompressed.
+            self.group.warn(
+                "receiver protocol",
+                f"protocol {protocol}: it takes full pushes only, not deltas or compression "
+                f"(protocol {DELTA})",
+                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
             )
 
     def _receiver_failed(self, exc: SlaveError, *, answered: bool) -> None:

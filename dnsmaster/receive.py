@@ -3,9 +3,12 @@
 The slave account's only key is ``restrict,command="dnsmaster receive --root DIR"``;
 the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
 one of :data:`COMMANDS`. ``push`` reads the data on stdin and proves it arrived
-whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``status`` prints what
-is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of this
-receiver, which the master checks on first contact.
+whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``delta`` reads edits
+of the installed ``data`` instead (:mod:`dnsmaster.core.delta`), rebuilds the new
+data from them and checks it against the trailer's length and sha256 before
+anything else; ``--zlib`` says the stream is zlib-compressed; ``status`` prints
+what is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of
+this receiver, which the master checks on first contact.
 
 One writer at a time: everything that reads or changes the root happens under an
 exclusive ``flock`` on the root directory (:func:`dnsmaster.fsutil.locked`), taken
@@ -36,7 +39,9 @@ pip on the slave (:mod:`dnsmaster.bundle`); a new import here must be added to
 
 Exit statuses: 0 done (``status`` also when nothing is installed); 1 data refused
 (incomplete, too large, does not compile, older than the installed build); 2 command
-refused (unknown command, bad arguments); 111 system error.
+refused (unknown command, bad arguments); 3 delta refused (not against the
+installed data, malformed, or its result is not the build the trailer names: the
+master sends the full data instead); 111 system error.
 """
 
 from __future__ import annotations
@@ -50,6 +55,7 @@ import re
 import stat
 import sys
 import time
+import zlib
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -57,17 +63,19 @@ from typing import BinaryIO, TextIO
 
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import cdb, stream
+from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import Records, compile_text, default_serial
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
-from dnsmaster.errors import ReceiveError, TinydnsDataError
+from dnsmaster.errors import DeltaError, ReceiveError, TinydnsDataError
 from dnsmaster.protocol import PROTOCOL
 
 __all__ = [
     "COMMANDS",
     "DEFAULT_KEEP",
     "DEFAULT_MAX_SIZE",
+    "EXIT_DELTA",
     "FORCE",
     "VERBS",
     "Installed",
@@ -78,15 +86,29 @@ __all__ = [
     "status",
 ]
 
-VERBS = ("push", "status")
-#: The one word allowed after ``push``: install even a build older than the installed one.
+VERBS = ("push", "delta", "status")
+#: After ``push`` or ``delta``: install even a build older than the installed one.
 FORCE = "--force"
-#: Every command the key runs, exactly as ``SSH_ORIGINAL_COMMAND`` must spell it.
-COMMANDS = ("push", f"push {FORCE}", "status")
+#: After ``push`` or ``delta``, before ``--force``: the stream is zlib-compressed.
+ZLIB = "--zlib"
+#: Every command the key runs, exactly as ``SSH_ORIGINAL_COMMAND`` must spell it
+#: (protocol 1: the first three; protocol 2 adds ``delta`` and ``--zlib``).
+COMMANDS = (
+    "push",
+    f"push {FORCE}",
+    "status",
+    f"push {ZLIB}",
+    f"push {ZLIB} {FORCE}",
+    "delta",
+    f"delta {FORCE}",
+    f"delta {ZLIB}",
+    f"delta {ZLIB} {FORCE}",
+)
 DEFAULT_KEEP = 10
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
 EXIT_REFUSED = 1
 EXIT_USAGE = 2
+EXIT_DELTA = 3
 EXIT_SYSTEM = 111
 
 #: Ends every ``status`` line: the master checks the protocol on first contact and
@@ -108,6 +130,21 @@ class _Usage(ReceiveError):
     """The command was refused."""
 
     status = EXIT_USAGE
+
+
+class _DeltaRefused(ReceiveError):
+    """The delta was refused; the installed data is unchanged, a full push is needed."""
+
+    status = EXIT_DELTA
+
+
+@dataclass(frozen=True, slots=True)
+class _Request:
+    """What ``SSH_ORIGINAL_COMMAND`` asks for."""
+
+    verb: str
+    force: bool = False
+    compressed: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,10 +234,10 @@ def main(
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else 0
     try:
-        verb, force = _command(env.get("SSH_ORIGINAL_COMMAND"))
+        request = _command(env.get("SSH_ORIGINAL_COMMAND"))
         if args.keep < 1 or args.max_size < 1:
             raise _Usage("--keep and --max-size must be at least 1")
-        if verb == "status":
+        if request.verb == "status":
             report = status(args.root, out)
             out.write(report.line() + "\n")
             if isinstance(report, NotInstalled) and report.reason is not None:
@@ -210,8 +247,17 @@ def main(
                 )
         else:
             source = stdin if stdin is not None else sys.stdin.buffer
-            push(args.root, source, out, keep=args.keep, max_size=args.max_size, force=force)
-    except (_Refused, _Usage) as exc:
+            push(
+                args.root,
+                source,
+                out,
+                keep=args.keep,
+                max_size=args.max_size,
+                force=request.force,
+                delta=request.verb == "delta",
+                compressed=request.compressed,
+            )
+    except (_Refused, _Usage, _DeltaRefused) as exc:
         err.write(f"dnsmaster receive: refused: {exc}\n")
         return exc.status
     except OSError as exc:
@@ -221,8 +267,8 @@ def main(
     return 0
 
 
-def _command(command: str | None) -> tuple[str, bool]:
-    """The verb of ``SSH_ORIGINAL_COMMAND`` and whether it forces; exactly :data:`COMMANDS`."""
+def _command(command: str | None) -> _Request:
+    """What ``SSH_ORIGINAL_COMMAND`` asks for; exactly one of :data:`COMMANDS`."""
     allowed = ", ".join(COMMANDS)
     if command is None:
         raise _Usage(f"no command given; this key runs one of: {allowed}")
@@ -230,7 +276,7 @@ def _command(command: str | None) -> tuple[str, bool]:
     if " ".join(words) not in COMMANDS:
         shown = command if len(command) <= 80 else command[:77] + "..."
         raise _Usage(f"unknown command '{printable(shown)}'; this key runs one of: {allowed}")
-    return words[0], len(words) > 1
+    return _Request(words[0], FORCE in words, ZLIB in words)
 
 
 @contextlib.contextmanager
@@ -364,26 +410,53 @@ def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
 
 
 def push(
-    root: Path, source: BinaryIO, out: TextIO, *, keep: int, max_size: int, force: bool = False
+    root: Path,
+    source: BinaryIO,
+    out: TextIO,
+    *,
+    keep: int,
+    max_size: int,
+    force: bool = False,
+    delta: bool = False,
+    compressed: bool = False,
 ) -> None:
-    """Receive, verify, compile and install one push."""
-    content = _read_capped(source, max_size)
+    """Receive, verify, compile and install one push (of the data, or of a delta)."""
+    # A delta is never sent when it is not smaller than the data (the master sends the
+    # data then), so the one cap serves both, with room for the delta's header line.
+    extra = deltas.HEADER_MAX if delta else 0
+    content = _read_capped(source, max_size, extra=extra, compressed=compressed)
     body, trailer = stream.split(content)
-    if len(body) > max_size:
+    if len(body) > max_size + extra:
         raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
     if trailer is None:
         raise _Refused(
             f"incomplete data: {len(content)} bytes without the closing trailer line "
             "(connection cut?)"
         )
-    problem = trailer.mismatch(body)
-    if problem:
-        raise _Refused(f"incomplete data: {problem}")
-    _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
-    serial = previous_serial(body[:_HEAD])
-    shown = serial if serial is not None else "none"
+    edits = None
+    if delta:
+        try:
+            edits = deltas.parse(content, max_size=max_size)
+        except DeltaError as exc:
+            raise _DeltaRefused(f"delta: {exc.reason}") from None
+        _say(
+            out,
+            f"received delta bytes={len(content)} ops={len(edits.ops)} "
+            f"base={edits.base_sha256[:16]}",
+        )
+    else:
+        problem = trailer.mismatch(body)
+        if problem:
+            raise _Refused(f"incomplete data: {problem}")
+        _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
     with _session(root, out) as unmatched:
         try:
+            if edits is not None:
+                body = _rebuild(root, edits)
+                content = body + trailer.line()
+                _say(out, f"rebuilt bytes={len(body)} sha256={trailer.sha256} from the delta")
+            serial = previous_serial(body[:_HEAD])
+            shown = serial if serial is not None else "none"
             if unmatched is not None:
                 _say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
             _copy_uncopied(root, out)
@@ -406,6 +479,27 @@ def push(
     if pruned:
         _say(out, f"pruned {len(pruned)} old copies")
     _say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
+    """The new ``data``: ``edits`` applied to the installed one, checked whole.
+
+    The caller holds the lock, so the base cannot change between this check and
+    the install. The base is the installed data without its trailer line, exactly
+    what ``status`` reported the sha256 of.
+    """
+    try:
+        installed, _ = _read_data(root)
+    except FileNotFoundError:
+        raise _DeltaRefused("delta: base mismatch: no data is installed") from None
+    body, trailer = stream.split(installed)
+    try:
+        result = deltas.apply(edits, body if trailer else installed)
+    except DeltaError as exc:
+        raise _DeltaRefused(f"delta: {exc.reason}") from None
+    if result and not result.endswith(b"\n"):
+        raise _DeltaRefused("delta: the result does not end with a newline")
+    return result
 
 
 def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
@@ -567,16 +661,43 @@ def prune(root: Path, keep: int) -> list[str]:
     return gone
 
 
-def _read_capped(source: BinaryIO, max_size: int) -> bytes:
+def _read_capped(
+    source: BinaryIO, max_size: int, *, extra: int = 0, compressed: bool = False
+) -> bytes:
+    """All of stdin (decompressed), refused as soon as it passes the cap.
+
+    The cap is on what the stream holds once decompressed, so a small compressed
+    stream cannot fill the memory. A compressed stream must end where zlib's own
+    end is, its checksum right: anything else is a cut or corrupt stream.
+    """
     # The cap is on the data; the trailer line may come on top of it.
-    limit = max_size + stream.TRAILER_MAX
+    limit = max_size + stream.TRAILER_MAX + extra
+    over = f"data over the size cap of {max_size} bytes (--max-size)"
+    unzip = zlib.decompressobj() if compressed else None
     chunks = []
     size = 0
     while chunk := source.read(1 << 20):
+        if unzip is not None:
+            if unzip.eof:
+                raise _Refused("bytes after the end of the compressed stream")
+            try:
+                chunk = unzip.decompress(chunk, limit + 1 - size)
+            except zlib.error as exc:
+                raise _Refused(f"corrupt compressed stream: {exc}") from None
+            if unzip.unconsumed_tail:
+                raise _Refused(over)
         size += len(chunk)
         if size > limit:
-            raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
+            raise _Refused(over)
         chunks.append(chunk)
+    if unzip is not None:
+        if unzip.unused_data:
+            raise _Refused("bytes after the end of the compressed stream")
+        if not unzip.eof:
+            raise _Refused(
+                f"incomplete data: the compressed stream ends before its end, after {size} "
+                "bytes (connection cut?)"
+            )
     return b"".join(chunks)
 
 

@@ -26,7 +26,7 @@ from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.errors import SlaveError
-from dnsmaster.protocol import PROTOCOL
+from dnsmaster.protocol import NEEDED, PROTOCOL
 from tests.conftest import VECTORS, _missing
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -526,9 +526,11 @@ class TestProtocolCheck:
             f"status none {SPEAKS}",
             f"status sha256={SHA} serial=1 {SPEAKS}",
             "status none protocol=99",
+            f"status none protocol={NEEDED} version=0.1.0",
         ],
     )
-    def test_current_or_newer_passes(self, line: str) -> None:
+    def test_needed_or_newer_passes(self, line: str) -> None:
+        """Every receiver of NEEDED and up is served (protocol 1 with plain pushes)."""
         push.check_receiver("s1", [line])
         push.check_receiver("s1", ["swept 1 files a killed run left: .data.x.tmp", line])
 
@@ -537,7 +539,7 @@ class TestProtocolCheck:
         [
             (["status none"], "no protocol version"),
             ([f"status sha256={SHA} serial=1 bytes=3 time=t"], "no protocol version"),
-            ([f"status none protocol={PROTOCOL - 1} version=0.0.9"], f"protocol {PROTOCOL - 1}"),
+            ([f"status none protocol={NEEDED - 1} version=0.0.9"], f"protocol {NEEDED - 1}"),
         ],
     )
     def test_older_is_refused(self, lines: list[str], speaks: str) -> None:
@@ -550,10 +552,10 @@ class TestProtocolCheck:
             "s1",
             "status",
             False,
-            PROTOCOL,
+            NEEDED,
         )
         assert f"speaks {speaks}" in exc.reason
-        assert f"this master (dnsmaster {__version__}) needs protocol {PROTOCOL}" in exc.reason
+        assert f"this master (dnsmaster {__version__}) needs protocol {NEEDED}" in exc.reason
         assert "dnsmaster receiver-bundle" in exc.reason
         assert "pip install" in exc.reason
         assert str(exc).startswith("slave s1: receiver version ")

@@ -310,7 +310,7 @@ def test_errors_name_the_key(home: Path, text: str, key: str, reason: str) -> No
 
 def test_unknown_key_lists_the_known_ones(home: Path) -> None:
     err = load_error(home, BASE + SLAVE + "hots = 'x'\n")
-    assert "known: dns, dns_port, host, key, name" in err.reason
+    assert "known: compress, dns, dns_port, host, key, name" in err.reason
     err = load_error(home, BASE + "[push]\nparalel = 3\n")
     assert "keepalive_interval, parallel, timeout" in err.reason
 
