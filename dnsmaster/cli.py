@@ -625,10 +625,13 @@ async def _wait_for_build(
 
 async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     """Push the data on disk to ``slaves``; the exit status."""
+    import asyncio  # noqa: PLC0415
     import hashlib  # noqa: PLC0415
 
     from dnsmaster import push  # noqa: PLC0415
-    from dnsmaster.errors import SlaveError  # noqa: PLC0415
+    from dnsmaster.archive import Archive  # noqa: PLC0415
+    from dnsmaster.errors import ArchiveError, SlaveError  # noqa: PLC0415
+    from dnsmaster.protocol import DELTA  # noqa: PLC0415
 
     try:
         data = (cfg.output / "data").read_bytes()
@@ -653,10 +656,11 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     def status_line(slave: str, stream: str, text: str) -> None:
         logger.debug("status.line", slave=slave, stream=stream, line=text)
 
-    async def ask_first(channel: SlaveChannel) -> push.PushResult | None:
-        """As the daemon on first contact: is it a receiver that speaks our protocol?"""
+    async def ask_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
+        """As the daemon on first contact: is it a receiver that speaks our protocol,
+        and which build does it hold (a delta goes against it, if the master kept it)?"""
         try:
-            await push.fetch_status(channel, cfg.push.connect_timeout * 2, status_line)
+            receiver = await push.fetch_receiver(channel, cfg.push.connect_timeout * 2, status_line)
         except SlaveError as exc:
             return push.PushResult(
                 channel.slave.name,
@@ -669,7 +673,27 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
                 phase=exc.phase,
                 retryable=exc.retryable,
             )
-        return None
+        report.receiver(channel.slave.name, receiver)
+        return receiver.offer(await base_of(receiver))
+
+    # The builds the slaves hold, by sha256, read from the archive once for all.
+    bases: dict[str, bytes | None] = {sha256: data}
+    reading = asyncio.Lock()
+
+    async def base_of(receiver: push.Receiver) -> bytes | None:
+        """The bytes of the build the slave holds, when a delta can go against it."""
+        if receiver.installed is None or (receiver.protocol or 0) < DELTA:
+            return None
+        wanted = receiver.installed.sha256
+        async with reading:
+            if wanted not in bases:
+                archive = Archive(cfg.output, cfg.daemon.keep)
+                try:
+                    bases[wanted] = await asyncio.to_thread(archive.by_sha256, wanted)
+                except ArchiveError as exc:
+                    logger.warning("push.no_base", sha256=wanted[:16], error=exc.reason)
+                    bases[wanted] = None
+        return bases[wanted]
 
     try:
         results = await push.push_all(
@@ -681,6 +705,7 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             on_line=report.line,
             on_result=report.result,
             before=ask_first,
+            on_delta_refused=report.delta_refused,
         )
     finally:
         for channel in channels:

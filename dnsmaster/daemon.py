@@ -43,6 +43,7 @@ from typing import Any, Literal
 
 from dnsmaster import fsutil, metrics
 from dnsmaster import state as statefile
+from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
 from dnsmaster.core import guard
@@ -51,14 +52,23 @@ from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.debounce import Debouncer
-from dnsmaster.errors import BuildError, DataErrors, HostKeyError, PushError, WatchError
+from dnsmaster.errors import (
+    ArchiveError,
+    BuildError,
+    DataErrors,
+    HostKeyError,
+    PushError,
+    WatchError,
+)
 from dnsmaster.hooks import Hooks
+from dnsmaster.protocol import DELTA
 from dnsmaster.push import (
+    Offer,
     PushLog,
     PushResult,
     SlaveChannel,
     channel_for,
-    fetch_status,
+    fetch_receiver,
     file_signature,
     push_one,
 )
@@ -162,6 +172,11 @@ class SlaveWorker:
         self._reverify = False
         self._hold: _Hold | None = None
         self._tried: str | None = None  # the sha256 of the last build pushed here
+        #: What the receiver speaks, from its last status (None: not asked yet).
+        self._protocol: int | None = None
+        #: The data this slave holds, when known here: what was last pushed to it
+        #: (or found current at start). A delta goes against it.
+        self._holds: Current | None = None
 
     def wake(self, *, force: bool = False) -> None:
         """A new build (or SIGALRM, with ``force``): push now, whatever the backoff."""
@@ -290,7 +305,7 @@ class SlaveWorker:
             return True  # update-dns cannot tell; it gets a push
         try:
             async with self.daemon.gate:
-                version = await fetch_status(
+                receiver = await fetch_receiver(
                     self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
                 )
         except PushError as exc:
@@ -309,10 +324,17 @@ class SlaveWorker:
             )
             return False
         self._asked = True
+        self._protocol = receiver.protocol
+        version = receiver.installed
+        PushLog(log).receiver(self.slave.name, receiver)
+        if self._holds is not None and (version is None or version.sha256 != self._holds.sha256):
+            self._holds = None  # it has something else now: the archive may know it
         if version is None:
             log.info("status.none", slave=self.slave.name)
             return True
         current = self.daemon.current
+        if current is not None and current.sha256 == version.sha256:
+            self._holds = current
         log.info(
             "status.installed",
             slave=self.slave.name,
@@ -343,12 +365,15 @@ class SlaveWorker:
             self.busy = True
             self._update(result="pushing", push_started=time.time())
             try:
+                log = daemon.push_log(current)
                 result = await push_one(
                     self.channel,
                     current.data,
                     current.sha256,
                     daemon.config.push.timeout,
-                    daemon.push_log(current).line,
+                    log.line,
+                    offer=Offer(self._protocol, await self._base()),
+                    on_delta_refused=log.delta_refused,
                 )
             finally:
                 self.busy = False
@@ -363,6 +388,7 @@ class SlaveWorker:
             daemon.hooks.fire("failure", **facts, result="push failed", error=result.error)
         now = time.time()
         if result.ok:
+            self._holds = current
             self._update(
                 installed_sha256=current.sha256,
                 installed_serial=current.serial,
@@ -390,6 +416,20 @@ class SlaveWorker:
             )
         daemon.pushed(current)
         return result
+
+    async def _base(self) -> bytes | None:
+        """The data this slave holds, for a delta: kept here, else from the archive."""
+        sha256 = self.state.installed_sha256
+        if sha256 is None or self._protocol is None or self._protocol < DELTA:
+            return None
+        if self._holds is not None and self._holds.sha256 == sha256:
+            return self._holds.data
+        archive = Archive(self.daemon.config.output, self.daemon.config.daemon.keep)
+        try:
+            return await asyncio.to_thread(archive.by_sha256, sha256)
+        except ArchiveError as exc:
+            self.daemon.log.warning("push.no_base", slave=self.slave.name, error=exc.reason)
+            return None
 
     def outcome(self, sha256: str) -> str | None:
         """For the ``done`` hook: ok, failed, or None while this build is pending here."""
