@@ -2,7 +2,7 @@
  * Optional accelerator for dnsmaster.core.compiler: the per-line work of the
  * tinydns-data compiler for well-formed lines, in C.
  *
- * run(lines, start, default_soa, keys, values, stamped, soa_defaults) -> int
+ * run(lines, start, check, default_soa, keys, values, stamped, soa_defaults) -> int
  *
  * Compiles lines[start:] in order, appending records exactly as the pure-Python
  * compiler does (spec sections cited as in compiler.py), and stops at the first
@@ -13,7 +13,21 @@
  * the Python code, which compiles it (or raises the error) and calls run() again
  * from the next line. A line handed back has added nothing to the lists.
  *
+ * Each line is stripped of trailing spaces, tabs and LFs first (2.2).
+ *
+ * With check true, the checker is on too (lint.Linter): a line it might have
+ * something to say about (a CR, extra fields, an odd address, number, timestamp,
+ * location or prefix) is handed back as well, so every line that stays in C is one
+ * the checker would pass in silence.
+ *
+ * TYPES mirrors compiler.LINE_TYPES: one function per line type and the shape of
+ * its fields, which the checker's tests read.
+ *
  * default_soa is the 20 bytes of default SOA numbers (serial first, spec 3.8).
+ *
+ * run_text(data, pos, index, default_soa, keys, values, stamped, soa_defaults)
+ *
+ * The same over a whole data text, without the checker.
  *
  * write_cdb(fd, keys, values) -> None
  *
@@ -297,255 +311,520 @@ append_index(PyObject *list, Py_ssize_t i)
     return append_new(list, PyLong_FromSsize_t(i));
 }
 
-/* One line. Returns 1 when done, 0 to hand it to Python, -1 on a Python error. */
+/* ---- one function per line type, as LINE_TYPES in compiler.py ----
+ *
+ * Each compiles one line from its fields (2.3) and returns 1 when done, 0 to hand
+ * the line to Python (nothing added yet), -1 on a Python error. */
+
+typedef struct {
+    out o;
+    const unsigned char *default_soa; /* 20 bytes, serial first (3.8) */
+    PyObject *stamped;
+    PyObject *soa_defaults;
+    Py_ssize_t index; /* of the line being compiled */
+} ctx;
+
+/* The line takes the default serial, in the SOA record emitted next. */
 static int
-line_records(out *o, Py_ssize_t index, const unsigned char *line, Py_ssize_t len,
-             const unsigned char *default_soa, PyObject *stamped, PyObject *soa_defaults)
+stamp(ctx *c)
+{
+    if (append_index(c->stamped, c->index) < 0 ||
+        append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0)
+        return -1;
+    return 0;
+}
+
+/* 5.5: the A record of a + or = line; 2 when it has none (no address). */
+static int
+address(ctx *c, const span *f, wire *owner, unsigned char *head, int *has_loc,
+        unsigned char *lo, unsigned char *ip)
+{
+    if (!name(f[0], owner))
+        return 0;
+    make_head(head, f[2], 86400, f[3]);
+    *has_loc = loc(f[4], lo);
+    if (!ip4(f[1], ip))
+        return 2;
+    return emit(&c->o, 1, owner, head, *has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0 ? -1 : 1;
+}
+
+static int
+h_host(ctx *c, const span *f) /* + */
+{
+    wire owner;
+    unsigned char head[12], lo[2], ip[4];
+    int has_loc;
+    int rc = address(c, f, &owner, head, &has_loc, lo, ip);
+    return rc == 2 ? 1 : rc;
+}
+
+static int
+h_host_and_ptr(ctx *c, const span *f) /* = */
+{
+    wire owner, rev;
+    unsigned char head[12], lo[2], ip[4];
+    int has_loc;
+    int rc = address(c, f, &owner, head, &has_loc, lo, ip);
+    if (rc != 1)
+        return rc == 2 ? 1 : rc;
+    int n = 0;
+    for (int k = 3; k >= 0; k--) {
+        char digits[4];
+        int dn = snprintf(digits, sizeof digits, "%u", (unsigned)ip[k]);
+        rev.b[n++] = (unsigned char)dn;
+        memcpy(rev.b + n, digits, (size_t)dn);
+        n += dn;
+    }
+    memcpy(rev.b + n, IN_ADDR_ARPA, sizeof IN_ADDR_ARPA); /* with the final NUL */
+    rev.n = n + (int)sizeof IN_ADDR_ARPA;
+    return emit(&c->o, 12, &rev, head, has_loc, lo, owner.b, owner.n, NULL, 0, NULL, 0) < 0
+               ? -1
+               : 1;
+}
+
+/* 5.2, 5.3: SOA (for a . line), NS and the server's A. */
+static int
+name_server(ctx *c, const span *f, int soa)
+{
+    wire owner, target;
+    unsigned char head[12], lo[2], ip[4];
+    if (!name(f[0], &owner) || !server(f[2], ".ns.", f[0], &target))
+        return 0;
+    uint64_t ttl;
+    if (!number(f[3], &ttl))
+        ttl = 259200;
+    put32(head, ttl);
+    ttd(f[4], head + 4);
+    int has_loc = loc(f[5], lo);
+    if (soa) {
+        unsigned char soa_head[12];
+        put32(soa_head, ttl ? 2560 : 0);
+        memcpy(soa_head + 4, head + 4, 8);
+        if (stamp(c) < 0)
+            return -1;
+        /* rname: "hostmaster" + fqdn, not length-checked (5.2); then the numbers */
+        unsigned char rdata[sizeof HOSTMASTER - 1 + WIRE_MAX + 20];
+        Py_ssize_t rn = 0;
+        memcpy(rdata, HOSTMASTER, sizeof HOSTMASTER - 1);
+        rn += sizeof HOSTMASTER - 1;
+        memcpy(rdata + rn, owner.b, (size_t)owner.n);
+        rn += owner.n;
+        memcpy(rdata + rn, c->default_soa, 20);
+        rn += 20;
+        if (emit(&c->o, 6, &owner, soa_head, has_loc, lo, target.b, target.n, rdata, rn,
+                 NULL, 0) < 0)
+            return -1;
+    }
+    if (emit(&c->o, 2, &owner, head, has_loc, lo, target.b, target.n, NULL, 0, NULL, 0) < 0)
+        return -1;
+    if (ip4(f[1], ip) &&
+        emit(&c->o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+        return -1;
+    return 1;
+}
+
+static int
+h_zone(ctx *c, const span *f) /* . */
+{
+    return name_server(c, f, 1);
+}
+
+static int
+h_delegation(ctx *c, const span *f) /* & */
+{
+    return name_server(c, f, 0);
+}
+
+static int
+h_mail(ctx *c, const span *f) /* @, 5.6 */
+{
+    wire owner, target;
+    unsigned char head[12], lo[2], ip[4], dist[2];
+    uint64_t v;
+    if (!name(f[0], &owner) || !server(f[2], ".mx.", f[0], &target))
+        return 0;
+    make_head(head, f[4], 86400, f[5]);
+    int has_loc = loc(f[6], lo);
+    if (!number(f[3], &v))
+        v = 0;
+    put16(dist, v);
+    if (emit(&c->o, 15, &owner, head, has_loc, lo, dist, 2, target.b, target.n, NULL, 0) < 0)
+        return -1;
+    if (ip4(f[1], ip) &&
+        emit(&c->o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+        return -1;
+    return 1;
+}
+
+/* 5.8: a CNAME or a PTR. */
+static int
+pointer(ctx *c, const span *f, unsigned rtype)
+{
+    wire owner, target;
+    unsigned char head[12], lo[2];
+    if (!name(f[0], &owner) || !name(f[1], &target))
+        return 0;
+    make_head(head, f[2], 86400, f[3]);
+    int has_loc = loc(f[4], lo);
+    return emit(&c->o, rtype, &owner, head, has_loc, lo, target.b, target.n, NULL, 0, NULL,
+                0) < 0
+               ? -1
+               : 1;
+}
+
+static int
+h_alias(ctx *c, const span *f) /* C */
+{
+    return pointer(c, f, 5);
+}
+
+static int
+h_reverse(ctx *c, const span *f) /* ^ */
+{
+    return pointer(c, f, 12);
+}
+
+static int
+h_txt(ctx *c, const span *f) /* ', 5.7: strings of up to 127 bytes */
+{
+    wire owner;
+    unsigned char head[12], lo[2];
+    if (!name(f[0], &owner))
+        return 0;
+    make_head(head, f[2], 86400, f[3]);
+    int has_loc = loc(f[4], lo);
+    span t = f[1];
+    if (t.n <= 127) {
+        unsigned char one = (unsigned char)t.n;
+        return emit(&c->o, 16, &owner, head, has_loc, lo, &one, t.n ? 1 : 0, t.p, t.n, NULL,
+                    0) < 0
+                   ? -1
+                   : 1;
+    }
+    Py_ssize_t rn = t.n + (t.n + 126) / 127;
+    unsigned char *rdata = PyMem_Malloc((size_t)rn);
+    if (rdata == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    Py_ssize_t j = 0;
+    for (Py_ssize_t i = 0; i < t.n; i += 127) {
+        Py_ssize_t k = t.n - i < 127 ? t.n - i : 127;
+        rdata[j++] = (unsigned char)k;
+        memcpy(rdata + j, t.p + i, (size_t)k);
+        j += k;
+    }
+    int rc = emit(&c->o, 16, &owner, head, has_loc, lo, rdata, j, NULL, 0, NULL, 0);
+    PyMem_Free(rdata);
+    return rc < 0 ? -1 : 1;
+}
+
+static int
+h_soa(ctx *c, const span *f) /* Z, 5.4 */
+{
+    static const uint64_t defaults[4] = {16384, 2048, 1048576, 2560};
+    wire owner, mname, rname;
+    unsigned char head[12], lo[2], numbers[20];
+    uint64_t v;
+    if (!name(f[0], &owner) || !name(f[1], &mname) || !name(f[2], &rname))
+        return 0;
+    if (number(f[3], &v))
+        put32(numbers, v);
+    else {
+        memcpy(numbers, c->default_soa, 4);
+        if (stamp(c) < 0)
+            return -1;
+    }
+    for (int k = 0; k < 4; k++) {
+        if (!number(f[4 + k], &v))
+            v = defaults[k];
+        put32(numbers + 4 + 4 * k, v);
+    }
+    make_head(head, f[8], 2560, f[9]);
+    int has_loc = loc(f[10], lo);
+    return emit(&c->o, 6, &owner, head, has_loc, lo, mname.b, mname.n, rname.b, rname.n,
+                numbers, 20) < 0
+               ? -1
+               : 1;
+}
+
+static int
+h_generic(ctx *c, const span *f) /* :, 5.9 */
+{
+    wire owner;
+    unsigned char head[12], lo[2];
+    uint64_t v;
+    if (!name(f[0], &owner))
+        return 0;
+    number(f[1], &v);
+    unsigned rtype = (unsigned)(v & 0xFFFF);
+    switch (rtype) {
+    case 252: case 0: case 6: case 2: case 5: case 12: case 15:
+        return 0; /* prohibited: Python raises the error */
+    default:
+        break;
+    }
+    make_head(head, f[3], 86400, f[4]);
+    int has_loc = loc(f[5], lo);
+    return emit(&c->o, rtype, &owner, head, has_loc, lo, f[2].p, f[2].n, NULL, 0, NULL, 0) < 0
+               ? -1
+               : 1;
+}
+
+static int
+h_client_location(ctx *c, const span *f) /* %, 5.10: key \0% + prefix (3.7), value lo */
+{
+    span p = f[1];
+    unsigned char lo[2];
+    Py_ssize_t i = 0, kn = 2;
+    unsigned char *key = PyMem_Malloc((size_t)p.n + 2);
+    if (key == NULL) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    key[0] = 0;
+    key[1] = '%';
+    for (;;) {
+        while (i < p.n && p.p[i] == '.')
+            i++;
+        Py_ssize_t s = i;
+        uint64_t x = 0;
+        while (i < p.n && p.p[i] >= '0' && p.p[i] <= '9') {
+            x = x * 10 + (uint64_t)(p.p[i] - '0');
+            i++;
+        }
+        if (i == s)
+            break;
+        key[kn++] = (unsigned char)(x & 255);
+    }
+    int rc = append_new(c->o.keys, PyBytes_FromStringAndSize((const char *)key, kn));
+    PyMem_Free(key);
+    if (rc < 0)
+        return -1;
+    loc(f[0], lo);
+    return append_new(c->o.values, PyBytes_FromStringAndSize((const char *)lo, 2)) < 0 ? -1 : 1;
+}
+
+static int
+h_srv(ctx *c, const span *f) /* S, Debian's 5.11 */
+{
+    wire owner, target;
+    unsigned char head[12], lo[2], ip[4], srv[6];
+    uint64_t port, v;
+    if (!name(f[0], &owner) || !server(f[2], ".srv.", f[0], &target) || !number(f[3], &port))
+        return 0;
+    make_head(head, f[6], 86400, f[7]);
+    int has_loc = loc(f[8], lo);
+    put16(srv, number(f[4], &v) ? v : 0);
+    put16(srv + 2, number(f[5], &v) ? v : 0);
+    put16(srv + 4, port);
+    if (emit(&c->o, 33, &owner, head, has_loc, lo, srv, 6, target.b, target.n, NULL, 0) < 0)
+        return -1;
+    if (ip4(f[1], ip) &&
+        emit(&c->o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
+        return -1;
+    return 1;
+}
+
+static int
+h_nothing(ctx *c, const span *f) /* # and - */
+{
+    (void)c;
+    (void)f;
+    return 1;
+}
+
+/* ---- the table: each line type's function and its Shape (lint.py) ---- */
+
+#define NONE (-1)
+#define U32 ((uint64_t)1 << 32)
+#define U16 ((uint64_t)1 << 16)
+#define MAX_NUMBERS 6
+
+typedef struct {
+    int pos;
+    uint64_t limit; /* the value wraps at this; 0 ends the list */
+} num_field;
+
+typedef struct {
+    int (*compile)(ctx *, const span *); /* NULL: no such line type */
+    int fields;                          /* 0: says nothing (no checks either) */
+    int ip, ip_required;
+    num_field numbers[MAX_NUMBERS];
+    int ttd, lo, prefix;
+} linetype;
+
+/* The shape of a line whose TTL, timestamp and location are its last three fields. */
+#define COMMON(n, ttl) .fields = (n), .ttd = (ttl) + 1, .lo = (ttl) + 2, .prefix = NONE
+#define NO_IP .ip = NONE
+
+static const linetype TYPES[256] = {
+    ['.'] = {h_zone, COMMON(6, 3), .ip = 1, .numbers = {{3, U32}}},
+    ['&'] = {h_delegation, COMMON(6, 3), .ip = 1, .numbers = {{3, U32}}},
+    ['Z'] = {h_soa, COMMON(11, 8), NO_IP,
+             .numbers = {{3, U32}, {4, U32}, {5, U32}, {6, U32}, {7, U32}, {8, U32}}},
+    ['='] = {h_host_and_ptr, COMMON(5, 2), .ip = 1, .ip_required = 1, .numbers = {{2, U32}}},
+    ['+'] = {h_host, COMMON(5, 2), .ip = 1, .ip_required = 1, .numbers = {{2, U32}}},
+    ['@'] = {h_mail, COMMON(7, 4), .ip = 1, .numbers = {{3, U16}, {4, U32}}},
+    ['\''] = {h_txt, COMMON(5, 2), NO_IP, .numbers = {{2, U32}}},
+    ['^'] = {h_reverse, COMMON(5, 2), NO_IP, .numbers = {{2, U32}}},
+    ['C'] = {h_alias, COMMON(5, 2), NO_IP, .numbers = {{2, U32}}},
+    [':'] = {h_generic, COMMON(6, 3), NO_IP, .numbers = {{1, U16}, {3, U32}}},
+    ['%'] = {h_client_location, .fields = 2, NO_IP, .ttd = NONE, .lo = 0, .prefix = 1},
+    ['S'] = {h_srv, COMMON(9, 6), .ip = 1,
+             .numbers = {{3, U16}, {4, U16}, {5, U16}, {6, U32}}},
+    ['#'] = {h_nothing, .fields = 0},
+    ['-'] = {h_nothing, .fields = 0},
+};
+
+/* ---- the checker's rules (lint.py), as tests that a line is clean ---- */
+
+static int
+is_digit(unsigned char c)
+{
+    return c >= '0' && c <= '9';
+}
+
+/* lint._STRICT_IP: four numbers 0-255 without leading zeros, nothing more. */
+static int
+strict_ip(span f)
+{
+    Py_ssize_t i = 0;
+    for (int k = 0; k < 4; k++) {
+        if (k) {
+            if (i >= f.n || f.p[i] != '.')
+                return 0;
+            i++;
+        }
+        Py_ssize_t s = i;
+        unsigned v = 0;
+        while (i < f.n && is_digit(f.p[i]) && i - s < 3)
+            v = v * 10 + (unsigned)(f.p[i++] - '0');
+        if (i == s || v > 255 || (i - s > 1 && f.p[s] == '0'))
+            return 0;
+    }
+    return i == f.n;
+}
+
+/* lint._number finds nothing: digits only, below the limit. */
+static int
+small_number(span f, uint64_t limit)
+{
+    uint64_t v = 0;
+    for (Py_ssize_t i = 0; i < f.n; i++) {
+        if (!is_digit(f.p[i]))
+            return 0;
+        v = v * 10 + (uint64_t)(f.p[i] - '0');
+        if (v >= limit) /* limit <= 2**32: v * 10 + 9 never overflows */
+            return 0;
+    }
+    return 1;
+}
+
+/* lint._TTD: 16 lowercase hex digits. */
+static int
+lower_hex16(span f)
+{
+    if (f.n != 16)
+        return 0;
+    for (int i = 0; i < 16; i++)
+        if (!is_digit(f.p[i]) && !(f.p[i] >= 'a' && f.p[i] <= 'f'))
+            return 0;
+    return 1;
+}
+
+/* lint._LETTERS: one or two ASCII letters. */
+static int
+letters(span f)
+{
+    if (f.n < 1 || f.n > 2)
+        return 0;
+    for (Py_ssize_t i = 0; i < f.n; i++) {
+        unsigned char c = f.p[i] | 0x20;
+        if (c < 'a' || c > 'z')
+            return 0;
+    }
+    return 1;
+}
+
+/* lint._PREFIX: empty, or up to four dotted numbers of 1-3 digits. */
+static int
+dotted_prefix(span f)
+{
+    Py_ssize_t i = 0;
+    for (int k = 0; k < 4 && i < f.n; k++) {
+        if (k) {
+            if (f.p[i] != '.')
+                return 0;
+            i++;
+        }
+        Py_ssize_t s = i;
+        while (i < f.n && is_digit(f.p[i]) && i - s < 3)
+            i++;
+        if (i == s)
+            return 0;
+    }
+    return i == f.n;
+}
+
+/* Whether Linter.check would find nothing to say about this line, so that it can
+ * stay in C. Any doubt hands the line to Python, which checks it for real. */
+static int
+clean(const linetype *t, const unsigned char *line, Py_ssize_t len, const span *f)
+{
+    if (line[len - 1] == '\r')
+        return 0;
+    /* more fields than the type uses: something after its last one */
+    const span *last = &f[t->fields - 1];
+    if (last->p + last->n < line + len)
+        return 0;
+    if (t->ip != NONE && (f[t->ip].n ? !strict_ip(f[t->ip]) : t->ip_required))
+        return 0;
+    for (int k = 0; k < MAX_NUMBERS && t->numbers[k].limit; k++) {
+        span v = f[t->numbers[k].pos];
+        if (v.n && !small_number(v, t->numbers[k].limit))
+            return 0;
+    }
+    if (t->ttd != NONE && f[t->ttd].n && !lower_hex16(f[t->ttd]))
+        return 0;
+    if (t->lo != NONE && f[t->lo].n && !letters(f[t->lo]))
+        return 0;
+    if (t->prefix != NONE && !dotted_prefix(f[t->prefix]))
+        return 0;
+    return 1;
+}
+
+/* One line: 1 when done, 0 to hand it to Python, -1 on a Python error. */
+static int
+line_records(ctx *c, const unsigned char *line, Py_ssize_t len, int check)
 {
     if (len == 0)
         return 1;
-    unsigned char lead = line[0];
-    if (lead == '#' || lead == '-')
+    const linetype *t = &TYPES[line[0]];
+    if (t->compile == NULL)
+        return 0; /* unrecognized leading byte: Python raises the error */
+    if (t->fields == 0)
         return 1;
     if (memchr(line, '\\', (size_t)len))
         return 0;
     span f[NFIELDS];
-    wire owner, target;
-    unsigned char head[12], lo[2], ip[4];
-    int has_loc;
-    uint64_t v;
-
     split_fields(line, len, f);
-
-    switch (lead) {
-    case '+':
-    case '=': { /* 5.5 */
-        if (!name(f[0], &owner))
-            return 0;
-        make_head(head, f[2], 86400, f[3]);
-        has_loc = loc(f[4], lo);
-        if (!ip4(f[1], ip))
-            return 1;
-        if (emit(o, 1, &owner, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
-            return -1;
-        if (lead == '=') {
-            wire rev;
-            int n = 0;
-            for (int k = 3; k >= 0; k--) {
-                char digits[4];
-                int dn = snprintf(digits, sizeof digits, "%u", (unsigned)ip[k]);
-                rev.b[n++] = (unsigned char)dn;
-                memcpy(rev.b + n, digits, (size_t)dn);
-                n += dn;
-            }
-            memcpy(rev.b + n, IN_ADDR_ARPA, sizeof IN_ADDR_ARPA); /* with the final NUL */
-            rev.n = n + (int)sizeof IN_ADDR_ARPA;
-            if (emit(o, 12, &rev, head, has_loc, lo, owner.b, owner.n, NULL, 0, NULL, 0) < 0)
-                return -1;
-        }
-        return 1;
-    }
-    case '.':
-    case '&': { /* 5.2, 5.3 */
-        if (!name(f[0], &owner) || !server(f[2], ".ns.", f[0], &target))
-            return 0;
-        uint64_t ttl;
-        if (!number(f[3], &ttl))
-            ttl = 259200;
-        put32(head, ttl);
-        ttd(f[4], head + 4);
-        has_loc = loc(f[5], lo);
-        if (lead == '.') {
-            unsigned char soa_head[12];
-            put32(soa_head, ttl ? 2560 : 0);
-            memcpy(soa_head + 4, head + 4, 8);
-            if (append_index(stamped, index) < 0 ||
-                append_index(soa_defaults, PyList_GET_SIZE(o->keys)) < 0)
-                return -1;
-            /* rname: "hostmaster" + fqdn, not length-checked (5.2); then the numbers */
-            unsigned char rdata[sizeof HOSTMASTER - 1 + WIRE_MAX + 20];
-            Py_ssize_t rn = 0;
-            memcpy(rdata, HOSTMASTER, sizeof HOSTMASTER - 1);
-            rn += sizeof HOSTMASTER - 1;
-            memcpy(rdata + rn, owner.b, (size_t)owner.n);
-            rn += owner.n;
-            memcpy(rdata + rn, default_soa, 20);
-            rn += 20;
-            if (emit(o, 6, &owner, soa_head, has_loc, lo, target.b, target.n, rdata, rn,
-                     NULL, 0) < 0)
-                return -1;
-        }
-        if (emit(o, 2, &owner, head, has_loc, lo, target.b, target.n, NULL, 0, NULL, 0) < 0)
-            return -1;
-        if (ip4(f[1], ip) &&
-            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
-            return -1;
-        return 1;
-    }
-    case '@': { /* 5.6 */
-        if (!name(f[0], &owner) || !server(f[2], ".mx.", f[0], &target))
-            return 0;
-        make_head(head, f[4], 86400, f[5]);
-        has_loc = loc(f[6], lo);
-        unsigned char dist[2];
-        if (!number(f[3], &v))
-            v = 0;
-        put16(dist, v);
-        if (emit(o, 15, &owner, head, has_loc, lo, dist, 2, target.b, target.n, NULL, 0) < 0)
-            return -1;
-        if (ip4(f[1], ip) &&
-            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
-            return -1;
-        return 1;
-    }
-    case 'C':
-    case '^': /* 5.8 */
-        if (!name(f[0], &owner) || !name(f[1], &target))
-            return 0;
-        make_head(head, f[2], 86400, f[3]);
-        has_loc = loc(f[4], lo);
-        if (emit(o, lead == 'C' ? 5 : 12, &owner, head, has_loc, lo, target.b, target.n, NULL,
-                 0, NULL, 0) < 0)
-            return -1;
-        return 1;
-    case '\'': { /* 5.7: chunks of 127 */
-        if (!name(f[0], &owner))
-            return 0;
-        make_head(head, f[2], 86400, f[3]);
-        has_loc = loc(f[4], lo);
-        span t = f[1];
-        if (t.n <= 127) {
-            unsigned char one = (unsigned char)t.n;
-            if (emit(o, 16, &owner, head, has_loc, lo, &one, t.n ? 1 : 0, t.p, t.n, NULL,
-                     0) < 0)
-                return -1;
-            return 1;
-        }
-        Py_ssize_t rn = t.n + (t.n + 126) / 127;
-        unsigned char *rdata = PyMem_Malloc((size_t)rn);
-        if (rdata == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        Py_ssize_t j = 0;
-        for (Py_ssize_t i = 0; i < t.n; i += 127) {
-            Py_ssize_t c = t.n - i < 127 ? t.n - i : 127;
-            rdata[j++] = (unsigned char)c;
-            memcpy(rdata + j, t.p + i, (size_t)c);
-            j += c;
-        }
-        int rc = emit(o, 16, &owner, head, has_loc, lo, rdata, j, NULL, 0, NULL, 0);
-        PyMem_Free(rdata);
-        return rc < 0 ? -1 : 1;
-    }
-    case 'Z': { /* 5.4 */
-        wire rname;
-        if (!name(f[0], &owner) || !name(f[1], &target) || !name(f[2], &rname))
-            return 0;
-        unsigned char numbers[20];
-        if (number(f[3], &v))
-            put32(numbers, v);
-        else {
-            memcpy(numbers, default_soa, 4);
-            if (append_index(stamped, index) < 0 ||
-                append_index(soa_defaults, PyList_GET_SIZE(o->keys)) < 0)
-                return -1;
-        }
-        static const uint64_t defaults[4] = {16384, 2048, 1048576, 2560};
-        for (int k = 0; k < 4; k++) {
-            if (!number(f[4 + k], &v))
-                v = defaults[k];
-            put32(numbers + 4 + 4 * k, v);
-        }
-        make_head(head, f[8], 2560, f[9]);
-        has_loc = loc(f[10], lo);
-        if (emit(o, 6, &owner, head, has_loc, lo, target.b, target.n, rname.b, rname.n,
-                 numbers, 20) < 0)
-            return -1;
-        return 1;
-    }
-    case ':': { /* 5.9 */
-        if (!name(f[0], &owner))
-            return 0;
-        number(f[1], &v);
-        unsigned rtype = (unsigned)(v & 0xFFFF);
-        switch (rtype) {
-        case 252: case 0: case 6: case 2: case 5: case 12: case 15:
-            return 0; /* prohibited: Python raises the error */
-        default:
-            break;
-        }
-        make_head(head, f[3], 86400, f[4]);
-        has_loc = loc(f[5], lo);
-        if (emit(o, rtype, &owner, head, has_loc, lo, f[2].p, f[2].n, NULL, 0, NULL, 0) < 0)
-            return -1;
-        return 1;
-    }
-    case '%': { /* 5.10: key \0% + prefix (3.7), value the two location bytes */
-        span p = f[1];
-        Py_ssize_t i = 0, kn = 2;
-        unsigned char *key = PyMem_Malloc((size_t)p.n + 2);
-        if (key == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
-        key[0] = 0;
-        key[1] = '%';
-        for (;;) {
-            while (i < p.n && p.p[i] == '.')
-                i++;
-            Py_ssize_t s = i;
-            uint64_t x = 0;
-            while (i < p.n && p.p[i] >= '0' && p.p[i] <= '9') {
-                x = x * 10 + (uint64_t)(p.p[i] - '0');
-                i++;
-            }
-            if (i == s)
-                break;
-            key[kn++] = (unsigned char)(x & 255);
-        }
-        int rc = append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn));
-        PyMem_Free(key);
-        if (rc < 0)
-            return -1;
-        loc(f[0], lo);
-        if (append_new(o->values, PyBytes_FromStringAndSize((const char *)lo, 2)) < 0)
-            return -1;
-        return 1;
-    }
-    case 'S': { /* 5.11 */
-        uint64_t port;
-        if (!name(f[0], &owner) || !server(f[2], ".srv.", f[0], &target) ||
-            !number(f[3], &port))
-            return 0;
-        make_head(head, f[6], 86400, f[7]);
-        has_loc = loc(f[8], lo);
-        unsigned char srv[6];
-        put16(srv, number(f[4], &v) ? v : 0);
-        put16(srv + 2, number(f[5], &v) ? v : 0);
-        put16(srv + 4, port);
-        if (emit(o, 33, &owner, head, has_loc, lo, srv, 6, target.b, target.n, NULL, 0) < 0)
-            return -1;
-        if (ip4(f[1], ip) &&
-            emit(o, 1, &target, head, has_loc, lo, ip, 4, NULL, 0, NULL, 0) < 0)
-            return -1;
-        return 1;
-    }
-    default:
-        return 0; /* unrecognized leading byte: Python raises the error */
-    }
+    if (check && !clean(t, line, len, f))
+        return 0;
+    return t->compile(c, f);
 }
 
 static PyObject *
 run(PyObject *self, PyObject *args)
 {
-    PyObject *lines, *stamped, *soa_defaults;
+    PyObject *lines;
     Py_ssize_t start;
+    int check;
     Py_buffer soa;
-    out o = {NULL, NULL, NULL, 0};
-    if (!PyArg_ParseTuple(args, "Ony*O!O!O!O!:run", &lines, &start, &soa, &PyList_Type,
-                          &o.keys, &PyList_Type, &o.values, &PyList_Type, &stamped,
-                          &PyList_Type, &soa_defaults))
+    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, 0};
+    if (!PyArg_ParseTuple(args, "Onpy*O!O!O!O!:run", &lines, &start, &check, &soa,
+                          &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values, &PyList_Type,
+                          &c.stamped, &PyList_Type, &c.soa_defaults))
         return NULL;
     PyObject *result = NULL;
     (void)self;
@@ -557,19 +836,24 @@ run(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_TypeError, "lines must be a list or a tuple");
         goto done;
     }
+    c.default_soa = soa.buf;
     Py_ssize_t n = PySequence_Fast_GET_SIZE(lines);
     PyObject **items = PySequence_Fast_ITEMS(lines);
     if (start < 0)
         start = 0;
-    if (reserve(&o, 1024) < 0)
+    if (reserve(&c.o, 1024) < 0)
         goto done;
     Py_ssize_t i;
     for (i = start; i < n; i++) {
         PyObject *line = items[i];
         if (!PyBytes_CheckExact(line))
             break;
-        int rc = line_records(&o, i, (const unsigned char *)PyBytes_AS_STRING(line),
-                              PyBytes_GET_SIZE(line), soa.buf, stamped, soa_defaults);
+        const unsigned char *text = (const unsigned char *)PyBytes_AS_STRING(line);
+        Py_ssize_t len = PyBytes_GET_SIZE(line);
+        while (len > 0 && (text[len - 1] == ' ' || text[len - 1] == '\t' || text[len - 1] == '\n'))
+            len--; /* 2.2; LF too, for a line that holds one (never one of split_lines) */
+        c.index = i;
+        int rc = line_records(&c, text, len, check);
         if (rc < 0)
             goto done;
         if (rc == 0)
@@ -577,23 +861,22 @@ run(PyObject *self, PyObject *args)
     }
     result = PyLong_FromSsize_t(i);
 done:
-    PyMem_Free(o.buf);
+    PyMem_Free(c.o.buf);
     PyBuffer_Release(&soa);
     return result;
 }
 
 /* The same over a whole data text (2.1, 2.2): lines are cut at LF and stripped of
- * trailing spaces, tabs and LFs here, so no list of lines is ever made. */
+ * trailing spaces and tabs here, so no list of lines is ever made. */
 static PyObject *
 run_text(PyObject *self, PyObject *args)
 {
     Py_buffer data, soa;
-    PyObject *stamped, *soa_defaults;
-    Py_ssize_t pos, index;
-    out o = {NULL, NULL, NULL, 0};
-    if (!PyArg_ParseTuple(args, "y*nny*O!O!O!O!:run_text", &data, &pos, &index, &soa,
-                          &PyList_Type, &o.keys, &PyList_Type, &o.values, &PyList_Type,
-                          &stamped, &PyList_Type, &soa_defaults))
+    Py_ssize_t pos;
+    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, 0};
+    if (!PyArg_ParseTuple(args, "y*nny*O!O!O!O!:run_text", &data, &pos, &c.index, &soa,
+                          &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values, &PyList_Type,
+                          &c.stamped, &PyList_Type, &c.soa_defaults))
         return NULL;
     PyObject *result = NULL;
     (void)self;
@@ -601,9 +884,10 @@ run_text(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
         goto done;
     }
+    c.default_soa = soa.buf;
     if (pos < 0)
         pos = 0;
-    if (reserve(&o, 1024) < 0)
+    if (reserve(&c.o, 1024) < 0)
         goto done;
     const unsigned char *text = data.buf;
     Py_ssize_t size = data.len;
@@ -614,17 +898,17 @@ run_text(PyObject *self, PyObject *args)
         Py_ssize_t len = end - pos;
         while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
             len--;
-        int rc = line_records(&o, index, start, len, soa.buf, stamped, soa_defaults);
+        int rc = line_records(&c, start, len, 0);
         if (rc < 0)
             goto done;
         if (rc == 0)
             break;
         pos = end + 1;
-        index++;
+        c.index++;
     }
-    result = Py_BuildValue("nn", pos, index);
+    result = Py_BuildValue("nn", pos, c.index);
 done:
-    PyMem_Free(o.buf);
+    PyMem_Free(c.o.buf);
     PyBuffer_Release(&data);
     PyBuffer_Release(&soa);
     return result;
@@ -931,8 +1215,9 @@ static PyMethodDef methods[] = {
      "Compile the lines of data from offset pos (line index) on; return where the\n"
      "first line left to Python starts and its index (pos >= len(data): all done)."},
     {"run", run, METH_VARARGS,
-     "run(lines, start, default_soa, keys, values, stamped, soa_defaults) -> int\n\n"
-     "Compile lines from start on; return the index of the first line left to Python."},
+     "run(lines, start, check, default_soa, keys, values, stamped, soa_defaults) -> int\n\n"
+     "Compile (and with check, check) lines from start on; return the index of the\n"
+     "first line left to Python."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -5,6 +5,7 @@ from collections.abc import Sequence
 def run(
     lines: list[bytes] | tuple[bytes, ...],
     start: int,
+    check: bool,
     default_soa: bytes,
     keys: list[bytes],
     values: list[bytes],

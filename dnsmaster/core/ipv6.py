@@ -83,9 +83,13 @@ class Expansion:
         return not any(d.error for d in self.diagnostics)
 
 
+# One pass over the content, where two ``in`` tests take two (it may be 50 MB).
+_LINE_3_OR_6 = re.compile(rb"\n[36]")
+
+
 def has_ipv6_lines(content: bytes) -> bool:
     """Whether some line of ``content`` starts with ``3`` or ``6`` (cheap, no split)."""
-    return content[:1] in (b"3", b"6") or b"\n3" in content or b"\n6" in content
+    return content[:1] in (b"3", b"6") or _LINE_3_OR_6.search(content) is not None
 
 
 def _show(raw: bytes) -> str:

@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from dnsmaster.core.fields import digits_value
 from dnsmaster.core.text import printable
 
-__all__ = ["Diagnostic", "Linter"]
+__all__ = ["TTL", "U16", "U32", "Diagnostic", "Linter", "Shape"]
 
 _STRICT_IP = re.compile(
     rb"(25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])(\.(?1)){3}".replace(
@@ -32,8 +32,9 @@ _DIGITS = re.compile(rb"[0-9]+")
 _LETTERS = re.compile(rb"[A-Za-z]{1,2}")
 _PREFIX = re.compile(rb"([0-9]{1,3}(\.[0-9]{1,3}){0,3})?")
 
-_U32 = 1 << 32
-_U16 = 1 << 16
+#: The values a 32-bit and a 16-bit field wrap at.
+U32 = 1 << 32
+U16 = 1 << 16
 
 
 @dataclass(frozen=True, slots=True)
@@ -46,8 +47,13 @@ class Diagnostic:
 
 
 @dataclass(frozen=True, slots=True)
-class _Shape:
-    """Where a line type keeps each kind of field (spec §5)."""
+class Shape:
+    """Where a line type keeps each kind of field (spec §5), for the checker.
+
+    Field positions count from 0 after the leading byte; ``numbers`` are (position,
+    what it is, the limit it wraps at). The compiler's table of line types holds one
+    per type, beside the function that compiles it.
+    """
 
     fields: int
     ip: int | None = None
@@ -55,41 +61,10 @@ class _Shape:
     numbers: tuple[tuple[int, str, int], ...] = ()
     ttd: int | None = None
     lo: int | None = None
+    prefix: int | None = None
 
 
-_TTL = "TTL"
-_SHAPES = {
-    ord("."): _Shape(6, ip=1, numbers=((3, _TTL, _U32),), ttd=4, lo=5),
-    ord("&"): _Shape(6, ip=1, numbers=((3, _TTL, _U32),), ttd=4, lo=5),
-    ord("Z"): _Shape(
-        11,
-        numbers=(
-            (3, "serial", _U32),
-            (4, "refresh", _U32),
-            (5, "retry", _U32),
-            (6, "expire", _U32),
-            (7, "minimum", _U32),
-            (8, _TTL, _U32),
-        ),
-        ttd=9,
-        lo=10,
-    ),
-    ord("="): _Shape(5, ip=1, ip_required=True, numbers=((2, _TTL, _U32),), ttd=3, lo=4),
-    ord("+"): _Shape(5, ip=1, ip_required=True, numbers=((2, _TTL, _U32),), ttd=3, lo=4),
-    ord("@"): _Shape(7, ip=1, numbers=((3, "distance", _U16), (4, _TTL, _U32)), ttd=5, lo=6),
-    ord("'"): _Shape(5, numbers=((2, _TTL, _U32),), ttd=3, lo=4),
-    ord("^"): _Shape(5, numbers=((2, _TTL, _U32),), ttd=3, lo=4),
-    ord("C"): _Shape(5, numbers=((2, _TTL, _U32),), ttd=3, lo=4),
-    ord(":"): _Shape(6, numbers=((1, "type", _U16), (3, _TTL, _U32)), ttd=4, lo=5),
-    ord("%"): _Shape(2, lo=0),
-    ord("S"): _Shape(
-        9,
-        ip=1,
-        numbers=((3, "port", _U16), (4, "priority", _U16), (5, "weight", _U16), (6, _TTL, _U32)),
-        ttd=7,
-        lo=8,
-    ),
-}
+TTL = "TTL"
 
 
 _SHOWN = 40  # bytes of a field quoted in a message; a field may be megabytes long
@@ -118,62 +93,54 @@ def _at_least(digits: bytes, limit: int) -> bool:
 
 @dataclass(slots=True)
 class Linter:
-    """A compiler hook collecting diagnostics; ``offset`` shifts line numbers."""
+    """Collects the diagnostics of the lines the compiler hands it; ``offset`` shifts
+    line numbers."""
 
     diagnostics: list[Diagnostic] = field(default_factory=list)
     offset: int = 0
 
-    def __call__(self, index: int, line: bytes, f: list[bytes]) -> None:
+    def check(self, index: int, line: bytes, f: list[bytes], shape: Shape) -> None:
+        """Check line ``index`` (0-based), its fields ``f`` (§2.3) laid out as ``shape``."""
         lineno = self.offset + index + 1
-        shape = _SHAPES.get(line[0])
-        if shape is None:
-            return
-        report = self.diagnostics.append
         if line.endswith(b"\r"):
-            report(
-                Diagnostic(
-                    lineno,
-                    False,
-                    "line ends with a carriage return (a CRLF file?); "
-                    "tinydns-data keeps it as part of the last field",
-                )
+            self._warn(
+                lineno,
+                "line ends with a carriage return (a CRLF file?); "
+                "tinydns-data keeps it as part of the last field",
             )
         extra = line.count(b":") + 1 - shape.fields
         if extra > 0 and any(f[shape.fields : shape.fields + extra]):
-            report(
-                Diagnostic(
-                    lineno,
-                    False,
-                    f"{extra} field(s) after the last one this line type uses are ignored",
-                )
+            self._warn(
+                lineno, f"{extra} field(s) after the last one this line type uses are ignored"
             )
         if shape.ip is not None:
             self._ip(lineno, f[shape.ip], shape.ip_required)
         for pos, what, limit in shape.numbers:
             self._number(lineno, f[pos], what, limit)
-        if shape.ttd is not None and f[shape.ttd] and not _TTD.fullmatch(f[shape.ttd]):
-            raw = f[shape.ttd]
-            why = (
-                "has uppercase hex digits, which tinydns-data reads as 0"
-                if re.fullmatch(rb"[0-9a-fA-F]{16}", raw)
-                else "is not 16 lowercase hex digits"
-            )
-            report(Diagnostic(lineno, False, f"timestamp {_show(raw)} {why}"))
+        if shape.ttd is not None:
+            self._ttd(lineno, f[shape.ttd])
         if shape.lo is not None and f[shape.lo] and not _LETTERS.fullmatch(f[shape.lo]):
-            report(
-                Diagnostic(
-                    lineno,
-                    False,
-                    f"location {_show(f[shape.lo])} is not one or two "
-                    "letters (tinydns-data uses its first two bytes)",
-                )
+            self._warn(
+                lineno,
+                f"location {_show(f[shape.lo])} is not one or two "
+                "letters (tinydns-data uses its first two bytes)",
             )
-        if line[0] == ord("%") and not _PREFIX.fullmatch(f[1]):
-            report(
-                Diagnostic(
-                    lineno, False, f"IP prefix {_show(f[1])} is not up to four dotted numbers"
-                )
-            )
+        if shape.prefix is not None and not _PREFIX.fullmatch(f[shape.prefix]):
+            raw = f[shape.prefix]
+            self._warn(lineno, f"IP prefix {_show(raw)} is not up to four dotted numbers")
+
+    def _warn(self, lineno: int, message: str) -> None:
+        self.diagnostics.append(Diagnostic(lineno, False, message))
+
+    def _ttd(self, lineno: int, raw: bytes) -> None:
+        if not raw or _TTD.fullmatch(raw):
+            return
+        why = (
+            "has uppercase hex digits, which tinydns-data reads as 0"
+            if re.fullmatch(rb"[0-9a-fA-F]{16}", raw)
+            else "is not 16 lowercase hex digits"
+        )
+        self._warn(lineno, f"timestamp {_show(raw)} {why}")
 
     def _ip(self, lineno: int, raw: bytes, required: bool) -> None:
         report = self.diagnostics.append

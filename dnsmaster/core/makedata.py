@@ -18,7 +18,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
-from itertools import chain
+from itertools import accumulate, chain
 
 from dnsmaster.core import ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
@@ -139,7 +139,7 @@ def check_source(name: str, content: bytes) -> SourceCheck:
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
     refused: list[TinydnsDataError] = []
-    records = compile_lines(data_lines, 0, hook=linter, errors=refused)
+    records = compile_lines(data_lines, 0, linter=linter, errors=refused)
     found = linter.diagnostics
     if v6 is not None:
         records.stamped[:] = [v6.origin[i] for i in records.stamped]
@@ -161,7 +161,7 @@ def check_source(name: str, content: bytes) -> SourceCheck:
     compiled = CompiledSource(
         name=name,
         digest=hashlib.sha256(content).digest(),
-        pieces=tuple(_expand(name, lines, records.stamped, expanded).split(_SERIAL)),
+        pieces=tuple(_expand(name, content, lines, records.stamped, expanded).split(_SERIAL)),
         records=records,
         warnings=warnings,
         lines=len(lines),
@@ -223,6 +223,10 @@ def _dot_lines_too_long(
     found = []
     for i in stamped:
         line = lines[i].rstrip(b" \t\n")
+        # The wire form of a name is at most 2 bytes longer than its field, which is
+        # shorter than the line: most lines are far too short to bother.
+        if len(line) + 1 + 11 <= 255:
+            continue
         if line[:1] == b"." and len(name_to_wire(split_fields(line)[0])) + 11 > 255:
             reason = "zone name too long for its SOA contact hostmaster.<zone> (255 bytes)"
             found.append(DataError(name, i + 1, reason))
@@ -263,60 +267,68 @@ def _ipv6_lines(lines: Sequence[bytes]) -> _IPv6Lines:
 
 def _expand(
     name: str,
+    content: bytes,
     lines: Sequence[bytes],
     stamped: Sequence[int],
     ipv6_lines: dict[int, tuple[bytes, ...]] | None = None,
 ) -> bytes:
-    """The source as it goes into ``data``: comments that trace every line back."""
+    """The source as it goes into ``data``: comments that trace every line back.
+
+    ``lines`` are those of ``content``; the lines that change are cut out of the
+    content and the rest is copied as it is, never rejoined line by line.
+    """
     origin = _comment_name(name)
-    out = list(lines)
+    replaced: dict[int, bytes] = {}
     for i, data_lines in (ipv6_lines or {}).items():
         line = lines[i].rstrip(b" \t\n")
         expanded = [b"# %s:%d: %s" % (origin, i + 1, line), *data_lines]
         if i + 1 < len(lines):
             expanded.append(b"# %s:%d" % (origin, i + 2))
-        out[i] = b"\n".join(expanded)
+        replaced[i] = b"\n".join(expanded)
     for i in stamped:
-        line = lines[i].rstrip(b" \t\n")
-        f = split_fields(line)
-        if line[:1] == b"Z":
-            out[i] = _line(b"Z", [*f[0:3], _SERIAL, *f[4:11]])
-            continue
-        fqdn, ip, x, ttl, ttd, lo = f[0:6]
-        # Leading dots are empty labels (spec §3.5): dropping them keeps the name and
-        # reads better than ".ns.example.com" for an empty x.
-        server = (x if b"." in x else x + b".ns." + fqdn).lstrip(b".")
-        ttl_value = number(ttl)
-        if ttl_value is None:
-            ttl_value = 259200
-        soa_ttl = b"2560" if ttl_value & _U64 else b"0"
-        where = b"# %s:%d" % (origin, i + 1)
-        expanded = [where + b": " + line]
-        expanded.append(
-            _line(
-                b"Z",
-                [
-                    fqdn,
-                    server,
-                    b"hostmaster." + fqdn,
-                    _SERIAL,
-                    b"16384",
-                    b"2048",
-                    b"1048576",
-                    b"2560",
-                    soa_ttl,
-                    ttd,
-                    lo,
-                ],
-            )
-        )
-        expanded.append(_line(b"&", [fqdn, b"", x, ttl, ttd, lo]))
-        if ip:
-            expanded.append(_line(b"+", [server, ip, b"%d" % (ttl_value & _U32), ttd, lo]))
-        if i + 1 < len(lines):
-            expanded.append(b"# %s:%d" % (origin, i + 2))
-        out[i] = b"\n".join(expanded)
-    return b"# %s:1\n" % origin + b"\n".join(out) + (b"\n" if out else b"")
+        replaced[i] = _stamped_line(origin, lines, i)
+    parts = [b"# %s:1\n" % origin]
+    if replaced:
+        # ends[i]: the offset just past line i's LF (§2.1: a line holds no LF)
+        # sizes[i] + i: the offset where line i ends (§2.1: a line holds no LF)
+        sizes = list(accumulate(map(len, lines)))
+        pos = 0
+        for i in sorted(replaced):
+            end = sizes[i] + i
+            parts += (content[pos : end - len(lines[i])], replaced[i])
+            pos = end
+    else:
+        pos = 0
+    parts.append(content[pos:])
+    if content and not content.endswith(b"\n"):
+        parts.append(b"\n")
+    return b"".join(parts)
+
+
+def _stamped_line(origin: bytes, lines: Sequence[bytes], i: int) -> bytes:
+    """Line ``i`` (a ``.`` line, or a ``Z`` line without a serial) with the placeholder
+    where the serial goes: a ``.`` line becomes its ``Z``, ``&`` and ``+`` lines."""
+    line = lines[i].rstrip(b" \t\n")
+    f = split_fields(line)
+    if line[:1] == b"Z":
+        return _line(b"Z", [*f[0:3], _SERIAL, *f[4:11]])
+    fqdn, ip, x, ttl, ttd, lo = f[0:6]
+    # Leading dots are empty labels (spec §3.5): dropping them keeps the name and
+    # reads better than ".ns.example.com" for an empty x.
+    server = (x if b"." in x else x + b".ns." + fqdn).lstrip(b".")
+    ttl_value = number(ttl)
+    if ttl_value is None:
+        ttl_value = 259200
+    soa_ttl = b"2560" if ttl_value & _U64 else b"0"
+    where = b"# %s:%d: %s\n" % (origin, i + 1, line)
+    z = b"Z%s:%s:hostmaster.%s:%s:16384:2048:1048576:2560:%s:%s:%s"
+    out = where + _tidy(z % (fqdn, server, fqdn, _SERIAL, soa_ttl, ttd, lo))
+    out += b"\n" + _tidy(b"&%s::%s:%s:%s:%s" % (fqdn, x, ttl, ttd, lo))
+    if ip:
+        out += b"\n" + _tidy(b"+%s:%s:%d:%s:%s" % (server, ip, ttl_value & _U32, ttd, lo))
+    if i + 1 < len(lines):
+        out += b"\n# %s:%d" % (origin, i + 2)
+    return out
 
 
 def _comment_name(name: str) -> bytes:
@@ -333,7 +345,12 @@ def _comment_name(name: str) -> bytes:
 
 
 def _line(lead: bytes, fields: list[bytes]) -> bytes:
-    line = (lead + b":".join(fields)).rstrip(b":")
+    return _tidy(lead + b":".join(fields))
+
+
+def _tidy(line: bytes) -> bytes:
+    """A line written out: no empty fields at its end, but trailing blanks kept."""
+    line = line.rstrip(b":")
     # tinydns-data strips trailing spaces and tabs; a colon keeps them in the field.
     if line.endswith((b" ", b"\t")):
         line += b":"
