@@ -29,6 +29,8 @@ from typing import Literal, overload
 
 from dnsmaster import fsutil
 from dnsmaster.archive import DEFAULT_KEEP, Archive
+from dnsmaster.buildcache import DIRECTORY as CACHE_DIRECTORY
+from dnsmaster.buildcache import BuildCache, Rejected
 from dnsmaster.core import cdb
 from dnsmaster.core.makedata import (
     CompiledSource,
@@ -70,6 +72,8 @@ class BuildResult:
     seconds: float
     #: The text written to ``data``, so the daemon can push it without reading it back.
     data: bytes = field(repr=False)
+    #: The sources read from the build cache (:mod:`dnsmaster.buildcache`), not compiled.
+    cached: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,21 +101,36 @@ class Builder:
     locking: bool = True
     #: How many builds the output directory keeps for rollback (``[daemon] keep``).
     keep: int = DEFAULT_KEEP
+    #: Keep each source's compile in ``OUTPUT/.dnsmaster-cache/`` (see
+    #: :mod:`dnsmaster.buildcache`), so that a new process compiles only what changed.
+    cache: bool = True
     _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
+    # What the last _compile read from the build cache, and the entries it ignored and why
+    _loaded: list[str] = field(default_factory=list, repr=False)
+    _rejected: list[tuple[str, str]] = field(default_factory=list, repr=False)
     # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
     _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
 
     def diagnose(self) -> Diagnosis:
-        """Every error and warning of every source, without writing anything."""
+        """Every error and warning of every source, without writing anything.
+
+        A source the build cache holds is not checked again: only a clean source
+        has an entry, and the entry keeps its warnings.
+        """
         names, skipped = self._scan()
         errors: list[DataError] = []
         warnings: list[DataError] = []
         lines = 0
+        disk = self._disk()
         for name in names:
             content = self._read(name)
-            found = check_source(name, content)
-            errors.extend(found.errors)
-            warnings.extend(found.warnings)
+            known = disk.load(name, hashlib.sha256(content).digest()) if disk else None
+            if isinstance(known, CompiledSource):
+                warnings.extend(known.warnings)
+            else:
+                found = check_source(name, content)
+                errors.extend(found.errors)
+                warnings.extend(found.warnings)
             lines += content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
         return Diagnosis(tuple(names), tuple(skipped), tuple(errors), tuple(warnings), lines)
 
@@ -172,6 +191,7 @@ class Builder:
                 fsutil.sweep_litter(self.output)
                 head = _head(data_path)
                 if not force and self._unchanged(compiled, head):
+                    self._save(compiled, recompiled)
                     return None
                 previous = previous_serial(head)
                 if floor is not None and (previous is None or newer(floor, previous)):
@@ -180,6 +200,7 @@ class Builder:
                 built = assemble(compiled, serial)
                 sha256 = self._write(built.data, built.keys, built.values)
                 self._keep(built.data, serial, sha256, built.stamps)
+                self._save(compiled, recompiled)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
         except OSError as exc:  # the lock or the sweep
@@ -196,6 +217,7 @@ class Builder:
             warnings=tuple(w for src in compiled for w in src.warnings),
             seconds=time.perf_counter() - started,
             data=built.data,
+            cached=tuple(self._loaded),
         )
 
     def _keep(self, data: bytes, serial: int, sha256: str, stamps: list[int]) -> None:
@@ -235,9 +257,19 @@ class Builder:
         return source_order([n for n in names if is_source(n)]), skipped
 
     def _compile(self, names: list[str]) -> tuple[list[CompiledSource], list[str]]:
+        """Every source compiled, and the names of those compiled here, not cached.
+
+        A source comes from memory when it is unchanged since this Builder last
+        compiled it, else from the build cache when that holds its content, else
+        from the compiler. What came from the build cache, and the entries it
+        ignored, are left in ``_loaded`` and ``_rejected``.
+        """
         compiled: list[CompiledSource] = []
         recompiled: list[str] = []
         errors: list[DataError] = []
+        disk = self._disk()
+        self._loaded = []
+        self._rejected = []
         for name in names:
             cached = self._cache.get(name)
             stat = self._stat(name)
@@ -245,10 +277,23 @@ class Builder:
                 compiled.append(cached)
                 continue
             content = self._read(name)
+            digest = hashlib.sha256(content).digest()
             self._stats.pop(name, None)
-            if cached is not None and cached.digest == hashlib.sha256(content).digest():
+            if cached is not None and cached.digest == digest:
                 self._remember(name, stat)
                 compiled.append(cached)
+                continue
+            known = disk.load(name, digest) if disk else None
+            if isinstance(known, Rejected):
+                self._rejected.append((name, known.reason))
+            elif known is not None:
+                if self.strict and known.warnings:
+                    errors.extend(known.warnings)  # what compile_source(strict=True) raises
+                    continue
+                self._cache[name] = known
+                self._remember(name, stat)
+                compiled.append(known)
+                self._loaded.append(name)
                 continue
             try:
                 src = compile_source(name, content, strict=self.strict)
@@ -265,6 +310,28 @@ class Builder:
         if errors:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
+
+    def _disk(self) -> BuildCache | None:
+        if not self.cache:
+            return None
+        # An entry holds the text and the records of a source: a few times its size.
+        return BuildCache(self.output / CACHE_DIRECTORY, 16 * self.max_file_size + (1 << 20))
+
+    def _save(self, compiled: list[CompiledSource], recompiled: list[str]) -> None:
+        """Bring the build cache up to these sources, under the output directory's lock.
+
+        Never raises: the build is done, and a cache that cannot be written costs
+        the next process time, not this build.
+        """
+        disk = self._disk()
+        if disk is None:
+            return
+        log = get_logger()
+        for name, reason in self._rejected:
+            log.warning("cache.ignored", file=name, reason=reason)
+        synced = disk.sync(compiled, fresh=set(recompiled))
+        if synced.error is not None:
+            log.warning("cache.failed", error=synced.error)
 
     def _stat(self, name: str) -> tuple[int, ...] | None:
         """What says a file is unchanged without reading it: inode, size, mtime, ctime."""

@@ -415,7 +415,10 @@ def _check(args: argparse.Namespace) -> int:
         cfg = _config(args) if args.zones is None else None
     except ConfigError as exc:
         return _usage_error(str(exc))
-    builder = Builder(zones, zones, strict=strict)
+    # The output directory is never written by a check; with the configuration's,
+    # the files the last build cached are read back instead of checked again.
+    output = cfg.output if cfg is not None else zones
+    builder = Builder(zones, output, strict=strict, cache=cfg is not None)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
     try:

@@ -15,6 +15,7 @@ from typing import Any
 
 import pytest
 
+from dnsmaster import buildcache
 from dnsmaster.build import Builder
 from dnsmaster.core.recordset import NO_ZONE, Record, compare, parse
 from tests.daemonrun import PROJECT
@@ -291,6 +292,8 @@ class TestBuildDryRun:
         (zones / "zones.example.com").write_bytes(EXAMPLE_COM_NEW)
         (zones / "zones.example.net").unlink()
         before = snapshot(out)
+        names = sorted(os.listdir(out))
+        cached = sorted(os.listdir(out / buildcache.DIRECTORY))
         proc = dnsmaster("build", "--dry-run", "--zones", zones, "--out", out)
         assert proc.returncode == 1, proc.stderr
         assert proc.stdout.splitlines()[2:] == EXPECTED[2:]
@@ -303,7 +306,9 @@ class TestBuildDryRun:
             == EXPECTED_JSON["zones"]["example.com"]["changed"]
         )
         assert snapshot(out) == before
-        assert sorted(os.listdir(out)) == sorted(before)
+        assert sorted(os.listdir(out)) == names
+        # The plan reads the build cache but never writes it.
+        assert sorted(os.listdir(out / buildcache.DIRECTORY)) == cached
 
     def test_into_empty_output(self, tmp_path: Path) -> None:
         """No build yet: every zone is added; still nothing written."""

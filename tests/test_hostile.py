@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import fsutil
+from dnsmaster import buildcache, fsutil
 from dnsmaster.archive import DIRECTORY
 from dnsmaster.build import Builder
 from dnsmaster.core.compiler import compile_data
@@ -65,11 +65,16 @@ def out(tmp_path: Path) -> Path:
 
 
 def listing(directory: Path) -> list[str]:
-    """The output directory's names but the kept builds, whose directory holds no litter."""
+    """The output directory's names but the kept builds and the build cache, whose
+    directories hold no litter (no temp file of a killed writer)."""
     kept = directory / DIRECTORY
     if kept.is_dir():
         assert all(p.name.endswith(".build") for p in kept.iterdir()), list(kept.iterdir())
-    return sorted(p.name for p in directory.iterdir() if p.name != DIRECTORY)
+    cache = directory / buildcache.DIRECTORY
+    if cache.is_dir():
+        assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")], list(cache.iterdir())
+    ours = {DIRECTORY, buildcache.DIRECTORY}
+    return sorted(p.name for p in directory.iterdir() if p.name not in ours)
 
 
 def files(directory: Path) -> dict[str, bytes]:
