@@ -1,10 +1,12 @@
 """The C accelerator (``dnsmaster/core/_ccompile.c``) against the pure-Python compiler.
 
 The pure-Python compiler is the reference; with the accelerator built, every compile
-without a lint hook goes through C for the lines it is sure of. Both paths must give
-the same records in the same order, the same stamped lines and SOA indexes, and the
-same errors (which only the Python code raises). The vectors and the differential
-strategies run through both; the strategies also run with every backslash removed,
+goes through C for the lines it is sure of. Both paths must give the same records in
+the same order, the same stamped lines and SOA indexes, and the same errors (which
+only the Python code raises). With the checker on, C keeps only the lines the checker
+would pass in silence, so both paths must also give the same diagnostics, and make-data
+the same errors and warnings. The vectors and the differential strategies run through
+both; the strategies also run with every backslash removed,
 since a line with one always goes the Python way.
 
 ``DNSMASTER_PURE_PYTHON=1`` turns the accelerator off for a whole run.
@@ -15,6 +17,7 @@ from __future__ import annotations
 import subprocess
 import sys
 from collections.abc import Callable
+from typing import TypeVar
 
 import pytest
 from hypothesis import HealthCheck, given, settings
@@ -22,6 +25,8 @@ from hypothesis import strategies as st
 
 from dnsmaster.core import compiler
 from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
+from dnsmaster.core.lint import Linter
+from dnsmaster.core.makedata import check_source
 from dnsmaster.errors import TinydnsDataError
 from tests import strategies
 from tests.conftest import VECTORS
@@ -37,6 +42,7 @@ SETTINGS = settings(
     suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
 )
 
+T = TypeVar("T")
 Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]
 
 
@@ -48,23 +54,51 @@ def outcome(fn: Callable[[], Records]) -> Outcome:
     return (recs.keys, recs.values, recs.stamped, recs.soa_defaults)
 
 
-def pure(fn: Callable[[], Records]) -> Outcome:
-    """Run a compile with the accelerator turned off."""
+def pure(fn: Callable[[], T]) -> T:
+    """Run ``fn`` with the accelerator turned off."""
     accel = compiler._accel
     compiler._accel = None
     try:
-        return outcome(fn)
+        return fn()
     finally:
         compiler._accel = accel
 
 
-def check(data: bytes, serial: int = 1_700_000_000) -> None:
+def plain(data: bytes, serial: int) -> None:
     """compile_text and compile_lines, C and Python, all agree on ``data``."""
-    reference = pure(lambda: compile_text(data, serial))
-    assert pure(lambda: compile_lines(split_lines(data), serial)) == reference
+    reference = pure(lambda: outcome(lambda: compile_text(data, serial)))
+    assert pure(lambda: outcome(lambda: compile_lines(split_lines(data), serial))) == reference
     assert outcome(lambda: compile_text(data, serial)) == reference
     assert outcome(lambda: compile_lines(split_lines(data), serial)) == reference
     assert outcome(lambda: compile_lines(tuple(split_lines(data)), serial)) == reference
+
+
+def checked(data: bytes, serial: int) -> tuple[object, ...]:
+    """The records, refused lines and diagnostics of a compile with the checker on."""
+    linter = Linter()
+    errors: list[TinydnsDataError] = []
+    recs = compile_lines(split_lines(data), serial, linter=linter, errors=errors)
+    refused = [(e.message, e.lineno, e.reason) for e in errors]
+    return (recs.keys, recs.values, recs.stamped, recs.soa_defaults, refused, linter.diagnostics)
+
+
+def check(data: bytes, serial: int = 1_700_000_000) -> None:
+    """compile_text and compile_lines, C and Python, all agree on ``data``; with the
+    checker on, so do the diagnostics and make-data's whole check of the source."""
+    plain(data, serial)
+    reference = pure(lambda: checked(data, serial))
+    assert checked(data, serial) == reference
+    source = pure(lambda: checked_source(data))
+    assert checked_source(data) == source
+
+
+def checked_source(data: bytes) -> tuple[object, ...]:
+    """make-data's check of one source: its errors, warnings and compile."""
+    found = check_source("zones.x", data)
+    errors, warnings = (
+        [(e.file, e.line, e.reason) for e in d] for d in (found.errors, found.warnings)
+    )
+    return (errors, warnings, found.compiled and (found.compiled.pieces, found.compiled.records))
 
 
 def test_accelerator_is_used() -> None:
@@ -135,13 +169,66 @@ def test_edges(data: bytes) -> None:
     check(data, serial=0)
 
 
+# Each test of the checker that C runs (clean() in _ccompile.c), on both sides of its line.
+CHECKER_EDGES = [
+    b"+a:1.2.3.4\r\n+a:1.2.3.4\n+a:1.2.3.4:\r\n",
+    b"+a:1.2.3.4::::\n+a:1.2.3.4:::::\n+a:1.2.3.4:::::x\n'a:t:::::\n",
+    b".a:1.2.3.4:b:::::\n.a:1.2.3.4:b::::lo:x\nZa:b:c:1:2:3:4:5:6:7:lo:\nZa:b:c::::::::::x\n",
+    b"+a:0.0.0.0\n+a:255.255.255.255\n+a:256.1.1.1\n+a:1.2.3.256\n+a:01.2.3.4\n+a:1.2.3.00\n",
+    b"+a:1.2.3.4x\n+a:1.2.3.4.\n+a:1.2.3\n+a:1234.1.1.1\n+a:\n+a\n=a:\n+a: 1.2.3.4\n",
+    b".a::b\n.a:1.2.3.4:b\n.a:1.2.3.04:b\n&a::b\n@a::mx\n@a:1.2.3.999:mx\nSa::t:1\n",
+    b"+a:1.2.3.4:0\n+a:1.2.3.4:4294967295\n+a:1.2.3.4:4294967296\n+a:1.2.3.4:0300\n",
+    b"+a:1.2.3.4:99999999999999999999999\n+a:1.2.3.4:3x\n+a:1.2.3.4:x\n+a:1.2.3.4: 3\n",
+    b"@a::mx:65535\n@a::mx:65536\n@a::mx:0065535\n:a:65535:x\n:a:65536:x\n:a:28:x:-1\n",
+    b"Sa::t:65535:65535:65535:4294967295\nSa::t:65536\nSa::t:1:65536\nSa::t:1:2:65536\n",
+    b"Za:b:c:4294967295:4294967295:4294967295:4294967295:4294967295:4294967295\n",
+    b"Za:b:c:4294967296\nZa:b:c:1:2:3:4:4294967296\nZa:b:c:1:2:3:4:5:4294967296\n",
+    b"+a:1.2.3.4::0123456789abcdef\n+a:1.2.3.4::0123456789ABCDEF\n+a:1.2.3.4::0123456789abcde\n",
+    b"+a:1.2.3.4::0123456789abcdef0\n+a:1.2.3.4::0123456789abcdeg\n+a:1.2.3.4::\n",
+    b"+a:1.2.3.4:::a\n+a:1.2.3.4:::AZ\n+a:1.2.3.4:::abc\n+a:1.2.3.4:::a1\n+a:1.2.3.4:::@\n",
+    b"+a:1.2.3.4:::[\n+a:1.2.3.4:::`\n+a:1.2.3.4:::{z\n+a:1.2.3.4:::\xe1\n",
+    b"%lo\n%lo:\n%lo:1\n%lo:1.2.3.4\n%lo:1.2.3.4.5\n%lo:1234\n%lo:123.456\n%lo:1..2\n",
+    b"%lo:.1\n%lo:1.\n%lo:1.2.3.\n%:1.2\n%abc:1.2\n%l1:1.2\n",
+    b"3a:20010db8000000000000000000000001\n6b:20010db8000000000000000000000001:300\n",
+    b"#+a:1.2.3.4:x\n-+a:01.2.3.4\n",
+]
+
+
+@pytest.mark.parametrize("data", CHECKER_EDGES)
+def test_checker_edges(data: bytes) -> None:
+    check(data)
+
+
+def test_clean_lines_stay_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
+    """With the checker on, the common clean lines never reach the Python entries."""
+    handed: list[int] = []
+    real = compiler._compile_line
+
+    def spy(c: object, index: int, *rest: object) -> None:
+        handed.append(index)
+        real(c, index, *rest)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(compiler, "_compile_line", spy)
+    clean = (
+        b".example:192.0.2.1:a:259200\n&sub.example::ns1.example\n@example:10.0.0.25:mx1:10\n"
+        b"'example:v=spf1 mx -all:3600\n=example:10.0.0.1\n+h1.example:10.0.0.2\n"
+        b"=h2.example:10.0.0.3:3600\nCwww.example:h1.example\n^1.0.0.10.in-addr.arpa:h\n"
+        b"Zexample:ns:hm:1:2:3:4:5:6\n:example:28:abc\n%lo:10.1\nSs.example::t:1:2:3\n#c\n"
+    )
+    found = check_source("zones.x", clean)
+    assert found.errors == found.warnings == ()
+    assert handed == []
+    check_source("zones.x", clean + b"+h3.example:10.0.0.04\n")
+    assert handed == [14]
+
+
 def test_lines_holding_lf() -> None:
     """compile_lines strips every line (LF included) when one needs it."""
     lines = [b"+a:1.2.3.4\n", b"'b:text \n", b"+c:1.2.3.5"]
-    reference = pure(lambda: compile_lines(lines, 5, first_lineno=7))
+    reference = pure(lambda: outcome(lambda: compile_lines(lines, 5, first_lineno=7)))
     assert outcome(lambda: compile_lines(lines, 5, first_lineno=7)) == reference
     bad = [b"+a:1.2.3.4", b"?"]
-    reference = pure(lambda: compile_lines(bad, 5, first_lineno=7))
+    reference = pure(lambda: outcome(lambda: compile_lines(bad, 5, first_lineno=7)))
     assert reference[1] == 8
     assert outcome(lambda: compile_lines(bad, 5, first_lineno=7)) == reference
 
