@@ -165,6 +165,28 @@ def _parser() -> argparse.ArgumentParser:
     _log_options(p)
 
     p = sub.add_parser(
+        "rollback",
+        help="put an earlier kept build on every slave and hold it there",
+        description="Put one of the master's kept builds on every slave, with a new "
+        "serial, and hold it there (saves are built, not pushed) until --release.",
+    )
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    what = p.add_mutually_exclusive_group()
+    what.add_argument(
+        "--to",
+        default="-1",
+        metavar="SERIAL|STAMP|-N",
+        help="the kept build: its serial, a UTC date-time such as 2026-11-26T01:30 (the "
+        "newest build made by then), or -N builds back from the newest (default: -1)",
+    )
+    what.add_argument("--list", action="store_true", help="list the kept builds")
+    what.add_argument(
+        "--release", action="store_true", help="end the hold: build the zones and push them"
+    )
+    p.set_defaults(slave=[])
+    _log_options(p)
+
+    p = sub.add_parser(
         "wait",
         help="wait until every slave's tinydns serves a serial",
         description="Ask each slave's tinydns (its dns address) for the SOA of every zone "
@@ -344,6 +366,12 @@ def main(argv: Sequence[str] | None = None) -> int:
         import asyncio  # noqa: PLC0415
 
         return asyncio.run(_wait(args))
+    if command == "rollback":
+        import asyncio  # noqa: PLC0415
+
+        from dnsmaster.rollbackcmd import main as rollback  # noqa: PLC0415
+
+        return asyncio.run(rollback(args))
     raise AssertionError(command)  # argparse only lets known commands through
 
 
@@ -464,6 +492,7 @@ def _build(args: argparse.Namespace) -> int:
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.keep = cfg.daemon.keep
     with _one_writer(out, cfg.state if cfg else None, logger) as daemon:
         if daemon is not None:
             return _hand_off(cfg, daemon, builder, (), logger)  # type: ignore[arg-type]
@@ -530,7 +559,11 @@ async def _push(args: argparse.Namespace) -> int:
         return EXIT_USAGE
     cfg, logger, slaves = setup
     with _one_writer(cfg.output, cfg.state, logger) as daemon:
-        if daemon is not None:
+        if _rollback_holds(cfg, logger):
+            # Neither built nor handed to the daemon: it would push nothing new, and
+            # without a daemon the push would undo the rollback.
+            status = EXIT_DATA
+        elif daemon is not None:
             builder = _builder(cfg)
             names = [s.name for s in slaves]
             status = _hand_off(
@@ -545,6 +578,31 @@ async def _push(args: argparse.Namespace) -> int:
     if status != EXIT_OK or not args.wait:
         return status
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+def _rollback_holds(cfg: Config, logger: Any) -> bool:
+    """Whether a rollback holds the slaves on an earlier build (logged if so).
+
+    A push by hand would undo it without a word; ``rollback --release`` ends it.
+    """
+    from dnsmaster import rollback  # noqa: PLC0415
+    from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+
+    try:
+        hold = rollback.read(cfg.output)
+    except ArchiveError as exc:
+        logger.error("rollback.damaged", path=exc.path, error=exc.reason)
+        return True
+    if hold is None:
+        return False
+    logger.error(
+        "rollback.held",
+        serial=hold.serial,
+        kept_serial=hold.kept_serial,
+        error="a rollback holds every slave on an earlier build; nothing pushed",
+        hint="dnsmaster rollback --release ends it and pushes the zones",
+    )
+    return True
 
 
 def _config_log_slaves(args: argparse.Namespace) -> tuple[Config, Any, list[Slave]] | None:
@@ -723,7 +781,12 @@ def _builder(cfg: Config) -> Builder:
 
     # The caller holds the output directory's lock (_one_writer).
     return Builder(
-        cfg.zones, cfg.output, strict=cfg.strict, max_file_size=cfg.max_file_size, locking=False
+        cfg.zones,
+        cfg.output,
+        strict=cfg.strict,
+        max_file_size=cfg.max_file_size,
+        locking=False,
+        keep=cfg.daemon.keep,
     )
 
 
@@ -854,6 +917,9 @@ def _hand_off(
         on_build=built,
         signum=signum,
     )
+    if outcome.held is not None and outcome.held_by == "rollback":
+        logger.error("rollback.held", reason=outcome.held, by="daemon")
+        return EXIT_DATA
     if outcome.held is not None:
         logger.critical(
             "guard.held",

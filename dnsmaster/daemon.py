@@ -41,7 +41,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dnsmaster import fsutil, metrics
+from dnsmaster import fsutil, metrics, rollback
 from dnsmaster import state as statefile
 from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
@@ -86,6 +86,11 @@ STATE_DELAY = 0.05
 #: Written by ``push --accept`` in the output directory: the sha256 of the held build
 #: the operator accepts (then SIGUSR2).
 ACCEPT_FILE = ".dnsmaster-accept"
+
+#: Written by ``dnsmaster rollback`` in the output directory, then SIGUSR2:
+#: ``to KEPT_SHA256 ID`` (roll back to that kept build) or ``release ID``. The
+#: daemon answers in its state file (``request``: the id, and the error if any).
+ROLLBACK_FILE = ".dnsmaster-rollback"
 
 #: A slave parked on a host key error looks at known_hosts this often.
 HOLD_POLL = 1.0
@@ -132,6 +137,21 @@ def _current_from_disk(output: Path) -> Current | None:
         records=None,
         time=os.stat(output / "data").st_mtime,
         verify=zones,
+        fingerprint=built_from(data[:300]),
+    )
+
+
+def _current_of(
+    data: bytes, sha256: str, *, records: int | None = None, time_: float | None = None
+) -> Current:
+    """Data not built here (a rollback's) as the current build."""
+    return Current(
+        data=data,
+        sha256=sha256,
+        serial=previous_serial(data[:200]),
+        records=records,
+        time=time.time() if time_ is None else time_,
+        verify=dict(list(zone_serials(data).items())[:VERIFY_ZONES]),
         fingerprint=built_from(data[:300]),
     )
 
@@ -496,6 +516,7 @@ class Daemon:
             strict=config.strict,
             max_file_size=config.max_file_size,
             locking=False,  # the daemon holds the output directory's lock for its life
+            keep=config.daemon.keep,
         )
         self.current: Current | None = None
         self.build_error: str | None = None
@@ -518,6 +539,15 @@ class Daemon:
         #: What the slaves have, when a restart found a held build on disk.
         self._kept_build: statefile.BuildState | None = None
         self._state_pending: asyncio.TimerHandle | None = None
+        #: A rollback in force: ``current`` is its data, and no build is pushed
+        #: until ``rollback --release``; the newest build held meanwhile.
+        self.rollback: rollback.Hold | None = None
+        self.rollback_held: Current | None = None
+        #: The answer to the last request handed over in ROLLBACK_FILE.
+        self.request: statefile.RequestAnswer | None = None
+        #: One writer of the output directory at a time: a build or a rollback.
+        self._writer = asyncio.Lock()
+        self._release = asyncio.Event()
 
     # -- state ------------------------------------------------------------------
 
@@ -558,6 +588,8 @@ class Daemon:
             host=socket.gethostname(),
             zones=str(self.config.zones),
             build_error=self.build_error,
+            rollback=self._rollback_state(),
+            request=self.request,
             held=None
             if self.held is None
             else statefile.HeldBuild(
@@ -579,6 +611,21 @@ class Daemon:
             except OSError as exc:
                 self.log.error("metrics.failed", path=str(self.config.metrics), error=_reason(exc))
 
+    def _rollback_state(self) -> statefile.RollbackState | None:
+        hold, held = self.rollback, self.rollback_held
+        if hold is None:
+            return None
+        return statefile.RollbackState(
+            hold.serial,
+            hold.sha256,
+            hold.kept_serial,
+            hold.kept_sha256,
+            hold.since,
+            held_serial=held.serial if held else None,
+            held_sha256=held.sha256 if held else None,
+            held_fingerprint=held.fingerprint if held else None,
+        )
+
     def push_log(self, current: Current) -> PushLog:
         if current.sha256 not in self._logs:
             self._logs = {current.sha256: PushLog(self.log, current.serial)}
@@ -596,12 +643,15 @@ class Daemon:
         Only SIGHUP and the start force a build: after a save or a rescan, sources
         identical to the current build's allocate no serial and push nothing.
         """
-        force = reason in ("sighup", "start")
+        # A release must give the slaves a serial above the rolled-back one even when
+        # the zones have not changed since the last build.
+        force = reason in ("sighup", "start", "release")
         quiet = reason == "rescan"  # every minute: logged only when it finds a change
         if not quiet:
             self.log.info("build.start", reason=reason, changes=changes)
         try:
-            result = await asyncio.to_thread(self.builder.build, force=force, floor=floor)
+            async with self._writer:
+                result = await asyncio.to_thread(self.builder.build, force=force, floor=floor)
         except DataErrors as exc:
             for error in exc.errors:
                 self.log.error("build.error", file=error.file, line=error.line, error=error.reason)
@@ -669,6 +719,20 @@ class Daemon:
             seconds=result.seconds,
         )
         self.build_error = None
+        if self.rollback is not None:
+            # Built and checked, written on the master, pushed nowhere: a save made
+            # during the incident must not silently undo the rollback.
+            self.rollback_held = new
+            self.log.warning(
+                "build.held",
+                reason="rollback",
+                serial=result.serial,
+                sha256=result.sha256[:16],
+                live=self.rollback.serial,
+                hint="dnsmaster rollback --release pushes the zones as they are then",
+            )
+            self.save_state()
+            return
         base = self.current if self.current is not None else self.held_build
         verdict = await asyncio.to_thread(self._judge, base, new) if base is not None else None
         if verdict is not None:
@@ -762,11 +826,82 @@ class Daemon:
         for worker in self.workers:
             worker.wake()
 
+    async def _requested(self) -> None:
+        """SIGUSR2 with ROLLBACK_FILE: roll back, or release; answer in the state file."""
+        flag = self.config.output / ROLLBACK_FILE
+        try:
+            words = flag.read_text().split()
+        except OSError:
+            return
+        with contextlib.suppress(OSError):
+            flag.unlink()
+        ident = words[-1] if len(words) > 1 else ""
+        try:
+            if words[:1] == ["to"] and len(words) == 3:
+                await self._roll_back(words[1])
+            elif words[:1] == ["release"] and len(words) == 2:
+                await self._release_hold()
+            else:
+                raise ArchiveError(str(flag), f"not a request: {' '.join(words)[:80]!r}")
+        except ArchiveError as exc:
+            self.log.error("rollback.failed", path=exc.path, error=exc.reason)
+            self.request = statefile.RequestAnswer(ident, str(exc))
+        else:
+            self.request = statefile.RequestAnswer(ident)
+        self.save_state(now=True)
+
+    async def _roll_back(self, kept_sha256: str) -> None:
+        """Put the kept build with ``kept_sha256`` on every slave, with a new serial."""
+        archive = Archive(self.config.output, self.config.daemon.keep)
+        async with self._writer:
+            kept = next((k for k in archive.entries() if k.sha256 == kept_sha256), None)
+            if kept is None:
+                raise ArchiveError(str(archive.directory), f"no kept build {kept_sha256[:16]}")
+            # Above every serial a slave may serve: the receivers refuse an older one.
+            floor = rollback.newest(
+                self.builder.previous_serial(),
+                *(c.serial for c in (self.current, self.held_build, self.rollback_held) if c),
+                *(w.state.installed_serial for w in self.workers),
+                self._kept_build.serial if self._kept_build else None,
+            )
+            rolled = await asyncio.to_thread(rollback.prepare, archive, kept, floor)
+            await asyncio.to_thread(rollback.install, self.config.output, rolled)
+        if self.held is not None:
+            self.log.warning("guard.dropped", serial=self.held[0].serial, reason="rollback")
+        self.held = self._kept_build = self.rollback_held = None
+        self.rollback = rolled.hold
+        self.current = _current_of(rolled.data, rolled.hold.sha256, records=len(rolled.keys))
+        self.build_error = None
+        self.log.warning(
+            "rollback.done",
+            serial=rolled.hold.serial,
+            kept_serial=kept.serial,
+            kept_sha256=kept.sha256[:16],
+            built=kept.stamp,
+            hint="held until dnsmaster rollback --release",
+        )
+        self.save_state(now=True)
+        for worker in self.workers:
+            worker.wake()
+
+    async def _release_hold(self) -> None:
+        """End the rollback; the build loop then builds the zones and pushes them."""
+        hold = self.rollback
+        if hold is None:
+            raise ArchiveError(str(self.config.output), "no rollback holds a build")
+        async with self._writer:
+            await asyncio.to_thread(rollback.clear, self.config.output)
+        self.rollback = self.rollback_held = None
+        self.log.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
+        self._release.set()
+
     async def _first_build(self) -> None:
         """Build unless data on disk already comes from these zones; else keep it."""
         try:
             for name in await asyncio.to_thread(self.builder.tidy):
                 self.log.info("build.swept", file=name)
+            if await asyncio.to_thread(self._restore_rollback):
+                return
             fresh = await asyncio.to_thread(self.builder.is_current)
         except BuildError as exc:
             self.log.error("build.error", path=exc.path, error=exc.reason)
@@ -783,6 +918,35 @@ class Daemon:
         if not await self.build("start", floor=floor) and self.current is None:
             # Keep serving what is there: slaves behind it still get it.
             self.current = _current_from_disk(self.config.output)
+
+    def _restore_rollback(self) -> bool:
+        """After a restart: a rollback in force is held still; whether there is one.
+
+        Its data, kept with the hold, stays current (what the slaves get); a build on
+        disk from other sources is a save made during the hold: held too. The zones
+        are not built now: ``rollback --release`` builds them.
+        """
+        try:
+            found = rollback.load(self.config.output)
+        except ArchiveError as exc:
+            self.log.error("rollback.damaged", path=exc.path, error=exc.reason)
+            return False
+        if found is None:
+            return False
+        hold, data = found
+        self.rollback = hold
+        self.current = _current_of(data, hold.sha256, time_=hold.since)
+        disk = _current_from_disk(self.config.output)
+        if disk is not None and disk.sha256 != hold.sha256:
+            self.rollback_held = disk
+        self.log.warning(
+            "rollback.held",
+            serial=hold.serial,
+            kept_serial=hold.kept_serial,
+            since=hold.since,
+            hint="dnsmaster rollback --release pushes the zones as they are then",
+        )
+        return True
 
     async def _slaves_newest_serial(self) -> int | None:
         """The newest serial any slave has installed (RFC 1982), asked now.
@@ -806,13 +970,17 @@ class Daemon:
             waiting = asyncio.ensure_future(self.debouncer.wait())
             hup = asyncio.ensure_future(self._hup.wait())
             rescan = asyncio.ensure_future(self._rescan.wait())
+            release = asyncio.ensure_future(self._release.wait())
             done, _ = await asyncio.wait(
-                {waiting, hup, rescan}, return_when=asyncio.FIRST_COMPLETED
+                {waiting, hup, rescan, release}, return_when=asyncio.FIRST_COMPLETED
             )
             changes = waiting.result() if waiting in done else 0
-            for task in (waiting, hup, rescan):
+            for task in (waiting, hup, rescan, release):
                 task.cancel()
-            if hup in done:
+            if self._release.is_set():
+                self._release.clear()
+                await self.build("release")
+            elif hup in done:
                 self._hup.clear()
                 await self.build("sighup")
             elif waiting in done:
@@ -852,7 +1020,10 @@ class Daemon:
             for worker in self.workers:
                 worker.release()
         elif signum == signal.SIGUSR2:
-            self._accept()
+            if (self.config.output / ROLLBACK_FILE).exists():
+                self._start(self._requested(), "rollback", forever=False)
+            else:
+                self._accept()
         elif signum == signal.SIGUSR1:
             # A build or push by hand, handed to us: build if the zones changed.
             self.rescan("sigusr1")

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnsmaster import state as statefile
 
-__all__ = ["Outcome", "daemon_pid", "follow"]
+__all__ = ["Outcome", "daemon_pid", "follow", "follow_request"]
 
 #: How often the state file is read while following the daemon.
 POLL = 0.1
@@ -39,8 +39,14 @@ class Outcome:
     slaves: dict[str, str | None]
     #: Slaves that did not report before the timeout.
     pending: tuple[str, ...]
-    #: Why the guard holds the build asked for (it is built, and pushed nowhere).
+    #: Why the guard (or a rollback) holds the build asked for (it is built, and
+    #: pushed nowhere).
     held: str | None = None
+    #: What holds it: ``guard`` (``push --accept`` releases it) or ``rollback``
+    #: (``rollback --release``).
+    held_by: str = "guard"
+    #: Why the daemon refused the request (``rollback``), in its words.
+    error: str | None = None
 
 
 def _alive(pid: int) -> bool:
@@ -101,6 +107,16 @@ def follow(
         held = state.held if state is not None else None
         if held is not None and held.fingerprint == fingerprint and signum != signal.SIGUSR2:
             return Outcome(state.build if state else None, True, {}, (), held=held.reason)
+        rolled = state.rollback if state is not None else None
+        if rolled is not None and rolled.held_fingerprint == fingerprint:
+            return Outcome(
+                state.build if state else None,
+                True,
+                {},
+                (),
+                held=_rollback(rolled),
+                held_by="rollback",
+            )
         if state is not None and state.build is not None:
             build = state.build
             if not build_seen:
@@ -126,6 +142,83 @@ def follow(
         time.sleep(POLL)
     pending = tuple(sorted(set(slaves) - set(reported)))
     return Outcome(build if build_seen else None, False, reported, pending)
+
+
+def follow_request(
+    state_path: Path,
+    pid: int,
+    ident: str,
+    *,
+    fingerprint: str | None,
+    slaves: Collection[str],
+    timeout: float,
+    on_slave: Callable[[str, statefile.SlaveState], None],
+    on_build: Callable[[statefile.BuildState], None] | None = None,
+) -> Outcome:
+    """Signal daemon ``pid`` (SIGUSR2) to act on the request ``ident`` written in its
+    flag file (``dnsmaster rollback``), then follow it to every slave in ``slaves``.
+
+    The daemon answers the request in the state file first; a refusal ends here
+    (``error``). Then the build to follow is the rolled-back one or, for a release
+    (``fingerprint``: the zones' now), the build of the zones, which the guard may
+    hold or which may fail.
+    """
+    asked = time.time()
+    os.kill(pid, signal.SIGUSR2)
+    deadline = time.monotonic() + timeout
+    reported: dict[str, str | None] = {}
+    build: statefile.BuildState | None = None
+    answered = False
+    while time.monotonic() < deadline:
+        state = _read(state_path)
+        if state is not None and state.pid != pid:
+            break
+        if state is not None and not answered:
+            if state.request is None or state.request.id != ident:
+                time.sleep(POLL)
+                continue
+            if state.request.error is not None:
+                return Outcome(state.build, False, {}, (), error=state.request.error)
+            answered = True
+        if state is not None and build is None:
+            candidate = state.build
+            if fingerprint is None:
+                target = state.rollback.sha256 if state.rollback is not None else None
+                if candidate is not None and candidate.sha256 == target:
+                    build = candidate
+            else:
+                held = state.held
+                if held is not None and held.fingerprint == fingerprint and held.since >= asked:
+                    return Outcome(candidate, True, {}, (), held=held.reason)
+                if candidate is not None and candidate.fingerprint == fingerprint:
+                    if candidate.time >= asked:
+                        build = candidate
+                elif candidate is not None and candidate.error and state.updated >= asked:
+                    return Outcome(candidate, True, {}, ())
+            if build is not None and on_build is not None:
+                on_build(build)
+        if state is not None and build is not None:
+            for slave in state.slaves:
+                if slave.name not in slaves or slave.name in reported:
+                    continue
+                done, reason = _outcome(slave, build, asked, repush=False)
+                if done:
+                    reported[slave.name] = reason
+                    on_slave(slave.name, slave)
+            if len(reported) == len(slaves):
+                return Outcome(build, False, reported, ())
+        if not _alive(pid):
+            break
+        time.sleep(POLL)
+    pending = tuple(sorted(set(slaves) - set(reported)))
+    return Outcome(build, False, reported, pending)
+
+
+def _rollback(rolled: statefile.RollbackState) -> str:
+    return (
+        f"a rollback holds serial {rolled.serial} (kept build {rolled.kept_serial}) "
+        "on every slave until dnsmaster rollback --release"
+    )
 
 
 def _outcome(

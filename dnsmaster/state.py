@@ -26,6 +26,8 @@ __all__ = [
     "HEARTBEAT_MISSES",
     "BuildState",
     "HeldBuild",
+    "RequestAnswer",
+    "RollbackState",
     "SlaveState",
     "State",
     "Verified",
@@ -119,6 +121,34 @@ class HeldBuild:
 
 
 @dataclass(frozen=True, slots=True)
+class RollbackState:
+    """A rollback in force: the slaves keep an earlier build until ``rollback --release``.
+
+    ``serial``/``sha256`` are the rolled-back data the slaves get (the kept build
+    with a new serial), ``kept_serial``/``kept_sha256`` the kept build it is. Saves
+    made meanwhile are built and checked, not pushed: the newest is ``held_*``.
+    """
+
+    serial: int
+    sha256: str
+    kept_serial: int
+    kept_sha256: str
+    since: float
+    held_serial: int | None = None
+    held_sha256: str | None = None
+    held_fingerprint: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class RequestAnswer:
+    """The daemon's answer to the last request handed to it in a flag file
+    (``dnsmaster rollback``): its id, and why it failed (None: done)."""
+
+    id: str
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """The whole file."""
 
@@ -145,6 +175,10 @@ class State:
     #: The last build attempt's failure, None after a good build: ``build.error``,
     #: here too so that it is said when there was never a good build (``build`` None).
     build_error: str | None = None
+    #: A rollback in force (``build`` is the rolled-back build).
+    rollback: RollbackState | None = None
+    #: The answer to the last ``dnsmaster rollback`` handed to the daemon.
+    request: RequestAnswer | None = None
 
 
 def write(path: Path, state: State) -> None:
@@ -175,6 +209,10 @@ def read(path: Path) -> State:
         top["build"] = BuildState(**_known(BuildState, build)) if build else None
         held = document.get("held")
         top["held"] = HeldBuild(**_known(HeldBuild, held)) if held else None
+        rollback = document.get("rollback")
+        top["rollback"] = RollbackState(**_known(RollbackState, rollback)) if rollback else None
+        request = document.get("request")
+        top["request"] = RequestAnswer(**_known(RequestAnswer, request)) if request else None
         top["slaves"] = tuple(
             SlaveState(**_known(SlaveState, s)) for s in document.get("slaves", ())
         )

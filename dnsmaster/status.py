@@ -11,7 +11,9 @@ daemon    ``running``; ``stopped`` (SIGTERM, cleanly); ``dead`` (its pid is gone
           runs but its heartbeat is 3 intervals old)
 build     ``ok``; ``none`` (never built); ``failed`` (the last build failed: the
           zones have errors); ``unbuilt`` (the zones changed since the last build);
-          ``unreadable`` (status cannot read the zones to compare)
+          ``unreadable`` (status cannot read the zones to compare); ``held`` (the
+          guard holds a build back); ``rollback`` (a rollback holds the slaves on
+          an earlier build until ``dnsmaster rollback --release``)
 slave     ``ok``; ``pushing``; ``behind`` (has an older build); ``failing`` (its
           pushes fail: the receiver's or the connection's reason); ``stale`` (DNS
           answers another serial than the one installed); ``dns-failed`` (its
@@ -116,6 +118,9 @@ class Finding:
     since: float | None = None
     #: CRITICAL at once, whatever its age (a slave's changed host key).
     urgent: bool = False
+    #: WARNING at once and never more, whatever its age: a state an operator chose
+    #: (a rollback), to be seen but not to page anyone.
+    chosen: bool = False
 
     @property
     def ok(self) -> bool:
@@ -239,6 +244,24 @@ def judge_daemon(state: State, *, now: float, alive: bool | None) -> Finding:
 def judge_build(state: State, zones: ZonesCheck, *, now: float) -> Finding:
     """Whether the build is the zones there now."""
     build = state.build
+    if state.rollback is not None:
+        rolled = state.rollback
+        saves = (
+            f"; saves are built, not pushed (the newest is serial {rolled.held_serial})"
+            if rolled.held_serial is not None
+            else ""
+        )
+        return Finding(
+            "build",
+            "rollback",
+            f"a rollback holds every slave on serial {rolled.serial} (kept build "
+            f"{rolled.kept_serial}, sha256 {rolled.kept_sha256[:16]}) since "
+            f"{_when(rolled.since)}{saves}",
+            "when the zones are right again: dnsmaster rollback --release builds and pushes "
+            "them (dnsmaster diff shows what that changes)",
+            rolled.since,
+            chosen=True,
+        )
     if state.held is not None:
         held = state.held
         kept = f"; the slaves keep serial {build.serial}" if build is not None else ""
@@ -551,6 +574,31 @@ def check_zones(cfg: Config, state: State) -> ZonesCheck:
     return ZonesCheck(True, _oldest_change(zones, after))
 
 
+def _with_rollback(cfg: Config, state: State) -> State:
+    """``state`` with the rollback the output directory holds, which is what counts.
+
+    A rollback made (or released) by hand while no daemon ran is in the output
+    directory only; the state file may be an older daemon's.
+    """
+    from dataclasses import replace  # noqa: PLC0415
+
+    from dnsmaster import rollback  # noqa: PLC0415
+    from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+
+    try:
+        hold = rollback.read(cfg.output)
+    except ArchiveError:
+        return state  # damaged: the daemon says what it does about it
+    if hold is None:
+        return replace(state, rollback=None) if state.rollback is not None else state
+    if state.rollback is not None and state.rollback.sha256 == hold.sha256:
+        return state
+    rolled = statefile.RollbackState(
+        hold.serial, hold.sha256, hold.kept_serial, hold.kept_sha256, hold.since
+    )
+    return replace(state, rollback=rolled)
+
+
 def _verifies(cfg: Config) -> dict[str, bool]:
     """Which slaves the daemon asks over DNS after a push, by the configuration."""
     return {s.name: bool(cfg.daemon.verify and s.dns) for s in cfg.slaves}
@@ -558,6 +606,7 @@ def _verifies(cfg: Config) -> dict[str, bool]:
 
 def report(cfg: Config, state: State, *, now: float | None = None) -> Report:
     """Measure (pid, heartbeat, zones) and judge."""
+    state = _with_rollback(cfg, state)
     return judge(
         state,
         now=time.time() if now is None else now,
@@ -657,7 +706,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
     for f in rep.problems:
         age = rep.now - (f.since if f.since is not None else rep.now)
         at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
-        if at_once or age >= critical:
+        if f.chosen:
+            level = NAGIOS_WARNING
+        elif at_once or age >= critical:
             level = NAGIOS_CRITICAL
         elif age >= warning:
             level = NAGIOS_WARNING

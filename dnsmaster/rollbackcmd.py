@@ -1,0 +1,218 @@
+"""``dnsmaster rollback``: an earlier kept build on every slave, held until released.
+
+``--list`` shows the kept builds; ``--to SPEC`` (default ``-1``) rolls back;
+``--release`` ends the hold and pushes the zones as they are then. With a daemon
+running (it holds the output directory's lock) the request is handed to it — a flag
+file and SIGUSR2, as ``push --accept`` does — and each slave's outcome is printed as
+the daemon reports it; without one, this command does the work itself under the lock.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import secrets
+import sys
+import time
+from typing import TYPE_CHECKING, Any
+
+from dnsmaster import cli, fsutil, handoff, rollback
+from dnsmaster.archive import Archive, Kept
+from dnsmaster.errors import ArchiveError
+
+if TYPE_CHECKING:
+    from dnsmaster.config import Config
+
+__all__ = ["main"]
+
+
+async def main(args: argparse.Namespace) -> int:
+    """Run the command; the exit status."""
+    setup = cli._config_log_slaves(args)
+    if setup is None:
+        return cli.EXIT_USAGE
+    cfg, logger, _ = setup
+    archive = Archive(cfg.output, cfg.daemon.keep)
+    try:
+        if args.list:
+            return _list(cfg, archive)
+        kept = None if args.release else archive.select(args.to)
+    except ArchiveError as exc:
+        logger.error("rollback.failed", path=exc.path, error=exc.reason)
+        return cli.EXIT_USAGE
+    with cli._one_writer(cfg.output, cfg.state, logger) as daemon:
+        if daemon is not None:
+            return _hand_off(cfg, daemon, kept, logger)
+        try:
+            if kept is None:
+                return await _release(cfg, logger)
+            return await _roll_back(cfg, archive, kept, logger)
+        except ArchiveError as exc:
+            logger.error("rollback.failed", path=exc.path, error=exc.reason)
+            return cli.EXIT_SYSTEM
+
+
+async def _roll_back(cfg: Config, archive: Archive, kept: Kept, logger: Any) -> int:
+    """Without a daemon: install the rollback here, then push it to every slave."""
+    builder = cli._builder(cfg)
+    for name in builder.tidy():
+        logger.info("build.swept", file=name)
+    hold = rollback.read(cfg.output)
+    # Above what the master built last (what the slaves were given) and the newest
+    # kept build: each receiver refuses an older serial than the one it has.
+    floor = rollback.newest(
+        builder.previous_serial(),
+        hold.serial if hold else None,
+        *(k.serial for k in archive.entries()[:1]),
+    )
+    rolled = rollback.prepare(archive, kept, floor)
+    rollback.install(cfg.output, rolled)
+    logger.warning(
+        "rollback.done",
+        serial=rolled.hold.serial,
+        kept_serial=kept.serial,
+        kept_sha256=kept.sha256[:16],
+        built=kept.stamp,
+        hint="held until dnsmaster rollback --release",
+    )
+    return await cli._push_data(cfg, list(cfg.slaves), logger)
+
+
+async def _release(cfg: Config, logger: Any) -> int:
+    """Without a daemon: end the hold, build the zones with a new serial, push them."""
+    hold = rollback.read(cfg.output)
+    if hold is None:
+        logger.info("rollback.nothing_held")
+        return cli.EXIT_OK
+    rollback.clear(cfg.output)
+    logger.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
+    # A build even when the zones are those of the last build: the slaves serve the
+    # rolled-back serial, and only a newer one replaces it.
+    status = cli._run_build(cli._builder(cfg), logger)
+    if status != cli.EXIT_OK:
+        return status
+    return await cli._push_data(cfg, list(cfg.slaves), logger)
+
+
+def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
+    """Have the running daemon roll back (or release), and report what it did."""
+    from dnsmaster import state as statefile  # noqa: PLC0415
+    from dnsmaster.daemon import ROLLBACK_FILE  # noqa: PLC0415
+    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
+
+    ident = secrets.token_hex(8)
+    fingerprint = None
+    if kept is None:
+        try:
+            held = statefile.read(cfg.state).rollback
+        except (OSError, ValueError) as exc:
+            logger.error("rollback.failed", path=str(cfg.state), error=str(exc))
+            return cli.EXIT_SYSTEM
+        if held is None:
+            logger.info("rollback.nothing_held", daemon=daemon)
+            return cli.EXIT_OK
+        try:
+            fingerprint = cli._builder(cfg).fingerprint()
+        except (BuildError, DataErrors) as exc:
+            logger.error("build.failed", error=str(exc), changed=False)
+            return cli.EXIT_SYSTEM
+        text = f"release {ident}\n"
+    else:
+        text = f"to {kept.sha256} {ident}\n"
+    flag = cfg.output / ROLLBACK_FILE
+    payload = text.encode()
+    fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, payload)), flag)])
+    logger.info(
+        "handoff.start",
+        daemon=daemon,
+        request="release the rollback" if kept is None else f"roll back to {kept.serial}",
+        slaves=len(cfg.slaves),
+    )
+
+    def built(build: Any) -> None:
+        event = "build.done" if kept is None else "rollback.done"
+        logger.info(event, serial=build.serial, sha256=build.sha256[:16], by="daemon")
+
+    def slave_done(name: str, slave: Any) -> None:
+        if slave.result == "ok":
+            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
+        else:
+            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
+
+    names = [s.name for s in cfg.slaves]
+    outcome = handoff.follow_request(
+        cfg.state,
+        daemon,
+        ident,
+        fingerprint=fingerprint,
+        slaves=names,
+        timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
+        on_slave=slave_done,
+        on_build=built,
+    )
+    if outcome.error is not None:
+        logger.error("rollback.failed", error=outcome.error, by="daemon")
+        return cli.EXIT_SYSTEM
+    if outcome.held is not None:
+        logger.critical(
+            "guard.held",
+            reason=outcome.held,
+            by="daemon",
+            hint="check with dnsmaster diff; release with dnsmaster push --accept",
+        )
+        return cli.EXIT_DATA
+    if outcome.build_failed:
+        error = outcome.build.error if outcome.build else None
+        logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")
+        return cli.EXIT_DATA
+    failed = [n for n, why in outcome.slaves.items() if why is not None]
+    for name in outcome.pending:
+        logger.error("push.failed", slave=name, error="no outcome from the daemon in time")
+    logger.info(
+        "push.end",
+        ok=len(names) - len(failed) - len(outcome.pending),
+        failed=len(failed) + len(outcome.pending),
+    )
+    if outcome.build is None:
+        logger.error("handoff.failed", daemon=daemon, error="the daemon did not act in time")
+        return cli.EXIT_SYSTEM
+    return cli.EXIT_SLAVES if failed or outcome.pending else cli.EXIT_OK
+
+
+def _list(cfg: Config, archive: Archive) -> int:
+    """The kept builds, newest first, and which one the slaves are given."""
+    kept = archive.entries()
+    hold = rollback.read(cfg.output)
+    try:
+        on_disk = hashlib.sha256((cfg.output / "data").read_bytes()).hexdigest()
+    except OSError:
+        on_disk = None
+    live = hold.kept_sha256 if hold is not None else on_disk
+    out = sys.stdout
+    if not kept:
+        out.write(f"no builds kept yet in {archive.directory}\n")
+    else:
+        out.write(f"{'':2}{'SERIAL':>10}  {'BUILT (UTC)':20}  {'SHA256':16}  {'LINES':>8}\n")
+    for i, entry in enumerate(kept):
+        mark = "*" if entry.sha256 == live else " "
+        note = f"  -{i}" if i else "  newest"
+        if entry.sha256 == live:
+            note += (
+                f", live as serial {hold.serial} (rolled back {_when(hold.since)})"
+                if hold is not None
+                else ", live"
+            )
+        out.write(
+            f"{mark} {entry.serial:>10}  {entry.stamp:20}  {entry.sha256[:16]}  "
+            f"{entry.lines:>8}{note}\n"
+        )
+    if hold is not None:
+        out.write(
+            f"a rollback holds serial {hold.serial} (kept build {hold.kept_serial}) since "
+            f"{_when(hold.since)}: release with dnsmaster rollback --release\n"
+        )
+    return cli.EXIT_OK
+
+
+def _when(stamp: float) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(stamp))
