@@ -267,33 +267,35 @@ class Builder:
         compiled: list[CompiledSource] = []
         recompiled: list[str] = []
         errors: list[DataError] = []
-        disk = self._disk()
         self._loaded = []
         self._rejected = []
+        stats = {name: self._stat(name) for name in names}
+        unsure = [
+            name
+            for name in names
+            if name not in self._cache
+            or stats[name] is None
+            or self._stats.get(name) != stats[name]
+        ]
+        found = dict(zip(unsure, self._look_up(unsure), strict=True))
         for name in names:
-            cached = self._cache.get(name)
-            stat = self._stat(name)
-            if cached is not None and stat is not None and self._stats.get(name) == stat:
-                compiled.append(cached)
+            stat = stats[name]
+            if name not in found:
+                compiled.append(self._cache[name])
                 continue
-            content = self._read(name)
-            digest = hashlib.sha256(content).digest()
+            content, known = found.pop(name)  # the content is no longer held once compiled
             self._stats.pop(name, None)
-            if cached is not None and cached.digest == digest:
-                self._remember(name, stat)
-                compiled.append(cached)
-                continue
-            known = disk.load(name, digest) if disk else None
             if isinstance(known, Rejected):
                 self._rejected.append((name, known.reason))
             elif known is not None:
-                if self.strict and known.warnings:
-                    errors.extend(known.warnings)  # what compile_source(strict=True) raises
-                    continue
-                self._cache[name] = known
+                if known is not self._cache.get(name):
+                    if self.strict and known.warnings:
+                        errors.extend(known.warnings)  # what compile_source(strict=True) raises
+                        continue
+                    self._cache[name] = known
+                    self._loaded.append(name)
                 self._remember(name, stat)
                 compiled.append(known)
-                self._loaded.append(name)
                 continue
             try:
                 src = compile_source(name, content, strict=self.strict)
@@ -310,6 +312,27 @@ class Builder:
         if errors:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
+
+    def _look_up(self, names: list[str]) -> list[tuple[bytes, CompiledSource | Rejected | None]]:
+        """Each source's content, and its compile from memory or the build cache.
+
+        Two threads: reading and hashing (of the sources and of the entries)
+        release the GIL, so one thread's hashing runs while the other parses.
+        """
+        disk = self._disk()
+
+        def look_up(name: str) -> tuple[bytes, CompiledSource | Rejected | None]:
+            content = self._read(name)
+            digest = hashlib.sha256(content).digest()
+            cached = self._cache.get(name)
+            if cached is not None and cached.digest == digest:
+                return content, cached
+            return content, disk.load(name, digest) if disk else None
+
+        if len(names) < 2 or disk is None:  # nothing to share between two threads
+            return [look_up(name) for name in names]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(look_up, names))
 
     def _disk(self) -> BuildCache | None:
         if not self.cache:

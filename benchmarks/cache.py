@@ -1,0 +1,148 @@
+"""Time a new process's build after a one-line change, with the build cache.
+
+The scenario of issue 11: a zones directory of many ``zones.*`` files (1M lines in
+50 files by default), built once; then one line changes in one file and a *new*
+``python -m dnsmaster build`` runs, as ``dnsmaster push``, ``build`` or a daemon
+restart would. It reads the other files' compiles back from
+``OUTPUT/.dnsmaster-cache/`` (:mod:`dnsmaster.buildcache`) and compiles only the
+changed one. Compared, in the same run, with the real tinydns-data compiling the
+whole ``data`` that build wrote, and with the cold builds (cache empty, and cache
+off) for scale. Every figure is a child process's wall time, best of ``--repeat``.
+
+Run from the project root::
+
+    python benchmarks/cache.py                   # 1M lines in 50 files
+    python benchmarks/cache.py --size 100k --files 20 --repeat 5
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from datagen import write_zones  # noqa: E402
+
+from dnsmaster import buildcache  # noqa: E402
+from dnsmaster.build import Builder  # noqa: E402
+from dnsmaster.core.compiler import accelerated  # noqa: E402
+
+TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/sbin/tinydns-data"
+MTIME = 1_700_000_000
+ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+NO_CACHE = (
+    "import sys; from pathlib import Path; from dnsmaster.build import Builder; "
+    "Builder(Path(sys.argv[1]), Path(sys.argv[2]), cache=False).build()"
+)
+
+
+def parse_size(text: str) -> int:
+    text = text.strip().lower()
+    scale = {"k": 1000, "m": 1_000_000}.get(text[-1:], 1)
+    return int(float(text.rstrip("km")) * scale)
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> float:
+    started = time.perf_counter()
+    proc = subprocess.run(argv, cwd=cwd, env=ENV, capture_output=True, check=False)
+    seconds = time.perf_counter() - started
+    if proc.returncode != 0:
+        raise SystemExit(f"{argv} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
+    return seconds
+
+
+def build_argv(zones: Path, out: Path) -> list[str]:
+    return [sys.executable, "-m", "dnsmaster", "build", "--zones", str(zones), "--out", str(out)]
+
+
+def change_one_line(victim: Path, original: bytes, i: int) -> None:
+    """The address of the file's last host: one line, a new value each time."""
+    head, _, last = original.rstrip(b"\n").rpartition(b"\n")
+    victim.write_bytes(head + b"\n" + last.rsplit(b".", 1)[0] + b".%d\n" % (200 + i))
+
+
+def load_all(zones: Path, out: Path) -> tuple[float, int]:
+    """In this process: the time to read back every entry, and how many."""
+    builder = Builder(zones, out)
+    names, _ = builder._scan()
+    contents = [(name, builder._read(name)) for name in names]
+    cache = builder._disk()
+    assert cache is not None
+    started = time.perf_counter()
+    found = [cache.load(name, hashlib.sha256(content).digest()) for name, content in contents]
+    seconds = time.perf_counter() - started
+    return seconds, sum(
+        1 for f in found if f is not None and not isinstance(f, buildcache.Rejected)
+    )
+
+
+def run(base: Path, size: int, files: int, repeat: int) -> list[str]:
+    zones, out, theirs, plain = base / "zones", base / "out", base / "tinydns", base / "plain"
+    for d in (zones, out, theirs, plain):
+        d.mkdir(parents=True, exist_ok=True)
+    written = write_zones(zones, size, files=files)
+    cold_plain = timed([sys.executable, "-c", NO_CACHE, str(zones), str(plain)])
+    cold = timed(build_argv(zones, out))  # compiles everything and fills the cache
+    cache_bytes = sum(p.stat().st_size for p in (out / buildcache.DIRECTORY).iterdir())
+    victim = written[len(written) // 2]
+    original = victim.read_bytes()
+    warm: list[float] = []
+    for i in range(repeat):
+        change_one_line(victim, original, i)
+        warm.append(timed(build_argv(zones, out)))
+    # The entries the CLI runs wrote are read back whole: nothing to compile now.
+    check = Builder(zones, out).build()
+    if check.recompiled or len(check.cached) != len(check.sources):
+        raise SystemExit(f"cache not used: recompiled {check.recompiled}")
+    load, loaded = load_all(zones, out)
+    shutil.copyfile(out / "data", theirs / "data")
+    os.utime(theirs / "data", (MTIME, MTIME))
+    reference = min(timed([TINYDNS_DATA], cwd=theirs) for _ in range(repeat))
+    same = (out / "data.cdb").read_bytes() == (theirs / "data.cdb").read_bytes()
+    lines = check.lines
+    return [
+        f"new process, one line changed in 1 of {len(written)} files ({lines} lines): "
+        f"{min(warm):5.2f} s; tinydns-data full compile {reference:5.2f} s; "
+        f"ratio {min(warm) / reference:4.2f}x; identical: {'yes' if same else 'NO'}",
+        f"cold build filling the cache {cold:5.2f} s, cold build without cache "
+        f"{cold_plain:5.2f} s; cache {cache_bytes / 2**20:5.1f} MiB",
+        f"in process: reading back {loaded} entries takes {load:5.2f} s",
+    ]
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--size", default="1M", help="lines in all (default 1M)")
+    parser.add_argument("--files", type=int, default=50, help="zones.* files (default 50)")
+    parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best is kept)")
+    parser.add_argument("--keep", type=Path, help="generate and keep the data in this dir")
+    args = parser.parse_args(argv)
+    if not Path(TINYDNS_DATA).exists():
+        raise SystemExit("tinydns-data not found")
+    base = args.keep or Path(tempfile.mkdtemp(prefix="dnsmaster-cache-bench-"))
+    compiler = "C accelerator" if accelerated() else "pure Python"
+    print(
+        f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {args.repeat}, "
+        f"compiler: {compiler}"
+    )
+    try:
+        for line in run(base, parse_size(args.size), args.files, args.repeat):
+            print(line, flush=True)
+    finally:
+        if args.keep is None:
+            shutil.rmtree(base, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
