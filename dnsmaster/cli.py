@@ -524,6 +524,7 @@ def _run_build(builder: Builder, logger: Any) -> int:
         files=len(result.sources),
         lines=result.lines,
         records=result.records,
+        cached=len(result.cached),  # files read back from the build cache, not compiled
         sha256=result.sha256[:16],
         seconds=round(result.seconds, 3),
         output=str(out),

@@ -273,6 +273,29 @@ class TestNewProcess:
         assert cache_files(out) == before
 
 
+class TestCommands:
+    def test_build_command_in_a_new_process(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """``dnsmaster build`` twice: the second process compiles nothing and says so."""
+        argv = [
+            sys.executable,
+            "-m",
+            "dnsmaster",
+            "build",
+            "--zones",
+            str(zones),
+            "--out",
+            str(out),
+        ]
+        runs = [
+            subprocess.run(argv, capture_output=True, text=True, env=ENV, check=False) for _ in "ab"
+        ]
+        assert [r.returncode for r in runs] == [0, 0], runs[1].stderr
+        assert "cached=0 " in runs[0].stderr
+        assert "cached=5 " in runs[1].stderr
+        assert "cache.ignored" not in runs[1].stderr
+        assert uncached(zones, out, tmp_path)
+
+
 class TestDiagnose:
     def test_check_reads_the_cache_and_writes_nothing(self, zones: Path, out: Path) -> None:
         """check reports a cached source's warnings without compiling it, and never
