@@ -50,6 +50,7 @@ writer has a name no reader looks at, and the next build sweeps it.
 from __future__ import annotations
 
 import contextlib
+import errno
 import functools
 import hashlib
 import os
@@ -67,7 +68,17 @@ from dnsmaster.core.compiler import Records
 from dnsmaster.core.makedata import CompiledSource
 from dnsmaster.errors import DataError
 
-__all__ = ["DIRECTORY", "FORMAT", "BuildCache", "Rejected", "Synced", "decode", "encode"]
+__all__ = [
+    "DIRECTORY",
+    "FORMAT",
+    "BuildCache",
+    "Rejected",
+    "Synced",
+    "code_digest",
+    "decode",
+    "encode",
+    "entry_name",
+]
 
 #: The subdirectory of the output directory that holds the cache.
 DIRECTORY = ".dnsmaster-cache"
@@ -114,7 +125,9 @@ def code_digest() -> bytes:
     The version alone would let a development tree, or a patched install, replay
     the warnings and records of the code it had before. The C accelerator is left
     out on purpose: it must give the pure-Python path's bytes, and the tests hold
-    it to that.
+    it to that. (An install without the ``.py`` files falls back on the version.)
+    Taken once, when this module is imported: it stands for the code this process
+    runs, not for what an upgrade puts on disk while a daemon runs.
     """
     h = hashlib.sha256(__version__.encode())
     for path in sorted(Path(makedata.__file__).parent.glob("*.py")):
@@ -122,6 +135,9 @@ def code_digest() -> bytes:
         with contextlib.suppress(OSError):  # a missing file still changes the digest
             h.update(b"\0" + path.read_bytes())
     return h.digest()
+
+
+code_digest()
 
 
 def entry_name(name: str, digest: bytes) -> str:
@@ -213,6 +229,8 @@ class BuildCache:
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
+            if exc.errno == errno.ELOOP:
+                return Rejected("is a symbolic link")
             return Rejected(f"cannot read: {fsutil.describe(exc)}")
         try:
             entry = self._read(fd)

@@ -484,7 +484,7 @@ class TestDamagedEntries:
         good = tmp_path / "good-entry"
         os.rename(entry, good)
         entry.symlink_to(good)
-        self.check_recovered(zones, out, tmp_path, "cannot read")
+        self.check_recovered(zones, out, tmp_path, "is a symbolic link")
         entry.unlink()
         os.mkfifo(entry)
         self.check_recovered(zones, out, tmp_path, "not a regular file")
