@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster import state as statefile
+from dnsmaster.status import EXIT_BUILD, ZonesCheck, judge, nagios
 from tests.daemonrun import PROJECT, DaemonProcess
 from tests.test_daemon import SETTLE, TIMEOUT, Local, Rig, example_com, status, wait_state, write
 
@@ -56,7 +57,7 @@ def serves(rig: Rig, www: str, serial: int) -> None:
         assert s.tinydns.answer("www.example.com", "A") == [www], s.name
 
 
-def nagios(config: Path) -> int:
+def nagios_cli(config: Path) -> int:
     return subprocess.run(
         [sys.executable, "-m", "dnsmaster", "status", "--nagios", "--config", str(config)],
         capture_output=True,
@@ -111,7 +112,7 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     assert proc.returncode == 4, proc.stdout + proc.stderr
     assert "rollback" in proc.stdout + proc.stderr
     assert "dnsmaster rollback --release" in proc.stdout + proc.stderr
-    assert nagios(rig.config) == 1  # WARNING: a state the operator chose
+    assert nagios_cli(rig.config) == 1  # WARNING: a state the operator chose
 
     # A save during the hold is built and checked, not pushed; a push by hand neither.
     mark = daemon.mark()
@@ -188,6 +189,46 @@ def test_rollback_without_a_daemon(rig: Rig) -> None:
     serves(rig, NEWER, released)
     code, out, _ = dnsmaster(rig.config, "rollback", "--list")
     assert "rollback holds" not in out
+
+
+def test_status_names_the_hold_and_never_pages() -> None:
+    """A rollback is a state the operator chose: WARNING however old, with the way out."""
+    now = 1_800_000_000.0
+    build = statefile.BuildState(1_700_000_009, "b" * 64, 9, now - 86400)
+    rolled = statefile.RollbackState(
+        1_700_000_009, "b" * 64, 1_700_000_001, "a" * 64, now - 86400, held_serial=1_700_000_012
+    )
+    slave = statefile.SlaveState("ns2", "b" * 64, 1_700_000_009, "ok", verified="ok")
+    state = statefile.State(
+        pid=os.getpid(),
+        updated=now,
+        build=build,
+        slaves=(slave,),
+        heartbeat_interval=10.0,
+        rollback=rolled,
+    )
+    rep = judge(state, now=now, alive=True, zones=ZonesCheck(True, now - 60))
+    assert rep.build.state == "rollback"
+    assert "serial 1700000009 (kept build 1700000001" in rep.build.reason
+    assert "the newest is serial 1700000012" in rep.build.reason
+    assert "dnsmaster rollback --release" in str(rep.build.action)
+    assert rep.exit_status == EXIT_BUILD
+    code, line = nagios(rep, warning=120, critical=600)
+    assert code == 1, line
+    assert "build rollback" in line
+
+
+def test_the_hold_reads_back_from_the_state_file(tmp_path: Path) -> None:
+    rolled = statefile.RollbackState(7, "b" * 64, 5, "a" * 64, 1.5, held_fingerprint="c" * 64)
+    answer = statefile.RequestAnswer("0123abcd", "no kept build aaaa")
+    path = tmp_path / "state.json"
+    written = statefile.State(pid=1, updated=2.0, build=None, rollback=rolled, request=answer)
+    statefile.write(path, written)
+    assert statefile.read(path) == written
+    document = json.loads(path.read_text())
+    del document["rollback"], document["request"]  # an older daemon's file
+    path.write_text(json.dumps(document))
+    assert statefile.read(path).rollback is None
 
 
 def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
