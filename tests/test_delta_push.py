@@ -265,6 +265,18 @@ def test_protocol_1_receiver_gets_plain_data(lab: Lab, master: Master) -> None:
     assert (old["slave"], old["protocol"]) == (a.name, 1)
     assert "upgrade its receiver to protocol 2" in old["hint"]
     assert pair(a)[0] == master.data() + seal(master.data())
+    doctor = subprocess.run(
+        [sys.executable, "-m", "dnsmaster", "doctor", "--config", str(master.config)],
+        capture_output=True,
+        text=True,
+        env=master.env(),
+        timeout=120,
+        check=False,
+    )
+    warned = [line for line in doctor.stdout.splitlines() if "receiver protocol" in line]
+    assert len(warned) == 1, doctor.stdout
+    assert warned[0].startswith("WARN")
+    assert "protocol 1: it takes full pushes only" in warned[0]
 
 
 # --------------------------------------------------------------------------- the stream itself
