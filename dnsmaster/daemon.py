@@ -13,8 +13,11 @@ Shape of the loop:
 * a failed push is retried with exponential backoff; a newer build (or SIGALRM)
   wakes the worker at once.
 * signals: SIGHUP builds now; SIGALRM pushes the current build to every slave
-  again; SIGTERM/SIGINT stop watching, let pushes in flight finish (up to
+  again; SIGUSR2 acts on an operator's flag file (``push --accept``, ``rollback``);
+  SIGTERM/SIGINT stop watching, let pushes in flight finish (up to
   ``stop_timeout``), write the state file and exit 0.
+* a rollback (:mod:`dnsmaster.rollback`) makes an earlier build current and holds
+  it: saves are built and checked, pushed nowhere, until it is released.
 * events can be missed (an inotify queue overflow, a zones directory swapped by a
   rename): the watcher then asks for a rescan, and every ``rescan`` seconds the
   daemon checks anyway. A rescan hashes the sources and builds only if their
