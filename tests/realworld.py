@@ -2,8 +2,33 @@
 
 Everything runs on loopback: a slave is an ``sshd`` on a free high port and a
 ``tinydns`` on port 53 UDP of its own 127.0.1.N address, both serving one root
-directory where ``dnsmaster receive`` (the key's forced command) installs data and
-data.cdb. Processes are started as children and stopped by their PID.
+directory where the receiver (the key's forced command) installs data and data.cdb.
+Processes are started as children and stopped by their PID.
+
+The master logs in as an ordinary account, as it does to a real slave's
+``dnsslave``: ``dnsmaster-lab`` (a system account with ``/bin/sh`` as its shell,
+made once by :func:`lab_account` when the tests run as root, as CI does), or the
+user running the tests. Root's login would differ from a real slave's in what costs
+time and what is allowed: root's shell here reads ``~/.bashrc``, which runs ``pyenv
+init`` at every SSH session (0.1 s of CPU a push), and root may write any file, so a
+receiver that wrote outside the directory it owns would pass. Each lab keeps its files
+in a fresh directory under that account's home (``/var/lib/dnsmaster-lab``, owned by
+root, mode 0755), which the lab removes when it closes: pytest's ``tmp_path`` lies
+under ``/tmp/pytest-of-root`` (mode 0700), which the account cannot reach, and sshd's
+``StrictModes`` (on, as on a real slave) refuses an ``authorized_keys`` whose
+directories, up to the account's home, are writable by others, which ``/tmp`` is.
+Each slave's root belongs to the account; tinydns reads it as ``nobody``.
+
+The forced command runs what the README has operators install on a slave: the
+receiver bundle (``dnsmaster receiver-bundle``, built once per test process) run by
+Debian's ``/usr/bin/python3 -I -S``. The master's interpreter (pyenv's, under
+``/root``, mode 0700) is out of the account's reach anyway, and the bundle is pure
+Python: without the C accelerator the receiver compiles 100k lines in 1.1 s instead
+of 0.9 s (startup dominates small pushes), which costs the lab tests little; it
+also proves, at every lab push, that the bundle holds every module the receiver
+imports. ``bin/dnsmaster`` in the lab's directory is a one-line wrapper around it,
+so that authorized-key's ``--command`` line keeps the ``receive`` word by which
+:meth:`Slave.receivers` finds its processes.
 
 Usage: the fixtures come in with ``pytest_plugins``; import the names only for type
 checking (a test module that imports this module first makes pytest warn that it
@@ -29,16 +54,21 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import fcntl
+import functools
 import os
 import pwd
+import re
 import shlex
+import shutil
 import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import dns.exception
@@ -50,6 +80,7 @@ import dns.rrset
 import pytest
 
 import dnsmaster
+from dnsmaster import bundle
 from dnsmaster.core.stream import seal
 from tests.conftest import require, require_root
 
@@ -60,6 +91,7 @@ __all__ = [
     "Tinydns",
     "free_port",
     "lab",
+    "lab_account",
     "sealed",
     "slaves",
 ]
@@ -69,8 +101,20 @@ PROJECT = Path(dnsmaster.__file__).resolve().parent.parent
 STARTUP_TIMEOUT = 10.0
 STOP_TIMEOUT = 10.0
 
-#: 127.0.1.N addresses handed out to tinydns in this process (port 53 is per address).
-_TAKEN: set[str] = set()
+#: The account the master logs in as when the tests run as root (see the module's doc).
+ACCOUNT = "dnsmaster-lab"
+ACCOUNT_HOME = Path("/var/lib/dnsmaster-lab")
+#: The GECOS field that marks the account as the lab's own: an account of that name
+#: without it belongs to someone else and is left alone.
+ACCOUNT_COMMENT = "dnsmaster test lab"
+#: Debian's interpreter, which runs the receiver bundle on a real slave.
+RECEIVER_PYTHON = "/usr/bin/python3"
+
+#: 127.0.1.N addresses handed out to tinydns in this process (port 53 is per address),
+#: each with the descriptor of its lock file, which reserves it from other test runs.
+_TAKEN: dict[str, int] = {}
+#: Where the address locks live: a place every test run on the machine can reach.
+_ADDRESS_LOCKS = Path(tempfile.gettempdir())
 
 
 class ComponentError(RuntimeError):
@@ -101,18 +145,48 @@ def _udp53_free(address: str) -> bool:
     return True
 
 
+def _lock_address(address: str) -> int | None:
+    """An flock on ``dnsmaster-lab-ADDRESS.lock``, or None if another process holds it.
+
+    Test runs side by side (two pytest processes, a benchmark) would otherwise both
+    find an address free in the moment between one's check and its tinydns binding,
+    or one would take the address of the other's stopped tinydns, and a test would
+    read the other's answers. The kernel drops the lock when its holder dies.
+    """
+    path = _ADDRESS_LOCKS / f"dnsmaster-lab-{address}.lock"
+    fd = os.open(path, os.O_RDONLY | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        os.close(fd)
+        return None
+    except BaseException:
+        os.close(fd)
+        raise
+    return fd
+
+
 def take_dns_address(start: int = 1) -> str:
-    """The first 127.0.1.N (N >= start) whose port 53 UDP is free; reserved until released."""
+    """The first 127.0.1.N (N >= start) whose port 53 UDP is free; reserved (from other
+    test processes too) until released."""
     for n in range(start, 255):
         address = f"127.0.1.{n}"
-        if address not in _TAKEN and _udp53_free(address):
-            _TAKEN.add(address)
+        if address in _TAKEN:
+            continue
+        fd = _lock_address(address)
+        if fd is None:
+            continue
+        if _udp53_free(address):
+            _TAKEN[address] = fd
             return address
+        os.close(fd)
     raise ComponentError("no free 127.0.1.N address with port 53 UDP free")
 
 
 def release_dns_address(address: str) -> None:
-    _TAKEN.discard(address)
+    fd = _TAKEN.pop(address, None)
+    if fd is not None:
+        os.close(fd)
 
 
 def _stop_pid(proc: subprocess.Popen[bytes] | None, what: str) -> None:
@@ -145,6 +219,81 @@ def _ssh_keygen(path: Path, comment: str) -> None:
     )
 
 
+@functools.cache
+def lab_account() -> pwd.struct_passwd:
+    """The account the master logs in to slaves as: the user running the tests, or,
+    for root, ``dnsmaster-lab`` (made here the first time, like a slave's ``dnsslave``).
+
+    ``useradd --system`` would lock the account (``!`` as its password), and sshd with
+    ``UsePAM no`` refuses a locked account even a key login: ``*`` unlocks it without
+    giving it a password. Another test run may make it at the same moment, so a
+    useradd that finds the name taken, or ``/etc/passwd`` locked, looks again.
+    """
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    useradd = [
+        require("useradd", "passwd"),
+        "--system",
+        "--user-group",
+        "--shell",
+        "/bin/sh",
+        "--home-dir",
+        str(ACCOUNT_HOME),
+        "--no-create-home",
+        "--comment",
+        ACCOUNT_COMMENT,
+        "--password",
+        "*",
+        ACCOUNT,
+    ]
+    deadline = time.monotonic() + STARTUP_TIMEOUT
+    while True:
+        try:
+            account = pwd.getpwnam(ACCOUNT)
+            break
+        except KeyError:
+            pass
+        proc = subprocess.run(useradd, capture_output=True, text=True, check=False)
+        if proc.returncode == 0:
+            continue
+        # 9: the name is taken (by a run that just made it); 1 and 10: /etc/passwd or
+        # /etc/group is locked by another useradd. Anything else, or for too long, fails.
+        if proc.returncode not in (1, 9, 10) or time.monotonic() > deadline:
+            raise ComponentError(f"useradd {ACCOUNT} exited {proc.returncode}: {proc.stderr}")
+        time.sleep(0.1)
+    wanted = (ACCOUNT_COMMENT, str(ACCOUNT_HOME), "/bin/sh")
+    if account.pw_uid == 0 or (account.pw_gecos, account.pw_dir, account.pw_shell) != wanted:
+        raise ComponentError(
+            f"account {ACCOUNT} exists but is not the test lab's "
+            f"(uid {account.pw_uid}, {account.pw_gecos!r}, {account.pw_dir}, "
+            f"{account.pw_shell}): the lab will not log in as someone else's account"
+        )
+    # Owned by root and 0755: sshd's StrictModes accepts it, the account cannot write it.
+    ACCOUNT_HOME.mkdir(mode=0o755, exist_ok=True)
+    os.chown(ACCOUNT_HOME, 0, 0)
+    ACCOUNT_HOME.chmod(0o755)
+    return account
+
+
+#: A lab directory's name: ``lab-PID-RANDOM``, PID being the test process that made it.
+_LAB_DIR = re.compile(r"lab-(\d+)-")
+
+
+def _remove_stale_labs(home: Path) -> None:
+    """Remove the directories of labs whose test process is gone (killed before it closed
+    them); the processes those labs started are not ours and are left alone."""
+    for entry in home.iterdir():
+        found = _LAB_DIR.match(entry.name)
+        if found and entry.is_dir() and not Path(f"/proc/{found[1]}").exists():
+            shutil.rmtree(entry, ignore_errors=True)
+
+
+@functools.cache
+def _receiver_bundle() -> bytes:
+    """The receiver bundle of the package under test, built once per test process."""
+    return bundle.build(RECEIVER_PYTHON)
+
+
 class _Server:
     """A server process this test run started, known by its PID."""
 
@@ -165,14 +314,26 @@ class Sshd(_Server):
     ``workdir`` holds ``sshd_config``, ``host_ed25519_key``, ``authorized_keys`` and
     ``sshd.log`` (LogLevel VERBOSE). The port is chosen once and kept across
     :meth:`stop` / :meth:`start`, as is the host key unless :meth:`regenerate_host_key`.
+    Only ``user`` may log in (the lab's account by default), never root. sshd reads
+    ``authorized_keys`` as that user, with ``StrictModes``: it and its directories up to
+    the user's home must be owned by root or the user and writable by nobody else.
     """
 
-    def __init__(self, workdir: Path, *, host: str = "127.0.0.1", port: int | None = None) -> None:
+    def __init__(
+        self,
+        workdir: Path,
+        *,
+        host: str = "127.0.0.1",
+        port: int | None = None,
+        user: str | None = None,
+    ) -> None:
         require_root("sshd")
         self.binary = require("sshd")
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
         self.host = host
+        # Only this account may log in; by default the one the lab's slaves use.
+        self.user = user or lab_account().pw_name
         self.port = port or free_port(host)
         self.config = workdir / "sshd_config"
         self.host_key = workdir / "host_ed25519_key"
@@ -196,15 +357,15 @@ class Sshd(_Server):
                     f"HostKey {self.host_key}",
                     "PidFile none",
                     "UsePAM no",
-                    "StrictModes no",
+                    "StrictModes yes",
                     f"AuthorizedKeysFile {self.authorized_keys}",
                     "AuthorizedPrincipalsFile none",
                     "PubkeyAuthentication yes",
                     "PasswordAuthentication no",
                     "KbdInteractiveAuthentication no",
                     "HostbasedAuthentication no",
-                    "PermitRootLogin forced-commands-only",
-                    "AllowUsers root",
+                    "PermitRootLogin no",
+                    f"AllowUsers {self.user}",
                     "PermitUserEnvironment no",
                     "UseDNS no",
                     "PrintMotd no",
@@ -447,24 +608,39 @@ class Slave:
         return {p.name: p.read_bytes() for p in sorted(self.root.iterdir()) if p.is_file()}
 
 
-@dataclass
 class Lab:
     """A set of slaves sharing one client key pair and one known_hosts file.
 
     ``lab(n)`` starts ``n`` more slaves and returns them; :meth:`close` stops every
-    process by PID. The forced command is ``bin/dnsmaster`` in ``workdir``: a wrapper
-    that runs this interpreter on the package under test.
+    process by PID and removes the lab's directory. ``workdir`` is that directory,
+    fresh under the account's home (see the module's doc), reachable by ``user``; a
+    test that gives a slave a forced command of its own writes it there. ``link``,
+    if given (pytest's ``tmp_path / "lab"``), becomes a symlink to it, to find the
+    logs by while the lab runs. The forced command is ``bin/dnsmaster`` in ``workdir``:
+    the receiver bundle of the package under test, run by ``/usr/bin/python3``.
     """
 
-    workdir: Path
-    slaves: list[Slave] = field(default_factory=list)
-
-    def __post_init__(self) -> None:
+    def __init__(self, link: Path | None = None) -> None:
         require_root("a lab of real slaves")
         require("sshd")
         require("tinydns")
         self.ssh_binary = require("ssh")
-        self.workdir.mkdir(parents=True, exist_ok=True)
+        self.receiver_python = require(RECEIVER_PYTHON, "python3")
+        #: The account the master logs in as (``user@address``); it owns each slave's root.
+        self.account = lab_account()
+        self.user = self.account.pw_name
+        self.slaves: list[Slave] = []
+        home = Path(self.account.pw_dir)
+        _remove_stale_labs(home)
+        self.workdir = Path(tempfile.mkdtemp(prefix=f"lab-{os.getpid()}-", dir=home))
+        self.workdir.chmod(0o755)
+        self._closed = False
+        if link is not None:
+            link.parent.mkdir(parents=True, exist_ok=True)
+            if link.is_symlink():
+                link.unlink()
+            if not link.exists():
+                link.symlink_to(self.workdir, target_is_directory=True)
         self.key = self.workdir / "client_ed25519"
         self.pubkey = self.key.with_name(self.key.name + ".pub")
         self.known_hosts = self.workdir / "known_hosts"
@@ -472,16 +648,22 @@ class Lab:
         _ssh_keygen(self.key, "dnsmaster-master@test")
         self.forced_command = self._write_forced_command()
 
+    def __repr__(self) -> str:
+        return f"Lab({self.workdir}, user={self.user}, slaves={[s.name for s in self.slaves]})"
+
     def _write_forced_command(self) -> Path:
-        # authorized-key quotes --command as one word, so "python -m dnsmaster" cannot be
-        # given there; sshd's session environment is minimal (no PYTHONPATH, a short PATH),
-        # so the wrapper names the interpreter by absolute path and the package's directory.
+        # What a real slave runs: the bundle, by Debian's python3, isolated (-I -S) from
+        # the session's environment. A wrapper rather than authorized-key --bundle: the
+        # tests swap the command in the key line by this path, and find the receivers by
+        # the "receive" word of authorized-key's --command line (the bundle skips it).
         path = self.workdir / "bin" / "dnsmaster"
-        path.parent.mkdir(exist_ok=True)
+        path.parent.mkdir()
+        pyz = path.with_name("dnsmaster-receive.pyz")
+        pyz.write_bytes(_receiver_bundle())
+        pyz.chmod(0o644)
         path.write_text(
             "#!/bin/sh\n"
-            f"PYTHONPATH={shlex.quote(str(PROJECT))} export PYTHONPATH\n"
-            f'exec {shlex.quote(sys.executable)} -m dnsmaster "$@"\n'
+            f'exec {shlex.quote(self.receiver_python)} -I -S {shlex.quote(str(pyz))} "$@"\n'
         )
         path.chmod(0o755)
         return path
@@ -519,8 +701,10 @@ class Lab:
         base = self.workdir / name
         root = base / "root"
         root.mkdir(parents=True)
+        # The receiver, logged in as the account, writes data and data.cdb here itself.
+        os.chown(root, self.account.pw_uid, self.account.pw_gid)
         try:
-            sshd = Sshd(base / "sshd", host=address)
+            sshd = Sshd(base / "sshd", host=address, user=self.user)
             sshd.set_authorized_keys(self.authorized_key(root))
             tinydns = Tinydns(root, address=address, log=base / "tinydns.log")
             slave = Slave(name, address, root, sshd, tinydns)
@@ -562,7 +746,7 @@ class Lab:
             "ConnectTimeout=5",
             "-p",
             str(slave.port),
-            f"root@{slave.address}",
+            f"{self.user}@{slave.address}",
             *command,
         ]
 
@@ -583,7 +767,8 @@ class Lab:
         return self.ssh(slave, "push", input=sealed(data))
 
     def close(self) -> None:
-        """Stop every slave's processes by PID; raise the first failure after trying all."""
+        """Stop every slave's processes by PID, then remove the lab's directory; raise the
+        first failure after trying all. Closing twice does nothing more."""
         errors: list[BaseException] = []
         for slave in reversed(self.slaves):
             try:
@@ -592,6 +777,9 @@ class Lab:
                 errors.append(exc)
             finally:
                 release_dns_address(slave.address)
+        if not self._closed:
+            self._closed = True
+            shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise errors[0]
 

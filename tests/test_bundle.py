@@ -610,7 +610,7 @@ def _config(lab: Lab, tmp_path: Path, slave: LabSlave) -> Config:
         state=tmp_path / "state",
         key=lab.key,
         known_hosts=lab.known_hosts,
-        slaves=(Slave(name=slave.name, host=slave.address, port=slave.port, user="root"),),
+        slaves=(Slave(name=slave.name, host=slave.address, port=slave.port, user=lab.user),),
     )
 
 

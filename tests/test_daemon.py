@@ -145,7 +145,7 @@ class Rig:
                 zones=self.zones,
                 output=self.output,
                 state=self.state,
-                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": "root"},
+                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
                 daemon=options,
                 push={"connect_timeout": 3.0, "timeout": 60.0},
                 slaves=[

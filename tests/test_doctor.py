@@ -91,7 +91,11 @@ class Master:
                 output=self.output,
                 state=self.home / "state.json",
                 slaves=slaves,
-                top={"key": self.lab.key, "known_hosts": self.lab.known_hosts, "user": "root"},
+                top={
+                    "key": self.lab.key,
+                    "known_hosts": self.lab.known_hosts,
+                    "user": self.lab.user,
+                },
                 daemon={"verify_timeout": 1.0},
                 push={"connect_timeout": 3.0, "timeout": 60.0},
             )
@@ -184,7 +188,7 @@ class TestDoctor:
             mine = [line for line in checks if f"slave {slave.name}:" in line]
             assert any("host key ssh-ed25519" in line for line in mine), mine
             assert any(f"known ({master.lab.known_hosts}:" in line for line in mine), mine
-            assert any("login as root accepted" in line for line in mine), mine
+            assert any(f"login as {master.lab.user} accepted" in line for line in mine), mine
             assert any("dnsmaster receive answers status" in line for line in mine), mine
             assert any("the master's build" in line for line in mine), mine
             dns = f"tinydns on {slave.address} port 53 answers SOA for 2 zones"
@@ -234,7 +238,7 @@ class TestDoctor:
         a, _ = master.slaves
         a.sshd.set_authorized_keys("")
         master.doctor().one_failure(
-            f"slave {a.name}: login as root: refused",
+            f"slave {a.name}: login as {master.lab.user}: refused",
             "authorized_keys does not hold this key",
             f"dnsmaster authorized-key --pubkey {master.lab.key}.pub",
         )
@@ -249,15 +253,16 @@ class TestDoctor:
             "'hi'",
             "dnsmaster authorized-key",
         )
-        assert "login as root accepted" in "\n".join(master.doctor().lines), line
+        assert f"login as {master.lab.user} accepted" in "\n".join(master.doctor().lines), line
 
-    def test_slave_root_missing(self, master: Master, tmp_path: Path) -> None:
+    def test_slave_root_missing(self, master: Master) -> None:
         """The forced command's --root is gone: the receiver's reason, and create it."""
         a, _ = master.slaves
-        a.sshd.set_authorized_keys(master.lab.authorized_key(tmp_path / "gone"))
+        gone = master.lab.workdir / "gone"  # where the account could see it if it were there
+        a.sshd.set_authorized_keys(master.lab.authorized_key(gone))
         master.doctor().one_failure(
             f"slave {a.name}: receiver: status failed",
-            f"{tmp_path / 'gone'}",
+            f"{gone}",
             "does not exist",
             "create the slave's root",
         )

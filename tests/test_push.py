@@ -115,7 +115,7 @@ class Master:
             f'output = "{self.output}"',
             f'key = "{self.lab.key}"',
             f'known_hosts = "{self.lab.known_hosts}"',
-            'user = "root"',
+            f'user = "{self.lab.user}"',
             "[push]",
             "connect_timeout = 5",
             "timeout = 60",
@@ -519,9 +519,7 @@ exec {command} "$@"
 """
 
 
-def test_slow_slave_does_not_delay_the_others(
-    lab: Lab, master: Master, three: list[Slave], tmp_path: Path
-) -> None:
+def test_slow_slave_does_not_delay_the_others(lab: Lab, master: Master, three: list[Slave]) -> None:
     """A slave that cannot finish until the other two have installed the build.
 
     Proven by the order of events, not by timing: a master that pushed one slave
@@ -530,7 +528,7 @@ def test_slow_slave_does_not_delay_the_others(
     slow, others = three[0], three[1:]  # first in the config: a sequential push starts there
     www = "192.0.2.123"
     gate = script(
-        tmp_path / "gated-dnsmaster",
+        lab.workdir / "gated-dnsmaster",
         GATE.format(
             mark=shlex.quote(f"+www.{ZONE}:{www}"),
             first=shlex.quote(str(others[0].root / "data")),
@@ -611,7 +609,7 @@ def test_truncated_stream_over_asyncssh(
         async with asyncssh.connect(
             victim.address,
             port=victim.port,
-            username="root",
+            username=lab.user,
             client_keys=[str(lab.key)],
             known_hosts=str(lab.known_hosts),
             agent_path=None,
@@ -635,15 +633,13 @@ def test_truncated_stream_over_asyncssh(
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
 cd {root} || exit 111
-cat > data.new && mv data.new data && exec tinydns-data
+cat > data.new && mv data.new data && PATH=/usr/sbin:/usr/bin:/sbin:/bin exec tinydns-data
 """
 
 
-def test_legacy_slave_gets_plain_data(
-    lab: Lab, master: Master, three: list[Slave], tmp_path: Path
-) -> None:
+def test_legacy_slave_gets_plain_data(lab: Lab, master: Master, three: list[Slave]) -> None:
     old_style = three[2]
-    update_dns = script(tmp_path / "update-dns", UPDATE_DNS.format(root=old_style.root))
+    update_dns = script(lab.workdir / "update-dns", UPDATE_DNS.format(root=old_style.root))
     pubkey = lab.pubkey.read_text().strip()
     old_style.sshd.set_authorized_keys(f'restrict,command="{update_dns}" {pubkey}')
     master.configure(three, legacy=[old_style])

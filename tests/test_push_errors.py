@@ -365,7 +365,7 @@ def _config(lab: Lab, tmp_path: Path, slaves: list[LabSlave]) -> Config:
 
 
 def _ssh_slave(s: LabSlave) -> Slave:
-    return Slave(name=s.name, host=s.address, port=s.port, user="root")
+    return Slave(name=s.name, host=s.address, port=s.port, user=s.sshd.user)
 
 
 def _logins(slave: LabSlave) -> int:
@@ -499,7 +499,7 @@ async def test_flooding_slave_over_ssh(lab: Lab, tmp_path: Path) -> None:
     """50 MB of output over SSH: the push ends with the slave's exit status and reason,
     at most the caps are passed on, and the master's memory stays small."""
     (slave,) = lab(1)
-    flood = script(tmp_path / "flood", FLOOD_OVER_SSH)
+    flood = script(lab.workdir / "flood", FLOOD_OVER_SSH)
     slave.sshd.set_authorized_keys(
         lab.authorized_key(slave.root).replace(str(lab.forced_command), str(flood))
     )
@@ -557,7 +557,7 @@ def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
             zones=zones,
             output=output,
             state=tmp_path / "state.json",
-            top={"key": lab.key, "known_hosts": lab.known_hosts, "user": "root"},
+            top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
             daemon={"debounce": 0.1, "retry_initial": 30.0, "retry_max": 60.0, "verify": False},
             push={"connect_timeout": 5.0, "timeout": 60.0},
             slaves=[{"name": slave.name, "host": slave.address, "port": slave.port}],

@@ -182,6 +182,34 @@ def test_three_slaves_each_serve_their_own(lab: Lab, slaves: list[Slave]) -> Non
         assert s.tinydns.answer("www.example.com", "A") == [f"192.0.2.{10 + i}"]
 
 
+def test_master_logs_in_as_the_slave_account(lab: Lab, slave: Slave) -> None:
+    """Not root: the receiver runs as the lab's account with a plain shell, owns what it
+    installs, and root itself may not log in."""
+    account = lab.account
+    assert account.pw_uid != 0
+    assert account.pw_shell == "/bin/sh"
+    assert lab.user == account.pw_name
+    installed = sorted(slave.root.iterdir())
+    assert {p.name for p in installed} >= {"data", "data.cdb"}
+    assert {(p.stat().st_uid, p.stat().st_gid) for p in installed} == {
+        (account.pw_uid, account.pw_gid)
+    }
+    as_root = lab.ssh_argv(slave, "status")
+    as_root[as_root.index(f"{lab.user}@{slave.address}")] = f"root@{slave.address}"
+    proc = subprocess.run(as_root, capture_output=True, timeout=60, check=False)
+    assert proc.returncode == 255
+    assert b"Permission denied" in proc.stderr
+    assert "User root from 127.0.0.1 not allowed" in slave.sshd.log_text()
+
+
+def test_lab_removes_its_directory(lab: Lab) -> None:
+    """close() removes the lab's directory, which the account could reach."""
+    lab(1)
+    assert lab.workdir.stat().st_mode & 0o005 == 0o005
+    lab.close()
+    assert not lab.workdir.exists()
+
+
 def test_lab_stops_everything(lab: Lab) -> None:
     """close() stops every process it started, by PID."""
     two = lab(2)

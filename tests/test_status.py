@@ -737,7 +737,7 @@ class RealMaster:
                 top={
                     "key": lab.key,
                     "known_hosts": lab.known_hosts,
-                    "user": "root",
+                    "user": lab.user,
                     "metrics": self.metrics,
                 },
                 daemon={

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 import os
+import shlex
 import subprocess
 import sys
 import time
@@ -45,6 +46,15 @@ class Master:
         self.config = base / "dnsmaster.toml"
         self.zones.mkdir(parents=True)
         self.output.mkdir()
+        # The hooks' DNSMASTER: one program path, so a wrapper running the package under
+        # test (the lab's forced command is the slaves' receiver, not this).
+        self.command = base / "dnsmaster"
+        self.command.write_text(
+            "#!/bin/sh\n"
+            f"PYTHONPATH={shlex.quote(str(PROJECT))} export PYTHONPATH\n"
+            f'exec {shlex.quote(sys.executable)} -m dnsmaster "$@"\n'
+        )
+        self.command.chmod(0o755)
         (self.zones / "header").write_text("# test zones\n")
         (self.zones / "zones.example").write_text(ZONES)
         self.config.write_text(
@@ -52,7 +62,7 @@ class Master:
                 zones=self.zones,
                 output=self.output,
                 state=base / "state.json",
-                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": "root"},
+                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
                 daemon={"verify_timeout": 0.5},
                 push={"connect_timeout": 5.0, "timeout": 60.0},
                 slaves=[
@@ -232,7 +242,7 @@ def test_acme_hook_serves_the_challenge_everywhere(
     status, events, _ = master.run("push")
     assert status == 0, events
     env = master.env(
-        DNSMASTER=str(master.lab.forced_command),  # runs python -m dnsmaster under test
+        DNSMASTER=str(master.command),
         DNSMASTER_CONFIG=str(master.config),
         DNSMASTER_TIMEOUT="30",
     )
