@@ -187,7 +187,9 @@ def _list(cfg: Config, archive: Archive) -> int:
         on_disk = hashlib.sha256((cfg.output / "data").read_bytes()).hexdigest()
     except OSError:
         on_disk = None
-    live = hold.kept_sha256 if hold is not None else on_disk
+    # What the slaves are given: the rollback's build, else the daemon's current
+    # build (the master's data may be one the guard holds back), else the data.
+    live = hold.kept_sha256 if hold is not None else _daemon_build(cfg) or on_disk
     out = sys.stdout
     if not kept:
         out.write(f"no builds kept yet in {archive.directory}\n")
@@ -212,6 +214,19 @@ def _list(cfg: Config, archive: Archive) -> int:
             f"{_when(hold.since)}: release with dnsmaster rollback --release\n"
         )
     return cli.EXIT_OK
+
+
+def _daemon_build(cfg: Config) -> str | None:
+    """The sha256 of the build a running daemon gives the slaves, if one runs."""
+    from dnsmaster import state as statefile  # noqa: PLC0415
+
+    if handoff.daemon_pid(cfg.state) is None:
+        return None
+    try:
+        build = statefile.read(cfg.state).build
+    except (OSError, ValueError):
+        return None
+    return build.sha256 if build is not None else None
 
 
 def _when(stamp: float) -> str:
