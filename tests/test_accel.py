@@ -74,12 +74,26 @@ def plain(data: bytes, serial: int) -> None:
 
 
 def checked(data: bytes, serial: int) -> tuple[object, ...]:
-    """The records, refused lines and diagnostics of a compile with the checker on."""
-    linter = Linter()
-    errors: list[TinydnsDataError] = []
-    recs = compile_lines(split_lines(data), serial, linter=linter, errors=errors)
-    refused = [(e.message, e.lineno, e.reason) for e in errors]
-    return (recs.keys, recs.values, recs.stamped, recs.soa_defaults, refused, linter.diagnostics)
+    """The records, refused lines and diagnostics of a compile with the checker on,
+    the same from compile_lines and compile_text."""
+    found = []
+    for whole in (False, True):
+        linter = Linter()
+        errors: list[TinydnsDataError] = []
+        at: list[int] = []
+        if whole:
+            recs = compile_text(data, serial, linter=linter, errors=errors, stamped_at=at)
+            # stamped_at: where each stamped line starts
+            assert [data.count(b"\n", 0, pos) for pos in at] == recs.stamped
+            assert all(pos == 0 or data[pos - 1] == 0x0A for pos in at)
+        else:
+            recs = compile_lines(split_lines(data), serial, linter=linter, errors=errors)
+        refused = [(e.message, e.lineno, e.reason) for e in errors]
+        found.append(
+            (recs.keys, recs.values, recs.stamped, recs.soa_defaults, refused, linter.diagnostics)
+        )
+    assert found[0] == found[1]
+    return found[0]
 
 
 def check(data: bytes, serial: int = 1_700_000_000) -> None:

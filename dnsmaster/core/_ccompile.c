@@ -25,9 +25,13 @@
  *
  * default_soa is the 20 bytes of default SOA numbers (serial first, spec 3.8).
  *
- * run_text(data, pos, index, default_soa, keys, values, stamped, soa_defaults)
+ * run_text(data, pos, index, check, default_soa, keys, values, stamped, soa_defaults,
+ *          stamped_at) -> (pos, index)
  *
- * The same over a whole data text, without the checker.
+ * The same over a whole data text from offset pos (line index), cutting the lines
+ * itself; returns where the first line left to Python starts and its index (pos >=
+ * len(data): all done). stamped_at, a list or None, gets the offset of each line
+ * that goes into stamped.
  *
  * write_cdb(fd, keys, values) -> None
  *
@@ -154,34 +158,34 @@ to_wire(const span *parts, int nparts, wire *w)
     int lab = -1; /* position of the current label's length byte */
     int labn = 0;
     for (int k = 0; k < nparts; k++) {
-        const unsigned char *p = parts[k].p;
-        Py_ssize_t m = parts[k].n;
-        for (Py_ssize_t i = 0; i < m; i++) {
-            unsigned char c = p[i];
-            if (c == '.') {
-                if (labn) {
-                    w->b[lab] = (unsigned char)labn;
-                    labn = 0;
+        const unsigned char *p = parts[k].p, *end = p + parts[k].n;
+        while (p < end) {
+            const unsigned char *dot = memchr(p, '.', (size_t)(end - p));
+            const unsigned char *stop = dot ? dot : end;
+            int m = (int)(stop - p);
+            if (m) {
+                if (!labn) {
+                    if (n >= WIRE_MAX - 1)
+                        return 0;
+                    lab = n++;
                 }
-                continue;
-            }
-            if (!labn) {
-                if (n >= WIRE_MAX - 1)
+                if (labn + m > 63 || n + m > WIRE_MAX - 1)
                     return 0;
-                lab = n++;
+                memcpy(w->b + n, p, (size_t)m);
+                n += m;
+                labn += m;
             }
-            else if (labn >= 63)
-                return 0;
-            if (n >= WIRE_MAX - 1)
-                return 0;
-            w->b[n++] = c;
-            labn++;
+            if (dot == NULL)
+                break;
+            if (labn) { /* a dot ends a label; empty labels vanish */
+                w->b[lab] = (unsigned char)labn;
+                labn = 0;
+            }
+            p = dot + 1;
         }
     }
     if (labn)
         w->b[lab] = (unsigned char)labn;
-    if (n + 1 > WIRE_MAX)
-        return 0;
     w->b[n++] = 0;
     w->n = n;
     return 1;
@@ -321,7 +325,9 @@ typedef struct {
     const unsigned char *default_soa; /* 20 bytes, serial first (3.8) */
     PyObject *stamped;
     PyObject *soa_defaults;
-    Py_ssize_t index; /* of the line being compiled */
+    PyObject *stamped_at; /* a list, or NULL */
+    Py_ssize_t index;     /* of the line being compiled */
+    Py_ssize_t pos;       /* where it starts in the text (run_text) */
 } ctx;
 
 /* The line takes the default serial, in the SOA record emitted next. */
@@ -329,7 +335,8 @@ static int
 stamp(ctx *c)
 {
     if (append_index(c->stamped, c->index) < 0 ||
-        append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0)
+        append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0 ||
+        (c->stamped_at && append_index(c->stamped_at, c->pos) < 0))
         return -1;
     return 0;
 }
@@ -368,11 +375,12 @@ h_host_and_ptr(ctx *c, const span *f) /* = */
     if (rc != 1)
         return rc == 2 ? 1 : rc;
     int n = 0;
-    for (int k = 3; k >= 0; k--) {
-        char digits[4];
-        int dn = snprintf(digits, sizeof digits, "%u", (unsigned)ip[k]);
+    for (int k = 3; k >= 0; k--) { /* the address bytes in decimal, last first */
+        unsigned v = ip[k];
+        int dn = v >= 100 ? 3 : v >= 10 ? 2 : 1;
         rev.b[n++] = (unsigned char)dn;
-        memcpy(rev.b + n, digits, (size_t)dn);
+        for (int d = dn - 1; d >= 0; d--, v /= 10)
+            rev.b[n + d] = (unsigned char)('0' + v % 10);
         n += dn;
     }
     memcpy(rev.b + n, IN_ADDR_ARPA, sizeof IN_ADDR_ARPA); /* with the final NUL */
@@ -821,7 +829,7 @@ run(PyObject *self, PyObject *args)
     Py_ssize_t start;
     int check;
     Py_buffer soa;
-    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, 0};
+    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, NULL, 0, 0};
     if (!PyArg_ParseTuple(args, "Onpy*O!O!O!O!:run", &lines, &start, &check, &soa,
                           &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values, &PyList_Type,
                           &c.stamped, &PyList_Type, &c.soa_defaults))
@@ -873,13 +881,21 @@ run_text(PyObject *self, PyObject *args)
 {
     Py_buffer data, soa;
     Py_ssize_t pos;
-    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, 0};
-    if (!PyArg_ParseTuple(args, "y*nny*O!O!O!O!:run_text", &data, &pos, &c.index, &soa,
-                          &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values, &PyList_Type,
-                          &c.stamped, &PyList_Type, &c.soa_defaults))
+    int check;
+    PyObject *stamped_at;
+    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, NULL, 0, 0};
+    if (!PyArg_ParseTuple(args, "y*nnpy*O!O!O!O!O:run_text", &data, &pos, &c.index, &check,
+                          &soa, &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values,
+                          &PyList_Type, &c.stamped, &PyList_Type, &c.soa_defaults,
+                          &stamped_at))
         return NULL;
     PyObject *result = NULL;
     (void)self;
+    if (stamped_at != Py_None && !PyList_Check(stamped_at)) {
+        PyErr_SetString(PyExc_TypeError, "stamped_at must be a list or None");
+        goto done;
+    }
+    c.stamped_at = stamped_at == Py_None ? NULL : stamped_at;
     if (soa.len != 20) {
         PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
         goto done;
@@ -898,7 +914,8 @@ run_text(PyObject *self, PyObject *args)
         Py_ssize_t len = end - pos;
         while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
             len--;
-        int rc = line_records(&c, start, len, 0);
+        c.pos = pos;
+        int rc = line_records(&c, start, len, check);
         if (rc < 0)
             goto done;
         if (rc == 0)
@@ -1210,8 +1227,8 @@ static PyMethodDef methods[] = {
      "Write the cdb of dnsmaster.core.cdb.dumps(keys, values) to the file fd\n"
      "(from its current offset); every write() runs without the GIL."},
     {"run_text", run_text, METH_VARARGS,
-     "run_text(data, pos, index, default_soa, keys, values, stamped, soa_defaults)\n"
-     "-> (pos, index)\n\n"
+     "run_text(data, pos, index, check, default_soa, keys, values, stamped, soa_defaults,\n"
+     "stamped_at) -> (pos, index)\n\n"
      "Compile the lines of data from offset pos (line index) on; return where the\n"
      "first line left to Python starts and its index (pos >= len(data): all done)."},
     {"run", run, METH_VARARGS,

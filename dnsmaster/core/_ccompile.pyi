@@ -17,11 +17,13 @@ def run_text(
     data: bytes,
     pos: int,
     index: int,
+    check: bool,
     default_soa: bytes,
     keys: list[bytes],
     values: list[bytes],
     stamped: list[int],
     soa_defaults: list[int],
+    stamped_at: list[int] | None,
     /,
 ) -> tuple[int, int]: ...
 def write_cdb(fd: int, keys: Sequence[bytes], values: Sequence[bytes], /) -> None: ...

@@ -186,12 +186,14 @@ def _head(ttl_raw: bytes, ttd_raw: bytes, default: int) -> bytes:
 class _Compiler:
     """What the compile of one run of lines builds up: its records and name cache."""
 
-    __slots__ = ("default_soa", "first_lineno", "parents", "recs")
+    __slots__ = ("default_soa", "first_lineno", "parents", "pos", "recs", "stamped_at")
 
-    def __init__(self, serial: int, first_lineno: int) -> None:
+    def __init__(self, serial: int, first_lineno: int, stamped_at: list[int] | None = None) -> None:
         self.recs = Records()
         self.default_soa = (serial & _U32).to_bytes(4, "big") + SOA_TAIL
         self.first_lineno = first_lineno
+        self.stamped_at = stamped_at
+        self.pos = 0  # where the line being compiled starts, for stamped_at
         # name -> wire of every parent domain seen; a name's wire is then its first
         # label plus its parent's, which saves most of the conversion in real data.
         self.parents: dict[bytes, bytes | None] = {b"": b"\0"}
@@ -221,6 +223,8 @@ class _Compiler:
         """Line ``index`` takes the default serial, in the SOA record emitted next."""
         self.recs.stamped.append(index)
         self.recs.soa_defaults.append(len(self.recs.keys))
+        if self.stamped_at is not None:
+            self.stamped_at.append(self.pos)
 
 
 def _wire_or_none(name: bytes) -> bytes | None:
@@ -473,15 +477,25 @@ def compile_lines(
     return c.recs
 
 
-def compile_text(data: bytes, serial: int) -> Records:
-    """Compile a whole data text; the same as ``compile_lines(split_lines(data), serial)``."""
-    c = _Compiler(serial, 1)
+def compile_text(
+    data: bytes,
+    serial: int,
+    *,
+    linter: Linter | None = None,
+    errors: list[TinydnsDataError] | None = None,
+    stamped_at: list[int] | None = None,
+) -> Records:
+    """Compile a whole data text; the same as ``compile_lines(split_lines(data), serial)``
+    with the same options. ``stamped_at`` receives the offset in ``data`` of each line
+    in ``Records.stamped``, so no list of lines need be made to find them."""
+    c = _Compiler(serial, 1, stamped_at)
     with _no_gc():
         if _accel is None:
             for index, line in enumerate(split_lines(data)):
-                _compile_line(c, index, line.rstrip(b" \t"), None, None)  # §2.2
+                _compile_line(c, index, line.rstrip(b" \t"), linter, errors)  # §2.2
+                c.pos += len(line) + 1
         else:
-            _run_text(c, data)
+            _run_text(c, data, linter, errors)
     return c.recs
 
 
@@ -555,18 +569,25 @@ def _run_accelerated(
         index = run(seq, index + 1, check, c.default_soa, *lists)
 
 
-def _run_text(c: _Compiler, data: bytes) -> None:
+def _run_text(
+    c: _Compiler,
+    data: bytes,
+    linter: Linter | None,
+    errors: list[TinydnsDataError] | None,
+) -> None:
     """:func:`_run_accelerated` over a whole data text: C cuts and strips the lines
     itself, so no list of lines is made."""
     assert _accel is not None
     run_text = _accel.run_text
     recs = c.recs
-    lists = (recs.keys, recs.values, recs.stamped, recs.soa_defaults)
+    lists = (recs.keys, recs.values, recs.stamped, recs.soa_defaults, c.stamped_at)
+    check = linter is not None
     size = len(data)
-    pos, index = run_text(data, 0, 0, c.default_soa, *lists)
+    pos, index = run_text(data, 0, 0, check, c.default_soa, *lists)
     while pos < size:
         end = data.find(b"\n", pos)
         if end < 0:
             end = size
-        _compile_line(c, index, data[pos:end].rstrip(b" \t"), None, None)
-        pos, index = run_text(data, end + 1, index + 1, c.default_soa, *lists)
+        c.pos = pos
+        _compile_line(c, index, data[pos:end].rstrip(b" \t"), linter, errors)
+        pos, index = run_text(data, end + 1, index + 1, check, c.default_soa, *lists)

@@ -15,14 +15,16 @@ re-stamps the serial everywhere else.
 
 from __future__ import annotations
 
+import contextlib
+import gc
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 
 from dnsmaster.core import ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
-from dnsmaster.core.compiler import Records, compile_lines, split_lines
+from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
 from dnsmaster.core.fields import name_to_wire, number, split_fields
 from dnsmaster.core.lint import Diagnostic, Linter
 from dnsmaster.core.serial import MODULUS, newer, next_after
@@ -130,19 +132,33 @@ def check_source(name: str, content: bytes) -> SourceCheck:
         line = content[: content.index(_SERIAL)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
-    lines = split_lines(content)
+    with _no_gc():
+        return _check(name, content)
+
+
+def _check(name: str, content: bytes) -> SourceCheck:
     linter = Linter()
-    # The IPv6 patch's 3 and 6 lines become lines Debian's tinydns-data accepts;
-    # those are what is compiled and checked, then traced back to their source line.
-    v6 = _ipv6_lines(lines) if ipv6.has_ipv6_lines(content) else None
-    data_lines = lines if v6 is None else v6.lines
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
     refused: list[TinydnsDataError] = []
-    records = compile_lines(data_lines, 0, linter=linter, errors=refused)
+    v6: _IPv6Lines | None = None
+    if ipv6.has_ipv6_lines(content):
+        # The IPv6 patch's 3 and 6 lines become lines Debian's tinydns-data accepts;
+        # those are what is compiled and checked, then traced back to their source line.
+        lines = split_lines(content)
+        v6 = _ipv6_lines(lines)
+        records = compile_lines(v6.lines, 0, linter=linter, errors=refused)
+        records.stamped[:] = [v6.origin[i] for i in records.stamped]
+        spans = _spans(lines, [*records.stamped, *v6.expanded])
+    else:
+        # The common case: C cuts the lines itself, and says where the stamped ones start.
+        starts: list[int] = []
+        records = compile_text(content, 0, linter=linter, errors=refused, stamped_at=starts)
+        spans = {
+            i: (s, _line_end(content, s)) for i, s in zip(records.stamped, starts, strict=True)
+        }
     found = linter.diagnostics
     if v6 is not None:
-        records.stamped[:] = [v6.origin[i] for i in records.stamped]
         refused = [
             TinydnsDataError(exc.message, lineno=v6.origin[exc.lineno - 1] + 1, reason=exc.reason)
             for exc in refused
@@ -153,7 +169,7 @@ def check_source(name: str, content: bytes) -> SourceCheck:
     fatal = [DataError(name, exc.lineno, exc.reason) for exc in refused]
     errors = fatal + [DataError(name, d.line, d.message) for d in found if d.error]
     if not fatal:
-        errors += _dot_lines_too_long(name, lines, records.stamped)
+        errors += _dot_lines_too_long(name, content, spans, records.stamped)
     warnings = tuple(DataError(name, d.line, d.message) for d in found if not d.error)
     if errors:
         return SourceCheck(tuple(sorted(errors, key=lambda e: e.line)), warnings, None)
@@ -161,12 +177,37 @@ def check_source(name: str, content: bytes) -> SourceCheck:
     compiled = CompiledSource(
         name=name,
         digest=hashlib.sha256(content).digest(),
-        pieces=tuple(_expand(name, content, lines, records.stamped, expanded).split(_SERIAL)),
+        pieces=_expand(name, content, spans, records.stamped, expanded),
         records=records,
         warnings=warnings,
-        lines=len(lines),
+        lines=content.count(b"\n") + (not content.endswith(b"\n") and bool(content)),
     )
     return SourceCheck((), warnings, compiled)
+
+
+@contextlib.contextmanager
+def _no_gc() -> Iterator[None]:
+    """A source makes no cycles, but a million objects the collector would walk again
+    and again while they are made."""
+    was_enabled = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            gc.enable()
+
+
+def _line_end(content: bytes, start: int) -> int:
+    """Where the line starting at ``start`` ends: its LF, or the end of the content."""
+    end = content.find(b"\n", start)
+    return len(content) if end < 0 else end
+
+
+def _spans(lines: Sequence[bytes], wanted: Iterable[int]) -> dict[int, tuple[int, int]]:
+    """Where each wanted line of ``lines`` starts and ends in their content (§2.1)."""
+    sizes = list(accumulate(map(len, lines)))  # sizes[i] + i: where line i ends
+    return {i: (sizes[i] + i - len(lines[i]), sizes[i] + i) for i in wanted}
 
 
 def compile_source(name: str, content: bytes, *, strict: bool = False) -> CompiledSource:
@@ -217,16 +258,17 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
 
 
 def _dot_lines_too_long(
-    name: str, lines: Sequence[bytes], stamped: Sequence[int]
+    name: str, content: bytes, spans: dict[int, tuple[int, int]], stamped: Sequence[int]
 ) -> list[DataError]:
     """§5.2: a ``.`` line whose SOA contact would pass 255 bytes once written out."""
     found = []
     for i in stamped:
-        line = lines[i].rstrip(b" \t\n")
+        start, end = spans[i]
         # The wire form of a name is at most 2 bytes longer than its field, which is
         # shorter than the line: most lines are far too short to bother.
-        if len(line) + 1 + 11 <= 255:
+        if end - start + 1 + 11 <= 255:
             continue
+        line = content[start:end].rstrip(b" \t")
         if line[:1] == b"." and len(name_to_wire(split_fields(line)[0])) + 11 > 255:
             reason = "zone name too long for its SOA contact hostmaster.<zone> (255 bytes)"
             found.append(DataError(name, i + 1, reason))
@@ -268,50 +310,52 @@ def _ipv6_lines(lines: Sequence[bytes]) -> _IPv6Lines:
 def _expand(
     name: str,
     content: bytes,
-    lines: Sequence[bytes],
+    spans: dict[int, tuple[int, int]],
     stamped: Sequence[int],
-    ipv6_lines: dict[int, tuple[bytes, ...]] | None = None,
-) -> bytes:
-    """The source as it goes into ``data``: comments that trace every line back.
+    ipv6_lines: dict[int, tuple[bytes, ...]],
+) -> tuple[bytes, ...]:
+    """The source as it goes into ``data``, with comments that trace every line back,
+    cut where the serial goes.
 
-    ``lines`` are those of ``content``; the lines that change are cut out of the
-    content and the rest is copied as it is, never rejoined line by line.
+    ``spans`` says where the lines that change are in ``content``; they are cut out
+    and the rest is copied as it is, never rejoined line by line.
     """
     origin = _comment_name(name)
+    size = len(content)
     replaced: dict[int, bytes] = {}
-    for i, data_lines in (ipv6_lines or {}).items():
-        line = lines[i].rstrip(b" \t\n")
+    for i, data_lines in ipv6_lines.items():
+        start, end = spans[i]
+        line = content[start:end].rstrip(b" \t")
         expanded = [b"# %s:%d: %s" % (origin, i + 1, line), *data_lines]
-        if i + 1 < len(lines):
+        if end + 1 < size:
             expanded.append(b"# %s:%d" % (origin, i + 2))
         replaced[i] = b"\n".join(expanded)
     for i in stamped:
-        replaced[i] = _stamped_line(origin, lines, i)
+        start, end = spans[i]
+        replaced[i] = _stamped_line(origin, content[start:end], i, end + 1 < size)
     parts = [b"# %s:1\n" % origin]
-    if replaced:
-        # ends[i]: the offset just past line i's LF (§2.1: a line holds no LF)
-        # sizes[i] + i: the offset where line i ends (§2.1: a line holds no LF)
-        sizes = list(accumulate(map(len, lines)))
-        pos = 0
-        for i in sorted(replaced):
-            end = sizes[i] + i
-            parts += (content[pos : end - len(lines[i])], replaced[i])
-            pos = end
-    else:
-        pos = 0
+    pos = 0
+    for i in sorted(replaced):
+        start, end = spans[i]
+        parts += (content[pos:start], replaced[i])
+        pos = end
     parts.append(content[pos:])
     if content and not content.endswith(b"\n"):
         parts.append(b"\n")
-    return b"".join(parts)
+    return tuple(b"".join(parts).split(_SERIAL))
 
 
-def _stamped_line(origin: bytes, lines: Sequence[bytes], i: int) -> bytes:
+def _stamped_line(origin: bytes, line: bytes, i: int, more: bool) -> bytes:
     """Line ``i`` (a ``.`` line, or a ``Z`` line without a serial) with the placeholder
-    where the serial goes: a ``.`` line becomes its ``Z``, ``&`` and ``+`` lines."""
-    line = lines[i].rstrip(b" \t\n")
-    f = split_fields(line)
+    where the serial goes: a ``.`` line becomes its ``Z``, ``&`` and ``+`` lines.
+    ``more``: other lines follow it."""
+    line = line.rstrip(b" \t")
     if line[:1] == b"Z":
+        f = split_fields(line)
         return _line(b"Z", [*f[0:3], _SERIAL, *f[4:11]])
+    f = line[1:].split(b":", 6)  # a build has thousands of these: no more splits than used
+    if len(f) < 6:
+        f += _NO_FIELDS[len(f) :]
     fqdn, ip, x, ttl, ttd, lo = f[0:6]
     # Leading dots are empty labels (spec §3.5): dropping them keeps the name and
     # reads better than ".ns.example.com" for an empty x.
@@ -320,15 +364,22 @@ def _stamped_line(origin: bytes, lines: Sequence[bytes], i: int) -> bytes:
     if ttl_value is None:
         ttl_value = 259200
     soa_ttl = b"2560" if ttl_value & _U64 else b"0"
-    where = b"# %s:%d: %s\n" % (origin, i + 1, line)
-    z = b"Z%s:%s:hostmaster.%s:%s:16384:2048:1048576:2560:%s:%s:%s"
-    out = where + _tidy(z % (fqdn, server, fqdn, _SERIAL, soa_ttl, ttd, lo))
-    out += b"\n" + _tidy(b"&%s::%s:%s:%s:%s" % (fqdn, x, ttl, ttd, lo))
+    # The Z and + lines end in digits before the timestamp and location: only with
+    # those can they end in empty fields or blanks that need tidying.
+    tail = b":%s:%s" % (ttd, lo) if ttd or lo else b""
+    z = _DOT_SOA % (fqdn, server, fqdn, _SERIAL, soa_ttl) + tail
+    out = b"# %s:%d: %s\n%s\n" % (origin, i + 1, line, _tidy(z) if tail else z)
+    out += _tidy(b"&%s::%s:%s%s" % (fqdn, x, ttl, tail))
     if ip:
-        out += b"\n" + _tidy(b"+%s:%s:%d:%s:%s" % (server, ip, ttl_value & _U32, ttd, lo))
-    if i + 1 < len(lines):
+        a = b"+%s:%s:%d%s" % (server, ip, ttl_value & _U32, tail)
+        out += b"\n" + (_tidy(a) if tail else a)
+    if more:
         out += b"\n# %s:%d" % (origin, i + 2)
     return out
+
+
+_NO_FIELDS = [b""] * 6
+_DOT_SOA = b"Z%s:%s:hostmaster.%s:%s:16384:2048:1048576:2560:%s"
 
 
 def _comment_name(name: str) -> bytes:
