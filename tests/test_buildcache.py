@@ -28,6 +28,7 @@ from dnsmaster.build import Builder, BuildResult
 from dnsmaster.buildcache import BuildCache, Rejected, decode, encode, entry_name
 from dnsmaster.core.makedata import CompiledSource, compile_source, previous_serial
 from dnsmaster.errors import DataError, DataErrors
+from tests.conftest import require_root
 from tests.daemonrun import PROJECT
 
 NOW = 1_700_000_000
@@ -523,8 +524,7 @@ class TestCacheCannotBeWritten:
         """On a file system with room for data and data.cdb but not for the cache,
         the build is installed and the cache failure only logged. (Measured: data
         5 pages, data.cdb 11, the kept build 6, the cache entry 13; 96k is 24.)"""
-        if os.geteuid() != 0:
-            pytest.skip("mounting a tmpfs needs root")
+        require_root("mounting a tmpfs")
         out = tmp_path / "small"
         out.mkdir()
         subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(out)], check=True)
