@@ -9,16 +9,18 @@ plain or compressed, installs nothing.
 from __future__ import annotations
 
 import io
+import subprocess
 import zlib
 from pathlib import Path
 
 import pytest
 
-from dnsmaster import push, receive
+from dnsmaster import bundle, push, receive
 from dnsmaster.config import Slave
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
+from tests.conftest import require
 
 ZONES = b"".join(
     b".z%d.example:127.0.0.1:a\n+www.z%d.example:192.0.2.1\n" % (i, i) for i in range(40)
@@ -311,3 +313,22 @@ class TestCompresses:
     def test_auto(self, host: str, transport: str, compress: str, expected: bool) -> None:
         slave = Slave(name="s", host=host, transport=transport, compress=compress)  # type: ignore[arg-type]
         assert push.compresses(slave) is expected
+
+
+class TestBundle:
+    def test_delta_and_zlib_under_debian_python(self, root: Path, full: Path) -> None:
+        """The one-file receiver under Debian's ``python3 -I -S`` (stdlib only) takes a
+        compressed delta, and installs what the package's receiver installs."""
+        python = require(bundle.DEFAULT_PYTHON, "python3")
+        pyz = root.parent / "dnsmaster-receive.pyz"
+        bundle.write(pyz)
+        proc = subprocess.run(
+            [python, "-I", "-S", str(pyz), "--root", str(root)],
+            input=zlib.compress(delta.make(V1, V2)),
+            capture_output=True,
+            env={"SSH_ORIGINAL_COMMAND": "delta --zlib"},
+            check=False,
+        )
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        assert b"rebuilt bytes=" in proc.stdout
+        assert pair(root) == pair(full)
