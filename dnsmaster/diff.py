@@ -122,25 +122,8 @@ async def push_plan(args: argparse.Namespace) -> int:
     report: dict[str, dict[str, Any]] = {}
     lines = []
     for slave, (version, error) in zip(slaves, held, strict=True):
-        has = version is not None and sha256 is not None and version.sha256 == sha256
-        report[slave.name] = {
-            "push": not has,
-            "sha256": version.sha256 if version else None,
-            "serial": version.serial if version else None,
-            "error": error,
-        }
-        if has:
-            lines.append(f"slave {slave.name}: holds this build already (serial {version.serial})")
-            continue
-        if error is not None:
-            why = error
-        elif version is None:
-            why = "holds nothing a status reports"
-        elif sha256 is None:
-            why = f"holds serial {version.serial}; the push sends a new build"
-        else:
-            why = f"holds serial {version.serial}, not this build"
-        lines.append(f"slave {slave.name}: would push: {why}")
+        report[slave.name], line = _slave_line(slave.name, version, error, sha256)
+        lines.append(line)
     changes = plan.changed or any(r["push"] for r in report.values())
     if args.json:
         sys.stdout.write(json.dumps({**plan.to_json(), "slaves": report}, indent=2) + "\n")
@@ -150,6 +133,34 @@ async def push_plan(args: argparse.Namespace) -> int:
         lines.append(f"slaves: {pushes} of {len(report)} would change")
         sys.stdout.write("\n".join([*summary[:-1], *lines, summary[-1]]) + "\n")
     return EXIT_CHANGES if changes else EXIT_SAME
+
+
+def _slave_line(
+    name: str, version: Any, error: str | None, sha256: str | None
+) -> tuple[dict[str, Any], str]:
+    """One slave's part of ``push --dry-run``: its JSON entry and its line.
+
+    ``version`` is what its status reports (None: nothing), ``sha256`` the build's
+    (None: a new build, which no slave can hold yet).
+    """
+    has = version is not None and sha256 is not None and version.sha256 == sha256
+    entry = {
+        "push": not has,
+        "sha256": version.sha256 if version else None,
+        "serial": version.serial if version else None,
+        "error": error,
+    }
+    if has:
+        return entry, f"slave {name}: holds this build already (serial {version.serial})"
+    if error is not None:
+        why = error
+    elif version is None:
+        why = "holds nothing a status reports"
+    elif sha256 is None:
+        why = f"holds serial {version.serial}; the push sends a new build"
+    else:
+        why = f"holds serial {version.serial}, not this build"
+    return entry, f"slave {name}: would push: {why}"
 
 
 def compare_texts(old: bytes, new: bytes) -> Plan:

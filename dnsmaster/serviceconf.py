@@ -246,7 +246,6 @@ def probe(config: Path) -> list[str]:
     Each problem names the path, what is wrong and the fix.
     """
     from dnsmaster import config as configuration  # noqa: PLC0415
-    from dnsmaster import fsutil  # noqa: PLC0415
     from dnsmaster.errors import ConfigError  # noqa: PLC0415
 
     user = _current_user()
@@ -277,29 +276,35 @@ def probe(config: Path) -> list[str]:
     targets = [(cfg.output, "output"), (cfg.state.parent, "state")]
     if cfg.metrics is not None:
         targets.append((cfg.metrics.parent, "metrics"))
-    seen: set[Path] = set()
+    named: dict[Path, str] = {}
     for directory, what in targets:
-        if directory in seen:  # the state file's default place is the output
-            continue
-        seen.add(directory)
-        if not directory.is_dir():
-            problems.append(
-                f"{directory}: the {what} directory does not exist; "
-                f"install -d -o {user} -g {user} {directory}"
-            )
-            continue
-        # What the daemon itself does at start: a real file, not os.access, so a
-        # read-only mount or an ACL is found too.
-        try:
-            fsutil.discard([fsutil.stage(directory / ".dnsmaster-probe", lambda fd: None)])
-        except OSError as exc:
-            problems.append(
-                f"{directory}: {user} cannot write the {what} directory "
-                f"({fsutil.describe(exc)}); chown {user}: {directory}"
-            )
+        named.setdefault(directory, what)  # the state file's default place is the output
+    for directory, what in named.items():
+        problems += _unwritable(directory, what, user)
     if cfg.state.exists() and not os.access(cfg.state, os.W_OK):
         problems.append(f"{cfg.state}: {user} cannot write the state file; chown {user}: it")
     return problems
+
+
+def _unwritable(directory: Path, what: str, user: str) -> list[str]:
+    """Why ``user`` cannot write ``directory`` (the daemon's ``what`` directory); [] if it can."""
+    from dnsmaster import fsutil  # noqa: PLC0415
+
+    if not directory.is_dir():
+        return [
+            f"{directory}: the {what} directory does not exist; "
+            f"install -d -o {user} -g {user} {directory}"
+        ]
+    # What the daemon itself does at start: a real file, not os.access, so a
+    # read-only mount or an ACL is found too.
+    try:
+        fsutil.discard([fsutil.stage(directory / ".dnsmaster-probe", lambda fd: None)])
+    except OSError as exc:
+        return [
+            f"{directory}: {user} cannot write the {what} directory "
+            f"({fsutil.describe(exc)}); chown {user}: {directory}"
+        ]
+    return []
 
 
 def _current_user() -> str:
