@@ -19,7 +19,7 @@ import argparse
 import contextlib
 import os
 import sys
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -49,20 +49,29 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    def zones_options(p: argparse.ArgumentParser, *, output: bool) -> None:
-        p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
-        p.add_argument("--zones", type=Path, help="directory holding header and zones.*")
-        if output:
-            p.add_argument("--out", type=Path, help="directory to write data and data.cdb in")
-        p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+    _master_commands(sub)
+    _push_commands(sub)
+    _slave_commands(sub)
+    return parser
 
+
+def _zones_options(p: argparse.ArgumentParser, *, output: bool) -> None:
+    p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
+    p.add_argument("--zones", type=Path, help="directory holding header and zones.*")
+    if output:
+        p.add_argument("--out", type=Path, help="directory to write data and data.cdb in")
+    p.add_argument("--strict", action="store_true", help="treat warnings as errors")
+
+
+def _master_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that build, check and watch on the master."""
     p = sub.add_parser("build", help="build data and data.cdb from the zones directory")
-    zones_options(p, output=True)
+    _zones_options(p, output=True)
     _log_options(p)
     _dry_run_options(p, "build in memory and print what it would change; write nothing")
 
     p = sub.add_parser("check", help="check the zones directory without writing anything")
-    zones_options(p, output=False)
+    _zones_options(p, output=False)
 
     p = sub.add_parser(
         "diff",
@@ -72,7 +81,7 @@ def _parser() -> argparse.ArgumentParser:
         "and removed, records added, removed and changed per zone, serials. Exit 0 no "
         "change, 1 changes, 2 no plan could be made (the reason on stderr).",
     )
-    zones_options(p, output=True)
+    _zones_options(p, output=True)
     p.add_argument("files", nargs="*", metavar="OLD NEW", help="compare two data files")
     p.add_argument("--slave", metavar="NAME", help="compare with what this slave holds")
     p.add_argument("--json", action="store_true", help="the plan as JSON")
@@ -144,6 +153,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--setup-only", action="store_true", help="create the demo, do not run it")
 
+
+def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The commands that put builds on the slaves and wait for them."""
     p = sub.add_parser(
         "push",
         help="build if the zones changed, then push data to every slave in parallel",
@@ -207,6 +219,9 @@ def _parser() -> argparse.ArgumentParser:
     _wait_options(p, flag=False)
     _log_options(p)
 
+
+def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """The slave's side (the receiver and its key and bundle), and the drop-in."""
     p = sub.add_parser(
         "receive",
         help="the slave's forced command: take a push on stdin, or report status",
@@ -259,7 +274,6 @@ def _parser() -> argparse.ArgumentParser:
         help="drop-in for tinydns-data: compile ./data into ./data.cdb",
         description="Compile ./data into ./data.cdb exactly as tinydns-data does.",
     )
-    return parser
 
 
 def _wait_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
@@ -323,56 +337,57 @@ def main(argv: Sequence[str] | None = None) -> int:
 
         return receive(argv[1:])
     args = _parser().parse_args(argv)
-    command = args.command
-    if command == "tinydns-data":
-        from dnsmaster.tinydnsdata import main as tinydns_data  # noqa: PLC0415
-
-        return tinydns_data()
-    if command == "authorized-key":
-        return _authorized_key(args)
-    if command == "receiver-bundle":
-        return _receiver_bundle(args)
-    if command == "check":
-        return _check(args)
-    if command == "diff" or getattr(args, "dry_run", False):
+    if args.command == "diff" or getattr(args, "dry_run", False):
         return _plan(args)
-    if command == "build":
-        return _build(args)
-    if command == "run":
-        return _run(args)
-    if command == "service-conf":
-        from dnsmaster.serviceconf import main as service_conf  # noqa: PLC0415
+    return _COMMANDS[args.command](args)
 
-        return service_conf(args)
-    if command == "status":
-        return _status(args)
-    if command == "doctor":
-        from dnsmaster.doctor import main as doctor  # noqa: PLC0415
 
-        return doctor(args)
-    if command == "demo":
-        from dnsmaster.demo import main as demo  # noqa: PLC0415
+def _tinydns_data(args: argparse.Namespace) -> int:
+    from dnsmaster.tinydnsdata import main as tinydns_data  # noqa: PLC0415
 
-        status = demo(args.directory)
-        if status != EXIT_OK or args.setup_only:
-            return status
-        args.config, args.log_format = str(args.directory / "dnsmaster.toml"), None
-        return _run(args)
-    if command == "push":
-        import asyncio  # noqa: PLC0415
+    return tinydns_data()
 
-        return asyncio.run(_push(args))
-    if command == "wait":
-        import asyncio  # noqa: PLC0415
 
-        return asyncio.run(_wait(args))
-    if command == "rollback":
-        import asyncio  # noqa: PLC0415
+def _service_conf(args: argparse.Namespace) -> int:
+    from dnsmaster.serviceconf import main as service_conf  # noqa: PLC0415
 
-        from dnsmaster.rollbackcmd import main as rollback  # noqa: PLC0415
+    return service_conf(args)
 
-        return asyncio.run(rollback(args))
-    raise AssertionError(command)  # argparse only lets known commands through
+
+def _doctor(args: argparse.Namespace) -> int:
+    from dnsmaster.doctor import main as doctor  # noqa: PLC0415
+
+    return doctor(args)
+
+
+def _demo(args: argparse.Namespace) -> int:
+    from dnsmaster.demo import main as demo  # noqa: PLC0415
+
+    status = demo(args.directory)
+    if status != EXIT_OK or args.setup_only:
+        return status
+    args.config, args.log_format = str(args.directory / "dnsmaster.toml"), None
+    return _run(args)
+
+
+def _push_command(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(_push(args))
+
+
+def _wait_command(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    return asyncio.run(_wait(args))
+
+
+def _rollback(args: argparse.Namespace) -> int:
+    import asyncio  # noqa: PLC0415
+
+    from dnsmaster.rollbackcmd import main as rollback  # noqa: PLC0415
+
+    return asyncio.run(rollback(args))
 
 
 def _config(args: argparse.Namespace) -> Config:
@@ -918,6 +933,11 @@ def _hand_off(
         on_build=built,
         signum=signum,
     )
+    return _handed_off(outcome, daemon, slaves, logger)
+
+
+def _handed_off(outcome: Any, daemon: int, slaves: Sequence[str], logger: Any) -> int:
+    """Report what the daemon did with a hand-off (:func:`dnsmaster.handoff.follow`)."""
     if outcome.held is not None and outcome.held_by == "rollback":
         logger.error("rollback.held", reason=outcome.held, by="daemon")
         return EXIT_DATA
@@ -997,3 +1017,21 @@ def _receiver_bundle(args: argparse.Namespace) -> int:
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()
     return EXIT_OK
+
+
+#: Every command but diff and the dry runs (see main), by name.
+_COMMANDS: dict[str, Callable[[argparse.Namespace], int]] = {
+    "tinydns-data": _tinydns_data,
+    "authorized-key": _authorized_key,
+    "receiver-bundle": _receiver_bundle,
+    "check": _check,
+    "build": _build,
+    "run": _run,
+    "service-conf": _service_conf,
+    "status": _status,
+    "doctor": _doctor,
+    "demo": _demo,
+    "push": _push_command,
+    "wait": _wait_command,
+    "rollback": _rollback,
+}
