@@ -753,21 +753,7 @@ def test_service_under_supervise(tmp_path: Path) -> None:
     for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
         require(tool, "daemontools")
     setup = Local(tmp_path / "site", extra='\n[log]\nformat = "json"\n')
-    service = tmp_path / "service" / "dnsmaster"
-    shutil.copytree(SERVICE, service, ignore=shutil.ignore_patterns("supervise"))
-    # dnsmaster on PATH: this interpreter on the package under test
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    wrapper = bin_dir / "dnsmaster"
-    wrapper.write_text(
-        f"#!/bin/sh\nPYTHONPATH='{PROJECT}' export PYTHONPATH\n"
-        f"exec '{sys.executable}' -m dnsmaster \"$@\"\n"
-    )
-    wrapper.chmod(0o755)
-    env = service / "env"
-    (env / "DNSMASTER_CONFIG").write_text(f"{setup.config}\n")
-    (env / "DNSMASTER_USER").write_text("root\n")
-    (env / "PATH").write_text(f"{bin_dir}:/usr/local/bin:/usr/bin:/bin\n")
+    service = _service_dir(tmp_path, setup.config)
     supervise = DaemonProcess(setup.config, argv=["supervise", str(service)])
     supervise.start()
     try:
@@ -798,14 +784,38 @@ def test_service_under_supervise(tmp_path: Path) -> None:
         assert supervise.proc is not None
         assert supervise.proc.wait(TIMEOUT) == 0
     finally:
-        if supervise.running:
-            # take the service down, then supervise; by PID if svc cannot
-            subprocess.run(["svc", "-dx", str(service)], check=False, timeout=10)
-            try:
-                assert supervise.proc is not None
-                supervise.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                text = _svstat(service)
-                if "(pid " in text:
-                    os.kill(int(text.split("(pid ")[1].split(")")[0]), signal.SIGKILL)
-        supervise.kill()
+        _stop_supervise(supervise, service)
+
+
+def _service_dir(tmp_path: Path, config: Path) -> Path:
+    """The shipped service directory for ``config``, with dnsmaster on its PATH."""
+    service = tmp_path / "service" / "dnsmaster"
+    shutil.copytree(SERVICE, service, ignore=shutil.ignore_patterns("supervise"))
+    # dnsmaster on PATH: this interpreter on the package under test
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "dnsmaster"
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH='{PROJECT}' export PYTHONPATH\n"
+        f"exec '{sys.executable}' -m dnsmaster \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    env = service / "env"
+    (env / "DNSMASTER_CONFIG").write_text(f"{config}\n")
+    (env / "DNSMASTER_USER").write_text("root\n")
+    (env / "PATH").write_text(f"{bin_dir}:/usr/local/bin:/usr/bin:/bin\n")
+    return service
+
+
+def _stop_supervise(supervise: DaemonProcess, service: Path) -> None:
+    """Take the service down, then supervise; by PID if svc cannot."""
+    if supervise.running:
+        subprocess.run(["svc", "-dx", str(service)], check=False, timeout=10)
+        try:
+            assert supervise.proc is not None
+            supervise.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            text = _svstat(service)
+            if "(pid " in text:
+                os.kill(int(text.split("(pid ")[1].split(")")[0]), signal.SIGKILL)
+    supervise.kill()
