@@ -8,6 +8,12 @@ Two scenarios, each measured in the same run for both programs:
   ``os.wait4``. The in-process column is the compile alone (no interpreter start-up,
   no imports), best of the same number of runs. Both data.cdb files are compared
   byte for byte.
+* cold build: ``dnsmaster build`` (make-data, the checker and the compiler) in a new
+  process on a zones directory of ``--cold-files`` files, into an empty output
+  directory (no build cache, no earlier build), against ``tinydns-data`` compiling the
+  ``data`` that build wrote; interleaved, best of ``--repeat`` wall times each, both
+  peak RSS, and both data.cdb files compared byte for byte. This is what every
+  ``dnsmaster push``, ``check`` and daemon start pays when nothing is cached.
 * warm rebuild: a zones directory of many ``zones.*`` files; a :class:`Builder` builds
   once, then one line changes in one file and the same Builder builds again (in
   process, as the daemon does). Compared with tinydns-data compiling the whole data
@@ -16,6 +22,7 @@ Two scenarios, each measured in the same run for both programs:
 Run from the project root::
 
     python benchmarks/compile.py                      # 10k, 100k, 1M lines
+    python benchmarks/compile.py --sizes "" --warm-sizes "" --repeat 5   # cold build only
     python benchmarks/compile.py --sizes 100k --repeat 5 --keep /tmp/bench
 """
 
@@ -43,6 +50,7 @@ from dnsmaster.core.compiler import accelerated, compile_text, default_serial  #
 
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/bin/tinydns-data"
 DNSMASTER = [sys.executable, "-m", "dnsmaster", "tinydns-data"]
+DNSMASTER_BUILD = [sys.executable, "-m", "dnsmaster", "build", "--log-format", "logfmt"]
 GNU_TIME = "/usr/bin/time" if os.access("/usr/bin/time", os.X_OK) else None
 MTIME = 1_700_000_000  # every data file gets this mtime, so the default serials agree
 MIB = 1024 * 1024
@@ -81,15 +89,19 @@ def run_child(argv: list[str], cwd: Path) -> Run:
     taken from os.wait4 and may be inflated.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
-    with tempfile.NamedTemporaryFile("r", suffix=".rss") as rss:
+    with (
+        tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
+        tempfile.TemporaryFile("w+") as err,
+    ):
         wrapped = [GNU_TIME, "-q", "-f", "%M", "-o", rss.name, *argv] if GNU_TIME else argv
         started = time.perf_counter()
-        proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=subprocess.DEVNULL)
+        proc = subprocess.Popen(wrapped, cwd=cwd, env=env, stdout=subprocess.DEVNULL, stderr=err)
         _, status, usage = os.wait4(proc.pid, 0)
         seconds = time.perf_counter() - started
         proc.returncode = os.waitstatus_to_exitcode(status)
         if proc.returncode != 0:
-            raise SystemExit(f"{argv} failed in {cwd} with status {proc.returncode}")
+            err.seek(0)
+            raise SystemExit(f"{argv} failed in {cwd} with status {proc.returncode}:\n{err.read()}")
         maxrss = int(rss.read().split()[-1]) if GNU_TIME else usage.ru_maxrss
     return Run(seconds, maxrss)
 
@@ -139,6 +151,30 @@ def full_compile(base: Path, size: int, repeat: int) -> str:
     )
 
 
+def cold_build(base: Path, size: int, repeat: int, files: int) -> str:
+    zones, out, theirs = base / "zones", base / "out", base / "tinydns-data"
+    theirs.mkdir(parents=True, exist_ok=True)
+    written = write_zones(zones, size, files=files)
+    build = [*DNSMASTER_BUILD, "--zones", str(zones), "--out", str(out)]
+    a_runs, b_runs = [], []
+    for _ in range(repeat):  # interleaved, so both see the same machine state
+        shutil.rmtree(out, ignore_errors=True)
+        out.mkdir()  # cold: no build cache, no earlier data
+        a_runs.append(run_child(build, base))
+        shutil.copyfile(out / "data", theirs / "data")
+        os.utime(theirs / "data", (MTIME, MTIME))
+        b_runs.append(run_child([TINYDNS_DATA], theirs))
+    a, b = best(a_runs), best(b_runs)
+    lines = sum(path.read_bytes().count(b"\n") for path in written)
+    same = (out / "data.cdb").read_bytes() == (theirs / "data.cdb").read_bytes()
+    return (
+        f"cold  {show_size(lines):>5} lines in {len(written)} files: dnsmaster build "
+        f"{a.seconds:5.2f} s, tinydns-data {b.seconds:5.2f} s, ratio "
+        f"{a.seconds / b.seconds:4.1f}x; peak RSS {a.maxrss_kib / 1024:4.0f} MiB "
+        f"vs {b.maxrss_kib / 1024:3.0f} MiB; identical: {'yes' if same else 'NO'}"
+    )
+
+
 def warm_rebuild(base: Path, size: int, repeat: int, files: int) -> str:
     zones, out, theirs = base / "zones", base / "out", base / "tinydns-data"
     for d in (out, theirs):
@@ -178,6 +214,8 @@ def warm_rebuild(base: Path, size: int, repeat: int, files: int) -> str:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--sizes", default="10k,100k,1M", help="full-compile sizes (lines)")
+    parser.add_argument("--cold-sizes", default="1M", help="cold-build sizes (source lines)")
+    parser.add_argument("--cold-files", type=int, default=50, help="zones.* files for cold builds")
     parser.add_argument("--warm-sizes", default="100k,1M", help="warm-rebuild sizes (lines)")
     parser.add_argument("--files", type=int, default=200, help="zones.* files for warm builds")
     parser.add_argument("--repeat", type=int, default=3, help="runs per figure (best is kept)")
@@ -195,6 +233,10 @@ def main(argv: list[str] | None = None) -> int:
         for text in filter(None, args.sizes.split(",")):
             size = parse_size(text)
             print(full_compile(base / f"full-{show_size(size)}", size, args.repeat), flush=True)
+        for text in filter(None, args.cold_sizes.split(",")):
+            size = parse_size(text)
+            where = base / f"cold-{show_size(size)}"
+            print(cold_build(where, size, args.repeat, args.cold_files), flush=True)
         for text in filter(None, args.warm_sizes.split(",")):
             size = parse_size(text)
             where = base / f"warm-{show_size(size)}"
