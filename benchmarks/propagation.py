@@ -1,7 +1,8 @@
 """Time from saving a zones file until every slave serves it: dnsmaster vs the classic way.
 
-A lab of N slaves on this machine (``tests.realworld``: OpenSSH's sshd with the
-``dnsmaster receive`` forced command, and Debian's tinydns on 127.0.1.N:53), a zones
+A lab of N slaves on this machine (``tests.realworld``: OpenSSH's sshd, logged in to as
+a plain slave account whose key's forced command is the receiver bundle, and Debian's
+tinydns on 127.0.1.N:53), a zones
 directory from :mod:`benchmarks.datagen` (100 ``zones.*`` files), and two ways to get
 an edit out, measured in the same run on the same slaves:
 
@@ -79,7 +80,7 @@ cat {zones}/header {zones}/zones.* > data.tmp
 mv data.tmp data
 tinydns-data
 for slave in {slaves}; do
-    {ssh} -p "${{slave#*:}}" "root@${{slave%:*}}" < data || echo "push to $slave failed" >&2
+    {ssh} -p "${{slave#*:}}" "{user}@${{slave%:*}}" < data || echo "push to $slave failed" >&2
 done
 """
 
@@ -180,7 +181,7 @@ def run_dnsmaster(
             zones=zones,
             output=output,
             state=work / "state.json",
-            top={"key": lab.key, "known_hosts": lab.known_hosts, "user": "root"},
+            top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
             slaves=[
                 {"name": s.name, "host": s.address, "port": s.port, "dns": s.address}
                 for s in slaves
@@ -219,7 +220,7 @@ def run_classic(lab: Lab, slaves: list[Slave], zones: Path, work: Path, edits: i
     _ssh_keygen(key, "classic-master@bench")
     pub = key.with_name(key.name + ".pub").read_text().strip()
     for s in slaves:
-        script = work / f"update-dns-{s.name}"
+        script = lab.workdir / f"update-dns-{s.name}"  # work is not the slave account's to read
         script.write_text(UPDATE_DNS.format(root=shlex.quote(str(s.root))))
         script.chmod(0o755)
         line = f'restrict,command="{script}" {pub}\n'
@@ -235,6 +236,7 @@ def run_classic(lab: Lab, slaves: list[Slave], zones: Path, work: Path, edits: i
             zones=shlex.quote(str(zones)),
             slaves=" ".join(f"{s.address}:{s.port}" for s in slaves),
             ssh=shlex.join(ssh),
+            user=lab.user,
         )
     )
     pipeline.chmod(0o755)
@@ -293,12 +295,6 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10k,100k", help="comma-separated line counts")
     parser.add_argument("--ways", default="dnsmaster,classic", help="which ways to time")
     parser.add_argument("--readme", action="store_true", help="append the table to README.md")
-    parser.add_argument(
-        "--clean-shell",
-        action="store_true",
-        help="give each sshd SetEnv SHLVL=1, so root's ~/.bashrc (pyenv init here) does not "
-        "run in every SSH session, as it would not for a real slave account",
-    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("propagation.py needs root (tinydns binds port 53, sshd)", file=sys.stderr)
@@ -312,11 +308,6 @@ def main(argv: list[str] | None = None) -> int:
         lab = Lab(base / "lab")
         try:
             slaves = lab(args.slaves)
-            if args.clean_shell:
-                for slave in slaves:
-                    with slave.sshd.config.open("a") as config:
-                        config.write("SetEnv SHLVL=1\n")
-                    slave.sshd.restart()
             for lines in sizes:
                 work = base / f"run-{lines}"
                 zones = work / "zones"

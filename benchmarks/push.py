@@ -3,10 +3,13 @@
 Every slave is a real OpenSSH sshd on its own 127.0.1.N (from tests/realworld.py, which
 also starts a tinydns there). Its authorized_keys holds two keys:
 
-* dnsmaster's key, forced to ``dnsmaster receive --root ROOT`` (the receiver compiles
-  data.cdb itself, in Python);
+* dnsmaster's key, forced to the receiver bundle run by ``/usr/bin/python3``, as the
+  README installs it (the receiver compiles data.cdb itself, in pure Python);
 * the classic key, forced to an ``update-dns`` shell script:
   ``cat > data.new && mv data.new data && tinydns-data`` in a directory of its own.
+
+Both log in as the lab's slave account (``dnsmaster-lab``, see tests/realworld.py), not
+root: its shell is ``/bin/sh``, which reads no start-up file, as on a real slave.
 
 Measured, for each slave count and data size:
 
@@ -22,15 +25,10 @@ the data). With each best run goes where its CPU went: the pushing side (the ssh
 or the dnsmaster process) and the slaves' side (every sshd with what it ran: the session
 shell and the receiver), read from the sshd listeners' reaped children in /proc.
 
-Root's login shell on a lab slave is whatever this machine's root has; if its ~/.bashrc
-does real work (bash reads it for every ssh command), every session pays for it, the
-classic ones and dnsmaster's alike. ``--clean-shell`` gives each sshd ``SetEnv SHLVL=1``,
-which makes bash skip ~/.bashrc, as on a slave account whose shell starts nothing.
-
 Needs root, sshd, tinydns and tinydns-data. Run from the project root::
 
     python benchmarks/push.py                          # 1, 10, 30 slaves; 10k, 100k lines
-    python benchmarks/push.py --slaves 30 --sizes 100k --repeat 3 --clean-shell
+    python benchmarks/push.py --slaves 30 --sizes 100k --repeat 3
 """
 
 from __future__ import annotations
@@ -64,7 +62,7 @@ from tests.realworld import Lab, Slave, _ssh_keygen  # noqa: E402
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
 cd "$1" || exit 111
-cat > data.new && mv data.new data && exec tinydns-data
+cat > data.new && mv data.new data && PATH=/usr/sbin:/usr/bin:/sbin:/bin exec tinydns-data
 """
 
 
@@ -153,12 +151,13 @@ def settle(slaves: list[Slave], before: float) -> float:
 
 
 class Bench:
-    def __init__(self, workdir: Path, count: int, *, clean_shell: bool = False) -> None:
+    def __init__(self, workdir: Path, count: int) -> None:
         self.workdir = workdir
         self.lab = Lab(workdir / "lab")
         self.classic_key = workdir / "classic_ed25519"
         _ssh_keygen(self.classic_key, "classic-push@bench")
-        self.update_dns = workdir / "update-dns"
+        # Where the slave account can run it (workdir may be a private temporary directory).
+        self.update_dns = self.lab.workdir / "update-dns"
         self.update_dns.write_text(UPDATE_DNS)
         self.update_dns.chmod(0o755)
         self.master = workdir / "master"
@@ -170,12 +169,9 @@ class Bench:
             slave = self.lab.add_slave()
             classic = self.classic_dir(slave)
             classic.mkdir()
+            os.chown(classic, self.lab.account.pw_uid, self.lab.account.pw_gid)
             line = f'restrict,command="{self.update_dns} {classic}" {pubkey}\n'
             slave.sshd.set_authorized_keys(self.lab.authorized_key(slave.root) + line)
-            if clean_shell:
-                with slave.sshd.config.open("a") as config:
-                    config.write("SetEnv SHLVL=1\n")
-                slave.sshd.restart()
         print(f"# {count} slaves up in {time.monotonic() - started:.1f} s", file=sys.stderr)
 
     def classic_dir(self, slave: Slave) -> Path:
@@ -198,7 +194,7 @@ class Bench:
             f'output = "{self.master / "out"}"',
             f'key = "{self.lab.key}"',
             f'known_hosts = "{self.lab.known_hosts}"',
-            'user = "root"',
+            f'user = "{self.lab.user}"',
             "[push]",
             f"parallel = {max(1, len(slaves))}",
             "timeout = 600",
@@ -335,11 +331,6 @@ def main() -> int:
     parser.add_argument("--sizes", default="10k,100k", help="data lines (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
-    parser.add_argument(
-        "--clean-shell",
-        action="store_true",
-        help="SetEnv SHLVL=1 in every sshd, so root's bash skips ~/.bashrc",
-    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/push.py needs root (sshd, tinydns)", file=sys.stderr)
@@ -349,7 +340,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dnsmaster-push-bench-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        bench = Bench(workdir, max(counts), clean_shell=args.clean_shell)
+        bench = Bench(workdir, max(counts))
         rows: list[Row] = []
         try:
             for size in sizes:
@@ -373,7 +364,7 @@ def main() -> int:
                     )
         finally:
             bench.lab.close()
-    shell = "clean session shell" if args.clean_shell else "root's own ~/.bashrc"
+    shell = f"slaves logged in to as {bench.lab.user} (/bin/sh)"
     print(f"cores: {os.cpu_count()}, best of {args.repeat}, {shell}\n")
     print(
         "| slaves | lines | data | classic loop | classic parallel | dnsmaster push "
