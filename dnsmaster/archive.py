@@ -1,13 +1,17 @@
 """The master's own kept builds: the last N ``data`` texts, for rollback and deltas.
 
-Each build is kept as one file in ``OUTPUT/.dnsmaster-builds/``: a header line
-(``dnsmaster-build 1 {json}``: serial, sha256, build time, stamp offsets) and the
-exact ``data`` text the build wrote. Files are written whole (temp file, fsync,
-rename, directory fsync) by the one writer of the output directory, which holds
-its lock (:func:`dnsmaster.fsutil.locked`); readers need no lock, since a name only
-ever appears complete. The directory is a subdirectory, so
+Each build is kept as two files in ``OUTPUT/.dnsmaster-builds/``: ``NAME.build``,
+the exact ``data`` text the build wrote, and ``NAME.meta``, one line
+(``dnsmaster-build 1 {json}``: serial, sha256, build time, stamp offsets). The
+build's own ``data`` is complete, fsynced and never written in place again (the
+next build renames a new file over it), so ``NAME.build`` is a second hard link to
+it when the caller names it: keeping a build costs no copy of the data. Otherwise
+the bytes are written. The ``.meta`` file is written last, whole (temp file, fsync,
+rename, directory fsync), by the one writer of the output directory, which holds
+its lock (:func:`dnsmaster.fsutil.locked`); a build counts as kept once its
+``.meta`` exists, so readers need no lock. The directory is a subdirectory, so
 :func:`dnsmaster.fsutil.sweep_litter` (which removes only files) never touches it;
-this module sweeps its own temp files.
+this module sweeps its own temp files and orphans.
 
 A kept build's bytes are checked against its sha256 every time they are read: a
 corrupt file reads as missing (None, or an error naming it), never as wrong data.
@@ -42,7 +46,7 @@ DEFAULT_KEEP = 10
 _MAGIC = b"dnsmaster-build 1 "
 # SEQUENCE-SERIAL-SHA256.build: the sequence orders builds (serials wrap, clocks
 # jump), the sha256 finds one without reading every file.
-_NAME = re.compile(r"([0-9]{10})-([0-9]{1,10})-([0-9a-f]{64})\.build")
+_NAME = re.compile(r"([0-9]{10})-([0-9]{1,10})-([0-9a-f]{64})\.meta")
 _TEMP = re.compile(r"\..*\.tmp", re.DOTALL)
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _BACK = re.compile(r"-([0-9]{1,6})")
@@ -82,29 +86,42 @@ class Archive:
         self.directory = output / DIRECTORY
 
     def add(
-        self, data: bytes, serial: int, sha256: str, stamps: Sequence[int], built: float
+        self,
+        data: bytes,
+        serial: int,
+        sha256: str,
+        stamps: Sequence[int],
+        built: float,
+        *,
+        source: Path | None = None,
     ) -> Kept:
         """Keep one build, then prune to the newest ``keep``; the caller holds the lock.
 
         ``stamps`` are the offsets of the serial's digits in ``data``; each is
-        checked, so a kept build can always be restamped.
+        checked, so a kept build can always be restamped. ``source``: a file holding
+        exactly ``data`` (the installed ``data``), linked rather than copied. The
+        sha256 is the caller's, not computed again here: every read checks it, so a
+        wrong one makes the entry unreadable, never wrong.
         """
-        text = str(serial % MODULUS).encode()
-        if hashlib.sha256(data).hexdigest() != sha256:
-            raise ArchiveError(str(self.directory), f"serial {serial}: sha256 does not match data")
+        serial %= MODULUS
+        text = str(serial).encode()
         for at in stamps:
             if data[at : at + len(text)] != text:
                 raise ArchiveError(
                     str(self.directory), f"serial {serial}: no serial at offset {at} of data"
                 )
+        if not _SHA256.fullmatch(sha256):
+            raise ArchiveError(str(self.directory), f"serial {serial}: not a sha256: {sha256!r}")
         try:
             self.directory.mkdir(mode=0o755, exist_ok=True)
             self._sweep()
             existing = self._names()
             sequence = max((seq for seq, _ in existing), default=0) + 1
-            meta = _Meta(
-                serial % MODULUS, sha256, built, len(data), data.count(b"\n"), tuple(stamps)
-            )
+            meta = _Meta(serial, sha256, built, len(data), data.count(b"\n"), tuple(stamps))
+            name = f"{sequence:010d}-{serial}-{sha256}"
+            body = self.directory / f"{name}.build"
+            if not (source is not None and _link(source, body, len(data))):
+                fsutil.publish([(fsutil.stage(body, lambda fd: fsutil.write_all(fd, data)), body)])
             fields = {
                 "serial": meta.serial,
                 "sha256": meta.sha256,
@@ -113,20 +130,15 @@ class Archive:
                 "lines": meta.lines,
                 "stamps": list(meta.stamps),
             }
-            header = _MAGIC + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
-            final = self.directory / f"{sequence:010d}-{serial % MODULUS}-{sha256}.build"
-
-            def write(fd: int) -> None:
-                fsutil.write_all(fd, header)
-                fsutil.write_all(fd, data)
-
-            tmp = fsutil.stage(final, write)
-            fsutil.publish([(tmp, final)])
-            self._prune([name for _, name in existing] + [final.name])
+            line = _MAGIC + json.dumps(fields, separators=(",", ":")).encode() + b"\n"
+            final = self.directory / f"{name}.meta"
+            # publish fsyncs the directory: the link (or the body) is durable too
+            fsutil.publish([(fsutil.stage(final, lambda fd: fsutil.write_all(fd, line)), final)])
+            self._prune([n for _, n in existing] + [final.name])
         except OSError as exc:
             where = exc.filename or str(self.directory)
             raise ArchiveError(str(where), f"cannot keep build: {fsutil.describe(exc)}") from None
-        return _kept(meta, sequence, final)
+        return _kept(meta, sequence, body)
 
     def entries(self) -> list[Kept]:
         """Every readable kept build, newest first (a file with a bad header is left out)."""
@@ -135,7 +147,7 @@ class Archive:
             meta = self._header(self.directory / name)
             if meta is None:
                 continue
-            found.append(_kept(meta, sequence, self.directory / name))
+            found.append(_kept(meta, sequence, self.directory / _body(name)))
         return found
 
     def by_sha256(self, sha256: str) -> bytes | None:
@@ -227,7 +239,7 @@ class Archive:
         if not _SHA256.fullmatch(sha256):
             return None
         for _, name in sorted(self._names(), reverse=True):
-            if not name.endswith(f"-{sha256}.build"):
+            if not name.endswith(f"-{sha256}.meta"):
                 continue
             loaded = self._load(self.directory / name)
             if loaded is not None and loaded[1].sha256 == sha256:
@@ -235,15 +247,14 @@ class Archive:
         return None
 
     def _load(self, path: Path) -> tuple[bytes, _Meta] | None:
-        try:
-            raw = path.read_bytes()
-        except OSError:
-            return None
-        end = raw.find(b"\n")
-        meta = _parse(raw[:end]) if end >= 0 else None
+        """A kept build's data and facts from its ``.meta`` path; None if damaged."""
+        meta = self._header(path)
         if meta is None:
             return None
-        data = raw[end + 1 :]
+        try:
+            data = (path.parent / _body(path.name)).read_bytes()
+        except OSError:
+            return None
         if hashlib.sha256(data).hexdigest() != meta.sha256:
             return None
         return data, meta
@@ -258,14 +269,21 @@ class Archive:
 
     def _prune(self, names: list[str]) -> None:
         for name in sorted(names, reverse=True)[self.keep :]:
-            with contextlib.suppress(FileNotFoundError):
-                os.unlink(self.directory / name)
+            # The .meta first: a build without one is an orphan, never a kept build.
+            for gone in (name, _body(name)):
+                with contextlib.suppress(FileNotFoundError):
+                    os.unlink(self.directory / gone)
         fsutil.fsync_directory(self.directory)
 
     def _sweep(self) -> None:
-        """Temp files of a killed writer; safe because the caller holds the lock."""
-        for name in os.listdir(self.directory):
-            if _TEMP.fullmatch(name):
+        """Temp files of a killed writer, and a ``.build`` whose ``.meta`` never came.
+
+        Safe because the caller holds the lock: no writer is half-way.
+        """
+        names = set(os.listdir(self.directory))
+        for name in names:
+            orphan = name.endswith(".build") and name[: -len(".build")] + ".meta" not in names
+            if _TEMP.fullmatch(name) or orphan:
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(self.directory / name)
 
@@ -324,6 +342,21 @@ def _moment(spec: str) -> float | None:
     # YYYY-MM-DD is 10 characters, ...THH 13, ...THH:MM 16, ...THH:MM:SS 19
     width = {10: 86400.0, 13: 3600.0, 16: 60.0, 19: 1.0}.get(len(local), 0.0)
     return when.timestamp() + width - 1e-6 if width else when.timestamp()
+
+
+def _body(meta_name: str) -> str:
+    return meta_name[: -len(".meta")] + ".build"
+
+
+def _link(source: Path, body: Path, size: int) -> bool:
+    """Make ``body`` another name of ``source``; False if the file system says no."""
+    try:
+        if os.stat(source).st_size != size:
+            return False  # not the data asked to keep: write the bytes instead
+        os.link(source, body)
+    except OSError:
+        return False
+    return True
 
 
 def _kept(meta: _Meta, sequence: int, path: Path) -> Kept:

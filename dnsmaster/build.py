@@ -227,7 +227,9 @@ class Builder:
         operator the build itself (nor the push that follows it).
         """
         try:
-            Archive(self.output, self.keep).add(data, serial, sha256, stamps, self.clock())
+            archive = Archive(self.output, self.keep)
+            # data is installed, fsynced and never written in place: link, do not copy
+            archive.add(data, serial, sha256, stamps, self.clock(), source=self.output / "data")
         except ArchiveError as exc:
             get_logger().warning("archive.failed", path=exc.path, error=exc.reason, serial=serial)
 

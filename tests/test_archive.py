@@ -48,7 +48,7 @@ def test_add_entries_prune(tmp_path: Path) -> None:
     kept = archive.entries()
     assert [k.serial for k in kept] == [1_700_000_004, 1_700_000_003, 1_700_000_002]
     assert [k.sha256 for k in kept] == shas[:1:-1]
-    assert len(list((tmp_path / DIRECTORY).iterdir())) == 3
+    assert len(list((tmp_path / DIRECTORY).iterdir())) == 6  # a .build and a .meta each
     assert kept[0].built == 1004.0
     assert archive.by_sha256(shas[0]) is None  # pruned
     assert (
@@ -72,14 +72,15 @@ def test_render_writes_the_serial_only_where_make_data_did(tmp_path: Path) -> No
 def test_a_damaged_build_is_never_returned(tmp_path: Path) -> None:
     archive = Archive(tmp_path)
     sha = keep(archive, 1_700_000_000, 1000.0)
-    (path,) = (tmp_path / DIRECTORY).iterdir()
+    (path,) = (tmp_path / DIRECTORY).glob("*.build")
     raw = bytearray(path.read_bytes())
     raw[-3] ^= 1
     path.write_bytes(bytes(raw))
     assert archive.by_sha256(sha) is None
     with pytest.raises(ArchiveError, match="missing or damaged"):
         archive.render(archive.entries()[0], 1_800_000_000)
-    path.write_bytes(b"garbage\n")
+    (meta,) = (tmp_path / DIRECTORY).glob("*.meta")
+    meta.write_bytes(b"garbage\n")
     assert archive.entries() == []
 
 
@@ -88,8 +89,11 @@ def test_refuses_stamps_that_are_not_the_serial(tmp_path: Path) -> None:
     sha = hashlib.sha256(b.data).hexdigest()
     with pytest.raises(ArchiveError, match="no serial at offset 3"):
         Archive(tmp_path).add(b.data, b.serial, sha, [3], 1000.0)
-    with pytest.raises(ArchiveError, match="sha256 does not match"):
-        Archive(tmp_path).add(b.data, b.serial, "0" * 64, b.stamps, 1000.0)
+    with pytest.raises(ArchiveError, match="not a sha256"):
+        Archive(tmp_path).add(b.data, b.serial, "nonsense", b.stamps, 1000.0)
+    # A wrong sha256 is the caller's mistake: the entry then never reads back.
+    Archive(tmp_path).add(b.data, b.serial, "0" * 64, b.stamps, 1000.0)
+    assert Archive(tmp_path).by_sha256("0" * 64) is None
 
 
 def test_select(tmp_path: Path) -> None:
@@ -129,12 +133,22 @@ def test_builder_keeps_each_build_and_the_sweep_leaves_them(tmp_path: Path) -> N
     kept = Archive(out).entries()
     assert [k.sha256 for k in kept] == [r.sha256 for r in results[:0:-1]]
     assert Archive(out).by_sha256(results[-1].sha256) == (out / "data").read_bytes()
+    # the newest is the installed data itself, under a second name: no copy
+    assert kept[0].path.stat().st_ino == (out / "data").stat().st_ino
+    assert kept[0].path.stat().st_nlink == 2
+    # the next build renames new data over it: the kept one stays as it was
+    newest = builder.build()
+    assert Archive(out).by_sha256(results[-1].sha256) == results[-1].data
+    assert (out / "data").read_bytes() == newest.data
     # what a killed archive write leaves is swept by the next, under the lock
     litter = out / DIRECTORY / ".x.build.abc.tmp"
     litter.write_bytes(b"half")
+    orphan = out / DIRECTORY / "0000000099-1-{}.build".format("f" * 64)
+    orphan.write_bytes(b"a body whose .meta never came")
     assert fsutil.sweep_litter(out) == []
     builder.build()
     assert not litter.exists()
+    assert not orphan.exists()
     assert len(Archive(out).entries()) == 2
 
 

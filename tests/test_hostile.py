@@ -69,7 +69,8 @@ def listing(directory: Path) -> list[str]:
     directories hold no litter (no temp file of a killed writer)."""
     kept = directory / DIRECTORY
     if kept.is_dir():
-        assert all(p.name.endswith(".build") for p in kept.iterdir()), list(kept.iterdir())
+        names = [p.name for p in kept.iterdir()]
+        assert all(n.endswith((".build", ".meta")) for n in names), names
     cache = directory / buildcache.DIRECTORY
     if cache.is_dir():
         assert not [p for p in cache.iterdir() if p.name.endswith(".tmp")], list(cache.iterdir())
