@@ -23,7 +23,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import compiler
+from dnsmaster.core import compiler, makedata
 from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
 from dnsmaster.core.lint import Linter
 from dnsmaster.core.makedata import check_source
@@ -264,6 +264,38 @@ def test_data_files_without_escapes(data: bytes, serial: int) -> None:
 def test_single_lines(line: bytes) -> None:
     check(line + b"\n")
     check(line.replace(b"\\", b"") + b"\n")
+
+
+DOT_EDGES = [
+    b".a",
+    b".a:",
+    b".a::::::",
+    b".a:1.2.3.4:b:300:4000000000000000:lo:extra:more",
+    b".a:1.2.3.4:.b.:0",
+    b".a:1.2.3.4:...:18446744073709551616",
+    b"..a::",
+    b"...:1.2.3.4",
+    b".a:1.2.3.4:x:junk:: \t",
+    b".a :1.2.3.4:x : 3: :",
+    b".a:1.2.3.4:b:::x\t",
+    b".a:1.2.3.4:b:99999999999999999999999999999",
+    b".a\r",
+    b".\xff\x00:1.2.3.4:\x1b",
+]
+
+
+@SETTINGS
+@given(
+    line=st.one_of(strategies.dot_lines(), st.sampled_from(DOT_EDGES)),
+    index=st.integers(0, 2**31),
+    more=st.booleans(),
+    origin=st.sampled_from([b"zones.x", b"zones.\\weird name", b""]),
+)
+def test_dot_line(line: bytes, index: int, more: bool, origin: bytes) -> None:
+    """make-data's expansion of a . line, C against Python (the reference)."""
+    assert compiler._accel is not None
+    expected = makedata._stamped_line(origin, line, index, more)
+    assert compiler._accel.dot_line(line, origin, index, more, makedata._SERIAL) == expected
 
 
 def test_env_turns_it_off() -> None:

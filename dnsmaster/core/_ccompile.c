@@ -931,6 +931,176 @@ done:
     return result;
 }
 
+/* ---- dot_line: make-data's expansion of a . line (makedata._stamped_line) ---- */
+
+typedef struct {
+    char *b;
+    Py_ssize_t n, cap;
+} text_buf;
+
+static int
+put(text_buf *t, const void *p, Py_ssize_t n)
+{
+    if (t->n + n > t->cap) {
+        Py_ssize_t cap = (t->n + n) * 2;
+        char *b = PyMem_Realloc(t->b, (size_t)cap);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        t->b = b;
+        t->cap = cap;
+    }
+    memcpy(t->b + t->n, p, (size_t)n);
+    t->n += n;
+    return 0;
+}
+
+static int
+put_span(text_buf *t, span s)
+{
+    return put(t, s.p, s.n);
+}
+
+static int
+put_str(text_buf *t, const char *s)
+{
+    return put(t, s, (Py_ssize_t)strlen(s));
+}
+
+static int
+put_num(text_buf *t, uint64_t v)
+{
+    char digits[24];
+    int n = snprintf(digits, sizeof digits, "%llu", (unsigned long long)v);
+    return put(t, digits, n);
+}
+
+/* makedata._tidy on the line that starts at from: no empty fields at its end, and a
+ * colon after trailing blanks (tinydns-data would strip them). */
+static int
+tidy(text_buf *t, Py_ssize_t from)
+{
+    while (t->n > from && t->b[t->n - 1] == ':')
+        t->n--;
+    if (t->n > from && (t->b[t->n - 1] == ' ' || t->b[t->n - 1] == '\t'))
+        return put(t, ":", 1);
+    return 0;
+}
+
+static PyObject *
+dot_line(PyObject *self, PyObject *args)
+{
+    Py_buffer line, origin, serial;
+    Py_ssize_t index;
+    int more;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*npy*:dot_line", &line, &origin, &index, &more, &serial))
+        return NULL;
+    PyObject *result = NULL;
+    text_buf t = {NULL, 0, 0};
+    const unsigned char *l = line.buf;
+    Py_ssize_t len = line.len;
+    while (len > 0 && (l[len - 1] == ' ' || l[len - 1] == '\t'))
+        len--;
+    if (len == 0 || l[0] != '.') {
+        PyErr_SetString(PyExc_ValueError, "not a . line");
+        goto done;
+    }
+    span f[NFIELDS];
+    split_fields(l, len, f); /* only the first 6 are used, as makedata splits them */
+    span fqdn = f[0], ip = f[1], x = f[2], ttl = f[3], ttd_ = f[4], lo = f[5];
+    /* 5.1: the server is x, or x.ns.fqdn when x has no dot; leading dots dropped */
+    span server[3] = {x, {(const unsigned char *)".ns.", 4}, fqdn};
+    int nserver = x.n && memchr(x.p, '.', (size_t)x.n) ? 1 : 3;
+    int first = 0;
+    while (first < nserver) {
+        while (server[first].n && server[first].p[0] == '.') {
+            server[first].p++;
+            server[first].n--;
+        }
+        if (server[first].n)
+            break;
+        first++;
+    }
+    uint64_t ttl_value;
+    if (!number(ttl, &ttl_value))
+        ttl_value = 259200;
+    int tail = ttd_.n || lo.n;
+    Py_ssize_t from;
+#define PUT(call)                                                                           \
+    if ((call) < 0)                                                                         \
+    goto done
+#define PUT_SERVER()                                                                        \
+    for (int k = first; k < nserver; k++)                                                   \
+    PUT(put_span(&t, server[k]))
+#define PUT_TAIL()                                                                          \
+    if (tail) {                                                                             \
+        PUT(put(&t, ":", 1));                                                               \
+        PUT(put_span(&t, ttd_));                                                            \
+        PUT(put(&t, ":", 1));                                                               \
+        PUT(put_span(&t, lo));                                                              \
+        PUT(tidy(&t, from));                                                                \
+    }
+    PUT(put_str(&t, "# "));
+    PUT(put(&t, origin.buf, origin.len));
+    PUT(put(&t, ":", 1));
+    PUT(put_num(&t, (uint64_t)index + 1));
+    PUT(put(&t, ": ", 2));
+    PUT(put(&t, l, len));
+    PUT(put(&t, "\nZ", 2));
+    from = t.n - 1;
+    PUT(put_span(&t, fqdn));
+    PUT(put(&t, ":", 1));
+    PUT_SERVER();
+    PUT(put_str(&t, ":hostmaster."));
+    PUT(put_span(&t, fqdn));
+    PUT(put(&t, ":", 1));
+    PUT(put(&t, serial.buf, serial.len));
+    PUT(put_str(&t, ttl_value ? ":16384:2048:1048576:2560:2560" : ":16384:2048:1048576:2560:0"));
+    PUT_TAIL();
+    PUT(put(&t, "\n&", 2));
+    from = t.n - 1;
+    PUT(put_span(&t, fqdn));
+    PUT(put(&t, "::", 2));
+    PUT(put_span(&t, x));
+    PUT(put(&t, ":", 1));
+    PUT(put_span(&t, ttl));
+    if (tail) {
+        PUT(put(&t, ":", 1));
+        PUT(put_span(&t, ttd_));
+        PUT(put(&t, ":", 1));
+        PUT(put_span(&t, lo));
+    }
+    PUT(tidy(&t, from));
+    if (ip.n) {
+        PUT(put(&t, "\n+", 2));
+        from = t.n - 1;
+        PUT_SERVER();
+        PUT(put(&t, ":", 1));
+        PUT(put_span(&t, ip));
+        PUT(put(&t, ":", 1));
+        PUT(put_num(&t, ttl_value & 0xFFFFFFFFu));
+        PUT_TAIL();
+    }
+    if (more) {
+        PUT(put_str(&t, "\n# "));
+        PUT(put(&t, origin.buf, origin.len));
+        PUT(put(&t, ":", 1));
+        PUT(put_num(&t, (uint64_t)index + 2));
+    }
+#undef PUT_TAIL
+#undef PUT_SERVER
+#undef PUT
+    result = PyBytes_FromStringAndSize(t.b, t.n);
+done:
+    PyMem_Free(t.b);
+    PyBuffer_Release(&line);
+    PyBuffer_Release(&origin);
+    PyBuffer_Release(&serial);
+    return result;
+}
+
 /* ---- write_cdb: cdb_make's layout (spec 8), as cdb.dumps writes it ----
  *
  * The records are read from the caller's lists with the GIL held (they are Python
@@ -1231,6 +1401,9 @@ static PyMethodDef methods[] = {
      "stamped_at) -> (pos, index)\n\n"
      "Compile the lines of data from offset pos (line index) on; return where the\n"
      "first line left to Python starts and its index (pos >= len(data): all done)."},
+    {"dot_line", dot_line, METH_VARARGS,
+     "dot_line(line, origin, index, more, serial) -> bytes\n\n"
+     "makedata._stamped_line of a . line: its comment, Z, & and + lines."},
     {"run", run, METH_VARARGS,
      "run(lines, start, check, default_soa, keys, values, stamped, soa_defaults) -> int\n\n"
      "Compile (and with check, check) lines from start on; return the index of the\n"

@@ -102,6 +102,11 @@ def accelerated() -> bool:
     return _accel is not None
 
 
+def accelerator() -> ModuleType | None:
+    """The C accelerator in use (for make-data's expansion of ``.`` lines), or None."""
+    return _accel
+
+
 def default_serial(mtime: int) -> int:
     """§3.8: the serial tinydns-data derives from the data file's mtime."""
     serial = mtime & _U32

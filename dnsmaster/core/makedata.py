@@ -21,10 +21,17 @@ import hashlib
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
+from typing import Protocol
 
 from dnsmaster.core import ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
-from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
+from dnsmaster.core.compiler import (
+    Records,
+    accelerator,
+    compile_lines,
+    compile_text,
+    split_lines,
+)
 from dnsmaster.core.fields import name_to_wire, number, split_fields
 from dnsmaster.core.lint import Diagnostic, Linter
 from dnsmaster.core.serial import MODULUS, newer, next_after
@@ -36,6 +43,7 @@ __all__ = [
     "CompiledSource",
     "SourceCheck",
     "assemble",
+    "assemble_text",
     "built_from",
     "check_source",
     "compile_source",
@@ -223,10 +231,35 @@ def compile_source(name: str, content: bytes, *, strict: bool = False) -> Compil
     return found.compiled
 
 
+class Text(Protocol):
+    """What :func:`assemble_text` needs of a source (a :class:`CompiledSource`, or
+    the build's own form of one, whose records are packed)."""
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def digest(self) -> bytes: ...
+    @property
+    def pieces(self) -> tuple[bytes, ...]: ...
+
+
 def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
     """Join compiled sources into the build's ``data`` and records."""
     serial %= MODULUS  # RFC 1982: the serial is a 32-bit number; text and records agree
-    stamp = str(serial).encode()
+    data, stamps = assemble_text(sources, serial)
+    keys = list(chain.from_iterable(src.records.keys for src in sources))
+    values = list(chain.from_iterable(src.records.values for src in sources))
+    base = 0
+    for src in sources:
+        if src.records.soa_defaults:
+            values[base : base + len(src.records)] = src.records.with_serial(serial)
+        base += len(src.records)
+    return Assembled(serial=serial, data=data, keys=keys, values=values, stamps=stamps)
+
+
+def assemble_text(sources: Sequence[Text], serial: int) -> tuple[bytes, list[int]]:
+    """The build's ``data``, and the offsets of its serials (:attr:`Assembled.stamps`)."""
+    stamp = str(serial % MODULUS).encode()
     sources_id = fingerprint([(src.name, src.digest) for src in sources]).encode()
     banner = b"%s%s sources=%s - built from header and zones.* files; edit those, not this\n" % (
         _BANNER,
@@ -246,15 +279,7 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
             parts.append(stamp)
             parts.append(piece)
             at += width + len(piece)
-    data = b"".join(parts)
-    keys = list(chain.from_iterable(src.records.keys for src in sources))
-    values = list(chain.from_iterable(src.records.values for src in sources))
-    base = 0
-    for src in sources:
-        if src.records.soa_defaults:
-            values[base : base + len(src.records)] = src.records.with_serial(serial)
-        base += len(src.records)
-    return Assembled(serial=serial, data=data, keys=keys, values=values, stamps=stamps)
+    return b"".join(parts), stamps
 
 
 def _dot_lines_too_long(
@@ -322,27 +347,34 @@ def _expand(
     """
     origin = _comment_name(name)
     size = len(content)
-    replaced: dict[int, bytes] = {}
-    for i, data_lines in ipv6_lines.items():
-        start, end = spans[i]
-        line = content[start:end].rstrip(b" \t")
-        expanded = [b"# %s:%d: %s" % (origin, i + 1, line), *data_lines]
-        if end + 1 < size:
-            expanded.append(b"# %s:%d" % (origin, i + 2))
-        replaced[i] = b"\n".join(expanded)
-    for i in stamped:
-        start, end = spans[i]
-        replaced[i] = _stamped_line(origin, content[start:end], i, end + 1 < size)
+    accel = accelerator()
     parts = [b"# %s:1\n" % origin]
     pos = 0
-    for i in sorted(replaced):
+    # stamped is in line order already; the IPv6 lines interleave with it
+    for i in sorted([*stamped, *ipv6_lines]) if ipv6_lines else stamped:
         start, end = spans[i]
-        parts += (content[pos:start], replaced[i])
+        line, more = content[start:end], end + 1 < size
+        if i in ipv6_lines:
+            parts += (content[pos:start], _ipv6_line(origin, line, i, more, ipv6_lines[i]))
+        elif accel is not None and line[:1] == b".":  # thousands in a build: C writes them
+            parts += (content[pos:start], accel.dot_line(line, origin, i, more, _SERIAL))
+        else:
+            parts += (content[pos:start], _stamped_line(origin, line, i, more))
         pos = end
     parts.append(content[pos:])
     if content and not content.endswith(b"\n"):
         parts.append(b"\n")
     return tuple(b"".join(parts).split(_SERIAL))
+
+
+def _ipv6_line(
+    origin: bytes, line: bytes, i: int, more: bool, data_lines: tuple[bytes, ...]
+) -> bytes:
+    """Line ``i``, an IPv6 patch line, as the data lines it became, traced back."""
+    expanded = [b"# %s:%d: %s" % (origin, i + 1, line.rstrip(b" \t")), *data_lines]
+    if more:
+        expanded.append(b"# %s:%d" % (origin, i + 2))
+    return b"\n".join(expanded)
 
 
 def _stamped_line(origin: bytes, line: bytes, i: int, more: bool) -> bytes:
