@@ -1,6 +1,7 @@
-"""Build the optional C accelerator of the compiler (dnsmaster/core/_ccompile.c).
+"""Build the optional C accelerators: the compiler's (dnsmaster/core/_ccompile.c) and
+the packed cdb records' (dnsmaster/core/_cdbblob.c).
 
-Everything else is declared in pyproject.toml. The extension is optional: when it
+Everything else is declared in pyproject.toml. Each extension is optional: when it
 cannot be built (no compiler, no Python headers) or DNSMASTER_NO_COMPILE=1 is set,
 the package installs as pure Python and compiles with the reference implementation,
 which gives the same bytes, only slower.
@@ -22,7 +23,12 @@ ext_modules = (
             "dnsmaster.core._ccompile",
             sources=["dnsmaster/core/_ccompile.c"],
             optional=True,  # a failed build falls back to pure Python
-        )
+        ),
+        Extension(
+            "dnsmaster.core._cdbblob",
+            sources=["dnsmaster/core/_cdbblob.c"],
+            optional=True,
+        ),
     ]
 )
 

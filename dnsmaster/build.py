@@ -30,11 +30,10 @@ from typing import Literal, overload
 from dnsmaster import fsutil
 from dnsmaster.archive import DEFAULT_KEEP, Archive
 from dnsmaster.buildcache import DIRECTORY as CACHE_DIRECTORY
-from dnsmaster.buildcache import BuildCache, Rejected
+from dnsmaster.buildcache import BuildCache, Ready, Rejected
 from dnsmaster.core import cdb
 from dnsmaster.core.makedata import (
-    CompiledSource,
-    assemble,
+    assemble_text,
     built_from,
     check_source,
     compile_source,
@@ -104,7 +103,7 @@ class Builder:
     #: Keep each source's compile in ``OUTPUT/.dnsmaster-cache/`` (see
     #: :mod:`dnsmaster.buildcache`), so that a new process compiles only what changed.
     cache: bool = True
-    _cache: dict[str, CompiledSource] = field(default_factory=dict, repr=False)
+    _cache: dict[str, Ready] = field(default_factory=dict, repr=False)
     # What the last _compile read from the build cache, and the entries it ignored and why
     _loaded: list[str] = field(default_factory=list, repr=False)
     _rejected: list[tuple[str, str]] = field(default_factory=list, repr=False)
@@ -125,7 +124,7 @@ class Builder:
         for name in names:
             content = self._read(name)
             known = disk.load(name, hashlib.sha256(content).digest()) if disk else None
-            if isinstance(known, CompiledSource):
+            if isinstance(known, Ready):
                 warnings.extend(known.warnings)
             else:
                 found = check_source(name, content)
@@ -197,9 +196,9 @@ class Builder:
                 if floor is not None and (previous is None or newer(floor, previous)):
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
-                built = assemble(compiled, serial)
-                sha256 = self._write(built.data, built.keys, built.values)
-                self._keep(built.data, serial, sha256, built.stamps)
+                data, stamps = assemble_text(compiled, serial)
+                sha256 = self._write(data, [src.records for src in compiled], serial)
+                self._keep(data, serial, sha256, stamps)
                 self._save(compiled, recompiled)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
@@ -209,14 +208,14 @@ class Builder:
         return BuildResult(
             serial=serial,
             sha256=sha256,
-            records=len(built.keys),
+            records=sum(src.records.count for src in compiled),
             lines=sum(src.lines for src in compiled),
             sources=tuple(names),
             recompiled=tuple(recompiled),
             skipped=tuple(skipped),
             warnings=tuple(w for src in compiled for w in src.warnings),
             seconds=time.perf_counter() - started,
-            data=built.data,
+            data=data,
             cached=tuple(self._loaded),
         )
 
@@ -258,7 +257,7 @@ class Builder:
                 skipped.append((name, reason))
         return source_order([n for n in names if is_source(n)]), skipped
 
-    def _compile(self, names: list[str]) -> tuple[list[CompiledSource], list[str]]:
+    def _compile(self, names: list[str]) -> tuple[list[Ready], list[str]]:
         """Every source compiled, and the names of those compiled here, not cached.
 
         A source comes from memory when it is unchanged since this Builder last
@@ -266,7 +265,7 @@ class Builder:
         from the compiler. What came from the build cache, and the entries it
         ignored, are left in ``_loaded`` and ``_rejected``.
         """
-        compiled: list[CompiledSource] = []
+        compiled: list[Ready] = []
         recompiled: list[str] = []
         errors: list[DataError] = []
         self._loaded = []
@@ -300,7 +299,7 @@ class Builder:
                 compiled.append(known)
                 continue
             try:
-                src = compile_source(name, content, strict=self.strict)
+                src = Ready.of(compile_source(name, content, strict=self.strict))
             except DataErrors as exc:
                 errors.extend(exc.errors)
                 continue
@@ -315,7 +314,7 @@ class Builder:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
 
-    def _look_up(self, names: list[str]) -> list[tuple[bytes, CompiledSource | Rejected | None]]:
+    def _look_up(self, names: list[str]) -> list[tuple[bytes, Ready | Rejected | None]]:
         """Each source's content, and its compile from memory or the build cache.
 
         Two threads: reading and hashing (of the sources and of the entries)
@@ -323,7 +322,7 @@ class Builder:
         """
         disk = self._disk()
 
-        def look_up(name: str) -> tuple[bytes, CompiledSource | Rejected | None]:
+        def look_up(name: str) -> tuple[bytes, Ready | Rejected | None]:
             content = self._read(name)
             digest = hashlib.sha256(content).digest()
             cached = self._cache.get(name)
@@ -342,7 +341,7 @@ class Builder:
         # An entry holds the text and the records of a source: a few times its size.
         return BuildCache(self.output / CACHE_DIRECTORY, 16 * self.max_file_size + (1 << 20))
 
-    def _save(self, compiled: list[CompiledSource], recompiled: list[str]) -> None:
+    def _save(self, compiled: list[Ready], recompiled: list[str]) -> None:
         """Bring the build cache up to these sources, under the output directory's lock.
 
         Never raises: the build is done, and a cache that cannot be written costs
@@ -421,11 +420,12 @@ class Builder:
         if not os.access(self.output, os.W_OK | os.X_OK):
             raise BuildError(str(self.output), "output directory is not writable")
 
-    def _write(self, data: bytes, keys: list[bytes], values: list[bytes]) -> str:
+    def _write(self, data: bytes, records: list[cdb.Packed], serial: int) -> str:
         """Stage both files, then install them as a pair; the sha256 of ``data`` in hex.
 
         ``data`` is hashed, written and fsynced by a thread while this one writes the
-        cdb: the thread spends its time in hashlib and system calls, which release the GIL.
+        cdb from the sources' packed records: both spend their time in hashlib, the C
+        writer and system calls, which release the GIL, so on two cores they overlap.
         """
         data_final = self.output / "data"
         cdb_final = self.output / "data.cdb"
@@ -441,7 +441,7 @@ class Builder:
         with ThreadPoolExecutor(max_workers=1) as pool:
             data_job = pool.submit(stage_data)
             try:
-                cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_fd(fd, keys, values))
+                cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_packed(fd, records, serial))
             except OSError as exc:
                 failure = self._cannot_write(exc)
             except cdb.CdbTooLarge as exc:
@@ -464,7 +464,7 @@ class Builder:
             raise self._cannot_write(exc) from None
         return sha256
 
-    def _unchanged(self, compiled: list[CompiledSource], head: bytes) -> bool:
+    def _unchanged(self, compiled: list[Ready], head: bytes) -> bool:
         sources = fingerprint([(src.name, src.digest) for src in compiled])
         return (
             built_from(head) == sources

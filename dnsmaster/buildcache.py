@@ -3,41 +3,47 @@
 A :class:`~dnsmaster.build.Builder` keeps its compiled sources in memory, so the
 daemon's rebuilds are warm; but ``dnsmaster build``, ``push``, ``check``, ``diff``
 and a restarted daemon each start from nothing. Reading back what an earlier
-process compiled costs a small part of compiling it again, so every clean source's
-:class:`~dnsmaster.core.makedata.CompiledSource` is kept in
+process compiled costs a small part of compiling it again, so every clean source,
+as a :class:`Ready` (its text, warnings, and its records packed into one blob in
+cdb's layout, :class:`~dnsmaster.core.cdb.Packed`), is kept in
 ``OUTPUT/.dnsmaster-cache/``, one file per source, named by the sha256 of the
 source's bytes and a short hash of its file name (the name is written into the
 ``# zones.X:LINE`` comments and the warnings, so it is part of the result).
+
+Why one blob of records: a source of 27k records read back as 54k ``bytes``
+objects costs more to make (and, at exit, to free) than tinydns-data spends on
+the whole file; read back as one blob it costs a read, a sha256 and a walk in C,
+and :func:`~dnsmaster.core.cdb.write_packed` writes ``data.cdb`` straight from it.
 
 Nothing in an entry is trusted until every check passed: the magic, the format
 version, dnsmaster's version and the digest of the compiler's own source files (a
 changed checker must not replay old warnings), the content sha256 the caller took
 of the bytes it just read, the source's name, the payload length against the file
 size, and the payload's sha256. Then the payload is taken apart with bounds checks
-at every step. Any failure makes the entry a :class:`Rejected`: the build compiles
-that source and writes the entry again. The cache is as trusted as the output
-directory it sits in (whoever can write there can write ``data`` itself); what a
-foreign file there must never do is run code, crash the build or hang it, which
-is why there is no pickle and no marshal (documented as unsafe for data that was
-not written by us), only :mod:`struct`.
+at every step, and the records blob is walked record by record
+(:func:`~dnsmaster.core.cdb.scan`: whole records, each serial offset at the serial
+of an SOA record, as many records as counted). Any failure makes the entry a
+:class:`Rejected`: the build compiles that source and writes the entry again. The
+cache is as trusted as the output directory it sits in (whoever can write there
+can write ``data`` itself); what a foreign file there must never do is run code,
+crash the build or hang it, which is why there is no pickle and no marshal
+(documented as unsafe for data that was not written by us), only :mod:`struct`.
 
 The format, all integers little-endian::
 
     header   16s magic, I format, 16s version, 32s code digest, 32s content sha256,
              Q payload length, 32s payload sha256
-    payload  13 Q section lengths, then the sections: name, counts (6 Q: lines,
-             pieces, records, SOA defaults, stamped lines, warnings), pieces, keys,
-             values (each a struct format, then the bytes it splits), SOA defaults,
-             stamped lines, warning lines (Q each), warning reasons (format, bytes)
+    payload  9 Q section lengths, then the sections: name, counts (5 Q: lines,
+             pieces, records, serials, warnings), pieces (a struct format, then the
+             bytes it splits), records (the blob), serial offsets (Q each), warning
+             lines (Q each), warning reasons (format, bytes)
 
 Why a struct format for a list of byte strings: ``struct.Struct(b"<29s31s...")
-.unpack(blob)`` makes every ``bytes`` object in one call into C. The alternative,
-slicing a blob by a table of lengths in a comprehension, costs four times as much
-(measured at 1M lines in 50 files: 9 ms against 2.3 ms per file of 27k records),
-which at 49 files is most of the time a one-line rebuild has. The format is
-written once, by the process that compiled the source, and checked before use to
-hold nothing but ``<``, digits and ``s``, so a foreign file can make it return
-bytes objects, exactly as many as the counts say, or fail.
+.unpack(blob)`` makes every ``bytes`` object in one call into C, four times
+faster than slicing by a table of lengths. The format is written once, by the
+process that compiled the source, and checked before use to hold nothing but
+``<``, digits and ``s``, so a foreign file can make it return bytes objects,
+exactly as many as the counts say, or fail.
 
 Crash safety: an entry is written to a temp file and renamed, under the output
 directory's lock, so a name never holds a partial entry while we run. It is not
@@ -63,8 +69,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dnsmaster import __version__, fsutil
-from dnsmaster.core import makedata
-from dnsmaster.core.compiler import Records
+from dnsmaster.core import cdb, makedata
 from dnsmaster.core.makedata import CompiledSource
 from dnsmaster.errors import DataError
 
@@ -72,6 +77,7 @@ __all__ = [
     "DIRECTORY",
     "FORMAT",
     "BuildCache",
+    "Ready",
     "Rejected",
     "Synced",
     "code_digest",
@@ -83,18 +89,43 @@ __all__ = [
 #: The subdirectory of the output directory that holds the cache.
 DIRECTORY = ".dnsmaster-cache"
 #: The version of the entry format; an entry of another is ignored.
-FORMAT = 1
+FORMAT = 2
 
 _MAGIC = b"dnsmaster-cache\n"
 _HEADER = struct.Struct("<16sI16s32s32sQ32s")
-_SECTIONS = 13
+_SECTIONS = 9
 _TABLE = struct.Struct(f"<{_SECTIONS}Q")
-_COUNTS = struct.Struct("<6Q")
+_COUNTS = struct.Struct("<5Q")
 _FORMAT_BYTES = b"0123456789s"
 # CONTENT_SHA256-NAME_HASH: the first says what the source held, the second whose it was.
 _ENTRY = re.compile(r"[0-9a-f]{64}-[0-9a-f]{16}")
 _TEMP = re.compile(r"\..*\.tmp", re.DOTALL)
 _SURROGATES = "surrogateescape"
+
+
+@dataclass(frozen=True, slots=True)
+class Ready:
+    """One clean source as a build uses it: a compile, its records packed.
+
+    What the Builder keeps per source (in memory and in the cache): the text with
+    the serial's places (``pieces``, as :class:`~dnsmaster.core.makedata.CompiledSource`'s),
+    the records as one :class:`~dnsmaster.core.cdb.Packed` blob, the warnings and
+    the number of lines.
+    """
+
+    name: str
+    digest: bytes
+    pieces: tuple[bytes, ...]
+    records: cdb.Packed
+    warnings: tuple[DataError, ...]
+    lines: int
+
+    @classmethod
+    def of(cls, src: CompiledSource) -> Ready:
+        """``src`` with its records packed (the lists of records are not kept)."""
+        records = src.records
+        packed = cdb.pack(records.keys, records.values, records.soa_defaults)
+        return cls(src.name, src.digest, src.pieces, packed, src.warnings, src.lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,26 +177,17 @@ def entry_name(name: str, digest: bytes) -> str:
     return f"{digest.hex()}-{tag}"
 
 
-def encode(src: CompiledSource, code: bytes) -> list[bytes]:
+def encode(src: Ready, code: bytes) -> list[bytes]:
     """The entry for ``src``, as pieces to write one after the other."""
     records = src.records
     reasons = [w.reason.encode("utf-8", _SURROGATES) for w in src.warnings]
-    counts = (
-        src.lines,
-        len(src.pieces),
-        len(records.keys),
-        len(records.soa_defaults),
-        len(records.stamped),
-        len(src.warnings),
-    )
+    counts = (src.lines, len(src.pieces), records.count, len(records.serials), len(src.warnings))
     sections = [
         src.name.encode("utf-8", _SURROGATES),
         _COUNTS.pack(*counts),
         *_strings(src.pieces),
-        *_strings(records.keys),
-        *_strings(records.values),
-        _ints(records.soa_defaults),
-        _ints(records.stamped),
+        bytes(records.blob),  # the blob itself when it is bytes (a fresh compile's)
+        _ints(records.serials),
         _ints([w.line for w in src.warnings]),
         *_strings(reasons),
     ]
@@ -179,7 +201,7 @@ def encode(src: CompiledSource, code: bytes) -> list[bytes]:
     return [header, table, *sections]
 
 
-def decode(entry: bytes, name: str, digest: bytes, code: bytes) -> CompiledSource:
+def decode(entry: bytes, name: str, digest: bytes, code: bytes) -> Ready:
     """The compiled source in ``entry``, if it is the one for ``name`` at ``digest``.
 
     Raises ValueError saying which check failed.
@@ -218,7 +240,7 @@ class BuildCache:
         #: The largest entry read; a larger file there is refused, not read.
         self.max_entry = max_entry
 
-    def load(self, name: str, digest: bytes) -> CompiledSource | Rejected | None:
+    def load(self, name: str, digest: bytes) -> Ready | Rejected | None:
         """The cached compile of ``name`` at content sha256 ``digest``; None if absent."""
         path = self.directory / entry_name(name, digest)
         try:
@@ -245,7 +267,7 @@ class BuildCache:
         except ValueError as exc:
             return Rejected(str(exc))
 
-    def sync(self, sources: Sequence[CompiledSource], fresh: Collection[str] = ()) -> Synced:
+    def sync(self, sources: Sequence[Ready], fresh: Collection[str] = ()) -> Synced:
         """Leave one entry per source of ``sources``, and nothing else of ours.
 
         Entries of sources no longer built and temp files of killed writers are
@@ -369,7 +391,7 @@ def _unints(view: memoryview, count: int, below: int) -> list[int]:
     return values
 
 
-def _parse(payload: memoryview, name: str, digest: bytes) -> CompiledSource:
+def _parse(payload: memoryview, name: str, digest: bytes) -> Ready:
     lengths = _TABLE.unpack_from(payload)
     if _TABLE.size + sum(lengths) != len(payload):
         raise _Invalid("section lengths do not add up to the payload")
@@ -383,34 +405,28 @@ def _parse(payload: memoryview, name: str, digest: bytes) -> CompiledSource:
         counts,
         pieces_fmt,
         pieces_blob,
-        keys_fmt,
-        keys_blob,
-        values_fmt,
-        values_blob,
-        soa,
-        stamped,
+        blob,
+        serials,
         warning_lines,
         reasons_fmt,
         reasons_blob,
     ) = sections
     if raw_name != name.encode("utf-8", _SURROGATES):
         raise _Invalid("is the entry of another source file")
-    lines, n_pieces, n_records, n_soa, n_stamped, n_warnings = _COUNTS.unpack(counts)
+    lines, n_pieces, n_records, n_serials, n_warnings = _COUNTS.unpack(counts)
     if n_pieces < 1:
         raise _Invalid("no text")
-    keys = _unstrings(keys_fmt, keys_blob, n_records)
-    values = _unstrings(values_fmt, values_blob, n_records)
-    records = Records(
-        keys=list(keys),
-        values=list(values),
-        soa_defaults=_unints(soa, n_soa, n_records),
-        stamped=_unints(stamped, n_stamped, lines),
-    )
-    if any(len(values[i]) < 20 for i in records.soa_defaults):  # an SOA's 5 numbers
-        raise _Invalid("an SOA record too short for its serial")
+    # A view, not a copy: the entry's bytes stay alive as long as its records do.
+    records = cdb.Packed(blob, tuple(_unints(serials, n_serials, len(blob))), n_records)
+    try:
+        found = cdb.scan(records.blob, records.serials)
+    except ValueError as exc:
+        raise _Invalid(f"records: {exc}") from None
+    if found != n_records:
+        raise _Invalid(f"{found} records where {n_records} were counted")
     reasons = _unstrings(reasons_fmt, reasons_blob, n_warnings)
     at_lines = _unints(warning_lines, n_warnings, lines + 1)
-    return CompiledSource(
+    return Ready(
         name=name,
         digest=digest,
         pieces=_unstrings(pieces_fmt, pieces_blob, n_pieces),

@@ -179,7 +179,7 @@ def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
     Nothing is written and no lock is taken: ``data`` is only ever replaced by a
     rename, so it is read whole, old or new.
     """
-    from dnsmaster.core.makedata import assemble, next_serial  # noqa: PLC0415
+    from dnsmaster.core.makedata import assemble_text, next_serial  # noqa: PLC0415
 
     current = _current(builder.output)
     if builder.is_current():
@@ -188,7 +188,7 @@ def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
     names, _ = builder._scan()
     compiled, _ = builder._compile(names)
     serial = next_serial(int(time.time()), builder.previous_serial())
-    return Sides(current, assemble(compiled, serial).data, False)
+    return Sides(current, assemble_text(compiled, serial)[0], False)
 
 
 def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:

@@ -25,10 +25,12 @@ from structlog.testing import capture_logs
 
 from dnsmaster import buildcache, fsutil
 from dnsmaster.build import Builder, BuildResult
-from dnsmaster.buildcache import BuildCache, Rejected, decode, encode, entry_name
-from dnsmaster.core.makedata import CompiledSource, compile_source, previous_serial
+from dnsmaster.buildcache import BuildCache, Ready, Rejected, decode, encode, entry_name
+from dnsmaster.core import cdb
+from dnsmaster.core.makedata import assemble, compile_source, previous_serial
+from dnsmaster.core.sources import is_source, source_order
 from dnsmaster.errors import DataError, DataErrors
-from tests.conftest import require_root
+from tests.conftest import IN_CI, require_root
 from tests.daemonrun import PROJECT
 
 NOW = 1_700_000_000
@@ -79,11 +81,15 @@ def out(tmp_path: Path) -> Path:
 
 def reference(zones: Path, tmp_path: Path, out: Path) -> dict[str, bytes]:
     """data and data.cdb as a build without any cache writes them, with the serial
-    of the build in ``out``."""
+    of the build in ``out``; and the same again without the Builder or packed
+    records at all: make-data's assemble and the reference cdb writer."""
     serial = previous_serial((out / "data").read_bytes()[:200])
     assert serial is not None
     ref = Path(tempfile.mkdtemp(dir=tmp_path, prefix="reference"))
     Builder(zones, ref, clock=lambda: serial, cache=False).build()
+    names = source_order([n for n in os.listdir(zones) if is_source(n)])
+    built = assemble([compile_source(n, (zones / n).read_bytes()) for n in names], serial)
+    assert pair(ref) == {"data": built.data, "data.cdb": cdb.dumps(built.keys, built.values)}
     return pair(ref)
 
 
@@ -129,7 +135,7 @@ class TestFormat:
     )
     def test_round_trip(self, content: bytes) -> None:
         """An entry decodes to exactly the compiled source it was made of."""
-        src = compile_source("zones.x", content)
+        src = Ready.of(compile_source("zones.x", content))
         code = buildcache.code_digest()
         back = decode(b"".join(encode(src, code)), "zones.x", src.digest, code)
         assert facts(back.warnings) == facts(src.warnings)
@@ -143,7 +149,7 @@ class TestFormat:
 
     def test_warnings_kept(self) -> None:
         """Warnings come back with their file, line and words."""
-        src = compile_source("zones.x", RICH)
+        src = Ready.of(compile_source("zones.x", RICH))
         assert src.warnings
         code = buildcache.code_digest()
         back = decode(b"".join(encode(src, code)), "zones.x", src.digest, code)
@@ -152,17 +158,21 @@ class TestFormat:
     def test_string_table_may_hold_only_lengths(self) -> None:
         """A struct format with another code than ``s`` is refused before use:
         it would make struct return integers where bytes are expected."""
-        src = compile_source("zones.x", b"+a.example:1.2.3.4\n")
+        src = Ready.of(compile_source("zones.x", b"+a.example:1.2.3.4\n"))
         code = buildcache.code_digest()
         pieces = encode(src, code)
-        # sections: header, table, name, counts, pieces fmt/blob, keys fmt/blob...
-        keys_fmt = pieces[6]
-        assert keys_fmt.startswith(b"<")
-        assert keys_fmt.endswith(b"s")
-        forged = keys_fmt[:-1] + b"p"
-        entry = reseal([*pieces[:6], forged, *pieces[7:]])
+        # sections: header, table, name, counts, pieces fmt/blob, records...
+        pieces_fmt = pieces[4]
+        assert pieces_fmt.startswith(b"<")
+        assert pieces_fmt.endswith(b"s")
+        forged = pieces_fmt[:-1] + b"p"
+        entry = reseal([*pieces[:4], forged, *pieces[5:]])
         with pytest.raises(ValueError, match="more than lengths"):
             decode(entry, "zones.x", src.digest, code)
+
+
+# Where encode() puts the sections (after the header and the table of lengths).
+COUNTS, RECORDS, SERIALS = 3, 6, 7
 
 
 def reseal(pieces: list[bytes]) -> bytes:
@@ -180,6 +190,19 @@ def reseal(pieces: list[bytes]) -> bytes:
     return struct.pack("<16sI16s32s32sQ32s", *fields) + payload
 
 
+@pytest.fixture(params=["c", "python"])
+def records_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+    """The packed records written by ``_cdbblob`` (C), then by cdb.py's pure Python."""
+    if request.param == "python":
+        monkeypatch.setattr(cdb, "_blob", None)
+    elif cdb._blob is None:
+        if IN_CI:
+            pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
+        pytest.skip("dnsmaster/core/_cdbblob.c is not built")
+    return str(request.param)
+
+
+@pytest.mark.usefixtures("records_writer")
 class TestNewProcess:
     def test_second_build_reads_every_source_from_the_cache(
         self, zones: Path, out: Path, tmp_path: Path
@@ -409,7 +432,7 @@ class TestDamagedEntries:
             ("length", 105),
             ("checksum", 120),
             ("table", 141),
-            ("name", 140 + 13 * 8 + 2),
+            ("name", 140 + 9 * 8 + 2),
             ("body", None),
         ],
     )
@@ -434,7 +457,7 @@ class TestDamagedEntries:
     def test_foreign_version(self, zones: Path, out: Path, tmp_path: Path) -> None:
         """An entry written by another dnsmaster (another compiler code) is not used."""
         build(zones, out)
-        src = compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes())
+        src = Ready.of(compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes()))
         entry_of(out, zones, self.VICTIM).write_bytes(b"".join(encode(src, b"\x01" * 32)))
         self.check_recovered(zones, out, tmp_path, "another version of dnsmaster")
 
@@ -450,7 +473,7 @@ class TestDamagedEntries:
         (the name promises one content, the header says another)."""
         build(zones, out)
         entry = entry_of(out, zones, self.VICTIM)
-        other = compile_source(self.VICTIM, b"+evil.example.com:203.0.113.66\n")
+        other = Ready.of(compile_source(self.VICTIM, b"+evil.example.com:203.0.113.66\n"))
         entry.write_bytes(b"".join(encode(other, buildcache.code_digest())))
         self.check_recovered(zones, out, tmp_path, "another content")
         assert b"203.0.113.66" not in (out / "data").read_bytes()
@@ -459,21 +482,54 @@ class TestDamagedEntries:
         """A valid entry for the same bytes under another file name is refused."""
         build(zones, out)
         entry = entry_of(out, zones, self.VICTIM)
-        src = compile_source("zones.other", (zones / self.VICTIM).read_bytes())
+        src = Ready.of(compile_source("zones.other", (zones / self.VICTIM).read_bytes()))
         entry.write_bytes(b"".join(encode(src, buildcache.code_digest())))
         self.check_recovered(zones, out, tmp_path, "another source file")
 
     def test_forged_index_out_of_range(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """Even with a valid checksum, an SOA index past the records is refused
+        """Even with a valid checksum, a serial offset past the records is refused
         rather than crashing the build."""
         build(zones, out)
-        src = compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes())
-        pieces = encode(src, buildcache.code_digest())
-        soa_at = 2 + 8  # header, table, then sections: ..., values blob, soa defaults
-        bad = list(pieces)
-        bad[soa_at] = (10**6).to_bytes(8, "little") * (len(bad[soa_at]) // 8)
+        bad = self.sections(zones)
+        bad[SERIALS] = (10**6).to_bytes(8, "little") * (len(bad[SERIALS]) // 8)
         entry_of(out, zones, self.VICTIM).write_bytes(reseal(bad))
         self.check_recovered(zones, out, tmp_path, "an index of 1000000")
+
+    def sections(self, zones: Path) -> list[bytes]:
+        src = Ready.of(compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes()))
+        assert src.records.serials  # the . and Z lines: SOA records the build stamps
+        return encode(src, buildcache.code_digest())
+
+    @pytest.mark.parametrize(
+        ("damage", "reason"),
+        [
+            ("cut", "records: a record runs past the end"),
+            ("longer", "records: a record runs past the end"),
+            ("serial", "records: a serial offset is not the serial of an SOA record"),
+            ("count", "records where"),
+        ],
+    )
+    def test_forged_records(
+        self, zones: Path, out: Path, tmp_path: Path, damage: str, reason: str
+    ) -> None:
+        """A records blob that is not whole records, a serial offset that is not an
+        SOA's serial, a count that is not the blob's: refused, even resealed."""
+        build(zones, out)
+        bad = self.sections(zones)
+        blob, serials = bad[RECORDS], bad[SERIALS]
+        if damage == "cut":
+            bad[RECORDS] = blob[:-1]
+        elif damage == "longer":
+            bad[RECORDS] = blob + b"\1\0\0\0"
+        elif damage == "serial":
+            first = int.from_bytes(serials[:8], "little")
+            bad[SERIALS] = (first + 1).to_bytes(8, "little") + serials[8:]
+        else:
+            counts = bytearray(bad[COUNTS])
+            counts[16] += 1  # lines, pieces, then records
+            bad[COUNTS] = bytes(counts)
+        entry_of(out, zones, self.VICTIM).write_bytes(reseal(bad))
+        self.check_recovered(zones, out, tmp_path, reason)
 
     def test_symlink_and_fifo_are_not_followed(
         self, zones: Path, out: Path, tmp_path: Path
@@ -621,7 +677,9 @@ class TestLoad:
 
     def test_sync_writes_only_what_is_missing(self, tmp_path: Path) -> None:
         cache = BuildCache(tmp_path / "c", 1 << 20)
-        sources = [compile_source(f"zones.{i}", b"+a%d.example:1.2.3.4\n" % i) for i in range(3)]
+        sources = [
+            Ready.of(compile_source(f"zones.{i}", b"+a%d.example:1.2.3.4\n" % i)) for i in range(3)
+        ]
         first = cache.sync(sources)
         assert len(first.written) == 3
         assert first.error is None
@@ -631,5 +689,5 @@ class TestLoad:
         assert fresh.written == (entry_name("zones.1", sources[1].digest),)
         assert fresh.removed == (entry_name("zones.2", sources[2].digest),)
         loaded = cache.load("zones.0", sources[0].digest)
-        assert isinstance(loaded, CompiledSource)
+        assert isinstance(loaded, Ready)
         assert loaded == sources[0]

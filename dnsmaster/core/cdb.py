@@ -5,6 +5,12 @@
 Python costs seconds: ``write_cdb`` of the optional accelerator (``_ccompile.c``) when
 it is built and ``DNSMASTER_PURE_PYTHON`` is not set, else cdbx when it is installed,
 else :func:`dumps`. Tests hold all three to byte identity.
+
+A build writes most of its records from :class:`Packed` blobs instead: each source's
+records already in cdb's record layout, as the build cache keeps them, so a build
+from the cache makes no Python object per record. :func:`write_packed` writes the
+cdb of a run of them, through the optional ``_cdbblob`` accelerator or, with the
+same bytes and the same refusals, through :func:`unpack` and :func:`dumps`.
 """
 
 from __future__ import annotations
@@ -12,15 +18,23 @@ from __future__ import annotations
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass
+from itertools import accumulate, chain
+from types import ModuleType
 
 __all__ = [
     "HEADER_SIZE",
     "CdbReader",
     "CdbTooLarge",
+    "Packed",
     "dumps",
     "hash_key",
+    "pack",
+    "scan",
     "size_from_header",
+    "unpack",
     "write_fd",
+    "write_packed",
 ]
 
 _PAIR = struct.Struct("<II")
@@ -29,6 +43,11 @@ _HEADER_SIZE = 2048
 HEADER_SIZE = _HEADER_SIZE
 _HEADER = struct.Struct("<512I")
 _LIMIT = 1 << 32
+_U32 = 0xFFFFFFFF
+# An SOA's data ends in its five numbers, the serial first (spec 3.8).
+_SOA_NUMBERS = 20
+_CUT = "a record runs past the end of the records"
+_NOT_SERIAL = "a serial offset is not the serial of an SOA record"
 
 
 class CdbTooLarge(ValueError):
@@ -128,6 +147,146 @@ def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     maker = cdbx.CDB.make(fd, close=False, mmap=False)
     deque(map(maker.add, keys, values), maxlen=0)  # the loop runs in C
     maker.commit().close()
+
+
+@dataclass(frozen=True, slots=True)
+class Packed:
+    """Records as one blob in cdb's record layout (§8.3: klen, dlen, key, data, repeated).
+
+    ``serials`` are the offsets in ``blob`` of the serials (4 bytes, big-endian) of
+    the SOA records that take the build's serial (``Records.soa_defaults``), which
+    :func:`write_packed` stamps as it writes. ``count`` is how many records. A blob
+    read back from a file may be a view into the bytes read, rather than a copy.
+    """
+
+    blob: bytes | memoryview
+    serials: tuple[int, ...]
+    count: int
+
+
+def _load_blob() -> ModuleType | None:
+    """The ``_cdbblob`` accelerator, or None when absent or refused (as :func:`_load_writer`)."""
+    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
+
+    if os.environ.get("DNSMASTER_PURE_PYTHON", "") not in {"", "0"}:
+        return None
+    try:
+        from dnsmaster.core import _cdbblob  # noqa: PLC0415 - optional
+    except ImportError:
+        return None
+    return _cdbblob
+
+
+#: The C functions of :class:`Packed` records; None means the pure-Python ones here.
+#: Tests set it to None to run those.
+_blob: ModuleType | None = _load_blob()
+
+
+def pack(keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[int]) -> Packed:
+    """``keys[i] -> values[i]`` as one :class:`Packed`, the SOA records of the
+    (ascending) indexes ``soa_defaults`` taking the build's serial.
+
+    Raises ValueError for an index that is not ascending, past the records, or of
+    a record too short for an SOA's numbers.
+    """
+    if _blob is not None:
+        blob, serials = _blob.pack(keys, values, soa_defaults)
+        return Packed(blob, serials, len(keys))
+    if len(keys) != len(values):
+        raise ValueError("keys and values differ in length")
+    ends = list(accumulate(8 + len(k) + len(v) for k, v in zip(keys, values, strict=True)))
+    serials = []
+    previous = -1
+    for i in soa_defaults:
+        if i >= len(keys):
+            raise ValueError("an index of soa_defaults past the records")
+        if i <= previous:
+            raise ValueError("soa_defaults must be ascending")
+        if len(values[i]) < _SOA_NUMBERS:
+            raise ValueError(f"record {i}: too short for an SOA serial")
+        serials.append(ends[i] - _SOA_NUMBERS)
+        previous = i
+    pack_pair = _PAIR.pack
+    records = ((pack_pair(len(k), len(v)), k, v) for k, v in zip(keys, values, strict=True))
+    return Packed(b"".join(chain.from_iterable(records)), tuple(serials), len(keys))
+
+
+def scan(blob: bytes | memoryview, serials: Sequence[int]) -> int:
+    """How many records ``blob`` holds, once it is checked to be :class:`Packed`'s.
+
+    Raises ValueError when ``blob`` is not whole records, or an offset of
+    ``serials`` is not (in ascending order) the serial of a record with an SOA's
+    numbers: what :func:`write_packed` would refuse, found before it runs.
+    """
+    if _blob is not None:
+        count: int = _blob.scan(blob, serials)
+        return count
+    return len(_walk(blob, serials))
+
+
+def _walk(blob: bytes | memoryview, serials: Sequence[int]) -> list[tuple[int, int, int]]:
+    """(start, key length, data length) of each record of ``blob``, checked (see scan)."""
+    size = len(blob)
+    found = []
+    at = 0
+    s = 0
+    unpack_pair = _PAIR.unpack_from
+    while at < size:
+        if size - at < 8:
+            raise ValueError(_CUT)
+        klen, dlen = unpack_pair(blob, at)
+        end = at + 8 + klen + dlen
+        if end > size:
+            raise ValueError(_CUT)
+        if s < len(serials) and serials[s] < end:
+            if dlen < _SOA_NUMBERS or serials[s] != end - _SOA_NUMBERS:
+                raise ValueError(_NOT_SERIAL)
+            s += 1
+        found.append((at, klen, dlen))
+        at = end
+    if s != len(serials):
+        raise ValueError(_NOT_SERIAL)
+    return found
+
+
+def unpack(packed: Packed, serial: int) -> tuple[list[bytes], list[bytes]]:
+    """The keys and values of ``packed``, its SOA records stamped with ``serial``.
+
+    The reference for :func:`write_packed`. Raises ValueError as :func:`scan` does.
+    """
+    records = _walk(packed.blob, packed.serials)
+    blob = bytearray(packed.blob)
+    stamp = (serial & _U32).to_bytes(4, "big")  # a serial lives on the 32-bit circle
+    for at in packed.serials:
+        blob[at : at + 4] = stamp
+    keys = [bytes(blob[at + 8 : at + 8 + klen]) for at, klen, _ in records]
+    values = [bytes(blob[at + 8 + klen : at + 8 + klen + dlen]) for at, klen, dlen in records]
+    return keys, values
+
+
+def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
+    """Write to ``fd`` the cdb of every record of ``packs`` in order, the SOA records
+    of their ``serials`` stamped with ``serial``: :func:`dumps`'s bytes.
+
+    Through ``_cdbblob`` when built (every blob is checked, hashed and written
+    without the GIL, so the thread writing ``data`` runs meanwhile), else
+    :func:`unpack` and :func:`dumps`. Raises ValueError for a blob :func:`scan`
+    refuses (before writing anything), :class:`CdbTooLarge` past 4 GiB and OSError
+    when a write fails.
+    """
+    if _blob is not None:
+        _blob.write(fd, [p.blob for p in packs], [p.serials for p in packs], serial & _U32)
+        return
+    keys: list[bytes] = []
+    values: list[bytes] = []
+    for packed in packs:
+        k, v = unpack(packed, serial)
+        keys += k
+        values += v
+    data = dumps(keys, values)
+    view = memoryview(data)
+    while view:
+        view = view[_write(fd, view) :]
 
 
 def size_from_header(header: bytes) -> int:
