@@ -76,6 +76,11 @@ def _read(path: Path) -> statefile.State | None:
     return None  # being replaced, or the daemon went away: try again
 
 
+#: Decides, from one reading of the state file, how a request stands: an
+#: :class:`Outcome` ends it, a build is the one to follow to the slaves, None: wait.
+_Find = Callable[[statefile.State], "Outcome | statefile.BuildState | None"]
+
+
 def follow(
     state_path: Path,
     pid: int,
@@ -95,53 +100,38 @@ def follow(
     passed to ``on_slave`` once, as soon as its outcome is known.
     """
     asked = time.time()
-    os.kill(pid, signum if signum is not None else signal.SIGALRM if repush else signal.SIGUSR1)
-    deadline = time.monotonic() + timeout
-    build: statefile.BuildState | None = None
-    reported: dict[str, str | None] = {}
-    build_seen = False
-    while time.monotonic() < deadline:
-        state = _read(state_path)
-        if state is not None and state.pid != pid:
-            break  # another daemon took over: what we asked of the first is moot
-        held = state.held if state is not None else None
+    seen = False
+
+    def find(state: statefile.State) -> Outcome | statefile.BuildState | None:
+        nonlocal seen
+        held = state.held
         if held is not None and held.fingerprint == fingerprint and signum != signal.SIGUSR2:
-            return Outcome(state.build if state else None, True, {}, (), held=held.reason)
-        rolled = state.rollback if state is not None else None
+            return Outcome(state.build, True, {}, (), held=held.reason)
+        rolled = state.rollback
         if rolled is not None and rolled.held_fingerprint == fingerprint:
-            return Outcome(
-                state.build if state else None,
-                True,
-                {},
-                (),
-                held=_rollback(rolled),
-                held_by="rollback",
-            )
-        if state is not None and state.build is not None:
-            build = state.build
-            if not build_seen:
-                if build.fingerprint != fingerprint:
-                    if build.error is not None and state.updated >= asked:
-                        return Outcome(build, True, {}, ())
-                    time.sleep(POLL)
-                    continue
-                build_seen = True
-                if on_build is not None:
-                    on_build(build)
-            for slave in state.slaves:
-                if slave.name not in slaves or slave.name in reported:
-                    continue
-                done, reason = _outcome(slave, build, asked, repush=repush)
-                if done:
-                    reported[slave.name] = reason
-                    on_slave(slave.name, slave)
-            if len(reported) == len(slaves):
-                return Outcome(build, False, reported, ())
-        if not _alive(pid):
-            break
-        time.sleep(POLL)
-    pending = tuple(sorted(set(slaves) - set(reported)))
-    return Outcome(build if build_seen else None, False, reported, pending)
+            return Outcome(state.build, True, {}, (), held=_rollback(rolled), held_by="rollback")
+        build = state.build
+        if build is None or seen:
+            return build
+        if build.fingerprint == fingerprint:
+            seen = True
+            return build
+        if build.error is not None and state.updated >= asked:
+            return Outcome(build, True, {}, ())
+        return None
+
+    os.kill(pid, signum if signum is not None else signal.SIGALRM if repush else signal.SIGUSR1)
+    return _follow(
+        state_path,
+        pid,
+        asked=asked,
+        timeout=timeout,
+        slaves=slaves,
+        on_slave=on_slave,
+        on_build=on_build,
+        find=find,
+        repush=repush,
+    )
 
 
 def follow_request(
@@ -164,44 +154,91 @@ def follow_request(
     hold or which may fail.
     """
     asked = time.time()
+    chosen: statefile.BuildState | None = None
+
+    def find(state: statefile.State) -> Outcome | statefile.BuildState | None:
+        nonlocal chosen
+        if chosen is not None:
+            return chosen
+        request = state.request
+        if request is None or request.id != ident:
+            return None  # not answered yet
+        if request.error is not None:
+            return Outcome(state.build, False, {}, (), error=request.error)
+        found = _rolled_back(state) if fingerprint is None else _released(state, fingerprint, asked)
+        if isinstance(found, statefile.BuildState):
+            chosen = found
+        return found
+
     os.kill(pid, signal.SIGUSR2)
+    return _follow(
+        state_path,
+        pid,
+        asked=asked,
+        timeout=timeout,
+        slaves=slaves,
+        on_slave=on_slave,
+        on_build=on_build,
+        find=find,
+        repush=False,
+    )
+
+
+def _rolled_back(state: statefile.State) -> statefile.BuildState | None:
+    """The build a rollback made current, once the state file says so."""
+    build, rolled = state.build, state.rollback
+    if build is not None and rolled is not None and build.sha256 == rolled.sha256:
+        return build
+    return None
+
+
+def _released(
+    state: statefile.State, fingerprint: str, asked: float
+) -> Outcome | statefile.BuildState | None:
+    """After a release: the build of the zones, or why there is none to push."""
+    build, held = state.build, state.held
+    if held is not None and held.fingerprint == fingerprint and held.since >= asked:
+        return Outcome(build, True, {}, (), held=held.reason)
+    if build is None:
+        return None
+    if build.fingerprint == fingerprint:
+        return build if build.time >= asked else None
+    if build.error and state.updated >= asked:
+        return Outcome(build, True, {}, ())
+    return None
+
+
+def _follow(
+    state_path: Path,
+    pid: int,
+    *,
+    asked: float,
+    timeout: float,
+    slaves: Collection[str],
+    on_slave: Callable[[str, statefile.SlaveState], None],
+    on_build: Callable[[statefile.BuildState], None] | None,
+    find: _Find,
+    repush: bool,
+) -> Outcome:
+    """Read the state file until ``find`` ends the request or every slave reported."""
     deadline = time.monotonic() + timeout
-    reported: dict[str, str | None] = {}
     build: statefile.BuildState | None = None
-    answered = False
+    reported: dict[str, str | None] = {}
     while time.monotonic() < deadline:
         state = _read(state_path)
         if state is not None and state.pid != pid:
-            break
-        if state is not None and not answered:
-            if state.request is None or state.request.id != ident:
-                time.sleep(POLL)
-                continue
-            if state.request.error is not None:
-                return Outcome(state.build, False, {}, (), error=state.request.error)
-            answered = True
-        if state is not None and build is None:
-            candidate = state.build
-            if fingerprint is None:
-                target = state.rollback.sha256 if state.rollback is not None else None
-                if candidate is not None and candidate.sha256 == target:
-                    build = candidate
-            else:
-                held = state.held
-                if held is not None and held.fingerprint == fingerprint and held.since >= asked:
-                    return Outcome(candidate, True, {}, (), held=held.reason)
-                if candidate is not None and candidate.fingerprint == fingerprint:
-                    if candidate.time >= asked:
-                        build = candidate
-                elif candidate is not None and candidate.error and state.updated >= asked:
-                    return Outcome(candidate, True, {}, ())
-            if build is not None and on_build is not None:
-                on_build(build)
-        if state is not None and build is not None:
+            break  # another daemon took over: what we asked of the first is moot
+        found = find(state) if state is not None else None
+        if isinstance(found, Outcome):
+            return found
+        if state is not None and found is not None:
+            if build is None and on_build is not None:
+                on_build(found)
+            build = found
             for slave in state.slaves:
                 if slave.name not in slaves or slave.name in reported:
                     continue
-                done, reason = _outcome(slave, build, asked, repush=False)
+                done, reason = _outcome(slave, build, asked, repush=repush)
                 if done:
                     reported[slave.name] = reason
                     on_slave(slave.name, slave)

@@ -85,46 +85,9 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     second = daemon.wait("build.done", mark)["serial"]
     daemon.wait_count("push.done", 2, mark, serial=second)
     serves(rig, NEW, second)
-
-    code, out, _ = dnsmaster(rig.config, "rollback", "--list")
-    assert code == 0
-    rows = [line for line in out.splitlines() if line[2:].strip()[:1].isdigit()]
-    assert [int(r.split()[1 if r.startswith("*") else 0]) for r in rows] == [second, first]
-    assert rows[0].startswith("*")
-    assert "live" in rows[0]
-
-    mark = daemon.mark()
-    code, _, found = dnsmaster(rig.config, "rollback")  # -1: the build before the newest
-    assert code == 0, found
-    assert {e["slave"] for e in events(found, "push.done")} == rig.names
-    done = daemon.wait("rollback.done", mark)
-    rolled = done["serial"]
-    assert done["kept_serial"] == first
-    assert rolled > second  # above what the slaves served: the receivers take it
-    serves(rig, OLD, rolled)
-    wait_state(rig.state, "verified")
-    state = statefile.read(rig.state)
-    assert state.rollback is not None
-    assert state.rollback.serial == rolled
-    assert state.rollback.kept_serial == first
-    assert (rig.output / "data").read_bytes().startswith(b"# dnsmaster serial %d " % rolled)
-    proc = status(rig.config)
-    assert proc.returncode == 4, proc.stdout + proc.stderr
-    assert "rollback" in proc.stdout + proc.stderr
-    assert "dnsmaster rollback --release" in proc.stdout + proc.stderr
-    assert nagios_cli(rig.config) == 1  # WARNING: a state the operator chose
-
-    # A save during the hold is built and checked, not pushed; a push by hand neither.
-    mark = daemon.mark()
-    write(rig.zones / "zones.example.com", example_com(NEWER))
-    held = daemon.wait("build.held", mark, reason="rollback")
-    assert held["serial"] > rolled
-    code, _, found = dnsmaster(rig.config, "push")
-    assert code == 1, found
-    assert events(found, "rollback.held")
-    time.sleep(SETTLE)
-    assert not daemon.find("push.done", mark)
-    serves(rig, OLD, rolled)
+    assert_listed(rig, [second, first])
+    rolled = roll_back(rig, daemon, first, second)
+    held = saves_are_held(rig, daemon, rolled)
 
     # The hold survives a restart of the daemon.
     assert daemon.stop() == 0
@@ -143,7 +106,7 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     assert code == 0, found
     assert {e["slave"] for e in events(found, "push.done")} == rig.names
     released = daemon.wait("build.done", mark)["serial"]
-    assert released > held["serial"]
+    assert released > held
     serves(rig, "192.0.2.56", released)
     wait_state(rig.state, "verified")
     assert statefile.read(rig.state).rollback is None
@@ -153,6 +116,60 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     assert code == 0
     assert events(found, "rollback.nothing_held")
     assert daemon.stop() == 0
+
+
+def assert_listed(rig: Rig, serials: list[int]) -> None:
+    """``rollback --list`` shows ``serials``, newest first, the newest marked live."""
+    code, out, _ = dnsmaster(rig.config, "rollback", "--list")
+    assert code == 0
+    rows = [line for line in out.splitlines() if line[2:].strip()[:1].isdigit()]
+    assert [int(r.split()[1 if r.startswith("*") else 0]) for r in rows] == serials
+    assert rows[0].startswith("*")
+    assert "live" in rows[0]
+
+
+def roll_back(rig: Rig, daemon: DaemonProcess, first: int, second: int) -> int:
+    """``dnsmaster rollback`` beside the daemon: ``first`` served, with a newer serial."""
+    mark = daemon.mark()
+    code, _, found = dnsmaster(rig.config, "rollback")  # -1: the build before the newest
+    assert code == 0, found
+    assert {e["slave"] for e in events(found, "push.done")} == rig.names
+    done = daemon.wait("rollback.done", mark)
+    rolled: int = done["serial"]
+    assert done["kept_serial"] == first
+    assert rolled > second  # above what the slaves served: the receivers take it
+    serves(rig, OLD, rolled)
+    wait_state(rig.state, "verified")
+    state = statefile.read(rig.state)
+    assert state.rollback is not None
+    assert state.rollback.serial == rolled
+    assert state.rollback.kept_serial == first
+    assert (rig.output / "data").read_bytes().startswith(b"# dnsmaster serial %d " % rolled)
+    proc = status(rig.config)
+    assert proc.returncode == 4, proc.stdout + proc.stderr
+    assert "rollback" in proc.stdout + proc.stderr
+    assert "dnsmaster rollback --release" in proc.stdout + proc.stderr
+    assert nagios_cli(rig.config) == 1  # WARNING: a state the operator chose
+    return rolled
+
+
+def saves_are_held(rig: Rig, daemon: DaemonProcess, rolled: int) -> int:
+    """A save during the hold is built and checked, not pushed; a push by hand neither.
+
+    Returns the held build's serial.
+    """
+    mark = daemon.mark()
+    write(rig.zones / "zones.example.com", example_com(NEWER))
+    held = daemon.wait("build.held", mark, reason="rollback")
+    assert held["serial"] > rolled
+    code, _, found = dnsmaster(rig.config, "push")
+    assert code == 1, found
+    assert events(found, "rollback.held")
+    time.sleep(SETTLE)
+    assert not daemon.find("push.done", mark)
+    serves(rig, OLD, rolled)
+    serial: int = held["serial"]
+    return serial
 
 
 @pytest.mark.real
