@@ -3,10 +3,10 @@
 A delta stream is three parts, each checked strictly by :func:`parse`::
 
     #dnsmaster-delta 1 base=<sha256> bytes=<N> restamp=<OLD>,<NEW>
-    = 0 41230                  copy 41230 lines of the restamped base, from line 0
+    = 0 9512337                copy 9512337 bytes of the restamped base, from byte 0
     + 57                       insert the next 57 bytes as they are
     <57 bytes>
-    = 41231 458770
+    = 9512394 18474379
     #dnsmaster-end bytes=<N> sha256=<sha256>
 
 The header names the base by its exact sha256 and length: the receiver applies
@@ -19,14 +19,16 @@ is refused.
 Why a restamp: make-data writes the build's serial into the banner and into every
 ``Z`` line it writes (one per zone), so two builds differ on every zone even when
 one line changed. Both sides first apply :func:`restamp` to the base (the old
-serial becomes the new one in the banner and in the serial field of every ``Z``
-line), and the operations are computed and applied against that. Exactness does
-not rest on the restamp: a line it gets wrong is just an inserted line, and the
-result is checked against the trailer either way.
+serial becomes the new one in the banner and wherever it stands as a whole field,
+which is where every ``Z`` line has it), and the operations are computed and
+applied against that. Exactness does not rest on the restamp: a line it gets
+wrong is just an inserted line, and the result is checked against the trailer
+either way.
 
-Lines are ``bytes.splitlines(keepends=True)`` units, so any bytes (NUL, CR, no
-final newline) round-trip: the result is the concatenation of what the operations
-produce. Pure: no I/O.
+The master compares lines (``bytes.splitlines(keepends=True)`` units); the
+operations copy byte ranges, so the receiver only slices and joins. Any bytes
+(NUL, CR, no final newline) round-trip: the result is the concatenation of what
+the operations produce. Pure: no I/O.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import hashlib
 import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
+from itertools import accumulate
 
 from dnsmaster.core.banner import BANNER, previous_serial
 from dnsmaster.core.stream import TRAILER_MAX, Trailer, seal, split
@@ -80,10 +83,10 @@ _U32 = 0xFFFFFFFF
 
 @dataclass(frozen=True, slots=True)
 class Copy:
-    """Lines ``start`` to ``start + count`` of the restamped base."""
+    """Bytes ``start`` to ``start + size`` of the restamped base."""
 
     start: int
-    count: int
+    size: int
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,23 +117,19 @@ class Delta:
 def restamp(data: bytes, old: int, new: int) -> bytes:
     """``data`` with serial ``old`` replaced by ``new`` where make-data writes it.
 
-    That is the banner's serial and the fourth field of every ``Z`` line whose value
-    is exactly ``old``. Everything else is kept byte for byte.
+    That is the banner's serial, and every ``:OLD:``: the serial field of every
+    ``Z`` line make-data writes (more fields always follow it). Scanning for the
+    bytes is five times faster than matching ``Z`` lines (0.025 s against 0.12 s
+    for 500,000 lines), and both sides run this very function; the rare field
+    elsewhere that equals a 32-bit serial is only a line the delta then carries.
     """
     if old == new:
         return data
     o, n = b"%d" % old, b"%d" % new
-    if data.startswith(BANNER + o) and data[len(BANNER) + len(o) : len(BANNER) + len(o) + 1] in (
-        b" ",
-        b"\n",
-    ):
-        data = BANNER + n + data[len(BANNER) + len(o) :]
-    # A Z line's start, three fields, the serial, the end of that field. The pattern
-    # starts with a literal "\nZ", which re scans for in C (twice as fast as a
-    # multi-line ^): 0.12 s for 500,000 lines. The newline put first lets the first
-    # line match as well.
-    pattern = re.compile(rb"(\nZ[^:\n]*:[^:\n]*:[^:\n]*:)" + o + rb"(?=[:\n]|\Z)")
-    return pattern.sub(rb"\g<1>" + n, b"\n" + data)[1:]
+    head = BANNER + o
+    if data.startswith(head) and data[len(head) : len(head) + 1] in (b" ", b"\n"):
+        data = BANNER + n + data[len(head) :]
+    return data.replace(b":%s:" % o, b":%s:" % n)
 
 
 def _serials(base: bytes, new: bytes) -> tuple[int, int] | None:
@@ -173,16 +172,19 @@ def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
     index: dict[bytes, int] | None = None
     pending: list[bytes] = []
     i = j = 0
+    # offset[k]: where line k of a starts, in bytes
+    offset = [0, *accumulate(map(len, a))]
 
     def copy(start: int, count: int) -> None:
         if pending:
             ops.append(Insert(b"".join(pending)))
             pending.clear()
+        begin, size = offset[start], offset[start + count] - offset[start]
         last = ops[-1] if ops else None
-        if isinstance(last, Copy) and last.start + last.count == start:
-            ops[-1] = Copy(last.start, last.count + count)
+        if isinstance(last, Copy) and last.start + last.size == begin:
+            ops[-1] = Copy(last.start, last.size + size)
         else:
-            ops.append(Copy(start, count))
+            ops.append(Copy(begin, size))
 
     while j < len(b):
         if i < len(a) and a[i] == b[j]:
@@ -238,7 +240,7 @@ def encode(
     )
     for op in ops:
         if isinstance(op, Copy):
-            yield b"= %d %d\n" % (op.start, op.count)
+            yield b"= %d %d\n" % (op.start, op.size)
         else:
             yield b"+ %d\n" % len(op.text)
             yield op.text
@@ -347,17 +349,18 @@ def apply(delta: Delta, base: bytes) -> bytes:
             f"{delta.base_sha256} (edited by hand, or another build)"
         )
     stamped = restamp(base, *delta.serials) if delta.serials else base
-    lines = stamped.splitlines(keepends=True)
-    out: list[bytes] = []
+    view = memoryview(stamped)
+    out: list[bytes | memoryview] = []
     size = 0
     for n, op in enumerate(delta.ops):
+        piece: bytes | memoryview
         if isinstance(op, Copy):
-            if op.start + op.count > len(lines):
+            if op.start + op.size > len(stamped):
                 raise DeltaError(
-                    f"operation {n + 1}: copies lines {op.start} to {op.start + op.count}, "
-                    f"the base has {len(lines)}"
+                    f"operation {n + 1}: copies bytes {op.start} to {op.start + op.size}, "
+                    f"the restamped base has {len(stamped)}"
                 )
-            piece = b"".join(lines[op.start : op.start + op.count])
+            piece = view[op.start : op.start + op.size]
         else:
             piece = op.text
         size += len(piece)
