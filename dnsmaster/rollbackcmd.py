@@ -18,7 +18,7 @@ from typing import TYPE_CHECKING, Any
 
 from dnsmaster import cli, fsutil, handoff, rollback
 from dnsmaster.archive import Archive, Kept
-from dnsmaster.errors import ArchiveError
+from dnsmaster.errors import ArchiveError, BuildError
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config
@@ -47,7 +47,7 @@ async def main(args: argparse.Namespace) -> int:
             if kept is None:
                 return await _release(cfg, logger)
             return await _roll_back(cfg, archive, kept, logger)
-        except ArchiveError as exc:
+        except (ArchiveError, BuildError) as exc:
             logger.error("rollback.failed", path=exc.path, error=exc.reason)
             return cli.EXIT_SYSTEM
 
