@@ -45,6 +45,7 @@ import shlex
 import socket
 import sys
 import time
+import weakref
 import zlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -855,12 +856,28 @@ class Offer:
 @dataclass(frozen=True, slots=True)
 class _Send:
     verb: str
-    payload: bytes
+    #: What is sent, before compression.
+    plain: bytes
     mode: str
     compressed: bool
 
 
-def _sends(slave: Slave, data: bytes, offer: Offer) -> list[_Send]:
+_LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _computed(fn: Callable[[bytes, bytes], bytes], *args: bytes) -> bytes:
+    """``fn(*args)``, a cached delta or compression, in a thread (half a second of
+    CPU for 500,000 lines must not stall the daemon's loop), one at a time: the
+    first slave computes it, the others wait and find it in the cache."""
+    loop = asyncio.get_running_loop()
+    lock = _LOCKS.setdefault(loop, asyncio.Lock())
+    async with lock:
+        return await asyncio.to_thread(fn, *args)
+
+
+async def _sends(slave: Slave, data: bytes, offer: Offer) -> list[_Send]:
     """What to try, in order: a delta (when it can be had and is smaller), the data."""
     if slave.protocol == "legacy":
         return [_Send("update-dns", data, "full", False)]
@@ -868,14 +885,13 @@ def _sends(slave: Slave, data: bytes, offer: Offer) -> list[_Send]:
     if offer.protocol is None or offer.protocol < DELTA:
         return [_Send("push", full, "full", False)]
     zipped = compresses(slave)
+    flag = " --zlib" if zipped else ""
     tries = []
     if offer.base is not None:
-        stream = _delta(offer.base, data)
+        stream = await _computed(_delta, offer.base, data)
         if len(stream) < len(full):
-            tries.append(_Send("delta", stream, "delta", zipped))
-    tries.append(_Send("push", full, "full", zipped))
-    if zipped:
-        tries = [_Send(t.verb + " --zlib", _zipped(t.payload), t.mode, True) for t in tries]
+            tries.append(_Send("delta" + flag, stream, "delta", zipped))
+    tries.append(_Send("push" + flag, full, "full", zipped))
     return tries
 
 
@@ -898,17 +914,23 @@ async def push_one(
     slave = channel.slave
     started = time.monotonic()
     refused: str | None = None
-    sends = _sends(slave, data, offer or Offer())
+    sends = await _sends(slave, data, offer or Offer())
     for n, send in enumerate(sends):
+        # Compressed only when it is sent: a delta taken spares the data's zlib.
+        payload = await _computed(_zipped, send.plain) if send.compressed else send.plain
 
         def failed(
-            error: SlaveError, cut: bool = False, send: _Send = send, refused: str | None = refused
+            error: SlaveError,
+            cut: bool = False,
+            send: _Send = send,
+            sent: int = len(payload),
+            refused: str | None = refused,
         ) -> PushResult:
             return PushResult(
                 slave.name,
                 False,
                 sha256,
-                len(send.payload),
+                sent,
                 time.monotonic() - started,
                 error.exit_status,
                 error.reason,
@@ -922,7 +944,7 @@ async def push_one(
 
         try:
             async with asyncio.timeout(timeout):
-                result = await channel.run(send.verb, send.payload, on_line)
+                result = await channel.run(send.verb, payload, on_line)
         except TimeoutError:
             await channel.close()
             return failed(SlaveError(slave.name, f"timed out after {timeout:g} s", phase="timeout"))
@@ -939,7 +961,7 @@ async def push_one(
             slave.name,
             True,
             sha256,
-            len(send.payload),
+            len(payload),
             time.monotonic() - started,
             0,
             output_cut=result.cut,
