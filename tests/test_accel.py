@@ -14,6 +14,7 @@ since a line with one always goes the Python way.
 
 from __future__ import annotations
 
+import struct
 import subprocess
 import sys
 from collections.abc import Callable
@@ -24,7 +25,13 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import compiler, makedata
-from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
+from dnsmaster.core.compiler import (
+    PackedRecords,
+    Records,
+    compile_lines,
+    compile_text,
+    split_lines,
+)
 from dnsmaster.core.lint import Linter
 from dnsmaster.core.makedata import check_source
 from dnsmaster.errors import TinydnsDataError
@@ -106,9 +113,31 @@ def check(data: bytes, serial: int = 1_700_000_000) -> None:
     assert checked_source(data) == source
 
 
+def packed(recs: Records) -> tuple[bytes, list[int], int]:
+    """``recs`` in cdb's record layout, the offsets of their default serials, the count."""
+    blob = b""
+    serials = []
+    for i, (key, value) in enumerate(zip(recs.keys, recs.values, strict=True)):
+        blob += struct.pack("<II", len(key), len(value)) + key + value
+        if i in recs.soa_defaults:
+            serials.append(len(blob) - 20)
+    return blob, serials, len(recs.keys)
+
+
 def checked_source(data: bytes) -> tuple[object, ...]:
-    """make-data's check of one source: its errors, warnings and compile."""
+    """make-data's check of one source: its errors, warnings and compile; packed, the
+    same records in cdb's layout."""
+    into = PackedRecords()
+    in_place = check_source("zones.x", data, packed=into)
     found = check_source("zones.x", data)
+    if found.compiled is not None:
+        assert in_place.compiled is not None
+        assert (bytes(into.blob), into.serials, into.count) == packed(found.compiled.records)
+        assert in_place.compiled.records.stamped == found.compiled.records.stamped
+        assert in_place.compiled.pieces == found.compiled.pieces
+    assert [str(e) for e in in_place.errors + in_place.warnings] == [
+        str(e) for e in found.errors + found.warnings
+    ]
     errors, warnings = (
         [(e.file, e.line, e.reason) for e in d] for d in (found.errors, found.warnings)
     )

@@ -26,12 +26,15 @@
  * default_soa is the 20 bytes of default SOA numbers (serial first, spec 3.8).
  *
  * run_text(data, pos, index, check, default_soa, keys, values, stamped, soa_defaults,
- *          stamped_at) -> (pos, index)
+ *          stamped_at, blob, serials) -> (pos, index, records)
  *
  * The same over a whole data text from offset pos (line index), cutting the lines
- * itself; returns where the first line left to Python starts and its index (pos >=
- * len(data): all done). stamped_at, a list or None, gets the offset of each line
- * that goes into stamped.
+ * itself; returns where the first line left to Python starts, its index (pos >=
+ * len(data): all done) and how many records were added. stamped_at, a list or None,
+ * gets the offset of each line that goes into stamped. With blob (a bytearray, else
+ * None) the records are appended to it packed, in cdb's record layout, instead of to
+ * keys and values, and serials gets the offset in blob of each default serial
+ * (soa_defaults is then left alone).
  *
  * write_cdb(fd, keys, values) -> None
  *
@@ -63,6 +66,14 @@ typedef struct {
     PyObject *values;
     unsigned char *buf; /* scratch for one value */
     Py_ssize_t cap;
+    /* Packing (blob not NULL): records go into pk in cdb's record layout instead of
+     * the lists, and reach blob (a bytearray) in one piece when the call ends. */
+    PyObject *blob;
+    PyObject *serials; /* offsets in blob of the default serials */
+    unsigned char *pk;
+    Py_ssize_t pkn, pkcap, base; /* base: the size of blob when the call began */
+    Py_ssize_t count;            /* records added by this call */
+    int pending;                 /* the next record's serial is a default one */
 } out;
 
 /* 2.3: the fields after the leading byte; missing ones are empty. */
@@ -233,6 +244,68 @@ reserve(out *o, Py_ssize_t need)
     return 0;
 }
 
+static void
+put_le32(unsigned char *d, Py_ssize_t v)
+{
+    d[0] = (unsigned char)v;
+    d[1] = (unsigned char)(v >> 8);
+    d[2] = (unsigned char)(v >> 16);
+    d[3] = (unsigned char)(v >> 24);
+}
+
+/* key -> value into the lists, or packed (8.3: klen, dlen, key, data). */
+static int
+add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char *v,
+           Py_ssize_t vn)
+{
+    o->count++;
+    if (o->blob == NULL) {
+        if (append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn)) < 0)
+            return -1;
+        return append_new(o->values, PyBytes_FromStringAndSize((const char *)v, vn));
+    }
+    Py_ssize_t need = o->pkn + 8 + kn + vn;
+    if (need > o->pkcap) {
+        Py_ssize_t cap = o->pkcap * 2 > need ? o->pkcap * 2 : need + (1 << 16);
+        unsigned char *b = PyMem_Realloc(o->pk, (size_t)cap);
+        if (b == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        o->pk = b;
+        o->pkcap = cap;
+    }
+    unsigned char *d = o->pk + o->pkn;
+    put_le32(d, kn);
+    put_le32(d + 4, vn);
+    memcpy(d + 8, key, (size_t)kn);
+    memcpy(d + 8 + kn, v, (size_t)vn);
+    o->pkn = need;
+    if (o->pending) { /* an SOA's data ends in its five numbers, the serial first */
+        o->pending = 0;
+        return append_new(o->serials, PyLong_FromSsize_t(o->base + need - 20));
+    }
+    return 0;
+}
+
+/* The records packed by this call, onto the end of blob. */
+static int
+flush_packed(out *o)
+{
+    if (o->blob == NULL || o->pkn == 0)
+        return 0;
+    Py_ssize_t at = PyByteArray_GET_SIZE(o->blob);
+    if (at != o->base) {
+        PyErr_SetString(PyExc_RuntimeError, "blob changed during the call");
+        return -1;
+    }
+    if (PyByteArray_Resize(o->blob, at + o->pkn) < 0)
+        return -1;
+    memcpy(PyByteArray_AS_STRING(o->blob) + at, o->pk, (size_t)o->pkn);
+    o->pkn = 0;
+    return 0;
+}
+
 /* 4.1/4.2: one record; the key is the lowercased owner, a leading "*" label moves
  * into the marker. rdata is up to three pieces. head is TTL + ttd (12 bytes). */
 static int
@@ -248,8 +321,6 @@ emit(out *o, unsigned rtype, const wire *owner, const unsigned char *head, int h
         unsigned char c = owner->b[i + skip];
         key[i] = (c >= 'A' && c <= 'Z') ? (unsigned char)(c + 32) : c;
     }
-    if (append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn)) < 0)
-        return -1;
     Py_ssize_t vn = 3 + (has_loc ? 2 : 0) + 12 + n1 + n2 + n3;
     if (reserve(o, vn) < 0)
         return -1;
@@ -276,7 +347,7 @@ emit(out *o, unsigned rtype, const wire *owner, const unsigned char *head, int h
         memcpy(v + i, r3, (size_t)n3);
         i += n3;
     }
-    return append_new(o->values, PyBytes_FromStringAndSize((const char *)v, i));
+    return add_record(o, key, kn, v, i);
 }
 
 static void
@@ -334,8 +405,9 @@ typedef struct {
 static int
 stamp(ctx *c)
 {
+    c->o.pending = c->o.blob != NULL;
     if (append_index(c->stamped, c->index) < 0 ||
-        append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0 ||
+        (c->o.blob == NULL && append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0) ||
         (c->stamped_at && append_index(c->stamped_at, c->pos) < 0))
         return -1;
     return 0;
@@ -605,12 +677,10 @@ h_client_location(ctx *c, const span *f) /* %, 5.10: key \0% + prefix (3.7), val
             break;
         key[kn++] = (unsigned char)(x & 255);
     }
-    int rc = append_new(c->o.keys, PyBytes_FromStringAndSize((const char *)key, kn));
-    PyMem_Free(key);
-    if (rc < 0)
-        return -1;
     loc(f[0], lo);
-    return append_new(c->o.values, PyBytes_FromStringAndSize((const char *)lo, 2)) < 0 ? -1 : 1;
+    int rc = add_record(&c->o, key, kn, lo, 2);
+    PyMem_Free(key);
+    return rc < 0 ? -1 : 1;
 }
 
 static int
@@ -829,7 +899,8 @@ run(PyObject *self, PyObject *args)
     Py_ssize_t start;
     int check;
     Py_buffer soa;
-    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, NULL, 0, 0};
+    ctx c;
+    memset(&c, 0, sizeof c);
     if (!PyArg_ParseTuple(args, "Onpy*O!O!O!O!:run", &lines, &start, &check, &soa,
                           &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values, &PyList_Type,
                           &c.stamped, &PyList_Type, &c.soa_defaults))
@@ -882,12 +953,13 @@ run_text(PyObject *self, PyObject *args)
     Py_buffer data, soa;
     Py_ssize_t pos;
     int check;
-    PyObject *stamped_at;
-    ctx c = {{NULL, NULL, NULL, 0}, NULL, NULL, NULL, NULL, 0, 0};
-    if (!PyArg_ParseTuple(args, "y*nnpy*O!O!O!O!O:run_text", &data, &pos, &c.index, &check,
+    PyObject *stamped_at, *blob, *serials;
+    ctx c;
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "y*nnpy*O!O!O!O!OOO:run_text", &data, &pos, &c.index, &check,
                           &soa, &PyList_Type, &c.o.keys, &PyList_Type, &c.o.values,
                           &PyList_Type, &c.stamped, &PyList_Type, &c.soa_defaults,
-                          &stamped_at))
+                          &stamped_at, &blob, &serials))
         return NULL;
     PyObject *result = NULL;
     (void)self;
@@ -896,6 +968,15 @@ run_text(PyObject *self, PyObject *args)
         goto done;
     }
     c.stamped_at = stamped_at == Py_None ? NULL : stamped_at;
+    if (blob != Py_None) {
+        if (!PyByteArray_CheckExact(blob) || !PyList_Check(serials)) {
+            PyErr_SetString(PyExc_TypeError, "blob must be a bytearray, serials a list");
+            goto done;
+        }
+        c.o.blob = blob;
+        c.o.serials = serials;
+        c.o.base = PyByteArray_GET_SIZE(blob);
+    }
     if (soa.len != 20) {
         PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
         goto done;
@@ -923,9 +1004,12 @@ run_text(PyObject *self, PyObject *args)
         pos = end + 1;
         c.index++;
     }
-    result = Py_BuildValue("nn", pos, c.index);
+    if (flush_packed(&c.o) < 0)
+        goto done;
+    result = Py_BuildValue("nnn", pos, c.index, c.o.count);
 done:
     PyMem_Free(c.o.buf);
+    PyMem_Free(c.o.pk);
     PyBuffer_Release(&data);
     PyBuffer_Release(&soa);
     return result;
@@ -1398,7 +1482,7 @@ static PyMethodDef methods[] = {
      "(from its current offset); every write() runs without the GIL."},
     {"run_text", run_text, METH_VARARGS,
      "run_text(data, pos, index, check, default_soa, keys, values, stamped, soa_defaults,\n"
-     "stamped_at) -> (pos, index)\n\n"
+     "stamped_at, blob, serials) -> (pos, index, records)\n\n"
      "Compile the lines of data from offset pos (line index) on; return where the\n"
      "first line left to Python starts and its index (pos >= len(data): all done)."},
     {"dot_line", dot_line, METH_VARARGS,

@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from types import ModuleType
@@ -45,6 +46,7 @@ __all__ = [
     "LINE_TYPES",
     "PURE_PYTHON_ENV",
     "LineType",
+    "PackedRecords",
     "Records",
     "accelerated",
     "compile_data",
@@ -150,6 +152,39 @@ class Records:
             v = values[i]
             values[i] = v[:-20] + stamp + v[-16:]
         return values
+
+
+@dataclass(slots=True)
+class PackedRecords:
+    """Records in cdb's record layout (§8.3: key length and data length as 4-byte
+    little-endian numbers, the key, the data; one after another), as a build writes
+    them: no Python object per record.
+
+    ``serials`` are the offsets in ``blob`` of the default serials (those of
+    ``Records.soa_defaults``), ``count`` how many records.
+    """
+
+    blob: bytearray = field(default_factory=bytearray)
+    serials: list[int] = field(default_factory=list)
+    count: int = 0
+
+    def add(self, recs: Records) -> None:
+        """Move the records of ``recs`` here (``recs.stamped`` stays)."""
+        blob = self.blob
+        defaults = set(recs.soa_defaults)
+        for i, (key, value) in enumerate(zip(recs.keys, recs.values, strict=True)):
+            blob += _PAIR.pack(len(key), len(value))
+            blob += key
+            blob += value
+            if i in defaults:
+                self.serials.append(len(blob) - len(SOA_TAIL) - 4)
+        self.count += len(recs.keys)
+        recs.keys.clear()
+        recs.values.clear()
+        recs.soa_defaults.clear()
+
+
+_PAIR = struct.Struct("<II")
 
 
 class _LineError(Exception):
@@ -489,18 +524,23 @@ def compile_text(
     linter: Linter | None = None,
     errors: list[TinydnsDataError] | None = None,
     stamped_at: list[int] | None = None,
+    packed: PackedRecords | None = None,
 ) -> Records:
     """Compile a whole data text; the same as ``compile_lines(split_lines(data), serial)``
     with the same options. ``stamped_at`` receives the offset in ``data`` of each line
-    in ``Records.stamped``, so no list of lines need be made to find them."""
+    in ``Records.stamped``, so no list of lines need be made to find them. With
+    ``packed``, the records go there instead, and the Records returned hold only
+    ``stamped``."""
     c = _Compiler(serial, 1, stamped_at)
     with _no_gc():
         if _accel is None:
             for index, line in enumerate(split_lines(data)):
                 _compile_line(c, index, line.rstrip(b" \t"), linter, errors)  # §2.2
                 c.pos += len(line) + 1
+            if packed is not None:
+                packed.add(c.recs)
         else:
-            _run_text(c, data, linter, errors)
+            _run_text(c, data, linter, errors, packed)
     return c.recs
 
 
@@ -579,20 +619,28 @@ def _run_text(
     data: bytes,
     linter: Linter | None,
     errors: list[TinydnsDataError] | None,
+    packed: PackedRecords | None,
 ) -> None:
     """:func:`_run_accelerated` over a whole data text: C cuts and strips the lines
-    itself, so no list of lines is made."""
+    itself, so no list of lines is made. With ``packed``, C packs its records there,
+    and the records of each line Python compiles are moved there after it."""
     assert _accel is not None
     run_text = _accel.run_text
     recs = c.recs
     lists = (recs.keys, recs.values, recs.stamped, recs.soa_defaults, c.stamped_at)
+    into = (None, None) if packed is None else (packed.blob, packed.serials)
     check = linter is not None
     size = len(data)
-    pos, index = run_text(data, 0, 0, check, c.default_soa, *lists)
+    pos, index, count = run_text(data, 0, 0, check, c.default_soa, *lists, *into)
     while pos < size:
         end = data.find(b"\n", pos)
         if end < 0:
             end = size
         c.pos = pos
         _compile_line(c, index, data[pos:end].rstrip(b" \t"), linter, errors)
-        pos, index = run_text(data, end + 1, index + 1, check, c.default_soa, *lists)
+        if packed is not None:
+            packed.count += count
+            packed.add(recs)
+        pos, index, count = run_text(data, end + 1, index + 1, check, c.default_soa, *lists, *into)
+    if packed is not None:
+        packed.count += count

@@ -26,6 +26,7 @@ from typing import Protocol
 from dnsmaster.core import ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import (
+    PackedRecords,
     Records,
     accelerator,
     compile_lines,
@@ -134,17 +135,22 @@ class SourceCheck:
     compiled: CompiledSource | None
 
 
-def check_source(name: str, content: bytes) -> SourceCheck:
-    """Compile one source, collecting every error and warning instead of stopping."""
+def check_source(name: str, content: bytes, *, packed: PackedRecords | None = None) -> SourceCheck:
+    """Compile one source, collecting every error and warning instead of stopping.
+
+    With ``packed`` (empty), the records go there, in cdb's record layout, and the
+    compiled source's ``records`` hold only ``stamped``: what a build that writes
+    data.cdb from packed records wants, without a Python object per record.
+    """
     if _SERIAL in content:
         line = content[: content.index(_SERIAL)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
     with _no_gc():
-        return _check(name, content)
+        return _check(name, content, packed)
 
 
-def _check(name: str, content: bytes) -> SourceCheck:
+def _check(name: str, content: bytes, packed: PackedRecords | None) -> SourceCheck:
     linter = Linter()
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
@@ -156,12 +162,16 @@ def _check(name: str, content: bytes) -> SourceCheck:
         lines = split_lines(content)
         v6 = _ipv6_lines(lines)
         records = compile_lines(v6.lines, 0, linter=linter, errors=refused)
+        if packed is not None:
+            packed.add(records)
         records.stamped[:] = [v6.origin[i] for i in records.stamped]
         spans = _spans(lines, [*records.stamped, *v6.expanded])
     else:
         # The common case: C cuts the lines itself, and says where the stamped ones start.
         starts: list[int] = []
-        records = compile_text(content, 0, linter=linter, errors=refused, stamped_at=starts)
+        records = compile_text(
+            content, 0, linter=linter, errors=refused, stamped_at=starts, packed=packed
+        )
         spans = {
             i: (s, _line_end(content, s)) for i, s in zip(records.stamped, starts, strict=True)
         }
@@ -218,13 +228,15 @@ def _spans(lines: Sequence[bytes], wanted: Iterable[int]) -> dict[int, tuple[int
     return {i: (sizes[i] + i - len(lines[i]), sizes[i] + i) for i in wanted}
 
 
-def compile_source(name: str, content: bytes, *, strict: bool = False) -> CompiledSource:
-    """Compile one source that must be clean.
+def compile_source(
+    name: str, content: bytes, *, strict: bool = False, packed: PackedRecords | None = None
+) -> CompiledSource:
+    """Compile one source that must be clean (``packed``: as :func:`check_source`).
 
     Raises :class:`DataErrors` naming every line tinydns-data would refuse and every
     line the checker finds certainly wrong; with ``strict``, warnings count too.
     """
-    found = check_source(name, content)
+    found = check_source(name, content, packed=packed)
     problems = found.errors + (found.warnings if strict else ())
     if problems or found.compiled is None:
         raise DataErrors(tuple(sorted(problems, key=lambda e: e.line)))
