@@ -196,8 +196,7 @@ class Builder:
                 if floor is not None and (previous is None or newer(floor, previous)):
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
-                data, stamps = assemble_text(compiled, serial)
-                sha256 = self._write(data, [src.records for src in compiled], serial)
+                data, stamps, sha256 = self._write(compiled, serial)
                 self._keep(data, serial, sha256, stamps)
                 self._save(compiled, recompiled)
         except MemoryError:
@@ -420,23 +419,30 @@ class Builder:
         if not os.access(self.output, os.W_OK | os.X_OK):
             raise BuildError(str(self.output), "output directory is not writable")
 
-    def _write(self, data: bytes, records: list[cdb.Packed], serial: int) -> str:
-        """Stage both files, then install them as a pair; the sha256 of ``data`` in hex.
+    def _write(self, compiled: list[Ready], serial: int) -> tuple[bytes, list[int], str]:
+        """Stage both files, then install them as a pair.
 
-        ``data`` is hashed, written and fsynced by a thread while this one writes the
-        cdb from the sources' packed records: both spend their time in hashlib, the C
-        writer and system calls, which release the GIL, so on two cores they overlap.
+        Returns ``data``, the offsets of its serials, and its sha256 in hex. A thread
+        joins ``data`` and hashes, writes and fsyncs it while this one writes the cdb
+        from the sources' packed records: but for the join, both spend their time in
+        hashlib, the C writer and system calls, which release the GIL, so on two
+        cores they overlap.
         """
         data_final = self.output / "data"
         cdb_final = self.output / "data.cdb"
+        records = [src.records for src in compiled]
 
-        def stage_data() -> tuple[Path, str]:
+        def stage_data() -> tuple[bytes, list[int], Path, str]:
+            data, stamps = assemble_text(compiled, serial)
             sha256 = hashlib.sha256(data).hexdigest()
-            return fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data)), sha256
+            tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
+            return data, stamps, tmp, sha256
 
         failure: BuildError | None = None
         data_tmp: Path | None = None
         cdb_tmp: Path | None = None
+        data = b""
+        stamps: list[int] = []
         sha256 = ""
         with ThreadPoolExecutor(max_workers=1) as pool:
             data_job = pool.submit(stage_data)
@@ -447,10 +453,14 @@ class Builder:
             except cdb.CdbTooLarge as exc:
                 failure = BuildError(str(cdb_final), str(exc))
             try:
-                data_tmp, sha256 = data_job.result()
+                data, stamps, data_tmp, sha256 = data_job.result()
             except OSError as exc:
                 # data is written first in spirit: its error is the one to report
                 failure = self._cannot_write(exc)
+            except BaseException:  # out of memory joining data: nothing staged stays
+                if cdb_tmp is not None:
+                    fsutil.discard([cdb_tmp])
+                raise
         staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
         if failure is not None or data_tmp is None or cdb_tmp is None:
             fsutil.discard(staged)
@@ -462,7 +472,7 @@ class Builder:
         except OSError as exc:
             fsutil.discard(staged)
             raise self._cannot_write(exc) from None
-        return sha256
+        return data, stamps, sha256
 
     def _unchanged(self, compiled: list[Ready], head: bytes) -> bool:
         sources = fingerprint([(src.name, src.digest) for src in compiled])
