@@ -232,46 +232,54 @@ class SlaveWorker:
         self._wake.set()
         loop = asyncio.get_running_loop()
         while not self.daemon.stopping:
-            if self._retry_at is None:
-                await self._wake.wait()
-            else:
-                with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout_at(self._retry_at):
-                        await self._wake.wait()
-            self._wake.clear()
+            await self._sleep()
             current = self.daemon.current
             if self.daemon.stopping or current is None:
                 continue
-            if self._hold is not None and not self._force and self._still_held(current):
-                continue
-            if not self._asked and not await self.ask_status():
-                # Not reachable, or parked by what it answered: no push meanwhile.
-                if self._hold is None:
-                    self._schedule_retry(loop)
-                continue
-            if not self._force and self.state.installed_sha256 == current.sha256:
-                self._retry_at = None
-                if not self._reverify:
-                    continue
-                self._reverify = False
-                if await self._verify(current) != "stale":
-                    continue
-                self._force = True  # installed, yet served stale: push it again
-            else:
-                self._force = False
-                self._reverify = False
-                result = await self._push(current)
-                if result.ok:
-                    if await self._verify(current) != "stale":
-                        self._delay = self.daemon.config.daemon.retry_initial
-                        continue
-                    # Installed, yet tinydns answers an older serial: push it again.
-                    self._force = True
-                elif not result.retryable:
-                    kind: HoldKind = "hostkey" if result.phase == "hostkey" else "build"
-                    self._park(kind, result.phase, result.error, build=current.sha256)
-                    continue
-            self._schedule_retry(loop)
+            if await self._serve(current):
+                self._schedule_retry(loop)
+
+    async def _sleep(self) -> None:
+        """Until woken (a build, a signal, a release), or until the retry is due."""
+        if self._retry_at is None:
+            await self._wake.wait()
+        else:
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout_at(self._retry_at):
+                    await self._wake.wait()
+        self._wake.clear()
+
+    async def _serve(self, current: Current) -> bool:
+        """Bring the slave to ``current``: push, verify. Whether to retry later."""
+        if self._hold is not None and not self._force and self._still_held(current):
+            return False
+        if not self._asked and not await self.ask_status():
+            # Not reachable, or parked by what it answered: no push meanwhile.
+            return self._hold is None
+        if not self._force and self.state.installed_sha256 == current.sha256:
+            self._retry_at = None
+            if not self._reverify:
+                return False
+            self._reverify = False
+            if await self._verify(current) != "stale":
+                return False
+            self._force = True  # installed, yet served stale: push it again
+            return True
+        self._force = False
+        self._reverify = False
+        result = await self._push(current)
+        if result.ok:
+            if await self._verify(current) != "stale":
+                self._delay = self.daemon.config.daemon.retry_initial
+                return False
+            # Installed, yet tinydns answers an older serial: push it again.
+            self._force = True
+            return True
+        if not result.retryable:
+            kind: HoldKind = "hostkey" if result.phase == "hostkey" else "build"
+            self._park(kind, result.phase, result.error, build=current.sha256)
+            return False
+        return True
 
     def _schedule_retry(self, loop: asyncio.AbstractEventLoop) -> None:
         wait = self._delay

@@ -422,34 +422,9 @@ def push(
     compressed: bool = False,
 ) -> None:
     """Receive, verify, compile and install one push (of the data, or of a delta)."""
-    # A delta is never sent when it is not smaller than the data (the master sends the
-    # data then), so the one cap serves both, with room for the delta's header line.
-    extra = deltas.HEADER_MAX if delta else 0
-    content = _read_capped(source, max_size, extra=extra, compressed=compressed)
-    body, trailer = stream.split(content)
-    if len(body) > max_size + extra:
-        raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
-    if trailer is None:
-        raise _Refused(
-            f"incomplete data: {len(content)} bytes without the closing trailer line "
-            "(connection cut?)"
-        )
-    edits = None
-    if delta:
-        try:
-            edits = deltas.parse(content, max_size=max_size)
-        except DeltaError as exc:
-            raise _DeltaRefused(f"delta: {exc.reason}") from None
-        _say(
-            out,
-            f"received delta bytes={len(content)} ops={len(edits.ops)} "
-            f"base={edits.base_sha256[:16]}",
-        )
-    else:
-        problem = trailer.mismatch(body)
-        if problem:
-            raise _Refused(f"incomplete data: {problem}")
-        _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
+    content, body, trailer, edits = _received(
+        source, out, max_size, delta=delta, compressed=compressed
+    )
     with _session(root, out) as unmatched:
         try:
             if edits is not None:
@@ -480,6 +455,40 @@ def push(
     if pruned:
         _say(out, f"pruned {len(pruned)} old copies")
     _say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _received(
+    source: BinaryIO, out: TextIO, max_size: int, *, delta: bool, compressed: bool
+) -> tuple[bytes, bytes, stream.Trailer, deltas.Delta | None]:
+    """The stream read whole and checked: the content, its body and trailer, and its
+    edits when it is a delta (applied later, under the lock, to the installed data)."""
+    # A delta is never sent when it is not smaller than the data (the master sends the
+    # data then), so the one cap serves both, with room for the delta's header line.
+    extra = deltas.HEADER_MAX if delta else 0
+    content = _read_capped(source, max_size, extra=extra, compressed=compressed)
+    body, trailer = stream.split(content)
+    if len(body) > max_size + extra:
+        raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
+    if trailer is None:
+        raise _Refused(
+            f"incomplete data: {len(content)} bytes without the closing trailer line "
+            "(connection cut?)"
+        )
+    if not delta:
+        problem = trailer.mismatch(body)
+        if problem:
+            raise _Refused(f"incomplete data: {problem}")
+        _say(out, f"received bytes={len(body)} sha256={trailer.sha256}")
+        return content, body, trailer, None
+    try:
+        edits = deltas.parse(content, max_size=max_size)
+    except DeltaError as exc:
+        raise _DeltaRefused(f"delta: {exc.reason}") from None
+    _say(
+        out,
+        f"received delta bytes={len(content)} ops={len(edits.ops)} base={edits.base_sha256[:16]}",
+    )
+    return content, body, trailer, edits
 
 
 def _rebuild(root: Path, edits: deltas.Delta) -> bytes:

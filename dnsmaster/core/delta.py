@@ -275,8 +275,6 @@ def parse(stream: bytes, *, max_size: int | None = None) -> Delta:
             raise DeltaError(f"byte 0: not a delta (it starts {_shown(stream)})")
         line = stream[: stream.find(b"\n") + 1 or HEADER_MAX]
         raise DeltaError(f"byte 0: malformed delta header {_shown(line)}")
-    base_sha256 = header.group(1).decode()
-    base_size = int(header.group(2))
     serials = None
     if header.group(3) is not None:
         old, new = int(header.group(3)), int(header.group(4))
@@ -285,39 +283,40 @@ def parse(stream: bytes, *, max_size: int | None = None) -> Delta:
         serials = (old, new)
     ops: list[Op] = []
     pos = header.end()
-    end = len(stream)
-    while True:
-        if pos >= end:
-            raise DeltaError(f"byte {pos}: the delta ends without its trailer line (cut?)")
-        lead = stream[pos : pos + 1]
-        if lead == b"=":
-            m = _COPY.match(stream, pos)
-            if m is None:
-                raise DeltaError(f"byte {pos}: malformed copy {_shown(stream[pos : pos + 40])}")
-            ops.append(Copy(int(m.group(1)), int(m.group(2))))
-            pos = m.end()
-        elif lead == b"+":
-            m = _INSERT.match(stream, pos)
-            if m is None:
-                raise DeltaError(f"byte {pos}: malformed insert {_shown(stream[pos : pos + 40])}")
-            size = int(m.group(1))
-            if m.end() + size > end:
-                raise DeltaError(
-                    f"byte {pos}: an insert of {size} bytes with {end - m.end()} left (cut?)"
-                )
-            ops.append(Insert(stream[m.end() : m.end() + size]))
-            pos = m.end() + size
-        elif stream.startswith(_TRAILER_START, pos):
-            trailer = _trailer(stream, pos)
-            break
-        else:
-            raise DeltaError(
-                f"byte {pos}: expected '= START COUNT', '+ BYTES' or the trailer, "
-                f"found {_shown(stream[pos : pos + 40])}"
-            )
+    while not stream.startswith(_TRAILER_START, pos):
+        op, pos = _op(stream, pos)
+        ops.append(op)
+    trailer = _trailer(stream, pos)
     if max_size is not None and trailer.size > max_size:
         raise DeltaError(f"the result would be {trailer.size} bytes, over the cap of {max_size}")
-    return Delta(base_sha256, base_size, serials, tuple(ops), trailer)
+    return Delta(header.group(1).decode(), int(header.group(2)), serials, tuple(ops), trailer)
+
+
+def _op(stream: bytes, pos: int) -> tuple[Op, int]:
+    """The operation at ``pos``, and where the next one starts."""
+    end = len(stream)
+    if pos >= end:
+        raise DeltaError(f"byte {pos}: the delta ends without its trailer line (cut?)")
+    lead = stream[pos : pos + 1]
+    if lead == b"=":
+        m = _COPY.match(stream, pos)
+        if m is None:
+            raise DeltaError(f"byte {pos}: malformed copy {_shown(stream[pos : pos + 40])}")
+        return Copy(int(m.group(1)), int(m.group(2))), m.end()
+    if lead == b"+":
+        m = _INSERT.match(stream, pos)
+        if m is None:
+            raise DeltaError(f"byte {pos}: malformed insert {_shown(stream[pos : pos + 40])}")
+        size = int(m.group(1))
+        if m.end() + size > end:
+            raise DeltaError(
+                f"byte {pos}: an insert of {size} bytes with {end - m.end()} left (cut?)"
+            )
+        return Insert(stream[m.end() : m.end() + size]), m.end() + size
+    raise DeltaError(
+        f"byte {pos}: expected '= START COUNT', '+ BYTES' or the trailer, "
+        f"found {_shown(stream[pos : pos + 40])}"
+    )
 
 
 def _trailer(stream: bytes, pos: int) -> Trailer:
