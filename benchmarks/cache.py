@@ -6,8 +6,11 @@ The scenario of issue 11: a zones directory of many ``zones.*`` files (1M lines 
 restart would. It reads the other files' compiles back from
 ``OUTPUT/.dnsmaster-cache/`` (:mod:`dnsmaster.buildcache`) and compiles only the
 changed one. Compared, in the same run, with the real tinydns-data compiling the
-whole ``data`` that build wrote, and with the cold builds (cache empty, and cache
-off) for scale. Every figure is a child process's wall time, best of ``--repeat``.
+whole ``data`` that build wrote (each warm build is followed at once by a
+tinydns-data run, so each pair shares the machine's load), and with the cold
+builds (cache empty, and cache off) for scale. Every figure is a child process's
+wall time and CPU time (user + system, all threads), best of ``--repeat``; on a
+shared machine the CPU times are the steadier comparison.
 
 Run from the project root::
 
@@ -20,7 +23,9 @@ from __future__ import annotations
 import argparse
 import hashlib
 import os
+import resource
 import shutil
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -52,13 +57,20 @@ def parse_size(text: str) -> int:
     return int(float(text.rstrip("km")) * scale)
 
 
-def timed(argv: list[str], cwd: Path | None = None) -> float:
+def children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed(argv: list[str], cwd: Path | None = None) -> tuple[float, float]:
+    """The wall time and the CPU time (user + system) of one child process."""
+    cpu = children_cpu()
     started = time.perf_counter()
     proc = subprocess.run(argv, cwd=cwd, env=ENV, capture_output=True, check=False)
     seconds = time.perf_counter() - started
     if proc.returncode != 0:
         raise SystemExit(f"{argv} failed ({proc.returncode}): {proc.stderr.decode()[-2000:]}")
-    return seconds
+    return seconds, children_cpu() - cpu
 
 
 def build_argv(zones: Path, out: Path) -> list[str]:
@@ -68,7 +80,7 @@ def build_argv(zones: Path, out: Path) -> list[str]:
 def change_one_line(victim: Path, original: bytes, i: int) -> None:
     """The address of the file's last host: one line, a new value each time."""
     head, _, last = original.rstrip(b"\n").rpartition(b"\n")
-    victim.write_bytes(head + b"\n" + last.rsplit(b".", 1)[0] + b".%d\n" % (200 + i))
+    victim.write_bytes(head + b"\n" + last.rsplit(b".", 1)[0] + b".%d\n" % (200 + i % 50))
 
 
 def load_all(zones: Path, out: Path) -> tuple[float, int]:
@@ -96,26 +108,33 @@ def run(base: Path, size: int, files: int, repeat: int) -> list[str]:
     cache_bytes = sum(p.stat().st_size for p in (out / buildcache.DIRECTORY).iterdir())
     victim = written[len(written) // 2]
     original = victim.read_bytes()
-    warm: list[float] = []
+    warm: list[tuple[float, float]] = []
+    reference: list[tuple[float, float]] = []
+    same = True
     for i in range(repeat):
         change_one_line(victim, original, i)
         warm.append(timed(build_argv(zones, out)))
+        shutil.copyfile(out / "data", theirs / "data")
+        os.utime(theirs / "data", (MTIME, MTIME))
+        reference.append(timed([TINYDNS_DATA], cwd=theirs))
+        same = same and (out / "data.cdb").read_bytes() == (theirs / "data.cdb").read_bytes()
     # The entries the CLI runs wrote are read back whole: nothing to compile now.
     check = Builder(zones, out).build()
     if check.recompiled or len(check.cached) != len(check.sources):
         raise SystemExit(f"cache not used: recompiled {check.recompiled}")
     load, loaded = load_all(zones, out)
-    shutil.copyfile(out / "data", theirs / "data")
-    os.utime(theirs / "data", (MTIME, MTIME))
-    reference = min(timed([TINYDNS_DATA], cwd=theirs) for _ in range(repeat))
-    same = (out / "data.cdb").read_bytes() == (theirs / "data.cdb").read_bytes()
-    lines = check.lines
+    wall, cpu = (min(w for w, _ in warm), min(c for _, c in warm))
+    ref_wall, ref_cpu = (min(w for w, _ in reference), min(c for _, c in reference))
+    paired = statistics.median(w / r for (w, _), (r, _) in zip(warm, reference, strict=True))
     return [
-        f"new process, one line changed in 1 of {len(written)} files ({lines} lines): "
-        f"{min(warm):5.2f} s; tinydns-data full compile {reference:5.2f} s; "
-        f"ratio {min(warm) / reference:4.2f}x; identical: {'yes' if same else 'NO'}",
-        f"cold build filling the cache {cold:5.2f} s, cold build without cache "
-        f"{cold_plain:5.2f} s; cache {cache_bytes / 2**20:5.1f} MiB",
+        f"new process, one line changed in 1 of {len(written)} files ({check.lines} lines): "
+        f"{wall:5.2f} s wall, {cpu:5.2f} s CPU; tinydns-data full compile {ref_wall:5.2f} s "
+        f"wall, {ref_cpu:5.2f} s CPU; ratio {wall / ref_wall:4.2f}x wall, {cpu / ref_cpu:4.2f}x "
+        f"CPU, median of the paired runs' wall ratios {paired:4.2f}x; "
+        f"data.cdb identical: {'yes' if same else 'NO'}",
+        f"cold build filling the cache {cold[0]:5.2f} s ({cold[1]:5.2f} s CPU), cold build "
+        f"without cache {cold_plain[0]:5.2f} s ({cold_plain[1]:5.2f} s CPU); "
+        f"cache {cache_bytes / 2**20:5.1f} MiB",
         f"in process: reading back {loaded} entries takes {load:5.2f} s",
     ]
 

@@ -10,7 +10,7 @@ A build writes most of its records from :class:`Packed` blobs instead: each sour
 records already in cdb's record layout, as the build cache keeps them, so a build
 from the cache makes no Python object per record. :func:`write_packed` writes the
 cdb of a run of them, through the optional ``_cdbblob`` accelerator or, with the
-same bytes and the same refusals, through :func:`unpack` and :func:`dumps`.
+same bytes and the same refusals, through :func:`unpack` and :func:`write_fd`.
 """
 
 from __future__ import annotations
@@ -270,7 +270,7 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
 
     Through ``_cdbblob`` when built (every blob is checked, hashed and written
     without the GIL, so the thread writing ``data`` runs meanwhile), else
-    :func:`unpack` and :func:`dumps`. Raises ValueError for a blob :func:`scan`
+    :func:`unpack` and :func:`write_fd`. Raises ValueError for a blob :func:`scan`
     refuses (before writing anything), :class:`CdbTooLarge` past 4 GiB and OSError
     when a write fails.
     """
@@ -283,10 +283,7 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
         k, v = unpack(packed, serial)
         keys += k
         values += v
-    data = dumps(keys, values)
-    view = memoryview(data)
-    while view:
-        view = view[_write(fd, view) :]
+    write_fd(fd, keys, values)
 
 
 def size_from_header(header: bytes) -> int:
