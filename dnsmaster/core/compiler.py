@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import os
+import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from dnsmaster.core import cdb
 from dnsmaster.core.fields import (
     LEN,
     NameError_,
+    digits_value,
     ip4,
     location,
     name_to_wire,
@@ -223,20 +225,72 @@ def _head(ttl_raw: bytes, ttd_raw: bytes, default: int) -> bytes:
     return ((default if ttl is None else ttl) & _U32).to_bytes(4, "big") + ttd(ttd_raw)
 
 
+# §3.2 for the common address: _OCTET maps every 1-3 digit string to its address
+# byte, so only the first three numbers of an address need parsing (once per network).
+_OCTET = {
+    **{b"%d" % i: LEN[i & 255] for i in range(1000)},
+    **{b"%02d" % i: LEN[i] for i in range(100)},
+    **{b"%03d" % i: LEN[i & 255] for i in range(1000)},
+}
+_NET = re.compile(rb"([0-9]+)\.([0-9]+)\.([0-9]+)")
+
+
+def _net(net: bytes) -> bytes | None:
+    """The first three address bytes of ``net`` (three dotted numbers), else None."""
+    m = _NET.fullmatch(net)
+    return None if m is None else bytes(digits_value(g) & 255 for g in m.groups())
+
+
 class _Compiler:
     """What the compile of one run of lines builds up: its records and name cache."""
 
-    __slots__ = ("default_soa", "first_lineno", "parents", "pos", "recs", "stamped_at")
+    __slots__ = (
+        "default_soa",
+        "first_lineno",
+        "heads",
+        "key",
+        "nets",
+        "parents",
+        "pos",
+        "recs",
+        "stamped_at",
+        "value",
+    )
 
     def __init__(self, serial: int, first_lineno: int, stamped_at: list[int] | None = None) -> None:
         self.recs = Records()
+        self.key = self.recs.keys.append
+        self.value = self.recs.values.append
         self.default_soa = (serial & _U32).to_bytes(4, "big") + SOA_TAIL
         self.first_lineno = first_lineno
         self.stamped_at = stamped_at
         self.pos = 0  # where the line being compiled starts, for stamped_at
-        # name -> wire of every parent domain seen; a name's wire is then its first
-        # label plus its parent's, which saves most of the conversion in real data.
+        # What the pure-Python compiler (the receiver's) would otherwise work out
+        # again on every line: name -> wire of every parent domain seen (a name's
+        # wire is then its first label plus its parent's), the first three bytes of
+        # each network seen, each TTL and timestamp's head.
         self.parents: dict[bytes, bytes | None] = {b"": b"\0"}
+        self.nets: dict[bytes, bytes | None] = {}
+        self.heads: dict[tuple[bytes, bytes, int], bytes] = {}
+
+    def head(self, ttl_raw: bytes, ttd_raw: bytes, default: int) -> bytes:
+        """:func:`_head`, once for each distinct pair of fields."""
+        key = (ttl_raw, ttd_raw, default)
+        head = self.heads.get(key)
+        if head is None:
+            head = self.heads[key] = _head(ttl_raw, ttd_raw, default)
+        return head
+
+    def ip(self, raw: bytes) -> bytes | None:
+        """§3.2: :func:`~dnsmaster.core.fields.ip4`, parsing each network once."""
+        net, _, last = raw.rpartition(b".")
+        nb = self.nets.get(net, b"")
+        if nb == b"":
+            nb = self.nets[net] = _net(net)
+        ob = _OCTET.get(last)
+        if nb is None or ob is None:
+            return ip4(raw)  # anything else, such as junk after the address
+        return nb + ob
 
     def wire(self, raw: bytes, what: str) -> bytes:
         """§3.5: the wire form of a name field; ``what`` names it in an error."""
@@ -253,11 +307,11 @@ class _Compiler:
         """§4.1/§4.2: one record; lowercased key, a leading "*" label moves into the marker."""
         key = owner.lower()
         if key[:2] == b"\x01*":
-            self.recs.keys.append(key[2:])
-            self.recs.values.append(rtype + (b"+" + loc if loc else b"*") + head + rdata)
+            self.key(key[2:])
+            self.value(rtype + (b"+" + loc if loc else b"*") + head + rdata)
         else:
-            self.recs.keys.append(key)
-            self.recs.values.append(rtype + (b">" + loc if loc else b"=") + head + rdata)
+            self.key(key)
+            self.value(rtype + (b">" + loc if loc else b"=") + head + rdata)
 
     def stamp(self, index: int) -> None:
         """Line ``index`` takes the default serial, in the SOA record emitted next."""
@@ -281,30 +335,26 @@ _DEC_LABEL = [LEN[len(b"%d" % i)] + b"%d" % i for i in range(256)]
 # ---- one function per line type (spec §5); f are the fields after the leading byte
 
 
-def _host(c: _Compiler, index: int, f: list[bytes]) -> None:
-    """``+fqdn:ip:ttl:timestamp:lo`` (§5.5): an A record."""
-    _address(c, f)
-
-
-def _host_and_ptr(c: _Compiler, index: int, f: list[bytes]) -> None:
-    """``=fqdn:ip:ttl:timestamp:lo`` (§5.5): an A record and its PTR."""
-    found = _address(c, f)
-    if found is not None:
-        owner, head, loc, ip = found
-        rev = b"".join(_DEC_LABEL[b] for b in reversed(ip))
-        c.emit(_PTR, rev + _IN_ADDR_ARPA, head, loc, owner)
-
-
-def _address(c: _Compiler, f: list[bytes]) -> tuple[bytes, bytes, bytes, bytes] | None:
-    """The A record of a ``+`` or ``=`` line; its owner, head, location and address."""
+def _host(c: _Compiler, index: int, f: list[bytes]) -> tuple[bytes, bytes, bytes, bytes] | None:
+    """``+fqdn:ip:ttl:timestamp:lo`` (§5.5): an A record. Returns its owner, head,
+    location and address (None: no record), for ``=``."""
     owner = c.wire(f[0], "name")
-    head = _head(f[2], f[3], TTL_POSITIVE)
-    loc = _loc(f[4])
-    ip = ip4(f[1])
+    head = c.head(f[2], f[3], TTL_POSITIVE)
+    loc = _loc(f[4]) if f[4] else b""
+    ip = c.ip(f[1])
     if ip is None:
         return None
     c.emit(_A, owner, head, loc, ip)
     return owner, head, loc, ip
+
+
+def _host_and_ptr(c: _Compiler, index: int, f: list[bytes]) -> None:
+    """``=fqdn:ip:ttl:timestamp:lo`` (§5.5): an A record and its PTR."""
+    found = _host(c, index, f)
+    if found is not None:
+        owner, head, loc, ip = found
+        rev = _DEC_LABEL[ip[3]] + _DEC_LABEL[ip[2]] + _DEC_LABEL[ip[1]] + _DEC_LABEL[ip[0]]
+        c.emit(_PTR, rev + _IN_ADDR_ARPA, head, loc, owner)
 
 
 def _zone(c: _Compiler, index: int, f: list[bytes]) -> None:
@@ -331,7 +381,7 @@ def _name_server(c: _Compiler, index: int, f: list[bytes], *, soa: bool) -> None
         soa_ttl = (TTL_NEGATIVE if ttl & 0xFFFFFFFFFFFFFFFF else 0).to_bytes(4, "big")
         c.emit(_SOA, fqdn, soa_ttl + tail, loc, server + _HOSTMASTER + fqdn + c.default_soa)
     c.emit(_NS, fqdn, head, loc, server)
-    ip = ip4(f[1])
+    ip = c.ip(f[1])
     if ip is not None:
         c.emit(_A, server, head, loc, ip)
 
@@ -340,11 +390,11 @@ def _mail(c: _Compiler, index: int, f: list[bytes]) -> None:
     """``@fqdn:ip:x:dist:ttl:timestamp:lo`` (§5.6): MX and the exchanger's A."""
     fqdn = c.wire(f[0], "name")
     mx = c.wire(_server(f[2], b".mx.", f[0]), "mail exchanger")
-    head = _head(f[4], f[5], TTL_POSITIVE)
+    head = c.head(f[4], f[5], TTL_POSITIVE)
     loc = _loc(f[6])
     dist = number(f[3]) or 0
     c.emit(_MX, fqdn, head, loc, (dist & 0xFFFF).to_bytes(2, "big") + mx)
-    ip = ip4(f[1])
+    ip = c.ip(f[1])
     if ip is not None:
         c.emit(_A, mx, head, loc, ip)
 
@@ -362,7 +412,7 @@ def _reverse(c: _Compiler, index: int, f: list[bytes]) -> None:
 def _pointer(c: _Compiler, f: list[bytes], rtype: bytes) -> None:
     owner = c.wire(f[0], "name")
     target = c.wire(f[1], "target")
-    c.emit(rtype, owner, _head(f[2], f[3], TTL_POSITIVE), _loc(f[4]), target)
+    c.emit(rtype, owner, c.head(f[2], f[3], TTL_POSITIVE), _loc(f[4]), target)
 
 
 def _txt(c: _Compiler, index: int, f: list[bytes]) -> None:
@@ -370,7 +420,7 @@ def _txt(c: _Compiler, index: int, f: list[bytes]) -> None:
     owner = c.wire(f[0], "name")
     txt = text(f[1])
     rdata = b"".join(LEN[len(txt[i : i + 127])] + txt[i : i + 127] for i in range(0, len(txt), 127))
-    c.emit(_TXT, owner, _head(f[2], f[3], TTL_POSITIVE), _loc(f[4]), rdata)
+    c.emit(_TXT, owner, c.head(f[2], f[3], TTL_POSITIVE), _loc(f[4]), rdata)
 
 
 def _soa(c: _Compiler, index: int, f: list[bytes]) -> None:
@@ -387,7 +437,7 @@ def _soa(c: _Compiler, index: int, f: list[bytes]) -> None:
     for pos, default in zip((4, 5, 6, 7), _SOA_DEFAULTS, strict=True):
         value = number(f[pos])
         numbers += ((default if value is None else value) & _U32).to_bytes(4, "big")
-    head = _head(f[8], f[9], TTL_NEGATIVE)
+    head = c.head(f[8], f[9], TTL_NEGATIVE)
     c.emit(_SOA, owner, head, _loc(f[10]), mname + rname + numbers)
 
 
@@ -401,13 +451,15 @@ def _generic(c: _Compiler, index: int, f: list[bytes]) -> None:
             f"unable to parse data line {c.first_lineno + index}: type {what} prohibited",
             f"type {printable(f[1])} is {what}, which a generic line may not define",
         )
-    c.emit(rtype.to_bytes(2, "big"), owner, _head(f[3], f[4], TTL_POSITIVE), _loc(f[5]), text(f[2]))
+    c.emit(
+        rtype.to_bytes(2, "big"), owner, c.head(f[3], f[4], TTL_POSITIVE), _loc(f[5]), text(f[2])
+    )
 
 
 def _client_location(c: _Compiler, index: int, f: list[bytes]) -> None:
     """``%lo:ipprefix`` (§5.10): clients in the prefix get location lo."""
-    c.recs.keys.append(b"\0%" + prefix(f[1]))
-    c.recs.values.append(location(f[0]))
+    c.key(b"\0%" + prefix(f[1]))
+    c.value(location(f[0]))
 
 
 def _srv(c: _Compiler, index: int, f: list[bytes]) -> None:
@@ -417,17 +469,18 @@ def _srv(c: _Compiler, index: int, f: list[bytes]) -> None:
     port = number(f[3])
     if port is None:
         raise _LineError("protocol error", "SRV line without a port")
-    head = _head(f[6], f[7], TTL_POSITIVE)
+    head = c.head(f[6], f[7], TTL_POSITIVE)
     loc = _loc(f[8])
     srv = b"".join(((n or 0) & 0xFFFF).to_bytes(2, "big") for n in (number(f[4]), number(f[5])))
     c.emit(_SRV, fqdn, head, loc, srv + (port & 0xFFFF).to_bytes(2, "big") + target)
-    ip = ip4(f[1])
+    ip = c.ip(f[1])
     if ip is not None:
         c.emit(_A, target, head, loc, ip)
 
 
 #: Compiles one line: the compiler, the line's 0-based index, its fields (§2.3).
-Handler = Callable[[_Compiler, int, list[bytes]], None]
+#: What it returns is ignored.
+Handler = Callable[[_Compiler, int, list[bytes]], object]
 
 
 @dataclass(frozen=True, slots=True)
@@ -536,7 +589,8 @@ def compile_text(
         if _accel is None:
             for index, line in enumerate(split_lines(data)):
                 _compile_line(c, index, line.rstrip(b" \t"), linter, errors)  # §2.2
-                c.pos += len(line) + 1
+                if stamped_at is not None:
+                    c.pos += len(line) + 1
             if packed is not None:
                 packed.add(c.recs)
         else:
