@@ -136,14 +136,16 @@ class TestPush:
         assert cdb_path.read_bytes() == good
         assert data_path.read_bytes() == DATA + seal(DATA)
 
-    def test_copy_names(self, tmp_path: Path) -> None:
+    def test_copy_names(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         """Copies are data.YYYY-MM-DD.HHMMSS, with microseconds when a second repeats."""
+        # A fixed clock: a real one can cross a second between the two copies.
+        monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
         root = tmp_path
         (root / "data").write_bytes(DATA)
         first = receive._keep_copy(root)
         second = receive._keep_copy(root)
-        assert len(first) == len("data.2026-11-25.043930")
-        assert second.startswith(first[:22] + ".")
+        assert first == time.strftime("data.%Y-%m-%d.%H%M%S", time.gmtime(1_800_000_000))
+        assert second == first + ".250000"
         for name in (first, second):
             assert (root / name).stat().st_ino == (root / "data").stat().st_ino
 
