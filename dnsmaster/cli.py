@@ -37,7 +37,13 @@ EXIT_SLAVES = 3
 EXIT_SYSTEM = 111
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(command: str | None = None) -> argparse.ArgumentParser:
+    """The command line; ``command``, when known, is the one being run.
+
+    ``status`` and ``service-conf`` define their options in their own modules, which
+    cost tens of milliseconds to import: only the command being run loads them, so
+    ``dnsmaster build`` does not pay for ``status``.
+    """
     parser = argparse.ArgumentParser(
         prog="dnsmaster",
         description="Build tinydns data from zones.* files and push it to every slave.",
@@ -49,7 +55,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
-    _master_commands(sub)
+    _master_commands(sub, command)
     _push_commands(sub)
     _slave_commands(sub)
     return parser
@@ -63,7 +69,9 @@ def _zones_options(p: argparse.ArgumentParser, *, output: bool) -> None:
     p.add_argument("--strict", action="store_true", help="treat warnings as errors")
 
 
-def _master_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _master_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None
+) -> None:
     """The commands that build, check and watch on the master."""
     p = sub.add_parser("build", help="build data and data.cdb from the zones directory")
     _zones_options(p, output=True)
@@ -104,9 +112,10 @@ def _master_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "that ACCT can load CONFIG, read the keys and zones and write the output. Never "
         "overwrites DIR; creates nothing when a check fails.",
     )
-    from dnsmaster.serviceconf import add_arguments as service_conf_arguments  # noqa: PLC0415
+    if command in (None, "service-conf"):
+        from dnsmaster.serviceconf import add_arguments as service_conf_args  # noqa: PLC0415
 
-    service_conf_arguments(p)
+        service_conf_args(p)
 
     p = sub.add_parser(
         "status",
@@ -117,9 +126,10 @@ def _master_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -
         "Exit 0 all ok, 3 a slave is not, 4 the build is not current, 5 the daemon is not "
         "running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
     )
-    from dnsmaster.status import add_arguments  # noqa: PLC0415
+    if command in (None, "status"):
+        from dnsmaster.status import add_arguments  # noqa: PLC0415
 
-    add_arguments(p)
+        add_arguments(p)
 
     p = sub.add_parser(
         "doctor",
@@ -336,7 +346,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dnsmaster.receive import main as receive  # noqa: PLC0415
 
         return receive(argv[1:])
-    args = _parser().parse_args(argv)
+    args = _parser(argv[0] if argv else None).parse_args(argv)
     if args.command == "diff" or getattr(args, "dry_run", False):
         return _plan(args)
     return _COMMANDS[args.command](args)
