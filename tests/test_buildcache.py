@@ -158,21 +158,21 @@ class TestFormat:
     def test_string_table_may_hold_only_lengths(self) -> None:
         """A struct format with another code than ``s`` is refused before use:
         it would make struct return integers where bytes are expected."""
-        src = Ready.of(compile_source("zones.x", b"+a.example:1.2.3.4\n"))
+        src = Ready.of(compile_source("zones.x", RICH))
+        assert src.warnings  # the reasons' table is there to forge
         code = buildcache.code_digest()
         pieces = encode(src, code)
-        # sections: header, table, name, counts, pieces fmt/blob, records...
-        pieces_fmt = pieces[4]
-        assert pieces_fmt.startswith(b"<")
-        assert pieces_fmt.endswith(b"s")
-        forged = pieces_fmt[:-1] + b"p"
-        entry = reseal([*pieces[:4], forged, *pieces[5:]])
+        reasons_fmt = pieces[REASONS]
+        assert reasons_fmt.startswith(b"<")
+        assert reasons_fmt.endswith(b"s")
+        forged = reasons_fmt[:-1] + b"p"
+        entry = reseal([*pieces[:REASONS], forged, *pieces[REASONS + 1 :]])
         with pytest.raises(ValueError, match="more than lengths"):
             decode(entry, "zones.x", src.digest, code)
 
 
 # Where encode() puts the sections (after the header and the table of lengths).
-COUNTS, RECORDS, SERIALS = 3, 6, 7
+COUNTS, LENGTHS, TEXT, RECORDS, SERIALS, REASONS = 3, 4, 5, 6, 7, 9
 
 
 def reseal(pieces: list[bytes]) -> bytes:
@@ -507,13 +507,16 @@ class TestDamagedEntries:
             ("longer", "records: a record runs past the end"),
             ("serial", "records: a serial offset is not the serial of an SOA record"),
             ("count", "records where"),
+            ("lengths", "the text's pieces do not add up"),
+            ("text", "the text's pieces do not add up"),
         ],
     )
     def test_forged_records(
         self, zones: Path, out: Path, tmp_path: Path, damage: str, reason: str
     ) -> None:
         """A records blob that is not whole records, a serial offset that is not an
-        SOA's serial, a count that is not the blob's: refused, even resealed."""
+        SOA's serial, a count that is not the blob's, a text that is not its pieces:
+        refused, even resealed."""
         build(zones, out)
         bad = self.sections(zones)
         blob, serials = bad[RECORDS], bad[SERIALS]
@@ -521,6 +524,11 @@ class TestDamagedEntries:
             bad[RECORDS] = blob[:-1]
         elif damage == "longer":
             bad[RECORDS] = blob + b"\1\0\0\0"
+        elif damage == "lengths":
+            first = int.from_bytes(bad[LENGTHS][:8], "little")
+            bad[LENGTHS] = (first - 1).to_bytes(8, "little") + bad[LENGTHS][8:]
+        elif damage == "text":
+            bad[TEXT] += b"+evil.example.com:203.0.113.66\n"
         elif damage == "serial":
             first = int.from_bytes(serials[:8], "little")
             bad[SERIALS] = (first + 1).to_bytes(8, "little") + serials[8:]

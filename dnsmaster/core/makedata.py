@@ -252,7 +252,7 @@ class Text(Protocol):
     @property
     def digest(self) -> bytes: ...
     @property
-    def pieces(self) -> tuple[bytes, ...]: ...
+    def pieces(self) -> tuple[bytes | memoryview, ...]: ...
 
 
 def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
@@ -278,7 +278,7 @@ def assemble_text(sources: Sequence[Text], serial: int) -> tuple[bytes, list[int
         stamp,
         sources_id,
     )
-    parts = [banner]
+    parts: list[bytes | memoryview] = [banner]
     stamps = [len(_BANNER)]
     at = len(banner)
     width = len(stamp)
