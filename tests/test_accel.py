@@ -18,6 +18,7 @@ import struct
 import subprocess
 import sys
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
@@ -325,6 +326,31 @@ def test_dot_line(line: bytes, index: int, more: bool, origin: bytes) -> None:
     assert compiler._accel is not None
     expected = makedata._stamped_line(origin, line, index, more)
     assert compiler._accel.dot_line(line, origin, index, more, makedata._SERIAL) == expected
+
+
+def test_packing_threads() -> None:
+    """Packing runs without the GIL: sources compiled on two threads at once come out
+    as they do one after another."""
+    sources = [
+        b"".join(
+            b".z%d.example:192.0.2.%d:a\n+h%d.z%d.example:10.0.%d.%d:%d\n=x%d.z%d.example:10.1.0.%d\n"
+            % (n, n % 250, i, n, n % 250, i % 250, i, i, n, i % 250)
+            for i in range(2000)
+        )
+        + b"+odd.example:01.2.3.4\n'a\\072b:c\n"
+        for n in range(8)
+    ]
+
+    def pack(data: bytes) -> tuple[bytes, list[int], int, list[int], list[int]]:
+        into = PackedRecords()
+        at: list[int] = []
+        recs = compile_text(data, 5, linter=Linter(), errors=[], stamped_at=at, packed=into)
+        return bytes(into.blob), into.serials, into.count, recs.stamped, at
+
+    alone = [pack(data) for data in sources]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        for _ in range(3):
+            assert list(pool.map(pack, sources)) == alone
 
 
 def test_env_turns_it_off() -> None:

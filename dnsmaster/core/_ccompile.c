@@ -34,7 +34,7 @@
  * gets the offset of each line that goes into stamped. With blob (a bytearray, else
  * None) the records are appended to it packed, in cdb's record layout, instead of to
  * keys and values, and serials gets the offset in blob of each default serial
- * (soa_defaults is then left alone).
+ * (soa_defaults is then left alone); the GIL is released while it packs.
  *
  * write_cdb(fd, keys, values) -> None
  *
@@ -74,7 +74,39 @@ typedef struct {
     Py_ssize_t pkn, pkcap, base; /* base: the size of blob when the call began */
     Py_ssize_t count;            /* records added by this call */
     int pending;                 /* the next record's serial is a default one */
+    /* While packing, no Python object is touched (the GIL is released): the
+     * serials' offsets and the stamped lines (index, offset) wait here. */
+    Py_ssize_t *offs, noffs, capoffs;
+    Py_ssize_t *marks, nmarks, capmarks;
+    int nomem; /* an allocation failed without the GIL */
 } out;
+
+/* Append v to a growable array (raw memory: no GIL needed); -1 when out of memory. */
+static int
+push(Py_ssize_t **a, Py_ssize_t *n, Py_ssize_t *cap, Py_ssize_t v)
+{
+    if (*n == *cap) {
+        Py_ssize_t c = *cap ? *cap * 2 : 256;
+        Py_ssize_t *b = PyMem_RawRealloc(*a, (size_t)c * sizeof *b);
+        if (b == NULL)
+            return -1;
+        *a = b;
+        *cap = c;
+    }
+    (*a)[(*n)++] = v;
+    return 0;
+}
+
+/* Out of memory: an exception now when the GIL is held (not packing), else later. */
+static int
+no_memory(out *o)
+{
+    if (o->blob == NULL)
+        PyErr_NoMemory();
+    else
+        o->nomem = 1;
+    return -1;
+}
 
 /* 2.3: the fields after the leading byte; missing ones are empty. */
 static void
@@ -234,11 +266,9 @@ reserve(out *o, Py_ssize_t need)
     if (need <= o->cap)
         return 0;
     Py_ssize_t cap = o->cap * 2 > need ? o->cap * 2 : need;
-    unsigned char *b = PyMem_Realloc(o->buf, (size_t)cap);
-    if (b == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    unsigned char *b = PyMem_RawRealloc(o->buf, (size_t)cap);
+    if (b == NULL)
+        return no_memory(o);
     o->buf = b;
     o->cap = cap;
     return 0;
@@ -267,11 +297,9 @@ add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char 
     Py_ssize_t need = o->pkn + 8 + kn + vn;
     if (need > o->pkcap) {
         Py_ssize_t cap = o->pkcap * 2 > need ? o->pkcap * 2 : need + (1 << 16);
-        unsigned char *b = PyMem_Realloc(o->pk, (size_t)cap);
-        if (b == NULL) {
-            PyErr_NoMemory();
-            return -1;
-        }
+        unsigned char *b = PyMem_RawRealloc(o->pk, (size_t)cap);
+        if (b == NULL)
+            return no_memory(o);
         o->pk = b;
         o->pkcap = cap;
     }
@@ -283,7 +311,8 @@ add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char 
     o->pkn = need;
     if (o->pending) { /* an SOA's data ends in its five numbers, the serial first */
         o->pending = 0;
-        return append_new(o->serials, PyLong_FromSsize_t(o->base + need - 20));
+        if (push(&o->offs, &o->noffs, &o->capoffs, o->base + need - 20) < 0)
+            return no_memory(o);
     }
     return 0;
 }
@@ -292,7 +321,17 @@ add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char 
 static int
 flush_packed(out *o)
 {
-    if (o->blob == NULL || o->pkn == 0)
+    if (o->blob == NULL)
+        return 0;
+    if (o->nomem) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    for (Py_ssize_t i = 0; i < o->noffs; i++)
+        if (append_new(o->serials, PyLong_FromSsize_t(o->offs[i])) < 0)
+            return -1;
+    o->noffs = 0;
+    if (o->pkn == 0)
         return 0;
     Py_ssize_t at = PyByteArray_GET_SIZE(o->blob);
     if (at != o->base) {
@@ -405,9 +444,16 @@ typedef struct {
 static int
 stamp(ctx *c)
 {
-    c->o.pending = c->o.blob != NULL;
+    out *o = &c->o;
+    if (o->blob != NULL) { /* packing, without the GIL: the lists get them later */
+        o->pending = 1;
+        if (push(&o->marks, &o->nmarks, &o->capmarks, c->index) < 0 ||
+            push(&o->marks, &o->nmarks, &o->capmarks, c->pos) < 0)
+            return no_memory(o);
+        return 0;
+    }
     if (append_index(c->stamped, c->index) < 0 ||
-        (c->o.blob == NULL && append_index(c->soa_defaults, PyList_GET_SIZE(c->o.keys)) < 0) ||
+        append_index(c->soa_defaults, PyList_GET_SIZE(o->keys)) < 0 ||
         (c->stamped_at && append_index(c->stamped_at, c->pos) < 0))
         return -1;
     return 0;
@@ -582,11 +628,9 @@ h_txt(ctx *c, const span *f) /* ', 5.7: strings of up to 127 bytes */
                    : 1;
     }
     Py_ssize_t rn = t.n + (t.n + 126) / 127;
-    unsigned char *rdata = PyMem_Malloc((size_t)rn);
-    if (rdata == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    unsigned char *rdata = PyMem_RawMalloc((size_t)rn);
+    if (rdata == NULL)
+        return no_memory(&c->o);
     Py_ssize_t j = 0;
     for (Py_ssize_t i = 0; i < t.n; i += 127) {
         Py_ssize_t k = t.n - i < 127 ? t.n - i : 127;
@@ -595,7 +639,7 @@ h_txt(ctx *c, const span *f) /* ', 5.7: strings of up to 127 bytes */
         j += k;
     }
     int rc = emit(&c->o, 16, &owner, head, has_loc, lo, rdata, j, NULL, 0, NULL, 0);
-    PyMem_Free(rdata);
+    PyMem_RawFree(rdata);
     return rc < 0 ? -1 : 1;
 }
 
@@ -657,11 +701,9 @@ h_client_location(ctx *c, const span *f) /* %, 5.10: key \0% + prefix (3.7), val
     span p = f[1];
     unsigned char lo[2];
     Py_ssize_t i = 0, kn = 2;
-    unsigned char *key = PyMem_Malloc((size_t)p.n + 2);
-    if (key == NULL) {
-        PyErr_NoMemory();
-        return -1;
-    }
+    unsigned char *key = PyMem_RawMalloc((size_t)p.n + 2);
+    if (key == NULL)
+        return no_memory(&c->o);
     key[0] = 0;
     key[1] = '%';
     for (;;) {
@@ -679,7 +721,7 @@ h_client_location(ctx *c, const span *f) /* %, 5.10: key \0% + prefix (3.7), val
     }
     loc(f[0], lo);
     int rc = add_record(&c->o, key, kn, lo, 2);
-    PyMem_Free(key);
+    PyMem_RawFree(key);
     return rc < 0 ? -1 : 1;
 }
 
@@ -940,7 +982,7 @@ run(PyObject *self, PyObject *args)
     }
     result = PyLong_FromSsize_t(i);
 done:
-    PyMem_Free(c.o.buf);
+    PyMem_RawFree(c.o.buf);
     PyBuffer_Release(&soa);
     return result;
 }
@@ -988,6 +1030,10 @@ run_text(PyObject *self, PyObject *args)
         goto done;
     const unsigned char *text = data.buf;
     Py_ssize_t size = data.len;
+    int rc = 1;
+    /* Packing touches no Python object: other threads run meanwhile (a build
+     * compiles its sources two at a time). data is immutable bytes, held. */
+    PyThreadState *ts = c.o.blob != NULL ? PyEval_SaveThread() : NULL;
     while (pos < size) {
         const unsigned char *start = text + pos;
         const unsigned char *nl = memchr(start, '\n', (size_t)(size - pos));
@@ -996,20 +1042,30 @@ run_text(PyObject *self, PyObject *args)
         while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
             len--;
         c.pos = pos;
-        int rc = line_records(&c, start, len, check);
-        if (rc < 0)
-            goto done;
-        if (rc == 0)
+        rc = line_records(&c, start, len, check);
+        if (rc <= 0)
             break;
         pos = end + 1;
         c.index++;
     }
+    if (ts != NULL)
+        PyEval_RestoreThread(ts);
+    if (rc < 0)
+        goto done;
+    for (Py_ssize_t i = 0; i < c.o.nmarks; i += 2)
+        if (append_index(c.stamped, c.o.marks[i]) < 0 ||
+            (c.stamped_at && append_index(c.stamped_at, c.o.marks[i + 1]) < 0))
+            goto done;
     if (flush_packed(&c.o) < 0)
         goto done;
     result = Py_BuildValue("nnn", pos, c.index, c.o.count);
 done:
-    PyMem_Free(c.o.buf);
-    PyMem_Free(c.o.pk);
+    if (result == NULL && c.o.nomem && !PyErr_Occurred())
+        PyErr_NoMemory();
+    PyMem_RawFree(c.o.buf);
+    PyMem_RawFree(c.o.pk);
+    PyMem_RawFree(c.o.offs);
+    PyMem_RawFree(c.o.marks);
     PyBuffer_Release(&data);
     PyBuffer_Release(&soa);
     return result;
