@@ -135,22 +135,31 @@ class SourceCheck:
     compiled: CompiledSource | None
 
 
-def check_source(name: str, content: bytes, *, packed: PackedRecords | None = None) -> SourceCheck:
+def check_source(
+    name: str,
+    content: bytes,
+    *,
+    packed: PackedRecords | None = None,
+    digest: bytes | None = None,
+) -> SourceCheck:
     """Compile one source, collecting every error and warning instead of stopping.
 
     With ``packed`` (empty), the records go there, in cdb's record layout, and the
     compiled source's ``records`` hold only ``stamped``: what a build that writes
     data.cdb from packed records wants, without a Python object per record.
+    ``digest`` is the sha256 of ``content`` when the caller has it already.
     """
     if _SERIAL in content:
         line = content[: content.index(_SERIAL)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
     with _no_gc():
-        return _check(name, content, packed)
+        return _check(name, content, packed, digest)
 
 
-def _check(name: str, content: bytes, packed: PackedRecords | None) -> SourceCheck:
+def _check(
+    name: str, content: bytes, packed: PackedRecords | None, digest: bytes | None
+) -> SourceCheck:
     linter = Linter()
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
@@ -194,7 +203,7 @@ def _check(name: str, content: bytes, packed: PackedRecords | None) -> SourceChe
     expanded = {} if v6 is None else v6.expanded
     compiled = CompiledSource(
         name=name,
-        digest=hashlib.sha256(content).digest(),
+        digest=hashlib.sha256(content).digest() if digest is None else digest,
         pieces=_expand(name, content, spans, records.stamped, expanded),
         records=records,
         warnings=warnings,
@@ -229,14 +238,20 @@ def _spans(lines: Sequence[bytes], wanted: Iterable[int]) -> dict[int, tuple[int
 
 
 def compile_source(
-    name: str, content: bytes, *, strict: bool = False, packed: PackedRecords | None = None
+    name: str,
+    content: bytes,
+    *,
+    strict: bool = False,
+    packed: PackedRecords | None = None,
+    digest: bytes | None = None,
 ) -> CompiledSource:
-    """Compile one source that must be clean (``packed``: as :func:`check_source`).
+    """Compile one source that must be clean (``packed``, ``digest``: as
+    :func:`check_source`).
 
     Raises :class:`DataErrors` naming every line tinydns-data would refuse and every
     line the checker finds certainly wrong; with ``strict``, warnings count too.
     """
-    found = check_source(name, content, packed=packed)
+    found = check_source(name, content, packed=packed, digest=digest)
     problems = found.errors + (found.warnings if strict else ())
     if problems or found.compiled is None:
         raise DataErrors(tuple(sorted(problems, key=lambda e: e.line)))
