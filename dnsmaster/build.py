@@ -32,6 +32,7 @@ from dnsmaster.archive import DEFAULT_KEEP, Archive
 from dnsmaster.buildcache import DIRECTORY as CACHE_DIRECTORY
 from dnsmaster.buildcache import BuildCache, Ready, Rejected
 from dnsmaster.core import cdb
+from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import (
     assemble_text,
     built_from,
@@ -86,6 +87,18 @@ class Diagnosis:
     lines: int
 
 
+@dataclass(frozen=True, slots=True)
+class _Found:
+    """One source as Builder._look_up found it: ``source`` (None: it does not compile,
+    ``errors`` say why), whether it was ``compiled`` here, and the build cache's
+    entry that was ignored for it (``rejected``), if any."""
+
+    source: Ready | None
+    rejected: Rejected | None = None
+    compiled: bool = False
+    errors: tuple[DataError, ...] = ()
+
+
 @dataclass
 class Builder:
     """Builds one zones directory into one output directory, caching per source."""
@@ -123,11 +136,12 @@ class Builder:
         disk = self._disk()
         for name in names:
             content = self._read(name)
-            known = disk.load(name, hashlib.sha256(content).digest()) if disk else None
+            digest = hashlib.sha256(content).digest()
+            known = disk.load(name, digest) if disk else None
             if isinstance(known, Ready):
                 warnings.extend(known.warnings)
             else:
-                found = check_source(name, content)
+                found = check_source(name, content, digest=digest)
                 errors.extend(found.errors)
                 warnings.extend(found.warnings)
             lines += content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
@@ -279,33 +293,27 @@ class Builder:
         ]
         found = dict(zip(unsure, self._look_up(unsure), strict=True))
         for name in names:
-            stat = stats[name]
             if name not in found:
                 compiled.append(self._cache[name])
                 continue
-            content, known = found.pop(name)  # the content is no longer held once compiled
+            got = found.pop(name)
             self._stats.pop(name, None)
-            if isinstance(known, Rejected):
-                self._rejected.append((name, known.reason))
-            elif known is not None:
-                if known is not self._cache.get(name):
-                    if self.strict and known.warnings:
-                        errors.extend(known.warnings)  # what compile_source(strict=True) raises
-                        continue
-                    self._cache[name] = known
-                    self._loaded.append(name)
-                self._remember(name, stat)
-                compiled.append(known)
+            if got.rejected is not None:
+                self._rejected.append((name, got.rejected.reason))
+            if got.source is None:
+                errors.extend(got.errors)
                 continue
-            try:
-                src = Ready.of(compile_source(name, content, strict=self.strict))
-            except DataErrors as exc:
-                errors.extend(exc.errors)
-                continue
+            src = got.source
+            if got.compiled:
+                recompiled.append(name)
+            elif src is not self._cache.get(name):
+                if self.strict and src.warnings:
+                    errors.extend(src.warnings)  # what compile_source(strict=True) raises
+                    continue
+                self._loaded.append(name)
             self._cache[name] = src
-            self._remember(name, stat)
+            self._remember(name, stats[name])
             compiled.append(src)
-            recompiled.append(name)
         for gone in set(self._cache) - set(names):
             del self._cache[gone]
             self._stats.pop(gone, None)
@@ -313,23 +321,36 @@ class Builder:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
 
-    def _look_up(self, names: list[str]) -> list[tuple[bytes, Ready | Rejected | None]]:
-        """Each source's content, and its compile from memory or the build cache.
+    def _look_up(self, names: list[str]) -> list[_Found]:
+        """Each source from memory, else from the build cache, else compiled.
 
-        Two threads: reading and hashing (of the sources and of the entries)
-        release the GIL, so one thread's hashing runs while the other parses.
+        Two threads: reading, hashing (of the sources and of the entries) and the
+        C part of a compile release the GIL, so one thread's work runs while the
+        other parses, and a changed file compiles while the others are read back.
         """
         disk = self._disk()
 
-        def look_up(name: str) -> tuple[bytes, Ready | Rejected | None]:
+        def look_up(name: str) -> _Found:
             content = self._read(name)
             digest = hashlib.sha256(content).digest()
             cached = self._cache.get(name)
             if cached is not None and cached.digest == digest:
-                return content, cached
-            return content, disk.load(name, digest) if disk else None
+                return _Found(cached)
+            known = disk.load(name, digest) if disk else None
+            if isinstance(known, Ready):
+                return _Found(known)
+            packed = PackedRecords()
+            try:
+                src = compile_source(
+                    name, content, strict=self.strict, packed=packed, digest=digest
+                )
+            except DataErrors as exc:
+                return _Found(None, known, errors=exc.errors)
+            records = cdb.Packed(bytes(packed.blob), tuple(packed.serials), packed.count)
+            ready = Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
+            return _Found(ready, known, compiled=True)
 
-        if len(names) < 2 or disk is None:  # nothing to share between two threads
+        if len(names) < 2:  # nothing to share between two threads
             return [look_up(name) for name in names]
         with ThreadPoolExecutor(max_workers=2) as pool:
             return list(pool.map(look_up, names))

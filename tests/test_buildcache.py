@@ -361,9 +361,9 @@ class TestDiagnose:
         )
         checked: list[str] = []
 
-        def spy(name: str, content: bytes) -> Any:
+        def spy(name: str, content: bytes, **kwargs: Any) -> Any:
             checked.append(name)
-            return check_source(name, content)
+            return check_source(name, content, **kwargs)
 
         monkeypatch.setattr("dnsmaster.build.check_source", spy)
         monkeypatch.delenv("DNSMASTER_CONFIG", raising=False)
