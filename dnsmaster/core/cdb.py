@@ -15,12 +15,14 @@ same bytes and the same refusals, through :func:`unpack` and :func:`write_fd`.
 
 from __future__ import annotations
 
+import functools
 import struct
 from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from types import ModuleType
+from typing import Literal
 
 __all__ = [
     "HEADER_SIZE",
@@ -164,8 +166,13 @@ class Packed:
     count: int
 
 
+@functools.cache
 def _load_blob() -> ModuleType | None:
-    """The ``_cdbblob`` accelerator, or None when absent or refused (as :func:`_load_writer`)."""
+    """The ``_cdbblob`` accelerator, or None when absent or refused (as :func:`_load_writer`).
+
+    Loaded on first use, not at import: the receiver imports this module for
+    :func:`write_fd` and never needs it.
+    """
     import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
 
     if os.environ.get("DNSMASTER_PURE_PYTHON", "") not in {"", "0"}:
@@ -177,9 +184,13 @@ def _load_blob() -> ModuleType | None:
     return _cdbblob
 
 
-#: The C functions of :class:`Packed` records; None means the pure-Python ones here.
-#: Tests set it to None to run those.
-_blob: ModuleType | None = _load_blob()
+#: Tests set it: None runs the pure-Python functions of :class:`Packed` records
+#: here, a module its C ones; False (the default) the accelerator when it is built.
+_blob: ModuleType | Literal[False] | None = False
+
+
+def _accelerator() -> ModuleType | None:
+    return _load_blob() if _blob is False else _blob
 
 
 def pack(keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[int]) -> Packed:
@@ -189,8 +200,9 @@ def pack(keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[
     Raises ValueError for an index that is not ascending, past the records, or of
     a record too short for an SOA's numbers.
     """
-    if _blob is not None:
-        blob, serials = _blob.pack(keys, values, soa_defaults)
+    accelerator = _accelerator()
+    if accelerator is not None:
+        blob, serials = accelerator.pack(keys, values, soa_defaults)
         return Packed(blob, serials, len(keys))
     if len(keys) != len(values):
         raise ValueError("keys and values differ in length")
@@ -218,8 +230,9 @@ def scan(blob: bytes | memoryview, serials: Sequence[int]) -> int:
     ``serials`` is not (in ascending order) the serial of a record with an SOA's
     numbers: what :func:`write_packed` would refuse, found before it runs.
     """
-    if _blob is not None:
-        count: int = _blob.scan(blob, serials)
+    accelerator = _accelerator()
+    if accelerator is not None:
+        count: int = accelerator.scan(blob, serials)
         return count
     return len(_walk(blob, serials))
 
@@ -274,8 +287,10 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
     refuses (before writing anything), :class:`CdbTooLarge` past 4 GiB and OSError
     when a write fails.
     """
-    if _blob is not None:
-        _blob.write(fd, [p.blob for p in packs], [p.serials for p in packs], serial & _U32)
+    accelerator = _accelerator()
+    if accelerator is not None:
+        blobs = [p.blob for p in packs]
+        accelerator.write(fd, blobs, [p.serials for p in packs], serial & _U32)
         return
     keys: list[bytes] = []
     values: list[bytes] = []
