@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 
 from dnsmaster.core import cdb
 from dnsmaster.core.cdb import CdbReader
-from dnsmaster.core.compiler import compile_data
+from dnsmaster.core.compiler import PackedRecords, compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.errors import DataErrors, TinydnsDataError
 from tests import strategies
@@ -188,3 +188,11 @@ class TestMakeDataExpansion:
         assert expanded.cdb == original.cdb
         # The cached records the build writes directly are the same bytes again.
         assert cdb.dumps(built.keys, built.values) == original.cdb
+        # And so are the records a build packs as it compiles (C writes them there).
+        into = PackedRecords()
+        compile_source("zones.x", source, packed=into)
+        packed = cdb.Packed(bytes(into.blob), tuple(into.serials), into.count)
+        with tempfile.TemporaryFile() as out:
+            cdb.write_packed(out.fileno(), [packed], serial)
+            out.seek(0)
+            assert out.read() == original.cdb
