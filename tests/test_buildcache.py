@@ -665,12 +665,15 @@ class TestKilledWhileWriting:
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert uncached(zones, out, tmp_path)  # installed before the cache
         names = cache_files(out)
-        assert len([n for n in names if n.endswith(".tmp")]) == 1
-        assert len([n for n in names if not n.endswith(".tmp")]) == which
+        # Two threads write entries: the other one may have had one in flight too,
+        # or finished one since the count.
+        assert len([n for n in names if n.endswith(".tmp")]) in {1, 2}
+        whole = len([n for n in names if not n.endswith(".tmp")])
+        assert whole in {which, which + 1}
         result, logs = build(zones, out)
         assert not ignored(logs)  # a temp file is never read as an entry
-        assert len(result.cached) == which
-        assert len(result.recompiled) == len(result.sources) - which
+        assert len(result.cached) == whole
+        assert len(result.recompiled) == len(result.sources) - whole
         assert uncached(zones, out, tmp_path)
         assert len(cache_files(out)) == len(result.sources)
         assert not [n for n in cache_files(out) if n.endswith(".tmp")]
