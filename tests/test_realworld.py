@@ -210,6 +210,26 @@ def test_lab_removes_its_directory(lab: Lab) -> None:
     assert not lab.workdir.exists()
 
 
+def test_installed_receiver(tmp_path: Path) -> None:
+    """receiver="installed": Debian's python3 runs a copy of the package with the C
+    accelerator (the lab checks that it loads), and it installs what the bundle does."""
+    from tests.conftest import require_accelerator  # noqa: PLC0415
+    from tests.realworld import Lab  # noqa: PLC0415
+
+    require_accelerator()
+    lab = Lab(tmp_path / "lab", receiver="installed")
+    try:
+        (one,) = lab(1)
+        assert str(lab.workdir / "receiver") in lab.forced_command.read_text()
+        data = zone_data(SERIAL)
+        proc = lab.push(one, data)
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert (one.root / "data.cdb").read_bytes() == compile_data(sealed(data), 1)
+        assert one.tinydns.soa_serial("example.com") == SERIAL
+    finally:
+        lab.close()
+
+
 def test_lab_stops_everything(lab: Lab) -> None:
     """close() stops every process it started, by PID."""
     two = lab(2)
