@@ -1,8 +1,9 @@
 """Time from saving a zones file until every slave serves it: dnsmaster vs the classic way.
 
 A lab of N slaves on this machine (``tests.realworld``: OpenSSH's sshd, logged in to as
-a plain slave account whose key's forced command is the receiver bundle, and Debian's
-tinydns on 127.0.1.N:53), a zones
+a plain slave account whose key's forced command is the receiver, by default the package
+with its C accelerator, with ``--receiver bundle`` the README's pure-Python bundle; and
+Debian's tinydns on 127.0.1.N:53), a zones
 directory from :mod:`benchmarks.datagen` (100 ``zones.*`` files), and two ways to get
 an edit out, measured in the same run on the same slaves:
 
@@ -295,6 +296,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--sizes", default="10k,100k", help="comma-separated line counts")
     parser.add_argument("--ways", default="dnsmaster,classic", help="which ways to time")
     parser.add_argument("--readme", action="store_true", help="append the table to README.md")
+    parser.add_argument(
+        "--receiver",
+        choices=["installed", "bundle"],
+        default="installed",
+        help="the slaves' receiver: the package with its C accelerator (default), or the "
+        "pure-Python bundle the README installs",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("propagation.py needs root (tinydns binds port 53, sshd)", file=sys.stderr)
@@ -305,7 +313,7 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[tuple[str, str, list[float]]] = []
     with tempfile.TemporaryDirectory(prefix="dnsmaster-propagation-") as tmp:
         base = Path(tmp)
-        lab = Lab(base / "lab")
+        lab = Lab(base / "lab", receiver=args.receiver)
         try:
             slaves = lab(args.slaves)
             for lines in sizes:
@@ -330,14 +338,14 @@ def main(argv: list[str] | None = None) -> int:
                     )
         finally:
             lab.close()
-    table = render(rows, args.slaves, args.edits)
+    table = render(rows, args.slaves, args.edits, args.receiver)
     print(table)
     if args.readme:
         append_readme(table)
     return 0
 
 
-def render(rows: list[tuple[str, str, list[float]]], slaves: int, edits: int) -> str:
+def render(rows: list[tuple[str, str, list[float]]], slaves: int, edits: int, receiver: str) -> str:
     out = [
         "## propagation",
         "",
@@ -345,7 +353,8 @@ def render(rows: list[tuple[str, str, list[float]]], slaves: int, edits: int) ->
         f"{slaves} slaves (sshd + tinydns on 127.0.1.x, all on this machine), "
         f"{edits} edits of one zones file out of 100; seconds from the write until every "
         "slave's tinydns answers the new record and a new SOA serial over DNS. dnsmaster "
-        "with its default debounce (0.5 s); classic = make-data + tinydns-data + a "
+        f"with its default debounce (0.5 s), receiver {receiver}; classic = make-data + "
+        "tinydns-data + a "
         "sequential `ssh slave < data` loop into update-dns, started at once. "
         f"Load average at the end: {os.getloadavg()[0]:.1f}.",
         "",

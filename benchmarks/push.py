@@ -3,8 +3,10 @@
 Every slave is a real OpenSSH sshd on its own 127.0.1.N (from tests/realworld.py, which
 also starts a tinydns there). Its authorized_keys holds two keys:
 
-* dnsmaster's key, forced to the receiver bundle run by ``/usr/bin/python3``, as the
-  README installs it (the receiver compiles data.cdb itself, in pure Python);
+* dnsmaster's key, forced to the receiver run by ``/usr/bin/python3``: a copy of the
+  package with its C accelerator (``--receiver installed``, the default), or the
+  pure-Python bundle the README installs (``--receiver bundle``); either compiles
+  data.cdb itself;
 * the classic key, forced to an ``update-dns`` shell script:
   ``cat > data.new && mv data.new data && tinydns-data`` in a directory of its own.
 
@@ -57,7 +59,7 @@ from datagen import write_data  # noqa: E402
 
 from dnsmaster import config as dconfig  # noqa: E402
 from dnsmaster import push as dpush  # noqa: E402
-from tests.realworld import Lab, Slave, _ssh_keygen  # noqa: E402
+from tests.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
@@ -151,9 +153,9 @@ def settle(slaves: list[Slave], before: float) -> float:
 
 
 class Bench:
-    def __init__(self, workdir: Path, count: int) -> None:
+    def __init__(self, workdir: Path, count: int, receiver: Receiver = "installed") -> None:
         self.workdir = workdir
-        self.lab = Lab(workdir / "lab")
+        self.lab = Lab(workdir / "lab", receiver=receiver)
         self.classic_key = workdir / "classic_ed25519"
         _ssh_keygen(self.classic_key, "classic-push@bench")
         # Where the slave account can run it (workdir may be a private temporary directory).
@@ -331,6 +333,13 @@ def main() -> int:
     parser.add_argument("--sizes", default="10k,100k", help="data lines (default %(default)s)")
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
+    parser.add_argument(
+        "--receiver",
+        choices=["installed", "bundle"],
+        default="installed",
+        help="dnsmaster's receiver: the package with its C accelerator (default), or the "
+        "pure-Python bundle the README installs",
+    )
     args = parser.parse_args()
     if os.geteuid() != 0:
         print("benchmarks/push.py needs root (sshd, tinydns)", file=sys.stderr)
@@ -340,7 +349,7 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="dnsmaster-push-bench-") as tmp:
         workdir = args.keep or Path(tmp)
         workdir.mkdir(parents=True, exist_ok=True)
-        bench = Bench(workdir, max(counts))
+        bench = Bench(workdir, max(counts), args.receiver)
         rows: list[Row] = []
         try:
             for size in sizes:
@@ -364,7 +373,7 @@ def main() -> int:
                     )
         finally:
             bench.lab.close()
-    shell = f"slaves logged in to as {bench.lab.user} (/bin/sh)"
+    shell = f"slaves logged in to as {bench.lab.user} (/bin/sh), receiver {args.receiver}"
     print(f"cores: {os.cpu_count()}, best of {args.repeat}, {shell}\n")
     print(
         "| slaves | lines | data | classic loop | classic parallel | dnsmaster push "
