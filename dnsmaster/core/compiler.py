@@ -2,8 +2,9 @@
 
 Records come out in the order tinydns-data adds them (file order, and within a line
 the order of spec §5), because that order decides the layout of the whole data.cdb.
-:func:`compile_data` is the whole program; :func:`compile_lines` is the part make-data
-reuses so it can compile each zones file once and cache the result, with the checker.
+:func:`compile_data` is the whole program; :func:`compile_text` (and
+:func:`compile_lines`, for a list of lines) is the part make-data reuses to compile
+each zones file once, with the checker, and keep the result.
 
 Each kind of line is one entry of :data:`LINE_TYPES`: the function that compiles it
 (a plain transcription of spec §5) and its :class:`~dnsmaster.core.lint.Shape`, where
