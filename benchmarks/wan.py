@@ -1,17 +1,22 @@
 """Push over an emulated WAN: ``dnsmaster push`` against the classic ssh loops, bytes counted.
 
 The lab is the one of tests/realworld.py: every slave is a real OpenSSH sshd (and a
-tinydns) on its own 127.0.1.N. In front of each sshd sits a :class:`wanproxy.Proxy` on
-the same address: a one-way delay in each direction (``--rtt`` / 2) and one token bucket
-shared by all slaves for the master-to-slaves direction (``--rate``, the master's
-uplink), counting the bytes that cross per slave. See benchmarks/wanproxy.py for the
-method and its limits (a user-space hop; TCP's own slow start over the long path is not
-reproduced, SSH's windows and every request-reply turn are).
+tinydns) on its own 127.0.1.N, logged in to as a plain account. In front of each sshd
+sits a :class:`wanproxy.Proxy` on the same address: a one-way delay in each direction
+(``--rtt`` / 2) and one token bucket shared by all slaves for the master-to-slaves
+direction (``--rate``, the master's uplink), counting the bytes that cross per slave.
+See benchmarks/wanproxy.py for the method and its limits (a user-space hop; TCP's own
+slow start over the long path is not reproduced, SSH's windows and every request-reply
+turn are).
 
-Each slave's authorized_keys holds dnsmaster's key, forced to ``dnsmaster receive``,
-and a classic key, forced to ``update-dns`` (``cat > data.new && mv data.new data &&
-tinydns-data`` in a directory of its own). The master's zones are ``--lines`` lines in
-``--files`` zones.* files (benchmarks/datagen.py).
+Each slave's authorized_keys holds dnsmaster's key, forced to the lab's receiver
+(``--receiver installed``, the default: the package under test with its C accelerator,
+run by Debian's python3, as ``pip install`` on a slave gives; or ``bundle``, the
+pure-Python one-file receiver the README installs, which compiles 500k lines some 17
+times slower, so ten of them on two cores would be what this measures), and a classic
+key, forced to ``update-dns`` (``cat > data.new && mv data.new data && tinydns-data``
+in a directory of its own). The master's zones are ``--lines`` lines in ``--files``
+zones.* files (benchmarks/datagen.py).
 
 Scenarios, each way timed from the zones as they are on disk to every slave holding
 the data (the ways in the same run, on the same slaves and link):
@@ -26,8 +31,18 @@ the data (the ways in the same run, on the same slaves and link):
   the master's state file too): ``dnsmaster push`` against xargs.
 
 Every run is checked (every slave holds the data the master built or concatenated).
+With each run go the bytes each proxy carried, each way, and the CPU seconds of the
+pushing side (dnsmaster, or the shell, xargs and ssh clients) and of the rest of the
+machine (this machine's busy time less the pushing side and the proxies: the sshds and
+receivers of all slaves, and whatever else ran meanwhile, so run it on a quiet
+machine). The slaves share this machine's cores, which real slaves do not: the second
+figure says how much of a wall time that may be.
+
 ``--compress on|off|auto`` writes ``compress = ...`` into each slave's entry of the
-generated dnsmaster config (left out by default, so the code's own default applies).
+generated dnsmaster config. The default is ``on``: ``auto`` means off for a slave on a
+loopback address, which every lab slave is, while over a real WAN it would mean on.
+``--compress unset`` leaves the key out (for code that predates it).
+``--timeline`` prints dnsmaster's log events with the time each arrived.
 
 Needs root (sshd, tinydns), sshd, tinydns, tinydns-data, xargs. From the project root::
 
@@ -40,7 +55,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import pwd
+import resource
 import shlex
 import shutil
 import subprocess
@@ -54,26 +69,15 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 
 from datagen import write_zones  # noqa: E402
-from push import children_cpu, settle, sshd_cpu  # noqa: E402
 from wanproxy import Counts, Proxy, ProxyThread  # noqa: E402
 
-from tests.realworld import Lab, Slave, _ssh_keygen  # noqa: E402
+from tests.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
 cd "$1" || exit 111
 cat > data.new && mv data.new data && PATH=/usr/sbin:/usr/bin:/sbin:/bin exec tinydns-data
 """
-
-ACCELERATED = """#!/bin/sh
-# The receiver of the package under test, C accelerator included, on Debian's python3.
-PYTHONPATH={path} exec {python} -S -c '{main}' "$@"
-"""
-RECEIVER_MAIN = (
-    "import sys; from dnsmaster.receive import main; a = sys.argv[1:]; "
-    'sys.exit(main(a[1:] if a[:1] == ["receive"] else a))'
-)
-SLAVE_PYTHON = "/usr/bin/python3"
 
 EDITED = "zones.group0000"
 MARKER = "wan-bench.customer0.example"
@@ -86,7 +90,7 @@ class Run:
     wall: float
     bytes: tuple[Counts, ...]
     master_cpu: float  # the pushing side: dnsmaster, or the shell, xargs and ssh clients
-    slaves_cpu: float  # every sshd and all it ran (session shells, receivers)
+    rest_cpu: float  # the rest of the machine: the slaves' sshds and receivers, and others
     proxy_cpu: float  # the proxies' thread
     build: float | None = None  # dnsmaster's own build.done seconds, when it built
 
@@ -104,6 +108,23 @@ class Run:
         return sum(c.to_client for c in self.bytes) / len(self.bytes)
 
 
+_TICK = os.sysconf("SC_CLK_TCK")
+
+
+def busy_cpu() -> float:
+    """CPU seconds this machine has been busy, all cores, all processes (/proc/stat)."""
+    with open("/proc/stat") as f:
+        fields = [int(x) for x in f.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...: all but idle and iowait
+    return (sum(fields[:8]) - fields[3] - fields[4]) / _TICK
+
+
+def children_cpu() -> float:
+    """CPU seconds of this process's waited-for children (the pushing side)."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
+
+
 class Meter:
     """Bytes, CPU and wall time from its making until :meth:`stop`."""
 
@@ -111,8 +132,8 @@ class Meter:
         self.wan = wan
         self.counts = wan.counted()
         self.client = children_cpu()
-        self.slaves = sshd_cpu(wan.slaves)
         self.proxy = wan.proxies.cpu()
+        self.busy = busy_cpu()
         self.started = time.perf_counter()
 
     def stop(self, build: float | None = None) -> Run:
@@ -120,8 +141,9 @@ class Meter:
         wall = time.perf_counter() - self.started
         crossed = tuple(a - b for a, b in zip(self.wan.counted(), self.counts, strict=True))
         client = children_cpu() - self.client
-        slaves = settle(self.wan.slaves, self.slaves)  # once sshd has reaped the sessions
-        return Run(wall, crossed, client, slaves, self.wan.proxies.cpu() - self.proxy, build)
+        proxy = self.wan.proxies.cpu() - self.proxy
+        rest = busy_cpu() - self.busy - client - proxy
+        return Run(wall, crossed, client, rest, proxy, build)
 
 
 def parse_size(text: str) -> int:
@@ -143,16 +165,12 @@ class Wan:
         rtt: float,
         rate: float,
         compress: str | None,
-        clean_shell: bool = False,
+        receiver: Receiver = "installed",
         timeline: bool = False,
-        receiver: str = "lab",
     ) -> None:
         self.workdir = workdir
         self.compress = compress
         self.timeline = timeline
-        workdir.chmod(0o755)  # the slave account runs update-dns from here
-        self.lab = Lab(workdir / "lab")
-        self.proxies = ProxyThread()
         self.master = workdir / "master"
         self.zones = self.master / "zones"
         (self.master / "out").mkdir(parents=True)
@@ -160,31 +178,31 @@ class Wan:
         self.classic_master.mkdir()
         self.classic_key = workdir / "classic_ed25519"
         _ssh_keygen(self.classic_key, "classic-push@wan-bench")
-        self.update_dns = workdir / "update-dns"
+        self.known_hosts = workdir / "known_hosts"
+        self.links: dict[str, Proxy] = {}
+        self.lab = Lab(workdir / "lab", receiver=receiver)
+        self.update_dns = self.lab.workdir / "update-dns"  # where the slave account reaches
+        self.proxies = ProxyThread()
+        try:
+            self._set_up(count, rtt, rate)
+        except BaseException:
+            self.close()
+            raise
+
+    def _set_up(self, count: int, rtt: float, rate: float) -> None:
+        """Start the slaves with both keys, and a proxy in front of each."""
         self.update_dns.write_text(UPDATE_DNS)
         self.update_dns.chmod(0o755)
-        self.known_hosts = workdir / "known_hosts"
         pubkey = self.classic_key.with_name(self.classic_key.name + ".pub").read_text().strip()
-        accelerated = self.accelerated_receiver() if receiver == "accelerated" else None
         started = time.monotonic()
         bucket = self.proxies.bucket(rate)
-        self.links: dict[str, Proxy] = {}
         for _ in range(count):
             slave = self.lab.add_slave()
             classic = self.classic_dir(slave)
             classic.mkdir()
-            shutil.chown(classic, self.user, pwd.getpwnam(self.user).pw_gid)
+            os.chown(classic, self.lab.account.pw_uid, self.lab.account.pw_gid)
             line = f'restrict,command="{self.update_dns} {classic}" {pubkey}\n'
-            ours = (
-                self.lab.authorized_key(slave.root)
-                if accelerated is None
-                else self.authorized_key(slave.root, accelerated)
-            )
-            slave.sshd.set_authorized_keys(ours + line)
-            if clean_shell:
-                with slave.sshd.config.open("a") as config:
-                    config.write("SetEnv SHLVL=1\n")
-                slave.sshd.restart()
+            slave.sshd.set_authorized_keys(self.lab.authorized_key(slave.root) + line)
             self.links[slave.name] = self.proxies.add(
                 (slave.address, slave.port),
                 bucket,
@@ -195,54 +213,14 @@ class Wan:
         self.write_known_hosts()
         print(f"# {count} slaves and proxies up in {time.monotonic() - started:.1f} s", flush=True)
 
-    def accelerated_receiver(self) -> Path:
-        """A forced command that runs the package under test with its C accelerator.
-
-        The lab's own receiver may be the pure-Python bundle (what the README has
-        operators install); on one machine ten of them compiling at once share its cores,
-        which real slaves would not. This one is what ``pip install dnsmaster`` on a
-        slave would run: the same package, built for the slave's ``python3``.
-        """
-        package = self.workdir / "receiver"
-        shutil.copytree(
-            ROOT / "dnsmaster", package / "dnsmaster", ignore=shutil.ignore_patterns("__pycache__")
-        )
-        check = subprocess.run(
-            [SLAVE_PYTHON, "-S", "-c", "import dnsmaster.core._ccompile, dnsmaster.receive"],
-            env={"PYTHONPATH": str(package)},
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if check.returncode != 0:
-            raise SystemExit(
-                f"--receiver accelerated: {SLAVE_PYTHON} cannot import the package with its "
-                f"C accelerator (built for {sys.version.split()[0]}?):\n{check.stderr}"
-            )
-        wrapper = package / "dnsmaster-receive"
-        wrapper.write_text(
-            ACCELERATED.format(
-                path=shlex.quote(str(package)), python=SLAVE_PYTHON, main=RECEIVER_MAIN
-            )
-        )
-        wrapper.chmod(0o755)
-        return wrapper
-
-    def authorized_key(self, root: Path, command: Path) -> str:
-        """dnsmaster's authorized_keys line for ``root``, forced to ``command``."""
-        argv = [sys.executable, "-m", "dnsmaster", "authorized-key", "--pubkey"]
-        argv += [str(self.lab.pubkey), "--root", str(root), "--command", str(command)]
-        env = dict(os.environ, PYTHONPATH=str(ROOT))
-        return subprocess.run(argv, capture_output=True, text=True, check=True, env=env).stdout
-
     @property
     def slaves(self) -> list[Slave]:
         return self.lab.slaves
 
     @property
     def user(self) -> str:
-        """The account the lab logs in as (the user part of its ssh destination)."""
-        return self.lab.ssh_argv(self.slaves[0])[-1].rsplit("@", 1)[0] if self.slaves else "root"
+        """The account the lab logs in as."""
+        return self.lab.user
 
     def close(self) -> None:
         try:
@@ -433,7 +411,7 @@ def render(
 ) -> str:
     """The table: one row per scenario and way, with dnsmaster's ratios to xargs."""
     head = ["scenario", "way", "time", "sent per slave", "back per slave", "time / xargs"]
-    head.append("CPU master + slaves")
+    head.append("CPU pushing + rest")
     names = {"dnsmaster": "dnsmaster push", "loop": "classic loop"}
     names["xargs"] = f"xargs -P {args.slaves}"
     rows = []
@@ -444,7 +422,7 @@ def render(
             if run.build is not None:
                 wall += f" (build {run.build:.2f} s)"
             ratio = f"{run.wall / xargs.wall:.3f}" if xargs is not None else "-"
-            cpu = f"{run.master_cpu:.1f} + {run.slaves_cpu:.1f} s"
+            cpu = f"{run.master_cpu:.1f} + {run.rest_cpu:.1f} s"
             row = [scenario, names[way], wall, kib(run.sent_mean), kib(run.back_mean), ratio, cpu]
             rows.append(row)
     if markdown:
@@ -481,7 +459,7 @@ def render(
     out.append(
         f"{'- ' if markdown else ''}data: {args.lines} lines in {args.files} files, "
         f"{size / 1e6:.1f} MB; {args.slaves} slaves, RTT {args.rtt:g} ms, "
-        f"{args.rate:g} Mbit/s shared uplink, compress={args.compress or '(default)'}, "
+        f"{args.rate:g} Mbit/s shared uplink, compress={args.compress}, "
         f"receiver={args.receiver}, best of {args.repeat}; {os.cpu_count()} cores, "
         f"load average {os.getloadavg()[0]:.1f}; the proxies used {proxy_cpu:.1f} s of CPU"
     )
@@ -498,23 +476,24 @@ def main(argv: list[str] | None = None) -> int:
         "--rate", type=float, default=50.0, help="shared uplink, Mbit/s (default 50)"
     )
     parser.add_argument("--repeat", type=int, default=1, help="best of this many runs")
-    parser.add_argument("--compress", choices=("on", "off", "auto"), help="slaves' compress")
+    parser.add_argument(
+        "--compress",
+        choices=("on", "off", "auto", "unset"),
+        default="on",
+        help="each slave's compress key (default on: auto means off on loopback, where the "
+        "lab's addresses are; unset: leave the key out, for code that predates it)",
+    )
     parser.add_argument(
         "--scenarios", default="change,full", help="change, full (default %(default)s)"
     )
     parser.add_argument("--readme", action="store_true", help="print a markdown table")
     parser.add_argument("--keep", type=Path, help="work in this directory and keep it")
     parser.add_argument(
-        "--clean-shell",
-        action="store_true",
-        help="SetEnv SHLVL=1 in every sshd, so a root login's bash skips ~/.bashrc",
-    )
-    parser.add_argument(
         "--receiver",
-        choices=("lab", "accelerated"),
-        default="lab",
-        help="the slaves' receiver: the lab's own (default), or the package under test "
-        "with its C accelerator on the slave's python3",
+        choices=("installed", "bundle"),
+        default="installed",
+        help="the slaves' receiver: the package with its C accelerator (default), or the "
+        "pure-Python bundle the README installs",
     )
     parser.add_argument(
         "--timeline", action="store_true", help="print dnsmaster's log events, timed"
@@ -533,8 +512,7 @@ def main(argv: list[str] | None = None) -> int:
             args.slaves,
             rtt=args.rtt / 1000,
             rate=args.rate * 1e6 / 8,
-            compress=args.compress,
-            clean_shell=args.clean_shell,
+            compress=None if args.compress == "unset" else args.compress,
             timeline=args.timeline,
             receiver=args.receiver,
         )
