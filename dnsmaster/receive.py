@@ -66,7 +66,13 @@ from dnsmaster import __version__, fsutil
 from dnsmaster.core import cdb, stream
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
-from dnsmaster.core.compiler import Records, compile_text, default_serial
+from dnsmaster.core.compiler import (
+    PackedRecords,
+    Records,
+    accelerated,
+    compile_text,
+    default_serial,
+)
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import DeltaError, ReceiveError, TinydnsDataError
@@ -554,12 +560,12 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
     are removed, and no copy exists yet (it is made once the pair is in).
     """
     try:
-        recs = compile_text(content, 0)
+        compiled = _compile(content)
     except TinydnsDataError as exc:
         raise _Refused(
             f"data does not compile: line {exc.lineno}: {printable(exc.reason)}"
         ) from None
-    _say(out, f"compiled records={len(recs)} serial={shown}")
+    _say(out, f"compiled records={compiled.count} serial={shown}")
     staged: list[Path] = []
     try:
         staged.append(fsutil.stage(root / "data", lambda fd: fsutil.write_all(fd, content)))
@@ -567,10 +573,8 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
         # them to the file's mtime, as tinydns-data would on the installed data (this
         # inode), and as a repair will from it.
         mtime = staged[0].stat().st_mtime_ns // 10**9
-        values = recs.with_serial(default_serial(mtime))
-        staged.append(
-            fsutil.stage(root / "data.cdb", lambda fd: cdb.write_fd(fd, recs.keys, values))
-        )
+        serial = default_serial(mtime)
+        staged.append(fsutil.stage(root / "data.cdb", lambda fd: compiled.write(fd, serial)))
         fsutil.install_pair(root, staged[0], staged[1], sha256)
     except cdb.CdbTooLarge as exc:
         fsutil.discard(staged)
@@ -584,6 +588,37 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
         # The pair is in and durable; a missing copy only shortens the history.
         _say(out, f"warning: no copy kept: {fsutil.describe(exc)}")
         return None
+
+
+@dataclass(frozen=True, slots=True)
+class _Compiled:
+    """The records of a ``data``, to be written as data.cdb with the default serial
+    of its file: packed in cdb's record layout (C compiles and writes them, no
+    Python object per record), or as :class:`Records` (the pure-Python bundle)."""
+
+    count: int
+    packed: cdb.Packed | None = None
+    records: Records | None = None
+
+    def write(self, fd: int, serial: int) -> None:
+        if self.packed is not None:
+            cdb.write_packed(fd, [self.packed], serial)
+            return
+        assert self.records is not None
+        recs = self.records
+        cdb.write_fd(fd, recs.keys, recs.with_serial(serial))
+
+
+def _compile(content: bytes) -> _Compiled:
+    """``content`` compiled (raises TinydnsDataError), the packed way when C does both."""
+    if not (accelerated() and cdb.packs_fast()):
+        recs = compile_text(content, 0)
+        return _Compiled(len(recs), records=recs)
+    packed = PackedRecords()
+    compile_text(content, 0, packed=packed)
+    # The bytearray itself, not a copy: nothing else holds it.
+    blob = memoryview(packed.blob)
+    return _Compiled(packed.count, cdb.Packed(blob, tuple(packed.serials), packed.count))
 
 
 def _copy_uncopied(root: Path, out: TextIO) -> None:

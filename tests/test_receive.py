@@ -14,6 +14,7 @@ from pathlib import Path
 import pytest
 
 from dnsmaster import __version__, receive
+from dnsmaster.core import cdb, compiler
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
@@ -85,6 +86,37 @@ class TestPush:
         (tmp_path / "data.cdb").unlink()
         subprocess.run([tinydns_data_bin], cwd=tmp_path, check=True)
         assert (tmp_path / "data.cdb").read_bytes() == ours
+
+    @pytest.mark.parametrize("way", ["packed", "records"])
+    def test_both_compile_ways_install_the_same_cdb(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, way: str
+    ) -> None:
+        """C packing records as it compiles (when built) and the pure-Python bundle's
+        lists write the bytes tinydns-data's way, default serials from the mtime too."""
+        if way == "records":
+            monkeypatch.setattr(compiler, "_accel", None)
+            monkeypatch.setattr(cdb, "_blob", None)
+        elif not (compiler.accelerated() and cdb.packs_fast()):
+            pytest.skip("the C accelerators are not built")
+        written: list[str] = []
+
+        def spy(name: str) -> None:
+            real = getattr(cdb, name)
+
+            def counted(*args: object) -> None:
+                written.append(name)
+                real(*args)
+
+            monkeypatch.setattr(cdb, name, counted)
+
+        spy("write_packed")
+        spy("write_fd")
+        # Not dnsmaster's data: a Z line without a serial takes the file's mtime.
+        data = b"Zfrom.elsewhere:ns1.from.elsewhere:hostmaster.from.elsewhere\n" + DATA
+        assert run(tmp_path, "push", data + seal(data))[0] == 0
+        mtime = (tmp_path / "data").stat().st_mtime_ns // 10**9
+        assert written == ["write_packed" if way == "packed" else "write_fd"]
+        assert (tmp_path / "data.cdb").read_bytes() == compile_data(data + seal(data), mtime)
 
     def test_keeps_timestamped_copies_and_prunes(self, tmp_path: Path) -> None:
         """Each push of new data keeps a copy; only the --keep newest stay."""
