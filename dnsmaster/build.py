@@ -30,7 +30,7 @@ from typing import Literal, overload
 from dnsmaster import fsutil
 from dnsmaster.archive import DEFAULT_KEEP, Archive
 from dnsmaster.buildcache import DIRECTORY as CACHE_DIRECTORY
-from dnsmaster.buildcache import BuildCache, Ready, Rejected
+from dnsmaster.buildcache import BuildCache, Ready, Rejected, Seen
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import (
@@ -122,6 +122,8 @@ class Builder:
     _rejected: list[tuple[str, str]] = field(default_factory=list, repr=False)
     # name -> the stat of the file whose content is cached, when safe to trust (see _fresh)
     _stats: dict[str, tuple[int, ...]] = field(default_factory=dict, repr=False)
+    # The build cache's index as this Builder last read or wrote it (None: not yet read)
+    _index: dict[str, Seen] | None = field(default=None, repr=False)
 
     def diagnose(self) -> Diagnosis:
         """Every error and warning of every source, without writing anything.
@@ -173,7 +175,18 @@ class Builder:
     def fingerprint(self) -> str:
         """The fingerprint of the sources there now (what ``data``'s banner records)."""
         names, _ = self._scan()
-        return fingerprint([(name, hashlib.sha256(self._read(name)).digest()) for name in names])
+        stats = {name: self._stat(name) for name in names}
+        known = {
+            name: self._cache[name].digest
+            for name in names
+            if name in self._cache
+            and stats[name] is not None
+            and self._stats.get(name) == stats[name]
+        }
+        known |= self._trusted([name for name in names if name not in known], stats)
+        return fingerprint(
+            [(name, known.get(name) or hashlib.sha256(self._read(name)).digest()) for name in names]
+        )
 
     def previous_serial(self) -> int | None:
         """The serial of the build in the output directory (None: no data of ours)."""
@@ -291,7 +304,8 @@ class Builder:
             or stats[name] is None
             or self._stats.get(name) != stats[name]
         ]
-        found = dict(zip(unsure, self._look_up(unsure), strict=True))
+        trusted = self._trusted(unsure, stats)
+        found = dict(zip(unsure, self._look_up(unsure, trusted), strict=True))
         for name in names:
             if name not in found:
                 compiled.append(self._cache[name])
@@ -321,7 +335,27 @@ class Builder:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
 
-    def _look_up(self, names: list[str]) -> list[_Found]:
+    def _trusted(
+        self, names: list[str], stats: dict[str, tuple[int, ...] | None]
+    ) -> dict[str, bytes]:
+        """The sha256 of each source whose stat is the one the build cache's index holds.
+
+        Those files need not be read when the cache holds their compile: a new
+        process after a one-line change reads one file, not all of them.
+        """
+        disk = self._disk()
+        if disk is None:
+            return {}
+        if self._index is None:
+            self._index = disk.load_stats()
+        index = self._index
+        return {
+            name: index[name][1]
+            for name in names
+            if name in index and stats[name] is not None and index[name][0] == stats[name]
+        }
+
+    def _look_up(self, names: list[str], trusted: dict[str, bytes]) -> list[_Found]:
         """Each source from memory, else from the build cache, else compiled.
 
         Two threads: reading, hashing (of the sources and of the entries) and the
@@ -331,6 +365,10 @@ class Builder:
         disk = self._disk()
 
         def look_up(name: str) -> _Found:
+            if name in trusted and disk is not None:
+                known = disk.load(name, trusted[name])
+                if isinstance(known, Ready):
+                    return _Found(known)
             content = self._read(name)
             digest = hashlib.sha256(content).digest()
             cached = self._cache.get(name)
@@ -376,6 +414,16 @@ class Builder:
         synced = disk.sync(compiled, fresh=set(recompiled))
         if synced.error is not None:
             log.warning("cache.failed", error=synced.error)
+        index = {
+            name: (st, self._cache[name].digest)
+            for name, st in self._stats.items()
+            if name in self._cache
+        }
+        if index != self._index:
+            error = disk.save_stats(index)
+            if error is not None:
+                log.warning("cache.failed", error=error)
+            self._index = index
 
     def _stat(self, name: str) -> tuple[int, ...] | None:
         """What says a file is unchanged without reading it: inode, size, mtime, ctime."""

@@ -46,6 +46,13 @@ written once, by the process that compiled the source, and checked before use to
 hold nothing but ``<``, digits and ``s``, so a foreign file can make it return
 bytes objects, exactly as many as the counts say, or fail.
 
+The index (``stats``): for each source, the stat the last build saw (device,
+inode, size, mtime and ctime in nanoseconds) and the content sha256. A new
+process whose file has exactly that stat takes the sha256 from it and reads the
+entry, not the file: after a one-line change in one of 50 files it reads one
+file. Only stats older than two seconds are recorded (git's racy-clean rule), the
+index ends with the sha256 of all before it, and a damaged one is ignored whole.
+
 Crash safety: an entry is written to a temp file and renamed, under the output
 directory's lock, so a name never holds a partial entry while we run. It is not
 fsynced: after a power cut a renamed entry may read as zeros or short, and the
@@ -79,6 +86,7 @@ from dnsmaster.errors import DataError
 __all__ = [
     "DIRECTORY",
     "FORMAT",
+    "INDEX",
     "BuildCache",
     "Ready",
     "Rejected",
@@ -94,7 +102,14 @@ DIRECTORY = ".dnsmaster-cache"
 #: The version of the entry format; an entry of another is ignored.
 FORMAT = 3
 
+#: The file in the cache directory that maps each source's stat to its sha256.
+INDEX = "stats"
+
 _MAGIC = b"dnsmaster-cache\n"
+_INDEX_MAGIC = b"dnsmaster-stats 1\n"
+_INDEX_MAX = 16 << 20
+_INDEX_LINE = re.compile(rb"([0-9a-f]{64})((?: [0-9]{1,20}){5}) ([^\n]+)\n")
+_INDEX_END = re.compile(rb"end ([0-9a-f]{64})\n")
 _HEADER = struct.Struct("<16sI16s32s32sQ32s")
 _SECTIONS = 9
 _TABLE = struct.Struct(f"<{_SECTIONS}Q")
@@ -321,6 +336,46 @@ class BuildCache:
             return Synced(tuple(written), tuple(removed), f"{where}: {fsutil.describe(exc)}")
         return Synced(tuple(written), tuple(removed))
 
+    def load_stats(self) -> dict[str, Seen]:
+        """What the last build saw of each source: its stat and its content sha256.
+
+        A new process takes a file's sha256 from here, without reading the file,
+        when the file's stat is exactly the one recorded (device, inode, size, and
+        mtime and ctime in nanoseconds), as git's index does; the build records
+        only stats older than two seconds, so a write in the same clock tick as
+        the stat cannot hide. An index that is damaged, foreign or not a regular
+        file is ignored: every file is then read and hashed.
+        """
+        try:
+            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
+            fd = os.open(self.directory / INDEX, flags)
+        except OSError:
+            return {}
+        try:
+            st = os.fstat(fd)
+            if not stat.S_ISREG(st.st_mode) or st.st_size > _INDEX_MAX:
+                return {}
+            text = os.read(fd, _INDEX_MAX + 1)
+        except OSError:
+            return {}
+        finally:
+            os.close(fd)
+        return _parse_stats(text)
+
+    def save_stats(self, seen: dict[str, Seen]) -> str | None:
+        """Write the index of ``seen`` (caller holds the lock); the error, if any."""
+        body = [_INDEX_MAGIC]
+        for name, (st, digest) in sorted(seen.items()):
+            numbers = b"".join(b" %d" % n for n in st)
+            body.append(b"%s%s %s\n" % (digest.hex().encode(), numbers, _encode_name(name)))
+        text = b"".join(body)
+        try:
+            self._make_directory()
+            self._write(INDEX, [text, b"end %s\n" % hashlib.sha256(text).hexdigest().encode()])
+        except OSError as exc:
+            return f"{exc.filename or self.directory}: {fsutil.describe(exc)}"
+        return None
+
     def _make_directory(self) -> None:
         with contextlib.suppress(FileExistsError):
             os.mkdir(self.directory, 0o755)
@@ -463,3 +518,34 @@ def _parse(payload: memoryview, name: str, digest: bytes) -> Ready:
         ),
         lines=lines,
     )
+
+
+#: A source's stat (device, inode, size, mtime_ns, ctime_ns) and content sha256.
+Seen = tuple[tuple[int, ...], bytes]
+
+
+def _encode_name(name: str) -> bytes:
+    return name.encode("utf-8", _SURROGATES)
+
+
+def _parse_stats(text: bytes) -> dict[str, Seen]:
+    """The index's entries, or nothing at all when any byte of it is wrong."""
+    if not text.startswith(_INDEX_MAGIC):
+        return {}
+    cut = text.rfind(b"end ")
+    end = _INDEX_END.fullmatch(text, cut) if cut > 0 else None
+    if end is None or hashlib.sha256(text[:cut]).hexdigest().encode() != end.group(1):
+        return {}
+    seen: dict[str, Seen] = {}
+    pos = len(_INDEX_MAGIC)
+    while pos < cut:
+        m = _INDEX_LINE.match(text, pos)
+        if m is None or m.end() > cut:
+            return {}
+        numbers = tuple(int(n) for n in m.group(2).split())
+        seen[m.group(3).decode("utf-8", _SURROGATES)] = (
+            numbers,
+            bytes.fromhex(m.group(1).decode()),
+        )
+        pos = m.end()
+    return seen

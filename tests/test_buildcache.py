@@ -111,7 +111,8 @@ def build(zones: Path, out: Path, **kwargs: Any) -> tuple[BuildResult, Logs]:
 
 
 def cache_files(out: Path) -> list[str]:
-    return sorted(os.listdir(out / buildcache.DIRECTORY))
+    """The entries (and files not ours); not the stat index, which a slow run writes."""
+    return sorted(n for n in os.listdir(out / buildcache.DIRECTORY) if n != buildcache.INDEX)
 
 
 def entry_of(out: Path, zones: Path, name: str) -> Path:
@@ -295,6 +296,95 @@ class TestNewProcess:
         before = cache_files(out)
         assert buildcache.DIRECTORY not in fsutil.sweep_litter(out)
         assert cache_files(out) == before
+
+
+class TestStatIndex:
+    """A new process takes the sha256 of an unchanged file from the index, without
+    reading the file, only when the file's stat is exactly the one recorded."""
+
+    @pytest.fixture(autouse=True)
+    def no_racy_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        # The build trusts only stats older than two seconds; these files are new.
+        monkeypatch.setattr("dnsmaster.build._RACY_NS", 0)
+
+    @pytest.fixture
+    def reads(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
+        read: list[str] = []
+        real = Builder._read
+
+        def spy(self: Builder, name: str) -> bytes:
+            read.append(name)
+            return real(self, name)
+
+        monkeypatch.setattr(Builder, "_read", spy)
+        return read
+
+    def test_only_the_changed_file_is_read(
+        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
+    ) -> None:
+        build(zones, out)
+        assert (out / buildcache.DIRECTORY / buildcache.INDEX).is_file()
+        reads.clear()
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.10:a\n")
+        result, logs = build(zones, out)
+        assert reads == ["zones.example.net"]
+        assert result.recompiled == ("zones.example.net",)
+        assert not ignored(logs)
+        assert uncached(zones, out, tmp_path)
+
+    def test_fingerprint_reads_nothing_unchanged(
+        self, zones: Path, out: Path, reads: list[str]
+    ) -> None:
+        """``push`` asks whether the build is current: that reads no unchanged file."""
+        build(zones, out)
+        reads.clear()
+        assert Builder(zones, out).is_current()
+        assert reads == []
+
+    def test_other_stat_is_read(self, zones: Path, out: Path, reads: list[str]) -> None:
+        """Same bytes, new mtime: read and hashed again (and found in the cache)."""
+        build(zones, out)
+        reads.clear()
+        os.utime(zones / "zones.example.net", ns=(NOW * 10**9, NOW * 10**9))
+        result, _ = build(zones, out)
+        assert reads == ["zones.example.net"]
+        assert result.recompiled == ()
+
+    @pytest.mark.parametrize("damage", ["flip", "truncate", "symlink"])
+    def test_damaged_index_is_ignored(
+        self, zones: Path, out: Path, tmp_path: Path, reads: list[str], damage: str
+    ) -> None:
+        """Every file is read again; the build is still exact."""
+        build(zones, out)
+        index = out / buildcache.DIRECTORY / buildcache.INDEX
+        text = index.read_bytes()
+        assert buildcache.BuildCache(index.parent, 1 << 20).load_stats()
+        if damage == "flip":
+            at = text.index(b"zones.example.net") - 3  # a digit of its stat
+            index.write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1 :])
+        elif damage == "truncate":
+            index.write_bytes(text[:-10])
+        else:
+            (tmp_path / "elsewhere").write_bytes(text)
+            index.unlink()
+            index.symlink_to(tmp_path / "elsewhere")
+        assert buildcache.BuildCache(index.parent, 1 << 20).load_stats() == {}
+        reads.clear()
+        build(zones, out)
+        assert sorted(reads) == sorted(n for n in os.listdir(zones) if is_source(n))
+        assert uncached(zones, out, tmp_path)
+
+    def test_missing_entry_falls_back_to_reading(
+        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
+    ) -> None:
+        """The index says which content; without its entry the file is read and compiled."""
+        build(zones, out)
+        entry_of(out, zones, "zones.example.net").unlink()
+        reads.clear()
+        result, _ = build(zones, out)
+        assert reads == ["zones.example.net"]
+        assert result.recompiled == ("zones.example.net",)
+        assert uncached(zones, out, tmp_path)
 
 
 class TestCommands:
