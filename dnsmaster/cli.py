@@ -26,7 +26,8 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from dnsmaster.build import Builder
     from dnsmaster.config import Config, Slave
-    from dnsmaster.push import SlaveChannel
+    from dnsmaster.push import PushResult, SlaveChannel
+    from dnsmaster.state import Pushed
 
 __all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
 
@@ -710,16 +711,8 @@ async def _wait_for_build(
     return EXIT_OK if live else EXIT_SLAVES
 
 
-async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
-    """Push the data on disk to ``slaves``; the exit status."""
-    import asyncio  # noqa: PLC0415
-    import hashlib  # noqa: PLC0415
-
-    from dnsmaster import push  # noqa: PLC0415
-    from dnsmaster.archive import Archive  # noqa: PLC0415
-    from dnsmaster.errors import ArchiveError, SlaveError  # noqa: PLC0415
-    from dnsmaster.protocol import DELTA  # noqa: PLC0415
-
+def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
+    """The data on disk, or the exit status when it cannot be pushed."""
     try:
         data = (cfg.output / "data").read_bytes()
     except OSError as exc:
@@ -733,6 +726,21 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             "push.failed", path=str(cfg.output / "data"), error="data does not end with a newline"
         )
         return EXIT_DATA
+    return data
+
+
+async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
+    """Push the data on disk to ``slaves``; the exit status."""
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster import push  # noqa: PLC0415
+    from dnsmaster import state as statefile  # noqa: PLC0415
+    from dnsmaster.errors import SlaveError  # noqa: PLC0415
+    from dnsmaster.protocol import DELTA  # noqa: PLC0415
+
+    data = _data_to_push(cfg, logger)
+    if isinstance(data, int):
+        return data
     from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
 
     sha256 = hashlib.sha256(data).hexdigest()
@@ -761,26 +769,32 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
                 retryable=exc.retryable,
             )
         report.receiver(channel.slave.name, receiver)
-        return receiver.offer(await base_of(receiver))
-
-    # The builds the slaves hold, by sha256, read from the archive once for all.
-    bases: dict[str, bytes | None] = {sha256: data}
-    reading = asyncio.Lock()
-
-    async def base_of(receiver: push.Receiver) -> bytes | None:
-        """The bytes of the build the slave holds, when a delta can go against it."""
+        protocols[channel.slave.name] = receiver.protocol
         if receiver.installed is None or (receiver.protocol or 0) < DELTA:
-            return None
-        wanted = receiver.installed.sha256
-        async with reading:
-            if wanted not in bases:
-                archive = Archive(cfg.output, cfg.daemon.keep)
-                try:
-                    bases[wanted] = await asyncio.to_thread(archive.by_sha256, wanted)
-                except ArchiveError as exc:
-                    logger.warning("push.no_base", sha256=wanted[:16], error=exc.reason)
-                    bases[wanted] = None
-        return bases[wanted]
+            return receiver.offer()
+        return receiver.offer(await base_of(receiver.installed.sha256))
+
+    # What this command last installed on each slave: a delta goes against it at
+    # once, without the status exchange; the receiver refuses any other base, and
+    # the slave is asked then (push_one's ask).
+    record = statefile.pushed_path(cfg.output)
+    pushed = statefile.read_pushed(record)
+    protocols: dict[str, int | None] = {}
+
+    async def recorded_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
+        known = pushed.get(channel.slave.name)
+        if known is not None and channel.slave.protocol != "legacy" and known.protocol >= DELTA:
+            base = await base_of(known.sha256)
+            if base is not None:
+                protocols[channel.slave.name] = known.protocol
+                return push.Offer(known.protocol, base, recorded=True)
+        return await ask_first(channel)
+
+    async def ask_again(channel: SlaveChannel, why: str) -> push.PushResult | push.Offer:
+        logger.info("push.record_stale", slave=channel.slave.name, error=why, next="status")
+        return await ask_first(channel)
+
+    base_of = _Bases(cfg, {sha256: data}, logger).get
 
     try:
         results = await push.push_all(
@@ -791,15 +805,76 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             timeout=cfg.push.timeout,
             on_line=report.line,
             on_result=report.result,
-            before=ask_first,
+            before=recorded_first,
             on_delta_refused=report.delta_refused,
+            ask=ask_again,
         )
     finally:
         for channel in channels:
             await channel.close()
+    _record_pushed(record, pushed, results, protocols, logger)
     failed = [r.slave for r in results if not r.ok]
     logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
     return EXIT_SLAVES if failed else EXIT_OK
+
+
+class _Bases:
+    """The builds the slaves hold, by sha256, read from the archive once for all."""
+
+    def __init__(self, cfg: Config, known: dict[str, bytes | None], logger: Any) -> None:
+        import asyncio  # noqa: PLC0415
+
+        self._cfg = cfg
+        self._bases = known
+        self._logger = logger
+        self._reading = asyncio.Lock()
+
+    async def get(self, wanted: str) -> bytes | None:
+        """The bytes of the build ``wanted``, when the archive has them."""
+        import asyncio  # noqa: PLC0415
+
+        from dnsmaster.archive import Archive  # noqa: PLC0415
+        from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+
+        async with self._reading:
+            if wanted not in self._bases:
+                archive = Archive(self._cfg.output, self._cfg.daemon.keep)
+                try:
+                    self._bases[wanted] = await asyncio.to_thread(archive.by_sha256, wanted)
+                except ArchiveError as exc:
+                    self._logger.warning("push.no_base", sha256=wanted[:16], error=exc.reason)
+                    self._bases[wanted] = None
+        return self._bases[wanted]
+
+
+def _record_pushed(
+    record: Path,
+    pushed: dict[str, Pushed],
+    results: Sequence[PushResult],
+    protocols: dict[str, int | None],
+    logger: Any,
+) -> None:
+    """Record what each slave now holds, for the next push's delta (see _push_data).
+
+    A failed push forgets the slave: what it holds is not known any more.
+    """
+    from dnsmaster import state as statefile  # noqa: PLC0415
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+    from dnsmaster.protocol import DELTA  # noqa: PLC0415
+
+    before = dict(pushed)
+    for result in results:
+        protocol = protocols.get(result.slave)
+        if result.ok and protocol is not None and protocol >= DELTA:
+            pushed[result.slave] = statefile.Pushed(result.sha256, protocol)
+        else:
+            pushed.pop(result.slave, None)
+    if pushed == before or not record.parent.is_dir():
+        return  # no archive: no base a delta could go against
+    try:
+        statefile.write_pushed(record, pushed)
+    except OSError as exc:
+        logger.warning("push.record_failed", path=str(record), error=describe(exc))
 
 
 def _builder(cfg: Config) -> Builder:

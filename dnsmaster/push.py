@@ -131,6 +131,8 @@ _FINAL_EXITS = frozenset({1, 2})
 #: The receiver's exit status for a refused delta (another base, a wrong result):
 #: nothing changed there, and the full data goes at once.
 EXIT_DELTA = 3
+#: The receiver's exit status for a command it does not know.
+_EXIT_USAGE = 2
 #: zlib's level: 6 (its default) makes 28 MB of data 4.6 MB in 0.5 s, once per build
 #: for every slave; level 1 makes 5.8 MB in 0.17 s. The bytes are the cost on a WAN.
 _ZLIB_LEVEL = 6
@@ -851,6 +853,9 @@ class Offer:
 
     protocol: int | None = None
     base: bytes | None = None
+    #: ``protocol`` and ``base`` come from the master's record of its last push to
+    #: the slave, which was not asked this time (see :func:`push_one`).
+    recorded: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -904,17 +909,123 @@ async def push_one(
     *,
     offer: Offer | None = None,
     on_delta_refused: Callable[[str, str], None] | None = None,
+    ask: Callable[[str], Awaitable[PushResult | Offer]] | None = None,
 ) -> PushResult:
     """Push ``data`` to one slave; never raises for the slave's failures.
 
     With an ``offer`` from the slave's status, a delta and compression as it
     allows; a delta the receiver refuses is reported to ``on_delta_refused`` (slave,
     reason) and followed by the full data, within the same ``timeout`` each.
+
+    A :attr:`~Offer.recorded` offer saves the ``status`` exchange: only its delta is
+    sent, and it counts only when the receiver says it installed this build. When
+    it does not (another base there, exit 3; a receiver that no longer knows the
+    verb, exit 2; or no such line), ``ask`` (called with why) asks the slave as a
+    first contact does, and its answer is pushed as usual: the protocol check and
+    the fallback to the full data stay as they were.
     """
+    started = time.monotonic()
+    offer = offer or Offer()
+    if offer.recorded:
+        done, stale = await _push_recorded(
+            channel, data, sha256, timeout=timeout, on_line=on_line, offer=offer
+        )
+        if done is not None:
+            return done
+        asked = await ask(stale) if ask is not None else Offer()
+        if isinstance(asked, PushResult):
+            return asked
+        offer = asked
+    return await _push_offered(
+        channel,
+        data,
+        sha256,
+        timeout=timeout,
+        on_line=on_line,
+        offer=offer,
+        on_delta_refused=on_delta_refused,
+        started=started,
+    )
+
+
+async def _push_recorded(
+    channel: SlaveChannel,
+    data: bytes,
+    sha256: str,
+    *,
+    timeout: float,
+    on_line: LineSink,
+    offer: Offer,
+) -> tuple[PushResult | None, str]:
+    """The delta of a recorded offer: its result when it is final (installed, or a
+    failure asking would not mend), else None and why the record does not hold."""
     slave = channel.slave
     started = time.monotonic()
+    sends = await _sends(slave, data, offer)
+    send = sends[0]
+    if send.mode != "delta":
+        return None, "no delta smaller than the data"
+    payload = await _computed(_zipped, send.plain) if send.compressed else send.plain
+    try:
+        async with asyncio.timeout(timeout):
+            result = await channel.run(send.verb, payload, on_line)
+    except TimeoutError:
+        await channel.close()
+        error: SlaveError = SlaveError(
+            slave.name, f"timed out after {timeout:g} s", phase="timeout"
+        )
+    except SlaveError as exc:
+        error = exc
+    else:
+        if result.exit_status in {EXIT_DELTA, _EXIT_USAGE}:
+            return None, receiver_reason(result.stderr_last, result.exit_status)
+        if result.exit_status != 0:
+            error = _receive_error(slave, result)
+        elif any(line.startswith(f"done sha256={sha256} ") for line in result.stdout):
+            return PushResult(
+                slave.name,
+                True,
+                sha256,
+                len(payload),
+                time.monotonic() - started,
+                0,
+                output_cut=result.cut,
+                mode=send.mode,
+                compressed=send.compressed,
+            ), ""
+        else:
+            return None, "the receiver did not say it installed the build"
+    failed = PushResult(
+        slave.name,
+        False,
+        sha256,
+        len(payload),
+        time.monotonic() - started,
+        error.exit_status,
+        error.reason,
+        error.phase,
+        error.retryable,
+        mode=send.mode,
+        compressed=send.compressed,
+    )
+    return failed, ""
+
+
+async def _push_offered(
+    channel: SlaveChannel,
+    data: bytes,
+    sha256: str,
+    *,
+    timeout: float,
+    on_line: LineSink,
+    offer: Offer,
+    on_delta_refused: Callable[[str, str], None] | None,
+    started: float,
+) -> PushResult:
+    """:func:`push_one` once the slave's offer is known."""
+    slave = channel.slave
     refused: str | None = None
-    sends = await _sends(slave, data, offer or Offer())
+    sends = await _sends(slave, data, offer)
     for n, send in enumerate(sends):
         # Compressed only when it is sent: a delta taken spares the data's zlib.
         payload = await _computed(_zipped, send.plain) if send.compressed else send.plain
@@ -983,13 +1094,15 @@ async def push_all(
     on_result: Callable[[PushResult], None] | None = None,
     before: Callable[[SlaveChannel], Awaitable[PushResult | Offer | None]] | None = None,
     on_delta_refused: Callable[[str, str], None] | None = None,
+    ask: Callable[[SlaveChannel, str], Awaitable[PushResult | Offer]] | None = None,
 ) -> list[PushResult]:
     """Push to every channel, at most ``parallel`` at once; results in channel order.
 
     ``before`` runs first in each slave's slot (asking its receiver what it runs,
     say); a result from it is that slave's outcome and nothing is pushed, an
     :class:`Offer` says what the push may use. Each slave goes on as soon as its own
-    ``before`` is done, never waiting for the others'.
+    ``before`` is done, never waiting for the others'. ``ask`` (channel, why) is
+    :func:`push_one`'s, for a recorded offer that does not hold.
     """
     gate = asyncio.Semaphore(parallel)
 
@@ -1007,6 +1120,7 @@ async def push_all(
                     on_line,
                     offer=asked,
                     on_delta_refused=on_delta_refused,
+                    ask=None if ask is None else functools.partial(ask, channel),
                 )
         if on_result is not None:
             on_result(result)

@@ -16,23 +16,29 @@ judges health from them and :mod:`dnsmaster.metrics` exports them.
 from __future__ import annotations
 
 import json
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Literal
 
 from dnsmaster import fsutil
+from dnsmaster.archive import DIRECTORY
 
 __all__ = [
     "HEARTBEAT_MISSES",
     "BuildState",
     "HeldBuild",
+    "Pushed",
     "RequestAnswer",
     "RollbackState",
     "SlaveState",
     "State",
     "Verified",
+    "pushed_path",
     "read",
+    "read_pushed",
     "write",
+    "write_pushed",
 ]
 
 FORMAT = 1
@@ -219,3 +225,49 @@ def read(path: Path) -> State:
         return State(**top)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a dnsmaster state file: {type(exc).__name__}: {exc}") from None
+
+
+@dataclass(frozen=True, slots=True)
+class Pushed:
+    """What ``dnsmaster push`` last installed on a slave: the build's sha256, and the
+    protocol its receiver spoke then.
+
+    The next ``dnsmaster push`` sends a delta against that build at once, without
+    asking the slave first. Only a hint: the receiver checks the delta's base and
+    refuses any other (exit 3), and the master then asks it as usual.
+    """
+
+    sha256: str
+    protocol: int
+
+
+#: The record's name in the master's archive directory, beside the builds it names.
+_PUSHED = "pushed"
+_PUSHED_FORMAT = 1
+
+
+def pushed_path(output: Path) -> Path:
+    """Where ``dnsmaster push`` keeps its :class:`Pushed` records for ``output``."""
+    return output / DIRECTORY / _PUSHED
+
+
+def read_pushed(path: Path) -> dict[str, Pushed]:
+    """The records by slave name; empty when there are none or they cannot be read
+    (a hint lost costs one ``status`` exchange per slave, never a wrong install)."""
+    try:
+        document = json.loads(path.read_bytes())
+        if document.get("format") != _PUSHED_FORMAT:
+            return {}
+        return {
+            str(name): Pushed(str(entry["sha256"]), int(entry["protocol"]))
+            for name, entry in document["slaves"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def write_pushed(path: Path, pushed: Mapping[str, Pushed]) -> None:
+    """Replace the records atomically."""
+    slaves = {name: asdict(entry) for name, entry in sorted(pushed.items())}
+    text = json.dumps({"format": _PUSHED_FORMAT, "slaves": slaves}, indent=2).encode() + b"\n"
+    fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])

@@ -8,6 +8,7 @@ installs on another, and with the master's own build.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import subprocess
@@ -277,6 +278,98 @@ def test_protocol_1_receiver_gets_plain_data(lab: Lab, master: Master) -> None:
     assert len(warned) == 1, doctor.stdout
     assert warned[0].startswith("WARN")
     assert "protocol 1: it takes full pushes only" in warned[0]
+
+
+# --------------------------------------------------------------------------- the push record
+
+
+def debug_log(master: Master) -> None:
+    """Log at debug level, where the receiver's ``status`` lines are logged."""
+    with master.config.open("a") as f:
+        f.write('\n[log]\nlevel = "debug"\n')
+
+
+def asked(events: list[dict[str, Any]], slave: Slave) -> bool:
+    """Whether the push asked the slave's receiver ``status``."""
+    return any(e["slave"] == slave.name for e in named(events, "status.line"))
+
+
+def test_next_push_sends_its_delta_without_asking(lab: Lab, master: Master) -> None:
+    """``dnsmaster push`` records what it installed; the next one sends the delta
+    against it at once (no ``status`` session), and the slave serves the build."""
+    (a,) = lab(1)
+    master.configure([a], compress="on")
+    debug_log(master)
+    first = master.push()
+    assert asked(first, a)
+    record = json.loads((master.output / ".dnsmaster-builds" / "pushed").read_text())
+    sha256 = hashlib.sha256(master.data()).hexdigest()
+    assert record["slaves"] == {a.name: {"sha256": sha256, "protocol": 2}}
+    for www in ("192.0.2.2", "192.0.2.3"):
+        master.write(www)
+        events = master.push()
+        pushed = done(events, a.name)
+        assert (pushed["mode"], pushed["compressed"]) == ("delta", True)
+        assert not asked(events, a)
+        assert not named(events, "push.record_stale")
+        assert pair(a)[0] == master.data() + seal(master.data())
+        assert a.tinydns.wait_serial(ZONE, master.serial()) == master.serial()
+
+
+def test_stale_record_asks_the_slave(lab: Lab, master: Master) -> None:
+    """The slave got another kept build since (pushed by other means): the recorded
+    base is refused, the slave is asked, and the delta goes against what it holds."""
+    (a,) = lab(1)
+    master.configure([a], compress="on")
+    debug_log(master)
+    master.push()
+    master.write("192.0.2.2")
+    other = master.build()
+    proc = lab.push(a, other)
+    assert proc.returncode == 0, proc.stderr
+    master.write("192.0.2.3")
+    events = master.push()
+    (stale,) = named(events, "push.record_stale")
+    assert stale["slave"] == a.name
+    assert stale["error"].startswith("delta: base mismatch"), stale
+    assert asked(events, a)
+    pushed = done(events, a.name)
+    assert (pushed["mode"], pushed["compressed"]) == ("delta", True)
+    assert not named(events, "push.delta_refused")
+    assert pair(a)[0] == master.data() + seal(master.data())
+
+
+def test_receiver_that_lost_the_delta_verb_is_asked(lab: Lab, master: Master) -> None:
+    """A slave recorded as protocol 2 whose receiver now speaks protocol 1 refuses the
+    delta verb (exit 2): it is asked, named as old, and gets the plain data."""
+    (a,) = lab(1)
+    master.configure([a], compress="on")
+    master.push()
+    wrapper = lab.workdir / "bin" / "receiver-p1-later"
+    wrapper.write_text(
+        "#!/bin/sh\n"
+        'if [ "$SSH_ORIGINAL_COMMAND" = status ]; then\n'
+        f'  "{lab.forced_command}" "$@" | sed "s/ protocol=2 / protocol=1 /"\n'
+        "  exit 0\n"
+        "fi\n"
+        'case "$SSH_ORIGINAL_COMMAND" in push|"push --force") ;; *) exit 2 ;; esac\n'
+        f'exec "{lab.forced_command}" "$@"\n'
+    )
+    wrapper.chmod(0o755)
+    line = lab.authorized_key(a.root)
+    a.sshd.set_authorized_keys(line.replace(str(lab.forced_command), str(wrapper)))
+    master.write("192.0.2.2")
+    events = master.push()
+    (stale,) = named(events, "push.record_stale")
+    assert stale["error"] == "receiver exited with status 2", stale
+    (old,) = named(events, "push.receiver_old")
+    assert (old["slave"], old["protocol"]) == (a.name, 1)
+    pushed = done(events, a.name)
+    assert (pushed["mode"], pushed["compressed"]) == ("full", False)
+    assert pair(a)[0] == master.data() + seal(master.data())
+    # Not recorded as protocol 2 any more: the next push asks first.
+    master.write("192.0.2.3")
+    assert not named(master.push(), "push.record_stale")
 
 
 # --------------------------------------------------------------------------- the stream itself

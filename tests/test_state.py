@@ -130,3 +130,35 @@ class TestStateFile:
         path.write_text(text)
         with pytest.raises(ValueError, match=r"."):
             state.read(path)
+
+
+class TestPushed:
+    """``dnsmaster push``'s record of what it installed on each slave."""
+
+    def test_round_trip(self, tmp_path: Path) -> None:
+        path = state.pushed_path(tmp_path)
+        path.parent.mkdir()
+        records = {"ns2": state.Pushed("ab" * 32, 2), "ns3": state.Pushed("cd" * 32, 3)}
+        state.write_pushed(path, records)
+        assert state.read_pushed(path) == records
+        assert path.parent.name == ".dnsmaster-builds"
+
+    @pytest.mark.parametrize(
+        "text",
+        [
+            None,
+            "{",
+            "[]",
+            '{"format": 2, "slaves": {}}',
+            '{"format": 1, "slaves": []}',
+            '{"format": 1, "slaves": {"ns2": {"sha256": "ab"}}}',
+            '{"format": 1, "slaves": {"ns2": {"sha256": "ab", "protocol": "two"}}}',
+        ],
+    )
+    def test_unreadable_is_no_record(self, tmp_path: Path, text: str | None) -> None:
+        """A record missing, damaged or of another format is no record (the slaves are
+        asked), never an error."""
+        path = tmp_path / "pushed"
+        if text is not None:
+            path.write_text(text)
+        assert state.read_pushed(path) == {}
