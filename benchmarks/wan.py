@@ -28,7 +28,7 @@ the data (the ways in the same run, on the same slaves and link):
   then ``for s in slaves; do ssh s < data; done`` (loop) or the same ssh commands
   through ``xargs -P N`` (xargs).
 * **full**: the first push to empty slaves (every file in each dnsmaster root removed,
-  the master's state file too): ``dnsmaster push`` against xargs.
+  the master's state file and push record too): ``dnsmaster push`` against xargs.
 
 Every run is checked (every slave holds the data the master built or concatenated).
 With each run go the bytes each proxy carried, each way, and the CPU seconds of the
@@ -264,6 +264,8 @@ class Wan:
                 else:
                     entry.unlink()
         (self.master / "state.json").unlink(missing_ok=True)
+        # What dnsmaster push recorded of its last push to each slave.
+        (self.master / "out" / ".dnsmaster-builds" / "pushed").unlink(missing_ok=True)
 
     # ------------------------------------------------------------------ dnsmaster
 
