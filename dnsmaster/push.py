@@ -506,6 +506,16 @@ class SshChannel:
             slave, known_hosts, entries=entries, revoked=revoked, presented=presented, reason=reason
         )
 
+    async def warm(self) -> None:
+        """Connect now (or check the kept connection), ahead of a run, so that the
+        handshake's round trips overlap what the caller computes meanwhile.
+
+        Never raises: the run that follows connects again if this failed, and
+        reports the failure as it always does. Not to be run beside a run.
+        """
+        with contextlib.suppress(Exception):
+            await self._connection()
+
     async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
         try:
             conn = await self._connection()
@@ -961,7 +971,14 @@ async def _push_recorded(
     failure asking would not mend), else None and why the record does not hold."""
     slave = channel.slave
     started = time.monotonic()
-    sends = await _sends(slave, data, offer)
+    # Nothing to wait for before the delta: connect while it is computed (the first
+    # slave computes it, about half a second at 500,000 lines; the others wait for it).
+    warming = asyncio.create_task(channel.warm()) if isinstance(channel, SshChannel) else None
+    try:
+        sends = await _sends(slave, data, offer)
+    finally:
+        if warming is not None:
+            await warming
     send = sends[0]
     if send.mode != "delta":
         return None, "no delta smaller than the data"

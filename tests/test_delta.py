@@ -101,6 +101,17 @@ class TestRoundTrip:
         assert len(stream) < 600 < len(new) // 100
         assert stream.count(b"\n+ ") == 2  # the banner, and the one host
 
+    @pytest.mark.parametrize("edit", ["insert", "remove"])
+    def test_one_line_added_or_removed_is_small(self, edit: str) -> None:
+        """A host added to a zones file, or removed from it: the one line only."""
+        text = zones(1500)
+        added = text + b"+marker.example:10.255.0.1\n"
+        before, after = (text, added) if edit == "insert" else (added, text)
+        base = build(1_700_000_000, ("zones.a", before), ("zones.b", zones(1500)))
+        new = build(1_700_000_100, ("zones.a", after), ("zones.b", zones(1500)))
+        stream = roundtrip(base, new)
+        assert len(stream) < 600 < len(new) // 100
+
     def test_a_rollback_is_a_restamp(self) -> None:
         """An older build given a new serial (a rollback): the changed lines only."""
         old = build(1_700_000_000, ("zones.a", zones(50, www=3)))

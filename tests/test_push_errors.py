@@ -293,6 +293,17 @@ async def test_refused_connect_says_connection_refused(tmp_path: Path) -> None:
         await push.fetch_status(channel, 30, Lines())
     assert raised.value.phase == "connect"
 
+    # A recorded delta connects while the delta is computed: the same failure,
+    # reported the same way, and no reason to ask the slave (it cannot be reached).
+    async def never(why: str) -> push.PushResult | push.Offer:
+        raise AssertionError(f"asked: {why}")
+
+    base = b"".join(b"+h%d.example:192.0.2.1\n" % i for i in range(200))
+    offer = push.Offer(2, base, recorded=True)
+    data = base + b"+new.example:192.0.2.2\n"
+    recorded = await push.push_one(channel, data, "x", 30, Lines(), offer=offer, ask=never)
+    assert (recorded.error, recorded.phase, recorded.mode) == (result.error, "connect", "delta")
+
 
 # --------------------------------------------------------------------------- flood, locally
 
