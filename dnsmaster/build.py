@@ -507,7 +507,7 @@ class Builder:
             tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
             return data, stamps, tmp, sha256
 
-        failure: BuildError | None = None
+        failure: BaseException | None = None
         data_tmp: Path | None = None
         cdb_tmp: Path | None = None
         data = b""
@@ -521,15 +521,15 @@ class Builder:
                 failure = self._cannot_write(exc)
             except cdb.CdbTooLarge as exc:
                 failure = BuildError(str(cdb_final), str(exc))
+            except BaseException as exc:  # out of memory: the data thread's file goes too
+                failure = exc
             try:
                 data, stamps, data_tmp, sha256 = data_job.result()
             except OSError as exc:
                 # data is written first in spirit: its error is the one to report
                 failure = self._cannot_write(exc)
-            except BaseException:  # out of memory joining data: nothing staged stays
-                if cdb_tmp is not None:
-                    fsutil.discard([cdb_tmp])
-                raise
+            except BaseException as exc:  # out of memory joining data
+                failure = exc
         staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
         if failure is not None or data_tmp is None or cdb_tmp is None:
             fsutil.discard(staged)

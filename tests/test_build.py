@@ -191,6 +191,27 @@ class TestNothingChangesOnError:
         Builder(zones, out).build()
         return snapshot(out)
 
+    @pytest.mark.parametrize("where", ["cdb", "data"])
+    def test_out_of_memory_leaves_no_temp_file(
+        self, zones: Path, out: Path, monkeypatch: pytest.MonkeyPatch, where: str
+    ) -> None:
+        """Out of memory in either writer: an error, the old pair, and no temp file
+        of the other writer left behind (each is the size of the data)."""
+        before = self.good_build(zones, out)
+        (zones / "zones.example.net").write_bytes(b"+new.example.net:192.0.2.6\n")
+
+        def no_memory(*_: object) -> None:
+            raise MemoryError
+
+        writer = (
+            "dnsmaster.core.cdb.write_packed" if where == "cdb" else "dnsmaster.build.assemble_text"
+        )
+        monkeypatch.setattr(writer, no_memory)
+        with pytest.raises(BuildError, match="out of memory"):
+            Builder(zones, out).build()
+        assert snapshot(out) == before
+        assert sorted(p.name for p in out.iterdir() if p.name.startswith(".data")) == []
+
     def test_bad_line(self, zones: Path, out: Path) -> None:
         """A line tinydns-data refuses fails the build with file and line."""
         before = self.good_build(zones, out)
