@@ -841,7 +841,7 @@ class Daemon:
         """SIGUSR2 with ROLLBACK_FILE: roll back, or release; answer in the state file."""
         flag = self.config.output / ROLLBACK_FILE
         try:
-            words = flag.read_text().split()
+            words = flag.read_bytes().decode("ascii", "replace").split()
         except OSError:
             return
         with contextlib.suppress(OSError):
@@ -857,6 +857,10 @@ class Daemon:
         except ArchiveError as exc:
             self.log.error("rollback.failed", path=exc.path, error=exc.reason)
             self.request = statefile.RequestAnswer(ident, str(exc))
+        except MemoryError:
+            # An operator's request that cannot be done fails alone, not the daemon.
+            self.log.error("rollback.failed", path=str(flag), error="out of memory")
+            self.request = statefile.RequestAnswer(ident, "out of memory")
         else:
             self.request = statefile.RequestAnswer(ident)
         self.save_state(now=True)
@@ -881,7 +885,7 @@ class Daemon:
             self.log.warning("guard.dropped", serial=self.held[0].serial, reason="rollback")
         self.held = self._kept_build = self.rollback_held = None
         self.rollback = rolled.hold
-        self.current = _current_of(rolled.data, rolled.hold.sha256, records=len(rolled.keys))
+        self.current = _current_of(rolled.data, rolled.hold.sha256, records=rolled.records.count)
         self.build_error = None
         self.log.warning(
             "rollback.done",

@@ -27,7 +27,7 @@ from pathlib import Path
 from dnsmaster import fsutil
 from dnsmaster.archive import DIRECTORY, Archive, Kept
 from dnsmaster.core import cdb
-from dnsmaster.core.compiler import compile_text
+from dnsmaster.core.compiler import PackedRecords, compile_text
 from dnsmaster.core.makedata import next_serial
 from dnsmaster.core.serial import newer
 from dnsmaster.errors import ArchiveError, TinydnsDataError
@@ -59,8 +59,8 @@ class Rolled:
 
     hold: Hold
     data: bytes
-    keys: list[bytes]
-    values: list[bytes]
+    #: In cdb's record layout: a rollback of 1M lines makes no Python object per record.
+    records: cdb.Packed
 
 
 def newest(*serials: int | None) -> int | None:
@@ -82,12 +82,14 @@ def prepare(archive: Archive, kept: Kept, floor: int | None, now: float | None =
     when = time.time() if now is None else now
     serial = next_serial(int(when), newest(floor, kept.serial))
     data = archive.render(kept, serial)
+    packed = PackedRecords()
     try:
-        records = compile_text(data, 0)
+        compile_text(data, 0, packed=packed)
     except TinydnsDataError as exc:
         raise ArchiveError(str(kept.path), f"kept build does not compile: {exc}") from None
     hold = Hold(serial, hashlib.sha256(data).hexdigest(), kept.serial, kept.sha256, when)
-    return Rolled(hold, data, records.keys, records.values)
+    records = cdb.Packed(memoryview(packed.blob), tuple(packed.serials), packed.count)
+    return Rolled(hold, data, records)
 
 
 def install(output: Path, rolled: Rolled) -> None:
@@ -110,7 +112,8 @@ def install(output: Path, rolled: Rolled) -> None:
         data_tmp = fsutil.stage(output / "data", lambda fd: fsutil.write_all(fd, rolled.data))
         try:
             cdb_tmp = fsutil.stage(
-                output / "data.cdb", lambda fd: cdb.write_fd(fd, rolled.keys, rolled.values)
+                output / "data.cdb",
+                lambda fd: cdb.write_packed(fd, [rolled.records], rolled.hold.serial),
             )
         except BaseException:
             fsutil.discard([data_tmp])
