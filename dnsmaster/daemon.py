@@ -934,6 +934,32 @@ class Daemon:
             # Keep serving what is there: slaves behind it still get it.
             self.current = _current_from_disk(self.config.output)
 
+    def _hold_damaged(self, exc: ArchiveError) -> None:
+        """A rollback file that cannot be trusted: hold all the same, push nothing.
+
+        The operator asked for the slaves to stay on an earlier build; a damaged
+        record of which one is a doubt, and a doubt never pushes. The master's own
+        data is pushed only when it is the build the hold names (a rollback
+        installs it there); ``rollback --release`` ends the hold.
+        """
+        try:
+            hold = rollback.read(self.config.output)
+        except ArchiveError:
+            hold = None
+        disk = _current_from_disk(self.config.output)
+        if hold is None:
+            hold = rollback.Hold(0, "", 0, "", time.time())
+        self.rollback = hold
+        self.current = disk if disk is not None and disk.sha256 == hold.sha256 else None
+        self.log.error(
+            "rollback.damaged",
+            path=exc.path,
+            error=exc.reason,
+            serial=hold.serial or None,
+            pushing=self.current is not None,
+            hint="the slaves keep what they have; dnsmaster rollback --release ends the hold",
+        )
+
     def _restore_rollback(self) -> bool:
         """After a restart: a rollback in force is held still; whether there is one.
 
@@ -944,8 +970,8 @@ class Daemon:
         try:
             found = rollback.load(self.config.output)
         except ArchiveError as exc:
-            self.log.error("rollback.damaged", path=exc.path, error=exc.reason)
-            return False
+            self._hold_damaged(exc)
+            return True
         if found is None:
             return False
         hold, data = found

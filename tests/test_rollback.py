@@ -278,3 +278,40 @@ def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
     assert str(serials[1]) in out
     for root in local.roots:
         assert not (root / "data").exists()  # nothing was pushed anywhere
+
+
+@pytest.mark.real
+def test_damaged_hold_still_holds_the_daemon(rig: Rig) -> None:
+    """A hold whose data no longer matches its sha256 is a doubt: the daemon pushes
+    nothing (a push by hand neither) until ``--release``."""
+    code, _, found = dnsmaster(rig.config, "push")
+    assert code == 0, found
+    first = events(found, "build.done")[0]["serial"]
+    write(rig.zones / "zones.example.com", example_com(NEW))
+    assert dnsmaster(rig.config, "push")[0] == 0
+    code, _, found = dnsmaster(rig.config, "rollback", "--to", str(first))
+    assert code == 0, found
+    rolled = events(found, "rollback.done")[0]["serial"]
+    serves(rig, OLD, rolled)
+
+    hold = rig.output / ".dnsmaster-builds" / "rollback"
+    raw = bytearray(hold.read_bytes())
+    raw[-2] ^= 0x20  # in the data after the header: its sha256 no longer matches
+    hold.write_bytes(bytes(raw))
+    write(rig.zones / "zones.example.com", example_com(NEWER))
+    daemon = rig.start(initial_push=False)
+    damaged = daemon.wait("rollback.damaged", timeout=TIMEOUT)
+    assert damaged["serial"] == rolled
+    time.sleep(SETTLE)
+    assert not daemon.find("push.done")
+    serves(rig, OLD, rolled)
+    assert dnsmaster(rig.config, "push")[0] == 1
+
+    mark = daemon.mark()
+    code, _, found = dnsmaster(rig.config, "rollback", "--release")
+    assert code == 0, found
+    released = daemon.wait("build.done", mark)["serial"]
+    assert released > rolled
+    daemon.wait_count("push.done", 2, mark, serial=released)
+    serves(rig, NEWER, released)
+    assert daemon.stop() == 0
