@@ -84,13 +84,19 @@ async def _release(cfg: Config, logger: Any) -> int:
     if hold is None:
         logger.info("rollback.nothing_held")
         return cli.EXIT_OK
-    rollback.clear(cfg.output)
-    logger.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
     # A build even when the zones are those of the last build: the slaves serve the
-    # rolled-back serial, and only a newer one replaces it.
+    # rolled-back serial, and only a newer one replaces it. The hold ends only once
+    # that build exists: a zones file that does not compile keeps the rollback.
     status = cli._run_build(cli._builder(cfg), logger)
     if status != cli.EXIT_OK:
+        logger.error(
+            "rollback.still_held",
+            serial=hold.serial,
+            hint="fix the zones, then dnsmaster rollback --release again",
+        )
         return status
+    rollback.clear(cfg.output)
+    logger.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
     return await cli._push_data(cfg, list(cfg.slaves), logger)
 
 

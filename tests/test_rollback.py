@@ -199,6 +199,15 @@ def test_rollback_without_a_daemon(rig: Rig) -> None:
     assert events(found, "rollback.held")
     serves(rig, OLD, rolled)
 
+    # A release whose build fails keeps the hold: nothing else would say so.
+    (rig.zones / "zones.broken").write_bytes(b"+broken.example.com\n")
+    code, _, found = dnsmaster(rig.config, "rollback", "--release")
+    assert code == 1, found
+    assert events(found, "rollback.still_held")
+    code, out, _ = dnsmaster(rig.config, "rollback", "--list")
+    assert "a rollback holds serial" in out
+    (rig.zones / "zones.broken").unlink()
+
     code, _, found = dnsmaster(rig.config, "rollback", "--release")
     assert code == 0, found
     released = events(found, "build.done")[0]["serial"]
