@@ -816,20 +816,25 @@ def payload_for(slave: Slave, data: bytes) -> bytes:
     return _sealed(data)
 
 
-@functools.lru_cache(maxsize=2)
+# The caches below hold whole data texts, keys and values alike, for as long as the
+# daemon lives: small sizes, so an idle daemon keeps about one build's worth beside
+# the one it serves, not several (a build of 1M lines is some 57 MB).
+
+
+@functools.lru_cache(maxsize=1)
 def _sealed(data: bytes) -> bytes:
     # Every slave gets the same bytes: hash and copy the data once per build, not once
     # per slave (the cache compares the very same object first, so a hit is cheap).
     return data + seal(data)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _zipped(payload: bytes) -> bytes:
-    # Once per build (and per delta), whatever the number of slaves.
+    # Once per build (the delta and the full data), whatever the number of slaves.
     return zlib.compress(payload, _ZLIB_LEVEL)
 
 
-@functools.lru_cache(maxsize=4)
+@functools.lru_cache(maxsize=2)
 def _delta(base: bytes, data: bytes) -> bytes:
     # Slaves on the same base (the usual case) share one delta.
     return deltas.make(base, data)
