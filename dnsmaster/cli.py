@@ -791,7 +791,10 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
         return await ask_first(channel)
 
     async def ask_again(channel: SlaveChannel, why: str) -> push.PushResult | push.Offer:
-        logger.info("push.record_stale", slave=channel.slave.name, error=why, next="status")
+        if why == push.NO_SMALLER_DELTA:  # the record holds; most of the data changed
+            logger.info("push.delta_unused", slave=channel.slave.name, reason=why, next="status")
+        else:
+            logger.info("push.record_stale", slave=channel.slave.name, error=why, next="status")
         return await ask_first(channel)
 
     base_of = _Bases(cfg, {sha256: data}, logger).get

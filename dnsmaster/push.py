@@ -857,6 +857,11 @@ def compresses(slave: Slave) -> bool:
         return True  # a name: assume it is elsewhere
 
 
+#: Why a recorded offer was not used although the record holds: the whole data is
+#: smaller than a delta (most of it changed), so the slave is asked as usual.
+NO_SMALLER_DELTA = "no delta smaller than the data"
+
+
 @dataclass(frozen=True, slots=True)
 class Offer:
     """What a slave can take beyond the plain data, from its last ``status``.
@@ -986,7 +991,7 @@ async def _push_recorded(
             await warming
     send = sends[0]
     if send.mode != "delta":
-        return None, "no delta smaller than the data"
+        return None, NO_SMALLER_DELTA
     payload = await _computed(_zipped, send.plain) if send.compressed else send.plain
     try:
         async with asyncio.timeout(timeout):
