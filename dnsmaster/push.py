@@ -1052,16 +1052,18 @@ async def _push_offered(
     """:func:`push_one` once the slave's offer is known."""
     slave = channel.slave
     refused: str | None = None
+    crossed = 0  # the bytes of a refused delta crossed too
     sends = await _sends(slave, data, offer)
     for n, send in enumerate(sends):
         # Compressed only when it is sent: a delta taken spares the data's zlib.
         payload = await _computed(_zipped, send.plain) if send.compressed else send.plain
+        crossed += len(payload)
 
         def failed(
             error: SlaveError,
             cut: bool = False,
             send: _Send = send,
-            sent: int = len(payload),
+            sent: int = crossed,
             refused: str | None = refused,
         ) -> PushResult:
             return PushResult(
@@ -1099,7 +1101,7 @@ async def _push_offered(
             slave.name,
             True,
             sha256,
-            len(payload),
+            crossed,
             time.monotonic() - started,
             0,
             output_cut=result.cut,

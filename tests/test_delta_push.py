@@ -406,6 +406,9 @@ async def test_refused_delta_falls_back_to_full(lab: Lab, master: Master) -> Non
     assert result.delta_refused is not None
     assert result.delta_refused.startswith("delta: base mismatch: the installed data is ")
     assert pair(a)[0] == master.data() + seal(master.data())
+    # what crossed: the refused delta and the full data, both compressed
+    full = zlib.compress(master.data() + seal(master.data()), 6)
+    assert result.bytes > len(full)
 
 
 def test_cut_delta_installs_nothing(lab: Lab, master: Master) -> None:
