@@ -33,6 +33,7 @@ except ImportError:  # built without the accelerator
 
 SERIAL = 1_700_000_123
 SOA_NUMBERS = bytes(range(20))
+SOA_TYPE = b"\x00\x06"  # a tinydns value starts with its type
 
 SETTINGS = settings(
     max_examples=200,
@@ -92,7 +93,7 @@ _values = st.binary(max_size=40)
 # A record, and whether it is an SOA whose serial is the build's (then 20+ bytes).
 _records = st.lists(
     st.tuples(_keys, _values, st.booleans()).map(
-        lambda r: (r[0], r[1] + SOA_NUMBERS, True) if r[2] else r
+        lambda r: (r[0], SOA_TYPE + r[1] + SOA_NUMBERS, True) if r[2] else r
     ),
     max_size=120,
 )
@@ -182,6 +183,7 @@ class TestRefusals:
             (GOOD, (len(GOOD) - 20, SERIAL_AT), "not the serial"),  # not ascending
             (GOOD, (len(GOOD) + 4,), "not the serial"),
             (GOOD, (2,), "not the serial"),  # a record with less than 20 bytes of data
+            (GOOD, (SERIAL_AT, len(GOOD) - 20), "not the serial"),  # 30 bytes, but not an SOA
             (GOOD, (-1,), "serial"),
             (GOOD, (2**64,), "serial"),
         ],

@@ -100,7 +100,9 @@ walk(const blob *b, uint64_t *count, hp *out, uint64_t pos)
         if (end > b->n)
             return 1;
         if (s < b->nserials && b->serials[s] < end) {
-            if (dlen < SOA_NUMBERS || b->serials[s] != end - SOA_NUMBERS)
+            const unsigned char *type = b->p + at + 8 + klen; /* the value's first bytes */
+            if (dlen < SOA_NUMBERS || b->serials[s] != end - SOA_NUMBERS || type[0] != 0 ||
+                type[1] != 6)
                 return 2;
             s++;
         }

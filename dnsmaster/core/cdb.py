@@ -50,6 +50,8 @@ _U32 = 0xFFFFFFFF
 # An SOA's data ends in its five numbers, the serial first (spec 3.8).
 _SOA_NUMBERS = 20
 _CUT = "a record runs past the end of the records"
+#: A tinydns record's value starts with its type: SOA is 6.
+_SOA_TYPE = b"\x00\x06"
 _NOT_SERIAL = "a serial offset is not the serial of an SOA record"
 
 
@@ -259,7 +261,12 @@ def _walk(blob: bytes | memoryview, serials: Sequence[int]) -> list[tuple[int, i
         if end > size:
             raise ValueError(_CUT)
         if s < len(serials) and serials[s] < end:
-            if dlen < _SOA_NUMBERS or serials[s] != end - _SOA_NUMBERS:
+            value = at + 8 + klen
+            if (
+                dlen < _SOA_NUMBERS
+                or serials[s] != end - _SOA_NUMBERS
+                or blob[value : value + 2] != _SOA_TYPE
+            ):
                 raise ValueError(_NOT_SERIAL)
             s += 1
         found.append((at, klen, dlen))
