@@ -71,7 +71,6 @@ import os
 import re
 import stat
 import struct
-import tempfile
 from collections.abc import Collection, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -399,17 +398,12 @@ class BuildCache:
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
     def _write(self, name: str, pieces: Iterable[bytes]) -> None:
-        fd, tmp = tempfile.mkstemp(dir=self.directory, prefix=f".{name}.", suffix=".tmp")
-        try:
+        def write(fd: int) -> None:
             for piece in pieces:
                 fsutil.write_all(fd, piece)
-            os.fchmod(fd, 0o644)
-        except BaseException:
-            os.close(fd)
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
-        os.close(fd)
+
+        # Not fsynced: the payload sha256 catches an entry cut short by a power cut.
+        tmp = fsutil.stage(self.directory / name, write, fsync=False)
         try:
             os.replace(tmp, self.directory / name)
         except BaseException:

@@ -56,13 +56,17 @@ def write_all(fd: int, data: bytes) -> None:
         view = view[os.write(fd, view) :]
 
 
-def stage(path: Path, write: Callable[[int], None], mode: int = 0o644) -> Path:
-    """Write a complete, fsynced temp file beside ``path``; return the temp path."""
+def stage(
+    path: Path, write: Callable[[int], None], mode: int = 0o644, *, fsync: bool = True
+) -> Path:
+    """Write a complete temp file beside ``path``, fsynced unless ``fsync`` is False
+    (for files whose reader checks them whole); return the temp path."""
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
         write(fd)
         os.fchmod(fd, mode)
-        os.fsync(fd)
+        if fsync:
+            os.fsync(fd)
     except BaseException:
         os.close(fd)
         with contextlib.suppress(OSError):

@@ -730,7 +730,9 @@ def replace(src, dst):
         seen.append(dst)
     real_replace(src, dst)
 
-buildcache.fsutil = types.SimpleNamespace(write_all=write_all, describe=fsutil.describe)
+buildcache.fsutil = types.SimpleNamespace(
+    write_all=write_all, describe=fsutil.describe, stage=fsutil.stage
+)
 buildcache.os.replace = replace
 Builder(Path(sys.argv[1]), Path(sys.argv[2]), clock=lambda: {now}).build()
 """
