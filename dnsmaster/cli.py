@@ -1004,12 +1004,6 @@ def _hand_off(
     def built(build: Any) -> None:
         logger.info("build.done", serial=build.serial, sha256=build.sha256[:16], by="daemon")
 
-    def slave_done(name: str, slave: Any) -> None:
-        if slave.result == "ok":
-            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
-        else:
-            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
-
     outcome = handoff.follow(
         cfg.state,
         daemon,
@@ -1017,15 +1011,35 @@ def _hand_off(
         repush=repush,
         slaves=slaves,
         timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
-        on_slave=slave_done,
+        on_slave=_slave_reporter(logger),
         on_build=built,
         signum=signum,
     )
     return _handed_off(outcome, daemon, slaves, logger)
 
 
-def _handed_off(outcome: Any, daemon: int, slaves: Sequence[str], logger: Any) -> int:
-    """Report what the daemon did with a hand-off (:func:`dnsmaster.handoff.follow`)."""
+def _slave_reporter(logger: Any) -> Callable[[str, Any], None]:
+    """What logs each slave's outcome as a daemon that was handed a request reports it."""
+
+    def slave_done(name: str, slave: Any) -> None:
+        if slave.result == "ok":
+            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
+        else:
+            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
+
+    return slave_done
+
+
+def _handed_off(
+    outcome: Any,
+    daemon: int,
+    slaves: Sequence[str],
+    logger: Any,
+    *,
+    late: str = "the daemon did not build in time",
+) -> int:
+    """Report what the daemon did with a hand-off (:func:`dnsmaster.handoff.follow`,
+    :func:`~dnsmaster.handoff.follow_request`); ``late`` says a daemon that did not."""
     if outcome.held is not None and outcome.held_by == "rollback":
         logger.error("rollback.held", reason=outcome.held, by="daemon")
         return EXIT_DATA
@@ -1051,7 +1065,7 @@ def _handed_off(outcome: Any, daemon: int, slaves: Sequence[str], logger: Any) -
             failed=len(failed) + len(outcome.pending),
         )
     if outcome.build is None:
-        logger.error("handoff.failed", daemon=daemon, error="the daemon did not build in time")
+        logger.error("handoff.failed", daemon=daemon, error=late)
         return EXIT_SYSTEM
     return EXIT_SLAVES if failed or outcome.pending else EXIT_OK
 

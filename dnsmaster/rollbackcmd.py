@@ -139,12 +139,6 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         event = "build.done" if kept is None else "rollback.done"
         logger.info(event, serial=build.serial, sha256=build.sha256[:16], by="daemon")
 
-    def slave_done(name: str, slave: Any) -> None:
-        if slave.result == "ok":
-            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
-        else:
-            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
-
     names = [s.name for s in cfg.slaves]
     outcome = handoff.follow_request(
         cfg.state,
@@ -153,36 +147,13 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         fingerprint=fingerprint,
         slaves=names,
         timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
-        on_slave=slave_done,
+        on_slave=cli._slave_reporter(logger),
         on_build=built,
     )
     if outcome.error is not None:
         logger.error("rollback.failed", error=outcome.error, by="daemon")
         return cli.EXIT_SYSTEM
-    if outcome.held is not None:
-        logger.critical(
-            "guard.held",
-            reason=outcome.held,
-            by="daemon",
-            hint="check with dnsmaster diff; release with dnsmaster push --accept",
-        )
-        return cli.EXIT_DATA
-    if outcome.build_failed:
-        error = outcome.build.error if outcome.build else None
-        logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")
-        return cli.EXIT_DATA
-    failed = [n for n, why in outcome.slaves.items() if why is not None]
-    for name in outcome.pending:
-        logger.error("push.failed", slave=name, error="no outcome from the daemon in time")
-    logger.info(
-        "push.end",
-        ok=len(names) - len(failed) - len(outcome.pending),
-        failed=len(failed) + len(outcome.pending),
-    )
-    if outcome.build is None:
-        logger.error("handoff.failed", daemon=daemon, error="the daemon did not act in time")
-        return cli.EXIT_SYSTEM
-    return cli.EXIT_SLAVES if failed or outcome.pending else cli.EXIT_OK
+    return cli._handed_off(outcome, daemon, names, logger, late="the daemon did not act in time")
 
 
 def _list(cfg: Config, archive: Archive) -> int:
