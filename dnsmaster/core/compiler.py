@@ -56,6 +56,7 @@ __all__ = [
     "compile_lines",
     "compile_text",
     "default_serial",
+    "no_gc",
     "split_lines",
 ]
 
@@ -562,7 +563,7 @@ def compile_lines(
     is checked too.
     """
     c = _Compiler(serial, first_lineno)
-    with _no_gc():
+    with no_gc():
         if _accel is None:
             for index, line in enumerate(lines):
                 _compile_line(c, index, line.rstrip(b" \t\n"), linter, errors)  # §2.2
@@ -586,7 +587,7 @@ def compile_text(
     ``packed``, the records go there instead, and the Records returned hold only
     ``stamped``."""
     c = _Compiler(serial, 1, stamped_at)
-    with _no_gc():
+    with no_gc():
         if _accel is None:
             for index, line in enumerate(split_lines(data)):
                 _compile_line(c, index, line.rstrip(b" \t"), linter, errors)  # §2.2
@@ -606,7 +607,7 @@ def compile_data(data: bytes, mtime: int) -> bytes:
 
 
 @contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
+def no_gc() -> Iterator[None]:
     """Nothing a compile makes has cycles; the collector would walk every temp list."""
     was_enabled = gc.isenabled()
     gc.disable()

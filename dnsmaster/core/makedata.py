@@ -15,10 +15,8 @@ re-stamps the serial everywhere else.
 
 from __future__ import annotations
 
-import contextlib
-import gc
 import hashlib
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
 from typing import Protocol
@@ -31,6 +29,7 @@ from dnsmaster.core.compiler import (
     accelerator,
     compile_lines,
     compile_text,
+    no_gc,
     split_lines,
 )
 from dnsmaster.core.fields import name_to_wire, number, split_fields
@@ -153,7 +152,7 @@ def check_source(
         line = content[: content.index(_SERIAL)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
-    with _no_gc():
+    with no_gc():
         return _check(name, content, packed, digest)
 
 
@@ -210,19 +209,6 @@ def _check(
         lines=content.count(b"\n") + (not content.endswith(b"\n") and bool(content)),
     )
     return SourceCheck((), warnings, compiled)
-
-
-@contextlib.contextmanager
-def _no_gc() -> Iterator[None]:
-    """A source makes no cycles, but a million objects the collector would walk again
-    and again while they are made."""
-    was_enabled = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            gc.enable()
 
 
 def _line_end(content: bytes, start: int) -> int:
