@@ -71,7 +71,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from datagen import write_zones  # noqa: E402
 from wanproxy import Counts, Proxy, ProxyThread  # noqa: E402
 
-from tests.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
+from tests.realworld import Lab, Receiver, Slave, _ssh_keygen, ssh_options  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
@@ -338,26 +338,7 @@ class Wan:
         argv = [
             self.lab.ssh_binary,
             "-T",
-            "-F",
-            "/dev/null",
-            "-i",
-            str(self.classic_key),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "UpdateHostKeys=no",
-            "-o",
-            "CheckHostIP=no",
-            "-o",
-            "ConnectTimeout=30",
+            *ssh_options(self.classic_key, self.known_hosts, connect_timeout=30),
         ]
         return shlex.join(argv)
 

@@ -98,6 +98,7 @@ __all__ = [
     "lab_account",
     "sealed",
     "slaves",
+    "ssh_options",
 ]
 
 #: The directory that holds the ``dnsmaster`` package under test.
@@ -560,6 +561,33 @@ class Tinydns(_Server):
             time.sleep(0.05)
 
 
+def ssh_options(key: Path, known_hosts: Path, *, connect_timeout: int = 5) -> list[str]:
+    """The OpenSSH client's options for a lab: ``key`` only, no config file, no
+    prompt, the host key checked strictly against ``known_hosts``."""
+    return [
+        "-F",
+        "/dev/null",
+        "-i",
+        str(key),
+        "-o",
+        "IdentitiesOnly=yes",
+        "-o",
+        "BatchMode=yes",
+        "-o",
+        f"UserKnownHostsFile={known_hosts}",
+        "-o",
+        "GlobalKnownHostsFile=/dev/null",
+        "-o",
+        "StrictHostKeyChecking=yes",
+        "-o",
+        "UpdateHostKeys=no",
+        "-o",
+        "CheckHostIP=no",
+        "-o",
+        f"ConnectTimeout={connect_timeout}",
+    ]
+
+
 @dataclass
 class Slave:
     """One slave: an sshd and a tinydns on ``address``, serving ``root``."""
@@ -776,26 +804,7 @@ class Lab:
         """The OpenSSH client command line for ``slave``, host key checked strictly."""
         return [
             self.ssh_binary,
-            "-F",
-            "/dev/null",
-            "-i",
-            str(self.key),
-            "-o",
-            "IdentitiesOnly=yes",
-            "-o",
-            "BatchMode=yes",
-            "-o",
-            f"UserKnownHostsFile={self.known_hosts}",
-            "-o",
-            "GlobalKnownHostsFile=/dev/null",
-            "-o",
-            "StrictHostKeyChecking=yes",
-            "-o",
-            "UpdateHostKeys=no",
-            "-o",
-            "CheckHostIP=no",
-            "-o",
-            "ConnectTimeout=5",
+            *ssh_options(self.key, self.known_hosts),
             "-p",
             str(slave.port),
             f"{self.user}@{slave.address}",
