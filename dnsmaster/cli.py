@@ -19,6 +19,7 @@ import argparse
 import contextlib
 import os
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -341,6 +342,7 @@ def _version() -> str:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
     argv = list(sys.argv[1:] if argv is None else argv)
+    warnings.showwarning = _log_warning
     if argv[:1] == ["receive"]:
         # The slave's hot path: straight to the receiver, its own options and nothing
         # else to import or parse.
@@ -351,6 +353,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "diff" or getattr(args, "dry_run", False):
         return _plan(args)
     return _COMMANDS[args.command](args)
+
+
+def _log_warning(*args: Any, **kwargs: Any) -> None:
+    """A Python warning becomes a log event; structlog is imported only if one comes."""
+    from dnsmaster import log  # noqa: PLC0415
+
+    log.capture_warnings()
+    warnings.showwarning(*args, **kwargs)
 
 
 def _tinydns_data(args: argparse.Namespace) -> int:

@@ -51,8 +51,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, TextIO
 
-import asyncssh
-
 from dnsmaster import __version__, push
 from dnsmaster.config import Config, Slave
 from dnsmaster.core import compiler
@@ -62,6 +60,7 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
 from dnsmaster.protocol import DELTA
+from dnsmaster.sshlib import asyncssh
 from dnsmaster.verify import check_serials
 
 __all__ = [

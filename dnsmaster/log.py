@@ -15,12 +15,21 @@ from __future__ import annotations
 
 import logging
 import sys
+import warnings
 from typing import Any, Literal, TextIO
 
 import structlog
 from structlog.typing import EventDict
 
-__all__ = ["FORMATS", "LEVELS", "Logger", "configure", "escape_controls", "get_logger"]
+__all__ = [
+    "FORMATS",
+    "LEVELS",
+    "Logger",
+    "capture_warnings",
+    "configure",
+    "escape_controls",
+    "get_logger",
+]
 
 FORMATS = ("logfmt", "json")
 LEVELS = ("debug", "info", "warning", "error")
@@ -79,3 +88,31 @@ def get_logger() -> Logger:
     """The process's logger; call :func:`configure` first."""
     logger: Logger = structlog.get_logger()
     return logger
+
+
+def capture_warnings() -> None:
+    """Send every Python warning to the log as one ``python.warning`` event.
+
+    Python prints a warning as two lines of raw text on stderr, which would land
+    between the log's lines (and break ``--log-format json``); a dependency that
+    starts to warn after an upgrade must show up as an event an operator can grep.
+    """
+    warnings.showwarning = _log_warning
+
+
+def _log_warning(  # noqa: PLR0917 (warnings.showwarning's signature)
+    message: Warning | str,
+    category: type[Warning],
+    filename: str,
+    lineno: int,
+    file: TextIO | None = None,
+    line: str | None = None,
+) -> None:
+    if not structlog.is_configured():
+        configure()  # a warning before the command set up its log: logfmt on stderr
+    get_logger().warning(
+        "python.warning",
+        category=category.__name__,
+        message=str(message),
+        where=f"{filename}:{lineno}",
+    )

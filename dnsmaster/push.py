@@ -52,8 +52,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
-import asyncssh
-
 from dnsmaster import __version__
 from dnsmaster.config import Config, Slave
 from dnsmaster.core import delta as deltas
@@ -68,6 +66,7 @@ from dnsmaster.errors import (
 )
 from dnsmaster.fsutil import describe
 from dnsmaster.protocol import DELTA, NEEDED
+from dnsmaster.sshlib import asyncssh
 
 __all__ = [
     "EXIT_DELTA",

@@ -804,10 +804,9 @@ def _reason(exc: BaseException) -> str:
 async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
 ) -> tuple[SlaveVersion | None, str | None, float]:
-    import asyncssh  # noqa: PLC0415
-
     from dnsmaster.errors import PushError  # noqa: PLC0415
     from dnsmaster.push import channel_for, fetch_status  # noqa: PLC0415
+    from dnsmaster.sshlib import asyncssh  # noqa: PLC0415
 
     started = time.perf_counter()
     channel = channel_for(slave, cfg)

@@ -21,8 +21,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-import asyncssh
 import pytest
+
+from dnsmaster.sshlib import asyncssh
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.realworld import Lab, Slave

@@ -21,7 +21,6 @@ import tracemalloc
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-import asyncssh
 import pytest
 
 from dnsmaster import errors, push
@@ -35,6 +34,7 @@ from dnsmaster.errors import (
     PushError,
     SlaveError,
 )
+from dnsmaster.sshlib import asyncssh
 from tests.daemonrun import DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
