@@ -16,7 +16,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -127,7 +127,11 @@ class DaemonProcess:
     def _read(self) -> None:
         assert self.proc is not None
         assert self.proc.stdout is not None
-        for raw in self.proc.stdout:
+        with self.proc.stdout:  # closed at EOF: an open pipe is a ResourceWarning, an error here
+            self._read_lines(self.proc.stdout)
+
+    def _read_lines(self, stdout: Iterable[bytes]) -> None:
+        for raw in stdout:
             text = raw.decode("utf-8", "replace").rstrip("\n")
             try:
                 event = json.loads(text)

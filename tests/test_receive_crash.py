@@ -258,9 +258,9 @@ class TestKilled:
 
 def feed(proc: subprocess.Popen[bytes], stream: bytes) -> None:
     assert proc.stdin is not None
-    with contextlib.suppress(BrokenPipeError):
+    # The pipe is closed however the write ends: the receiver may be killed mid-stream.
+    with contextlib.suppress(BrokenPipeError), proc.stdin:
         proc.stdin.write(stream)
-        proc.stdin.close()
 
 
 class TestSystemErrors:
