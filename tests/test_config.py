@@ -183,6 +183,21 @@ def test_default_known_hosts_is_the_users(home: Path, monkeypatch: pytest.Monkey
     assert config.load(home / "dnsmaster.toml").known_hosts == home / ".ssh" / "known_hosts"
 
 
+def test_without_ssh_known_hosts_and_keys_are_not_read(home: Path) -> None:
+    """A command that never opens SSH (status) loads a config whose SSH files are
+    missing; any other load refuses it, saying how to create known_hosts."""
+    text = 'zones = "z"\noutput = "o"\nknown_hosts = "nope"\nkey = "missing"\n' + SLAVE
+    path = write(home, text)
+    cfg = config.load(path, ssh=False)
+    assert (cfg.known_hosts, cfg.key) == (home / "nope", home / "missing")
+    err = load_error(home, text)
+    assert err.key == "known_hosts"
+    assert f"ssh-keyscan -p PORT HOST >> {home / 'nope'}" in err.reason
+    # The key is the next thing an SSH command needs, and still checked.
+    (home / "nope").write_text("")
+    assert load_error(home, text).key == "key"
+
+
 def test_local_slaves_need_no_known_hosts(home: Path) -> None:
     text = 'zones = "z"\noutput = "o"\nkey = "missing"\nknown_hosts = "missing"\n'
     text += '[[slave]]\nname = "l"\ntransport = "local"\nroot = "r"\n'
