@@ -603,6 +603,45 @@ def test_cli_prints_the_error_and_exits_2(home: Path, command: str) -> None:
     assert proc.stdout == ""
 
 
+#: Every command that reads the configuration, as a user would type it.
+CONFIG_COMMANDS = [
+    ["run"],
+    ["build"],
+    ["build", "--dry-run"],
+    ["check"],
+    ["push"],
+    ["push", "--dry-run"],
+    ["status"],
+    ["status", "--live"],
+    ["diff"],
+    ["doctor"],
+    ["wait", "1"],
+    ["rollback"],
+]
+
+
+def test_cli_one_shape_for_config_errors(home: Path) -> None:
+    """Whatever the command, a config error is the one line ``dnsmaster: FILE: key:
+    reason`` and exit 2 (not a log event for some, a bare reason for others)."""
+    path = write(home, BASE + "[push]\nparallel = 0\n")
+    for argv in CONFIG_COMMANDS:
+        proc = run_cli(*argv, "--config", str(path))
+        expected = f"dnsmaster: {path}: push.parallel: must be from 1 to 1024, not 0\n"
+        assert (proc.returncode, proc.stderr, proc.stdout) == (EXIT_USAGE, expected, ""), argv
+    for argv in (["build"], ["check"], ["push"], ["status"]):
+        proc = run_cli(*argv)
+        expected = "dnsmaster: no configuration: give --config FILE or set DNSMASTER_CONFIG\n"
+        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
+
+
+def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
+    path = write(home, BASE + SLAVE)
+    for argv in (["push", "--no-build"], ["push", "--dry-run"], ["wait", "1"], ["diff"]):
+        proc = run_cli(*argv, "--config", str(path), "--slave", "zz")
+        expected = f"dnsmaster: {path}: slave: no such slave: zz\n"
+        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
+
+
 def test_cli_uses_the_environment(home: Path) -> None:
     path = write(home, BASE + SLAVE + 'protocol = "rsync"\n')
     proc = run_cli("push", env={"DNSMASTER_CONFIG": str(path)})
