@@ -634,6 +634,19 @@ def test_cli_one_shape_for_config_errors(home: Path) -> None:
         assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
 
 
+def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
+    """What opens SSH refuses a missing known_hosts before connecting, saying how to
+    create it; status without --live does not open SSH (tests/test_status.py)."""
+    path = write(home, BASE.replace('"known_hosts"', '"missing"') + SLAVE)
+    for argv in (["push", "--no-build"], ["doctor"], ["status", "--live"]):
+        proc = run_cli(*argv, "--config", str(path))
+        assert proc.returncode == EXIT_USAGE, argv
+        assert proc.stderr.startswith(
+            f"dnsmaster: {path}: known_hosts: {home / 'missing'}: cannot read: "
+        ), argv
+        assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in proc.stderr, argv
+
+
 def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
     path = write(home, BASE + SLAVE)
     for argv in (["push", "--no-build"], ["push", "--dry-run"], ["wait", "1"], ["diff"]):
