@@ -7,6 +7,7 @@ save propagate, and every line a slave prints, without SSH keys or tinydns.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shlex
 import shutil
@@ -38,25 +39,22 @@ root = "slaves/ns3"
 """
 
 
-def command(argv0: str | None = None) -> str:
-    """How a shell runs this dnsmaster (``argv0``: the running program's path, by
-    default ``sys.argv[0]``).
+def command() -> str:
+    """How a shell runs this dnsmaster.
 
     ``dnsmaster`` when PATH finds this very program; else its path, since a
     program installed in a venv (``.venv/bin/dnsmaster``) is not on PATH and a
     bare ``dnsmaster`` would fail, or run another installation.
     """
-    script = Path(sys.argv[0] if argv0 is None else argv0)
+    script = Path(sys.argv[0])
     if script.name == "__main__.py":  # python -m dnsmaster: no script of its own
         return f"{shlex.quote(sys.executable)} -m dnsmaster"
-    found = shutil.which("dnsmaster")
-    try:
-        if found is not None and os.path.samefile(found, script):
-            return "dnsmaster"
-    except OSError:
-        pass  # the running program's path is gone or unknown: say it as it was
     if not script.is_file():
         return "dnsmaster"  # not run as a script (python -c, embedded): nothing better
+    found = shutil.which("dnsmaster")
+    with contextlib.suppress(OSError):  # found and removed since: not this program
+        if found is not None and os.path.samefile(found, script):
+            return "dnsmaster"
     return shlex.quote(str(script.absolute()))
 
 
