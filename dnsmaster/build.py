@@ -43,12 +43,12 @@ from dnsmaster.core.makedata import (
     previous_serial,
 )
 from dnsmaster.core.serial import newer
-from dnsmaster.core.sources import is_source, source_order, why_skipped
+from dnsmaster.core.sources import source_order, why_skipped
 from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import ArchiveError, BuildError, DataError, DataErrors
 from dnsmaster.log import get_logger
 
-__all__ = ["DEFAULT_MAX_FILE_SIZE", "BuildResult", "Builder", "Diagnosis"]
+__all__ = ["DEFAULT_MAX_FILE_SIZE", "BuildResult", "Builder", "Diagnosis", "list_sources"]
 
 _RACY_NS = 2_000_000_000
 
@@ -260,28 +260,22 @@ class Builder:
 
     def _scan(self) -> tuple[list[str], list[tuple[str, str]]]:
         try:
-            entries = [e for e in os.scandir(self.zones) if not e.is_dir()]
+            names, skipped = list_sources(self.zones)
         except FileNotFoundError:
             raise BuildError(str(self.zones), "zones directory does not exist") from None
         except NotADirectoryError:
             raise BuildError(str(self.zones), "is not a directory") from None
         except OSError as exc:
             raise BuildError(str(self.zones), f"cannot list: {fsutil.describe(exc)}") from None
-        names = [e.name for e in entries]
         for name in names:
-            if is_source(name) and has_control(name):
+            if has_control(name):
                 # It would be written into a "# zones.X:LINE" comment of data, where a
                 # newline starts a line of its own: a record nobody wrote.
                 raise BuildError(
                     printable(str(self.zones / name)),
                     "file name contains a control character; rename the file",
                 )
-        skipped = []
-        for name in sorted(names):
-            reason = why_skipped(name)
-            if reason is not None and (name.startswith((".", "#")) or "zones." in name):
-                skipped.append((name, reason))
-        return source_order([n for n in names if is_source(n)]), skipped
+        return names, skipped
 
     def _compile(self, names: list[str]) -> tuple[list[Ready], list[str]]:
         """Every source compiled, and the names of those compiled here, not cached.
@@ -557,6 +551,24 @@ class Builder:
     def _cannot_write(self, exc: OSError) -> BuildError:
         where = exc.filename or str(self.output)
         return BuildError(str(where), f"cannot write: {fsutil.describe(exc)}")
+
+
+def list_sources(zones: Path) -> tuple[list[str], list[tuple[str, str]]]:
+    """The sources in ``zones`` in build order, and the look-alikes skipped with why
+    (``zones.x~``: an editor backup), by name.
+
+    What build, check and doctor count, so that they never disagree. Raises OSError
+    when the directory cannot be listed.
+    """
+    with os.scandir(zones) as entries:
+        names = [e.name for e in entries if not e.is_dir()]
+    skipped = []
+    for name in sorted(names):
+        reason = why_skipped(name)
+        # Only what looks meant as data is worth a word; the rest is simply not ours.
+        if reason is not None and (name.startswith((".", "#")) or "zones." in name):
+            skipped.append((name, reason))
+    return source_order(names), skipped
 
 
 def _kind(mode: int) -> str:

@@ -429,7 +429,7 @@ def _config_and_log(args: argparse.Namespace) -> Config | None:
     try:
         cfg = _config(args)
     except ConfigError as exc:
-        sys.stderr.write(f"dnsmaster: {exc}\n")
+        _usage_error(str(exc))
         return None
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
@@ -453,6 +453,8 @@ def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path 
 
 
 def _usage_error(message: str) -> int:
+    """A usage or configuration error (``str(ConfigError)``: ``FILE: key: reason``):
+    one line on stderr, whatever the log format, as status, doctor and diff print it."""
     sys.stderr.write(f"dnsmaster: {message}\n")
     return EXIT_USAGE
 
@@ -522,8 +524,7 @@ def _build(args: argparse.Namespace) -> int:
         zones, out, strict = _zones_paths(args, output=True)
         cfg = _config(args) if args.out is None else None
     except ConfigError as exc:
-        logger.error("config.invalid", error=str(exc))
-        return EXIT_USAGE
+        return _usage_error(str(exc))
     assert out is not None
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
@@ -651,11 +652,10 @@ def _config_log_slaves(args: argparse.Namespace) -> tuple[Config, Any, list[Slav
     cfg = _config_and_log(args)
     if cfg is None:
         return None
-    logger = log.get_logger()
     try:
-        return cfg, logger, list(cfg.select(args.slave))
+        return cfg, log.get_logger(), list(cfg.select(args.slave))
     except ConfigError as exc:
-        logger.error("config.invalid", error=exc.reason)
+        _usage_error(str(exc))
         return None
 
 

@@ -9,7 +9,9 @@ Private keys are read and parsed here, not at the first push: a key with a
 passphrase, or a file that is no private key, would otherwise surface only as a
 failed push per slave, retried forever. What is legal but unsafe (files others
 may write, a key others may read) is no error: it is listed in
-:attr:`Config.warnings` for the caller to log.
+:attr:`Config.warnings` for the caller to log. A command that never opens SSH
+(``status`` without ``--live``) loads with ``ssh=False``: it may run as a user
+who cannot read the key, on a master whose known_hosts is not written yet.
 """
 
 from __future__ import annotations
@@ -179,8 +181,12 @@ def resolve_path(option: str | os.PathLike[str] | None, environ: Mapping[str, st
     raise ConfigError("", "", f"no configuration: give --config FILE or set {ENV_VAR}")
 
 
-def load(path: Path) -> Config:
-    """Read and check the configuration file at ``path``."""
+def load(path: Path, *, ssh: bool = True) -> Config:
+    """Read and check the configuration file at ``path``.
+
+    ``ssh=False``: the files only an SSH connection reads (known_hosts, private
+    keys) are named but not checked, for a command that never opens one.
+    """
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -191,7 +197,7 @@ def load(path: Path) -> Config:
         raise ConfigError(str(path), "", f"not UTF-8 (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
-    return from_mapping(table, path=path)
+    return from_mapping(table, path=path, ssh=ssh)
 
 
 _T = TypeVar("_T")
@@ -298,8 +304,9 @@ def _names(cls: type) -> tuple[str, ...]:
     return tuple(f.name for f in fields(cls))
 
 
-def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
-    """Check a parsed TOML document and build the :class:`Config`."""
+def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> Config:
+    """Check a parsed TOML document and build the :class:`Config` (``ssh``: as for
+    :func:`load`)."""
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
         "slave", "daemon", "push", "log", "metrics", "hooks", "guard",
@@ -348,7 +355,8 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
         if known_hosts is None:
             # Never fall back to "no checking": the user's own known_hosts, or an error.
             known_hosts = Path("~/.ssh/known_hosts").expanduser()
-        _readable(path, "known_hosts", known_hosts)
+        if ssh:
+            _known_hosts_readable(path, known_hosts)
         warnings += _writable_by_anyone(
             known_hosts, "the known_hosts file", "add a host key and pose as a slave"
         )
@@ -357,7 +365,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path) -> Config:
     for i, slave in enumerate(slaves):
         if slave.key is not None:
             keys.setdefault(slave.key, f"slave[{i}].key")
-    for file, name in keys.items():
+    for file, name in keys.items() if ssh else ():
         warnings += _private_key(path, name, file)
     return Config(
         path=path,
@@ -493,12 +501,18 @@ def _slave(item: object, *, path: Path, index: int, user: str) -> Slave:
     return slave
 
 
-def _readable(path: Path, key: str, file: Path) -> None:
+def _known_hosts_readable(path: Path, file: Path) -> None:
     try:
         with file.open("rb"):
             pass
     except OSError as exc:
-        raise ConfigError(str(path), key, f"{file}: cannot read: {describe(exc)}") from None
+        raise ConfigError(
+            str(path),
+            "known_hosts",
+            f"{file}: cannot read: {describe(exc)}; every SSH slave's host key is checked "
+            f"against it: create it (`ssh-keyscan -p PORT HOST >> {file}`, then compare the "
+            "keys with the slaves'), or set known_hosts to the file that holds them",
+        ) from None
 
 
 #: Far beyond any private key (an 16384-bit RSA key is 13 kB): a bigger file is not

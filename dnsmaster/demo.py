@@ -7,12 +7,15 @@ save propagate, and every line a slave prints, without SSH keys or tinydns.
 
 from __future__ import annotations
 
+import contextlib
+import os
+import shlex
 import shutil
 import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CONFIG", "main"]
+__all__ = ["CONFIG", "command", "main"]
 
 CONFIG = """\
 # dnsmaster demo: one master and two slaves on this machine. The slaves are
@@ -36,6 +39,25 @@ root = "slaves/ns3"
 """
 
 
+def command() -> str:
+    """How a shell runs this dnsmaster.
+
+    ``dnsmaster`` when PATH finds this very program; else its path, since a
+    program installed in a venv (``.venv/bin/dnsmaster``) is not on PATH and a
+    bare ``dnsmaster`` would fail, or run another installation.
+    """
+    script = Path(sys.argv[0])
+    if script.name == "__main__.py":  # python -m dnsmaster: no script of its own
+        return f"{shlex.quote(sys.executable)} -m dnsmaster"
+    if not script.is_file():
+        return "dnsmaster"  # not run as a script (python -c, embedded): nothing better
+    found = shutil.which("dnsmaster")
+    with contextlib.suppress(OSError):  # found and removed since: not this program
+        if found is not None and os.path.samefile(found, script):
+            return "dnsmaster"
+    return shlex.quote(str(script.absolute()))
+
+
 def main(directory: Path) -> int:
     """Create the demo in ``directory`` (kept if it exists); the exit status."""
     zones = directory / "zones"
@@ -52,8 +74,10 @@ def main(directory: Path) -> int:
     except OSError as exc:
         sys.stderr.write(f"dnsmaster: {exc.filename or directory}: {exc.strerror or exc}\n")
         return 111
+    # Absolute: the status command is meant for another terminal, in another directory.
+    config_path = shlex.quote(str(config.absolute()))
     sys.stderr.write(
         f"dnsmaster demo in {directory}/: edit {zones}/zones.example.com and save;\n"
-        f"watch the log here, then: dnsmaster status --config {config}\n"
+        f"watch the log here, then: {command()} status --config {config_path}\n"
     )
     return 0

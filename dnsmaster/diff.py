@@ -102,10 +102,7 @@ async def push_plan(args: argparse.Namespace) -> int:
     try:
         builder, cfg = _builder(args)
         assert cfg is not None  # push has no --zones/--out: the configuration names them
-        try:
-            chosen = cfg.select(args.slave)
-        except ConfigError as exc:
-            raise CannotPlan(exc.reason) from None
+        chosen = cfg.select(args.slave)
         if args.no_build:
             current = _current(builder.output)
             sides = Sides(current, current, True)
@@ -219,9 +216,7 @@ def _config(args: argparse.Namespace) -> Config:
 async def _slave_plan(args: argparse.Namespace) -> int:
     builder, _ = _builder(args)
     cfg = _config(args)
-    slave = next((s for s in cfg.slaves if s.name == args.slave), None)
-    if slave is None:
-        raise CannotPlan(f"no such slave: {args.slave}")
+    (slave,) = cfg.select([args.slave])
     if slave.protocol == "legacy":
         raise CannotPlan(f"{slave.name} runs the classic update-dns: it cannot say what it holds")
     version, error = await _holds(slave, cfg)

@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Literal, TextIO
 
 from dnsmaster import __version__, push
+from dnsmaster.build import list_sources
 from dnsmaster.config import Config, Slave
 from dnsmaster.core import compiler
 from dnsmaster.core.banner import previous_serial
@@ -221,16 +222,17 @@ def _master_checks(cfg: Config) -> tuple[list[Check], _Build | None]:
         )
     zones = _Group("zones")
     try:
-        names = os.listdir(cfg.zones)
+        files, skipped = list_sources(cfg.zones)
     except OSError as exc:
         fix = f"mkdir -p {cfg.zones}" if exc.errno == errno.ENOENT else f"chmod u+rx {cfg.zones}"
         zones.fail(
             str(cfg.zones), f"cannot read: {describe(exc)}", f"{fix}, or set zones in {cfg.path}"
         )
     else:
-        files = [n for n in names if n.startswith("zones.") or n == "header"]
         if files:
-            zones.ok(f"{cfg.zones} readable: {len(files)} files (header, zones.*)")
+            zones.ok(
+                f"{cfg.zones} readable: {len(files)} files (header, zones.*)" + _skipped(skipped)
+            )
         else:
             zones.warn(
                 str(cfg.zones),
@@ -257,6 +259,14 @@ def _master_checks(cfg: Config) -> tuple[list[Check], _Build | None]:
             else f"unset {compiler.PURE_PYTHON_ENV}",
         )
     return conf.checks + zones.checks + out.checks + accel.checks, build
+
+
+def _skipped(skipped: Sequence[tuple[str, str]]) -> str:
+    """The look-alikes the build leaves out, as `check` lists them (the first few)."""
+    if not skipped:
+        return ""
+    shown = ", ".join(f"{printable(name)} ({reason})" for name, reason in skipped[:3])
+    return f"; skipped {shown}" + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
 
 
 def _read_build(group: _Group, cfg: Config) -> _Build | None:

@@ -125,8 +125,9 @@ class ConfigError(DnsmasterError):
         self.path = path
         self.key = key
         self.reason = reason
-        where = f"{path}: {key}" if key else path
-        super().__init__(f"{where}: {reason}")
+        # No file yet (no --config, no $DNSMASTER_CONFIG): the reason alone, not ": reason".
+        where = ": ".join(part for part in (path, key) if part)
+        super().__init__(f"{where}: {reason}" if where else reason)
 
 
 #: Where a slave's push or status request failed: reaching it (``connect``), its

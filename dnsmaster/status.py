@@ -1027,7 +1027,9 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     if args.timeout <= 0:
         return unknown("--timeout must be more than 0", EXIT_USAGE)
     try:
-        cfg = config.load(config.resolve_path(args.config, os.environ))
+        # Only --live opens SSH; the report alone must work before known_hosts exists,
+        # and for a monitoring user who may not read the private key.
+        cfg = config.load(config.resolve_path(args.config, os.environ), ssh=args.live)
     except ConfigError as exc:
         return unknown(str(exc), EXIT_USAGE)
     if args.live:

@@ -183,6 +183,21 @@ def test_default_known_hosts_is_the_users(home: Path, monkeypatch: pytest.Monkey
     assert config.load(home / "dnsmaster.toml").known_hosts == home / ".ssh" / "known_hosts"
 
 
+def test_without_ssh_known_hosts_and_keys_are_not_read(home: Path) -> None:
+    """A command that never opens SSH (status) loads a config whose SSH files are
+    missing; any other load refuses it, saying how to create known_hosts."""
+    text = 'zones = "z"\noutput = "o"\nknown_hosts = "nope"\nkey = "missing"\n' + SLAVE
+    path = write(home, text)
+    cfg = config.load(path, ssh=False)
+    assert (cfg.known_hosts, cfg.key) == (home / "nope", home / "missing")
+    err = load_error(home, text)
+    assert err.key == "known_hosts"
+    assert f"ssh-keyscan -p PORT HOST >> {home / 'nope'}" in err.reason
+    # The key is the next thing an SSH command needs, and still checked.
+    (home / "nope").write_text("")
+    assert load_error(home, text).key == "key"
+
+
 def test_local_slaves_need_no_known_hosts(home: Path) -> None:
     text = 'zones = "z"\noutput = "o"\nkey = "missing"\nknown_hosts = "missing"\n'
     text += '[[slave]]\nname = "l"\ntransport = "local"\nroot = "r"\n'
@@ -586,6 +601,58 @@ def test_cli_prints_the_error_and_exits_2(home: Path, command: str) -> None:
     assert f"{path}: push.parallel: must be from 1 to 1024, not 0" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert proc.stdout == ""
+
+
+#: Every command that reads the configuration, as a user would type it.
+CONFIG_COMMANDS = [
+    ["run"],
+    ["build"],
+    ["build", "--dry-run"],
+    ["check"],
+    ["push"],
+    ["push", "--dry-run"],
+    ["status"],
+    ["status", "--live"],
+    ["diff"],
+    ["doctor"],
+    ["wait", "1"],
+    ["rollback"],
+]
+
+
+def test_cli_one_shape_for_config_errors(home: Path) -> None:
+    """Whatever the command, a config error is the one line ``dnsmaster: FILE: key:
+    reason`` and exit 2 (not a log event for some, a bare reason for others)."""
+    path = write(home, BASE + "[push]\nparallel = 0\n")
+    for argv in CONFIG_COMMANDS:
+        proc = run_cli(*argv, "--config", str(path))
+        expected = f"dnsmaster: {path}: push.parallel: must be from 1 to 1024, not 0\n"
+        assert (proc.returncode, proc.stderr, proc.stdout) == (EXIT_USAGE, expected, ""), argv
+    for argv in (["build"], ["check"], ["push"], ["status"]):
+        proc = run_cli(*argv)
+        expected = "dnsmaster: no configuration: give --config FILE or set DNSMASTER_CONFIG\n"
+        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
+
+
+def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
+    """What opens SSH refuses a missing known_hosts before connecting, saying how to
+    create it; status without --live does not open SSH (tests/test_status.py)."""
+    path = write(home, BASE.replace('"known_hosts"', '"missing"') + SLAVE)
+    for argv in (["push", "--no-build"], ["doctor"], ["status", "--live"]):
+        proc = run_cli(*argv, "--config", str(path))
+        assert proc.returncode == EXIT_USAGE, argv
+        assert proc.stderr.startswith(
+            f"dnsmaster: {path}: known_hosts: {home / 'missing'}: cannot read: "
+        ), argv
+        assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in proc.stderr, argv
+
+
+def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
+    path = write(home, BASE + SLAVE)
+    for argv in (["push", "--no-build"], ["push", "--dry-run"], ["wait", "1"], ["diff"]):
+        proc = run_cli(*argv, "--config", str(path), "--slave", "zz")
+        expected = f"dnsmaster: {path}: slave: no such slave: zz\n"
+        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
 
 
 def test_cli_uses_the_environment(home: Path) -> None:

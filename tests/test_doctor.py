@@ -345,6 +345,32 @@ class TestCommand:
         why = "disabled by DNSMASTER_PURE_PYTHON"
         assert off.stdout == f"dnsmaster {dnsmaster.__version__} (C accelerator: {why})\n"
 
+    def test_counts_the_files_check_counts(self, tmp_path: Path) -> None:
+        """An editor's backup is no zones file for doctor either: the build's selection."""
+        zones = tmp_path / "zones"
+        zones.mkdir()
+        (zones / "header").write_text("# header\n")
+        for name in ("zones.a", "zones.b", "zones.b~"):
+            (zones / name).write_text("+a.example.com:192.0.2.1\n")
+        (zones / "zones.dir").mkdir()
+        config = tmp_path / "dnsmaster.toml"
+        config.write_text(
+            config_text(
+                zones=zones,
+                output=tmp_path,
+                state=tmp_path / "state.json",
+                slaves=[{"name": "l", "transport": "local", "root": str(tmp_path / "l")}],
+            )
+        )
+        check = self.run("check", "--config", str(config))
+        assert check.stdout.startswith("ok: 3 files,"), check
+        doctor = self.run("doctor", "--config", str(config))
+        line = next(x for x in doctor.stdout.splitlines() if x.startswith("OK   zones:"))
+        assert line == (
+            f"OK   zones: {zones} readable: 3 files (header, zones.*); "
+            "skipped zones.b~ (editor backup or temp file)"
+        )
+
     def test_bad_config_is_a_usage_error(self, tmp_path: Path) -> None:
         """A config that cannot be loaded: exit 2 and the loader's message, no checks."""
         config = tmp_path / "dnsmaster.toml"

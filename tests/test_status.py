@@ -521,6 +521,26 @@ class TestCommand:
         assert health["slaves"][0]["state"] == "dns-failed"
         assert json.loads(text)["slaves"][0]["verified"] == "failed"
 
+    def test_no_known_hosts_needed_but_by_live(
+        self, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+    ) -> None:
+        """The report opens no SSH connection, so a missing known_hosts (a master
+        being set up) is no error; --live connects, and names the file to create."""
+        known_hosts = tmp_path / "known_hosts"
+        _, out, config = _setup(
+            tmp_path, {"name": "ns2", "host": "192.0.2.1"}, known_hosts=known_hosts
+        )
+        sha = hashlib.sha256((out / "data").read_bytes()).hexdigest()
+        slave = SlaveState("ns2", sha, 1, "ok", verified="ok")
+        state.write(tmp_path / "state.json", _built_state(out, slave))
+        code, text, err = run(config, capsys=capsys)
+        assert (code, err) == (0, "")
+        assert "ns2" in text
+        code, _, err = run(config, "--live", capsys=capsys)
+        assert code == status.EXIT_USAGE
+        assert err.startswith(f"dnsmaster: {config}: known_hosts: {known_hosts}: cannot read")
+        assert "ssh-keyscan" in err
+
     def test_dead_daemon(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         _, out, config = _setup(tmp_path)
         proc = subprocess.Popen([sys.executable, "-c", "pass"])
