@@ -6,7 +6,7 @@ from importlib import metadata
 
 project = "dnsmaster"
 author = "the dnsmaster authors"
-copyright = "2026, the dnsmaster authors"  # noqa: A001 - Sphinx's name for it
+copyright = "2026, the dnsmaster authors"
 try:
     release = metadata.version("dnsmaster")
 except metadata.PackageNotFoundError:  # building from a checkout without installing it
