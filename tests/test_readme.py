@@ -1,10 +1,12 @@
-"""The README's setup blocks, run as written on a master and a slave of their own.
+"""The manual's set-up blocks, run as written on a master and a slave of their own.
 
-Every block between ``.. NAME-begin`` and ``.. NAME-end`` markers in README.rst is
-extracted (as ``.ci/run`` extracts the test command) and run with ``bash -euo
-pipefail``; the only change is the values of the variables on a block's first line
-(``SLAVE=192.0.2.2 PORT=22`` becomes the lab's 127.0.1.N and a high port). So the
-README cannot drift from the code: a step that stops working fails here.
+Every block between ``.. NAME-begin`` and ``.. NAME-end`` markers in the manual's
+set-up pages (``docs/install.rst``, ``docs/slaves.rst``, ``docs/supervised.rst``:
+:data:`BLOCK_PAGES` says which page holds which block) is extracted (as ``.ci/run``
+extracts the README's test command) and run with ``bash -euo pipefail``; the only
+change is the values of the variables on a block's first line (``SLAVE=192.0.2.2
+PORT=22`` becomes the lab's 127.0.1.N and a high port). So the manual cannot drift
+from the code: a step that stops working fails here.
 
 Each "machine" is a :class:`Host`: a private mount namespace in which /etc, /var,
 /usr, /opt, /srv, /home, /run and /root are overlays on the real directories. The blocks write
@@ -17,7 +19,7 @@ and nothing else. Every process started in a namespace is stopped by its PID.
 What the lab itself does, standing in for what an operator does outside the
 blocks: it checks (rather than runs) the install block — the packages are installed
 and ``/usr/local/bin/dnsmaster`` points at the dnsmaster under test; it copies the
-two files the README says to ``scp`` from the master to the slave; it puts the
+two files the manual says to ``scp`` from the master to the slave; it puts the
 example zones in the zones directory; it starts what boot starts (the slave's sshd,
 ``runsvdir``/``svscan`` on ``/etc/service``), after removing the container's own
 services from ``/etc/service`` and its ``policy-rc.d`` (which forbids starting
@@ -51,7 +53,22 @@ from tests.daemonrun import PROJECT
 pytest_plugins = ["tests.realworld"]
 
 README = PROJECT / "README.rst"
+DOCS = PROJECT / "docs"
 TIMEOUT = 60.0
+
+#: Each set-up block, by marker name, and the page of the manual that holds it. A
+#: block moved to another page, or a marked block no test knows, fails
+#: :func:`test_blocks_are_found`: every marked block is executed, none is decoration.
+BLOCK_PAGES = {
+    "install-master": "install.rst",
+    "setup-master": "install.rst",
+    "setup-slave": "slaves.rst",
+    "setup-slave-runit": "slaves.rst",
+    "setup-add-slave": "slaves.rst",
+    "setup-daemontools": "supervised.rst",
+    "setup-runit": "supervised.rst",
+    "setup-makefile": "supervised.rst",
+}
 
 #: Where the blocks write: overlaid in each Host, so the machine is never touched.
 OVERLAID = ("/etc", "/var", "/usr", "/opt", "/srv", "/home", "/run", "/root")
@@ -66,7 +83,7 @@ ROOT_ENV = {
 }
 
 
-# -- the README's blocks ---------------------------------------------------------
+# -- the manual's blocks ---------------------------------------------------------
 
 
 def readme_blocks(text: str) -> dict[str, str]:
@@ -95,24 +112,28 @@ def with_values(block: str, **values: str | int) -> str:
     return f"{line}\n{rest}"
 
 
+def manual_blocks() -> dict[str, str]:
+    """Every marked block of the manual's set-up pages, by marker name."""
+    found: dict[str, str] = {}
+    for page in sorted(set(BLOCK_PAGES.values())):
+        for name, block in readme_blocks((DOCS / page).read_text()).items():
+            assert BLOCK_PAGES.get(name) == page, (
+                f"docs/{page} has a block {name!r}, which BLOCK_PAGES places in "
+                f"{BLOCK_PAGES.get(name)!r}: a marked block no test runs, or a moved one"
+            )
+            found[name] = block
+    return found
+
+
 @pytest.fixture(scope="module")
 def blocks() -> dict[str, str]:
-    return readme_blocks(README.read_text())
+    return manual_blocks()
 
 
 def test_blocks_are_found(blocks: dict[str, str]) -> None:
-    """The README has each setup block, and each is valid bash."""
-    for name in (
-        "install-master",
-        "setup-master",
-        "setup-slave",
-        "setup-slave-runit",
-        "setup-add-slave",
-        "setup-daemontools",
-        "setup-runit",
-        "setup-makefile",
-    ):
-        assert name in blocks, f"README.rst has no {name}-begin/-end block"
+    """Each set-up block is on its page of the manual, and each is valid bash."""
+    for name, page in BLOCK_PAGES.items():
+        assert name in blocks, f"docs/{page} has no {name}-begin/-end block"
         check = subprocess.run(
             ["bash", "-n", "-c", blocks[name]], capture_output=True, text=True, check=False
         )
@@ -128,6 +149,14 @@ def test_readme_blocks_extracted_literally() -> None:
     assert with_values("A=1 B=2\necho\n", A="x y", B=3) == "A='x y' B=3\necho\n"
     with pytest.raises(AssertionError):
         with_values("A=1\necho\n", B=1)
+
+
+def test_readme_holds_only_the_test_command() -> None:
+    """The set-up blocks live in the manual alone: a copy in README.rst would drift.
+
+    The README keeps one marked block, the test command ``.ci/run`` extracts.
+    """
+    assert set(readme_blocks(README.read_text())) == {"test-command"}
 
 
 # -- a machine of its own ---------------------------------------------------------
@@ -328,7 +357,7 @@ def install_dnsmaster(host: Host) -> None:
     host.sh(f"ln -s {shlex.quote(str(program))} /usr/local/bin/dnsmaster")
     # The daemon's account must be able to run it. A venv made from pyenv's Python
     # under /root (0700) is not; on a machine like that, open /root in this
-    # namespace only (the README tells operators not to install that way).
+    # namespace only (the manual tells operators not to install that way).
     for parent in [*Path(sys.executable).resolve().parents, *PROJECT.parents, PROJECT]:
         if not parent.stat().st_mode & stat.S_IXOTH:
             assert str(parent).startswith(OVERLAID), f"{parent} is not searchable by others"
@@ -339,7 +368,7 @@ def install_dnsmaster(host: Host) -> None:
 
 
 class Lab:
-    """A master and a slave, each a :class:`Host`, set up by the README's blocks."""
+    """A master and a slave, each a :class:`Host`, set up by the manual's blocks."""
 
     def __init__(self, tmp_path: Path, blocks: dict[str, str]) -> None:
         from tests import realworld  # noqa: PLC0415 - loaded by pytest_plugins
@@ -372,7 +401,7 @@ class Lab:
         assert "ln -s /opt/dnsmaster/bin/dnsmaster /usr/local/bin/dnsmaster" in block
 
     def prepare(self, host: Host) -> None:
-        """A clean machine: no services but the README's, no policy-rc.d."""
+        """A clean machine: no services but the manual's, no policy-rc.d."""
         host.start()
         host.sh(
             "rm -f /usr/sbin/policy-rc.d\n"
@@ -470,7 +499,7 @@ class Lab:
 
 @pytest.fixture
 def lab(tmp_path: Path, blocks: dict[str, str]) -> Iterator[Lab]:
-    require_root("the README's setup (accounts, sshd, tinydns on port 53)")
+    require_root("the manual's set-up (accounts, sshd, tinydns on port 53)")
     the_lab = Lab(tmp_path, blocks)
     try:
         yield the_lab
@@ -479,7 +508,7 @@ def lab(tmp_path: Path, blocks: dict[str, str]) -> Iterator[Lab]:
 
 
 def _check_slave(lab: Lab) -> int:
-    """The slave serves what the master built, and the README's checks said so."""
+    """The slave serves what the master built, and the manual's checks said so."""
     slave_data = _read(lab.slave.path("/etc/sv/tinydns/root/data"))
     master_data = _read(lab.master.path("/var/lib/dnsmaster/data"))
     assert master_data, "the push left no data on the master"
