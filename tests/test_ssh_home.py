@@ -18,6 +18,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -87,25 +88,34 @@ class Master:
             )
         )
 
-    def as_account(self, *argv: str, home: str) -> subprocess.CompletedProcess[str]:
-        """``dnsmaster ARGV`` as the lab account, by Debian's python3, with ``HOME``."""
+    def argv(self, *argv: str) -> list[str]:
+        """``dnsmaster ARGV`` as the lab account, by Debian's python3."""
         account = self.lab.account
+        return [
+            require("setpriv", "util-linux"),
+            f"--reuid={account.pw_uid}",
+            f"--regid={account.pw_gid}",
+            "--init-groups",
+            "--",
+            "/usr/bin/python3",
+            "-S",  # Debian's site-packages would mix in its own asyncssh or OpenSSL
+            "-c",
+            BOOT,
+            str(SITE),
+            str(PACKAGES),
+            *argv,
+        ]
+
+    @staticmethod
+    def env(home: str) -> dict[str, str]:
+        """What a supervisor started from root's shell passes on."""
+        return {"HOME": home, "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "USER": "root"}
+
+    def as_account(self, *argv: str, home: str) -> subprocess.CompletedProcess[str]:
+        """``dnsmaster ARGV`` as the lab account, with ``HOME``."""
         return subprocess.run(
-            [
-                require("setpriv", "util-linux"),
-                f"--reuid={account.pw_uid}",
-                f"--regid={account.pw_gid}",
-                "--init-groups",
-                "--",
-                "/usr/bin/python3",
-                "-S",  # Debian's site-packages would mix in its own asyncssh or OpenSSL
-                "-c",
-                BOOT,
-                str(SITE),
-                str(PACKAGES),
-                *argv,
-            ],
-            env={"HOME": home, "PATH": "/usr/bin:/bin", "LC_ALL": "C.UTF-8", "USER": "root"},
+            self.argv(*argv),
+            env=self.env(home),
             cwd="/",
             capture_output=True,
             text=True,
@@ -137,6 +147,35 @@ def test_push_as_another_account_with_roots_home(master: Master) -> None:
     proc = master.as_account("push", "--config", str(master.config), home="/root")
     assert proc.returncode == 0, proc.stderr
     assert "access denied" not in proc.stderr
+    installed = master.slave.installed()
+    assert installed is not None
+    assert b"+www.example.com:192.0.2.1" in installed
+
+
+def test_daemon_as_another_account_with_roots_home(master: Master, tmp_path: Path) -> None:
+    """The daemon as the lab account with HOME=/root, as under svscan from a root
+    shell with setuidgid: it pushes to the slave."""
+    log = tmp_path / "daemon.log"
+    with log.open("wb") as out:
+        daemon = subprocess.Popen(
+            master.argv("run", "--config", str(master.config)),
+            env=master.env("/root"),
+            cwd="/",
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=subprocess.STDOUT,
+        )
+    try:
+        deadline = time.monotonic() + 60
+        while "event=push.done" not in log.read_text():
+            assert daemon.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        daemon.terminate()
+        daemon.wait(30)
+    text = log.read_text()
+    assert "phase=connect" not in text, text
     installed = master.slave.installed()
     assert installed is not None
     assert b"+www.example.com:192.0.2.1" in installed
