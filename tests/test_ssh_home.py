@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dnsmaster import config as configuration
-from dnsmaster import push
+from dnsmaster import doctor, push
 from dnsmaster.errors import SlaveError
 from tests.conftest import require
 from tests.daemonrun import PROJECT, config_text
@@ -272,14 +272,40 @@ def test_file_unreadable_after_start(master: Master, which: str) -> None:
     assert proc.stdout.startswith(expected), proc.stdout
 
 
+def passwd_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """This account's passwd entry says its home is ``home``; $HOME says elsewhere."""
+    real = pwd.getpwuid(os.geteuid())
+    entry = pwd.struct_passwd((real.pw_name, "x", real.pw_uid, real.pw_gid, "", str(home), "/"))
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: entry)
+    monkeypatch.setenv("HOME", "/nonexistent/not-this-one")
+
+
+async def test_doctor_says_local_file(
+    master: Master, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """No key configured and the account's default key unreadable: doctor names the
+    file and the account under "local files", and never sends anyone to the slave's
+    sshd log."""
+    home = tmp_path / "home"
+    (home / ".ssh" / "id_ed25519").mkdir(parents=True)  # unreadable even for root
+    passwd_home(monkeypatch, home)
+    lines = master.config.read_text().splitlines()
+    master.config.write_text("\n".join(x for x in lines if not x.startswith("key = ")) + "\n")
+    cfg = configuration.load(master.config)
+    assert cfg.key is None
+    checks = await doctor.check_all(cfg, timeout=10)
+    failed = [c for c in checks if c.failed]
+    assert [c.what for c in failed] == ["local files"], [c.line() for c in checks]
+    assert failed[0].why.startswith(f"cannot read {home / '.ssh' / 'id_ed25519'} as user ")
+    assert failed[0].why.endswith(": is a directory")
+    assert "sshd" not in failed[0].line()
+
+
 class TestDefaultKeys:
     """No key in the config: the account's own ~/.ssh/id_*, found through passwd."""
 
     def passwd_home(self, monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
-        real = pwd.getpwuid(os.geteuid())
-        entry = pwd.struct_passwd((real.pw_name, "x", real.pw_uid, real.pw_gid, "", str(home), "/"))
-        monkeypatch.setattr(pwd, "getpwuid", lambda uid: entry)
-        monkeypatch.setenv("HOME", "/nonexistent/not-this-one")
+        passwd_home(monkeypatch, home)
 
     def config(self, tmp_path: Path) -> configuration.Config:
         (tmp_path / "known_hosts").write_text("")
