@@ -740,7 +740,10 @@ def client_keys(slave: Slave, config: Config) -> Sequence[asyncssh.SSHKeyPair]:
         candidates = [expand_home(name) for name in DEFAULT_KEYS]
     except ValueError as exc:
         raise SlaveError(
-            slave.name, f"no private key: {exc}: set key in {config.path}", phase="local"
+            slave.name,
+            f"no private key: {exc}: set key in {config.path}",
+            phase="local",
+            retryable=False,
         ) from None
     loaded: list[asyncssh.SSHKeyPair] = []
     failure: SlaveError | None = None
