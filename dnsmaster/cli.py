@@ -247,13 +247,16 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="print the authorized_keys line that restricts a key to dnsmaster receive",
     )
     p.add_argument("--pubkey", type=Path, required=True, help="the master's public key file")
-    p.add_argument("--root", type=Path, required=True, help="the slave's tinydns root")
+    p.add_argument(
+        "--root", type=Path, required=True, help="the slave's tinydns root (an absolute path)"
+    )
     how = p.add_mutually_exclusive_group()
     how.add_argument(
         "--command",
         dest="receiver",
         default="dnsmaster",
-        help="how the slave runs dnsmaster (an absolute path if it is not on PATH)",
+        help="how the slave runs dnsmaster (an absolute path if it is not on PATH); "
+        "with or without the receive word",
     )
     how.add_argument(
         "--bundle",
@@ -274,7 +277,12 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         description="Write dnsmaster's receiver as a zipapp: a slave needs only python3, "
         "tinydns and this file (see authorized-key --bundle).",
     )
-    p.add_argument("-o", "--output", type=Path, help="write it here, mode 0755 (default: stdout)")
+    p.add_argument(
+        "-o",
+        "--output",
+        type=Path,
+        help="write it here, mode 0755 (default: stdout, unless that is a terminal)",
+    )
     p.add_argument(
         "--python",
         default="/usr/bin/python3",
@@ -1091,15 +1099,23 @@ def _authorized_key(args: argparse.Namespace) -> int:
         return _usage_error(f"{args.pubkey}: cannot read: {describe(exc)}")
     if len(words) < 2 or not (words[0].startswith(("ssh-", "ecdsa-", "sk-"))):
         return _usage_error(f"{args.pubkey}: not an OpenSSH public key")
+    if not args.root.is_absolute():
+        # Made absolute here, it would name a directory of this master, not the slave.
+        return _usage_error(
+            f"--root {args.root}: give the slave's tinydns root as an absolute path "
+            "(it is a directory on the slave, e.g. /etc/tinydns/root)"
+        )
     if args.bundle is not None:
         if not (args.bundle.startswith("/") and args.python.startswith("/")):
             return _usage_error("--bundle and --python must be absolute paths on the slave")
         # -I -S: nothing in the slave's environment or site-packages changes what runs.
         # The bundle is the receiver itself: no "receive" word.
-        command = [args.python, "-I", "-S", args.bundle, "--root", str(args.root.absolute())]
+        command = [args.python, "-I", "-S", args.bundle, "--root", str(args.root)]
     else:
-        # --command may be several words ("/usr/bin/python3 -m dnsmaster").
-        command = [*shlex.split(args.receiver), "receive", "--root", str(args.root.absolute())]
+        receiver = _receiver_command(args.receiver)
+        if isinstance(receiver, str):
+            return _usage_error(receiver)
+        command = [*receiver, "receive", "--root", str(args.root)]
     if args.keep is not None:
         command += ["--keep", str(args.keep)]
     if args.max_size is not None:
@@ -1109,10 +1125,41 @@ def _authorized_key(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _receiver_command(text: str) -> list[str] | str:
+    """--command's words without a trailing ``receive``, or why it is refused.
+
+    The README's wording ("the forced command is dnsmaster receive") invites giving
+    the whole command; both forms mean the same program.
+    """
+    import shlex  # noqa: PLC0415
+
+    # Several words are allowed ("/usr/bin/python3 -m dnsmaster").
+    try:
+        words = shlex.split(text)
+    except ValueError as exc:
+        return f"--command {text!r}: {exc}"
+    if words[-1:] == ["receive"]:
+        words.pop()
+    if not words:
+        return "--command: give how the slave runs dnsmaster, e.g. /opt/dnsmaster/bin/dnsmaster"
+    if "receive" in words:
+        return (
+            f"--command {text!r}: receive must be its last word; give the receiver's "
+            "options as --keep and --max-size"
+        )
+    return words
+
+
 def _receiver_bundle(args: argparse.Namespace) -> int:
     from dnsmaster import bundle  # noqa: PLC0415
     from dnsmaster.fsutil import describe  # noqa: PLC0415
 
+    if args.output is None and sys.stdout.isatty():
+        # Checked first: a zip on a terminal is garbage on screen, and building is wasted.
+        return _usage_error(
+            "the bundle is a binary file, not for a terminal: give -o FILE "
+            "(e.g. -o dnsmaster-receive.pyz) or redirect it (> FILE)"
+        )
     try:
         if args.output is not None:
             bundle.write(args.output, args.python)
@@ -1123,8 +1170,6 @@ def _receiver_bundle(args: argparse.Namespace) -> int:
     except OSError as exc:
         sys.stderr.write(f"dnsmaster: {args.output}: cannot write: {describe(exc)}\n")
         return EXIT_SYSTEM
-    if sys.stdout.isatty():
-        return _usage_error("the bundle is a binary file: redirect it (> FILE) or give -o FILE")
     sys.stdout.flush()
     sys.stdout.buffer.write(data)
     sys.stdout.buffer.flush()

@@ -3,7 +3,8 @@
 Every mistake is a :class:`~dnsmaster.errors.ConfigError` naming the file and the
 key (``slave[2].host``), found before the daemon does anything. Relative paths
 are taken relative to the configuration file, so a config and its zones can move
-together (the shipped demo relies on it).
+together (the shipped demo relies on it). A leading ``~`` is the home directory in
+the running account's passwd entry, never ``$HOME`` (see :func:`expand_home`).
 
 Private keys are read and parsed here, not at the first push: a key with a
 passphrase, or a file that is no private key, would otherwise surface only as a
@@ -26,9 +27,10 @@ from pathlib import Path
 from typing import Any, Literal, TypeVar
 
 from dnsmaster.errors import ConfigError
-from dnsmaster.fsutil import describe
+from dnsmaster.fsutil import account, describe, home
 
 __all__ = [
+    "DEFAULT_KEYS",
     "Config",
     "DaemonOptions",
     "GuardOptions",
@@ -36,6 +38,7 @@ __all__ = [
     "LogOptions",
     "PushOptions",
     "Slave",
+    "expand_home",
     "from_mapping",
     "load",
     "resolve_path",
@@ -46,6 +49,11 @@ ENV_VAR = "DNSMASTER_CONFIG"
 #: The default cap on one zones file: far above any real one (1M lines are about
 #: 50 MB), far below what would exhaust memory.
 MAX_FILE_SIZE = 256 * 1024 * 1024
+
+#: The keys an SSH slave is logged in to with when neither it nor the config names
+#: one (OpenSSH's own defaults, in its order of preference); ``~`` as in
+#: :func:`expand_home`.
+DEFAULT_KEYS = ("~/.ssh/id_ed25519", "~/.ssh/id_ecdsa", "~/.ssh/id_rsa")
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +180,22 @@ class Config:
         return tuple(s for s in self.slaves if not names or s.name in names)
 
 
+def expand_home(text: str) -> Path:
+    """``text`` as a path, a leading ``~`` or ``~/`` being the running account's home.
+
+    The home comes from the passwd entry (:func:`dnsmaster.fsutil.home`), never from
+    ``$HOME``: daemontools and runit pass on the environment of whoever started the
+    supervisor (often root's ``HOME=/root``), and the daemon runs as its own account.
+    ``~NAME`` is NAME's home, as in the shell. ValueError if the account has no entry.
+    """
+    if text != "~" and not text.startswith("~/"):
+        return Path(text).expanduser()  # ~NAME: looked up in passwd, $HOME unused
+    own = home()
+    if own is None:
+        raise ValueError(f"~ has no meaning for {account()}: give an absolute path")
+    return own / text[2:]
+
+
 def resolve_path(option: str | os.PathLike[str] | None, environ: Mapping[str, str]) -> Path:
     """The config file: ``--config``, else ``$DNSMASTER_CONFIG``."""
     if option is not None:
@@ -190,7 +214,7 @@ def load(path: Path, *, ssh: bool = True) -> Config:
     try:
         raw = path.read_bytes()
     except OSError as exc:
-        raise ConfigError(str(path), "", f"cannot read: {describe(exc)}") from None
+        raise ConfigError(str(path), "", f"cannot read as {account()}: {describe(exc)}") from None
     try:
         table = tomllib.loads(raw.decode("utf-8"))
     except UnicodeDecodeError as exc:
@@ -256,7 +280,12 @@ class _Reader:
         value = self.take(key, str, "")
         if key in self._given and not value:
             raise self.error(key, "must not be empty")
-        return (self._path.parent / Path(value).expanduser()).absolute() if value else None
+        if not value:
+            return None
+        try:
+            return (self._path.parent / expand_home(value)).absolute()
+        except ValueError as exc:
+            raise self.error(key, str(exc)) from None
 
     def table(self, key: str) -> Mapping[str, Any]:
         return self.take(key, dict, {})
@@ -352,9 +381,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
     )
     keys: dict[Path, str] = {}  # each key file once, under the first config key naming it
     if over_ssh:
-        if known_hosts is None:
-            # Never fall back to "no checking": the user's own known_hosts, or an error.
-            known_hosts = Path("~/.ssh/known_hosts").expanduser()
+        known_hosts = known_hosts or _default_known_hosts(path)
         if ssh:
             _known_hosts_readable(path, known_hosts)
         warnings += _writable_by_anyone(
@@ -501,6 +528,14 @@ def _slave(item: object, *, path: Path, index: int, user: str) -> Slave:
     return slave
 
 
+def _default_known_hosts(path: Path) -> Path:
+    # Never fall back to "no checking": the account's own known_hosts, or an error.
+    try:
+        return expand_home("~/.ssh/known_hosts")
+    except ValueError as exc:
+        raise ConfigError(str(path), "known_hosts", f"missing, and {exc}") from None
+
+
 def _known_hosts_readable(path: Path, file: Path) -> None:
     try:
         with file.open("rb"):
@@ -509,9 +544,9 @@ def _known_hosts_readable(path: Path, file: Path) -> None:
         raise ConfigError(
             str(path),
             "known_hosts",
-            f"{file}: cannot read: {describe(exc)}; every SSH slave's host key is checked "
-            f"against it: create it (`ssh-keyscan -p PORT HOST >> {file}`, then compare the "
-            "keys with the slaves'), or set known_hosts to the file that holds them",
+            f"cannot read {file} as {account()}: {describe(exc)}; every SSH slave's host key "
+            f"is checked against it: create it (`ssh-keyscan -p PORT HOST >> {file}`, then "
+            "compare the keys with the slaves'), or set known_hosts to the file that holds them",
         ) from None
 
 
@@ -534,7 +569,9 @@ def _private_key(path: Path, key: str, file: Path) -> list[str]:
         # O_NONBLOCK: a key path naming a FIFO must not hang the start.
         fd = os.open(file, os.O_RDONLY | os.O_NONBLOCK | os.O_CLOEXEC)
     except OSError as exc:
-        raise error(f"cannot read: {describe(exc)}") from None
+        raise ConfigError(
+            str(path), key, f"cannot read {file} as {account()}: {describe(exc)}"
+        ) from None
     try:
         info = os.fstat(fd)
         if stat.S_ISDIR(info.st_mode):

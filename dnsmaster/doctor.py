@@ -53,7 +53,7 @@ from typing import Literal, TextIO
 
 from dnsmaster import __version__, push
 from dnsmaster.build import list_sources
-from dnsmaster.config import Config, Slave
+from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
 from dnsmaster.core import compiler
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
@@ -61,7 +61,7 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
 from dnsmaster.protocol import DELTA
-from dnsmaster.sshlib import asyncssh
+from dnsmaster.sshlib import asyncssh, client_options, host_key_options
 from dnsmaster.verify import check_serials
 
 __all__ = [
@@ -152,6 +152,13 @@ def _user() -> str:
         return f"uid {os.geteuid()}"
 
 
+def _default_keys() -> str:
+    try:
+        return ", ".join(str(expand_home(name)) for name in DEFAULT_KEYS)
+    except ValueError as exc:
+        return str(exc)
+
+
 def _write_fix(directory: Path, exc: OSError) -> str:
     """How to make ``directory`` writable, for the reason ``exc`` says it is not."""
     if exc.errno == errno.ENOENT:
@@ -218,7 +225,11 @@ def _master_checks(cfg: Config) -> tuple[list[Check], _Build | None]:
         keys = sorted({str(k) for k in [cfg.key, *(s.key for s in ssh)] if k is not None})
         conf.ok(
             f"ssh: known_hosts {cfg.known_hosts}, "
-            + (f"key {', '.join(keys)}" if keys else f"{_user()}'s default keys (~/.ssh/id_*)")
+            + (
+                f"key {', '.join(keys)}"
+                if keys
+                else f"{_user()}'s default keys ({_default_keys()})"
+            )
         )
     zones = _Group("zones")
     try:
@@ -399,7 +410,11 @@ class _SlaveCheck:
         try:
             async with asyncio.timeout(self.step):
                 return await asyncssh.get_server_host_key(
-                    self.slave.host, self.slave.port, server_host_key_algs=algs or (), config=[]
+                    self.slave.host,
+                    self.slave.port,
+                    server_host_key_algs=algs or (),
+                    config=[],
+                    options=host_key_options(),
                 )
         except (OSError, asyncssh.Error, ValueError):
             return None
@@ -463,10 +478,8 @@ class _SlaveCheck:
         """A login or status that failed before the receiver answered."""
         if isinstance(exc, HostKeyError):
             self._host_key_failed(exc)
-        elif exc.phase == "auth" and exc.reason.startswith("cannot use the private key"):
-            self.group.fail(
-                "login", exc.reason, "make a key without a passphrase: ssh-keygen -t ed25519 -N ''"
-            )
+        elif exc.phase == "local":
+            self._local_failed(exc)
         elif exc.phase == "auth":
             self.group.fail(
                 f"login as {self.slave.user}",
@@ -476,24 +489,36 @@ class _SlaveCheck:
         else:
             self.group.fail("ssh", exc.reason, "see the slave's sshd log")
 
+    def _local_failed(self, exc: SlaveError) -> None:
+        """A key or known_hosts this account cannot use: the slave was never asked."""
+        if exc.reason.startswith("cannot use the private key"):
+            fix = "make a key without a passphrase: ssh-keygen -t ed25519 -N ''"
+        elif exc.reason.startswith("no private key"):
+            fix = f"set key in {self.cfg.path} (ssh-keygen -t ed25519 -N '' -f KEYFILE)"
+        else:
+            # Checked as whoever runs doctor: the daemon's account is what matters.
+            fix = (
+                f"let {_user()} read that file (chown {_user()} FILE, or chmod g+r FILE "
+                f"for a group {_user()} is in), or run doctor as the daemon's account"
+            )
+        self.group.fail("local files", exc.reason, fix)
+
     async def _login(self) -> bool:
         """Log in without opening a session: the classic update-dns takes any session,
         even an empty one, as data to install."""
         slave, cfg = self.slave, self.cfg
-        key = slave.key or cfg.key
         try:
-            client_keys = push._load_key(slave.name, key) if key else None
+            keys = push.client_keys(slave, cfg)
             async with asyncio.timeout(self.step * 2):
                 conn = await asyncssh.connect(
                     slave.host,
                     port=slave.port,
                     username=slave.user,
-                    client_keys=client_keys,
+                    client_keys=keys,
                     known_hosts=str(cfg.known_hosts),
                     connect_timeout=self.step,
                     login_timeout=self.step,
-                    agent_path=None,
-                    config=[],
+                    **client_options(),
                 )
                 conn.close()
                 await conn.wait_closed()
@@ -504,6 +529,9 @@ class _SlaveCheck:
             self._ssh_failed(SlaveError(slave.name, "permission denied", phase="auth"))
             return False
         except (OSError, asyncssh.Error) as exc:
+            if isinstance(exc, OSError) and exc.filename is not None:  # known_hosts
+                self._ssh_failed(push.local_file_error(slave.name, exc))
+                return False
             reason = exc.reason if isinstance(exc, asyncssh.Error) else push._os_reason(exc)
             self._ssh_failed(SlaveError(slave.name, f"ssh to {self._where}: {reason}"))
             return False

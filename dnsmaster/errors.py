@@ -130,11 +130,15 @@ class ConfigError(DnsmasterError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
-#: Where a slave's push or status request failed: reaching it (``connect``), its
-#: host key (``hostkey``), logging in (``auth``), the connection breaking while data
-#: or output flowed (``transfer``), the receiver's non-zero exit (``receive``, or
-#: ``status`` for the status verb), or the push's deadline (``timeout``).
-SlavePhase = Literal["connect", "hostkey", "auth", "transfer", "receive", "status", "timeout"]
+#: Where a slave's push or status request failed: a file on the master that the
+#: running account cannot use, a private key or known_hosts (``local``: the slave was
+#: not asked), reaching it (``connect``), its host key (``hostkey``), logging in
+#: (``auth``), the connection breaking while data or output flowed (``transfer``),
+#: the receiver's non-zero exit (``receive``, or ``status`` for the status verb), or
+#: the push's deadline (``timeout``).
+SlavePhase = Literal[
+    "local", "connect", "hostkey", "auth", "transfer", "receive", "status", "timeout"
+]
 
 
 class SlaveError(DnsmasterError):

@@ -19,6 +19,7 @@ import contextlib
 import errno
 import fcntl
 import os
+import pwd
 import re
 import tempfile
 from collections.abc import Callable, Iterable, Iterator
@@ -27,10 +28,12 @@ from pathlib import Path
 __all__ = [
     "JOURNAL",
     "DirectoryLock",
+    "account",
     "clear_interrupted",
     "describe",
     "discard",
     "fsync_directory",
+    "home",
     "install_pair",
     "interrupted_install",
     "locked",
@@ -251,3 +254,29 @@ def describe(exc: OSError) -> str:
     if exc.errno in _DJB:
         return _DJB[exc.errno]
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def account() -> str:
+    """The running account as an error names it: ``user dnsmaster (uid 998)``.
+
+    A file the daemon cannot read is readable by someone: the message must say who
+    tried, since a supervised daemon runs as its own account, not the operator's.
+    """
+    uid = os.geteuid()
+    try:
+        return f"user {pwd.getpwuid(uid).pw_name} (uid {uid})"
+    except KeyError:
+        return f"uid {uid} (no passwd entry)"
+
+
+def home() -> Path | None:
+    """The running account's home directory from its passwd entry; None without one.
+
+    Never ``$HOME``: a supervisor started from root's shell passes ``HOME=/root`` to a
+    service that then runs as another account, and ``~`` must still mean that
+    account's own files.
+    """
+    try:
+        return Path(pwd.getpwuid(os.geteuid()).pw_dir)
+    except KeyError:
+        return None

@@ -53,7 +53,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from dnsmaster import __version__
-from dnsmaster.config import Config, Slave
+from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.stream import seal
 from dnsmaster.core.text import printable
@@ -64,9 +64,9 @@ from dnsmaster.errors import (
     SlaveError,
     SlavePhase,
 )
-from dnsmaster.fsutil import describe
+from dnsmaster.fsutil import account, describe
 from dnsmaster.protocol import DELTA, NEEDED
-from dnsmaster.sshlib import asyncssh
+from dnsmaster.sshlib import asyncssh, client_options, host_key_options
 
 __all__ = [
     "EXIT_DELTA",
@@ -83,10 +83,12 @@ __all__ = [
     "SlaveVersion",
     "channel_for",
     "check_receiver",
+    "client_keys",
     "compresses",
     "fetch_receiver",
     "fetch_status",
     "file_signature",
+    "local_file_error",
     "parse_status",
     "push_all",
     "receiver_reason",
@@ -431,13 +433,13 @@ class SshChannel:
                     self.slave.port,
                     server_host_key_algs=algs or (),
                     config=[],
+                    options=host_key_options(),
                 )
         except (OSError, asyncssh.Error, ValueError):  # TimeoutError is an OSError
             return None
 
     async def _connect(self) -> asyncssh.SSHClientConnection:
         slave, push = self.slave, self._config.push
-        key = slave.key or self._config.key
         known_hosts = self._config.known_hosts
         # load() always sets known_hosts for SSH slaves; asyncssh would read None as
         # "check nothing", so refuse rather than ever connect unchecked.
@@ -448,7 +450,7 @@ class SshChannel:
                 phase="hostkey",
                 retryable=False,
             )
-        client_keys = _load_key(slave.name, key) if key else None
+        keys = client_keys(slave, self._config)
         # Taken before connecting: an edit made while connecting means verify again.
         signature = file_signature(known_hosts)
         try:
@@ -456,7 +458,7 @@ class SshChannel:
                 slave.host,
                 port=slave.port,
                 username=slave.user,
-                client_keys=client_keys,
+                client_keys=keys,
                 known_hosts=str(known_hosts),
                 connect_timeout=push.connect_timeout,
                 login_timeout=push.connect_timeout,
@@ -464,8 +466,7 @@ class SshChannel:
                 keepalive_count_max=3,
                 encryption_algs=_CIPHERS,
                 compression_algs=["none"],
-                agent_path=None,
-                config=[],
+                **client_options(),
             )
         except asyncssh.HostKeyNotVerifiable as exc:
             raise await self._host_key_error(Path(known_hosts), exc.reason) from None
@@ -484,6 +485,8 @@ class SshChannel:
                 phase="connect",
             ) from None
         except OSError as exc:
+            if exc.filename is not None:  # known_hosts, not the network
+                raise local_file_error(slave.name, exc) from None
             raise SlaveError(
                 slave.name, f"cannot connect to {self._where}: {_os_reason(exc)}", phase="connect"
             ) from None
@@ -715,20 +718,66 @@ def _classify_host_key(
     )
 
 
+def local_file_error(slave: str, exc: OSError) -> SlaveError:
+    """A file on the master that this account cannot read (a key, known_hosts): named
+    with the account, since the daemon runs as its own and the fix is a chown here,
+    not anything on the slave. Retried: the next try reads the file again."""
+    where = exc.filename if exc.filename is not None else "a local file"
+    return SlaveError(
+        slave, f"cannot read {os.fsdecode(where)} as {account()}: {describe(exc)}", phase="local"
+    )
+
+
+def client_keys(slave: Slave, config: Config) -> Sequence[asyncssh.SSHKeyPair]:
+    """The key pairs that log in to ``slave``: its ``key``, else the config's, else the
+    running account's default keys (:data:`dnsmaster.config.DEFAULT_KEYS`, found in
+    its passwd entry's home, never ``$HOME``). Loaded here, at each connect, so that a
+    key made unusable after start is a failed push with the reason."""
+    key = slave.key or config.key
+    if key is not None:
+        return _load_key(slave.name, key)
+    try:
+        candidates = [expand_home(name) for name in DEFAULT_KEYS]
+    except ValueError as exc:
+        raise SlaveError(
+            slave.name,
+            f"no private key: {exc}: set key in {config.path}",
+            phase="local",
+            retryable=False,
+        ) from None
+    loaded: list[asyncssh.SSHKeyPair] = []
+    failure: SlaveError | None = None
+    for path in (p for p in candidates if os.path.lexists(p)):
+        try:
+            loaded += _load_key(slave.name, path)
+        except SlaveError as exc:  # as ssh does: an unusable default key is skipped
+            failure = failure or exc
+    if loaded:
+        return loaded
+    if failure is not None:
+        raise failure
+    raise SlaveError(
+        slave.name,
+        f"no private key: key is not set in {config.path}, and {account()} has none of "
+        f"{', '.join(map(str, candidates))}",
+        phase="local",
+        retryable=False,
+    )
+
+
 def _load_key(slave: str, key: os.PathLike[str]) -> Sequence[asyncssh.SSHKeyPair]:
-    """The private key, loaded here so that a key made unusable after start (removed,
-    replaced by an encrypted one) is a failed push with the reason, not an exception
-    from inside asyncssh."""
     try:
         return asyncssh.load_keypairs([os.fspath(key)])
     except OSError as exc:
-        reason = exc.strerror or str(exc)
+        if exc.filename is None:
+            exc.filename = os.fspath(key)
+        raise local_file_error(slave, exc) from None
     except (asyncssh.KeyImportError, asyncssh.KeyEncryptionError, ValueError) as exc:
         reason = str(exc) or type(exc).__name__
     raise SlaveError(
         slave,
         f"cannot use the private key {os.fspath(key)}: {reason}",
-        phase="auth",
+        phase="local",
         retryable=False,
     )
 

@@ -2,11 +2,14 @@
 
 ``dnsmaster service-conf [--runit] ACCT LOGACCT DIR CONFIG`` creates DIR with
 
-- ``run``: ``exec envdir ./env setuidgid ACCT dnsmaster run`` (runit: ``chpst``),
-  stderr on stdout;
+- ``run``: ``exec envdir ./env setuidgid ACCT dnsmaster run`` (runit: ``exec chpst
+  -e ./env chpst -u ACCT dnsmaster run``), stderr on stdout;
 - ``env/DNSMASTER_CONFIG`` (CONFIG, absolute) and ``env/PATH``, whose first
   directory is the one holding the dnsmaster command that ran service-conf, so the
   daemon runs the installation that made it, whatever the supervisor's PATH;
+- ``env/HOME``: ACCT's home from its passwd entry, in place of whatever HOME the
+  supervisor's starter had (root's ``/root``, from a root shell). The daemon itself
+  reads nothing through HOME (see :mod:`dnsmaster.sshlib`); hooks it runs may;
 - ``log/run``: ``multilog t ./main`` as LOGACCT (runit: ``svlogd -tt ./main``);
 - ``log/main``, owned by LOGACCT.
 
@@ -63,6 +66,7 @@ class Account:
     uid: int
     gid: int
     groups: tuple[int, ...]
+    home: str = "/nonexistent"
 
     @classmethod
     def lookup(cls, name: str, role: str) -> Account:
@@ -79,7 +83,7 @@ class Account:
                 f"(adduser --system --group --no-create-home --home /nonexistent {name})"
             ) from None
         groups = tuple(os.getgrouplist(name, entry.pw_gid))
-        return cls(name, entry.pw_uid, entry.pw_gid, groups)
+        return cls(name, entry.pw_uid, entry.pw_gid, groups, entry.pw_dir)
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
@@ -125,7 +129,9 @@ def scripts(account: str, log_account: str, *, runit: bool) -> dict[str, str]:
     """The ``run`` and ``log/run`` scripts, by path relative to the service directory."""
     acct, logacct = shlex.quote(account), shlex.quote(log_account)
     if runit:
-        run = f"exec chpst -e ./env -u {acct} dnsmaster run"
+        # Two chpst, as envdir then setuidgid: one chpst -e -u looks dnsmaster up on
+        # runsv's PATH, not env/PATH ("unable to run: dnsmaster: file does not exist").
+        run = f"exec chpst -e ./env chpst -u {acct} dnsmaster run"
         log = f"exec chpst -u {logacct} svlogd -tt ./main"
         tools = "chpst"
     else:
@@ -135,7 +141,8 @@ def scripts(account: str, log_account: str, *, runit: bool) -> dict[str, str]:
     return {
         "run": "#!/bin/sh\n"
         "# Made by dnsmaster service-conf. env/PATH names the dnsmaster installation\n"
-        f"# (its directory first) and where {tools} are; env/DNSMASTER_CONFIG the config.\n"
+        f"# (its directory first) and where {tools} are; env/DNSMASTER_CONFIG the config;\n"
+        f"# env/HOME {account}'s home, not the supervisor's.\n"
         "# The log is on stderr: send it to log/run.\n"
         "exec 2>&1\n"
         f"{run}\n",
@@ -175,7 +182,8 @@ def make(
         raise ServiceConfError(
             f"{account} could not run the daemon; nothing was created:{listed}", EXIT_SYSTEM
         )
-    _create(directory, scripts(account, log_account, runit=runit), config, path, logacct)
+    env = {"DNSMASTER_CONFIG": str(config), "PATH": path, "HOME": acct.home}
+    _create(directory, scripts(account, log_account, runit=runit), env, logacct)
     return directory, program
 
 
@@ -211,7 +219,7 @@ def _probe_as(account: Account, program: Path, path: str, args: list[str]) -> li
             # setuidgid/chpst will find; by name, a PATH lookup could quietly fall
             # through to another installation ACCT can run.
             [str(program), "service-conf", "--probe", *args],
-            env={"PATH": path, "LC_ALL": "C.UTF-8"},
+            env={"PATH": path, "HOME": account.home, "LC_ALL": "C.UTF-8"},
             cwd="/",
             user=account.uid if as_other else None,
             group=account.gid if as_other else None,
@@ -315,7 +323,7 @@ def _current_user() -> str:
 
 
 def _create(
-    directory: Path, texts: dict[str, str], config: Path, path: str, log_account: Account
+    directory: Path, texts: dict[str, str], env: dict[str, str], log_account: Account
 ) -> None:
     """Create the service directory; on any failure, remove what was created."""
     directory.parent.mkdir(parents=True, exist_ok=True)
@@ -333,8 +341,8 @@ def _create(
         main = directory / "log" / "main"
         main.mkdir(mode=0o755)
         os.chown(main, log_account.uid, log_account.gid)
-        (directory / "env" / "DNSMASTER_CONFIG").write_text(f"{config}\n")
-        (directory / "env" / "PATH").write_text(f"{path}\n")
+        for name, value in env.items():
+            (directory / "env" / name).write_text(f"{value}\n")
         # run last: a supervisor that sees the directory early finds no run yet and
         # tries again, instead of starting a daemon whose env is half written.
         for name in ("log/run", "run"):

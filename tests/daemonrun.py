@@ -172,8 +172,7 @@ class DaemonProcess:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
             raise DaemonError(f"daemon ignored SIGTERM for {timeout} s\n{self.dump()}") from None
-        if self._reader is not None:
-            self._reader.join(10)
+        self._close_log()
         return status
 
     def kill(self) -> None:
@@ -181,8 +180,17 @@ class DaemonProcess:
         if self.proc is not None and self.proc.poll() is None:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(10)
+        self._close_log()
+
+    def _close_log(self) -> None:
+        """After the reader saw EOF: an open pipe is a ResourceWarning, an error in tests."""
         if self._reader is not None:
             self._reader.join(10)
+        if self.proc is not None and self.proc.stdout is not None and not self._reader_alive():
+            self.proc.stdout.close()
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
 
     # -- events ------------------------------------------------------------------
 

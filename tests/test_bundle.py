@@ -470,8 +470,41 @@ class TestAuthorizedKey:
         assert proc.stdout.decode() == f'restrict,command="dnsmaster receive --root /r" {line}\n'
 
     @pytest.mark.parametrize(
+        "command",
+        [
+            "/opt/dnsmaster/bin/dnsmaster receive",
+            "/opt/dnsmaster/bin/dnsmaster",
+            "  /opt/dnsmaster/bin/dnsmaster   receive ",
+        ],
+    )
+    def test_command_with_or_without_receive(self, pubkey: tuple[Path, str], command: str) -> None:
+        """--command as the README words it (ending in receive) or not: one receive word."""
+        path, line = pubkey
+        proc = dnsmaster_cli(
+            "authorized-key", "--pubkey", str(path), "--root", "/r", "--command", command
+        )
+        assert (proc.returncode, proc.stderr) == (0, b"")
+        assert proc.stdout.decode() == (
+            f'restrict,command="/opt/dnsmaster/bin/dnsmaster receive --root /r" {line}\n'
+        )
+
+    def test_several_words_command(self, pubkey: tuple[Path, str]) -> None:
+        path, _ = pubkey
+        proc = dnsmaster_cli(
+            "authorized-key",
+            *("--pubkey", str(path), "--root", "/r"),
+            *("--command", "/usr/bin/python3 -m dnsmaster receive", "--keep", "3"),
+        )
+        assert proc.stdout.decode().startswith(
+            'restrict,command="/usr/bin/python3 -m dnsmaster receive --root /r --keep 3" '
+        )
+
+    @pytest.mark.parametrize(
         ("extra", "message"),
         [
+            (("--command", "dnsmaster receive --keep 3"), b"receive must be its last word"),
+            (("--command", "receive"), b"--command: give how the slave runs dnsmaster"),
+            (("--command", "'dnsmaster"), b'--command "\'dnsmaster": No closing quotation'),
             (("--bundle", "dnsmaster-receive.pyz"), b"must be absolute paths on the slave"),
             (("--bundle", "/x.pyz", "--python", "python3"), b"must be absolute paths"),
             (("--bundle", "/x.pyz", "--command", "dnsmaster"), b"not allowed with"),
@@ -482,6 +515,51 @@ class TestAuthorizedKey:
         proc = dnsmaster_cli("authorized-key", "--pubkey", str(path), "--root", "/r", *extra)
         assert (proc.returncode, proc.stdout) == (2, b"")
         assert message in proc.stderr
+
+    @pytest.mark.parametrize("bundle_path", [None, "/opt/r.pyz"])
+    def test_relative_root_refused(self, pubkey: tuple[Path, str], bundle_path: str | None) -> None:
+        """A relative --root would be made absolute on the master: refused (exit 2)."""
+        path, _ = pubkey
+        extra = ["--bundle", bundle_path] if bundle_path else []
+        proc = dnsmaster_cli(
+            "authorized-key", "--pubkey", str(path), "--root", "tinydns/root", *extra
+        )
+        assert (proc.returncode, proc.stdout) == (2, b"")
+        assert proc.stderr == (
+            b"dnsmaster: --root tinydns/root: give the slave's tinydns root as an absolute "
+            b"path (it is a directory on the slave, e.g. /etc/tinydns/root)\n"
+        )
+
+
+class TestReceiverBundleOutput:
+    def test_refuses_a_terminal(self) -> None:
+        """No -o and stdout a terminal: refused (exit 2), nothing written there."""
+        controller, terminal = os.openpty()
+        try:
+            proc = subprocess.run(
+                [sys.executable, "-m", "dnsmaster", "receiver-bundle"],
+                stdout=terminal,
+                stderr=subprocess.PIPE,
+                check=False,
+                env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+                timeout=60,
+            )
+            os.set_blocking(controller, False)
+            try:
+                written = os.read(controller, 1 << 16)
+            except BlockingIOError:
+                written = b""
+        finally:
+            os.close(terminal)
+            os.close(controller)
+        assert proc.returncode == 2
+        assert written == b""
+        assert b"give -o FILE (e.g. -o dnsmaster-receive.pyz) or redirect it" in proc.stderr
+
+    def test_pipe_still_gets_the_bundle(self) -> None:
+        proc = dnsmaster_cli("receiver-bundle")
+        assert proc.returncode == 0, proc.stderr
+        assert proc.stdout.startswith(b"#!/usr/bin/python3")
 
 
 # --------------------------------------------------------------------------- the master's check

@@ -38,12 +38,12 @@ def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     env["PYTHONWARNINGS"] = "always"
     return subprocess.run(
         [_installed(), *argv],
-        check=False,
         cwd=cwd,
         env=env,
         capture_output=True,
         text=True,
         timeout=60,
+        check=False,
     )
 
 
@@ -105,11 +105,11 @@ class TestCleanStderr:
         env = {**os.environ, "PYTHONWARNINGS": "always"}
         done = subprocess.run(
             [sys.executable, str(script)],
-            check=False,
             env=env,
             capture_output=True,
             text=True,
             timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stderr.splitlines() == [

@@ -7,6 +7,7 @@ run ``python -m dnsmaster`` and check that the message reaches stderr with exit 
 from __future__ import annotations
 
 import os
+import pwd
 import shutil
 import subprocess
 import sys
@@ -164,16 +165,37 @@ def test_relative_paths_resolve_against_the_config_directory(
     assert cfg.zones.is_absolute()
 
 
+def passwd_home(monkeypatch: pytest.MonkeyPatch, home: Path) -> None:
+    """This account's passwd entry says its home is ``home``; $HOME says elsewhere."""
+    real = pwd.getpwuid(os.geteuid())
+    entry = pwd.struct_passwd((real.pw_name, "x", real.pw_uid, real.pw_gid, "", str(home), "/"))
+    monkeypatch.setattr(pwd, "getpwuid", lambda uid: entry)
+    monkeypatch.setenv("HOME", "/nonexistent/not-this-one")
+
+
 def test_absolute_and_home_paths(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("HOME", str(home))
+    """~ is the home in the account's passwd entry, not $HOME (a supervisor's starter's)."""
+    passwd_home(monkeypatch, home)
     cfg = config.load(write(home, 'zones = "/srv/zones"\noutput = "~/out"\n'))
     assert cfg.zones == Path("/srv/zones")
     assert cfg.output == home / "out"
 
 
+def test_home_without_passwd_entry(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """No passwd entry: ~ is an error naming the key, never $HOME."""
+
+    def missing(uid: int) -> pwd.struct_passwd:
+        raise KeyError(uid)
+
+    monkeypatch.setattr(pwd, "getpwuid", missing)
+    err = load_error(home, 'zones = "z"\noutput = "~/out"\n')
+    assert err.key == "output"
+    assert "give an absolute path" in err.reason
+
+
 def test_default_known_hosts_is_the_users(home: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """SSH slaves and no known_hosts: ~/.ssh/known_hosts, never "no checking"."""
-    monkeypatch.setenv("HOME", str(home))
+    passwd_home(monkeypatch, home)
     text = 'zones = "z"\noutput = "o"\n' + SLAVE
     err = load_error(home, text)
     assert err.key == "known_hosts"
@@ -333,7 +355,8 @@ def test_unknown_key_lists_the_known_ones(home: Path) -> None:
 def test_unreadable_file_named_with_its_path(home: Path) -> None:
     err = load_error(home, BASE + SLAVE + 'key = "keys/missing"\n')
     assert str(home / "keys" / "missing") in err.reason
-    assert err.reason.endswith("cannot read: file does not exist")
+    assert err.reason.endswith(": file does not exist")
+    assert f"as user {pwd.getpwuid(os.geteuid()).pw_name} (uid {os.geteuid()})" in err.reason
 
 
 # --------------------------------------------------------------------------- private keys
@@ -351,7 +374,7 @@ def key_error(home: Path, file: Path, *, name: str = "key") -> ConfigError:
         text += SLAVE + f"[[slave]]\nname = 'b'\nhost = 'h'\nkey = {str(file)!r}\n"
     err = load_error(home, text)
     assert err.key == name
-    assert err.reason.startswith(f"{file}: "), err.reason
+    assert str(file) in err.reason, err.reason
     assert "Traceback" not in str(err)
     return err
 
@@ -400,9 +423,10 @@ def test_unreadable_keys(home: Path) -> None:
     (home / "dir").mkdir()
     assert key_error(home, home / "dir").reason.endswith("cannot read: is a directory")
     missing = key_error(home, home / "missing", name="slave[1].key")
-    assert missing.reason.endswith("cannot read: file does not exist")
+    assert missing.reason.startswith(f"cannot read {home / 'missing'} as user ")
+    assert missing.reason.endswith(": file does not exist")
     (home / "dangling").symlink_to(home / "nowhere")
-    assert key_error(home, home / "dangling").reason.endswith("cannot read: file does not exist")
+    assert key_error(home, home / "dangling").reason.endswith(": file does not exist")
     os.mkfifo(home / "fifo")  # would block a plain open() for good
     assert key_error(home, home / "fifo").reason.endswith(
         "not a regular file, so not a private key"
@@ -642,7 +666,7 @@ def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
         proc = run_cli(*argv, "--config", str(path))
         assert proc.returncode == EXIT_USAGE, argv
         assert proc.stderr.startswith(
-            f"dnsmaster: {path}: known_hosts: {home / 'missing'}: cannot read: "
+            f"dnsmaster: {path}: known_hosts: cannot read {home / 'missing'} as user "
         ), argv
         assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in proc.stderr, argv
 

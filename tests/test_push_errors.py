@@ -278,11 +278,14 @@ async def test_refused_connect_says_connection_refused(tmp_path: Path) -> None:
     port = free_port()
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")
+    key = tmp_path / "id_ed25519"
+    asyncssh.generate_private_key("ssh-ed25519").write_private_key(key)
     config = Config(
         path=tmp_path / "c.toml",
         zones=tmp_path,
         output=tmp_path,
         state=tmp_path / "state",
+        key=key,
         known_hosts=known_hosts,
     )
     channel = push.SshChannel(Slave(name="s1", host="127.0.0.1", port=port), config)

@@ -17,7 +17,7 @@ import pytest
 
 from dnsmaster.serviceconf import scripts
 from tests.conftest import require, require_root
-from tests.test_readme import Host, install_dnsmaster
+from tests.test_readme import Host, install_dnsmaster, wait_for
 
 CONFIG = "/etc/dnsmaster/dnsmaster.toml"
 
@@ -35,9 +35,12 @@ class TestScripts:
         )
 
     def test_runit(self) -> None:
-        """run: chpst -e ./env -u ACCT; log/run: svlogd -tt ./main as LOGACCT."""
+        """run: chpst -e ./env, then chpst -u ACCT (so env/PATH finds dnsmaster);
+        log/run: svlogd -tt ./main as LOGACCT."""
         texts = scripts("dnsmaster", "dnslog", runit=True)
-        assert texts["run"].splitlines()[-1] == "exec chpst -e ./env -u dnsmaster dnsmaster run"
+        assert texts["run"].splitlines()[-1] == (
+            "exec chpst -e ./env chpst -u dnsmaster dnsmaster run"
+        )
         assert texts["log/run"].splitlines()[-1] == "exec chpst -u dnslog svlogd -tt ./main"
 
     @pytest.mark.parametrize("runit", [False, True])
@@ -99,6 +102,7 @@ class TestMake:
             assert (made / name).read_text() == expected[name]
             assert (made / name).stat().st_mode & 0o777 == 0o755
         assert (made / "env" / "DNSMASTER_CONFIG").read_text() == f"{CONFIG}\n"
+        assert (made / "env" / "HOME").read_text() == "/var/lib/dnsmaster\n"
         path = (made / "env" / "PATH").read_text().strip().split(":")
         assert path[0] == "/usr/local/bin"
         assert {"/usr/bin", "/bin"} <= set(path)
@@ -185,6 +189,55 @@ class TestMake:
         proc = service_conf(host, "dnsmaster", "dnslog", "/var/t/svc-nz", "/etc/dnsmaster/nz.toml")
         assert proc.returncode == 111, proc.stderr
         assert "/var/t/no-zones" in proc.stderr
+
+
+class TestSupervised:
+    """The directory it makes, run by the real svscan or runsvdir started with a
+    PATH that lacks dnsmaster and root's HOME, as from a root shell."""
+
+    @pytest.mark.parametrize("runit", [False, True])
+    def test_starts_from_env_path(self, host: Host, runit: bool, tmp_path: Path) -> None:
+        """dnsmaster is found through env/PATH alone; the daemon runs as ACCT with
+        ACCT's HOME."""
+        kind = "runit" if runit else "daemontools"
+        directory, scan, output = f"/var/t/sv-{kind}", f"/var/t/scan-{kind}", f"/var/t/out-{kind}"
+        config = f"/etc/dnsmaster/{kind}.toml"
+        host.sh(
+            f"install -d -o dnsmaster -g dnsmaster {output}\n"
+            f"sed 's|^output = .*|output = \"{output}\"|' {CONFIG} > {config}\n"
+            # The supervisor's PATH lacks it.
+            "if PATH=/usr/bin:/bin command -v dnsmaster; then exit 1; fi"
+        )
+        flag = ["--runit"] if runit else []
+        proc = service_conf(host, *flag, "dnsmaster", "dnslog", directory, config)
+        assert proc.returncode == 0, proc.stderr
+        host.sh(f"mkdir {scan} && ln -s {directory} {scan}/")
+        scanner = ["runsvdir", "-P", scan] if runit else ["svscan", scan]
+        log = tmp_path / "scanner.log"
+        started = host.spawn(["env", "-i", "PATH=/usr/bin:/bin", "HOME=/root", *scanner], log)
+        current = host.path(f"{directory}/log/main/current")
+        try:
+            wait_for(
+                "the daemon's first line in its log",
+                lambda: current.exists() and "event=daemon.start" in current.read_text(),
+                show=current,
+            )
+            pid = self.daemon_pid(host, directory, runit=runit)
+            environ = Path(f"/proc/{pid}/environ").read_bytes().split(b"\0")
+            assert b"HOME=/var/lib/dnsmaster" in environ
+            assert Path(f"/proc/{pid}").stat().st_uid == host.uid("dnsmaster")
+        finally:
+            started.kill()  # the scanner first, so that nothing starts the services again
+            started.wait(10)
+            stop = ["sv", "-w", "20", "exit"] if runit else ["svc", "-dx"]
+            host.sh(" ".join([*stop, directory, f"{directory}/log"]), check=False)
+
+    def daemon_pid(self, host: Host, directory: str, *, runit: bool) -> int:
+        if runit:
+            return int(host.path(f"{directory}/supervise/pid").read_text())
+        status = host.enter(["svstat", directory])
+        assert ": up (pid " in status, status
+        return int(status.split("(pid ")[1].split(")")[0])
 
 
 def test_probe_names_every_problem(tmp_path: Path) -> None:

@@ -538,7 +538,7 @@ class TestCommand:
         assert "ns2" in text
         code, _, err = run(config, "--live", capsys=capsys)
         assert code == status.EXIT_USAGE
-        assert err.startswith(f"dnsmaster: {config}: known_hosts: {known_hosts}: cannot read")
+        assert err.startswith(f"dnsmaster: {config}: known_hosts: cannot read {known_hosts} as ")
         assert "ssh-keyscan" in err
 
     def test_dead_daemon(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
