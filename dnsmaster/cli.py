@@ -28,7 +28,6 @@ if TYPE_CHECKING:
     from dnsmaster.build import Builder
     from dnsmaster.config import Config, Slave
     from dnsmaster.push import PushResult, SlaveChannel
-    from dnsmaster.state import Pushed
 
 __all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
 
@@ -784,11 +783,10 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             return receiver.offer()
         return receiver.offer(await base_of(receiver.installed.sha256))
 
-    # What this command last installed on each slave: a delta goes against it at
-    # once, without the status exchange; the receiver refuses any other base, and
-    # the slave is asked then (push_one's ask).
-    record = statefile.pushed_path(cfg.output)
-    pushed = statefile.read_pushed(record)
+    # What the last push (this command's, the daemon's, a rollback's) installed on
+    # each slave: a delta goes against it at once, without the status exchange; the
+    # receiver refuses any other base, and the slave is asked then (push_one's ask).
+    pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
     protocols: dict[str, int | None] = {}
 
     async def recorded_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
@@ -825,7 +823,7 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     finally:
         for channel in channels:
             await channel.close()
-    _record_pushed(record, pushed, results, protocols, logger)
+    _record_pushed(cfg, results, protocols, logger)
     failed = [r.slave for r in results if not r.ok]
     logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
     return EXIT_SLAVES if failed else EXIT_OK
@@ -861,33 +859,19 @@ class _Bases:
 
 
 def _record_pushed(
-    record: Path,
-    pushed: dict[str, Pushed],
-    results: Sequence[PushResult],
-    protocols: dict[str, int | None],
-    logger: Any,
+    cfg: Config, results: Sequence[PushResult], protocols: dict[str, int | None], logger: Any
 ) -> None:
-    """Record what each slave now holds, for the next push's delta (see _push_data).
-
-    A failed push forgets the slave: what it holds is not known any more.
-    """
+    """Record what each slave now holds, for the next push's delta (see _push_data)."""
     from dnsmaster import state as statefile  # noqa: PLC0415
-    from dnsmaster.fsutil import describe  # noqa: PLC0415
-    from dnsmaster.protocol import DELTA  # noqa: PLC0415
 
-    before = dict(pushed)
-    for result in results:
-        protocol = protocols.get(result.slave)
-        if result.ok and protocol is not None and protocol >= DELTA:
-            pushed[result.slave] = statefile.Pushed(result.sha256, protocol)
-        else:
-            pushed.pop(result.slave, None)
-    if pushed == before or not record.parent.is_dir():
-        return  # no archive: no base a delta could go against
-    try:
-        statefile.write_pushed(record, pushed)
-    except OSError as exc:
-        logger.warning("push.record_failed", path=str(record), error=describe(exc))
+    statefile.log_pushed(
+        cfg.output,
+        {
+            r.slave: statefile.Pushed(r.sha256, protocols.get(r.slave) or 0) if r.ok else None
+            for r in results
+        },
+        logger,
+    )
 
 
 def _builder(cfg: Config) -> Builder:

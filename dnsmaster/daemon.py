@@ -411,6 +411,10 @@ class SlaveWorker:
                 daemon.idle_changed()
         daemon.push_log(current).result(result)
         self._tried = current.sha256
+        # The record `dnsmaster push` reads: a push by hand after this one then sends
+        # its delta against what the slave holds, not against a stale base.
+        installed = statefile.Pushed(current.sha256, self._protocol or 0) if result.ok else None
+        statefile.log_pushed(daemon.config.output, {self.slave.name: installed}, daemon.log)
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
         daemon.hooks.fire(
             "push", **facts, result="ok" if result.ok else "failed", error=result.error

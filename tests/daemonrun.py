@@ -179,6 +179,12 @@ class DaemonProcess:
             self.proc.wait(10)
         if self._reader is not None:
             self._reader.join(10)
+        if self.proc is not None and self.proc.stdout is not None and not self._reader_alive():
+            # Read to the end: closed here, or a ResourceWarning (an error) at collection.
+            self.proc.stdout.close()
+
+    def _reader_alive(self) -> bool:
+        return self._reader is not None and self._reader.is_alive()
 
     # -- events ------------------------------------------------------------------
 
