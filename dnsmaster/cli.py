@@ -29,12 +29,22 @@ if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
     from dnsmaster.push import PushResult, SlaveChannel
 
-__all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_DATA",
+    "EXIT_HELD",
+    "EXIT_OK",
+    "EXIT_SLAVES",
+    "EXIT_SYSTEM",
+    "EXIT_USAGE",
+    "main",
+]
 
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_SLAVES = 3
+#: ``push``, and ``build``/``rollback`` handed to a daemon: the guard holds the build.
+EXIT_HELD = 4
 EXIT_SYSTEM = 111
 
 
@@ -180,8 +190,11 @@ def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
     p.add_argument(
         "--accept",
-        action="store_true",
-        help="release the build the daemon's guard holds back (it removes records or zones)",
+        nargs="?",
+        const="",
+        metavar="BUILD",
+        help="push the build the guard holds back (it removes records or zones), and only "
+        "it: BUILD, if given, is its serial or sha256 (prefix); nothing is built",
     )
     _dry_run_options(p, "print the build plan and which slaves would change; push nothing")
     _wait_options(p, flag=True)
@@ -606,14 +619,112 @@ async def _push(args: argparse.Namespace) -> int:
                 cfg, daemon, builder, names, logger, repush=args.no_build, accept=args.accept
             )
         else:
-            # Without the daemon there is no guard: an accepted build is the data on disk.
-            no_build = args.no_build or args.accept
-            status = EXIT_OK if no_build else _build_if_needed(cfg, logger)
-            if status == EXIT_OK:
-                status = await _push_data(cfg, slaves, logger)
+            status = await _push_by_hand(cfg, slaves, args, logger)
     if status != EXIT_OK or not args.wait:
         return status
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+async def _push_by_hand(
+    cfg: Config, slaves: list[Slave], args: argparse.Namespace, logger: Any
+) -> int:
+    """Without a daemon: build if the zones changed, let the guard judge, push.
+
+    ``--accept`` pushes the data on disk only when it is the build the guard holds
+    (and the one it names, if it names one): never a build nobody looked at.
+    """
+    if args.accept is None:
+        status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
+        if status != EXIT_OK:
+            return status
+    data = _data_to_push(cfg, logger)
+    if isinstance(data, int):
+        return data
+    if args.accept is not None:
+        refused = _accepted(cfg, data, args.accept, logger)
+    else:
+        refused = _guard(cfg, data, logger)
+    if refused is not None:
+        return refused
+    return await _push_data(cfg, slaves, logger, data)
+
+
+def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
+    """``push --accept [BUILD]`` without a daemon: None when ``data`` is the held build
+    (and BUILD names it), else the exit status (nothing is pushed)."""
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    held = guarded.held(cfg, hashlib.sha256(data).hexdigest())
+    if held is None:
+        logger.info("guard.nothing_held", output=str(cfg.output), hint="dnsmaster push")
+        return EXIT_OK
+    if not guarded.names(spec, held.serial, held.sha256):
+        logger.error(
+            "guard.not_accepted",
+            accepted=spec,
+            serial=held.serial,
+            sha256=held.sha256[:16],
+            error="--accept names another build than the one held; nothing pushed",
+            hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
+        )
+        return EXIT_HELD
+    logger.warning(
+        "guard.accepted", serial=held.serial, sha256=held.sha256[:16], reason=held.reason
+    )
+    return None
+
+
+def _guard(cfg: Config, data: bytes, logger: Any) -> int | None:
+    """The guard on a push by hand: None when ``data`` may go, else the exit status.
+
+    It judges ``data`` against the build the last push installed, as the daemon
+    judges each build against what it gave the slaves (:mod:`dnsmaster.guarded`).
+    """
+    import hashlib  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from dnsmaster import guarded  # noqa: PLC0415
+    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
+    from dnsmaster.errors import TinydnsDataError  # noqa: PLC0415
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+    base = guarded.given(cfg.output, cfg.daemon.keep)
+    if base is None:
+        logger.info("guard.no_base", reason="no build recorded as pushed is kept here")
+        return None
+    try:
+        verdict = guarded.judge(cfg, base, data)
+    except TinydnsDataError as exc:
+        logger.error("push.failed", path=str(cfg.output / "data"), error=f"not valid data: {exc}")
+        return EXIT_DATA
+    if verdict is None:
+        with contextlib.suppress(OSError):
+            guarded.clear(cfg.output)
+        return None
+    sha256 = hashlib.sha256(data).hexdigest()
+    serial = previous_serial(data[:200])
+    before = guarded.held(cfg, sha256)
+    since = before.since if before is not None else time.time()
+    try:
+        guarded.write(cfg.output, guarded.Held(serial, sha256, verdict.reason, since, base.sha256))
+    except OSError as exc:
+        # Still refused: the next push judges the build again.
+        logger.warning("guard.record_failed", path=str(cfg.output), error=describe(exc))
+    logger.critical(
+        "guard.held",
+        serial=serial,
+        sha256=sha256[:16],
+        records=verdict.new_records,
+        was=verdict.old_records,
+        zones=",".join(verdict.removed_zones) or None,
+        reason=verdict.reason,
+        pushed_serial=base.serial,
+        error="the guard holds this build: nothing pushed",
+        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {serial} pushes it",
+    )
+    return EXIT_HELD
 
 
 def _rollback_holds(cfg: Config, logger: Any) -> bool:
@@ -738,8 +849,10 @@ def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
     return data
 
 
-async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
-    """Push the data on disk to ``slaves``; the exit status."""
+async def _push_data(
+    cfg: Config, slaves: list[Slave], logger: Any, data: bytes | None = None
+) -> int:
+    """Push ``data`` (default: the data on disk) to ``slaves``; the exit status."""
     import hashlib  # noqa: PLC0415
 
     from dnsmaster import push  # noqa: PLC0415
@@ -747,9 +860,10 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     from dnsmaster.errors import SlaveError  # noqa: PLC0415
     from dnsmaster.protocol import DELTA  # noqa: PLC0415
 
-    data = _data_to_push(cfg, logger)
-    if isinstance(data, int):
-        return data
+    found = _data_to_push(cfg, logger) if data is None else data
+    if isinstance(found, int):
+        return found
+    data = found
     from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
 
     sha256 = hashlib.sha256(data).hexdigest()
@@ -940,12 +1054,13 @@ def _hand_off(
     logger: Any,
     *,
     repush: bool = False,
-    accept: bool = False,
+    accept: str | None = None,
 ) -> int:
     """Have the running daemon build (and push), and report what it did.
 
-    With ``accept``, release the build its guard holds (SIGUSR2, with the held
-    build's sha256 in the output directory, so only that build is released).
+    With ``accept`` (``push --accept [BUILD]``), release the build its guard holds
+    (SIGUSR2, with the held build's sha256 in the output directory, so only that
+    build is released), if BUILD names it.
     """
     import signal  # noqa: PLC0415
 
@@ -957,7 +1072,7 @@ def _hand_off(
 
     signum = None
     held: statefile.HeldBuild | None = None
-    if accept:
+    if accept is not None:
         try:
             held = statefile.read(cfg.state).held
         except (OSError, ValueError) as exc:
@@ -966,6 +1081,8 @@ def _hand_off(
         if held is None:
             logger.info("guard.nothing_held", daemon=daemon)
             return EXIT_OK
+        if not _names_held(accept, held, logger):
+            return EXIT_HELD
         flag = cfg.output / ACCEPT_FILE
         text = f"{held.sha256}\n".encode()
         fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, text)), flag)])
@@ -988,7 +1105,7 @@ def _hand_off(
         "handoff.start",
         daemon=daemon,
         request="accept the held build"
-        if accept
+        if accept is not None
         else "push again"
         if repush
         else "build if changed",
@@ -1010,6 +1127,23 @@ def _hand_off(
         signum=signum,
     )
     return _handed_off(outcome, daemon, slaves, logger)
+
+
+def _names_held(spec: str, held: Any, logger: Any) -> bool:
+    """Whether ``push --accept SPEC`` names the daemon's held build (logged if not)."""
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    if guarded.names(spec, held.serial, held.sha256):
+        return True
+    logger.error(
+        "guard.not_accepted",
+        accepted=spec,
+        serial=held.serial,
+        sha256=held.sha256[:16],
+        error="--accept names another build than the one held; nothing pushed",
+        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
+    )
+    return False
 
 
 def _slave_reporter(logger: Any) -> Callable[[str, Any], None]:
@@ -1044,7 +1178,7 @@ def _handed_off(
             by="daemon",
             hint="check with dnsmaster diff; release with dnsmaster push --accept",
         )
-        return EXIT_DATA
+        return EXIT_HELD
     if outcome.build_failed:
         error = outcome.build.error if outcome.build else None
         logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")

@@ -74,7 +74,7 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         assert proc.returncode == 4, proc.stdout + proc.stderr
         assert "held" in proc.stderr
         code, events = dnsmaster("push", "--config", str(local.config))
-        assert code == 1  # a push by hand does not slip past the guard
+        assert code == 4  # a push by hand does not slip past the guard
         assert [e for e in events if e["event"] == "guard.held"]
         code, events = dnsmaster("push", "--accept", "--config", str(local.config))
         assert code == 0, events
@@ -128,3 +128,76 @@ class running_held:
 
     def __exit__(self, *exc: object) -> None:
         self.local.daemon.kill()
+
+
+def events_named(events: list[dict[str, object]], name: str) -> list[dict[str, object]]:
+    return [e for e in events if e["event"] == name]
+
+
+class TestPushByHand:
+    """Without a daemon, ``dnsmaster push`` judges what it would push against the
+    build the last push installed, refuses what the guard would hold (exit 4), and
+    ``push --accept`` pushes exactly that build."""
+
+    def test_dropped_zone_refused_until_accepted(self, tmp_path: Path) -> None:
+        local = guarded(tmp_path)
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 0, events
+        (local.zones / "zones.example.net").unlink()
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 4, events
+        (held,) = events_named(events, "guard.held")
+        assert held["zones"] == "example.net"
+        assert "removes the zones example.net" in str(held["reason"])
+        assert f"dnsmaster push --accept {held['serial']}" in str(held["hint"])
+        assert not events_named(events, "push.done")
+        assert all(b"example.net" in d for d in local.installed())
+        # Still refused the next time, and not accepted under another name.
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 4, events
+        assert events_named(events, "guard.held")
+        code, events = dnsmaster("push", "--accept", "1", "--config", str(local.config))
+        assert code == 4, events
+        assert events_named(events, "guard.not_accepted")
+        assert all(b"example.net" in d for d in local.installed())
+        code, events = dnsmaster(
+            "push", "--accept", str(held["serial"]), "--config", str(local.config)
+        )
+        assert code == 0, events
+        assert events_named(events, "guard.accepted")
+        assert len(events_named(events, "push.done")) == 2
+        assert not any(b"example.net" in d for d in local.installed())
+        # Accepted and installed: nothing is held any more.
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 0, events
+        assert not events_named(events, "guard.held")
+        code, events = dnsmaster("push", "--accept", "--config", str(local.config))
+        assert code == 0, events
+        assert events_named(events, "guard.nothing_held")
+
+    def test_a_fixed_build_goes_out(self, tmp_path: Path) -> None:
+        """The zone comes back before anyone accepts: the next push needs no accept."""
+        local = guarded(tmp_path)
+        assert dnsmaster("push", "--config", str(local.config))[0] == 0
+        kept = (local.zones / "zones.example.net").read_text()
+        (local.zones / "zones.example.net").unlink()
+        assert dnsmaster("push", "--config", str(local.config))[0] == 4
+        write(local.zones / "zones.example.net", kept + "+new.example.net:192.0.2.9\n")
+        code, events = dnsmaster("push", "--config", str(local.config))
+        assert code == 0, events
+        assert all(b"new.example.net" in d for d in local.installed())
+
+    def test_daemon_started_on_a_refused_build_holds_it(self, tmp_path: Path) -> None:
+        local = guarded(tmp_path)
+        assert dnsmaster("push", "--config", str(local.config))[0] == 0
+        (local.zones / "zones.example.net").unlink()
+        assert dnsmaster("push", "--config", str(local.config))[0] == 4
+        with running_held(local) as daemon:
+            held = daemon.wait("guard.held", timeout=TIMEOUT)
+            assert held["by"] == "push"
+            assert not daemon.find("push.done")
+            assert all(b"example.net" in d for d in local.installed())
+            code, events = dnsmaster("push", "--accept", "--config", str(local.config))
+            assert code == 0, events
+            assert not any(b"example.net" in d for d in local.installed())
+            assert daemon.stop() == 0
