@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -375,8 +376,15 @@ class TestPushDryRun:
             "  ~ www.example.com A: 86400 192.0.2.80 -> 86400 192.0.2.55",
             "changes: zones 0 added, 0 removed, 1 changed; records 0 added, 0 removed, 1 changed",
         ]
-        # The master builds; ns2 keeps the build before: one the master no longer has.
+        # The master builds; ns2 keeps the build before, which the master keeps too.
         assert dnsmaster("build", "--config", local.config).returncode == 0
+        proc = dnsmaster("diff", "--slave", "ns2", "--config", local.config)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout.splitlines()[1] == (
+            "  ~ www.example.com A: 86400 192.0.2.80 -> 86400 192.0.2.55"
+        )
+        # A build the master no longer keeps: no plan.
+        shutil.rmtree(local.output / ".dnsmaster-builds")
         proc = dnsmaster("diff", "--slave", "ns2", "--config", local.config)
         assert proc.returncode == 2
         assert "ns2 holds a build the master does not have" in proc.stderr

@@ -76,6 +76,7 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         code, events = dnsmaster("push", "--config", str(local.config))
         assert code == 4  # a push by hand does not slip past the guard
         assert [e for e in events if e["event"] == "guard.held"]
+        assert_plans_show_the_hold(local, held)
         code, events = dnsmaster("push", "--accept", "--config", str(local.config))
         assert code == 0, events
         assert {e["slave"] for e in events if e["event"] == "push.done"} == {"ns2", "ns3"}
@@ -156,6 +157,7 @@ class TestPushByHand:
         code, events = dnsmaster("push", "--config", str(local.config))
         assert code == 4, events
         assert events_named(events, "guard.held")
+        assert_plans_show_the_hold(local, held)
         code, events = dnsmaster("push", "--accept", "1", "--config", str(local.config))
         assert code == 4, events
         assert events_named(events, "guard.not_accepted")
@@ -201,3 +203,45 @@ class TestPushByHand:
             assert code == 0, events
             assert not any(b"example.net" in d for d in local.installed())
             assert daemon.stop() == 0
+
+
+def plan(*argv: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dnsmaster", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=ENV,
+        timeout=120,
+    )
+
+
+def assert_plans_show_the_hold(local: Local, held: dict[str, object]) -> None:
+    """While a build is held, diff (against the slaves' build, or one slave's) and
+    push --dry-run say it is held and why, and list the zone it removes: exit 1."""
+    heading = f"held: the guard holds serial {held['serial']}: "
+    for argv in (("diff",), ("diff", "--slave", "ns2"), ("push", "--dry-run")):
+        proc = plan(*argv, "--config", str(local.config))
+        assert proc.returncode == 1, (argv, proc.stdout, proc.stderr)
+        lines = proc.stdout.splitlines()
+        assert lines[0].startswith(heading), (argv, lines)
+        assert "removes the zones example.net" in lines[0]
+        assert f"dnsmaster push --accept {held['serial']}" in lines[0]
+        assert any(line.startswith("- zone example.net: removed") for line in lines), lines
+    proc = plan("diff", "--json", "--config", str(local.config))
+    document = json.loads(proc.stdout)
+    assert document["zones_removed"] == ["example.net"]
+    assert document["held"]["serial"] == held["serial"]
+    assert document["held"]["pending"] is False
+
+
+def test_push_dry_run_says_the_push_would_be_held(tmp_path: Path) -> None:
+    """Zones saved, not built yet: push --dry-run says the guard would hold the build."""
+    local = guarded(tmp_path)
+    assert dnsmaster("push", "--config", str(local.config))[0] == 0
+    (local.zones / "zones.example.net").unlink()
+    proc = plan("push", "--dry-run", "--config", str(local.config))
+    assert proc.returncode == 1, proc.stderr
+    first = proc.stdout.splitlines()[0]
+    assert first.startswith("held: the guard would hold serial "), first
+    assert "removes the zones example.net" in first
