@@ -3,14 +3,9 @@
 Sub-commands import what they need when they run: ``dnsmaster receive`` starts once
 per push on every slave, and must not pay for asyncssh, structlog or dnspython.
 
-Exit statuses (also in the README):
-  0    done
-  1    the zones data has errors (or warnings, with ``--strict``); nothing written
-  2    usage or configuration error
-  3    ``push``: one or more slaves did not take the data (the others did);
-       ``wait``, ``push --wait``: a slave did not serve the serial in time
-  111  a system error: a file or directory could not be read or written
-       (``tinydns-data`` uses 111 for every failure, as the original does)
+The exit status of every command is in :data:`EXIT_STATUSES`, one table. The
+constants below are this module's; other modules name theirs (``diff``, ``status``,
+``doctor``, ``receive``, the daemon's) with the same numbers for the same meaning.
 """
 
 from __future__ import annotations
@@ -34,10 +29,76 @@ __all__ = [
     "EXIT_HELD",
     "EXIT_OK",
     "EXIT_SLAVES",
+    "EXIT_STATUSES",
     "EXIT_SYSTEM",
     "EXIT_USAGE",
     "main",
 ]
+
+#: Every command's exit statuses (argparse's usage errors are 2 for all of them, and
+#: ``--help``/``--version`` exit 0). For the docs: keep it the one table.
+EXIT_STATUSES = """\
+command                        exit statuses
+-----------------------------  ----------------------------------------------------------
+build                          0 built (or already current); 1 the zones have errors (or
+                               warnings, with --strict): nothing written; 2 configuration;
+                               111 a file or directory cannot be read or written.
+                               Handed to a running daemon: 1 too when a rollback holds
+                               the slaves; 4 the guard holds the build; 111 the daemon
+                               did not build in time
+diff                           as diff(1): 0 no change; 1 changes (a held build is one:
+                               the push itself would exit 4); 2 no plan: errors in the
+                               zones, configuration, no output directory, an unreadable
+                               file, a slave that cannot be asked or holds a build the
+                               master does not keep (--slave), a damaged rollback file
+build --dry-run                as diff
+push --dry-run                 as diff (a slave that cannot be asked is a change: the push
+                               would try it)
+check                          0 ok; 1 errors (or warnings, with --strict); 2
+                               configuration; 111 the zones cannot be read
+push                           0 every slave took the build (or, --accept, nothing was
+                               held); 1 the zones have errors, the data on disk is not
+                               valid data, or a rollback holds the slaves (rollback
+                               --release); 2 usage or configuration; 3 a slave did not
+                               take it (the others did), or, --wait, did not serve the
+                               serial in time; 4 the guard holds the build (push --accept
+                               BUILD releases it), or --accept names another build than
+                               the one held; 111 a file cannot be read or written, or a
+                               daemon handed the push did not act in time
+wait                           0 every slave serves the serial; 2 usage or configuration
+                               (no zone has the serial: name it with --zone); 3 the time
+                               ran out; 111 the data cannot be read
+rollback                       0 done (--list; --release with nothing held); 1 --release:
+                               the zones have errors (the rollback stays); 2 usage or
+                               configuration, no kept build matches --to; 3 a slave did
+                               not take it; 4 (handed to a daemon) the guard holds the
+                               released build; 111 the rollback cannot be written, or a
+                               daemon refused it or did not act in time
+status                         the highest that applies: 0 all ok; 3 a slave is not ok; 4
+                               the build is not current (none, failed, unbuilt, held,
+                               rollback); 5 the daemon is not running; 2 usage or
+                               configuration; 111 no readable state file. --nagios: 0 OK,
+                               1 WARNING, 2 CRITICAL, 3 UNKNOWN. --live: 0 every slave
+                               serves the data, 3 one does not, 111 the data cannot be read
+doctor                         0 nothing failed (warnings allowed); 1 a check failed; 2
+                               the configuration cannot be loaded
+run                            0 stopped by SIGTERM; 2 configuration; 70 an unexpected
+                               exception (a bug: the traceback is in the log); 111 the
+                               output directory or state file cannot be written, or the
+                               zones watcher was lost
+demo                           as run; --setup-only 0; 111 the demo cannot be created
+service-conf                   0 made; 2 usage (an account does not exist, DIR exists);
+                               111 ACCT cannot run the daemon, or DIR cannot be created
+receive (the slave)            0 installed (or status printed); 1 the data was refused
+                               (incomplete, too large, does not compile, older serial); 2
+                               the command was refused (unknown verb); 3 the delta was
+                               refused (another base): a full push is needed; 111 a
+                               system error
+authorized-key                 0 printed; 2 not a public key, relative paths
+receiver-bundle                0 written; 2 a bad --python, or stdout is a terminal; 111
+                               the file cannot be written
+tinydns-data                   0 compiled; 111 any failure, as the original
+"""
 
 EXIT_OK = 0
 EXIT_DATA = 1
@@ -94,11 +155,12 @@ def _master_commands(
 
     p = sub.add_parser(
         "diff",
-        help="what a push would change, record by record; exit 0 no change, 1 changes",
-        description="Compare the zones there now (built in memory) with the current build, "
-        "or with what slave NAME holds (--slave), or two data files (OLD NEW): zones added "
-        "and removed, records added, removed and changed per zone, serials. Exit 0 no "
-        "change, 1 changes, 2 no plan could be made (the reason on stderr).",
+        help="what a push would change, record by record; exit 0 no change, 1 changes, 2 no plan",
+        description="Compare the zones there now (built in memory) with the current build "
+        "(while the guard holds a build: with the build the slaves were given), or with what "
+        "slave NAME holds (--slave), or two data files (OLD NEW): zones added and removed, "
+        "records added, removed and changed per zone, serials. Exit 0 no change, 1 changes, "
+        "2 no plan could be made (the reason on stderr).",
     )
     _zones_options(p, output=True)
     p.add_argument("files", nargs="*", metavar="OLD NEW", help="compare two data files")
@@ -327,7 +389,11 @@ def _log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dry_run_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--dry-run", action="store_true", help=f"{what} (exit 0 no change, 1 changes)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"{what} (exit 0 no change, 1 changes, 2 no plan: zones errors, configuration)",
+    )
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
 
 

@@ -125,6 +125,7 @@ async def push_plan(args: argparse.Namespace) -> int:
             sides = planned_sides(builder, cfg)
         hold = _hold(cfg, sides.current) or _would_hold(cfg, sides.planned)
         plan = compare_texts(hold.given.data if hold else sides.current, sides.planned)
+        rolled = _rollback_line(cfg)
     except (CannotPlan, ConfigError, BuildError) as exc:
         return _cannot(str(exc))
     except DataErrors as exc:
@@ -138,6 +139,8 @@ async def push_plan(args: argparse.Namespace) -> int:
         report[slave.name], line = _slave_line(slave.name, version, error, sha256)
         lines.append(line)
     changes = plan.changed or any(r["push"] for r in report.values()) or hold is not None
+    if rolled is not None:
+        lines.append(rolled)
     if args.json:
         document = {**plan.to_json(), "slaves": report}
         if hold is not None:
@@ -150,6 +153,23 @@ async def push_plan(args: argparse.Namespace) -> int:
         heading = [hold.line()] if hold is not None else []
         sys.stdout.write("\n".join([*heading, *summary[:-1], *lines, summary[-1]]) + "\n")
     return EXIT_CHANGES if changes else EXIT_SAME
+
+
+def _rollback_line(cfg: Config) -> str | None:
+    """What ``push --dry-run`` says of a rollback in force: the push would refuse."""
+    from dnsmaster import rollback  # noqa: PLC0415
+    from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+
+    try:
+        hold = rollback.read(cfg.output)
+    except ArchiveError as exc:
+        raise CannotPlan(f"{exc.path}: {exc.reason}") from None
+    if hold is None:
+        return None
+    return (
+        f"rollback: serial {hold.serial} (kept build {hold.kept_serial}) is held on every "
+        "slave: a push pushes nothing until dnsmaster rollback --release"
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -357,10 +377,16 @@ def _ignore(slave: str, stream: str, text: str) -> None:
 
 
 def _current(output: Path) -> bytes:
-    """The output directory's ``data``; empty when there is none yet."""
+    """The output directory's ``data``; empty when there is none yet.
+
+    No output directory is no plan: the build itself would fail there (exit 111),
+    and a dry run must not say it would change what cannot be written.
+    """
     try:
         return (output / "data").read_bytes()
     except FileNotFoundError:
+        if not output.is_dir():
+            raise CannotPlan(f"{output}: output directory does not exist; create it") from None
         return b""
     except OSError as exc:
         raise CannotPlan(f"{output / 'data'}: cannot read: {_describe(exc)}") from None
