@@ -77,6 +77,12 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         assert code == 4  # a push by hand does not slip past the guard
         assert [e for e in events if e["event"] == "guard.held"]
         assert_plans_show_the_hold(local, held)
+        code, events = dnsmaster("build", "--config", str(local.config))
+        assert code == 4, events  # handed to the daemon, which holds it
+        code, events = dnsmaster("push", "--accept", "1", "--config", str(local.config))
+        assert code == 4, events  # not the build held: nothing released
+        assert events_named(events, "guard.not_accepted")
+        assert all(b"example.net" in d for d in local.installed())
         code, events = dnsmaster("push", "--accept", "--config", str(local.config))
         assert code == 0, events
         assert {e["slave"] for e in events if e["event"] == "push.done"} == {"ns2", "ns3"}
