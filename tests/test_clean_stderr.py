@@ -37,7 +37,13 @@ def _run(*argv: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     # Show every warning, as a user's interpreter may: none of them may escape as text.
     env["PYTHONWARNINGS"] = "always"
     return subprocess.run(
-        [_installed(), *argv], cwd=cwd, env=env, capture_output=True, text=True, timeout=60
+        [_installed(), *argv],
+        cwd=cwd,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
     )
 
 
@@ -98,7 +104,12 @@ class TestCleanStderr:
         )
         env = {**os.environ, "PYTHONWARNINGS": "always"}
         done = subprocess.run(
-            [sys.executable, str(script)], env=env, capture_output=True, text=True, timeout=60
+            [sys.executable, str(script)],
+            env=env,
+            capture_output=True,
+            text=True,
+            timeout=60,
+            check=False,
         )
         assert done.returncode == 0, done.stderr
         assert done.stderr.splitlines() == [
