@@ -13,7 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dnsmaster.core.guard import judge
+from dnsmaster.core.guard import judge, judge_data
+from dnsmaster.guarded import names
 from tests.daemonrun import PROJECT
 from tests.test_daemon import TIMEOUT, Local, example_com, running, status, write
 
@@ -53,6 +54,30 @@ class TestJudge:
 
     def test_growth_is_never_held(self) -> None:
         assert judge(10, 1000, set(), {"a"}, max_removed=0.0, zones=True) is None
+
+    def test_on_data_texts(self) -> None:
+        """judge_data counts records and zones (their SOA lines, as make-data writes
+        them) in the texts, as the daemon and push do."""
+        com = (
+            b"Zexample.com:a.ns.example.com:hostmaster.example.com:7\n+www.example.com:192.0.2.2\n"
+        )
+        net = b"Zexample.net:a.ns.example.net:hostmaster.example.net:7\n"
+        verdict = judge_data(com + net, com, max_removed=1.0, zones=True)
+        assert verdict is not None
+        assert verdict.removed_zones == ("example.net",)
+        assert judge_data(com, com + net, max_removed=0.0, zones=True) is None
+
+
+class TestAcceptNames:
+    """push --accept BUILD: which builds BUILD names."""
+
+    def test_names(self) -> None:
+        sha = "0123abcd" * 8
+        assert names("", 1796626616, sha)
+        assert names("1796626616", 1796626616, sha)
+        assert names("0123ABCD", 1796626616, sha)
+        assert not names("1796626615", 1796626616, sha)
+        assert not names("0123", 1796626616, sha)  # too short a prefix to be sure
 
 
 def guarded(tmp_path: Path, **guard: object) -> Local:
