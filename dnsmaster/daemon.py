@@ -411,7 +411,8 @@ class SlaveWorker:
         daemon.push_log(current).result(result)
         self._tried = current.sha256
         # The record `dnsmaster push` reads: a push by hand after this one then sends
-        # its delta against what the slave holds, not against a stale base.
+        # its delta against what the slave holds, not against a stale base. Written
+        # here on the loop, not in a thread: workers' read-modify-writes never interleave.
         installed = statefile.Pushed(current.sha256, self._protocol or 0) if result.ok else None
         statefile.log_pushed(daemon.config.output, {self.slave.name: installed}, daemon.log)
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}

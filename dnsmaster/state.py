@@ -287,9 +287,9 @@ def write_pushed(path: Path, pushed: Mapping[str, Pushed], last: str | None = No
     if last is not None:
         document["last"] = last
     text = json.dumps(document, indent=2).encode() + b"\n"
-    # A hint, checked whole by every reader: not worth an fsync per slave pushed.
-    staged = fsutil.stage(path, lambda fd: fsutil.write_all(fd, text), fsync=False)
-    fsutil.publish([(staged, path)])
+    # Fsynced: beyond the deltas' hint, ``last`` is what the guard judges a push by
+    # hand against, and a record lost to a crash would let the next push go unjudged.
+    fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])
 
 
 def record_pushed(output: Path, installed: Mapping[str, Pushed | None]) -> None:
@@ -299,7 +299,8 @@ def record_pushed(output: Path, installed: Mapping[str, Pushed | None]) -> None:
     Every push path calls this (``dnsmaster push``, the daemon's slave workers, a
     rollback), so the next one's delta goes against what the slave really holds.
     Nothing is written without the archive directory (no base a delta could go
-    against). Raises OSError; the record is a hint, and callers log and go on.
+    against). Raises OSError; callers log it and go on (a record lost costs a
+    ``status`` exchange, or leaves the guard without a base: ``guard.no_base``).
     """
     path = pushed_path(output)
     if not path.parent.is_dir():
