@@ -7,9 +7,9 @@ would push against the build the last push installed (the push record,
 :func:`dnsmaster.state.read_last_pushed`, whose bytes are in the archive or the
 rollback's hold), and a build it refuses is recorded in the archive directory
 (:data:`HELD_FILE`), so ``push --accept``, ``diff`` and ``push --dry-run`` know
-which build is held and against what. Nothing recorded as pushed (a first push,
-or only the classic ``update-dns`` was ever pushed to through a daemon of old)
-means nothing to judge against: the push goes, with ``guard.no_base`` logged.
+which build is held and against what. Nothing recorded as pushed (a first push),
+or a recorded build the master no longer keeps, means nothing to judge against:
+the push goes, with ``guard.no_base`` logged.
 """
 
 from __future__ import annotations
@@ -63,6 +63,7 @@ class Held:
 
 
 def held_path(output: Path) -> Path:
+    """Where ``dnsmaster push`` records the build it refused, for ``output``."""
     return output / DIRECTORY / HELD_FILE
 
 
