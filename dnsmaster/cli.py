@@ -3,14 +3,9 @@
 Sub-commands import what they need when they run: ``dnsmaster receive`` starts once
 per push on every slave, and must not pay for asyncssh, structlog or dnspython.
 
-Exit statuses (also in the README):
-  0    done
-  1    the zones data has errors (or warnings, with ``--strict``); nothing written
-  2    usage or configuration error
-  3    ``push``: one or more slaves did not take the data (the others did);
-       ``wait``, ``push --wait``: a slave did not serve the serial in time
-  111  a system error: a file or directory could not be read or written
-       (``tinydns-data`` uses 111 for every failure, as the original does)
+The exit status of every command is in :data:`EXIT_STATUSES`, one table. The
+constants below are this module's; other modules name theirs (``diff``, ``status``,
+``doctor``, ``receive``, the daemon's) with the same numbers for the same meaning.
 """
 
 from __future__ import annotations
@@ -28,14 +23,89 @@ if TYPE_CHECKING:
     from dnsmaster.build import Builder
     from dnsmaster.config import Config, Slave
     from dnsmaster.push import PushResult, SlaveChannel
-    from dnsmaster.state import Pushed
 
-__all__ = ["EXIT_DATA", "EXIT_OK", "EXIT_SLAVES", "EXIT_SYSTEM", "EXIT_USAGE", "main"]
+__all__ = [
+    "EXIT_DATA",
+    "EXIT_HELD",
+    "EXIT_OK",
+    "EXIT_SLAVES",
+    "EXIT_STATUSES",
+    "EXIT_SYSTEM",
+    "EXIT_USAGE",
+    "main",
+]
+
+#: Every command's exit statuses (argparse's usage errors are 2 for all of them, and
+#: ``--help``/``--version`` exit 0). For the docs: keep it the one table.
+EXIT_STATUSES = """\
+command                        exit statuses
+-----------------------------  ----------------------------------------------------------
+build                          0 built (or already current); 1 the zones have errors (or
+                               warnings, with --strict): nothing written; 2 configuration;
+                               111 a file or directory cannot be read or written.
+                               Handed to a running daemon: 1 too when a rollback holds
+                               the slaves; 4 the guard holds the build; 111 the daemon
+                               did not build in time
+diff                           as diff(1): 0 no change; 1 changes (a held build is one:
+                               the push itself would exit 4); 2 no plan: errors in the
+                               zones, configuration, no output directory, an unreadable
+                               file, a slave that cannot be asked or holds a build the
+                               master does not keep (--slave), a damaged rollback file
+build --dry-run                as diff
+push --dry-run                 as diff (a slave that cannot be asked is a change: the push
+                               would try it)
+check                          0 ok; 1 errors (or warnings, with --strict); 2
+                               configuration; 111 the zones cannot be read
+push                           0 every slave took the build (or, --accept, nothing was
+                               held); 1 the zones have errors, the data on disk is not
+                               valid data, or a rollback holds the slaves (rollback
+                               --release); 2 usage or configuration; 3 a slave did not
+                               take it (the others did), or, --wait, did not serve the
+                               serial in time; 4 the guard holds the build (push --accept
+                               BUILD releases it), or --accept names another build than
+                               the one held; 111 a file cannot be read or written, or a
+                               daemon handed the push did not act in time
+wait                           0 every slave serves the serial; 2 usage or configuration
+                               (no zone has the serial: name it with --zone); 3 the time
+                               ran out; 111 the data cannot be read
+rollback                       0 done (--list; --release with nothing held); 1 --release:
+                               the zones have errors (the rollback stays); 2 usage or
+                               configuration, no kept build matches --to; 3 a slave did
+                               not take it; 4 (handed to a daemon) the guard holds the
+                               released build; 111 the rollback cannot be written, or a
+                               daemon refused it or did not act in time
+status                         the highest that applies: 0 all ok; 3 a slave is not ok; 4
+                               the build is not current (none, failed, unbuilt, held,
+                               rollback); 5 the daemon is not running; 2 usage or
+                               configuration; 111 no readable state file. --nagios: 0 OK,
+                               1 WARNING, 2 CRITICAL, 3 UNKNOWN. --live: 0 every slave
+                               serves the data, 3 one does not, 111 the data cannot be read
+doctor                         0 nothing failed (warnings allowed); 1 a check failed; 2
+                               the configuration cannot be loaded
+run                            0 stopped by SIGTERM; 2 configuration; 70 an unexpected
+                               exception (a bug: the traceback is in the log); 111 the
+                               output directory or state file cannot be written, or the
+                               zones watcher was lost
+demo                           as run; --setup-only 0; 111 the demo cannot be created
+service-conf                   0 made; 2 usage (an account does not exist, DIR exists);
+                               111 ACCT cannot run the daemon, or DIR cannot be created
+receive (the slave)            0 installed (or status printed); 1 the data was refused
+                               (incomplete, too large, does not compile, older serial); 2
+                               the command was refused (unknown verb); 3 the delta was
+                               refused (another base): a full push is needed; 111 a
+                               system error
+authorized-key                 0 printed; 2 not a public key, relative paths
+receiver-bundle                0 written; 2 a bad --python, or stdout is a terminal; 111
+                               the file cannot be written
+tinydns-data                   0 compiled; 111 any failure, as the original
+"""
 
 EXIT_OK = 0
 EXIT_DATA = 1
 EXIT_USAGE = 2
 EXIT_SLAVES = 3
+#: ``push``, and ``build``/``rollback`` handed to a daemon: the guard holds the build.
+EXIT_HELD = 4
 EXIT_SYSTEM = 111
 
 
@@ -85,11 +155,12 @@ def _master_commands(
 
     p = sub.add_parser(
         "diff",
-        help="what a push would change, record by record; exit 0 no change, 1 changes",
-        description="Compare the zones there now (built in memory) with the current build, "
-        "or with what slave NAME holds (--slave), or two data files (OLD NEW): zones added "
-        "and removed, records added, removed and changed per zone, serials. Exit 0 no "
-        "change, 1 changes, 2 no plan could be made (the reason on stderr).",
+        help="what a push would change, record by record; exit 0 no change, 1 changes, 2 no plan",
+        description="Compare the zones there now (built in memory) with the current build "
+        "(while the guard holds a build: with the build the slaves were given), or with what "
+        "slave NAME holds (--slave), or two data files (OLD NEW): zones added and removed, "
+        "records added, removed and changed per zone, serials. Exit 0 no change, 1 changes, "
+        "2 no plan could be made (the reason on stderr).",
     )
     _zones_options(p, output=True)
     p.add_argument("files", nargs="*", metavar="OLD NEW", help="compare two data files")
@@ -181,8 +252,11 @@ def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     p.add_argument("--no-build", action="store_true", help="push the data as it is on disk")
     p.add_argument(
         "--accept",
-        action="store_true",
-        help="release the build the daemon's guard holds back (it removes records or zones)",
+        nargs="?",
+        const="",
+        metavar="BUILD",
+        help="push the build the guard holds back (it removes records or zones), and only "
+        "it: BUILD, if given, is its serial or sha256 (prefix); nothing is built",
     )
     _dry_run_options(p, "print the build plan and which slaves would change; push nothing")
     _wait_options(p, flag=True)
@@ -323,7 +397,11 @@ def _log_options(p: argparse.ArgumentParser) -> None:
 
 
 def _dry_run_options(p: argparse.ArgumentParser, what: str) -> None:
-    p.add_argument("--dry-run", action="store_true", help=f"{what} (exit 0 no change, 1 changes)")
+    p.add_argument(
+        "--dry-run",
+        action="store_true",
+        help=f"{what} (exit 0 no change, 1 changes, 2 no plan: zones errors, configuration)",
+    )
     p.add_argument("--json", action="store_true", help="with --dry-run: the plan as JSON")
 
 
@@ -616,14 +694,112 @@ async def _push(args: argparse.Namespace) -> int:
                 cfg, daemon, builder, names, logger, repush=args.no_build, accept=args.accept
             )
         else:
-            # Without the daemon there is no guard: an accepted build is the data on disk.
-            no_build = args.no_build or args.accept
-            status = EXIT_OK if no_build else _build_if_needed(cfg, logger)
-            if status == EXIT_OK:
-                status = await _push_data(cfg, slaves, logger)
+            status = await _push_by_hand(cfg, slaves, args, logger)
     if status != EXIT_OK or not args.wait:
         return status
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+async def _push_by_hand(
+    cfg: Config, slaves: list[Slave], args: argparse.Namespace, logger: Any
+) -> int:
+    """Without a daemon: build if the zones changed, let the guard judge, push.
+
+    ``--accept`` pushes the data on disk only when it is the build the guard holds
+    (and the one it names, if it names one): never a build nobody looked at.
+    """
+    if args.accept is None:
+        status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
+        if status != EXIT_OK:
+            return status
+    data = _data_to_push(cfg, logger)
+    if isinstance(data, int):
+        return data
+    if args.accept is not None:
+        refused = _accepted(cfg, data, args.accept, logger)
+    else:
+        refused = _guard(cfg, data, logger)
+    if refused is not None:
+        return refused
+    return await _push_data(cfg, slaves, logger, data)
+
+
+def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
+    """``push --accept [BUILD]`` without a daemon: None when ``data`` is the held build
+    (and BUILD names it), else the exit status (nothing is pushed)."""
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    held = guarded.held(cfg, hashlib.sha256(data).hexdigest())
+    if held is None:
+        logger.info("guard.nothing_held", output=str(cfg.output), hint="dnsmaster push")
+        return EXIT_OK
+    if not guarded.names(spec, held.serial, held.sha256):
+        logger.error(
+            "guard.not_accepted",
+            accepted=spec,
+            serial=held.serial,
+            sha256=held.sha256[:16],
+            error="--accept names another build than the one held; nothing pushed",
+            hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
+        )
+        return EXIT_HELD
+    logger.warning(
+        "guard.accepted", serial=held.serial, sha256=held.sha256[:16], reason=held.reason
+    )
+    return None
+
+
+def _guard(cfg: Config, data: bytes, logger: Any) -> int | None:
+    """The guard on a push by hand: None when ``data`` may go, else the exit status.
+
+    It judges ``data`` against the build the last push installed, as the daemon
+    judges each build against what it gave the slaves (:mod:`dnsmaster.guarded`).
+    """
+    import hashlib  # noqa: PLC0415
+    import time  # noqa: PLC0415
+
+    from dnsmaster import guarded  # noqa: PLC0415
+    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
+    from dnsmaster.errors import TinydnsDataError  # noqa: PLC0415
+    from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+    base = guarded.given(cfg.output, cfg.daemon.keep)
+    if base is None:
+        logger.info("guard.no_base", reason="no build recorded as pushed is kept here")
+        return None
+    try:
+        verdict = guarded.judge(cfg, base, data)
+    except TinydnsDataError as exc:
+        logger.error("push.failed", path=str(cfg.output / "data"), error=f"not valid data: {exc}")
+        return EXIT_DATA
+    if verdict is None:
+        with contextlib.suppress(OSError):
+            guarded.clear(cfg.output)
+        return None
+    sha256 = hashlib.sha256(data).hexdigest()
+    serial = previous_serial(data[:200])
+    before = guarded.held(cfg, sha256)
+    since = before.since if before is not None else time.time()
+    try:
+        guarded.write(cfg.output, guarded.Held(serial, sha256, verdict.reason, since, base.sha256))
+    except OSError as exc:
+        # Still refused: the next push judges the build again.
+        logger.warning("guard.record_failed", path=str(cfg.output), error=describe(exc))
+    logger.critical(
+        "guard.held",
+        serial=serial,
+        sha256=sha256[:16],
+        records=verdict.new_records,
+        was=verdict.old_records,
+        zones=",".join(verdict.removed_zones) or None,
+        reason=verdict.reason,
+        pushed_serial=base.serial,
+        error="the guard holds this build: nothing pushed",
+        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {serial} pushes it",
+    )
+    return EXIT_HELD
 
 
 def _rollback_holds(cfg: Config, logger: Any) -> bool:
@@ -747,8 +923,10 @@ def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
     return data
 
 
-async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
-    """Push the data on disk to ``slaves``; the exit status."""
+async def _push_data(
+    cfg: Config, slaves: list[Slave], logger: Any, data: bytes | None = None
+) -> int:
+    """Push ``data`` (default: the data on disk) to ``slaves``; the exit status."""
     import hashlib  # noqa: PLC0415
 
     from dnsmaster import push  # noqa: PLC0415
@@ -756,9 +934,10 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     from dnsmaster.errors import SlaveError  # noqa: PLC0415
     from dnsmaster.protocol import DELTA  # noqa: PLC0415
 
-    data = _data_to_push(cfg, logger)
-    if isinstance(data, int):
-        return data
+    found = _data_to_push(cfg, logger) if data is None else data
+    if isinstance(found, int):
+        return found
+    data = found
     from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
 
     sha256 = hashlib.sha256(data).hexdigest()
@@ -792,11 +971,10 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
             return receiver.offer()
         return receiver.offer(await base_of(receiver.installed.sha256))
 
-    # What this command last installed on each slave: a delta goes against it at
-    # once, without the status exchange; the receiver refuses any other base, and
-    # the slave is asked then (push_one's ask).
-    record = statefile.pushed_path(cfg.output)
-    pushed = statefile.read_pushed(record)
+    # What the last push (this command's, the daemon's, a rollback's) installed on
+    # each slave: a delta goes against it at once, without the status exchange; the
+    # receiver refuses any other base, and the slave is asked then (push_one's ask).
+    pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
     protocols: dict[str, int | None] = {}
 
     async def recorded_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
@@ -833,7 +1011,7 @@ async def _push_data(cfg: Config, slaves: list[Slave], logger: Any) -> int:
     finally:
         for channel in channels:
             await channel.close()
-    _record_pushed(record, pushed, results, protocols, logger)
+    _record_pushed(cfg, results, protocols, logger)
     failed = [r.slave for r in results if not r.ok]
     logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
     return EXIT_SLAVES if failed else EXIT_OK
@@ -869,33 +1047,19 @@ class _Bases:
 
 
 def _record_pushed(
-    record: Path,
-    pushed: dict[str, Pushed],
-    results: Sequence[PushResult],
-    protocols: dict[str, int | None],
-    logger: Any,
+    cfg: Config, results: Sequence[PushResult], protocols: dict[str, int | None], logger: Any
 ) -> None:
-    """Record what each slave now holds, for the next push's delta (see _push_data).
-
-    A failed push forgets the slave: what it holds is not known any more.
-    """
+    """Record what each slave now holds, for the next push's delta (see _push_data)."""
     from dnsmaster import state as statefile  # noqa: PLC0415
-    from dnsmaster.fsutil import describe  # noqa: PLC0415
-    from dnsmaster.protocol import DELTA  # noqa: PLC0415
 
-    before = dict(pushed)
-    for result in results:
-        protocol = protocols.get(result.slave)
-        if result.ok and protocol is not None and protocol >= DELTA:
-            pushed[result.slave] = statefile.Pushed(result.sha256, protocol)
-        else:
-            pushed.pop(result.slave, None)
-    if pushed == before or not record.parent.is_dir():
-        return  # no archive: no base a delta could go against
-    try:
-        statefile.write_pushed(record, pushed)
-    except OSError as exc:
-        logger.warning("push.record_failed", path=str(record), error=describe(exc))
+    statefile.log_pushed(
+        cfg.output,
+        {
+            r.slave: statefile.Pushed(r.sha256, protocols.get(r.slave) or 0) if r.ok else None
+            for r in results
+        },
+        logger,
+    )
 
 
 def _builder(cfg: Config) -> Builder:
@@ -964,12 +1128,13 @@ def _hand_off(
     logger: Any,
     *,
     repush: bool = False,
-    accept: bool = False,
+    accept: str | None = None,
 ) -> int:
     """Have the running daemon build (and push), and report what it did.
 
-    With ``accept``, release the build its guard holds (SIGUSR2, with the held
-    build's sha256 in the output directory, so only that build is released).
+    With ``accept`` (``push --accept [BUILD]``), release the build its guard holds
+    (SIGUSR2, with the held build's sha256 in the output directory, so only that
+    build is released), if BUILD names it.
     """
     import signal  # noqa: PLC0415
 
@@ -981,7 +1146,7 @@ def _hand_off(
 
     signum = None
     held: statefile.HeldBuild | None = None
-    if accept:
+    if accept is not None:
         try:
             held = statefile.read(cfg.state).held
         except (OSError, ValueError) as exc:
@@ -990,6 +1155,8 @@ def _hand_off(
         if held is None:
             logger.info("guard.nothing_held", daemon=daemon)
             return EXIT_OK
+        if not _names_held(accept, held, logger):
+            return EXIT_HELD
         flag = cfg.output / ACCEPT_FILE
         text = f"{held.sha256}\n".encode()
         fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, text)), flag)])
@@ -1012,7 +1179,7 @@ def _hand_off(
         "handoff.start",
         daemon=daemon,
         request="accept the held build"
-        if accept
+        if accept is not None
         else "push again"
         if repush
         else "build if changed",
@@ -1034,6 +1201,23 @@ def _hand_off(
         signum=signum,
     )
     return _handed_off(outcome, daemon, slaves, logger)
+
+
+def _names_held(spec: str, held: Any, logger: Any) -> bool:
+    """Whether ``push --accept SPEC`` names the daemon's held build (logged if not)."""
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    if guarded.names(spec, held.serial, held.sha256):
+        return True
+    logger.error(
+        "guard.not_accepted",
+        accepted=spec,
+        serial=held.serial,
+        sha256=held.sha256[:16],
+        error="--accept names another build than the one held; nothing pushed",
+        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
+    )
+    return False
 
 
 def _slave_reporter(logger: Any) -> Callable[[str, Any], None]:
@@ -1068,7 +1252,7 @@ def _handed_off(
             by="daemon",
             hint="check with dnsmaster diff; release with dnsmaster push --accept",
         )
-        return EXIT_DATA
+        return EXIT_HELD
     if outcome.build_failed:
         error = outcome.build.error if outcome.build else None
         logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")

@@ -44,13 +44,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dnsmaster import fsutil, metrics, rollback
+from dnsmaster import fsutil, guarded, metrics, rollback
 from dnsmaster import state as statefile
 from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
 from dnsmaster.config import Config, Slave
 from dnsmaster.core import guard
-from dnsmaster.core.compiler import compile_text
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
@@ -411,6 +410,11 @@ class SlaveWorker:
                 daemon.idle_changed()
         daemon.push_log(current).result(result)
         self._tried = current.sha256
+        # The record `dnsmaster push` reads: a push by hand after this one then sends
+        # its delta against what the slave holds, not against a stale base. Written
+        # here on the loop, not in a thread: workers' read-modify-writes never interleave.
+        installed = statefile.Pushed(current.sha256, self._protocol or 0) if result.ok else None
+        statefile.log_pushed(daemon.config.output, {self.slave.name: installed}, daemon.log)
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
         daemon.hooks.fire(
             "push", **facts, result="ok" if result.ok else "failed", error=result.error
@@ -767,15 +771,14 @@ class Daemon:
     def _judge(self, old: Current, new: Current) -> guard.Verdict | None:
         """The guard's verdict on pushing ``new`` where slaves have ``old``."""
         options = self.config.guard
-        old_records = old.records if old.records is not None else len(compile_text(old.data, 0))
-        return guard.judge(
-            old_records,
-            new.records or 0,
-            {_zone_text(z) for z in zone_serials(old.data)},
-            {_zone_text(z) for z in zone_serials(new.data)},
+        return guard.judge_data(
+            old.data,
+            new.data,
             max_removed=options.max_removed,
             zones=options.zones,
             allow=options.allow,
+            old_records=old.records,
+            new_records=new.records or 0,
         )
 
     @property
@@ -801,22 +804,27 @@ class Daemon:
         )
 
     def _hold_again(self) -> None:
-        """After a restart: the build on disk is the one the guard held; hold it still.
+        """After a restart: the build on disk is one the guard held; hold it still.
 
-        The slaves keep what they had (``build`` of the last state file), and the
-        next build is judged against the held one.
+        Held by this daemon before (its state file) or refused by ``dnsmaster push``
+        meanwhile (:mod:`dnsmaster.guarded`): either way nobody accepted it. The
+        slaves keep what they had, and the next build is judged against the held one.
         """
-        try:
-            before = statefile.read(self.config.state)
-        except (OSError, ValueError):
+        current = self.current
+        held = guarded.held(self.config, current.sha256) if current is not None else None
+        if current is None or held is None:
             return
-        held, current = before.held, self.current
-        if held is None or current is None or held.sha256 != current.sha256:
-            return
+        kept = None
+        with contextlib.suppress(OSError, ValueError):
+            kept = statefile.read(self.config.state).build
+        if held.by == "push" and held.base is not None:
+            kept = statefile.BuildState(None, held.base, None, held.since)
         self.held = (current, held.reason, held.since)
         self.current = None
-        self._kept_build = before.build
-        self.log.critical("guard.held", serial=held.serial, reason=held.reason, since=held.since)
+        self._kept_build = kept
+        self.log.critical(
+            "guard.held", serial=held.serial, reason=held.reason, since=held.since, by=held.by
+        )
 
     def _accept(self) -> None:
         """SIGUSR2 from ``push --accept``: push the held build, if it is the one accepted."""
@@ -1277,15 +1285,6 @@ class Daemon:
         self.stopped = time.time()
         self.save_state(now=True)
         self.log.info("daemon.stop")
-
-
-def _zone_text(wire: bytes) -> str:
-    labels = []
-    at = 0
-    while wire[at]:
-        labels.append(wire[at + 1 : at + 1 + wire[at]].decode("ascii", "backslashreplace"))
-        at += 1 + wire[at]
-    return ".".join(labels)
 
 
 def loop_time() -> float:

@@ -8,16 +8,23 @@ The plan compares two data texts record by record
   output directory; none is an empty one) against the zones there now, built in
   memory (nothing written, no lock taken).
 - ``dnsmaster diff --slave NAME``: what the slave holds against what a push would
-  send it. The master keeps only its current build, and a slave reports the sha256
-  of what it holds, not the text: when that is the current build's, the slave's
-  records are known; when the slave holds nothing, everything is added; otherwise
-  the plan cannot be made, and the command says so (exit 2).
+  send it. A slave reports the sha256 of what it holds, not the text: when that is
+  the current build's or one the master keeps (the archive, a rollback's), the
+  slave's records are known; when the slave holds nothing, everything is added;
+  otherwise the plan cannot be made, and the command says so (exit 2).
 - ``push --dry-run``: the build plan, then each slave: whether it already holds
   what a push would send.
 
-Exit statuses, as diff(1)'s: 0 no change, 1 changes, 2 no plan could be made
-(configuration, zones errors, an unreadable file, a slave that cannot be asked or
-holds a build the master does not have); the reason is on stderr.
+While the guard holds a build (:mod:`dnsmaster.guarded`), the master's ``data`` is
+the held build, which the slaves were not given: ``diff`` and ``push --dry-run``
+then compare with the build the slaves were given, say that the build is held and
+why (``held:`` first, a ``held`` key in JSON), and ``push --dry-run`` says so too of
+a build the guard would hold when the push builds it.
+
+Exit statuses, as diff(1)'s: 0 no change, 1 changes (a held build is a change: the
+push itself would exit 4), 2 no plan could be made (configuration, zones errors,
+an unreadable file, a slave that cannot be asked or holds a build the master does
+not have); the reason is on stderr.
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dnsmaster.errors import BuildError, ConfigError, DataErrors, DnsmasterError
 if TYPE_CHECKING:
     from dnsmaster.build import Builder
     from dnsmaster.config import Config, Slave
+    from dnsmaster.guarded import Given
 
 __all__ = ["EXIT_CANNOT", "EXIT_CHANGES", "EXIT_SAME", "build_plan", "main", "push_plan"]
 
@@ -78,7 +86,11 @@ def main(args: argparse.Namespace) -> int:
             return _report(compare_texts(old, new), args.json)
         if args.slave:
             return asyncio.run(_slave_plan(args))
-        sides = planned_sides(*_builder(args))
+        builder, cfg = _builder(args)
+        sides = planned_sides(builder, cfg)
+        hold = _hold(cfg, sides.current)
+        if hold is not None:
+            return _report(compare_texts(hold.given.data, sides.planned), args.json, hold)
         return _report(compare_texts(sides.current, sides.planned), args.json)
     except (CannotPlan, ConfigError, BuildError) as exc:
         return _cannot(str(exc))
@@ -108,7 +120,9 @@ async def push_plan(args: argparse.Namespace) -> int:
             sides = Sides(current, current, True)
         else:
             sides = planned_sides(builder, cfg)
-        plan = compare_texts(sides.current, sides.planned)
+        hold = _hold(cfg, sides.current) or _would_hold(cfg, sides.planned)
+        plan = compare_texts(hold.given.data if hold else sides.current, sides.planned)
+        rolled = _rollback_line(cfg)
     except (CannotPlan, ConfigError, BuildError) as exc:
         return _cannot(str(exc))
     except DataErrors as exc:
@@ -121,15 +135,105 @@ async def push_plan(args: argparse.Namespace) -> int:
     for slave, (version, error) in zip(slaves, held, strict=True):
         report[slave.name], line = _slave_line(slave.name, version, error, sha256)
         lines.append(line)
-    changes = plan.changed or any(r["push"] for r in report.values())
+    changes = plan.changed or any(r["push"] for r in report.values()) or hold is not None
+    if rolled is not None:
+        lines.append(rolled)
     if args.json:
-        sys.stdout.write(json.dumps({**plan.to_json(), "slaves": report}, indent=2) + "\n")
+        document = {**plan.to_json(), "slaves": report}
+        if hold is not None:
+            document["held"] = hold.to_json()
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
         summary = plan.lines()
         pushes = sum(r["push"] for r in report.values())
         lines.append(f"slaves: {pushes} of {len(report)} would change")
-        sys.stdout.write("\n".join([*summary[:-1], *lines, summary[-1]]) + "\n")
+        heading = [hold.line()] if hold is not None else []
+        sys.stdout.write("\n".join([*heading, *summary[:-1], *lines, summary[-1]]) + "\n")
     return EXIT_CHANGES if changes else EXIT_SAME
+
+
+def _rollback_line(cfg: Config) -> str | None:
+    """What ``push --dry-run`` says of a rollback in force: the push would refuse."""
+    from dnsmaster import rollback  # noqa: PLC0415
+    from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+
+    try:
+        hold = rollback.read(cfg.output)
+    except ArchiveError as exc:
+        raise CannotPlan(f"{exc.path}: {exc.reason}") from None
+    if hold is None:
+        return None
+    return (
+        f"rollback: serial {hold.serial} (kept build {hold.kept_serial}) is held on every "
+        "slave: a push pushes nothing until dnsmaster rollback --release"
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class Hold:
+    """A build the guard holds (or would hold, ``pending``) and what the slaves were
+    given: the plan is made from ``given``, not from the master's ``data``."""
+
+    serial: int | None
+    sha256: str
+    reason: str
+    given: Given
+    pending: bool = False
+
+    def line(self) -> str:
+        what = "would hold" if self.pending else "holds"
+        return (
+            f"held: the guard {what} serial {self.serial}: {self.reason}; compared with "
+            f"serial {self.given.serial}, the build the slaves were given; "
+            f"dnsmaster push --accept {self.serial} pushes it"
+        )
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "serial": self.serial,
+            "sha256": self.sha256,
+            "reason": self.reason,
+            "pending": self.pending,
+            "given": {"serial": self.given.serial, "sha256": self.given.sha256},
+        }
+
+
+def _hold(cfg: Config | None, current: bytes) -> Hold | None:
+    """The hold in force on ``current`` (the master's data), with what the slaves were
+    given; :class:`CannotPlan` when the master no longer has that build."""
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    if cfg is None:
+        return None
+    held = guarded.held(cfg, hashlib.sha256(current).hexdigest())
+    if held is None:
+        return None
+    given = guarded.given(cfg.output, cfg.daemon.keep, held.base)
+    if given is None:
+        raise CannotPlan(
+            f"the guard holds serial {held.serial} ({held.reason}), and the build the slaves "
+            "were given is no longer kept here: no plan (dnsmaster rollback --list)"
+        )
+    return Hold(held.serial, held.sha256, held.reason, given)
+
+
+def _would_hold(cfg: Config, planned: bytes) -> Hold | None:
+    """Whether the guard would hold ``planned`` when a push builds it: judged against
+    the build the last push installed, as the push will be."""
+    from dnsmaster import guarded  # noqa: PLC0415
+    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
+
+    given = guarded.given(cfg.output, cfg.daemon.keep)
+    if given is None:
+        return None
+    try:
+        verdict = guarded.judge(cfg, given, planned)
+    except DnsmasterError as exc:
+        raise CannotPlan(f"the build cannot be judged: {exc}") from None
+    if verdict is None:
+        return None
+    sha256 = hashlib.sha256(planned).hexdigest()
+    return Hold(previous_serial(planned[:200]), sha256, verdict.reason, given, pending=True)
 
 
 def _slave_line(
@@ -223,17 +327,29 @@ async def _slave_plan(args: argparse.Namespace) -> int:
     if error is not None:
         raise CannotPlan(f"{slave.name}: cannot ask what it holds: {error}")
     sides = planned_sides(builder, cfg)
+    hold = _hold(cfg, sides.current)
     if version is None:
         sys.stderr.write(f"dnsmaster: {slave.name} holds no build: every zone is new to it\n")
         held = b""
     elif version.sha256 == hashlib.sha256(sides.current).hexdigest():
         held = sides.current
     else:
-        raise CannotPlan(
-            f"{slave.name} holds a build the master does not have (serial {version.serial}, "
-            f"sha256 {version.sha256[:16]}); a push would replace it whole"
-        )
-    return _report(compare_texts(held, sides.planned), args.json)
+        kept = _kept(cfg, version.sha256)
+        if kept is None:
+            raise CannotPlan(
+                f"{slave.name} holds a build the master does not have (serial {version.serial}, "
+                f"sha256 {version.sha256[:16]}); a push would replace it whole"
+            )
+        held = kept
+    return _report(compare_texts(held, sides.planned), args.json, hold)
+
+
+def _kept(cfg: Config, sha256: str) -> bytes | None:
+    """The bytes of the build with ``sha256``, when the master keeps it."""
+    from dnsmaster import guarded  # noqa: PLC0415
+
+    given = guarded.given(cfg.output, cfg.daemon.keep, sha256)
+    return given.data if given is not None else None
 
 
 async def _holds(slave: Slave, cfg: Config) -> tuple[Any, str | None]:
@@ -256,10 +372,16 @@ def _ignore(slave: str, stream: str, text: str) -> None:
 
 
 def _current(output: Path) -> bytes:
-    """The output directory's ``data``; empty when there is none yet."""
+    """The output directory's ``data``; empty when there is none yet.
+
+    No output directory is no plan: the build itself would fail there (exit 111),
+    and a dry run must not say it would change what cannot be written.
+    """
     try:
         return (output / "data").read_bytes()
     except FileNotFoundError:
+        if not output.is_dir():
+            raise CannotPlan(f"{output}: output directory does not exist; create it") from None
         return b""
     except OSError as exc:
         raise CannotPlan(f"{output / 'data'}: cannot read: {_describe(exc)}") from None
@@ -278,12 +400,16 @@ def _describe(exc: OSError) -> str:
     return describe(exc)
 
 
-def _report(plan: Plan, as_json: bool) -> int:
+def _report(plan: Plan, as_json: bool, hold: Hold | None = None) -> int:
     if as_json:
-        sys.stdout.write(json.dumps(plan.to_json(), indent=2) + "\n")
+        document = plan.to_json()
+        if hold is not None:
+            document["held"] = hold.to_json()
+        sys.stdout.write(json.dumps(document, indent=2) + "\n")
     else:
-        sys.stdout.write("\n".join(plan.lines()) + "\n")
-    return EXIT_CHANGES if plan.changed else EXIT_SAME
+        held = [hold.line()] if hold is not None else []
+        sys.stdout.write("\n".join([*held, *plan.lines()]) + "\n")
+    return EXIT_CHANGES if plan.changed or hold is not None else EXIT_SAME
 
 
 def _cannot(reason: str) -> int:

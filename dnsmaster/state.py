@@ -34,9 +34,12 @@ __all__ = [
     "SlaveState",
     "State",
     "Verified",
+    "log_pushed",
     "pushed_path",
     "read",
+    "read_last_pushed",
     "read_pushed",
+    "record_pushed",
     "write",
     "write_pushed",
 ]
@@ -229,8 +232,9 @@ def read(path: Path) -> State:
 
 @dataclass(frozen=True, slots=True)
 class Pushed:
-    """What ``dnsmaster push`` last installed on a slave: the build's sha256, and the
-    protocol its receiver spoke then.
+    """What the last push installed on a slave (by hand, by the daemon, by a
+    rollback): the build's sha256, and the protocol its receiver spoke then (0: it
+    did not say, a classic ``update-dns``).
 
     The next ``dnsmaster push`` sends a delta against that build at once, without
     asking the slave first. Only a hint: the receiver checks the delta's base and
@@ -247,7 +251,7 @@ _PUSHED_FORMAT = 1
 
 
 def pushed_path(output: Path) -> Path:
-    """Where ``dnsmaster push`` keeps its :class:`Pushed` records for ``output``."""
+    """Where every push keeps its :class:`Pushed` records for ``output``."""
     return output / DIRECTORY / _PUSHED
 
 
@@ -266,8 +270,59 @@ def read_pushed(path: Path) -> dict[str, Pushed]:
         return {}
 
 
-def write_pushed(path: Path, pushed: Mapping[str, Pushed]) -> None:
+def read_last_pushed(path: Path) -> str | None:
+    """The sha256 of the build the last push that succeeded anywhere installed: what
+    the slaves were last given, which the guard judges a manual push against."""
+    try:
+        last = json.loads(path.read_bytes()).get("last")
+        return str(last) if isinstance(last, str) else None
+    except (OSError, ValueError, AttributeError):
+        return None
+
+
+def write_pushed(path: Path, pushed: Mapping[str, Pushed], last: str | None = None) -> None:
     """Replace the records atomically."""
     slaves = {name: asdict(entry) for name, entry in sorted(pushed.items())}
-    text = json.dumps({"format": _PUSHED_FORMAT, "slaves": slaves}, indent=2).encode() + b"\n"
+    document: dict[str, Any] = {"format": _PUSHED_FORMAT, "slaves": slaves}
+    if last is not None:
+        document["last"] = last
+    text = json.dumps(document, indent=2).encode() + b"\n"
+    # Fsynced: beyond the deltas' hint, ``last`` is what the guard judges a push by
+    # hand against, and a record lost to a crash would let the next push go unjudged.
     fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])
+
+
+def record_pushed(output: Path, installed: Mapping[str, Pushed | None]) -> None:
+    """Record what a push installed on each slave; None forgets a slave (its push
+    failed: what it holds is not known any more).
+
+    Every push path calls this (``dnsmaster push``, the daemon's slave workers, a
+    rollback), so the next one's delta goes against what the slave really holds.
+    Nothing is written without the archive directory (no base a delta could go
+    against). Raises OSError; callers log it and go on (a record lost costs a
+    ``status`` exchange, or leaves the guard without a base: ``guard.no_base``).
+    """
+    path = pushed_path(output)
+    if not path.parent.is_dir():
+        return
+    pushed, last_before = read_pushed(path), read_last_pushed(path)
+    before, last = dict(pushed), last_before
+    for slave, entry in installed.items():
+        if entry is None:
+            pushed.pop(slave, None)
+        else:
+            pushed[slave] = entry
+            last = entry.sha256
+    if pushed != before or last != last_before:
+        write_pushed(path, pushed, last)
+
+
+def log_pushed(output: Path, installed: Mapping[str, Pushed | None], logger: Any) -> None:
+    """:func:`record_pushed`, with a failure logged (``push.record_failed``): a lost
+    hint costs the next push one ``status`` exchange per slave, never a wrong install."""
+    try:
+        record_pushed(output, installed)
+    except OSError as exc:
+        logger.warning(
+            "push.record_failed", path=str(pushed_path(output)), error=fsutil.describe(exc)
+        )

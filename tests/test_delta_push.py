@@ -493,3 +493,34 @@ def test_daemon_sends_deltas_after_its_first_push(lab: Lab, master: Master) -> N
             assert pair(a)[0] == master.data() + seal(master.data())
     finally:
         daemon.kill()
+
+
+def test_push_by_hand_after_the_daemon_sends_a_delta(lab: Lab, master: Master) -> None:
+    """The daemon records what it installed, as ``dnsmaster push`` does: a push by
+    hand after the daemon's sends its delta against the daemon's build at once, with
+    no ``base mismatch`` refusal on the way."""
+    (a,) = lab(1)
+    master.configure(
+        [a], compress="on", debounce=0.2, max_delay=2.0, retry_initial=0.2, retry_max=1.0
+    )
+    debug_log(master)
+    master.push()  # the record names this build; the daemon then replaces it
+    daemon = DaemonProcess(master.config).start()
+    try:
+        mark = daemon.mark()
+        master.write("192.0.2.2")
+        built = daemon.wait("build.done", since=mark, timeout=60)
+        daemon.wait("push.done", timeout=60, serial=built["serial"])
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+    record = json.loads((master.output / ".dnsmaster-builds" / "pushed").read_text())
+    assert record["slaves"][a.name]["sha256"] == hashlib.sha256(master.data()).hexdigest()
+    master.write("192.0.2.3")
+    events = master.push()
+    assert not named(events, "push.record_stale")
+    assert not named(events, "push.delta_refused")
+    assert not asked(events, a)
+    pushed = done(events, a.name)
+    assert (pushed["mode"], pushed["compressed"]) == ("delta", True)
+    assert pair(a)[0] == master.data() + seal(master.data())

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -375,8 +376,15 @@ class TestPushDryRun:
             "  ~ www.example.com A: 86400 192.0.2.80 -> 86400 192.0.2.55",
             "changes: zones 0 added, 0 removed, 1 changed; records 0 added, 0 removed, 1 changed",
         ]
-        # The master builds; ns2 keeps the build before: one the master no longer has.
+        # The master builds; ns2 keeps the build before, which the master keeps too.
         assert dnsmaster("build", "--config", local.config).returncode == 0
+        proc = dnsmaster("diff", "--slave", "ns2", "--config", local.config)
+        assert proc.returncode == 1, proc.stderr
+        assert proc.stdout.splitlines()[1] == (
+            "  ~ www.example.com A: 86400 192.0.2.80 -> 86400 192.0.2.55"
+        )
+        # A build the master no longer keeps: no plan.
+        shutil.rmtree(local.output / ".dnsmaster-builds")
         proc = dnsmaster("diff", "--slave", "ns2", "--config", local.config)
         assert proc.returncode == 2
         assert "ns2 holds a build the master does not have" in proc.stderr
@@ -398,3 +406,59 @@ def sha(data: bytes) -> str:
     import hashlib  # noqa: PLC0415
 
     return hashlib.sha256(data).hexdigest()
+
+
+class TestDryRunExitStatuses:
+    """``build --dry-run`` and ``push --dry-run`` follow diff(1): a script tells "no
+    change" (0) from "would change" (1) from "cannot build" (2)."""
+
+    def test_build_dry_run_three_ways(self, tmp_path: Path) -> None:
+        out = build(tmp_path, {"zones.example.com": EXAMPLE_COM}, 1_700_000_000)
+        zones = tmp_path / "zones"
+        assert dnsmaster("build", "--dry-run", "--zones", zones, "--out", out).returncode == 0
+        (zones / "zones.example.com").write_bytes(EXAMPLE_COM_NEW)
+        assert dnsmaster("build", "--dry-run", "--zones", zones, "--out", out).returncode == 1
+        (zones / "zones.example.com").write_bytes(b"+www.example.com\n!bad\n")
+        proc = dnsmaster("build", "--dry-run", "--zones", zones, "--out", out)
+        assert proc.returncode == 2
+        assert "zones.example.com:2: error:" in proc.stderr
+        # The build itself says 1 for the same zones: nothing written.
+        assert dnsmaster("build", "--zones", zones, "--out", out).returncode == 1
+
+    def test_no_output_directory_is_no_plan(self, tmp_path: Path) -> None:
+        """A build there would fail (111): the dry run must not say "would change"."""
+        zones = zones_dir(tmp_path / "zones", {"zones.example.com": EXAMPLE_COM})
+        proc = dnsmaster("build", "--dry-run", "--zones", zones, "--out", tmp_path / "none")
+        assert proc.returncode == 2
+        assert "output directory does not exist" in proc.stderr
+        assert dnsmaster("build", "--zones", zones, "--out", tmp_path / "none").returncode == 111
+
+    def test_push_dry_run_with_zones_errors(self, tmp_path: Path) -> None:
+        local = Local(tmp_path)
+        assert dnsmaster("push", "--config", local.config).returncode == 0
+        write(local.zones / "zones.example.com", "+www.example.com\n!bad\n")
+        proc = dnsmaster("push", "--dry-run", "--config", local.config)
+        assert proc.returncode == 2, proc.stdout
+        assert proc.stdout == ""
+
+    def test_push_dry_run_says_a_rollback_holds(self, tmp_path: Path) -> None:
+        local = Local(tmp_path)
+        assert dnsmaster("push", "--config", local.config).returncode == 0
+        write(local.zones / "zones.example.com", example_com("192.0.2.55"))
+        assert dnsmaster("push", "--config", local.config).returncode == 0
+        assert dnsmaster("rollback", "--config", local.config).returncode == 0
+        proc = dnsmaster("push", "--dry-run", "--config", local.config)
+        assert proc.returncode == 1, proc.stderr
+        assert any(
+            line.startswith("rollback: serial ") and "dnsmaster rollback --release" in line
+            for line in proc.stdout.splitlines()
+        ), proc.stdout
+
+
+def test_exit_table_names_every_command() -> None:
+    """EXIT_STATUSES, the one table of exit statuses, has a row for every command."""
+    from dnsmaster import cli  # noqa: PLC0415
+
+    rows = {line.split()[0] for line in cli.EXIT_STATUSES.splitlines() if line[:1].isalpha()}
+    commands = {*cli._COMMANDS, "diff", "receive"}
+    assert commands <= rows | {"command"}, commands - rows

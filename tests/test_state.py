@@ -133,7 +133,7 @@ class TestStateFile:
 
 
 class TestPushed:
-    """``dnsmaster push``'s record of what it installed on each slave."""
+    """Every push's record of what it installed on each slave."""
 
     def test_round_trip(self, tmp_path: Path) -> None:
         path = state.pushed_path(tmp_path)
@@ -162,3 +162,23 @@ class TestPushed:
         if text is not None:
             path.write_text(text)
         assert state.read_pushed(path) == {}
+
+
+class TestRecordPushed:
+    """record_pushed: what one push (by hand, the daemon's, a rollback's) installed."""
+
+    def test_records_forgets_and_names_the_last_build(self, tmp_path: Path) -> None:
+        path = state.pushed_path(tmp_path)
+        path.parent.mkdir()
+        a, b = "ab" * 32, "cd" * 32
+        state.record_pushed(tmp_path, {"ns2": state.Pushed(a, 2), "ns3": state.Pushed(a, 0)})
+        assert state.read_last_pushed(path) == a
+        state.record_pushed(tmp_path, {"ns2": state.Pushed(b, 2)})
+        state.record_pushed(tmp_path, {"ns3": None})  # its push failed: unknown now
+        assert state.read_pushed(path) == {"ns2": state.Pushed(b, 2)}
+        assert state.read_last_pushed(path) == b
+
+    def test_nothing_without_the_archive_directory(self, tmp_path: Path) -> None:
+        """No kept builds: no base a delta or the guard could use; nothing written."""
+        state.record_pushed(tmp_path, {"ns2": state.Pushed("ab" * 32, 2)})
+        assert not state.pushed_path(tmp_path).parent.exists()

@@ -3,7 +3,8 @@
 Control panels that regenerate zones files have wiped whole zone sets by accident:
 a save of an empty or truncated file, a script gone wrong. A build that drops a
 whole zone, or more than a set share of the records, is therefore not pushed until
-an operator accepts it. This module only judges; the daemon holds.
+an operator accepts it. This module only judges; the daemon holds, and so does
+``dnsmaster push`` without a daemon (:mod:`dnsmaster.guarded`).
 """
 
 from __future__ import annotations
@@ -11,7 +12,10 @@ from __future__ import annotations
 from collections.abc import Collection
 from dataclasses import dataclass
 
-__all__ = ["Verdict", "judge"]
+from dnsmaster.core.compiler import compile_text
+from dnsmaster.core.soa import zone_serials
+
+__all__ = ["Verdict", "judge", "judge_data"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -53,3 +57,40 @@ def judge(
     if not reasons:
         return None
     return Verdict(old_records, new_records, gone if zones else (), "; ".join(reasons))
+
+
+def judge_data(
+    old: bytes,
+    new: bytes,
+    *,
+    max_removed: float,
+    zones: bool,
+    allow: Collection[str] = (),
+    old_records: int | None = None,
+    new_records: int | None = None,
+) -> Verdict | None:
+    """:func:`judge` on two data texts: ``old`` what the slaves were given, ``new``
+    the build to push. Record counts not given are counted by compiling the text."""
+    if old_records is None:
+        old_records = len(compile_text(old, 0))
+    if new_records is None:
+        new_records = len(compile_text(new, 0))
+    return judge(
+        old_records,
+        new_records,
+        {zone_text(z) for z in zone_serials(old)},
+        {zone_text(z) for z in zone_serials(new)},
+        max_removed=max_removed,
+        zones=zones,
+        allow=allow,
+    )
+
+
+def zone_text(wire: bytes) -> str:
+    """A zone's wire-format name as text, without the final dot (``example.com``)."""
+    labels = []
+    at = 0
+    while wire[at]:
+        labels.append(wire[at + 1 : at + 1 + wire[at]].decode("ascii", "backslashreplace"))
+        at += 1 + wire[at]
+    return ".".join(labels)
