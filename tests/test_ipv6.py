@@ -78,7 +78,14 @@ class TestAddress:
             (b"20010db8" + b"0" * 25, "is 33 hex digits, not 32"),
             (b"20010db8" + b"0" * 23 + b"g", "is not 32 hex digits"),
             (b"20010db8" + b"0" * 24 + b"/64", "junk after its 32 hex digits"),
-            (b"2001\\072db8\\072\\072\\072", "does not parse"),
+            (b"2001\\072db8\\072\\072\\072", "does not parse: it has three colons in a row"),
+            (b"2001\\270db8", "does not parse: it holds the byte \\270;"),
+            (b"\\072\\072\\377", "does not parse: it holds the byte \\377;"),
+            (b"1\\0722\\072\\0723\\072\\0724", "it has '::' more than once"),
+            (b"1\\0722\\0723\\0724\\0725\\0726\\0727", "it has 7 groups, not 8"),
+            (b"\\072\\072g", "it holds the byte 'g'"),
+            (b"\\072\\07212345", "its group '12345' has more than 4 hex digits"),
+            (b"\\072\\072192.0.2.256", "its IPv4 tail '192.0.2.256' is not four dotted"),
             (b"fe80\\072\\0721%eth0", "zone index"),
         ],
     )
@@ -183,6 +190,20 @@ class TestCheck:
         assert "'2001:db8::1' is split into fields by its colons" in reason
         assert "20010db8000000000000000000000001" in reason
         assert "2001\\072db8\\072\\0721" in reason
+
+    def test_escaped_address_error_names_file_and_line(self) -> None:
+        """An octal escape that makes no address: file, line, and the byte that is wrong."""
+        found = check_source("zones.x", b"# x\n6h.example:2001\\072db8\\072\\072\\270\n")
+        (error,) = found.errors
+        assert (error.file, error.line) == ("zones.x", 2)
+        assert "it holds the byte \\270" in error.reason
+        assert "codec" not in error.reason
+
+    def test_escaped_ipv4_said_so(self) -> None:
+        """\\056 is a dot in a name, not in an address: tinydns-data drops the record."""
+        errors, _ = reasons(b"+a.example:1\\0562.3.4\n")
+        assert len(errors) == 1
+        assert "escapes are not decoded in addresses" in errors[0][1]
 
     def test_too_many_fields(self) -> None:
         errors, _ = reasons(b"3h.example:20010db8000000000000000000000001:60::ab:extra\n")

@@ -65,6 +65,11 @@ _HEX32 = re.compile(rb"[0-9a-fA-F]{32}")
 _HEX = re.compile(rb"[0-9a-fA-F]+")
 _SHOWN = 45
 _UNSPECIFIED = bytes(16)
+# What the text form may hold at all (hex digits, colons, the dots of an IPv4 tail)
+_TEXT_FORM = re.compile(rb"[0-9a-fA-F:.]+")
+_NOT_TEXT_FORM = re.compile(rb"[^0-9a-fA-F:.]")
+_OCTET = rb"(?:25[0-5]|2[0-4][0-9]|1[0-9][0-9]|[1-9]?[0-9])"
+_DOTTED = re.compile(_OCTET + rb"(?:\." + _OCTET + rb"){3}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -112,16 +117,72 @@ def parse_address(raw: bytes) -> tuple[bytes | None, str]:
         written = text(raw)
         if b"%" in written:
             return None, f"IPv6 address {_show(raw)} has a zone index (%...); " + FORMS
-        try:
-            return ipaddress.IPv6Address(written.decode("ascii")).packed, ""
-        except (UnicodeDecodeError, ValueError) as exc:
-            return None, f"IPv6 address {_show(raw)} does not parse ({exc}); " + FORMS
+        ip = _text_form(written)
+        if ip is not None:
+            return ip, ""
+        return None, f"IPv6 address {_show(raw)} does not parse: {_why_not(written)}; " + FORMS
     if _HEX32.match(raw):
         return None, (
             f"IPv6 address {_show(raw)} has junk after its 32 hex digits "
             "(the patch would ignore it); " + FORMS
         )
     return None, f"IPv6 address {_show(raw)} is not 32 hex digits; " + FORMS
+
+
+def _text_form(written: bytes) -> bytes | None:
+    """The 16 bytes of an address in the usual text form (escapes decoded), or None.
+
+    Only ASCII reaches :mod:`ipaddress`: a byte like ``\\270`` would otherwise come
+    back as a codec error, whose text is no message for an operator.
+    """
+    if not _TEXT_FORM.fullmatch(written):
+        return None
+    try:
+        return ipaddress.IPv6Address(written.decode("ascii")).packed
+    except ValueError:
+        return None
+
+
+def _why_not(written: bytes) -> str:
+    """What is wrong with ``written`` (escapes decoded) as an IPv6 address in text form.
+
+    In dnsmaster's own words: Python's exception texts quote the address without
+    escaping it and name no line, so they never reach a message.
+    """
+    bad = _NOT_TEXT_FORM.search(written)
+    if bad is not None:
+        byte = bad.group()[0]
+        # Shown as the data file would write it: printable ASCII as itself, the rest \ooo
+        shown = f"'{chr(byte)}'" if 0x20 < byte < 0x7F else f"\\{byte:03o}"
+        return (
+            f"it holds the byte {shown}; only hex digits, colons "
+            "and the dots of an IPv4 tail belong in an address"
+        )
+    if b":::" in written:
+        return "it has three colons in a row"
+    if written.count(b"::") > 1:
+        return "it has '::' more than once (it may stand for one run of zero groups)"
+    groups = written.split(b":")
+    if len(groups) < 3:
+        return "it has fewer than three groups and no '::'"
+    tail = groups[-1]
+    if any(b"." in g for g in groups[:-1]):
+        return "a dotted IPv4 part may only end the address"
+    if b"." in tail:
+        if _DOTTED.fullmatch(tail) is None:
+            return f"its IPv4 tail '{printable(tail)}' is not four dotted numbers up to 255"
+        groups = [*groups[:-1], b"0", b"0"]  # an IPv4 tail stands for two groups
+    long = [g for g in groups if len(g) > 4]
+    if long:
+        return f"its group '{printable(long[0][:_SHOWN])}' has more than 4 hex digits"
+    if written.startswith(b":") and not written.startswith(b"::"):
+        return "it starts with a single colon"
+    if written.endswith(b":") and not written.endswith(b"::"):
+        return "it ends with a single colon"
+    counted = len([g for g in groups if g])
+    if b"::" in written:
+        return f"it has {counted} groups besides '::', which must stand for at least one"
+    return f"it has {counted} groups, not 8"
 
 
 def ptr_name(ip: bytes) -> bytes:
