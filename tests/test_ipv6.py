@@ -191,6 +191,33 @@ class TestCheck:
         assert "20010db8000000000000000000000001" in reason
         assert "2001\\072db8\\072\\0721" in reason
 
+    @pytest.mark.parametrize(
+        ("written", "tail"),
+        [
+            (b"2001:db8:0:0:0:0:0:2", b":300::in"),  # 7 colons: 8 fields
+            (b"1:2:3:4:5:6:7::", b""),  # 8 colons: 9 fields
+            # after a "::" form the TTL could be the last group: no tail, no guess
+            (b"2001:db8::1", b""),
+            (b"2001:db8::192.0.2.1", b":300::in"),
+        ],
+    )
+    def test_bare_colons_whatever_their_count(self, written: bytes, tail: bytes) -> None:
+        """However many fields the colons make, one error says so, naming the address;
+        the fields after it are read as the TTL, timestamp and location meant."""
+        errors, warnings = reasons(b"+a.example:192.0.2.1\n6h.example:" + written + tail + b"\n")
+        assert warnings == []
+        assert len(errors) == 1
+        line, reason = errors[0]
+        assert line == 2
+        assert reason.startswith(f"IPv6 address '{written.decode()}' is split into fields")
+        assert "write it as 32 hex digits" in reason
+
+    def test_bare_colons_then_too_many_fields(self) -> None:
+        errors, _ = reasons(b"3h.example:2001:db8:0:0:0:0:0:2:300::in:extra\n")
+        assert [line for line, _ in errors] == [1, 1]
+        assert "is split into fields" in errors[0][1]
+        assert errors[1][1].endswith("(fqdn:ip6:ttl:timestamp:lo), this one 6")
+
     def test_escaped_address_error_names_file_and_line(self) -> None:
         """An octal escape that makes no address: file, line, and the byte that is wrong."""
         found = check_source("zones.x", b"# x\n6h.example:2001\\072db8\\072\\072\\270\n")

@@ -206,30 +206,35 @@ def _odd(ip: bytes) -> str | None:
     return None
 
 
-def _colon_split(f: list[bytes], count: int) -> bytes | None:
-    """The address as written, if bare colons split it over several of the ``count`` fields."""
+# The most fields bare colons can cut an address into: 8 groups, or 9 pieces when
+# "::" begins or ends it (1:2:3:4:5:6:7:: has 8 colons).
+_MOST_PIECES = 9
+
+
+def _colon_split(f: list[bytes], count: int) -> int:
+    """How many fields, from the address field on, bare colons split the address over.
+
+    0 when they do not: ``2001:db8:0:0:0:0:0:2`` over 8 fields of the ``count``
+    the line has gives 8. The longest run that reads as an address wins, so the
+    fields after it are the TTL, timestamp and location the writer meant.
+    """
     if not f[1]:
-        return None
-    for end in range(min(count, _FIELDS + 3), 2, -1):
-        joined = b":".join(f[1:end])
-        try:
-            ipaddress.IPv6Address(joined.decode("ascii"))
-        except (UnicodeDecodeError, ValueError):
-            continue
-        return joined
-    return None
+        return 0
+    for pieces in range(min(count - 1, _MOST_PIECES), 1, -1):
+        if _text_form(b":".join(f[1 : 1 + pieces])) is not None:
+            return pieces
+    return 0
 
 
 def expand(line: bytes, lineno: int) -> Expansion:
     """The data lines for one ``3``/``6`` line (already stripped of trailing blanks)."""
     f = split_fields(line)
-    fqdn, raw, ttl, ttd, lo = f[0:_FIELDS]
     found: list[Diagnostic] = []
-    ip, why = parse_address(raw)
+    ip, why = parse_address(f[1])
     count = line.count(b":") + 1
-    split = _colon_split(f, count) if ip is None else None
-    extra = count - _FIELDS
-    if split is not None:
+    pieces = _colon_split(f, count) if ip is None else 0
+    if pieces:
+        split = b":".join(f[1 : 1 + pieces])
         found.append(
             Diagnostic(
                 lineno,
@@ -238,9 +243,15 @@ def expand(line: bytes, lineno: int) -> Expansion:
                 "(colons separate the fields of a data line); " + FORMS,
             )
         )
+        # The fields after the address are the ones the writer meant: checked as such
+        # (the address's groups are no TTL, timestamp or location), and counted so.
+        f = [f[0], split, *f[1 + pieces :]]
+        count -= pieces - 1
     elif ip is None:
         found.append(Diagnostic(lineno, True, why))
-    if split is None and extra > 0 and any(f[_FIELDS : _FIELDS + extra]):
+    fqdn, raw, ttl, ttd, lo = f[0:_FIELDS]
+    extra = count - _FIELDS
+    if extra > 0 and any(f[_FIELDS : _FIELDS + extra]):
         found.append(
             Diagnostic(
                 lineno,
