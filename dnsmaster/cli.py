@@ -485,6 +485,7 @@ def _check(args: argparse.Namespace) -> int:
     builder = Builder(zones, output, strict=strict, cache=cfg is not None)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.ipv6_int = cfg.ipv6_int
     try:
         found = builder.diagnose()
     except BuildError as exc:
@@ -528,6 +529,7 @@ def _build(args: argparse.Namespace) -> int:
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.ipv6_int = cfg.ipv6_int
         builder.keep = cfg.daemon.keep
     with _one_writer(out, cfg.state if cfg else None, logger) as daemon:
         if daemon is not None:
@@ -898,6 +900,7 @@ def _builder(cfg: Config) -> Builder:
         cfg.zones,
         cfg.output,
         strict=cfg.strict,
+        ipv6_int=cfg.ipv6_int,
         max_file_size=cfg.max_file_size,
         locking=False,
         keep=cfg.daemon.keep,

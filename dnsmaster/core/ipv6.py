@@ -4,16 +4,26 @@ Many tinydns installations run fefe's IPv6 patch, whose tinydns-data knows two m
 line types::
 
     3fqdn:ip6:ttl:timestamp:lo     AAAA
-    6fqdn:ip6:ttl:timestamp:lo     AAAA, and PTR <32 nibbles>.ip6.arpa -> fqdn
+    6fqdn:ip6:ttl:timestamp:lo     AAAA, PTR <32 nibbles>.ip6.arpa -> fqdn,
+                                   and PTR <32 nibbles>.ip6.int -> fqdn
 
 Debian's tinydns-data 1.05 refuses both ("unrecognized leading character"), so
 make-data rewrites each into lines it accepts, with the same records:
 
 * the AAAA as a generic line, ``:fqdn:28:<16 \\ooo bytes>:ttl:timestamp:lo`` (§5.9);
-* the PTR as a ``^`` line, ``^<nibbles>.ip6.arpa:fqdn:ttl:timestamp:lo`` (§5.8): a
+* each PTR as a ``^`` line, ``^<nibbles>.ip6.arpa:fqdn:ttl:timestamp:lo`` (§5.8): a
   generic line may not define a PTR (type 12 is prohibited), and ``^`` builds the
   record the patch builds (owner lowercased, target as written, same TTL, timestamp
   and location).
+
+The records come in the patch's order, so data.cdb is the patched tinydns-data's
+byte for byte: AAAA, the ip6.arpa PTR, then the ip6.int PTR. Since test21 the
+patch's ``6`` case writes both PTRs ("emit both .ip6.arpa and .ip6.int": its
+tinydns-data.c calls dns_name6_domain with DNS_IP6_ARPA, then DNS_IP6_INT; the
+nibbles are lowercase hex, as here). ip6.int was withdrawn (RFC 4159) and nothing
+delegates it any more, so ``ipv6_int=False`` (the configuration key of that name)
+leaves that PTR out; the default keeps a site moving from the patched tinydns
+with the very same answers.
 
 The fqdn, TTL, timestamp and location fields are copied as written, so escapes,
 defaults (TTL 86400) and leniencies are those of tinydns-data itself.
@@ -43,7 +53,9 @@ from dnsmaster.core.lint import Diagnostic
 from dnsmaster.core.text import printable
 
 __all__ = [
+    "ARPA",
     "FORMS",
+    "INT",
     "LEADERS",
     "Expansion",
     "expand",
@@ -185,9 +197,15 @@ def _why_not(written: bytes) -> str:
     return f"it has {counted} groups, not 8"
 
 
-def ptr_name(ip: bytes) -> bytes:
-    """The ip6.arpa name of ``ip``: its 32 nibbles, last first, dotted."""
-    return b".".join(bytes((c,)) for c in ip.hex().encode("ascii")[::-1]) + b".ip6.arpa"
+#: The reverse zones of the patch's PTRs, in the order it writes them.
+ARPA = b"ip6.arpa"
+INT = b"ip6.int"
+
+
+def ptr_name(ip: bytes, zone: bytes = ARPA) -> bytes:
+    """The reverse name of ``ip`` under ``zone``: its 32 nibbles, last first, dotted,
+    in lowercase hex (the patch's dns_name6_domain)."""
+    return b".".join(bytes((c,)) for c in ip.hex().encode("ascii")[::-1]) + b"." + zone
 
 
 def _odd(ip: bytes) -> str | None:
@@ -226,8 +244,11 @@ def _colon_split(f: list[bytes], count: int) -> int:
     return 0
 
 
-def expand(line: bytes, lineno: int) -> Expansion:
-    """The data lines for one ``3``/``6`` line (already stripped of trailing blanks)."""
+def expand(line: bytes, lineno: int, *, ipv6_int: bool = True) -> Expansion:
+    """The data lines for one ``3``/``6`` line (already stripped of trailing blanks).
+
+    ``ipv6_int``: a ``6`` line's PTR under ip6.int too, as the patch writes it.
+    """
     f = split_fields(line)
     found: list[Diagnostic] = []
     ip, why = parse_address(f[1])
@@ -266,7 +287,8 @@ def expand(line: bytes, lineno: int) -> Expansion:
     rdata = b"".join(b"\\%03o" % b for b in address)
     lines = [_line(b":", [fqdn, b"28", rdata, ttl, ttd, lo])]
     if line[:1] == b"6":
-        lines.append(_line(b"^", [ptr_name(address), fqdn, ttl, ttd, lo]))
+        for zone in (ARPA, INT) if ipv6_int else (ARPA,):
+            lines.append(_line(b"^", [ptr_name(address, zone), fqdn, ttl, ttd, lo]))
     return Expansion(tuple(lines), tuple(found))
 
 
