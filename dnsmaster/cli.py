@@ -284,7 +284,13 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.add_parser(
         "tinydns-data",
         help="drop-in for tinydns-data: compile ./data into ./data.cdb",
-        description="Compile ./data into ./data.cdb exactly as tinydns-data does.",
+        description=(
+            "Compile ./data into ./data.cdb exactly as tinydns-data does: the same "
+            "data.cdb, messages and exit status (111 on any failure). On a failure "
+            "data.cdb is untouched and data.tmp is left behind, as with tinydns-data, "
+            "but empty unless the failure came while writing it (a full disk); "
+            "tinydns-data leaves a partly written file there, which is no cdb either."
+        ),
     )
 
 
