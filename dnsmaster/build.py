@@ -106,6 +106,10 @@ class Builder:
     zones: Path
     output: Path
     strict: bool = False
+    #: A ``6`` line's PTR under ip6.int too, as the IPv6 patch writes it (the
+    #: configuration's ``ipv6_int``; see :func:`dnsmaster.core.makedata.check_source`).
+    #: Set it before the first build: what is cached was compiled with it.
+    ipv6_int: bool = True
     clock: Callable[[], float] = time.time
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
     #: Take the output directory's lock for each write; False when the caller holds
@@ -143,7 +147,7 @@ class Builder:
             if isinstance(known, Ready):
                 warnings.extend(known.warnings)
             else:
-                found = check_source(name, content, digest=digest)
+                found = check_source(name, content, digest=digest, ipv6_int=self.ipv6_int)
                 errors.extend(found.errors)
                 warnings.extend(found.warnings)
             lines += content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
@@ -185,7 +189,11 @@ class Builder:
         }
         known |= self._trusted([name for name in names if name not in known], stats)
         return fingerprint(
-            [(name, known.get(name) or hashlib.sha256(self._read(name)).digest()) for name in names]
+            [
+                (name, known.get(name) or hashlib.sha256(self._read(name)).digest())
+                for name in names
+            ],
+            ipv6_int=self.ipv6_int,
         )
 
     def previous_serial(self) -> int | None:
@@ -374,7 +382,12 @@ class Builder:
             packed = PackedRecords()
             try:
                 src = compile_source(
-                    name, content, strict=self.strict, packed=packed, digest=digest
+                    name,
+                    content,
+                    strict=self.strict,
+                    packed=packed,
+                    digest=digest,
+                    ipv6_int=self.ipv6_int,
                 )
             except DataErrors as exc:
                 return _Found(None, known, errors=exc.errors)
@@ -391,7 +404,10 @@ class Builder:
         if not self.cache:
             return None
         # An entry holds the text and the records of a source: a few times its size.
-        return BuildCache(self.output / CACHE_DIRECTORY, 16 * self.max_file_size + (1 << 20))
+        options = b"" if self.ipv6_int else b"\0ipv6_int=false"
+        return BuildCache(
+            self.output / CACHE_DIRECTORY, 16 * self.max_file_size + (1 << 20), options
+        )
 
     def _save(self, compiled: list[Ready], recompiled: list[str]) -> None:
         """Bring the build cache up to these sources, under the output directory's lock.
@@ -496,7 +512,7 @@ class Builder:
         records = [src.records for src in compiled]
 
         def stage_data() -> tuple[bytes, list[int], Path, str]:
-            data, stamps = assemble_text(compiled, serial)
+            data, stamps = assemble_text(compiled, serial, ipv6_int=self.ipv6_int)
             sha256 = hashlib.sha256(data).hexdigest()
             tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
             return data, stamps, tmp, sha256
@@ -538,7 +554,7 @@ class Builder:
         return data, stamps, sha256
 
     def _unchanged(self, compiled: list[Ready], head: bytes) -> bool:
-        sources = fingerprint([(src.name, src.digest) for src in compiled])
+        sources = fingerprint([(src.name, src.digest) for src in compiled], ipv6_int=self.ipv6_int)
         return (
             built_from(head) == sources
             and not fsutil.interrupted_install(self.output)

@@ -188,9 +188,10 @@ def code_digest() -> bytes:
 code_digest()
 
 
-def entry_name(name: str, digest: bytes) -> str:
-    """The file name of the entry for source ``name`` holding bytes of sha256 ``digest``."""
-    tag = hashlib.sha256(name.encode("utf-8", _SURROGATES)).hexdigest()[:16]
+def entry_name(name: str, digest: bytes, options: bytes = b"") -> str:
+    """The file name of the entry for source ``name`` holding bytes of sha256 ``digest``,
+    compiled with ``options`` (see :class:`BuildCache`)."""
+    tag = hashlib.sha256(name.encode("utf-8", _SURROGATES) + options).hexdigest()[:16]
     return f"{digest.hex()}-{tag}"
 
 
@@ -253,14 +254,19 @@ class BuildCache:
     writes and removes, so its caller holds the output directory's lock.
     """
 
-    def __init__(self, directory: Path, max_entry: int) -> None:
+    def __init__(self, directory: Path, max_entry: int, options: bytes = b"") -> None:
         self.directory = directory
         #: The largest entry read; a larger file there is refused, not read.
         self.max_entry = max_entry
+        #: What the build compiles with besides the source (``ipv6_int = false`` makes
+        #: other text and records of the same bytes): part of each entry's name, so an
+        #: entry is found only by a build with the same options. Empty: the defaults,
+        #: whose names are those entries always had.
+        self.options = options
 
     def load(self, name: str, digest: bytes) -> Ready | Rejected | None:
         """The cached compile of ``name`` at content sha256 ``digest``; None if absent."""
-        path = self.directory / entry_name(name, digest)
+        path = self.directory / entry_name(name, digest, self.options)
         try:
             # O_NOFOLLOW: the cache reads only its own files; O_NONBLOCK: a FIFO
             # under an entry's name must not hang the build.
@@ -296,7 +302,7 @@ class BuildCache:
         cache that cannot be written costs the next process time, not its build.
         Entries are written by two threads; each one whole, or not at all.
         """
-        wanted = {entry_name(src.name, src.digest): src for src in sources}
+        wanted = {entry_name(src.name, src.digest, self.options): src for src in sources}
         written: list[str] = []
         removed: list[str] = []
         try:

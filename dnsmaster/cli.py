@@ -366,7 +366,13 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     sub.add_parser(
         "tinydns-data",
         help="drop-in for tinydns-data: compile ./data into ./data.cdb",
-        description="Compile ./data into ./data.cdb exactly as tinydns-data does.",
+        description=(
+            "Compile ./data into ./data.cdb exactly as tinydns-data does: the same "
+            "data.cdb, messages and exit status (111 on any failure). On a failure "
+            "data.cdb is untouched and data.tmp is left behind, as with tinydns-data, "
+            "but empty unless the failure came while writing it (a full disk); "
+            "tinydns-data leaves a partly written file there, which is no cdb either."
+        ),
     )
 
 
@@ -573,6 +579,7 @@ def _check(args: argparse.Namespace) -> int:
     builder = Builder(zones, output, strict=strict, cache=cfg is not None)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.ipv6_int = cfg.ipv6_int
     try:
         found = builder.diagnose()
     except BuildError as exc:
@@ -615,6 +622,7 @@ def _build(args: argparse.Namespace) -> int:
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.ipv6_int = cfg.ipv6_int
         builder.keep = cfg.daemon.keep
     with _one_writer(out, cfg.state if cfg else None, logger) as daemon:
         if daemon is not None:
@@ -1070,6 +1078,7 @@ def _builder(cfg: Config) -> Builder:
         cfg.zones,
         cfg.output,
         strict=cfg.strict,
+        ipv6_int=cfg.ipv6_int,
         max_file_size=cfg.max_file_size,
         locking=False,
         keep=cfg.daemon.keep,

@@ -154,6 +154,9 @@ class Config:
     key: Path | None = None
     known_hosts: Path | None = None
     strict: bool = False
+    #: A ``6`` line (the IPv6 patch's AAAA + PTR) publishes its PTR under ip6.int as
+    #: well as ip6.arpa, as the patched tinydns-data does; false leaves it out.
+    ipv6_int: bool = True
     #: The largest zones file a build reads, in bytes.
     max_file_size: int = MAX_FILE_SIZE
     slaves: tuple[Slave, ...] = ()
@@ -338,7 +341,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
     :func:`load`)."""
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
-        "slave", "daemon", "push", "log", "metrics", "hooks", "guard",
+        "ipv6_int", "slave", "daemon", "push", "log", "metrics", "hooks", "guard",
     )  # fmt: skip
     with _Reader(table, path=path, prefix="").known(top_keys) as top:
         zones = top.path("zones")
@@ -359,6 +362,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
         known_hosts = top.path("known_hosts")
         user = top.text("user", "dnsslave")
         strict = top.take("strict", bool, False)
+        ipv6_int = top.take("ipv6_int", bool, True)
         max_file_size = top.integer("max_file_size", MAX_FILE_SIZE, low=1, high=1 << 40)
         daemon = _section(top.table("daemon"), path, "daemon.", _daemon)
         push = _section(top.table("push"), path, "push.", _push)
@@ -402,6 +406,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
         key=key,
         known_hosts=known_hosts,
         strict=strict,
+        ipv6_int=ipv6_int,
         max_file_size=max_file_size,
         slaves=slaves,
         daemon=daemon,

@@ -289,7 +289,7 @@ def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
     names, _ = builder._scan()
     compiled, _ = builder._compile(names)
     serial = next_serial(int(time.time()), builder.previous_serial())
-    return Sides(current, assemble_text(compiled, serial)[0], False)
+    return Sides(current, assemble_text(compiled, serial, ipv6_int=builder.ipv6_int)[0], False)
 
 
 def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
@@ -308,6 +308,7 @@ def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
+        builder.ipv6_int = cfg.ipv6_int
     return builder, cfg
 
 

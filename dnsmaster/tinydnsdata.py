@@ -4,6 +4,17 @@ Same steps, same files, same messages and exit status (spec §1): read ``data`` 
 the current directory, write ``data.tmp``, rename it to ``data.cdb``. On failure it
 prints ``tinydns-data: fatal: ...`` and exits 111, leaving ``data.tmp`` behind and
 ``data.cdb`` untouched, as the original does.
+
+What ``data.tmp`` holds after a failure differs, on purpose. The whole of ``data``
+is compiled before a byte is written, so a line tinydns-data refuses, a name too
+long, or a read error leaves ``data.tmp`` empty (truncated, when an old one was
+there). tinydns-data writes as it parses and dies without flushing its buffer: it
+leaves 2048 zero bytes (the header it never wrote) and whatever records it had
+flushed in 8 KiB blocks. That file is no cdb (every table position is zero), so
+no tool can use it; an empty one says as much at a glance, costs no disk (a
+failed run over a 1M-line file would leave about 100 MB), and ``data.tmp``
+still exists, for scripts that look for it. Only a failure while writing (a
+full disk) leaves a partly written ``data.tmp``, as tinydns-data's would be.
 """
 
 from __future__ import annotations

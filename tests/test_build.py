@@ -200,7 +200,7 @@ class TestNothingChangesOnError:
         before = self.good_build(zones, out)
         (zones / "zones.example.net").write_bytes(b"+new.example.net:192.0.2.6\n")
 
-        def no_memory(*_: object) -> None:
+        def no_memory(*_: object, **__: object) -> None:
             raise MemoryError
 
         writer = (

@@ -88,6 +88,7 @@ def test_minimal(home: Path) -> None:
     assert cfg.state == home / "o" / "dnsmaster-state.json"
     assert cfg.slaves == ()
     assert cfg.known_hosts is None  # no SSH slave: nothing to check
+    assert cfg.ipv6_int is True  # 6 lines publish the ip6.int PTR, as the IPv6 patch does
     assert cfg.daemon == config.DaemonOptions()
     assert cfg.push == config.PushOptions()
     assert cfg.log == config.LogOptions()
@@ -97,6 +98,7 @@ def test_full(home: Path) -> None:
     text = (
         BASE
         + 'state = "/var/lib/dnsmaster/state.json"\nuser = "dns"\nstrict = true\n'
+        + "ipv6_int = false\n"
         + "[daemon]\ndebounce = 1\nmax_delay = 2.5\npoll = true\npoll_interval = 0.5\n"
         + "retry_initial = 2\nretry_max = 60\nstop_timeout = 5\nverify = false\n"
         + "verify_timeout = 1\n"
@@ -111,6 +113,7 @@ def test_full(home: Path) -> None:
     install_key(home / "id_ed25519", home / "other_key")
     cfg = config.load(write(home, text))
     assert cfg.strict is True
+    assert cfg.ipv6_int is False
     assert cfg.state == Path("/var/lib/dnsmaster/state.json")
     assert cfg.key == home / "id_ed25519"
     assert cfg.known_hosts == home / "known_hosts"
@@ -270,6 +273,7 @@ def test_not_utf8(home: Path) -> None:
         # wrong types
         ("zones = 1\noutput = 'o'\n", "zones", "must be a string, not an integer"),
         (BASE + 'strict = "yes"\n', "strict", "must be true or false, not a string"),
+        (BASE + "ipv6_int = 0\n", "ipv6_int", "must be true or false, not an integer"),
         (BASE + "user = true\n", "user", "must be a string, not a boolean"),
         (BASE + 'daemon = "fast"\n', "daemon", "must be a table, not a string"),
         (BASE + "[daemon]\ndebounce = true\n", "daemon.debounce", "not a boolean"),
@@ -715,3 +719,13 @@ def test_cli_unknown_slave_name(home: Path) -> None:
     proc = run_cli("push", "--config", str(path), "--slave", "zz", "--no-build")
     assert proc.returncode == EXIT_USAGE
     assert "no such slave: zz" in proc.stderr
+
+
+def test_sample_config_documents_ipv6_int() -> None:
+    """contrib/dnsmaster.toml lists the key with its default."""
+    import dataclasses  # noqa: PLC0415
+    import tomllib  # noqa: PLC0415
+
+    sample = Path(config.__file__).resolve().parent.parent / "contrib" / "dnsmaster.toml"
+    default = {f.name: f.default for f in dataclasses.fields(config.Config)}["ipv6_int"]
+    assert tomllib.loads(sample.read_text())["ipv6_int"] is default is True

@@ -406,3 +406,72 @@ class TestAgainstRealTinydnsData:
         theirs = run([real], data, SERIAL)
         note(f"tinydns-data: exit {theirs.exit}, {theirs.stderr!r}")
         assert_same(pure(data, SERIAL), theirs)
+
+
+# -- address fields: any byte, and never Python's exception text ------------------------
+
+#: Pieces of the texts of Python's exceptions (codecs, ipaddress, int()) that once
+#: reached messages: "'ascii' codec can't decode byte 0xb8 in position 4: ordinal not
+#: in range(128)", "At most one '::' permitted in ...". A message says what is wrong
+#: in dnsmaster's words, with the file and line, or it is a bug.
+PYTHON_TEXTS = (
+    "codec",
+    "can't decode",
+    "ordinal not in range",
+    "in position",
+    "Traceback",
+    "Error",
+    "permitted in",
+    "Expected ",
+    "Exactly ",
+    "At most ",
+    "Only hex digits",
+    "Octet ",
+    "invalid literal",
+    "Unexpected",
+)
+
+# Every line type with an address field (§5): the field goes right after the owner.
+ADDRESS_LINES = (b"3a.test:", b"6a.test:", b"+a.test:", b"=a.test:", b"@a.test:")
+ADDRESS_LINES += (b".a.test:", b"&a.test:", b"Sa.test:", b"%ab:")
+
+
+def _escaped(codes: list[int]) -> bytes:
+    return b"".join(b"\\%03o" % c for c in codes)
+
+
+address_fields = st.one_of(
+    st.binary(max_size=24).map(lambda b: b.replace(b"\n", b"")),
+    st.lists(
+        st.one_of(
+            st.sampled_from([b"2001", b"db8", b"0", b"1", b":", b"::", b".", b"192.0.2.1"]),
+            st.sampled_from([b"\\072", b"\\056", b"\\270", b"\\377", b"\\000", b"\\"]),
+            st.lists(st.integers(0, 255), min_size=1, max_size=3).map(_escaped),
+            st.binary(min_size=1, max_size=2).map(lambda b: b.replace(b"\n", b"")),
+        ),
+        max_size=10,
+    ).map(b"".join),
+)
+
+
+@SETTINGS
+@given(
+    field=address_fields,
+    lead=st.sampled_from(ADDRESS_LINES),
+    tail=st.sampled_from([b"", b":300", b":a::"]),
+)
+def test_address_messages_are_ours(field: bytes, lead: bytes, tail: bytes) -> None:
+    """Any bytes in an address field, escaped or not, in every line type that has one:
+    the checker and the compiler (both paths) say what is wrong in their own words."""
+    data = GOOD + lead + field + tail + b"\n"
+    compiled = survive(data)
+    found = check_source("zones.x", data)
+    messages = [str(p) for p in found.errors + found.warnings]
+    if isinstance(compiled[0], str):
+        messages.append(compiled[0])
+        messages.append(str(compiled[2]))
+    for message in messages:
+        assert not any(text in message for text in PYTHON_TEXTS), message
+    for problem in found.errors + found.warnings:
+        assert problem.file == "zones.x"
+        assert problem.line == 3

@@ -170,11 +170,29 @@ class TestPure:
         assert compile_data(a.data, a.mtime) == compile_data(b.data, b.mtime)
 
 
+# 500 records (about 15 KiB, more than tinydns-data's 8 KiB output buffer), then a
+# line it refuses: tinydns-data has flushed part of the records when it dies.
+LATE_FAILURE = b"".join(b"+h%d.example.com:192.0.2.1\n" % i for i in range(500)) + b"Xbad\n"
+LATE_FAILURE_STDERR = (
+    "tinydns-data: fatal: unable to parse data line 501: unrecognized leading character\n"
+)
+
+
 class TestDropIn:
     @pytest.mark.parametrize("vector", ALL, ids=IDS)
     def test_dropin(self, vector: Vector, tmp_path: Path) -> None:
         """python -m dnsmaster tinydns-data: same data.cdb, stderr, exit status, data.tmp."""
         check_run(vector, tmp_path, dropin())
+
+    def test_failure_leaves_data_tmp_empty(self, tmp_path: Path) -> None:
+        """What the docstring and --help promise: after a refused line data.tmp is
+        there but empty (an old one truncated), and data.cdb is untouched."""
+        (tmp_path / "data.cdb").write_bytes(SENTINEL)
+        (tmp_path / "data.tmp").write_bytes(b"stale" * 1000)
+        got = run_in(tmp_path, dropin(), LATE_FAILURE, 1)
+        assert (got.exit, got.stderr) == (111, LATE_FAILURE_STDERR)
+        assert got.cdb == SENTINEL
+        assert (tmp_path / "data.tmp").read_bytes() == b""
 
 
 @pytest.mark.real
@@ -183,3 +201,13 @@ class TestReal:
     def test_real(self, vector: Vector, tmp_path: Path) -> None:
         """This machine's tinydns-data produces exactly what SUMS.tsv records."""
         check_run(vector, tmp_path, [require("tinydns-data")])
+
+    def test_real_failure_leaves_partial_data_tmp(self, tmp_path: Path) -> None:
+        """Why the drop-in's data.tmp differs: tinydns-data's is partly written, and no
+        cdb (2048 zero bytes where the header goes, then flushed 8 KiB blocks)."""
+        got = run_in(tmp_path, [require("tinydns-data")], LATE_FAILURE, 1)
+        assert (got.exit, got.stderr) == (111, LATE_FAILURE_STDERR)
+        left = (tmp_path / "data.tmp").read_bytes()
+        assert len(left) > 2048
+        assert (len(left) - 2048) % 8192 == 0
+        assert left[:2048] == bytes(2048)

@@ -156,11 +156,18 @@ class Linter:
             return
         m = _IP4.match(raw)
         if m is None:
+            # §3.2: ip4_scan reads the field as written; an escape such as \056 for
+            # the dot is not decoded (only names and texts are), so the record goes.
+            escaped = (
+                " (escapes are not decoded in addresses: write the address plainly)"
+                if b"\\" in raw
+                else ""
+            )
             report(
                 Diagnostic(
                     lineno,
                     True,
-                    f"IP address {_show(raw)} does not parse: "
+                    f"IP address {_show(raw)} does not parse{escaped}: "
                     "tinydns-data silently drops its record",
                 )
             )

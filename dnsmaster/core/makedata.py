@@ -5,8 +5,9 @@ zones files in byte order of name), and every SOA gets an explicit serial so tha
 every server compiling this data serves the same numbers whatever the mtime of its
 copy. A ``.`` line becomes the ``Z`` + ``&`` (+ ``+``) lines tinydns-data treats as
 exactly equivalent (spec §5.2, vectors 17a/17b); a ``Z`` line without a serial gets
-one; the IPv6 patch's ``3`` and ``6`` lines become a generic AAAA line (and a ``^``
-PTR line), see :mod:`dnsmaster.core.ipv6`; everything else is copied byte for byte.
+one; the IPv6 patch's ``3`` and ``6`` lines become a generic AAAA line (and ``^``
+PTR lines: ip6.arpa, and ip6.int unless ``ipv6_int`` is false), see
+:mod:`dnsmaster.core.ipv6`; everything else is copied byte for byte.
 
 Each source is compiled once, independently of the serial (:class:`CompiledSource`),
 so a rebuild after a one-line change re-reads only the file that changed and just
@@ -112,16 +113,20 @@ def next_serial(now: int, previous: int | None) -> int:
     return next_after(previous)
 
 
-def fingerprint(sources: Sequence[tuple[str, bytes]]) -> str:
+def fingerprint(sources: Sequence[tuple[str, bytes]], *, ipv6_int: bool = True) -> str:
     """One digest for the (name, sha256 digest) of every source, in build order.
 
     It goes into the banner of ``data``, so a later run can tell whether the data
     on disk was built from exactly the sources there now, and skip a rebuild that
-    would change nothing but the serial.
+    would change nothing but the serial. ``ipv6_int`` (as :func:`check_source`)
+    changes what the same sources build, so it counts too; its default leaves the
+    digest what it always was.
     """
     h = hashlib.sha256()
     for name, digest in sources:
         h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest)
+    if not ipv6_int:
+        h.update(b"\0options\0ipv6_int=false")
     return h.hexdigest()
 
 
@@ -140,6 +145,7 @@ def check_source(
     *,
     packed: PackedRecords | None = None,
     digest: bytes | None = None,
+    ipv6_int: bool = True,
 ) -> SourceCheck:
     """Compile one source, collecting every error and warning instead of stopping.
 
@@ -147,17 +153,23 @@ def check_source(
     compiled source's ``records`` hold only ``stamped``: what a build that writes
     data.cdb from packed records wants, without a Python object per record.
     ``digest`` is the sha256 of ``content`` when the caller has it already.
+    ``ipv6_int``: a ``6`` line publishes its PTR under ip6.int too, after the
+    ip6.arpa one, as the IPv6 patch's tinydns-data does (:mod:`dnsmaster.core.ipv6`).
     """
     if _SERIAL in content:
         line = content[: content.index(_SERIAL)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
     with no_gc():
-        return _check(name, content, packed, digest)
+        return _check(name, content, packed, digest, ipv6_int)
 
 
 def _check(
-    name: str, content: bytes, packed: PackedRecords | None, digest: bytes | None
+    name: str,
+    content: bytes,
+    packed: PackedRecords | None,
+    digest: bytes | None,
+    ipv6_int: bool,
 ) -> SourceCheck:
     linter = Linter()
     # Every line tinydns-data refuses is collected in one pass (no restart per
@@ -168,7 +180,7 @@ def _check(
         # The IPv6 patch's 3 and 6 lines become lines Debian's tinydns-data accepts;
         # those are what is compiled and checked, then traced back to their source line.
         lines = split_lines(content)
-        v6 = _ipv6_lines(lines)
+        v6 = _ipv6_lines(lines, ipv6_int)
         records = compile_lines(v6.lines, 0, linter=linter, errors=refused)
         if packed is not None:
             packed.add(records)
@@ -230,14 +242,15 @@ def compile_source(
     strict: bool = False,
     packed: PackedRecords | None = None,
     digest: bytes | None = None,
+    ipv6_int: bool = True,
 ) -> CompiledSource:
-    """Compile one source that must be clean (``packed``, ``digest``: as
+    """Compile one source that must be clean (``packed``, ``digest``, ``ipv6_int``: as
     :func:`check_source`).
 
     Raises :class:`DataErrors` naming every line tinydns-data would refuse and every
     line the checker finds certainly wrong; with ``strict``, warnings count too.
     """
-    found = check_source(name, content, packed=packed, digest=digest)
+    found = check_source(name, content, packed=packed, digest=digest, ipv6_int=ipv6_int)
     problems = found.errors + (found.warnings if strict else ())
     if problems or found.compiled is None:
         raise DataErrors(tuple(sorted(problems, key=lambda e: e.line)))
@@ -256,10 +269,14 @@ class Text(Protocol):
     def pieces(self) -> tuple[bytes | memoryview, ...]: ...
 
 
-def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
-    """Join compiled sources into the build's ``data`` and records."""
+def assemble(sources: Sequence[CompiledSource], serial: int, *, ipv6_int: bool = True) -> Assembled:
+    """Join compiled sources into the build's ``data`` and records.
+
+    ``ipv6_int``: what the sources were compiled with (it goes into the banner's
+    fingerprint, see :func:`fingerprint`).
+    """
     serial %= MODULUS  # RFC 1982: the serial is a 32-bit number; text and records agree
-    data, stamps = assemble_text(sources, serial)
+    data, stamps = assemble_text(sources, serial, ipv6_int=ipv6_int)
     keys = list(chain.from_iterable(src.records.keys for src in sources))
     values = list(chain.from_iterable(src.records.values for src in sources))
     base = 0
@@ -270,10 +287,16 @@ def assemble(sources: Sequence[CompiledSource], serial: int) -> Assembled:
     return Assembled(serial=serial, data=data, keys=keys, values=values, stamps=stamps)
 
 
-def assemble_text(sources: Sequence[Text], serial: int) -> tuple[bytes, list[int]]:
-    """The build's ``data``, and the offsets of its serials (:attr:`Assembled.stamps`)."""
+def assemble_text(
+    sources: Sequence[Text], serial: int, *, ipv6_int: bool = True
+) -> tuple[bytes, list[int]]:
+    """The build's ``data``, and the offsets of its serials (:attr:`Assembled.stamps`).
+
+    ``ipv6_int``: as :func:`assemble`.
+    """
     stamp = str(serial % MODULUS).encode()
-    sources_id = fingerprint([(src.name, src.digest) for src in sources]).encode()
+    pairs = [(src.name, src.digest) for src in sources]
+    sources_id = fingerprint(pairs, ipv6_int=ipv6_int).encode()
     banner = b"%s%s sources=%s - built from header and zones.* files; edit those, not this\n" % (
         _BANNER,
         stamp,
@@ -327,7 +350,7 @@ class _IPv6Lines:
     diagnostics: list[Diagnostic]
 
 
-def _ipv6_lines(lines: Sequence[bytes]) -> _IPv6Lines:
+def _ipv6_lines(lines: Sequence[bytes], ipv6_int: bool) -> _IPv6Lines:
     out: list[bytes] = []
     origin: list[int] = []
     expanded: dict[int, tuple[bytes, ...]] = {}
@@ -337,7 +360,7 @@ def _ipv6_lines(lines: Sequence[bytes]) -> _IPv6Lines:
             out.append(raw)
             origin.append(i)
             continue
-        found = ipv6.expand(raw.rstrip(b" \t\n"), i + 1)
+        found = ipv6.expand(raw.rstrip(b" \t\n"), i + 1, ipv6_int=ipv6_int)
         diagnostics.extend(found.diagnostics)
         expanded[i] = found.lines
         out.extend(found.lines)
