@@ -601,10 +601,9 @@ async def _push(args: argparse.Namespace) -> int:
             # without a daemon the push would undo the rollback.
             status = EXIT_DATA
         elif daemon is not None:
-            builder = _builder(cfg)
             names = [s.name for s in slaves]
-            status = _hand_off(
-                cfg, daemon, builder, names, logger, repush=args.no_build, accept=args.accept
+            status = _daemon_runs(cfg, names) or _hand_off(
+                cfg, daemon, _builder(cfg), names, logger, repush=args.no_build, accept=args.accept
             )
         else:
             # Without the daemon there is no guard: an accepted build is the data on disk.
@@ -615,6 +614,19 @@ async def _push(args: argparse.Namespace) -> int:
     if status != EXIT_OK or not args.wait:
         return status
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+def _daemon_runs(cfg: Config, names: Sequence[str]) -> int:
+    """EXIT_OK when no daemon runs or it runs every slave named; else EXIT_USAGE,
+    saying why (a slave added to the file after the daemon loaded it) and the fix.
+
+    A request for a slave the daemon does not run would wait for an outcome that
+    never comes, until the hand-off's timeout.
+    """
+    from dnsmaster import handoff  # noqa: PLC0415
+
+    why = handoff.unknown_slaves(cfg.state, cfg.path, names)
+    return EXIT_OK if why is None else _usage_error(why)
 
 
 def _rollback_holds(cfg: Config, logger: Any) -> bool:
@@ -670,6 +682,10 @@ async def _wait(args: argparse.Namespace) -> int:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:
         return _usage_error(f"--zone: {exc}")
+    # A slave the daemon does not run gets no build: waiting for it would time out.
+    status = _daemon_runs(cfg, [s.name for s in slaves])
+    if status != EXIT_OK:
+        return status
     return await _wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)
 
 

@@ -55,6 +55,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dnsmaster import state as statefile
+from dnsmaster.handoff import SIGHUP_HOW
 from dnsmaster.state import HEARTBEAT_MISSES, SlaveState, State
 
 if TYPE_CHECKING:
@@ -335,10 +336,6 @@ def judge_build(state: State, zones: ZonesCheck, *, now: float) -> Finding:
     )
 
 
-#: How an operator has a running daemon read its configuration file again.
-SIGHUP_HOW = "send the daemon SIGHUP (svc -h /service/dnsmaster or sv hup dnsmaster)"
-
-
 def judge_config(
     state: State, *, file: FileStamp | None, load_error: str | None = None
 ) -> Finding | None:
@@ -359,7 +356,7 @@ def judge_config(
             f"the last SIGHUP ({_when(running.failed_at)}) could not load {running.path}: "
             f"{load_error or running.error}; the daemon runs on {since}",
             f"fix the file (dnsmaster check --config {running.path} says what is wrong), "
-            f"then {SIGHUP_HOW}",
+            f"then send the daemon SIGHUP ({SIGHUP_HOW})",
             running.failed_at,
             chosen=True,
         )
@@ -369,7 +366,8 @@ def judge_config(
             "config",
             "changed",
             f"{running.path} changed since the daemon loaded it{broken}; it runs on {since}",
-            (f"fix the file, then {SIGHUP_HOW}" if load_error else SIGHUP_HOW) + " to apply it",
+            ("fix the file, then " if load_error else "")
+            + f"send the daemon SIGHUP ({SIGHUP_HOW}) to apply it",
             file.mtime if file is not None else running.loaded,
         )
     if running.restart_needed:
