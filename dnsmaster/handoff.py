@@ -86,7 +86,7 @@ def unknown_slaves(state_path: Path, config: Path, names: Collection[str]) -> st
     if not missing:
         return None
     which = ", ".join(missing)
-    they = "it was" if len(missing) == 1 else "they were"
+    they = "was" if len(missing) == 1 else "were"
     failed = state.config.error if state.config is not None else None
     if failed is not None:
         return (

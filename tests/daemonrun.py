@@ -179,6 +179,11 @@ class DaemonProcess:
             self.proc.wait(10)
         if self._reader is not None:
             self._reader.join(10)
+        stdout = self.proc.stdout if self.proc is not None else None
+        if stdout is not None and (self._reader is None or not self._reader.is_alive()):
+            # Else the pipe is closed by the garbage collector: a ResourceWarning,
+            # which pytest (warnings as errors) reports against some later test.
+            stdout.close()
 
     # -- events ------------------------------------------------------------------
 
