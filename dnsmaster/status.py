@@ -1096,6 +1096,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _daemon_config(path: Path) -> Config | None:
+    """For a configuration file that does not load: its paths, when they lead to the
+    state file of a daemon that records the configuration it runs on (None: not)."""
+    from dnsmaster import config  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = config.load_paths(path)
+        state = statefile.read(cfg.state)
+    except (ConfigError, OSError, ValueError):
+        return None
+    return cfg if state.config is not None and state.stopped is None else None
+
+
 def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``dnsmaster status``; the exit status."""
     from dnsmaster import config  # noqa: PLC0415
@@ -1118,19 +1132,15 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
         return unknown("--critical must be at least --warning, both 0 or more", EXIT_USAGE)
     if args.timeout <= 0:
         return unknown("--timeout must be more than 0", EXIT_USAGE)
-    config_error = None
     try:
         path = config.resolve_path(args.config, os.environ)
-        cfg = config.load(path)
+        cfg, config_error = config.load(path), None
     except ConfigError as exc:
-        if args.live:
+        older = None if args.live else _daemon_config(path)
+        if older is None:
             return unknown(str(exc), EXIT_USAGE)
-        # A daemon may run on what it loaded before the file broke: report on it.
-        config_error = str(exc)
-        try:
-            cfg = config.load_paths(path)
-        except ConfigError:
-            return unknown(str(exc), EXIT_USAGE)
+        # The daemon runs on what it loaded before the file broke: report on it.
+        cfg, config_error = older, str(exc)
     if args.live:
         return _live(cfg, args, out, err)
     try:
