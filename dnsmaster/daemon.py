@@ -1197,6 +1197,7 @@ class Daemon:
                 worker = SlaveWorker(self, slave)
                 if self._serving:
                     self._start_worker(worker)
+                self.log.info("slave.started", slave=slave.name, reason="reload")
             workers.append(worker)
         self.workers = workers
         self.save_state()

@@ -24,13 +24,14 @@ from typing import Any
 import pytest
 
 from dnsmaster import config as configuration
-from dnsmaster import handoff, reload, status
+from dnsmaster import handoff, metrics, reload, status
 from dnsmaster import state as statefile
 from dnsmaster.daemon import EXIT_OK, Daemon
 from dnsmaster.reload import RESTART_NEEDED, FileStamp
 from tests.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.test_daemon import make_zones
 from tests.test_daemon_supervision import Recorder
+from tests.test_metrics import parse
 
 TIMEOUT = 30.0
 
@@ -174,6 +175,7 @@ class TestDaemonReload:
         assert (ns4 / "data").read_bytes().startswith(daemon.current.data)
         stopped = {e["slave"] for e in log.find("slave.stopped")}
         assert stopped == {"ns2", "ns3"}
+        assert {e["slave"] for e in log.find("slave.started")} == {"ns2", "ns4"}
         assert [w.slave.name for w in daemon.workers] == ["ns2", "ns4"]
         # The changed slave has a new worker (and channel) with the new settings.
         assert daemon.workers[0] is not before
@@ -456,3 +458,15 @@ class TestRunningDaemon:
             time.sleep(0.2)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert "config" not in proc.stdout
+
+
+class TestMetrics:
+    def test_reload_failed_gauge(self) -> None:
+        """The textfile says whether the last SIGHUP loaded, and when the running
+        configuration was loaded; a daemon that does not say gives no sample."""
+        failed = dataclasses.replace(LOADED, error="bad", failed_at=300.0)
+        got = parse(metrics.render(_state(failed)))
+        assert got[("dnsmaster_config_reload_failed", ())] == 1
+        assert got[("dnsmaster_config_load_timestamp_seconds", ())] == 100.0
+        assert parse(metrics.render(_state(LOADED)))[("dnsmaster_config_reload_failed", ())] == 0
+        assert ("dnsmaster_config_reload_failed", ()) not in parse(metrics.render(_state(None)))
