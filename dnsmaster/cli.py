@@ -100,8 +100,9 @@ def _master_commands(
         "run",
         help="the daemon: watch the zones, build on every save, push to every slave",
         description="Watch the zones directory; after each burst of saves build data and "
-        "data.cdb and push them to every slave, retrying slaves that fail. SIGHUP builds now, "
-        "SIGALRM pushes again, SIGTERM stops.",
+        "data.cdb and push them to every slave, retrying slaves that fail. SIGHUP re-reads "
+        "the configuration (slaves, hooks, timings) and builds now, SIGALRM pushes again, "
+        "SIGTERM stops.",
     )
     p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
     _log_options(p)
@@ -125,7 +126,8 @@ def _master_commands(
         "unless all is ok",
         description="Read the daemon's state file and say whether the daemon is alive, the "
         "zones are built, and each slave serves the build; --live asks every slave now. "
-        "Exit 0 all ok, 3 a slave is not, 4 the build is not current, 5 the daemon is not "
+        "Exit 0 all ok, 1 the daemon does not run on the configuration file as it is "
+        "(SIGHUP), 3 a slave is not, 4 the build is not current, 5 the daemon is not "
         "running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
     )
     if command in (None, "status"):
