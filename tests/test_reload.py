@@ -19,7 +19,7 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -32,6 +32,12 @@ from tests.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.test_daemon import make_zones
 from tests.test_daemon_supervision import Recorder
 from tests.test_metrics import parse
+
+if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
+    from tests.realworld import Lab as SshLab
+    from tests.realworld import Slave as SshSlave
+
+pytest_plugins = ["tests.realworld"]
 
 TIMEOUT = 30.0
 
@@ -470,3 +476,75 @@ class TestMetrics:
         assert got[("dnsmaster_config_load_timestamp_seconds", ())] == 100.0
         assert parse(metrics.render(_state(LOADED)))[("dnsmaster_config_reload_failed", ())] == 0
         assert ("dnsmaster_config_reload_failed", ()) not in parse(metrics.render(_state(None)))
+
+
+# -- real slaves over SSH ----------------------------------------------------------------
+
+
+def _connections(pid: int, slave: SshSlave) -> set[str]:
+    """The local ends of ``pid``'s established TCP connections to the slave's sshd."""
+    out = subprocess.run(
+        ["ss", "-Htnp", "state", "established", "dst", f"{slave.address}:{slave.port}"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    return {line.split()[2] for line in out.splitlines() if f"pid={pid}," in line}
+
+
+def _ssh(slave: SshSlave) -> dict[str, object]:
+    return {"name": slave.name, "host": slave.address, "port": slave.port, "dns": slave.address}
+
+
+class TestSshSlaves:
+    def test_changed_slave_reconnects_added_one_is_served(
+        self, tmp_path: Path, lab: SshLab
+    ) -> None:
+        """Over real sshd and tinydns: a changed slave's kept connection is closed and a
+        new one made with its new settings; an added slave is pushed to and serves the
+        serial over DNS; a removed slave's connection is closed."""
+        one, two = lab(2)
+        lab_config = Lab(tmp_path)
+        top = {"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user}
+        guard = "\n[guard]\nmax_removed = 1.0\nzones = false\n"
+        lab_config.write([_ssh(one)], daemon={"verify": True}, top=top, extra=guard)
+        daemon = DaemonProcess(lab_config.path).start()
+        try:
+            daemon.wait("push.done", timeout=TIMEOUT, slave=one.name)
+            before = _connections(daemon.pid, one)
+            assert len(before) == 1, before  # the daemon keeps its connection open
+
+            lab_config.write(
+                [{**_ssh(one), "compress": "on"}, _ssh(two)],
+                daemon={"verify": True},
+                top=top,
+                extra=guard,
+            )
+            mark = daemon.mark()
+            daemon.signal(signal.SIGHUP)
+            event = daemon.wait("config.reloaded", mark, timeout=TIMEOUT)
+            assert (event["added"], event["changed"]) == (two.name, one.name)
+            done = daemon.wait("push.done", mark, timeout=TIMEOUT, slave=two.name)
+            assert two.tinydns.wait_serial("example.com", done["serial"]) == done["serial"]
+            # The changed slave is pushed with its new setting, on a new connection.
+            daemon.wait("push.done", mark, timeout=TIMEOUT, slave=one.name, compressed=True)
+            after = _connections(daemon.pid, one)
+            assert len(after) == 1, after
+            assert after.isdisjoint(before), (before, after)
+            assert _connections(daemon.pid, two)
+
+            lab_config.write(
+                [{**_ssh(one), "compress": "on"}], daemon={"verify": True}, top=top, extra=guard
+            )
+            mark = daemon.mark()
+            daemon.signal(signal.SIGHUP)
+            event = daemon.wait("config.reloaded", mark, timeout=TIMEOUT)
+            assert (event["removed"], event["changed"]) == (two.name, "")
+            daemon.wait("slave.stopped", mark, timeout=TIMEOUT, slave=two.name)
+            deadline = time.monotonic() + 10
+            while _connections(daemon.pid, two) and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert not _connections(daemon.pid, two)
+            assert daemon.stop() == 0
+        finally:
+            daemon.kill()
