@@ -791,8 +791,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
 
     CRITICAL: the daemon is not running or nothing was ever built, or any other
     problem has lasted ``critical`` seconds; WARNING: one has lasted ``warning``
-    seconds. Younger problems (a push under way, a save in its quiet period) are
-    named but OK.
+    seconds. A configuration the daemon does not run on is never more than WARNING
+    (a failed reload or settings that need a restart: at once). Younger problems
+    (a push under way, a save in its quiet period) are named but OK.
     """
     code = NAGIOS_OK
     for f in rep.problems:
@@ -800,6 +801,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
         at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
         if f.chosen:
             level = NAGIOS_WARNING
+        elif f.subject == "config":
+            # The daemon works on, on the configuration it loaded: worth a look, no page.
+            level = NAGIOS_WARNING if age >= warning else NAGIOS_OK
         elif at_once or age >= critical:
             level = NAGIOS_CRITICAL
         elif age >= warning:

@@ -324,6 +324,34 @@ class TestJudgeConfig:
         assert "zones" in found.reason
 
 
+class TestNagios:
+    def _level(self, config: statefile.ConfigState, file: FileStamp, age: float) -> int:
+        now = (file.mtime if config.error is None else config.failed_at or 0.0) + age
+        build = statefile.BuildState(1, "d" * 64, 10, 0.0)
+        state = dataclasses.replace(
+            _state(config), updated=now, heartbeat_interval=10.0, build=build
+        )
+        rep = status.judge(
+            state, now=now, alive=True, zones=status.ZonesCheck(False), config_file=file
+        )
+        assert rep.config is not None
+        return status.nagios(rep, warning=120, critical=600)[0]
+
+    def test_changed_warns_late_and_never_pages(self) -> None:
+        """A file edited without SIGHUP: OK at first (an edit under way), WARNING after
+        --warning, still WARNING long after --critical: the daemon works on."""
+        edited = FileStamp("b" * 64, 1000.0)
+        assert self._level(LOADED, edited, 10) == status.NAGIOS_OK
+        assert self._level(LOADED, edited, 200) == status.NAGIOS_WARNING
+        assert self._level(LOADED, edited, 7200) == status.NAGIOS_WARNING
+
+    def test_reload_failed_warns_at_once(self) -> None:
+        failed = dataclasses.replace(
+            LOADED, error="bad", failed_at=2000.0, file_sha256="c" * 64, file_mtime=1990.0
+        )
+        assert self._level(failed, FileStamp("c" * 64, 1990.0), 1) == status.NAGIOS_WARNING
+
+
 class TestUnknownSlaves:
     def test_named_with_the_fix(self, tmp_path: Path) -> None:
         path = tmp_path / "state.json"
