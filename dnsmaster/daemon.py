@@ -54,7 +54,7 @@ from dnsmaster import fsutil, metrics, reload, rollback
 from dnsmaster import state as statefile
 from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
-from dnsmaster.config import Config, Slave
+from dnsmaster.config import Config, DaemonOptions, Slave
 from dnsmaster.core import guard
 from dnsmaster.core.compiler import compile_text
 from dnsmaster.core.makedata import built_from, previous_serial
@@ -578,6 +578,7 @@ class Daemon:
         self._rescan_task: asyncio.Task[None] | None = None
         #: The slaves' workers run (after the first build); a reload starts new ones.
         self._serving = False
+        self._watcher: ZonesWatcher | None = None
 
     # -- state ------------------------------------------------------------------
 
@@ -1146,6 +1147,7 @@ class Daemon:
             self.builder.keep = new.daemon.keep
         old, self.config = self.config, new
         self._retime(old, new)
+        await self._rewatch(old.daemon, new.daemon)
         await self._reslave(change)
         for warning in new.warnings:
             if warning not in old.warnings:
@@ -1364,7 +1366,8 @@ class Daemon:
         self.log.info("lock.taken", path=str(self.config.output))
         return True
 
-    async def _serve(self) -> int:
+    def _watch(self) -> ZonesWatcher:
+        """A watcher of the zones as the configuration says, started."""
         cfg = self.config
         watcher = ZonesWatcher(
             cfg.zones,
@@ -1378,6 +1381,23 @@ class Daemon:
         # A zones directory that is missing now (mid-swap, a mount not up yet) is
         # waited for, not a reason to exit and be restarted in a loop.
         watcher.start(missing_ok=True)
+        return watcher
+
+    async def _rewatch(self, before: DaemonOptions, after: DaemonOptions) -> None:
+        """When a reload changes how to watch: the new watcher starts before the old
+        one stops, and a rescan catches any save made while they changed places."""
+        old = self._watcher
+        same = (before.poll, before.poll_interval) == (after.poll, after.poll_interval)
+        if old is None or same:
+            return  # not watching yet: the start uses the new configuration
+        self._watcher = self._watch()
+        await old.stop()
+        self.log.info("watch.restarted", watch="poll" if self.config.daemon.poll else "inotify")
+        self.rescan("rewatched")
+
+    async def _serve(self) -> int:
+        cfg = self.config
+        self._watcher = self._watch()
         self.log.info(
             "daemon.start",
             zones=str(cfg.zones),
@@ -1404,7 +1424,7 @@ class Daemon:
             else:
                 first.cancel()
         finally:
-            await watcher.stop()
+            await self._watcher.stop()
             await self._shutdown(tasks)
         return self._exit
 

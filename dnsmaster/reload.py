@@ -2,7 +2,9 @@
 
 The daemon re-reads its configuration file on SIGHUP and applies it at once:
 slaves added, removed or changed, hooks, guard thresholds, the ``[daemon]`` and
-``[push]`` timings, ``strict``, ``max_file_size``, ``metrics`` and ``log.level``.
+``[push]`` timings, the watcher (``daemon.poll``, ``poll_interval``: the new one
+starts before the old one stops, then a rescan catches a save made in between),
+``strict``, ``max_file_size``, ``metrics`` and ``log.level``.
 A slave counts as changed when anything its connection is made of differs: its
 own table, or for an SSH slave the top-level ``key`` and ``known_hosts`` and
 ``[push] connect_timeout``, ``keepalive_interval`` and ``host_key_recheck``. Its
@@ -15,8 +17,6 @@ keeps running on the value it started with, logs ``config.restart_needed``, and
 * ``zones``, ``output``, ``state``: the daemon holds the output directory's lock
   for its life, watches the zones directory, and is found by its state file (a
   second daemon started on the new paths would not see the first).
-* ``daemon.poll``, ``daemon.poll_interval``: the watcher is chosen at start; a
-  watcher swapped while the zones change could miss the change.
 * ``log.format``, ``log.timestamps``: the lines already in the log and the ones
   after a reload would not parse alike (multilog/svlogd keep one file).
 """
@@ -47,8 +47,6 @@ RESTART_NEEDED: tuple[str, ...] = (
     "zones",
     "output",
     "state",
-    "daemon.poll",
-    "daemon.poll_interval",
     "log.format",
     "log.timestamps",
 )
@@ -136,9 +134,6 @@ def keep_restart_needed(running: Config, new: Config) -> Config:
         zones=running.zones,
         output=running.output,
         state=running.state,
-        daemon=dataclasses.replace(
-            new.daemon, poll=running.daemon.poll, poll_interval=running.daemon.poll_interval
-        ),
         log=dataclasses.replace(
             new.log, format=running.log.format, timestamps=running.log.timestamps
         ),

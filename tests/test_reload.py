@@ -122,14 +122,18 @@ class TestCompare:
         lab = Lab(tmp_path)
         lab.write([])
         old = _load(lab)
-        lab.write([], daemon={"poll": True, "debounce": 2.0, "max_delay": 9.0})
+        lab.write(
+            [],
+            daemon={"poll": True, "debounce": 2.0, "max_delay": 9.0},
+            extra='\n[log]\nformat = "json"\nlevel = "debug"\n',
+        )
         new = _load(lab)
         change = reload.compare(old, new)
-        assert change.restart_needed == ("daemon.poll",)
-        assert change.sections == ("daemon",)
+        assert change.restart_needed == ("log.format",)
+        assert change.sections == ("daemon", "log")
         kept = reload.keep_restart_needed(old, new)
-        assert kept.daemon.poll is False
-        assert (kept.daemon.debounce, kept.daemon.max_delay) == (2.0, 9.0)
+        assert (kept.log.format, kept.log.level) == ("logfmt", "debug")
+        assert (kept.daemon.poll, kept.daemon.debounce, kept.daemon.max_delay) == (True, 2.0, 9.0)
         assert set(RESTART_NEEDED) >= {"zones", "output", "state", "log.format"}
 
 
@@ -228,8 +232,8 @@ class TestDaemonReload:
         await _stop(daemon, run, log)
 
     async def test_timings_hooks_and_restart_needed(self, tmp_path: Path) -> None:
-        """Debounce, parallel, guard and hooks apply at once; the watcher's poll needs a
-        restart: config.restart_needed, and the running value is kept."""
+        """Debounce, parallel, guard, hooks and the watcher apply at once; the log
+        format needs a restart: config.restart_needed, and the running value is kept."""
         lab = Lab(tmp_path)
         (ns2,) = _roots(tmp_path, "ns2")
         lab.write([_local(ns2)])
@@ -241,15 +245,22 @@ class TestDaemonReload:
             [_local(ns2)],
             daemon={"debounce": 0.3, "max_delay": 7.0, "poll": True},
             extra=f'\n[hooks]\nbuild = "touch {marker}"\n\n[guard]\nmax_removed = 0.5\n'
-            "\n[push]\nparallel = 3\n",
+            '\n[push]\nparallel = 3\n\n[log]\nformat = "json"\n',
         )
         _signal(signal.SIGHUP)
         (event,) = await log.wait("config.reloaded")
-        assert event["sections"] == "daemon,push,hooks,guard"
+        assert event["sections"] == "daemon,push,log,hooks,guard"
         assert event["changed"] == ""  # a local slave's connection has no [push] part
         (restart,) = log.find("config.restart_needed")
-        assert restart["keys"] == "daemon.poll"
-        assert daemon.config.daemon.poll is False
+        assert restart["keys"] == "log.format"
+        assert daemon.config.log.format == "logfmt"
+        (watch,) = log.find("watch.restarted")
+        assert watch["watch"] == "poll"
+        assert daemon.config.daemon.poll is True
+        # The new watcher sees a save.
+        seen = len(log.find("watch.change"))
+        (lab.zones / "zones.example.org").write_text(".example.org:127.0.0.1:a:259200\n")
+        await log.wait("watch.change", seen + 1)
         assert daemon.debouncer.timing.quiet == 0.3
         assert daemon.debouncer.timing.max_delay == 7.0
         assert daemon.config.guard.max_removed == 0.5
@@ -261,7 +272,7 @@ class TestDaemonReload:
         await _stop(daemon, run, log)
         recorded = statefile.read(lab.state).config
         assert recorded is not None
-        assert recorded.restart_needed == ("daemon.poll",)
+        assert recorded.restart_needed == ("log.format",)
 
 
 # -- status and the hand-off, pure -------------------------------------------------------
