@@ -70,6 +70,7 @@ from dnsmaster.errors import (
     PushError,
     WatchError,
 )
+from dnsmaster.handoff import SIGHUP_HOW
 from dnsmaster.hooks import Hooks
 from dnsmaster.protocol import DELTA
 from dnsmaster.push import (
@@ -1126,7 +1127,7 @@ class Daemon:
             key=exc.key or None,
             reason=exc.reason,
             hint="the daemon keeps running on the configuration it loaded before; "
-            "fix the file, then SIGHUP again (svc -h, sv hup)",
+            f"fix the file, then SIGHUP again ({SIGHUP_HOW})",
         )
         self.config_state = dataclasses.replace(
             self.config_state,

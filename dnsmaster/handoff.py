@@ -31,6 +31,9 @@ __all__ = ["SIGHUP_HOW", "Outcome", "daemon_pid", "follow", "follow_request", "u
 #: How often the state file is read while following the daemon.
 POLL = 0.1
 
+#: How an operator has the daemon read its configuration file again.
+SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
+
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
@@ -98,10 +101,6 @@ def unknown_slaves(state_path: Path, config: Path, names: Collection[str]) -> st
         f"the daemon (pid {state.pid}) loaded {config} before {which} {they} added to it: "
         f"send it SIGHUP ({SIGHUP_HOW}), then try again"
     )
-
-
-#: How an operator has the daemon read its configuration file again.
-SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
 
 
 def _read(path: Path) -> statefile.State | None:
