@@ -604,7 +604,7 @@ async def _push(args: argparse.Namespace) -> int:
             status = EXIT_DATA
         elif daemon is not None:
             names = [s.name for s in slaves]
-            status = _daemon_runs(cfg, names) or _hand_off(
+            status = _daemon_runs(cfg, names, logger) or _hand_off(
                 cfg, daemon, _builder(cfg), names, logger, repush=args.no_build, accept=args.accept
             )
         else:
@@ -618,17 +618,27 @@ async def _push(args: argparse.Namespace) -> int:
     return await _wait_for_build(cfg, slaves, None, args.timeout, logger)
 
 
-def _daemon_runs(cfg: Config, names: Sequence[str]) -> int:
+def _daemon_runs(cfg: Config, names: Sequence[str], logger: Any) -> int:
     """EXIT_OK when no daemon runs or it runs every slave named; else EXIT_USAGE,
     saying why (a slave added to the file after the daemon loaded it) and the fix.
 
     A request for a slave the daemon does not run would wait for an outcome that
-    never comes, until the hand-off's timeout.
+    never comes, until the hand-off's timeout. A daemon that runs them all on an
+    older version of the file is only warned about: it does the work as it is set.
     """
     from dnsmaster import handoff  # noqa: PLC0415
 
     why = handoff.unknown_slaves(cfg.state, cfg.path, names)
-    return EXIT_OK if why is None else _usage_error(why)
+    if why is not None:
+        return _usage_error(why)
+    if handoff.config_behind(cfg.state, cfg.path):
+        logger.warning(
+            "handoff.config_behind",
+            config=str(cfg.path),
+            hint="the daemon works with the configuration it loaded before the file "
+            f"changed; send it SIGHUP ({handoff.SIGHUP_HOW}) to apply the file",
+        )
+    return EXIT_OK
 
 
 def _rollback_holds(cfg: Config, logger: Any) -> bool:
@@ -685,7 +695,7 @@ async def _wait(args: argparse.Namespace) -> int:
     except ValueError as exc:
         return _usage_error(f"--zone: {exc}")
     # A slave the daemon does not run gets no build: waiting for it would time out.
-    status = _daemon_runs(cfg, [s.name for s in slaves])
+    status = _daemon_runs(cfg, [s.name for s in slaves], logger)
     if status != EXIT_OK:
         return status
     return await _wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)

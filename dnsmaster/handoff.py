@@ -26,7 +26,15 @@ from pathlib import Path
 
 from dnsmaster import state as statefile
 
-__all__ = ["SIGHUP_HOW", "Outcome", "daemon_pid", "follow", "follow_request", "unknown_slaves"]
+__all__ = [
+    "SIGHUP_HOW",
+    "Outcome",
+    "config_behind",
+    "daemon_pid",
+    "follow",
+    "follow_request",
+    "unknown_slaves",
+]
 
 #: How often the state file is read while following the daemon.
 POLL = 0.1
@@ -101,6 +109,22 @@ def unknown_slaves(state_path: Path, config: Path, names: Collection[str]) -> st
         f"the daemon (pid {state.pid}) loaded {config} before {which} {they} added to it: "
         f"send it SIGHUP ({SIGHUP_HOW}), then try again"
     )
+
+
+def config_behind(state_path: Path, config: Path) -> bool:
+    """Whether the running daemon runs on another version of ``config`` than the
+    file's now (False when no daemon runs, or it does not say)."""
+    from dnsmaster import reload  # noqa: PLC0415
+
+    state = _read(state_path)
+    if state is None or state.config is None or state.config.sha256 is None:
+        return False
+    if state.stopped is not None or not _alive(state.pid):
+        return False
+    try:
+        return reload.stamp(config).sha256 != state.config.sha256
+    except OSError:
+        return False
 
 
 def _read(path: Path) -> statefile.State | None:

@@ -43,7 +43,7 @@ async def main(args: argparse.Namespace) -> int:
     with cli._one_writer(cfg.output, cfg.state, logger) as daemon:
         if daemon is not None:
             # It rolls back the slaves it runs: one it does not would be waited for.
-            status = cli._daemon_runs(cfg, [s.name for s in cfg.slaves])
+            status = cli._daemon_runs(cfg, [s.name for s in cfg.slaves], logger)
             return status or _hand_off(cfg, daemon, kept, logger)
         try:
             if kept is None:

@@ -443,6 +443,10 @@ class TestRunningDaemon:
         proc, _ = _cli(lab.path, "status")
         assert proc.returncode == status.EXIT_CONFIG, proc.stdout + proc.stderr
         assert "config: changed" in proc.stderr
+        # A slave it runs is pushed to, with a word that the file is not applied yet.
+        proc, _ = _cli(lab.path, "push", "--slave", "ns2")
+        assert proc.returncode == 0, proc.stderr
+        assert "event=handoff.config_behind" in proc.stderr
         mark = daemon.mark()
         daemon.signal(signal.SIGHUP)
         event = daemon.wait("config.reloaded", mark, timeout=TIMEOUT)
@@ -453,6 +457,7 @@ class TestRunningDaemon:
         assert (ns3 / "data").read_bytes().startswith(master)
         proc, seconds = _cli(lab.path, "push", "--slave", "ns3")
         assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "handoff.config_behind" not in proc.stderr
         proc, _ = _cli(lab.path, "status")
         assert proc.returncode == 0, proc.stdout + proc.stderr
         assert daemon.running
