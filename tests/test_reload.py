@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster import config as configuration
+from dnsmaster import daemon as daemon_module
 from dnsmaster import handoff, metrics, reload, status
 from dnsmaster import state as statefile
 from dnsmaster.daemon import EXIT_OK, Daemon
@@ -273,6 +274,65 @@ class TestDaemonReload:
         recorded = statefile.read(lab.state).config
         assert recorded is not None
         assert recorded.restart_needed == ("log.format",)
+
+
+class TestRetire:
+    """A removed slave's push under way: it may finish (up to stop_timeout), else it is
+    cancelled; either way the worker ends without a crash and the gate is free."""
+
+    async def _held_push(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, stop_timeout: float
+    ) -> tuple[Recorder, Daemon, asyncio.Task[int], asyncio.Event]:
+        lab = Lab(tmp_path)
+        ns2, ns3 = _roots(tmp_path, "ns2", "ns3")
+        lab.write([_local(ns2), _local(ns3)], daemon={"stop_timeout": stop_timeout})
+        log = Recorder()
+        daemon, run = await _started(lab, log, 2)
+        release = asyncio.Event()
+        real = daemon_module.push_one
+
+        async def held(channel: Any, *args: Any, **kwargs: Any) -> Any:
+            if channel.slave.name == "ns3":
+                await release.wait()  # a slow slave: the push is under way meanwhile
+            return await real(channel, *args, **kwargs)
+
+        monkeypatch.setattr(daemon_module, "push_one", held)
+        _signal(signal.SIGALRM)  # push again to every slave
+        ns3_worker = daemon.workers[1]
+        async with asyncio.timeout(TIMEOUT):
+            while not ns3_worker.busy:
+                await asyncio.sleep(0.01)
+        lab.write([_local(ns2)], daemon={"stop_timeout": stop_timeout})
+        _signal(signal.SIGHUP)
+        return log, daemon, run, release
+
+    async def test_push_under_way_finishes(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        log, daemon, run, release = await self._held_push(tmp_path, monkeypatch, 20.0)
+        await asyncio.sleep(0.3)
+        assert not log.find("config.reloaded")  # waits for the push under way
+        pushes = len(_pushed_to(log, "ns3"))
+        release.set()
+        await log.wait("config.reloaded")
+        assert len(_pushed_to(log, "ns3")) == pushes + 1  # it finished, then stopped
+        assert log.find("slave.stopped")[0]["slave"] == "ns3"
+        assert [w.slave.name for w in daemon.workers] == ["ns2"]
+        await _stop(daemon, run, log)
+
+    async def test_push_over_stop_timeout_is_cancelled(
+        self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        log, daemon, run, _ = await self._held_push(tmp_path, monkeypatch, 0.2)
+        (event,) = await log.wait("config.reloaded")
+        assert event["removed"] == "ns3"
+        assert log.find("slave.stopped")[0]["slave"] == "ns3"
+        # The cancelled push left the gate free: ns2 is pushed to again.
+        pushes = len(_pushed_to(log, "ns2"))
+        _signal(signal.SIGALRM)
+        await log.wait("push.done", len(log.find("push.done")) + 1)
+        assert len(_pushed_to(log, "ns2")) == pushes + 1
+        await _stop(daemon, run, log)
 
 
 # -- status and the hand-off, pure -------------------------------------------------------
