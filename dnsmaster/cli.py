@@ -171,8 +171,9 @@ def _master_commands(
         "run",
         help="the daemon: watch the zones, build on every save, push to every slave",
         description="Watch the zones directory; after each burst of saves build data and "
-        "data.cdb and push them to every slave, retrying slaves that fail. SIGHUP builds now, "
-        "SIGALRM pushes again, SIGTERM stops.",
+        "data.cdb and push them to every slave, retrying slaves that fail. SIGHUP re-reads "
+        "the configuration (slaves, hooks, timings) and builds now, SIGALRM pushes again, "
+        "SIGTERM stops.",
     )
     p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
     _log_options(p)
@@ -196,7 +197,8 @@ def _master_commands(
         "unless all is ok",
         description="Read the daemon's state file and say whether the daemon is alive, the "
         "zones are built, and each slave serves the build; --live asks every slave now. "
-        "Exit 0 all ok, 3 a slave is not, 4 the build is not current, 5 the daemon is not "
+        "Exit 0 all ok, 1 the daemon does not run on the configuration file as it is "
+        "(SIGHUP), 3 a slave is not, 4 the build is not current, 5 the daemon is not "
         "running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
     )
     if command in (None, "status"):
@@ -696,10 +698,9 @@ async def _push(args: argparse.Namespace) -> int:
             # without a daemon the push would undo the rollback.
             status = EXIT_DATA
         elif daemon is not None:
-            builder = _builder(cfg)
             names = [s.name for s in slaves]
-            status = _hand_off(
-                cfg, daemon, builder, names, logger, repush=args.no_build, accept=args.accept
+            status = _daemon_runs(cfg, names, logger) or _hand_off(
+                cfg, daemon, _builder(cfg), names, logger, repush=args.no_build, accept=args.accept
             )
         else:
             status = await _push_by_hand(cfg, slaves, args, logger)
@@ -810,6 +811,29 @@ def _guard(cfg: Config, data: bytes, logger: Any) -> int | None:
     return EXIT_HELD
 
 
+def _daemon_runs(cfg: Config, names: Sequence[str], logger: Any) -> int:
+    """EXIT_OK when no daemon runs or it runs every slave named; else EXIT_USAGE,
+    saying why (a slave added to the file after the daemon loaded it) and the fix.
+
+    A request for a slave the daemon does not run would wait for an outcome that
+    never comes, until the hand-off's timeout. A daemon that runs them all on an
+    older version of the file is only warned about: it does the work as it is set.
+    """
+    from dnsmaster import handoff  # noqa: PLC0415
+
+    why = handoff.unknown_slaves(cfg.state, cfg.path, names)
+    if why is not None:
+        return _usage_error(why)
+    if handoff.config_behind(cfg.state, cfg.path):
+        logger.warning(
+            "handoff.config_behind",
+            config=str(cfg.path),
+            hint="the daemon works with the configuration it loaded before the file "
+            f"changed; send it SIGHUP ({handoff.SIGHUP_HOW}) to apply the file",
+        )
+    return EXIT_OK
+
+
 def _rollback_holds(cfg: Config, logger: Any) -> bool:
     """Whether a rollback holds the slaves on an earlier build (logged if so).
 
@@ -862,6 +886,10 @@ async def _wait(args: argparse.Namespace) -> int:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:
         return _usage_error(f"--zone: {exc}")
+    # A slave the daemon does not run gets no build: waiting for it would time out.
+    status = _daemon_runs(cfg, [s.name for s in slaves], logger)
+    if status != EXIT_OK:
+        return status
     return await _wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)
 
 

@@ -41,6 +41,7 @@ __all__ = [
     "expand_home",
     "from_mapping",
     "load",
+    "load_paths",
     "resolve_path",
 ]
 
@@ -214,6 +215,35 @@ def load(path: Path, *, ssh: bool = True) -> Config:
     ``ssh=False``: the files only an SSH connection reads (known_hosts, private
     keys) are named but not checked, for a command that never opens one.
     """
+    return from_mapping(_parse(path), path=path, ssh=ssh)
+
+
+def load_paths(path: Path) -> Config:
+    """Only where the daemon's files are (zones, output, state, and the size cap that
+    reading the zones needs), from a file that may not load as a whole.
+
+    For ``status``: a daemon whose SIGHUP found the file broken runs on, and its
+    state file is still found. Raises :class:`ConfigError` when even these cannot
+    be read (the file is no TOML).
+    """
+    table = _parse(path)
+    keys: tuple[str, ...] = ("zones", "output", "state", "max_file_size")
+    wanted = {k: table[k] for k in keys if k in table}
+    top = _Reader(wanted, path=path, prefix="")
+    zones = top.path("zones")
+    output = top.path("output")
+    if zones is None or output is None:
+        raise top.error("zones" if zones is None else "output", "missing")
+    return Config(
+        path=path,
+        zones=zones,
+        output=output,
+        state=top.path("state") or output / "dnsmaster-state.json",
+        max_file_size=top.integer("max_file_size", MAX_FILE_SIZE, low=1, high=1 << 40),
+    )
+
+
+def _parse(path: Path) -> dict[str, Any]:
     try:
         raw = path.read_bytes()
     except OSError as exc:
@@ -224,7 +254,7 @@ def load(path: Path, *, ssh: bool = True) -> Config:
         raise ConfigError(str(path), "", f"not UTF-8 (byte {exc.start})") from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(str(path), "", f"not valid TOML: {exc}") from None
-    return from_mapping(table, path=path, ssh=ssh)
+    return table
 
 
 _T = TypeVar("_T")

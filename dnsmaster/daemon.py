@@ -12,7 +12,11 @@ Shape of the loop:
   never the one that failed.
 * a failed push is retried with exponential backoff; a newer build (or SIGALRM)
   wakes the worker at once.
-* signals: SIGHUP builds now; SIGALRM pushes the current build to every slave
+* signals: SIGHUP re-reads the configuration file and applies it (slaves added,
+  removed or changed get their workers started, stopped or restarted; see
+  :mod:`dnsmaster.reload` for what needs a restart instead), then builds now and
+  lifts every hold; a file that does not load is logged and the daemon keeps
+  running on what it loaded before; SIGALRM pushes the current build to every slave
   again; SIGUSR2 acts on an operator's flag file (``push --accept``, ``rollback``);
   SIGTERM/SIGINT stop watching, let pushes in flight finish (up to
   ``stop_timeout``), write the state file and exit 0.
@@ -32,6 +36,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import functools
 import hashlib
 import os
@@ -44,24 +49,27 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from dnsmaster import fsutil, guarded, metrics, rollback
+from dnsmaster import config as configuration
+from dnsmaster import fsutil, guarded, metrics, reload, rollback
 from dnsmaster import state as statefile
 from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
-from dnsmaster.config import Config, Slave
+from dnsmaster.config import Config, DaemonOptions, Slave
 from dnsmaster.core import guard
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.serial import newer as serial_newer
 from dnsmaster.core.soa import zone_serials
-from dnsmaster.debounce import Debouncer
+from dnsmaster.debounce import Debouncer, DebounceTiming
 from dnsmaster.errors import (
     ArchiveError,
     BuildError,
+    ConfigError,
     DataErrors,
     HostKeyError,
     PushError,
     WatchError,
 )
+from dnsmaster.handoff import SIGHUP_HOW
 from dnsmaster.hooks import Hooks
 from dnsmaster.protocol import DELTA
 from dnsmaster.push import (
@@ -186,6 +194,8 @@ class SlaveWorker:
         self.channel: SlaveChannel = channel_for(slave, daemon.config)
         self.state = statefile.SlaveState(slave.name)
         self.busy = False
+        #: Removed or changed by a reload: the push under way ends the worker.
+        self.retired = False
         self._wake = asyncio.Event()
         self._force = False
         self._retry_at: float | None = None
@@ -230,10 +240,10 @@ class SlaveWorker:
             self._reverify = True  # up to date at start: see it served, too
         self._wake.set()
         loop = asyncio.get_running_loop()
-        while not self.daemon.stopping:
+        while not (self.daemon.stopping or self.retired):
             await self._sleep()
             current = self.daemon.current
-            if self.daemon.stopping or current is None:
+            if self.daemon.stopping or self.retired or current is None:
                 continue
             if await self._serve(current):
                 self._schedule_retry(loop)
@@ -564,6 +574,17 @@ class Daemon:
         #: One writer of the output directory at a time: a build or a rollback.
         self._writer = asyncio.Lock()
         self._release = asyncio.Event()
+        #: The configuration file as it was read at start or by the last SIGHUP.
+        self.config_state = _config_state(config.path, _stamp(config.path), time.time())
+        #: One reload at a time: two SIGHUPs in a row apply in order.
+        self._reloading = asyncio.Lock()
+        self._worker_tasks: dict[str, asyncio.Task[None]] = {}
+        #: Workers stopped by a reload: their end is no crash.
+        self._retiring: set[asyncio.Task[None]] = set()
+        self._rescan_task: asyncio.Task[None] | None = None
+        #: The slaves' workers run (after the first build); a reload starts new ones.
+        self._serving = False
+        self._watcher: ZonesWatcher | None = None
 
     # -- state ------------------------------------------------------------------
 
@@ -606,6 +627,7 @@ class Daemon:
             build_error=self.build_error,
             rollback=self._rollback_state(),
             request=self.request,
+            config=self.config_state,
             held=None
             if self.held is None
             else statefile.HeldBuild(
@@ -1066,9 +1088,7 @@ class Daemon:
         name = signal.Signals(signum).name
         self.log.info("signal", signal=name)
         if signum == signal.SIGHUP:
-            self._hup.set()
-            for worker in self.workers:
-                worker.release()
+            self._start(self._sighup(), "reload", forever=False)
         elif signum == signal.SIGUSR2:
             if (self.config.output / ROLLBACK_FILE).exists():
                 self._start(self._requested(), "rollback", forever=False)
@@ -1082,6 +1102,141 @@ class Daemon:
                 worker.wake(force=True)
         else:
             self._stop.set()
+
+    # -- reloading the configuration ---------------------------------------------
+
+    async def _sighup(self) -> None:
+        """Re-read the configuration, then build now and lift every hold."""
+        async with self._reloading:
+            await self.reload_config()
+        self._hup.set()
+        for worker in self.workers:
+            worker.release()
+
+    async def reload_config(self) -> bool:
+        """Load the configuration file again and apply it; False when it does not
+        load (logged, recorded in the state file, the running one kept)."""
+        path = self.config.path
+        # Stamped before it is read: a file saved in between shows as changed since.
+        stamp = await asyncio.to_thread(_stamp, path)
+        try:
+            new = await asyncio.to_thread(configuration.load, path)
+        except ConfigError as exc:
+            self._reload_failed(exc, stamp)
+            return False
+        change = await self._apply(new)
+        self.config_state = _config_state(path, stamp, time.time(), change.restart_needed)
+        self.save_state(now=True)
+        return True
+
+    def _reload_failed(self, exc: ConfigError, stamp: reload.FileStamp | None) -> None:
+        self.log.error(
+            "config.reload_failed",
+            file=exc.path or str(self.config.path),
+            key=exc.key or None,
+            reason=exc.reason,
+            hint="the daemon keeps running on the configuration it loaded before; "
+            f"fix the file, then SIGHUP again ({SIGHUP_HOW})",
+        )
+        self.config_state = dataclasses.replace(
+            self.config_state,
+            error=str(exc),
+            failed_at=time.time(),
+            file_sha256=stamp.sha256 if stamp else None,
+            file_mtime=stamp.mtime if stamp else None,
+        )
+        self.save_state(now=True)
+
+    async def _apply(self, new: Config) -> reload.Change:
+        """Run on ``new`` from now on, but for what needs a restart."""
+        change = reload.compare(self.config, new)
+        new = reload.keep_restart_needed(self.config, new)
+        async with self._writer:  # not under a build running in its thread
+            self.builder.strict = new.strict
+            self.builder.max_file_size = new.max_file_size
+            self.builder.keep = new.daemon.keep
+        old, self.config = self.config, new
+        self._retime(old, new)
+        await self._rewatch(old.daemon, new.daemon)
+        await self._reslave(change)
+        for warning in new.warnings:
+            if warning not in old.warnings:
+                self.log.warning("config.warning", warning=warning)
+        self.log.info(
+            "config.reloaded",
+            file=str(new.path),
+            added=",".join(change.added),
+            removed=",".join(change.removed),
+            changed=",".join(change.changed),
+            sections=",".join(change.sections),
+        )
+        if change.restart_needed:
+            self.log.warning(
+                "config.restart_needed",
+                keys=",".join(change.restart_needed),
+                hint="these keep their old value until the daemon is restarted "
+                "(svc -t /service/dnsmaster, sv restart dnsmaster)",
+            )
+        return change
+
+    def _retime(self, old: Config, new: Config) -> None:
+        """The timings, hooks and limits read outside ``self.config`` at each use."""
+        self.hooks.options = new.hooks
+        timing = (new.daemon.debounce, new.daemon.max_delay)
+        if (old.daemon.debounce, old.daemon.max_delay) != timing:
+            self.debouncer.timing = DebounceTiming(new.daemon.debounce, new.daemon.max_delay)
+        if old.push.parallel != new.push.parallel:
+            # Pushes under way release the old gate; new ones take this one.
+            self.gate = asyncio.Semaphore(new.push.parallel)
+        if old.log.level != new.log.level:
+            from dnsmaster import log as logsetup  # noqa: PLC0415
+
+            logsetup.set_level(new.log.level)
+        if old.daemon.rescan != new.daemon.rescan and self._serving:
+            if self._rescan_task is not None:
+                self._rescan_task.cancel()
+            self._start_rescan()
+
+    async def _reslave(self, change: reload.Change) -> None:
+        """Stop the workers of slaves removed or changed; start the added and changed."""
+        gone = set(change.removed) | set(change.changed)
+        kept = {w.slave.name: w for w in self.workers if w.slave.name not in gone}
+        await asyncio.gather(*(self._retire(w) for w in self.workers if w.slave.name in gone))
+        workers = []
+        for slave in self.config.slaves:
+            worker = kept.get(slave.name)
+            if worker is None:
+                worker = SlaveWorker(self, slave)
+                if self._serving:
+                    self._start_worker(worker)
+                self.log.info("slave.started", slave=slave.name, reason="reload")
+            workers.append(worker)
+        self.workers = workers
+        self.save_state()
+
+    async def _retire(self, worker: SlaveWorker) -> None:
+        """End a worker: a push under way may finish (up to ``stop_timeout``)."""
+        worker.retired = True
+        task = self._worker_tasks.pop(worker.slave.name, None)
+        if task is not None:
+            self._retiring.add(task)
+            if worker.busy:
+                worker.wake()
+                await asyncio.wait({task}, timeout=self.config.daemon.stop_timeout)
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+            self._retiring.discard(task)
+        await worker.channel.close()
+        self.log.info("slave.stopped", slave=worker.slave.name, reason="reload")
+
+    def _start_worker(self, worker: SlaveWorker) -> None:
+        self._worker_tasks[worker.slave.name] = self._start(
+            worker.run(), f"slave {worker.slave.name}"
+        )
+
+    def _start_rescan(self) -> None:
+        every = self.config.daemon.rescan
+        self._rescan_task = self._start(self._rescan_timer(every), "rescan") if every else None
 
     def _on_change(self, change: Change) -> None:
         self.log.info("watch.change", file=change.name, kind=change.kind)
@@ -1115,7 +1270,7 @@ class Daemon:
         exc = task.exception()
         if exc is not None:
             self._crashed(task.get_name(), exc)
-        elif forever and not self.stopping:
+        elif forever and not self.stopping and task not in self._retiring:
             self._crashed(task.get_name(), RuntimeError("task ended while the daemon runs"))
 
     def _loop_exception(self, loop: asyncio.AbstractEventLoop, context: dict[str, Any]) -> None:
@@ -1221,7 +1376,8 @@ class Daemon:
         self.log.info("lock.taken", path=str(self.config.output))
         return True
 
-    async def _serve(self) -> int:
+    def _watch(self) -> ZonesWatcher:
+        """A watcher of the zones as the configuration says, started."""
         cfg = self.config
         watcher = ZonesWatcher(
             cfg.zones,
@@ -1235,6 +1391,23 @@ class Daemon:
         # A zones directory that is missing now (mid-swap, a mount not up yet) is
         # waited for, not a reason to exit and be restarted in a loop.
         watcher.start(missing_ok=True)
+        return watcher
+
+    async def _rewatch(self, before: DaemonOptions, after: DaemonOptions) -> None:
+        """When a reload changes how to watch: the new watcher starts before the old
+        one stops, and a rescan catches any save made while they changed places."""
+        old = self._watcher
+        same = (before.poll, before.poll_interval) == (after.poll, after.poll_interval)
+        if old is None or same:
+            return  # not watching yet: the start uses the new configuration
+        self._watcher = self._watch()
+        await old.stop()
+        self.log.info("watch.restarted", watch="poll" if self.config.daemon.poll else "inotify")
+        self.rescan("rewatched")
+
+    async def _serve(self) -> int:
+        cfg = self.config
+        self._watcher = self._watch()
         self.log.info(
             "daemon.start",
             zones=str(cfg.zones),
@@ -1251,22 +1424,25 @@ class Daemon:
             )
             if first.done() and not first.cancelled() and first.exception() is None:
                 self.save_state()
-                tasks = [self._start(w.run(), f"slave {w.slave.name}") for w in self.workers]
+                self._serving = True
+                for worker in self.workers:
+                    self._start_worker(worker)
                 tasks.append(self._start(self._build_loop(), "build"))
                 tasks.append(self._start(self._heartbeat(), "heartbeat"))
-                every = cfg.daemon.rescan
-                if every:
-                    tasks.append(self._start(self._rescan_timer(every), "rescan"))
+                self._start_rescan()
                 await self._stop.wait()
             else:
                 first.cancel()
         finally:
-            await watcher.stop()
+            await self._watcher.stop()
             await self._shutdown(tasks)
         return self._exit
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self.stopping = True
+        tasks = [*tasks, *self._worker_tasks.values()]
+        if self._rescan_task is not None:
+            tasks.append(self._rescan_task)
         busy = [w.slave.name for w in self.workers if w.busy]
         if busy:
             self.log.info("daemon.stopping", pushing=",".join(busy))
@@ -1286,6 +1462,25 @@ class Daemon:
         self.stopped = time.time()
         self.save_state(now=True)
         self.log.info("daemon.stop")
+
+
+def _stamp(path: Path) -> reload.FileStamp | None:
+    try:
+        return reload.stamp(path)
+    except OSError:
+        return None  # unreadable now: the load that follows says why
+
+
+def _config_state(
+    path: Path, stamp: reload.FileStamp | None, loaded: float, restart: tuple[str, ...] = ()
+) -> statefile.ConfigState:
+    return statefile.ConfigState(
+        str(path),
+        stamp.sha256 if stamp else None,
+        stamp.mtime if stamp else None,
+        loaded,
+        restart_needed=restart,
+    )
 
 
 def loop_time() -> float:

@@ -40,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dnsmaster import handoff
 from dnsmaster.core.recordset import Plan, compare
 from dnsmaster.errors import BuildError, ConfigError, DataErrors, DnsmasterError, SlaveError
 
@@ -322,6 +323,10 @@ async def _slave_plan(args: argparse.Namespace) -> int:
     builder, _ = _builder(args)
     cfg = _config(args)
     (slave,) = cfg.select([args.slave])
+    # What a push would send it: a running daemon that does not run it sends nothing.
+    why = handoff.unknown_slaves(cfg.state, cfg.path, [slave.name])
+    if why is not None:
+        raise CannotPlan(why)
     if slave.protocol == "legacy":
         raise CannotPlan(f"{slave.name} runs the classic update-dns: it cannot say what it holds")
     version, error = await _holds(slave, cfg)

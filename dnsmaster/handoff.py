@@ -7,6 +7,11 @@ serves. So the command hands its request to the daemon instead, with a signal
 (``SIGUSR1``: build if the zones changed; ``SIGALRM``: push the current build to
 every slave again), then follows the daemon's state file and prints each slave's
 outcome as the daemon reports it, so the terminal shows what it always showed.
+
+A request for a slave the daemon does not run (added to the configuration file
+after the daemon loaded it) would wait for an outcome that never comes:
+:func:`unknown_slaves` finds it first, from the slaves the daemon's state file
+lists, and says to send SIGHUP.
 """
 
 from __future__ import annotations
@@ -21,10 +26,21 @@ from pathlib import Path
 
 from dnsmaster import state as statefile
 
-__all__ = ["Outcome", "daemon_pid", "follow", "follow_request"]
+__all__ = [
+    "SIGHUP_HOW",
+    "Outcome",
+    "config_behind",
+    "daemon_pid",
+    "follow",
+    "follow_request",
+    "unknown_slaves",
+]
 
 #: How often the state file is read while following the daemon.
 POLL = 0.1
+
+#: How an operator has the daemon read its configuration file again.
+SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,6 +84,47 @@ def daemon_pid(state_path: Path) -> int | None:
     if state.stopped is not None or not _alive(state.pid):
         return None
     return state.pid
+
+
+def unknown_slaves(state_path: Path, config: Path, names: Collection[str]) -> str | None:
+    """Why the running daemon cannot act for ``names``: the slaves of ``config`` it
+    does not run, and what to do. None when it runs them all, or no daemon runs."""
+    state = _read(state_path)
+    if state is None or state.stopped is not None or not _alive(state.pid):
+        return None
+    running = {s.name for s in state.slaves}
+    missing = [n for n in names if n not in running]
+    if not missing:
+        return None
+    which = ", ".join(missing)
+    they = "was" if len(missing) == 1 else "were"
+    failed = state.config.error if state.config is not None else None
+    if failed is not None:
+        return (
+            f"the daemon (pid {state.pid}) does not run {which}: its last SIGHUP could not "
+            f"load {config}: {failed}; fix the file, then send it SIGHUP "
+            f"({SIGHUP_HOW}), and try again"
+        )
+    return (
+        f"the daemon (pid {state.pid}) loaded {config} before {which} {they} added to it: "
+        f"send it SIGHUP ({SIGHUP_HOW}), then try again"
+    )
+
+
+def config_behind(state_path: Path, config: Path) -> bool:
+    """Whether the running daemon runs on another version of ``config`` than the
+    file's now (False when no daemon runs, or it does not say)."""
+    from dnsmaster import reload  # noqa: PLC0415
+
+    state = _read(state_path)
+    if state is None or state.config is None or state.config.sha256 is None:
+        return False
+    if state.stopped is not None or not _alive(state.pid):
+        return False
+    try:
+        return reload.stamp(config).sha256 != state.config.sha256
+    except OSError:
+        return False
 
 
 def _read(path: Path) -> statefile.State | None:

@@ -29,6 +29,7 @@ __all__ = [
     "configure",
     "escape_controls",
     "get_logger",
+    "set_level",
 ]
 
 FORMATS = ("logfmt", "json")
@@ -81,6 +82,14 @@ def configure(
         # PrintLogger flushes each line: a supervisor's log service sees it at once.
         logger_factory=structlog.PrintLoggerFactory(file=stream or sys.stderr),
         cache_logger_on_first_use=False,
+    )
+
+
+def set_level(level: str) -> None:
+    """Log from ``level`` up from now on, the format as :func:`configure` set it."""
+    # structlog.configure changes only what it is given: the renderer and stream stay.
+    structlog.configure(
+        wrapper_class=structlog.make_filtering_bound_logger(getattr(logging, level.upper()))
     )
 
 

@@ -41,6 +41,15 @@ METRICS: dict[str, tuple[str, str]] = {
         "1 when the last build attempt failed (the zones have errors; the current build "
         "stays), else 0.",
     ),
+    "dnsmaster_config_reload_failed": (
+        "gauge",
+        "1 when the last SIGHUP could not load the configuration file (the daemon runs on "
+        "the one it loaded before), else 0.",
+    ),
+    "dnsmaster_config_load_timestamp_seconds": (
+        "gauge",
+        "When the configuration the daemon runs on was loaded (Unix time).",
+    ),
     "dnsmaster_slave_up_to_date": (
         "gauge",
         "1 when the slave has the current build installed, else 0.",
@@ -97,6 +106,9 @@ def render(state: State) -> str:
         add("dnsmaster_build_records", build.records)
     failed = (build is not None and bool(build.error)) or bool(state.build_error)
     add("dnsmaster_build_failed", int(failed))
+    if state.config is not None:
+        add("dnsmaster_config_reload_failed", int(state.config.error is not None))
+        add("dnsmaster_config_load_timestamp_seconds", state.config.loaded)
     for slave in state.slaves:
         name = (("slave", slave.name),)
         if build is not None:

@@ -42,7 +42,9 @@ async def main(args: argparse.Namespace) -> int:
         return cli.EXIT_USAGE
     with cli._one_writer(cfg.output, cfg.state, logger) as daemon:
         if daemon is not None:
-            return _hand_off(cfg, daemon, kept, logger)
+            # It rolls back the slaves it runs: one it does not would be waited for.
+            status = cli._daemon_runs(cfg, [s.name for s in cfg.slaves], logger)
+            return status or _hand_off(cfg, daemon, kept, logger)
         try:
             if kept is None:
                 return await _release(cfg, logger)

@@ -27,6 +27,7 @@ from dnsmaster.archive import DIRECTORY
 __all__ = [
     "HEARTBEAT_MISSES",
     "BuildState",
+    "ConfigState",
     "HeldBuild",
     "Pushed",
     "RequestAnswer",
@@ -158,6 +159,33 @@ class RequestAnswer:
 
 
 @dataclass(frozen=True, slots=True)
+class ConfigState:
+    """The configuration the daemon runs on, and whether the file still says so.
+
+    Set at start and by every SIGHUP. When a reload fails (``error``), the daemon
+    keeps running on the configuration it loaded before: ``sha256``/``mtime`` are
+    that one's, ``file_sha256``/``file_mtime`` the file's that failed.
+    """
+
+    #: The configuration file.
+    path: str
+    #: The sha256 and mtime of the file as the running configuration was read.
+    sha256: str | None
+    mtime: float | None
+    #: When the running configuration was loaded.
+    loaded: float
+    #: Why the last SIGHUP's reload failed (the file is not loaded); None: it loaded.
+    error: str | None = None
+    #: When that reload failed, and the file's sha256 and mtime then.
+    failed_at: float | None = None
+    file_sha256: str | None = None
+    file_mtime: float | None = None
+    #: Settings changed in the file that the daemon keeps at their old value until
+    #: it is restarted (``dnsmaster.reload.RESTART_NEEDED``).
+    restart_needed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
 class State:
     """The whole file."""
 
@@ -188,6 +216,9 @@ class State:
     rollback: RollbackState | None = None
     #: The answer to the last ``dnsmaster rollback`` handed to the daemon.
     request: RequestAnswer | None = None
+    #: The configuration it runs on (None: a daemon that does not say). Its slaves
+    #: are ``slaves``: a slave of the file missing there was added after the start.
+    config: ConfigState | None = None
 
 
 def write(path: Path, state: State) -> None:
@@ -222,12 +253,21 @@ def read(path: Path) -> State:
         top["rollback"] = RollbackState(**_known(RollbackState, rollback)) if rollback else None
         request = document.get("request")
         top["request"] = RequestAnswer(**_known(RequestAnswer, request)) if request else None
+        top["config"] = _config_state(document.get("config"))
         top["slaves"] = tuple(
             SlaveState(**_known(SlaveState, s)) for s in document.get("slaves", ())
         )
         return State(**top)
     except (KeyError, TypeError, AttributeError) as exc:
         raise ValueError(f"not a dnsmaster state file: {type(exc).__name__}: {exc}") from None
+
+
+def _config_state(table: dict[str, Any] | None) -> ConfigState | None:
+    if not table:
+        return None
+    known = _known(ConfigState, table)
+    known["restart_needed"] = tuple(known.get("restart_needed", ()))
+    return ConfigState(**known)
 
 
 @dataclass(frozen=True, slots=True)

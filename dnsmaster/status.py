@@ -19,6 +19,11 @@ slave     ``ok``; ``pushing``; ``behind`` (has an older build); ``failing`` (its
           answers another serial than the one installed); ``dns-failed`` (its
           tinydns did not answer); ``verifying`` (installed, not yet asked over DNS);
           ``unknown`` (the daemon has not heard from it yet)
+config    shown only when not ok: ``reload-failed`` (the last SIGHUP could not load
+          the file: the daemon runs on what it loaded before); ``changed`` (the
+          file differs from what the daemon loaded: SIGHUP applies it);
+          ``restart-needed`` (the file changes settings a reload cannot,
+          :data:`dnsmaster.reload.RESTART_NEEDED`: the daemon keeps the old ones)
 ========= ===========================================================================
 
 The judging functions (:func:`judge_daemon`, :func:`judge_build`, :func:`judge_slave`,
@@ -26,7 +31,8 @@ The judging functions (:func:`judge_daemon`, :func:`judge_build`, :func:`judge_s
 passed in. :func:`report` does that I/O; :func:`main` is the command.
 
 Exit statuses of the plain command (``--json`` too), the highest that applies:
-0 all ok; 3 a slave is not ok; 4 the build is not current (none, failed, unbuilt,
+0 all ok; 1 the daemon does not run on the configuration file as it is (config
+above); 3 a slave is not ok; 4 the build is not current (none, failed, unbuilt,
 unreadable); 5 the daemon is not running; 2 usage or configuration error; 111 the
 state file cannot be read. ``--nagios`` uses Nagios' own (0 OK, 1 WARNING, 2
 CRITICAL, 3 UNKNOWN); ``--live`` exits 0 when every slave has and serves the
@@ -49,15 +55,18 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, TextIO
 
 from dnsmaster import state as statefile
+from dnsmaster.handoff import SIGHUP_HOW
 from dnsmaster.state import HEARTBEAT_MISSES, SlaveState, State
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
     from dnsmaster.push import SlaveVersion
+    from dnsmaster.reload import FileStamp
     from dnsmaster.verify import SoaCheck
 
 __all__ = [
     "EXIT_BUILD",
+    "EXIT_CONFIG",
     "EXIT_DAEMON",
     "EXIT_OK",
     "EXIT_SLAVES",
@@ -68,6 +77,7 @@ __all__ = [
     "ZonesCheck",
     "judge",
     "judge_build",
+    "judge_config",
     "judge_daemon",
     "judge_slave",
     "main",
@@ -78,6 +88,7 @@ __all__ = [
 ]
 
 EXIT_OK = 0
+EXIT_CONFIG = 1
 EXIT_USAGE = 2
 EXIT_SLAVES = 3
 EXIT_BUILD = 4
@@ -119,7 +130,8 @@ class Finding:
     #: CRITICAL at once, whatever its age (a slave's changed host key).
     urgent: bool = False
     #: WARNING at once and never more, whatever its age: a state an operator chose
-    #: (a rollback), to be seen but not to page anyone.
+    #: (a rollback) or left half done (a config the daemon could not reload), to be
+    #: seen but not to page anyone.
     chosen: bool = False
 
     @property
@@ -148,10 +160,13 @@ class Report:
     daemon: Finding
     build: Finding
     slaves: tuple[Finding, ...] = field(default=())
+    #: The configuration, when the daemon does not run on the file as it is.
+    config: Finding | None = None
 
     @property
     def problems(self) -> list[Finding]:
-        return [f for f in (self.daemon, self.build, *self.slaves) if not f.ok]
+        config = () if self.config is None else (self.config,)
+        return [f for f in (self.daemon, self.build, *self.slaves, *config) if not f.ok]
 
     @property
     def exit_status(self) -> int:
@@ -161,6 +176,8 @@ class Report:
             return EXIT_BUILD
         if any(not s.ok for s in self.slaves):
             return EXIT_SLAVES
+        if self.config is not None and not self.config.ok:
+            return EXIT_CONFIG
         return EXIT_OK
 
     def count(self, states: Iterable[str]) -> int:
@@ -317,6 +334,53 @@ def judge_build(state: State, zones: ZonesCheck, *, now: float) -> Finding:
         f"serial {build.serial}, sha256 {build.sha256[:16]}{records}, built "
         f"{_when(build.time)} ({ago(now - build.time)} ago)",
     )
+
+
+def judge_config(
+    state: State, *, file: FileStamp | None, load_error: str | None = None
+) -> Finding | None:
+    """Whether the daemon runs on its configuration file as it is now.
+
+    ``file`` is the file's stamp now (None: unreadable), ``load_error`` why it does
+    not load now, if it does not. None: it does, or the daemon does not say.
+    """
+    running = state.config
+    if running is None or running.sha256 is None:
+        return None
+    since = f"the one loaded {_when(running.loaded)}"
+    now_sha = file.sha256 if file is not None else None
+    if running.error is not None and (load_error is not None or now_sha == running.file_sha256):
+        return Finding(
+            "config",
+            "reload-failed",
+            f"the last SIGHUP ({_when(running.failed_at)}) could not load {running.path}: "
+            f"{load_error or running.error}; the daemon runs on {since}",
+            f"fix the file (dnsmaster check --config {running.path} says what is wrong), "
+            f"then send the daemon SIGHUP ({SIGHUP_HOW})",
+            running.failed_at,
+            chosen=True,
+        )
+    if now_sha is not None and now_sha != running.sha256:
+        broken = f"; it does not load: {load_error}" if load_error else ""
+        return Finding(
+            "config",
+            "changed",
+            f"{running.path} changed since the daemon loaded it{broken}; it runs on {since}",
+            ("fix the file, then " if load_error else "")
+            + f"send the daemon SIGHUP ({SIGHUP_HOW}) to apply it",
+            file.mtime if file is not None else running.loaded,
+        )
+    if running.restart_needed:
+        return Finding(
+            "config",
+            "restart-needed",
+            f"{running.path} changes {', '.join(running.restart_needed)}, which a reload "
+            "cannot apply: the daemon keeps the values it started with",
+            "restart the daemon (svc -t /service/dnsmaster, sv restart dnsmaster)",
+            running.loaded,
+            chosen=True,
+        )
+    return None
 
 
 def state_error(state: State) -> str | None:
@@ -478,13 +542,24 @@ def judge(
     alive: bool | None,
     zones: ZonesCheck,
     verifies: Mapping[str, bool] | None = None,
+    config_file: FileStamp | None = None,
+    config_error: str | None = None,
 ) -> Report:
-    """The whole report, from measurements made elsewhere (pure)."""
+    """The whole report, from measurements made elsewhere (pure).
+
+    ``config_file`` is the configuration file's stamp now, ``config_error`` why it
+    does not load now (see :func:`judge_config`).
+    """
     verifies = verifies or {}
+    daemon = judge_daemon(state, now=now, alive=alive)
     return Report(
         now=now,
         state=state,
-        daemon=judge_daemon(state, now=now, alive=alive),
+        # Only a running daemon has a configuration to be behind the file.
+        config=judge_config(state, file=config_file, load_error=config_error)
+        if daemon.ok
+        else None,
+        daemon=daemon,
         build=judge_build(state, zones, now=now),
         slaves=tuple(
             judge_slave(s, state, now=now, verifies=verifies.get(s.name)) for s in state.slaves
@@ -606,15 +681,29 @@ def _verifies(cfg: Config) -> dict[str, bool]:
     return {s.name: bool(cfg.daemon.verify and s.dns) for s in cfg.slaves}
 
 
-def report(cfg: Config, state: State, *, now: float | None = None) -> Report:
-    """Measure (pid, heartbeat, zones) and judge."""
+def report(
+    cfg: Config, state: State, *, now: float | None = None, config_error: str | None = None
+) -> Report:
+    """Measure (pid, heartbeat, zones, the configuration file) and judge.
+
+    ``config_error``: why the configuration file does not load (``cfg`` then holds
+    only its paths, :func:`dnsmaster.config.load_paths`).
+    """
+    from dnsmaster import reload  # noqa: PLC0415
+
     state = _with_rollback(cfg, state)
+    try:
+        stamp: FileStamp | None = reload.stamp(cfg.path)
+    except OSError:
+        stamp = None
     return judge(
         state,
         now=time.time() if now is None else now,
         alive=pid_alive(state.pid) if _same_host(state) else None,
         zones=check_zones(cfg, state),
         verifies=_verifies(cfg),
+        config_file=stamp,
+        config_error=config_error,
     )
 
 
@@ -627,6 +716,8 @@ def render(rep: Report) -> str:
         f"{'daemon':8} {rep.daemon.state:10} {rep.daemon.reason}",
         f"{'build':8} {rep.build.state:10} {rep.build.reason}",
     ]
+    if rep.config is not None:
+        lines.append(f"{'config':8} {rep.config.state:10} {rep.config.reason}")
     rows = [("SLAVE", "STATE", "INSTALLED", "SERVED", "LAST SUCCESS", "FAILURES", "REASON")]
     by_name = {s.name: s for s in rep.state.slaves}
     for finding in rep.slaves:
@@ -675,6 +766,7 @@ def as_json(rep: Report) -> dict[str, Any]:
             "daemon": asdict(rep.daemon),
             "build": asdict(rep.build),
             "slaves": [asdict(s) for s in rep.slaves],
+            "config": asdict(rep.config) if rep.config is not None else None,
         },
     }
 
@@ -701,8 +793,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
 
     CRITICAL: the daemon is not running or nothing was ever built, or any other
     problem has lasted ``critical`` seconds; WARNING: one has lasted ``warning``
-    seconds. Younger problems (a push under way, a save in its quiet period) are
-    named but OK.
+    seconds. A configuration the daemon does not run on is never more than WARNING
+    (a failed reload or settings that need a restart: at once). Younger problems
+    (a push under way, a save in its quiet period) are named but OK.
     """
     code = NAGIOS_OK
     for f in rep.problems:
@@ -710,6 +803,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
         at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
         if f.chosen:
             level = NAGIOS_WARNING
+        elif f.subject == "config":
+            # The daemon works on, on the configuration it loaded: worth a look, no page.
+            level = NAGIOS_WARNING if age >= warning else NAGIOS_OK
         elif at_once or age >= critical:
             level = NAGIOS_CRITICAL
         elif age >= warning:
@@ -1006,6 +1102,20 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     )
 
 
+def _daemon_config(path: Path) -> Config | None:
+    """For a configuration file that does not load: its paths, when they lead to the
+    state file of a daemon that records the configuration it runs on (None: not)."""
+    from dnsmaster import config  # noqa: PLC0415
+    from dnsmaster.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        cfg = config.load_paths(path)
+        state = statefile.read(cfg.state)
+    except (ConfigError, OSError, ValueError):
+        return None
+    return cfg if state.config is not None and state.stopped is None else None
+
+
 def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """``dnsmaster status``; the exit status."""
     from dnsmaster import config  # noqa: PLC0415
@@ -1031,9 +1141,14 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     try:
         # Only --live opens SSH; the report alone must work before known_hosts exists,
         # and for a monitoring user who may not read the private key.
-        cfg = config.load(config.resolve_path(args.config, os.environ), ssh=args.live)
+        path = config.resolve_path(args.config, os.environ)
+        cfg, config_error = config.load(path, ssh=args.live), None
     except ConfigError as exc:
-        return unknown(str(exc), EXIT_USAGE)
+        older = None if args.live else _daemon_config(path)
+        if older is None:
+            return unknown(str(exc), EXIT_USAGE)
+        # The daemon runs on what it loaded before the file broke: report on it.
+        cfg, config_error = older, str(exc)
     if args.live:
         return _live(cfg, args, out, err)
     try:
@@ -1044,7 +1159,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
         why = describe(exc) if isinstance(exc, OSError) else str(exc)
         hint = " (has the daemon ever run?)" if isinstance(exc, FileNotFoundError) else ""
         return unknown(f"{cfg.state}: cannot read the daemon's state: {why}{hint}", EXIT_SYSTEM)
-    rep = report(cfg, current)
+    rep = report(cfg, current, config_error=config_error)
     if mode_nagios:
         code, line = nagios(rep, warning=args.warning, critical=args.critical)
         out.write(line + "\n")
