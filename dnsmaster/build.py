@@ -129,6 +129,15 @@ class Builder:
     # The build cache's index as this Builder last read or wrote it (None: not yet read)
     _index: dict[str, Seen] | None = field(default=None, repr=False)
 
+    def use_ipv6_int(self, value: bool) -> None:
+        """Set :attr:`ipv6_int` after builds (a SIGHUP's reload): what was compiled with
+        the other value is forgotten, so no source keeps or lacks its ip6.int PTRs."""
+        if value != self.ipv6_int:
+            self.ipv6_int = value
+            self._cache.clear()
+            self._stats.clear()
+            self._index = None
+
     def diagnose(self) -> Diagnosis:
         """Every error and warning of every source, without writing anything.
 

@@ -1154,6 +1154,7 @@ class Daemon:
         async with self._writer:  # not under a build running in its thread
             self.builder.strict = new.strict
             self.builder.max_file_size = new.max_file_size
+            self.builder.use_ipv6_int(new.ipv6_int)
             self.builder.keep = new.daemon.keep
         old, self.config = self.config, new
         self._retime(old, new)

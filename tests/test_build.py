@@ -90,6 +90,23 @@ class TestBuild:
         assert result.records == len(reader)
         assert oct((out / "data.cdb").stat().st_mode & 0o777) == "0o644"
 
+    def test_ipv6_int_changed_between_builds(self, zones: Path, out: Path) -> None:
+        """A reload's ipv6_int applies to sources already compiled, in memory and on disk."""
+        (zones / "zones.example.org").write_bytes(
+            b"6v6.example.org:20010db8000000000000000000000001\n"
+        )
+        builder = Builder(zones, out, clock=Clock(1_700_000_000))
+        builder.build()
+        assert b".ip6.int:" in (out / "data").read_bytes()
+        builder.use_ipv6_int(False)
+        builder.build()
+        data = (out / "data").read_bytes()
+        assert b".ip6.int:" not in data
+        assert b".ip6.arpa:" in data
+        builder.use_ipv6_int(True)
+        builder.build()
+        assert b".ip6.int:" in (out / "data").read_bytes()
+
     def test_serial_written_into_every_soa(self, zones: Path, out: Path) -> None:
         """Every . line gets the build's serial, whatever the data file's mtime."""
         Builder(zones, out, clock=Clock(1_700_000_123)).build()
