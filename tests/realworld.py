@@ -115,8 +115,9 @@ ACCOUNT_COMMENT = "dnsmaster test lab"
 #: Debian's interpreter, which runs the receiver bundle on a real slave.
 RECEIVER_PYTHON = "/usr/bin/python3"
 #: What a lab slave's forced command runs: the receiver bundle (the default, what the
-#: manual, docs/slaves.rst, installs), or a copy of the package with its C accelerator ("installed", as
-#: ``pip install`` on a slave would give; for benchmarks of big data, see Lab).
+#: manual, docs/slaves.rst, installs), or a copy of the package with its C
+#: accelerator ("installed", as ``pip install`` on a slave would give; for
+#: benchmarks of big data, see Lab).
 Receiver = Literal["bundle", "installed"]
 
 #: 127.0.1.N addresses handed out to tinydns in this process (port 53 is per address),
