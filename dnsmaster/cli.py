@@ -1349,8 +1349,8 @@ def _authorized_key(args: argparse.Namespace) -> int:
 def _receiver_command(text: str) -> list[str] | str:
     """--command's words without a trailing ``receive``, or why it is refused.
 
-    The README's wording ("the forced command is dnsmaster receive") invites giving
-    the whole command; both forms mean the same program.
+    The manual's wording (docs/slaves.rst: the forced command runs ``dnsmaster
+    receive``) invites giving the whole command; both forms mean the same program.
     """
     import shlex  # noqa: PLC0415
 

@@ -19,7 +19,7 @@ __all__ = ["CONFIG", "command", "main"]
 
 CONFIG = """\
 # dnsmaster demo: one master and two slaves on this machine. The slaves are
-# reached by running the receiver locally; real slaves use SSH (see README).
+# reached by running the receiver locally; real slaves use SSH (docs/slaves.rst).
 zones = "zones"           # edit the files here; every save is built and pushed
 output = "master"         # the master's data and data.cdb
 state = "state.json"      # what `dnsmaster status --config dnsmaster.toml` shows

@@ -10,7 +10,8 @@
 - ``env/HOME``: ACCT's home from its passwd entry, in place of whatever HOME the
   supervisor's starter had (root's ``/root``, from a root shell). The daemon itself
   reads nothing through HOME (see :mod:`dnsmaster.sshlib`); hooks it runs may;
-- ``log/run``: ``multilog t ./main`` as LOGACCT (runit: ``svlogd -tt ./main``);
+- ``log/run``: ``multilog t s1000000 n20 ./main`` as LOGACCT (runit: ``svlogd -tt
+  ./main``);
 - ``log/main``, owned by LOGACCT.
 
 Before creating anything it proves that the daemon could work: both accounts

@@ -19,9 +19,9 @@ under ``/tmp/pytest-of-root`` (mode 0700), which the account cannot reach, and s
 directories, up to the account's home, are writable by others, which ``/tmp`` is.
 Each slave's root belongs to the account; tinydns reads it as ``nobody``.
 
-The forced command runs what the README has operators install on a slave: the
-receiver bundle (``dnsmaster receiver-bundle``, built once per test process) run by
-Debian's ``/usr/bin/python3 -I -S``. The master's interpreter (pyenv's, under
+The forced command runs what the manual (docs/slaves.rst) has operators install on
+a slave: the receiver bundle (``dnsmaster receiver-bundle``, built once per test
+process) run by Debian's ``/usr/bin/python3 -I -S``. The master's interpreter (pyenv's, under
 ``/root``, mode 0700) is out of the account's reach anyway. The bundle is pure
 Python, which costs the tests nothing: their data is small, and a receiver of 10k
 lines takes 0.14 s of CPU with or without the C accelerator (at 100k, 1.06 s
@@ -115,8 +115,9 @@ ACCOUNT_COMMENT = "dnsmaster test lab"
 #: Debian's interpreter, which runs the receiver bundle on a real slave.
 RECEIVER_PYTHON = "/usr/bin/python3"
 #: What a lab slave's forced command runs: the receiver bundle (the default, what the
-#: README installs), or a copy of the package with its C accelerator ("installed", as
-#: ``pip install`` on a slave would give; for benchmarks of big data, see Lab).
+#: manual, docs/slaves.rst, installs), or a copy of the package with its C
+#: accelerator ("installed", as ``pip install`` on a slave would give; for
+#: benchmarks of big data, see Lab).
 Receiver = Literal["bundle", "installed"]
 
 #: 127.0.1.N addresses handed out to tinydns in this process (port 53 is per address),

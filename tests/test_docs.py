@@ -137,6 +137,27 @@ def test_every_page_is_in_a_toctree() -> None:
     assert pages - {"index"} <= listed, sorted(pages - {"index"} - listed)
 
 
+# -- the exit statuses ---------------------------------------------------------------------
+
+
+def test_exit_statuses_page_is_the_code_table() -> None:
+    """docs/reference/exit-codes.rst shows cli.EXIT_STATUSES, the one table, as it is:
+    its literal block, unindented, is that text, line for line."""
+    page = DOCS / "reference" / "exit-codes.rst"
+    lines = page.read_text().splitlines()
+    assert "::" in lines, f"{page}: no literal block"
+    start = lines.index("::") + 1
+    block: list[str] = []
+    for line in lines[start:]:
+        if line and not line.startswith("    "):
+            break
+        block.append(line[4:])
+    shown = "\n".join(block).strip("\n")
+    assert shown == cli.EXIT_STATUSES.strip("\n"), (
+        f"{page}: its table differs from cli.EXIT_STATUSES: copy the table from the code"
+    )
+
+
 # -- the configuration reference ---------------------------------------------------------
 
 #: Where the loader's tables are described in docs/reference/config.rst.
