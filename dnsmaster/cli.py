@@ -74,12 +74,14 @@ rollback                       0 done (--list; --release with nothing held); 1 -
                                not take it; 4 (handed to a daemon) the guard holds the
                                released build; 111 the rollback cannot be written, or a
                                daemon refused it or did not act in time
-status                         the highest that applies: 0 all ok; 3 a slave is not ok; 4
-                               the build is not current (none, failed, unbuilt, held,
-                               rollback); 5 the daemon is not running; 2 usage or
-                               configuration; 111 no readable state file. --nagios: 0 OK,
-                               1 WARNING, 2 CRITICAL, 3 UNKNOWN. --live: 0 every slave
-                               serves the data, 3 one does not, 111 the data cannot be read
+status                         the highest that applies: 0 all ok; 1 the daemon does not
+                               run on the configuration file as it is (reload-failed,
+                               changed, restart-needed); 3 a slave is not ok; 4 the build
+                               is not current (none, failed, unbuilt, held, rollback); 5
+                               the daemon is not running; 2 usage or configuration; 111 no
+                               readable state file. --nagios: 0 OK, 1 WARNING, 2 CRITICAL,
+                               3 UNKNOWN. --live: 0 every slave serves the data, 3 one
+                               does not, 111 the data cannot be read
 doctor                         0 nothing failed (warnings allowed); 1 a check failed; 2
                                the configuration cannot be loaded
 run                            0 stopped by SIGTERM; 2 configuration; 70 an unexpected
