@@ -13,7 +13,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from dnsmaster.core.guard import judge, judge_data
+from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
 from dnsmaster.guarded import names
 from tests.daemonrun import PROJECT
 from tests.test_daemon import TIMEOUT, Local, example_com, running, status, write
@@ -54,6 +54,16 @@ class TestJudge:
 
     def test_growth_is_never_held(self) -> None:
         assert judge(10, 1000, set(), {"a"}, max_removed=0.0, zones=True) is None
+
+    def test_few_records_are_not_judged_by_share(self) -> None:
+        """Below MIN_RECORDS any change is a big share: an ACME hook's cleanup goes out."""
+        assert judge(MIN_RECORDS - 1, 1, {"a"}, {"a"}, max_removed=0.1, zones=True) is None
+        verdict = judge(MIN_RECORDS, 1, {"a"}, {"a"}, max_removed=0.1, zones=True)
+        assert verdict is not None
+        assert "records" in verdict.reason
+        dropped = judge(MIN_RECORDS - 1, 8, {"a", "b"}, {"a"}, max_removed=0.1, zones=True)
+        assert dropped is not None
+        assert dropped.removed_zones == ("b",)
 
     def test_on_data_texts(self) -> None:
         """judge_data counts records and zones (their SOA lines, as make-data writes

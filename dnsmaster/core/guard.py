@@ -15,7 +15,13 @@ from dataclasses import dataclass
 from dnsmaster.core.compiler import compile_text
 from dnsmaster.core.soa import zone_serials
 
-__all__ = ["Verdict", "judge", "judge_data"]
+__all__ = ["MIN_RECORDS", "Verdict", "judge", "judge_data"]
+
+#: The share rule judges only data of at least this many records. In a handful of
+#: records every change is a large share: an ACME DNS-01 hook removing its one TXT
+#: record from five would be held at every renewal. octoDNS's plan safety has the
+#: same floor (MIN_EXISTING_RECORDS = 10). Dropping a whole zone is judged anyway.
+MIN_RECORDS = 10
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,15 +46,16 @@ def judge(
 ) -> Verdict | None:
     """None when the new build may go out; else why it must wait for an operator.
 
-    ``max_removed`` is the share of records a build may remove (1 allows any);
-    with ``zones``, dropping any zone not in ``allow`` holds the build too.
+    ``max_removed`` is the share of records a build may remove (1 allows any), judged
+    from :data:`MIN_RECORDS` records on; with ``zones``, dropping any zone not in
+    ``allow`` holds the build too.
     """
     allowed = {z.lower().rstrip(".") for z in allow}
     gone = tuple(sorted(z for z in set(old_zones) - set(new_zones) if z not in allowed))
     removed = max(0, old_records - new_records)
     share = removed / old_records if old_records else 0.0
     reasons = []
-    if share > max_removed:
+    if share > max_removed and old_records >= MIN_RECORDS:
         reasons.append(
             f"removes {removed} of {old_records} records ({share:.0%}, more than {max_removed:.0%})"
         )
