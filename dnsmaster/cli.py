@@ -821,7 +821,7 @@ def _daemon_runs(cfg: Config, names: Sequence[str], logger: Any) -> int:
     """
     from dnsmaster import handoff  # noqa: PLC0415
 
-    why = handoff.unknown_slaves(cfg.state, cfg.path, names)
+    why = handoff.unknown_slaves(cfg.state, cfg.path, names, grace=handoff.RELOAD_GRACE)
     if why is not None:
         return _usage_error(why)
     if handoff.config_behind(cfg.state, cfg.path):
