@@ -290,9 +290,16 @@ def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "wait",
         help="wait until every slave's tinydns serves a serial",
         description="Ask each slave's tinydns (its dns address) for the SOA of every zone "
-        "until it serves SERIAL or a newer one. Exit 3 naming the laggards on timeout.",
+        "until it serves SERIAL (default: the build on disk's) or a newer one. "
+        "Exit 3 naming the laggards on timeout.",
     )
-    p.add_argument("serial", type=_serial_arg, metavar="SERIAL", help="the build's SOA serial")
+    p.add_argument(
+        "serial",
+        type=_serial_arg,
+        nargs="?",
+        metavar="SERIAL",
+        help="the build's SOA serial (default: the serial of the build on disk)",
+    )
     p.add_argument(
         "--zone",
         action="append",
@@ -882,6 +889,8 @@ async def _wait(args: argparse.Namespace) -> int:
     if setup is None:
         return EXIT_USAGE
     cfg, logger, slaves = setup
+    if args.zone and args.serial is None:
+        return _usage_error("--zone needs the SERIAL to wait for")
     try:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:
