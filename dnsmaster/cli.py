@@ -292,9 +292,16 @@ def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         "wait",
         help="wait until every slave's tinydns serves a serial",
         description="Ask each slave's tinydns (its dns address) for the SOA of every zone "
-        "until it serves SERIAL or a newer one. Exit 3 naming the laggards on timeout.",
+        "until it serves SERIAL (default: the build on disk's) or a newer one. "
+        "Exit 3 naming the laggards on timeout.",
     )
-    p.add_argument("serial", type=_serial_arg, metavar="SERIAL", help="the build's SOA serial")
+    p.add_argument(
+        "serial",
+        type=_serial_arg,
+        nargs="?",
+        metavar="SERIAL",
+        help="the build's SOA serial (default: the serial of the build on disk)",
+    )
     p.add_argument(
         "--zone",
         action="append",
@@ -823,7 +830,7 @@ def _daemon_runs(cfg: Config, names: Sequence[str], logger: Any) -> int:
     """
     from dnsmaster import handoff  # noqa: PLC0415
 
-    why = handoff.unknown_slaves(cfg.state, cfg.path, names)
+    why = handoff.unknown_slaves(cfg.state, cfg.path, names, grace=handoff.RELOAD_GRACE)
     if why is not None:
         return _usage_error(why)
     if handoff.config_behind(cfg.state, cfg.path):
@@ -884,6 +891,8 @@ async def _wait(args: argparse.Namespace) -> int:
     if setup is None:
         return EXIT_USAGE
     cfg, logger, slaves = setup
+    if args.zone and args.serial is None:
+        return _usage_error("--zone needs the SERIAL to wait for")
     try:
         zones = {name_to_wire(z.encode()).lower(): args.serial for z in args.zone} or None
     except ValueError as exc:

@@ -324,7 +324,7 @@ async def _slave_plan(args: argparse.Namespace) -> int:
     cfg = _config(args)
     (slave,) = cfg.select([args.slave])
     # What a push would send it: a running daemon that does not run it sends nothing.
-    why = handoff.unknown_slaves(cfg.state, cfg.path, [slave.name])
+    why = handoff.unknown_slaves(cfg.state, cfg.path, [slave.name], grace=handoff.RELOAD_GRACE)
     if why is not None:
         raise CannotPlan(why)
     if slave.protocol == "legacy":

@@ -11,7 +11,8 @@ outcome as the daemon reports it, so the terminal shows what it always showed.
 A request for a slave the daemon does not run (added to the configuration file
 after the daemon loaded it) would wait for an outcome that never comes:
 :func:`unknown_slaves` finds it first, from the slaves the daemon's state file
-lists, and says to send SIGHUP.
+lists, and says to send SIGHUP. A SIGHUP sent just before (``svc -h`` returns
+before the daemon has re-read the file) is given :data:`RELOAD_GRACE` to land.
 """
 
 from __future__ import annotations
@@ -41,6 +42,13 @@ POLL = 0.1
 
 #: How an operator has the daemon read its configuration file again.
 SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
+
+#: Seconds a command naming a slave the daemon does not run gives the daemon to
+#: apply the file, while the file is one the daemon has neither loaded nor failed
+#: to load: ``svc -h``/``sv hup`` return before the daemon has re-read it, and the
+#: next line of a script (``dnsmaster wait --slave NEW``) must not fail for that.
+#: A forgotten SIGHUP costs this long before the message that says to send it.
+RELOAD_GRACE = 5.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,9 +94,44 @@ def daemon_pid(state_path: Path) -> int | None:
     return state.pid
 
 
-def unknown_slaves(state_path: Path, config: Path, names: Collection[str]) -> str | None:
+def unknown_slaves(
+    state_path: Path, config: Path, names: Collection[str], *, grace: float = 0.0
+) -> str | None:
     """Why the running daemon cannot act for ``names``: the slaves of ``config`` it
-    does not run, and what to do. None when it runs them all, or no daemon runs."""
+    does not run, and what to do. None when it runs them all, or no daemon runs.
+
+    With ``grace``, while ``config`` is a version of the file the daemon has not
+    answered yet (neither loaded nor failed to load: a SIGHUP may be on its way),
+    the state file is read again every :data:`POLL` seconds for up to ``grace``.
+    """
+    deadline = time.monotonic() + grace
+    while True:
+        why = _unknown(state_path, config, names)
+        if why is None or time.monotonic() >= deadline or not _unanswered(state_path, config):
+            return why
+        time.sleep(POLL)
+
+
+def _unanswered(state_path: Path, config: Path) -> bool:
+    """Whether the file is a version the running daemon has neither loaded nor
+    failed to load (False when it does not say)."""
+    from dnsmaster import reload  # noqa: PLC0415
+
+    state = _read(state_path)
+    if state is None or state.config is None or state.config.sha256 is None:
+        return False
+    try:
+        now = reload.stamp(config).sha256
+    except OSError:
+        return False
+    answered: set[str | None] = {state.config.sha256}
+    if state.config.error is not None:
+        answered.add(state.config.file_sha256)
+    return now not in answered
+
+
+def _unknown(state_path: Path, config: Path, names: Collection[str]) -> str | None:
+    """:func:`unknown_slaves`, from one reading of the state file."""
     state = _read(state_path)
     if state is None or state.stopped is not None or not _alive(state.pid):
         return None

@@ -1139,9 +1139,12 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     if args.timeout <= 0:
         return unknown("--timeout must be more than 0", EXIT_USAGE)
     try:
+        path = config.resolve_path(args.config, os.environ)
+    except ConfigError as exc:  # no file named: no daemon's state to fall back on
+        return unknown(str(exc), EXIT_USAGE)
+    try:
         # Only --live opens SSH; the report alone must work before known_hosts exists,
         # and for a monitoring user who may not read the private key.
-        path = config.resolve_path(args.config, os.environ)
         cfg, config_error = config.load(path, ssh=args.live), None
     except ConfigError as exc:
         older = None if args.live else _daemon_config(path)

@@ -14,7 +14,8 @@ Each "machine" is a :class:`Host`: a private mount namespace in which /etc, /var
 (dnsmaster, dnslog, dnsslave) exactly as on a real machine, and all of it lands in
 the test's temp directory and vanishes with the namespace. The network is shared:
 the slave's sshd and tinydns listen on a 127.0.1.N address (sshd on a high port)
-and nothing else. Every process started in a namespace is stopped by its PID.
+and nothing else; a second slave, added while the daemon runs, has its own. Every
+process started in a namespace is stopped by its PID.
 
 What the lab itself does, standing in for what an operator does outside the
 blocks: it checks (rather than runs) the install block — the packages are installed
@@ -65,6 +66,9 @@ BLOCK_PAGES = {
     "setup-slave": "slaves.rst",
     "setup-slave-runit": "slaves.rst",
     "setup-add-slave": "slaves.rst",
+    "setup-add-slave-running": "slaves.rst",
+    "setup-add-slave-hup-daemontools": "slaves.rst",
+    "setup-add-slave-hup-runit": "slaves.rst",
     "setup-daemontools": "supervised.rst",
     "setup-runit": "supervised.rst",
     "setup-makefile": "supervised.rst",
@@ -368,7 +372,9 @@ def install_dnsmaster(host: Host) -> None:
 
 
 class Lab:
-    """A master and a slave, each a :class:`Host`, set up by the manual's blocks."""
+    """A master and a slave, each a :class:`Host`, set up by the manual's blocks; a
+    second slave (:meth:`add_second_slave`) for the block that adds one to the
+    running daemon."""
 
     def __init__(self, tmp_path: Path, blocks: dict[str, str]) -> None:
         from tests import realworld  # noqa: PLC0415 - loaded by pytest_plugins
@@ -380,6 +386,9 @@ class Lab:
         self.slave = Host(tmp_path, "slave")
         self.address = realworld.take_dns_address()
         self.port = realworld.free_port(self.address)
+        self.slave2: Host | None = None
+        self.address2: str | None = None
+        self.port2 = 0
 
     def close(self) -> None:
         try:
@@ -388,7 +397,13 @@ class Lab:
             try:
                 self.slave.close()
             finally:
-                self.realworld.release_dns_address(self.address)
+                try:
+                    if self.slave2 is not None:
+                        self.slave2.close()
+                finally:
+                    self.realworld.release_dns_address(self.address)
+                    if self.address2 is not None:
+                        self.realworld.release_dns_address(self.address2)
 
     def check_install_block(self) -> None:
         """The install block, checked: its packages are installed (CI installs them)."""
@@ -437,16 +452,7 @@ class Lab:
             )
             + " /etc/dnsmaster/zones/"
         )
-        # "scp" the bundle and the authorized_keys line to the slave's root home.
-        for name in ("dnsmaster-receive.pyz", "authorized_keys"):
-            shutil.copyfile(self.master.path(f"/root/{name}"), self.slave.path(f"/root/{name}"))
-        # The slave, from scratch; then boot starts its sshd and runsvdir.
-        self.slave.sh(with_values(self.blocks["setup-slave"], SLAVE=self.address))
-        self.slave.sh(self.blocks["setup-slave-runit"])
-        self.start_sshd()
-        self.slave.spawn(["runsvdir", "-P", "/etc/service"], self.tmp / "slave-runsvdir.log")
-        log = self.slave.path("/var/log/runit/tinydns/current")
-        wait_for("tinydns under runit", lambda: "starting tinydns" in _read(log))
+        self.setup_slave(self.slave, self.address, self.port)
         # Back on the master: record the slave, push, dig, doctor.
         self.add_slave = self.master.sh(
             with_values(
@@ -458,38 +464,69 @@ class Lab:
             )
         )
 
-    def start_sshd(self) -> None:
+    def setup_slave(self, slave: Host, address: str, port: int) -> None:
+        """A slave from scratch by the manual's blocks; then boot starts its sshd and
+        runsvdir, and its tinydns runs."""
+        # "scp" the bundle and the authorized_keys line to the slave's root home.
+        for name in ("dnsmaster-receive.pyz", "authorized_keys"):
+            shutil.copyfile(self.master.path(f"/root/{name}"), slave.path(f"/root/{name}"))
+        slave.sh(with_values(self.blocks["setup-slave"], SLAVE=address))
+        slave.sh(self.blocks["setup-slave-runit"])
+        self.start_sshd(slave, address, port)
+        slave.spawn(["runsvdir", "-P", "/etc/service"], self.tmp / f"{slave.name}-runsvdir.log")
+        log = slave.path("/var/log/runit/tinydns/current")
+        wait_for(f"tinydns under runit on {slave.name}", lambda: "starting tinydns" in _read(log))
+
+    def add_second_slave(self) -> Host:
+        """A second slave, its own Host, address and port, set up like the first."""
+        self.address2 = self.realworld.take_dns_address()
+        self.port2 = self.realworld.free_port(self.address2)
+        self.slave2 = Host(self.tmp, "slave2")
+        self.prepare(self.slave2)
+        self.setup_slave(self.slave2, self.address2, self.port2)
+        return self.slave2
+
+    def start_sshd(self, slave: Host, address: str, port: int) -> None:
         """The slave's own sshd (its /etc/ssh, fresh host keys, UsePAM no) on loopback."""
         options = [
             "-o",
-            f"ListenAddress={self.address}:{self.port}",
+            f"ListenAddress={address}:{port}",
             "-o",
             "UsePAM=no",
             "-o",
             "PidFile=none",
         ]
-        config = self.slave.enter(["/usr/sbin/sshd", "-T", *options])
+        config = slave.enter(["/usr/sbin/sshd", "-T", *options])
         listen = [line for line in config.splitlines() if line.startswith("listenaddress")]
-        assert listen == [f"listenaddress {self.address}:{self.port}"], listen
-        self.slave.spawn(["/usr/sbin/sshd", "-D", "-e", *options], self.tmp / "slave-sshd.log")
+        assert listen == [f"listenaddress {address}:{port}"], listen
+        slave.spawn(["/usr/sbin/sshd", "-D", "-e", *options], self.tmp / f"{slave.name}-sshd.log")
 
         def banner() -> bool:
             try:
-                with socket.create_connection((self.address, self.port), timeout=1) as s:
+                with socket.create_connection((address, port), timeout=1) as s:
                     return s.recv(64).startswith(b"SSH-2.0-")
             except OSError:
                 return False
 
-        wait_for("the slave's sshd", banner)
+        wait_for(f"the sshd of {slave.name}", banner)
 
-    def serial(self) -> int:
-        """The SOA serial the slave's tinydns serves for example.com."""
+    def serial(self, address: str | None = None) -> int:
+        """The SOA serial a slave's tinydns (the first's by default) serves for example.com."""
+        address = address or self.address
         query = dns.message.make_query("example.com", "SOA")
-        answer = dns.query.udp(query, self.address, port=53, timeout=2)
+        answer = dns.query.udp(query, address, port=53, timeout=2)
         for rrset in answer.answer:
             if rrset.rdtype == dns.rdatatype.SOA:
                 return int(rrset[0].serial)
-        raise AssertionError(f"no SOA for example.com from {self.address}: {answer}")
+        raise AssertionError(f"no SOA for example.com from {address}: {answer}")
+
+    def master_serial(self) -> int:
+        """The serial of the build on the master's disk (its data's first line)."""
+        from dnsmaster.core.banner import previous_serial  # noqa: PLC0415
+
+        serial = previous_serial(self.master.path("/var/lib/dnsmaster/data").read_bytes()[:200])
+        assert serial is not None, "the master's data has no dnsmaster banner"
+        return serial
 
     def output_owners(self) -> set[int]:
         """The uids owning anything in the master's output directory."""
@@ -529,8 +566,29 @@ def _logged(path: Path, *needles: str) -> Callable[[], bool]:
     return lambda: any(all(n in line for n in needles) for line in _read(path).splitlines())
 
 
+def _add_slave_while_running(lab: Lab, log: Path, hup_block: str) -> None:
+    """A second slave set up as the first, then added to the running daemon by the
+    manual's blocks: recorded and checked, SIGHUP, wait until it serves, dig."""
+    lab.add_second_slave()
+    assert lab.address2 is not None
+    lab.master.sh(
+        with_values(
+            lab.blocks["setup-add-slave-running"], NAME="ns3", SLAVE=lab.address2, PORT=lab.port2
+        )
+    )
+    added = lab.master.sh(
+        with_values(lab.blocks[hup_block], NAME="ns3", SLAVE=lab.address2, ZONE="example.com")
+    )
+    assert _logged(log, "event=config.reloaded", "added=ns3")(), _read(log)[-3000:]
+    serial = lab.master_serial()
+    assert lab.serial(lab.address2) == serial
+    # dig's SOA line: "ns... hostmaster... SERIAL ..."
+    assert f" {serial} " in added.stdout, added.stdout
+
+
 def test_readme_slave_and_daemontools(lab: Lab) -> None:
-    """Slave from scratch, a push, then the service under svscan: multilog as dnslog, svc -h."""
+    """Slave from scratch, a push, then the service under svscan: multilog as dnslog, svc -h;
+    a second slave added to the running daemon by svc -h."""
     lab.setup()
     _check_slave(lab)
     lab.master.sh(lab.blocks["setup-daemontools"])
@@ -554,11 +612,13 @@ def test_readme_slave_and_daemontools(lab: Lab) -> None:
     lab.master.enter(["svc", "-h", service])
     wait_for("a rebuild on svc -h", _logged(current, "event=build.start", "reason=sighup"))
     wait_for("a push after it", _logged(current, "event=build.done"))
+    _add_slave_while_running(lab, current, "setup-add-slave-hup-daemontools")
     _check_makefile(lab, current)
 
 
 def test_readme_slave_and_runit(lab: Lab) -> None:
-    """The same slave, then the service under runsvdir: svlogd as dnslog, sv hup."""
+    """The same slave, then the service under runsvdir: svlogd as dnslog, sv hup; a
+    second slave added to the running daemon by sv hup."""
     lab.setup()
     _check_slave(lab)
     lab.master.sh(lab.blocks["setup-runit"])
@@ -577,6 +637,7 @@ def test_readme_slave_and_runit(lab: Lab) -> None:
     assert current.stat().st_uid == dnslog
     lab.master.enter(["sv", "hup", "/etc/service/dnsmaster"])
     wait_for("a rebuild on sv hup", _logged(current, "event=build.start", "reason=sighup"))
+    _add_slave_while_running(lab, current, "setup-add-slave-hup-runit")
     _check_makefile(lab, current)
 
 

@@ -442,6 +442,39 @@ class TestUnknownSlaves:
         assert handoff.unknown_slaves(path, Path("c.toml"), ["ns3"]) is None
         assert handoff.unknown_slaves(tmp_path / "none.json", Path("c.toml"), ["ns3"]) is None
 
+    def test_grace_waits_for_a_sighup_on_its_way(self, tmp_path: Path) -> None:
+        """``svc -h`` returns before the daemon has re-read the file: with a grace, a
+        file the daemon has not answered yet is waited for, and the slave found."""
+        import threading  # noqa: PLC0415
+
+        path, config = tmp_path / "state.json", tmp_path / "c.toml"
+        config.write_text("edited\n")
+        statefile.write(path, _state(LOADED, "ns2"))
+        edited = reload.stamp(config).sha256
+        reloaded = dataclasses.replace(LOADED, sha256=edited)
+        later = threading.Timer(0.5, statefile.write, (path, _state(reloaded, "ns2", "ns3")))
+        later.start()
+        try:
+            start = time.monotonic()
+            assert handoff.unknown_slaves(path, config, ["ns3"], grace=30) is None
+            assert time.monotonic() - start < 10
+        finally:
+            later.cancel()
+
+    def test_grace_ends_on_an_answer(self, tmp_path: Path) -> None:
+        """No wait when the daemon has answered this version of the file: loaded
+        before the slave was added (the file is the loaded one) or failed on it."""
+        path, config = tmp_path / "state.json", tmp_path / "c.toml"
+        config.write_text("same\n")
+        sha = reload.stamp(config).sha256
+        statefile.write(path, _state(dataclasses.replace(LOADED, sha256=sha), "ns2"))
+        start = time.monotonic()
+        assert "send it SIGHUP" in (handoff.unknown_slaves(path, config, ["ns3"], grace=30) or "")
+        failed = dataclasses.replace(LOADED, error="bad", failed_at=2.0, file_sha256=sha)
+        statefile.write(path, _state(failed, "ns2"))
+        assert "could not load" in (handoff.unknown_slaves(path, config, ["ns3"], grace=30) or "")
+        assert time.monotonic() - start < 5
+
 
 # -- dnsmaster run, edited and sent SIGHUP ----------------------------------------------
 

@@ -228,6 +228,11 @@ def test_wait_serial_choices(master: Master, two: list[Slave]) -> None:
     serial = master.serial()
     assert master.run("wait", str(serial - 5), "--zone", ZONE, "--timeout", "5")[0] == 0
     assert master.run("wait", str(serial), "--slave", two[0].name, "--timeout", "5")[0] == 0
+    # Without SERIAL: the build on disk's, for every zone that carries it.
+    status, events, _ = master.run("wait", "--slave", two[0].name, "--timeout", "5")
+    assert status == 0, events
+    assert named(events, "wait.start")[0]["serial"] == serial
+    assert master.run("wait", "--zone", ZONE)[0] == 2
     status, events, _ = master.run("wait", str(serial + 1000), "--zone", ZONE, "--timeout", "1")
     assert status == 3
     assert {e["serves"] for e in named(events, "wait.late")} == {serial}
