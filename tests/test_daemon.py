@@ -659,8 +659,12 @@ class TestLocalSlaves:
             retry_initial=0.1,
             retry_max=0.4,
         )
+        # A key of its own: with none, the account's missing default keys would hold
+        # the slave as a local fault before any connection is tried.
+        key = tmp_path / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         text = setup.config.read_text()
-        setup.config.write_text(f'known_hosts = "{known_hosts}"\n' + text)
+        setup.config.write_text(f'known_hosts = "{known_hosts}"\nkey = "{key}"\n' + text)
         try:
             daemon = setup.daemon.start()
             daemon.wait("status.failed", timeout=TIMEOUT, slave="gone")
