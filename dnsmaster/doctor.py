@@ -318,7 +318,7 @@ class _SlaveCheck:
         #: Every line the receiver printed, as (stream, line).
         self.lines: list[tuple[str, str]] = []
 
-    def _sink(self, name: str, stream: str, line: str) -> None:
+    def _sink(self, name: str, stream: str, line: str, truncated: int) -> None:
         self.lines.append((stream, line))
 
     @property
