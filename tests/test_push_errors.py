@@ -630,13 +630,8 @@ def _dnsmaster_status(config: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.real
-def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
-    """The daemon pushes to a slave whose receiver refuses the data (over its size cap):
-    the receiver's reason, not "exited with status 1", is the push.failed error and
-    what ``dnsmaster status`` shows for that slave."""
-    (slave,) = lab(1)
-    slave.sshd.set_authorized_keys(lab.authorized_key(slave.root, "--max-size", "100"))
+def _daemon_config(lab: Lab, tmp_path: Path, slave: LabSlave) -> Path:
+    """A config for the daemon with ``slave`` alone, retries far apart."""
     zones, output = tmp_path / "zones", tmp_path / "out"
     for d in (zones, output):
         d.mkdir()
@@ -654,6 +649,41 @@ def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
             slaves=[{"name": slave.name, "host": slave.address, "port": slave.port}],
         )
     )
+    return config
+
+
+@pytest.mark.real
+def test_daemon_pushes_through_stderr_noise(lab: Lab, tmp_path: Path) -> None:
+    """The daemon's first contact with a slave whose forced command prints 1,500 lines on
+    stderr first: the receiver is recognised and the push installs (it is not held as
+    "not dnsmaster receive"); the log says how many noise lines it dropped."""
+    (slave,) = lab(1)
+    wrapper = script(
+        lab.workdir / "noisy",
+        NOISY_WRAPPER.format(noise=NOISE["lines"], receiver=lab.forced_command),
+    )
+    slave.sshd.set_authorized_keys(
+        lab.authorized_key(slave.root).replace(str(lab.forced_command), str(wrapper))
+    )
+    daemon = DaemonProcess(_daemon_config(lab, tmp_path, slave)).start()
+    try:
+        done = daemon.wait("push.done", timeout=60.0, slave=slave.name)
+        assert not daemon.find("push.failed"), daemon.dump()
+        cut = daemon.wait("push.output_cut", timeout=10.0, slave=slave.name)
+        assert cut["dropped_lines"] == 1500 - push.MAX_OUTPUT_LINES
+        assert slave.tinydns.wait_serial(ZONE, done["serial"]) == done["serial"]
+    finally:
+        daemon.kill()
+
+
+@pytest.mark.real
+def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
+    """The daemon pushes to a slave whose receiver refuses the data (over its size cap):
+    the receiver's reason, not "exited with status 1", is the push.failed error and
+    what ``dnsmaster status`` shows for that slave."""
+    (slave,) = lab(1)
+    slave.sshd.set_authorized_keys(lab.authorized_key(slave.root, "--max-size", "100"))
+    config = _daemon_config(lab, tmp_path, slave)
     daemon = DaemonProcess(config).start()
     try:
         failed = daemon.wait("push.failed", timeout=60.0, slave=slave.name)
