@@ -65,13 +65,17 @@ class Hooks:
                 stdout=asyncio.subprocess.PIPE,
                 stderr=asyncio.subprocess.PIPE,
                 env=env,
-                start_new_session=True,  # its own process group: a timeout kills it all
+                start_new_session=True,  # its own process group: its end kills it all
             )
         except OSError as exc:
             self.log.error("hook.failed", hook=event, error=exc.strerror or str(exc))
             return
         try:
             status = await self._watch(event, proc)
+        except OSError as exc:  # a hook's failure, whatever it is, is never the daemon's
+            error = f"reading its output: {exc.strerror or exc}"
+            self.log.error("hook.failed", hook=event, error=error)
+            return
         finally:
             # Whatever ended the run (exit, timeout, cancel, an error), nothing the hook
             # started outlives it: a background child would hold the pipes, or run on
