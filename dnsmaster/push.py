@@ -188,6 +188,7 @@ class PushResult:
     compressed: bool = False
     #: Why the receiver refused a delta, when it did (the full data followed).
     delta_refused: str | None = None
+    #: Lines of the last run's output dropped past the caps, both streams together.
     output_dropped: int = 0
 
 
