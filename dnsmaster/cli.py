@@ -992,8 +992,9 @@ async def _push_data(
     logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
     channels = [push.channel_for(slave, cfg) for slave in slaves]
 
-    def status_line(slave: str, stream: str, text: str) -> None:
-        logger.debug("status.line", slave=slave, stream=stream, line=text)
+    def status_line(slave: str, stream: str, text: str, truncated: int) -> None:
+        cut = {"truncated": truncated} if truncated else {}
+        logger.debug("status.line", slave=slave, stream=stream, line=text, **cut)
 
     async def ask_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
         """As the daemon on first contact: is it a receiver that speaks our protocol,

@@ -394,8 +394,9 @@ class SlaveWorker:
         )
         return True
 
-    def _status_line(self, slave: str, stream: str, line: str) -> None:
-        self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line)
+    def _status_line(self, slave: str, stream: str, line: str, truncated: int) -> None:
+        cut = {"truncated": truncated} if truncated else {}
+        self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line, **cut)
 
     async def _push(self, current: Current) -> PushResult:
         daemon = self.daemon

@@ -373,7 +373,7 @@ async def _holds(slave: Slave, cfg: Config) -> tuple[Any, str | None]:
         await channel.close()
 
 
-def _ignore(slave: str, stream: str, text: str) -> None:
+def _ignore(slave: str, stream: str, text: str, truncated: int) -> None:
     return None
 
 

@@ -83,6 +83,9 @@ EXIT_USAGE = 2
 MAX_ZONES = 20
 #: The default deadline for all of one slave's checks, in seconds (cli.py says it too).
 SLAVE_TIMEOUT = 60.0
+#: The longest line a server may send before its SSH version line: asyncssh's own
+#: limit, so that doctor judges a port as push does ("Banner line too long").
+_MAX_BANNER_LINE = 8192
 
 Status = Literal["OK", "WARN", "FAIL"]
 
@@ -318,7 +321,7 @@ class _SlaveCheck:
         #: Every line the receiver printed, as (stream, line).
         self.lines: list[tuple[str, str]] = []
 
-    def _sink(self, name: str, stream: str, line: str) -> None:
+    def _sink(self, name: str, stream: str, line: str, truncated: int) -> None:
         self.lines.append((stream, line))
 
     @property
@@ -373,9 +376,11 @@ class _SlaveCheck:
     async def _reach(self) -> bool:
         try:
             async with asyncio.timeout(self.step):
-                reader, writer = await asyncio.open_connection(self.slave.host, self.slave.port)
+                reader, writer = await asyncio.open_connection(
+                    self.slave.host, self.slave.port, limit=_MAX_BANNER_LINE
+                )
                 try:
-                    banner = await reader.readline()
+                    banner = await _first_line(reader)
                 finally:
                     writer.close()
                     with contextlib.suppress(OSError):
@@ -393,6 +398,15 @@ class _SlaveCheck:
                     "or correct the slave's port in the config"
                 )
             self.group.fail(f"ssh {self._where}", f"cannot connect: {reason}", fix)
+            return False
+        if banner is None:
+            # The words push and status --live say (asyncssh's), for the same server.
+            self.group.fail(
+                f"ssh {self._where}",
+                f"Banner line too long: what answers there is not sshd (it sent over "
+                f"{_MAX_BANNER_LINE} bytes without a newline)",
+                "correct the slave's port in the config",
+            )
             return False
         text = printable(banner.strip()[:80])
         if not banner.startswith(b"SSH-"):
@@ -724,6 +738,20 @@ class _SlaveCheck:
             )
             return
         self.group.ok(f"{where} answers SOA for {count}")
+
+
+async def _first_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The first line a server sends; None when it is longer than the reader's limit.
+
+    readline raises ValueError on such a line (a server that is no sshd may send
+    anything): here that is an answer to report, not an error to crash on.
+    """
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the server closed before a newline: judge what it sent
+    except asyncio.LimitOverrunError:
+        return None
 
 
 async def _check_slave(

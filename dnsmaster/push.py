@@ -28,10 +28,12 @@ A kept connection is never trusted longer than a new one would be:
   kept session's. A slave re-keyed since (sshd restarted with a new key, its old
   sessions still running) is then dropped and reported as a changed host key.
 
-What a slave prints is capped per run (:data:`MAX_OUTPUT_LINES`,
-:data:`MAX_OUTPUT_BYTES`): beyond that it is read and discarded, so a slave that
-prints forever neither blocks nor fills the master's memory, and its exit status
-and last stderr line (its reason for failing) still arrive.
+What a slave prints is capped per run and stream (:data:`MAX_OUTPUT_LINES`,
+:data:`MAX_OUTPUT_BYTES`, each line at :data:`MAX_LINE` bytes): beyond that it is
+read, counted and discarded, so a slave that prints forever neither blocks nor
+fills the master's memory, and its exit status and last stderr line (its reason
+for failing) still arrive. Each stream has its own budget: whatever the slave
+prints on stderr, the receiver's status and ``done`` lines on stdout are read.
 """
 
 from __future__ import annotations
@@ -56,7 +58,7 @@ from dnsmaster import __version__
 from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.stream import seal
-from dnsmaster.core.text import printable
+from dnsmaster.core.text import LineCutter, printable
 from dnsmaster.errors import (
     HostKeyChanged,
     HostKeyError,
@@ -94,14 +96,20 @@ __all__ = [
     "receiver_reason",
 ]
 
-#: Called with (slave name, "stdout" or "stderr", line) for every line a slave prints.
-LineSink = Callable[[str, str, str], None]
+
+class LineSink(Protocol):
+    """Called for every line a slave prints: (slave name, ``stdout`` or ``stderr``,
+    the line, how many bytes were cut from its end: 0 for a whole line)."""
+
+    def __call__(self, slave: str, stream: str, line: str, truncated: int, /) -> None: ...
+
 
 _CHUNK = 64 * 1024
 
-#: The most lines, and bytes, of a slave's output passed on (logged) per run, both
-#: streams together. The receiver prints a handful; anything near these is a broken
-#: or hostile slave, whose further output is read and thrown away.
+#: The most lines, and bytes, of a slave's output passed on (logged) per run, for
+#: each stream: stdout's lines (the status and ``done`` lines) must be read whatever
+#: arrives on stderr. The receiver prints a handful; anything near these is a broken
+#: or hostile slave, whose further output is read, counted and thrown away.
 MAX_OUTPUT_LINES = 1000
 MAX_OUTPUT_BYTES = 256 * 1024
 #: A longer line is cut to this many bytes (a line without end must not grow forever).
@@ -160,7 +168,8 @@ class PushResult:
     when it refused), ``phase`` where it failed and ``retryable`` whether pushing
     the same build again can help (see :class:`~dnsmaster.errors.SlaveError`).
     ``output_cut`` says the slave printed more than :data:`MAX_OUTPUT_LINES` lines or
-    :data:`MAX_OUTPUT_BYTES` bytes, and the rest was discarded.
+    :data:`MAX_OUTPUT_BYTES` bytes on a stream, and the rest (``output_dropped``
+    lines) was discarded.
     """
 
     slave: str
@@ -179,17 +188,21 @@ class PushResult:
     compressed: bool = False
     #: Why the receiver refused a delta, when it did (the full data followed).
     delta_refused: str | None = None
+    #: Lines of the last run's output dropped past the caps, both streams together.
+    output_dropped: int = 0
 
 
 @dataclass(frozen=True, slots=True)
 class RunResult:
     """A verb's exit status, what it printed on stdout (within the caps), the last
-    line it printed on stderr, and whether its output was cut."""
+    line it printed on stderr, whether its output was cut, and how many lines of it
+    were dropped."""
 
     exit_status: int | None
     stdout: tuple[str, ...]
     stderr_last: str | None = None
     cut: bool = False
+    dropped: int = 0
 
 
 class _Writer(Protocol):
@@ -202,60 +215,76 @@ class _Reader(Protocol):
     async def read(self, n: int = -1) -> bytes: ...
 
 
-class _Output:
-    """A run's output as lines for ``on_line``, within a budget shared by both streams.
+class _Budget:
+    """What one stream may still pass on in a run, and what it dropped."""
 
-    Bounded memory whatever the slave prints: a partial line is at most
-    :data:`MAX_LINE` bytes, stdout keeps at most the budget's lines, and stderr
-    keeps its last :data:`_STDERR_TAIL` bytes for the reason.
+    def __init__(self) -> None:
+        self.lines_left = MAX_OUTPUT_LINES
+        self.bytes_left = MAX_OUTPUT_BYTES
+        self.full = False
+        self.dropped = 0
+
+    def take(self, size: int) -> bool:
+        """Whether a line of ``size`` bytes fits; once one does not, none does."""
+        if self.full or self.lines_left <= 0 or size > self.bytes_left:
+            self.full = True  # from here on, everything is counted out
+            self.dropped += 1
+            return False
+        self.lines_left -= 1
+        self.bytes_left -= size
+        return True
+
+
+class _Output:
+    """A run's output as lines for ``on_line``, within a budget for each stream.
+
+    Bounded memory whatever the slave prints: a line is cut at :data:`MAX_LINE`
+    bytes (no newline at all, a 10 MB line: read in chunks, never by
+    ``readline``, whose buffer limit would raise), stdout keeps at most its
+    budget's lines, and stderr keeps its last :data:`_STDERR_TAIL` bytes for the
+    reason. A stream's budget is its own: a receiver's wrapper that prints
+    thousands of lines on stderr does not hide the status line on stdout.
     """
 
     def __init__(self, name: str, on_line: LineSink) -> None:
         self._name = name
         self._on_line = on_line
-        self.lines_left = MAX_OUTPUT_LINES
-        self.bytes_left = MAX_OUTPUT_BYTES
-        self.cut = False
+        self._budgets = {"stdout": _Budget(), "stderr": _Budget()}
         self.stdout: list[str] = []
         self.stderr_tail = b""
 
-    def emit(self, stream: str, raw: bytes) -> None:
-        if self.cut:
+    @property
+    def cut(self) -> bool:
+        return any(b.full for b in self._budgets.values())
+
+    @property
+    def dropped(self) -> int:
+        return sum(b.dropped for b in self._budgets.values())
+
+    def emit(self, stream: str, raw: bytes, truncated: int) -> None:
+        if not self._budgets[stream].take(len(raw)):
             return
-        if self.lines_left <= 0 or len(raw) > self.bytes_left:
-            self.cut = True  # from here on, everything is counted out
-            return
-        self.lines_left -= 1
-        self.bytes_left -= len(raw)
         line = raw.decode("utf-8", "replace").rstrip("\r")
         if stream == "stdout":
             self.stdout.append(line)
-        self._on_line(self._name, stream, line)
+        self._on_line(self._name, stream, line, truncated)
 
     async def read(self, reader: _Reader, stream: str) -> None:
-        pending = b""
-        skipping = False  # inside a line longer than MAX_LINE, past its shown part
+        budget = self._budgets[stream]
+        cutter = LineCutter(MAX_LINE)
         while chunk := await reader.read(_CHUNK):
             if stream == "stderr":
                 self.stderr_tail = (self.stderr_tail + chunk)[-_STDERR_TAIL:]
-            if self.cut:
-                continue  # drained and dropped: the slave never blocks on a full window
-            lines = (pending + chunk).split(b"\n")
-            pending = lines.pop()
-            for raw in lines:
-                if skipping:
-                    skipping = False
-                    continue
-                self.emit(stream, raw)
-                if self.cut:
-                    break
-            if len(pending) > MAX_LINE and not skipping:
-                self.emit(stream, pending[:MAX_LINE])
-                skipping = True
-            if skipping:
-                pending = b""
-        if pending and not skipping:
-            self.emit(stream, pending)
+            if budget.full:
+                # Drained and counted: the slave never blocks on a full window.
+                budget.dropped += cutter.skip(chunk)
+                continue
+            for raw, truncated in cutter.feed(chunk):
+                self.emit(stream, raw, truncated)
+        if budget.full:
+            budget.dropped += cutter.open
+        elif (last := cutter.end()) is not None:
+            self.emit(stream, *last)
 
     def stderr_last(self) -> str | None:
         """The last non-empty line on stderr, escaped for logs and terminals."""
@@ -300,7 +329,9 @@ async def _converse(
         # A lost connection fails both readers at once. Callers handle asyncssh.Error
         # and OSError per slave, not groups: raise the first cause itself.
         raise _first_cause(group) from None
-    return RunResult(await wait(), tuple(output.stdout), output.stderr_last(), output.cut)
+    return RunResult(
+        await wait(), tuple(output.stdout), output.stderr_last(), output.cut, output.dropped
+    )
 
 
 def _first_cause(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -1067,6 +1098,7 @@ async def _push_recorded(
                 output_cut=result.cut,
                 mode=send.mode,
                 compressed=send.compressed,
+                output_dropped=result.dropped,
             ), ""
         else:
             return None, "the receiver did not say it installed the build"
@@ -1109,7 +1141,7 @@ async def _push_offered(
 
         def failed(
             error: SlaveError,
-            cut: bool = False,
+            run: RunResult | None = None,
             send: _Send = send,
             sent: int = crossed,
             refused: str | None = refused,
@@ -1124,10 +1156,11 @@ async def _push_offered(
                 error.reason,
                 error.phase,
                 error.retryable,
-                cut,
+                run is not None and run.cut,
                 send.mode,
                 send.compressed,
                 refused,
+                run.dropped if run is not None else 0,
             )
 
         try:
@@ -1144,7 +1177,7 @@ async def _push_offered(
                 on_delta_refused(slave.name, refused)
             continue
         if result.exit_status != 0:
-            return failed(_receive_error(slave, result), result.cut)
+            return failed(_receive_error(slave, result), result)
         return PushResult(
             slave.name,
             True,
@@ -1156,6 +1189,7 @@ async def _push_offered(
             mode=send.mode,
             compressed=send.compressed,
             delta_refused=refused,
+            output_dropped=result.dropped,
         )
     raise AssertionError("unreachable: the last send returns")  # pragma: no cover
 
@@ -1369,8 +1403,13 @@ class PushLog:
         self._logger = logger
         self._serial = serial
 
-    def line(self, slave: str, stream: str, line: str) -> None:
-        self._logger.info("push.line", slave=slave, stream=stream, line=line)
+    def line(self, slave: str, stream: str, line: str, truncated: int = 0) -> None:
+        if truncated:
+            self._logger.info(
+                "push.line", slave=slave, stream=stream, line=line, truncated=truncated
+            )
+        else:
+            self._logger.info("push.line", slave=slave, stream=stream, line=line)
 
     def delta_refused(self, slave: str, reason: str) -> None:
         """The receiver refused a delta; the full data goes next."""
@@ -1401,6 +1440,7 @@ class PushLog:
             self._logger.warning(
                 "push.output_cut",
                 slave=result.slave,
+                dropped_lines=result.output_dropped,
                 max_lines=MAX_OUTPUT_LINES,
                 max_bytes=MAX_OUTPUT_BYTES,
             )

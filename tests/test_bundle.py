@@ -580,7 +580,7 @@ class Answering:
         pass
 
 
-def nothing(slave: str, stream: str, line: str) -> None:
+def nothing(slave: str, stream: str, line: str, truncated: int = 0) -> None:
     pass
 
 

@@ -153,7 +153,7 @@ def master(lab: Lab, tmp_path: Path) -> Master:
     return Master(lab, tmp_path / "master")
 
 
-def nothing(slave: str, stream: str, line: str) -> None:
+def nothing(slave: str, stream: str, line: str, truncated: int = 0) -> None:
     pass
 
 

@@ -242,7 +242,7 @@ def local(root: Path, compress: str = "auto") -> push.LocalChannel:
     )
 
 
-def nothing(slave: str, stream: str, line: str) -> None:
+def nothing(slave: str, stream: str, line: str, truncated: int = 0) -> None:
     pass
 
 

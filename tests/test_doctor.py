@@ -10,8 +10,10 @@ from __future__ import annotations
 import contextlib
 import os
 import shlex
+import socket
 import subprocess
 import sys
+import threading
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -150,6 +152,35 @@ def read_only_mount(directory: Path) -> Iterator[None]:
         yield
     finally:
         subprocess.run(["umount", str(directory)], check=True, capture_output=True)
+
+
+@contextlib.contextmanager
+def babbler(size: int) -> Iterator[int]:
+    """A TCP server on 127.0.0.1, at a free high port (yielded), that sends each client
+    ``size`` bytes without a newline: no sshd, and a banner line longer than any limit."""
+    server = socket.create_server(("127.0.0.1", 0))
+    server.settimeout(0.1)
+    stop = threading.Event()
+
+    def serve() -> None:
+        while not stop.is_set():
+            try:
+                conn, _ = server.accept()
+            except TimeoutError:
+                continue
+            with conn, contextlib.suppress(OSError):  # the client may hang up at any time
+                conn.settimeout(5)
+                conn.sendall(b"A" * size)
+                conn.recv(1)  # until the client hangs up
+
+    thread = threading.Thread(target=serve, name="babbler", daemon=True)
+    thread.start()
+    try:
+        yield server.getsockname()[1]
+    finally:
+        stop.set()
+        thread.join(10)
+        server.close()
 
 
 class TestCheck:
@@ -370,6 +401,35 @@ class TestCommand:
             f"OK   zones: {zones} readable: 3 files (header, zones.*); "
             "skipped zones.b~ (editor backup or temp file)"
         )
+
+    def test_banner_line_too_long(self, tmp_path: Path) -> None:
+        """A port that sends 70 KiB without a newline: a failed check with the reason push
+        gives ("Banner line too long"), never a traceback."""
+        zones = tmp_path / "zones"
+        zones.mkdir()
+        (zones / "zones.example").write_text(ZONES)
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.touch()
+        config = tmp_path / "dnsmaster.toml"
+        with babbler(70 * 1024) as port:
+            config.write_text(
+                config_text(
+                    zones=zones,
+                    output=tmp_path,
+                    state=tmp_path / "state.json",
+                    top={"known_hosts": known_hosts},
+                    slaves=[{"name": "babbler", "host": "127.0.0.1", "port": port}],
+                )
+            )
+            run = self.run("doctor", "--config", str(config), "--timeout", "20")
+        assert "Traceback" not in run.stderr, run.stderr
+        assert run.returncode == 1, run
+        (line,) = [x for x in run.stdout.splitlines() if x.startswith("FAIL slave babbler:")]
+        assert line.startswith(
+            f"FAIL slave babbler: ssh 127.0.0.1 port {port}: Banner line too long: "
+            "what answers there is not sshd"
+        ), line
+        assert "; fix: correct the slave's port in the config" in line
 
     def test_bad_config_is_a_usage_error(self, tmp_path: Path) -> None:
         """A config that cannot be loaded: exit 2 and the loader's message, no checks."""

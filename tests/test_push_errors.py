@@ -60,13 +60,20 @@ def zone_data(serial: int, www: str = "192.0.2.1") -> bytes:
 
 
 class Lines:
-    """An on_line sink that remembers every line."""
+    """An on_line sink that remembers every line, and the bytes cut from each."""
 
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str]] = []
+        self.truncated: list[int] = []
 
-    def __call__(self, slave: str, stream: str, line: str) -> None:
+    def __call__(self, slave: str, stream: str, line: str, truncated: int = 0) -> None:
         self.seen.append((slave, stream, line))
+        self.truncated.append(truncated)
+
+    def on(self, stream: str) -> list[tuple[str, int]]:
+        """The lines seen on ``stream``, each with the bytes cut from it."""
+        cuts = zip(self.seen, self.truncated, strict=True)
+        return [(line, cut) for (_, s, line), cut in cuts if s == stream]
 
 
 def script(path: Path, text: str) -> Path:
@@ -321,8 +328,9 @@ exit 1
 
 
 async def test_flooding_local_slave(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Millions of lines: at most the caps logged, the rest drained, memory bounded,
-    and the exit status and the reason still arrive."""
+    """Millions of lines: at most the caps logged, the rest drained and counted, memory
+    bounded, and the exit status and the reason still arrive; stderr's budget is its
+    own, so its 3 MB line is shown cut, and its reason."""
     flood = script(tmp_path / "flood", FLOOD.format(size=4_000_000, long=3_000_000))
     monkeypatch.setattr(sys, "executable", str(flood))  # LocalChannel runs sys.executable
     root = tmp_path / "root"
@@ -340,9 +348,16 @@ async def test_flooding_local_slave(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.exit_status == 1
     assert result.error == "too chatty (exit 1)"
     assert result.output_cut
-    assert 0 < len(lines.seen) <= push.MAX_OUTPUT_LINES
-    assert sum(len(line) for _, _, line in lines.seen) <= push.MAX_OUTPUT_BYTES
-    assert all(line == "chatter" for _, _, line in lines.seen)
+    out = [line for _, stream, line in lines.seen if stream == "stdout"]
+    assert 0 < len(out) <= push.MAX_OUTPUT_LINES
+    assert sum(len(line) for line in out) <= push.MAX_OUTPUT_BYTES
+    assert set(out) == {"chatter"}
+    assert result.output_dropped == 4_000_000 - len(out)
+    err = lines.on("stderr")
+    assert err == [
+        ("x" * push.MAX_LINE, 3_000_000 - push.MAX_LINE),
+        ("dnsmaster receive: refused: too chatty", 0),
+    ]
     assert peak < 8 * 1024 * 1024, peak  # 4 MB of lines and a 3 MB line went through
 
 
@@ -360,6 +375,7 @@ async def test_long_lines_are_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     result = await channel.run("status", None, lines)
     assert result.exit_status == 0
     assert [line for _, _, line in lines.seen] == ["x" * push.MAX_LINE, "next"]
+    assert lines.truncated == [100_000 - push.MAX_LINE, 0]
     assert not result.cut
 
 
@@ -532,9 +548,70 @@ async def test_flooding_slave_over_ssh(lab: Lab, tmp_path: Path) -> None:
     assert result.exit_status == 1
     assert result.error == "cannot stop talking (exit 1)"
     assert result.output_cut
-    assert len(lines.seen) == push.MAX_OUTPUT_LINES
-    assert {line for _, _, line in lines.seen} == {"y"}
+    assert result.output_dropped == 25_000_000 - push.MAX_OUTPUT_LINES
+    out = [line for _, stream, line in lines.seen if stream == "stdout"]
+    assert len(out) == push.MAX_OUTPUT_LINES
+    assert set(out) == {"y"}
+    assert ("stderr", "dnsmaster receive: refused: cannot stop talking") in {
+        (stream, line) for _, stream, line in lines.seen
+    }
     assert peak < 16 * 1024 * 1024, peak
+
+
+NOISY_WRAPPER = """#!/bin/sh
+# A forced command that talks on stderr before it runs the receiver, as a login
+# banner, a wrapper's tracing or a motd would: {noise}
+{noise}
+exec {receiver} "$@"
+"""
+
+NOISE = {
+    # More lines than a stream's budget, all before the status line on stdout.
+    "lines": "seq 1 1500 | sed 's/^/noise /' >&2",
+    # One line longer than asyncssh's and asyncio's 64 KiB buffer limits.
+    "long": "head -c 100000 /dev/zero | tr '\\0' e >&2; echo >&2",
+}
+
+
+@pytest.mark.real
+@pytest.mark.parametrize("noise", sorted(NOISE))
+async def test_stderr_noise_does_not_hide_the_receiver(
+    lab: Lab, tmp_path: Path, noise: str
+) -> None:
+    """1,500 lines, or one 100 KB line, on stderr before the receiver speaks: its status
+    line is still read (stdout has a budget of its own), the push installs, and the
+    noise is logged within stderr's budget, a long line cut with what was cut."""
+    (slave,) = lab(1)
+    wrapper = script(
+        lab.workdir / "noisy",
+        NOISY_WRAPPER.format(noise=NOISE[noise], receiver=lab.forced_command),
+    )
+    slave.sshd.set_authorized_keys(
+        lab.authorized_key(slave.root).replace(str(lab.forced_command), str(wrapper))
+    )
+    channel = push.SshChannel(_ssh_slave(slave), _config(lab, tmp_path, [slave]))
+    lines = Lines()
+    try:
+        receiver = await push.fetch_receiver(channel, 60, lines)
+        assert receiver.protocol is not None
+        assert receiver.protocol >= push.NEEDED
+        result = await push.push_one(
+            channel, zone_data(1_700_000_000), "a", 60, lines, offer=receiver.offer()
+        )
+    finally:
+        await channel.close()
+    assert result.ok, result.error
+    assert slave.tinydns.wait_serial(ZONE, 1_700_000_000) == 1_700_000_000
+    err = lines.on("stderr")
+    if noise == "lines":
+        assert result.output_cut
+        assert len(err) == 2 * push.MAX_OUTPUT_LINES  # a budget each run: status, push
+        assert err[0] == ("noise 1", 0)
+        assert result.output_dropped == 1500 - push.MAX_OUTPUT_LINES
+    else:
+        shown = [(len(line), set(line), cut) for line, cut in err]
+        assert shown == [(push.MAX_LINE, {"e"}, 100_000 - push.MAX_LINE)] * 2
+        assert not result.output_cut
 
 
 # --------------------------------------------------------------------------- status
@@ -553,13 +630,8 @@ def _dnsmaster_status(config: Path) -> str:
     return proc.stdout + proc.stderr
 
 
-@pytest.mark.real
-def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
-    """The daemon pushes to a slave whose receiver refuses the data (over its size cap):
-    the receiver's reason, not "exited with status 1", is the push.failed error and
-    what ``dnsmaster status`` shows for that slave."""
-    (slave,) = lab(1)
-    slave.sshd.set_authorized_keys(lab.authorized_key(slave.root, "--max-size", "100"))
+def _daemon_config(lab: Lab, tmp_path: Path, slave: LabSlave) -> Path:
+    """A config for the daemon with ``slave`` alone, retries far apart."""
     zones, output = tmp_path / "zones", tmp_path / "out"
     for d in (zones, output):
         d.mkdir()
@@ -577,6 +649,41 @@ def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
             slaves=[{"name": slave.name, "host": slave.address, "port": slave.port}],
         )
     )
+    return config
+
+
+@pytest.mark.real
+def test_daemon_pushes_through_stderr_noise(lab: Lab, tmp_path: Path) -> None:
+    """The daemon's first contact with a slave whose forced command prints 1,500 lines on
+    stderr first: the receiver is recognised and the push installs (it is not held as
+    "not dnsmaster receive"); the log says how many noise lines it dropped."""
+    (slave,) = lab(1)
+    wrapper = script(
+        lab.workdir / "noisy",
+        NOISY_WRAPPER.format(noise=NOISE["lines"], receiver=lab.forced_command),
+    )
+    slave.sshd.set_authorized_keys(
+        lab.authorized_key(slave.root).replace(str(lab.forced_command), str(wrapper))
+    )
+    daemon = DaemonProcess(_daemon_config(lab, tmp_path, slave)).start()
+    try:
+        done = daemon.wait("push.done", timeout=60.0, slave=slave.name)
+        assert not daemon.find("push.failed"), daemon.dump()
+        cut = daemon.wait("push.output_cut", timeout=10.0, slave=slave.name)
+        assert cut["dropped_lines"] == 1500 - push.MAX_OUTPUT_LINES
+        assert slave.tinydns.wait_serial(ZONE, done["serial"]) == done["serial"]
+    finally:
+        daemon.kill()
+
+
+@pytest.mark.real
+def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
+    """The daemon pushes to a slave whose receiver refuses the data (over its size cap):
+    the receiver's reason, not "exited with status 1", is the push.failed error and
+    what ``dnsmaster status`` shows for that slave."""
+    (slave,) = lab(1)
+    slave.sshd.set_authorized_keys(lab.authorized_key(slave.root, "--max-size", "100"))
+    config = _daemon_config(lab, tmp_path, slave)
     daemon = DaemonProcess(config).start()
     try:
         failed = daemon.wait("push.failed", timeout=60.0, slave=slave.name)

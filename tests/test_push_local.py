@@ -47,7 +47,7 @@ class Lines:
     def __init__(self) -> None:
         self.seen: list[tuple[str, str, str]] = []
 
-    def __call__(self, slave: str, stream: str, line: str) -> None:
+    def __call__(self, slave: str, stream: str, line: str, truncated: int = 0) -> None:
         self.seen.append((slave, stream, line))
 
 
@@ -121,7 +121,7 @@ def test_push_log_events() -> None:
     log.result(
         push.PushResult("d", False, "f" * 64, 0, 1.0, None, "host key CHANGED", "hostkey", False)
     )
-    log.result(push.PushResult("e", True, "f" * 64, 10, 1.0, 0, output_cut=True))
+    log.result(push.PushResult("e", True, "f" * 64, 10, 1.0, 0, output_cut=True, output_dropped=7))
     assert events[0] == ("info", "push.line", {"slave": "a", "stream": "stdout", "line": "hello"})
     assert events[1][:2] == ("info", "push.done")
     assert events[1][2]["serial"] == 9
@@ -138,7 +138,16 @@ def test_push_log_events() -> None:
     assert events[4][:2] == ("critical", "push.failed")
     # Cut output: one warning, then the result as usual.
     assert [e[:2] for e in events[5:]] == [("warning", "push.output_cut"), ("info", "push.done")]
-    assert events[5][2] == {"slave": "e", "max_lines": 1000, "max_bytes": 256 * 1024}
+    assert events[5][2] == {
+        "slave": "e",
+        "dropped_lines": 7,
+        "max_lines": 1000,
+        "max_bytes": 256 * 1024,
+    }
+    # A line cut at MAX_LINE says how many bytes it lost.
+    log.line("a", "stderr", "cut", 9)
+    cut = {"slave": "a", "stream": "stderr", "line": "cut", "truncated": 9}
+    assert events[-1] == ("info", "push.line", cut)
 
 
 # --------------------------------------------------------------------------- local receiver

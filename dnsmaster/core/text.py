@@ -7,7 +7,7 @@ message that quotes input goes through :func:`printable`.
 
 from __future__ import annotations
 
-__all__ = ["has_control", "printable"]
+__all__ = ["LineCutter", "has_control", "printable"]
 
 # C0 controls, DEL and the C1 controls (which some terminals obey as well).
 _CONTROL = frozenset([*range(0x20), 0x7F, *range(0x80, 0xA0)])
@@ -41,3 +41,62 @@ def printable(value: bytes | str) -> str:
 def has_control(value: str) -> bool:
     """Whether ``value`` holds a control character (a file name that could forge lines)."""
     return any(ord(c) in _CONTROL for c in value)
+
+
+class LineCutter:
+    """Splits a byte stream, chunk by chunk, into lines of at most ``limit`` bytes.
+
+    Output from a slave or a hook can be anything: no newline at all, a 10 MB line,
+    binary. Each line keeps its first ``limit`` bytes and counts the rest, so memory
+    stays bounded whatever arrives and the reader can say how much it cut.
+    """
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self._head = bytearray()
+        self._rest = 0  # bytes of the current line past its head
+        self._open = False  # bytes arrived since the last newline
+
+    def feed(self, chunk: bytes) -> list[tuple[bytes, int]]:
+        """The lines ``chunk`` ends, each as (its first ``limit`` bytes, bytes cut)."""
+        *ended, partial = chunk.split(b"\n")
+        lines = [self._close(part) for part in ended]
+        self._add(partial)
+        return lines
+
+    def skip(self, chunk: bytes) -> int:
+        """How many lines ``chunk`` ends, keeping none of them (past a budget: cheap,
+        since a flood of tiny lines would cost a Python object each)."""
+        ended = chunk.count(b"\n")
+        if ended:
+            self._head.clear()
+            self._rest = 0
+            self._open = not chunk.endswith(b"\n")
+        elif chunk:
+            self._open = True
+        return ended
+
+    def end(self) -> tuple[bytes, int] | None:
+        """The last line, when the stream stopped without a newline after it."""
+        return self._close(b"") if self._open else None
+
+    @property
+    def open(self) -> bool:
+        """Whether a line has begun and not ended."""
+        return self._open
+
+    def _add(self, part: bytes) -> None:
+        if not part:
+            return
+        self._open = True
+        room = max(0, self.limit - len(self._head))
+        self._head += part[:room]
+        self._rest += max(0, len(part) - room)
+
+    def _close(self, part: bytes) -> tuple[bytes, int]:
+        self._add(part)
+        line = (bytes(self._head), self._rest)
+        self._head.clear()
+        self._rest = 0
+        self._open = False
+        return line
