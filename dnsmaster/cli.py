@@ -753,15 +753,7 @@ def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
     if held is None:
         logger.info("guard.nothing_held", output=str(cfg.output), hint="dnsmaster push")
         return EXIT_OK
-    if not guarded.names(spec, held.serial, held.sha256):
-        logger.error(
-            "guard.not_accepted",
-            accepted=spec,
-            serial=held.serial,
-            sha256=held.sha256[:16],
-            error="--accept names another build than the one held; nothing pushed",
-            hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
-        )
+    if not _names_held(spec, held, logger):
         return EXIT_HELD
     logger.warning(
         "guard.accepted", serial=held.serial, sha256=held.sha256[:16], reason=held.reason
