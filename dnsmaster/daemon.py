@@ -41,6 +41,7 @@ import functools
 import hashlib
 import os
 import pwd
+import secrets
 import signal
 import socket
 import threading
@@ -556,6 +557,10 @@ class Daemon:
         self._idle = asyncio.Event()
         self._exit = EXIT_OK
         self.started = time.time()
+        #: Published in the state file: the heartbeat's monotonic clock is this boot's.
+        self.boot_id = statefile.this_boot()
+        #: Published in the state file: a hand-off request must name it (see handoff).
+        self.instance = secrets.token_hex(8)
         self.stopped: float | None = None
         self._logs: dict[str, PushLog] = {}
         self.hooks = Hooks(config.hooks, log)
@@ -617,6 +622,9 @@ class Daemon:
         snapshot = statefile.State(
             pid=os.getpid(),
             updated=time.time(),
+            monotonic=time.monotonic(),
+            boot_id=self.boot_id,
+            instance=self.instance,
             build=build,
             slaves=tuple(w.state for w in self.workers),
             heartbeat_interval=HEARTBEAT,
