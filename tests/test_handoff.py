@@ -143,6 +143,33 @@ def accept_after_restart(daemon: DaemonProcess, local: Local) -> None:
     assert daemon.stop() == 0
 
 
+def test_refusal_names_why() -> None:
+    """What the daemon checks in a request file, and says when it will not act."""
+    me = str(os.getpid())
+    later, earlier = f"{time.monotonic() + 60:.3f}", f"{time.monotonic() - 1:.3f}"
+    mine = handoff.parse_request(f"daemon=d1 asker={me} until={later} request=release id=x")
+    assert mine is not None
+    assert handoff.refusal(mine, "d1") is None
+    assert "another daemon" in str(handoff.refusal(mine, "d2"))
+    assert handoff.parse_request("to " + "a" * 64 + " x") is None  # the old format
+    assert "not a request" in str(handoff.refusal(None, "d1"))
+    late = handoff.parse_request(f"daemon=d1 asker={me} until={earlier}")
+    assert "gave up" in str(handoff.refusal(late, "d1"))
+    odd = handoff.parse_request("daemon=d1 asker=me until=soon")
+    assert "no number" in str(handoff.refusal(odd, "d1"))
+
+
+def test_withdraw_removes_only_its_own(tmp_path: Path) -> None:
+    flag = tmp_path / ROLLBACK_FILE
+    mine = handoff.write_request(flag, daemon="d1", timeout=60, request="release", id="a")
+    flag.write_text(mine.replace("id=a", "id=b"))  # another asker's since
+    assert not handoff.withdraw(flag, mine)
+    assert flag.exists()
+    mine = handoff.write_request(flag, daemon="d1", timeout=60, request="release", id="a")
+    assert handoff.withdraw(flag, mine)
+    assert not flag.exists()
+
+
 def test_the_running_daemon_acts_only_on_its_own_requests(tmp_path: Path) -> None:
     """A request for another daemon, or whose asker is gone, is discarded on SIGUSR2;
     one for this daemon, from a command that waits, is carried out."""

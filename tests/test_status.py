@@ -1030,6 +1030,17 @@ class TestMalformedState:
             (("zones",), "/etc\x00"),
             (("slaves", 0, "name"), "\ud800"),
         ],
+        ids=[
+            "last_success-text",
+            "stopped-text",
+            "updated-nan",
+            "updated-huge",
+            "pid-negative",
+            "pid-bool",
+            "verified-unknown-word",
+            "zones-nul",
+            "name-surrogate",
+        ],
     )
     def test_wrong_type_is_unknown(
         self, tmp_path: Path, where: tuple[str | int, ...], value: object
