@@ -78,10 +78,13 @@ status                         the highest that applies: 0 all ok; 1 the daemon 
                                run on the configuration file as it is (reload-failed,
                                changed, restart-needed); 3 a slave is not ok; 4 the build
                                is not current (none, failed, unbuilt, held, rollback); 5
-                               the daemon is not running; 2 usage or configuration; 111 no
-                               readable state file. --nagios: 0 OK, 1 WARNING, 2 CRITICAL,
-                               3 UNKNOWN. --live: 0 every slave serves the data, 3 one
-                               does not, 111 the data cannot be read
+                               the daemon is not running, or whether it runs cannot be
+                               told (unsure: its heartbeat is dated in the future); 2
+                               usage or configuration; 111 no readable state file, or one
+                               that is not a state file (the field is named). --nagios: 0
+                               OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. --live: 0 every slave
+                               serves the data, 3 one does not, 111 the data cannot be
+                               read
 doctor                         0 nothing failed (warnings allowed); 1 a check failed; 2
                                the configuration cannot be loaded
 run                            0 stopped by SIGTERM; 2 configuration; 70 an unexpected
@@ -1179,14 +1182,14 @@ def _hand_off(
     """
     import signal  # noqa: PLC0415
 
-    from dnsmaster import fsutil, handoff  # noqa: PLC0415
+    from dnsmaster import handoff  # noqa: PLC0415
     from dnsmaster import state as statefile  # noqa: PLC0415
-    from dnsmaster.core.banner import built_from  # noqa: PLC0415
     from dnsmaster.daemon import ACCEPT_FILE  # noqa: PLC0415
-    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
 
     signum = None
     held: statefile.HeldBuild | None = None
+    request: str | None = None
+    timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
     if accept is not None:
         try:
             held = statefile.read(cfg.state).held
@@ -1198,11 +1201,41 @@ def _hand_off(
             return EXIT_OK
         if not _names_held(accept, held, logger):
             return EXIT_HELD
+        name = handoff.instance(cfg.state, daemon)
+        if name is None:
+            logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
+            return EXIT_SYSTEM
         flag = cfg.output / ACCEPT_FILE
-        text = f"{held.sha256}\n".encode()
-        fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, text)), flag)])
+        request = handoff.write_request(flag, daemon=name, timeout=timeout, sha256=held.sha256)
         signum = signal.SIGUSR2
         logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
+    try:
+        return _follow_daemon(
+            cfg, daemon, builder, slaves, logger, repush=repush, held=held, signum=signum
+        )
+    finally:
+        # Unanswered (the daemon stopped, or this command was interrupted): no
+        # daemon may carry it out later, when nobody waits for it.
+        if request is not None and handoff.withdraw(cfg.output / ACCEPT_FILE, request):
+            logger.warning("handoff.withdrawn", daemon=daemon, file=ACCEPT_FILE)
+
+
+def _follow_daemon(
+    cfg: Config,
+    daemon: int,
+    builder: Builder,
+    slaves: Sequence[str],
+    logger: Any,
+    *,
+    repush: bool,
+    held: Any,
+    signum: int | None,
+) -> int:
+    """Signal the daemon for a build (a push again, an accept) and report it."""
+    from dnsmaster import handoff  # noqa: PLC0415
+    from dnsmaster.core.banner import built_from  # noqa: PLC0415
+    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
+
     try:
         if held is not None:
             fingerprint = held.fingerprint or ""
@@ -1220,7 +1253,7 @@ def _hand_off(
         "handoff.start",
         daemon=daemon,
         request="accept the held build"
-        if accept is not None
+        if held is not None
         else "push again"
         if repush
         else "build if changed",
@@ -1236,7 +1269,7 @@ def _hand_off(
         fingerprint=fingerprint,
         repush=repush,
         slaves=slaves,
-        timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
+        timeout=cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE,
         on_slave=_slave_reporter(logger),
         on_build=built,
         signum=signum,

@@ -41,6 +41,7 @@ import functools
 import hashlib
 import os
 import pwd
+import secrets
 import signal
 import socket
 import threading
@@ -50,7 +51,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dnsmaster import config as configuration
-from dnsmaster import fsutil, guarded, metrics, reload, rollback
+from dnsmaster import fsutil, guarded, handoff, metrics, reload, rollback
 from dnsmaster import state as statefile
 from dnsmaster.archive import Archive
 from dnsmaster.build import Builder, BuildResult
@@ -93,14 +94,20 @@ VERIFY_ZONES = 20
 #: State file updates within this many seconds are written together.
 STATE_DELAY = 0.05
 
-#: Written by ``push --accept`` in the output directory: the sha256 of the held build
-#: the operator accepts (then SIGUSR2).
+#: Written by ``push --accept`` in the output directory (then SIGUSR2):
+#: ``sha256=HELD`` the held build the operator accepts, with the words of every
+#: request file (:func:`dnsmaster.handoff.write_request`: the daemon asked, the
+#: asker and until when it waits).
 ACCEPT_FILE = ".dnsmaster-accept"
 
 #: Written by ``dnsmaster rollback`` in the output directory, then SIGUSR2:
-#: ``to KEPT_SHA256 ID`` (roll back to that kept build) or ``release ID``. The
-#: daemon answers in its state file (``request``: the id, and the error if any).
+#: ``request=to kept=KEPT_SHA256 id=ID`` (roll back to that kept build) or
+#: ``request=release id=ID``, with the words of every request file. The daemon
+#: answers in its state file (``request``: the id, and the error if any).
 ROLLBACK_FILE = ".dnsmaster-rollback"
+
+#: The hand-off files; any found at start was written for an earlier daemon.
+HANDOFF_FILES = (ACCEPT_FILE, ROLLBACK_FILE)
 
 #: A slave parked on a host key error looks at known_hosts this often.
 HOLD_POLL = 1.0
@@ -557,6 +564,10 @@ class Daemon:
         self._idle = asyncio.Event()
         self._exit = EXIT_OK
         self.started = time.time()
+        #: Published in the state file: the heartbeat's monotonic clock is this boot's.
+        self.boot_id = statefile.this_boot()
+        #: Published in the state file: a hand-off request must name it (see handoff).
+        self.instance = secrets.token_hex(8)
         self.stopped: float | None = None
         self._logs: dict[str, PushLog] = {}
         self.hooks = Hooks(config.hooks, log)
@@ -574,6 +585,8 @@ class Daemon:
         self.request: statefile.RequestAnswer | None = None
         #: One writer of the output directory at a time: a build or a rollback.
         self._writer = asyncio.Lock()
+        #: This daemon holds the output directory's lock: the hand-off files are its.
+        self._owner = False
         self._release = asyncio.Event()
         #: The configuration file as it was read at start or by the last SIGHUP.
         self.config_state = _config_state(config.path, _stamp(config.path), time.time())
@@ -618,6 +631,9 @@ class Daemon:
         snapshot = statefile.State(
             pid=os.getpid(),
             updated=time.time(),
+            monotonic=time.monotonic(),
+            boot_id=self.boot_id,
+            instance=self.instance,
             build=build,
             slaves=tuple(w.state for w in self.workers),
             heartbeat_interval=HEARTBEAT,
@@ -850,15 +866,49 @@ class Daemon:
             "guard.held", serial=held.serial, reason=held.reason, since=held.since, by=held.by
         )
 
-    def _accept(self) -> None:
-        """SIGUSR2 from ``push --accept``: push the held build, if it is the one accepted."""
-        flag = self.config.output / ACCEPT_FILE
+    def _take(self, name: str) -> dict[str, str] | None:
+        """The request in hand-off file ``name``, if it is one for this daemon whose
+        asker still waits; the file is removed either way (``handoff.discarded``)."""
+        flag = self.config.output / name
         try:
-            accepted = flag.read_text().strip()
+            text = flag.read_bytes()[:4096].decode("ascii", "replace")
         except OSError:
-            accepted = ""
+            return None
         with contextlib.suppress(OSError):
             flag.unlink()
+        request = handoff.parse_request(text)
+        why = handoff.refusal(request, self.instance)
+        if why is not None:
+            self.log.warning("handoff.discarded", file=name, reason=why)
+            return None
+        return request
+
+    def _discard_handoffs(self) -> None:
+        """At start: a hand-off file is an earlier daemon's (killed before it answered,
+        or its asker killed): nobody waits for it now. Carried out later, on another
+        operator's signal, it would roll back or release what nobody asked for."""
+        for name in HANDOFF_FILES:
+            flag = self.config.output / name
+            with contextlib.suppress(FileNotFoundError):
+                flag.unlink()
+                self.log.warning("handoff.discarded", file=name, reason="left by an earlier daemon")
+
+    def _handoff(self) -> None:
+        """SIGUSR2: act on the hand-off files written for this daemon (a rollback, an
+        accept, or both at once: signals sent together arrive as one)."""
+        if not self._owner:
+            # Waiting for the lock: the files are the running daemon's, not ours.
+            return
+        rolling = self._take(ROLLBACK_FILE)
+        if rolling is not None:
+            self._start(self._requested(rolling), "rollback", forever=False)
+        accept = self._take(ACCEPT_FILE)
+        if accept is not None or rolling is None:
+            self._accept(accept)
+
+    def _accept(self, request: dict[str, str] | None) -> None:
+        """``push --accept``: push the held build, if it is the one accepted."""
+        accepted = (request or {}).get("sha256", "")
         held = self.held_build
         if held is None or accepted != held.sha256:
             self.log.warning("guard.not_accepted", accepted=accepted[:16] or None)
@@ -869,29 +919,23 @@ class Daemon:
         for worker in self.workers:
             worker.wake()
 
-    async def _requested(self) -> None:
-        """SIGUSR2 with ROLLBACK_FILE: roll back, or release; answer in the state file."""
-        flag = self.config.output / ROLLBACK_FILE
+    async def _requested(self, request: dict[str, str]) -> None:
+        """``dnsmaster rollback``: roll back, or release; answer in the state file."""
+        ident = request.get("id", "")
+        what = request.get("request")
         try:
-            words = flag.read_bytes().decode("ascii", "replace").split()
-        except OSError:
-            return
-        with contextlib.suppress(OSError):
-            flag.unlink()
-        ident = words[-1] if len(words) > 1 else ""
-        try:
-            if words[:1] == ["to"] and len(words) == 3:
-                await self._roll_back(words[1])
-            elif words[:1] == ["release"] and len(words) == 2:
+            if what == "to" and "kept" in request:
+                await self._roll_back(request["kept"])
+            elif what == "release":
                 await self._release_hold()
             else:
-                raise ArchiveError(str(flag), f"not a request: {' '.join(words)[:80]!r}")
+                raise ArchiveError(ROLLBACK_FILE, f"not a request: {what!r:.80}")
         except ArchiveError as exc:
             self.log.error("rollback.failed", path=exc.path, error=exc.reason)
             self.request = statefile.RequestAnswer(ident, str(exc))
         except MemoryError:
             # An operator's request that cannot be done fails alone, not the daemon.
-            self.log.error("rollback.failed", path=str(flag), error="out of memory")
+            self.log.error("rollback.failed", path=ROLLBACK_FILE, error="out of memory")
             self.request = statefile.RequestAnswer(ident, "out of memory")
         else:
             self.request = statefile.RequestAnswer(ident)
@@ -1091,10 +1135,7 @@ class Daemon:
         if signum == signal.SIGHUP:
             self._start(self._sighup(), "reload", forever=False)
         elif signum == signal.SIGUSR2:
-            if (self.config.output / ROLLBACK_FILE).exists():
-                self._start(self._requested(), "rollback", forever=False)
-            else:
-                self._accept()
+            self._handoff()
         elif signum == signal.SIGUSR1:
             # A build or push by hand, handed to us: build if the zones changed.
             self.rescan("sigusr1")
@@ -1409,6 +1450,8 @@ class Daemon:
 
     async def _serve(self) -> int:
         cfg = self.config
+        self._discard_handoffs()
+        self._owner = True
         self._watcher = self._watch()
         self.log.info(
             "daemon.start",

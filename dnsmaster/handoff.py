@@ -8,6 +8,15 @@ serves. So the command hands its request to the daemon instead, with a signal
 every slave again), then follows the daemon's state file and prints each slave's
 outcome as the daemon reports it, so the terminal shows what it always showed.
 
+A request that needs more than a signal (``push --accept``, ``rollback``) is a
+flag file in the output directory. Such a file is carried out only by the daemon
+it was written for, and only while its asker waits: it names the daemon's
+``instance`` (new at each start, published in the state file), the asker's pid and
+the monotonic time the asker gives up (:func:`write_request`). The daemon discards
+anything else it finds (:func:`refusal`), at start too, and the asker removes its
+own request when it gives up (:func:`withdraw`): a request left behind by a killed
+daemon or asker is never carried out later, on another operator's signal.
+
 A request for a slave the daemon does not run (added to the configuration file
 after the daemon loaded it) would wait for an outcome that never comes:
 :func:`unknown_slaves` finds it first, from the slaves the daemon's state file
@@ -20,25 +29,43 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
+import threading
 import time
-from collections.abc import Callable, Collection
+from collections.abc import Callable, Collection, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
 from dnsmaster import state as statefile
 
 __all__ = [
+    "GRACE",
+    "NO_INSTANCE",
     "SIGHUP_HOW",
     "Outcome",
     "config_behind",
     "daemon_pid",
     "follow",
     "follow_request",
+    "instance",
+    "parse_request",
+    "refusal",
     "unknown_slaves",
+    "withdraw",
+    "write_request",
 ]
 
 #: How often the state file is read while following the daemon.
 POLL = 0.1
+
+#: Beyond the push timeout and the quiet period, how long an asker waits for the
+#: daemon to act on its request.
+GRACE = 60.0
+
+#: Why a request cannot be written for the daemon (:func:`instance` is None).
+NO_INSTANCE = (
+    "the daemon's state file does not name it for a hand-off (it is restarting, or "
+    "an older dnsmaster that cannot be asked safely): try again, or restart it"
+)
 
 #: How an operator has the daemon read its configuration file again.
 SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
@@ -92,6 +119,65 @@ def daemon_pid(state_path: Path) -> int | None:
     if state.stopped is not None or not _alive(state.pid):
         return None
     return state.pid
+
+
+def instance(state_path: Path, pid: int) -> str | None:
+    """The hand-off name of daemon ``pid`` (the state file's ``instance``); None when
+    the file is another daemon's now, or the daemon names none (an older one)."""
+    state = _read(state_path)
+    if state is None or state.pid != pid:
+        return None
+    return state.instance
+
+
+def write_request(path: Path, *, daemon: str, timeout: float, **words: str) -> str:
+    """Write the request file ``path`` for daemon ``daemon`` (its instance), with
+    ``words``; it holds while this process waits, ``timeout`` seconds. The text
+    written, to :func:`withdraw` it with."""
+    from dnsmaster import fsutil  # noqa: PLC0415
+
+    until = time.monotonic() + timeout
+    fields = {"daemon": daemon, "asker": str(os.getpid()), "until": f"{until:.3f}", **words}
+    text = " ".join(f"{k}={v}" for k, v in fields.items()) + "\n"
+    payload = text.encode()
+    fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, payload)), path)])
+    return text
+
+
+def withdraw(path: Path, text: str) -> bool:
+    """Remove the request ``text`` at ``path`` if it is still there (the asker gives
+    up, or is interrupted): no daemon may act on it later. Whether it was there."""
+    with contextlib.suppress(OSError):
+        if path.read_text(errors="replace") == text:
+            path.unlink()
+            return True
+    return False
+
+
+def parse_request(text: str) -> dict[str, str] | None:
+    """A request file's ``key=value`` words; None when it is not one."""
+    words = text.split()
+    if not words or any("=" not in w for w in words):
+        return None
+    fields = dict(w.split("=", 1) for w in words)
+    return fields if {"daemon", "asker", "until"} <= fields.keys() else None
+
+
+def refusal(request: dict[str, str] | None, instance: str) -> str | None:
+    """Why daemon ``instance`` must not carry out ``request`` (None: it may)."""
+    if request is None:
+        return "not a request (written by another version of dnsmaster?)"
+    if request["daemon"] != instance:
+        return "written for another daemon (one that is gone: killed or restarted)"
+    try:
+        asker, until = int(request["asker"]), float(request["until"])
+    except ValueError:
+        return "not a request: asker or until is no number"
+    if until < time.monotonic():
+        return "its asker gave up waiting"
+    if asker < 1 or not _alive(asker):
+        return f"its asker (pid {asker}) is gone"
+    return None
 
 
 def unknown_slaves(
@@ -321,6 +407,48 @@ def _follow(
     repush: bool,
 ) -> Outcome:
     """Read the state file until ``find`` ends the request or every slave reported."""
+    with _interruptible():
+        return _poll(
+            state_path,
+            pid,
+            asked=asked,
+            timeout=timeout,
+            slaves=slaves,
+            on_slave=on_slave,
+            on_build=on_build,
+            find=find,
+            repush=repush,
+        )
+
+
+@contextlib.contextmanager
+def _interruptible() -> Iterator[None]:
+    """^C ends the wait at once (KeyboardInterrupt), and the asker's ``finally``
+    withdraws its request. The commands wait inside ``asyncio.run``, whose SIGINT
+    handler only cancels the main task: a task that cannot run until this blocking
+    wait ends, minutes later."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _poll(
+    state_path: Path,
+    pid: int,
+    *,
+    asked: float,
+    timeout: float,
+    slaves: Collection[str],
+    on_slave: Callable[[str, statefile.SlaveState], None],
+    on_build: Callable[[statefile.BuildState], None] | None,
+    find: _Find,
+    repush: bool,
+) -> Outcome:
     deadline = time.monotonic() + timeout
     build: statefile.BuildState | None = None
     reported: dict[str, str | None] = {}

@@ -16,7 +16,7 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsmaster import cli, fsutil, handoff, rollback
+from dnsmaster import cli, handoff, rollback
 from dnsmaster.archive import Archive, Kept
 from dnsmaster.errors import ArchiveError, BuildError
 
@@ -124,12 +124,16 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         except (BuildError, DataErrors) as exc:
             logger.error("build.failed", error=str(exc), changed=False)
             return cli.EXIT_SYSTEM
-        text = f"release {ident}\n"
+        words = {"request": "release", "id": ident}
     else:
-        text = f"to {kept.sha256} {ident}\n"
+        words = {"request": "to", "kept": kept.sha256, "id": ident}
+    name = handoff.instance(cfg.state, daemon)
+    if name is None:
+        logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
+        return cli.EXIT_SYSTEM
     flag = cfg.output / ROLLBACK_FILE
-    payload = text.encode()
-    fsutil.publish([(fsutil.stage(flag, lambda fd: fsutil.write_all(fd, payload)), flag)])
+    timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
+    text = handoff.write_request(flag, daemon=name, timeout=timeout, **words)
     logger.info(
         "handoff.start",
         daemon=daemon,
@@ -142,16 +146,22 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         logger.info(event, serial=build.serial, sha256=build.sha256[:16], by="daemon")
 
     names = [s.name for s in cfg.slaves]
-    outcome = handoff.follow_request(
-        cfg.state,
-        daemon,
-        ident,
-        fingerprint=fingerprint,
-        slaves=names,
-        timeout=cfg.push.timeout + cfg.daemon.max_delay + 60,
-        on_slave=cli._slave_reporter(logger),
-        on_build=built,
-    )
+    try:
+        outcome = handoff.follow_request(
+            cfg.state,
+            daemon,
+            ident,
+            fingerprint=fingerprint,
+            slaves=names,
+            timeout=timeout,
+            on_slave=cli._slave_reporter(logger),
+            on_build=built,
+        )
+    finally:
+        # Unanswered (the daemon stopped, or this command was interrupted): no
+        # daemon may carry it out later, when nobody waits for it.
+        if handoff.withdraw(flag, text):
+            logger.warning("handoff.withdrawn", daemon=daemon, file=ROLLBACK_FILE)
     if outcome.error is not None:
         logger.error("rollback.failed", error=outcome.error, by="daemon")
         return cli.EXIT_SYSTEM

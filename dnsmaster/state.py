@@ -15,11 +15,14 @@ judges health from them and :mod:`dnsmaster.metrics` exports them.
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Mapping
-from dataclasses import asdict, dataclass, field, fields
+import math
+import types
+from collections.abc import Callable, Mapping
+from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from dnsmaster import fsutil
 from dnsmaster.archive import DIRECTORY
@@ -41,6 +44,7 @@ __all__ = [
     "read_last_pushed",
     "read_pushed",
     "record_pushed",
+    "this_boot",
     "write",
     "write_pushed",
 ]
@@ -219,6 +223,27 @@ class State:
     #: The configuration it runs on (None: a daemon that does not say). Its slaves
     #: are ``slaves``: a slave of the file missing there was added after the start.
     config: ConfigState | None = None
+    #: ``time.monotonic()`` when ``updated`` was taken, and the kernel's boot id
+    #: then (:func:`this_boot`): a reader on the same boot measures the heartbeat's
+    #: age on the monotonic clock, which a wall clock stepped back does not move.
+    monotonic: float | None = None
+    boot_id: str | None = None
+    #: This daemon's own name for hand-offs, new at each start: a request written
+    #: for it (``dnsmaster rollback``, ``push --accept``) names it, and any other
+    #: daemon discards the request instead of acting on it.
+    instance: str | None = None
+
+
+#: Where Linux says which boot this is: the same id means the same monotonic clock.
+BOOT_ID = Path("/proc/sys/kernel/random/boot_id")
+
+
+def this_boot() -> str | None:
+    """The kernel's boot id, None where there is none (not Linux, no /proc)."""
+    try:
+        return BOOT_ID.read_text().strip() or None
+    except OSError:
+        return None
 
 
 def write(path: Path, state: State) -> None:
@@ -228,46 +253,136 @@ def write(path: Path, state: State) -> None:
     fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])
 
 
-def _known(cls: type, table: dict[str, Any]) -> dict[str, Any]:
-    """The keys of ``table`` that ``cls`` has: a newer daemon's extras are left out."""
-    names = {f.name for f in fields(cls)}
-    return {k: v for k, v in table.items() if k in names}
-
-
 def read(path: Path) -> State:
-    """Read a state file; raises OSError or ValueError (bad JSON or shape)."""
-    document: dict[str, Any] = json.loads(path.read_bytes())
-    if not isinstance(document, dict):
-        raise ValueError("not a JSON object")
-    if document.get("format") != FORMAT:
-        raise ValueError(f"unknown state format {document.get('format')!r}")
+    """Read a state file; raises OSError or ValueError (bad JSON, shape or type).
+
+    Every field is checked against its type here, so that whoever judges the state
+    (``status``, a hand-off, the metrics) never meets a string where a time should
+    be: a file that is not exactly a state file is an error, never a guess.
+    """
     try:
-        build = document.get("build")
-        top = _known(State, document)
-        top["pid"] = int(document["pid"])
-        top["updated"] = float(document["updated"])
-        top["build"] = BuildState(**_known(BuildState, build)) if build else None
-        held = document.get("held")
-        top["held"] = HeldBuild(**_known(HeldBuild, held)) if held else None
-        rollback = document.get("rollback")
-        top["rollback"] = RollbackState(**_known(RollbackState, rollback)) if rollback else None
-        request = document.get("request")
-        top["request"] = RequestAnswer(**_known(RequestAnswer, request)) if request else None
-        top["config"] = _config_state(document.get("config"))
-        top["slaves"] = tuple(
-            SlaveState(**_known(SlaveState, s)) for s in document.get("slaves", ())
+        document = json.loads(path.read_bytes())
+    except RecursionError:
+        raise ValueError("not a dnsmaster state file: JSON nested too deeply") from None
+    if not isinstance(document, dict):
+        raise ValueError("not a dnsmaster state file: not a JSON object")
+    if document.get("format") != FORMAT:
+        raise ValueError(f"unknown state format {_shown(document.get('format'))}")
+    state: State = _load(State, document, "")
+    if state.pid < 1:
+        raise ValueError(f"not a dnsmaster state file: pid: {state.pid} is no process id")
+    return state
+
+
+class _Malformed(ValueError):
+    """One field of the wrong type; :func:`read` names the file's problem with it."""
+
+    def __init__(self, where: str, wanted: str, value: object) -> None:
+        super().__init__(
+            f"not a dnsmaster state file: {where or 'the document'}: {wanted} expected, "
+            f"found {_shown(value)}"
         )
-        return State(**top)
-    except (KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"not a dnsmaster state file: {type(exc).__name__}: {exc}") from None
 
 
-def _config_state(table: dict[str, Any] | None) -> ConfigState | None:
-    if not table:
-        return None
-    known = _known(ConfigState, table)
-    known["restart_needed"] = tuple(known.get("restart_needed", ()))
-    return ConfigState(**known)
+def _shown(value: object) -> str:
+    """A value as the error shows it: its JSON type, and a short repr."""
+    kind = {dict: "object", list: "array", str: "string", bool: "boolean"}.get(
+        type(value), "number" if isinstance(value, int | float) else "null"
+    )
+    text = repr(value)
+    return f"{kind} {text[:40] + '...' if len(text) > 40 else text}"
+
+
+@functools.cache
+def _hints(cls: type) -> dict[str, Any]:
+    return get_type_hints(cls)
+
+
+def _load(cls: type, table: object, where: str) -> Any:
+    """``table`` (parsed JSON) as a ``cls``, every field checked; keys ``cls`` does not
+    have (a newer daemon's) are left out, fields it does not hold take their default."""
+    if not isinstance(table, dict):
+        raise _Malformed(where, "an object", table)
+    hints = _hints(cls)
+    values: dict[str, Any] = {}
+    for f in fields(cls):
+        name = f"{where}.{f.name}" if where else f.name
+        if f.name in table:
+            values[f.name] = _check(table[f.name], hints[f.name], name)
+        elif f.default is MISSING and f.default_factory is MISSING:
+            raise _Malformed(name, "a value", None)
+    return cls(**values)
+
+
+def _check(value: object, hint: Any, where: str) -> Any:
+    """``value`` if it is of type ``hint`` (as the dataclasses above use them)."""
+    origin = get_origin(hint)
+    if origin in (Union, types.UnionType):
+        if value is None and type(None) in get_args(hint):
+            return None
+        (inner,) = (a for a in get_args(hint) if a is not type(None))
+        return _check(value, inner, where)
+    if origin is Literal:
+        if not isinstance(value, str) or value not in get_args(hint):
+            raise _Malformed(where, "one of " + ", ".join(get_args(hint)), value)
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise _Malformed(where, "an array", value)
+        inner = get_args(hint)[0]
+        return tuple(_check(v, inner, f"{where}[{i}]") for i, v in enumerate(value))
+    if is_dataclass(hint):
+        return _load(hint, value, where)  # type: ignore[arg-type]
+    return _SCALARS[hint](value, where)
+
+
+def _boolean(value: object, where: str) -> bool:
+    if not isinstance(value, bool):
+        raise _Malformed(where, "true or false", value)
+    return value
+
+
+def _integer(value: object, where: str) -> int:
+    # JSON's true is no count: bool is an int to Python, not here.
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise _Malformed(where, "an integer", value)
+    return value
+
+
+def _number(value: object, where: str) -> float:
+    """A finite number: NaN compares false with everything, and would pass any test
+    of age; a huge integer overflows the arithmetic of ages."""
+    if isinstance(value, int | float) and not isinstance(value, bool):
+        try:
+            number = float(value)
+        except OverflowError:
+            number = math.inf
+        if math.isfinite(number):
+            return number
+    raise _Malformed(where, "a finite number", value)
+
+
+def _text(value: object, where: str) -> str:
+    """A string that can be printed: a lone surrogate (``"\\ud800"`` in JSON) cannot be
+    encoded, and would stop ``status`` at its first write instead of the reader here."""
+    if isinstance(value, str):
+        try:
+            value.encode()
+        except UnicodeEncodeError:
+            raise _Malformed(where, "text", value) from None
+        if "\0" in value:
+            # No path, name or reason holds one; as a path it stops os calls cold.
+            raise _Malformed(where, "text without NUL", value)
+        return value
+    raise _Malformed(where, "a string", value)
+
+
+_SCALARS: dict[object, Callable[[object, str], Any]] = {
+    bool: _boolean,
+    int: _integer,
+    float: _number,
+    str: _text,
+}
 
 
 @dataclass(frozen=True, slots=True)

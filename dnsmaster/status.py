@@ -8,7 +8,9 @@ state with the reason and what to do:
 ========= ===========================================================================
 daemon    ``running``; ``stopped`` (SIGTERM, cleanly); ``dead`` (its pid is gone, or
           it wrote no heartbeat for 3 intervals on another host); ``hung`` (its pid
-          runs but its heartbeat is 3 intervals old)
+          runs but its heartbeat is 3 intervals old); ``unsure`` (its heartbeat
+          is dated in the future: the clock stepped back, and its age cannot be
+          told; UNKNOWN for ``--nagios``)
 build     ``ok``; ``none`` (never built); ``failed`` (the last build failed: the
           zones have errors); ``unbuilt`` (the zones changed since the last build);
           ``unreadable`` (status cannot read the zones to compare); ``held`` (the
@@ -33,8 +35,9 @@ passed in. :func:`report` does that I/O; :func:`main` is the command.
 Exit statuses of the plain command (``--json`` too), the highest that applies:
 0 all ok; 1 the daemon does not run on the configuration file as it is (config
 above); 3 a slave is not ok; 4 the build is not current (none, failed, unbuilt,
-unreadable); 5 the daemon is not running; 2 usage or configuration error; 111 the
-state file cannot be read. ``--nagios`` uses Nagios' own (0 OK, 1 WARNING, 2
+unreadable); 5 the daemon is not running (or, ``unsure``, whether it runs cannot be
+told); 2 usage or configuration error; 111 the state file cannot be read or is not
+a state file (a field of the wrong type). ``--nagios`` uses Nagios' own (0 OK, 1 WARNING, 2
 CRITICAL, 3 UNKNOWN); ``--live`` exits 0 when every slave has and serves the
 master's data, 3 when one does not, 111 when the master's data cannot be read.
 """
@@ -97,6 +100,9 @@ EXIT_SYSTEM = 111
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 _NAGIOS_WORDS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")
+#: Which status wins when problems differ: one known to be bad says more than one
+#: that cannot be told (the order of the Nagios plugins' ``max_state_alt``).
+_NAGIOS_RANK = (NAGIOS_OK, NAGIOS_UNKNOWN, NAGIOS_WARNING, NAGIOS_CRITICAL)
 #: Longest plugin text before the perfdata: Nagios keeps 4 KiB of output in all.
 _NAGIOS_TEXT_MAX = 1000
 
@@ -105,6 +111,11 @@ _NAGIOS_TEXT_MAX = 1000
 #: quiet period, does not page anyone.
 WARNING_SECONDS = 120.0
 CRITICAL_SECONDS = 600.0
+
+#: A heartbeat dated this many seconds ahead of the clock is not believed: the
+#: clock stepped back since it was written (or another host's clock is ahead), and
+#: its age cannot be told from the wall clock. Below it: the two clocks' jitter.
+FUTURE_TOLERANCE = 5.0
 
 #: Zones asked for over DNS by ``--live`` (as the daemon asks after a push).
 LIVE_ZONES = 20
@@ -133,6 +144,8 @@ class Finding:
     #: (a rollback) or left half done (a config the daemon could not reload), to be
     #: seen but not to page anyone.
     chosen: bool = False
+    #: Cannot be judged (the heartbeat is dated in the future): UNKNOWN for Nagios.
+    unknown: bool = False
 
     @property
     def ok(self) -> bool:
@@ -162,6 +175,13 @@ class Report:
     slaves: tuple[Finding, ...] = field(default=())
     #: The configuration, when the daemon does not run on the file as it is.
     config: Finding | None = None
+    #: The heartbeat's age, measured (:func:`heartbeat_age`); None: ``now`` minus
+    #: the time it was written.
+    beat: float | None = None
+
+    @property
+    def heartbeat_age(self) -> float:
+        return self.now - self.state.updated if self.beat is None else self.beat
 
     @property
     def problems(self) -> list[Finding]:
@@ -206,14 +226,32 @@ def _when(stamp: float | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(stamp))
 
 
-def judge_daemon(state: State, *, now: float, alive: bool | None) -> Finding:
+def heartbeat_age(
+    state: State, *, now: float, boot_id: str | None, monotonic: float
+) -> float | None:
+    """How old the heartbeat is by the monotonic clock, when the reader is on the
+    daemon's boot (``boot_id``, ``monotonic`` the reader's); None: it cannot say,
+    the wall clock (``now - state.updated``) has to do.
+
+    The wall clock can be stepped back (NTP, an operator): a hung daemon's last
+    heartbeat then looks fresh for as long as the step. The monotonic clock cannot.
+    """
+    if state.monotonic is None or boot_id is None or state.boot_id != boot_id:
+        return None
+    return monotonic - state.monotonic
+
+
+def judge_daemon(
+    state: State, *, now: float, alive: bool | None, beat: float | None = None
+) -> Finding:
     """Whether the daemon that wrote ``state`` still runs.
 
     ``alive`` is whether its pid runs (a zombie does not), None when that cannot be
-    told (the file was written on another host).
+    told (the file was written on another host). ``beat`` is the heartbeat's age
+    measured on the monotonic clock (:func:`heartbeat_age`); None: by the wall clock.
     """
     pid = state.pid
-    beat = now - state.updated
+    beat = now - state.updated if beat is None else beat
     interval = state.heartbeat_interval
     late = interval is not None and beat > HEARTBEAT_MISSES * interval
     restart = (
@@ -236,6 +274,8 @@ def judge_daemon(state: State, *, now: float, alive: bool | None) -> Finding:
             restart,
             state.updated,
         )
+    if beat < -FUTURE_TOLERANCE:
+        return _unsure(state, -beat, alive=alive)
     if late:
         promised = f"it promised one every {interval:g} s"
         if alive is None:
@@ -256,6 +296,22 @@ def judge_daemon(state: State, *, now: float, alive: bool | None) -> Finding:
     where = f" on {state.host}" if alive is None and state.host else ""
     every = f" (every {interval:g} s)" if interval is not None else ""
     return Finding("daemon", "running", f"pid {pid}{where}, heartbeat {ago(beat)} ago{every}")
+
+
+def _unsure(state: State, ahead: float, *, alive: bool | None) -> Finding:
+    """A heartbeat dated in the future: how old it is cannot be told, so neither can
+    a hung daemon from a live one (nor, on another host, a dead one)."""
+    where = "" if alive is True else f" on {state.host}" if state.host else ""
+    return Finding(
+        "daemon",
+        "unsure",
+        f"the heartbeat is {ahead:.0f} s in the future: the clock stepped back? (pid "
+        f"{state.pid}{where}; its age cannot be told until it writes the next one)",
+        "check the clock (timedatectl, chronyc tracking); a daemon that runs writes a "
+        f"new heartbeat within {state.heartbeat_interval or 10:g} s, one that does not "
+        "is hung or dead: restart it",
+        unknown=True,
+    )
 
 
 def judge_build(state: State, zones: ZonesCheck, *, now: float) -> Finding:
@@ -544,17 +600,20 @@ def judge(
     verifies: Mapping[str, bool] | None = None,
     config_file: FileStamp | None = None,
     config_error: str | None = None,
+    beat: float | None = None,
 ) -> Report:
     """The whole report, from measurements made elsewhere (pure).
 
     ``config_file`` is the configuration file's stamp now, ``config_error`` why it
-    does not load now (see :func:`judge_config`).
+    does not load now (see :func:`judge_config`); ``beat`` the heartbeat's age on
+    the monotonic clock (:func:`heartbeat_age`).
     """
     verifies = verifies or {}
-    daemon = judge_daemon(state, now=now, alive=alive)
+    daemon = judge_daemon(state, now=now, alive=alive, beat=beat)
     return Report(
         now=now,
         state=state,
+        beat=beat,
         # Only a running daemon has a configuration to be behind the file.
         config=judge_config(state, file=config_file, load_error=config_error)
         if daemon.ok
@@ -696,9 +755,15 @@ def report(
         stamp: FileStamp | None = reload.stamp(cfg.path)
     except OSError:
         stamp = None
+    wall = time.time()
+    now = wall if now is None else now
+    # A ``now`` given (a report as of another time) moves the monotonic clock too.
+    clock = time.monotonic() + (now - wall)
+    beat = heartbeat_age(state, now=now, boot_id=statefile.this_boot(), monotonic=clock)
     return judge(
         state,
-        now=time.time() if now is None else now,
+        now=now,
+        beat=beat,
         alive=pid_alive(state.pid) if _same_host(state) else None,
         zones=check_zones(cfg, state),
         verifies=_verifies(cfg),
@@ -801,7 +866,9 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
     for f in rep.problems:
         age = rep.now - (f.since if f.since is not None else rep.now)
         at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
-        if f.chosen:
+        if f.unknown:
+            level = NAGIOS_UNKNOWN
+        elif f.chosen:
             level = NAGIOS_WARNING
         elif f.subject == "config":
             # The daemon works on, on the configuration it loaded: worth a look, no page.
@@ -812,7 +879,7 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
             level = NAGIOS_WARNING
         else:
             level = NAGIOS_OK
-        code = max(code, level)
+        code = max(code, level, key=_NAGIOS_RANK.index)
     build = rep.state.build
     total = len(rep.slaves)
     ok = rep.count(("ok",))
@@ -837,7 +904,7 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
         f"slaves_behind={rep.count(SLAVE_BEHIND)}{n}",
         f"slaves_failing={rep.count(SLAVE_FAILING)}{n}",
         _perf_seconds("build_age", rep.now - build.time if build else None),
-        _perf_seconds("heartbeat_age", rep.now - rep.state.updated),
+        _perf_seconds("heartbeat_age", rep.heartbeat_age),
     ]
     perf += [
         _perf_seconds(
@@ -1162,9 +1229,16 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
         why = describe(exc) if isinstance(exc, OSError) else str(exc)
         hint = " (has the daemon ever run?)" if isinstance(exc, FileNotFoundError) else ""
         return unknown(f"{cfg.state}: cannot read the daemon's state: {why}{hint}", EXIT_SYSTEM)
-    rep = report(cfg, current, config_error=config_error)
-    if mode_nagios:
+    try:
+        rep = report(cfg, current, config_error=config_error)
         code, line = nagios(rep, warning=args.warning, critical=args.critical)
+    except (ValueError, TypeError, ArithmeticError, RecursionError) as exc:
+        # :func:`statefile.read` checks every field; this is for what it cannot
+        # know (a path that is no directory's): a plugin's traceback exits 1, which
+        # Nagios takes for WARNING, a claim about the daemon nobody measured.
+        why = f"{type(exc).__name__}: {exc}"
+        return unknown(f"{cfg.state}: cannot judge the daemon's state: {why}", EXIT_SYSTEM)
+    if mode_nagios:
         out.write(line + "\n")
         return code
     if args.json:

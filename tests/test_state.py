@@ -122,7 +122,20 @@ class TestStateFile:
 
     @pytest.mark.parametrize(
         "text",
-        ["[]", '{"format": 1}', '{"format": 1, "pid": 1, "updated": 1, "build": 5}', "{"],
+        [
+            "[]",
+            '{"format": 1}',
+            '{"format": 1, "pid": 1, "updated": 1, "build": 5}',
+            "{",
+            '{"format": 1, "pid": 1, "updated": "now", "build": null}',
+            '{"format": 1, "pid": "1", "updated": 1, "build": null}',
+            '{"format": 1, "pid": 1, "updated": 1, "build": null, "stopped": "yes"}',
+            '{"format": 1, "pid": 1, "updated": NaN, "build": null}',
+            '{"format": 1, "pid": 1, "updated": 1, "build": null, "slaves": [{"name": 2}]}',
+            '{"format": 1, "pid": 1, "updated": 1, "build": null, "slaves": {}}',
+            '{"format": 1, "pid": 1, "updated": 1, "build": {"sha256": "a", "serial": 1}}',
+            '{"format": 1, "pid": ' + "[" * 100_000,
+        ],
     )
     def test_bad_shape_is_value_error(self, tmp_path: Path, text: str) -> None:
         """Whatever is wrong with the file, the reader raises ValueError only."""

@@ -8,7 +8,9 @@ The end-to-end tests that rely on the daemon filling the newer state fields
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
+import io
 import json
 import os
 import re
@@ -954,3 +956,239 @@ class TestLive:
         assert by_name[c.name]["served"][0][2] == serial
         assert by_name[a.name]["ssh_ms"] > 0
         assert document["master"]["zones"] == {"example.com": serial}
+
+
+# -- a state file that is not one: UNKNOWN, never a traceback -----------------------------
+
+#: The JSON types each field may hold (None: null), for the mutation test's oracle.
+NUMBER: tuple[type | None, ...] = (int, float)
+FIELD_TYPES: dict[tuple[str, ...], tuple[type | None, ...]] = {
+    ("pid",): (int,),
+    ("updated",): NUMBER,
+    ("stopped",): (*NUMBER, None),
+    ("started",): (*NUMBER, None),
+    ("heartbeat_interval",): (*NUMBER, None),
+    ("host",): (str, None),
+    ("zones",): (str, None),
+    ("build",): (dict, None),
+    ("slaves",): (list,),
+    ("held",): (dict, None),
+    ("build", "serial"): (int, None),
+    ("build", "time"): NUMBER,
+    ("build", "sha256"): (str,),
+    ("slaves", 0): (dict,),
+    ("slaves", 0, "name"): (str,),
+    ("slaves", 0, "last_success"): (*NUMBER, None),
+    ("slaves", 0, "last_push"): (*NUMBER, None),
+    ("slaves", 0, "installed_serial"): (int, None),
+    ("slaves", 0, "failures"): (int,),
+    ("slaves", 0, "retryable"): (bool,),
+    ("slaves", 0, "verified"): (str, None),
+    ("slaves", 0, "result"): (str,),
+}
+
+
+def _json_type_ok(value: object, allowed: tuple[type | None, ...]) -> bool:
+    if value is None:
+        return None in allowed
+    if isinstance(value, bool):
+        return bool in allowed
+    return any(t is not None and t is not bool and isinstance(value, t) for t in allowed)
+
+
+def _nagios(config: Path, *options: str) -> tuple[int, str, str]:
+    """``status`` run as the command is (exceptions not caught), its output captured."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(["status", "--config", str(config), *options])
+    return code, out.getvalue(), err.getvalue()
+
+
+def _good_document(tmp_path: Path) -> tuple[Path, dict[str, object]]:
+    """A config, and a state document it judges OK (a live pid, a slave serving)."""
+    _, out, config = _setup(tmp_path, {"name": "ns2", "transport": "local", "root": tmp_path})
+    sha = hashlib.sha256((out / "data").read_bytes()).hexdigest()
+    now = time.time()
+    slave = SlaveState("ns2", sha, 1, "ok", last_push=now, verified="skipped", last_success=now - 1)
+    state.write(tmp_path / "state.json", _built_state(out, slave))
+    document = json.loads((tmp_path / "state.json").read_text())
+    assert _nagios(config, "--nagios")[0] == status.NAGIOS_OK
+    return config, document
+
+
+class TestMalformedState:
+    @pytest.mark.parametrize(
+        ("where", "value"),
+        [
+            (("slaves", 0, "last_success"), "yesterday"),
+            (("stopped",), "yes"),
+            (("updated",), float("nan")),
+            (("updated",), 10**400),
+            (("pid",), -1),
+            (("pid",), True),
+            (("slaves", 0, "verified"), "maybe"),
+            (("zones",), "/etc\x00"),
+            (("slaves", 0, "name"), "\ud800"),
+        ],
+        ids=[
+            "last_success-text",
+            "stopped-text",
+            "updated-nan",
+            "updated-huge",
+            "pid-negative",
+            "pid-bool",
+            "verified-unknown-word",
+            "zones-nul",
+            "name-surrogate",
+        ],
+    )
+    def test_wrong_type_is_unknown(
+        self, tmp_path: Path, where: tuple[str | int, ...], value: object
+    ) -> None:
+        """A field of the wrong type: UNKNOWN naming it for Nagios, 111 for people."""
+        config, document = _good_document(tmp_path)
+        _put(document, where, value)
+        (tmp_path / "state.json").write_text(json.dumps(document))
+        code, line, _ = _nagios(config, "--nagios")
+        assert code == status.NAGIOS_UNKNOWN, line
+        assert line.startswith("DNSMASTER UNKNOWN - ")
+        assert "not a dnsmaster state file" in line
+        assert str(where[-1]) in line
+        code, out, err = _nagios(config)
+        assert (code, out) == (status.EXIT_SYSTEM, "")
+        assert "cannot read the daemon's state: not a dnsmaster state file" in err
+
+    def test_deep_nesting_is_unknown(self, tmp_path: Path) -> None:
+        config, _ = _good_document(tmp_path)
+        (tmp_path / "state.json").write_text('{"format": 1, "pid": ' + "[" * 100_000)
+        code, line, _ = _nagios(config, "--nagios")
+        assert code == status.NAGIOS_UNKNOWN
+        assert "nested too deeply" in line
+        assert _nagios(config)[0] == status.EXIT_SYSTEM
+
+    def test_random_states_never_raise_nor_say_ok_when_malformed(self, tmp_path: Path) -> None:
+        """Hypothesis: any JSON in the state file, or a good one with any field
+        replaced, is judged without an exception; a wrong type is UNKNOWN."""
+        from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
+        from hypothesis import strategies as st  # noqa: PLC0415
+
+        config, good_document = _good_document(tmp_path)
+        path = tmp_path / "state.json"
+        scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
+        values = st.recursive(
+            scalars,
+            lambda inner: (
+                st.lists(inner, max_size=3)
+                | st.dictionaries(st.text(max_size=8), inner, max_size=3)
+            ),
+            max_leaves=8,
+        )
+
+        @settings(
+            max_examples=150,
+            deadline=None,
+            suppress_health_check=[HealthCheck.too_slow],
+            derandomize=True,
+        )
+        @given(
+            where=st.sampled_from(sorted(FIELD_TYPES, key=str)) | st.none(),
+            value=values,
+            nagios_mode=st.booleans(),
+        )
+        def check(where: tuple[str | int, ...] | None, value: object, nagios_mode: bool) -> None:
+            document: object = value
+            if where is not None:
+                document = json.loads(json.dumps(good_document))
+                _put(document, where, value)
+            path.write_text(json.dumps(document))
+            code, out, _ = _nagios(config, *(["--nagios"] if nagios_mode else []))
+            malformed = where is None or not _json_type_ok(value, FIELD_TYPES[where])
+            if nagios_mode:
+                assert code in (0, 1, 2, 3)
+                assert out.startswith(f"DNSMASTER {('OK', 'WARNING', 'CRITICAL', 'UNKNOWN')[code]}")
+                if malformed:
+                    assert code == status.NAGIOS_UNKNOWN, out
+            elif malformed:
+                assert code == status.EXIT_SYSTEM
+
+        check()
+
+
+def _put(document: object, where: tuple[str | int, ...], value: object) -> None:
+    """Set the field at ``where`` in a parsed JSON document."""
+    for key in where[:-1]:
+        document = document[key]  # type: ignore[index]
+    document[where[-1]] = value  # type: ignore[index]
+
+
+class TestClockSteppedBack:
+    def test_future_heartbeat_is_unknown(self) -> None:
+        """The wall clock stepped back an hour and nothing else measures the age: the
+        heartbeat's age cannot be told; UNKNOWN with the reason, not OK."""
+        rep = status.judge(make(good(), updated=NOW + 3600), now=NOW, alive=True, zones=SAME)
+        assert rep.daemon.state == "unsure"
+        assert "the heartbeat is 3600 s in the future: the clock stepped back?" in (
+            rep.daemon.reason
+        )
+        assert rep.exit_status == status.EXIT_DAEMON
+        code, line = nagios(rep)
+        assert code == status.NAGIOS_UNKNOWN
+        assert "in the future" in line
+        # Within the tolerance (two clocks' jitter): running.
+        assert status.judge_daemon(make(updated=NOW + 3), now=NOW, alive=True).ok
+        # A known problem says more than one that cannot be told.
+        worse = status.judge(
+            make(good(result="failed", error="x", last_push=NOW - 900), updated=NOW + 3600),
+            now=NOW,
+            alive=True,
+            zones=SAME,
+        )
+        assert nagios(worse)[0] == status.NAGIOS_CRITICAL
+
+    def test_monotonic_clock_tells_a_hung_daemon(self) -> None:
+        """Written on this boot with the monotonic clock: the age is measured on it,
+        and a daemon silent for 100 s is hung whatever the wall clock says."""
+        hung = make(good(), updated=NOW + 3600, monotonic=5000.0, boot_id="b1")
+        beat = status.heartbeat_age(hung, now=NOW, boot_id="b1", monotonic=5100.0)
+        assert beat == 100.0
+        rep = status.judge(hung, now=NOW, alive=True, zones=SAME, beat=beat)
+        assert rep.daemon.state == "hung"
+        assert nagios(rep)[0] == status.NAGIOS_CRITICAL
+        assert "heartbeat_age=100s" in nagios(rep)[1]
+        # Another boot's monotonic clock says nothing: the wall clock has to do.
+        assert status.heartbeat_age(hung, now=NOW, boot_id="b2", monotonic=5100.0) is None
+        assert status.heartbeat_age(make(), now=NOW, boot_id="b1", monotonic=5100.0) is None
+
+    def test_daemon_writes_the_monotonic_clock(self, tmp_path: Path) -> None:
+        """The real daemon's state file carries its boot and monotonic clock, and
+        status measures the heartbeat on it: a stopped daemon (SIGSTOP) whose last
+        heartbeat is dated an hour ahead is hung, not OK."""
+        config = _setup(tmp_path)[2]
+        daemon = DaemonProcess(config).start()
+        try:
+            daemon.wait("daemon.start", timeout=TIMEOUT)
+            deadline = time.monotonic() + TIMEOUT
+            while True:
+                with contextlib.suppress(OSError, ValueError):
+                    current = state.read(tmp_path / "state.json")
+                    if current.pid == daemon.pid and current.build is not None:
+                        break
+                assert time.monotonic() < deadline, "no state file from the daemon"
+                time.sleep(0.1)
+            assert current.boot_id == state.this_boot() is not None
+            assert current.monotonic is not None
+            assert current.monotonic <= time.monotonic()
+            daemon.signal(signal.SIGSTOP)
+            try:
+                # Hung for 40 s by its monotonic clock, its wall clock an hour ahead.
+                document = json.loads((tmp_path / "state.json").read_text())
+                document["updated"] = time.time() + 3600
+                document["monotonic"] = time.monotonic() - 40
+                (tmp_path / "state.json").write_text(json.dumps(document))
+                code, line, _ = _nagios(config, "--nagios")
+                assert code == status.NAGIOS_CRITICAL, line
+                assert line.startswith("DNSMASTER CRITICAL - daemon hung")
+            finally:
+                daemon.signal(signal.SIGCONT)
+        finally:
+            daemon.kill()
