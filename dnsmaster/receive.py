@@ -472,8 +472,11 @@ def _received(
     # data then), so the one cap serves both, with room for the delta's header line.
     extra = deltas.HEADER_MAX if delta else 0
     content = _read_capped(source, max_size, extra=extra, compressed=compressed)
-    body, trailer = stream.split(content)
-    if len(body) > max_size + extra:
+    # A delta's body is never used as such (the edits are): only its last line is
+    # split off, so the stream is not copied whole for nothing.
+    last = content.rfind(b"\n", 0, len(content) - 1) + 1 if delta else 0
+    body, trailer = stream.split(content[last:])
+    if last + len(body) > max_size + extra:
         raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
     if trailer is None:
         raise _Refused(
@@ -494,7 +497,7 @@ def _received(
         out,
         f"received delta bytes={len(content)} ops={len(edits.ops)} base={edits.base_sha256[:16]}",
     )
-    return content, body, trailer, edits
+    return content, b"", trailer, edits
 
 
 def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
