@@ -145,6 +145,52 @@ class _DeltaRefused(ReceiveError):
     status = EXIT_DELTA
 
 
+class _NotRegular(Exception):
+    """A name in the root that the receiver reads is not a regular file; the message
+    says which and what it is."""
+
+
+#: How the receiver opens what it reads in the root. O_NONBLOCK: a FIFO there would
+#: block the open, then the read, for ever, with the root's lock held (every later
+#: push and status would wait behind it). O_NOFOLLOW: the receiver installs data and
+#: data.cdb by rename, so a symbolic link under those names is not its own.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> _NotRegular:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
+    return _NotRegular(f"{path.name} is {kind}, not a regular file")
+
+
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """``path`` open for reading, if it is a regular file; else :class:`_NotRegular`.
+
+    Checked on the open descriptor, so nothing can swap the name in between.
+    FileNotFoundError and other OSErrors propagate as they are.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_regular(path, stat.S_IFLNK) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        yield f
+
+
 @dataclass(frozen=True, slots=True)
 class _Request:
     """What ``SSH_ORIGINAL_COMMAND`` asks for."""
@@ -329,6 +375,8 @@ def _repair(root: Path, out: TextIO) -> str | None:
         content, mtime = _read_data(root)
     except FileNotFoundError:
         return "an install was cut short and there is no data to rebuild data.cdb from"
+    except _NotRegular as exc:
+        return f"an install was cut short and {exc}"
     try:
         recs = compile_text(content, 0)
         _replace_cdb(root, recs, mtime)
@@ -358,8 +406,11 @@ def _replace_cdb(root: Path, recs: Records, mtime: int) -> None:
 
 
 def _read_data(root: Path) -> tuple[bytes, int]:
-    """The installed ``data`` and its mtime in seconds (tinydns-data's default serial)."""
-    with (root / "data").open("rb") as f:
+    """The installed ``data`` and its mtime in seconds (tinydns-data's default serial).
+
+    Raises :class:`_NotRegular` when ``data`` is not a regular file.
+    """
+    with _open_regular(root / "data") as f:
         return f.read(), os.fstat(f.fileno()).st_mtime_ns // 10**9
 
 
@@ -375,13 +426,16 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
             return NotInstalled(unmatched, writable)
         path = root / "data"
         try:
-            with path.open("rb") as f:
+            with _open_regular(path) as f:
                 content = f.read()
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
             if os.path.lexists(root / "data.cdb"):
                 return NotInstalled("data.cdb without data", writable)
             return NotInstalled(None, writable)
+        except _NotRegular as exc:
+            # Not data tinydns-data could build from: the next push replaces it.
+            return NotInstalled(str(exc), writable)
         doubt = _cdb_doubt(root, st.st_mtime_ns)
         if doubt is not None:
             return NotInstalled(doubt, writable)
@@ -400,15 +454,13 @@ def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
     where its own hash tables say it ends (cut short by a full disk, say).
     """
     try:
-        with (root / "data.cdb").open("rb") as f:
+        with _open_regular(root / "data.cdb") as f:
             st = os.fstat(f.fileno())
             header = f.read(cdb.HEADER_SIZE)
     except FileNotFoundError:
         return "no data.cdb"
-    except IsADirectoryError:
-        return "data.cdb is a directory"
-    if not stat.S_ISREG(st.st_mode):
-        return "data.cdb is not a regular file"
+    except _NotRegular as exc:
+        return str(exc)
     if st.st_mtime_ns < data_mtime_ns:
         return "data.cdb is older than data"
     if len(header) != cdb.HEADER_SIZE or cdb.size_from_header(header) != st.st_size:
@@ -511,6 +563,8 @@ def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
         installed, _ = _read_data(root)
     except FileNotFoundError:
         raise _DeltaRefused("delta: base mismatch: no data is installed") from None
+    except _NotRegular as exc:
+        raise _DeltaRefused(f"delta: base mismatch: {exc}") from None
     body, trailer = stream.split(installed)
     try:
         result = deltas.apply(edits, body if trailer else installed)
@@ -532,10 +586,10 @@ def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     banner (not built by dnsmaster) is not compared.
     """
     try:
-        with (root / "data").open("rb") as f:
+        with _open_regular(root / "data") as f:
             installed_head = f.read(_HEAD)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, _NotRegular):
+        return  # no build there to compare with (_copy_uncopied said what is there)
     current = previous_serial(installed_head)
     if serial is None or current is None:
         return
@@ -632,10 +686,15 @@ def _copy_uncopied(root: Path, out: TextIO) -> None:
     by other means. The copy's mtime is the data's own, so it sorts where it belongs.
     """
     try:
-        links = (root / "data").stat().st_nlink
+        st = (root / "data").lstat()
     except FileNotFoundError:
         return
-    if links != 1:
+    if not stat.S_ISREG(st.st_mode):
+        # A copy would be another name for it (a FIFO kept as history, say).
+        problem = _not_regular(root / "data", st.st_mode)
+        _say(out, f"not kept: {problem}; this push replaces it")
+        return
+    if st.st_nlink != 1:
         return
     try:
         _say(out, f"kept {_keep_copy(root)} (the installed data had no copy)")
@@ -675,12 +734,12 @@ def _already_installed(root: Path, content: bytes) -> bool:
     holds the lock, with any interrupted install repaired.
     """
     try:
-        with (root / "data").open("rb") as f:
+        with _open_regular(root / "data") as f:
             data_mtime = os.fstat(f.fileno()).st_mtime_ns
             if f.read(len(content) + 1) != content:
                 return False
         return _cdb_doubt(root, data_mtime) is None
-    except OSError:
+    except (OSError, _NotRegular):
         return False
 
 
