@@ -332,6 +332,23 @@ class TestStatIndex:
         assert not ignored(logs)
         assert uncached(zones, out, tmp_path)
 
+    def test_a_trusted_source_caps_its_entry_by_its_stat(
+        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
+    ) -> None:
+        """The entry of a source the index trusts (not read) is capped by the size in
+        its stat: a sparse gigabyte there is refused unread, and the source compiled."""
+        build(zones, out)
+        name = "zones.example.net"
+        entry = entry_of(out, zones, name)
+        entry.write_bytes(b"")
+        os.truncate(entry, 1 << 30)
+        reads.clear()
+        result, logs = build(zones, out)
+        assert ignored(logs)[name].startswith("larger than the cap of "), ignored(logs)
+        assert reads == [name]  # read only to compile it again
+        assert result.recompiled == (name,)
+        assert uncached(zones, out, tmp_path)
+
     def test_fingerprint_reads_nothing_unchanged(
         self, zones: Path, out: Path, reads: list[str]
     ) -> None:
@@ -834,6 +851,20 @@ class TestLoad:
         found = cache.load("zones.x", b"\0" * 32)
         assert isinstance(found, Rejected)
         assert found.reason == "shorter than its header"
+
+    def test_the_source_size_caps_its_entry(self, tmp_path: Path) -> None:
+        """The cap follows the source's length, on every path (a source the index
+        trusts is not read, its size comes from the stat); a real entry is in it."""
+        cache = BuildCache(tmp_path / "c", 1 << 40)
+        src = Ready.of(compile_source("zones.0", b".\n" * 100))  # the costliest lines known
+        cache.sync([src])
+        assert isinstance(cache.load("zones.0", src.digest, size=200), Ready)
+        entry = tmp_path / "c" / entry_name("zones.0", src.digest)
+        os.truncate(entry, 256 * 200 + (1 << 20) + 1)
+        found = cache.load("zones.0", src.digest, size=200)
+        assert isinstance(found, Rejected)
+        assert found.reason.startswith("larger than the cap of 1099776 bytes for this entry")
+        assert isinstance(cache.load("zones.0", src.digest), Rejected)  # the header's length
 
     def test_sync_writes_only_what_is_missing(self, tmp_path: Path) -> None:
         cache = BuildCache(tmp_path / "c", 1 << 20)
