@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import errno
 import hashlib
+import io
 import itertools
 import os
 import re
@@ -782,22 +783,16 @@ def _read_capped(
     limit = max_size + stream.TRAILER_MAX + extra
     over = f"data over the size cap of {max_size} bytes (--max-size)"
     unzip = zlib.decompressobj() if compressed else None
-    chunks = []
+    # Not a list of chunks joined at the end: the join would hold the stream twice.
+    # A BytesIO grows its one buffer, and getvalue() hands that buffer over.
+    received = io.BytesIO()
     size = 0
     while chunk := source.read(1 << 20):
-        if unzip is not None:
-            if unzip.eof:
-                raise _Refused("bytes after the end of the compressed stream")
-            try:
-                chunk = unzip.decompress(chunk, limit + 1 - size)
-            except zlib.error as exc:
-                raise _Refused(f"corrupt compressed stream: {exc}") from None
-            if unzip.unconsumed_tail:
+        for piece in (chunk,) if unzip is None else _inflated(unzip, chunk):
+            size += len(piece)
+            if size > limit:
                 raise _Refused(over)
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(over)
-        chunks.append(chunk)
+            received.write(piece)
     if unzip is not None:
         if unzip.unused_data:
             raise _Refused("bytes after the end of the compressed stream")
@@ -806,7 +801,21 @@ def _read_capped(
                 f"incomplete data: the compressed stream ends before its end, after {size} "
                 "bytes (connection cut?)"
             )
-    return b"".join(chunks)
+    return received.getvalue()
+
+
+def _inflated(unzip: zlib._Decompress, chunk: bytes) -> Iterator[bytes]:
+    """``chunk`` decompressed a MiB at a time: 350 KB of zlib can inflate to 240 MB,
+    which would be in memory twice (as one piece, then in the stream) at once."""
+    if unzip.eof:
+        raise _Refused("bytes after the end of the compressed stream")
+    while chunk:
+        try:
+            piece = unzip.decompress(chunk, 1 << 20)
+        except zlib.error as exc:
+            raise _Refused(f"corrupt compressed stream: {exc}") from None
+        yield piece
+        chunk = unzip.unconsumed_tail
 
 
 def _say(out: TextIO, line: str) -> None:
