@@ -152,7 +152,7 @@ class Builder:
         for name in names:
             content = self._read(name)
             digest = hashlib.sha256(content).digest()
-            known = disk.load(name, digest) if disk else None
+            known = disk.load(name, digest, len(content)) if disk else None
             if isinstance(known, Ready):
                 warnings.extend(known.warnings)
             else:
@@ -316,7 +316,7 @@ class Builder:
             or self._stats.get(name) != stats[name]
         ]
         trusted = self._trusted(unsure, stats)
-        found = dict(zip(unsure, self._look_up(unsure, trusted), strict=True))
+        found = dict(zip(unsure, self._look_up(unsure, trusted, stats), strict=True))
         for name in names:
             if name not in found:
                 compiled.append(self._cache[name])
@@ -366,7 +366,12 @@ class Builder:
             if name in index and stats[name] is not None and index[name][0] == stats[name]
         }
 
-    def _look_up(self, names: list[str], trusted: dict[str, bytes]) -> list[_Found]:
+    def _look_up(
+        self,
+        names: list[str],
+        trusted: dict[str, bytes],
+        stats: dict[str, tuple[int, ...] | None],
+    ) -> list[_Found]:
         """Each source from memory, else from the build cache, else compiled.
 
         Two threads: reading, hashing (of the sources and of the entries) and the
@@ -376,8 +381,10 @@ class Builder:
         disk = self._disk()
 
         def look_up(name: str) -> _Found:
-            if name in trusted and disk is not None:
-                known = disk.load(name, trusted[name])
+            seen = stats[name]
+            if name in trusted and seen is not None and disk is not None:
+                # the size of the file whose stat the index holds (seen[2])
+                known = disk.load(name, trusted[name], seen[2])
                 if isinstance(known, Ready):
                     return _Found(known)
             content = self._read(name)
@@ -385,7 +392,7 @@ class Builder:
             cached = self._cache.get(name)
             if cached is not None and cached.digest == digest:
                 return _Found(cached)
-            known = disk.load(name, digest) if disk else None
+            known = disk.load(name, digest, len(content)) if disk else None
             if isinstance(known, Ready):
                 return _Found(known)
             packed = PackedRecords()

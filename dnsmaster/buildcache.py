@@ -118,6 +118,14 @@ _FORMAT_BYTES = b"0123456789s"
 _ENTRY = re.compile(r"[0-9a-f]{64}-[0-9a-f]{16}")
 _TEMP = re.compile(r"\..*\.tmp", re.DOTALL)
 _SURROGATES = "surrogateescape"
+# How large the entry of a source of N bytes can be: at most _PER_SOURCE_BYTE * N +
+# _FIXED. Measured (2026-12-07): a byte of source makes at most 93 bytes of entry (a
+# file of two-byte "." lines: each makes a Z and an & line and their records, 186
+# bytes in all); long names make under 10 a byte; the fixed part (header, tables,
+# name) is a few hundred bytes. With room to spare, so that no real entry is ever
+# refused, and a file of gigabytes beside a small source is never read.
+_PER_SOURCE_BYTE = 256
+_FIXED = 1 << 20
 
 
 @dataclass(frozen=True, slots=True)
@@ -264,8 +272,15 @@ class BuildCache:
         #: whose names are those entries always had.
         self.options = options
 
-    def load(self, name: str, digest: bytes) -> Ready | Rejected | None:
-        """The cached compile of ``name`` at content sha256 ``digest``; None if absent."""
+    def load(self, name: str, digest: bytes, size: int | None = None) -> Ready | Rejected | None:
+        """The cached compile of ``name`` at content sha256 ``digest``; None if absent.
+
+        ``size``, the source's length in bytes, caps the entry by what that source
+        could make (see ``_PER_SOURCE_BYTE``); without it, :attr:`max_entry` does.
+        """
+        cap = self.max_entry
+        if size is not None:
+            cap = min(cap, _PER_SOURCE_BYTE * size + _FIXED)
         path = self.directory / entry_name(name, digest, self.options)
         try:
             # O_NOFOLLOW: the cache reads only its own files; O_NONBLOCK: a FIFO
@@ -279,7 +294,7 @@ class BuildCache:
                 return Rejected("is a symbolic link")
             return Rejected(f"cannot read: {fsutil.describe(exc)}")
         try:
-            entry = self._read(fd)
+            entry = _read(fd, cap)
         except OSError as exc:
             return Rejected(f"cannot read: {fsutil.describe(exc)}")
         except _Invalid as exc:
@@ -388,21 +403,6 @@ class BuildCache:
             # A symlink or a file there is not ours to write through or over.
             raise NotADirectoryError(0, "not a directory", str(self.directory))
 
-    def _read(self, fd: int) -> bytes:
-        st = os.fstat(fd)
-        if not stat.S_ISREG(st.st_mode):
-            raise _Invalid("not a regular file")
-        if st.st_size > self.max_entry:
-            raise _Invalid(f"larger than the cap of {self.max_entry} bytes for an entry")
-        chunks = []
-        size = 0
-        while chunk := os.read(fd, max(st.st_size - size, 1 << 16)):
-            size += len(chunk)
-            if size > self.max_entry:  # it grew while we read it
-                raise _Invalid(f"larger than the cap of {self.max_entry} bytes for an entry")
-            chunks.append(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
-
     def _write(self, name: str, pieces: Iterable[bytes]) -> None:
         def write(fd: int) -> None:
             for piece in pieces:
@@ -416,6 +416,36 @@ class BuildCache:
             with contextlib.suppress(OSError):
                 os.unlink(tmp)
             raise
+
+
+def _read(fd: int, cap: int) -> bytes:
+    """The entry open on ``fd``, checked before it is read: a regular file, no larger
+    than ``cap``, with a header that says it is one and the length the file has.
+
+    Checked on the descriptor first, so a huge or sparse file under an entry's name
+    costs a fstat and one header read, never its length in memory and time.
+    """
+    st = os.fstat(fd)
+    if not stat.S_ISREG(st.st_mode):
+        raise _Invalid("not a regular file")
+    if st.st_size > cap:
+        raise _Invalid(f"larger than the cap of {cap} bytes for this entry ({st.st_size} bytes)")
+    header = os.pread(fd, _HEADER.size, 0)
+    if len(header) < _HEADER.size:
+        raise _Invalid("shorter than its header")
+    magic, *_, length, _ = _HEADER.unpack(header)
+    if magic != _MAGIC:
+        raise _Invalid("not a dnsmaster cache entry")
+    if length != st.st_size - _HEADER.size:
+        raise _Invalid(f"payload of {st.st_size - _HEADER.size} bytes, header says {length}")
+    chunks = []
+    size = 0
+    while chunk := os.read(fd, max(st.st_size - size, 1 << 16)):
+        size += len(chunk)
+        if size > cap:  # it grew while we read it
+            raise _Invalid(f"larger than the cap of {cap} bytes for this entry")
+        chunks.append(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class _Codes(dict[int, bytes]):

@@ -50,6 +50,7 @@ import argparse
 import contextlib
 import errno
 import hashlib
+import io
 import itertools
 import os
 import re
@@ -143,6 +144,52 @@ class _DeltaRefused(ReceiveError):
     """The delta was refused; the installed data is unchanged, a full push is needed."""
 
     status = EXIT_DELTA
+
+
+class _NotRegular(Exception):
+    """A name in the root that the receiver reads is not a regular file; the message
+    says which and what it is."""
+
+
+#: How the receiver opens what it reads in the root. O_NONBLOCK: a FIFO there would
+#: block the open, then the read, for ever, with the root's lock held (every later
+#: push and status would wait behind it). O_NOFOLLOW: the receiver installs data and
+#: data.cdb by rename, so a symbolic link under those names is not its own.
+_READ_FLAGS = os.O_RDONLY | os.O_NONBLOCK | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NOCTTY
+
+_KINDS = (
+    (stat.S_ISDIR, "a directory"),
+    (stat.S_ISFIFO, "a FIFO"),
+    (stat.S_ISSOCK, "a socket"),
+    (stat.S_ISCHR, "a character device"),
+    (stat.S_ISBLK, "a block device"),
+    (stat.S_ISLNK, "a symbolic link"),
+)
+
+
+def _not_regular(path: Path, mode: int) -> _NotRegular:
+    kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
+    return _NotRegular(f"{path.name} is {kind}, not a regular file")
+
+
+@contextlib.contextmanager
+def _open_regular(path: Path) -> Iterator[BinaryIO]:
+    """``path`` open for reading, if it is a regular file; else :class:`_NotRegular`.
+
+    Checked on the open descriptor, so nothing can swap the name in between.
+    FileNotFoundError and other OSErrors propagate as they are.
+    """
+    try:
+        fd = os.open(path, _READ_FLAGS)
+    except OSError as exc:
+        if exc.errno == errno.ELOOP:
+            raise _not_regular(path, stat.S_IFLNK) from None
+        raise
+    with os.fdopen(fd, "rb") as f:
+        mode = os.fstat(fd).st_mode
+        if not stat.S_ISREG(mode):
+            raise _not_regular(path, mode)
+        yield f
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,6 +376,8 @@ def _repair(root: Path, out: TextIO) -> str | None:
         content, mtime = _read_data(root)
     except FileNotFoundError:
         return "an install was cut short and there is no data to rebuild data.cdb from"
+    except _NotRegular as exc:
+        return f"an install was cut short and {exc}"
     try:
         recs = compile_text(content, 0)
         _replace_cdb(root, recs, mtime)
@@ -358,8 +407,11 @@ def _replace_cdb(root: Path, recs: Records, mtime: int) -> None:
 
 
 def _read_data(root: Path) -> tuple[bytes, int]:
-    """The installed ``data`` and its mtime in seconds (tinydns-data's default serial)."""
-    with (root / "data").open("rb") as f:
+    """The installed ``data`` and its mtime in seconds (tinydns-data's default serial).
+
+    Raises :class:`_NotRegular` when ``data`` is not a regular file.
+    """
+    with _open_regular(root / "data") as f:
         return f.read(), os.fstat(f.fileno()).st_mtime_ns // 10**9
 
 
@@ -375,13 +427,16 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
             return NotInstalled(unmatched, writable)
         path = root / "data"
         try:
-            with path.open("rb") as f:
+            with _open_regular(path) as f:
                 content = f.read()
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
             if os.path.lexists(root / "data.cdb"):
                 return NotInstalled("data.cdb without data", writable)
             return NotInstalled(None, writable)
+        except _NotRegular as exc:
+            # Not data tinydns-data could build from: the next push replaces it.
+            return NotInstalled(str(exc), writable)
         doubt = _cdb_doubt(root, st.st_mtime_ns)
         if doubt is not None:
             return NotInstalled(doubt, writable)
@@ -400,15 +455,13 @@ def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
     where its own hash tables say it ends (cut short by a full disk, say).
     """
     try:
-        with (root / "data.cdb").open("rb") as f:
+        with _open_regular(root / "data.cdb") as f:
             st = os.fstat(f.fileno())
             header = f.read(cdb.HEADER_SIZE)
     except FileNotFoundError:
         return "no data.cdb"
-    except IsADirectoryError:
-        return "data.cdb is a directory"
-    if not stat.S_ISREG(st.st_mode):
-        return "data.cdb is not a regular file"
+    except _NotRegular as exc:
+        return str(exc)
     if st.st_mtime_ns < data_mtime_ns:
         return "data.cdb is older than data"
     if len(header) != cdb.HEADER_SIZE or cdb.size_from_header(header) != st.st_size:
@@ -472,8 +525,11 @@ def _received(
     # data then), so the one cap serves both, with room for the delta's header line.
     extra = deltas.HEADER_MAX if delta else 0
     content = _read_capped(source, max_size, extra=extra, compressed=compressed)
-    body, trailer = stream.split(content)
-    if len(body) > max_size + extra:
+    # A delta's body is never used as such (the edits are): only its last line is
+    # split off, so the stream is not copied whole for nothing.
+    last = content.rfind(b"\n", 0, len(content) - 1) + 1 if delta else 0
+    body, trailer = stream.split(content[last:])
+    if last + len(body) > max_size + extra:
         raise _Refused(f"data over the size cap of {max_size} bytes (--max-size)")
     if trailer is None:
         raise _Refused(
@@ -494,7 +550,7 @@ def _received(
         out,
         f"received delta bytes={len(content)} ops={len(edits.ops)} base={edits.base_sha256[:16]}",
     )
-    return content, body, trailer, edits
+    return content, b"", trailer, edits
 
 
 def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
@@ -508,6 +564,8 @@ def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
         installed, _ = _read_data(root)
     except FileNotFoundError:
         raise _DeltaRefused("delta: base mismatch: no data is installed") from None
+    except _NotRegular as exc:
+        raise _DeltaRefused(f"delta: base mismatch: {exc}") from None
     body, trailer = stream.split(installed)
     try:
         result = deltas.apply(edits, body if trailer else installed)
@@ -529,10 +587,10 @@ def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     banner (not built by dnsmaster) is not compared.
     """
     try:
-        with (root / "data").open("rb") as f:
+        with _open_regular(root / "data") as f:
             installed_head = f.read(_HEAD)
-    except FileNotFoundError:
-        return
+    except (FileNotFoundError, _NotRegular):
+        return  # no build there to compare with (_copy_uncopied said what is there)
     current = previous_serial(installed_head)
     if serial is None or current is None:
         return
@@ -629,10 +687,15 @@ def _copy_uncopied(root: Path, out: TextIO) -> None:
     by other means. The copy's mtime is the data's own, so it sorts where it belongs.
     """
     try:
-        links = (root / "data").stat().st_nlink
+        st = (root / "data").lstat()
     except FileNotFoundError:
         return
-    if links != 1:
+    if not stat.S_ISREG(st.st_mode):
+        # A copy would be another name for it (a FIFO kept as history, say).
+        problem = _not_regular(root / "data", st.st_mode)
+        _say(out, f"not kept: {problem}; this push replaces it")
+        return
+    if st.st_nlink != 1:
         return
     try:
         _say(out, f"kept {_keep_copy(root)} (the installed data had no copy)")
@@ -672,12 +735,12 @@ def _already_installed(root: Path, content: bytes) -> bool:
     holds the lock, with any interrupted install repaired.
     """
     try:
-        with (root / "data").open("rb") as f:
+        with _open_regular(root / "data") as f:
             data_mtime = os.fstat(f.fileno()).st_mtime_ns
             if f.read(len(content) + 1) != content:
                 return False
         return _cdb_doubt(root, data_mtime) is None
-    except OSError:
+    except (OSError, _NotRegular):
         return False
 
 
@@ -720,22 +783,16 @@ def _read_capped(
     limit = max_size + stream.TRAILER_MAX + extra
     over = f"data over the size cap of {max_size} bytes (--max-size)"
     unzip = zlib.decompressobj() if compressed else None
-    chunks = []
+    # Not a list of chunks joined at the end: the join would hold the stream twice.
+    # A BytesIO grows its one buffer, and getvalue() hands that buffer over.
+    received = io.BytesIO()
     size = 0
     while chunk := source.read(1 << 20):
-        if unzip is not None:
-            if unzip.eof:
-                raise _Refused("bytes after the end of the compressed stream")
-            try:
-                chunk = unzip.decompress(chunk, limit + 1 - size)
-            except zlib.error as exc:
-                raise _Refused(f"corrupt compressed stream: {exc}") from None
-            if unzip.unconsumed_tail:
+        for piece in (chunk,) if unzip is None else _inflated(unzip, chunk):
+            size += len(piece)
+            if size > limit:
                 raise _Refused(over)
-        size += len(chunk)
-        if size > limit:
-            raise _Refused(over)
-        chunks.append(chunk)
+            received.write(piece)
     if unzip is not None:
         if unzip.unused_data:
             raise _Refused("bytes after the end of the compressed stream")
@@ -744,7 +801,21 @@ def _read_capped(
                 f"incomplete data: the compressed stream ends before its end, after {size} "
                 "bytes (connection cut?)"
             )
-    return b"".join(chunks)
+    return received.getvalue()
+
+
+def _inflated(unzip: zlib._Decompress, chunk: bytes) -> Iterator[bytes]:
+    """``chunk`` decompressed a MiB at a time: 350 KB of zlib can inflate to 240 MB,
+    which would be in memory twice (as one piece, then in the stream) at once."""
+    if unzip.eof:
+        raise _Refused("bytes after the end of the compressed stream")
+    while chunk:
+        try:
+            piece = unzip.decompress(chunk, 1 << 20)
+        except zlib.error as exc:
+            raise _Refused(f"corrupt compressed stream: {exc}") from None
+        yield piece
+        chunk = unzip.unconsumed_tail
 
 
 def _say(out: TextIO, line: str) -> None:

@@ -332,6 +332,23 @@ class TestStatIndex:
         assert not ignored(logs)
         assert uncached(zones, out, tmp_path)
 
+    def test_a_trusted_source_caps_its_entry_by_its_stat(
+        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
+    ) -> None:
+        """The entry of a source the index trusts (not read) is capped by the size in
+        its stat: a sparse gigabyte there is refused unread, and the source compiled."""
+        build(zones, out)
+        name = "zones.example.net"
+        entry = entry_of(out, zones, name)
+        entry.write_bytes(b"")
+        os.truncate(entry, 1 << 30)
+        reads.clear()
+        result, logs = build(zones, out)
+        assert ignored(logs)[name].startswith("larger than the cap of "), ignored(logs)
+        assert reads == [name]  # read only to compile it again
+        assert result.recompiled == (name,)
+        assert uncached(zones, out, tmp_path)
+
     def test_fingerprint_reads_nothing_unchanged(
         self, zones: Path, out: Path, reads: list[str]
     ) -> None:
@@ -484,6 +501,25 @@ def flip(path: Path, offset: int) -> None:
     data = bytearray(path.read_bytes())
     data[offset] ^= 0x01
     path.write_bytes(bytes(data))
+
+
+#: A build in a new process, its address space capped 1 GiB above where it starts:
+#: prints the growth of its peak RSS (KiB) and why it ignored the cache entries.
+SPARSE = """
+import resource, sys
+from pathlib import Path
+from structlog.testing import capture_logs
+from dnsmaster.build import Builder
+
+with open("/proc/self/status") as f:
+    vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) << 10
+resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
+before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+with capture_logs() as logs:
+    Builder(Path(sys.argv[1]), Path(sys.argv[2])).build()
+grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
+print(grown, [e["reason"] for e in logs if e["event"] == "cache.ignored"])
+"""
 
 
 class TestDamagedEntries:
@@ -657,6 +693,39 @@ class TestDamagedEntries:
         assert "larger than the cap" in ignored(logs)[self.VICTIM]
         assert self.VICTIM in result.recompiled
 
+    def test_zeros_within_the_cap_are_read_no_further_than_the_header(
+        self, zones: Path, out: Path, tmp_path: Path
+    ) -> None:
+        """A sparse file the cap allows is refused by its header, before its payload."""
+        build(zones, out)
+        entry = entry_of(out, zones, self.VICTIM)
+        entry.write_bytes(b"")
+        os.truncate(entry, 1 << 20)
+        self.check_recovered(zones, out, tmp_path, "not a dnsmaster cache entry")
+
+    def test_sparse_gigabytes_are_not_read(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """A 3 GiB sparse file under an entry's name, well inside the cap of 16 zones
+        files (the old cap read it whole: 6.3 GB and 24 s), is refused by its size
+        alone: the cap follows from the source's own length. Measured in a new
+        process whose address space may grow by 1 GiB only, so a read of it fails
+        there rather than taking the machine's memory."""
+        build(zones, out)
+        entry = entry_of(out, zones, self.VICTIM)
+        os.truncate(entry, 3 << 30)
+        done = subprocess.run(
+            [sys.executable, "-c", SPARSE, str(zones), str(out)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr[-2000:]
+        grown, reason = done.stdout.split(" ", 1)
+        assert "larger than the cap" in reason, reason
+        assert "(3221225472 bytes)" in reason, reason
+        assert int(grown) < 100 << 10, grown  # KiB
+        assert entry.stat().st_size < 1 << 20  # written again, whole
+
 
 class TestCacheCannotBeWritten:
     def test_not_a_directory(self, zones: Path, out: Path, tmp_path: Path) -> None:
@@ -782,6 +851,20 @@ class TestLoad:
         found = cache.load("zones.x", b"\0" * 32)
         assert isinstance(found, Rejected)
         assert found.reason == "shorter than its header"
+
+    def test_the_source_size_caps_its_entry(self, tmp_path: Path) -> None:
+        """The cap follows the source's length, on every path (a source the index
+        trusts is not read, its size comes from the stat); a real entry is in it."""
+        cache = BuildCache(tmp_path / "c", 1 << 40)
+        src = Ready.of(compile_source("zones.0", b".\n" * 100))  # the costliest lines known
+        cache.sync([src])
+        assert isinstance(cache.load("zones.0", src.digest, size=200), Ready)
+        entry = tmp_path / "c" / entry_name("zones.0", src.digest)
+        os.truncate(entry, 256 * 200 + (1 << 20) + 1)
+        found = cache.load("zones.0", src.digest, size=200)
+        assert isinstance(found, Rejected)
+        assert found.reason.startswith("larger than the cap of 1099776 bytes for this entry")
+        assert isinstance(cache.load("zones.0", src.digest), Rejected)  # the header's length
 
     def test_sync_writes_only_what_is_missing(self, tmp_path: Path) -> None:
         cache = BuildCache(tmp_path / "c", 1 << 20)

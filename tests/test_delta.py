@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import re
+import tracemalloc
 
 import pytest
 from hypothesis import given, settings
@@ -221,7 +222,7 @@ class TestRefusals:
             delta.apply(delta.parse(bad), BASE)
 
     def test_copy_outside_the_base(self) -> None:
-        stream = _stream(b"= 0 100000\n", b"x\n")
+        stream = _stream(b"= 0 100000\n", b"x" * 99_999 + b"\n")
         with pytest.raises(DeltaError, match=r"^operation 1: copies bytes 0 to 100000, "):
             delta.apply(delta.parse(stream), BASE)
 
@@ -262,7 +263,7 @@ class TestRefusals:
             (b"= -1 1\n", "malformed copy"),
             (b"= 0 1 \n", "malformed copy"),
             (b"+ 0\n", "malformed insert"),
-            (b"+ 500\nab", "an insert of 500 bytes with 97 left (cut?)"),
+            (b"+ 500\nab", "an insert of 500 bytes with 2 left before the trailer (cut?)"),
             (b"* 1\n", "expected '= START COUNT', '+ BYTES' or the trailer"),
             (b"\xff", "expected '= START COUNT'"),
         ],
@@ -275,6 +276,8 @@ class TestRefusals:
     def test_bytes_after_the_trailer(self) -> None:
         with pytest.raises(DeltaError, match="the trailer is not the last line"):
             delta.parse(STREAM + b"= 0 1\n")
+        with pytest.raises(DeltaError, match="the trailer is not the last line"):
+            delta.parse(STREAM + STREAM[STREAM.index(b"#dnsmaster-end") :])
 
     def test_bad_restamp_serial(self) -> None:
         stream = STREAM.replace(b"restamp=1700000000,", b"restamp=4294967296,")
@@ -286,3 +289,53 @@ def _stream(ops: bytes, result: bytes) -> bytes:
     digest = hashlib.sha256(BASE).hexdigest().encode()
     header = b"#dnsmaster-delta 1 base=%s bytes=%d restamp=none\n" % (digest, len(BASE))
     return header + ops + seal(result)
+
+
+class TestHostileCounts:
+    """Operations cost memory and time bounded by the result, whatever their count."""
+
+    def test_parse_keeps_no_object_per_operation(self) -> None:
+        """200,000 one-byte copies: the old parse kept a Copy each (tens of MB)."""
+        n = 200_000
+        stream = _stream(b"= 0 1\n" * n, b"x" * (n - 1) + b"\n")
+        tracemalloc.start()
+        try:
+            parsed = delta.parse(stream, max_size=n)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert len(parsed.ops) == n
+        assert peak < 1_000_000, peak
+        # and applied, it writes into the result alone: the trailer's sha256 is the
+        # check that fails here, after every operation ran
+        tracemalloc.start()
+        try:
+            with pytest.raises(DeltaError, match=r"^result mismatch"):
+                delta.apply(parsed, BASE)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+        assert peak < 3 * n + len(BASE) + 1_000_000, peak
+
+    def test_more_operations_than_result_bytes_stop_at_once(self) -> None:
+        """Every operation makes a byte or more: the count stops where the result ends."""
+        stream = _stream(b"= 0 1\n" * 1000, b"x\n")
+        with pytest.raises(DeltaError, match=r"^operation 3: the result passes the 2 bytes"):
+            delta.parse(stream)
+
+    def test_a_result_over_the_cap_is_refused_before_any_operation(self) -> None:
+        stream = _stream(b"* garbage\n" * 1000, b"x" * 99 + b"\n")
+        with pytest.raises(DeltaError, match="over the cap of 50"):
+            delta.parse(stream, max_size=50)
+
+    def test_too_few_bytes_for_the_trailer(self) -> None:
+        with pytest.raises(DeltaError, match="the operations make 1 bytes, the trailer states 2"):
+            delta.parse(_stream(b"= 0 1\n", b"x\n"))
+
+    def test_operations_round_trip_as_objects(self) -> None:
+        parsed = delta.parse(STREAM)
+        ops = list(parsed.ops)
+        assert len(ops) == len(parsed.ops) > 1
+        assert b"".join(delta.encode(parsed.base_sha256, len(BASE), parsed.serials, ops, NEW)) == (
+            STREAM
+        )

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import subprocess
+import sys
 import zlib
 from pathlib import Path
 
@@ -231,6 +232,80 @@ class TestZlib:
     )
     def test_other_spellings_refused(self, root: Path, verb: str) -> None:
         assert run(root, verb, b"")[0] == 2
+
+
+#: Run in a fresh interpreter: the peak RSS growth of one hostile delta, in KiB,
+#: after the receiver is imported and a base installed.
+_MEASURE = """
+import hashlib, io, sys, zlib
+from pathlib import Path
+from dnsmaster import receive
+from dnsmaster.core.stream import seal
+
+root, ops, cap = Path(sys.argv[1]), int(sys.argv[2]), sys.argv[3]
+base = (root / "data").read_bytes()
+body, _ = base.rsplit(b"#dnsmaster-end", 1)
+header = b"#dnsmaster-delta 1 base=%s bytes=%d restamp=none\\n" % (
+    hashlib.sha256(body).hexdigest().encode(), len(body))
+# one-byte copies of the base, as many as the result's bytes, with a trailer whose
+# sha256 is not theirs: every operation is read and applied before the refusal.
+# Compressed piece by piece, so that making it does not raise the peak measured.
+z = zlib.compressobj(9)
+pieces = [z.compress(header)]
+pieces += [z.compress(b"= 0 1\\n" * 1000) for _ in range(ops // 1000)]
+stream = b"".join([*pieces, z.compress(seal(b"x" * (ops - 1) + b"\\n")), z.flush()])
+
+
+def kib(field):
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) for line in f if line.startswith(field))
+
+# The peak so far may be above the present (imports): reset it to the present.
+with open("/proc/self/clear_refs", "w") as f:
+    f.write("5")
+before = kib("VmRSS:")
+err = io.StringIO()
+status = receive.main(
+    ["--root", str(root), "--max-size", cap],
+    environ={"SSH_ORIGINAL_COMMAND": "delta --zlib"},
+    stdin=io.BytesIO(stream), stdout=io.StringIO(), stderr=err,
+)
+grown = kib("VmHWM:") - before
+print(status, grown, len(stream), err.getvalue().strip())
+"""
+
+
+class TestHostile:
+    """A stolen key cannot make a slave's memory grow past what the cap allows."""
+
+    def test_600k_one_byte_copies_in_a_few_kb(self, root: Path) -> None:
+        """600,000 ops in a few KB of zlib, against the installed base: the peak stays
+        within a few times the cap (the old receiver kept an object per operation,
+        and a memoryview per copy: over 200 MB here). Peak RSS, not time."""
+        cap, ops = 4_000_000, 600_000  # ops * len("= 0 1\n") is 3.6 MB
+        before = files(root)
+        done = subprocess.run(
+            [sys.executable, "-c", _MEASURE, str(root), str(ops), str(cap)],
+            capture_output=True,
+            text=True,
+            timeout=300,
+            check=True,
+        )
+        status, grown, size, err = done.stdout.split(" ", 3)
+        assert int(size) < 100_000
+        assert int(status) == 3, err
+        assert "refused: delta: result mismatch" in err
+        # the decompressed stream, the result (and its copy to bytes), the base: under
+        # 3 caps with room to spare
+        assert int(grown) * 1024 < 3 * cap, grown
+        assert files(root) == before
+
+    def test_more_operations_than_the_result_has_bytes(self, root: Path) -> None:
+        """Refused while parsing, at the first operation past the trailer's length."""
+        header = delta.make(V1, V2).split(b"\n", 1)[0] + b"\n"
+        status, _, err = run(root, "delta", header + b"= 0 1\n" * 100_000 + seal(b"x\n"))
+        assert status == 3
+        assert "refused: delta: operation 3: the result passes the 2 bytes" in err
 
 
 # --------------------------------------------------------------------------- the master's side

@@ -13,8 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import __version__, receive
-from dnsmaster.core import cdb, compiler
+from dnsmaster import __version__, fsutil, receive
+from dnsmaster.core import cdb, compiler, delta
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
@@ -483,6 +483,81 @@ class TestStatus:
     def test_nothing_installed(self, tmp_path: Path) -> None:
         """status on an empty root says so, with no sha256 (the master then pushes)."""
         assert run(tmp_path, "status") == (0, f"status none {SPEAKS} writable=yes\n", "")
+
+
+def run_bounded(root: Path, verb: str, stdin: bytes = b"") -> tuple[int, str, str]:
+    """The receiver as the forced command runs it, killed if it hangs (a FIFO would)."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnsmaster", "receive", "--root", str(root)],
+        input=stdin,
+        env=dict(os.environ, SSH_ORIGINAL_COMMAND=verb),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
+
+
+def replace_with(path: Path, kind: str) -> None:
+    path.unlink()
+    if kind == "fifo":
+        os.mkfifo(path)
+    else:
+        path.symlink_to(path.parent / "elsewhere")
+        path.with_name("elsewhere").write_bytes(DATA + seal(DATA))
+
+
+#: What the receiver says each kind is.
+KINDS = {"fifo": "a FIFO", "symlink": "a symbolic link"}
+
+
+class TestNotRegular:
+    """What the receiver reads in the root (data, data.cdb) it opens only as a regular
+    file: a FIFO there hung status and push with the root's lock held, and became a
+    kept copy. Each returns at once, says what is there, and a push replaces it."""
+
+    @pytest.mark.parametrize("kind", ["fifo", "symlink"])
+    def test_status_with_data_not_a_file(self, root: Path, kind: str) -> None:
+        replace_with(root / "data", kind)
+        status, out, err = run_bounded(root, "status")
+        assert status == 0, err
+        assert out.startswith("status none pair=unknown ")
+        assert f"data is {KINDS[kind]}, not a regular file; the next push installs both" in err
+
+    def test_status_with_a_fifo_data_cdb(self, root: Path) -> None:
+        replace_with(root / "data.cdb", "fifo")
+        status, out, err = run_bounded(root, "status")
+        assert (status, out.split()[:3]) == (0, ["status", "none", "pair=unknown"]), err
+        assert "data.cdb is a FIFO, not a regular file" in err
+
+    def test_repair_with_a_fifo_data(self, root: Path) -> None:
+        """An install cut short, and no data a repair could read: said, nothing hangs."""
+        (root / fsutil.JOURNAL).write_bytes(b"")
+        replace_with(root / "data", "fifo")
+        status, out, err = run_bounded(root, "status")
+        assert (status, out.split()[:3]) == (0, ["status", "none", "pair=unknown"]), err
+        assert "an install was cut short and data is a FIFO, not a regular file" in err
+
+    @pytest.mark.parametrize("name", ["data", "data.cdb"])
+    def test_push_replaces_a_fifo(self, root: Path, name: str) -> None:
+        """The same data again: the one push that reads both to see whether it may skip."""
+        replace_with(root / name, "fifo")
+        status, out, err = run_bounded(root, "push", DATA + seal(DATA))
+        assert (status, err) == (0, "")
+        assert "installed data and data.cdb" in out
+        if name == "data":
+            assert "not kept: data is a FIFO, not a regular file; this push replaces it" in out
+        assert (root / "data").read_bytes() == DATA + seal(DATA)
+        assert (root / "data.cdb").read_bytes() == compile_data(DATA + seal(DATA), 1)
+        # no FIFO was kept as a copy
+        assert all(p.is_file() for p in root.glob("data.*"))
+
+    def test_delta_against_a_fifo_is_refused(self, root: Path) -> None:
+        replace_with(root / "data", "fifo")
+        stream = delta.make(DATA, NEWER)
+        status, _, err = run_bounded(root, "delta", stream)
+        assert status == receive.EXIT_DELTA
+        assert "refused: delta: base mismatch: data is a FIFO, not a regular file" in err
 
 
 class TestCommandLine:

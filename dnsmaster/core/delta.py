@@ -50,6 +50,7 @@ __all__ = [
     "Copy",
     "Delta",
     "Insert",
+    "Operations",
     "apply",
     "encode",
     "make",
@@ -73,8 +74,12 @@ _HEADER = re.compile(
     + _NUM
     + rb")\n"
 )
-_COPY = re.compile(rb"= " + _NUM + rb" " + _POS + rb"\n")
-_INSERT = re.compile(rb"\+ " + _POS + rb"\n")
+# One pattern for both operations: one match per operation.
+_OP = re.compile(rb"= " + _NUM + rb" " + _POS + rb"\n|\+ " + _POS + rb"\n")
+# Up to 4096 copies in a row, matched at once and their numbers read in C: a stream
+# of nothing but one-byte copies costs a few times less than one match each.
+_COPIES = re.compile(rb"(?:= (?:0|[1-9][0-9]{0,11}) (?:[1-9][0-9]{0,11})\n){1,4096}")
+_NUMBERS = re.compile(rb"[0-9]+")
 _TRAILER_START = b"#dnsmaster-end "
 #: No header line is longer than this.
 HEADER_MAX = 160
@@ -107,8 +112,54 @@ class Delta:
     base_size: int
     #: (old serial, new serial), or None: no restamp.
     serials: tuple[int, int] | None
-    ops: tuple[Op, ...]
+    ops: Operations
     result: Trailer
+
+
+@dataclass(frozen=True, slots=True)
+class Operations:
+    """A parsed delta's operations, left where they are: bytes ``start`` to ``end`` of
+    ``stream``, checked by :func:`parse`, ``count`` of them.
+
+    Not one object per operation: a stream of 40 million one-byte copies took 3 GB
+    that way. The operations are read again from the stream as they are applied.
+    """
+
+    stream: bytes
+    start: int
+    end: int
+    count: int
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self) -> Iterator[Op]:
+        """Each operation as an object (for tests and tools; :meth:`fill` makes none)."""
+        for copy, begin, size in _walk(self.stream, self.start, self.end):
+            yield Copy(begin, size) if copy else Insert(self.stream[begin : begin + size])
+
+    def fill(self, result: bytearray, base: bytes) -> None:
+        """Write what the operations make into ``result`` (of the trailer's length),
+        copying from ``base`` (restamped)."""
+        at = n = 0
+        with memoryview(base) as view, memoryview(self.stream) as own:
+            for copy, begin, size in _walk(self.stream, self.start, self.end):
+                n += 1
+                if at + size > len(result):  # parse checked it; a Delta made by hand may not be
+                    raise DeltaError(
+                        f"operation {n}: the result passes the {len(result)} bytes "
+                        "the trailer states"
+                    )
+                if not copy:
+                    result[at : at + size] = own[begin : begin + size]
+                elif begin + size <= len(base):
+                    result[at : at + size] = view[begin : begin + size]
+                else:
+                    raise DeltaError(
+                        f"operation {n}: copies bytes {begin} to {begin + size}, "
+                        f"the restamped base has {len(base)}"
+                    )
+                at += size
 
 
 # --------------------------------------------------------------------------- restamp
@@ -278,6 +329,11 @@ def parse(stream: bytes, *, max_size: int | None = None) -> Delta:
     """Read a delta stream; :class:`~dnsmaster.errors.DeltaError` names the first bad byte.
 
     ``max_size`` caps the result the trailer may claim (the receiver's size cap).
+    The trailer is read first, so that the operations are checked against the
+    result it states as they are read: parsing stops at the first operation that
+    passes it, and keeps no object per operation (see :class:`Operations`). So a
+    hostile stream costs memory and time bounded by the cap, never by its count
+    of operations alone.
     """
     header = _HEADER.match(stream)
     if header is None:
@@ -291,46 +347,86 @@ def parse(stream: bytes, *, max_size: int | None = None) -> Delta:
         if old > _U32 or new > _U32:
             raise DeltaError("byte 0: a restamp serial over 4294967295")
         serials = (old, new)
-    ops: list[Op] = []
-    pos = header.end()
-    while not stream.startswith(_TRAILER_START, pos):
-        op, pos = _op(stream, pos)
-        ops.append(op)
-    trailer = _trailer(stream, pos)
+    start = header.end()
+    # The trailer ends the stream; it starts where the last operation ends, which is
+    # not always at a line's start (an insert may end without a newline). It holds its
+    # start string once, so the last one within its reach is its own.
+    end = stream.rfind(_TRAILER_START, max(start, len(stream) - TRAILER_MAX))
+    end = start if end < 0 else end
+    trailer = _trailer(stream, end)
     if max_size is not None and trailer.size > max_size:
         raise DeltaError(f"the result would be {trailer.size} bytes, over the cap of {max_size}")
-    return Delta(header.group(1).decode(), int(header.group(2)), serials, tuple(ops), trailer)
+    ops = Operations(stream, start, end, _count(stream, start, end, trailer.size))
+    return Delta(header.group(1).decode(), int(header.group(2)), serials, ops, trailer)
 
 
-def _op(stream: bytes, pos: int) -> tuple[Op, int]:
-    """The operation at ``pos``, and where the next one starts."""
-    end = len(stream)
-    if pos >= end:
-        raise DeltaError(f"byte {pos}: the delta ends without its trailer line (cut?)")
-    lead = stream[pos : pos + 1]
-    if lead == b"=":
-        m = _COPY.match(stream, pos)
-        if m is None:
-            raise DeltaError(f"byte {pos}: malformed copy {_shown(stream[pos : pos + 40])}")
-        return Copy(int(m.group(1)), int(m.group(2))), m.end()
-    if lead == b"+":
-        m = _INSERT.match(stream, pos)
-        if m is None:
-            raise DeltaError(f"byte {pos}: malformed insert {_shown(stream[pos : pos + 40])}")
-        size = int(m.group(1))
+def _count(stream: bytes, pos: int, end: int, size: int) -> int:
+    """How many operations lie between ``pos`` and ``end``, checked to make ``size`` bytes.
+
+    Every operation makes at least one byte (a copy or an insert of nothing is
+    malformed), so there are never more operations than the result has bytes, and
+    the count stops at the first one that would pass them.
+    """
+    count = made = 0
+    for _, _, length in _walk(stream, pos, end):
+        count += 1
+        made += length
+        if made > size:
+            raise DeltaError(
+                f"operation {count}: the result passes the {size} bytes the trailer states"
+            )
+    if made != size:
+        raise DeltaError(f"the operations make {made} bytes, the trailer states {size}")
+    return count
+
+
+def _walk(stream: bytes, pos: int, end: int) -> Iterator[tuple[bool, int, int]]:
+    """The operations from ``pos`` to ``end``: (whether a copy, start, length) each,
+    as :func:`_op` reads them; DeltaError at the first malformed one."""
+    while pos < end:
+        run = _COPIES.match(stream, pos, end)
+        if run is None:
+            copy, begin, size, pos = _op(stream, pos, end)
+            yield copy, begin, size
+            continue
+        numbers = map(int, _NUMBERS.findall(stream, pos, run.end()))
+        for begin, size in zip(numbers, numbers, strict=True):
+            yield True, begin, size
+        pos = run.end()
+
+
+def _op(stream: bytes, pos: int, end: int) -> tuple[bool, int, int, int]:
+    """The operation at ``pos``: (whether a copy, where its bytes start, how many, where
+    the next operation starts). An insert's bytes start in ``stream``, a copy's in the
+    restamped base."""
+    m = _OP.match(stream, pos, end)
+    if m is not None:
+        if m.lastindex == 2:
+            return True, int(m.group(1)), int(m.group(2)), m.end()
+        size = int(m.group(3))
         if m.end() + size > end:
             raise DeltaError(
-                f"byte {pos}: an insert of {size} bytes with {end - m.end()} left (cut?)"
+                f"byte {pos}: an insert of {size} bytes with {end - m.end()} left "
+                "before the trailer (cut?)"
             )
-        return Insert(stream[m.end() : m.end() + size]), m.end() + size
+        return False, m.end(), size, m.end() + size
+    lead = stream[pos : pos + 1]
+    found = _shown(stream[pos : min(pos + 40, end)])
+    if lead == b"=":
+        raise DeltaError(f"byte {pos}: malformed copy {found}")
+    if lead == b"+":
+        raise DeltaError(f"byte {pos}: malformed insert {found}")
+    if stream.startswith(_TRAILER_START, pos):
+        raise DeltaError(f"byte {pos}: the trailer is not the last line")
     raise DeltaError(
-        f"byte {pos}: expected '= START COUNT', '+ BYTES' or the trailer, "
-        f"found {_shown(stream[pos : pos + 40])}"
+        f"byte {pos}: expected '= START COUNT', '+ BYTES' or the trailer, found {found}"
     )
 
 
 def _trailer(stream: bytes, pos: int) -> Trailer:
     rest = stream[pos:]
+    if not rest.startswith(_TRAILER_START):
+        raise DeltaError(f"byte {pos}: the delta does not end with its trailer line (cut?)")
     if len(rest) > TRAILER_MAX or not rest.endswith(b"\n") or rest.count(b"\n") != 1:
         raise DeltaError(f"byte {pos}: the trailer is not the last line, or is cut")
     _, trailer = split(rest)
@@ -344,7 +440,9 @@ def apply(delta: Delta, base: bytes) -> bytes:
 
     Raises :class:`~dnsmaster.errors.DeltaError` when ``base`` is not the one the
     delta names, an operation reaches outside it, or the result is not the one the
-    trailer describes.
+    trailer describes. Each operation writes straight into the result, which has
+    the trailer's length from the start: the memory is the base, its restamped copy
+    and the result, however many operations there are.
     """
     if len(base) != delta.base_size:
         raise DeltaError(
@@ -358,30 +456,12 @@ def apply(delta: Delta, base: bytes) -> bytes:
             f"{delta.base_sha256} (edited by hand, or another build)"
         )
     stamped = restamp(base, *delta.serials) if delta.serials else base
-    view = memoryview(stamped)
-    out: list[bytes | memoryview] = []
-    size = 0
-    for n, op in enumerate(delta.ops):
-        piece: bytes | memoryview
-        if isinstance(op, Copy):
-            if op.start + op.size > len(stamped):
-                raise DeltaError(
-                    f"operation {n + 1}: copies bytes {op.start} to {op.start + op.size}, "
-                    f"the restamped base has {len(stamped)}"
-                )
-            piece = view[op.start : op.start + op.size]
-        else:
-            piece = op.text
-        size += len(piece)
-        if size > delta.result.size:
-            # Checked as it grows: copies of copies must not build gigabytes first.
-            raise DeltaError(
-                f"operation {n + 1}: the result passes the {delta.result.size} bytes "
-                "the trailer states"
-            )
-        out.append(piece)
-    result = b"".join(out)
-    problem = delta.result.mismatch(result)
-    if problem is not None:
-        raise DeltaError(f"result mismatch: {problem}")
-    return result
+    result = bytearray(delta.result.size)
+    delta.ops.fill(result, stamped)
+    del stamped  # before the copy below: the peak is two of the three, not all three
+    digest = hashlib.sha256(result).hexdigest()
+    if digest != delta.result.sha256:
+        raise DeltaError(
+            f"result mismatch: sha256 {digest} differs from the trailer's {delta.result.sha256}"
+        )
+    return bytes(result)
