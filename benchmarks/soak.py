@@ -49,8 +49,10 @@ Invariants, checked every half second (not only at the end):
 - ``false_ok`` / ``false_critical``: ``status --json`` never says ok for a slave, and
   ``status --nagios`` never says OK, while a slave has served an older build than the
   master's newest for longer than ``--grace`` (the documented ``--warning``, 120 s by
-  default); neither says CRITICAL for a slave that serves the newest, except a changed
-  host key while it is changed (documented: CRITICAL at once);
+  default) plus the daemon's ``rescan`` (10 s here: a slave broken behind the daemon's
+  back is seen at its next check) and one status interval; neither says CRITICAL for a
+  slave that serves the newest, except a changed host key while it is changed
+  (documented: CRITICAL at once);
 - ``litter``: files in each slave root and in the master's output stay under a bound;
 - ``rss_growth``: the daemon's resident memory does not grow over the run.
 
@@ -137,6 +139,8 @@ FILLER = "soak-disk-filler"
 NAMESPACE_ENV = "DNSMASTER_SOAK_NAMESPACE"
 SAMPLE_EVERY = 0.5
 STATUS_EVERY = 2.0
+#: The daemon's rescan (seconds): it asks every slave's tinydns again this often.
+RESCAN = 10
 KEEP = 30
 #: Seconds after a host key is accepted (known_hosts + SIGHUP) that status may still
 #: show it changed.
@@ -316,7 +320,7 @@ class Master:
                     "max_delay": 3,
                     "retry_initial": 0.5,
                     "retry_max": 4,
-                    "rescan": 10,
+                    "rescan": RESCAN,
                     "verify_timeout": 1,
                     "keep": KEEP,
                     "stop_timeout": 10,
@@ -472,6 +476,10 @@ class Soak:
         self.final: dict[str, Any] = {}
         self.threads: list[threading.Thread] = []
         self.busy: set[str] = set()
+        #: How long a slave may be behind before status must not say OK: the grace, plus
+        #: the daemon's own rescan (it learns of a slave broken behind its back, a data.cdb
+        #: deleted say, at its next check of the slaves' DNS), plus one status interval.
+        self.late_after = opts.grace + RESCAN + STATUS_EVERY
         self.sample_errors = 0
 
     # -- recording --------------------------------------------------------------------
@@ -897,36 +905,60 @@ class Soak:
             filler.unlink()
 
     def _tamper(self, slave: Slave, rng: random.Random, kind: str) -> None:
-        cdb = slave.root / "data.cdb"
-        with self.fault(kind, (slave.name,)) as f:
-            time.sleep(rng.uniform(0, 0.5))
-            with self.lock:
-                older = [sha for sha in self.builds if sha != self.views[slave.name].served]
-                newest = self.newest
-            if kind == "cdb_delete":
-                try:
-                    cdb.unlink()
-                except FileNotFoundError:
+        if kind == "cdb_replace" and len(self.builds) < 2:
+            self._svc("-h")  # a second build, so that there is an older one to restore
+            deadline = time.monotonic() + 10
+            while len(self.builds) < 2 and time.monotonic() < deadline:
+                time.sleep(0.2)
+        time.sleep(rng.uniform(0, 0.5))
+        # Under the root's lock, so that what is replaced is known: a receiver installing
+        # meanwhile would make the tamper land before or after its pair, by chance.
+        lock = DirectoryLock(slave.root)
+        lock.acquire()
+        try:
+            with self.fault(kind, (slave.name,)) as f:
+                done = self._tamper_locked(slave, rng, kind)
+                if done is None:
                     return
-                inode = 0
-            else:
-                if not older:
-                    return
-                sha = rng.choice(older)
-                tmp = slave.root / "soak-replace.tmp"
-                tmp.write_bytes(compile_data(self.builds[sha], 0))
-                tmp.chmod(0o644)
-                os.replace(tmp, cdb)
-                inode = cdb.stat().st_ino
-                f.note = f"build {sha[:12]}"
-            with self.lock:
-                view = self.views[slave.name]
-                view.tampered = (time.monotonic(), inode)
-                view.tamper_kind = kind
-                view.tamper_newest = newest
-            self.happened(kind)
+                f.note = done
+        finally:
+            lock.release()
+        self.happened(kind)
         if self.opts.heal_window > 0:
             self._await_heal(slave, kind)
+
+    def _tamper_locked(self, slave: Slave, rng: random.Random, kind: str) -> str | None:
+        """Delete or replace data.cdb (the caller holds the lock); what was done, or None."""
+        cdb = slave.root / "data.cdb"
+        try:
+            body = stream.split((slave.root / "data").read_bytes())[0]
+        except FileNotFoundError:
+            return None
+        installed = hashlib.sha256(body).hexdigest()
+        with self.lock:
+            older = sorted(sha for sha in self.builds if sha != installed)
+            newest = self.newest
+        if kind == "cdb_delete":
+            try:
+                cdb.unlink()
+            except FileNotFoundError:
+                return None
+            inode, note = 0, ""
+        else:
+            if not older:
+                return None
+            sha = rng.choice(older)
+            tmp = slave.root / "soak-replace.tmp"
+            tmp.write_bytes(compile_data(self.builds[sha], 0))
+            tmp.chmod(0o644)
+            os.replace(tmp, cdb)
+            inode, note = cdb.stat().st_ino, f"build {sha[:12]} over {installed[:12]}"
+        with self.lock:
+            view = self.views[slave.name]
+            view.tampered = (time.monotonic(), inode)
+            view.tamper_kind = kind
+            view.tamper_newest = newest
+        return note
 
     def _await_heal(self, slave: Slave, kind: str) -> None:
         """No saves for ``--heal-window`` seconds: the daemon alone must repair the slave."""
@@ -1289,7 +1321,7 @@ class Soak:
         return [
             n
             for n, since in before.items()
-            if since is not None and after.get(n) is not None and now - since > self.opts.grace
+            if since is not None and after.get(n) is not None and now - since > self.late_after
         ]
 
     def _judge_json(
