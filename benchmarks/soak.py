@@ -460,6 +460,7 @@ class Soak:
         self.cdb_of: dict[str, str] = {}  # sha256 of a build's data.cdb -> the build's sha256
         self.pair_cache: dict[tuple[str, int], str] = {}
         self.held: set[str] = set()  # sha256 prefixes the guard held
+        self.held_mark = 0  # the daemon's log read so far for them
         self.newest: str | None = None
         self.converge: list[float] = []
         self.converge_fault: list[float] = []
@@ -1059,9 +1060,16 @@ class Soak:
                 body = path.read_bytes()
                 if hashlib.sha256(body).hexdigest() == sha:
                     self._add_build(sha, body)
-        held = {str(e.get("sha256", "")) for e in m.events("guard.held") if e.get("sha256")}
+        assert m.supervise is not None
+        mark = m.supervise.mark()
+        held = {
+            str(e["sha256"])
+            for e in m.supervise.find("guard.held", self.held_mark)
+            if e.get("sha256")
+        }
+        self.held_mark = mark
         with self.lock:
-            self.held = held
+            self.held |= held
             if data_sha is not None and data_sha[:16] not in held:
                 self.newest = data_sha
         files = _count_files(m.output)
