@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -37,7 +38,7 @@ def _components() -> None:
         require(program, "util-linux mount")
 
 
-def test_short_soak() -> None:
+def test_short_soak(tmp_path: Path) -> None:
     _components()
     argv = [
         sys.executable,
@@ -56,6 +57,7 @@ def test_short_soak() -> None:
         "--save-gap",
         "1.5",
         "--json",
+        "--verbose",
     ]
     proc = subprocess.run(
         argv,
@@ -66,12 +68,15 @@ def test_short_soak() -> None:
         check=False,
         env=dict(os.environ, PYTHONPATH=str(PROJECT)),
     )
+    # The report and the soak's own log (each fault, each violation), to read after a failure.
+    (tmp_path / "soak.json").write_text(proc.stdout)
+    (tmp_path / "soak.log").write_text(proc.stderr)
     assert proc.stdout.strip(), f"no report; exit {proc.returncode}\n{proc.stderr[-4000:]}"
     report = json.loads(proc.stdout)
     shown = json.dumps(
         {k: report[k] for k in ("violations", "examples", "faults", "fault_tries", "final")},
         indent=1,
-    )
+    ) + "".join(f"\n{line}" for line in proc.stderr.splitlines() if "VIOLATION" in line)
     assert report["violations"] == {}, shown
     assert proc.returncode == 0, f"{shown}\n{proc.stderr[-4000:]}"
     assert set(report["faults"]) == set(FAULTS), shown
