@@ -229,6 +229,17 @@ class Proxy:
         self.host = host
         self.port = self._server.sockets[0].getsockname()[1]
 
+    async def cut(self) -> int:
+        """Cut every connection open now, as a link that drops would; keep listening.
+
+        Both ends see their connection closed. Returns how many were cut.
+        """
+        tasks = list(self._tasks)
+        for task in tasks:
+            task.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+        return len(tasks)
+
     async def close(self) -> None:
         """Stop listening and cut every connection still open."""
         if self._server is not None:

@@ -209,6 +209,8 @@ class SlaveWorker:
         self._delay = daemon.config.daemon.retry_initial
         self._asked = False
         self._reverify = False
+        #: The verdict of the failed verifications in a row, and when the first was.
+        self._problem: tuple[str, float] | None = None
         self._hold: _Hold | None = None
         self._tried: str | None = None  # the sha256 of the last build pushed here
         #: What the receiver speaks, from its last status (None: not asked yet).
@@ -525,13 +527,19 @@ class SlaveWorker:
         # The zone to show: the first that did not answer as expected, else the first.
         shown = next((c for c in checks if not c.ok), checks[0])
         now = time.time()
+        verified = "stale" if verdict == "ahead" else verdict
+        # A problem seen again (each rescan asks again; a stale slave is pushed and
+        # asked again) keeps the time it was first seen: status judges how long it
+        # has lasted by it, and Nagios would otherwise never get past OK.
+        if verified == "ok" or self._problem is None or self._problem[0] != verified:
+            self._problem = None if verified == "ok" else (verified, now)
         self._update(
-            verified="stale" if verdict == "ahead" else verdict,
+            verified=verified,
             verify_zone=shown.zone,
             expected_serial=shown.expected,
             served_serial=shown.served,
             verify_error=shown.error,
-            verified_at=now,
+            verified_at=now if self._problem is None else self._problem[1],
             **({"last_success": now} if verdict == "ok" else {}),
         )
         return verdict

@@ -731,15 +731,21 @@ def _already_installed(root: Path, content: bytes) -> bool:
 
     A push of what is installed (a re-push after SIGALRM, a restarted master) then
     changes nothing and costs no compile. Anything doubtful rebuilds: ``data``
-    differing by one byte, or data.cdb doubtful (:func:`_cdb_doubt`). The caller
-    holds the lock, with any interrupted install repaired.
+    differing by one byte, data.cdb doubtful (:func:`_cdb_doubt`), or data.cdb changed
+    after ``data`` was (its inode's ctime): an install renames data.cdb into place
+    before ``data``, so that is a data.cdb replaced or rewritten by hand, an older
+    build's, say, which the master sees served (stale) and pushes again for; only a
+    compile can tell whether it matches. The caller holds the lock, with any
+    interrupted install repaired.
     """
     try:
         with _open_regular(root / "data") as f:
-            data_mtime = os.fstat(f.fileno()).st_mtime_ns
+            data = os.fstat(f.fileno())
             if f.read(len(content) + 1) != content:
                 return False
-        return _cdb_doubt(root, data_mtime) is None
+        if _cdb_doubt(root, data.st_mtime_ns) is not None:
+            return False
+        return os.lstat(root / "data.cdb").st_ctime_ns <= data.st_ctime_ns
     except (OSError, _NotRegular):
         return False
 

@@ -113,7 +113,8 @@ class SlaveState:
     served_serial: int | None = None
     #: Why DNS verification failed (``no answer (timeout)``), when ``failed``.
     verify_error: str | None = None
-    #: When DNS verification last answered (or failed to).
+    #: When DNS verification last answered; when it fails (``stale``, ``failed``),
+    #: when it first failed that way, however often it was asked again since.
     verified_at: float | None = None
     #: Where the last failed push failed (connect, hostkey, auth, transfer, receive,
     #: status, timeout) and whether pushing the same build again can help; a failure

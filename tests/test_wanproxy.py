@@ -99,3 +99,32 @@ class TestProxy:
         """A target outside loopback is refused before anything listens."""
         with pytest.raises(ValueError, match="loopback"):
             Proxy(("192.0.2.1", 22), None)
+
+    def test_cut(self) -> None:
+        """cut() drops the connections open now (the client reads the end of its stream)
+        and the proxy goes on accepting new ones."""
+
+        async def main() -> tuple[int, bytes, bytes]:
+            server, port = await _echo_server()
+            proxy = Proxy(("127.0.0.1", port), None, up_delay=0.0, down_delay=0.0)
+            await proxy.start("127.0.0.1")
+            try:
+                reader, writer = await asyncio.open_connection("127.0.0.1", proxy.port)
+                writer.write(b"ping")
+                await writer.drain()
+                assert await reader.readexactly(4) == b"ping"
+                cut = await proxy.cut()
+                rest = await asyncio.wait_for(reader.read(), 5)
+                writer.close()
+                await writer.wait_closed()
+                echoed, _, _ = await _round_trip(proxy.port, b"again")
+                return cut, rest, echoed
+            finally:
+                await proxy.close()
+                server.close()
+                await server.wait_closed()
+
+        cut, rest, echoed = asyncio.run(main())
+        assert cut == 1
+        assert rest == b""
+        assert echoed == b"again"
