@@ -279,7 +279,11 @@ class SlaveWorker:
             if not self._reverify:
                 return False
             self._reverify = False
-            if await self._verify(current) != "stale":
+            verdict = await self._verify(current)
+            if verdict == "failed" and await self._lost_install(current):
+                self._force = True  # data.cdb deleted or broken by hand: install it again
+                return True
+            if verdict != "stale":
                 return False
             self._force = True  # installed, yet served stale: push it again
             return True
@@ -298,6 +302,17 @@ class SlaveWorker:
             self._park(kind, result.phase, result.error, build=current.sha256)
             return False
         return True
+
+    async def _lost_install(self, current: Current) -> bool:
+        """Whether a slave whose tinydns does not answer no longer holds ``current``.
+
+        tinydns answers nothing without data.cdb: a pair deleted or damaged by hand
+        looks like a stopped tinydns, and only the receiver can tell them apart. A
+        stopped tinydns is not ours to fix; a lost pair is, without waiting for a save.
+        """
+        if self.slave.protocol == "legacy" or not await self.ask_status():
+            return False
+        return self.state.installed_sha256 != current.sha256
 
     def _schedule_retry(self, loop: asyncio.AbstractEventLoop) -> None:
         wait = self._delay
@@ -380,6 +395,8 @@ class SlaveWorker:
             self._holds = None  # it has something else now: the archive may know it
         if version is None:
             log.info("status.none", slave=self.slave.name)
+            # It vouches for nothing now (a pair lost by hand, say): push it again.
+            self._update(installed_sha256=None, installed_serial=None)
             return True
         current = self.daemon.current
         if current is not None and current.sha256 == version.sha256:

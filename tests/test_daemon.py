@@ -365,6 +365,25 @@ class TestRealSlaves:
         # The others were not pushed to again.
         assert {p["slave"] for p in daemon.find("push.done", catch)} == {down.name}
 
+    def test_deleted_data_cdb_is_installed_again(self, tmp_path: Path, lab: Lab) -> None:
+        """(d2) data.cdb deleted by hand on a slave, no save after it: the daemon's next
+        check finds tinydns silent, asks the receiver, and installs the build again."""
+        rig = Rig(tmp_path, lab, lab(1), rescan=1.0)
+        try:
+            daemon = rig.start()
+            (slave,) = rig.slaves
+            serial = daemon.find("build.done")[-1]["serial"]
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            mark = daemon.mark()
+            (slave.root / "data.cdb").unlink()
+            daemon.wait("status.none", mark, TIMEOUT, slave=slave.name)
+            done = daemon.wait("push.done", mark, TIMEOUT, slave=slave.name)
+            assert done["serial"] == serial
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            assert not daemon.find("build.start", mark)  # no save, no SIGHUP: no build
+        finally:
+            rig.close()
+
     def test_signals(self, rig: Rig) -> None:
         """(e) SIGHUP builds, SIGALRM pushes again to all, SIGTERM stops cleanly."""
         daemon = rig.start()
