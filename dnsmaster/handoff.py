@@ -394,33 +394,6 @@ def _released(
     return None
 
 
-def _follow(
-    state_path: Path,
-    pid: int,
-    *,
-    asked: float,
-    timeout: float,
-    slaves: Collection[str],
-    on_slave: Callable[[str, statefile.SlaveState], None],
-    on_build: Callable[[statefile.BuildState], None] | None,
-    find: _Find,
-    repush: bool,
-) -> Outcome:
-    """Read the state file until ``find`` ends the request or every slave reported."""
-    with _interruptible():
-        return _poll(
-            state_path,
-            pid,
-            asked=asked,
-            timeout=timeout,
-            slaves=slaves,
-            on_slave=on_slave,
-            on_build=on_build,
-            find=find,
-            repush=repush,
-        )
-
-
 @contextlib.contextmanager
 def _interruptible() -> Iterator[None]:
     """^C ends the wait at once (KeyboardInterrupt), and the asker's ``finally``
@@ -437,7 +410,8 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-def _poll(
+@_interruptible()
+def _follow(
     state_path: Path,
     pid: int,
     *,
@@ -449,6 +423,7 @@ def _poll(
     find: _Find,
     repush: bool,
 ) -> Outcome:
+    """Read the state file until ``find`` ends the request or every slave reported."""
     deadline = time.monotonic() + timeout
     build: statefile.BuildState | None = None
     reported: dict[str, str | None] = {}
