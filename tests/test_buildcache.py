@@ -785,7 +785,9 @@ seen = []
 real_write = fsutil.write_all
 
 def write_all(fd, data):
-    if cut >= 0 and len(seen) == which:
+    # >=, not ==: with two writer threads, the other may rename one more entry
+    # between this thread's writes, and an == would then never come (no kill).
+    if cut >= 0 and len(seen) >= which:
         real_write(fd, bytes(data)[:cut])
         os.kill(os.getpid(), signal.SIGKILL)
     real_write(fd, data)
