@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NoReturn
 
@@ -48,6 +49,23 @@ def require_accelerator() -> None:
         "the C accelerator is not built: apt-get install -y gcc python3-dev, "
         "then .venv/bin/pip install -e ."
     )
+
+
+@pytest.fixture(params=["accelerated", "pure"])
+def path(request: pytest.FixtureRequest) -> Iterator[str]:
+    """Both compile paths: the C accelerator and pure Python (a test that takes
+    ``path`` runs on each; the accelerated one needs it built, as in CI)."""
+    from dnsmaster.core import compiler  # noqa: PLC0415 - only the tests that need it
+
+    if request.param == "accelerated":
+        require_accelerator()
+    saved = compiler._accel
+    if request.param == "pure":
+        compiler._accel = None
+    try:
+        yield request.param
+    finally:
+        compiler._accel = saved
 
 
 def _missing(reason: str) -> NoReturn:

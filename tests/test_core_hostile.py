@@ -19,7 +19,7 @@ import contextlib
 import json
 import subprocess
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from types import ModuleType
 
 import pytest
@@ -51,20 +51,6 @@ SETTINGS = settings(
 )
 
 Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]
-
-
-@pytest.fixture(params=["accelerated", "pure"])
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Run a test with the C accelerator (when built) and in pure Python."""
-    if request.param == "accelerated" and not compiler.accelerated():
-        pytest.skip("the C accelerator is not built (or turned off)")
-    saved = compiler._accel
-    if request.param == "pure":
-        compiler._accel = None
-    try:
-        yield request.param
-    finally:
-        compiler._accel = saved
 
 
 def paths() -> list[ModuleType | None]:

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from dnsmaster.build import Builder
-from dnsmaster.core import cdb, compiler
+from dnsmaster.core import cdb
 from dnsmaster.core.cdb import CdbReader
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.ipv6 import parse_address, ptr_name
@@ -357,20 +357,6 @@ PATCH_CASES = {
         patch_records("*.w.test", IP_1, 0, bytes(8), b""),
     ),
 }
-
-
-@pytest.fixture(params=["accelerated", "pure"])
-def path(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Both compile paths: the C accelerator (when built) and pure Python."""
-    if request.param == "accelerated" and not compiler.accelerated():
-        pytest.skip("the C accelerator is not built (or turned off)")
-    saved = compiler._accel
-    if request.param == "pure":
-        compiler._accel = None
-    try:
-        yield request.param
-    finally:
-        compiler._accel = saved
 
 
 class TestPatchRecords:
