@@ -4,7 +4,7 @@ The scenario of issue 11: a zones directory of many ``zones.*`` files (1M lines 
 50 files by default), built once; then one line changes in one file and a *new*
 ``python -m dnsmaster build`` runs, as ``dnsmaster push``, ``build`` or a daemon
 restart would. It reads the other files' compiles back from
-``OUTPUT/.dnsmaster-cache/`` (:mod:`dnsmaster.buildcache`) and compiles only the
+``OUTPUT/.dnsmaster-cache/`` (:mod:`dnsmaster.master.buildcache`) and compiles only the
 changed one. Compared, in the same run, with the real tinydns-data compiling the
 whole ``data`` that build wrote (each warm build is followed at once by a
 tinydns-data run, so each pair shares the machine's load), and with the cold
@@ -38,15 +38,15 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from datagen import write_zones  # noqa: E402
 
-from dnsmaster import buildcache  # noqa: E402
-from dnsmaster.build import Builder  # noqa: E402
 from dnsmaster.core.compiler import accelerated  # noqa: E402
+from dnsmaster.master import buildcache  # noqa: E402
+from dnsmaster.master.build import Builder  # noqa: E402
 
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/sbin/tinydns-data"
 MTIME = 1_700_000_000
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
 NO_CACHE = (
-    "import sys; from pathlib import Path; from dnsmaster.build import Builder; "
+    "import sys; from pathlib import Path; from dnsmaster.master.build import Builder; "
     "Builder(Path(sys.argv[1]), Path(sys.argv[2]), cache=False).build()"
 )
 

@@ -44,9 +44,9 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from datagen import write_data, write_zones  # noqa: E402
 
-from dnsmaster.build import Builder  # noqa: E402
 from dnsmaster.core import cdb  # noqa: E402
 from dnsmaster.core.compiler import accelerated, compile_text, default_serial  # noqa: E402
+from dnsmaster.master.build import Builder  # noqa: E402
 
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/bin/tinydns-data"
 DNSMASTER = [sys.executable, "-m", "dnsmaster", "tinydns-data"]

@@ -1,6 +1,6 @@
 """Time from saving a zones file until every slave serves it: dnsmaster vs the classic way.
 
-A lab of N slaves on this machine (``tests.realworld``: OpenSSH's sshd, logged in to as
+A lab of N slaves on this machine (``tests.lab.realworld``: OpenSSH's sshd, logged in to as
 a plain slave account whose key's forced command is the receiver, by default the package
 with its C accelerator, with ``--receiver bundle`` the README's pure-Python bundle; and
 Debian's tinydns on 127.0.1.N:53), a zones
@@ -53,10 +53,10 @@ sys.path[:0] = [str(HERE.parent), str(HERE)]
 
 from datagen import write_zones  # noqa: E402
 
-from tests.daemonrun import DaemonProcess, config_text  # noqa: E402
+from tests.lab.daemonrun import DaemonProcess, config_text  # noqa: E402
 
 if TYPE_CHECKING:
-    from tests.realworld import Lab, Slave
+    from tests.lab.realworld import Lab, Slave
 
 ZONE = "customer0.example"
 MARKER = f"bench.{ZONE}"
@@ -213,7 +213,7 @@ def run_dnsmaster(
 
 
 def run_classic(lab: Lab, slaves: list[Slave], zones: Path, work: Path, edits: int) -> list[float]:
-    from tests.realworld import _ssh_keygen  # noqa: PLC0415
+    from tests.lab.realworld import _ssh_keygen  # noqa: PLC0415
 
     master = work / "classic"
     master.mkdir()
@@ -307,7 +307,7 @@ def main(argv: list[str] | None = None) -> int:
     if os.geteuid() != 0:
         print("propagation.py needs root (tinydns binds port 53, sshd)", file=sys.stderr)
         return 2
-    from tests.realworld import Lab  # noqa: PLC0415
+    from tests.lab.realworld import Lab  # noqa: PLC0415
 
     sizes = [parse_size(s) for s in args.sizes.split(",")]
     rows: list[tuple[str, str, list[float]]] = []

@@ -1,6 +1,6 @@
 """Time ``dnsmaster push`` against the classic ``ssh slave < data`` loop, same run, same slaves.
 
-Every slave is a real OpenSSH sshd on its own 127.0.1.N (from tests/realworld.py, which
+Every slave is a real OpenSSH sshd on its own 127.0.1.N (from tests/lab/realworld.py, which
 also starts a tinydns there). Its authorized_keys holds two keys:
 
 * dnsmaster's key, forced to the receiver run by ``/usr/bin/python3``: a copy of the
@@ -10,7 +10,7 @@ also starts a tinydns there). Its authorized_keys holds two keys:
 * the classic key, forced to an ``update-dns`` shell script:
   ``cat > data.new && mv data.new data && tinydns-data`` in a directory of its own.
 
-Both log in as the lab's slave account (``dnsmaster-lab``, see tests/realworld.py), not
+Both log in as the lab's slave account (``dnsmaster-lab``, see tests/lab/realworld.py), not
 root: its shell is ``/bin/sh``, which reads no start-up file, as on a real slave.
 
 Measured, for each slave count and data size:
@@ -19,7 +19,7 @@ Measured, for each slave count and data size:
 * classic parallel: the same ssh commands all started at once with ``&`` and ``wait``;
 * dnsmaster push: ``python -m dnsmaster push --no-build`` as a fresh process, to all
   slaves in parallel (interpreter start, N SSH handshakes, N receivers);
-* dnsmaster warm: a second :func:`dnsmaster.push.push_all` on SSH connections that are
+* dnsmaster warm: a second :func:`dnsmaster.transport.push.push_all` on SSH connections that are
   already open, as the daemon pushes (no handshakes).
 
 Each is the best of ``--repeat`` runs; every run's result is checked (every slave holds
@@ -58,8 +58,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from datagen import write_data  # noqa: E402
 
 from dnsmaster import config as dconfig  # noqa: E402
-from dnsmaster import push as dpush  # noqa: E402
-from tests.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
+from dnsmaster.transport import push as dpush  # noqa: E402
+from tests.lab.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.

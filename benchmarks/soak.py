@@ -2,7 +2,7 @@
 
 ``python -m benchmarks.soak --minutes M --slaves K [--wan] [--json] [--seed S]``, from the
 checkout, as root. It runs ``dnsmaster run`` under daemontools' ``supervise`` (the service
-directory made by ``dnsmaster service-conf``), K slaves of tests/realworld.py's lab (real
+directory made by ``dnsmaster service-conf``), K slaves of tests/lab/realworld.py's lab (real
 sshd and tinydns on 127.0.1.N, the non-root slave account, the receiver bundle as the
 key's forced command; with ``--wan`` each behind benchmarks/wanproxy.py's delaying proxy),
 for M minutes, while two things happen at random (seeded):
@@ -97,8 +97,8 @@ from benchmarks.wanproxy import Proxy, ProxyThread
 from dnsmaster.core import stream
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.fsutil import JOURNAL, DirectoryLock
-from tests.daemonrun import PROJECT, DaemonProcess, config_text
-from tests.realworld import Lab, Slave
+from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.realworld import Lab, Slave
 
 __all__ = ["FAULTS", "SAVES", "Options", "Soak", "main"]
 

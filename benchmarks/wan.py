@@ -1,6 +1,6 @@
 """Push over an emulated WAN: ``dnsmaster push`` against the classic ssh loops, bytes counted.
 
-The lab is the one of tests/realworld.py: every slave is a real OpenSSH sshd (and a
+The lab is the one of tests/lab/realworld.py: every slave is a real OpenSSH sshd (and a
 tinydns) on its own 127.0.1.N, logged in to as a plain account. In front of each sshd
 sits a :class:`wanproxy.Proxy` on the same address: a one-way delay in each direction
 (``--rtt`` / 2) and one token bucket shared by all slaves for the master-to-slaves
@@ -71,7 +71,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from datagen import write_zones  # noqa: E402
 from wanproxy import Counts, Proxy, ProxyThread  # noqa: E402
 
-from tests.realworld import Lab, Receiver, Slave, _ssh_keygen, ssh_options  # noqa: E402
+from tests.lab.realworld import Lab, Receiver, Slave, _ssh_keygen, ssh_options  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.

@@ -2,6 +2,6 @@
 
 import sys
 
-from dnsmaster.cli import main
+from dnsmaster.commands.cli import main
 
 sys.exit(main())

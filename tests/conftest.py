@@ -17,6 +17,10 @@ from typing import NoReturn
 
 import pytest
 
+# The lab (sshd, tinydns, the slave account) for every test that asks for it; loaded
+# here so that pytest rewrites its asserts.
+pytest_plugins = ["tests.lab.realworld"]
+
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
 IN_CI = os.environ.get("CI", "").lower() == "true"

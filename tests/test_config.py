@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dnsmaster import config
-from dnsmaster.cli import EXIT_USAGE
-from dnsmaster.cli import main as cli_main
+from dnsmaster.commands.cli import EXIT_USAGE
+from dnsmaster.commands.cli import main as cli_main
 from dnsmaster.errors import ConfigError
 from tests.conftest import require
 
@@ -664,7 +664,7 @@ def test_cli_one_shape_for_config_errors(home: Path) -> None:
 
 def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
     """What opens SSH refuses a missing known_hosts before connecting, saying how to
-    create it; status without --live does not open SSH (tests/test_status.py)."""
+    create it; status without --live does not open SSH (tests/commands/test_status.py)."""
     path = write(home, BASE.replace('"known_hosts"', '"missing"') + SLAVE)
     for argv in (["push", "--no-build"], ["doctor"], ["status", "--live"]):
         proc = run_cli(*argv, "--config", str(path))

@@ -24,11 +24,11 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import cli
+from dnsmaster.commands import cli
 from dnsmaster.config import from_mapping
 from dnsmaster.errors import ConfigError
 from tests.conftest import _missing
-from tests.daemonrun import PROJECT
+from tests.lab.daemonrun import PROJECT
 
 DOCS = PROJECT / "docs"
 README = PROJECT / "README.rst"

@@ -19,15 +19,16 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import buildcache, fsutil
-from dnsmaster.archive import DIRECTORY
-from dnsmaster.build import Builder
+from dnsmaster import fsutil
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.stream import seal
 from dnsmaster.errors import BuildError
+from dnsmaster.master import buildcache
+from dnsmaster.master.archive import DIRECTORY
+from dnsmaster.master.build import Builder
 from tests.conftest import require
-from tests.daemonrun import PROJECT
-from tests.test_daemon import TIMEOUT, Local, example_com, running, write
+from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
+from tests.lab.daemonrun import PROJECT
 
 LONG_LABEL = "a" * 256
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))

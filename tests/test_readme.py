@@ -48,10 +48,9 @@ import dns.rdatatype
 import pytest
 
 from tests.conftest import _missing, require, require_root
-from tests.daemonrun import PROJECT
+from tests.lab.daemonrun import PROJECT
 
 # Its helpers are imported where used, after pytest has loaded (and rewritten) it.
-pytest_plugins = ["tests.realworld"]
 
 README = PROJECT / "README.rst"
 DOCS = PROJECT / "docs"
@@ -377,7 +376,7 @@ class Lab:
     running daemon."""
 
     def __init__(self, tmp_path: Path, blocks: dict[str, str]) -> None:
-        from tests import realworld  # noqa: PLC0415 - loaded by pytest_plugins
+        from tests.lab import realworld  # noqa: PLC0415 - loaded by pytest_plugins
 
         self.realworld = realworld
         self.blocks = blocks

@@ -20,9 +20,8 @@ from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
-    from tests.realworld import Lab, Slave
+    from tests.lab.realworld import Lab, Slave
 
-pytest_plugins = ["tests.realworld"]
 
 pytestmark = pytest.mark.real
 
@@ -214,7 +213,7 @@ def test_installed_receiver(tmp_path: Path) -> None:
     """receiver="installed": Debian's python3 runs a copy of the package with the C
     accelerator (the lab checks that it loads), and it installs what the bundle does."""
     from tests.conftest import require_accelerator  # noqa: PLC0415
-    from tests.realworld import Lab  # noqa: PLC0415
+    from tests.lab.realworld import Lab  # noqa: PLC0415
 
     require_accelerator()
     lab = Lab(tmp_path / "lab", receiver="installed")
@@ -241,7 +240,7 @@ def test_lab_stops_everything(lab: Lab) -> None:
 
 def test_standalone_sshd(tmp_path: Path) -> None:
     """Sshd on its own: 127.0.0.1 by default, port and host key kept across stop/start."""
-    from tests.realworld import Sshd  # noqa: PLC0415
+    from tests.lab.realworld import Sshd  # noqa: PLC0415
 
     sshd = Sshd(tmp_path / "sshd")
     try:

@@ -4,7 +4,7 @@ Control panels that regenerate zones files have wiped whole zone sets by acciden
 a save of an empty or truncated file, a script gone wrong. A build that drops a
 whole zone, or more than a set share of the records, is therefore not pushed until
 an operator accepts it. This module only judges; the daemon holds, and so does
-``dnsmaster push`` without a daemon (:mod:`dnsmaster.guarded`).
+``dnsmaster push`` without a daemon (:mod:`dnsmaster.master.guarded`).
 """
 
 from __future__ import annotations

@@ -89,7 +89,7 @@ class Assembled:
 
     ``stamps`` are the byte offsets in ``data`` where the serial's digits were
     written (the banner's first, then every stamped ``Z`` line's), so a kept build
-    can be given a new serial exactly there (:mod:`dnsmaster.archive`) rather than
+    can be given a new serial exactly there (:mod:`dnsmaster.master.archive`) rather than
     by searching for digits that a record's own data could contain too.
     """
 

@@ -1,0 +1,814 @@
+"""``dnsmaster doctor``: check now everything a push needs, one line per check.
+
+``status`` judges what the daemon did; ``doctor`` tries each step of a push itself,
+before the daemon runs or when it fails, and says for each what is wrong and how to
+fix it::
+
+    OK   config: /etc/dnsmaster/dnsmaster.toml: 2 slaves (2 ssh, 0 local)
+    FAIL config: permissions: key: /etc/dnsmaster/key: the private key has mode 0644, ...;
+         fix: chmod 600 /etc/dnsmaster/key
+    OK   output: directory /var/lib/dnsmaster writable by dnsmaster
+    OK   slave ns2: host key ssh-ed25519 SHA256:... known (/etc/dnsmaster/known_hosts:2)
+    FAIL slave ns3: tinydns on 192.0.2.3 port 53: example.com: no answer (timeout); fix: ...
+    doctor: 2 FAILED, 0 warnings, 14 OK
+
+(each check is one line; the FAIL above is wrapped here only).
+
+The master's own checks come first (configuration and key permissions, zones,
+output and state directories, the C accelerator), then each slave's, in the
+config's order; the slaves are checked in parallel (``[push] parallel`` at once),
+each within a deadline. A slave's checks follow the push's path (name, TCP, host
+key, login, receiver, DNS) and stop at the first failure, since every later step
+would fail for the same reason.
+
+Whether an SSH slave's root is writable cannot be seen from here: the receiver's
+``status`` verb reports a missing root (it fails) but not a read-only one. A status
+line carrying ``writable=no`` is read as that failure, for a receiver that says so.
+
+What the config loader only warns about (a configuration, zones directory or
+known_hosts file others may write, a private key others may read) fails here:
+doctor is where an operator asks whether the setup is right, not merely working.
+
+Exit statuses: 0 every check OK (warnings allowed), 1 a check failed, 2 usage or
+configuration error (the configuration cannot be loaded at all).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import errno
+import hashlib
+import os
+import pwd
+import shlex
+import socket
+import sys
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal, TextIO
+
+from dnsmaster import __version__
+from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
+from dnsmaster.core import compiler
+from dnsmaster.core.banner import previous_serial
+from dnsmaster.core.soa import zone_serials
+from dnsmaster.core.text import printable
+from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
+from dnsmaster.fsutil import describe
+from dnsmaster.master.build import list_sources
+from dnsmaster.protocol import DELTA
+from dnsmaster.transport import push
+from dnsmaster.transport.dns import check_serials
+from dnsmaster.transport.sshlib import asyncssh, client_options, host_key_options
+
+__all__ = [
+    "EXIT_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "Check",
+    "accelerator_state",
+    "check_all",
+    "main",
+]
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2
+
+#: The most zones asked for over DNS per slave: enough to show that tinydns serves
+#: this data, without thousands of sequential queries across a WAN.
+MAX_ZONES = 20
+#: The default deadline for all of one slave's checks, in seconds (cli.py says it too).
+SLAVE_TIMEOUT = 60.0
+#: The longest line a server may send before its SSH version line: asyncssh's own
+#: limit, so that doctor judges a port as push does ("Banner line too long").
+_MAX_BANNER_LINE = 8192
+
+Status = Literal["OK", "WARN", "FAIL"]
+
+#: Where a slave's tinydns root is named: the master cannot see it, only the slave's
+#: authorized_keys line says it.
+_ROOT = "the slave's root (the --root of the forced command in its authorized_keys)"
+
+
+@dataclass(frozen=True, slots=True)
+class Check:
+    """One check's outcome: ``group`` (config, output, slave NAME), what was checked,
+    and for a warning or failure why and how to fix it."""
+
+    group: str
+    status: Status
+    what: str
+    why: str = ""
+    fix: str = ""
+
+    @property
+    def failed(self) -> bool:
+        return self.status == "FAIL"
+
+    def line(self) -> str:
+        """``OK   group: what`` or ``FAIL group: what: why; fix: how``."""
+        text = f"{self.status:<4} {self.group}: {self.what}"
+        if self.why:
+            text += f": {self.why}"
+        if self.fix:
+            text += f"; fix: {self.fix}"
+        return text
+
+
+def accelerator_state() -> tuple[bool, str]:
+    """Whether the C accelerator compiles, and in words why (not)."""
+    if compiler.accelerated():
+        return True, "active"
+    if os.environ.get(compiler.PURE_PYTHON_ENV, "") not in {"", "0"}:
+        return False, f"disabled by {compiler.PURE_PYTHON_ENV}"
+    return False, "not built: pure Python, several times slower"
+
+
+# --------------------------------------------------------------------------- the master
+
+
+class _Group:
+    """Collects one group's checks in order."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.checks: list[Check] = []
+
+    def ok(self, what: str) -> None:
+        self.checks.append(Check(self.name, "OK", what))
+
+    def warn(self, what: str, why: str, fix: str = "") -> None:
+        self.checks.append(Check(self.name, "WARN", what, why, fix))
+
+    def fail(self, what: str, why: str, fix: str = "") -> None:
+        self.checks.append(Check(self.name, "FAIL", what, why, fix))
+
+
+def _user() -> str:
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
+
+
+def _default_keys() -> str:
+    try:
+        return ", ".join(str(expand_home(name)) for name in DEFAULT_KEYS)
+    except ValueError as exc:
+        return str(exc)
+
+
+def _write_fix(directory: Path, exc: OSError) -> str:
+    """How to make ``directory`` writable, for the reason ``exc`` says it is not."""
+    if exc.errno == errno.ENOENT:
+        return f"mkdir -p {shlex.quote(str(directory))}"
+    if exc.errno == errno.EROFS:
+        return (
+            "its file system is mounted read-only: remount it read-write, or point the "
+            "config at a writable directory"
+        )
+    if exc.errno in (errno.EACCES, errno.EPERM):
+        return f"chown {_user()} {shlex.quote(str(directory))} (or run dnsmaster as its owner)"
+    if exc.errno == errno.ENOSPC:
+        return "free space on its file system"
+    return "make it a directory this user can write"
+
+
+def _try_write(directory: Path) -> OSError | None:
+    """Really create (and remove) a file in ``directory``: permission bits, ACLs,
+    read-only mounts and full disks all say no the same way, as a build would meet it."""
+    try:
+        fd, name = tempfile.mkstemp(prefix=".dnsmaster-doctor.", dir=directory)
+    except OSError as exc:
+        return exc
+    os.close(fd)
+    with contextlib.suppress(OSError):
+        os.unlink(name)
+    return None
+
+
+def _writable(group: _Group, what: str, directory: Path) -> bool:
+    exc = _try_write(directory)
+    if exc is None:
+        group.ok(f"{what} {directory} writable by {_user()}")
+        return True
+    if exc.errno == errno.ENOTDIR:
+        group.fail(what, f"{directory} is not a directory", "point the config at a directory")
+        return False
+    group.fail(what, f"cannot write in {directory}: {describe(exc)}", _write_fix(directory, exc))
+    return False
+
+
+@dataclass(frozen=True, slots=True)
+class _Build:
+    """The master's current data: what every slave should have and serve."""
+
+    sha256: str
+    serial: int | None
+    zones: dict[bytes, int] = field(default_factory=dict)
+
+
+def _master_checks(cfg: Config) -> tuple[list[Check], _Build | None]:
+    conf = _Group("config")
+    ssh = [s for s in cfg.slaves if s.transport == "ssh"]
+    conf.ok(
+        f"{cfg.path}: {len(cfg.slaves)} slaves ({len(ssh)} ssh, {len(cfg.slaves) - len(ssh)} local)"
+    )
+    for warning in cfg.warnings:
+        # Each warning names the path, the risk and the fix (``...; fix: chmod 600 KEY``).
+        why, _, fix = warning.partition("; fix: ")
+        conf.fail("permissions", why, fix)
+    if not cfg.warnings:
+        conf.ok("permissions: nothing others may write, no private key others may read")
+    if ssh:
+        keys = sorted({str(k) for k in [cfg.key, *(s.key for s in ssh)] if k is not None})
+        conf.ok(
+            f"ssh: known_hosts {cfg.known_hosts}, "
+            + (
+                f"key {', '.join(keys)}"
+                if keys
+                else f"{_user()}'s default keys ({_default_keys()})"
+            )
+        )
+    zones = _Group("zones")
+    try:
+        files, skipped = list_sources(cfg.zones)
+    except OSError as exc:
+        fix = f"mkdir -p {cfg.zones}" if exc.errno == errno.ENOENT else f"chmod u+rx {cfg.zones}"
+        zones.fail(
+            str(cfg.zones), f"cannot read: {describe(exc)}", f"{fix}, or set zones in {cfg.path}"
+        )
+    else:
+        if files:
+            zones.ok(
+                f"{cfg.zones} readable: {len(files)} files (header, zones.*)" + _skipped(skipped)
+            )
+        else:
+            zones.warn(
+                str(cfg.zones),
+                "no header or zones.* files: the build publishes nothing",
+                "put the zones there (one zones.NAME file per customer or group)",
+            )
+    out = _Group("output")
+    build: _Build | None = None
+    if _writable(out, "directory", cfg.output):
+        build = _read_build(out, cfg)
+    for what, path in (("state", cfg.state), ("metrics", cfg.metrics)):
+        if path is not None and path.parent != cfg.output:
+            _writable(out, f"{what} directory", path.parent)
+    accel = _Group("accelerator")
+    active, how = accelerator_state()
+    if active:
+        accel.ok("C accelerator active")
+    else:
+        accel.warn(
+            "C accelerator",
+            how,
+            "apt-get install gcc python3-dev; pip install --force-reinstall dnsmaster"
+            if how.startswith("not built")
+            else f"unset {compiler.PURE_PYTHON_ENV}",
+        )
+    return conf.checks + zones.checks + out.checks + accel.checks, build
+
+
+def _skipped(skipped: Sequence[tuple[str, str]]) -> str:
+    """The look-alikes the build leaves out, as `check` lists them (the first few)."""
+    if not skipped:
+        return ""
+    shown = ", ".join(f"{printable(name)} ({reason})" for name, reason in skipped[:3])
+    return f"; skipped {shown}" + (f" and {len(skipped) - 3} more" if len(skipped) > 3 else "")
+
+
+def _read_build(group: _Group, cfg: Config) -> _Build | None:
+    data_file = cfg.output / "data"
+    try:
+        data = data_file.read_bytes()
+    except FileNotFoundError:
+        group.warn(
+            "data",
+            f"{data_file} not built yet: nothing to push, no serial to ask the slaves for",
+            f"dnsmaster build --config {shlex.quote(str(cfg.path))}",
+        )
+        return None
+    except OSError as exc:
+        group.fail("data", f"cannot read {data_file}: {describe(exc)}", f"chmod u+r {data_file}")
+        return None
+    build = _Build(
+        hashlib.sha256(data).hexdigest(), previous_serial(data[:300]), zone_serials(data)
+    )
+    serial = f"serial {build.serial}" if build.serial is not None else "no dnsmaster banner"
+    group.ok(f"data built: {serial}, {len(build.zones)} zones, sha256 {build.sha256[:16]}")
+    return build
+
+
+# --------------------------------------------------------------------------- the slaves
+
+
+class _SlaveCheck:
+    """One slave's checks, along the path a push takes; each step returns whether
+    the next one makes sense."""
+
+    def __init__(self, cfg: Config, slave: Slave, build: _Build | None) -> None:
+        self.cfg = cfg
+        self.slave = slave
+        self.build = build
+        self.group = _Group(f"slave {slave.name}")
+        self.step = cfg.push.connect_timeout
+        #: Every line the receiver printed, as (stream, line).
+        self.lines: list[tuple[str, str]] = []
+
+    def _sink(self, name: str, stream: str, line: str, truncated: int) -> None:
+        self.lines.append((stream, line))
+
+    @property
+    def _where(self) -> str:
+        return f"{self.slave.host} port {self.slave.port}"
+
+    @property
+    def _pubkey(self) -> str:
+        key = self.slave.key or self.cfg.key
+        return shlex.quote(f"{key}.pub") if key is not None else "MASTER_KEY.pub"
+
+    def _authorized_key_fix(self, *, replace: bool = False) -> str:
+        where = f"~{self.slave.user}/.ssh/authorized_keys"
+        line = f"`dnsmaster authorized-key --pubkey {self._pubkey} --root SLAVE_ROOT` prints"
+        if replace:
+            return f"on the slave, replace this key's line in {where} with the line that {line}"
+        return f"on the slave, add to {where} the line that {line}"
+
+    async def run(self) -> None:
+        if self.slave.transport == "local":
+            if await self._local_root() and await self._status():
+                await self._dns()
+            return
+        if (
+            await self._resolve()
+            and await self._reach()
+            and await self._host_key()
+            and (await self._login() if self.slave.protocol == "legacy" else await self._status())
+        ):
+            await self._dns()
+
+    async def _resolve(self) -> bool:
+        host = self.slave.host
+        try:
+            async with asyncio.timeout(self.step):
+                infos = await asyncio.get_running_loop().getaddrinfo(
+                    host, self.slave.port, type=socket.SOCK_STREAM
+                )
+        except (OSError, UnicodeError) as exc:  # TimeoutError is an OSError
+            reason = "no answer in time" if isinstance(exc, TimeoutError) else exc.args[-1]
+            self.group.fail(
+                f"name {host}",
+                f"cannot resolve: {reason}",
+                f"correct the slave's host in {self.cfg.path}, or add {host} to DNS or /etc/hosts",
+            )
+            return False
+        addresses = ", ".join(dict.fromkeys(str(info[4][0]) for info in infos))
+        if addresses != host:  # an address needs no resolving, and gets no line
+            self.group.ok(f"name {host} resolves to {addresses}")
+        return True
+
+    async def _reach(self) -> bool:
+        try:
+            async with asyncio.timeout(self.step):
+                reader, writer = await asyncio.open_connection(
+                    self.slave.host, self.slave.port, limit=_MAX_BANNER_LINE
+                )
+                try:
+                    banner = await _first_line(reader)
+                finally:
+                    writer.close()
+                    with contextlib.suppress(OSError):
+                        await writer.wait_closed()
+        except OSError as exc:
+            if isinstance(exc, TimeoutError):
+                reason = f"no answer in {self.step:g} s"
+                fix = "check that the slave is up and no firewall drops port " + str(
+                    self.slave.port
+                )
+            else:
+                reason = push._os_reason(exc)
+                fix = (
+                    f"start sshd on the slave (listening on port {self.slave.port}), "
+                    "or correct the slave's port in the config"
+                )
+            self.group.fail(f"ssh {self._where}", f"cannot connect: {reason}", fix)
+            return False
+        if banner is None:
+            # The words push and status --live say (asyncssh's), for the same server.
+            self.group.fail(
+                f"ssh {self._where}",
+                f"Banner line too long: what answers there is not sshd (it sent over "
+                f"{_MAX_BANNER_LINE} bytes without a newline)",
+                "correct the slave's port in the config",
+            )
+            return False
+        text = printable(banner.strip()[:80])
+        if not banner.startswith(b"SSH-"):
+            self.group.fail(
+                f"ssh {self._where}",
+                f"what answers there is not sshd (it said {text!r})",
+                "correct the slave's port in the config",
+            )
+            return False
+        self.group.ok(f"sshd answers on {self._where} ({text})")
+        return True
+
+    async def _presented(self, like: asyncssh.SSHKey | None) -> asyncssh.SSHKey | None:
+        algs: Sequence[str] = [a.decode("ascii") for a in like.sig_algorithms] if like else ()
+        try:
+            async with asyncio.timeout(self.step):
+                return await asyncssh.get_server_host_key(
+                    self.slave.host,
+                    self.slave.port,
+                    server_host_key_algs=algs or (),
+                    config=[],
+                    options=host_key_options(),
+                )
+        except (OSError, asyncssh.Error, ValueError):
+            return None
+
+    async def _host_key(self) -> bool:
+        known_hosts = self.cfg.known_hosts
+        if known_hosts is None:  # load() sets it whenever a slave uses ssh
+            self.group.fail("host key", "no known_hosts file", "set known_hosts in the config")
+            return False
+        slave = self.slave
+        entries, revoked = push._known_entries(known_hosts, slave.host, slave.port)
+        like = entries[0][1] if entries else None
+        presented = await self._presented(like)
+        if presented is None and like is not None:
+            presented = await self._presented(None)  # it offers no key of the known type
+        if presented is None:
+            self.group.fail(
+                "host key",
+                f"{self._where} showed no host key (the key exchange failed)",
+                "see sshd's log on the slave",
+            )
+            return False
+        fingerprint = push._fingerprint(presented)
+        known = [n for n, key in entries if key.public_data == presented.public_data]
+        bad = [n for n, key in revoked if key.public_data == presented.public_data]
+        if known and not bad:
+            self.group.ok(f"host key {fingerprint} known ({known_hosts}:{known[0]})")
+            return True
+        error = push._classify_host_key(
+            slave, known_hosts, entries=entries, revoked=revoked, presented=presented, reason=""
+        )
+        self._host_key_failed(error)
+        return False
+
+    def _host_key_failed(self, error: HostKeyError) -> None:
+        name = push._known_hosts_name(self.slave.host, self.slave.port)
+        check = (
+            f"on the slave itself (not over this network) `ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub` must show {error.presented}; if it does, "
+        )
+        if isinstance(error, HostKeyChanged):
+            self.group.fail(
+                "host key CHANGED",
+                f"{name} now presents {error.presented}, but {error.known_hosts}:{error.line} "
+                f"holds {error.known} for it: the slave was re-keyed, or something else "
+                "answers at its address",
+                check + "`" + " && ".join(error.accept) + "`",
+            )
+        elif isinstance(error, HostKeyUnknown):
+            self.group.fail(
+                "host key unknown",
+                f"{error.known_hosts} holds no key for {name}, which presents {error.presented}",
+                check + "`" + " && ".join(error.accept) + "`",
+            )
+        else:
+            self.group.fail(
+                "host key", error.reason, f"only you can decide: check {error.known_hosts}"
+            )
+
+    def _ssh_failed(self, exc: SlaveError) -> None:
+        """A login or status that failed before the receiver answered."""
+        if isinstance(exc, HostKeyError):
+            self._host_key_failed(exc)
+        elif exc.phase == "local":
+            self._local_failed(exc)
+        elif exc.phase == "auth":
+            self.group.fail(
+                f"login as {self.slave.user}",
+                f"refused by {self._where}: the slave's authorized_keys does not hold this key",
+                self._authorized_key_fix(),
+            )
+        else:
+            self.group.fail("ssh", exc.reason, "see the slave's sshd log")
+
+    def _local_failed(self, exc: SlaveError) -> None:
+        """A key or known_hosts this account cannot use: the slave was never asked."""
+        if exc.reason.startswith("cannot use the private key"):
+            fix = "make a key without a passphrase: ssh-keygen -t ed25519 -N ''"
+        elif exc.reason.startswith("no private key"):
+            fix = f"set key in {self.cfg.path} (ssh-keygen -t ed25519 -N '' -f KEYFILE)"
+        else:
+            # Checked as whoever runs doctor: the daemon's account is what matters.
+            fix = (
+                f"let {_user()} read that file (chown {_user()} FILE, or chmod g+r FILE "
+                f"for a group {_user()} is in), or run doctor as the daemon's account"
+            )
+        self.group.fail("local files", exc.reason, fix)
+
+    async def _login(self) -> bool:
+        """Log in without opening a session: the classic update-dns takes any session,
+        even an empty one, as data to install."""
+        slave, cfg = self.slave, self.cfg
+        try:
+            keys = push.client_keys(slave, cfg)
+            async with asyncio.timeout(self.step * 2):
+                conn = await asyncssh.connect(
+                    slave.host,
+                    port=slave.port,
+                    username=slave.user,
+                    client_keys=keys,
+                    known_hosts=str(cfg.known_hosts),
+                    connect_timeout=self.step,
+                    login_timeout=self.step,
+                    **client_options(),
+                )
+                conn.close()
+                await conn.wait_closed()
+        except SlaveError as exc:
+            self._ssh_failed(exc)
+            return False
+        except asyncssh.PermissionDenied:
+            self._ssh_failed(SlaveError(slave.name, "permission denied", phase="auth"))
+            return False
+        except (OSError, asyncssh.Error) as exc:
+            if isinstance(exc, OSError) and exc.filename is not None:  # known_hosts
+                self._ssh_failed(push.local_file_error(slave.name, exc))
+                return False
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else push._os_reason(exc)
+            self._ssh_failed(SlaveError(slave.name, f"ssh to {self._where}: {reason}"))
+            return False
+        self.group.ok(
+            f"login as {slave.user} accepted (protocol legacy: the receiver is not asked, "
+            "since update-dns would install an empty push)"
+        )
+        return True
+
+    async def _local_root(self) -> bool:
+        root = self.slave.root
+        assert root is not None  # load() requires it for local slaves
+        if not root.is_dir():
+            exists = root.exists()
+            self.group.fail(
+                "root",
+                f"{root} is {'not a directory' if exists else 'missing'}",
+                f"mkdir -p {shlex.quote(str(root))}" if not exists else "point root at a directory",
+            )
+            return False
+        return _writable(self.group, "root", root)
+
+    async def _status(self) -> bool:
+        """Ask the receiver for its status: proves login, forced command and root."""
+        channel = push.channel_for(self.slave, self.cfg)
+        failure: SlaveError | None = None
+        version: push.SlaveVersion | None = None
+        try:
+            version = await push.fetch_status(channel, self.step * 2, self._sink)
+        except SlaveError as exc:
+            if exc.phase != "status":
+                self._ssh_failed(exc)
+                return False
+            failure = exc  # logged in; what answered is judged by what it printed
+        finally:
+            await channel.close()
+        self._login_ok()
+        stdout = [line for stream, line in self.lines if stream == "stdout"]
+        stderr = [line for stream, line in self.lines if stream == "stderr"]
+        status = next((line.split() for line in stdout if line.split()[:1] == ["status"]), None)
+        if status is None and not any(line.startswith("dnsmaster receive:") for line in stderr):
+            if stdout:
+                said = f"it printed {printable(stdout[0][:80])!r}"
+            else:
+                said = failure.reason if failure is not None else "it printed nothing"
+            self.group.fail(
+                "receiver",
+                f"the key's forced command is not dnsmaster receive ({said})",
+                self._authorized_key_fix(replace=True),
+            )
+            return False
+        if failure is not None:
+            self._receiver_failed(failure, answered=status is not None)
+            return False
+        assert status is not None  # a receiver that exits 0 prints its status line
+        fields = dict(w.split("=", 1) for w in status[1:] if "=" in w)
+        self._receiver_ok(fields)
+        if fields.get("writable") == "no":
+            self.group.fail(
+                "root", "the receiver cannot write its root", f"chown {self.slave.user} {_ROOT}"
+            )
+            return False
+        self._installed(version)
+        return True
+
+    def _login_ok(self) -> None:
+        if self.slave.transport == "ssh":
+            self.group.ok(f"login as {self.slave.user} accepted")
+
+    def _receiver_ok(self, fields: dict[str, str]) -> None:
+        said = [f"{k} {fields[k]}" for k in ("version", "protocol") if k in fields]
+        self.group.ok(
+            "receiver: dnsmaster receive answers status"
+            + (f" ({', '.join(said)})" if said else " (it reports no version)")
+        )
+        theirs = fields.get("version")
+        if theirs is not None and theirs != __version__:
+            self.group.warn(
+                "receiver version",
+                f"the slave runs dnsmaster {theirs}, the master {__version__}",
+                "install the same dnsmaster on both",
+            )
+        protocol = fields.get("protocol", "")
+        if protocol.isdigit() and int(protocol) < DELTA:
+            # Served, but every push is the whole data, uncompressed.
+            self.group.warn(
+                "receiver protocol",
+                f"protocol {protocol}: it takes full pushes only, not deltas or compression "
+                f"(protocol {DELTA})",
+                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
+            )
+
+    def _receiver_failed(self, exc: SlaveError, *, answered: bool) -> None:
+        """The receiver refused the status verb, or (``answered``) gave a status that
+        the master refuses: one too old for this master."""
+        if answered:
+            self.group.fail(
+                "receiver",
+                exc.reason,
+                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
+            )
+            return
+        fix = "see the reason, on the slave"
+        if "does not exist" in exc.reason:
+            fix = f"create {_ROOT}, owned by {self.slave.user}"
+        elif "permission denied" in exc.reason:
+            fix = f"chown {self.slave.user} {_ROOT}"
+        self.group.fail("receiver", f"status failed: {exc.reason}", fix)
+
+    def _installed(self, version: push.SlaveVersion | None) -> None:
+        doubt = [
+            line
+            for stream, line in self.lines
+            if stream == "stderr" and "not known to match" in line
+        ]
+        push_cmd = (
+            f"dnsmaster push --config {shlex.quote(str(self.cfg.path))} --slave {self.slave.name}"
+        )
+        if doubt:
+            self.group.warn("installed", doubt[-1].removeprefix("dnsmaster receive: "), push_cmd)
+            return
+        if version is None:
+            self.group.warn("installed", "nothing installed yet", push_cmd)
+            return
+        serial = version.serial if version.serial is not None else "none"
+        if self.build is None:
+            self.group.ok(f"installed: serial {serial}")
+        elif version.sha256 == self.build.sha256:
+            self.group.ok(f"installed: the master's build (serial {serial})")
+        else:
+            self.group.warn(
+                "installed",
+                f"serial {serial}, not the master's build (serial {self.build.serial})",
+                push_cmd + " (a running daemon pushes by itself)",
+            )
+
+    def _expects_master_serials(self) -> bool:
+        """Whether the slave should serve exactly the master's zone serials: it has
+        the master's build (or cannot tell us, being legacy)."""
+        if self.build is None:
+            return False
+        if self.slave.protocol == "legacy":
+            return True
+        installed = push.parse_status([line for stream, line in self.lines if stream == "stdout"])
+        return installed is not None and installed.sha256 == self.build.sha256
+
+    async def _dns(self) -> None:
+        slave = self.slave
+        if not slave.dns:
+            return  # a local slave without a tinydns to ask
+        where = f"tinydns on {slave.dns} port {slave.dns_port}"
+        if self.build is None or not self.build.zones:
+            self.group.warn(where, "not asked: the master has no built zones to ask for")
+            return
+        zones = dict(list(self.build.zones.items())[:MAX_ZONES])
+        checks = await check_serials(
+            slave.dns, slave.dns_port, zones, self.cfg.daemon.verify_timeout
+        )
+        silent = [c for c in checks if c.served is None]
+        if silent:
+            first = silent[0]
+            if first.error and "timeout" in first.error:
+                fix = (
+                    "start tinydns on the slave (svc -u /service/tinydns), and check that the "
+                    f"slave's dns in the config ({slave.dns}) is the address it listens on"
+                )
+            else:
+                fix = "check that this tinydns serves the slave's root (its ROOT)"
+            self.group.fail(
+                where,
+                f"{first.zone}: {first.error or 'no SOA in the answer'}"
+                + (f" (and {len(silent) - 1} more zones)" if len(silent) > 1 else ""),
+                fix,
+            )
+            return
+        count = (
+            f"{len(checks)} of {len(self.build.zones)} zones"
+            if len(self.build.zones) > len(checks)
+            else f"{len(checks)} zones"
+        )
+        wrong = [c for c in checks if not c.ok]
+        if self._expects_master_serials() and wrong:
+            c = wrong[0]
+            self.group.fail(
+                where,
+                f"serves serial {c.served} for {c.zone}, the installed build has {c.expected}: "
+                "this tinydns does not serve the root the receiver installs into",
+                "set the slave's dns to the address of the tinydns whose ROOT is "
+                "the receiver's --root",
+            )
+            return
+        self.group.ok(f"{where} answers SOA for {count}")
+
+
+async def _first_line(reader: asyncio.StreamReader) -> bytes | None:
+    """The first line a server sends; None when it is longer than the reader's limit.
+
+    readline raises ValueError on such a line (a server that is no sshd may send
+    anything): here that is an answer to report, not an error to crash on.
+    """
+    try:
+        return await reader.readuntil(b"\n")
+    except asyncio.IncompleteReadError as exc:
+        return exc.partial  # the server closed before a newline: judge what it sent
+    except asyncio.LimitOverrunError:
+        return None
+
+
+async def _check_slave(
+    cfg: Config, slave: Slave, build: _Build | None, timeout: float
+) -> list[Check]:
+    check = _SlaveCheck(cfg, slave, build)
+    try:
+        async with asyncio.timeout(timeout):
+            await check.run()
+    except TimeoutError:
+        check.group.fail(
+            "checks", f"not done in {timeout:g} s", "check the slave's network and load"
+        )
+    return check.group.checks
+
+
+async def check_all(cfg: Config, *, timeout: float = SLAVE_TIMEOUT) -> list[Check]:
+    """Every check, master first, then each slave (checked in parallel), in config order."""
+    checks, build = _master_checks(cfg)
+    gate = asyncio.Semaphore(cfg.push.parallel)
+
+    async def one(slave: Slave) -> list[Check]:
+        async with gate:
+            return await _check_slave(cfg, slave, build, timeout)
+
+    for found in await asyncio.gather(*(one(s) for s in cfg.slaves)):
+        checks += found
+    return checks
+
+
+def summary(checks: Iterable[Check]) -> str:
+    counts = {"OK": 0, "WARN": 0, "FAIL": 0}
+    for check in checks:
+        counts[check.status] += 1
+    head = f"doctor: {counts['FAIL']} FAILED" if counts["FAIL"] else "doctor: all good"
+    plural = "" if counts["WARN"] == 1 else "s"
+    return f"{head}, {counts['WARN']} warning{plural}, {counts['OK']} OK"
+
+
+# --------------------------------------------------------------------------- the command
+
+
+def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """``dnsmaster doctor``; the exit status."""
+    from dnsmaster import config  # noqa: PLC0415
+
+    out = out or sys.stdout
+    err = err or sys.stderr
+    try:
+        cfg = config.load(config.resolve_path(args.config, os.environ))
+    except ConfigError as exc:
+        err.write(f"dnsmaster: {exc}\n")
+        return EXIT_USAGE
+    timeout = args.timeout if args.timeout is not None else SLAVE_TIMEOUT
+    checks = asyncio.run(check_all(cfg, timeout=timeout))
+    for check in checks:
+        out.write(check.line() + "\n")
+    out.write(summary(checks) + "\n")
+    return EXIT_FAILED if any(c.failed for c in checks) else EXIT_OK

@@ -1,0 +1,1 @@
+"""``dnsmaster run``: the long-running loop, its slave workers, the watcher and hooks."""

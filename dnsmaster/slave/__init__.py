@@ -1,0 +1,6 @@
+"""The slave's side: the receiver and its one-file bundle.
+
+It runs once per push on every slave, so it imports only :mod:`dnsmaster.core`,
+:mod:`dnsmaster.protocol`, :mod:`dnsmaster.fsutil` and :mod:`dnsmaster.errors`
+(``tests/slave/test_imports.py`` holds it to that).
+"""

@@ -1,0 +1,843 @@
+"""``dnsmaster run`` end to end: a subprocess, its JSON log, real slaves.
+
+The real-slave tests start three slaves from :mod:`tests.lab.realworld` (OpenSSH's sshd
+with the ``dnsmaster receive`` forced command, and tinydns on 127.0.1.N:53), run the
+daemon as ``python -m dnsmaster run --config FILE --log-format json`` and judge it
+by what it logs, what the slaves' tinydns answer over DNS (dnspython), the state
+file and ``dnsmaster status``. The local tests use ``transport = "local"`` slaves
+(the receiver as a subprocess, no sshd) for the branches that need no network.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import pytest
+
+from dnsmaster.core.makedata import assemble, compile_source
+from dnsmaster.core.stream import seal
+from dnsmaster.master import state as statefile
+from tests.conftest import require
+from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+
+if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
+    from tests.lab.realworld import Lab, Slave
+
+
+DEBOUNCE = 0.2
+SETTLE = 1.0  # after the last expected event, how long to wait to prove nothing follows
+TIMEOUT = 30.0  # generous: the machine has two cores and other test runs
+HEADER = "# test header\n"
+NET = ".example.net:127.0.0.1:a:259200\n+www.example.net:198.51.100.1\n"
+
+
+#: These zones are a few records each: one deleted file or zone is over any sensible
+#: share, and the tests of saves and pushes delete some. The guard has tests of its own.
+NO_GUARD = "\n[guard]\nmax_removed = 1.0\nzones = false\n"
+
+
+def example_com(www: str = "192.0.2.80", extra: str = "") -> str:
+    return (
+        "# zones.example.com\n"
+        ".example.com:127.0.0.1:a:259200\n"
+        f"+www.example.com:{www}\n"
+        "@example.com::mail.example.com:10\n"
+        f"{extra}"
+    )
+
+
+def write(path: Path, text: str) -> None:
+    """A plain overwrite: open('w'), write, close."""
+    with path.open("w") as f:
+        f.write(text)
+
+
+def make_zones(base: Path) -> tuple[Path, Path]:
+    zones, output = base / "zones", base / "out"
+    zones.mkdir(parents=True)
+    output.mkdir()
+    write(zones / "header", HEADER)
+    write(zones / "zones.example.com", example_com())
+    write(zones / "zones.example.net", NET)
+    return zones, output
+
+
+def files(path: Path) -> bool:
+    """A file of the output directory but the state file (the kept builds and the
+    build cache are directories)."""
+    return path.is_file() and path.name != "state.json"
+
+
+def status(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        check=False,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        timeout=60,
+    )
+
+
+def wait_state(path: Path, check: str, timeout: float = TIMEOUT) -> statefile.State:
+    """Poll the state file until ``check`` (a predicate's name below) holds.
+
+    Fails the test on timeout, with the last state read: returning it instead let
+    callers go on with a state that never got there.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        current = statefile.read(path)
+        if CHECKS[check](current):
+            return current
+        if time.monotonic() > deadline:
+            pytest.fail(f"state never {check!r} in {timeout} s; last read: {current}")
+        time.sleep(0.05)
+
+
+def _all_ok(s: statefile.State) -> bool:
+    return s.build is not None and all(
+        x.result == "ok" and x.installed_sha256 == s.build.sha256 for x in s.slaves
+    )
+
+
+def _all_verified(s: statefile.State) -> bool:
+    return _all_ok(s) and all(x.verified == "ok" for x in s.slaves)
+
+
+CHECKS = {"ok": _all_ok, "verified": _all_verified}
+
+
+# -- real slaves -----------------------------------------------------------------------
+
+
+class Rig:
+    """A zones directory, three real slaves, a config and (once started) the daemon."""
+
+    def __init__(self, base: Path, lab: Lab, slaves: list[Slave], **daemon: object) -> None:
+        self.base = base
+        self.lab = lab
+        self.slaves = slaves
+        self.zones, self.output = make_zones(base / "master")
+        self.state = base / "master" / "state.json"
+        self.config = base / "master" / "dnsmaster.toml"
+        options: dict[str, object] = {
+            "debounce": DEBOUNCE,
+            "max_delay": 5.0,
+            "retry_initial": 0.2,
+            "retry_max": 1.0,
+            "stop_timeout": 20.0,
+            "verify_timeout": 1.0,
+        }
+        options.update(daemon)
+        self.config.write_text(
+            config_text(
+                zones=self.zones,
+                output=self.output,
+                state=self.state,
+                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
+                daemon=options,
+                push={"connect_timeout": 3.0, "timeout": 60.0},
+                slaves=[
+                    {"name": s.name, "host": s.address, "port": s.port, "dns": s.address}
+                    for s in slaves
+                ],
+            )
+            + NO_GUARD
+        )
+        self.daemons: list[DaemonProcess] = []
+
+    @property
+    def names(self) -> set[str]:
+        return {s.name for s in self.slaves}
+
+    def start(self, *, initial_push: bool = True) -> DaemonProcess:
+        daemon = DaemonProcess(self.config).start()
+        self.daemons.append(daemon)
+        if initial_push:
+            done = daemon.wait("build.done", timeout=TIMEOUT)
+            pushes = daemon.wait_count(
+                "push.done", len(self.slaves), timeout=TIMEOUT, serial=done["serial"]
+            )
+            assert {p["slave"] for p in pushes} == self.names
+            self.assert_served(done["serial"])
+            # and every verify query answered, so later events are the test's own
+            assert _all_verified(wait_state(self.state, "verified")), daemon.dump()
+        return daemon
+
+    def assert_served(self, serial: int, zone: str = "example.com") -> None:
+        for s in self.slaves:
+            seen = s.tinydns.wait_serial(zone, serial, timeout=10)
+            assert seen == serial, f"{s.name} serves {zone} serial {seen}, not {serial}"
+
+    def close(self) -> None:
+        for daemon in self.daemons:
+            daemon.kill()
+
+
+@pytest.fixture
+def rig(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
+    the_rig = Rig(tmp_path, lab, lab(3))
+    try:
+        yield the_rig
+    finally:
+        the_rig.close()
+
+
+def _descendants(pid: int) -> list[int]:
+    """Child processes of ``pid``, recursively (from /proc/PID/task/*/children)."""
+    found: list[int] = []
+    try:
+        tasks = list(Path(f"/proc/{pid}/task").iterdir())
+    except OSError:
+        return found
+    for task in tasks:
+        try:
+            children = (task / "children").read_text().split()
+        except OSError:
+            continue
+        for child in map(int, children):
+            found.append(child)
+            found.extend(_descendants(child))
+    return found
+
+
+def cut(slave: Slave) -> None:
+    """Take the slave's sshd down the way a reboot does: the listener and its sessions.
+
+    Stopping only the listener would leave the daemon's kept connection (an sshd
+    session process) alive, and the push would still get through.
+    """
+    assert slave.sshd.pid is not None
+    sessions = _descendants(slave.sshd.pid)
+    slave.sshd.stop()
+    for pid in sessions:
+        try:
+            os.kill(pid, signal.SIGTERM)
+        except ProcessLookupError:
+            continue
+
+
+@pytest.mark.real
+class TestRealSlaves:
+    def test_save_propagates(self, rig: Rig) -> None:
+        """(a) One save: built once, pushed to all three, served, verified; status 0."""
+        daemon = rig.start()
+        mark = daemon.mark()
+        write(rig.zones / "zones.example.com", example_com("192.0.2.99"))
+        start = daemon.wait("build.start", mark, reason="change")
+        assert start["changes"] >= 1
+        done = daemon.wait("build.done", mark)
+        assert done["changed"] == "zones.example.com"
+        serial = done["serial"]
+        pushes = daemon.wait_count("push.done", 3, mark, serial=serial)
+        assert {p["slave"] for p in pushes} == rig.names
+        assert len({p["sha256"] for p in pushes}) == 1
+        rig.assert_served(serial)
+        for s in rig.slaves:
+            assert s.tinydns.answer("www.example.com", "A") == ["192.0.2.99"]
+            assert s.installed() is not None
+            assert s.installed().startswith((rig.output / "data").read_bytes())  # type: ignore[union-attr]
+        verified = daemon.wait_count("verify.ok", 3, mark, zone="example.com", serial=serial)
+        assert {v["slave"] for v in verified} == rig.names
+        state = wait_state(rig.state, "verified")
+        assert _all_verified(state), state
+        assert state.build is not None
+        assert state.build.serial == serial
+        assert state.pid == daemon.pid
+        proc = status(rig.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert str(serial) in proc.stdout
+        assert len(daemon.find("build.start", mark)) == 1
+
+    def test_burst_of_saves(self, rig: Rig) -> None:
+        """(b) 50 rapid rewrites: a few builds at most, the last content served everywhere."""
+        daemon = rig.start()
+        mark = daemon.mark()
+        path = rig.zones / "zones.example.com"
+        for i in range(1, 51):
+            write(path, example_com(f"192.0.2.{i}"))
+            time.sleep(0.01)
+        last = "192.0.2.50"
+        deadline = time.monotonic() + TIMEOUT
+        for s in rig.slaves:
+            while s.tinydns.answer("www.example.com", "A") != [last]:
+                assert time.monotonic() < deadline, f"{s.name} never served {last}"
+                time.sleep(0.05)
+        time.sleep(SETTLE)
+        builds = daemon.find("build.done", mark)
+        assert 1 <= len(builds) <= 3, builds
+        assert sum(s["changes"] for s in daemon.find("build.start", mark)) >= 50
+        final = builds[-1]["serial"]
+        # Waited for, not read after SETTLE: the last build may only restate what the
+        # slaves already serve, its pushes still running on a loaded machine.
+        pushes = daemon.wait_count("push.done", len(rig.names), mark, TIMEOUT, serial=final)
+        assert {p["slave"] for p in pushes} == rig.names
+        rig.assert_served(final)
+        assert not daemon.find("push.failed", mark)
+
+    def test_failed_build_changes_nothing(self, rig: Rig) -> None:
+        """(c) A bad line: build.error names file and line, nothing written or pushed."""
+        daemon = rig.start()
+        before = daemon.find("build.done")[-1]["serial"]
+        master = {p.name: p.read_bytes() for p in rig.output.iterdir() if files(p)}
+        served = {s.name: s.snapshot() for s in rig.slaves}
+        mark = daemon.mark()
+        bad = example_com("192.0.2.81", extra="+broken.example.com:192.0.2.300\n")
+        write(rig.zones / "zones.example.com", bad)
+        error = daemon.wait("build.error", mark)
+        assert error["file"] == "zones.example.com"
+        assert error["line"] == 5
+        assert "192.0.2.300" in error["error"]
+        daemon.wait("build.failed", mark, kept_serial=before)
+        time.sleep(SETTLE)
+        events = {e["event"] for e in daemon.events[mark:]}
+        assert not {e for e in events if e.startswith(("push.", "verify."))}, events
+        assert "build.done" not in events
+        after = {p.name: p.read_bytes() for p in rig.output.iterdir() if files(p)}
+        assert after == master
+        for s in rig.slaves:
+            assert s.snapshot() == served[s.name]
+            assert s.tinydns.soa_serial("example.com") == before
+        state = statefile.read(rig.state)
+        assert state.build is not None
+        assert state.build.error
+        assert status(rig.config).returncode == 4  # a failed build is worth a look
+
+        mark = daemon.mark()
+        write(rig.zones / "zones.example.com", example_com("192.0.2.82"))
+        done = daemon.wait("build.done", mark)
+        assert done["serial"] > before
+        daemon.wait_count("push.done", 3, mark, serial=done["serial"])
+        rig.assert_served(done["serial"])
+        for s in rig.slaves:
+            assert s.tinydns.answer("www.example.com", "A") == ["192.0.2.82"]
+        wait_state(rig.state, "verified")
+        proc = status(rig.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+
+    def test_slave_down_catches_up(self, rig: Rig) -> None:
+        """(d) A slave whose sshd is down misses the push, is retried, catches up."""
+        daemon = rig.start()
+        down = rig.slaves[1]
+        old = down.tinydns.soa_serial("example.com")
+        cut(down)
+        mark = daemon.mark()
+        write(rig.zones / "zones.example.com", example_com("192.0.2.77"))
+        serial = daemon.wait("build.done", mark)["serial"]
+        up = rig.names - {down.name}
+        pushes = daemon.wait_count("push.done", 2, mark, serial=serial)
+        assert {p["slave"] for p in pushes} == up
+        failed = daemon.wait("push.failed", mark, slave=down.name)
+        assert failed["error"]
+        daemon.wait("retry.scheduled", mark, slave=down.name)
+        for s in rig.slaves:
+            if s is not down:
+                assert s.tinydns.wait_serial("example.com", serial, 10) == serial
+        assert down.tinydns.soa_serial("example.com") == old
+        proc = status(rig.config)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert down.name in proc.stderr
+        # A few retries while it is down, the delays growing up to retry_max.
+        retries = daemon.wait_count("retry.scheduled", 3, mark, slave=down.name)
+        delays = [r["seconds"] for r in retries]
+        assert delays == sorted(delays), delays
+        assert max(delays) <= 1.0, delays
+        down.sshd.start()
+        catch = daemon.mark()
+        done = daemon.wait("push.done", catch, slave=down.name)
+        assert done["serial"] == serial
+        assert down.tinydns.wait_serial("example.com", serial, 10) == serial
+        assert down.tinydns.answer("www.example.com", "A") == ["192.0.2.77"]
+        wait_state(rig.state, "verified")
+        proc = status(rig.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # The others were not pushed to again.
+        assert {p["slave"] for p in daemon.find("push.done", catch)} == {down.name}
+
+    def test_deleted_data_cdb_is_installed_again(self, tmp_path: Path, lab: Lab) -> None:
+        """(d2) data.cdb deleted by hand on a slave, no save after it: the daemon's next
+        check finds tinydns silent, asks the receiver, and installs the build again."""
+        rig = Rig(tmp_path, lab, lab(1), rescan=1.0)
+        try:
+            daemon = rig.start()
+            (slave,) = rig.slaves
+            serial = daemon.find("build.done")[-1]["serial"]
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            mark = daemon.mark()
+            (slave.root / "data.cdb").unlink()
+            daemon.wait("status.none", mark, TIMEOUT, slave=slave.name)
+            done = daemon.wait("push.done", mark, TIMEOUT, slave=slave.name)
+            assert done["serial"] == serial
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            assert not daemon.find("build.start", mark)  # no save, no SIGHUP: no build
+        finally:
+            rig.close()
+
+    def test_signals(self, rig: Rig) -> None:
+        """(e) SIGHUP builds, SIGALRM pushes again to all, SIGTERM stops cleanly."""
+        daemon = rig.start()
+        old = daemon.find("build.done")[-1]["serial"]
+        mark = daemon.mark()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait("build.start", mark, reason="sighup")
+        done = daemon.wait("build.done", mark)
+        assert done["serial"] > old
+        daemon.wait_count("push.done", 3, mark, serial=done["serial"])
+        rig.assert_served(done["serial"])
+
+        mark = daemon.mark()
+        daemon.signal(signal.SIGALRM)
+        daemon.wait("signal", mark, signal="SIGALRM")
+        pushes = daemon.wait_count("push.done", 3, mark)
+        assert {p["slave"] for p in pushes} == rig.names
+        assert {p["sha256"] for p in pushes} == {done["sha256"]}
+        assert not daemon.find("build.start", mark)
+        wait_state(rig.state, "ok")
+
+        mark = daemon.mark()
+        assert daemon.stop() == 0
+        names = [e["event"] for e in daemon.events[mark:]]
+        assert names[-1] == "daemon.stop", names
+        state = statefile.read(rig.state)
+        assert state.pid == daemon.pid
+        assert state.build is not None
+        assert state.build.serial == done["serial"]
+        assert _all_ok(state), state
+        assert status(rig.config).returncode == 5  # stopped: nothing builds or pushes now
+
+    def test_editor_saves_build_once(self, rig: Rig) -> None:
+        """(f) Every kind of save is one build.start reason=change, then served."""
+        daemon = rig.start()
+        z = rig.zones
+        vim = shutil.which("vim")
+
+        def vim_save() -> None:
+            if vim is None:  # replay what vim does with writebackup and backupcopy=no
+                write(z / ".zones.example.com.swp", "b0VIM 9.0\0" * 10)
+                os.rename(z / "zones.example.com", z / "zones.example.com~")
+                write(z / "zones.example.com", example_com("192.0.2.11"))
+                os.unlink(z / "zones.example.com~")
+                os.unlink(z / ".zones.example.com.swp")
+                return
+            subprocess.run(
+                [
+                    vim,
+                    "--clean",
+                    "-es",
+                    "-c",
+                    "set backupcopy=no writebackup",
+                    "-c",
+                    "%s/192.0.2.80/192.0.2.11/",
+                    "-c",
+                    "wq",
+                    "zones.example.com",
+                ],
+                cwd=z,
+                stdin=subprocess.DEVNULL,
+                check=True,
+                timeout=30,
+            )
+
+        def sed_save() -> None:
+            subprocess.run(
+                ["sed", "-i", "s/192.0.2.11/192.0.2.12/", "zones.example.com"], cwd=z, check=True
+            )
+
+        patterns = [
+            ("vim rename-swap", vim_save, "192.0.2.11"),
+            ("sed -i", sed_save, "192.0.2.12"),
+            ("overwrite", lambda: write(z / "zones.example.com", example_com("192.0.2.13")), None),
+            ("new file", lambda: write(z / "zones.example.org", NET.replace("net", "org")), None),
+            ("deleted file", lambda: os.unlink(z / "zones.example.org"), None),
+            (
+                "renamed file",
+                lambda: os.rename(z / "zones.example.net", z / "zones.example.info"),
+                None,
+            ),
+        ]
+        problems = []
+        for name, save, www in patterns:
+            mark = daemon.mark()
+            save()
+            done = daemon.wait("build.done", mark)
+            daemon.wait_count("push.done", 3, mark, serial=done["serial"])
+            time.sleep(SETTLE)
+            starts = daemon.find("build.start", mark)
+            if [s["reason"] for s in starts] != ["change"]:
+                problems.append(f"{name}: {starts}")
+            rig.assert_served(done["serial"])
+            if www is not None:
+                for s in rig.slaves:
+                    assert s.tinydns.answer("www.example.com", "A") == [www], name
+        assert not problems, problems
+        assert not (z / "zones.example.com~").exists()
+        for s in rig.slaves:
+            # zones.example.info still holds example.net: the file name is no zone name
+            assert s.tinydns.soa_serial("example.net") == done["serial"]
+
+    def test_restart_pushes_only_to_slaves_behind(self, rig: Rig) -> None:
+        """(g) Restart, zones unchanged: no rebuild; only the slave that differs is pushed."""
+        daemon = rig.start()
+        serial = daemon.find("build.done")[-1]["serial"]
+        assert daemon.stop() == 0
+        data = (rig.output / "data").read_bytes()
+        behind = rig.slaves[2]
+        other = assemble(
+            [compile_source("zones.x", b".example.com:127.0.0.1:a\n+www.example.com:10.9.9.9\n")],
+            serial - 100,
+        ).data
+        # An older build: the receiver takes it only when forced (a rollback).
+        proc = rig.lab.ssh(behind, "push", "--force", input=other + seal(other))
+        assert proc.returncode == 0, proc.stderr.decode()
+        assert behind.tinydns.soa_serial("example.com") == serial - 100
+
+        again = rig.start(initial_push=False)
+        current = again.wait("build.current")
+        assert current["serial"] == serial
+        answers = again.wait_count("status.installed", 3)
+        assert {a["slave"]: a["current"] for a in answers} == {
+            s.name: s is not behind for s in rig.slaves
+        }
+        done = again.wait("push.done", slave=behind.name)
+        assert done["serial"] == serial
+        assert behind.tinydns.wait_serial("example.com", serial, 10) == serial
+        assert behind.tinydns.answer("www.example.com", "A") == ["192.0.2.80"]
+        wait_state(rig.state, "ok")
+        time.sleep(SETTLE)
+        assert not again.find("build.start")
+        assert {p["slave"] for p in again.find("push.done")} == {behind.name}
+        assert (rig.output / "data").read_bytes() == data
+        assert again.stop() == 0
+
+
+# -- local slaves (no sshd) ------------------------------------------------------------
+
+
+class Local:
+    """A zones directory and two ``transport = "local"`` slaves."""
+
+    def __init__(self, base: Path, *, slaves: int = 2, extra: str = "", **daemon: object) -> None:
+        self.zones, self.output = make_zones(base / "master")
+        self.state = base / "state.json"
+        self.config = base / "dnsmaster.toml"
+        self.roots = [base / "slaves" / f"ns{i + 2}" for i in range(slaves)]
+        for root in self.roots:
+            root.mkdir(parents=True)
+        options: dict[str, object] = {"debounce": DEBOUNCE, "retry_initial": 0.2, "retry_max": 1.0}
+        options.update(daemon)
+        self.config.write_text(
+            config_text(
+                zones=self.zones,
+                output=self.output,
+                state=self.state,
+                daemon=options,
+                slaves=[{"name": r.name, "transport": "local", "root": r} for r in self.roots],
+            )
+            + extra
+            + ("" if "[guard]" in extra else NO_GUARD)
+        )
+        self.daemon = DaemonProcess(self.config)
+
+    def installed(self) -> list[bytes]:
+        return [(r / "data").read_bytes() for r in self.roots]
+
+
+@contextlib.contextmanager
+def running(local: Local) -> Iterator[tuple[DaemonProcess, dict[str, Any]]]:
+    """The daemon on ``local`` once every slave has its first build, and its
+    ``build.done`` event; killed (by PID) when the block ends."""
+    daemon = local.daemon.start()
+    try:
+        first = daemon.wait("build.done", timeout=TIMEOUT)
+        daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=first["serial"])
+        yield daemon, first
+    finally:
+        local.daemon.kill()
+
+
+@pytest.fixture
+def local(tmp_path: Path) -> Iterator[Local]:
+    setup = Local(tmp_path)
+    try:
+        yield setup
+    finally:
+        setup.daemon.kill()
+
+
+class TestLocalSlaves:
+    def test_save_reaches_both(self, local: Local) -> None:
+        daemon = local.daemon.start()
+        first = daemon.wait("build.done", timeout=TIMEOUT)
+        assert daemon.find("build.start")[0]["reason"] == "start"
+        daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        mark = daemon.mark()
+        write(local.zones / "zones.example.com", example_com("192.0.2.55"))
+        done = daemon.wait("build.done", mark)
+        daemon.wait_count("push.done", 2, mark, serial=done["serial"])
+        data = (local.output / "data").read_bytes()
+        assert b"192.0.2.55" in data
+        assert all(d.startswith(data) for d in local.installed())
+        assert not daemon.find("verify.ok")  # no dns configured: nothing to ask
+        wait_state(local.state, "ok")
+        assert status(local.config).returncode == 0
+        assert daemon.stop() == 0
+
+    def test_bad_build_at_start_serves_what_is_there(self, local: Local) -> None:
+        """A broken zones dir at start: build.error, no data on disk, nothing pushed;
+        fixing it builds and pushes."""
+        write(local.zones / "zones.example.com", "Xbroken\n")
+        daemon = local.daemon.start()
+        error = daemon.wait("build.error", timeout=TIMEOUT)
+        assert (error["file"], error["line"]) == ("zones.example.com", 1)
+        time.sleep(SETTLE)
+        assert not daemon.find("push.done")
+        assert not (local.output / "data").exists()
+        assert status(local.config).returncode == 4
+        mark = daemon.mark()
+        write(local.zones / "zones.example.com", example_com())
+        done = daemon.wait("build.done", mark)
+        daemon.wait_count("push.done", 2, mark, serial=done["serial"])
+        assert daemon.stop() == 0
+
+    def test_restart_unchanged_does_not_rebuild(self, local: Local) -> None:
+        """Restarted on the zones it built from: build.current, same data, no push."""
+        daemon = local.daemon.start()
+        first = daemon.wait("build.done", timeout=TIMEOUT)
+        daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        assert daemon.stop() == 0
+        data = (local.output / "data").read_bytes()
+        again = DaemonProcess(local.config).start()
+        try:
+            current = again.wait("build.current", timeout=TIMEOUT)
+            assert current["serial"] == first["serial"]
+            answers = again.wait_count("status.installed", 2, timeout=TIMEOUT)
+            assert all(a["current"] for a in answers), answers
+            time.sleep(SETTLE)
+            assert not again.find("build.start")
+            assert not again.find("push.done")
+            assert (local.output / "data").read_bytes() == data
+            assert status(local.config).returncode == 0
+            assert again.stop() == 0
+        finally:
+            again.kill()
+
+    def test_stop_waits_for_pushes_in_flight(self, tmp_path: Path) -> None:
+        """SIGTERM during a push: the push finishes, then the daemon exits 0."""
+        setup = Local(tmp_path)
+        try:
+            daemon = setup.daemon.start()
+            daemon.wait_count("push.done", 2, timeout=TIMEOUT)
+            mark = daemon.mark()
+            big = "".join(
+                f"+h{i}.example.com:10.{i >> 16 & 255}.{i >> 8 & 255}.{i & 255}\n"
+                for i in range(60_000)
+            )
+            write(setup.zones / "zones.example.com", example_com(extra=big))
+            serial = daemon.wait("build.done", mark, timeout=TIMEOUT)["serial"]
+            # The first line a receiver prints comes after it read the whole stream.
+            daemon.wait("push.line", mark, timeout=TIMEOUT)
+            daemon.signal(signal.SIGTERM)
+            assert daemon.proc is not None
+            assert daemon.proc.wait(TIMEOUT) == 0
+            daemon.stop()
+            stopping = daemon.find("daemon.stopping", mark)
+            assert stopping, daemon.dump()
+            pushes = daemon.find("push.done", mark, serial=serial)
+            assert {p["slave"] for p in pushes} >= set(stopping[0]["pushing"].split(","))
+            assert daemon.events[-1]["event"] == "daemon.stop"
+            state = statefile.read(setup.state)
+            done = {s.name for s in state.slaves if s.installed_serial == serial}
+            assert done == {p["slave"] for p in pushes}
+        finally:
+            setup.daemon.kill()
+
+    def test_unreachable_slave_backs_off(self, tmp_path: Path) -> None:
+        """An SSH slave nobody answers: retries doubling up to retry_max; the local
+        slave is not held up; SIGALRM retries at once."""
+        from tests.lab.realworld import free_port  # noqa: PLC0415
+
+        known_hosts = tmp_path / "known_hosts"
+        known_hosts.write_text("")
+        port = free_port()
+        extra = f'\n[[slave]]\nname = "gone"\nhost = "127.0.0.1"\nport = {port}\n'
+        setup = Local(
+            tmp_path,
+            slaves=1,
+            extra=extra,
+            retry_initial=0.1,
+            retry_max=0.4,
+        )
+        # A key of its own: with none, the account's missing default keys would hold
+        # the slave as a local fault before any connection is tried.
+        key = tmp_path / "id_ed25519"
+        subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
+        text = setup.config.read_text()
+        setup.config.write_text(f'known_hosts = "{known_hosts}"\nkey = "{key}"\n' + text)
+        try:
+            daemon = setup.daemon.start()
+            daemon.wait("status.failed", timeout=TIMEOUT, slave="gone")
+            daemon.wait("push.done", timeout=TIMEOUT, slave="ns2")
+            retries = daemon.wait_count("retry.scheduled", 5, timeout=TIMEOUT, slave="gone")
+            assert [r["seconds"] for r in retries[:5]] == [0.1, 0.2, 0.4, 0.4, 0.4]
+            # Never reached, so never asked what it runs: each retry asks first, and
+            # nothing is pushed to a receiver that was not checked.
+            failed = daemon.find("status.failed", slave="gone")
+            assert len(failed) >= 5
+            assert "cannot connect" in failed[0]["error"]
+            assert not daemon.find("push.done", slave="gone")
+            state = statefile.read(setup.state)
+            gone = next(s for s in state.slaves if s.name == "gone")
+            assert gone.result in ("failed", "pushing")
+            proc = status(setup.config)
+            assert proc.returncode == 3
+            assert "gone" in proc.stderr
+            mark = daemon.mark()
+            daemon.signal(signal.SIGALRM)
+            daemon.wait("status.failed", mark, timeout=5, slave="gone")
+            assert daemon.stop() == 0
+        finally:
+            setup.daemon.kill()
+
+
+def test_demo_propagates(tmp_path: Path) -> None:
+    """``dnsmaster demo DIR --setup-only`` then ``dnsmaster run``: a save reaches both."""
+    demo = tmp_path / "demo"
+    env = dict(os.environ, PYTHONPATH=str(PROJECT))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnsmaster", "demo", str(demo), "--setup-only"],
+        capture_output=True,
+        text=True,
+        env=env,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    config = demo / "dnsmaster.toml"
+    assert config.is_file()
+    daemon = DaemonProcess(config).start()
+    try:
+        first = daemon.wait("build.done", timeout=TIMEOUT)
+        daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        mark = daemon.mark()
+        zone = demo / "zones" / "zones.example.com"
+        write(zone, zone.read_text() + "+new.example.com:192.0.2.123\n")
+        done = daemon.wait("build.done", mark, timeout=TIMEOUT)
+        pushes = daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+        assert {p["slave"] for p in pushes} == {"ns2", "ns3"}
+        for name in ("ns2", "ns3"):
+            installed = (demo / "slaves" / name / "data").read_bytes()
+            assert b"+new.example.com:192.0.2.123" in installed
+            assert (demo / "slaves" / name / "data.cdb").is_file()
+        wait_state(demo / "state.json", "ok")
+        assert status(config).returncode == 0
+        assert daemon.stop() == 0
+    finally:
+        daemon.kill()
+
+
+# -- under daemontools -----------------------------------------------------------------
+
+SERVICE = PROJECT / "service" / "dnsmaster"
+
+
+def _svstat(service: Path) -> str:
+    proc = subprocess.run(
+        ["svstat", str(service)], capture_output=True, text=True, check=False, timeout=10
+    )
+    return proc.stdout + proc.stderr
+
+
+def _wait_svstat(service: Path, word: str, timeout: float = TIMEOUT) -> str:
+    deadline = time.monotonic() + timeout
+    while True:
+        text = _svstat(service)
+        if f": {word}" in text or time.monotonic() > deadline:
+            return text
+        time.sleep(0.1)
+
+
+def _svc(option: str, service: Path) -> None:
+    subprocess.run(["svc", option, str(service)], check=True, timeout=10)
+
+
+def test_service_under_supervise(tmp_path: Path) -> None:
+    """service/dnsmaster/run under daemontools' supervise: up, svc -h builds, svc -d stops."""
+    assert (SERVICE / "run").is_file(), "service/dnsmaster/run is shipped: where did it go?"
+    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
+        require(tool, "daemontools")
+    setup = Local(tmp_path / "site", extra='\n[log]\nformat = "json"\n')
+    service = _service_dir(tmp_path, setup.config)
+    supervise = DaemonProcess(setup.config, argv=["supervise", str(service)])
+    supervise.start()
+    try:
+        first = supervise.wait("build.done", timeout=TIMEOUT)
+        supervise.wait_count("push.done", 2, timeout=TIMEOUT, serial=first["serial"])
+        text = _wait_svstat(service, "up")
+        assert ": up (pid " in text, text
+        pid = int(text.split("(pid ")[1].split(")")[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        assert b"dnsmaster" in cmdline
+        assert b"run" in cmdline
+        mark = supervise.mark()
+        _svc("-h", service)
+        supervise.wait("build.start", mark, reason="sighup")
+        done = supervise.wait("build.done", mark)
+        supervise.wait_count("push.done", 2, mark, serial=done["serial"])
+        mark = supervise.mark()
+        _svc("-d", service)
+        supervise.wait("daemon.stop", mark)
+        text = _wait_svstat(service, "down")
+        assert ": down " in text, text
+        assert "normally up" in text
+        assert not Path(f"/proc/{pid}").exists()
+        state = statefile.read(setup.state)
+        assert state.build is not None
+        assert state.build.serial == done["serial"]
+        _svc("-x", service)
+        assert supervise.proc is not None
+        assert supervise.proc.wait(TIMEOUT) == 0
+    finally:
+        _stop_supervise(supervise, service)
+
+
+def _service_dir(tmp_path: Path, config: Path) -> Path:
+    """The shipped service directory for ``config``, with dnsmaster on its PATH."""
+    service = tmp_path / "service" / "dnsmaster"
+    shutil.copytree(SERVICE, service, ignore=shutil.ignore_patterns("supervise"))
+    # dnsmaster on PATH: this interpreter on the package under test
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    wrapper = bin_dir / "dnsmaster"
+    wrapper.write_text(
+        f"#!/bin/sh\nPYTHONPATH='{PROJECT}' export PYTHONPATH\n"
+        f"exec '{sys.executable}' -m dnsmaster \"$@\"\n"
+    )
+    wrapper.chmod(0o755)
+    env = service / "env"
+    (env / "DNSMASTER_CONFIG").write_text(f"{config}\n")
+    (env / "DNSMASTER_USER").write_text("root\n")
+    (env / "PATH").write_text(f"{bin_dir}:/usr/local/bin:/usr/bin:/bin\n")
+    return service
+
+
+def _stop_supervise(supervise: DaemonProcess, service: Path) -> None:
+    """Take the service down, then supervise; by PID if svc cannot."""
+    if supervise.running:
+        subprocess.run(["svc", "-dx", str(service)], check=False, timeout=10)
+        try:
+            assert supervise.proc is not None
+            supervise.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            text = _svstat(service)
+            if "(pid " in text:
+                os.kill(int(text.split("(pid ")[1].split(")")[0]), signal.SIGKILL)
+    supervise.kill()

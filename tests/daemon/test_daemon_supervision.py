@@ -1,0 +1,174 @@
+"""Nothing in the daemon dies quietly: a crash anywhere stops it with status 70.
+
+Before, an exception in the build task, a slave's worker or a watcher thread
+ended that one task; the others kept logging and ``status`` looked healthy while
+nothing was built or pushed any more. These tests run :class:`Daemon` in this
+process on local slaves, break one part on purpose, and check that the daemon
+logs ``daemon.crash`` with the traceback and returns :data:`EXIT_CRASH`, so that
+daemontools or runit start it again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from dnsmaster import config as configuration
+from dnsmaster.daemon import worker as daemon_worker
+from dnsmaster.daemon.loop import EXIT_CRASH, EXIT_OK, Daemon
+from tests.daemon.test_daemon import make_zones
+from tests.lab.daemonrun import config_text
+
+TIMEOUT = 30.0
+
+
+class Recorder:
+    """A logger that keeps every event as a dict, and wakes waiters."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+        self.changed = asyncio.Event()
+
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        self.events.append({"level": level, "event": event, **fields})
+        self.changed.set()
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, **fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._log("critical", event, **fields)
+
+    def find(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
+
+    async def wait(self, name: str, count: int = 1) -> list[dict[str, Any]]:
+        async with asyncio.timeout(TIMEOUT):
+            while len(self.find(name)) < count:
+                self.changed.clear()
+                await self.changed.wait()
+        return self.find(name)
+
+
+@pytest.fixture
+def setup(tmp_path: Path) -> tuple[Daemon, Recorder]:
+    zones, output = make_zones(tmp_path / "master")
+    roots = [tmp_path / "slaves" / name for name in ("ns2", "ns3")]
+    for root in roots:
+        root.mkdir(parents=True)
+    path = tmp_path / "dnsmaster.toml"
+    path.write_text(
+        config_text(
+            zones=zones,
+            output=output,
+            state=tmp_path / "state.json",
+            daemon={"debounce": 0.1, "retry_initial": 0.1, "retry_max": 0.5, "verify": False},
+            slaves=[{"name": r.name, "transport": "local", "root": r} for r in roots],
+        )
+    )
+    log = Recorder()
+    return Daemon(configuration.load(path), log), log
+
+
+def crash_of(log: Recorder) -> dict[str, Any]:
+    crashes = log.find("daemon.crash")
+    assert len(crashes) >= 1, log.events
+    crash = crashes[0]
+    exc_info = crash["exc_info"]
+    assert exc_info[2] is not None  # the traceback reaches the log
+    return crash
+
+
+async def started(daemon: Daemon, log: Recorder) -> asyncio.Task[int]:
+    """Run the daemon until both slaves have the first build."""
+    run = asyncio.create_task(daemon.run())
+    await log.wait("push.done", 2)
+    return run
+
+
+class TestCrashStopsTheDaemon:
+    async def test_build_task(self, setup: tuple[Daemon, Recorder]) -> None:
+        """An unexpected exception in a build ends the run with EXIT_CRASH."""
+        daemon, log = setup
+        run = await started(daemon, log)
+
+        def broken(**_: object) -> None:
+            raise RuntimeError("compiler bug")
+
+        daemon.builder.build = broken  # type: ignore[method-assign]
+        daemon._signal(1)  # SIGHUP: build now
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_CRASH
+        crash = crash_of(log)
+        assert crash["task"] == "build"
+        assert crash["error"] == "RuntimeError: compiler bug"
+        assert log.find("daemon.stop")
+
+    async def test_slave_worker(
+        self, setup: tuple[Daemon, Recorder], monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A worker that dies takes the daemon with it, not just its slave."""
+        daemon, log = setup
+        run = await started(daemon, log)
+
+        async def broken(*args: object, **kwargs: object) -> None:
+            raise KeyError("worker bug")
+
+        monkeypatch.setattr(daemon_worker, "push_one", broken)
+        for worker in daemon.workers:
+            worker.wake(force=True)
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_CRASH
+        assert crash_of(log)["task"].startswith("slave ")
+
+    async def test_thread(self, setup: tuple[Daemon, Recorder]) -> None:
+        """An exception in a thread (the watcher's) is a crash too."""
+        daemon, log = setup
+        run = await started(daemon, log)
+
+        def die() -> None:
+            raise OSError("inotify read failed")
+
+        thread = threading.Thread(target=die, name="watcher-emitter")
+        thread.start()
+        thread.join()
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_CRASH
+        crash = crash_of(log)
+        assert crash["task"] == "thread watcher-emitter"
+        assert "inotify read failed" in crash["error"]
+
+    async def test_callback(self, setup: tuple[Daemon, Recorder]) -> None:
+        """A callback scheduled on the loop (how watcher events arrive) that raises."""
+        daemon, log = setup
+        run = await started(daemon, log)
+
+        def broken() -> None:
+            raise ValueError("callback bug")
+
+        asyncio.get_running_loop().call_soon(broken)
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_CRASH
+        assert crash_of(log)["task"] == "callback"
+
+    async def test_clean_stop_is_not_a_crash(self, setup: tuple[Daemon, Recorder]) -> None:
+        """The control: SIGTERM stops with 0 and no daemon.crash."""
+        daemon, log = setup
+        run = await started(daemon, log)
+        daemon._signal(15)
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_OK
+        assert not log.find("daemon.crash")

@@ -1,0 +1,140 @@
+"""Two receivers at once on one root: one writer at a time, and the newer build wins.
+
+Two masters, a retry after a timeout, a manual push beside the daemon: receivers
+overlap. Each trial starts two ``dnsmaster receive`` processes on the same root
+with different builds, under strace, which delays every rename and link
+(``delay_enter``) to widen the windows between checking what is installed and
+renaming the new pair in, and between the two renames. However they interleave,
+the root must end with ``data`` and data.cdb from the same push, that push the
+newer build, every exit 0 or a clear refusal of the older build, no litter, and no
+two pushes sharing a copy name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import random
+import subprocess
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from dnsmaster.slave import receive
+from tests.conftest import require
+from tests.slave.test_receive_crash import (
+    build,
+    check_repaired,
+    copies,
+    push_in_process,
+    receiver_argv,
+    receiver_env,
+    sealed,
+)
+
+if TYPE_CHECKING:
+    from tests.lab.realworld import Lab
+
+
+TRIALS = 30
+#: Microseconds strace holds each rename and link before it runs.
+DELAY = "inject=rename,link:delay_enter=30000"
+
+
+def start(root: Path, verb: str, stream: bytes, *, delayed: bool) -> subprocess.Popen[bytes]:
+    """Start a receiver reading ``stream`` from a file: both read at once, unlike a pipe
+    fed by communicate() one process after the other (which would serialise them)."""
+    source = root.parent / f"{root.name}.{hashlib.sha256(stream).hexdigest()[:12]}"
+    source.write_bytes(stream)
+    strace = ["-o", "/dev/null", "-e", DELAY] if delayed else None
+    with source.open("rb") as stdin:
+        return subprocess.Popen(
+            receiver_argv(root, strace=strace),
+            stdin=stdin,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            env=receiver_env(verb),
+        )
+
+
+def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
+    out, err = proc.communicate(timeout=60)
+    return proc.returncode, out.decode(), err.decode()
+
+
+class TestTwoReceivers:
+    def test_newer_build_wins(self, tmp_path: Path) -> None:
+        """30 races of an older and a newer build: the pair is whole and the newer one."""
+        require("strace")
+        rng = random.Random(2026)
+        for trial in range(TRIALS):
+            root = tmp_path / f"trial{trial}"
+            root.mkdir()
+            assert push_in_process(root, sealed(build(3 * trial)))[0] == 0
+            older, newer = sealed(build(3 * trial + 1)), sealed(build(3 * trial + 2))
+            order = [(older, "older"), (newer, "newer")]
+            rng.shuffle(order)
+            procs = []
+            for stream, name in order:
+                proc = start(root, "push", stream, delayed=rng.random() < 0.7)
+                procs.append((proc, name))
+                time.sleep(rng.uniform(0, 0.05))
+            results = {name: finish(proc) for proc, name in procs}
+            where = f"trial {trial}: {results}"
+            assert results["newer"][0] == 0, where
+            status, _, err = results["older"]
+            if status != 0:
+                assert status == receive.EXIT_REFUSED, where
+                assert "is older than the installed serial" in err, where
+            assert (root / "data").read_bytes() == newer, where
+            check_repaired(root)
+            kept = copies(root)
+            assert newer in kept.values(), where
+            assert (older in kept.values()) == (status == 0), where
+
+    def test_same_push_twice_at_once(self, tmp_path: Path) -> None:
+        """A retry racing the push it retries: both succeed, one install, one copy."""
+        require("strace")
+        rng = random.Random(1982)
+        for trial in range(10):
+            root = tmp_path / f"trial{trial}"
+            root.mkdir()
+            assert push_in_process(root, sealed(build(0)))[0] == 0
+            stream = sealed(build(1))
+            procs = [start(root, "push", stream, delayed=rng.random() < 0.7) for _ in range(2)]
+            results = [finish(proc) for proc in procs]
+            assert [r[0] for r in results] == [0, 0], results
+            outs = [r[1] for r in results]
+            assert sum("installed data and data.cdb" in out for out in outs) == 1, outs
+            assert sum("unchanged:" in out for out in outs) == 1, outs
+            assert list(copies(root).values()).count(stream) == 1
+            check_repaired(root)
+
+
+class TestThroughSshd:
+    def test_two_masters_at_once(self, lab: Lab) -> None:
+        """Two pushes at once through real sshd: tinydns answers with the newer serial."""
+        (slave,) = lab(1)
+        assert lab.push(slave, build(0)).returncode == 0
+        for trial in range(1, 6):
+            older, newer = build(2 * trial - 1), build(2 * trial)
+            procs = []
+            for i, data in enumerate((older, newer)):
+                source = lab.workdir / f"push{trial}.{i}"
+                source.write_bytes(sealed(data))
+                with source.open("rb") as stdin:
+                    procs.append(
+                        subprocess.Popen(
+                            lab.ssh_argv(slave, "push"),
+                            stdin=stdin,
+                            stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE,
+                        )
+                    )
+            statuses = [finish(proc)[0] for proc in procs]
+            assert statuses[1] == 0
+            assert statuses[0] in (0, receive.EXIT_REFUSED)
+            assert slave.installed() == sealed(newer)
+            check_repaired(slave.root)
+            assert slave.tinydns.wait_serial("example.com", 1_700_000_000 + 2 * trial) == (
+                1_700_000_000 + 2 * trial
+            )

@@ -1,0 +1,333 @@
+"""The receiver killed, or failed by the system, at every step: the next run repairs.
+
+The receiver runs as sshd would run it (``python -m dnsmaster receive`` with
+``SSH_ORIGINAL_COMMAND``), under strace, which kills it (``signal=SIGKILL``) or
+fails a syscall (``error=ENOSPC``) at the Nth call of a syscall, for every N that a
+clean push makes. Whatever the instant, the root must then hold the old pair, the
+new pair, or the install journal; and after the next run (``status`` or a push)
+data.cdb is exactly what compiling ``data`` gives, ``status`` reports that data's
+sha256, and no temp file, link or copy of a failed push is left.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import io
+import os
+import random
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import dnsmaster
+from dnsmaster.core.compiler import compile_data
+from dnsmaster.core.makedata import assemble, compile_source
+from dnsmaster.core.stream import seal, split
+from dnsmaster.fsutil import JOURNAL
+from dnsmaster.slave import receive
+from tests.conftest import require, require_root
+
+PROJECT = Path(dnsmaster.__file__).resolve().parent.parent
+#: What a clean push calls that can be a crash point, and what each may fail with.
+CRASH_POINTS = ("rename", "link", "unlink", "fsync", "write")
+FAULTS = {"rename": "EIO", "link": "ENOSPC", "unlink": "EIO", "fsync": "EIO", "write": "ENOSPC"}
+_LITTER = re.compile(r"\.data\..*\.(tmp|link)", re.DOTALL)
+
+
+def build(n: int, lines: int = 1) -> bytes:
+    """A dnsmaster build with serial 1700000000 + n and ``lines`` address records."""
+    zone = b".example.com:127.0.0.1:a\n" + b"".join(
+        b"+h%d.example.com:192.0.2.%d\n" % (i, (n + i) % 250 + 1) for i in range(lines)
+    )
+    return assemble([compile_source("zones.x", zone)], 1_700_000_000 + n).data
+
+
+def sealed(data: bytes) -> bytes:
+    return data + seal(data)
+
+
+def receiver_argv(root: Path, *, strace: list[str] | None = None) -> list[str]:
+    """``dnsmaster receive`` as the forced command runs it, under strace if asked."""
+    argv = [sys.executable, "-m", "dnsmaster", "receive", "--root", str(root)]
+    if strace is None:
+        return argv
+    return [require("strace"), "-f", "-qq", *strace, *argv]
+
+
+def receiver_env(verb: str) -> dict[str, str]:
+    # No .pyc writes: they rename, and would shift the count of renames.
+    return dict(
+        os.environ,
+        SSH_ORIGINAL_COMMAND=verb,
+        PYTHONPATH=str(PROJECT),
+        PYTHONDONTWRITEBYTECODE="1",
+    )
+
+
+def run_receiver(
+    root: Path, verb: str, stdin: bytes = b"", *, strace: list[str] | None = None
+) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(
+        receiver_argv(root, strace=strace),
+        input=stdin,
+        env=receiver_env(verb),
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def push_in_process(root: Path, data: bytes, verb: str = "push") -> tuple[int, str, str]:
+    out, err = io.StringIO(), io.StringIO()
+    status = receive.main(
+        ["--root", str(root)],
+        environ={"SSH_ORIGINAL_COMMAND": verb},
+        stdin=io.BytesIO(data),
+        stdout=out,
+        stderr=err,
+    )
+    return status, out.getvalue(), err.getvalue()
+
+
+def status_line(root: Path) -> str:
+    status, out, err = push_in_process(root, b"", "status")
+    assert status == 0, err
+    return out.splitlines()[-1]
+
+
+def data_sha(content: bytes) -> str:
+    return hashlib.sha256(split(content)[0]).hexdigest()
+
+
+def pair_matches(root: Path) -> bool:
+    """Whether data.cdb is exactly what tinydns-data would make of ``data``."""
+    data = root / "data"
+    expected = compile_data(data.read_bytes(), int(data.stat().st_mtime))
+    return (root / "data.cdb").read_bytes() == expected
+
+
+def litter(root: Path) -> list[str]:
+    return sorted(p.name for p in root.iterdir() if _LITTER.fullmatch(p.name))
+
+
+def copies(root: Path) -> dict[str, bytes]:
+    return {p.name: p.read_bytes() for p in root.iterdir() if p.name.startswith("data.2")}
+
+
+def check_crash_state(root: Path, allowed: list[bytes]) -> bool:
+    """The state a crash may leave: a whole allowed data, and the pair or the journal.
+
+    Returns whether the journal is there (the next run must repair).
+    """
+    assert (root / "data").read_bytes() in allowed
+    journal = (root / JOURNAL).exists()
+    if not journal:
+        assert pair_matches(root), "no journal, yet data.cdb is not built from data"
+    return journal
+
+
+def check_repaired(root: Path) -> None:
+    """After a run under the lock: the pair matches, status vouches for it, nothing left."""
+    assert not (root / JOURNAL).exists()
+    assert pair_matches(root)
+    assert status_line(root).startswith(f"status sha256={data_sha((root / 'data').read_bytes())} ")
+    assert litter(root) == []
+
+
+def count_calls(root: Path, stdin: bytes, names: tuple[str, ...]) -> dict[str, int]:
+    """How often a clean push from this state calls each syscall (strace -c is per process)."""
+    trace = root.parent / "trace.txt"
+    proc = run_receiver(
+        root, "push", stdin, strace=["-o", str(trace), "-e", f"trace={','.join(names)}"]
+    )
+    assert proc.returncode == 0, proc.stderr
+    text = trace.read_text()
+    return {n: len(re.findall(rf"^(?:\d+ +)?{n}\(", text, re.MULTILINE)) for n in names}
+
+
+OLD, NEW = build(0), build(1)
+
+
+@pytest.fixture
+def fresh(tmp_path: Path) -> Path:
+    """A root with OLD installed."""
+    root = tmp_path / "root"
+    root.mkdir()
+    assert push_in_process(root, sealed(OLD))[0] == 0
+    return root
+
+
+def crash_points(fresh_root: Path) -> list[tuple[str, int]]:
+    scratch = fresh_root.parent / "scratch"
+    scratch.mkdir()
+    assert push_in_process(scratch, sealed(OLD))[0] == 0
+    counts = count_calls(scratch, sealed(NEW), CRASH_POINTS)
+    assert counts["rename"] == 2  # data.cdb, then data: the two renames of the pair
+    return [(name, n) for name in CRASH_POINTS for n in range(1, counts[name] + 1)]
+
+
+class TestKilled:
+    def test_kill_at_every_step(self, fresh: Path) -> None:
+        """SIGKILL at each rename, link, unlink, fsync and write of a push; the next runs repair."""
+        require("strace")
+        points = crash_points(fresh)
+        missed: list[str] = []
+        for name, n in points:
+            root = fresh.parent / f"kill-{name}-{n}"
+            root.mkdir()
+            assert push_in_process(root, sealed(OLD))[0] == 0
+            inject = f"inject={name}:signal=SIGKILL:when={n}"
+            proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
+            where = f"killed at {name} #{n}"
+            if proc.returncode == 0:
+                # This run made fewer such calls than the counted one (a copy name of
+                # the same second is taken: one more link): nothing to kill.
+                missed.append(where)
+            else:
+                assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), (where, proc)
+            journal = check_crash_state(root, [sealed(OLD), sealed(NEW)])
+            if (root / "data").read_bytes() == sealed(OLD):
+                # Not installed: no copy of this push may stay.
+                assert sealed(NEW) not in copies(root).values(), where
+            # The next run, whatever its verb, repairs before anything else.
+            status = run_receiver(root, "status")
+            assert status.returncode == 0, (where, status.stderr)
+            if journal:
+                assert b"repaired: rebuilt data.cdb from data" in status.stdout, where
+            check_repaired(root)
+            assert status.stdout.decode().splitlines()[-1] == status_line(root), where
+            again = run_receiver(root, "push", sealed(NEW))
+            assert again.returncode == 0, (where, again.stderr)
+            assert (root / "data").read_bytes() == sealed(NEW)
+            check_repaired(root)
+        assert len(missed) <= 1, missed
+
+    def test_kill_during_repair(self, fresh: Path) -> None:
+        """A run killed while repairing leaves the journal; the run after it repairs."""
+        require("strace")
+        # Killed on entering the second rename: the new data.cdb beside the old data.
+        between = ["-o", "/dev/null", "-e", "inject=rename:signal=SIGKILL:when=2"]
+        assert run_receiver(fresh, "push", sealed(NEW), strace=between).returncode != 0
+        assert check_crash_state(fresh, [sealed(OLD)])
+        assert not pair_matches(fresh)
+        repair = ["-o", "/dev/null", "-e", "inject=rename:signal=SIGKILL:when=1"]
+        assert run_receiver(fresh, "status", strace=repair).returncode != 0
+        assert check_crash_state(fresh, [sealed(OLD)])
+        assert status_line(fresh).startswith(f"status sha256={data_sha(sealed(OLD))} ")
+        check_repaired(fresh)
+
+    def test_kill_at_random_moments(self, fresh: Path) -> None:
+        """kill -9 at random moments of 20 pushes; then one good push leaves no litter."""
+        rng = random.Random(1982)
+        seen = {sealed(OLD)}
+        for i in range(1, 21):
+            stream = sealed(build(i, lines=20_000))
+            proc = subprocess.Popen(
+                receiver_argv(fresh),
+                stdin=subprocess.PIPE,
+                stdout=subprocess.DEVNULL,
+                stderr=subprocess.DEVNULL,
+                env=receiver_env("push"),
+            )
+            # Fed from a thread, so that the delay counts from the start of the run
+            # (writing blocks until the receiver has read nearly all of it).
+            feeder = threading.Thread(target=feed, args=(proc, stream))
+            feeder.start()
+            time.sleep(rng.uniform(0.02, 0.9))
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(10)
+            feeder.join(10)
+            check_crash_state(fresh, [*seen, stream])
+            seen.add((fresh / "data").read_bytes())
+        last = sealed(build(30, lines=20_000))
+        proc2 = run_receiver(fresh, "push", last)
+        assert proc2.returncode == 0, proc2.stderr
+        assert (fresh / "data").read_bytes() == last
+        check_repaired(fresh)
+        # Copies only of data that was installed at some point.
+        assert set(copies(fresh).values()) <= seen | {last}
+
+
+def feed(proc: subprocess.Popen[bytes], stream: bytes) -> None:
+    assert proc.stdin is not None
+    # The pipe is closed however the write ends: the receiver may be killed mid-stream.
+    with contextlib.suppress(BrokenPipeError), proc.stdin:
+        proc.stdin.write(stream)
+
+
+class TestSystemErrors:
+    def test_error_at_every_step(self, fresh: Path) -> None:
+        """A failed write, fsync, rename, link or unlink at each step: never a mismatched
+        pair vouched for, nothing left behind, and the next push succeeds."""
+        require("strace")
+        points = crash_points(fresh)
+        for name, n in points:
+            root = fresh.parent / f"fail-{name}-{n}"
+            root.mkdir()
+            assert push_in_process(root, sealed(OLD))[0] == 0
+            before = copies(root)
+            inject = f"inject={name}:error={FAULTS[name]}:when={n}"
+            proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
+            where = f"{FAULTS[name]} at {name} #{n}"
+            assert proc.returncode in (0, receive.EXIT_SYSTEM), (where, proc.stderr)
+            check_crash_state(root, [sealed(OLD), sealed(NEW)])
+            assert litter(root) == [], where
+            if proc.returncode != 0:
+                assert b"dnsmaster receive: failed: " in proc.stderr, where
+                if (root / "data").read_bytes() == sealed(OLD):
+                    assert copies(root) == before, where
+            again = run_receiver(root, "push", sealed(NEW))
+            assert again.returncode == 0, (where, again.stderr)
+            check_repaired(root)
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
+    """A 256 KiB tmpfs, mounted for the test and unmounted after."""
+    require_root("mounting a tmpfs")
+    mnt = tmp_path / "disk"
+    mnt.mkdir()
+    subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=256k,mode=0755", "tmpfs", str(mnt)], check=True
+    )
+    try:
+        yield mnt
+    finally:
+        subprocess.run(["umount", str(mnt)], check=True)
+
+
+class TestDiskFull:
+    @pytest.mark.parametrize("what", ["data", "data.cdb"])
+    def test_full_disk_leaves_nothing_and_heals(self, small_disk: Path, what: str) -> None:
+        """A push that does not fit fails leaving nothing; the next one that fits goes in."""
+        root = small_disk
+        assert push_in_process(root, sealed(OLD))[0] == 0
+        before = {p.name: p.read_bytes() for p in root.iterdir()}
+        free = os.statvfs(root).f_bavail * os.statvfs(root).f_frsize
+        # data that does not fit at all, or data that fits but whose data.cdb does not.
+        for lines in range(100, 50_000, 100):
+            big = sealed(build(5, lines=lines if what == "data.cdb" else lines * 10))
+            if what == "data" and len(big) > free:
+                break
+            size_cdb = len(compile_data(big, 1))
+            if what == "data.cdb" and len(big) + 8192 < free < len(big) + size_cdb - 8192:
+                break
+        else:
+            pytest.fail("no data of the size wanted")
+        status, _, err = push_in_process(root, big)
+        assert status == receive.EXIT_SYSTEM
+        assert "out of disk space" in err
+        assert {p.name: p.read_bytes() for p in root.iterdir()} == before
+        small = build(6)
+        status, out, err = push_in_process(root, sealed(small))
+        assert (status, err) == (0, ""), out
+        check_repaired(root)
+        assert (root / "data").read_bytes() == sealed(small)
