@@ -95,7 +95,7 @@ class TestCleanStderr:
         script = tmp_path / "warn.py"
         script.write_text(
             "import sys, warnings\n"
-            "from dnsmaster import cli\n"
+            "from dnsmaster.commands import cli\n"
             "def warn(args):\n"
             "    warnings.warn('a dependency changed', DeprecationWarning, stacklevel=1)\n"
             "    return 0\n"

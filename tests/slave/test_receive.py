@@ -593,7 +593,7 @@ class TestCommandLine:
     def test_imports_stay_light(self) -> None:
         """The receiver does not import asyncssh, structlog or dnspython."""
         code = (
-            "import sys; from dnsmaster import cli; "
+            "import sys; from dnsmaster.commands import cli; "
             "sys.argv=['dnsmaster','receive','--root','/nonexistent']; "
             "cli.main(['receive', '--help']) if False else None; "
             "import dnsmaster.slave.receive; "
