@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+import dnsmaster
 from dnsmaster import config
 from dnsmaster.commands.cli import EXIT_USAGE
 from dnsmaster.commands.cli import main as cli_main
@@ -726,6 +727,6 @@ def test_sample_config_documents_ipv6_int() -> None:
     import dataclasses  # noqa: PLC0415
     import tomllib  # noqa: PLC0415
 
-    sample = Path(config.__file__).resolve().parent.parent / "contrib" / "dnsmaster.toml"
+    sample = Path(dnsmaster.__file__).resolve().parent.parent / "contrib" / "dnsmaster.toml"
     default = {f.name: f.default for f in dataclasses.fields(config.Config)}["ipv6_int"]
     assert tomllib.loads(sample.read_text())["ipv6_int"] is default is True

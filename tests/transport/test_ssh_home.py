@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+import dnsmaster
 from dnsmaster import config as configuration
 from dnsmaster.commands import doctor
 from dnsmaster.errors import SlaveError
@@ -40,7 +41,7 @@ ZONES = ".example.com:127.0.0.1:a\n+www.example.com:192.0.2.1\n"
 
 #: The venv's packages, for Debian's python3 run as the lab account: the master's own
 #: interpreter (pyenv's, under /root, mode 0700) is out of that account's reach.
-SITE = Path(configuration.__file__).resolve().parents[1]
+SITE = Path(dnsmaster.__file__).resolve().parents[1]
 PACKAGES = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
 
 #: Run the CLI from the tree under test with the interpreter found in argv[0].
