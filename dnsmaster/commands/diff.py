@@ -35,7 +35,6 @@ import hashlib
 import json
 import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -281,16 +280,10 @@ def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
     Nothing is written and no lock is taken: ``data`` is only ever replaced by a
     rename, so it is read whole, old or new.
     """
-    from dnsmaster.core.makedata import assemble_text, next_serial  # noqa: PLC0415
-
     current = _current(builder.output)
     if builder.is_current():
         return Sides(current, current, True)
-    # Builder has no public compile-without-writing; these are what build() runs first.
-    names, _ = builder._scan()
-    compiled, _ = builder._compile(names)
-    serial = next_serial(int(time.time()), builder.previous_serial())
-    return Sides(current, assemble_text(compiled, serial, ipv6_int=builder.ipv6_int)[0], False)
+    return Sides(current, builder.plan(), False)
 
 
 def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
