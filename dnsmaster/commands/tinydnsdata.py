@@ -19,6 +19,7 @@ full disk) leaves a partly written ``data.tmp``, as tinydns-data's would be.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import TextIO
@@ -37,8 +38,9 @@ class _Fatal(Exception):
     pass
 
 
-def main(stderr: TextIO | None = None) -> int:
-    """Run in the current directory; return the exit status."""
+def main(args: argparse.Namespace | None = None, *, stderr: TextIO | None = None) -> int:
+    """``dnsmaster tinydns-data`` (it takes no options): run in the current directory;
+    return the exit status."""
     err = stderr if stderr is not None else sys.stderr
     try:
         _run()
