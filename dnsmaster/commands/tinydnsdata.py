@@ -24,14 +24,13 @@ import os
 import sys
 from typing import TextIO
 
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import TinydnsDataError
 from dnsmaster.fsutil import describe
 
 __all__ = ["main"]
-
-EXIT_FATAL = 111
 
 
 class _Fatal(Exception):
@@ -47,8 +46,8 @@ def main(args: argparse.Namespace | None = None, *, stderr: TextIO | None = None
     except _Fatal as exc:
         err.write(f"tinydns-data: fatal: {exc}\n")
         err.flush()
-        return EXIT_FATAL
-    return 0
+        return EXIT_SYSTEM  # 111 on any failure, as tinydns-data
+    return EXIT_OK
 
 
 def _run() -> None:
