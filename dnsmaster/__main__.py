@@ -2,6 +2,6 @@
 
 import sys
 
-from dnsmaster.commands.cli import main
+from dnsmaster.commands.main import main
 
 sys.exit(main())

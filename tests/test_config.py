@@ -17,8 +17,8 @@ import pytest
 
 import dnsmaster
 from dnsmaster import config
-from dnsmaster.commands.cli import EXIT_USAGE
-from dnsmaster.commands.cli import main as cli_main
+from dnsmaster.commands.exits import EXIT_USAGE
+from dnsmaster.commands.main import main as cli_main
 from dnsmaster.errors import ConfigError
 from tests.conftest import require
 

@@ -24,7 +24,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.commands import cli
+from dnsmaster.commands import main
+from dnsmaster.commands.exits import EXIT_STATUSES
 from dnsmaster.config import from_mapping
 from dnsmaster.errors import ConfigError
 from tests.conftest import _missing
@@ -141,7 +142,7 @@ def test_every_page_is_in_a_toctree() -> None:
 
 
 def test_exit_statuses_page_is_the_code_table() -> None:
-    """docs/reference/exit-codes.rst shows cli.EXIT_STATUSES, the one table, as it is:
+    """docs/reference/exit-codes.rst shows EXIT_STATUSES, the one table, as it is:
     its literal block, unindented, is that text, line for line."""
     page = DOCS / "reference" / "exit-codes.rst"
     lines = page.read_text().splitlines()
@@ -153,8 +154,8 @@ def test_exit_statuses_page_is_the_code_table() -> None:
             break
         block.append(line[4:])
     shown = "\n".join(block).strip("\n")
-    assert shown == cli.EXIT_STATUSES.strip("\n"), (
-        f"{page}: its table differs from cli.EXIT_STATUSES: copy the table from the code"
+    assert shown == EXIT_STATUSES.strip("\n"), (
+        f"{page}: its table differs from EXIT_STATUSES: copy the table from the code"
     )
 
 
@@ -226,10 +227,10 @@ def options(parser: argparse.ArgumentParser) -> list[str]:
 def commands() -> dict[str, list[str]]:
     """Every command ("" for ``dnsmaster`` itself) and the options it accepts.
 
-    Walked from the command line's parser (``cli._parser``: the parser cli.main
-    runs, there is no other) and its sub-parsers.
+    Walked from the command line's parser (``dnsmaster.commands.main.parser``: the
+    parser ``dnsmaster`` runs, there is no other) and its sub-parsers.
     """
-    parser = cli._parser()
+    parser = main.parser()
     found: dict[str, list[str]] = {"": options(parser)}
     for action in parser._actions:
         if isinstance(action, argparse._SubParsersAction):
@@ -244,7 +245,7 @@ def commands() -> dict[str, list[str]]:
 def receiver_options() -> list[str]:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
-        status = cli.main(["receive", "--help"])
+        status = main.main(["receive", "--help"])
     assert status == 0, out.getvalue()
     listed = out.getvalue().split("options:", 1)[1]
     found = re.findall(r"^\s+(-[-\w]+)", listed, re.M)

@@ -7,6 +7,7 @@ save propagate, and every line a slave prints, without SSH keys or tinydns.
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import os
 import shlex
@@ -15,7 +16,10 @@ import sys
 from importlib import resources
 from pathlib import Path
 
-__all__ = ["CONFIG", "command", "main"]
+from dnsmaster.commands import run
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
+
+__all__ = ["CONFIG", "command", "create", "main"]
 
 CONFIG = """\
 # dnsmaster demo: one master and two slaves on this machine. The slaves are
@@ -58,7 +62,16 @@ def command() -> str:
     return shlex.quote(str(script.absolute()))
 
 
-def main(directory: Path) -> int:
+def main(args: argparse.Namespace) -> int:
+    """``dnsmaster demo [DIR] [--setup-only]``: create the demo, then run the daemon on it."""
+    status = create(args.directory)
+    if status != EXIT_OK or args.setup_only:
+        return status
+    args.config, args.log_format = str(args.directory / "dnsmaster.toml"), None
+    return run.main(args)
+
+
+def create(directory: Path) -> int:
     """Create the demo in ``directory`` (kept if it exists); the exit status."""
     zones = directory / "zones"
     try:
@@ -73,11 +86,11 @@ def main(directory: Path) -> int:
                     shutil.copyfile(source, zones / item.name)
     except OSError as exc:
         sys.stderr.write(f"dnsmaster: {exc.filename or directory}: {exc.strerror or exc}\n")
-        return 111
+        return EXIT_SYSTEM
     # Absolute: the status command is meant for another terminal, in another directory.
     config_path = shlex.quote(str(config.absolute()))
     sys.stderr.write(
         f"dnsmaster demo in {directory}/: edit {zones}/zones.example.com and save;\n"
         f"watch the log here, then: {command()} status --config {config_path}\n"
     )
-    return 0
+    return EXIT_OK

@@ -33,23 +33,40 @@ import argparse
 import asyncio
 import hashlib
 import json
-import os
 import sys
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from dnsmaster.commands.common import load_config
+from dnsmaster.core.makedata import previous_serial
 from dnsmaster.core.recordset import Plan, compare
-from dnsmaster.errors import BuildError, ConfigError, DataErrors, DnsmasterError, SlaveError
-from dnsmaster.master import handoff
+from dnsmaster.errors import (
+    ArchiveError,
+    BuildError,
+    ConfigError,
+    DataErrors,
+    DnsmasterError,
+    SlaveError,
+    TinydnsDataError,
+)
+from dnsmaster.fsutil import describe
+from dnsmaster.master import guarded, handoff, rollback
+from dnsmaster.master.build import Builder
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
-    from dnsmaster.master.build import Builder
     from dnsmaster.master.guarded import Given
 
-__all__ = ["EXIT_CANNOT", "EXIT_CHANGES", "EXIT_SAME", "build_plan", "main", "push_plan"]
+__all__ = [
+    "EXIT_CANNOT",
+    "EXIT_CHANGES",
+    "EXIT_SAME",
+    "build_plan",
+    "main",
+    "push_dry_run",
+    "push_plan",
+]
 
 EXIT_SAME = 0
 EXIT_CHANGES = 1
@@ -110,6 +127,11 @@ def build_plan(args: argparse.Namespace) -> int:
         return _data_errors(exc)
 
 
+def push_dry_run(args: argparse.Namespace) -> int:
+    """``dnsmaster push --dry-run``, run to its end; the exit status."""
+    return asyncio.run(push_plan(args))
+
+
 async def push_plan(args: argparse.Namespace) -> int:
     """``dnsmaster push --dry-run``: the build plan and each slave's; nothing pushed."""
     try:
@@ -155,9 +177,6 @@ async def push_plan(args: argparse.Namespace) -> int:
 
 def _rollback_line(cfg: Config) -> str | None:
     """What ``push --dry-run`` says of a rollback in force: the push would refuse."""
-    from dnsmaster.errors import ArchiveError  # noqa: PLC0415
-    from dnsmaster.master import rollback  # noqa: PLC0415
-
     try:
         hold = rollback.read(cfg.output)
     except ArchiveError as exc:
@@ -202,8 +221,6 @@ class Hold:
 def _hold(cfg: Config | None, current: bytes) -> Hold | None:
     """The hold in force on ``current`` (the master's data), with what the slaves were
     given; :class:`CannotPlan` when the master no longer has that build."""
-    from dnsmaster.master import guarded  # noqa: PLC0415
-
     if cfg is None:
         return None
     held = guarded.held(cfg, hashlib.sha256(current).hexdigest())
@@ -221,9 +238,6 @@ def _hold(cfg: Config | None, current: bytes) -> Hold | None:
 def _would_hold(cfg: Config, planned: bytes) -> Hold | None:
     """Whether the guard would hold ``planned`` when a push builds it: judged against
     the build the last push installed, as the push will be."""
-    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
-    from dnsmaster.master import guarded  # noqa: PLC0415
-
     given = guarded.given(cfg.output, cfg.daemon.keep)
     if given is None:
         return None
@@ -267,8 +281,6 @@ def _slave_line(
 
 def compare_texts(old: bytes, new: bytes) -> Plan:
     """The plan from ``old`` to ``new``; :class:`CannotPlan` when one is not valid data."""
-    from dnsmaster.errors import TinydnsDataError  # noqa: PLC0415
-
     try:
         return compare(old, new)
     except TinydnsDataError as exc:
@@ -281,28 +293,20 @@ def planned_sides(builder: Builder, cfg: Config | None = None) -> Sides:
     Nothing is written and no lock is taken: ``data`` is only ever replaced by a
     rename, so it is read whole, old or new.
     """
-    from dnsmaster.core.makedata import assemble_text, next_serial  # noqa: PLC0415
-
     current = _current(builder.output)
     if builder.is_current():
         return Sides(current, current, True)
-    # Builder has no public compile-without-writing; these are what build() runs first.
-    names, _ = builder._scan()
-    compiled, _ = builder._compile(names)
-    serial = next_serial(int(time.time()), builder.previous_serial())
-    return Sides(current, assemble_text(compiled, serial, ipv6_int=builder.ipv6_int)[0], False)
+    return Sides(current, builder.plan(), False)
 
 
 def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
     """The Builder --zones/--out or the configuration name (as ``build``'s)."""
-    from dnsmaster.master.build import Builder  # noqa: PLC0415
-
     zones: Path | None = getattr(args, "zones", None)
     out: Path | None = getattr(args, "out", None)
     strict: bool = getattr(args, "strict", False)
     cfg = None
     if zones is None or out is None:
-        cfg = _config(args)
+        cfg = load_config(args)
         zones = zones or cfg.zones
         out = out or cfg.output
         strict = strict or cfg.strict
@@ -313,15 +317,9 @@ def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
     return builder, cfg
 
 
-def _config(args: argparse.Namespace) -> Config:
-    from dnsmaster import config  # noqa: PLC0415
-
-    return config.load(config.resolve_path(args.config, os.environ))
-
-
 async def _slave_plan(args: argparse.Namespace) -> int:
     builder, _ = _builder(args)
-    cfg = _config(args)
+    cfg = load_config(args)
     (slave,) = cfg.select([args.slave])
     # What a push would send it: a running daemon that does not run it sends nothing.
     why = handoff.unknown_slaves(cfg.state, cfg.path, [slave.name], grace=handoff.RELOAD_GRACE)
@@ -352,14 +350,13 @@ async def _slave_plan(args: argparse.Namespace) -> int:
 
 def _kept(cfg: Config, sha256: str) -> bytes | None:
     """The bytes of the build with ``sha256``, when the master keeps it."""
-    from dnsmaster.master import guarded  # noqa: PLC0415
-
     given = guarded.given(cfg.output, cfg.daemon.keep, sha256)
     return given.data if given is not None else None
 
 
 async def _holds(slave: Slave, cfg: Config) -> tuple[Any, str | None]:
     """What ``slave`` reports it holds (None: nothing, or it cannot say), and why not."""
+    # Only when a slave is asked: the plans of the zones alone need no SSH.
     from dnsmaster.transport import push  # noqa: PLC0415
 
     if slave.protocol == "legacy":
@@ -390,20 +387,14 @@ def _current(output: Path) -> bytes:
             raise CannotPlan(f"{output}: output directory does not exist; create it") from None
         return b""
     except OSError as exc:
-        raise CannotPlan(f"{output / 'data'}: cannot read: {_describe(exc)}") from None
+        raise CannotPlan(f"{output / 'data'}: cannot read: {describe(exc)}") from None
 
 
 def _read(path: Path) -> bytes:
     try:
         return path.read_bytes()
     except OSError as exc:
-        raise CannotPlan(f"{path}: cannot read: {_describe(exc)}") from None
-
-
-def _describe(exc: OSError) -> str:
-    from dnsmaster.fsutil import describe  # noqa: PLC0415
-
-    return describe(exc)
+        raise CannotPlan(f"{path}: cannot read: {describe(exc)}") from None
 
 
 def _report(plan: Plan, as_json: bool, hold: Hold | None = None) -> int:

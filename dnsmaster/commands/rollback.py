@@ -10,15 +10,27 @@ the daemon reports it; without one, this command does the work itself under the 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import hashlib
 import secrets
 import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsmaster.commands import cli
-from dnsmaster.errors import ArchiveError, BuildError
+from dnsmaster.commands.common import (
+    builder_for,
+    config_log_slaves,
+    daemon_runs,
+    handed_off,
+    one_writer,
+    run_build,
+    slave_reporter,
+)
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
+from dnsmaster.commands.push import push_to_slaves
+from dnsmaster.errors import ArchiveError, BuildError, DataErrors
 from dnsmaster.master import handoff, rollback
+from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive, Kept
 
 if TYPE_CHECKING:
@@ -27,11 +39,15 @@ if TYPE_CHECKING:
 __all__ = ["main"]
 
 
-async def main(args: argparse.Namespace) -> int:
-    """Run the command; the exit status."""
-    setup = cli._config_log_slaves(args)
+def main(args: argparse.Namespace) -> int:
+    """``dnsmaster rollback [--to SPEC | --list | --release]``; the exit status."""
+    return asyncio.run(_rollback(args))
+
+
+async def _rollback(args: argparse.Namespace) -> int:
+    setup = config_log_slaves(args)
     if setup is None:
-        return cli.EXIT_USAGE
+        return EXIT_USAGE
     cfg, logger, _ = setup
     archive = Archive(cfg.output, cfg.daemon.keep)
     try:
@@ -40,11 +56,11 @@ async def main(args: argparse.Namespace) -> int:
         kept = None if args.release else archive.select(args.to)
     except ArchiveError as exc:
         logger.error("rollback.failed", path=exc.path, error=exc.reason)
-        return cli.EXIT_USAGE
-    with cli._one_writer(cfg.output, cfg.state, logger) as daemon:
+        return EXIT_USAGE
+    with one_writer(cfg.output, cfg.state, logger) as daemon:
         if daemon is not None:
             # It rolls back the slaves it runs: one it does not would be waited for.
-            status = cli._daemon_runs(cfg, [s.name for s in cfg.slaves], logger)
+            status = daemon_runs(cfg, [s.name for s in cfg.slaves], logger)
             return status or _hand_off(cfg, daemon, kept, logger)
         try:
             if kept is None:
@@ -52,12 +68,12 @@ async def main(args: argparse.Namespace) -> int:
             return await _roll_back(cfg, archive, kept, logger)
         except (ArchiveError, BuildError) as exc:
             logger.error("rollback.failed", path=exc.path, error=exc.reason)
-            return cli.EXIT_SYSTEM
+            return EXIT_SYSTEM
 
 
 async def _roll_back(cfg: Config, archive: Archive, kept: Kept, logger: Any) -> int:
     """Without a daemon: install the rollback here, then push it to every slave."""
-    builder = cli._builder(cfg)
+    builder = builder_for(cfg)
     for name in builder.tidy():
         logger.info("build.swept", file=name)
     hold = rollback.read(cfg.output)
@@ -78,7 +94,7 @@ async def _roll_back(cfg: Config, archive: Archive, kept: Kept, logger: Any) -> 
         built=kept.stamp,
         hint="held until dnsmaster rollback --release",
     )
-    return await cli._push_data(cfg, list(cfg.slaves), logger)
+    return await push_to_slaves(cfg, list(cfg.slaves), logger)
 
 
 async def _release(cfg: Config, logger: Any) -> int:
@@ -86,12 +102,12 @@ async def _release(cfg: Config, logger: Any) -> int:
     hold = rollback.read(cfg.output)
     if hold is None:
         logger.info("rollback.nothing_held")
-        return cli.EXIT_OK
+        return EXIT_OK
     # A build even when the zones are those of the last build: the slaves serve the
     # rolled-back serial, and only a newer one replaces it. The hold ends only once
     # that build exists: a zones file that does not compile keeps the rollback.
-    status = cli._run_build(cli._builder(cfg), logger)
-    if status != cli.EXIT_OK:
+    status = run_build(builder_for(cfg), logger)
+    if status != EXIT_OK:
         logger.error(
             "rollback.still_held",
             serial=hold.serial,
@@ -100,14 +116,13 @@ async def _release(cfg: Config, logger: Any) -> int:
         return status
     rollback.clear(cfg.output)
     logger.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
-    return await cli._push_data(cfg, list(cfg.slaves), logger)
+    return await push_to_slaves(cfg, list(cfg.slaves), logger)
 
 
 def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
     """Have the running daemon roll back (or release), and report what it did."""
+    # Only when there is a daemon to hand to: its module loads the whole daemon.
     from dnsmaster.daemon.loop import ROLLBACK_FILE  # noqa: PLC0415
-    from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
-    from dnsmaster.master import state as statefile  # noqa: PLC0415
 
     ident = secrets.token_hex(8)
     fingerprint = None
@@ -116,22 +131,22 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
             held = statefile.read(cfg.state).rollback
         except (OSError, ValueError) as exc:
             logger.error("rollback.failed", path=str(cfg.state), error=str(exc))
-            return cli.EXIT_SYSTEM
+            return EXIT_SYSTEM
         if held is None:
             logger.info("rollback.nothing_held", daemon=daemon)
-            return cli.EXIT_OK
+            return EXIT_OK
         try:
-            fingerprint = cli._builder(cfg).fingerprint()
+            fingerprint = builder_for(cfg).fingerprint()
         except (BuildError, DataErrors) as exc:
             logger.error("build.failed", error=str(exc), changed=False)
-            return cli.EXIT_SYSTEM
+            return EXIT_SYSTEM
         words = {"request": "release", "id": ident}
     else:
         words = {"request": "to", "kept": kept.sha256, "id": ident}
     name = handoff.instance(cfg.state, daemon)
     if name is None:
         logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
-        return cli.EXIT_SYSTEM
+        return EXIT_SYSTEM
     flag = cfg.output / ROLLBACK_FILE
     timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
     text = handoff.write_request(flag, daemon=name, timeout=timeout, **words)
@@ -155,7 +170,7 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
             fingerprint=fingerprint,
             slaves=names,
             timeout=timeout,
-            on_slave=cli._slave_reporter(logger),
+            on_slave=slave_reporter(logger),
             on_build=built,
         )
     finally:
@@ -165,8 +180,8 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
             logger.warning("handoff.withdrawn", daemon=daemon, file=ROLLBACK_FILE)
     if outcome.error is not None:
         logger.error("rollback.failed", error=outcome.error, by="daemon")
-        return cli.EXIT_SYSTEM
-    return cli._handed_off(outcome, daemon, names, logger, late="the daemon did not act in time")
+        return EXIT_SYSTEM
+    return handed_off(outcome, daemon, names, logger, late="the daemon did not act in time")
 
 
 def _list(cfg: Config, archive: Archive) -> int:
@@ -203,13 +218,11 @@ def _list(cfg: Config, archive: Archive) -> int:
             f"a rollback holds serial {hold.serial} (kept build {hold.kept_serial}) since "
             f"{_when(hold.since)}: release with dnsmaster rollback --release\n"
         )
-    return cli.EXIT_OK
+    return EXIT_OK
 
 
 def _daemon_build(cfg: Config) -> str | None:
     """The sha256 of the build a running daemon gives the slaves, if one runs."""
-    from dnsmaster.master import state as statefile  # noqa: PLC0415
-
     if handoff.daemon_pid(cfg.state) is None:
         return None
     try:

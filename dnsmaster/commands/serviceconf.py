@@ -38,11 +38,12 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Account", "ServiceConfError", "add_arguments", "main", "probe", "scripts"]
+from dnsmaster import config as configuration
+from dnsmaster import fsutil
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
+from dnsmaster.errors import ConfigError
 
-EXIT_OK = 0
-EXIT_USAGE = 2
-EXIT_SYSTEM = 111
+__all__ = ["Account", "ServiceConfError", "add_arguments", "main", "probe", "scripts"]
 
 #: After the installed dnsmaster's own directory: where envdir, setuidgid, chpst live.
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
@@ -254,9 +255,6 @@ def probe(config: Path) -> list[str]:
 
     Each problem names the path, what is wrong and the fix.
     """
-    from dnsmaster import config as configuration  # noqa: PLC0415
-    from dnsmaster.errors import ConfigError  # noqa: PLC0415
-
     user = _current_user()
     try:
         cfg = configuration.load(config)
@@ -297,8 +295,6 @@ def probe(config: Path) -> list[str]:
 
 def _unwritable(directory: Path, what: str, user: str) -> list[str]:
     """Why ``user`` cannot write ``directory`` (the daemon's ``what`` directory); [] if it can."""
-    from dnsmaster import fsutil  # noqa: PLC0415
-
     if not directory.is_dir():
         return [
             f"{directory}: the {what} directory does not exist; "

@@ -1130,7 +1130,7 @@ def _zones_text(zones: Mapping[bytes, int]) -> dict[str, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    """The ``status`` sub-command's options (cli.py calls this)."""
+    """The ``status`` sub-command's options (the parser in main.py calls this)."""
     p.add_argument("--config", help="TOML configuration (default: $DNSMASTER_CONFIG)")
     p.add_argument(
         "--json", action="store_true", help="print the state file and its judgement as JSON"

@@ -19,10 +19,12 @@ full disk) leaves a partly written ``data.tmp``, as tinydns-data's would be.
 
 from __future__ import annotations
 
+import argparse
 import os
 import sys
 from typing import TextIO
 
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import TinydnsDataError
@@ -30,23 +32,22 @@ from dnsmaster.fsutil import describe
 
 __all__ = ["main"]
 
-EXIT_FATAL = 111
-
 
 class _Fatal(Exception):
     pass
 
 
-def main(stderr: TextIO | None = None) -> int:
-    """Run in the current directory; return the exit status."""
+def main(args: argparse.Namespace | None = None, *, stderr: TextIO | None = None) -> int:
+    """``dnsmaster tinydns-data`` (it takes no options): run in the current directory;
+    return the exit status."""
     err = stderr if stderr is not None else sys.stderr
     try:
         _run()
     except _Fatal as exc:
         err.write(f"tinydns-data: fatal: {exc}\n")
         err.flush()
-        return EXIT_FATAL
-    return 0
+        return EXIT_SYSTEM  # 111 on any failure, as tinydns-data
+    return EXIT_OK
 
 
 def _run() -> None:

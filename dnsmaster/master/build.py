@@ -209,6 +209,18 @@ class Builder:
         """The serial of the build in the output directory (None: no data of ours)."""
         return previous_serial(_head(self.output / "data"))
 
+    def plan(self) -> bytes:
+        """The ``data`` a build would write now, compiled in memory; nothing is written.
+
+        What ``dnsmaster diff`` and the dry runs compare with the current build. The
+        serial is the one a build would stamp now (after the data on disk's, by this
+        Builder's clock); no lock is taken, and errors raise as :meth:`build`'s do.
+        """
+        names, _ = self._scan()
+        compiled, _ = self._compile(names)
+        serial = next_serial(int(self.clock()), self.previous_serial())
+        return assemble_text(compiled, serial, ipv6_int=self.ipv6_int)[0]
+
     @overload
     def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
     @overload

@@ -95,12 +95,12 @@ class TestCleanStderr:
         script = tmp_path / "warn.py"
         script.write_text(
             "import sys, warnings\n"
-            "from dnsmaster.commands import cli\n"
+            "from dnsmaster.commands import main\n"
             "def warn(args):\n"
             "    warnings.warn('a dependency changed', DeprecationWarning, stacklevel=1)\n"
             "    return 0\n"
-            "cli._COMMANDS['check'] = warn\n"
-            "sys.exit(cli.main(['check', '--zones', '.']))\n"
+            "main.COMMANDS['check'] = main.Command('__main__', 'warn')\n"
+            "sys.exit(main.main(['check', '--zones', '.']))\n"
         )
         env = {**os.environ, "PYTHONWARNINGS": "always"}
         done = subprocess.run(

@@ -26,7 +26,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dnsmaster.commands import status
-from dnsmaster.commands.cli import main
+from dnsmaster.commands.main import main
 from dnsmaster.commands.status import Finding, ZonesCheck
 from dnsmaster.master import state
 from dnsmaster.master.build import Builder

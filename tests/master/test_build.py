@@ -203,6 +203,32 @@ class TestIsCurrent:
         assert not Builder(zones, out).is_current()
 
 
+class TestPlan:
+    def test_plan_is_what_build_writes(self, zones: Path, out: Path) -> None:
+        """plan() returns the data a build at the same time would write, and writes nothing."""
+        clock = Clock(1_700_000_000)
+        planned = Builder(zones, out, clock=clock).plan()
+        assert list(out.iterdir()) == []
+        Builder(zones, out, clock=clock).build()
+        assert (out / "data").read_bytes() == planned
+
+    def test_plan_after_a_build_has_the_next_serial(self, zones: Path, out: Path) -> None:
+        """Planned after a build in the same second, the serial still goes up."""
+        clock = Clock(1_700_000_000)
+        Builder(zones, out, clock=clock).build()
+        before = snapshot(out)
+        planned = Builder(zones, out, clock=clock).plan()
+        assert planned.startswith(b"# dnsmaster serial 1700000001 ")
+        assert snapshot(out) == before
+
+    def test_plan_raises_on_errors(self, zones: Path, out: Path) -> None:
+        """A line tinydns-data refuses raises DataErrors, as build() does."""
+        (zones / "zones.example.net").write_bytes(b"Xbad\n")
+        with pytest.raises(DataErrors):
+            Builder(zones, out).plan()
+        assert list(out.iterdir()) == []
+
+
 class TestNothingChangesOnError:
     def good_build(self, zones: Path, out: Path) -> dict[str, bytes]:
         Builder(zones, out).build()

@@ -455,7 +455,7 @@ class TestDiagnose:
     ) -> None:
         """``dnsmaster check`` with a configuration checks only the files the
         output's cache does not hold, and reports the same as a full check."""
-        from dnsmaster.commands.cli import main  # noqa: PLC0415
+        from dnsmaster.commands.main import main  # noqa: PLC0415
         from dnsmaster.core.makedata import check_source  # noqa: PLC0415
         from tests.lab.daemonrun import config_text  # noqa: PLC0415
 

@@ -593,9 +593,9 @@ class TestCommandLine:
     def test_imports_stay_light(self) -> None:
         """The receiver does not import asyncssh, structlog or dnspython."""
         code = (
-            "import sys; from dnsmaster.commands import cli; "
+            "import sys; from dnsmaster.commands import main; "
             "sys.argv=['dnsmaster','receive','--root','/nonexistent']; "
-            "cli.main(['receive', '--help']) if False else None; "
+            "main.main(['receive', '--help']) if False else None; "
             "import dnsmaster.slave.receive; "
             "print(sorted(m for m in sys.modules if m.split('.')[0] in "
             "('asyncssh','structlog','dns','watchdog')))"

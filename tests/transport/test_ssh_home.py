@@ -47,7 +47,7 @@ PACKAGES = next(Path(sys.prefix, "lib").glob("python3*/site-packages"))
 #: Run the CLI from the tree under test with the interpreter found in argv[0].
 BOOT = (
     "import sys; sys.path[:0] = sys.argv[1:3]; del sys.argv[1:3]; "
-    "from dnsmaster.commands.cli import main; sys.exit(main(sys.argv[1:]))"
+    "from dnsmaster.commands.main import main; sys.exit(main(sys.argv[1:]))"
 )
 
 

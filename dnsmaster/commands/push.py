@@ -1,0 +1,365 @@
+"""``dnsmaster push``: build if the zones changed, then push to every slave in parallel.
+
+The output directory's lock decides who pushes: with a daemon running (it holds
+the lock), the request is handed to it and its outcome reported; without one, this
+command builds, lets the guard judge the build (:mod:`dnsmaster.master.guarded`)
+and pushes it itself. ``push --dry-run`` is a plan, made by
+:mod:`dnsmaster.commands.diff`; ``push --wait`` ends as ``dnsmaster wait`` does.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import hashlib
+import time
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+from dnsmaster.commands.common import (
+    builder_for,
+    config_log_slaves,
+    daemon_runs,
+    hand_off,
+    names_held,
+    one_writer,
+    run_build,
+)
+from dnsmaster.commands.exits import (
+    EXIT_DATA,
+    EXIT_HELD,
+    EXIT_OK,
+    EXIT_SLAVES,
+    EXIT_SYSTEM,
+    EXIT_USAGE,
+)
+from dnsmaster.commands.wait import wait_for_build
+from dnsmaster.core.makedata import previous_serial
+from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
+from dnsmaster.fsutil import describe
+from dnsmaster.master import guarded, rollback
+
+if TYPE_CHECKING:
+    from dnsmaster.config import Config, Slave
+    from dnsmaster.transport.push import PushResult, SlaveChannel
+
+__all__ = ["main", "push_to_slaves"]
+
+
+def main(args: argparse.Namespace) -> int:
+    """``dnsmaster push [--slave NAME]... [--no-build] [--accept [BUILD]] [--wait]``."""
+    return asyncio.run(_push_and_wait(args))
+
+
+async def push_to_slaves(cfg: Config, slaves: list[Slave], logger: Any) -> int:
+    """Push the data on disk to ``slaves``; the exit status (a rollback's push too)."""
+    return await _push_data(cfg, slaves, logger)
+
+
+async def _push_and_wait(args: argparse.Namespace) -> int:
+    setup = config_log_slaves(args)
+    if setup is None:
+        return EXIT_USAGE
+    cfg, logger, slaves = setup
+    with one_writer(cfg.output, cfg.state, logger) as daemon:
+        if _rollback_holds(cfg, logger):
+            # Neither built nor handed to the daemon: it would push nothing new, and
+            # without a daemon the push would undo the rollback.
+            status = EXIT_DATA
+        elif daemon is not None:
+            names = [s.name for s in slaves]
+            status = daemon_runs(cfg, names, logger) or hand_off(
+                cfg,
+                daemon,
+                builder_for(cfg),
+                names,
+                logger,
+                repush=args.no_build,
+                accept=args.accept,
+            )
+        else:
+            status = await _push_by_hand(cfg, slaves, args, logger)
+    if status != EXIT_OK or not args.wait:
+        return status
+    return await wait_for_build(cfg, slaves, None, args.timeout, logger)
+
+
+async def _push_by_hand(
+    cfg: Config, slaves: list[Slave], args: argparse.Namespace, logger: Any
+) -> int:
+    """Without a daemon: build if the zones changed, let the guard judge, push.
+
+    ``--accept`` pushes the data on disk only when it is the build the guard holds
+    (and the one it names, if it names one): never a build nobody looked at.
+    """
+    if args.accept is None:
+        status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
+        if status != EXIT_OK:
+            return status
+    data = _data_to_push(cfg, logger)
+    if isinstance(data, int):
+        return data
+    if args.accept is not None:
+        refused = _accepted(cfg, data, args.accept, logger)
+    else:
+        refused = _guard_judges(cfg, data, logger)
+    if refused is not None:
+        return refused
+    return await _push_data(cfg, slaves, logger, data)
+
+
+def _build_if_needed(cfg: Config, logger: Any) -> int:
+    """Build unless data and data.cdb already come from the zones there now."""
+    builder = builder_for(cfg)
+    try:
+        for name in builder.tidy():
+            logger.info("build.swept", file=name)
+        if builder.is_current():
+            logger.info("build.current", output=str(cfg.output))
+            return EXIT_OK
+    except BuildError as exc:
+        logger.error("build.failed", path=exc.path, error=exc.reason, changed=False)
+        return EXIT_SYSTEM
+    return run_build(builder, logger)
+
+
+def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
+    """``push --accept [BUILD]`` without a daemon: None when ``data`` is the held build
+    (and BUILD names it), else the exit status (nothing is pushed)."""
+    held = guarded.held(cfg, hashlib.sha256(data).hexdigest())
+    if held is None:
+        logger.info("guard.nothing_held", output=str(cfg.output), hint="dnsmaster push")
+        return EXIT_OK
+    if not names_held(spec, held, logger):
+        return EXIT_HELD
+    logger.warning(
+        "guard.accepted", serial=held.serial, sha256=held.sha256[:16], reason=held.reason
+    )
+    return None
+
+
+def _guard_judges(cfg: Config, data: bytes, logger: Any) -> int | None:
+    """The guard on a push by hand: None when ``data`` may go, else the exit status.
+
+    It judges ``data`` against the build the last push installed, as the daemon
+    judges each build against what it gave the slaves (:mod:`dnsmaster.master.guarded`).
+    """
+    base = guarded.given(cfg.output, cfg.daemon.keep)
+    if base is None:
+        logger.info("guard.no_base", reason="no build recorded as pushed is kept here")
+        return None
+    try:
+        verdict = guarded.judge(cfg, base, data)
+    except TinydnsDataError as exc:
+        logger.error("push.failed", path=str(cfg.output / "data"), error=f"not valid data: {exc}")
+        return EXIT_DATA
+    if verdict is None:
+        with contextlib.suppress(OSError):
+            guarded.clear(cfg.output)
+        return None
+    sha256 = hashlib.sha256(data).hexdigest()
+    serial = previous_serial(data[:200])
+    before = guarded.held(cfg, sha256)
+    since = before.since if before is not None else time.time()
+    try:
+        guarded.write(cfg.output, guarded.Held(serial, sha256, verdict.reason, since, base.sha256))
+    except OSError as exc:
+        # Still refused: the next push judges the build again.
+        logger.warning("guard.record_failed", path=str(cfg.output), error=describe(exc))
+    logger.critical(
+        "guard.held",
+        serial=serial,
+        sha256=sha256[:16],
+        records=verdict.new_records,
+        was=verdict.old_records,
+        zones=",".join(verdict.removed_zones) or None,
+        reason=verdict.reason,
+        pushed_serial=base.serial,
+        error="the guard holds this build: nothing pushed",
+        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {serial} pushes it",
+    )
+    return EXIT_HELD
+
+
+def _rollback_holds(cfg: Config, logger: Any) -> bool:
+    """Whether a rollback holds the slaves on an earlier build (logged if so).
+
+    A push by hand would undo it without a word; ``rollback --release`` ends it.
+    """
+    try:
+        hold = rollback.read(cfg.output)
+    except ArchiveError as exc:
+        logger.error("rollback.damaged", path=exc.path, error=exc.reason)
+        return True
+    if hold is None:
+        return False
+    logger.error(
+        "rollback.held",
+        serial=hold.serial,
+        kept_serial=hold.kept_serial,
+        error="a rollback holds every slave on an earlier build; nothing pushed",
+        hint="dnsmaster rollback --release ends it and pushes the zones",
+    )
+    return True
+
+
+# -- the push itself -------------------------------------------------------------------
+
+
+def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
+    """The data on disk, or the exit status when it cannot be pushed."""
+    try:
+        data = (cfg.output / "data").read_bytes()
+    except OSError as exc:
+        from dnsmaster.fsutil import describe  # noqa: PLC0415
+
+        logger.error("push.failed", path=str(cfg.output / "data"), error=describe(exc))
+        return EXIT_SYSTEM
+    if data and not data.endswith(b"\n"):
+        # A hand-edited data file (--no-build): the trailer could not follow it.
+        logger.error(
+            "push.failed", path=str(cfg.output / "data"), error="data does not end with a newline"
+        )
+        return EXIT_DATA
+    return data
+
+
+async def _push_data(
+    cfg: Config, slaves: list[Slave], logger: Any, data: bytes | None = None
+) -> int:
+    """Push ``data`` (default: the data on disk) to ``slaves``; the exit status."""
+    import hashlib  # noqa: PLC0415
+
+    from dnsmaster.errors import SlaveError  # noqa: PLC0415
+    from dnsmaster.master import state as statefile  # noqa: PLC0415
+    from dnsmaster.protocol import DELTA  # noqa: PLC0415
+    from dnsmaster.transport import push  # noqa: PLC0415
+
+    found = _data_to_push(cfg, logger) if data is None else data
+    if isinstance(found, int):
+        return found
+    data = found
+    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
+
+    sha256 = hashlib.sha256(data).hexdigest()
+    report = push.PushLog(logger, previous_serial(data[:200]))
+    logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
+    channels = [push.channel_for(slave, cfg) for slave in slaves]
+
+    def status_line(slave: str, stream: str, text: str, truncated: int) -> None:
+        cut = {"truncated": truncated} if truncated else {}
+        logger.debug("status.line", slave=slave, stream=stream, line=text, **cut)
+
+    async def ask_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
+        """As the daemon on first contact: is it a receiver that speaks our protocol,
+        and which build does it hold (a delta goes against it, if the master kept it)?"""
+        try:
+            receiver = await push.fetch_receiver(channel, cfg.push.connect_timeout * 2, status_line)
+        except SlaveError as exc:
+            return push.PushResult(
+                channel.slave.name,
+                False,
+                sha256,
+                0,
+                0.0,
+                exit_status=exc.exit_status,
+                error=exc.reason,
+                phase=exc.phase,
+                retryable=exc.retryable,
+            )
+        report.receiver(channel.slave.name, receiver)
+        protocols[channel.slave.name] = receiver.protocol
+        if receiver.installed is None or (receiver.protocol or 0) < DELTA:
+            return receiver.offer()
+        return receiver.offer(await base_of(receiver.installed.sha256))
+
+    # What the last push (this command's, the daemon's, a rollback's) installed on
+    # each slave: a delta goes against it at once, without the status exchange; the
+    # receiver refuses any other base, and the slave is asked then (push_one's ask).
+    pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
+    protocols: dict[str, int | None] = {}
+
+    async def recorded_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
+        known = pushed.get(channel.slave.name)
+        if known is not None and channel.slave.protocol != "legacy" and known.protocol >= DELTA:
+            base = await base_of(known.sha256)
+            if base is not None:
+                protocols[channel.slave.name] = known.protocol
+                return push.Offer(known.protocol, base, recorded=True)
+        return await ask_first(channel)
+
+    async def ask_again(channel: SlaveChannel, why: str) -> push.PushResult | push.Offer:
+        if why == push.NO_SMALLER_DELTA:  # the record holds; most of the data changed
+            logger.info("push.delta_unused", slave=channel.slave.name, reason=why, next="status")
+        else:
+            logger.info("push.record_stale", slave=channel.slave.name, error=why, next="status")
+        return await ask_first(channel)
+
+    base_of = _Bases(cfg, {sha256: data}, logger).get
+
+    try:
+        results = await push.push_all(
+            channels,
+            data,
+            sha256,
+            parallel=cfg.push.parallel,
+            timeout=cfg.push.timeout,
+            on_line=report.line,
+            on_result=report.result,
+            before=recorded_first,
+            on_delta_refused=report.delta_refused,
+            ask=ask_again,
+        )
+    finally:
+        for channel in channels:
+            await channel.close()
+    _record_pushed(cfg, results, protocols, logger)
+    failed = [r.slave for r in results if not r.ok]
+    logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
+    return EXIT_SLAVES if failed else EXIT_OK
+
+
+class _Bases:
+    """The builds the slaves hold, by sha256, read from the archive once for all."""
+
+    def __init__(self, cfg: Config, known: dict[str, bytes | None], logger: Any) -> None:
+        import asyncio  # noqa: PLC0415
+
+        self._cfg = cfg
+        self._bases = known
+        self._logger = logger
+        self._reading = asyncio.Lock()
+
+    async def get(self, wanted: str) -> bytes | None:
+        """The bytes of the build ``wanted``, when the archive has them."""
+        import asyncio  # noqa: PLC0415
+
+        from dnsmaster.errors import ArchiveError  # noqa: PLC0415
+        from dnsmaster.master.archive import Archive  # noqa: PLC0415
+
+        async with self._reading:
+            if wanted not in self._bases:
+                archive = Archive(self._cfg.output, self._cfg.daemon.keep)
+                try:
+                    self._bases[wanted] = await asyncio.to_thread(archive.by_sha256, wanted)
+                except ArchiveError as exc:
+                    self._logger.warning("push.no_base", sha256=wanted[:16], error=exc.reason)
+                    self._bases[wanted] = None
+        return self._bases[wanted]
+
+
+def _record_pushed(
+    cfg: Config, results: Sequence[PushResult], protocols: dict[str, int | None], logger: Any
+) -> None:
+    """Record what each slave now holds, for the next push's delta (see _push_data)."""
+    from dnsmaster.master import state as statefile  # noqa: PLC0415
+
+    statefile.log_pushed(
+        cfg.output,
+        {
+            r.slave: statefile.Pushed(r.sha256, protocols.get(r.slave) or 0) if r.ok else None
+            for r in results
+        },
+        logger,
+    )

@@ -1,0 +1,21 @@
+"""``dnsmaster receive``: the slave's forced command, handed straight to the receiver.
+
+It runs once per push on every slave, so it must not pay for the rest of the
+command line: :func:`dnsmaster.commands.main.main` sends its arguments here before
+any parsing, and the receiver (:mod:`dnsmaster.slave.receive`) parses its own
+options. Nothing here may import asyncssh, structlog or dnspython
+(``tests/slave/test_receive.py`` checks it).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from dnsmaster.slave.receive import main as receive
+
+__all__ = ["main"]
+
+
+def main(argv: Sequence[str]) -> int:
+    """Run the receiver on ``argv`` (what follows the ``receive`` word); the exit status."""
+    return receive(argv)

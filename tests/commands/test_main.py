@@ -1,0 +1,61 @@
+"""The parser and its table: each command's module is found, and loaded only when it runs."""
+
+from __future__ import annotations
+
+import argparse
+import subprocess
+import sys
+
+import pytest
+
+from dnsmaster.commands.main import COMMANDS, DRY_RUNS, Command, parser
+
+
+def sub_commands() -> set[str]:
+    """The commands the parser accepts."""
+    top = parser()
+    return {
+        name
+        for action in top._actions
+        if isinstance(action, argparse._SubParsersAction)
+        for name in action.choices
+    }
+
+
+class TestTable:
+    def test_every_command_has_an_entry(self) -> None:
+        """Each command the parser accepts runs through the table (receive aside: it is
+        handed to the receiver before any parsing), and the table names no other."""
+        assert sub_commands() == {*COMMANDS, "receive"}
+
+    @pytest.mark.parametrize(
+        "command",
+        [*COMMANDS.values(), *DRY_RUNS.values()],
+        ids=[*COMMANDS, *(f"{name} --dry-run" for name in DRY_RUNS)],
+    )
+    def test_entry_names_a_function(self, command: Command) -> None:
+        """The module of each entry imports, and has the function it names."""
+        assert callable(command.load())
+
+    def test_dry_runs_are_options_of_their_commands(self) -> None:
+        """Only commands with a --dry-run option have a dry run."""
+        for name in DRY_RUNS:
+            args = parser(name).parse_args([name, "--dry-run", "--config", "x.toml"])
+            assert args.dry_run
+
+
+class TestLazy:
+    def test_parsing_loads_no_command(self) -> None:
+        """Parsing a command's arguments imports none of the command modules, nor
+        asyncssh, structlog or dnspython; running it imports its own module."""
+        code = (
+            "import sys\n"
+            "from dnsmaster.commands.main import parser\n"
+            "parser('check').parse_args(['check', '--zones', '.'])\n"
+            "print(sorted(m for m in sys.modules if m.startswith('dnsmaster.commands')\n"
+            "      or m.split('.')[0] in ('asyncssh', 'structlog', 'dns', 'watchdog')))\n"
+        )
+        out = subprocess.run(
+            [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+        ).stdout
+        assert out.strip() == "['dnsmaster.commands', 'dnsmaster.commands.main']"
