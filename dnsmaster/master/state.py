@@ -9,7 +9,7 @@ and scripts alike.
 Every field added after the first format has a default, and :func:`read` ignores
 keys it does not know: an older daemon's file reads with the defaults ("not
 said"), a newer daemon's file reads without its extras. What the values mean, and
-when the daemon sets each one, is written beside each field: :mod:`dnsmaster.commands.status`
+when the daemon sets each one, is written beside each field: :mod:`dnsmaster.master.health`
 judges health from them and :mod:`dnsmaster.daemon.metrics` exports them.
 """
 

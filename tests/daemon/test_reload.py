@@ -29,7 +29,7 @@ from dnsmaster.daemon import metrics, reload
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import EXIT_OK, Daemon
 from dnsmaster.daemon.reload import RESTART_NEEDED, FileStamp
-from dnsmaster.master import handoff
+from dnsmaster.master import handoff, health
 from dnsmaster.master import state as statefile
 from tests.daemon.test_daemon import make_zones
 from tests.daemon.test_daemon_supervision import Recorder
@@ -354,13 +354,13 @@ LOADED = statefile.ConfigState("/etc/dnsmaster.toml", "a" * 64, 100.0, 100.0)
 
 class TestJudgeConfig:
     def test_same_file_is_no_finding(self) -> None:
-        assert status.judge_config(_state(LOADED), file=FileStamp("a" * 64, 100.0)) is None
+        assert health.judge_config(_state(LOADED), file=FileStamp("a" * 64, 100.0)) is None
 
     def test_older_daemon_says_nothing(self) -> None:
-        assert status.judge_config(_state(None), file=FileStamp("b" * 64, 1.0)) is None
+        assert health.judge_config(_state(None), file=FileStamp("b" * 64, 1.0)) is None
 
     def test_changed_without_sighup(self) -> None:
-        found = status.judge_config(_state(LOADED), file=FileStamp("b" * 64, 200.0))
+        found = health.judge_config(_state(LOADED), file=FileStamp("b" * 64, 200.0))
         assert found is not None
         assert (found.state, found.since, found.chosen) == ("changed", 200.0, False)
         assert found.action is not None
@@ -377,12 +377,12 @@ class TestJudgeConfig:
             file_sha256="c" * 64,
             file_mtime=290.0,
         )
-        found = status.judge_config(_state(failed), file=FileStamp("c" * 64, 290.0))
+        found = health.judge_config(_state(failed), file=FileStamp("c" * 64, 290.0))
         assert found is not None
         assert (found.state, found.chosen) == ("reload-failed", True)
         assert "daemon2: unknown key" in found.reason
         # Fixed since, not yet reloaded: a change to apply, no failure any more.
-        fixed = status.judge_config(_state(failed), file=FileStamp("d" * 64, 400.0))
+        fixed = health.judge_config(_state(failed), file=FileStamp("d" * 64, 400.0))
         assert fixed is not None
         assert fixed.state == "changed"
 
@@ -390,7 +390,7 @@ class TestJudgeConfig:
         needs = statefile.ConfigState(
             "/etc/dnsmaster.toml", "a" * 64, 100.0, 100.0, restart_needed=("zones",)
         )
-        found = status.judge_config(_state(needs), file=FileStamp("a" * 64, 100.0))
+        found = health.judge_config(_state(needs), file=FileStamp("a" * 64, 100.0))
         assert found is not None
         assert found.state == "restart-needed"
         assert "zones" in found.reason
@@ -403,8 +403,8 @@ class TestNagios:
         state = dataclasses.replace(
             _state(config), updated=now, heartbeat_interval=10.0, build=build
         )
-        rep = status.judge(
-            state, now=now, alive=True, zones=status.ZonesCheck(False), config_file=file
+        rep = health.judge(
+            state, now=now, alive=True, zones=health.ZonesCheck(False), config_file=file
         )
         assert rep.config is not None
         return status.nagios(rep, warning=120, critical=600)[0]
