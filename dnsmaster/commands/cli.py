@@ -1183,9 +1183,9 @@ def _hand_off(
     """
     import signal  # noqa: PLC0415
 
-    from dnsmaster.daemon.loop import ACCEPT_FILE  # noqa: PLC0415
     from dnsmaster.master import handoff  # noqa: PLC0415
     from dnsmaster.master import state as statefile  # noqa: PLC0415
+    from dnsmaster.master.handoff import ACCEPT_FILE  # noqa: PLC0415
 
     signum = None
     held: statefile.HeldBuild | None = None

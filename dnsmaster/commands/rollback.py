@@ -105,9 +105,9 @@ async def _release(cfg: Config, logger: Any) -> int:
 
 def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
     """Have the running daemon roll back (or release), and report what it did."""
-    from dnsmaster.daemon.loop import ROLLBACK_FILE  # noqa: PLC0415
     from dnsmaster.errors import BuildError, DataErrors  # noqa: PLC0415
     from dnsmaster.master import state as statefile  # noqa: PLC0415
+    from dnsmaster.master.handoff import ROLLBACK_FILE  # noqa: PLC0415
 
     ident = secrets.token_hex(8)
     fingerprint = None
