@@ -81,7 +81,7 @@ class Supervisor:
         self.log = log
         self._stopping = stopping
         #: Set to end the run; :attr:`exit` says with what status.
-        self.stop = asyncio.Event()
+        self.stop_requested = asyncio.Event()
         self.exit = EXIT_OK
         self._retiring: set[asyncio.Task[None]] = set()
         self._loop: asyncio.AbstractEventLoop | None = None
@@ -106,7 +106,7 @@ class Supervisor:
     def fail(self, status: int) -> None:
         """Stop the run with ``status``."""
         self.exit = status
-        self.stop.set()
+        self.stop_requested.set()
 
     @contextlib.contextmanager
     def watching(self, loop: asyncio.AbstractEventLoop) -> Iterator[None]:
@@ -131,7 +131,7 @@ class Supervisor:
         )
         if self.exit == EXIT_OK:
             self.exit = EXIT_CRASH
-        self.stop.set()
+        self.stop_requested.set()
 
     def _task_done(self, task: asyncio.Task[None], *, forever: bool) -> None:
         if task.cancelled():
@@ -226,9 +226,11 @@ class Daemon:
         self.state_file.save(now=now)
 
     def slave_states(self) -> list[statefile.SlaveState]:
+        """What each slave's worker knows, in the configuration's order."""
         return [w.state for w in self.workers]
 
     def installed_serials(self) -> list[int | None]:
+        """The serial each slave has installed, as far as its worker knows."""
         return [w.state.installed_serial for w in self.workers]
 
     def wake_workers(self, *, force: bool = False) -> None:
@@ -248,10 +250,12 @@ class Daemon:
     def start(
         self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True
     ) -> asyncio.Task[None]:
+        """A task of the daemon's (see :meth:`Supervisor.start`)."""
         return self.supervisor.start(coro, name, forever=forever)
 
     def stop(self) -> None:
-        self.supervisor.stop.set()
+        """End the run: pushes in flight may finish (up to ``stop_timeout``), exit 0."""
+        self.supervisor.stop_requested.set()
 
     def rebuild(self) -> None:
         """After a reload: build now, and try again every slave that waits."""
@@ -326,6 +330,7 @@ class Daemon:
         return newest
 
     def restart_rescan(self) -> None:
+        """A reload changed ``[daemon] rescan``."""
         self.builds.retime()
 
     # -- watching -----------------------------------------------------------------
@@ -391,7 +396,7 @@ class Daemon:
             return EXIT_SYSTEM
         lock = fsutil.DirectoryLock(cfg.output)
         try:
-            if not await _lock(lock, self.supervisor.stop, self.log, cfg):
+            if not await _lock(lock, self.supervisor.stop_requested, self.log, cfg):
                 return self.supervisor.exit
             return await self._serve()
         finally:
@@ -399,7 +404,7 @@ class Daemon:
 
     async def _serve(self) -> int:
         cfg = self.config
-        stop = self.supervisor.stop
+        stop = self.supervisor.stop_requested
         self.holds.discard_handoffs()
         self.holds.owner = True
         self._watcher = self._watch()
