@@ -130,7 +130,7 @@ class Reloader:
         self.daemon.save_state(now=True)
         return True
 
-    def _reload_failed(self, exc: ConfigError, stamp: reload.FileStamp | None) -> None:
+    def _reload_failed(self, exc: ConfigError, stamp: statefile.FileStamp | None) -> None:
         self.log.error(
             "config.reload_failed",
             file=exc.path or str(self.daemon.config.path),
@@ -259,15 +259,15 @@ class Signals:
         self.daemon.rebuild()
 
 
-def _stamp(path: Path) -> reload.FileStamp | None:
+def _stamp(path: Path) -> statefile.FileStamp | None:
     try:
-        return reload.stamp(path)
+        return statefile.stamp(path)
     except OSError:
         return None  # unreadable now: the load that follows says why
 
 
 def _config_state(
-    path: Path, stamp: reload.FileStamp | None, loaded: float, restart: tuple[str, ...] = ()
+    path: Path, stamp: statefile.FileStamp | None, loaded: float, restart: tuple[str, ...] = ()
 ) -> statefile.ConfigState:
     return statefile.ConfigState(
         str(path),

@@ -219,13 +219,11 @@ def unknown_slaves(
 def _unanswered(state_path: Path, config: Path) -> bool:
     """Whether the file is a version the running daemon has neither loaded nor
     failed to load (False when it does not say)."""
-    from dnsmaster.daemon import reload  # noqa: PLC0415
-
     state = _read(state_path)
     if state is None or state.config is None or state.config.sha256 is None:
         return False
     try:
-        now = reload.stamp(config).sha256
+        now = statefile.stamp(config).sha256
     except OSError:
         return False
     answered: set[str | None] = {state.config.sha256}
@@ -261,7 +259,6 @@ def _unknown(state_path: Path, config: Path, names: Collection[str]) -> str | No
 def config_behind(state_path: Path, config: Path) -> bool:
     """Whether the running daemon runs on another version of ``config`` than the
     file's now (False when no daemon runs, or it does not say)."""
-    from dnsmaster.daemon import reload  # noqa: PLC0415
 
     state = _read(state_path)
     if state is None or state.config is None or state.config.sha256 is None:
@@ -269,7 +266,7 @@ def config_behind(state_path: Path, config: Path) -> bool:
     if state.stopped is not None or not _alive(state.pid):
         return False
     try:
-        return reload.stamp(config).sha256 != state.config.sha256
+        return statefile.stamp(config).sha256 != state.config.sha256
     except OSError:
         return False
 

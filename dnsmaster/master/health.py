@@ -40,10 +40,9 @@ from __future__ import annotations
 import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Protocol
 
 from dnsmaster.master.handoff import SIGHUP_HOW
-from dnsmaster.master.state import HEARTBEAT_MISSES, SlaveState, State
+from dnsmaster.master.state import HEARTBEAT_MISSES, FileStamp, SlaveState, State
 
 __all__ = [
     "CRITICAL_SECONDS",
@@ -57,7 +56,6 @@ __all__ = [
     "SLAVE_FAILING",
     "SLAVE_STATES",
     "WARNING_SECONDS",
-    "FileStamp",
     "Finding",
     "Report",
     "ZonesCheck",
@@ -96,16 +94,6 @@ FUTURE_TOLERANCE = 5.0
 SLAVE_BEHIND = ("pushing", "behind", "verifying", "unknown")
 SLAVE_FAILING = ("failing", "stale", "dns-failed")
 SLAVE_STATES = ("ok", *SLAVE_BEHIND, *SLAVE_FAILING)
-
-
-class FileStamp(Protocol):
-    """The configuration file as read now (:class:`dnsmaster.daemon.reload.FileStamp`)."""
-
-    @property
-    def sha256(self) -> str: ...
-
-    @property
-    def mtime(self) -> float: ...
 
 
 @dataclass(frozen=True, slots=True)

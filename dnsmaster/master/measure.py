@@ -18,12 +18,11 @@ from pathlib import Path
 from dnsmaster.config import Config
 from dnsmaster.core.banner import built_from
 from dnsmaster.core.sources import is_source
-from dnsmaster.daemon import reload
 from dnsmaster.errors import ArchiveError, BuildError
 from dnsmaster.master import rollback
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
-from dnsmaster.master.health import FileStamp, Report, ZonesCheck, heartbeat_age, judge
+from dnsmaster.master.health import Report, ZonesCheck, heartbeat_age, judge
 from dnsmaster.master.state import State
 
 __all__ = ["check_zones", "pid_alive", "report", "with_rollback"]
@@ -139,7 +138,7 @@ def report(
     """
     state = with_rollback(cfg, state)
     try:
-        stamp: FileStamp | None = reload.stamp(cfg.path)
+        stamp: statefile.FileStamp | None = statefile.stamp(cfg.path)
     except OSError:
         stamp = None
     wall = time.time()

@@ -28,9 +28,10 @@ from dnsmaster.commands import status
 from dnsmaster.daemon import metrics, reload
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import EXIT_OK, Daemon
-from dnsmaster.daemon.reload import RESTART_NEEDED, FileStamp
+from dnsmaster.daemon.reload import RESTART_NEEDED
 from dnsmaster.master import handoff, health
 from dnsmaster.master import state as statefile
+from dnsmaster.master.state import FileStamp
 from tests.daemon.test_daemon import make_zones
 from tests.daemon.test_daemon_supervision import Recorder
 from tests.daemon.test_metrics import parse
@@ -451,7 +452,7 @@ class TestUnknownSlaves:
         path, config = tmp_path / "state.json", tmp_path / "c.toml"
         config.write_text("edited\n")
         statefile.write(path, _state(LOADED, "ns2"))
-        edited = reload.stamp(config).sha256
+        edited = statefile.stamp(config).sha256
         reloaded = dataclasses.replace(LOADED, sha256=edited)
         later = threading.Timer(0.5, statefile.write, (path, _state(reloaded, "ns2", "ns3")))
         later.start()
@@ -467,7 +468,7 @@ class TestUnknownSlaves:
         before the slave was added (the file is the loaded one) or failed on it."""
         path, config = tmp_path / "state.json", tmp_path / "c.toml"
         config.write_text("same\n")
-        sha = reload.stamp(config).sha256
+        sha = statefile.stamp(config).sha256
         statefile.write(path, _state(dataclasses.replace(LOADED, sha256=sha), "ns2"))
         start = time.monotonic()
         assert "send it SIGHUP" in (handoff.unknown_slaves(path, config, ["ns3"], grace=30) or "")
