@@ -11,6 +11,7 @@ import asyncio
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -22,11 +23,37 @@ from dnsmaster.daemon.worker import Current
 from dnsmaster.master import handoff, rollback
 from dnsmaster.master.build import Builder
 from dnsmaster.master.handoff import ACCEPT_FILE, HANDOFF_FILES, ROLLBACK_FILE
-from tests.daemon.test_daemon import make_zones
-from tests.daemon.test_daemon_supervision import Recorder
 from tests.lab.daemonrun import config_text
 
 INSTANCE = "0123456789abcdef"
+
+
+class Recorder:
+    """A logger that keeps every event as a dict."""
+
+    def __init__(self) -> None:
+        self.events: list[dict[str, Any]] = []
+
+    def _log(self, level: str, event: str, **fields: Any) -> None:
+        self.events.append({"level": level, "event": event, **fields})
+
+    def debug(self, event: str, **fields: Any) -> None:
+        self._log("debug", event, **fields)
+
+    def info(self, event: str, **fields: Any) -> None:
+        self._log("info", event, **fields)
+
+    def warning(self, event: str, **fields: Any) -> None:
+        self._log("warning", event, **fields)
+
+    def error(self, event: str, **fields: Any) -> None:
+        self._log("error", event, **fields)
+
+    def critical(self, event: str, **fields: Any) -> None:
+        self._log("critical", event, **fields)
+
+    def find(self, name: str) -> list[dict[str, Any]]:
+        return [e for e in self.events if e["event"] == name]
 
 
 class Keeper:
@@ -62,8 +89,10 @@ def build(serial: int) -> Current:
 
 
 def make_parts(tmp_path: Path) -> tuple[Holds, Keeper, Recorder]:
-    """Holds on a fresh zones and output directory, the stand-in, and the log."""
-    zones, output = make_zones(tmp_path / "master")
+    """Holds on empty zones and output directories, the stand-in, and the log."""
+    zones, output = tmp_path / "zones", tmp_path / "out"
+    zones.mkdir()
+    output.mkdir()
     path = tmp_path / "dnsmaster.toml"
     known_hosts = tmp_path / "known_hosts"
     known_hosts.write_text("")

@@ -8,27 +8,39 @@ format in tests/master/test_state.py.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 from collections.abc import Sequence
 from pathlib import Path
 
 import pytest
 
+from dnsmaster import config as configuration
 from dnsmaster.config import Config
 from dnsmaster.daemon import statefile as daemon_statefile
-from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.statefile import STATE_DELAY, StateFile
 from dnsmaster.daemon.worker import Current
 from dnsmaster.master import rollback
 from dnsmaster.master import state as statefile
-from tests.daemon.test_holds import build, make_parts
+from tests.lab.daemonrun import config_text
+
+
+class Holds:
+    """What the state file reads of the holds."""
+
+    def __init__(self) -> None:
+        self.held: tuple[Current, str, float] | None = None
+        self.kept_build: statefile.BuildState | None = None
+        self.rollback: rollback.Hold | None = None
+        self.rollback_held: Current | None = None
+        self.request: statefile.RequestAnswer | None = None
 
 
 class Published:
     """The daemon as the state file sees it."""
 
-    def __init__(self, config: Config, holds: Holds) -> None:
+    def __init__(self, config: Config) -> None:
         self.config = config
-        self.holds = holds
+        self.holds = Holds()
         self.current: Current | None = None
         self.build_error: str | None = None
 
@@ -36,12 +48,27 @@ class Published:
         return (statefile.SlaveState("ns2"),)
 
 
+def build(serial: int) -> Current:
+    data = f"Zexample.com:a::::{serial}\n".encode()
+    return Current(data, hashlib.sha256(data).hexdigest(), serial, 1, 0.0, {})
+
+
 @pytest.fixture
 def written(tmp_path: Path) -> tuple[StateFile, Published]:
-    holds, keeper, log = make_parts(tmp_path)
-    daemon = Published(keeper.config, holds)
-    config = statefile.ConfigState(str(keeper.config.path), None, None, 0.0)
-    return StateFile(daemon, config, log), daemon
+    (tmp_path / "zones").mkdir()
+    (tmp_path / "out").mkdir()
+    path = tmp_path / "dnsmaster.toml"
+    path.write_text(
+        config_text(
+            zones=tmp_path / "zones",
+            output=tmp_path / "out",
+            state=tmp_path / "state.json",
+            slaves=[{"name": "ns2", "transport": "local", "root": tmp_path / "ns2"}],
+        )
+    )
+    daemon = Published(configuration.load(path))
+    config = statefile.ConfigState(str(path), None, None, 0.0)
+    return StateFile(daemon, config, log=None), daemon
 
 
 class TestSnapshot:
