@@ -32,6 +32,7 @@ from dnsmaster.errors import BuildError, ConfigError, DataErrors
 from dnsmaster.master import guarded, handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
+from dnsmaster.master.handoff import ACCEPT_FILE
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
@@ -202,9 +203,6 @@ def hand_off(
     (SIGUSR2, with the held build's sha256 in the output directory, so only that
     build is released), if BUILD names it.
     """
-    # Only when there is a daemon to hand to: its module loads the whole daemon.
-    from dnsmaster.daemon.loop import ACCEPT_FILE  # noqa: PLC0415
-
     signum = None
     held: statefile.HeldBuild | None = None
     request: str | None = None

@@ -32,6 +32,7 @@ from dnsmaster.errors import ArchiveError, BuildError, DataErrors
 from dnsmaster.master import handoff, rollback
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive, Kept
+from dnsmaster.master.handoff import ROLLBACK_FILE
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config
@@ -121,8 +122,6 @@ async def _release(cfg: Config, logger: Any) -> int:
 
 def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
     """Have the running daemon roll back (or release), and report what it did."""
-    # Only when there is a daemon to hand to: its module loads the whole daemon.
-    from dnsmaster.daemon.loop import ROLLBACK_FILE  # noqa: PLC0415
 
     ident = secrets.token_hex(8)
     fingerprint = None

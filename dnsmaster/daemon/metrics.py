@@ -20,7 +20,7 @@ from collections.abc import Iterable
 from pathlib import Path
 
 from dnsmaster import fsutil
-from dnsmaster.commands.status import SLAVE_STATES, judge_slave
+from dnsmaster.master.health import SLAVE_STATES, judge_slave
 from dnsmaster.master.state import State
 
 __all__ = ["METRICS", "render", "write"]

@@ -24,22 +24,17 @@ keeps running on the value it started with, logs ``config.restart_needed``, and
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import os
 from collections.abc import Hashable
 from dataclasses import dataclass
-from pathlib import Path
 
 from dnsmaster.config import Config, Slave
 
 __all__ = [
     "RESTART_NEEDED",
     "Change",
-    "FileStamp",
     "compare",
     "keep_restart_needed",
     "slave_settings",
-    "stamp",
 ]
 
 #: Settings a reload does not change (see the module's docstring for why).
@@ -56,14 +51,6 @@ _NOT_SETTINGS = frozenset({"path", "warnings", "slaves"})
 
 
 @dataclass(frozen=True, slots=True)
-class FileStamp:
-    """A configuration file as it was read: its sha256 and mtime."""
-
-    sha256: str
-    mtime: float
-
-
-@dataclass(frozen=True, slots=True)
 class Change:
     """What a new configuration changes, by slave name and by setting."""
 
@@ -74,14 +61,6 @@ class Change:
     sections: tuple[str, ...] = ()
     #: Settings of :data:`RESTART_NEEDED` that differ: kept at their old value.
     restart_needed: tuple[str, ...] = ()
-
-
-def stamp(path: Path) -> FileStamp:
-    """The file's stamp now; raises OSError."""
-    with path.open("rb") as f:
-        # The mtime of the file read, not of one renamed into its place meanwhile.
-        mtime = os.fstat(f.fileno()).st_mtime
-        return FileStamp(hashlib.sha256(f.read()).hexdigest(), mtime)
 
 
 def slave_settings(config: Config, slave: Slave) -> tuple[Hashable, ...]:

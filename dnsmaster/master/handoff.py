@@ -38,8 +38,11 @@ from pathlib import Path
 from dnsmaster.master import state as statefile
 
 __all__ = [
+    "ACCEPT_FILE",
     "GRACE",
+    "HANDOFF_FILES",
     "NO_INSTANCE",
+    "ROLLBACK_FILE",
     "SIGHUP_HOW",
     "Outcome",
     "config_behind",
@@ -66,6 +69,21 @@ NO_INSTANCE = (
     "the daemon's state file does not name it for a hand-off (it is restarting, or "
     "an older dnsmaster that cannot be asked safely): try again, or restart it"
 )
+
+#: Written by ``push --accept`` in the output directory (then SIGUSR2):
+#: ``sha256=HELD`` the held build the operator accepts, with the words of every
+#: request file (:func:`write_request`: the daemon asked, the asker and until when
+#: it waits).
+ACCEPT_FILE = ".dnsmaster-accept"
+
+#: Written by ``dnsmaster rollback`` in the output directory, then SIGUSR2:
+#: ``request=to kept=KEPT_SHA256 id=ID`` (roll back to that kept build) or
+#: ``request=release id=ID``, with the words of every request file. The daemon
+#: answers in its state file (``request``: the id, and the error if any).
+ROLLBACK_FILE = ".dnsmaster-rollback"
+
+#: The hand-off files; any found when a daemon starts was written for an earlier one.
+HANDOFF_FILES = (ACCEPT_FILE, ROLLBACK_FILE)
 
 #: How an operator has the daemon read its configuration file again.
 SIGHUP_HOW = "svc -h /service/dnsmaster or sv hup dnsmaster"
@@ -201,13 +219,11 @@ def unknown_slaves(
 def _unanswered(state_path: Path, config: Path) -> bool:
     """Whether the file is a version the running daemon has neither loaded nor
     failed to load (False when it does not say)."""
-    from dnsmaster.daemon import reload  # noqa: PLC0415
-
     state = _read(state_path)
     if state is None or state.config is None or state.config.sha256 is None:
         return False
     try:
-        now = reload.stamp(config).sha256
+        now = statefile.stamp(config).sha256
     except OSError:
         return False
     answered: set[str | None] = {state.config.sha256}
@@ -243,7 +259,6 @@ def _unknown(state_path: Path, config: Path, names: Collection[str]) -> str | No
 def config_behind(state_path: Path, config: Path) -> bool:
     """Whether the running daemon runs on another version of ``config`` than the
     file's now (False when no daemon runs, or it does not say)."""
-    from dnsmaster.daemon import reload  # noqa: PLC0415
 
     state = _read(state_path)
     if state is None or state.config is None or state.config.sha256 is None:
@@ -251,7 +266,7 @@ def config_behind(state_path: Path, config: Path) -> bool:
     if state.stopped is not None or not _alive(state.pid):
         return False
     try:
-        return reload.stamp(config).sha256 != state.config.sha256
+        return statefile.stamp(config).sha256 != state.config.sha256
     except OSError:
         return False
 

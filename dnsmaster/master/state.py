@@ -9,15 +9,17 @@ and scripts alike.
 Every field added after the first format has a default, and :func:`read` ignores
 keys it does not know: an older daemon's file reads with the defaults ("not
 said"), a newer daemon's file reads without its extras. What the values mean, and
-when the daemon sets each one, is written beside each field: :mod:`dnsmaster.commands.status`
+when the daemon sets each one, is written beside each field: :mod:`dnsmaster.master.health`
 judges health from them and :mod:`dnsmaster.daemon.metrics` exports them.
 """
 
 from __future__ import annotations
 
 import functools
+import hashlib
 import json
 import math
+import os
 import types
 from collections.abc import Callable, Mapping
 from dataclasses import MISSING, asdict, dataclass, field, fields, is_dataclass
@@ -31,6 +33,7 @@ __all__ = [
     "HEARTBEAT_MISSES",
     "BuildState",
     "ConfigState",
+    "FileStamp",
     "HeldBuild",
     "Pushed",
     "RequestAnswer",
@@ -44,6 +47,7 @@ __all__ = [
     "read_last_pushed",
     "read_pushed",
     "record_pushed",
+    "stamp",
     "this_boot",
     "write",
     "write_pushed",
@@ -188,6 +192,23 @@ class ConfigState:
     #: Settings changed in the file that the daemon keeps at their old value until
     #: it is restarted (``dnsmaster.daemon.reload.RESTART_NEEDED``).
     restart_needed: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class FileStamp:
+    """A configuration file as it was read: its sha256 and mtime (what
+    :class:`ConfigState` records, and what ``status`` compares it with)."""
+
+    sha256: str
+    mtime: float
+
+
+def stamp(path: Path) -> FileStamp:
+    """The file's stamp now; raises OSError."""
+    with path.open("rb") as f:
+        # The mtime of the file read, not of one renamed into its place meanwhile.
+        mtime = os.fstat(f.fileno()).st_mtime
+        return FileStamp(hashlib.sha256(f.read()).hexdigest(), mtime)
 
 
 @dataclass(frozen=True, slots=True)

@@ -27,9 +27,9 @@ import pytest
 
 from dnsmaster.commands import status
 from dnsmaster.commands.main import main
-from dnsmaster.commands.status import Finding, ZonesCheck
-from dnsmaster.master import state
+from dnsmaster.master import health, measure, state
 from dnsmaster.master.build import Builder
+from dnsmaster.master.health import Finding, ZonesCheck
 from dnsmaster.master.state import BuildState, SlaveState, State
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 
@@ -89,7 +89,7 @@ SAME = ZonesCheck(False)
 
 
 def slave_state(slave: SlaveState, *, verifies: bool | None = None, **changes: object) -> Finding:
-    return status.judge_slave(slave, make(slave, **changes), now=NOW, verifies=verifies)
+    return health.judge_slave(slave, make(slave, **changes), now=NOW, verifies=verifies)
 
 
 # -- judging, pure -----------------------------------------------------------------------
@@ -98,13 +98,13 @@ def slave_state(slave: SlaveState, *, verifies: bool | None = None, **changes: o
 class TestDaemon:
     def test_running(self) -> None:
         """A live pid with a fresh heartbeat is running."""
-        found = status.judge_daemon(make(), now=NOW, alive=True)
+        found = health.judge_daemon(make(), now=NOW, alive=True)
         assert found.state == "running"
         assert found.ok
 
     def test_killed(self) -> None:
         """kill -9: the pid is gone though the heartbeat is fresh: dead, and what to do."""
-        found = status.judge_daemon(make(), now=NOW, alive=False)
+        found = health.judge_daemon(make(), now=NOW, alive=False)
         assert found.state == "dead"
         assert "pid 42 is not running" in found.reason
         assert found.action is not None
@@ -112,43 +112,43 @@ class TestDaemon:
 
     def test_hung(self) -> None:
         """The pid runs but no heartbeat for 3 intervals: hung."""
-        found = status.judge_daemon(make(updated=NOW - 31), now=NOW, alive=True)
+        found = health.judge_daemon(make(updated=NOW - 31), now=NOW, alive=True)
         assert found.state == "hung"
         assert "every 10 s" in found.reason
 
     def test_heartbeat_within_three_intervals(self) -> None:
         """A late write or two is no alarm: 3 intervals are allowed."""
-        assert status.judge_daemon(make(updated=NOW - 29), now=NOW, alive=True).ok
+        assert health.judge_daemon(make(updated=NOW - 29), now=NOW, alive=True).ok
 
     def test_other_host_judged_by_heartbeat(self) -> None:
         """On another host the pid says nothing; an old heartbeat means dead."""
         old = make(updated=NOW - 100, host="elsewhere")
-        assert status.judge_daemon(old, now=NOW, alive=None).state == "dead"
-        assert status.judge_daemon(make(host="elsewhere"), now=NOW, alive=None).ok
+        assert health.judge_daemon(old, now=NOW, alive=None).state == "dead"
+        assert health.judge_daemon(make(host="elsewhere"), now=NOW, alive=None).ok
 
     def test_no_heartbeat_promise(self) -> None:
         """A daemon that states no interval is judged by its pid alone."""
         old = make(updated=NOW - 86400, heartbeat_interval=None)
-        assert status.judge_daemon(old, now=NOW, alive=True).ok
-        assert status.judge_daemon(old, now=NOW, alive=False).state == "dead"
+        assert health.judge_daemon(old, now=NOW, alive=True).ok
+        assert health.judge_daemon(old, now=NOW, alive=False).state == "dead"
 
     def test_stopped(self) -> None:
         """A clean stop is named as such, not as a crash."""
-        found = status.judge_daemon(make(stopped=NOW - 60), now=NOW, alive=False)
+        found = health.judge_daemon(make(stopped=NOW - 60), now=NOW, alive=False)
         assert found.state == "stopped"
         assert "cleanly" in found.reason
 
 
 class TestPidAlive:
     def test_self(self) -> None:
-        assert status.pid_alive(os.getpid())
+        assert measure.pid_alive(os.getpid())
 
     def test_gone_and_nonsense(self) -> None:
         proc = subprocess.Popen([sys.executable, "-c", "pass"])
         proc.wait()
-        assert not status.pid_alive(proc.pid)
-        assert not status.pid_alive(0)
-        assert not status.pid_alive(-1)
+        assert not measure.pid_alive(proc.pid)
+        assert not measure.pid_alive(0)
+        assert not measure.pid_alive(-1)
 
     def test_zombie_is_dead(self) -> None:
         """Killed but not yet reaped by its parent: a zombie runs nothing."""
@@ -156,7 +156,7 @@ class TestPidAlive:
         try:
             os.kill(proc.pid, signal.SIGKILL)
             deadline = time.monotonic() + 10
-            while status.pid_alive(proc.pid):
+            while measure.pid_alive(proc.pid):
                 assert time.monotonic() < deadline, "a killed child still counts as alive"
                 time.sleep(0.01)
             assert Path(f"/proc/{proc.pid}").exists()  # not reaped: a zombie
@@ -167,13 +167,13 @@ class TestPidAlive:
 
 class TestBuild:
     def test_ok(self) -> None:
-        found = status.judge_build(make(), SAME, now=NOW)
+        found = health.judge_build(make(), SAME, now=NOW)
         assert found.ok
         assert str(SERIAL) in found.reason
 
     def test_none(self) -> None:
         """Never built: says so with the error, and what to do."""
-        found = status.judge_build(
+        found = health.judge_build(
             make(build=None, build_error="2 errors in the zones"), ZonesCheck(True), now=NOW
         )
         assert found.state == "none"
@@ -183,7 +183,7 @@ class TestBuild:
 
     def test_failed(self) -> None:
         """A failed build names the error and the serial the slaves keep."""
-        found = status.judge_build(
+        found = health.judge_build(
             make(build=build(error="zones.x:3: bad IP")), ZonesCheck(True, NOW - 50), now=NOW
         )
         assert found.state == "failed"
@@ -193,13 +193,13 @@ class TestBuild:
 
     def test_unbuilt(self) -> None:
         """Zones changed since the build: not ok, dated from the change."""
-        found = status.judge_build(make(), ZonesCheck(True, NOW - 7), now=NOW)
+        found = health.judge_build(make(), ZonesCheck(True, NOW - 7), now=NOW)
         assert found.state == "unbuilt"
         assert "changed 7 s ago" in found.reason
         assert found.since == NOW - 7
 
     def test_unreadable(self) -> None:
-        found = status.judge_build(make(), ZonesCheck(None, error="zones: access denied"), now=NOW)
+        found = health.judge_build(make(), ZonesCheck(None, error="zones: access denied"), now=NOW)
         assert found.state == "unreadable"
         assert "access denied" in found.reason
 
@@ -237,7 +237,7 @@ class TestSlave:
 
     def test_older_serial_is_stale_whatever_the_verdict(self) -> None:
         """An older served serial is never ok, by RFC 1982 across the wrap too."""
-        found = status.judge_slave(
+        found = health.judge_slave(
             good(verified="ok", expected_serial=3, served_serial=4294967290),
             make(good()),
             now=NOW,
@@ -292,8 +292,8 @@ class TestSlave:
 
 def report(
     *slaves: SlaveState, alive: bool = True, zones: ZonesCheck = SAME, **changes: object
-) -> status.Report:
-    return status.judge(make(*slaves, **changes), now=NOW, alive=alive, zones=zones)
+) -> health.Report:
+    return health.judge(make(*slaves, **changes), now=NOW, alive=alive, zones=zones)
 
 
 class TestReport:
@@ -325,7 +325,7 @@ class TestReport:
 PERF = re.compile(r"^'?[^=']+'?=(U|[0-9.]+s?)(;[0-9.]*){0,4}$")
 
 
-def nagios(rep: status.Report, warning: float = 120, critical: float = 600) -> tuple[int, str]:
+def nagios(rep: health.Report, warning: float = 120, critical: float = 600) -> tuple[int, str]:
     code, line = status.nagios(rep, warning=warning, critical=critical)
     assert "\n" not in line
     text, _, perf = line.partition(" | ")
@@ -445,17 +445,17 @@ class TestZones:
 
         cfg = configuration.load(config)
         current = _built_state(out)
-        assert status.check_zones(cfg, current) == ZonesCheck(False)
+        assert measure.check_zones(cfg, current) == ZonesCheck(False)
         before = time.time()
         (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:300\n")
-        found = status.check_zones(cfg, current)
+        found = measure.check_zones(cfg, current)
         assert found.changed is True
         assert found.since is not None
         assert found.since >= before - 1
         # An editor's swap file is no change.
         (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:259200\n")
         (zones / ".zones.example.com.swp").write_text("junk")
-        assert status.check_zones(cfg, current).changed is False
+        assert measure.check_zones(cfg, current).changed is False
 
     def test_without_recorded_fingerprint_uses_the_banner(self, tmp_path: Path) -> None:
         """A state file without the fingerprint: the banner of data on disk says."""
@@ -468,9 +468,9 @@ class TestZones:
         old = State(
             current.pid, current.updated, build(sha256=current.build.sha256, fingerprint=None)
         )
-        assert status.check_zones(cfg, old).changed is False
+        assert measure.check_zones(cfg, old).changed is False
         (zones / "zones.new").write_text("+a.example.com:192.0.2.1\n")
-        assert status.check_zones(cfg, old).changed is True
+        assert measure.check_zones(cfg, old).changed is True
 
 
 # -- the command -----------------------------------------------------------------------
@@ -726,8 +726,8 @@ class TestEndToEndLocal:
 
             cfg = configuration.load(local_master.config)
             later = frozen.updated + 3 * interval + 1
-            assert status.report(cfg, frozen, now=later).daemon.state == "hung"
-            assert status.report(cfg, frozen, now=frozen.updated + 1).daemon.ok
+            assert measure.report(cfg, frozen, now=later).daemon.state == "hung"
+            assert measure.report(cfg, frozen, now=frozen.updated + 1).daemon.ok
         finally:
             daemon.signal(signal.SIGCONT)
         proc = status_cli(local_master.config)
@@ -1125,7 +1125,7 @@ class TestClockSteppedBack:
     def test_future_heartbeat_is_unknown(self) -> None:
         """The wall clock stepped back an hour and nothing else measures the age: the
         heartbeat's age cannot be told; UNKNOWN with the reason, not OK."""
-        rep = status.judge(make(good(), updated=NOW + 3600), now=NOW, alive=True, zones=SAME)
+        rep = health.judge(make(good(), updated=NOW + 3600), now=NOW, alive=True, zones=SAME)
         assert rep.daemon.state == "unsure"
         assert "the heartbeat is 3600 s in the future: the clock stepped back?" in (
             rep.daemon.reason
@@ -1135,9 +1135,9 @@ class TestClockSteppedBack:
         assert code == status.NAGIOS_UNKNOWN
         assert "in the future" in line
         # Within the tolerance (two clocks' jitter): running.
-        assert status.judge_daemon(make(updated=NOW + 3), now=NOW, alive=True).ok
+        assert health.judge_daemon(make(updated=NOW + 3), now=NOW, alive=True).ok
         # A known problem says more than one that cannot be told.
-        worse = status.judge(
+        worse = health.judge(
             make(good(result="failed", error="x", last_push=NOW - 900), updated=NOW + 3600),
             now=NOW,
             alive=True,
@@ -1149,15 +1149,15 @@ class TestClockSteppedBack:
         """Written on this boot with the monotonic clock: the age is measured on it,
         and a daemon silent for 100 s is hung whatever the wall clock says."""
         hung = make(good(), updated=NOW + 3600, monotonic=5000.0, boot_id="b1")
-        beat = status.heartbeat_age(hung, now=NOW, boot_id="b1", monotonic=5100.0)
+        beat = health.heartbeat_age(hung, now=NOW, boot_id="b1", monotonic=5100.0)
         assert beat == 100.0
-        rep = status.judge(hung, now=NOW, alive=True, zones=SAME, beat=beat)
+        rep = health.judge(hung, now=NOW, alive=True, zones=SAME, beat=beat)
         assert rep.daemon.state == "hung"
         assert nagios(rep)[0] == status.NAGIOS_CRITICAL
         assert "heartbeat_age=100s" in nagios(rep)[1]
         # Another boot's monotonic clock says nothing: the wall clock has to do.
-        assert status.heartbeat_age(hung, now=NOW, boot_id="b2", monotonic=5100.0) is None
-        assert status.heartbeat_age(make(), now=NOW, boot_id="b1", monotonic=5100.0) is None
+        assert health.heartbeat_age(hung, now=NOW, boot_id="b2", monotonic=5100.0) is None
+        assert health.heartbeat_age(make(), now=NOW, boot_id="b1", monotonic=5100.0) is None
 
     def test_daemon_writes_the_monotonic_clock(self, tmp_path: Path) -> None:
         """The real daemon's state file carries its boot and monotonic clock, and

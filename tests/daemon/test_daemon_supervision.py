@@ -109,7 +109,7 @@ class TestCrashStopsTheDaemon:
             raise RuntimeError("compiler bug")
 
         daemon.builder.build = broken  # type: ignore[method-assign]
-        daemon._signal(1)  # SIGHUP: build now
+        daemon.signals.handle(1)  # SIGHUP: build now
         async with asyncio.timeout(TIMEOUT):
             assert await run == EXIT_CRASH
         crash = crash_of(log)
@@ -168,7 +168,7 @@ class TestCrashStopsTheDaemon:
         """The control: SIGTERM stops with 0 and no daemon.crash."""
         daemon, log = setup
         run = await started(daemon, log)
-        daemon._signal(15)
+        daemon.signals.handle(15)
         async with asyncio.timeout(TIMEOUT):
             assert await run == EXIT_OK
         assert not log.find("daemon.crash")

@@ -28,9 +28,10 @@ from dnsmaster.commands import status
 from dnsmaster.daemon import metrics, reload
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import EXIT_OK, Daemon
-from dnsmaster.daemon.reload import RESTART_NEEDED, FileStamp
-from dnsmaster.master import handoff
+from dnsmaster.daemon.reload import RESTART_NEEDED
+from dnsmaster.master import handoff, health
 from dnsmaster.master import state as statefile
+from dnsmaster.master.state import FileStamp
 from tests.daemon.test_daemon import make_zones
 from tests.daemon.test_daemon_supervision import Recorder
 from tests.daemon.test_metrics import parse
@@ -354,13 +355,13 @@ LOADED = statefile.ConfigState("/etc/dnsmaster.toml", "a" * 64, 100.0, 100.0)
 
 class TestJudgeConfig:
     def test_same_file_is_no_finding(self) -> None:
-        assert status.judge_config(_state(LOADED), file=FileStamp("a" * 64, 100.0)) is None
+        assert health.judge_config(_state(LOADED), file=FileStamp("a" * 64, 100.0)) is None
 
     def test_older_daemon_says_nothing(self) -> None:
-        assert status.judge_config(_state(None), file=FileStamp("b" * 64, 1.0)) is None
+        assert health.judge_config(_state(None), file=FileStamp("b" * 64, 1.0)) is None
 
     def test_changed_without_sighup(self) -> None:
-        found = status.judge_config(_state(LOADED), file=FileStamp("b" * 64, 200.0))
+        found = health.judge_config(_state(LOADED), file=FileStamp("b" * 64, 200.0))
         assert found is not None
         assert (found.state, found.since, found.chosen) == ("changed", 200.0, False)
         assert found.action is not None
@@ -377,12 +378,12 @@ class TestJudgeConfig:
             file_sha256="c" * 64,
             file_mtime=290.0,
         )
-        found = status.judge_config(_state(failed), file=FileStamp("c" * 64, 290.0))
+        found = health.judge_config(_state(failed), file=FileStamp("c" * 64, 290.0))
         assert found is not None
         assert (found.state, found.chosen) == ("reload-failed", True)
         assert "daemon2: unknown key" in found.reason
         # Fixed since, not yet reloaded: a change to apply, no failure any more.
-        fixed = status.judge_config(_state(failed), file=FileStamp("d" * 64, 400.0))
+        fixed = health.judge_config(_state(failed), file=FileStamp("d" * 64, 400.0))
         assert fixed is not None
         assert fixed.state == "changed"
 
@@ -390,7 +391,7 @@ class TestJudgeConfig:
         needs = statefile.ConfigState(
             "/etc/dnsmaster.toml", "a" * 64, 100.0, 100.0, restart_needed=("zones",)
         )
-        found = status.judge_config(_state(needs), file=FileStamp("a" * 64, 100.0))
+        found = health.judge_config(_state(needs), file=FileStamp("a" * 64, 100.0))
         assert found is not None
         assert found.state == "restart-needed"
         assert "zones" in found.reason
@@ -403,8 +404,8 @@ class TestNagios:
         state = dataclasses.replace(
             _state(config), updated=now, heartbeat_interval=10.0, build=build
         )
-        rep = status.judge(
-            state, now=now, alive=True, zones=status.ZonesCheck(False), config_file=file
+        rep = health.judge(
+            state, now=now, alive=True, zones=health.ZonesCheck(False), config_file=file
         )
         assert rep.config is not None
         return status.nagios(rep, warning=120, critical=600)[0]
@@ -451,7 +452,7 @@ class TestUnknownSlaves:
         path, config = tmp_path / "state.json", tmp_path / "c.toml"
         config.write_text("edited\n")
         statefile.write(path, _state(LOADED, "ns2"))
-        edited = reload.stamp(config).sha256
+        edited = statefile.stamp(config).sha256
         reloaded = dataclasses.replace(LOADED, sha256=edited)
         later = threading.Timer(0.5, statefile.write, (path, _state(reloaded, "ns2", "ns3")))
         later.start()
@@ -467,7 +468,7 @@ class TestUnknownSlaves:
         before the slave was added (the file is the loaded one) or failed on it."""
         path, config = tmp_path / "state.json", tmp_path / "c.toml"
         config.write_text("same\n")
-        sha = reload.stamp(config).sha256
+        sha = statefile.stamp(config).sha256
         statefile.write(path, _state(dataclasses.replace(LOADED, sha256=sha), "ns2"))
         start = time.monotonic()
         assert "send it SIGHUP" in (handoff.unknown_slaves(path, config, ["ns3"], grace=30) or "")

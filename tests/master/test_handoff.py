@@ -17,9 +17,9 @@ import time
 from pathlib import Path
 from typing import Any
 
-from dnsmaster.daemon.loop import ACCEPT_FILE, ROLLBACK_FILE
 from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
+from dnsmaster.master.handoff import ACCEPT_FILE, ROLLBACK_FILE
 from tests.daemon.test_daemon import SETTLE, TIMEOUT, Local, example_com, status, write
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 

@@ -19,8 +19,9 @@ from typing import TYPE_CHECKING, Any
 
 import pytest
 
-from dnsmaster.commands.status import EXIT_BUILD, ZonesCheck, judge, nagios
+from dnsmaster.commands.status import nagios
 from dnsmaster.master import state as statefile
+from dnsmaster.master.health import EXIT_BUILD, ZonesCheck, judge
 from tests.daemon.test_daemon import (
     SETTLE,
     TIMEOUT,
