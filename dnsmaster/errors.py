@@ -8,10 +8,13 @@ cannot help)::
 
     DnsmasterError
     ├── TinydnsDataError      data line (lineno, reason): tinydns-data's own words
+    ├── NameTooLong           a DNS name past its limits (also a ValueError)
+    ├── CdbTooLarge           a cdb that would pass 4 GiB (also a ValueError)
     ├── DataError             zones file and line (file, line, reason)
     ├── DataErrors            every DataError of one build (errors)
     ├── BuildError            a file the build reads or writes (path, reason, errors)
     ├── ConfigError           the config file and key (path, key, reason)
+    ├── ServiceConfError      a service directory not made (status)
     ├── WatchError            the zones directory (path, reason)
     ├── ReceiveError          the receiver refusing a push, on the slave itself
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
@@ -21,8 +24,8 @@ cannot help)::
             ├── HostKeyUnknown        known_hosts has no key for it
             └── HostKeyChanged        known_hosts has another key (line, known)
 
-:class:`PushError` is another name for :class:`SlaveError`, the one older code
-catches and raises.
+The two the pure core raises for values out of range stay ValueErrors too, as
+Python's own checks of a value are.
 
 This module does no I/O, so the pure core may import it.
 """
@@ -34,6 +37,7 @@ from typing import Literal
 __all__ = [
     "ArchiveError",
     "BuildError",
+    "CdbTooLarge",
     "ConfigError",
     "DataError",
     "DataErrors",
@@ -42,8 +46,9 @@ __all__ = [
     "HostKeyChanged",
     "HostKeyError",
     "HostKeyUnknown",
-    "PushError",
+    "NameTooLong",
     "ReceiveError",
+    "ServiceConfError",
     "SlaveError",
     "SlavePhase",
     "TinydnsDataError",
@@ -76,6 +81,17 @@ class TinydnsDataError(DnsmasterError):
         super().__init__(message)
         self.lineno = lineno
         self.reason = reason
+
+
+class NameTooLong(DnsmasterError, ValueError):
+    """A name does not fit the DNS limits (a label over 63 bytes, a name over 255).
+
+    tinydns-data dies on it with ``protocol error``; the message says which limit.
+    """
+
+
+class CdbTooLarge(DnsmasterError, ValueError):
+    """The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."""
 
 
 class DataError(DnsmasterError):
@@ -130,6 +146,15 @@ class ConfigError(DnsmasterError):
         super().__init__(f"{where}: {reason}" if where else reason)
 
 
+class ServiceConfError(DnsmasterError):
+    """``dnsmaster service-conf`` made no service directory; ``status`` is its exit status
+    (2, a usage error, unless the system failed it)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 #: Where a slave's push or status request failed: a file on the master that the
 #: running account cannot use, a private key or known_hosts (``local``: the slave was
 #: not asked), reaching it (``connect``), its host key (``hostkey``), logging in
@@ -166,10 +191,6 @@ class SlaveError(DnsmasterError):
         self.phase: SlavePhase = phase
         self.retryable = retryable
         super().__init__(f"slave {slave}: {reason}")
-
-
-#: The name older callers use; the same class.
-PushError = SlaveError
 
 
 class HostKeyError(SlaveError):

@@ -38,7 +38,9 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["Account", "ServiceConfError", "add_arguments", "main", "probe", "scripts"]
+from dnsmaster.errors import ServiceConfError
+
+__all__ = ["Account", "add_arguments", "main", "probe", "scripts"]
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -49,14 +51,6 @@ BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # An account name that needs no quoting in a run script (useradd's own rule, roughly).
 _ACCOUNT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
-
-
-class ServiceConfError(Exception):
-    """The service directory was not made; ``status`` is the exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

@@ -969,7 +969,7 @@ def _reason(exc: BaseException) -> str:
 async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
 ) -> tuple[SlaveVersion | None, str | None, float]:
-    from dnsmaster.errors import PushError  # noqa: PLC0415
+    from dnsmaster.errors import SlaveError  # noqa: PLC0415
     from dnsmaster.transport.push import channel_for, fetch_status  # noqa: PLC0415
     from dnsmaster.transport.sshlib import asyncssh  # noqa: PLC0415
 
@@ -978,7 +978,7 @@ async def _ask_ssh(
     try:
         version = await fetch_status(channel, timeout, lambda *_: None)
         error = None
-    except (OSError, TimeoutError, asyncssh.Error, PushError) as exc:
+    except (OSError, TimeoutError, asyncssh.Error, SlaveError) as exc:
         version, error = None, _reason(exc)
     finally:
         with contextlib.suppress(Exception):

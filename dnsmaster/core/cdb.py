@@ -24,10 +24,11 @@ from itertools import accumulate, chain
 from types import ModuleType
 from typing import Literal
 
+from dnsmaster.errors import CdbTooLarge
+
 __all__ = [
     "HEADER_SIZE",
     "CdbReader",
-    "CdbTooLarge",
     "Packed",
     "dumps",
     "hash_key",
@@ -55,10 +56,6 @@ _SOA_TYPE = b"\x00\x06"
 _NOT_SERIAL = "a serial offset is not the serial of an SOA record"
 
 
-class CdbTooLarge(ValueError):
-    """The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."""
-
-
 def hash_key(key: bytes) -> int:
     """§8.2: h = ((h * 33) mod 2**32) xor byte, from 5381."""
     h = 5381
@@ -84,7 +81,7 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
         out += value
         pos += 8 + len(key) + len(value)
         if pos >= _LIMIT:
-            raise CdbTooLarge(CdbTooLarge.__doc__)
+            raise CdbTooLarge
     header = bytearray()
     for entries in buckets:
         n = 2 * len(entries)
@@ -101,7 +98,7 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
             out += pack(h, p)
         pos += 8 * n
         if pos >= _LIMIT:
-            raise CdbTooLarge(CdbTooLarge.__doc__)
+            raise CdbTooLarge
     out[:_HEADER_SIZE] = header
     return bytes(out)
 
@@ -134,7 +131,7 @@ def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     Uses the accelerator's ``write_cdb`` (every write() and the hash tables without
     the GIL), else cdbx when importable; both lay out records and tables exactly as
     cdb_make does when fed in the same order. Falls back to :func:`dumps`. Raises
-    :class:`CdbTooLarge` past 4 GiB and OSError when a write fails.
+    :class:`~dnsmaster.errors.CdbTooLarge` past 4 GiB and OSError when a write fails.
     """
     if _c_write is not None:
         _c_write(fd, keys, values)
@@ -298,8 +295,8 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
     Through ``_cdbblob`` when built (every blob is checked, hashed and written
     without the GIL, so the thread writing ``data`` runs meanwhile), else
     :func:`unpack` and :func:`write_fd`. Raises ValueError for a blob :func:`scan`
-    refuses (before writing anything), :class:`CdbTooLarge` past 4 GiB and OSError
-    when a write fails.
+    refuses (before writing anything), :class:`~dnsmaster.errors.CdbTooLarge` past
+    4 GiB and OSError when a write fails.
     """
     accelerator = _accelerator()
     if accelerator is not None:

@@ -30,7 +30,6 @@ from types import ModuleType
 from dnsmaster.core import cdb
 from dnsmaster.core.fields import (
     LEN,
-    NameError_,
     digits_value,
     ip4,
     location,
@@ -43,7 +42,7 @@ from dnsmaster.core.fields import (
 )
 from dnsmaster.core.lint import TTL, U16, U32, Linter, Shape
 from dnsmaster.core.text import printable
-from dnsmaster.errors import TinydnsDataError
+from dnsmaster.errors import DnsmasterError, NameTooLong, TinydnsDataError
 
 __all__ = [
     "LINE_TYPES",
@@ -191,19 +190,18 @@ class PackedRecords:
 _PAIR = struct.Struct("<II")
 
 
-class _LineError(Exception):
+class _LineError(DnsmasterError):
     """Internal: a line tinydns-data refuses; turned into TinydnsDataError with its number."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
-        self.message = message
         self.reason = reason
 
 
 def _name(raw: bytes, what: str) -> bytes:
     try:
         return name_to_wire(raw)
-    except NameError_ as exc:
+    except NameTooLong as exc:
         # §7.2: tinydns-data says only "protocol error" here, without the line.
         raise _LineError("protocol error", f"{what}: {exc}") from None
 
@@ -326,7 +324,7 @@ class _Compiler:
 def _wire_or_none(name: bytes) -> bytes | None:
     try:
         return name_to_wire(name)
-    except NameError_:
+    except NameTooLong:
         return None  # a name under it fails too; the general conversion says how
 
 

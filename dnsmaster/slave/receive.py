@@ -76,7 +76,7 @@ from dnsmaster.core.compiler import (
 )
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
-from dnsmaster.errors import DeltaError, ReceiveError, TinydnsDataError
+from dnsmaster.errors import CdbTooLarge, DeltaError, ReceiveError, TinydnsDataError
 from dnsmaster.protocol import PROTOCOL
 
 __all__ = [
@@ -386,7 +386,7 @@ def _repair(root: Path, out: TextIO) -> str | None:
             "an install was cut short and data does not compile: "
             f"line {exc.lineno}: {printable(exc.reason)}"
         )
-    except cdb.CdbTooLarge as exc:
+    except CdbTooLarge as exc:
         return f"an install was cut short and data.cdb cannot be rebuilt: {exc}"
     # The rebuilt data.cdb is durable (fsynced, directory fsynced) before the journal goes.
     fsutil.clear_interrupted(root)
@@ -634,7 +634,7 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
         serial = default_serial(mtime)
         staged.append(fsutil.stage(root / "data.cdb", lambda fd: compiled.write(fd, serial)))
         fsutil.install_pair(root, staged[0], staged[1], sha256)
-    except cdb.CdbTooLarge as exc:
+    except CdbTooLarge as exc:
         fsutil.discard(staged)
         raise _Refused(f"data does not fit a cdb: {exc}") from None
     except BaseException:

@@ -23,6 +23,7 @@ from hypothesis import strategies as st
 
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
+from dnsmaster.errors import CdbTooLarge, DnsmasterError
 from tests.core.test_vectors import ALL
 
 _ccompile: ModuleType | None
@@ -231,10 +232,15 @@ class TestCWriter:
         chunk = bytes(1 << 20)
         values = [chunk] * 4096  # one object: 4 GiB of records without 4 GiB of memory
         with tempfile.TemporaryFile() as f:
-            with pytest.raises(cdb.CdbTooLarge, match="4 GiB"):
+            with pytest.raises(CdbTooLarge, match="4 GiB") as caught:
                 cdb.write_fd(f.fileno(), [b"k"] * 4096, values)
             assert os.fstat(f.fileno()).st_size == 0
-        assert issubclass(cdb.CdbTooLarge, ValueError)
+        assert (
+            str(caught.value)
+            == "The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."
+        )
+        assert issubclass(CdbTooLarge, ValueError)
+        assert issubclass(CdbTooLarge, DnsmasterError)
 
     @pytest.mark.parametrize("c_writer", [True, False], ids=["c", "python"])
     def test_unwritable_fd(self, c_writer: bool, tmp_path: Path) -> None:
