@@ -3,8 +3,8 @@
 :func:`dumps` is the reference writer: plain Python, bytes in and bytes out.
 :func:`write_fd` gives the same bytes through C, because hashing a million keys in
 Python costs seconds: ``write_cdb`` of the optional accelerator (``_ccompile.c``) when
-it is built and ``DNSMASTER_PURE_PYTHON`` is not set, else cdbx when it is installed,
-else :func:`dumps`. Tests hold all three to byte identity.
+it is built and ``DNSMASTER_PURE_PYTHON`` is not set, else :func:`dumps`. Tests hold
+both to byte identity, and to tinydns-data's own files.
 
 A build writes most of its records from :class:`Packed` blobs instead: each source's
 records already in cdb's record layout, as the build cache keeps them, so a build
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import functools
 import struct
-from collections import deque
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
@@ -120,35 +119,24 @@ def _load_writer() -> Callable[[int, Sequence[bytes], Sequence[bytes]], None] | 
     return write_cdb
 
 
-#: The C writer of the accelerator; None means cdbx or :func:`dumps`. Tests set it
-#: to None to run those.
+#: The C writer of the accelerator; None means :func:`dumps`. Tests set it to None
+#: to run that.
 _c_write: Callable[[int, Sequence[bytes], Sequence[bytes]], None] | None = _load_writer()
 
 
 def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     """Write the cdb of :func:`dumps` to the open file ``fd`` (at offset 0).
 
-    Uses the accelerator's ``write_cdb`` (every write() and the hash tables without
-    the GIL), else cdbx when importable; both lay out records and tables exactly as
-    cdb_make does when fed in the same order. Falls back to :func:`dumps`. Raises
+    Through the accelerator's ``write_cdb`` when it is there (every write() and the
+    hash tables without the GIL), else :func:`dumps`. Raises
     :class:`~dnsmaster.errors.CdbTooLarge` past 4 GiB and OSError when a write fails.
     """
     if _c_write is not None:
         _c_write(fd, keys, values)
         return
-    try:
-        import cdbx  # noqa: PLC0415 - optional accelerator, only the build needs it
-    except ImportError:
-        data = dumps(keys, values)
-        view = memoryview(data)
-        while view:
-            view = view[_write(fd, view) :]
-        return
-    if len(keys) != len(values):
-        raise ValueError("keys and values differ in length")
-    maker = cdbx.CDB.make(fd, close=False, mmap=False)
-    deque(map(maker.add, keys, values), maxlen=0)  # the loop runs in C
-    maker.commit().close()
+    view = memoryview(dumps(keys, values))
+    while view:
+        view = view[_write(fd, view) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -315,7 +303,7 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
 def size_from_header(header: bytes) -> int:
     """The size a cdb must have, from its 2048-byte header: where its last table ends.
 
-    cdb_make (and cdbx, and :func:`dumps`) write the 256 tables one after another
+    cdb_make (and so :func:`dumps`) writes the 256 tables one after another
     at the very end, so a whole file ends exactly there; a cut one does not.
     """
     words: tuple[int, ...] = _HEADER.unpack(header)
