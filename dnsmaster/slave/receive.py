@@ -64,13 +64,12 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from dnsmaster import __version__, fsutil
-from dnsmaster.core import cdb, stream
+from dnsmaster.core import accel, cdb, stream
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import (
     PackedRecords,
     Records,
-    accelerated,
     compile_text,
     default_serial,
 )
@@ -669,7 +668,7 @@ class _Compiled:
 
 def _compile(content: bytes) -> _Compiled:
     """``content`` compiled (raises TinydnsDataError), the packed way when C does both."""
-    if not (accelerated() and cdb.packs_fast()):
+    if accel.compiler() is None or not cdb.packs_fast():
         recs = compile_text(content, 0)
         return _Compiled(len(recs), records=recs)
     packed = PackedRecords()

@@ -11,8 +11,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -20,16 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import CdbTooLarge, DnsmasterError
 from tests.core.test_vectors import ALL
 
-_ccompile: ModuleType | None
-try:
-    from dnsmaster.core import _ccompile
-except ImportError:  # built without the accelerator
-    _ccompile = None
+_ccompile: ModuleType | None = accel.found("compiler").module
 
 Writer = Callable[[int, list[bytes], list[bytes]], None]
 
@@ -41,19 +36,9 @@ def via_fd(keys: list[bytes], values: list[bytes], write: Writer = cdb.write_fd)
         return f.read()
 
 
-@contextmanager
-def without_c_writer() -> Iterator[None]:
-    """write_fd as it runs without the accelerator: dumps, then os.write."""
-    saved = cdb._c_write
-    cdb._c_write = None
-    try:
-        yield
-    finally:
-        cdb._c_write = saved
-
-
 def via_python(keys: list[bytes], values: list[bytes]) -> bytes:
-    with without_c_writer():
+    """write_fd as it runs without the accelerator: dumps, then os.write."""
+    with accel.using("compiler", None):
         return via_fd(keys, values)
 
 
@@ -158,9 +143,21 @@ class TestCWriter:
     """``_ccompile.write_cdb``: the bytes of dumps, each write() without the GIL."""
 
     def test_write_fd_uses_it(self) -> None:
-        assert cdb._c_write is not None
+        """write_fd goes through the accelerator the loader found."""
         assert _ccompile is not None
-        assert cdb._c_write is _ccompile.write_cdb
+        assert accel.compiler() is _ccompile
+        calls: list[int] = []
+
+        class Spy:
+            @staticmethod
+            def write_cdb(fd: int, keys: list[bytes], values: list[bytes]) -> None:
+                calls.append(len(keys))
+                assert _ccompile is not None
+                _ccompile.write_cdb(fd, keys, values)
+
+        with accel.using("compiler", Spy()):  # type: ignore[arg-type]
+            assert via_fd([b"a"], [b"b"]) == cdb.dumps([b"a"], [b"b"])
+        assert calls == [1]
 
     @SETTINGS
     @given(_records)
