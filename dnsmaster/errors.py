@@ -27,12 +27,13 @@ cannot help)::
 The two the pure core raises for values out of range stay ValueErrors too, as
 Python's own checks of a value are.
 
-This module does no I/O, so the pure core may import it.
+This module does no I/O of its own (:meth:`ConfigError.report` writes to the stream
+it is given), so the pure core may import it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TextIO
 
 __all__ = [
     "ArchiveError",
@@ -144,6 +145,16 @@ class ConfigError(DnsmasterError):
         # No file yet (no --config, no $DNSMASTER_CONFIG): the reason alone, not ": reason".
         where = ": ".join(part for part in (path, key) if part)
         super().__init__(f"{where}: {reason}" if where else reason)
+
+    def report(self, stream: TextIO) -> int:
+        """Tell the operator, the one way every command does, and give the exit status.
+
+        One line on ``stream`` (stderr), ``dnsmaster: FILE: key: reason``, whatever
+        the log format: the command stops before it logs anything. The status is 2,
+        a usage error's.
+        """
+        stream.write(f"dnsmaster: {self}\n")
+        return 2
 
 
 class ServiceConfError(DnsmasterError):

@@ -535,7 +535,7 @@ def _config_and_log(args: argparse.Namespace) -> Config | None:
     try:
         cfg = _config(args)
     except ConfigError as exc:
-        _usage_error(str(exc))
+        exc.report(sys.stderr)
         return None
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
@@ -559,8 +559,8 @@ def _zones_paths(args: argparse.Namespace, *, output: bool) -> tuple[Path, Path 
 
 
 def _usage_error(message: str) -> int:
-    """A usage or configuration error (``str(ConfigError)``: ``FILE: key: reason``):
-    one line on stderr, whatever the log format, as status, doctor and diff print it."""
+    """A usage error: one line on stderr, whatever the log format, in the shape of a
+    configuration error's (:meth:`dnsmaster.errors.ConfigError.report`)."""
     sys.stderr.write(f"dnsmaster: {message}\n")
     return EXIT_USAGE
 
@@ -586,7 +586,7 @@ def _check(args: argparse.Namespace) -> int:
         # must not pass the check.
         cfg = _config(args) if args.zones is None else None
     except ConfigError as exc:
-        return _usage_error(str(exc))
+        return exc.report(sys.stderr)
     # The output directory is never written by a check; with the configuration's,
     # the files the last build cached are read back instead of checked again.
     output = cfg.output if cfg is not None else zones
@@ -631,7 +631,7 @@ def _build(args: argparse.Namespace) -> int:
         zones, out, strict = _zones_paths(args, output=True)
         cfg = _config(args) if args.out is None else None
     except ConfigError as exc:
-        return _usage_error(str(exc))
+        return exc.report(sys.stderr)
     assert out is not None
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:
@@ -875,7 +875,7 @@ def _config_log_slaves(args: argparse.Namespace) -> tuple[Config, Any, list[Slav
     try:
         return cfg, log.get_logger(), list(cfg.select(args.slave))
     except ConfigError as exc:
-        _usage_error(str(exc))
+        exc.report(sys.stderr)
         return None
 
 

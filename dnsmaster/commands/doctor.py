@@ -805,8 +805,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     try:
         cfg = config.load(config.resolve_path(args.config, os.environ))
     except ConfigError as exc:
-        err.write(f"dnsmaster: {exc}\n")
-        return EXIT_USAGE
+        return exc.report(err)
     timeout = args.timeout if args.timeout is not None else SLAVE_TIMEOUT
     checks = asyncio.run(check_all(cfg, timeout=timeout))
     for check in checks:
