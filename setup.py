@@ -1,5 +1,6 @@
 """Build the optional C accelerators: the compiler's (dnsmaster/core/_ccompile.c) and
-the packed cdb records' (dnsmaster/core/_cdbblob.c).
+the packed cdb records' (dnsmaster/core/_cdbblob.c). Both write cdb files through
+the one cdb_make in dnsmaster/core/cdbmake.h, which each includes.
 
 Everything else is declared in pyproject.toml. Each extension is optional: when it
 cannot be built (no compiler, no Python headers) or DNSMASTER_NO_COMPILE=1 is set,
@@ -14,6 +15,9 @@ import os
 from setuptools import Extension, setup
 
 _SKIP = os.environ.get("DNSMASTER_NO_COMPILE", "") not in {"", "0"}
+# Not compiled on its own: listed so that an edit to it rebuilds both extensions
+# (MANIFEST.in ships it in the sdist).
+_CDBMAKE = ["dnsmaster/core/cdbmake.h"]
 
 ext_modules = (
     []
@@ -22,11 +26,13 @@ ext_modules = (
         Extension(
             "dnsmaster.core._ccompile",
             sources=["dnsmaster/core/_ccompile.c"],
+            depends=_CDBMAKE,
             optional=True,  # a failed build falls back to pure Python
         ),
         Extension(
             "dnsmaster.core._cdbblob",
             sources=["dnsmaster/core/_cdbblob.c"],
+            depends=_CDBMAKE,
             optional=True,
         ),
     ]

@@ -38,7 +38,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from datagen import write_zones  # noqa: E402
 
-from dnsmaster.core.compiler import accelerated  # noqa: E402
+from dnsmaster.core import accel  # noqa: E402
 from dnsmaster.master import buildcache  # noqa: E402
 from dnsmaster.master.build import Builder  # noqa: E402
 
@@ -149,7 +149,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(TINYDNS_DATA).exists():
         raise SystemExit("tinydns-data not found")
     base = args.keep or Path(tempfile.mkdtemp(prefix="dnsmaster-cache-bench-"))
-    compiler = "C accelerator" if accelerated() else "pure Python"
+    compiler = "C accelerator" if accel.compiler() else "pure Python"
     print(
         f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {args.repeat}, "
         f"compiler: {compiler}"

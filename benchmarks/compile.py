@@ -44,8 +44,8 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 
 from datagen import write_data, write_zones  # noqa: E402
 
-from dnsmaster.core import cdb  # noqa: E402
-from dnsmaster.core.compiler import accelerated, compile_text, default_serial  # noqa: E402
+from dnsmaster.core import accel, cdb  # noqa: E402
+from dnsmaster.core.compiler import compile_text, default_serial  # noqa: E402
 from dnsmaster.master.build import Builder  # noqa: E402
 
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/bin/tinydns-data"
@@ -224,7 +224,7 @@ def main(argv: list[str] | None = None) -> int:
     if not Path(TINYDNS_DATA).exists():
         raise SystemExit("tinydns-data not found")
     base = args.keep or Path(tempfile.mkdtemp(prefix="dnsmaster-bench-"))
-    compiler = "C accelerator" if accelerated() else "pure Python"
+    compiler = "C accelerator" if accel.compiler() else "pure Python"
     print(
         f"# python {sys.version.split()[0]}, {os.cpu_count()} CPUs, best of {args.repeat}, "
         f"compiler: {compiler}"

@@ -8,10 +8,13 @@ cannot help)::
 
     DnsmasterError
     ├── TinydnsDataError      data line (lineno, reason): tinydns-data's own words
+    ├── NameTooLong           a DNS name past its limits (also a ValueError)
+    ├── CdbTooLarge           a cdb that would pass 4 GiB (also a ValueError)
     ├── DataError             zones file and line (file, line, reason)
     ├── DataErrors            every DataError of one build (errors)
     ├── BuildError            a file the build reads or writes (path, reason, errors)
     ├── ConfigError           the config file and key (path, key, reason)
+    ├── ServiceConfError      a service directory not made (status)
     ├── WatchError            the zones directory (path, reason)
     ├── ReceiveError          the receiver refusing a push, on the slave itself
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
@@ -21,19 +24,21 @@ cannot help)::
             ├── HostKeyUnknown        known_hosts has no key for it
             └── HostKeyChanged        known_hosts has another key (line, known)
 
-:class:`PushError` is another name for :class:`SlaveError`, the one older code
-catches and raises.
+The two the pure core raises for values out of range stay ValueErrors too, as
+Python's own checks of a value are.
 
-This module does no I/O, so the pure core may import it.
+This module does no I/O of its own (:meth:`ConfigError.report` writes to the stream
+it is given), so the pure core may import it.
 """
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Literal, TextIO
 
 __all__ = [
     "ArchiveError",
     "BuildError",
+    "CdbTooLarge",
     "ConfigError",
     "DataError",
     "DataErrors",
@@ -42,8 +47,9 @@ __all__ = [
     "HostKeyChanged",
     "HostKeyError",
     "HostKeyUnknown",
-    "PushError",
+    "NameTooLong",
     "ReceiveError",
+    "ServiceConfError",
     "SlaveError",
     "SlavePhase",
     "TinydnsDataError",
@@ -76,6 +82,17 @@ class TinydnsDataError(DnsmasterError):
         super().__init__(message)
         self.lineno = lineno
         self.reason = reason
+
+
+class NameTooLong(DnsmasterError, ValueError):
+    """A name does not fit the DNS limits (a label over 63 bytes, a name over 255).
+
+    tinydns-data dies on it with ``protocol error``; the message says which limit.
+    """
+
+
+class CdbTooLarge(DnsmasterError, ValueError):
+    """The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."""
 
 
 class DataError(DnsmasterError):
@@ -129,6 +146,25 @@ class ConfigError(DnsmasterError):
         where = ": ".join(part for part in (path, key) if part)
         super().__init__(f"{where}: {reason}" if where else reason)
 
+    def report(self, stream: TextIO) -> int:
+        """Tell the operator, the one way every command does, and give the exit status.
+
+        One line on ``stream`` (stderr), ``dnsmaster: FILE: key: reason``, whatever
+        the log format: the command stops before it logs anything. The status is 2,
+        a usage error's.
+        """
+        stream.write(f"dnsmaster: {self}\n")
+        return 2
+
+
+class ServiceConfError(DnsmasterError):
+    """``dnsmaster service-conf`` made no service directory; ``status`` is its exit status
+    (2, a usage error, unless the system failed it)."""
+
+    def __init__(self, message: str, status: int = 2) -> None:
+        super().__init__(message)
+        self.status = status
+
 
 #: Where a slave's push or status request failed: a file on the master that the
 #: running account cannot use, a private key or known_hosts (``local``: the slave was
@@ -166,10 +202,6 @@ class SlaveError(DnsmasterError):
         self.phase: SlavePhase = phase
         self.retryable = retryable
         super().__init__(f"slave {slave}: {reason}")
-
-
-#: The name older callers use; the same class.
-PushError = SlaveError
 
 
 class HostKeyError(SlaveError):

@@ -43,14 +43,15 @@ def require_accelerator() -> None:
     Turned off on purpose (``DNSMASTER_PURE_PYTHON=1``) is a skip even in CI: that
     run tests the pure-Python path and says so. Not built is a missing component.
     """
-    from dnsmaster.core import compiler  # noqa: PLC0415 - only the tests that need it
+    from dnsmaster.core import accel  # noqa: PLC0415 - only the tests that need it
 
-    if compiler.accelerated():
+    why_not = accel.found("compiler").why_not
+    if why_not is None:
         return
-    if os.environ.get(compiler.PURE_PYTHON_ENV, "") not in {"", "0"}:
-        pytest.skip(f"{compiler.PURE_PYTHON_ENV} turns the C accelerator off")
+    if accel.disabled():
+        pytest.skip(f"{accel.PURE_PYTHON_ENV} turns the C accelerator off")
     _missing(
-        "the C accelerator is not built: apt-get install -y gcc python3-dev, "
+        f"the C accelerator is {why_not}: apt-get install -y gcc python3-dev, "
         "then .venv/bin/pip install -e ."
     )
 
@@ -59,17 +60,12 @@ def require_accelerator() -> None:
 def path(request: pytest.FixtureRequest) -> Iterator[str]:
     """Both compile paths: the C accelerator and pure Python (a test that takes
     ``path`` runs on each; the accelerated one needs it built, as in CI)."""
-    from dnsmaster.core import compiler  # noqa: PLC0415 - only the tests that need it
+    from dnsmaster.core import accel  # noqa: PLC0415 - only the tests that need it
 
     if request.param == "accelerated":
         require_accelerator()
-    saved = compiler._accel
-    if request.param == "pure":
-        compiler._accel = None
-    try:
+    with accel.using("compiler", accel.compiler() if request.param == "accelerated" else None):
         yield request.param
-    finally:
-        compiler._accel = saved
 
 
 def _missing(reason: str) -> NoReturn:

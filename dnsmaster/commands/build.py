@@ -17,7 +17,6 @@ from dnsmaster.commands.common import (
     load_config,
     one_writer,
     run_build,
-    usage_error,
 )
 from dnsmaster.commands.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core.text import printable
@@ -35,7 +34,7 @@ def check(args: argparse.Namespace) -> int:
         # must not pass the check.
         cfg = load_config(args) if args.zones is None else None
     except ConfigError as exc:
-        return usage_error(str(exc))
+        return exc.report(sys.stderr)
     # The output directory is never written by a check; with the configuration's,
     # the files the last build cached are read back instead of checked again.
     output = cfg.output if cfg is not None else zones
@@ -75,7 +74,7 @@ def build(args: argparse.Namespace) -> int:
         zones, out, strict = _zones_paths(args, output=True)
         cfg = load_config(args) if args.out is None else None
     except ConfigError as exc:
-        return usage_error(str(exc))
+        return exc.report(sys.stderr)
     assert out is not None
     builder = Builder(zones, out, strict=strict, locking=False)
     if cfg is not None:

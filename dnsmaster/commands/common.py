@@ -54,8 +54,8 @@ __all__ = [
 
 
 def usage_error(message: str) -> int:
-    """A usage or configuration error (``str(ConfigError)``: ``FILE: key: reason``):
-    one line on stderr, whatever the log format, as status, doctor and diff print it."""
+    """A usage error: one line on stderr, whatever the log format, in the shape of a
+    configuration error's (:meth:`dnsmaster.errors.ConfigError.report`)."""
     sys.stderr.write(f"dnsmaster: {message}\n")
     return EXIT_USAGE
 
@@ -73,7 +73,7 @@ def config_and_log(args: argparse.Namespace) -> Config | None:
     try:
         cfg = load_config(args)
     except ConfigError as exc:
-        usage_error(str(exc))
+        exc.report(sys.stderr)
         return None
     log.configure(
         fmt=args.log_format or cfg.log.format, timestamps=cfg.log.timestamps, level=cfg.log.level
@@ -92,7 +92,7 @@ def config_log_slaves(args: argparse.Namespace) -> tuple[Config, Any, list[Slave
     try:
         return cfg, log.get_logger(), list(cfg.select(args.slave))
     except ConfigError as exc:
-        usage_error(str(exc))
+        exc.report(sys.stderr)
         return None
 
 

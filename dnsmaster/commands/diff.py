@@ -110,7 +110,9 @@ def main(args: argparse.Namespace) -> int:
         if hold is not None:
             return _report(compare_texts(hold.given.data, sides.planned), args.json, hold)
         return _report(compare_texts(sides.current, sides.planned), args.json)
-    except (CannotPlan, ConfigError, BuildError) as exc:
+    except ConfigError as exc:
+        return exc.report(sys.stderr)
+    except (CannotPlan, BuildError) as exc:
         return _cannot(str(exc))
     except DataErrors as exc:
         return _data_errors(exc)
@@ -121,7 +123,9 @@ def build_plan(args: argparse.Namespace) -> int:
     try:
         sides = planned_sides(*_builder(args))
         return _report(compare_texts(sides.current, sides.planned), args.json)
-    except (CannotPlan, ConfigError, BuildError) as exc:
+    except ConfigError as exc:
+        return exc.report(sys.stderr)
+    except (CannotPlan, BuildError) as exc:
         return _cannot(str(exc))
     except DataErrors as exc:
         return _data_errors(exc)
@@ -146,7 +150,9 @@ async def push_plan(args: argparse.Namespace) -> int:
         hold = _hold(cfg, sides.current) or _would_hold(cfg, sides.planned)
         plan = compare_texts(hold.given.data if hold else sides.current, sides.planned)
         rolled = _rollback_line(cfg)
-    except (CannotPlan, ConfigError, BuildError) as exc:
+    except ConfigError as exc:
+        return exc.report(sys.stderr)
+    except (CannotPlan, BuildError) as exc:
         return _cannot(str(exc))
     except DataErrors as exc:
         return _data_errors(exc)

@@ -53,7 +53,7 @@ from typing import Literal, TextIO
 
 from dnsmaster import __version__
 from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
-from dnsmaster.core import compiler
+from dnsmaster.core import accel
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.core.text import printable
@@ -122,11 +122,12 @@ class Check:
 
 def accelerator_state() -> tuple[bool, str]:
     """Whether the C accelerator compiles, and in words why (not)."""
-    if compiler.accelerated():
+    why_not = accel.found("compiler").why_not
+    if why_not is None:
         return True, "active"
-    if os.environ.get(compiler.PURE_PYTHON_ENV, "") not in {"", "0"}:
-        return False, f"disabled by {compiler.PURE_PYTHON_ENV}"
-    return False, "not built: pure Python, several times slower"
+    if why_not == "not built":
+        return False, "not built: pure Python, several times slower"
+    return False, why_not
 
 
 # --------------------------------------------------------------------------- the master
@@ -261,19 +262,19 @@ def _master_checks(cfg: Config) -> tuple[list[Check], _Build | None]:
     for what, path in (("state", cfg.state), ("metrics", cfg.metrics)):
         if path is not None and path.parent != cfg.output:
             _writable(out, f"{what} directory", path.parent)
-    accel = _Group("accelerator")
+    fast = _Group("accelerator")
     active, how = accelerator_state()
     if active:
-        accel.ok("C accelerator active")
+        fast.ok("C accelerator active")
     else:
-        accel.warn(
+        fast.warn(
             "C accelerator",
             how,
-            "apt-get install gcc python3-dev; pip install --force-reinstall dnsmaster"
-            if how.startswith("not built")
-            else f"unset {compiler.PURE_PYTHON_ENV}",
+            f"unset {accel.PURE_PYTHON_ENV}"
+            if accel.disabled()
+            else "apt-get install gcc python3-dev; pip install --force-reinstall dnsmaster",
         )
-    return conf.checks + zones.checks + out.checks + accel.checks, build
+    return conf.checks + zones.checks + out.checks + fast.checks, build
 
 
 def _skipped(skipped: Sequence[tuple[str, str]]) -> str:
@@ -804,8 +805,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     try:
         cfg = config.load(config.resolve_path(args.config, os.environ))
     except ConfigError as exc:
-        err.write(f"dnsmaster: {exc}\n")
-        return EXIT_USAGE
+        return exc.report(err)
     timeout = args.timeout if args.timeout is not None else SLAVE_TIMEOUT
     checks = asyncio.run(check_all(cfg, timeout=timeout))
     for check in checks:

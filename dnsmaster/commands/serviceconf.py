@@ -40,24 +40,16 @@ from pathlib import Path
 
 from dnsmaster import config as configuration
 from dnsmaster import fsutil
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
-from dnsmaster.errors import ConfigError
+from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.errors import ConfigError, ServiceConfError
 
-__all__ = ["Account", "ServiceConfError", "add_arguments", "main", "probe", "scripts"]
+__all__ = ["Account", "add_arguments", "main", "probe", "scripts"]
 
 #: After the installed dnsmaster's own directory: where envdir, setuidgid, chpst live.
 BASE_PATH = "/usr/local/bin:/usr/bin:/bin"
 
 # An account name that needs no quoting in a run script (useradd's own rule, roughly).
 _ACCOUNT_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_.-]*\$?")
-
-
-class ServiceConfError(Exception):
-    """The service directory was not made; ``status`` is the exit status."""
-
-    def __init__(self, message: str, status: int = EXIT_USAGE) -> None:
-        super().__init__(message)
-        self.status = status
 
 
 @dataclass(frozen=True, slots=True)

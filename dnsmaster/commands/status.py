@@ -368,7 +368,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     try:
         path = config.resolve_path(args.config, os.environ)
     except ConfigError as exc:  # no file named: no daemon's state to fall back on
-        return unknown(str(exc), EXIT_USAGE)
+        return unknown(str(exc), EXIT_USAGE) if mode_nagios else exc.report(err)
     try:
         # Only --live opens SSH; the report alone must work before known_hosts exists,
         # and for a monitoring user who may not read the private key.
@@ -376,7 +376,7 @@ def main(args: argparse.Namespace, *, out: TextIO | None = None, err: TextIO | N
     except ConfigError as exc:
         older = None if args.live else _daemon_config(path)
         if older is None:
-            return unknown(str(exc), EXIT_USAGE)
+            return unknown(str(exc), EXIT_USAGE) if mode_nagios else exc.report(err)
         # The daemon runs on what it loaded before the file broke: report on it.
         cfg, config_error = older, str(exc)
     if args.live:

@@ -27,7 +27,7 @@ from typing import TextIO
 from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
-from dnsmaster.errors import TinydnsDataError
+from dnsmaster.errors import CdbTooLarge, TinydnsDataError
 from dnsmaster.fsutil import describe
 
 __all__ = ["main"]
@@ -74,7 +74,7 @@ def _run() -> None:
             try:
                 cdb.write_fd(out, recs.keys, recs.values)
                 os.fsync(out)
-            except cdb.CdbTooLarge:
+            except CdbTooLarge:
                 raise _Fatal("unable to create data.tmp: out of memory") from None
             except OSError as exc:
                 raise _Fatal(f"unable to create data.tmp: {describe(exc)}") from None

@@ -38,7 +38,8 @@
  *
  * write_cdb(fd, keys, values) -> None
  *
- * Writes the cdb of dnsmaster.core.cdb.dumps(keys, values) to fd (spec 8).
+ * Writes the cdb of dnsmaster.core.cdb.dumps(keys, values) to fd (spec 8), through
+ * the one cdb_make of cdbmake.h, which _cdbblob.c shares.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -47,6 +48,8 @@
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
+
+#include "cdbmake.h"
 
 #define NFIELDS 15
 #define WIRE_MAX 255
@@ -274,15 +277,6 @@ reserve(out *o, Py_ssize_t need)
     return 0;
 }
 
-static void
-put_le32(unsigned char *d, Py_ssize_t v)
-{
-    d[0] = (unsigned char)v;
-    d[1] = (unsigned char)(v >> 8);
-    d[2] = (unsigned char)(v >> 16);
-    d[3] = (unsigned char)(v >> 24);
-}
-
 /* key -> value into the lists, or packed (8.3: klen, dlen, key, data). */
 static int
 add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char *v,
@@ -304,8 +298,8 @@ add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char 
         o->pkcap = cap;
     }
     unsigned char *d = o->pk + o->pkn;
-    put_le32(d, kn);
-    put_le32(d + 4, vn);
+    cdb_put_le32(d, (uint32_t)kn);
+    cdb_put_le32(d + 4, (uint32_t)vn);
     memcpy(d + 8, key, (size_t)kn);
     memcpy(d + 8 + kn, v, (size_t)vn);
     o->pkn = need;
@@ -389,8 +383,10 @@ emit(out *o, unsigned rtype, const wire *owner, const unsigned char *head, int h
     return add_record(o, key, kn, v, i);
 }
 
+/* Numbers inside a record's data are in DNS order, big-endian; cdb's own words
+ * (lengths, hashes, positions) are little-endian, in cdbmake.h. */
 static void
-put32(unsigned char *p, uint64_t v)
+put_be32(unsigned char *p, uint64_t v)
 {
     p[0] = (unsigned char)(v >> 24);
     p[1] = (unsigned char)(v >> 16);
@@ -399,7 +395,7 @@ put32(unsigned char *p, uint64_t v)
 }
 
 static void
-put16(unsigned char *p, uint64_t v)
+put_be16(unsigned char *p, uint64_t v)
 {
     p[0] = (unsigned char)(v >> 8);
     p[1] = (unsigned char)v;
@@ -412,7 +408,7 @@ make_head(unsigned char *head, span ttl_field, uint64_t dflt, span ttd_field)
     uint64_t ttl;
     if (!number(ttl_field, &ttl))
         ttl = dflt;
-    put32(head, ttl);
+    put_be32(head, ttl);
     ttd(ttd_field, head + 4);
 }
 
@@ -519,12 +515,12 @@ name_server(ctx *c, const span *f, int soa)
     uint64_t ttl;
     if (!number(f[3], &ttl))
         ttl = 259200;
-    put32(head, ttl);
+    put_be32(head, ttl);
     ttd(f[4], head + 4);
     int has_loc = loc(f[5], lo);
     if (soa) {
         unsigned char soa_head[12];
-        put32(soa_head, ttl ? 2560 : 0);
+        put_be32(soa_head, ttl ? 2560 : 0);
         memcpy(soa_head + 4, head + 4, 8);
         if (stamp(c) < 0)
             return -1;
@@ -573,7 +569,7 @@ h_mail(ctx *c, const span *f) /* @, 5.6 */
     int has_loc = loc(f[6], lo);
     if (!number(f[3], &v))
         v = 0;
-    put16(dist, v);
+    put_be16(dist, v);
     if (emit(&c->o, 15, &owner, head, has_loc, lo, dist, 2, target.b, target.n, NULL, 0) < 0)
         return -1;
     if (ip4(f[1], ip) &&
@@ -653,7 +649,7 @@ h_soa(ctx *c, const span *f) /* Z, 5.4 */
     if (!name(f[0], &owner) || !name(f[1], &mname) || !name(f[2], &rname))
         return 0;
     if (number(f[3], &v))
-        put32(numbers, v);
+        put_be32(numbers, v);
     else {
         memcpy(numbers, c->default_soa, 4);
         if (stamp(c) < 0)
@@ -662,7 +658,7 @@ h_soa(ctx *c, const span *f) /* Z, 5.4 */
     for (int k = 0; k < 4; k++) {
         if (!number(f[4 + k], &v))
             v = defaults[k];
-        put32(numbers + 4 + 4 * k, v);
+        put_be32(numbers + 4 + 4 * k, v);
     }
     make_head(head, f[8], 2560, f[9]);
     int has_loc = loc(f[10], lo);
@@ -735,9 +731,9 @@ h_srv(ctx *c, const span *f) /* S, Debian's 5.11 */
         return 0;
     make_head(head, f[6], 86400, f[7]);
     int has_loc = loc(f[8], lo);
-    put16(srv, number(f[4], &v) ? v : 0);
-    put16(srv + 2, number(f[5], &v) ? v : 0);
-    put16(srv + 4, port);
+    put_be16(srv, number(f[4], &v) ? v : 0);
+    put_be16(srv + 2, number(f[5], &v) ? v : 0);
+    put_be16(srv + 4, port);
     if (emit(&c->o, 33, &owner, head, has_loc, lo, srv, 6, target.b, target.n, NULL, 0) < 0)
         return -1;
     if (ip4(f[1], ip) &&
@@ -1241,131 +1237,20 @@ done:
     return result;
 }
 
-/* ---- write_cdb: cdb_make's layout (spec 8), as cdb.dumps writes it ----
+/* ---- write_cdb: cdb_make (cdbmake.h) fed from the caller's lists ----
  *
- * The records are read from the caller's lists with the GIL held (they are Python
- * objects), and copied through a 1 MiB buffer; every write() runs without the GIL,
- * and so does the making and writing of the hash tables, which use only memory of
- * our own. Two passes over the records: the first checks them, sums the size (so an
- * oversized database fails before anything is written) and hashes the keys; the
- * second writes them after the header, which the first one made known. */
-
-#define CDB_HEADER 2048
-#define CDB_BUF (1 << 20)
-#define CDB_LIMIT ((uint64_t)1 << 32)
-
-typedef struct {
-    uint32_t h;
-    uint32_t p;
-} cdb_hp;
-
-typedef struct {
-    int fd;
-    unsigned char *buf;
-    size_t used;
-    PyThreadState *ts; /* set while this thread runs without the GIL */
-    int err; /* errno of a failed write; -1: an exception is set; -2: no memory */
-} cdb_out;
-
-static void
-le32(unsigned char *d, uint32_t v)
-{
-    d[0] = (unsigned char)v;
-    d[1] = (unsigned char)(v >> 8);
-    d[2] = (unsigned char)(v >> 16);
-    d[3] = (unsigned char)(v >> 24);
-}
-
-/* The buffer to the fd, each write() without the GIL. A short write goes on with
- * the rest and EINTR retries, both after running the signal handlers (a signal cuts
- * a blocked write short, or interrupts it when nothing was written: PEP 475).
- * 0, or -1 with w->err set. */
-static int
-cdb_flush(cdb_out *w)
-{
-    const unsigned char *p = w->buf;
-    size_t n = w->used;
-    while (n > 0) {
-        PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
-        ssize_t k = write(w->fd, p, n);
-        int e = errno;
-        if (ts)
-            PyEval_RestoreThread(ts);
-        if (k < 0) {
-            if (e != EINTR) {
-                w->err = e;
-                return -1;
-            }
-            k = 0;
-        }
-        if ((size_t)k < n) {
-            if (w->ts)
-                PyEval_RestoreThread(w->ts);
-            int rc = PyErr_CheckSignals();
-            if (w->ts)
-                w->ts = PyEval_SaveThread();
-            if (rc < 0) {
-                w->err = -1;
-                return -1;
-            }
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    w->used = 0;
-    return 0;
-}
-
-static int
-cdb_put(cdb_out *w, const void *src, size_t n)
-{
-    const unsigned char *p = src;
-    while (n > 0) {
-        if (w->used == CDB_BUF && cdb_flush(w) < 0)
-            return -1;
-        size_t m = CDB_BUF - w->used;
-        if (m > n)
-            m = n;
-        memcpy(w->buf + w->used, p, m);
-        w->used += m;
-        p += m;
-        n -= m;
-    }
-    return 0;
-}
-
-static uint32_t
-cdb_hash(const unsigned char *key, Py_ssize_t len)
-{
-    uint32_t h = 5381; /* 8.2 */
-    for (Py_ssize_t j = 0; j < len; j++)
-        h = (h * 33) ^ key[j];
-    return h;
-}
-
-static void
-cdb_too_large(void)
-{
-    PyObject *mod = PyImport_ImportModule("dnsmaster.core.cdb");
-    if (mod == NULL)
-        return;
-    PyObject *cls = PyObject_GetAttrString(mod, "CdbTooLarge");
-    Py_DECREF(mod);
-    if (cls == NULL)
-        return;
-    PyObject *doc = PyObject_GetAttrString(cls, "__doc__");
-    if (doc != NULL) {
-        PyErr_SetObject(cls, doc);
-        Py_DECREF(doc);
-    }
-    Py_DECREF(cls);
-}
+ * The records are Python objects, so they are read with the GIL held; every
+ * write() runs without it, and so does the making and writing of the hash tables,
+ * which use only memory of our own. Two passes over the records: the first checks
+ * them, sums the size (so an oversized database fails before anything is written)
+ * and hashes the keys; the second writes them after the header, which the first
+ * one made known. */
 
 /* The second pass, with the GIL: record i as the first pass saw it, or -1 with
  * RuntimeError when another thread changed the lists while a write ran. */
 static int
-cdb_put_records(cdb_out *w, PyObject *ks, PyObject *vs, Py_ssize_t n, const cdb_hp *hp,
-                uint32_t end)
+put_records(cdbmake *w, PyObject *ks, PyObject *vs, Py_ssize_t n, const cdbmake_entry *entries,
+            uint32_t end)
 {
     unsigned char rec[8];
     for (Py_ssize_t i = 0; i < n; i++) {
@@ -1376,17 +1261,17 @@ cdb_put_records(cdb_out *w, PyObject *ks, PyObject *vs, Py_ssize_t n, const cdb_
             goto changed;
         Py_ssize_t klen = PyBytes_GET_SIZE(k), vlen = PyBytes_GET_SIZE(v);
         const unsigned char *key = (const unsigned char *)PyBytes_AS_STRING(k);
-        uint32_t next = i + 1 < n ? hp[i + 1].p : end;
-        if ((uint64_t)next - hp[i].p != (uint64_t)(8 + klen + vlen) ||
-            cdb_hash(key, klen) != hp[i].h)
+        uint32_t next = i + 1 < n ? entries[i + 1].p : end;
+        if ((uint64_t)next - entries[i].p != (uint64_t)(8 + klen + vlen) ||
+            cdb_hash(key, (size_t)klen) != entries[i].h)
             goto changed;
-        le32(rec, (uint32_t)klen);
-        le32(rec + 4, (uint32_t)vlen);
+        cdb_put_le32(rec, (uint32_t)klen);
+        cdb_put_le32(rec + 4, (uint32_t)vlen);
         /* a write may let another thread drop them meanwhile */
         Py_INCREF(k);
         Py_INCREF(v);
-        int rc = cdb_put(w, rec, 8) < 0 || cdb_put(w, key, (size_t)klen) < 0 ||
-                 cdb_put(w, PyBytes_AS_STRING(v), (size_t)vlen) < 0;
+        int rc = cdbmake_put(w, rec, 8) < 0 || cdbmake_put(w, key, (size_t)klen) < 0 ||
+                 cdbmake_put(w, PyBytes_AS_STRING(v), (size_t)vlen) < 0;
         Py_DECREF(k);
         Py_DECREF(v);
         if (rc)
@@ -1395,45 +1280,8 @@ cdb_put_records(cdb_out *w, PyObject *ks, PyObject *vs, Py_ssize_t n, const cdb_
     return 0;
 changed:
     PyErr_SetString(PyExc_RuntimeError, "keys or values changed during write_cdb");
-    w->err = -1;
+    w->err = CDBMAKE_RAISED;
     return -1;
-}
-
-/* Without the GIL: each table, its records in insertion order at (h >> 8) % slots,
- * probing on (8.3). split holds the records grouped by table, in order. */
-static int
-cdb_put_tables(cdb_out *w, const cdb_hp *split, const uint32_t *count, uint32_t most)
-{
-    cdb_hp *slots = PyMem_RawMalloc(((size_t)most * 2 + 1) * sizeof *slots);
-    if (slots == NULL) {
-        w->err = -2;
-        return -1;
-    }
-    const cdb_hp *e = split;
-    for (int b = 0; b < 256; b++) {
-        uint32_t len = 2 * count[b];
-        if (!len)
-            continue;
-        memset(slots, 0, len * sizeof *slots);
-        for (uint32_t j = 0; j < count[b]; j++, e++) {
-            uint32_t s = (e->h >> 8) % len;
-            while (slots[s].p) /* records start at 2048 or later: 0 is free */
-                if (++s == len)
-                    s = 0;
-            slots[s] = *e;
-        }
-        for (uint32_t s = 0; s < len; s++) {
-            if (w->used + 8 > CDB_BUF && cdb_flush(w) < 0) {
-                PyMem_RawFree(slots);
-                return -1;
-            }
-            le32(w->buf + w->used, slots[s].h);
-            le32(w->buf + w->used + 4, slots[s].p);
-            w->used += 8;
-        }
-    }
-    PyMem_RawFree(slots);
-    return cdb_flush(w);
 }
 
 static PyObject *
@@ -1441,9 +1289,9 @@ write_cdb(PyObject *self, PyObject *args)
 {
     int fd;
     PyObject *keys, *values, *ks = NULL, *vs = NULL, *result = NULL;
-    cdb_hp *hp = NULL, *split = NULL;
-    cdb_out w = {0, NULL, 0, NULL, 0};
-    uint32_t count[256], start[256], most = 0;
+    cdbmake_entry *entries = NULL;
+    cdbmake w = {0};
+    uint32_t count[256];
     unsigned char header[CDB_HEADER];
     (void)self;
     if (!PyArg_ParseTuple(args, "iOO:write_cdb", &fd, &keys, &values))
@@ -1459,17 +1307,14 @@ write_cdb(PyObject *self, PyObject *args)
         PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
         goto done;
     }
-    hp = PyMem_RawMalloc(((size_t)n + 1) * sizeof *hp);
-    split = PyMem_RawMalloc(((size_t)n + 1) * sizeof *split);
-    w.buf = PyMem_RawMalloc(CDB_BUF);
-    if (!hp || !split || !w.buf) {
+    entries = PyMem_RawMalloc(((size_t)n + 1) * sizeof *entries);
+    if (entries == NULL || cdbmake_open(&w, fd) < 0) {
         PyErr_NoMemory();
         goto done;
     }
     /* First pass: types, positions, hashes, and the size of the whole file. */
     PyObject **kv = PySequence_Fast_ITEMS(ks), **vv = PySequence_Fast_ITEMS(vs);
     uint64_t pos = CDB_HEADER;
-    memset(count, 0, sizeof count);
     for (Py_ssize_t i = 0; i < n; i++) {
         PyObject *k = kv[i], *v = vv[i];
         if (!PyBytes_Check(k) || !PyBytes_Check(v)) {
@@ -1478,54 +1323,30 @@ write_cdb(PyObject *self, PyObject *args)
             goto done;
         }
         Py_ssize_t klen = PyBytes_GET_SIZE(k);
-        uint32_t h = cdb_hash((const unsigned char *)PyBytes_AS_STRING(k), klen);
-        hp[i].h = h;
-        hp[i].p = (uint32_t)pos;
-        count[h & 255]++;
+        entries[i].h = cdb_hash((const unsigned char *)PyBytes_AS_STRING(k), (size_t)klen);
+        entries[i].p = (uint32_t)pos;
         pos += 8 + (uint64_t)klen + (uint64_t)PyBytes_GET_SIZE(v);
-        /* dumps raises as soon as a position reaches 4 GiB; positions only grow, so
-         * that is when the whole file, with 16 bytes of table slots per record,
-         * would: checked here before anything is written */
-        if (pos + 16 * (uint64_t)(i + 1) >= CDB_LIMIT) {
-            cdb_too_large();
-            goto done;
+        if (!cdbmake_fits(pos, (uint64_t)i + 1)) {
+            w.err = CDBMAKE_TOO_LARGE;
+            goto failed;
         }
     }
-    /* 8.3: the tables follow the records, one after another; the header holds each
-     * one's position and slot count (twice its records), empty ones included. */
-    uint32_t end = (uint32_t)pos, tpos = end, u = 0;
-    for (int b = 0; b < 256; b++) {
-        if (count[b] > most)
-            most = count[b];
-        le32(header + 8 * b, tpos);
-        le32(header + 8 * b + 4, 2 * count[b]);
-        tpos += 16 * count[b];
-        start[b] = u;
-        u += count[b];
-    }
-    for (Py_ssize_t i = 0; i < n; i++)
-        split[start[hp[i].h & 255]++] = hp[i];
-    w.fd = fd;
-    if (cdb_put(&w, header, CDB_HEADER) < 0 || cdb_put_records(&w, ks, vs, n, hp, end) < 0)
+    uint32_t end = (uint32_t)pos;
+    cdbmake_header(header, count, entries, (uint64_t)n, end);
+    if (cdbmake_put(&w, header, CDB_HEADER) < 0 || put_records(&w, ks, vs, n, entries, end) < 0)
         goto failed;
-    w.ts = PyEval_SaveThread();
-    int rc = cdb_put_tables(&w, split, count, most);
-    PyEval_RestoreThread(w.ts);
+    cdbmake_release(&w);
+    int rc = cdbmake_finish(&w, entries, (uint64_t)n, count);
+    cdbmake_acquire(&w);
     if (rc < 0)
         goto failed;
     result = Py_NewRef(Py_None);
     goto done;
 failed:
-    if (w.err == -2)
-        PyErr_NoMemory();
-    else if (w.err > 0) {
-        errno = w.err;
-        PyErr_SetFromErrno(PyExc_OSError);
-    }
+    cdbmake_raise(&w);
 done:
-    PyMem_RawFree(hp);
-    PyMem_RawFree(split);
-    PyMem_RawFree(w.buf);
+    PyMem_RawFree(entries);
+    cdbmake_close(&w);
     Py_XDECREF(ks);
     Py_XDECREF(vs);
     return result;

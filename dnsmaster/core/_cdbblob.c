@@ -25,7 +25,8 @@
  *   blobs[i]: the bytes of cdb.dumps over the same records. Each blob is checked
  *   as scan does before anything is written; CdbTooLarge past 4 GiB. Everything
  *   after the arguments are taken runs without the GIL: blobs are buffers the
- *   call holds until it returns.
+ *   call holds until it returns. The cdb itself is made by cdbmake.h, which
+ *   _ccompile.c's write_cdb shares.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -35,34 +36,9 @@
 #include <string.h>
 #include <unistd.h>
 
-#define CDB_HEADER 2048
-#define CDB_BUF (1 << 20)
-#define CDB_LIMIT ((uint64_t)1 << 32)
+#include "cdbmake.h"
+
 #define SOA_NUMBERS 20
-
-static uint32_t
-get32(const unsigned char *p)
-{
-    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
-}
-
-static void
-put32(unsigned char *d, uint32_t v)
-{
-    d[0] = (unsigned char)v;
-    d[1] = (unsigned char)(v >> 8);
-    d[2] = (unsigned char)(v >> 16);
-    d[3] = (unsigned char)(v >> 24);
-}
-
-static uint32_t
-cdb_hash(const unsigned char *key, uint32_t len)
-{
-    uint32_t h = 5381; /* 8.2 */
-    for (uint32_t j = 0; j < len; j++)
-        h = (h * 33) ^ key[j];
-    return h;
-}
 
 /* One blob and its serial offsets, as the C code sees them. */
 typedef struct {
@@ -71,11 +47,6 @@ typedef struct {
     uint64_t *serials;
     Py_ssize_t nserials;
 } blob;
-
-typedef struct {
-    uint32_t h;
-    uint32_t p;
-} hp;
 
 /* Reasons a blob is refused; scan raises ValueError with them. */
 static const char *const REFUSED[] = {
@@ -88,14 +59,14 @@ static const char *const REFUSED[] = {
  * out, also the hash and position (from pos on) of each, appended to out. Returns
  * 0 (count in *count), or the index of the reason in REFUSED. No Python calls. */
 static int
-walk(const blob *b, uint64_t *count, hp *out, uint64_t pos)
+walk(const blob *b, uint64_t *count, cdbmake_entry *out, uint64_t pos)
 {
     uint64_t at = 0, k = 0;
     Py_ssize_t s = 0;
     while (at < b->n) {
         if (b->n - at < 8)
             return 1;
-        uint32_t klen = get32(b->p + at), dlen = get32(b->p + at + 4);
+        uint32_t klen = cdb_get_le32(b->p + at), dlen = cdb_get_le32(b->p + at + 4);
         uint64_t end = at + 8 + (uint64_t)klen + dlen;
         if (end > b->n)
             return 1;
@@ -198,8 +169,8 @@ pack(PyObject *self, PyObject *args)
         goto done;
     for (Py_ssize_t i = 0; i < n; i++) {
         Py_ssize_t klen = PyBytes_GET_SIZE(kv[i]), vlen = PyBytes_GET_SIZE(vv[i]);
-        put32(d + at, (uint32_t)klen);
-        put32(d + at + 4, (uint32_t)vlen);
+        cdb_put_le32(d + at, (uint32_t)klen);
+        cdb_put_le32(d + at + 4, (uint32_t)vlen);
         memcpy(d + at + 8, PyBytes_AS_STRING(kv[i]), (size_t)klen);
         memcpy(d + at + 8 + klen, PyBytes_AS_STRING(vv[i]), (size_t)vlen);
         at += 8 + (uint64_t)klen + (uint64_t)vlen;
@@ -265,199 +236,70 @@ scan(PyObject *self, PyObject *args)
     return PyLong_FromUnsignedLongLong(count);
 }
 
-/* ---- write: cdb_make's layout (spec 8), from blobs ---- */
-
-typedef struct {
-    int fd;
-    unsigned char *buf;
-    size_t used;
-    int err; /* errno of a failed write; -1: a signal handler raised */
-} out;
-
-/* The buffer to the fd. Runs without the GIL; takes it only to run the signal
- * handlers when a signal cut a write short or interrupted it (PEP 475). */
-static int
-flush(out *w)
-{
-    const unsigned char *p = w->buf;
-    size_t n = w->used;
-    while (n > 0) {
-        ssize_t k = write(w->fd, p, n);
-        if (k < 0) {
-            if (errno != EINTR) {
-                w->err = errno;
-                return -1;
-            }
-            k = 0;
-        }
-        if ((size_t)k < n) {
-            PyGILState_STATE g = PyGILState_Ensure();
-            int rc = PyErr_CheckSignals();
-            PyGILState_Release(g);
-            if (rc < 0) {
-                w->err = -1;
-                return -1;
-            }
-        }
-        p += k;
-        n -= (size_t)k;
-    }
-    w->used = 0;
-    return 0;
-}
-
-static int
-put(out *w, const void *src, size_t n)
-{
-    const unsigned char *p = src;
-    while (n > 0) {
-        if (w->used == CDB_BUF && flush(w) < 0)
-            return -1;
-        size_t m = CDB_BUF - w->used;
-        if (m > n)
-            m = n;
-        memcpy(w->buf + w->used, p, m);
-        w->used += m;
-        p += m;
-        n -= m;
-    }
-    return 0;
-}
+/* ---- write: cdb_make (cdbmake.h) fed from blobs ---- */
 
 /* A blob's records with the serial at each of its offsets. */
 static int
-put_blob(out *w, const blob *b, const unsigned char *serial)
+put_blob(cdbmake *w, const blob *b, const unsigned char *serial)
 {
     uint64_t at = 0;
     for (Py_ssize_t s = 0; s < b->nserials; s++) {
-        if (put(w, b->p + at, (size_t)(b->serials[s] - at)) < 0 || put(w, serial, 4) < 0)
+        if (cdbmake_put(w, b->p + at, (size_t)(b->serials[s] - at)) < 0 ||
+            cdbmake_put(w, serial, 4) < 0)
             return -1;
         at = b->serials[s] + 4;
     }
-    return put(w, b->p + at, (size_t)(b->n - at));
-}
-
-/* Each table, its records in insertion order at (h >> 8) % slots, probing on (8.3).
- * split holds the records grouped by table, in order. */
-static int
-put_tables(out *w, const hp *split, const uint32_t *count, uint32_t most)
-{
-    hp *slots = PyMem_RawMalloc(((size_t)most * 2 + 1) * sizeof *slots);
-    if (slots == NULL) {
-        w->err = ENOMEM;
-        return -1;
-    }
-    const hp *e = split;
-    for (int t = 0; t < 256; t++) {
-        uint32_t len = 2 * count[t];
-        if (!len)
-            continue;
-        memset(slots, 0, len * sizeof *slots);
-        for (uint32_t j = 0; j < count[t]; j++, e++) {
-            uint32_t s = (e->h >> 8) % len;
-            while (slots[s].p) /* records start at 2048 or later: 0 is free */
-                if (++s == len)
-                    s = 0;
-            slots[s] = *e;
-        }
-        for (uint32_t s = 0; s < len; s++) {
-            if (w->used + 8 > CDB_BUF && flush(w) < 0) {
-                PyMem_RawFree(slots);
-                return -1;
-            }
-            put32(w->buf + w->used, slots[s].h);
-            put32(w->buf + w->used + 4, slots[s].p);
-            w->used += 8;
-        }
-    }
-    PyMem_RawFree(slots);
-    return flush(w);
-}
-
-static void
-too_large(void)
-{
-    PyObject *mod = PyImport_ImportModule("dnsmaster.core.cdb");
-    if (mod == NULL)
-        return;
-    PyObject *cls = PyObject_GetAttrString(mod, "CdbTooLarge");
-    Py_DECREF(mod);
-    if (cls == NULL)
-        return;
-    PyObject *doc = PyObject_GetAttrString(cls, "__doc__");
-    if (doc != NULL) {
-        PyErr_SetObject(cls, doc);
-        Py_DECREF(doc);
-    }
-    Py_DECREF(cls);
+    return cdbmake_put(w, b->p + at, (size_t)(b->n - at));
 }
 
 /* Without the GIL: check and hash every blob, then write header, records, tables.
- * 0; or the index of a reason in REFUSED; or -1 with w->err set; or -2: too large. */
+ * 0; or the index of a reason in REFUSED; or -1 with w->err set. */
 static int
-write_all(out *w, const blob *bs, Py_ssize_t nb, uint32_t serial)
+write_all(cdbmake *w, const blob *bs, Py_ssize_t nb, uint32_t serial)
 {
     unsigned char header[CDB_HEADER], stamp[4];
-    uint32_t count[256], start[256], most = 0;
+    uint32_t count[256];
     uint64_t pos = CDB_HEADER, n = 0;
     for (Py_ssize_t i = 0; i < nb; i++)
         pos += bs[i].n;
-    if (pos >= CDB_LIMIT)
-        return -2;
+    if (pos >= CDB_LIMIT) {
+        w->err = CDBMAKE_TOO_LARGE;
+        return -1;
+    }
     /* each record is at least 8 bytes: a bound for the table of hashes */
-    size_t most_records = (size_t)((pos - CDB_HEADER) / 8 + 1);
-    hp *all = PyMem_RawMalloc(most_records * sizeof *all);
-    hp *split = PyMem_RawMalloc(most_records * sizeof *split);
+    cdbmake_entry *entries = PyMem_RawMalloc((size_t)((pos - CDB_HEADER) / 8 + 1) * sizeof *entries);
     int rc = -1;
-    if (all == NULL || split == NULL) {
-        w->err = ENOMEM;
+    if (entries == NULL) {
+        w->err = CDBMAKE_NO_MEMORY;
         goto done;
     }
     pos = CDB_HEADER;
     for (Py_ssize_t i = 0; i < nb; i++) {
         uint64_t k = 0;
-        rc = walk(&bs[i], &k, all + n, pos);
+        rc = walk(&bs[i], &k, entries + n, pos);
         if (rc)
             goto done;
         n += k;
         pos += bs[i].n;
     }
-    rc = -2;
-    /* cdb.dumps refuses as soon as a position reaches 4 GiB: positions only grow,
-     * so that is when the records and 16 bytes of table slots per record do */
-    if (pos + 16 * n >= CDB_LIMIT)
-        goto done;
     rc = -1;
-    /* 8.3: the tables follow the records, one after another; the header holds each
-     * one's position and slot count (twice its records), empty ones included. */
-    memset(count, 0, sizeof count);
-    for (uint64_t k = 0; k < n; k++)
-        count[all[k].h & 255]++;
-    uint32_t tpos = (uint32_t)pos, u = 0;
-    for (int t = 0; t < 256; t++) {
-        if (count[t] > most)
-            most = count[t];
-        put32(header + 8 * t, tpos);
-        put32(header + 8 * t + 4, 2 * count[t]);
-        tpos += 16 * count[t];
-        start[t] = u;
-        u += count[t];
+    if (!cdbmake_fits(pos, n)) {
+        w->err = CDBMAKE_TOO_LARGE;
+        goto done;
     }
-    for (uint64_t k = 0; k < n; k++)
-        split[start[all[k].h & 255]++] = all[k];
+    cdbmake_header(header, count, entries, n, (uint32_t)pos);
     stamp[0] = (unsigned char)(serial >> 24); /* big-endian, as in the SOA record */
     stamp[1] = (unsigned char)(serial >> 16);
     stamp[2] = (unsigned char)(serial >> 8);
     stamp[3] = (unsigned char)serial;
-    if (put(w, header, CDB_HEADER) < 0)
+    if (cdbmake_put(w, header, CDB_HEADER) < 0)
         goto done;
     for (Py_ssize_t i = 0; i < nb; i++)
         if (put_blob(w, &bs[i], stamp) < 0)
             goto done;
-    rc = put_tables(w, split, count, most);
+    rc = cdbmake_finish(w, entries, n, count);
 done:
-    PyMem_RawFree(all);
-    PyMem_RawFree(split);
+    PyMem_RawFree(entries);
     return rc;
 }
 
@@ -470,7 +312,7 @@ write_cdb(PyObject *self, PyObject *args)
     Py_buffer *views = NULL;
     blob *bs = NULL;
     Py_ssize_t nb = 0, got = 0;
-    out w = {0, NULL, 0, 0};
+    cdbmake w = {0};
     (void)self;
     if (!PyArg_ParseTuple(args, "iOOk:write", &fd, &blobs, &serials, &serial))
         return NULL;
@@ -485,8 +327,7 @@ write_cdb(PyObject *self, PyObject *args)
     }
     views = PyMem_Calloc((size_t)nb + 1, sizeof *views);
     bs = PyMem_Calloc((size_t)nb + 1, sizeof *bs);
-    w.buf = PyMem_RawMalloc(CDB_BUF);
-    if (views == NULL || bs == NULL || w.buf == NULL) {
+    if (views == NULL || bs == NULL || cdbmake_open(&w, fd) < 0) {
         PyErr_NoMemory();
         goto done;
     }
@@ -502,20 +343,14 @@ write_cdb(PyObject *self, PyObject *args)
             goto done;
         }
     }
-    w.fd = fd;
-    int rc;
-    Py_BEGIN_ALLOW_THREADS
-    rc = write_all(&w, bs, nb, (uint32_t)(serial & 0xFFFFFFFFul));
-    Py_END_ALLOW_THREADS
+    cdbmake_release(&w);
+    int rc = write_all(&w, bs, nb, (uint32_t)(serial & 0xFFFFFFFFul));
+    cdbmake_acquire(&w);
     if (rc > 0)
         PyErr_SetString(PyExc_ValueError, REFUSED[rc]);
-    else if (rc == -2)
-        too_large();
-    else if (rc == -1 && w.err > 0) {
-        errno = w.err;
-        PyErr_SetFromErrno(PyExc_OSError);
-    }
-    else if (rc == 0)
+    else if (rc < 0)
+        cdbmake_raise(&w);
+    else
         result = Py_NewRef(Py_None);
 done:
     for (Py_ssize_t i = 0; i < got; i++) {
@@ -524,7 +359,7 @@ done:
     }
     PyMem_Free(views);
     PyMem_Free(bs);
-    PyMem_RawFree(w.buf);
+    cdbmake_close(&w);
     Py_XDECREF(bseq);
     Py_XDECREF(sseq);
     return result;

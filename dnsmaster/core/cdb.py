@@ -1,33 +1,35 @@
 """cdb as djbdns' cdb_make writes it (spec §8), and a reader for it.
 
 :func:`dumps` is the reference writer: plain Python, bytes in and bytes out.
-:func:`write_fd` gives the same bytes through C, because hashing a million keys in
-Python costs seconds: ``write_cdb`` of the optional accelerator (``_ccompile.c``) when
-it is built and ``DNSMASTER_PURE_PYTHON`` is not set, else cdbx when it is installed,
-else :func:`dumps`. Tests hold all three to byte identity.
+:func:`write_fd` gives the same bytes through C when the compiler's accelerator is
+there (:func:`dnsmaster.core.accel.compiler`), because hashing a million keys in
+Python costs seconds; else through :func:`dumps`. Tests hold both to byte identity,
+and to tinydns-data's own files.
 
 A build writes most of its records from :class:`Packed` blobs instead: each source's
 records already in cdb's record layout, as the build cache keeps them, so a build
 from the cache makes no Python object per record. :func:`write_packed` writes the
-cdb of a run of them, through the optional ``_cdbblob`` accelerator or, with the
-same bytes and the same refusals, through :func:`unpack` and :func:`write_fd`.
+cdb of a run of them, through the packed records' accelerator
+(:func:`dnsmaster.core.accel.records`) or, with the same bytes and the same
+refusals, through :func:`unpack` and :func:`write_fd`.
+
+The two accelerators share one C cdb writer (``cdbmake.h``), so there are two
+implementations of cdb_make in all: :func:`dumps` and that one.
 """
 
 from __future__ import annotations
 
-import functools
 import struct
-from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate, chain
-from types import ModuleType
-from typing import Literal
+
+from dnsmaster.core import accel
+from dnsmaster.errors import CdbTooLarge
 
 __all__ = [
     "HEADER_SIZE",
     "CdbReader",
-    "CdbTooLarge",
     "Packed",
     "dumps",
     "hash_key",
@@ -55,10 +57,6 @@ _SOA_TYPE = b"\x00\x06"
 _NOT_SERIAL = "a serial offset is not the serial of an SOA record"
 
 
-class CdbTooLarge(ValueError):
-    """The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."""
-
-
 def hash_key(key: bytes) -> int:
     """§8.2: h = ((h * 33) mod 2**32) xor byte, from 5381."""
     h = 5381
@@ -84,7 +82,7 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
         out += value
         pos += 8 + len(key) + len(value)
         if pos >= _LIMIT:
-            raise CdbTooLarge(CdbTooLarge.__doc__)
+            raise CdbTooLarge
     header = bytearray()
     for entries in buckets:
         n = 2 * len(entries)
@@ -101,57 +99,25 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
             out += pack(h, p)
         pos += 8 * n
         if pos >= _LIMIT:
-            raise CdbTooLarge(CdbTooLarge.__doc__)
+            raise CdbTooLarge
     out[:_HEADER_SIZE] = header
     return bytes(out)
-
-
-def _load_writer() -> Callable[[int, Sequence[bytes], Sequence[bytes]], None] | None:
-    """The accelerator's ``write_cdb``, or None when it is absent or refused.
-
-    Refused by the same variable as the compile's accelerator
-    (``compiler.PURE_PYTHON_ENV``, which imports this module).
-    """
-    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
-
-    if os.environ.get("DNSMASTER_PURE_PYTHON", "") not in {"", "0"}:
-        return None
-    try:
-        from dnsmaster.core._ccompile import write_cdb  # noqa: PLC0415 - optional
-    except ImportError:
-        return None
-    return write_cdb
-
-
-#: The C writer of the accelerator; None means cdbx or :func:`dumps`. Tests set it
-#: to None to run those.
-_c_write: Callable[[int, Sequence[bytes], Sequence[bytes]], None] | None = _load_writer()
 
 
 def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
     """Write the cdb of :func:`dumps` to the open file ``fd`` (at offset 0).
 
-    Uses the accelerator's ``write_cdb`` (every write() and the hash tables without
-    the GIL), else cdbx when importable; both lay out records and tables exactly as
-    cdb_make does when fed in the same order. Falls back to :func:`dumps`. Raises
-    :class:`CdbTooLarge` past 4 GiB and OSError when a write fails.
+    Through the accelerator's ``write_cdb`` when it is there (every write() and the
+    hash tables without the GIL), else :func:`dumps`. Raises
+    :class:`~dnsmaster.errors.CdbTooLarge` past 4 GiB and OSError when a write fails.
     """
-    if _c_write is not None:
-        _c_write(fd, keys, values)
+    c = accel.compiler()
+    if c is not None:
+        c.write_cdb(fd, keys, values)
         return
-    try:
-        import cdbx  # noqa: PLC0415 - optional accelerator, only the build needs it
-    except ImportError:
-        data = dumps(keys, values)
-        view = memoryview(data)
-        while view:
-            view = view[_write(fd, view) :]
-        return
-    if len(keys) != len(values):
-        raise ValueError("keys and values differ in length")
-    maker = cdbx.CDB.make(fd, close=False, mmap=False)
-    deque(map(maker.add, keys, values), maxlen=0)  # the loop runs in C
-    maker.commit().close()
+    view = memoryview(dumps(keys, values))
+    while view:
+        view = view[_write(fd, view) :]
 
 
 @dataclass(frozen=True, slots=True)
@@ -169,37 +135,10 @@ class Packed:
     count: int
 
 
-@functools.cache
-def _load_blob() -> ModuleType | None:
-    """The ``_cdbblob`` accelerator, or None when absent or refused (as :func:`_load_writer`).
-
-    Loaded on first use, not at import: the receiver imports this module for
-    :func:`write_fd` and never needs it.
-    """
-    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
-
-    if os.environ.get("DNSMASTER_PURE_PYTHON", "") not in {"", "0"}:
-        return None
-    try:
-        from dnsmaster.core import _cdbblob  # noqa: PLC0415 - optional
-    except ImportError:
-        return None
-    return _cdbblob
-
-
-#: Tests set it: None runs the pure-Python functions of :class:`Packed` records
-#: here, a module its C ones; False (the default) the accelerator when it is built.
-_blob: ModuleType | Literal[False] | None = False
-
-
-def _accelerator() -> ModuleType | None:
-    return _load_blob() if _blob is False else _blob
-
-
 def packs_fast() -> bool:
     """Whether :func:`write_packed` runs in C; without it, it costs more than
     :func:`write_fd` of the same records (it unpacks them first)."""
-    return _accelerator() is not None
+    return accel.records() is not None
 
 
 def pack(keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[int]) -> Packed:
@@ -209,7 +148,7 @@ def pack(keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[
     Raises ValueError for an index that is not ascending, past the records, or of
     a record too short for an SOA's numbers.
     """
-    accelerator = _accelerator()
+    accelerator = accel.records()
     if accelerator is not None:
         blob, serials = accelerator.pack(keys, values, soa_defaults)
         return Packed(blob, serials, len(keys))
@@ -239,7 +178,7 @@ def scan(blob: bytes | memoryview, serials: Sequence[int]) -> int:
     ``serials`` is not (in ascending order) the serial of a record with an SOA's
     numbers: what :func:`write_packed` would refuse, found before it runs.
     """
-    accelerator = _accelerator()
+    accelerator = accel.records()
     if accelerator is not None:
         count: int = accelerator.scan(blob, serials)
         return count
@@ -298,10 +237,10 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
     Through ``_cdbblob`` when built (every blob is checked, hashed and written
     without the GIL, so the thread writing ``data`` runs meanwhile), else
     :func:`unpack` and :func:`write_fd`. Raises ValueError for a blob :func:`scan`
-    refuses (before writing anything), :class:`CdbTooLarge` past 4 GiB and OSError
-    when a write fails.
+    refuses (before writing anything), :class:`~dnsmaster.errors.CdbTooLarge` past
+    4 GiB and OSError when a write fails.
     """
-    accelerator = _accelerator()
+    accelerator = accel.records()
     if accelerator is not None:
         blobs = [p.blob for p in packs]
         accelerator.write(fd, blobs, [p.serials for p in packs], serial & _U32)
@@ -318,7 +257,7 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
 def size_from_header(header: bytes) -> int:
     """The size a cdb must have, from its 2048-byte header: where its last table ends.
 
-    cdb_make (and cdbx, and :func:`dumps`) write the 256 tables one after another
+    cdb_make (and so :func:`dumps`) writes the 256 tables one after another
     at the very end, so a whole file ends exactly there; a cut one does not.
     """
     words: tuple[int, ...] = _HEADER.unpack(header)

@@ -8,10 +8,11 @@ each zones file once, with the checker, and keep the result.
 
 Each kind of line is one entry of :data:`LINE_TYPES`: the function that compiles it
 (a plain transcription of spec §5) and its :class:`~dnsmaster.core.lint.Shape`, where
-the checker finds its fields. The optional C accelerator (``_ccompile.c``) mirrors
-that table line type by line type; it compiles (and, with the checker on, checks)
-the lines it is certain of and hands every other line to the Python entry, so errors,
-diagnostics and odd lines have one implementation, and both paths give the same bytes.
+the checker finds its fields. The optional C accelerator (``_ccompile.c``, found by
+:mod:`dnsmaster.core.accel`) mirrors that table line type by line type; it compiles
+(and, with the checker on, checks) the lines it is certain of and hands every other
+line to the Python entry, so errors, diagnostics and odd lines have one
+implementation, and both paths give the same bytes.
 
 Comments cite ``shared/tinydns-data-spec.md`` by section.
 """
@@ -20,17 +21,14 @@ from __future__ import annotations
 
 import contextlib
 import gc
-import os
 import re
 import struct
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from types import ModuleType
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.fields import (
     LEN,
-    NameError_,
     digits_value,
     ip4,
     location,
@@ -43,15 +41,13 @@ from dnsmaster.core.fields import (
 )
 from dnsmaster.core.lint import TTL, U16, U32, Linter, Shape
 from dnsmaster.core.text import printable
-from dnsmaster.errors import TinydnsDataError
+from dnsmaster.errors import DnsmasterError, NameTooLong, TinydnsDataError
 
 __all__ = [
     "LINE_TYPES",
-    "PURE_PYTHON_ENV",
     "LineType",
     "PackedRecords",
     "Records",
-    "accelerated",
     "compile_data",
     "compile_lines",
     "compile_text",
@@ -82,35 +78,6 @@ _IN_ADDR_ARPA = b"\x07in-addr\x04arpa\x00"
 # §5.9: generic types tinydns-data refuses, in the order it tests them.
 _PROHIBITED = {252: "AXFR", 0: "0", 6: "SOA", 2: "NS", 5: "CNAME", 12: "PTR", 15: "MX"}
 _U32 = 0xFFFFFFFF
-
-#: Set to 1 to compile in pure Python even when the C accelerator is built.
-PURE_PYTHON_ENV = "DNSMASTER_PURE_PYTHON"
-
-
-def _load_accelerator() -> ModuleType | None:
-    """The optional C fast path (``_ccompile.c``), or None when absent or refused."""
-    if os.environ.get(PURE_PYTHON_ENV, "") not in {"", "0"}:
-        return None
-    try:
-        from dnsmaster.core import _ccompile  # noqa: PLC0415 - optional, built by setup.py
-    except ImportError:
-        return None
-    return _ccompile
-
-
-#: The C module compiling the lines it is sure of; None means pure Python. Tests set
-#: it to None to run the reference path.
-_accel: ModuleType | None = _load_accelerator()
-
-
-def accelerated() -> bool:
-    """Whether compiles go through the C accelerator."""
-    return _accel is not None
-
-
-def accelerator() -> ModuleType | None:
-    """The C accelerator in use (for make-data's expansion of ``.`` lines), or None."""
-    return _accel
 
 
 def default_serial(mtime: int) -> int:
@@ -191,19 +158,18 @@ class PackedRecords:
 _PAIR = struct.Struct("<II")
 
 
-class _LineError(Exception):
+class _LineError(DnsmasterError):
     """Internal: a line tinydns-data refuses; turned into TinydnsDataError with its number."""
 
     def __init__(self, message: str, reason: str) -> None:
         super().__init__(message)
-        self.message = message
         self.reason = reason
 
 
 def _name(raw: bytes, what: str) -> bytes:
     try:
         return name_to_wire(raw)
-    except NameError_ as exc:
+    except NameTooLong as exc:
         # §7.2: tinydns-data says only "protocol error" here, without the line.
         raise _LineError("protocol error", f"{what}: {exc}") from None
 
@@ -326,7 +292,7 @@ class _Compiler:
 def _wire_or_none(name: bytes) -> bytes | None:
     try:
         return name_to_wire(name)
-    except NameError_:
+    except NameTooLong:
         return None  # a name under it fails too; the general conversion says how
 
 
@@ -563,8 +529,9 @@ def compile_lines(
     is checked too.
     """
     c = _Compiler(serial, first_lineno)
+    fast = accel.compiler()
     with no_gc():
-        if _accel is None:
+        if fast is None:
             for index, line in enumerate(lines):
                 _compile_line(c, index, line.rstrip(b" \t\n"), linter, errors)  # §2.2
         else:
@@ -587,8 +554,9 @@ def compile_text(
     ``packed``, the records go there instead, and the Records returned hold only
     ``stamped``."""
     c = _Compiler(serial, 1, stamped_at)
+    fast = accel.compiler()
     with no_gc():
-        if _accel is None:
+        if fast is None:
             for index, line in enumerate(split_lines(data)):
                 _compile_line(c, index, line.rstrip(b" \t"), linter, errors)  # §2.2
                 if stamped_at is not None:
@@ -658,8 +626,9 @@ def _run_accelerated(
     """The C code compiles (and checks) every line it is sure of, and hands back the
     index of the first one it is not (escapes, errors, anything the checker would
     report ...); that line goes the Python way, then C goes on from the next."""
-    assert _accel is not None
-    run = _accel.run
+    fast = accel.compiler()
+    assert fast is not None
+    run = fast.run
     seq = lines if isinstance(lines, list | tuple) else list(lines)
     recs = c.recs
     lists = (recs.keys, recs.values, recs.stamped, recs.soa_defaults)
@@ -680,8 +649,9 @@ def _run_text(
     """:func:`_run_accelerated` over a whole data text: C cuts and strips the lines
     itself, so no list of lines is made. With ``packed``, C packs its records there,
     and the records of each line Python compiles are moved there after it."""
-    assert _accel is not None
-    run_text = _accel.run_text
+    fast = accel.compiler()
+    assert fast is not None
+    run_text = fast.run_text
     recs = c.recs
     lists = (recs.keys, recs.values, recs.stamped, recs.soa_defaults, c.stamped_at)
     into = (None, None) if packed is None else (packed.blob, packed.serials)

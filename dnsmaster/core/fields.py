@@ -11,10 +11,10 @@ from __future__ import annotations
 import re
 
 from dnsmaster.core.text import printable
+from dnsmaster.errors import NameTooLong
 
 __all__ = [
     "LEN",
-    "NameError_",
     "digits_value",
     "ip4",
     "location",
@@ -41,10 +41,6 @@ _OCTAL = b"01234567"
 # mod 2**64 (and mod 2**32, 2**16, 256): all tinydns-data ever keeps. Cutting longer
 # runs keeps int() clear of Python's limit on digits (ValueError past 4300).
 _KEPT_DIGITS = 64
-
-
-class NameError_(ValueError):
-    """A name does not fit the DNS limits (label over 63 bytes, name over 255)."""
 
 
 def split_fields(line: bytes) -> list[bytes]:
@@ -141,16 +137,16 @@ def text(field: bytes) -> bytes:
 def name_to_wire(field: bytes) -> bytes:
     """§3.5: dotted text to uncompressed wire form, case kept.
 
-    Raises :class:`NameError_` where tinydns-data dies with ``protocol error``.
+    Raises :class:`NameTooLong` where tinydns-data dies with ``protocol error``.
     """
     if b"\\" not in field:
         labels = field.split(b".")
         # Checked before LEN is indexed: a label of 256 bytes or more has no length byte.
         if len(field) > 63 and max(map(len, labels)) > 63:
-            raise NameError_(_long_label(next(lab for lab in labels if len(lab) > 63)))
+            raise NameTooLong(_long_label(next(lab for lab in labels if len(lab) > 63)))
         wire = b"".join([LEN[len(lab)] + lab for lab in labels if lab]) + b"\0"
         if len(wire) > 255:
-            raise NameError_(f"name longer than 255 bytes in wire form ({len(wire)})")
+            raise NameTooLong(f"name longer than 255 bytes in wire form ({len(wire)})")
         return wire
     return _escaped_name_to_wire(field)
 
@@ -184,19 +180,19 @@ def _escaped_name_to_wire(field: bytes) -> bytes:
                         break
                 c &= 255
         if len(label) >= 63:
-            raise NameError_(_long_label(bytes(label) + bytes((c,))))
+            raise NameTooLong(_long_label(bytes(label) + bytes((c,))))
         label.append(c)
     if label:
         _append_label(wire, label)
     if len(wire) + 1 > 255:
-        raise NameError_(f"name longer than 255 bytes in wire form ({len(wire) + 1})")
+        raise NameTooLong(f"name longer than 255 bytes in wire form ({len(wire) + 1})")
     wire.append(0)
     return bytes(wire)
 
 
 def _append_label(wire: bytearray, label: bytearray) -> None:
     if len(wire) + len(label) + 1 > 255:
-        raise NameError_("name longer than 255 bytes in wire form")
+        raise NameTooLong("name longer than 255 bytes in wire form")
     wire.append(len(label))
     wire += label
 

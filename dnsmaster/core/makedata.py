@@ -22,12 +22,11 @@ from dataclasses import dataclass
 from itertools import accumulate, chain
 from typing import Protocol
 
-from dnsmaster.core import ipv6
+from dnsmaster.core import accel, ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import (
     PackedRecords,
     Records,
-    accelerator,
     compile_lines,
     compile_text,
     no_gc,
@@ -383,7 +382,7 @@ def _expand(
     """
     origin = _comment_name(name)
     size = len(content)
-    accel = accelerator()
+    fast = accel.compiler()
     parts = [b"# %s:1\n" % origin]
     pos = 0
     # stamped is in line order already; the IPv6 lines interleave with it
@@ -392,8 +391,8 @@ def _expand(
         line, more = content[start:end], end + 1 < size
         if i in ipv6_lines:
             parts += (content[pos:start], _ipv6_line(origin, line, i, more, ipv6_lines[i]))
-        elif accel is not None and line[:1] == b".":  # thousands in a build: C writes them
-            parts += (content[pos:start], accel.dot_line(line, origin, i, more, _SERIAL))
+        elif fast is not None and line[:1] == b".":  # thousands in a build: C writes them
+            parts += (content[pos:start], fast.dot_line(line, origin, i, more, _SERIAL))
         else:
             parts += (content[pos:start], _stamped_line(origin, line, i, more))
         pos = end

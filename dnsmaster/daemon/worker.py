@@ -24,7 +24,7 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.errors import (
     ArchiveError,
     HostKeyError,
-    PushError,
+    SlaveError,
 )
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
@@ -303,7 +303,7 @@ class SlaveWorker:
                 receiver = await fetch_receiver(
                     self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
                 )
-        except PushError as exc:
+        except SlaveError as exc:
             await self.channel.close()
             if exc.retryable:
                 log.warning(

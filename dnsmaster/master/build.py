@@ -42,7 +42,7 @@ from dnsmaster.core.makedata import (
 from dnsmaster.core.serial import newer
 from dnsmaster.core.sources import source_order, why_skipped
 from dnsmaster.core.text import has_control, printable
-from dnsmaster.errors import ArchiveError, BuildError, DataError, DataErrors
+from dnsmaster.errors import ArchiveError, BuildError, CdbTooLarge, DataError, DataErrors
 from dnsmaster.log import get_logger
 from dnsmaster.master.archive import DEFAULT_KEEP, Archive
 from dnsmaster.master.buildcache import DIRECTORY as CACHE_DIRECTORY
@@ -557,7 +557,7 @@ class Builder:
                 cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_packed(fd, records, serial))
             except OSError as exc:
                 failure = self._cannot_write(exc)
-            except cdb.CdbTooLarge as exc:
+            except CdbTooLarge as exc:
                 failure = BuildError(str(cdb_final), str(exc))
             except BaseException as exc:  # out of memory: the data thread's file goes too
                 failure = exc

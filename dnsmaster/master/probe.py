@@ -17,7 +17,7 @@ from typing import Any
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
-from dnsmaster.errors import PushError
+from dnsmaster.errors import SlaveError
 from dnsmaster.master.health import serial_text
 from dnsmaster.transport.dns import SoaCheck, check_serials
 from dnsmaster.transport.push import SlaveVersion, channel_for, fetch_status
@@ -81,7 +81,7 @@ async def _ask_ssh(
     try:
         version = await fetch_status(channel, timeout, lambda *_: None)
         error = None
-    except (OSError, TimeoutError, asyncssh.Error, PushError) as exc:
+    except (OSError, TimeoutError, asyncssh.Error, SlaveError) as exc:
         version, error = None, _reason(exc)
     finally:
         with contextlib.suppress(Exception):

@@ -42,6 +42,7 @@ MODULES = (
     "dnsmaster/slave/__init__.py",
     "dnsmaster/slave/receive.py",
     "dnsmaster/core/__init__.py",
+    "dnsmaster/core/accel.py",
     "dnsmaster/core/banner.py",
     "dnsmaster/core/cdb.py",
     "dnsmaster/core/compiler.py",

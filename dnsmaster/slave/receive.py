@@ -64,19 +64,18 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from dnsmaster import __version__, fsutil
-from dnsmaster.core import cdb, stream
+from dnsmaster.core import accel, cdb, stream
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import (
     PackedRecords,
     Records,
-    accelerated,
     compile_text,
     default_serial,
 )
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
-from dnsmaster.errors import DeltaError, ReceiveError, TinydnsDataError
+from dnsmaster.errors import CdbTooLarge, DeltaError, ReceiveError, TinydnsDataError
 from dnsmaster.protocol import PROTOCOL
 
 __all__ = [
@@ -386,7 +385,7 @@ def _repair(root: Path, out: TextIO) -> str | None:
             "an install was cut short and data does not compile: "
             f"line {exc.lineno}: {printable(exc.reason)}"
         )
-    except cdb.CdbTooLarge as exc:
+    except CdbTooLarge as exc:
         return f"an install was cut short and data.cdb cannot be rebuilt: {exc}"
     # The rebuilt data.cdb is durable (fsynced, directory fsynced) before the journal goes.
     fsutil.clear_interrupted(root)
@@ -634,7 +633,7 @@ def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object
         serial = default_serial(mtime)
         staged.append(fsutil.stage(root / "data.cdb", lambda fd: compiled.write(fd, serial)))
         fsutil.install_pair(root, staged[0], staged[1], sha256)
-    except cdb.CdbTooLarge as exc:
+    except CdbTooLarge as exc:
         fsutil.discard(staged)
         raise _Refused(f"data does not fit a cdb: {exc}") from None
     except BaseException:
@@ -669,7 +668,7 @@ class _Compiled:
 
 def _compile(content: bytes) -> _Compiled:
     """``content`` compiled (raises TinydnsDataError), the packed way when C does both."""
-    if not (accelerated() and cdb.packs_fast()):
+    if accel.compiler() is None or not cdb.packs_fast():
         recs = compile_text(content, 0)
         return _Compiled(len(recs), records=recs)
     packed = PackedRecords()

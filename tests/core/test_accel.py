@@ -25,7 +25,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import compiler, makedata
+from dnsmaster.core import accel, compiler, makedata
 from dnsmaster.core.compiler import (
     PackedRecords,
     Records,
@@ -64,12 +64,8 @@ def outcome(fn: Callable[[], Records]) -> Outcome:
 
 def pure(fn: Callable[[], T]) -> T:
     """Run ``fn`` with the accelerator turned off."""
-    accel = compiler._accel
-    compiler._accel = None
-    try:
+    with accel.using("compiler", None):
         return fn()
-    finally:
-        compiler._accel = accel
 
 
 def plain(data: bytes, serial: int) -> None:
@@ -146,7 +142,7 @@ def checked_source(data: bytes) -> tuple[object, ...]:
 
 
 def test_accelerator_is_used() -> None:
-    assert compiler._accel is not None
+    assert accel.compiler() is not None
     recs = compile_text(b"+a.example:1.2.3.4\n", 1)
     assert recs.keys == [b"\x01a\x07example\x00"]
 
@@ -323,9 +319,10 @@ DOT_EDGES = [
 )
 def test_dot_line(line: bytes, index: int, more: bool, origin: bytes) -> None:
     """make-data's expansion of a . line, C against Python (the reference)."""
-    assert compiler._accel is not None
+    fast = accel.compiler()
+    assert fast is not None
     expected = makedata._stamped_line(origin, line, index, more)
-    assert compiler._accel.dot_line(line, origin, index, more, makedata._SERIAL) == expected
+    assert fast.dot_line(line, origin, index, more, makedata._SERIAL) == expected
 
 
 def test_packing_threads() -> None:
@@ -354,9 +351,17 @@ def test_packing_threads() -> None:
 
 
 def test_env_turns_it_off() -> None:
-    code = "from dnsmaster.core import compiler; print(compiler.accelerated())"
+    """DNSMASTER_PURE_PYTHON=1: neither extension is loaded, and the loader says why."""
+    code = (
+        "import sys; from dnsmaster.core import accel\n"
+        "print(accel.compiler(), accel.records(), accel.found('compiler').why_not)\n"
+        "print(sorted(m for m in sys.modules if m.startswith('dnsmaster.core._')))"
+    )
     env = {"DNSMASTER_PURE_PYTHON": "1", "PATH": "/usr/bin:/bin"}
     out = subprocess.run(
         [sys.executable, "-c", code], env=env, capture_output=True, text=True, check=True
     )
-    assert out.stdout.strip() == "False"
+    assert out.stdout.splitlines() == [
+        "None None disabled by DNSMASTER_PURE_PYTHON",
+        "[]",
+    ]

@@ -1,9 +1,8 @@
-"""cdb as cdb_make writes it (spec §8): the reference writer, the accelerator's C
-writer, cdbx, the reader."""
+"""cdb as cdb_make writes it (spec §8): the reference writer, the C writer
+(``cdbmake.h``, here through the compiler accelerator's ``write_cdb``), the reader."""
 
 from __future__ import annotations
 
-import builtins
 import errno
 import hashlib
 import os
@@ -12,8 +11,7 @@ import signal
 import tempfile
 import threading
 import time
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
 
@@ -21,15 +19,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import compile_text, default_serial
+from dnsmaster.errors import CdbTooLarge, DnsmasterError
 from tests.core.test_vectors import ALL
 
-_ccompile: ModuleType | None
-try:
-    from dnsmaster.core import _ccompile
-except ImportError:  # built without the accelerator
-    _ccompile = None
+_ccompile: ModuleType | None = accel.found("compiler").module
 
 Writer = Callable[[int, list[bytes], list[bytes]], None]
 
@@ -41,19 +36,9 @@ def via_fd(keys: list[bytes], values: list[bytes], write: Writer = cdb.write_fd)
         return f.read()
 
 
-@contextmanager
-def without_c_writer() -> Iterator[None]:
-    """write_fd as it runs without the accelerator: through cdbx (or dumps)."""
-    saved = cdb._c_write
-    cdb._c_write = None
-    try:
-        yield
-    finally:
-        cdb._c_write = saved
-
-
-def via_cdbx(keys: list[bytes], values: list[bytes]) -> bytes:
-    with without_c_writer():
+def via_python(keys: list[bytes], values: list[bytes]) -> bytes:
+    """write_fd as it runs without the accelerator: dumps, then os.write."""
+    with accel.using("compiler", None):
         return via_fd(keys, values)
 
 
@@ -101,27 +86,16 @@ class TestWriter:
         assert out[2048:2059] == bytes.fromhex("03000000 13000000 016100")
         assert out[2078:2094] == bytes.fromhex("e5b2860b 00080000 00000000 00000000")
 
-    def test_cdbx_matches_reference(self) -> None:
-        """The cdbx path writes exactly what the reference writer does."""
+    def test_without_the_accelerator(self) -> None:
+        """Without the C writer, write_fd writes the reference writer's bytes, whole."""
         rng = random.Random(7)
         keys = [rng.randbytes(rng.randrange(0, 12)) for _ in range(3000)]
         keys += keys[:500]  # repeated keys probe into the same tables
         values = [rng.randbytes(rng.randrange(0, 40)) for _ in keys]
-        assert via_cdbx(keys, values) == cdb.dumps(keys, values)
-
-    def test_fallback_without_cdbx(self, monkeypatch: pytest.MonkeyPatch) -> None:
-        """Without cdbx the same bytes come from the reference writer."""
-        real_import = builtins.__import__
-
-        def no_cdbx(name: str, *args: object, **kwargs: object) -> object:
-            if name == "cdbx":
-                raise ImportError(name)
-            return real_import(name, *args, **kwargs)  # type: ignore[arg-type]
-
-        monkeypatch.setattr(builtins, "__import__", no_cdbx)
-        monkeypatch.setattr(cdb, "_c_write", None)
-        keys, values = [b"k1", b"k2", b"k1"], [b"v1", b"v2", b"v3"]
-        assert via_fd(keys, values) == cdb.dumps(keys, values)
+        assert via_python(keys, values) == cdb.dumps(keys, values)
+        assert via_python([b"k1", b"k2", b"k1"], [b"v1", b"v2", b"v3"]) == cdb.dumps(
+            [b"k1", b"k2", b"k1"], [b"v1", b"v2", b"v3"]
+        )
 
 
 class TestReader:
@@ -136,10 +110,10 @@ class TestReader:
         assert list(reader.items()) == list(zip(keys, values, strict=True))
         assert len(reader) == 5
 
-    def test_reads_cdbx_output(self) -> None:
-        """The reader finds every record of a file cdbx wrote."""
+    def test_reads_what_write_fd_wrote(self) -> None:
+        """The reader finds every record of a file write_fd wrote (in C when built)."""
         keys = [b"x%d" % i for i in range(1000)]
-        reader = cdb.CdbReader(via_cdbx(keys, keys))
+        reader = cdb.CdbReader(via_fd(keys, keys))
         assert all(reader.get(k) == k for k in keys)
 
     def test_rejects_short_file(self) -> None:
@@ -169,29 +143,41 @@ class TestCWriter:
     """``_ccompile.write_cdb``: the bytes of dumps, each write() without the GIL."""
 
     def test_write_fd_uses_it(self) -> None:
-        assert cdb._c_write is not None
+        """write_fd goes through the accelerator the loader found."""
         assert _ccompile is not None
-        assert cdb._c_write is _ccompile.write_cdb
+        assert accel.compiler() is _ccompile
+        calls: list[int] = []
+
+        class Spy:
+            @staticmethod
+            def write_cdb(fd: int, keys: list[bytes], values: list[bytes]) -> None:
+                calls.append(len(keys))
+                assert _ccompile is not None
+                _ccompile.write_cdb(fd, keys, values)
+
+        with accel.using("compiler", Spy()):  # type: ignore[arg-type]
+            assert via_fd([b"a"], [b"b"]) == cdb.dumps([b"a"], [b"b"])
+        assert calls == [1]
 
     @SETTINGS
     @given(_records)
-    def test_matches_reference_and_cdbx(self, records: list[tuple[bytes, bytes]]) -> None:
+    def test_matches_reference(self, records: list[tuple[bytes, bytes]]) -> None:
         keys = [k for k, _ in records]
         values = [v for _, v in records]
         expected = cdb.dumps(keys, values)
         assert via_c(keys, values) == expected
         assert via_fd(keys, values) == expected
-        assert via_cdbx(keys, values) == expected
+        assert via_python(keys, values) == expected
 
     def test_empty(self) -> None:
-        assert via_c([], []) == cdb.dumps([], []) == via_cdbx([], [])
+        assert via_c([], []) == cdb.dumps([], []) == via_python([], [])
 
     def test_duplicate_keys(self) -> None:
         """One key many times: a table of 2n slots probed all the way round."""
         keys = [b"same"] * 700 + [b"other", b"same", b""] * 50
         values = [b"%d" % i for i in range(len(keys))]
         out = via_c(keys, values)
-        assert out == cdb.dumps(keys, values) == via_cdbx(keys, values)
+        assert out == cdb.dumps(keys, values) == via_python(keys, values)
         assert cdb.CdbReader(out).get_all(b"same")[:3] == [b"0", b"1", b"2"]
 
     def test_large_values(self) -> None:
@@ -199,7 +185,7 @@ class TestCWriter:
         rng = random.Random(3)
         keys = [b"k%d" % (i % 5) for i in range(40)]
         values = [rng.randbytes(rng.choice([0, 10, 1 << 20, (1 << 20) + 7, 3 << 20])) for _ in keys]
-        assert via_c(keys, values) == cdb.dumps(keys, values) == via_cdbx(keys, values)
+        assert via_c(keys, values) == cdb.dumps(keys, values) == via_python(keys, values)
 
     def test_tuples_and_random_lists(self) -> None:
         rng = random.Random(11)
@@ -211,10 +197,11 @@ class TestCWriter:
 
     @pytest.mark.parametrize("vector", [v for v in ALL if v.exit == 0], ids=lambda v: v.file)
     def test_vectors(self, vector: object) -> None:
-        """Each vector compiled, written by C and by cdbx: the sha256 of SUMS.tsv."""
+        """Each vector compiled, written by C and by Python: the sha256 of SUMS.tsv,
+        tinydns-data's own file."""
         data = vector.data  # type: ignore[attr-defined]
         recs = compile_text(data, default_serial(vector.mtime))  # type: ignore[attr-defined]
-        for out in (via_c(recs.keys, recs.values), via_cdbx(recs.keys, recs.values)):
+        for out in (via_c(recs.keys, recs.values), via_python(recs.keys, recs.values)):
             assert len(out) == vector.cdb_size  # type: ignore[attr-defined]
             assert hashlib.sha256(out).hexdigest() == vector.cdb_sha256  # type: ignore[attr-defined]
 
@@ -231,10 +218,15 @@ class TestCWriter:
         chunk = bytes(1 << 20)
         values = [chunk] * 4096  # one object: 4 GiB of records without 4 GiB of memory
         with tempfile.TemporaryFile() as f:
-            with pytest.raises(cdb.CdbTooLarge, match="4 GiB"):
+            with pytest.raises(CdbTooLarge, match="4 GiB") as caught:
                 cdb.write_fd(f.fileno(), [b"k"] * 4096, values)
             assert os.fstat(f.fileno()).st_size == 0
-        assert issubclass(cdb.CdbTooLarge, ValueError)
+        assert (
+            str(caught.value)
+            == "The database would pass 4 GiB, where cdb's 32-bit positions end (§8.4)."
+        )
+        assert issubclass(CdbTooLarge, ValueError)
+        assert issubclass(CdbTooLarge, DnsmasterError)
 
     @pytest.mark.parametrize("c_writer", [True, False], ids=["c", "python"])
     def test_unwritable_fd(self, c_writer: bool, tmp_path: Path) -> None:

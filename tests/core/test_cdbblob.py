@@ -8,12 +8,12 @@ could hold.
 
 from __future__ import annotations
 
+import contextlib
 import errno
 import os
 import struct
 import tempfile
 from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from types import ModuleType
 
@@ -21,15 +21,12 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.makedata import assemble, compile_source
+from dnsmaster.errors import CdbTooLarge
 from tests.conftest import IN_CI
 
-_cdbblob: ModuleType | None
-try:
-    from dnsmaster.core import _cdbblob
-except ImportError:  # built without the accelerator
-    _cdbblob = None
+_cdbblob: ModuleType | None = accel.found("records").module
 
 SERIAL = 1_700_000_123
 SOA_NUMBERS = bytes(range(20))
@@ -47,29 +44,16 @@ SETTINGS = settings(
 @pytest.fixture(params=["c", "python"])
 def way(request: pytest.FixtureRequest) -> Iterator[str]:
     """Each test once with ``_cdbblob`` and once with the pure-Python functions."""
-    saved = cdb._blob
-    if request.param == "c":
-        if _cdbblob is None:
-            if IN_CI:
-                pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
-            pytest.skip("dnsmaster/core/_cdbblob.c is not built")
-        cdb._blob = _cdbblob
-    else:
-        cdb._blob = None
-    try:
+    if request.param == "c" and _cdbblob is None:
+        if IN_CI:
+            pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
+        pytest.skip("dnsmaster/core/_cdbblob.c is not built")
+    with accel.using("records", _cdbblob if request.param == "c" else None):
         yield request.param
-    finally:
-        cdb._blob = saved
 
 
-@contextmanager
-def pure() -> Iterator[None]:
-    saved = cdb._blob
-    cdb._blob = None
-    try:
-        yield
-    finally:
-        cdb._blob = saved
+def pure() -> contextlib.AbstractContextManager[None]:
+    return accel.using("records", None)
 
 
 def written(packs: list[cdb.Packed], serial: int = SERIAL) -> bytes:
@@ -232,3 +216,17 @@ class TestWrite:
         packed = cdb.pack(keys, values, soa)
         assert len(packed.blob) > 2 << 20
         assert written([packed, packed]) == cdb.dumps(keys * 2, stamped(values, soa, SERIAL) * 2)
+
+    def test_too_large(self) -> None:
+        """Past 4 GiB, in C: CdbTooLarge, before anything is written (one 1 MiB blob
+        4096 times is 4 GiB of records without 4 GiB of memory; Python would unpack it)."""
+        if _cdbblob is None:
+            if IN_CI:
+                pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
+            pytest.skip("dnsmaster/core/_cdbblob.c is not built")
+        record = struct.pack("<II", 0, (1 << 20) - 8) + bytes((1 << 20) - 8)
+        packed = cdb.Packed(record, (), 1)
+        with accel.using("records", _cdbblob), tempfile.TemporaryFile() as f:
+            with pytest.raises(CdbTooLarge, match="4 GiB"):
+                cdb.write_packed(f.fileno(), [packed] * 4096, SERIAL)
+            assert os.fstat(f.fileno()).st_size == 0

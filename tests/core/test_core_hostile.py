@@ -26,7 +26,7 @@ import pytest
 from hypothesis import HealthCheck, given, note, settings
 from hypothesis import strategies as st
 
-from dnsmaster.core import compiler
+from dnsmaster.core import accel
 from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
 from dnsmaster.core.makedata import (
     assemble,
@@ -55,7 +55,8 @@ Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int
 
 def paths() -> list[ModuleType | None]:
     """The accelerator modules to try inside one hypothesis example (None: pure)."""
-    return [None] if compiler._accel is None else [compiler._accel, None]
+    fast = accel.compiler()
+    return [None] if fast is None else [fast, None]
 
 
 def outcome(fn: Callable[[], Records], lines: int) -> Outcome:
@@ -80,15 +81,11 @@ def survive(data: bytes) -> Outcome:
     fails the test with its traceback).
     """
     lines = len(split_lines(data))
-    saved = compiler._accel
     results = []
-    try:
-        for accel in paths():
-            compiler._accel = accel
+    for fast in paths():
+        with accel.using("compiler", fast):
             results.append(outcome(lambda: compile_text(data, SERIAL), lines))
             results.append(outcome(lambda: compile_lines(split_lines(data), SERIAL), lines))
-    finally:
-        compiler._accel = saved
     assert all(r == results[0] for r in results), "paths disagree"
     compiled = results[0]
 
@@ -332,9 +329,9 @@ def test_env_pure_python() -> None:
     ]
     code = (
         "import json, sys\n"
-        "from dnsmaster.core import compiler\n"
+        "from dnsmaster.core import accel, compiler\n"
         "from dnsmaster.errors import TinydnsDataError\n"
-        "assert not compiler.accelerated()\n"
+        "assert accel.compiler() is None\n"
         "out = []\n"
         "for data in json.load(sys.stdin):\n"
         "    try:\n"

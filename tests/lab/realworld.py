@@ -722,7 +722,7 @@ class Lab:
         shutil.copytree(
             PROJECT / "dnsmaster",
             directory / "dnsmaster",
-            ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.pyi"),
+            ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.h", "*.pyi"),
         )
         (directory / "__main__.py").write_bytes(bundle._MAIN)
         subprocess.run(
@@ -732,8 +732,8 @@ class Lab:
         )
         # As the forced command will find it: the directory first on sys.path.
         check = (
-            "import sys; sys.path.insert(0, sys.argv[1]); from dnsmaster.core import compiler; "
-            "sys.exit(0 if compiler.accelerated() else 1)"
+            "import sys; sys.path.insert(0, sys.argv[1]); from dnsmaster.core import accel; "
+            "sys.exit(accel.found('compiler').why_not)"
         )
         proc = subprocess.run(
             [self.receiver_python, "-I", "-S", "-c", check, str(directory)],
@@ -745,7 +745,7 @@ class Lab:
             raise ComponentError(
                 f"{self.receiver_python} does not load the C accelerator from {directory} "
                 f"(build it with pip install -e .; the ABI must be CPython 3.11's): "
-                f"{proc.stderr.strip() or 'accelerated() is False'}"
+                f"{proc.stderr.strip() or proc.returncode}"
             )
         return directory
 

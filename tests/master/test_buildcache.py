@@ -16,7 +16,7 @@ import subprocess
 import sys
 import tempfile
 import textwrap
-from collections.abc import MutableMapping
+from collections.abc import Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from dnsmaster import fsutil
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.makedata import assemble, compile_source, previous_serial
 from dnsmaster.core.sources import is_source, source_order
 from dnsmaster.errors import DataError, DataErrors
@@ -193,15 +193,14 @@ def reseal(pieces: list[bytes]) -> bytes:
 
 
 @pytest.fixture(params=["c", "python"])
-def records_writer(request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch) -> str:
+def records_writer(request: pytest.FixtureRequest) -> Iterator[str]:
     """The packed records written by ``_cdbblob`` (C), then by cdb.py's pure Python."""
-    if request.param == "python":
-        monkeypatch.setattr(cdb, "_blob", None)
-    elif cdb._accelerator() is None:
+    if request.param == "c" and accel.records() is None:
         if IN_CI:
             pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
         pytest.skip("dnsmaster/core/_cdbblob.c is not built")
-    return str(request.param)
+    with accel.using("records", None if request.param == "python" else accel.records()):
+        yield str(request.param)
 
 
 @pytest.mark.usefixtures("records_writer")

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from dnsmaster import __version__, fsutil
-from dnsmaster.core import cdb, compiler, delta
+from dnsmaster.core import accel, cdb, delta
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
@@ -94,10 +94,11 @@ class TestPush:
     ) -> None:
         """C packing records as it compiles (when built) and the pure-Python bundle's
         lists write the bytes tinydns-data's way, default serials from the mtime too."""
+        paths = contextlib.ExitStack()
         if way == "records":
-            monkeypatch.setattr(compiler, "_accel", None)
-            monkeypatch.setattr(cdb, "_blob", None)
-        elif not (compiler.accelerated() and cdb.packs_fast()):
+            paths.enter_context(accel.using("compiler", None))
+            paths.enter_context(accel.using("records", None))
+        elif accel.compiler() is None or not cdb.packs_fast():
             pytest.skip("the C accelerators are not built")
         written: list[str] = []
 
@@ -114,7 +115,8 @@ class TestPush:
         spy("write_fd")
         # Not dnsmaster's data: a Z line without a serial takes the file's mtime.
         data = b"Zfrom.elsewhere:ns1.from.elsewhere:hostmaster.from.elsewhere\n" + DATA
-        assert run(tmp_path, "push", data + seal(data))[0] == 0
+        with paths:
+            assert run(tmp_path, "push", data + seal(data))[0] == 0
         mtime = (tmp_path / "data").stat().st_mtime_ns // 10**9
         assert written == ["write_packed" if way == "packed" else "write_fd"]
         assert (tmp_path / "data.cdb").read_bytes() == compile_data(data + seal(data), mtime)

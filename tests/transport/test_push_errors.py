@@ -31,7 +31,6 @@ from dnsmaster.errors import (
     HostKeyChanged,
     HostKeyError,
     HostKeyUnknown,
-    PushError,
     SlaveError,
 )
 from dnsmaster.transport import push
@@ -95,14 +94,14 @@ class TestTree:
 
     def test_slave_errors_apart_from_data_errors(self) -> None:
         """A slave's failure is never a data error, and the reverse."""
-        for cls in (HostKeyChanged, HostKeyUnknown, HostKeyError, PushError):
+        for cls in (HostKeyChanged, HostKeyUnknown, HostKeyError):
             assert issubclass(cls, SlaveError)
         for data in (errors.DataError, errors.DataErrors, errors.TinydnsDataError):
             assert not issubclass(data, SlaveError)
 
-    def test_push_error_keeps_its_constructor(self) -> None:
-        """PushError(slave, reason, exit_status) as before, now with phase and retryable."""
-        exc = PushError("s1", "bad data (exit 1)", 1)
+    def test_slave_error_defaults(self) -> None:
+        """SlaveError(slave, reason, exit_status): a receiver's refusal, retryable by default."""
+        exc = SlaveError("s1", "bad data (exit 1)", 1)
         assert isinstance(exc, SlaveError)
         assert (exc.slave, exc.reason, exc.exit_status) == ("s1", "bad data (exit 1)", 1)
         assert (exc.phase, exc.retryable) == ("receive", True)

@@ -1,0 +1,277 @@
+/*
+ * cdb_make (spec 8), once, for both C extensions of dnsmaster.core: _ccompile's
+ * write_cdb (records from Python lists) and _cdbblob's write (records from packed
+ * blobs). Each includes this header and feeds it differently; what a cdb file is
+ * lives here only: the hash, the little-endian words, the header, the buffered
+ * writes, and the hash tables. dnsmaster.core.cdb.dumps is the reference that both
+ * are held to, byte for byte.
+ *
+ * A writer fills a cdbmake_entry (hash, position) per record as it goes, puts the
+ * header and the records through cdbmake_put, then hands the entries to
+ * cdbmake_finish, which lays out and writes the tables. Everything here but
+ * cdbmake_raise runs with or without the GIL: a writer that releases it itself
+ * records the thread state in ts (cdbmake_release/cdbmake_acquire), so that a
+ * write() cut short by a signal can run the handlers (PEP 475); with ts NULL the
+ * GIL is held, and each write() lets it go for its duration.
+ *
+ * Every function is static: each extension gets its own copy, and setup.py lists
+ * this file in both extensions' depends so that an edit here rebuilds both.
+ */
+
+#ifndef DNSMASTER_CDBMAKE_H
+#define DNSMASTER_CDBMAKE_H
+
+#include <Python.h>
+#include <errno.h>
+#include <stdint.h>
+#include <string.h>
+#include <unistd.h>
+
+#define CDB_HEADER 2048
+#define CDB_BUF (1 << 20)
+/* 8.4: positions are 32-bit; a database must end before 4 GiB. */
+#define CDB_LIMIT ((uint64_t)1 << 32)
+
+/* cdbmake.err besides an errno (> 0). */
+#define CDBMAKE_RAISED (-1)    /* a Python exception is set: a signal handler raised */
+#define CDBMAKE_NO_MEMORY (-2)
+#define CDBMAKE_TOO_LARGE (-3) /* the database would reach 4 GiB */
+
+/* One record as its table sees it: the key's hash and where the record starts. */
+typedef struct {
+    uint32_t h;
+    uint32_t p;
+} cdbmake_entry;
+
+typedef struct {
+    int fd;
+    unsigned char *buf; /* CDB_BUF bytes waiting for write() */
+    size_t used;
+    PyThreadState *ts;  /* set while the writer runs without the GIL */
+    int err;            /* an errno, or one of CDBMAKE_* */
+} cdbmake;
+
+static inline uint32_t
+cdb_get_le32(const unsigned char *p)
+{
+    return (uint32_t)p[0] | (uint32_t)p[1] << 8 | (uint32_t)p[2] << 16 | (uint32_t)p[3] << 24;
+}
+
+static inline void
+cdb_put_le32(unsigned char *d, uint32_t v)
+{
+    d[0] = (unsigned char)v;
+    d[1] = (unsigned char)(v >> 8);
+    d[2] = (unsigned char)(v >> 16);
+    d[3] = (unsigned char)(v >> 24);
+}
+
+/* 8.2: h = ((h * 33) mod 2**32) xor byte, from 5381. */
+static inline uint32_t
+cdb_hash(const unsigned char *key, size_t len)
+{
+    uint32_t h = 5381;
+    for (size_t j = 0; j < len; j++)
+        h = (h * 33) ^ key[j];
+    return h;
+}
+
+/* Whether a database whose records end at end, with n of them, stays under 4 GiB.
+ * cdb.dumps refuses as soon as a position reaches 4 GiB; positions only grow, so
+ * that is when the records and their 16 bytes of table slots each would. */
+static inline int
+cdbmake_fits(uint64_t end, uint64_t n)
+{
+    return end + 16 * n < CDB_LIMIT;
+}
+
+/* 0, or -1 (err: CDBMAKE_NO_MEMORY) when the buffer cannot be had. */
+static int
+cdbmake_open(cdbmake *w, int fd)
+{
+    w->fd = fd;
+    w->used = 0;
+    w->ts = NULL;
+    w->err = 0;
+    w->buf = PyMem_RawMalloc(CDB_BUF);
+    if (w->buf == NULL) {
+        w->err = CDBMAKE_NO_MEMORY;
+        return -1;
+    }
+    return 0;
+}
+
+static void
+cdbmake_close(cdbmake *w)
+{
+    PyMem_RawFree(w->buf);
+    w->buf = NULL;
+}
+
+/* Let the GIL go for a stretch that touches no Python object; cdbmake_acquire ends it. */
+static void
+cdbmake_release(cdbmake *w)
+{
+    w->ts = PyEval_SaveThread();
+}
+
+static void
+cdbmake_acquire(cdbmake *w)
+{
+    PyEval_RestoreThread(w->ts);
+    w->ts = NULL;
+}
+
+/* The buffer to the fd, each write() without the GIL. A short write goes on with
+ * the rest and EINTR retries, both after running the signal handlers (a signal cuts
+ * a blocked write short, or interrupts it when nothing was written: PEP 475).
+ * 0, or -1 with w->err set. */
+static int
+cdbmake_flush(cdbmake *w)
+{
+    const unsigned char *p = w->buf;
+    size_t n = w->used;
+    while (n > 0) {
+        PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+        ssize_t k = write(w->fd, p, n);
+        int e = errno;
+        if (ts)
+            PyEval_RestoreThread(ts);
+        if (k < 0) {
+            if (e != EINTR) {
+                w->err = e;
+                return -1;
+            }
+            k = 0;
+        }
+        if ((size_t)k < n) {
+            if (w->ts)
+                PyEval_RestoreThread(w->ts);
+            int rc = PyErr_CheckSignals();
+            if (w->ts)
+                w->ts = PyEval_SaveThread();
+            if (rc < 0) {
+                w->err = CDBMAKE_RAISED;
+                return -1;
+            }
+        }
+        p += k;
+        n -= (size_t)k;
+    }
+    w->used = 0;
+    return 0;
+}
+
+static int
+cdbmake_put(cdbmake *w, const void *src, size_t n)
+{
+    const unsigned char *p = src;
+    while (n > 0) {
+        if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+            return -1;
+        size_t m = CDB_BUF - w->used;
+        if (m > n)
+            m = n;
+        memcpy(w->buf + w->used, p, m);
+        w->used += m;
+        p += m;
+        n -= m;
+    }
+    return 0;
+}
+
+/* 8.3: the header of a database whose n records (entries, in insertion order) end
+ * at end. The tables follow the records, one after another; the header holds each
+ * one's position and slot count (twice its records), empty ones included. count
+ * gets each table's records. */
+static void
+cdbmake_header(unsigned char *header, uint32_t *count, const cdbmake_entry *entries,
+               uint64_t n, uint32_t end)
+{
+    memset(count, 0, 256 * sizeof *count);
+    for (uint64_t k = 0; k < n; k++)
+        count[entries[k].h & 255]++;
+    uint32_t tpos = end;
+    for (int t = 0; t < 256; t++) {
+        cdb_put_le32(header + 8 * t, tpos);
+        cdb_put_le32(header + 8 * t + 4, 2 * count[t]);
+        tpos += 16 * count[t];
+    }
+}
+
+/* 8.3: after the records, each table: its records in insertion order at
+ * (h >> 8) % slots, probing on; then everything still buffered goes out. count is
+ * what cdbmake_header gave for the same entries. 0, or -1 with w->err set. */
+static int
+cdbmake_finish(cdbmake *w, const cdbmake_entry *entries, uint64_t n, const uint32_t *count)
+{
+    uint32_t start[256], most = 0, u = 0;
+    for (int t = 0; t < 256; t++) {
+        if (count[t] > most)
+            most = count[t];
+        start[t] = u;
+        u += count[t];
+    }
+    /* the records grouped by table, each group in insertion order */
+    cdbmake_entry *split = PyMem_RawMalloc(((size_t)n + 1) * sizeof *split);
+    cdbmake_entry *slots = PyMem_RawMalloc(((size_t)most * 2 + 1) * sizeof *slots);
+    int rc = -1;
+    if (split == NULL || slots == NULL) {
+        w->err = CDBMAKE_NO_MEMORY;
+        goto done;
+    }
+    for (uint64_t k = 0; k < n; k++)
+        split[start[entries[k].h & 255]++] = entries[k];
+    const cdbmake_entry *e = split;
+    for (int t = 0; t < 256; t++) {
+        uint32_t len = 2 * count[t];
+        if (!len)
+            continue;
+        memset(slots, 0, len * sizeof *slots);
+        for (uint32_t j = 0; j < count[t]; j++, e++) {
+            uint32_t s = (e->h >> 8) % len;
+            while (slots[s].p) /* records start at 2048 or later: 0 is free */
+                if (++s == len)
+                    s = 0;
+            slots[s] = *e;
+        }
+        for (uint32_t s = 0; s < len; s++) {
+            if (w->used + 8 > CDB_BUF && cdbmake_flush(w) < 0)
+                goto done;
+            cdb_put_le32(w->buf + w->used, slots[s].h);
+            cdb_put_le32(w->buf + w->used + 4, slots[s].p);
+            w->used += 8;
+        }
+    }
+    rc = cdbmake_flush(w);
+done:
+    PyMem_RawFree(split);
+    PyMem_RawFree(slots);
+    return rc;
+}
+
+/* With the GIL: the exception for w->err (none to add for CDBMAKE_RAISED, whose is
+ * set). Too large is dnsmaster.errors.CdbTooLarge with its own message. */
+static void
+cdbmake_raise(const cdbmake *w)
+{
+    if (w->err > 0) {
+        errno = w->err;
+        PyErr_SetFromErrno(PyExc_OSError);
+    }
+    else if (w->err == CDBMAKE_NO_MEMORY)
+        PyErr_NoMemory();
+    else if (w->err == CDBMAKE_TOO_LARGE) {
+        PyObject *mod = PyImport_ImportModule("dnsmaster.errors");
+        if (mod == NULL)
+            return;
+        PyObject *cls = PyObject_GetAttrString(mod, "CdbTooLarge");
+        Py_DECREF(mod);
+        if (cls == NULL)
+            return;
+        PyErr_SetNone(cls);
+        Py_DECREF(cls);
+    }
+}
+
+#endif
