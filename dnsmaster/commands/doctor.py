@@ -60,10 +60,13 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
 from dnsmaster.master.build import list_sources
-from dnsmaster.protocol import DELTA
-from dnsmaster.transport import push
+from dnsmaster.master.pushing import channel_for, fetch_status
+from dnsmaster.protocol import DELTA, SlaveVersion, parse_status
+from dnsmaster.transport.channel import os_reason
 from dnsmaster.transport.dns import check_serials
-from dnsmaster.transport.sshlib import asyncssh, client_options, host_key_options
+from dnsmaster.transport.hostkeys import check_host_key, fingerprint, known_hosts_name
+from dnsmaster.transport.ssh import client_keys, local_file_error
+from dnsmaster.transport.sshlib import asyncssh, client_options
 
 __all__ = [
     "EXIT_FAILED",
@@ -393,7 +396,7 @@ class _SlaveCheck:
                     self.slave.port
                 )
             else:
-                reason = push._os_reason(exc)
+                reason = os_reason(exc)
                 fix = (
                     f"start sshd on the slave (listening on port {self.slave.port}), "
                     "or correct the slave's port in the config"
@@ -420,52 +423,28 @@ class _SlaveCheck:
         self.group.ok(f"sshd answers on {self._where} ({text})")
         return True
 
-    async def _presented(self, like: asyncssh.SSHKey | None) -> asyncssh.SSHKey | None:
-        algs: Sequence[str] = [a.decode("ascii") for a in like.sig_algorithms] if like else ()
-        try:
-            async with asyncio.timeout(self.step):
-                return await asyncssh.get_server_host_key(
-                    self.slave.host,
-                    self.slave.port,
-                    server_host_key_algs=algs or (),
-                    config=[],
-                    options=host_key_options(),
-                )
-        except (OSError, asyncssh.Error, ValueError):
-            return None
-
     async def _host_key(self) -> bool:
         known_hosts = self.cfg.known_hosts
         if known_hosts is None:  # load() sets it whenever a slave uses ssh
             self.group.fail("host key", "no known_hosts file", "set known_hosts in the config")
             return False
-        slave = self.slave
-        entries, revoked = push._known_entries(known_hosts, slave.host, slave.port)
-        like = entries[0][1] if entries else None
-        presented = await self._presented(like)
-        if presented is None and like is not None:
-            presented = await self._presented(None)  # it offers no key of the known type
-        if presented is None:
+        check = await check_host_key(self.slave, known_hosts, self.step)
+        if check.presented is None:
             self.group.fail(
                 "host key",
                 f"{self._where} showed no host key (the key exchange failed)",
                 "see sshd's log on the slave",
             )
             return False
-        fingerprint = push._fingerprint(presented)
-        known = [n for n, key in entries if key.public_data == presented.public_data]
-        bad = [n for n, key in revoked if key.public_data == presented.public_data]
-        if known and not bad:
-            self.group.ok(f"host key {fingerprint} known ({known_hosts}:{known[0]})")
+        if check.known_lines:
+            shown = fingerprint(check.presented)
+            self.group.ok(f"host key {shown} known ({known_hosts}:{check.known_lines[0]})")
             return True
-        error = push._classify_host_key(
-            slave, known_hosts, entries=entries, revoked=revoked, presented=presented, reason=""
-        )
-        self._host_key_failed(error)
+        self._host_key_failed(check.error())
         return False
 
     def _host_key_failed(self, error: HostKeyError) -> None:
-        name = push._known_hosts_name(self.slave.host, self.slave.port)
+        name = known_hosts_name(self.slave.host, self.slave.port)
         check = (
             f"on the slave itself (not over this network) `ssh-keygen -lf "
             f"/etc/ssh/ssh_host_*_key.pub` must show {error.presented}; if it does, "
@@ -523,7 +502,7 @@ class _SlaveCheck:
         even an empty one, as data to install."""
         slave, cfg = self.slave, self.cfg
         try:
-            keys = push.client_keys(slave, cfg)
+            keys = client_keys(slave, cfg)
             async with asyncio.timeout(self.step * 2):
                 conn = await asyncssh.connect(
                     slave.host,
@@ -545,9 +524,9 @@ class _SlaveCheck:
             return False
         except (OSError, asyncssh.Error) as exc:
             if isinstance(exc, OSError) and exc.filename is not None:  # known_hosts
-                self._ssh_failed(push.local_file_error(slave.name, exc))
+                self._ssh_failed(local_file_error(slave.name, exc))
                 return False
-            reason = exc.reason if isinstance(exc, asyncssh.Error) else push._os_reason(exc)
+            reason = exc.reason if isinstance(exc, asyncssh.Error) else os_reason(exc)
             self._ssh_failed(SlaveError(slave.name, f"ssh to {self._where}: {reason}"))
             return False
         self.group.ok(
@@ -571,11 +550,11 @@ class _SlaveCheck:
 
     async def _status(self) -> bool:
         """Ask the receiver for its status: proves login, forced command and root."""
-        channel = push.channel_for(self.slave, self.cfg)
+        channel = channel_for(self.slave, self.cfg)
         failure: SlaveError | None = None
-        version: push.SlaveVersion | None = None
+        version: SlaveVersion | None = None
         try:
-            version = await push.fetch_status(channel, self.step * 2, self._sink)
+            version = await fetch_status(channel, self.step * 2, self._sink)
         except SlaveError as exc:
             if exc.phase != "status":
                 self._ssh_failed(exc)
@@ -656,7 +635,7 @@ class _SlaveCheck:
             fix = f"chown {self.slave.user} {_ROOT}"
         self.group.fail("receiver", f"status failed: {exc.reason}", fix)
 
-    def _installed(self, version: push.SlaveVersion | None) -> None:
+    def _installed(self, version: SlaveVersion | None) -> None:
         doubt = [
             line
             for stream, line in self.lines
@@ -690,7 +669,7 @@ class _SlaveCheck:
             return False
         if self.slave.protocol == "legacy":
             return True
-        installed = push.parse_status([line for stream, line in self.lines if stream == "stdout"])
+        installed = parse_status([line for stream, line in self.lines if stream == "stdout"])
         return installed is not None and installed.sha256 == self.build.sha256
 
     async def _dns(self) -> None:

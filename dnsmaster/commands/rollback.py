@@ -78,7 +78,7 @@ async def _roll_back(cfg: Config, archive: Archive, kept: Kept, logger: Any) -> 
         built=kept.stamp,
         hint="held until dnsmaster rollback --release",
     )
-    return await cli._push_data(cfg, list(cfg.slaves), logger)
+    return await cli._push_to_slaves(cfg, cfg.slaves, logger)
 
 
 async def _release(cfg: Config, logger: Any) -> int:
@@ -100,7 +100,7 @@ async def _release(cfg: Config, logger: Any) -> int:
         return status
     rollback.clear(cfg.output)
     logger.info("rollback.released", serial=hold.serial, kept_serial=hold.kept_serial)
-    return await cli._push_data(cfg, list(cfg.slaves), logger)
+    return await cli._push_to_slaves(cfg, cfg.slaves, logger)
 
 
 def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:

@@ -64,8 +64,8 @@ from dnsmaster.master.state import HEARTBEAT_MISSES, SlaveState, State
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
     from dnsmaster.daemon.reload import FileStamp
+    from dnsmaster.protocol import SlaveVersion
     from dnsmaster.transport.dns import SoaCheck
-    from dnsmaster.transport.push import SlaveVersion
 
 __all__ = [
     "EXIT_BUILD",
@@ -970,7 +970,7 @@ async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
 ) -> tuple[SlaveVersion | None, str | None, float]:
     from dnsmaster.errors import PushError  # noqa: PLC0415
-    from dnsmaster.transport.push import channel_for, fetch_status  # noqa: PLC0415
+    from dnsmaster.master.pushing import channel_for, fetch_status  # noqa: PLC0415
     from dnsmaster.transport.sshlib import asyncssh  # noqa: PLC0415
 
     started = time.perf_counter()

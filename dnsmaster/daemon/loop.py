@@ -78,9 +78,7 @@ from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
 from dnsmaster.master.build import Builder, BuildResult
 from dnsmaster.master.handoff import SIGHUP_HOW
-from dnsmaster.transport.push import (
-    PushLog,
-)
+from dnsmaster.master.pushing import PushLog
 
 __all__ = ["Daemon"]
 

@@ -4,7 +4,9 @@ Each slave has one :class:`SlaveWorker` task. It pushes whatever
 :attr:`~dnsmaster.daemon.loop.Daemon.current` is when it gets to run, retries with
 exponential backoff, asks tinydns over DNS that the new serial is served, and
 parks on what retrying cannot help (a host key mismatch, a build refused) until
-something changes.
+something changes. How a push is made (asking the receiver, choosing the delta's base,
+recording what was pushed) is :mod:`dnsmaster.master.pushing`'s, as for a push by
+hand: the worker only schedules.
 """
 
 from __future__ import annotations
@@ -21,25 +23,21 @@ from typing import TYPE_CHECKING, Any, Literal
 from dnsmaster.config import Slave
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
-from dnsmaster.errors import (
-    ArchiveError,
-    HostKeyError,
-    PushError,
-)
+from dnsmaster.errors import HostKeyError, PushError
 from dnsmaster.master import state as statefile
-from dnsmaster.master.archive import Archive
-from dnsmaster.protocol import DELTA
-from dnsmaster.transport.dns import check_serials
-from dnsmaster.transport.push import (
-    Offer,
+from dnsmaster.master.payload import Offer
+from dnsmaster.master.pushing import (
+    Bases,
     PushLog,
     PushResult,
-    SlaveChannel,
+    ask_receiver,
     channel_for,
-    fetch_receiver,
-    file_signature,
     push_one,
+    record_pushed,
 )
+from dnsmaster.transport.channel import SlaveChannel
+from dnsmaster.transport.dns import check_serials
+from dnsmaster.transport.hostkeys import file_signature
 
 if TYPE_CHECKING:
     from dnsmaster.daemon.loop import Daemon
@@ -300,8 +298,8 @@ class SlaveWorker:
             return True  # update-dns cannot tell; it gets a push
         try:
             async with self.daemon.gate:
-                receiver = await fetch_receiver(
-                    self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
+                receiver = await ask_receiver(
+                    self.channel, self.daemon.config.push.connect_timeout * 2, PushLog(log)
                 )
         except PushError as exc:
             await self.channel.close()
@@ -321,7 +319,6 @@ class SlaveWorker:
         self._asked = True
         self._protocol = receiver.protocol
         version = receiver.installed
-        PushLog(log).receiver(self.slave.name, receiver)
         if self._holds is not None and (version is None or version.sha256 != self._holds.sha256):
             self._holds = None  # it has something else now: the archive may know it
         if version is None:
@@ -351,10 +348,6 @@ class SlaveWorker:
         )
         return True
 
-    def _status_line(self, slave: str, stream: str, line: str, truncated: int) -> None:
-        cut = {"truncated": truncated} if truncated else {}
-        self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line, **cut)
-
     async def _push(self, current: Current) -> PushResult:
         daemon = self.daemon
         async with daemon.gate:
@@ -370,7 +363,7 @@ class SlaveWorker:
                     current.sha256,
                     daemon.config.push.timeout,
                     log.line,
-                    offer=Offer(self._protocol, await self._base()),
+                    offer=await self._offer(),
                     on_delta_refused=log.delta_refused,
                 )
             finally:
@@ -381,8 +374,7 @@ class SlaveWorker:
         # The record `dnsmaster push` reads: a push by hand after this one then sends
         # its delta against what the slave holds, not against a stale base. Written
         # here on the loop, not in a thread: workers' read-modify-writes never interleave.
-        installed = statefile.Pushed(current.sha256, self._protocol or 0) if result.ok else None
-        statefile.log_pushed(daemon.config.output, {self.slave.name: installed}, daemon.log)
+        record_pushed(daemon.config.output, [result], {self.slave.name: self._protocol}, daemon.log)
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
         daemon.hooks.fire(
             "push", **facts, result="ok" if result.ok else "failed", error=result.error
@@ -420,19 +412,13 @@ class SlaveWorker:
         daemon.pushed(current)
         return result
 
-    async def _base(self) -> bytes | None:
-        """The data this slave holds, for a delta: kept here, else from the archive."""
-        sha256 = self.state.installed_sha256
-        if sha256 is None or self._protocol is None or self._protocol < DELTA:
-            return None
-        if self._holds is not None and self._holds.sha256 == sha256:
-            return self._holds.data
-        archive = Archive(self.daemon.config.output, self.daemon.config.daemon.keep)
-        try:
-            return await asyncio.to_thread(archive.by_sha256, sha256)
-        except ArchiveError as exc:
-            self.daemon.log.warning("push.no_base", slave=self.slave.name, error=exc.reason)
-            return None
+    async def _offer(self) -> Offer:
+        """What the push may use: a delta against the build the slave holds, from
+        memory when it is the one pushed here, else from the archive."""
+        known = {self._holds.sha256: self._holds.data} if self._holds is not None else None
+        config = self.daemon.config
+        bases = Bases(config.output, config.daemon.keep, self.daemon.log, known)
+        return await bases.offer(self.slave, self._protocol, self.state.installed_sha256)
 
     def outcome(self, sha256: str) -> str | None:
         """For the ``done`` hook: ok, failed, or None while this build is pending here."""
