@@ -1,10 +1,10 @@
 """One slave's worker in the daemon: push what is current, retry, verify, park.
 
-Each slave has one :class:`SlaveWorker` task. It pushes whatever
-:attr:`~dnsmaster.daemon.loop.Daemon.current` is when it gets to run, retries with
-exponential backoff, asks tinydns over DNS that the new serial is served, and
-parks on what retrying cannot help (a host key mismatch, a build refused) until
-something changes. How a push is made (asking the receiver, choosing the delta's base,
+Each slave has one :class:`SlaveWorker` task. It pushes whatever its
+:class:`Runner`'s ``current`` is when it gets to run, retries with exponential
+backoff, asks tinydns over DNS that the new serial is served, and parks on what
+retrying cannot help (a host key mismatch, a build refused) until something
+changes. How a push is made (asking the receiver, choosing the delta's base,
 recording what was pushed) is :mod:`dnsmaster.master.pushing`'s, as for a push by
 hand: the worker only schedules.
 """
@@ -18,11 +18,12 @@ import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from dnsmaster.config import Slave
+from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
+from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.errors import HostKeyError, PushError
 from dnsmaster.master import state as statefile
 from dnsmaster.master.payload import Offer
@@ -39,10 +40,7 @@ from dnsmaster.transport.channel import SlaveChannel
 from dnsmaster.transport.dns import check_serials
 from dnsmaster.transport.hostkeys import file_signature
 
-if TYPE_CHECKING:
-    from dnsmaster.daemon.loop import Daemon
-
-__all__ = ["Current", "SlaveWorker", "current_from_disk", "current_of"]
+__all__ = ["Current", "Runner", "SlaveWorker", "current_from_disk", "current_of"]
 
 #: Zones asked for over DNS after a push; a file of thousands of zones needs no more.
 VERIFY_ZONES = 20
@@ -121,10 +119,36 @@ class Hold:
     until: float
 
 
+class Runner(Protocol):
+    """What a worker needs from whoever runs it (the daemon): the build to serve,
+    the shared bounds, and where to report."""
+
+    config: Config
+    #: The build every slave should serve (None: none yet).
+    current: Current | None
+    stopping: bool
+    #: Bounds the pushes and status requests made at once.
+    gate: asyncio.Semaphore
+    log: Any
+    hooks: Hooks
+
+    def save_state(self, *, now: bool = False) -> None:
+        """A worker's state changed: write the state file (soon)."""
+
+    def push_log(self, current: Current) -> PushLog:
+        """The log of pushes of ``current``, shared by every worker."""
+
+    def idle_changed(self) -> None:
+        """A worker's push started or ended."""
+
+    def pushed(self, current: Current) -> None:
+        """A worker's push of ``current`` ended, well or not."""
+
+
 class SlaveWorker:
     """Keeps one slave on the current build: push, retry with backoff, verify."""
 
-    def __init__(self, daemon: Daemon, slave: Slave) -> None:
+    def __init__(self, daemon: Runner, slave: Slave) -> None:
         self.daemon = daemon
         self.slave = slave
         self.channel: SlaveChannel = channel_for(slave, daemon.config)
