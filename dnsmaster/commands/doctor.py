@@ -60,9 +60,9 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
 from dnsmaster.master.build import list_sources
-from dnsmaster.master.pushing import channel_for, fetch_status
+from dnsmaster.master.pushing import channel_for
 from dnsmaster.protocol import DELTA, SlaveVersion, parse_status
-from dnsmaster.transport.channel import os_reason
+from dnsmaster.transport.channel import fetch_status, os_reason
 from dnsmaster.transport.dns import check_serials
 from dnsmaster.transport.hostkeys import check_host_key, fingerprint, known_hosts_name
 from dnsmaster.transport.ssh import client_keys, local_file_error

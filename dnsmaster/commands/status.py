@@ -970,7 +970,8 @@ async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
 ) -> tuple[SlaveVersion | None, str | None, float]:
     from dnsmaster.errors import PushError  # noqa: PLC0415
-    from dnsmaster.master.pushing import channel_for, fetch_status  # noqa: PLC0415
+    from dnsmaster.master.pushing import channel_for  # noqa: PLC0415
+    from dnsmaster.transport.channel import fetch_status  # noqa: PLC0415
     from dnsmaster.transport.sshlib import asyncssh  # noqa: PLC0415
 
     started = time.perf_counter()

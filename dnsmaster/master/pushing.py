@@ -6,12 +6,12 @@ take (an :class:`~dnsmaster.master.payload.Offer`: its receiver's protocol and t
 bytes of the build it holds), falls back to the full data when the receiver
 refuses a delta, and reports a :class:`PushResult`; it never raises for the
 slave's failures. What the master knows comes from asking the receiver first
-(:func:`fetch_receiver`) or from the record of the last push
-(:func:`record_pushed`); the delta's base is chosen in one place (:class:`Bases`,
-:meth:`Bases.offer`). :func:`push_all` pushes to many slaves, bounded, none waiting
-on another; :func:`push_build` is a whole push by hand, as ``dnsmaster push`` and
-``rollback`` run it. The daemon schedules its own (retries, parking, hand-off)
-around the same calls.
+(:func:`ask_receiver`) or from the record of the last push
+(:func:`record_pushed`); the delta's base is chosen in one place
+(:meth:`Bases.offer`). :func:`push_all` pushes to many slaves, bounded, none
+waiting on another; :func:`push_build` is a whole push by hand, as ``dnsmaster
+push`` and ``rollback`` run it. The daemon's workers schedule their own pushes
+(retries, parking, hand-off) around the same calls.
 
 Every failure is a :class:`~dnsmaster.errors.SlaveError` (phase, reason, whether
 retrying can help); a result carries the same facts.
@@ -34,23 +34,15 @@ from dnsmaster.errors import ArchiveError, SlaveError, SlavePhase
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
 from dnsmaster.master.payload import NO_SMALLER_DELTA, Offer, Send, compressed, tries_for
-from dnsmaster.protocol import (
-    DELTA,
-    EXIT_DELTA,
-    EXIT_USAGE,
-    SlaveVersion,
-    check_receiver,
-    number,
-    parse_status,
-    receiver_reason,
-    status_fields,
-)
+from dnsmaster.protocol import DELTA, EXIT_DELTA, EXIT_USAGE, receiver_reason
 from dnsmaster.transport.channel import (
     MAX_OUTPUT_BYTES,
     MAX_OUTPUT_LINES,
     LineSink,
+    Receiver,
     RunResult,
     SlaveChannel,
+    fetch_receiver,
     receiver_error,
 )
 from dnsmaster.transport.local import LocalChannel
@@ -60,11 +52,8 @@ __all__ = [
     "Bases",
     "PushLog",
     "PushResult",
-    "Receiver",
     "ask_receiver",
     "channel_for",
-    "fetch_receiver",
-    "fetch_status",
     "push_all",
     "push_build",
     "push_one",
@@ -360,58 +349,6 @@ async def push_all(
     return list(await asyncio.gather(*(one(c) for c in channels)))
 
 
-@dataclass(frozen=True, slots=True)
-class Receiver:
-    """What a slave's receiver said to ``status``: its protocol and version (None:
-    not said, or a legacy slave, which is not asked) and the build it has installed
-    (None: none it vouches for)."""
-
-    protocol: int | None
-    version: str | None
-    installed: SlaveVersion | None
-
-
-async def fetch_status(
-    channel: SlaveChannel, timeout: float, on_line: LineSink
-) -> SlaveVersion | None:
-    """The version a slave has installed; None when it has none (or is legacy).
-
-    As :func:`fetch_receiver`, for those who need only the installed build.
-    """
-    return (await fetch_receiver(channel, timeout, on_line)).installed
-
-
-async def fetch_receiver(channel: SlaveChannel, timeout: float, on_line: LineSink) -> Receiver:
-    """What a slave's receiver speaks, and the version it has installed.
-
-    Raises :class:`~dnsmaster.errors.SlaveError` when the slave cannot be asked
-    (phase ``connect``, ``hostkey``, ``auth``, ``transfer``, ``timeout``) or its
-    receiver fails the verb (phase ``status``, with the receiver's reason), and
-    :class:`ReceiverOutdated` (phase ``status``, not retryable) when the receiver
-    speaks an older protocol than this master's.
-    """
-    slave = channel.slave
-    if slave.protocol == "legacy":
-        return Receiver(None, None, None)  # the classic update-dns script has no status
-    try:
-        async with asyncio.timeout(timeout):
-            result = await channel.run("status", None, on_line)
-    except TimeoutError:
-        await channel.close()
-        raise SlaveError(
-            slave.name, f"status timed out after {timeout:g} s", phase="timeout"
-        ) from None
-    if result.exit_status != 0:
-        raise receiver_error(slave, result, "status")
-    # First contact: a receiver too old for this master is named now, with what to do,
-    # rather than failing pushes in ways that do not say why.
-    check_receiver(slave.name, result.stdout)
-    fields = status_fields(result.stdout) or {}
-    return Receiver(
-        number(fields.get("protocol")), fields.get("version"), parse_status(result.stdout)
-    )
-
-
 class PushLog:
     """Logs a push as it happens: ``push.line`` per slave line, then one result event.
 
@@ -530,8 +467,10 @@ class Bases:
 
 
 async def ask_receiver(channel: SlaveChannel, timeout: float, report: PushLog) -> Receiver:
-    """:func:`fetch_receiver`, its lines logged at debug and an old receiver named
-    (:meth:`PushLog.receiver`): how every push asks a slave first."""
+    """What the slave's receiver speaks and holds
+    (:func:`~dnsmaster.transport.channel.fetch_receiver`), its lines logged at debug
+    and an old receiver named (:meth:`PushLog.receiver`): how every push asks a
+    slave first."""
     receiver = await fetch_receiver(channel, timeout, report.status_line)
     report.receiver(channel.slave.name, receiver)
     return receiver

@@ -3,7 +3,8 @@
 A :class:`SlaveChannel` (SSH in :mod:`dnsmaster.transport.ssh`, a local subprocess
 in :mod:`dnsmaster.transport.local`) runs one verb, feeds it the payload and
 reports every line the slave prints as it arrives (:class:`LineSink`). The
-conversation itself (:func:`converse`) is the same on every channel.
+conversation itself (:func:`converse`) is the same on every channel, and so is
+the ``status`` verb (:func:`fetch_receiver`), which any part of the master may ask.
 
 What a slave prints is capped per run and stream (:data:`MAX_OUTPUT_LINES`,
 :data:`MAX_OUTPUT_BYTES`, each line at :data:`MAX_LINE` bytes): beyond that it is
@@ -26,7 +27,15 @@ from dnsmaster.config import Slave
 from dnsmaster.core.text import LineCutter, printable
 from dnsmaster.errors import SlaveError, SlavePhase
 from dnsmaster.fsutil import describe
-from dnsmaster.protocol import FINAL_EXITS, receiver_reason
+from dnsmaster.protocol import (
+    FINAL_EXITS,
+    SlaveVersion,
+    check_receiver,
+    number,
+    parse_status,
+    receiver_reason,
+    status_fields,
+)
 from dnsmaster.transport.sshlib import asyncssh
 
 __all__ = [
@@ -35,10 +44,13 @@ __all__ = [
     "MAX_OUTPUT_LINES",
     "LineSink",
     "Reader",
+    "Receiver",
     "RunResult",
     "SlaveChannel",
     "Writer",
     "converse",
+    "fetch_receiver",
+    "fetch_status",
     "os_reason",
     "receiver_error",
 ]
@@ -252,3 +264,55 @@ def os_reason(exc: OSError) -> str:
         return text[:1].lower() + text[1:]  # os.strerror capitalizes, djb's words do not
     # asyncio's "Multiple exceptions: ..." for several addresses, each with its words.
     return str(exc) or type(exc).__name__
+
+
+@dataclass(frozen=True, slots=True)
+class Receiver:
+    """What a slave's receiver said to ``status``: its protocol and version (None:
+    not said, or a legacy slave, which is not asked) and the build it has installed
+    (None: none it vouches for)."""
+
+    protocol: int | None
+    version: str | None
+    installed: SlaveVersion | None
+
+
+async def fetch_status(
+    channel: SlaveChannel, timeout: float, on_line: LineSink
+) -> SlaveVersion | None:
+    """The version a slave has installed; None when it has none (or is legacy).
+
+    As :func:`fetch_receiver`, for those who need only the installed build.
+    """
+    return (await fetch_receiver(channel, timeout, on_line)).installed
+
+
+async def fetch_receiver(channel: SlaveChannel, timeout: float, on_line: LineSink) -> Receiver:
+    """What a slave's receiver speaks, and the version it has installed.
+
+    Raises :class:`~dnsmaster.errors.SlaveError` when the slave cannot be asked
+    (phase ``connect``, ``hostkey``, ``auth``, ``transfer``, ``timeout``) or its
+    receiver fails the verb (phase ``status``, with the receiver's reason), and
+    :class:`ReceiverOutdated` (phase ``status``, not retryable) when the receiver
+    speaks an older protocol than this master's.
+    """
+    slave = channel.slave
+    if slave.protocol == "legacy":
+        return Receiver(None, None, None)  # the classic update-dns script has no status
+    try:
+        async with asyncio.timeout(timeout):
+            result = await channel.run("status", None, on_line)
+    except TimeoutError:
+        await channel.close()
+        raise SlaveError(
+            slave.name, f"status timed out after {timeout:g} s", phase="timeout"
+        ) from None
+    if result.exit_status != 0:
+        raise receiver_error(slave, result, "status")
+    # First contact: a receiver too old for this master is named now, with what to do,
+    # rather than failing pushes in ways that do not say why.
+    check_receiver(slave.name, result.stdout)
+    fields = status_fields(result.stdout) or {}
+    return Receiver(
+        number(fields.get("protocol")), fields.get("version"), parse_status(result.stdout)
+    )

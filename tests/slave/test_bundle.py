@@ -26,7 +26,7 @@ from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.errors import SlaveError
-from dnsmaster.master.pushing import fetch_status, push_one
+from dnsmaster.master.pushing import push_one
 from dnsmaster.protocol import (
     NEEDED,
     PROTOCOL,
@@ -36,7 +36,7 @@ from dnsmaster.protocol import (
     parse_status,
 )
 from dnsmaster.slave import bundle
-from dnsmaster.transport.channel import LineSink, RunResult
+from dnsmaster.transport.channel import LineSink, RunResult, fetch_status
 from dnsmaster.transport.ssh import SshChannel
 from tests.conftest import VECTORS, _missing
 

@@ -35,9 +35,15 @@ from dnsmaster.errors import (
     SlaveError,
 )
 from dnsmaster.master.payload import Offer
-from dnsmaster.master.pushing import PushResult, fetch_receiver, fetch_status, push_one
+from dnsmaster.master.pushing import PushResult, push_one
 from dnsmaster.protocol import NEEDED, receiver_reason
-from dnsmaster.transport.channel import MAX_LINE, MAX_OUTPUT_BYTES, MAX_OUTPUT_LINES
+from dnsmaster.transport.channel import (
+    MAX_LINE,
+    MAX_OUTPUT_BYTES,
+    MAX_OUTPUT_LINES,
+    fetch_receiver,
+    fetch_status,
+)
 from dnsmaster.transport.hostkeys import classify_host_key, known_entries
 from dnsmaster.transport.local import LocalChannel
 from dnsmaster.transport.ssh import SshChannel

@@ -25,12 +25,11 @@ from dnsmaster.master.pushing import (
     PushLog,
     PushResult,
     channel_for,
-    fetch_status,
     push_all,
     push_one,
 )
 from dnsmaster.protocol import SlaveVersion, parse_status
-from dnsmaster.transport.channel import LineSink, RunResult, SlaveChannel
+from dnsmaster.transport.channel import LineSink, RunResult, SlaveChannel, fetch_status
 from dnsmaster.transport.local import LocalChannel
 from dnsmaster.transport.ssh import SshChannel
 
