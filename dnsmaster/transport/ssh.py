@@ -165,6 +165,14 @@ class SshChannel:
         check = await check_host_key(self.slave, known_hosts, self._config.push.connect_timeout)
         return check.error(reason)
 
+    async def login(self) -> None:
+        """Connect and log in now, opening no session: proves the host key, the key
+        pair and the account without running anything (the classic update-dns takes
+        any session, even an empty one, as data to install). Raises
+        :class:`~dnsmaster.errors.SlaveError` as :meth:`run` does."""
+        await self.close()
+        await self._connect()
+
     async def warm(self) -> None:
         """Connect now (or check the kept connection), ahead of a run, so that the
         handshake's round trips overlap what the caller computes meanwhile.
