@@ -16,6 +16,7 @@ import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal, Protocol
@@ -24,7 +25,7 @@ from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.daemon.hooks import Hooks
-from dnsmaster.errors import HostKeyError, PushError
+from dnsmaster.errors import HostKeyError, SlaveError
 from dnsmaster.master import state as statefile
 from dnsmaster.master.payload import Offer
 from dnsmaster.master.pushing import (
@@ -37,7 +38,7 @@ from dnsmaster.master.pushing import (
     record_pushed,
 )
 from dnsmaster.transport.channel import SlaveChannel
-from dnsmaster.transport.dns import check_serials
+from dnsmaster.transport.dns import SoaCheck, check_serials
 from dnsmaster.transport.hostkeys import file_signature
 
 __all__ = ["Current", "Runner", "SlaveWorker", "current_from_disk", "current_of"]
@@ -325,7 +326,7 @@ class SlaveWorker:
                 receiver = await ask_receiver(
                     self.channel, self.daemon.config.push.connect_timeout * 2, PushLog(log)
                 )
-        except PushError as exc:
+        except SlaveError as exc:
             await self.channel.close()
             if exc.retryable:
                 log.warning(
@@ -351,21 +352,21 @@ class SlaveWorker:
             self._update(installed_sha256=None, installed_serial=None)
             return True
         current = self.daemon.current
-        if current is not None and current.sha256 == version.sha256:
+        is_current = current is not None and current.sha256 == version.sha256
+        if is_current:
             self._holds = current
         log.info(
             "status.installed",
             slave=self.slave.name,
             serial=version.serial,
             sha256=version.sha256[:16],
-            current=current is not None and current.sha256 == version.sha256,
+            current=is_current,
             receiver=version.version,
         )
-        result = "ok" if current is not None and current.sha256 == version.sha256 else "unknown"
         self._update(
             installed_sha256=version.sha256,
             installed_serial=version.serial,
-            result=result,
+            result="ok" if is_current else "unknown",
             error=None,
             phase=None,
             retryable=True,
@@ -405,34 +406,9 @@ class SlaveWorker:
         )
         if not result.ok:
             daemon.hooks.fire("failure", **facts, result="push failed", error=result.error)
-        now = time.time()
         if result.ok:
             self._holds = current
-            self._update(
-                installed_sha256=current.sha256,
-                installed_serial=current.serial,
-                result="ok",
-                error=None,
-                last_push=now,
-                next_retry=None,
-                verified=None,
-                push_started=None,
-                push_seconds=result.seconds,
-                failures=0,
-                phase=None,
-                retryable=True,
-            )
-        else:
-            self._update(
-                result="failed",
-                error=result.error,
-                last_push=now,
-                push_started=None,
-                push_seconds=result.seconds,
-                failures=self.state.failures + 1,
-                phase=result.phase,
-                retryable=result.retryable,
-            )
+        self._update(**_after_push(current, result, self.state.failures, time.time()))
         daemon.pushed(current)
         return result
 
@@ -465,23 +441,7 @@ class SlaveWorker:
         checks = await check_serials(
             self.slave.dns, self.slave.dns_port, current.verify, cfg.verify_timeout
         )
-        log = self.daemon.log
-        verdict = "ok"
-        for check in checks:
-            context = {"slave": self.slave.name, "zone": check.zone, "serial": check.expected}
-            if check.ok:
-                log.info("verify.ok", **context)
-            elif check.behind:
-                verdict = "stale"
-                log.warning("verify.stale", **context, served=check.served)
-            elif check.served is not None:
-                # A newer serial than ours: another master pushed. Pushing ours again
-                # would be refused as older; say it, do not loop on it.
-                verdict = "stale" if verdict == "stale" else "ahead"
-                log.warning("verify.ahead", **context, served=check.served)
-            else:
-                verdict = "stale" if verdict == "stale" else "failed"
-                log.warning("verify.failed", **context, error=check.error)
+        verdict = _verdict(checks, self.daemon.log, self.slave.name)
         # The zone to show: the first that did not answer as expected, else the first.
         shown = next((c for c in checks if not c.ok), checks[0])
         now = time.time()
@@ -501,6 +461,52 @@ class SlaveWorker:
             **({"last_success": now} if verdict == "ok" else {}),
         )
         return verdict
+
+
+def _after_push(current: Current, result: PushResult, failures: int, now: float) -> dict[str, Any]:
+    """A slave's state fields after a push of ``current`` (``failures`` in a row before)."""
+    ended = {"last_push": now, "push_started": None, "push_seconds": result.seconds}
+    if result.ok:
+        return ended | {
+            "installed_sha256": current.sha256,
+            "installed_serial": current.serial,
+            "result": "ok",
+            "error": None,
+            "next_retry": None,
+            "verified": None,
+            "failures": 0,
+            "phase": None,
+            "retryable": True,
+        }
+    return ended | {
+        "result": "failed",
+        "error": result.error,
+        "failures": failures + 1,
+        "phase": result.phase,
+        "retryable": result.retryable,
+    }
+
+
+def _verdict(checks: Sequence[SoaCheck], log: Any, slave: str) -> str:
+    """The verdict on a slave's answers, each logged: ok, stale (some zone is behind),
+    ahead (newer than ours, none behind) or failed (no answer, none behind)."""
+    verdict = "ok"
+    for check in checks:
+        context = {"slave": slave, "zone": check.zone, "serial": check.expected}
+        if check.ok:
+            log.info("verify.ok", **context)
+        elif check.behind:
+            verdict = "stale"
+            log.warning("verify.stale", **context, served=check.served)
+        elif check.served is not None:
+            # A newer serial than ours: another master pushed. Pushing ours again
+            # would be refused as older; say it, do not loop on it.
+            verdict = "stale" if verdict == "stale" else "ahead"
+            log.warning("verify.ahead", **context, served=check.served)
+        else:
+            verdict = "stale" if verdict == "stale" else "failed"
+            log.warning("verify.failed", **context, error=check.error)
+    return verdict
 
 
 def loop_time() -> float:
