@@ -2,10 +2,10 @@
 
 The slave account's only key is ``restrict,command="dnsmaster receive --root DIR"``;
 the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
-one of :data:`COMMANDS`. ``push`` reads the data on stdin and proves it arrived
-whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``delta`` reads edits
-of the installed ``data`` instead (:mod:`dnsmaster.core.delta`), rebuilds the new
-data from them and checks it against the trailer's length and sha256 before
+one of :data:`~dnsmaster.protocol.COMMANDS`. ``push`` reads the data on stdin and
+proves it arrived whole (the trailer line, see :mod:`dnsmaster.core.stream`);
+``delta`` reads edits of the installed ``data`` instead (:mod:`dnsmaster.core.delta`),
+rebuilds the new data from them and checks it against the trailer's length and sha256 before
 anything else; ``--zlib`` says the stream is zlib-compressed; ``status`` prints
 what is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of
 this receiver, which the master checks on first contact.
@@ -304,7 +304,8 @@ def main(
 
 
 def _command(command: str | None) -> _Request:
-    """What ``SSH_ORIGINAL_COMMAND`` asks for; exactly one of :data:`COMMANDS`."""
+    """What ``SSH_ORIGINAL_COMMAND`` asks for: exactly one of the protocol's
+    :data:`~dnsmaster.protocol.COMMANDS`."""
     allowed = ", ".join(COMMANDS)
     if command is None:
         raise _Usage(f"no command given; this key runs one of: {allowed}")
