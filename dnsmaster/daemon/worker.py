@@ -35,7 +35,7 @@ from dnsmaster.master.pushing import (
     ask_receiver,
     channel_for,
     push_one,
-    record_pushed,
+    record_results,
 )
 from dnsmaster.transport.channel import SlaveChannel
 from dnsmaster.transport.dns import SoaCheck, check_serials
@@ -399,7 +399,9 @@ class SlaveWorker:
         # The record `dnsmaster push` reads: a push by hand after this one then sends
         # its delta against what the slave holds, not against a stale base. Written
         # here on the loop, not in a thread: workers' read-modify-writes never interleave.
-        record_pushed(daemon.config.output, [result], {self.slave.name: self._protocol}, daemon.log)
+        record_results(
+            daemon.config.output, [result], {self.slave.name: self._protocol}, daemon.log
+        )
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
         daemon.hooks.fire(
             "push", **facts, result="ok" if result.ok else "failed", error=result.error

@@ -7,7 +7,7 @@ bytes of the build it holds), falls back to the full data when the receiver
 refuses a delta, and reports a :class:`PushResult`; it never raises for the
 slave's failures. What the master knows comes from asking the receiver first
 (:func:`ask_receiver`) or from the record of the last push
-(:func:`record_pushed`); the delta's base is chosen in one place
+(:func:`record_results`); the delta's base is chosen in one place
 (:meth:`Bases.offer`). :func:`push_all` pushes to many slaves, bounded, none
 waiting on another; :func:`push_build` is a whole push by hand, as ``dnsmaster
 push`` and ``rollback`` run it. The daemon's workers schedule their own pushes
@@ -57,7 +57,7 @@ __all__ = [
     "push_all",
     "push_build",
     "push_one",
-    "record_pushed",
+    "record_results",
 ]
 
 
@@ -476,7 +476,7 @@ async def ask_receiver(channel: SlaveChannel, timeout: float, report: PushLog) -
     return receiver
 
 
-def record_pushed(
+def record_results(
     output: Path, results: Sequence[PushResult], protocols: Mapping[str, int | None], logger: Any
 ) -> None:
     """Record what each slave now holds (nothing known, after a failure), with the
@@ -557,7 +557,7 @@ async def push_build(
     finally:
         for channel in channels:
             await channel.close()
-    record_pushed(cfg.output, results, protocols, logger)
+    record_results(cfg.output, results, protocols, logger)
     failed = sum(not r.ok for r in results)
     logger.info("push.end", ok=len(results) - failed, failed=failed)
     return results
