@@ -19,7 +19,7 @@ Measured, for each slave count and data size:
 * classic parallel: the same ssh commands all started at once with ``&`` and ``wait``;
 * dnsmaster push: ``python -m dnsmaster push --no-build`` as a fresh process, to all
   slaves in parallel (interpreter start, N SSH handshakes, N receivers);
-* dnsmaster warm: a second :func:`dnsmaster.transport.push.push_all` on SSH connections that are
+* dnsmaster warm: a second :func:`dnsmaster.master.pushing.push_all` on SSH connections that are
   already open, as the daemon pushes (no handshakes).
 
 Each is the best of ``--repeat`` runs; every run's result is checked (every slave holds
@@ -58,7 +58,7 @@ sys.path.insert(0, str(ROOT / "benchmarks"))
 from datagen import write_data  # noqa: E402
 
 from dnsmaster import config as dconfig  # noqa: E402
-from dnsmaster.transport import push as dpush  # noqa: E402
+from dnsmaster.master import pushing  # noqa: E402
 from tests.lab.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
@@ -295,10 +295,10 @@ class Bench:
             return None
 
         async def run() -> Run:
-            channels = [dpush.channel_for(s, cfg) for s in cfg.slaves]
+            channels = [pushing.channel_for(s, cfg) for s in cfg.slaves]
             try:
                 # The first push opens the connections, as the daemon's first push does.
-                results = await dpush.push_all(
+                results = await pushing.push_all(
                     channels, data, sha, parallel=len(channels), timeout=600, on_line=quiet
                 )
                 if not all(r.ok for r in results):
@@ -308,7 +308,7 @@ class Bench:
                     self.clear(slaves)
                     server, client = sshd_cpu(slaves), self_cpu()
                     started = time.perf_counter()
-                    results = await dpush.push_all(
+                    results = await pushing.push_all(
                         channels, data, sha, parallel=len(channels), timeout=600, on_line=quiet
                     )
                     wall = time.perf_counter() - started

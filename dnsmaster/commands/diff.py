@@ -363,13 +363,14 @@ def _kept(cfg: Config, sha256: str) -> bytes | None:
 async def _holds(slave: Slave, cfg: Config) -> tuple[Any, str | None]:
     """What ``slave`` reports it holds (None: nothing, or it cannot say), and why not."""
     # Only when a slave is asked: the plans of the zones alone need no SSH.
-    from dnsmaster.transport import push  # noqa: PLC0415
+    from dnsmaster.master import pushing  # noqa: PLC0415
+    from dnsmaster.transport.channel import fetch_status  # noqa: PLC0415
 
     if slave.protocol == "legacy":
         return None, "classic update-dns: cannot ask what it holds"
-    channel = push.channel_for(slave, cfg)
+    channel = pushing.channel_for(slave, cfg)
     try:
-        return await push.fetch_status(channel, cfg.push.connect_timeout * 2, _ignore), None
+        return await fetch_status(channel, cfg.push.connect_timeout * 2, _ignore), None
     except SlaveError as exc:
         return None, f"cannot ask ({exc.phase}): {exc.reason}"
     finally:

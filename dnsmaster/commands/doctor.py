@@ -60,10 +60,12 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError, HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
 from dnsmaster.fsutil import describe
 from dnsmaster.master.build import list_sources
-from dnsmaster.protocol import DELTA
-from dnsmaster.transport import push
+from dnsmaster.master.pushing import channel_for
+from dnsmaster.protocol import DELTA, SlaveVersion, parse_status
+from dnsmaster.transport.channel import fetch_status, os_reason
 from dnsmaster.transport.dns import check_serials
-from dnsmaster.transport.sshlib import asyncssh, client_options, host_key_options
+from dnsmaster.transport.hostkeys import check_host_key, fingerprint, known_hosts_name
+from dnsmaster.transport.ssh import SshChannel
 
 __all__ = [
     "EXIT_FAILED",
@@ -310,6 +312,154 @@ def _read_build(group: _Group, cfg: Config) -> _Build | None:
 # --------------------------------------------------------------------------- the slaves
 
 
+class _SlaveGroup(_Group):
+    """One slave's checks, and the words of what each finding means and how to fix it."""
+
+    def __init__(self, cfg: Config, slave: Slave) -> None:
+        super().__init__(f"slave {slave.name}")
+        self.cfg = cfg
+        self.slave = slave
+
+    @property
+    def _where(self) -> str:
+        return f"{self.slave.host} port {self.slave.port}"
+
+    @property
+    def pubkey(self) -> str:
+        key = self.slave.key or self.cfg.key
+        return shlex.quote(f"{key}.pub") if key is not None else "MASTER_KEY.pub"
+
+    def authorized_key_fix(self, *, replace: bool = False) -> str:
+        where = f"~{self.slave.user}/.ssh/authorized_keys"
+        line = f"`dnsmaster authorized-key --pubkey {self.pubkey} --root SLAVE_ROOT` prints"
+        if replace:
+            return f"on the slave, replace this key's line in {where} with the line that {line}"
+        return f"on the slave, add to {where} the line that {line}"
+
+    def host_key_failed(self, error: HostKeyError) -> None:
+        name = known_hosts_name(self.slave.host, self.slave.port)
+        check = (
+            f"on the slave itself (not over this network) `ssh-keygen -lf "
+            f"/etc/ssh/ssh_host_*_key.pub` must show {error.presented}; if it does, "
+        )
+        if isinstance(error, HostKeyChanged):
+            self.fail(
+                "host key CHANGED",
+                f"{name} now presents {error.presented}, but {error.known_hosts}:{error.line} "
+                f"holds {error.known} for it: the slave was re-keyed, or something else "
+                "answers at its address",
+                check + "`" + " && ".join(error.accept) + "`",
+            )
+        elif isinstance(error, HostKeyUnknown):
+            self.fail(
+                "host key unknown",
+                f"{error.known_hosts} holds no key for {name}, which presents {error.presented}",
+                check + "`" + " && ".join(error.accept) + "`",
+            )
+        else:
+            self.fail("host key", error.reason, f"only you can decide: check {error.known_hosts}")
+
+    def ssh_failed(self, exc: SlaveError) -> None:
+        """A login or status that failed before the receiver answered."""
+        if isinstance(exc, HostKeyError):
+            self.host_key_failed(exc)
+        elif exc.phase == "local":
+            self.local_failed(exc)
+        elif exc.phase == "auth":
+            self.fail(
+                f"login as {self.slave.user}",
+                f"refused by {self._where}: the slave's authorized_keys does not hold this key",
+                self.authorized_key_fix(),
+            )
+        else:
+            self.fail("ssh", exc.reason, "see the slave's sshd log")
+
+    def local_failed(self, exc: SlaveError) -> None:
+        """A key or known_hosts this account cannot use: the slave was never asked."""
+        if exc.reason.startswith("cannot use the private key"):
+            fix = "make a key without a passphrase: ssh-keygen -t ed25519 -N ''"
+        elif exc.reason.startswith("no private key"):
+            fix = f"set key in {self.cfg.path} (ssh-keygen -t ed25519 -N '' -f KEYFILE)"
+        else:
+            # Checked as whoever runs doctor: the daemon's account is what matters.
+            fix = (
+                f"let {_user()} read that file (chown {_user()} FILE, or chmod g+r FILE "
+                f"for a group {_user()} is in), or run doctor as the daemon's account"
+            )
+        self.fail("local files", exc.reason, fix)
+
+    def login_ok(self) -> None:
+        if self.slave.transport == "ssh":
+            self.ok(f"login as {self.slave.user} accepted")
+
+    def receiver_ok(self, fields: dict[str, str]) -> None:
+        said = [f"{k} {fields[k]}" for k in ("version", "protocol") if k in fields]
+        self.ok(
+            "receiver: dnsmaster receive answers status"
+            + (f" ({', '.join(said)})" if said else " (it reports no version)")
+        )
+        theirs = fields.get("version")
+        if theirs is not None and theirs != __version__:
+            self.warn(
+                "receiver version",
+                f"the slave runs dnsmaster {theirs}, the master {__version__}",
+                "install the same dnsmaster on both",
+            )
+        protocol = fields.get("protocol", "")
+        if protocol.isdigit() and int(protocol) < DELTA:
+            # Served, but every push is the whole data, uncompressed.
+            self.warn(
+                "receiver protocol",
+                f"protocol {protocol}: it takes full pushes only, not deltas or compression "
+                f"(protocol {DELTA})",
+                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
+            )
+
+    def receiver_failed(self, exc: SlaveError, *, answered: bool) -> None:
+        """The receiver refused the status verb, or (``answered``) gave a status that
+        the master refuses: one too old for this master."""
+        if answered:
+            self.fail(
+                "receiver",
+                exc.reason,
+                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
+            )
+            return
+        fix = "see the reason, on the slave"
+        if "does not exist" in exc.reason:
+            fix = f"create {_ROOT}, owned by {self.slave.user}"
+        elif "permission denied" in exc.reason:
+            fix = f"chown {self.slave.user} {_ROOT}"
+        self.fail("receiver", f"status failed: {exc.reason}", fix)
+
+    def installed(
+        self, version: SlaveVersion | None, lines: Sequence[tuple[str, str]], build: _Build | None
+    ) -> None:
+        doubt = [
+            line for stream, line in lines if stream == "stderr" and "not known to match" in line
+        ]
+        push_cmd = (
+            f"dnsmaster push --config {shlex.quote(str(self.cfg.path))} --slave {self.slave.name}"
+        )
+        if doubt:
+            self.warn("installed", doubt[-1].removeprefix("dnsmaster receive: "), push_cmd)
+            return
+        if version is None:
+            self.warn("installed", "nothing installed yet", push_cmd)
+            return
+        serial = version.serial if version.serial is not None else "none"
+        if build is None:
+            self.ok(f"installed: serial {serial}")
+        elif version.sha256 == build.sha256:
+            self.ok(f"installed: the master's build (serial {serial})")
+        else:
+            self.warn(
+                "installed",
+                f"serial {serial}, not the master's build (serial {build.serial})",
+                push_cmd + " (a running daemon pushes by itself)",
+            )
+
+
 class _SlaveCheck:
     """One slave's checks, along the path a push takes; each step returns whether
     the next one makes sense."""
@@ -318,7 +468,7 @@ class _SlaveCheck:
         self.cfg = cfg
         self.slave = slave
         self.build = build
-        self.group = _Group(f"slave {slave.name}")
+        self.group = _SlaveGroup(cfg, slave)
         self.step = cfg.push.connect_timeout
         #: Every line the receiver printed, as (stream, line).
         self.lines: list[tuple[str, str]] = []
@@ -329,18 +479,6 @@ class _SlaveCheck:
     @property
     def _where(self) -> str:
         return f"{self.slave.host} port {self.slave.port}"
-
-    @property
-    def _pubkey(self) -> str:
-        key = self.slave.key or self.cfg.key
-        return shlex.quote(f"{key}.pub") if key is not None else "MASTER_KEY.pub"
-
-    def _authorized_key_fix(self, *, replace: bool = False) -> str:
-        where = f"~{self.slave.user}/.ssh/authorized_keys"
-        line = f"`dnsmaster authorized-key --pubkey {self._pubkey} --root SLAVE_ROOT` prints"
-        if replace:
-            return f"on the slave, replace this key's line in {where} with the line that {line}"
-        return f"on the slave, add to {where} the line that {line}"
 
     async def run(self) -> None:
         if self.slave.transport == "local":
@@ -394,7 +532,7 @@ class _SlaveCheck:
                     self.slave.port
                 )
             else:
-                reason = push._os_reason(exc)
+                reason = os_reason(exc)
                 fix = (
                     f"start sshd on the slave (listening on port {self.slave.port}), "
                     "or correct the slave's port in the config"
@@ -421,138 +559,39 @@ class _SlaveCheck:
         self.group.ok(f"sshd answers on {self._where} ({text})")
         return True
 
-    async def _presented(self, like: asyncssh.SSHKey | None) -> asyncssh.SSHKey | None:
-        algs: Sequence[str] = [a.decode("ascii") for a in like.sig_algorithms] if like else ()
-        try:
-            async with asyncio.timeout(self.step):
-                return await asyncssh.get_server_host_key(
-                    self.slave.host,
-                    self.slave.port,
-                    server_host_key_algs=algs or (),
-                    config=[],
-                    options=host_key_options(),
-                )
-        except (OSError, asyncssh.Error, ValueError):
-            return None
-
     async def _host_key(self) -> bool:
         known_hosts = self.cfg.known_hosts
         if known_hosts is None:  # load() sets it whenever a slave uses ssh
             self.group.fail("host key", "no known_hosts file", "set known_hosts in the config")
             return False
-        slave = self.slave
-        entries, revoked = push._known_entries(known_hosts, slave.host, slave.port)
-        like = entries[0][1] if entries else None
-        presented = await self._presented(like)
-        if presented is None and like is not None:
-            presented = await self._presented(None)  # it offers no key of the known type
-        if presented is None:
+        check = await check_host_key(self.slave, known_hosts, self.step)
+        if check.presented is None:
             self.group.fail(
                 "host key",
                 f"{self._where} showed no host key (the key exchange failed)",
                 "see sshd's log on the slave",
             )
             return False
-        fingerprint = push._fingerprint(presented)
-        known = [n for n, key in entries if key.public_data == presented.public_data]
-        bad = [n for n, key in revoked if key.public_data == presented.public_data]
-        if known and not bad:
-            self.group.ok(f"host key {fingerprint} known ({known_hosts}:{known[0]})")
+        if check.known_lines:
+            shown = fingerprint(check.presented)
+            self.group.ok(f"host key {shown} known ({known_hosts}:{check.known_lines[0]})")
             return True
-        error = push._classify_host_key(
-            slave, known_hosts, entries=entries, revoked=revoked, presented=presented, reason=""
-        )
-        self._host_key_failed(error)
+        self.group.host_key_failed(check.error())
         return False
-
-    def _host_key_failed(self, error: HostKeyError) -> None:
-        name = push._known_hosts_name(self.slave.host, self.slave.port)
-        check = (
-            f"on the slave itself (not over this network) `ssh-keygen -lf "
-            f"/etc/ssh/ssh_host_*_key.pub` must show {error.presented}; if it does, "
-        )
-        if isinstance(error, HostKeyChanged):
-            self.group.fail(
-                "host key CHANGED",
-                f"{name} now presents {error.presented}, but {error.known_hosts}:{error.line} "
-                f"holds {error.known} for it: the slave was re-keyed, or something else "
-                "answers at its address",
-                check + "`" + " && ".join(error.accept) + "`",
-            )
-        elif isinstance(error, HostKeyUnknown):
-            self.group.fail(
-                "host key unknown",
-                f"{error.known_hosts} holds no key for {name}, which presents {error.presented}",
-                check + "`" + " && ".join(error.accept) + "`",
-            )
-        else:
-            self.group.fail(
-                "host key", error.reason, f"only you can decide: check {error.known_hosts}"
-            )
-
-    def _ssh_failed(self, exc: SlaveError) -> None:
-        """A login or status that failed before the receiver answered."""
-        if isinstance(exc, HostKeyError):
-            self._host_key_failed(exc)
-        elif exc.phase == "local":
-            self._local_failed(exc)
-        elif exc.phase == "auth":
-            self.group.fail(
-                f"login as {self.slave.user}",
-                f"refused by {self._where}: the slave's authorized_keys does not hold this key",
-                self._authorized_key_fix(),
-            )
-        else:
-            self.group.fail("ssh", exc.reason, "see the slave's sshd log")
-
-    def _local_failed(self, exc: SlaveError) -> None:
-        """A key or known_hosts this account cannot use: the slave was never asked."""
-        if exc.reason.startswith("cannot use the private key"):
-            fix = "make a key without a passphrase: ssh-keygen -t ed25519 -N ''"
-        elif exc.reason.startswith("no private key"):
-            fix = f"set key in {self.cfg.path} (ssh-keygen -t ed25519 -N '' -f KEYFILE)"
-        else:
-            # Checked as whoever runs doctor: the daemon's account is what matters.
-            fix = (
-                f"let {_user()} read that file (chown {_user()} FILE, or chmod g+r FILE "
-                f"for a group {_user()} is in), or run doctor as the daemon's account"
-            )
-        self.group.fail("local files", exc.reason, fix)
 
     async def _login(self) -> bool:
         """Log in without opening a session: the classic update-dns takes any session,
         even an empty one, as data to install."""
-        slave, cfg = self.slave, self.cfg
+        channel = SshChannel(self.slave, self.cfg)
         try:
-            keys = push.client_keys(slave, cfg)
-            async with asyncio.timeout(self.step * 2):
-                conn = await asyncssh.connect(
-                    slave.host,
-                    port=slave.port,
-                    username=slave.user,
-                    client_keys=keys,
-                    known_hosts=str(cfg.known_hosts),
-                    connect_timeout=self.step,
-                    login_timeout=self.step,
-                    **client_options(),
-                )
-                conn.close()
-                await conn.wait_closed()
+            await channel.login()
         except SlaveError as exc:
-            self._ssh_failed(exc)
+            self.group.ssh_failed(exc)
             return False
-        except asyncssh.PermissionDenied:
-            self._ssh_failed(SlaveError(slave.name, "permission denied", phase="auth"))
-            return False
-        except (OSError, asyncssh.Error) as exc:
-            if isinstance(exc, OSError) and exc.filename is not None:  # known_hosts
-                self._ssh_failed(push.local_file_error(slave.name, exc))
-                return False
-            reason = exc.reason if isinstance(exc, asyncssh.Error) else push._os_reason(exc)
-            self._ssh_failed(SlaveError(slave.name, f"ssh to {self._where}: {reason}"))
-            return False
+        finally:
+            await channel.close()
         self.group.ok(
-            f"login as {slave.user} accepted (protocol legacy: the receiver is not asked, "
+            f"login as {self.slave.user} accepted (protocol legacy: the receiver is not asked, "
             "since update-dns would install an empty push)"
         )
         return True
@@ -572,19 +611,19 @@ class _SlaveCheck:
 
     async def _status(self) -> bool:
         """Ask the receiver for its status: proves login, forced command and root."""
-        channel = push.channel_for(self.slave, self.cfg)
+        channel = channel_for(self.slave, self.cfg)
         failure: SlaveError | None = None
-        version: push.SlaveVersion | None = None
+        version: SlaveVersion | None = None
         try:
-            version = await push.fetch_status(channel, self.step * 2, self._sink)
+            version = await fetch_status(channel, self.step * 2, self._sink)
         except SlaveError as exc:
             if exc.phase != "status":
-                self._ssh_failed(exc)
+                self.group.ssh_failed(exc)
                 return False
             failure = exc  # logged in; what answered is judged by what it printed
         finally:
             await channel.close()
-        self._login_ok()
+        self.group.login_ok()
         stdout = [line for stream, line in self.lines if stream == "stdout"]
         stderr = [line for stream, line in self.lines if stream == "stderr"]
         status = next((line.split() for line in stdout if line.split()[:1] == ["status"]), None)
@@ -596,93 +635,22 @@ class _SlaveCheck:
             self.group.fail(
                 "receiver",
                 f"the key's forced command is not dnsmaster receive ({said})",
-                self._authorized_key_fix(replace=True),
+                self.group.authorized_key_fix(replace=True),
             )
             return False
         if failure is not None:
-            self._receiver_failed(failure, answered=status is not None)
+            self.group.receiver_failed(failure, answered=status is not None)
             return False
         assert status is not None  # a receiver that exits 0 prints its status line
         fields = dict(w.split("=", 1) for w in status[1:] if "=" in w)
-        self._receiver_ok(fields)
+        self.group.receiver_ok(fields)
         if fields.get("writable") == "no":
             self.group.fail(
                 "root", "the receiver cannot write its root", f"chown {self.slave.user} {_ROOT}"
             )
             return False
-        self._installed(version)
+        self.group.installed(version, self.lines, self.build)
         return True
-
-    def _login_ok(self) -> None:
-        if self.slave.transport == "ssh":
-            self.group.ok(f"login as {self.slave.user} accepted")
-
-    def _receiver_ok(self, fields: dict[str, str]) -> None:
-        said = [f"{k} {fields[k]}" for k in ("version", "protocol") if k in fields]
-        self.group.ok(
-            "receiver: dnsmaster receive answers status"
-            + (f" ({', '.join(said)})" if said else " (it reports no version)")
-        )
-        theirs = fields.get("version")
-        if theirs is not None and theirs != __version__:
-            self.group.warn(
-                "receiver version",
-                f"the slave runs dnsmaster {theirs}, the master {__version__}",
-                "install the same dnsmaster on both",
-            )
-        protocol = fields.get("protocol", "")
-        if protocol.isdigit() and int(protocol) < DELTA:
-            # Served, but every push is the whole data, uncompressed.
-            self.group.warn(
-                "receiver protocol",
-                f"protocol {protocol}: it takes full pushes only, not deltas or compression "
-                f"(protocol {DELTA})",
-                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
-            )
-
-    def _receiver_failed(self, exc: SlaveError, *, answered: bool) -> None:
-        """The receiver refused the status verb, or (``answered``) gave a status that
-        the master refuses: one too old for this master."""
-        if answered:
-            self.group.fail(
-                "receiver",
-                exc.reason,
-                f"upgrade dnsmaster on the slave to {__version__} (or its receiver bundle)",
-            )
-            return
-        fix = "see the reason, on the slave"
-        if "does not exist" in exc.reason:
-            fix = f"create {_ROOT}, owned by {self.slave.user}"
-        elif "permission denied" in exc.reason:
-            fix = f"chown {self.slave.user} {_ROOT}"
-        self.group.fail("receiver", f"status failed: {exc.reason}", fix)
-
-    def _installed(self, version: push.SlaveVersion | None) -> None:
-        doubt = [
-            line
-            for stream, line in self.lines
-            if stream == "stderr" and "not known to match" in line
-        ]
-        push_cmd = (
-            f"dnsmaster push --config {shlex.quote(str(self.cfg.path))} --slave {self.slave.name}"
-        )
-        if doubt:
-            self.group.warn("installed", doubt[-1].removeprefix("dnsmaster receive: "), push_cmd)
-            return
-        if version is None:
-            self.group.warn("installed", "nothing installed yet", push_cmd)
-            return
-        serial = version.serial if version.serial is not None else "none"
-        if self.build is None:
-            self.group.ok(f"installed: serial {serial}")
-        elif version.sha256 == self.build.sha256:
-            self.group.ok(f"installed: the master's build (serial {serial})")
-        else:
-            self.group.warn(
-                "installed",
-                f"serial {serial}, not the master's build (serial {self.build.serial})",
-                push_cmd + " (a running daemon pushes by itself)",
-            )
 
     def _expects_master_serials(self) -> bool:
         """Whether the slave should serve exactly the master's zone serials: it has
@@ -691,7 +659,7 @@ class _SlaveCheck:
             return False
         if self.slave.protocol == "legacy":
             return True
-        installed = push.parse_status([line for stream, line in self.lines if stream == "stdout"])
+        installed = parse_status([line for stream, line in self.lines if stream == "stdout"])
         return installed is not None and installed.sha256 == self.build.sha256
 
     async def _dns(self) -> None:

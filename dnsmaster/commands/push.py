@@ -38,11 +38,10 @@ from dnsmaster.commands.wait import wait_for_build
 from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
 from dnsmaster.fsutil import describe
-from dnsmaster.master import guarded, rollback
+from dnsmaster.master import guarded, pushing, rollback
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
-    from dnsmaster.transport.push import PushResult, SlaveChannel
 
 __all__ = ["main", "push_to_slaves"]
 
@@ -52,9 +51,17 @@ def main(args: argparse.Namespace) -> int:
     return asyncio.run(_push_and_wait(args))
 
 
-async def push_to_slaves(cfg: Config, slaves: list[Slave], logger: Any) -> int:
-    """Push the data on disk to ``slaves``; the exit status (a rollback's push too)."""
-    return await _push_data(cfg, slaves, logger)
+async def push_to_slaves(
+    cfg: Config, slaves: Sequence[Slave], logger: Any, data: bytes | None = None
+) -> int:
+    """Push ``data`` (default: the data on disk) to ``slaves`` without a daemon
+    (:func:`dnsmaster.master.pushing.push_build`); the exit status (a rollback's
+    push too)."""
+    found = _data_on_disk(cfg, logger) if data is None else data
+    if isinstance(found, int):
+        return found
+    results = await pushing.push_build(cfg, slaves, found, logger)
+    return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
 
 
 async def _push_and_wait(args: argparse.Namespace) -> int:
@@ -97,7 +104,7 @@ async def _push_by_hand(
         status = EXIT_OK if args.no_build else _build_if_needed(cfg, logger)
         if status != EXIT_OK:
             return status
-    data = _data_to_push(cfg, logger)
+    data = _data_on_disk(cfg, logger)
     if isinstance(data, int):
         return data
     if args.accept is not None:
@@ -106,7 +113,7 @@ async def _push_by_hand(
         refused = _guard_judges(cfg, data, logger)
     if refused is not None:
         return refused
-    return await _push_data(cfg, slaves, logger, data)
+    return await push_to_slaves(cfg, slaves, logger, data)
 
 
 def _build_if_needed(cfg: Config, logger: Any) -> int:
@@ -207,13 +214,11 @@ def _rollback_holds(cfg: Config, logger: Any) -> bool:
 # -- the push itself -------------------------------------------------------------------
 
 
-def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
-    """The data on disk, or the exit status when it cannot be pushed."""
+def _data_on_disk(cfg: Config, logger: Any) -> bytes | int:
+    """The data in the output directory, or the exit status when it cannot be pushed."""
     try:
         data = (cfg.output / "data").read_bytes()
     except OSError as exc:
-        from dnsmaster.fsutil import describe  # noqa: PLC0415
-
         logger.error("push.failed", path=str(cfg.output / "data"), error=describe(exc))
         return EXIT_SYSTEM
     if data and not data.endswith(b"\n"):
@@ -223,143 +228,3 @@ def _data_to_push(cfg: Config, logger: Any) -> bytes | int:
         )
         return EXIT_DATA
     return data
-
-
-async def _push_data(
-    cfg: Config, slaves: list[Slave], logger: Any, data: bytes | None = None
-) -> int:
-    """Push ``data`` (default: the data on disk) to ``slaves``; the exit status."""
-    import hashlib  # noqa: PLC0415
-
-    from dnsmaster.errors import SlaveError  # noqa: PLC0415
-    from dnsmaster.master import state as statefile  # noqa: PLC0415
-    from dnsmaster.protocol import DELTA  # noqa: PLC0415
-    from dnsmaster.transport import push  # noqa: PLC0415
-
-    found = _data_to_push(cfg, logger) if data is None else data
-    if isinstance(found, int):
-        return found
-    data = found
-    from dnsmaster.core.makedata import previous_serial  # noqa: PLC0415
-
-    sha256 = hashlib.sha256(data).hexdigest()
-    report = push.PushLog(logger, previous_serial(data[:200]))
-    logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
-    channels = [push.channel_for(slave, cfg) for slave in slaves]
-
-    def status_line(slave: str, stream: str, text: str, truncated: int) -> None:
-        cut = {"truncated": truncated} if truncated else {}
-        logger.debug("status.line", slave=slave, stream=stream, line=text, **cut)
-
-    async def ask_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
-        """As the daemon on first contact: is it a receiver that speaks our protocol,
-        and which build does it hold (a delta goes against it, if the master kept it)?"""
-        try:
-            receiver = await push.fetch_receiver(channel, cfg.push.connect_timeout * 2, status_line)
-        except SlaveError as exc:
-            return push.PushResult(
-                channel.slave.name,
-                False,
-                sha256,
-                0,
-                0.0,
-                exit_status=exc.exit_status,
-                error=exc.reason,
-                phase=exc.phase,
-                retryable=exc.retryable,
-            )
-        report.receiver(channel.slave.name, receiver)
-        protocols[channel.slave.name] = receiver.protocol
-        if receiver.installed is None or (receiver.protocol or 0) < DELTA:
-            return receiver.offer()
-        return receiver.offer(await base_of(receiver.installed.sha256))
-
-    # What the last push (this command's, the daemon's, a rollback's) installed on
-    # each slave: a delta goes against it at once, without the status exchange; the
-    # receiver refuses any other base, and the slave is asked then (push_one's ask).
-    pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
-    protocols: dict[str, int | None] = {}
-
-    async def recorded_first(channel: SlaveChannel) -> push.PushResult | push.Offer:
-        known = pushed.get(channel.slave.name)
-        if known is not None and channel.slave.protocol != "legacy" and known.protocol >= DELTA:
-            base = await base_of(known.sha256)
-            if base is not None:
-                protocols[channel.slave.name] = known.protocol
-                return push.Offer(known.protocol, base, recorded=True)
-        return await ask_first(channel)
-
-    async def ask_again(channel: SlaveChannel, why: str) -> push.PushResult | push.Offer:
-        if why == push.NO_SMALLER_DELTA:  # the record holds; most of the data changed
-            logger.info("push.delta_unused", slave=channel.slave.name, reason=why, next="status")
-        else:
-            logger.info("push.record_stale", slave=channel.slave.name, error=why, next="status")
-        return await ask_first(channel)
-
-    base_of = _Bases(cfg, {sha256: data}, logger).get
-
-    try:
-        results = await push.push_all(
-            channels,
-            data,
-            sha256,
-            parallel=cfg.push.parallel,
-            timeout=cfg.push.timeout,
-            on_line=report.line,
-            on_result=report.result,
-            before=recorded_first,
-            on_delta_refused=report.delta_refused,
-            ask=ask_again,
-        )
-    finally:
-        for channel in channels:
-            await channel.close()
-    _record_pushed(cfg, results, protocols, logger)
-    failed = [r.slave for r in results if not r.ok]
-    logger.info("push.end", ok=len(results) - len(failed), failed=len(failed))
-    return EXIT_SLAVES if failed else EXIT_OK
-
-
-class _Bases:
-    """The builds the slaves hold, by sha256, read from the archive once for all."""
-
-    def __init__(self, cfg: Config, known: dict[str, bytes | None], logger: Any) -> None:
-        import asyncio  # noqa: PLC0415
-
-        self._cfg = cfg
-        self._bases = known
-        self._logger = logger
-        self._reading = asyncio.Lock()
-
-    async def get(self, wanted: str) -> bytes | None:
-        """The bytes of the build ``wanted``, when the archive has them."""
-        import asyncio  # noqa: PLC0415
-
-        from dnsmaster.errors import ArchiveError  # noqa: PLC0415
-        from dnsmaster.master.archive import Archive  # noqa: PLC0415
-
-        async with self._reading:
-            if wanted not in self._bases:
-                archive = Archive(self._cfg.output, self._cfg.daemon.keep)
-                try:
-                    self._bases[wanted] = await asyncio.to_thread(archive.by_sha256, wanted)
-                except ArchiveError as exc:
-                    self._logger.warning("push.no_base", sha256=wanted[:16], error=exc.reason)
-                    self._bases[wanted] = None
-        return self._bases[wanted]
-
-
-def _record_pushed(
-    cfg: Config, results: Sequence[PushResult], protocols: dict[str, int | None], logger: Any
-) -> None:
-    """Record what each slave now holds, for the next push's delta (see _push_data)."""
-    from dnsmaster.master import state as statefile  # noqa: PLC0415
-
-    statefile.log_pushed(
-        cfg.output,
-        {
-            r.slave: statefile.Pushed(r.sha256, protocols.get(r.slave) or 0) if r.ok else None
-            for r in results
-        },
-        logger,
-    )

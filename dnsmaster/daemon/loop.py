@@ -58,9 +58,7 @@ from dnsmaster.daemon.worker import (
 from dnsmaster.errors import WatchError
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
-from dnsmaster.transport.push import (
-    PushLog,
-)
+from dnsmaster.master.pushing import PushLog
 
 __all__ = ["EXIT_CRASH", "EXIT_OK", "EXIT_SYSTEM", "Daemon", "Supervisor", "cannot_start"]
 

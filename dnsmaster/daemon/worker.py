@@ -1,10 +1,12 @@
 """One slave's worker in the daemon: push what is current, retry, verify, park.
 
-Each slave has one :class:`SlaveWorker` task. It pushes whatever
-:attr:`~dnsmaster.daemon.loop.Daemon.current` is when it gets to run, retries with
-exponential backoff, asks tinydns over DNS that the new serial is served, and
-parks on what retrying cannot help (a host key mismatch, a build refused) until
-something changes.
+Each slave has one :class:`SlaveWorker` task. It pushes whatever its
+:class:`Runner`'s ``current`` is when it gets to run, retries with exponential
+backoff, asks tinydns over DNS that the new serial is served, and parks on what
+retrying cannot help (a host key mismatch, a build refused) until something
+changes. How a push is made (asking the receiver, choosing the delta's base,
+recording what was pushed) is :mod:`dnsmaster.master.pushing`'s, as for a push by
+hand: the worker only schedules.
 """
 
 from __future__ import annotations
@@ -14,37 +16,32 @@ import contextlib
 import hashlib
 import os
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal, Protocol
 
-from dnsmaster.config import Slave
+from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
-from dnsmaster.errors import (
-    ArchiveError,
-    HostKeyError,
-    SlaveError,
-)
+from dnsmaster.daemon.hooks import Hooks
+from dnsmaster.errors import HostKeyError, SlaveError
 from dnsmaster.master import state as statefile
-from dnsmaster.master.archive import Archive
-from dnsmaster.protocol import DELTA
-from dnsmaster.transport.dns import check_serials
-from dnsmaster.transport.push import (
-    Offer,
+from dnsmaster.master.payload import Offer
+from dnsmaster.master.pushing import (
+    Bases,
     PushLog,
     PushResult,
-    SlaveChannel,
+    ask_receiver,
     channel_for,
-    fetch_receiver,
-    file_signature,
     push_one,
+    record_results,
 )
+from dnsmaster.transport.channel import SlaveChannel
+from dnsmaster.transport.dns import SoaCheck, check_serials
+from dnsmaster.transport.hostkeys import file_signature
 
-if TYPE_CHECKING:
-    from dnsmaster.daemon.loop import Daemon
-
-__all__ = ["Current", "SlaveWorker", "current_from_disk", "current_of"]
+__all__ = ["Current", "Runner", "SlaveWorker", "current_from_disk", "current_of"]
 
 #: Zones asked for over DNS after a push; a file of thousands of zones needs no more.
 VERIFY_ZONES = 20
@@ -123,10 +120,36 @@ class Hold:
     until: float
 
 
+class Runner(Protocol):
+    """What a worker needs from whoever runs it (the daemon): the build to serve,
+    the shared bounds, and where to report."""
+
+    config: Config
+    #: The build every slave should serve (None: none yet).
+    current: Current | None
+    stopping: bool
+    #: Bounds the pushes and status requests made at once.
+    gate: asyncio.Semaphore
+    log: Any
+    hooks: Hooks
+
+    def save_state(self, *, now: bool = False) -> None:
+        """A worker's state changed: write the state file (soon)."""
+
+    def push_log(self, current: Current) -> PushLog:
+        """The log of pushes of ``current``, shared by every worker."""
+
+    def idle_changed(self) -> None:
+        """A worker's push started or ended."""
+
+    def pushed(self, current: Current) -> None:
+        """A worker's push of ``current`` ended, well or not."""
+
+
 class SlaveWorker:
     """Keeps one slave on the current build: push, retry with backoff, verify."""
 
-    def __init__(self, daemon: Daemon, slave: Slave) -> None:
+    def __init__(self, daemon: Runner, slave: Slave) -> None:
         self.daemon = daemon
         self.slave = slave
         self.channel: SlaveChannel = channel_for(slave, daemon.config)
@@ -300,8 +323,8 @@ class SlaveWorker:
             return True  # update-dns cannot tell; it gets a push
         try:
             async with self.daemon.gate:
-                receiver = await fetch_receiver(
-                    self.channel, self.daemon.config.push.connect_timeout * 2, self._status_line
+                receiver = await ask_receiver(
+                    self.channel, self.daemon.config.push.connect_timeout * 2, PushLog(log)
                 )
         except SlaveError as exc:
             await self.channel.close()
@@ -321,7 +344,6 @@ class SlaveWorker:
         self._asked = True
         self._protocol = receiver.protocol
         version = receiver.installed
-        PushLog(log).receiver(self.slave.name, receiver)
         if self._holds is not None and (version is None or version.sha256 != self._holds.sha256):
             self._holds = None  # it has something else now: the archive may know it
         if version is None:
@@ -330,30 +352,26 @@ class SlaveWorker:
             self._update(installed_sha256=None, installed_serial=None)
             return True
         current = self.daemon.current
-        if current is not None and current.sha256 == version.sha256:
+        is_current = current is not None and current.sha256 == version.sha256
+        if is_current:
             self._holds = current
         log.info(
             "status.installed",
             slave=self.slave.name,
             serial=version.serial,
             sha256=version.sha256[:16],
-            current=current is not None and current.sha256 == version.sha256,
+            current=is_current,
             receiver=version.version,
         )
-        result = "ok" if current is not None and current.sha256 == version.sha256 else "unknown"
         self._update(
             installed_sha256=version.sha256,
             installed_serial=version.serial,
-            result=result,
+            result="ok" if is_current else "unknown",
             error=None,
             phase=None,
             retryable=True,
         )
         return True
-
-    def _status_line(self, slave: str, stream: str, line: str, truncated: int) -> None:
-        cut = {"truncated": truncated} if truncated else {}
-        self.daemon.log.debug("status.line", slave=slave, stream=stream, line=line, **cut)
 
     async def _push(self, current: Current) -> PushResult:
         daemon = self.daemon
@@ -370,7 +388,7 @@ class SlaveWorker:
                     current.sha256,
                     daemon.config.push.timeout,
                     log.line,
-                    offer=Offer(self._protocol, await self._base()),
+                    offer=await self._offer(),
                     on_delta_refused=log.delta_refused,
                 )
             finally:
@@ -381,58 +399,28 @@ class SlaveWorker:
         # The record `dnsmaster push` reads: a push by hand after this one then sends
         # its delta against what the slave holds, not against a stale base. Written
         # here on the loop, not in a thread: workers' read-modify-writes never interleave.
-        installed = statefile.Pushed(current.sha256, self._protocol or 0) if result.ok else None
-        statefile.log_pushed(daemon.config.output, {self.slave.name: installed}, daemon.log)
+        record_results(
+            daemon.config.output, [result], {self.slave.name: self._protocol}, daemon.log
+        )
         facts = {"slave": self.slave.name, "serial": current.serial, "sha256": current.sha256}
         daemon.hooks.fire(
             "push", **facts, result="ok" if result.ok else "failed", error=result.error
         )
         if not result.ok:
             daemon.hooks.fire("failure", **facts, result="push failed", error=result.error)
-        now = time.time()
         if result.ok:
             self._holds = current
-            self._update(
-                installed_sha256=current.sha256,
-                installed_serial=current.serial,
-                result="ok",
-                error=None,
-                last_push=now,
-                next_retry=None,
-                verified=None,
-                push_started=None,
-                push_seconds=result.seconds,
-                failures=0,
-                phase=None,
-                retryable=True,
-            )
-        else:
-            self._update(
-                result="failed",
-                error=result.error,
-                last_push=now,
-                push_started=None,
-                push_seconds=result.seconds,
-                failures=self.state.failures + 1,
-                phase=result.phase,
-                retryable=result.retryable,
-            )
+        self._update(**_after_push(current, result, self.state.failures, time.time()))
         daemon.pushed(current)
         return result
 
-    async def _base(self) -> bytes | None:
-        """The data this slave holds, for a delta: kept here, else from the archive."""
-        sha256 = self.state.installed_sha256
-        if sha256 is None or self._protocol is None or self._protocol < DELTA:
-            return None
-        if self._holds is not None and self._holds.sha256 == sha256:
-            return self._holds.data
-        archive = Archive(self.daemon.config.output, self.daemon.config.daemon.keep)
-        try:
-            return await asyncio.to_thread(archive.by_sha256, sha256)
-        except ArchiveError as exc:
-            self.daemon.log.warning("push.no_base", slave=self.slave.name, error=exc.reason)
-            return None
+    async def _offer(self) -> Offer:
+        """What the push may use: a delta against the build the slave holds, from
+        memory when it is the one pushed here, else from the archive."""
+        known = {self._holds.sha256: self._holds.data} if self._holds is not None else None
+        config = self.daemon.config
+        bases = Bases(config.output, config.daemon.keep, self.daemon.log, known)
+        return await bases.offer(self.slave, self._protocol, self.state.installed_sha256)
 
     def outcome(self, sha256: str) -> str | None:
         """For the ``done`` hook: ok, failed, or None while this build is pending here."""
@@ -455,23 +443,7 @@ class SlaveWorker:
         checks = await check_serials(
             self.slave.dns, self.slave.dns_port, current.verify, cfg.verify_timeout
         )
-        log = self.daemon.log
-        verdict = "ok"
-        for check in checks:
-            context = {"slave": self.slave.name, "zone": check.zone, "serial": check.expected}
-            if check.ok:
-                log.info("verify.ok", **context)
-            elif check.behind:
-                verdict = "stale"
-                log.warning("verify.stale", **context, served=check.served)
-            elif check.served is not None:
-                # A newer serial than ours: another master pushed. Pushing ours again
-                # would be refused as older; say it, do not loop on it.
-                verdict = "stale" if verdict == "stale" else "ahead"
-                log.warning("verify.ahead", **context, served=check.served)
-            else:
-                verdict = "stale" if verdict == "stale" else "failed"
-                log.warning("verify.failed", **context, error=check.error)
+        verdict = _verdict(checks, self.daemon.log, self.slave.name)
         # The zone to show: the first that did not answer as expected, else the first.
         shown = next((c for c in checks if not c.ok), checks[0])
         now = time.time()
@@ -491,6 +463,52 @@ class SlaveWorker:
             **({"last_success": now} if verdict == "ok" else {}),
         )
         return verdict
+
+
+def _after_push(current: Current, result: PushResult, failures: int, now: float) -> dict[str, Any]:
+    """A slave's state fields after a push of ``current`` (``failures`` in a row before)."""
+    ended = {"last_push": now, "push_started": None, "push_seconds": result.seconds}
+    if result.ok:
+        return ended | {
+            "installed_sha256": current.sha256,
+            "installed_serial": current.serial,
+            "result": "ok",
+            "error": None,
+            "next_retry": None,
+            "verified": None,
+            "failures": 0,
+            "phase": None,
+            "retryable": True,
+        }
+    return ended | {
+        "result": "failed",
+        "error": result.error,
+        "failures": failures + 1,
+        "phase": result.phase,
+        "retryable": result.retryable,
+    }
+
+
+def _verdict(checks: Sequence[SoaCheck], log: Any, slave: str) -> str:
+    """The verdict on a slave's answers, each logged: ok, stale (some zone is behind),
+    ahead (newer than ours, none behind) or failed (no answer, none behind)."""
+    verdict = "ok"
+    for check in checks:
+        context = {"slave": slave, "zone": check.zone, "serial": check.expected}
+        if check.ok:
+            log.info("verify.ok", **context)
+        elif check.behind:
+            verdict = "stale"
+            log.warning("verify.stale", **context, served=check.served)
+        elif check.served is not None:
+            # A newer serial than ours: another master pushed. Pushing ours again
+            # would be refused as older; say it, do not loop on it.
+            verdict = "stale" if verdict == "stale" else "ahead"
+            log.warning("verify.ahead", **context, served=check.served)
+        else:
+            verdict = "stale" if verdict == "stale" else "failed"
+            log.warning("verify.failed", **context, error=check.error)
+    return verdict
 
 
 def loop_time() -> float:

@@ -2,10 +2,10 @@
 
 The slave account's only key is ``restrict,command="dnsmaster receive --root DIR"``;
 the command the master asked for arrives in ``SSH_ORIGINAL_COMMAND`` and must be
-one of :data:`COMMANDS`. ``push`` reads the data on stdin and proves it arrived
-whole (the trailer line, see :mod:`dnsmaster.core.stream`); ``delta`` reads edits
-of the installed ``data`` instead (:mod:`dnsmaster.core.delta`), rebuilds the new
-data from them and checks it against the trailer's length and sha256 before
+one of :data:`~dnsmaster.protocol.COMMANDS`. ``push`` reads the data on stdin and
+proves it arrived whole (the trailer line, see :mod:`dnsmaster.core.stream`);
+``delta`` reads edits of the installed ``data`` instead (:mod:`dnsmaster.core.delta`),
+rebuilds the new data from them and checks it against the trailer's length and sha256 before
 anything else; ``--zlib`` says the stream is zlib-compressed; ``status`` prints
 what is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of
 this receiver, which the master checks on first contact.
@@ -76,15 +76,23 @@ from dnsmaster.core.compiler import (
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, DeltaError, ReceiveError, TinydnsDataError
-from dnsmaster.protocol import PROTOCOL
+from dnsmaster.protocol import (
+    COMMANDS,
+    EXIT_DELTA,
+    EXIT_REFUSED,
+    EXIT_SYSTEM,
+    EXIT_USAGE,
+    FAILED_PREFIX,
+    FORCE,
+    PROTOCOL,
+    REFUSED_PREFIX,
+    SPEAKS,
+    ZLIB,
+)
 
 __all__ = [
-    "COMMANDS",
     "DEFAULT_KEEP",
     "DEFAULT_MAX_SIZE",
-    "EXIT_DELTA",
-    "FORCE",
-    "VERBS",
     "Installed",
     "NotInstalled",
     "main",
@@ -93,34 +101,8 @@ __all__ = [
     "status",
 ]
 
-VERBS = ("push", "delta", "status")
-#: After ``push`` or ``delta``: install even a build older than the installed one.
-FORCE = "--force"
-#: After ``push`` or ``delta``, before ``--force``: the stream is zlib-compressed.
-ZLIB = "--zlib"
-#: Every command the key runs, exactly as ``SSH_ORIGINAL_COMMAND`` must spell it
-#: (protocol 1: the first three; protocol 2 adds ``delta`` and ``--zlib``).
-COMMANDS = (
-    "push",
-    f"push {FORCE}",
-    "status",
-    f"push {ZLIB}",
-    f"push {ZLIB} {FORCE}",
-    "delta",
-    f"delta {FORCE}",
-    f"delta {ZLIB}",
-    f"delta {ZLIB} {FORCE}",
-)
 DEFAULT_KEEP = 10
 DEFAULT_MAX_SIZE = 256 * 1024 * 1024
-EXIT_REFUSED = 1
-EXIT_USAGE = 2
-EXIT_DELTA = 3
-EXIT_SYSTEM = 111
-
-#: Ends every ``status`` line: the master checks the protocol on first contact and
-#: names the version when it asks for an upgrade (:mod:`dnsmaster.protocol`).
-_SPEAKS = f"protocol={PROTOCOL} version={__version__}"
 
 _COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 # The banner (``# dnsmaster serial N sources=...``) is well inside this.
@@ -215,7 +197,7 @@ class Installed:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mtime))
         serial = "none" if self.serial is None else str(self.serial)
         fields = f"sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
-        return f"status {fields} {_SPEAKS} {_yes_no(self.writable)}"
+        return f"status {fields} {SPEAKS} {_yes_no(self.writable)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -231,7 +213,7 @@ class NotInstalled:
 
     def line(self) -> str:
         what = "status none" if self.reason is None else "status none pair=unknown"
-        return f"{what} {_SPEAKS} {_yes_no(self.writable)}"
+        return f"{what} {SPEAKS} {_yes_no(self.writable)}"
 
 
 def _yes_no(writable: bool) -> str:
@@ -311,17 +293,18 @@ def main(
                 compressed=request.compressed,
             )
     except (_Refused, _Usage, _DeltaRefused) as exc:
-        err.write(f"dnsmaster receive: refused: {exc}\n")
+        err.write(f"{REFUSED_PREFIX}{exc}\n")
         return exc.status
     except OSError as exc:
         where = exc.filename or args.root
-        err.write(f"dnsmaster receive: failed: {where}: {fsutil.describe(exc)}\n")
+        err.write(f"{FAILED_PREFIX}{where}: {fsutil.describe(exc)}\n")
         return EXIT_SYSTEM
     return 0
 
 
 def _command(command: str | None) -> _Request:
-    """What ``SSH_ORIGINAL_COMMAND`` asks for; exactly one of :data:`COMMANDS`."""
+    """What ``SSH_ORIGINAL_COMMAND`` asks for: exactly one of the protocol's
+    :data:`~dnsmaster.protocol.COMMANDS`."""
     allowed = ", ".join(COMMANDS)
     if command is None:
         raise _Usage(f"no command given; this key runs one of: {allowed}")

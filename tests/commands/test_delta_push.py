@@ -24,7 +24,9 @@ from dnsmaster.config import Config
 from dnsmaster.config import Slave as SlaveConfig
 from dnsmaster.core import delta
 from dnsmaster.core.stream import seal
-from dnsmaster.transport import push
+from dnsmaster.master.payload import Offer
+from dnsmaster.master.pushing import push_one
+from dnsmaster.transport.ssh import SshChannel
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -156,7 +158,7 @@ def nothing(slave: str, stream: str, line: str, truncated: int = 0) -> None:
     pass
 
 
-def channel(lab: Lab, master: Master, slave: Slave, compress: str = "on") -> push.SshChannel:
+def channel(lab: Lab, master: Master, slave: Slave, compress: str = "on") -> SshChannel:
     config = Config(
         path=master.config,
         zones=master.zones,
@@ -174,7 +176,7 @@ def channel(lab: Lab, master: Master, slave: Slave, compress: str = "on") -> pus
             ),
         ),
     )
-    return push.SshChannel(config.slaves[0], config)
+    return SshChannel(config.slaves[0], config)
 
 
 # --------------------------------------------------------------------------- dnsmaster push
@@ -388,13 +390,13 @@ async def test_refused_delta_falls_back_to_full(lab: Lab, master: Master) -> Non
     refused: list[tuple[str, str]] = []
     ch = channel(lab, master, a)
     try:
-        result = await push.push_one(
+        result = await push_one(
             ch,
             master.data(),
             "x",
             60,
             nothing,
-            offer=push.Offer(2, base),
+            offer=Offer(2, base),
             on_delta_refused=lambda slave, why: refused.append((slave, why)),
         )
     finally:
@@ -454,11 +456,11 @@ async def test_compression_round_trips_binary_unsafe_bytes(lab: Lab, master: Mas
     two = one.replace(b"serial 5", b"serial 6") + hostile
     ch = channel(lab, master, a)
     try:
-        first = await push.push_one(ch, two, "x", 60, nothing, offer=push.Offer(2))
+        first = await push_one(ch, two, "x", 60, nothing, offer=Offer(2))
         assert (first.ok, first.mode, first.compressed) == (True, "full", True), first.error
         assert pair(a)[0] == two + seal(two)
         three = two.replace(b"serial 6", b"serial 7") + b"+www.example.com:192.0.2.1\n"
-        second = await push.push_one(ch, three, "x", 60, nothing, offer=push.Offer(2, two))
+        second = await push_one(ch, three, "x", 60, nothing, offer=Offer(2, two))
         assert (second.ok, second.mode, second.compressed) == (True, "delta", True), second.error
         assert pair(a)[0] == three + seal(three)
     finally:

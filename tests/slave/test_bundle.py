@@ -26,9 +26,18 @@ from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.errors import SlaveError
-from dnsmaster.protocol import NEEDED, PROTOCOL
+from dnsmaster.master.pushing import push_one
+from dnsmaster.protocol import (
+    NEEDED,
+    PROTOCOL,
+    ReceiverOutdated,
+    SlaveVersion,
+    check_receiver,
+    parse_status,
+)
 from dnsmaster.slave import bundle
-from dnsmaster.transport import push
+from dnsmaster.transport.channel import LineSink, RunResult, fetch_status
+from dnsmaster.transport.ssh import SshChannel
 from tests.conftest import VECTORS, _missing
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -336,7 +345,7 @@ class TestDebianPython:
         assert run_bundle(debian_python, pyz, tmp_path, "push", sealed(data)).status == 0
         ran = run_bundle(debian_python, pyz, tmp_path, "status")
         assert (ran.status, ran.err) == (0, "")
-        version = push.parse_status(ran.out.splitlines())
+        version = parse_status(ran.out.splitlines())
         assert version is not None
         assert (version.sha256, version.serial) == (seal(data).split()[2][7:].decode(), SERIAL)
         assert (version.protocol, version.version) == (PROTOCOL, __version__)
@@ -574,9 +583,9 @@ class Answering:
     slave: Slave
     lines: tuple[str, ...]
 
-    async def run(self, verb: str, payload: bytes | None, on_line: push.LineSink) -> push.RunResult:
+    async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
         assert (verb, payload) == ("status", None)
-        return push.RunResult(0, self.lines)
+        return RunResult(0, self.lines)
 
     async def close(self) -> None:
         pass
@@ -592,11 +601,11 @@ SHA = "a" * 64
 class TestProtocolCheck:
     def test_parse_status_reads_protocol_and_version(self) -> None:
         """The receiver's fields are read, and take no part in comparing builds."""
-        got = push.parse_status([f"status sha256={SHA} serial=7 bytes=1 time=x {SPEAKS}"])
-        assert got == push.SlaveVersion(SHA, 7)
+        got = parse_status([f"status sha256={SHA} serial=7 bytes=1 time=x {SPEAKS}"])
+        assert got == SlaveVersion(SHA, 7)
         assert got is not None
         assert (got.protocol, got.version) == (PROTOCOL, __version__)
-        old = push.parse_status([f"status sha256={SHA} serial=7 bytes=1 time=x"])
+        old = parse_status([f"status sha256={SHA} serial=7 bytes=1 time=x"])
         assert old is not None
         assert (old.protocol, old.version) == (None, None)
 
@@ -611,8 +620,8 @@ class TestProtocolCheck:
     )
     def test_needed_or_newer_passes(self, line: str) -> None:
         """Every receiver of NEEDED and up is served (protocol 1 with plain pushes)."""
-        push.check_receiver("s1", [line])
-        push.check_receiver("s1", ["swept 1 files a killed run left: .data.x.tmp", line])
+        check_receiver("s1", [line])
+        check_receiver("s1", ["swept 1 files a killed run left: .data.x.tmp", line])
 
     @pytest.mark.parametrize(
         ("lines", "speaks"),
@@ -625,8 +634,8 @@ class TestProtocolCheck:
     def test_older_is_refused(self, lines: list[str], speaks: str) -> None:
         """No protocol (a receiver from before versioning) or a lower one: a named error,
         not retryable, that says what to do."""
-        with pytest.raises(push.ReceiverOutdated) as raised:
-            push.check_receiver("s1", lines)
+        with pytest.raises(ReceiverOutdated) as raised:
+            check_receiver("s1", lines)
         exc = raised.value
         assert (exc.slave, exc.phase, exc.retryable, exc.needed) == (
             "s1",
@@ -644,15 +653,15 @@ class TestProtocolCheck:
     def test_no_status_line_is_no_receiver(self, lines: list[str]) -> None:
         """Output without a status line: not dnsmaster receive at all; not retryable."""
         with pytest.raises(SlaveError) as raised:
-            push.check_receiver("s1", lines)
+            check_receiver("s1", lines)
         exc = raised.value
-        assert not isinstance(exc, push.ReceiverOutdated)
+        assert not isinstance(exc, ReceiverOutdated)
         assert (exc.phase, exc.retryable, exc.exit_status) == ("status", False, 0)
         assert "printed no status line: it is not dnsmaster receive" in exc.reason
 
     def test_names_the_version(self) -> None:
-        with pytest.raises(push.ReceiverOutdated) as raised:
-            push.check_receiver("s1", ["status none protocol=1 version=0.1.0"], needed=2)
+        with pytest.raises(ReceiverOutdated) as raised:
+            check_receiver("s1", ["status none protocol=1 version=0.1.0"], needed=2)
         assert raised.value.reason.startswith(
             "receiver version 0.1.0 speaks protocol 1; this master "
         )
@@ -662,21 +671,18 @@ class TestProtocolCheck:
         """fetch_status raises for an outdated receiver, installed data or not."""
         slave = Slave(name="s1", host="h")
         good = Answering(slave, (f"status sha256={SHA} serial=5 bytes=1 time=t {SPEAKS}",))
-        version = await push.fetch_status(good, 5, nothing)
+        version = await fetch_status(good, 5, nothing)
         assert version is not None
         assert version.protocol == PROTOCOL
-        assert (
-            await push.fetch_status(Answering(slave, (f"status none {SPEAKS}",)), 5, nothing)
-            is None
-        )
+        assert await fetch_status(Answering(slave, (f"status none {SPEAKS}",)), 5, nothing) is None
         for old in ("status none", f"status sha256={SHA} serial=5 bytes=1 time=t"):
-            with pytest.raises(push.ReceiverOutdated):
-                await push.fetch_status(Answering(slave, (old,)), 5, nothing)
+            with pytest.raises(ReceiverOutdated):
+                await fetch_status(Answering(slave, (old,)), 5, nothing)
 
     async def test_legacy_slave_is_not_asked(self) -> None:
         """A legacy update-dns slave has no status verb and is not checked."""
         slave = Slave(name="s1", host="h", protocol="legacy")
-        assert await push.fetch_status(Answering(slave, ()), 5, nothing) is None
+        assert await fetch_status(Answering(slave, ()), 5, nothing) is None
 
 
 # --------------------------------------------------------------------------- through sshd
@@ -728,18 +734,16 @@ class TestThroughSshd:
         assert refused.returncode == 2
         assert b"this key runs one of" in refused.stderr
 
-        channel = push.SshChannel(
-            _config(lab, tmp_path, slave).slaves[0], _config(lab, tmp_path, slave)
-        )
+        channel = SshChannel(_config(lab, tmp_path, slave).slaves[0], _config(lab, tmp_path, slave))
         try:
-            assert await push.fetch_status(channel, 60, nothing) is None
+            assert await fetch_status(channel, 60, nothing) is None
             data = zone_data(SERIAL + 1)
             sha = seal(data).split()[2][7:].decode()
-            result = await push.push_one(channel, data, sha, 60, nothing)
+            result = await push_one(channel, data, sha, 60, nothing)
             assert result.ok, result.error
             assert slave.tinydns.wait_serial("example.com", SERIAL + 1) == SERIAL + 1
-            version = await push.fetch_status(channel, 60, nothing)
-            assert version == push.SlaveVersion(sha, SERIAL + 1)
+            version = await fetch_status(channel, 60, nothing)
+            assert version == SlaveVersion(sha, SERIAL + 1)
             assert version is not None
             assert (version.protocol, version.version) == (PROTOCOL, __version__)
         finally:
@@ -760,10 +764,10 @@ class TestThroughSshd:
             f'restrict,command="{old}" ' + lab.pubkey.read_text().strip()
         )
         config = _config(lab, tmp_path, slave)
-        channel = push.SshChannel(config.slaves[0], config)
+        channel = SshChannel(config.slaves[0], config)
         try:
-            with pytest.raises(push.ReceiverOutdated) as raised:
-                await push.fetch_status(channel, 60, nothing)
+            with pytest.raises(ReceiverOutdated) as raised:
+                await fetch_status(channel, 60, nothing)
         finally:
             await channel.close()
         exc = raised.value

@@ -16,12 +16,15 @@ from pathlib import Path
 
 import pytest
 
+from dnsmaster import protocol
 from dnsmaster.config import Slave
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
+from dnsmaster.master.payload import Offer, compresses
+from dnsmaster.master.pushing import push_one
 from dnsmaster.slave import bundle, receive
-from dnsmaster.transport import push
+from dnsmaster.transport.local import LocalChannel
 from tests.conftest import require
 
 ZONES = b"".join(
@@ -107,7 +110,7 @@ class TestDelta:
         data.write_bytes(data.read_bytes().replace(b"192.0.2.1", b"192.0.2.9", 1))
         before = files(root)
         status, _, err = run(root, "delta", delta.make(V1, V2))
-        assert status == receive.EXIT_DELTA == 3
+        assert status == protocol.EXIT_DELTA == 3
         assert err.startswith("dnsmaster receive: refused: delta: base mismatch: ")
         assert err.count("\n") == 1
         assert files(root) == before
@@ -312,8 +315,8 @@ class TestHostile:
 # --------------------------------------------------------------------------- the master's side
 
 
-def local(root: Path, compress: str = "auto") -> push.LocalChannel:
-    return push.LocalChannel(
+def local(root: Path, compress: str = "auto") -> LocalChannel:
+    return LocalChannel(
         Slave(name="s", transport="local", root=root, compress=compress)  # type: ignore[arg-type]
     )
 
@@ -324,18 +327,14 @@ def nothing(slave: str, stream: str, line: str, truncated: int = 0) -> None:
 
 class TestPushOne:
     async def test_delta_when_offered(self, root: Path, full: Path) -> None:
-        result = await push.push_one(
-            local(root, "on"), V2, "x", 60, nothing, offer=push.Offer(2, V1)
-        )
+        result = await push_one(local(root, "on"), V2, "x", 60, nothing, offer=Offer(2, V1))
         assert result.ok, result.error
         assert (result.mode, result.compressed) == ("delta", True)
         assert result.bytes < 600
         assert pair(root) == pair(full)
 
     async def test_protocol_1_gets_plain_data(self, root: Path) -> None:
-        result = await push.push_one(
-            local(root, "on"), V2, "x", 60, nothing, offer=push.Offer(1, V1)
-        )
+        result = await push_one(local(root, "on"), V2, "x", 60, nothing, offer=Offer(1, V1))
         assert result.ok, result.error
         assert (result.mode, result.compressed, result.bytes) == (
             "full",
@@ -346,13 +345,13 @@ class TestPushOne:
     async def test_refused_delta_falls_back_at_once(self, root: Path, full: Path) -> None:
         """The master thinks the slave holds V3; it holds V1: refused, then full data."""
         refused: list[tuple[str, str]] = []
-        result = await push.push_one(
+        result = await push_one(
             local(root),
             V2,
             "x",
             60,
             nothing,
-            offer=push.Offer(2, V3),
+            offer=Offer(2, V3),
             on_delta_refused=lambda slave, why: refused.append((slave, why)),
         )
         assert result.ok, result.error
@@ -365,8 +364,8 @@ class TestPushOne:
 
     async def test_no_delta_bigger_than_the_data(self, root: Path) -> None:
         other = build(1_700_000_005, b"".join(b"+h%d.x.example:192.0.2.2\n" % i for i in range(50)))
-        result = await push.push_one(
-            local(root), other[:200] + b"\n", "x", 60, nothing, offer=push.Offer(2, V1)
+        result = await push_one(
+            local(root), other[:200] + b"\n", "x", 60, nothing, offer=Offer(2, V1)
         )
         assert result.mode == "full"
 
@@ -388,7 +387,7 @@ class TestCompresses:
     )
     def test_auto(self, host: str, transport: str, compress: str, expected: bool) -> None:
         slave = Slave(name="s", host=host, transport=transport, compress=compress)  # type: ignore[arg-type]
-        assert push.compresses(slave) is expected
+        assert compresses(slave) is expected
 
 
 class TestBundle:

@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import __version__, fsutil
+from dnsmaster import __version__, fsutil, protocol
 from dnsmaster.core import accel, cdb, delta
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
@@ -171,7 +171,7 @@ class TestPush:
             data_path.write_bytes(DATA + b"+extra.example.com:192.0.2.9\n" + seal(DATA))
         if damage == "directory":
             # Not installable over a directory: refused as a system error, never skipped.
-            assert run(root, "push", DATA + seal(DATA))[0] == receive.EXIT_SYSTEM
+            assert run(root, "push", DATA + seal(DATA))[0] == protocol.EXIT_SYSTEM
             return
         status, out, err = run(root, "push", DATA + seal(DATA))
         assert (status, err) == (0, "")
@@ -220,7 +220,7 @@ class TestPush:
         (root / "data.cdb").unlink()
         (root / "data.cdb").mkdir()  # the rename of data.cdb fails
         status, _, err = run(root, "push", NEWER + seal(NEWER))
-        assert status == receive.EXIT_SYSTEM, err
+        assert status == protocol.EXIT_SYSTEM, err
         (root / "data.cdb").rmdir()
         del before["data.cdb"]
         assert installed(root) == before
@@ -231,7 +231,7 @@ class TestPush:
             (root / f"data.2020-01-01.00000{i}").write_bytes(b"old")
             os.utime(root / f"data.2020-01-01.00000{i}", (1, 1))
         bad = NEWER + b"Xbroken\n"
-        assert run(root, "push", bad + seal(bad), "--keep", "2")[0] == receive.EXIT_REFUSED
+        assert run(root, "push", bad + seal(bad), "--keep", "2")[0] == protocol.EXIT_REFUSED
         assert len([p for p in root.iterdir() if p.name.startswith("data.2")]) == 2
 
     def test_sweeps_litter(self, root: Path) -> None:
@@ -253,7 +253,7 @@ class TestOrder:
         assert run(root, "push", NEWER + seal(NEWER))[0] == 0
         before = installed(root)
         status, out, err = run(root, "push", DATA + seal(DATA))
-        assert status == receive.EXIT_REFUSED
+        assert status == protocol.EXIT_REFUSED
         assert "build serial 1700000000 is older than the installed serial 1700000001" in err
         assert "push --force" in err
         assert "installed" not in out
@@ -271,7 +271,7 @@ class TestOrder:
         """Another build with the installed serial (two masters?) is refused unless forced."""
         other = DATA.replace(b"192.0.2.1", b"192.0.2.9")
         status, _, err = run(root, "push", other + seal(other))
-        assert status == receive.EXIT_REFUSED
+        assert status == protocol.EXIT_REFUSED
         assert "already installed with different data" in err
         assert run(root, "push --force", other + seal(other))[0] == 0
 
@@ -280,7 +280,7 @@ class TestOrder:
         old, new = build(0, serial=4_294_967_290), build(1, serial=5)
         assert run(tmp_path, "push", old + seal(old))[0] == 0
         assert run(tmp_path, "push", new + seal(new))[0] == 0
-        assert run(tmp_path, "push", old + seal(old))[0] == receive.EXIT_REFUSED
+        assert run(tmp_path, "push", old + seal(old))[0] == protocol.EXIT_REFUSED
 
     def test_data_without_banner_is_not_compared(self, root: Path) -> None:
         """Data not built by dnsmaster (no serial banner) is installed as it comes."""
@@ -358,7 +358,7 @@ class TestRefusals:
         before = installed(root)
         stream = NEWER + seal(NEWER)
         status, _, err = run(root, "push", stream[:cut])
-        assert status == receive.EXIT_REFUSED
+        assert status == protocol.EXIT_REFUSED
         assert "incomplete data" in err
         assert installed(root) == before
 
@@ -374,7 +374,7 @@ class TestRefusals:
         before = installed(root)
         stream = NEWER.replace(b"192.0.2.2", b"192.0.2.3") + seal(NEWER)
         status, _, err = run(root, "push", stream)
-        assert (status, "sha256" in err) == (receive.EXIT_REFUSED, True)
+        assert (status, "sha256" in err) == (protocol.EXIT_REFUSED, True)
         assert installed(root) == before
 
     def test_data_that_does_not_compile(self, root: Path) -> None:
@@ -382,7 +382,7 @@ class TestRefusals:
         before = installed(root)
         bad = NEWER + b"Xbroken\n"
         status, _, err = run(root, "push", bad + seal(bad))
-        assert status == receive.EXIT_REFUSED
+        assert status == protocol.EXIT_REFUSED
         assert "does not compile: line" in err
         assert "unrecognized leading character" in err
         assert installed(root) == before
@@ -391,7 +391,7 @@ class TestRefusals:
         """Data over --max-size is refused before anything is written."""
         before = installed(root)
         status, _, err = run(root, "push", NEWER + seal(NEWER), "--max-size", "100")
-        assert status == receive.EXIT_REFUSED
+        assert status == protocol.EXIT_REFUSED
         assert "size cap of 100 bytes" in err
         assert installed(root) == before
 
@@ -419,7 +419,7 @@ class TestRefusals:
         """Only the fixed verbs run; anything else is refused and changes nothing."""
         before = installed(root)
         status, out, err = run(root, verb, NEWER + seal(NEWER))
-        assert status == receive.EXIT_USAGE
+        assert status == protocol.EXIT_USAGE
         assert "this key runs one of: push, push --force, status" in err
         assert out == ""
         assert installed(root) == before
@@ -427,20 +427,20 @@ class TestRefusals:
     def test_unknown_verb_escaped(self, root: Path) -> None:
         """A command with control characters is quoted escaped, never raw."""
         status, _, err = run(root, "push\x1b[2J")
-        assert status == receive.EXIT_USAGE
+        assert status == protocol.EXIT_USAGE
         assert "\x1b" not in err
         assert "\\x1b[2J" in err
 
     def test_no_command(self, root: Path) -> None:
         """An interactive login (no command) is refused."""
         status, _, err = run(root, None)
-        assert status == receive.EXIT_USAGE
+        assert status == protocol.EXIT_USAGE
         assert "no command given" in err
 
     def test_unwritable_root(self, tmp_path: Path) -> None:
         """A root that does not exist is a system error, named."""
         status, _, err = run(tmp_path / "missing", "push", DATA + seal(DATA))
-        assert status == receive.EXIT_SYSTEM
+        assert status == protocol.EXIT_SYSTEM
         assert str(tmp_path / "missing") in err
 
 
@@ -567,7 +567,7 @@ class TestNotRegular:
         replace_with(root / "data", "fifo")
         stream = delta.make(DATA, NEWER)
         status, _, err = run_bounded(root, "delta", stream)
-        assert status == receive.EXIT_DELTA
+        assert status == protocol.EXIT_DELTA
         assert "refused: delta: base mismatch: data is a FIFO, not a regular file" in err
 
 

@@ -19,7 +19,7 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from dnsmaster.slave import receive
+from dnsmaster import protocol
 from tests.conftest import require
 from tests.slave.test_receive_crash import (
     build,
@@ -83,7 +83,7 @@ class TestTwoReceivers:
             assert results["newer"][0] == 0, where
             status, _, err = results["older"]
             if status != 0:
-                assert status == receive.EXIT_REFUSED, where
+                assert status == protocol.EXIT_REFUSED, where
                 assert "is older than the installed serial" in err, where
             assert (root / "data").read_bytes() == newer, where
             check_repaired(root)
@@ -132,7 +132,7 @@ class TestThroughSshd:
                     )
             statuses = [finish(proc)[0] for proc in procs]
             assert statuses[1] == 0
-            assert statuses[0] in (0, receive.EXIT_REFUSED)
+            assert statuses[0] in (0, protocol.EXIT_REFUSED)
             assert slave.installed() == sealed(newer)
             check_repaired(slave.root)
             assert slave.tinydns.wait_serial("example.com", 1_700_000_000 + 2 * trial) == (

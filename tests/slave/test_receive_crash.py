@@ -28,6 +28,7 @@ from pathlib import Path
 import pytest
 
 import dnsmaster
+from dnsmaster import protocol
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
@@ -277,7 +278,7 @@ class TestSystemErrors:
             inject = f"inject={name}:error={FAULTS[name]}:when={n}"
             proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
             where = f"{FAULTS[name]} at {name} #{n}"
-            assert proc.returncode in (0, receive.EXIT_SYSTEM), (where, proc.stderr)
+            assert proc.returncode in (0, protocol.EXIT_SYSTEM), (where, proc.stderr)
             check_crash_state(root, [sealed(OLD), sealed(NEW)])
             assert litter(root) == [], where
             if proc.returncode != 0:
@@ -323,7 +324,7 @@ class TestDiskFull:
         else:
             pytest.fail("no data of the size wanted")
         status, _, err = push_in_process(root, big)
-        assert status == receive.EXIT_SYSTEM
+        assert status == protocol.EXIT_SYSTEM
         assert "out of disk space" in err
         assert {p.name: p.read_bytes() for p in root.iterdir()} == before
         small = build(6)

@@ -1,6 +1,6 @@
 """Errors that say what to do: host keys, the receiver's reason, a slave that floods.
 
-The real tests drive :class:`dnsmaster.transport.push.SshChannel` in this process, one channel
+The real tests drive :class:`dnsmaster.transport.ssh.SshChannel` in this process, one channel
 for several pushes as the daemon does, against the lab's OpenSSH sshd; the flood
 and the pure pieces also run without root; one test runs the daemon and reads the
 receiver's reason back from ``dnsmaster status``.
@@ -33,7 +33,19 @@ from dnsmaster.errors import (
     HostKeyUnknown,
     SlaveError,
 )
-from dnsmaster.transport import push
+from dnsmaster.master.payload import Offer
+from dnsmaster.master.pushing import PushResult, push_one
+from dnsmaster.protocol import NEEDED, receiver_reason
+from dnsmaster.transport.channel import (
+    MAX_LINE,
+    MAX_OUTPUT_BYTES,
+    MAX_OUTPUT_LINES,
+    fetch_receiver,
+    fetch_status,
+)
+from dnsmaster.transport.hostkeys import classify_host_key, known_entries
+from dnsmaster.transport.local import LocalChannel
+from dnsmaster.transport.ssh import SshChannel
 from dnsmaster.transport.sshlib import asyncssh
 from tests.lab.daemonrun import DaemonProcess, config_text
 
@@ -145,11 +157,11 @@ class TestTree:
 def test_receiver_reason(last: str | None, status: int | None, expected: str | None) -> None:
     """The last stderr line without the receiver's prefix, and the exit status."""
     want = expected if expected is not None else f"{last} (exit {status})"
-    assert push.receiver_reason(last, status) == want
+    assert receiver_reason(last, status) == want
 
 
 def test_receiver_reason_is_capped() -> None:
-    reason = push.receiver_reason("x" * 10_000, 1)
+    reason = receiver_reason("x" * 10_000, 1)
     assert len(reason) < 600
     assert reason.endswith("... (exit 1)")
 
@@ -198,17 +210,17 @@ class TestKnownHosts:
 
     def test_entries_for_host_and_port(self, known_hosts: Path) -> None:
         """``[host]:port`` entries, plain and hashed; the port-less one only as a fallback."""
-        found, revoked = push._known_entries(known_hosts, "10.0.0.9", 2222)
+        found, revoked = known_entries(known_hosts, "10.0.0.9", 2222)
         assert [n for n, _ in found] == [3, 4]
         assert [n for n, _ in revoked] == [6]
-        found, _ = push._known_entries(known_hosts, "10.0.0.9", 2223)
+        found, _ = known_entries(known_hosts, "10.0.0.9", 2223)
         assert [n for n, _ in found] == [5]
-        assert push._known_entries(known_hosts, "10.0.0.8", 2222) == ([], [])
-        assert push._known_entries(known_hosts.with_name("missing"), "10.0.0.9", 22) == ([], [])
+        assert known_entries(known_hosts, "10.0.0.8", 2222) == ([], [])
+        assert known_entries(known_hosts.with_name("missing"), "10.0.0.9", 22) == ([], [])
 
     def test_changed(self, known_hosts: Path, keys: dict[str, asyncssh.SSHKey]) -> None:
-        entries, revoked = push._known_entries(known_hosts, "10.0.0.9", 2222)
-        exc = push._classify_host_key(
+        entries, revoked = known_entries(known_hosts, "10.0.0.9", 2222)
+        exc = classify_host_key(
             _lab_slave("10.0.0.9", 2222),
             known_hosts,
             entries=entries,
@@ -233,8 +245,8 @@ class TestKnownHosts:
         assert f"`{exc.accept[0]} && {exc.accept[1]}`" in exc.reason
 
     def test_changed_without_the_presented_key(self, known_hosts: Path) -> None:
-        entries, revoked = push._known_entries(known_hosts, "10.0.0.9", 2222)
-        exc = push._classify_host_key(
+        entries, revoked = known_entries(known_hosts, "10.0.0.9", 2222)
+        exc = classify_host_key(
             _lab_slave("10.0.0.9", 2222),
             known_hosts,
             entries=entries,
@@ -247,7 +259,7 @@ class TestKnownHosts:
         assert exc.presented is None
 
     def test_unknown(self, known_hosts: Path, keys: dict[str, asyncssh.SSHKey]) -> None:
-        exc = push._classify_host_key(
+        exc = classify_host_key(
             _lab_slave("10.0.0.8", 22),
             known_hosts,
             entries=[],
@@ -260,8 +272,8 @@ class TestKnownHosts:
         assert exc.accept == (f"ssh-keyscan -t ed25519 10.0.0.8 >> {known_hosts}",)
 
     def test_revoked(self, known_hosts: Path, keys: dict[str, asyncssh.SSHKey]) -> None:
-        entries, revoked = push._known_entries(known_hosts, "10.0.0.9", 2222)
-        exc = push._classify_host_key(
+        entries, revoked = known_entries(known_hosts, "10.0.0.9", 2222)
+        exc = classify_host_key(
             _lab_slave("10.0.0.9", 2222),
             known_hosts,
             entries=entries,
@@ -294,23 +306,23 @@ async def test_refused_connect_says_connection_refused(tmp_path: Path) -> None:
         key=key,
         known_hosts=known_hosts,
     )
-    channel = push.SshChannel(Slave(name="s1", host="127.0.0.1", port=port), config)
-    result = await push.push_one(channel, b"", "x", 30, Lines())
+    channel = SshChannel(Slave(name="s1", host="127.0.0.1", port=port), config)
+    result = await push_one(channel, b"", "x", 30, Lines())
     assert result.error == f"cannot connect to 127.0.0.1 port {port}: connection refused"
     assert (result.phase, result.retryable, result.exit_status) == ("connect", True, None)
     with pytest.raises(SlaveError) as raised:
-        await push.fetch_status(channel, 30, Lines())
+        await fetch_status(channel, 30, Lines())
     assert raised.value.phase == "connect"
 
     # A recorded delta connects while the delta is computed: the same failure,
     # reported the same way, and no reason to ask the slave (it cannot be reached).
-    async def never(why: str) -> push.PushResult | push.Offer:
+    async def never(why: str) -> PushResult | Offer:
         raise AssertionError(f"asked: {why}")
 
     base = b"".join(b"+h%d.example:192.0.2.1\n" % i for i in range(200))
-    offer = push.Offer(2, base, recorded=True)
+    offer = Offer(2, base, recorded=True)
     data = base + b"+new.example:192.0.2.2\n"
-    recorded = await push.push_one(channel, data, "x", 30, Lines(), offer=offer, ask=never)
+    recorded = await push_one(channel, data, "x", 30, Lines(), offer=offer, ask=never)
     assert (recorded.error, recorded.phase, recorded.mode) == (result.error, "connect", "delta")
 
 
@@ -334,12 +346,12 @@ async def test_flooding_local_slave(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     monkeypatch.setattr(sys, "executable", str(flood))  # LocalChannel runs sys.executable
     root = tmp_path / "root"
     root.mkdir()
-    channel = push.LocalChannel(Slave(name="l1", transport="local", root=root))
+    channel = LocalChannel(Slave(name="l1", transport="local", root=root))
     lines = Lines()
     tracemalloc.start()
     try:
         async with asyncio.timeout(120):  # a guard against a hang, not a measurement
-            result = await push.push_one(channel, zone_data(1), "x", 120, lines)
+            result = await push_one(channel, zone_data(1), "x", 120, lines)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -348,13 +360,13 @@ async def test_flooding_local_slave(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     assert result.error == "too chatty (exit 1)"
     assert result.output_cut
     out = [line for _, stream, line in lines.seen if stream == "stdout"]
-    assert 0 < len(out) <= push.MAX_OUTPUT_LINES
-    assert sum(len(line) for line in out) <= push.MAX_OUTPUT_BYTES
+    assert 0 < len(out) <= MAX_OUTPUT_LINES
+    assert sum(len(line) for line in out) <= MAX_OUTPUT_BYTES
     assert set(out) == {"chatter"}
     assert result.output_dropped == 4_000_000 - len(out)
     err = lines.on("stderr")
     assert err == [
-        ("x" * push.MAX_LINE, 3_000_000 - push.MAX_LINE),
+        ("x" * MAX_LINE, 3_000_000 - MAX_LINE),
         ("dnsmaster receive: refused: too chatty", 0),
     ]
     assert peak < 8 * 1024 * 1024, peak  # 4 MB of lines and a 3 MB line went through
@@ -369,12 +381,12 @@ async def test_long_lines_are_cut(tmp_path: Path, monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(sys, "executable", str(talk))
     root = tmp_path / "root"
     root.mkdir()
-    channel = push.LocalChannel(Slave(name="l1", transport="local", root=root))
+    channel = LocalChannel(Slave(name="l1", transport="local", root=root))
     lines = Lines()
     result = await channel.run("status", None, lines)
     assert result.exit_status == 0
-    assert [line for _, _, line in lines.seen] == ["x" * push.MAX_LINE, "next"]
-    assert lines.truncated == [100_000 - push.MAX_LINE, 0]
+    assert [line for _, _, line in lines.seen] == ["x" * MAX_LINE, "next"]
+    assert lines.truncated == [100_000 - MAX_LINE, 0]
     assert not result.cut
 
 
@@ -419,10 +431,10 @@ async def test_rekeyed_slave_is_a_changed_host_key(lab: Lab, tmp_path: Path) -> 
     other, slave = lab(2)
     config = _config(lab, tmp_path, [other, slave])
     # recheck=0: check the host key before every reuse, not only after a minute.
-    channel = push.SshChannel(_ssh_slave(slave), config, recheck=0)
+    channel = SshChannel(_ssh_slave(slave), config, recheck=0)
     lines = Lines()
     try:
-        first = await push.push_one(channel, zone_data(1_700_000_000), "a", 60, lines)
+        first = await push_one(channel, zone_data(1_700_000_000), "a", 60, lines)
         assert first.ok, lines.seen
         kept = channel._conn
         assert kept is not None
@@ -431,7 +443,7 @@ async def test_rekeyed_slave_is_a_changed_host_key(lab: Lab, tmp_path: Path) -> 
 
         slave.sshd.regenerate_host_key()  # sshd restarts; the kept session lives on
         assert not kept.is_closed()
-        failed = await push.push_one(channel, zone_data(1_700_000_001), "b", 60, lines)
+        failed = await push_one(channel, zone_data(1_700_000_001), "b", 60, lines)
 
         assert not failed.ok
         assert (failed.phase, failed.retryable, failed.exit_status) == ("hostkey", False, None)
@@ -449,13 +461,13 @@ async def test_rekeyed_slave_is_a_changed_host_key(lab: Lab, tmp_path: Path) -> 
 
         # Asked for its status, it fails the same way, with the fields a daemon needs.
         with pytest.raises(HostKeyChanged) as raised:
-            await push.fetch_status(channel, 60, lines)
+            await fetch_status(channel, 60, lines)
         assert raised.value.known_hosts == str(lab.known_hosts)
         assert raised.value.line == line
         assert not raised.value.retryable
 
         lab.write_known_hosts()  # the operator accepts the new key
-        again = await push.push_one(channel, zone_data(1_700_000_002), "c", 60, lines)
+        again = await push_one(channel, zone_data(1_700_000_002), "c", 60, lines)
         assert again.ok, again.error
         assert _logins(slave) == logins + 1
         assert slave.tinydns.wait_serial(ZONE, 1_700_000_002) == 1_700_000_002
@@ -469,11 +481,11 @@ async def test_kept_connection_until_known_hosts_changes(lab: Lab, tmp_path: Pat
     each reuse) until known_hosts changes; then it is dropped and verified anew."""
     (slave,) = lab(1)
     config = _config(lab, tmp_path, [slave])
-    channel = push.SshChannel(_ssh_slave(slave), config, recheck=0)
+    channel = SshChannel(_ssh_slave(slave), config, recheck=0)
     try:
         logins = _logins(slave)
         for serial in (1_700_000_000, 1_700_000_001):
-            result = await push.push_one(channel, zone_data(serial), "a", 60, Lines())
+            result = await push_one(channel, zone_data(serial), "a", 60, Lines())
             assert result.ok, result.error
         assert _logins(slave) == logins + 1  # one connection, checked but not logged in again
         kept = channel._conn
@@ -481,7 +493,7 @@ async def test_kept_connection_until_known_hosts_changes(lab: Lab, tmp_path: Pat
 
         time.sleep(0.01)  # a new mtime, whatever the file system's clock granularity
         lab.known_hosts.write_text(lab.known_hosts.read_text())
-        result = await push.push_one(channel, zone_data(1_700_000_002), "b", 60, Lines())
+        result = await push_one(channel, zone_data(1_700_000_002), "b", 60, Lines())
         assert result.ok, result.error
         assert kept.is_closed()
         assert _logins(slave) == logins + 2
@@ -495,21 +507,21 @@ async def test_unknown_host_key_says_how_to_add_it(lab: Lab, tmp_path: Path) -> 
     (slave,) = lab(1)
     lab.known_hosts.write_text("")
     config = _config(lab, tmp_path, [slave])
-    channel = push.SshChannel(_ssh_slave(slave), config)
+    channel = SshChannel(_ssh_slave(slave), config)
     try:
         with pytest.raises(HostKeyUnknown) as raised:
-            await push.fetch_status(channel, 60, Lines())
+            await fetch_status(channel, 60, Lines())
         exc = raised.value
         assert exc.presented == f"ssh-ed25519 {_fingerprint(slave)}"
         assert exc.reason.startswith(
             f"host key unknown: {lab.known_hosts} holds no key for [{slave.address}]:{slave.port}"
         )
-        result = await push.push_one(channel, zone_data(1_700_000_000), "a", 60, Lines())
+        result = await push_one(channel, zone_data(1_700_000_000), "a", 60, Lines())
         assert (result.phase, result.retryable) == ("hostkey", False)
 
         for command in exc.accept:
             subprocess.run(command, shell=True, check=True, capture_output=True, timeout=60)
-        result = await push.push_one(channel, zone_data(1_700_000_000), "a", 60, Lines())
+        result = await push_one(channel, zone_data(1_700_000_000), "a", 60, Lines())
         assert result.ok, result.error
     finally:
         await channel.close()
@@ -533,12 +545,12 @@ async def test_flooding_slave_over_ssh(lab: Lab, tmp_path: Path) -> None:
         lab.authorized_key(slave.root).replace(str(lab.forced_command), str(flood))
     )
     config = _config(lab, tmp_path, [slave])
-    channel = push.SshChannel(_ssh_slave(slave), config)
+    channel = SshChannel(_ssh_slave(slave), config)
     lines = Lines()
     tracemalloc.start()
     try:
         async with asyncio.timeout(300):  # a guard against a hang, not a measurement
-            result = await push.push_one(channel, zone_data(1_700_000_000), "a", 300, lines)
+            result = await push_one(channel, zone_data(1_700_000_000), "a", 300, lines)
         _, peak = tracemalloc.get_traced_memory()
     finally:
         tracemalloc.stop()
@@ -547,9 +559,9 @@ async def test_flooding_slave_over_ssh(lab: Lab, tmp_path: Path) -> None:
     assert result.exit_status == 1
     assert result.error == "cannot stop talking (exit 1)"
     assert result.output_cut
-    assert result.output_dropped == 25_000_000 - push.MAX_OUTPUT_LINES
+    assert result.output_dropped == 25_000_000 - MAX_OUTPUT_LINES
     out = [line for _, stream, line in lines.seen if stream == "stdout"]
-    assert len(out) == push.MAX_OUTPUT_LINES
+    assert len(out) == MAX_OUTPUT_LINES
     assert set(out) == {"y"}
     assert ("stderr", "dnsmaster receive: refused: cannot stop talking") in {
         (stream, line) for _, stream, line in lines.seen
@@ -588,14 +600,14 @@ async def test_stderr_noise_does_not_hide_the_receiver(
     slave.sshd.set_authorized_keys(
         lab.authorized_key(slave.root).replace(str(lab.forced_command), str(wrapper))
     )
-    channel = push.SshChannel(_ssh_slave(slave), _config(lab, tmp_path, [slave]))
+    channel = SshChannel(_ssh_slave(slave), _config(lab, tmp_path, [slave]))
     lines = Lines()
     try:
-        receiver = await push.fetch_receiver(channel, 60, lines)
+        receiver = await fetch_receiver(channel, 60, lines)
         assert receiver.protocol is not None
-        assert receiver.protocol >= push.NEEDED
-        result = await push.push_one(
-            channel, zone_data(1_700_000_000), "a", 60, lines, offer=receiver.offer()
+        assert receiver.protocol >= NEEDED
+        result = await push_one(
+            channel, zone_data(1_700_000_000), "a", 60, lines, offer=Offer(receiver.protocol)
         )
     finally:
         await channel.close()
@@ -604,12 +616,12 @@ async def test_stderr_noise_does_not_hide_the_receiver(
     err = lines.on("stderr")
     if noise == "lines":
         assert result.output_cut
-        assert len(err) == 2 * push.MAX_OUTPUT_LINES  # a budget each run: status, push
+        assert len(err) == 2 * MAX_OUTPUT_LINES  # a budget each run: status, push
         assert err[0] == ("noise 1", 0)
-        assert result.output_dropped == 1500 - push.MAX_OUTPUT_LINES
+        assert result.output_dropped == 1500 - MAX_OUTPUT_LINES
     else:
         shown = [(len(line), set(line), cut) for line, cut in err]
-        assert shown == [(push.MAX_LINE, {"e"}, 100_000 - push.MAX_LINE)] * 2
+        assert shown == [(MAX_LINE, {"e"}, 100_000 - MAX_LINE)] * 2
         assert not result.output_cut
 
 
@@ -669,7 +681,7 @@ def test_daemon_pushes_through_stderr_noise(lab: Lab, tmp_path: Path) -> None:
         done = daemon.wait("push.done", timeout=60.0, slave=slave.name)
         assert not daemon.find("push.failed"), daemon.dump()
         cut = daemon.wait("push.output_cut", timeout=10.0, slave=slave.name)
-        assert cut["dropped_lines"] == 1500 - push.MAX_OUTPUT_LINES
+        assert cut["dropped_lines"] == 1500 - MAX_OUTPUT_LINES
         assert slave.tinydns.wait_serial(ZONE, done["serial"]) == done["serial"]
     finally:
         daemon.kill()

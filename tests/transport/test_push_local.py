@@ -1,5 +1,5 @@
-"""Pieces of :mod:`dnsmaster.transport.push` without SSH: the local transport runs the
-real receiver.
+"""Pieces of :mod:`dnsmaster.master.pushing` and the transport without SSH: the local
+transport runs the real receiver.
 
 ``LocalChannel`` starts ``python -m dnsmaster receive`` exactly as sshd would (the
 verb in SSH_ORIGINAL_COMMAND), so these tests exercise the real conversation; the
@@ -20,7 +20,18 @@ import pytest
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
-from dnsmaster.transport import push
+from dnsmaster.master.payload import payload_for
+from dnsmaster.master.pushing import (
+    PushLog,
+    PushResult,
+    channel_for,
+    push_all,
+    push_one,
+)
+from dnsmaster.protocol import SlaveVersion, parse_status
+from dnsmaster.transport.channel import LineSink, RunResult, SlaveChannel, fetch_status
+from dnsmaster.transport.local import LocalChannel
+from dnsmaster.transport.ssh import SshChannel
 
 PROJECT = Path(__file__).resolve().parents[2]
 SERIAL = 1_700_000_000
@@ -38,10 +49,10 @@ def zone_data(serial: int = SERIAL, www: str = "192.0.2.1") -> bytes:
     return assemble([compile_source("zones.x", source)], serial).data
 
 
-def local(root: Path, name: str = "l1", protocol: str = "dnsmaster") -> push.LocalChannel:
+def local(root: Path, name: str = "l1", protocol: str = "dnsmaster") -> LocalChannel:
     root.mkdir(parents=True, exist_ok=True)
     slave = Slave(name=name, transport="local", root=root, protocol=protocol)  # type: ignore[arg-type]
-    return push.LocalChannel(slave)
+    return LocalChannel(slave)
 
 
 class Lines:
@@ -57,7 +68,7 @@ class Lines:
 
 def test_payload_for_dnsmaster_slave_is_sealed() -> None:
     data = zone_data()
-    payload = push.payload_for(Slave(name="a", host="h"), data)
+    payload = payload_for(Slave(name="a", host="h"), data)
     body, trailer = split(payload)
     assert body == data
     assert trailer is not None
@@ -67,11 +78,11 @@ def test_payload_for_dnsmaster_slave_is_sealed() -> None:
 
 def test_payload_for_legacy_slave_is_plain() -> None:
     data = zone_data()
-    assert push.payload_for(Slave(name="a", host="h", protocol="legacy"), data) == data
+    assert payload_for(Slave(name="a", host="h", protocol="legacy"), data) == data
 
 
 def test_payload_for_empty_data() -> None:
-    payload = push.payload_for(Slave(name="a", host="h"), b"")
+    payload = payload_for(Slave(name="a", host="h"), b"")
     assert split(payload)[0] == b""
     assert payload.startswith(b"#dnsmaster-end bytes=0 ")
 
@@ -91,18 +102,18 @@ def test_payload_for_empty_data() -> None:
     ],
 )
 def test_parse_status(lines: list[str], expected: tuple[str, int | None] | None) -> None:
-    got = push.parse_status(lines)
+    got = parse_status(lines)
     if expected is None:
         assert got is None
     else:
-        assert got == push.SlaveVersion(*expected)
+        assert got == SlaveVersion(*expected)
 
 
 def test_channel_for(tmp_path: Path) -> None:
     cfg = Config(path=tmp_path / "c.toml", zones=tmp_path, output=tmp_path, state=tmp_path / "s")
-    assert isinstance(push.channel_for(Slave(name="a", host="h"), cfg), push.SshChannel)
+    assert isinstance(channel_for(Slave(name="a", host="h"), cfg), SshChannel)
     loc = Slave(name="b", transport="local", root=tmp_path)
-    assert isinstance(push.channel_for(loc, cfg), push.LocalChannel)
+    assert isinstance(channel_for(loc, cfg), LocalChannel)
 
 
 def test_push_log_events() -> None:
@@ -112,17 +123,13 @@ def test_push_log_events() -> None:
         def __getattr__(self, level: str) -> Callable[..., None]:
             return lambda event, **kw: events.append((level, event, kw))
 
-    log = push.PushLog(Logger(), serial=9)
+    log = PushLog(Logger(), serial=9)
     log.line("a", "stdout", "hello")
-    log.result(push.PushResult("a", True, "f" * 64, 10, 0.12345, 0))
-    log.result(
-        push.PushResult("b", False, "f" * 64, 10, 1.0, 1, "bad data (exit 1)", "receive", False)
-    )
-    log.result(push.PushResult("c", False, "f" * 64, 10, 1.0, None, "cannot connect: refused"))
-    log.result(
-        push.PushResult("d", False, "f" * 64, 0, 1.0, None, "host key CHANGED", "hostkey", False)
-    )
-    log.result(push.PushResult("e", True, "f" * 64, 10, 1.0, 0, output_cut=True, output_dropped=7))
+    log.result(PushResult("a", True, "f" * 64, 10, 0.12345, 0))
+    log.result(PushResult("b", False, "f" * 64, 10, 1.0, 1, "bad data (exit 1)", "receive", False))
+    log.result(PushResult("c", False, "f" * 64, 10, 1.0, None, "cannot connect: refused"))
+    log.result(PushResult("d", False, "f" * 64, 0, 1.0, None, "host key CHANGED", "hostkey", False))
+    log.result(PushResult("e", True, "f" * 64, 10, 1.0, 0, output_cut=True, output_dropped=7))
     assert events[0] == ("info", "push.line", {"slave": "a", "stream": "stdout", "line": "hello"})
     assert events[1][:2] == ("info", "push.done")
     assert events[1][2]["serial"] == 9
@@ -159,7 +166,7 @@ async def test_push_one_local(tmp_path: Path) -> None:
     data = zone_data()
     lines = Lines()
     sha = hashlib.sha256(data).hexdigest()
-    result = await push.push_one(channel, data, sha, 30, lines)
+    result = await push_one(channel, data, sha, 30, lines)
     assert result.ok, lines.seen
     assert result.exit_status == 0
     assert result.bytes == len(data + seal(data))
@@ -170,31 +177,31 @@ async def test_push_one_local(tmp_path: Path) -> None:
     assert out[-1] == f"done sha256={sha} serial={SERIAL}"
     assert all(slave == "l1" for slave, _, _ in lines.seen)
 
-    version = await push.fetch_status(channel, 30, Lines())
-    assert version == push.SlaveVersion(sha, SERIAL)
+    version = await fetch_status(channel, 30, Lines())
+    assert version == SlaveVersion(sha, SERIAL)
 
 
 async def test_fetch_status_without_data(tmp_path: Path) -> None:
     """No data installed: the receiver says ``status none``, which reads as None."""
-    assert await push.fetch_status(local(tmp_path / "root"), 30, Lines()) is None
+    assert await fetch_status(local(tmp_path / "root"), 30, Lines()) is None
 
 
 async def test_fetch_status_legacy(tmp_path: Path) -> None:
-    assert await push.fetch_status(local(tmp_path / "r", protocol="legacy"), 30, Lines()) is None
+    assert await fetch_status(local(tmp_path / "r", protocol="legacy"), 30, Lines()) is None
 
 
 async def test_push_one_refused_data(tmp_path: Path) -> None:
     """Data that does not compile: a failed result with the receiver's status and words."""
     channel = local(tmp_path / "root")
     good = zone_data()
-    assert (await push.push_one(channel, good, "x", 30, Lines())).ok
+    assert (await push_one(channel, good, "x", 30, Lines())).ok
     before = sorted(p.name for p in (tmp_path / "root").iterdir())
     installed = (tmp_path / "root" / "data").read_bytes()
     lines = Lines()
     # A newer build, so the receiver gets as far as compiling it (the same serial
     # with other data is refused before that, as a second master's build).
     bad = zone_data(SERIAL + 1) + b"!bad\n"
-    result = await push.push_one(channel, bad, "y", 30, lines)
+    result = await push_one(channel, bad, "y", 30, lines)
     assert not result.ok
     assert result.exit_status == 1
     # The receiver's own reason, not just its status; pushing it again cannot help.
@@ -217,7 +224,7 @@ async def test_unknown_verb(tmp_path: Path) -> None:
 
 
 async def test_legacy_verb_refused_by_a_dnsmaster_receiver(tmp_path: Path) -> None:
-    result = await push.push_one(local(tmp_path / "r", protocol="legacy"), b"", "", 30, Lines())
+    result = await push_one(local(tmp_path / "r", protocol="legacy"), b"", "", 30, Lines())
     assert not result.ok
     assert result.exit_status == 2
     assert result.error is not None
@@ -241,7 +248,7 @@ async def test_push_one_timeout(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setattr(sys, "executable", str(hang))  # LocalChannel runs sys.executable
     channel = local(tmp_path / "root")
     async with asyncio.timeout(120):  # a guard against a hang, not a measurement
-        result = await push.push_one(channel, zone_data(), "x", 0.5, Lines())
+        result = await push_one(channel, zone_data(), "x", 0.5, Lines())
     assert not result.ok
     assert result.error == "timed out after 0.5 s"
     assert result.phase == "timeout"
@@ -257,11 +264,11 @@ async def test_push_all_keeps_order_and_isolates_failures(tmp_path: Path) -> Non
     good = [local(tmp_path / f"g{i}", f"g{i}") for i in range(3)]
     # A root that is a file: the receiver fails with a system error.
     (tmp_path / "broken").write_text("")
-    broken = push.LocalChannel(Slave(name="bad", transport="local", root=tmp_path / "broken"))
-    channels: list[push.SlaveChannel] = [good[0], broken, good[1], good[2]]
+    broken = LocalChannel(Slave(name="bad", transport="local", root=tmp_path / "broken"))
+    channels: list[SlaveChannel] = [good[0], broken, good[1], good[2]]
     data = zone_data()
     seen: list[str] = []
-    results = await push.push_all(
+    results = await push_all(
         channels,
         data,
         "s",
@@ -296,16 +303,14 @@ async def test_push_all_parallel_bound(tmp_path: Path) -> None:
         def __init__(self, name: str) -> None:
             self.slave = Slave(name=name, transport="local", root=tmp_path)
 
-        async def run(
-            self, verb: str, payload: bytes | None, on_line: push.LineSink
-        ) -> push.RunResult:
+        async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
             nonlocal peak
             started.append(self.slave.name)
             running.add(self.slave.name)
             peak = max(peak, len(running))
             await release[self.slave.name].wait()
             running.discard(self.slave.name)
-            return push.RunResult(0, ())
+            return RunResult(0, ())
 
         async def close(self) -> None:
             return None
@@ -320,7 +325,7 @@ async def test_push_all_parallel_bound(tmp_path: Path) -> None:
     channels = [Held(f"s{i}") for i in range(10)]
     async with asyncio.timeout(60):  # a guard against a hang, not a measurement
         task = asyncio.create_task(
-            push.push_all(channels, b"", "", parallel=3, timeout=60, on_line=Lines())
+            push_all(channels, b"", "", parallel=3, timeout=60, on_line=Lines())
         )
         await settle(3)
         assert started == ["s0", "s1", "s2"]

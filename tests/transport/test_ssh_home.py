@@ -29,7 +29,7 @@ import dnsmaster
 from dnsmaster import config as configuration
 from dnsmaster.commands import doctor
 from dnsmaster.errors import SlaveError
-from dnsmaster.transport import push
+from dnsmaster.transport.ssh import client_keys
 from tests.conftest import require
 from tests.lab.daemonrun import PROJECT, config_text
 
@@ -231,12 +231,12 @@ LATER = """
 import asyncio, os, sys
 from pathlib import Path
 from dnsmaster import config
-from dnsmaster.transport import push
+from dnsmaster.master import pushing
 from dnsmaster.errors import SlaveError
 cfg = config.load(Path(sys.argv[1]))
 Path(sys.argv[2]).chmod(0)
 async def main():
-    channel = push.channel_for(cfg.slaves[0], cfg)
+    channel = pushing.channel_for(cfg.slaves[0], cfg)
     try:
         await channel.run("status", None, lambda *a: None)
     except SlaveError as exc:
@@ -331,7 +331,7 @@ class TestDefaultKeys:
         subprocess.run([keygen, "-q", "-t", "ed25519", "-N", "", "-f", str(key)], check=True)
         self.passwd_home(monkeypatch, home)
         cfg = self.config(tmp_path)
-        assert len(push.client_keys(cfg.slaves[0], cfg)) == 1
+        assert len(client_keys(cfg.slaves[0], cfg)) == 1
 
     def test_none_is_a_local_error(self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
         home = tmp_path / "home"
@@ -339,7 +339,7 @@ class TestDefaultKeys:
         self.passwd_home(monkeypatch, home)
         cfg = self.config(tmp_path)
         with pytest.raises(SlaveError) as caught:
-            push.client_keys(cfg.slaves[0], cfg)
+            client_keys(cfg.slaves[0], cfg)
         assert caught.value.phase == "local"
         assert "no private key: key is not set in" in caught.value.reason
         assert str(home / ".ssh" / "id_ed25519") in caught.value.reason
