@@ -9,7 +9,7 @@
   daemon runs the installation that made it, whatever the supervisor's PATH;
 - ``env/HOME``: ACCT's home from its passwd entry, in place of whatever HOME the
   supervisor's starter had (root's ``/root``, from a root shell). The daemon itself
-  reads nothing through HOME (see :mod:`dnsmaster.transport.sshlib`); hooks it runs may;
+  reads nothing through HOME (see :mod:`dnsmaster.sshlib`); hooks it runs may;
 - ``log/run``: ``multilog t s1000000 n20 ./main`` as LOGACCT (runit: ``svlogd -tt
   ./main``);
 - ``log/main``, owned by LOGACCT.

@@ -87,7 +87,7 @@ def private_key(path: Path, key: str, file: Path) -> list[str]:
 def _parse_private_key(data: bytes, file: Path, error: Callable[[str], ConfigError]) -> None:
     # Imported here: asyncssh costs 0.16 s to import, which `build` and `check`
     # need not pay when no SSH slave is configured.
-    from dnsmaster.transport.sshlib import asyncssh  # noqa: PLC0415
+    from dnsmaster.sshlib import asyncssh  # noqa: PLC0415
 
     try:
         asyncssh.import_private_key(data)
@@ -109,7 +109,7 @@ def _parse_private_key(data: bytes, file: Path, error: Callable[[str], ConfigErr
 
 
 def _is_public_key(data: bytes) -> bool:
-    from dnsmaster.transport.sshlib import asyncssh  # noqa: PLC0415
+    from dnsmaster.sshlib import asyncssh  # noqa: PLC0415
 
     try:
         asyncssh.import_public_key(data)

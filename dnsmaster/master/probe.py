@@ -21,9 +21,9 @@ from dnsmaster.errors import SlaveError
 from dnsmaster.master.health import serial_text
 from dnsmaster.master.pushing import channel_for
 from dnsmaster.protocol import SlaveVersion
+from dnsmaster.sshlib import asyncssh
 from dnsmaster.transport.channel import fetch_status
 from dnsmaster.transport.dns import SoaCheck, check_serials
-from dnsmaster.transport.sshlib import asyncssh
 
 __all__ = ["LIVE_ZONES", "LiveSlave", "Master", "ask_all", "ask_slave", "read_master"]
 

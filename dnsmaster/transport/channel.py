@@ -36,7 +36,7 @@ from dnsmaster.protocol import (
     receiver_reason,
     status_fields,
 )
-from dnsmaster.transport.sshlib import asyncssh
+from dnsmaster.sshlib import asyncssh
 
 __all__ = [
     "MAX_LINE",

@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnsmaster.config import Slave
 from dnsmaster.errors import HostKeyChanged, HostKeyError, HostKeyUnknown
-from dnsmaster.transport.sshlib import asyncssh, host_key_options
+from dnsmaster.sshlib import asyncssh, host_key_options
 
 __all__ = [
     "Entries",

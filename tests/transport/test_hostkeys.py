@@ -10,6 +10,7 @@ import pytest
 
 from dnsmaster.config import Slave
 from dnsmaster.errors import HostKeyChanged, HostKeyError, HostKeyUnknown
+from dnsmaster.sshlib import asyncssh
 from dnsmaster.transport.hostkeys import (
     HostKeyCheck,
     file_signature,
@@ -17,7 +18,6 @@ from dnsmaster.transport.hostkeys import (
     known_entries,
     known_hosts_name,
 )
-from dnsmaster.transport.sshlib import asyncssh
 
 SLAVE = Slave(name="ns2", host="127.0.0.1", port=2222)
 

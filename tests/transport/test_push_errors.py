@@ -36,6 +36,7 @@ from dnsmaster.errors import (
 from dnsmaster.master.payload import Offer
 from dnsmaster.master.pushing import PushResult, push_one
 from dnsmaster.protocol import NEEDED, receiver_reason
+from dnsmaster.sshlib import asyncssh
 from dnsmaster.transport.channel import (
     MAX_LINE,
     MAX_OUTPUT_BYTES,
@@ -46,7 +47,6 @@ from dnsmaster.transport.channel import (
 from dnsmaster.transport.hostkeys import classify_host_key, known_entries
 from dnsmaster.transport.local import LocalChannel
 from dnsmaster.transport.ssh import SshChannel
-from dnsmaster.transport.sshlib import asyncssh
 from tests.lab.daemonrun import DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts

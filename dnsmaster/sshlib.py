@@ -10,7 +10,7 @@ a ``python.warning`` event (:func:`dnsmaster.log.capture_warnings`).
 
 Every module that needs asyncssh imports it from here::
 
-    from dnsmaster.transport.sshlib import asyncssh
+    from dnsmaster.sshlib import asyncssh
 
 Every connection is made with :func:`client_options`: left to its defaults, asyncssh
 finds keys, config, an agent and CA files under ``$HOME`` on its own, and a supervised
