@@ -418,7 +418,7 @@ class _VersionAction(argparse.Action):
 
 
 def _version() -> str:
-    # Only when asked: doctor loads asyncssh and dnspython, and the compiler.
-    from dnsmaster.commands.doctor import accelerator_state  # noqa: PLC0415
+    # Only when asked: finding the accelerator loads the compiler.
+    from dnsmaster.master.checkup import accelerator_state  # noqa: PLC0415
 
     return f"dnsmaster {__version__} (C accelerator: {accelerator_state()[1]})"

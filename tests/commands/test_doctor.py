@@ -22,7 +22,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 import dnsmaster
-from dnsmaster.commands.doctor import Check, summary
+from dnsmaster.commands.doctor import summary
+from dnsmaster.master.checkup import Check
 from tests.lab.daemonrun import PROJECT, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
