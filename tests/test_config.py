@@ -17,9 +17,9 @@ import pytest
 
 import dnsmaster
 from dnsmaster import config
-from dnsmaster.commands.exits import EXIT_USAGE
 from dnsmaster.commands.main import main as cli_main
 from dnsmaster.errors import ConfigError
+from dnsmaster.exits import EXIT_USAGE
 from tests.conftest import require
 
 PROJECT = Path(__file__).resolve().parent.parent

@@ -25,9 +25,9 @@ from pathlib import Path
 import pytest
 
 from dnsmaster.commands import main
-from dnsmaster.commands.exits import EXIT_STATUSES
 from dnsmaster.config import from_mapping
 from dnsmaster.errors import ConfigError
+from dnsmaster.exits import EXIT_STATUSES
 from tests.conftest import _missing
 from tests.lab.daemonrun import PROJECT
 

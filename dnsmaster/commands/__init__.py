@@ -2,7 +2,7 @@
 
 - :mod:`~dnsmaster.commands.main`: the parser and the table of which module runs
   each command (imported only when that command runs); the console script's ``main``.
-- :mod:`~dnsmaster.commands.exits`: the exit statuses, and the one table of them.
+- :mod:`~dnsmaster.exits`: the exit statuses, and the one table of them.
 - :mod:`~dnsmaster.commands.common`: what the master's commands share
   (configuration and logging, usage errors, the one-writer lock, the hand-off to
   a running daemon).

@@ -18,9 +18,9 @@ from dnsmaster.commands.common import (
     one_writer,
     run_build,
 )
-from dnsmaster.commands.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core.text import printable
 from dnsmaster.errors import BuildError, ConfigError
+from dnsmaster.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM
 from dnsmaster.master.build import Builder
 
 __all__ = ["build", "check"]

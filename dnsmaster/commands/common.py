@@ -19,7 +19,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnsmaster import config, fsutil, log
-from dnsmaster.commands.exits import (
+from dnsmaster.core.banner import built_from
+from dnsmaster.errors import BuildError, ConfigError, DataErrors
+from dnsmaster.exits import (
     EXIT_DATA,
     EXIT_HELD,
     EXIT_OK,
@@ -27,8 +29,6 @@ from dnsmaster.commands.exits import (
     EXIT_SYSTEM,
     EXIT_USAGE,
 )
-from dnsmaster.core.banner import built_from
-from dnsmaster.errors import BuildError, ConfigError, DataErrors
 from dnsmaster.master import guarded, handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder

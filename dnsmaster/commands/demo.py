@@ -17,7 +17,7 @@ from importlib import resources
 from pathlib import Path
 
 from dnsmaster.commands import run
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 
 __all__ = ["CONFIG", "command", "create", "main"]
 

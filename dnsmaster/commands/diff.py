@@ -50,6 +50,7 @@ from dnsmaster.errors import (
     SlaveError,
     TinydnsDataError,
 )
+from dnsmaster.exits import EXIT_CHANGES, EXIT_NO_PLAN, EXIT_OK
 from dnsmaster.fsutil import describe
 from dnsmaster.master import guarded, handoff, rollback
 from dnsmaster.master.build import Builder
@@ -59,18 +60,11 @@ if TYPE_CHECKING:
     from dnsmaster.master.guarded import Given
 
 __all__ = [
-    "EXIT_CANNOT",
-    "EXIT_CHANGES",
-    "EXIT_SAME",
     "build_plan",
     "main",
     "push_dry_run",
     "push_plan",
 ]
-
-EXIT_SAME = 0
-EXIT_CHANGES = 1
-EXIT_CANNOT = 2
 
 
 class CannotPlan(DnsmasterError):
@@ -178,7 +172,7 @@ async def push_plan(args: argparse.Namespace) -> int:
         lines.append(f"slaves: {pushes} of {len(report)} would change")
         heading = [hold.line()] if hold is not None else []
         sys.stdout.write("\n".join([*heading, *summary[:-1], *lines, summary[-1]]) + "\n")
-    return EXIT_CHANGES if changes else EXIT_SAME
+    return EXIT_CHANGES if changes else EXIT_OK
 
 
 def _rollback_line(cfg: Config) -> str | None:
@@ -413,16 +407,16 @@ def _report(plan: Plan, as_json: bool, hold: Hold | None = None) -> int:
     else:
         held = [hold.line()] if hold is not None else []
         sys.stdout.write("\n".join([*held, *plan.lines()]) + "\n")
-    return EXIT_CHANGES if plan.changed or hold is not None else EXIT_SAME
+    return EXIT_CHANGES if plan.changed or hold is not None else EXIT_OK
 
 
 def _cannot(reason: str) -> int:
     sys.stderr.write(f"dnsmaster: {reason}\n")
-    return EXIT_CANNOT
+    return EXIT_NO_PLAN
 
 
 def _data_errors(exc: DataErrors) -> int:
     for error in exc.errors:
         sys.stderr.write(f"{error.file}:{error.line}: error: {error.reason}\n")
     sys.stderr.write("dnsmaster: the zones have errors: no plan (dnsmaster check)\n")
-    return EXIT_CANNOT
+    return EXIT_NO_PLAN

@@ -37,22 +37,17 @@ from typing import TextIO
 
 from dnsmaster.config import Config, Slave
 from dnsmaster.errors import ConfigError
+from dnsmaster.exits import EXIT_FAILED, EXIT_OK
 from dnsmaster.master.checkup import Check, master_checks
 from dnsmaster.master.slavecheckup import check_slave
 
 __all__ = [
-    "EXIT_FAILED",
-    "EXIT_OK",
-    "EXIT_USAGE",
     "SLAVE_TIMEOUT",
     "check_all",
     "main",
     "summary",
 ]
 
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2
 
 #: The default deadline for all of one slave's checks, in seconds (main.py's help says it too).
 SLAVE_TIMEOUT = 60.0

@@ -12,7 +12,7 @@ import shlex
 import sys
 
 from dnsmaster.commands.common import usage_error
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.fsutil import describe
 from dnsmaster.slave import bundle
 

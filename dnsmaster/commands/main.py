@@ -7,7 +7,7 @@ not pay for the daemon. The options of most commands are declared here, where
 declaring them costs nothing; ``status`` and ``service-conf`` declare theirs in
 their own modules (``add_arguments``), loaded only when that command runs.
 
-The exit statuses of every command are :data:`dnsmaster.commands.exits.EXIT_STATUSES`.
+The exit statuses of every command are :data:`dnsmaster.exits.EXIT_STATUSES`.
 """
 
 from __future__ import annotations

@@ -26,7 +26,10 @@ from dnsmaster.commands.common import (
     one_writer,
     run_build,
 )
-from dnsmaster.commands.exits import (
+from dnsmaster.commands.wait import wait_for_build
+from dnsmaster.core.makedata import previous_serial
+from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
+from dnsmaster.exits import (
     EXIT_DATA,
     EXIT_HELD,
     EXIT_OK,
@@ -34,9 +37,6 @@ from dnsmaster.commands.exits import (
     EXIT_SYSTEM,
     EXIT_USAGE,
 )
-from dnsmaster.commands.wait import wait_for_build
-from dnsmaster.core.makedata import previous_serial
-from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
 from dnsmaster.fsutil import describe
 from dnsmaster.master import guarded, pushing, rollback
 

@@ -26,9 +26,9 @@ from dnsmaster.commands.common import (
     run_build,
     slave_reporter,
 )
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
 from dnsmaster.commands.push import push_to_slaves
 from dnsmaster.errors import ArchiveError, BuildError, DataErrors
+from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
 from dnsmaster.master import handoff, rollback
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive, Kept

@@ -11,8 +11,8 @@ import asyncio
 
 from dnsmaster import log
 from dnsmaster.commands.common import config_and_log
-from dnsmaster.commands.exits import EXIT_USAGE
 from dnsmaster.daemon.loop import Daemon
+from dnsmaster.exits import EXIT_USAGE
 
 __all__ = ["main"]
 

@@ -40,8 +40,8 @@ from pathlib import Path
 
 from dnsmaster import config as configuration
 from dnsmaster import fsutil
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.errors import ConfigError, ServiceConfError
+from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 
 __all__ = ["Account", "add_arguments", "main", "probe", "scripts"]
 

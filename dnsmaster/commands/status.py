@@ -30,15 +30,16 @@ from typing import TYPE_CHECKING, Any, TextIO
 from dnsmaster import config
 from dnsmaster.config import Config
 from dnsmaster.errors import ConfigError
+from dnsmaster.exits import (
+    EXIT_OK,
+    EXIT_SLAVES,
+    EXIT_SYSTEM,
+    EXIT_USAGE,
+)
 from dnsmaster.fsutil import describe
 from dnsmaster.master import state as statefile
 from dnsmaster.master.health import (
     CRITICAL_SECONDS,
-    EXIT_BUILD,
-    EXIT_CONFIG,
-    EXIT_DAEMON,
-    EXIT_OK,
-    EXIT_SLAVES,
     SLAVE_BEHIND,
     SLAVE_FAILING,
     WARNING_SECONDS,
@@ -53,13 +54,6 @@ if TYPE_CHECKING:
     from dnsmaster.master.probe import LiveSlave, Master
 
 __all__ = [
-    "EXIT_BUILD",
-    "EXIT_CONFIG",
-    "EXIT_DAEMON",
-    "EXIT_OK",
-    "EXIT_SLAVES",
-    "EXIT_SYSTEM",
-    "EXIT_USAGE",
     "NAGIOS_CRITICAL",
     "NAGIOS_OK",
     "NAGIOS_UNKNOWN",
@@ -73,8 +67,6 @@ __all__ = [
     "render_problems",
 ]
 
-EXIT_USAGE = 2
-EXIT_SYSTEM = 111
 
 NAGIOS_OK, NAGIOS_WARNING, NAGIOS_CRITICAL, NAGIOS_UNKNOWN = 0, 1, 2, 3
 _NAGIOS_WORDS = ("OK", "WARNING", "CRITICAL", "UNKNOWN")

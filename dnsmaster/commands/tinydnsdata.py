@@ -24,10 +24,10 @@ import os
 import sys
 from typing import TextIO
 
-from dnsmaster.commands.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import CdbTooLarge, TinydnsDataError
+from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.fsutil import describe
 
 __all__ = ["main"]

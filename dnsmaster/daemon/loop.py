@@ -56,16 +56,12 @@ from dnsmaster.daemon.worker import (
     SlaveWorker,
 )
 from dnsmaster.errors import WatchError
+from dnsmaster.exits import EXIT_CRASH, EXIT_OK, EXIT_SYSTEM
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
 from dnsmaster.master.pushing import PushLog
 
-__all__ = ["EXIT_CRASH", "EXIT_OK", "EXIT_SYSTEM", "Daemon", "Supervisor", "cannot_start"]
-
-EXIT_OK = 0
-#: EX_SOFTWARE: an unexpected exception (a bug); the traceback is in the log.
-EXIT_CRASH = 70
-EXIT_SYSTEM = 111
+__all__ = ["Daemon", "Supervisor", "cannot_start"]
 
 
 class Supervisor:

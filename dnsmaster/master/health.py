@@ -41,16 +41,12 @@ import time
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 
+from dnsmaster.exits import EXIT_BUILD, EXIT_DAEMON, EXIT_OK, EXIT_SLAVES, EXIT_STALE_CONFIG
 from dnsmaster.master.handoff import SIGHUP_HOW
 from dnsmaster.master.state import HEARTBEAT_MISSES, FileStamp, SlaveState, State
 
 __all__ = [
     "CRITICAL_SECONDS",
-    "EXIT_BUILD",
-    "EXIT_CONFIG",
-    "EXIT_DAEMON",
-    "EXIT_OK",
-    "EXIT_SLAVES",
     "FUTURE_TOLERANCE",
     "SLAVE_BEHIND",
     "SLAVE_FAILING",
@@ -71,12 +67,6 @@ __all__ = [
     "when",
 ]
 
-#: ``dnsmaster status`` exits with the worst that applies (:attr:`Report.exit_status`).
-EXIT_OK = 0
-EXIT_CONFIG = 1
-EXIT_SLAVES = 3
-EXIT_BUILD = 4
-EXIT_DAEMON = 5
 
 #: Defaults of ``--warning``/``--critical``: how long a problem may last. Long
 #: enough that a push of a large build over a slow link, or a save still in its
@@ -167,7 +157,7 @@ class Report:
         if any(not s.ok for s in self.slaves):
             return EXIT_SLAVES
         if self.config is not None and not self.config.ok:
-            return EXIT_CONFIG
+            return EXIT_STALE_CONFIG
         return EXIT_OK
 
     def count(self, states: Iterable[str]) -> int:

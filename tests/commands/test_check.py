@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.commands.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
 from dnsmaster.commands.main import main
+from dnsmaster.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
 
 GOOD = b".example.com:192.0.2.1:a\n+www.example.com:192.0.2.2\n"
 LONG_ZONE = b".".join([b"a" * 60] * 4)  # 245 bytes in wire form: no room for hostmaster.

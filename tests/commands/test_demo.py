@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.commands.status import EXIT_SYSTEM
+from dnsmaster.exits import EXIT_SYSTEM
 from tests.lab.daemonrun import PROJECT
 
 #: Where a system installs programs, and not where pip put the one under test.

@@ -457,8 +457,8 @@ class TestDryRunExitStatuses:
 
 def test_exit_table_names_every_command() -> None:
     """EXIT_STATUSES, the one table of exit statuses, has a row for every command."""
-    from dnsmaster.commands.exits import EXIT_STATUSES  # noqa: PLC0415
     from dnsmaster.commands.main import COMMANDS  # noqa: PLC0415
+    from dnsmaster.exits import EXIT_STATUSES  # noqa: PLC0415
 
     rows = {line.split()[0] for line in EXIT_STATUSES.splitlines() if line[:1].isalpha()}
     commands = {*COMMANDS, "receive"}

@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pytest
 
+from dnsmaster import exits
 from dnsmaster.commands import status
 from dnsmaster.commands.main import main
 from dnsmaster.master import health, measure, state
@@ -299,12 +300,12 @@ def report(
 class TestReport:
     def test_exit_statuses(self) -> None:
         """0 all ok; 3 a slave; 4 the build; 5 the daemon; the highest wins."""
-        assert report(good()).exit_status == status.EXIT_OK
-        assert report(good(verified="failed")).exit_status == status.EXIT_SLAVES
-        assert report(good(), zones=ZonesCheck(True)).exit_status == status.EXIT_BUILD
-        assert report(good(), alive=False).exit_status == status.EXIT_DAEMON
+        assert report(good()).exit_status == exits.EXIT_OK
+        assert report(good(verified="failed")).exit_status == exits.EXIT_SLAVES
+        assert report(good(), zones=ZonesCheck(True)).exit_status == exits.EXIT_BUILD
+        assert report(good(), alive=False).exit_status == exits.EXIT_DAEMON
         worst = report(good(verified="failed"), alive=False, zones=ZonesCheck(True))
-        assert worst.exit_status == status.EXIT_DAEMON
+        assert worst.exit_status == exits.EXIT_DAEMON
 
     def test_render(self) -> None:
         """One line for the daemon, one for the build, a row per slave with its state."""
@@ -515,10 +516,10 @@ class TestCommand:
         slave = SlaveState("ns2", sha, 1, "ok", verified="failed", verify_error="timeout")
         state.write(tmp_path / "state.json", _built_state(out, slave))
         code, _, err = run(config, capsys=capsys)
-        assert code == status.EXIT_SLAVES
+        assert code == exits.EXIT_SLAVES
         assert "ns2: dns-failed" in err
         code, text, _ = run(config, "--json", capsys=capsys)
-        assert code == status.EXIT_SLAVES
+        assert code == exits.EXIT_SLAVES
         health = json.loads(text)["health"]
         assert health["slaves"][0]["state"] == "dns-failed"
         assert json.loads(text)["slaves"][0]["verified"] == "failed"
@@ -539,7 +540,7 @@ class TestCommand:
         assert (code, err) == (0, "")
         assert "ns2" in text
         code, _, err = run(config, "--live", capsys=capsys)
-        assert code == status.EXIT_USAGE
+        assert code == exits.EXIT_USAGE
         assert err.startswith(f"dnsmaster: {config}: known_hosts: cannot read {known_hosts} as ")
         assert "ssh-keyscan" in err
 
@@ -549,7 +550,7 @@ class TestCommand:
         proc.wait()
         state.write(tmp_path / "state.json", _built_state(out, pid=proc.pid))
         code, _, err = run(config, capsys=capsys)
-        assert code == status.EXIT_DAEMON
+        assert code == exits.EXIT_DAEMON
         assert "daemon: dead" in err
         code, line, _ = run(config, "--nagios", capsys=capsys)
         assert code == status.NAGIOS_CRITICAL
@@ -561,14 +562,14 @@ class TestCommand:
         assert run(config, capsys=capsys)[0] == 0
         (zones / "zones.example.com").write_text(".example.com:127.0.0.1:a:300\n")
         code, _, err = run(config, capsys=capsys)
-        assert code == status.EXIT_BUILD
+        assert code == exits.EXIT_BUILD
         assert "build: unbuilt for " in err
 
     def test_missing_state_file(self, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
         """No state file: 111 and its name; for Nagios, UNKNOWN."""
         _, _, config = _setup(tmp_path)
         code, _, err = run(config, capsys=capsys)
-        assert code == status.EXIT_SYSTEM
+        assert code == exits.EXIT_SYSTEM
         assert "state.json" in err
         assert "has the daemon ever run?" in err
         code, line, _ = run(config, "--nagios", capsys=capsys)
@@ -586,7 +587,7 @@ class TestCommand:
         _, _, config = _setup(tmp_path)
         assert run(config, "--nagios", "--live", capsys=capsys)[0] == status.NAGIOS_UNKNOWN
         bad = run(config, "--warning", "60", "--critical", "30", capsys=capsys)
-        assert bad[0] == status.EXIT_USAGE
+        assert bad[0] == exits.EXIT_USAGE
 
 
 # -- end to end: a real daemon -----------------------------------------------------------
@@ -671,7 +672,7 @@ class TestEndToEndLocal:
         assert proc.returncode == 0, proc.stdout + proc.stderr
         os.kill(daemon.pid, signal.SIGKILL)  # not reaped yet: a zombie for a while
         proc = status_cli(local_master.config)
-        assert proc.returncode == status.EXIT_DAEMON, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_DAEMON, proc.stdout + proc.stderr
         assert f"daemon: dead: pid {daemon.pid} is not running" in proc.stderr
         daemon.kill()  # reaped
         nagios_run = status_cli(local_master.config, "--nagios")
@@ -684,7 +685,7 @@ class TestEndToEndLocal:
         daemon = local_master.start_and_settle()
         assert daemon.stop() == 0
         proc = status_cli(local_master.config)
-        assert proc.returncode == status.EXIT_DAEMON, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_DAEMON, proc.stdout + proc.stderr
         assert re.search(r"daemon: (stopped|dead)", proc.stderr)
 
     def test_unbuilt_edit(self, tmp_path: Path) -> None:
@@ -695,7 +696,7 @@ class TestEndToEndLocal:
             assert status_cli(setup.config).returncode == 0
             (setup.zones / "zones.example.com").write_text(ZONE + "+new.example.com:192.0.2.9\n")
             proc = status_cli(setup.config)
-            assert proc.returncode == status.EXIT_BUILD, proc.stdout + proc.stderr
+            assert proc.returncode == exits.EXIT_BUILD, proc.stdout + proc.stderr
             assert "build: unbuilt for " in proc.stderr
             mark = setup.daemon.mark()
             setup.daemon.signal(signal.SIGHUP)  # build now
@@ -819,7 +820,7 @@ class TestEndToEndRealSlaves:
         serial = real.edit("192.0.2.82")
         real.verified(serial, {a.name: "ok", b.name: "failed"})
         proc = status_cli(real.config)
-        assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_SLAVES, proc.stdout + proc.stderr
         assert f"{b.name}: dns-failed" in proc.stderr
         assert "start tinydns" in proc.stderr
         assert f"{a.name}: " not in proc.stderr
@@ -828,7 +829,7 @@ class TestEndToEndRealSlaves:
         assert f"{b.name} dns-failed" in nag.stdout
         assert "slaves_failing=1;;;0;2" in nag.stdout
         live = status_cli(real.config, "--live", "--timeout", "2")
-        assert live.returncode == status.EXIT_SLAVES, live.stdout + live.stderr
+        assert live.returncode == exits.EXIT_SLAVES, live.stdout + live.stderr
         assert f"{b.name}: dns-failed" in live.stdout
         b.tinydns.start()
         live = status_cli(real.config, "--live")
@@ -858,14 +859,14 @@ class TestEndToEndRealSlaves:
             assert real.daemon.find("retry.scheduled", slave=b.name)
             assert len(real.daemon.find("push.done", slave=a.name, serial=serial)) == 1
             proc = status_cli(real.config)
-            assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+            assert proc.returncode == exits.EXIT_SLAVES, proc.stdout + proc.stderr
             assert f"{b.name}: stale" in proc.stderr
             assert f"answers an older serial, {first}" in proc.stderr or (
                 # a daemon that does not record the served serial yet
                 next(s for s in current.slaves if s.name == b.name).served_serial is None
             )
             live = status_cli(real.config, "--live")
-            assert live.returncode == status.EXIT_SLAVES
+            assert live.returncode == exits.EXIT_SLAVES
             assert f"{b.name}: stale: example.com: serves serial {first}" in live.stdout
         finally:
             old.stop()
@@ -947,7 +948,7 @@ class TestLive:
         started = time.monotonic()
         proc = status_cli(setup.config, "--live", "--timeout", "3", "--json")
         assert time.monotonic() - started < 30
-        assert proc.returncode == status.EXIT_SLAVES, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_SLAVES, proc.stdout + proc.stderr
         document = json.loads(proc.stdout)
         verdicts = {s["name"]: s["verdict"] for s in document["slaves"]}
         assert verdicts == {a.name: "ok", b.name: "differs", c.name: "unreachable"}
@@ -1055,7 +1056,7 @@ class TestMalformedState:
         assert "not a dnsmaster state file" in line
         assert str(where[-1]) in line
         code, out, err = _nagios(config)
-        assert (code, out) == (status.EXIT_SYSTEM, "")
+        assert (code, out) == (exits.EXIT_SYSTEM, "")
         assert "cannot read the daemon's state: not a dnsmaster state file" in err
 
     def test_deep_nesting_is_unknown(self, tmp_path: Path) -> None:
@@ -1064,7 +1065,7 @@ class TestMalformedState:
         code, line, _ = _nagios(config, "--nagios")
         assert code == status.NAGIOS_UNKNOWN
         assert "nested too deeply" in line
-        assert _nagios(config)[0] == status.EXIT_SYSTEM
+        assert _nagios(config)[0] == exits.EXIT_SYSTEM
 
     def test_random_states_never_raise_nor_say_ok_when_malformed(self, tmp_path: Path) -> None:
         """Hypothesis: any JSON in the state file, or a good one with any field
@@ -1109,7 +1110,7 @@ class TestMalformedState:
                 if malformed:
                     assert code == status.NAGIOS_UNKNOWN, out
             elif malformed:
-                assert code == status.EXIT_SYSTEM
+                assert code == exits.EXIT_SYSTEM
 
         check()
 
@@ -1130,7 +1131,7 @@ class TestClockSteppedBack:
         assert "the heartbeat is 3600 s in the future: the clock stepped back?" in (
             rep.daemon.reason
         )
-        assert rep.exit_status == status.EXIT_DAEMON
+        assert rep.exit_status == exits.EXIT_DAEMON
         code, line = nagios(rep)
         assert code == status.NAGIOS_UNKNOWN
         assert "in the future" in line

@@ -19,7 +19,8 @@ import pytest
 
 from dnsmaster import config as configuration
 from dnsmaster.daemon import worker as daemon_worker
-from dnsmaster.daemon.loop import EXIT_CRASH, EXIT_OK, Daemon
+from dnsmaster.daemon.loop import Daemon
+from dnsmaster.exits import EXIT_CRASH, EXIT_OK
 from tests.daemon.test_daemon import make_zones
 from tests.lab.daemonrun import config_text
 

@@ -24,11 +24,13 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster import config as configuration
+from dnsmaster import exits
 from dnsmaster.commands import status
 from dnsmaster.daemon import metrics, reload
 from dnsmaster.daemon import worker as daemon_worker
-from dnsmaster.daemon.loop import EXIT_OK, Daemon
+from dnsmaster.daemon.loop import Daemon
 from dnsmaster.daemon.reload import RESTART_NEEDED
+from dnsmaster.exits import EXIT_OK
 from dnsmaster.master import handoff, health
 from dnsmaster.master import state as statefile
 from dnsmaster.master.state import FileStamp
@@ -536,7 +538,7 @@ class TestRunningDaemon:
                 proc.stderr
             ), (argv, proc.stderr)
         proc, _ = _cli(lab.path, "status")
-        assert proc.returncode == status.EXIT_CONFIG, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_STALE_CONFIG, proc.stdout + proc.stderr
         assert "config: changed" in proc.stderr
         # A slave it runs is pushed to, with a word that the file is not applied yet.
         proc, _ = _cli(lab.path, "push", "--slave", "ns2")
@@ -579,14 +581,14 @@ class TestRunningDaemon:
         assert daemon.running
 
         proc, _ = _cli(lab.path, "status")
-        assert proc.returncode == status.EXIT_CONFIG, proc.stdout + proc.stderr
+        assert proc.returncode == exits.EXIT_STALE_CONFIG, proc.stdout + proc.stderr
         assert "config   reload-failed" in proc.stdout
         assert "config: reload-failed" in proc.stderr
         assert str(missing) in proc.stderr
         proc, _ = _cli(lab.path, "status", "--json")
         health = json.loads(proc.stdout)["health"]
         assert health["config"]["state"] == "reload-failed"
-        assert health["exit"] == status.EXIT_CONFIG
+        assert health["exit"] == exits.EXIT_STALE_CONFIG
         proc, _ = _cli(lab.path, "status", "--nagios")
         assert proc.returncode == status.NAGIOS_WARNING, proc.stdout
         assert proc.stdout.startswith("DNSMASTER WARNING - config reload-failed")

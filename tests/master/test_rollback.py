@@ -20,8 +20,9 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster.commands.status import nagios
+from dnsmaster.exits import EXIT_BUILD
 from dnsmaster.master import state as statefile
-from dnsmaster.master.health import EXIT_BUILD, ZonesCheck, judge
+from dnsmaster.master.health import ZonesCheck, judge
 from tests.daemon.test_daemon import (
     SETTLE,
     TIMEOUT,

@@ -1,18 +1,27 @@
-"""Every command's exit statuses: the constants, and the one table the manual shows.
+"""Every exit status of every dnsmaster process: the constants, and the one table the
+manual shows.
 
 :data:`EXIT_STATUSES` is the table ``docs/reference/exit-codes.rst`` copies as it is
-(``tests/test_docs.py`` checks it). The constants are the command line's; ``diff``,
-``status``, ``doctor``, the receiver and the daemon name theirs with the same numbers
-for the same meaning.
+(``tests/test_docs.py`` checks it). A number means the same across commands where it
+can (2 usage, 3 a slave, 111 the system); where a command gives 1, 4 or 5 a meaning
+of its own, the constant is named for it. The receiver's statuses are part of what
+the master and the slave speak, so they are in :mod:`dnsmaster.protocol`.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "EXIT_BUILD",
+    "EXIT_CHANGES",
+    "EXIT_CRASH",
+    "EXIT_DAEMON",
     "EXIT_DATA",
+    "EXIT_FAILED",
     "EXIT_HELD",
+    "EXIT_NO_PLAN",
     "EXIT_OK",
     "EXIT_SLAVES",
+    "EXIT_STALE_CONFIG",
     "EXIT_STATUSES",
     "EXIT_SYSTEM",
     "EXIT_USAGE",
@@ -89,9 +98,25 @@ tinydns-data                   0 compiled; 111 any failure, as the original
 """
 
 EXIT_OK = 0
+#: ``check``, ``build``, ``push``: the zones have errors, nothing was written.
 EXIT_DATA = 1
+#: ``diff`` and the dry runs, as diff(1): the plan changes something.
+EXIT_CHANGES = 1
+#: ``doctor``: a check failed.
+EXIT_FAILED = 1
+#: ``status``: the daemon does not run on the configuration file as it is.
+EXIT_STALE_CONFIG = 1
 EXIT_USAGE = 2
+#: ``diff`` and the dry runs: no plan could be made.
+EXIT_NO_PLAN = 2
+#: A slave did not take the build, or does not serve it.
 EXIT_SLAVES = 3
 #: ``push``, and ``build``/``rollback`` handed to a daemon: the guard holds the build.
 EXIT_HELD = 4
+#: ``status``: the build is not current.
+EXIT_BUILD = 4
+#: ``status``: the daemon is not running, or whether it runs cannot be told.
+EXIT_DAEMON = 5
+#: ``run``: EX_SOFTWARE, an unexpected exception (a bug); the traceback is in the log.
+EXIT_CRASH = 70
 EXIT_SYSTEM = 111
