@@ -47,7 +47,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from tests.conftest import _missing, require, require_root
+from tests.conftest import require, require_root
 from tests.lab.daemonrun import PROJECT
 
 # Its helpers are imported where used, after pytest has loaded (and rewritten) it.
@@ -411,7 +411,7 @@ class Lab:
         assert packages, "the install block names no packages"
         missing = [p for p in packages.group(1).split() if not _installed(p)]
         if missing:
-            _missing(f"not installed: apt-get install -y {' '.join(missing)}")
+            missing(f"not installed: apt-get install -y {' '.join(missing)}")
         assert "ln -s /opt/dnsmaster/bin/dnsmaster /usr/local/bin/dnsmaster" in block
 
     def prepare(self, host: Host) -> None:

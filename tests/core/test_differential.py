@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import cdb
@@ -31,24 +31,14 @@ from dnsmaster.core.cdb import CdbReader
 from dnsmaster.core.compiler import PackedRecords, compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.errors import DataErrors, TinydnsDataError
-from tests.conftest import require
 from tests.lab import strategies
 
 _ASKED = os.environ.get("DIFFERENTIAL_EXAMPLES")
 EXAMPLES = int(_ASKED) if _ASKED else 300
 
-# CI: the same examples every run, nothing stored between runs. With
+# CI: the same examples every run (the profile in tests/conftest.py). With
 # DIFFERENTIAL_EXAMPLES set, each run draws new examples.
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=_ASKED is None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-
-pytestmark = pytest.mark.real
+SETTINGS = settings(max_examples=EXAMPLES, derandomize=_ASKED is None)
 
 
 @dataclass(frozen=True, slots=True)
@@ -61,8 +51,8 @@ class Outcome:
 
 
 @pytest.fixture(scope="module")
-def real() -> str:
-    return require("tinydns-data")
+def real(tinydns_data_bin: str) -> str:
+    return tinydns_data_bin
 
 
 def run(command: list[str], data: bytes, mtime: int) -> Outcome:

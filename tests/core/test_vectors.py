@@ -19,7 +19,7 @@ import pytest
 
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.errors import TinydnsDataError
-from tests.conftest import VECTORS, require
+from tests.conftest import VECTORS
 
 FATAL = "tinydns-data: fatal: "
 SENTINEL = b"an older data.cdb that a failed run must leave alone\n"
@@ -195,17 +195,18 @@ class TestDropIn:
         assert (tmp_path / "data.tmp").read_bytes() == b""
 
 
-@pytest.mark.real
 class TestReal:
     @pytest.mark.parametrize("vector", ALL, ids=IDS)
-    def test_real(self, vector: Vector, tmp_path: Path) -> None:
+    def test_real(self, vector: Vector, tmp_path: Path, tinydns_data_bin: str) -> None:
         """This machine's tinydns-data produces exactly what SUMS.tsv records."""
-        check_run(vector, tmp_path, [require("tinydns-data")])
+        check_run(vector, tmp_path, [tinydns_data_bin])
 
-    def test_real_failure_leaves_partial_data_tmp(self, tmp_path: Path) -> None:
+    def test_real_failure_leaves_partial_data_tmp(
+        self, tmp_path: Path, tinydns_data_bin: str
+    ) -> None:
         """Why the drop-in's data.tmp differs: tinydns-data's is partly written, and no
         cdb (2048 zero bytes where the header goes, then flushed 8 KiB blocks)."""
-        got = run_in(tmp_path, [require("tinydns-data")], LATE_FAILURE, 1)
+        got = run_in(tmp_path, [tinydns_data_bin], LATE_FAILURE, 1)
         assert (got.exit, got.stderr) == (111, LATE_FAILURE_STDERR)
         left = (tmp_path / "data.tmp").read_bytes()
         assert len(left) > 2048

@@ -26,7 +26,6 @@ import pytest
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.master import state as statefile
-from tests.conftest import require
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -227,7 +226,6 @@ def cut(slave: Slave) -> None:
             continue
 
 
-@pytest.mark.real
 class TestRealSlaves:
     def test_save_propagates(self, rig: Rig) -> None:
         """(a) One save: built once, pushed to all three, served, verified; status 0."""
@@ -769,11 +767,10 @@ def _svc(option: str, service: Path) -> None:
     subprocess.run(["svc", option, str(service)], check=True, timeout=10)
 
 
+@pytest.mark.usefixtures("daemontools")
 def test_service_under_supervise(tmp_path: Path) -> None:
     """service/dnsmaster/run under daemontools' supervise: up, svc -h builds, svc -d stops."""
     assert (SERVICE / "run").is_file(), "service/dnsmaster/run is shipped: where did it go?"
-    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
-        require(tool, "daemontools")
     setup = Local(tmp_path / "site", extra='\n[log]\nformat = "json"\n')
     service = _service_dir(tmp_path, setup.config)
     supervise = DaemonProcess(setup.config, argv=["supervise", str(service)])

@@ -84,7 +84,6 @@ def rig(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
         the_rig.close()
 
 
-@pytest.mark.real
 def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     daemon = rig.start()
     first = daemon.find("build.done")[-1]["serial"]
@@ -180,7 +179,6 @@ def saves_are_held(rig: Rig, daemon: DaemonProcess, rolled: int) -> int:
     return serial
 
 
-@pytest.mark.real
 def test_rollback_without_a_daemon(rig: Rig) -> None:
     code, _, found = dnsmaster(rig.config, "push")
     assert code == 0, found
@@ -297,7 +295,6 @@ def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
         assert not (root / "data").exists()  # nothing was pushed anywhere
 
 
-@pytest.mark.real
 def test_damaged_hold_still_holds_the_daemon(rig: Rig) -> None:
     """A hold whose data no longer matches its sha256 is a doubt: the daemon pushes
     nothing (a push by hand neither) until ``--release``."""

@@ -175,9 +175,9 @@ def crash_points(fresh_root: Path) -> list[tuple[str, int]]:
 
 
 class TestKilled:
+    @pytest.mark.usefixtures("strace_bin")
     def test_kill_at_every_step(self, fresh: Path) -> None:
         """SIGKILL at each rename, link, unlink, fsync and write of a push; the next runs repair."""
-        require("strace")
         points = crash_points(fresh)
         missed: list[str] = []
         for name, n in points:
@@ -210,9 +210,9 @@ class TestKilled:
             check_repaired(root)
         assert len(missed) <= 1, missed
 
+    @pytest.mark.usefixtures("strace_bin")
     def test_kill_during_repair(self, fresh: Path) -> None:
         """A run killed while repairing leaves the journal; the run after it repairs."""
-        require("strace")
         # Killed on entering the second rename: the new data.cdb beside the old data.
         between = ["-o", "/dev/null", "-e", "inject=rename:signal=SIGKILL:when=2"]
         assert run_receiver(fresh, "push", sealed(NEW), strace=between).returncode != 0
@@ -264,10 +264,10 @@ def feed(proc: subprocess.Popen[bytes], stream: bytes) -> None:
 
 
 class TestSystemErrors:
+    @pytest.mark.usefixtures("strace_bin")
     def test_error_at_every_step(self, fresh: Path) -> None:
         """A failed write, fsync, rename, link or unlink at each step: never a mismatched
         pair vouched for, nothing left behind, and the next push succeeds."""
-        require("strace")
         points = crash_points(fresh)
         for name, n in points:
             root = fresh.parent / f"fail-{name}-{n}"
