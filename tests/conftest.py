@@ -26,8 +26,10 @@ from typing import NoReturn
 import pytest
 from hypothesis import HealthCheck, settings
 
-# The lab (sshd, tinydns, the slave account) for every test that asks for it; loaded
-# here so that pytest rewrites its asserts.
+# The lab helpers assert as tests do: rewritten, their failures say what was compared.
+pytest.register_assert_rewrite("tests.lab")
+
+# The lab (sshd, tinydns, the slave account) for every test that asks for it.
 pytest_plugins = ["tests.lab.realworld"]
 
 HERE = Path(__file__).resolve().parent

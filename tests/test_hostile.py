@@ -26,8 +26,8 @@ from dnsmaster.errors import BuildError
 from dnsmaster.master import buildcache
 from dnsmaster.master.archive import DIRECTORY
 from dnsmaster.master.build import Builder
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
 from tests.lab.daemonrun import PROJECT
+from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
 LONG_LABEL = "a" * 256
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))

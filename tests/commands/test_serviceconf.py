@@ -17,7 +17,7 @@ import pytest
 
 from dnsmaster.commands.serviceconf import scripts
 from tests.conftest import require, require_root
-from tests.test_readme import Host, install_dnsmaster, wait_for
+from tests.lab.host import Host, install_dnsmaster, wait_for
 
 CONFIG = "/etc/dnsmaster/dnsmaster.toml"
 

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
-from tests.core.test_vectors import ALL
+from tests.lab.vectors import ALL
 
 _ccompile: ModuleType | None
 try:

@@ -35,8 +35,8 @@ from dnsmaster.core.makedata import (
 )
 from dnsmaster.core.text import has_control
 from dnsmaster.errors import DataErrors, TinydnsDataError
-from tests.core.test_differential import assert_same, pure, run
 from tests.lab import strategies
+from tests.lab.tinydnsdata import assert_same, pure, run
 
 SERIAL = 1_700_000_000
 GOOD = b"+good.example:192.0.2.1\n#comment\n"  # two lines, so the hostile one is line 3

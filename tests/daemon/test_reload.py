@@ -31,10 +31,10 @@ from dnsmaster.daemon.loop import EXIT_OK, Daemon
 from dnsmaster.daemon.reload import RESTART_NEEDED, FileStamp
 from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
-from tests.daemon.test_daemon import make_zones
-from tests.daemon.test_daemon_supervision import Recorder
-from tests.daemon.test_metrics import parse
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.metrics import parse
+from tests.lab.recorder import Recorder
+from tests.lab.site import make_zones
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab as SshLab

@@ -21,8 +21,8 @@ from dnsmaster import fsutil
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
 from tests.lab.daemonrun import PROJECT
+from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 

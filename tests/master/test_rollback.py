@@ -21,7 +21,8 @@ import pytest
 
 from dnsmaster.commands.status import EXIT_BUILD, ZonesCheck, judge, nagios
 from dnsmaster.master import state as statefile
-from tests.daemon.test_daemon import (
+from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.site import (
     SETTLE,
     TIMEOUT,
     Local,
@@ -31,7 +32,6 @@ from tests.daemon.test_daemon import (
     wait_state,
     write,
 )
-from tests.lab.daemonrun import PROJECT, DaemonProcess
 
 if TYPE_CHECKING:
     from tests.lab.realworld import Lab

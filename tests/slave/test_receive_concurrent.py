@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING
 import pytest
 
 from dnsmaster.slave import receive
-from tests.slave.test_receive_crash import (
+from tests.lab.receiver import (
     build,
     check_repaired,
     copies,
