@@ -98,6 +98,7 @@ __all__ = [
     "lab_account",
     "sealed",
     "slaves",
+    "ssh_keygen",
     "ssh_options",
 ]
 
@@ -219,7 +220,8 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _ssh_keygen(path: Path, comment: str) -> None:
+def ssh_keygen(path: Path, comment: str) -> None:
+    """A fresh ed25519 key pair without a passphrase at ``path`` (and ``path.pub``)."""
     for p in (path, path.with_name(path.name + ".pub")):
         p.unlink(missing_ok=True)
     subprocess.run(
@@ -351,7 +353,7 @@ class Sshd(_Server):
         self.log = workdir / "sshd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         if not self.host_key.exists():
-            _ssh_keygen(self.host_key, f"sshd@{host}")
+            ssh_keygen(self.host_key, f"sshd@{host}")
         self.authorized_keys.touch()
         self._write_config()
 
@@ -457,7 +459,7 @@ class Sshd(_Server):
         """A new host key (as after a reinstall); a running sshd is restarted to use it."""
         was_running = self.running
         self.stop()
-        _ssh_keygen(self.host_key, f"sshd@{self.host}")
+        ssh_keygen(self.host_key, f"sshd@{self.host}")
         if was_running:
             self.start()
 
@@ -688,7 +690,7 @@ class Lab:
         self.pubkey = self.key.with_name(self.key.name + ".pub")
         self.known_hosts = self.workdir / "known_hosts"
         self.known_hosts.touch()
-        _ssh_keygen(self.key, "dnsmaster-master@test")
+        ssh_keygen(self.key, "dnsmaster-master@test")
         self.receiver = receiver
         self.forced_command = self._write_forced_command()
 
