@@ -72,7 +72,8 @@ class TestHandOff:
             done = daemon.wait("build.done", mark, timeout=TIMEOUT)
             assert done["serial"] == built[0]["serial"]
             daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
-            time.sleep(6)  # past the debounce: the save itself must not build again
+            # The save's own debounce ends in a build that finds nothing new.
+            daemon.wait("build.unchanged", mark, timeout=TIMEOUT)
             assert len(daemon.find("build.done", mark)) == 1, daemon.dump()
             data = (local.output / "data").read_bytes()
             assert serial_of(data) == done["serial"]
