@@ -1,6 +1,6 @@
 """Shared test plumbing.
 
-Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, strace,
+Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit, strace,
 Debian's python3, the C accelerator) ask for it by a fixture: the lab's (``lab``,
 ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES` here.
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
@@ -61,6 +61,7 @@ REAL_FIXTURES = frozenset(
         "tinydns_data_bin",
         "strace_bin",
         "daemontools",
+        "runit_tools",
         "debian_python",
         "accelerator",
     }
@@ -188,8 +189,15 @@ def strace_bin() -> str:
 @pytest.fixture(scope="session")
 def daemontools() -> None:
     """daemontools' programs, which the shipped service directory runs under."""
-    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
+    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid", "multilog"):
         require(tool, "daemontools")
+
+
+@pytest.fixture(scope="session")
+def runit_tools() -> None:
+    """runit's programs, the other supervisor the manual sets dnsmaster up under."""
+    for tool in ("chpst", "svlogd", "runsv", "runsvdir", "sv"):
+        require(tool, "runit")
 
 
 #: Debian's interpreter, which runs the receiver bundle on a real slave.
