@@ -1,8 +1,8 @@
 """Shared test plumbing.
 
-Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit, strace,
-Debian's python3, the C accelerator) ask for it by a fixture: the lab's (``lab``,
-``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES` here.
+Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
+strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
+(``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
 the test is skipped with the reason, so a laptop without Debian's packages can
 still run the pure-core tests.
@@ -60,6 +60,7 @@ REAL_FIXTURES = frozenset(
         "sshd_bin",
         "tinydns_data_bin",
         "strace_bin",
+        "vim_bin",
         "daemontools",
         "runit_tools",
         "debian_python",
@@ -184,6 +185,12 @@ def sshd_bin() -> str:
 @pytest.fixture(scope="session")
 def strace_bin() -> str:
     return require("strace", "strace")
+
+
+@pytest.fixture(scope="session")
+def vim_bin() -> str:
+    """The real editor, whose way of saving the watcher must follow."""
+    return require("vim", "vim")
 
 
 @pytest.fixture(scope="session")
