@@ -69,6 +69,13 @@ REAL_FIXTURES = frozenset(
 )
 
 
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per CPU, since most tests spend their time waiting on
+    a subprocess, a server or a timer. On 2 CPUs under a load of 5-6 from other
+    runs, the unit lane took 4:06 with 4 workers against 5:36 with 2."""
+    return 2 * (os.cpu_count() or 1)
+
+
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
 
