@@ -113,9 +113,15 @@ class TestLock:
         """A build by hand while another writer (here ``flock``) holds the lock waits,
         says so, and builds once the lock is free."""
         local = Local(tmp_path)
-        holder = subprocess.Popen(["flock", str(local.output), "sleep", "2"])
+        # Held long enough for a build started on a loaded machine to find it held;
+        # the build begins once the holder has the lock, not after a guessed delay.
+        holder = subprocess.Popen(["flock", str(local.output), "sleep", "6"])
         try:
-            time.sleep(0.5)
+            deadline = time.monotonic() + TIMEOUT
+            free = ["flock", "-n", str(local.output), "true"]
+            while subprocess.run(free, check=False).returncode == 0:
+                assert time.monotonic() < deadline, "flock never took the lock"
+                time.sleep(0.05)
             assert holder.poll() is None
             status, events = command("build", "--config", str(local.config))
             assert status == 0, events
