@@ -213,12 +213,12 @@ def run_dnsmaster(
 
 
 def run_classic(lab: Lab, slaves: list[Slave], zones: Path, work: Path, edits: int) -> list[float]:
-    from tests.lab.realworld import _ssh_keygen  # noqa: PLC0415
+    from tests.lab.realworld import ssh_keygen  # noqa: PLC0415
 
     master = work / "classic"
     master.mkdir()
     key = work / "classic_ed25519"
-    _ssh_keygen(key, "classic-master@bench")
+    ssh_keygen(key, "classic-master@bench")
     pub = key.with_name(key.name + ".pub").read_text().strip()
     for s in slaves:
         script = lab.workdir / f"update-dns-{s.name}"  # work is not the slave account's to read

@@ -59,7 +59,7 @@ from datagen import write_data  # noqa: E402
 
 from dnsmaster import config as dconfig  # noqa: E402
 from dnsmaster.master import pushing  # noqa: E402
-from tests.lab.realworld import Lab, Receiver, Slave, _ssh_keygen  # noqa: E402
+from tests.lab.realworld import Lab, Receiver, Slave, ssh_keygen  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
@@ -157,7 +157,7 @@ class Bench:
         self.workdir = workdir
         self.lab = Lab(workdir / "lab", receiver=receiver)
         self.classic_key = workdir / "classic_ed25519"
-        _ssh_keygen(self.classic_key, "classic-push@bench")
+        ssh_keygen(self.classic_key, "classic-push@bench")
         # Where the slave account can run it (workdir may be a private temporary directory).
         self.update_dns = self.lab.workdir / "update-dns"
         self.update_dns.write_text(UPDATE_DNS)

@@ -71,7 +71,7 @@ sys.path[:0] = [str(ROOT), str(ROOT / "benchmarks")]
 from datagen import write_zones  # noqa: E402
 from wanproxy import Counts, Proxy, ProxyThread  # noqa: E402
 
-from tests.lab.realworld import Lab, Receiver, Slave, _ssh_keygen, ssh_options  # noqa: E402
+from tests.lab.realworld import Lab, Receiver, Slave, ssh_keygen, ssh_options  # noqa: E402
 
 UPDATE_DNS = """#!/bin/sh
 # The classic update-dns forced command: plain data on stdin, compiled in place.
@@ -177,7 +177,7 @@ class Wan:
         self.classic_master = workdir / "classic"
         self.classic_master.mkdir()
         self.classic_key = workdir / "classic_ed25519"
-        _ssh_keygen(self.classic_key, "classic-push@wan-bench")
+        ssh_keygen(self.classic_key, "classic-push@wan-bench")
         self.known_hosts = workdir / "known_hosts"
         self.links: dict[str, Proxy] = {}
         self.lab = Lab(workdir / "lab", receiver=receiver)

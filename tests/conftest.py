@@ -1,10 +1,18 @@
 """Shared test plumbing.
 
-Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, the
-C accelerator) ask for it with :func:`require` or :func:`require_accelerator`:
-under CI=true a missing component fails the test (CI installs them all), elsewhere
+Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
+strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
+(``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
+Under CI=true a missing component fails the test (CI installs them all), elsewhere
 the test is skipped with the reason, so a laptop without Debian's packages can
 still run the pure-core tests.
+
+Asking by fixture is also what marks a test ``real``: :func:`pytest_collection_modifyitems`
+reads each test's fixtures, so ``pytest -m "not real"`` is the quick unit lane and
+``-m real`` the rest, with no marker to forget in a test module.
+
+Hypothesis runs with one profile, registered and loaded here; a test states only how
+many examples it wants.
 """
 
 from __future__ import annotations
@@ -16,14 +24,71 @@ from pathlib import Path
 from typing import NoReturn
 
 import pytest
+from hypothesis import HealthCheck, settings
 
-# The lab (sshd, tinydns, the slave account) for every test that asks for it; loaded
-# here so that pytest rewrites its asserts.
+# The lab helpers assert as tests do: rewritten, their failures say what was compared.
+pytest.register_assert_rewrite("tests.lab")
+
+# The lab (sshd, tinydns, the slave account) for every test that asks for it.
 pytest_plugins = ["tests.lab.realworld"]
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
 IN_CI = os.environ.get("CI", "").lower() == "true"
+
+# The same examples on every run and nothing kept between runs, so CI's verdict does
+# not depend on the run before; no deadline, since the examples run on shared,
+# loaded machines (and some run tinydns-data). ``--hypothesis-profile explore`` draws
+# new examples instead, to look for bugs rather than to judge a change.
+settings.register_profile(
+    "dnsmaster",
+    deadline=None,
+    derandomize=True,
+    database=None,
+    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
+    print_blob=True,
+)
+settings.register_profile("explore", settings.get_profile("dnsmaster"), derandomize=False)
+settings.load_profile("dnsmaster")
+
+#: Fixtures that give a real component: a test that uses one, itself or through
+#: another fixture, is marked ``real`` at collection.
+REAL_FIXTURES = frozenset(
+    {
+        "lab",  # tests/lab/realworld.py: sshd, tinydns, the ssh client, root
+        "slaves",
+        "sshd_bin",
+        "tinydns_data_bin",
+        "strace_bin",
+        "vim_bin",
+        "daemontools",
+        "runit_tools",
+        "debian_python",
+        "accelerator",
+    }
+)
+
+
+def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
+    """``-n auto``: two workers per CPU, since most tests spend their time waiting on
+    a subprocess, a server or a timer. On 2 CPUs under a load of 5-6 from other
+    runs, the unit lane took 4:06 with 4 workers against 5:36 with 2."""
+    return 2 * (os.cpu_count() or 1)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
+
+    ``-m`` selects at collection, before any fixture runs, so the marker must come
+    from the names a test asks for. The ``path`` fixture's accelerated half needs
+    the accelerator; its pure half needs nothing.
+    """
+    real = pytest.mark.real
+    for item in items:
+        names = set(getattr(item, "fixturenames", ()))
+        params = getattr(getattr(item, "callspec", None), "params", {})
+        if names & REAL_FIXTURES or params.get("path") == "accelerated":
+            item.add_marker(real)
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:
@@ -34,7 +99,7 @@ def require(program: str, package: str = "tinydns openssh-server") -> str:
     found = shutil.which(program, path=os.environ.get("PATH", "") + ":/usr/sbin:/usr/bin:/sbin")
     if found:
         return found
-    _missing(f"{program} not found: apt-get install -y {package}")
+    missing(f"{program} not found: apt-get install -y {package}")
 
 
 def require_accelerator() -> None:
@@ -50,7 +115,7 @@ def require_accelerator() -> None:
         return
     if accel.disabled():
         pytest.skip(f"{accel.PURE_PYTHON_ENV} turns the C accelerator off")
-    _missing(
+    missing(
         f"the C accelerator is {why_not}: apt-get install -y gcc python3-dev, "
         "then .venv/bin/pip install -e ."
     )
@@ -68,7 +133,8 @@ def path(request: pytest.FixtureRequest) -> Iterator[str]:
         yield request.param
 
 
-def _missing(reason: str) -> NoReturn:
+def missing(reason: str) -> NoReturn:
+    """A component the test needs is missing: fail under CI=true, skip elsewhere."""
     if IN_CI:
         pytest.fail(reason, pytrace=False)
     pytest.skip(reason)
@@ -78,7 +144,7 @@ def require_root(what: str) -> None:
     """``what`` needs root (tinydns chroots, sshd switches users)."""
     if os.geteuid() == 0:
         return
-    _missing(f"{what} needs root")
+    missing(f"{what} needs root")
 
 
 @pytest.fixture(scope="session")
@@ -93,3 +159,63 @@ def accelerator() -> None:
     Session-scoped, so hypothesis tests may use it too.
     """
     require_accelerator()
+
+
+@pytest.fixture(scope="session")
+def accelerator_or_pure() -> None:
+    """For tests that always check pure Python and the C accelerator too when it is
+    in use: not built fails under CI=true like any missing component; elsewhere, or
+    turned off on purpose, the test runs on pure Python alone."""
+    from dnsmaster.core import accel  # noqa: PLC0415 - only the tests that need it
+
+    why_not = accel.found("compiler").why_not
+    if why_not is None or not IN_CI or accel.disabled():
+        return
+    pytest.fail(
+        f"the C accelerator is {why_not}: apt-get install -y gcc python3-dev, "
+        "then .venv/bin/pip install -e .",
+        pytrace=False,
+    )
+
+
+@pytest.fixture(scope="session")
+def sshd_bin() -> str:
+    """OpenSSH's sshd, which only root may start as the lab does (it switches users)."""
+    require_root("sshd")
+    return require("sshd")
+
+
+@pytest.fixture(scope="session")
+def strace_bin() -> str:
+    return require("strace", "strace")
+
+
+@pytest.fixture(scope="session")
+def vim_bin() -> str:
+    """The real editor, whose way of saving the watcher must follow."""
+    return require("vim", "vim")
+
+
+@pytest.fixture(scope="session")
+def daemontools() -> None:
+    """daemontools' programs, which the shipped service directory runs under."""
+    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid", "multilog"):
+        require(tool, "daemontools")
+
+
+@pytest.fixture(scope="session")
+def runit_tools() -> None:
+    """runit's programs, the other supervisor the manual sets dnsmaster up under."""
+    for tool in ("chpst", "svlogd", "runsv", "runsvdir", "sv"):
+        require(tool, "runit")
+
+
+#: Debian's interpreter, which runs the receiver bundle on a real slave.
+DEBIAN_PYTHON = "/usr/bin/python3"
+
+
+@pytest.fixture(scope="session")
+def debian_python() -> str:
+    if not os.access(DEBIAN_PYTHON, os.X_OK):
+        missing(f"{DEBIAN_PYTHON} not found: apt-get install -y python3")
+    return DEBIAN_PYTHON

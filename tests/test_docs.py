@@ -28,7 +28,7 @@ from dnsmaster.commands import main
 from dnsmaster.config import from_mapping
 from dnsmaster.errors import ConfigError
 from dnsmaster.exits import EXIT_STATUSES
-from tests.conftest import _missing
+from tests.conftest import missing
 from tests.lab.daemonrun import PROJECT
 
 DOCS = PROJECT / "docs"
@@ -79,7 +79,7 @@ def test_manual_builds_without_warnings(tmp_path: Path) -> None:
     table, a page outside every toctree) fails the build, and so does any Python
     warning in the build (``-W error``), as everywhere in these tests."""
     if importlib.util.find_spec("sphinx") is None:
-        _missing("Sphinx is not installed: pip install -e '.[docs]'")
+        missing("Sphinx is not installed: pip install -e '.[docs]'")
     proc = subprocess.run(
         [
             sys.executable,
@@ -121,7 +121,7 @@ def test_readme_renders_cleanly() -> None:
     """README.rst is plain reStructuredText (the package's long description, read
     on GitHub): no Sphinx roles, and docutils warns about nothing in it."""
     if importlib.util.find_spec("docutils") is None:
-        _missing("docutils is not installed: pip install -e '.[docs]'")
+        missing("docutils is not installed: pip install -e '.[docs]'")
     import docutils.core  # noqa: PLC0415 - only when it is there
 
     docutils.core.publish_doctree(

@@ -26,9 +26,8 @@ from dnsmaster.errors import BuildError
 from dnsmaster.master import buildcache
 from dnsmaster.master.archive import DIRECTORY
 from dnsmaster.master.build import Builder
-from tests.conftest import require
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
 from tests.lab.daemonrun import PROJECT
+from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
 LONG_LABEL = "a" * 256
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
@@ -186,8 +185,10 @@ class TestCrashBetweenRenames:
     """SIGKILL at each rename of an install, by strace fault injection; the next run repairs."""
 
     @pytest.mark.parametrize("when", [1, 2])
-    def test_build_killed_at_rename(self, zones: Path, out: Path, when: int) -> None:
-        strace = require("strace")
+    def test_build_killed_at_rename(
+        self, zones: Path, out: Path, when: int, strace_bin: str
+    ) -> None:
+        strace = strace_bin
         first = dnsmaster("build", "--zones", str(zones), "--out", str(out))
         assert first.returncode == 0, first.stderr
         old = files(out)

@@ -23,8 +23,6 @@ if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its ass
     from tests.lab.realworld import Lab, Slave
 
 
-pytestmark = pytest.mark.real
-
 SERIAL = 1_700_000_000
 
 
@@ -209,13 +207,12 @@ def test_lab_removes_its_directory(lab: Lab) -> None:
     assert not lab.workdir.exists()
 
 
+@pytest.mark.usefixtures("accelerator")
 def test_installed_receiver(tmp_path: Path) -> None:
     """receiver="installed": Debian's python3 runs a copy of the package with the C
     accelerator (the lab checks that it loads), and it installs what the bundle does."""
-    from tests.conftest import require_accelerator  # noqa: PLC0415
     from tests.lab.realworld import Lab  # noqa: PLC0415
 
-    require_accelerator()
     lab = Lab(tmp_path / "lab", receiver="installed")
     try:
         (one,) = lab(1)
@@ -238,6 +235,7 @@ def test_lab_stops_everything(lab: Lab) -> None:
     assert all(p is not None and p.poll() is not None for p in procs)
 
 
+@pytest.mark.usefixtures("sshd_bin")
 def test_standalone_sshd(tmp_path: Path) -> None:
     """Sshd on its own: 127.0.0.1 by default, port and host key kept across stop/start."""
     from tests.lab.realworld import Sshd  # noqa: PLC0415

@@ -21,25 +21,22 @@ from benchmarks.soak import FAULTS
 from tests.conftest import require, require_root
 from tests.lab.daemonrun import PROJECT
 
-pytestmark = pytest.mark.real
-
 SECONDS = 60
 
 
-def _components() -> None:
+@pytest.fixture
+def components(sshd_bin: str, tinydns_data_bin: str, daemontools: None) -> None:
+    """What the soak runs; the fixtures it takes mark the test ``real``."""
     require_root("the soak (sshd, tinydns, tmpfs)")
-    for program in ("sshd", "tinydns", "tinydns-data"):
-        require(program)
-    for program in ("supervise", "svc", "envdir", "setuidgid"):
-        require(program, "daemontools")
+    require("tinydns")
     require("vim", "vim")
     require("sed", "sed")
     for program in ("unshare", "mount", "umount"):
         require(program, "util-linux mount")
 
 
+@pytest.mark.usefixtures("components")
 def test_short_soak(tmp_path: Path) -> None:
-    _components()
     argv = [
         sys.executable,
         "-m",

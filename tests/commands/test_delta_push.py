@@ -33,8 +33,6 @@ if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its ass
     from tests.lab.realworld import Lab, Slave
 
 
-pytestmark = pytest.mark.real
-
 ZONE = "example.com"
 NO_GUARD = "\n[guard]\nmax_removed = 1.0\nzones = false\n"
 

@@ -19,9 +19,9 @@ import pytest
 from dnsmaster.core.recordset import NO_ZONE, Record, compare, parse
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder
-from tests.daemon.test_daemon import Local, example_com, write
+from tests.lab.clock import Clock
 from tests.lab.daemonrun import PROJECT
-from tests.master.test_build import Clock
+from tests.lab.site import Local, example_com, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 

@@ -202,7 +202,6 @@ class TestCheck:
         assert summary(checks[:2]) == "doctor: all good, 1 warning, 1 OK"
 
 
-@pytest.mark.real
 class TestDoctor:
     """Against a lab of real slaves: healthy, then each broken case alone."""
 

@@ -29,8 +29,6 @@ if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its ass
     from tests.lab.realworld import Lab, Slave
 
 
-pytestmark = pytest.mark.real
-
 PROJECT = Path(__file__).resolve().parents[2]
 ZONE = "example.com"
 ZONES = f".{ZONE}:127.0.0.1:a\n+www.{ZONE}:192.0.2.1\n"

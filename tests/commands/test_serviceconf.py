@@ -16,8 +16,8 @@ from pathlib import Path
 import pytest
 
 from dnsmaster.commands.serviceconf import scripts
-from tests.conftest import require, require_root
-from tests.test_readme import Host, install_dnsmaster, wait_for
+from tests.conftest import require_root
+from tests.lab.host import Host, install_dnsmaster, wait_for
 
 CONFIG = "/etc/dnsmaster/dnsmaster.toml"
 
@@ -53,13 +53,11 @@ class TestScripts:
 
 
 @pytest.fixture(scope="module")
-def host(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Host]:
+def host(
+    tmp_path_factory: pytest.TempPathFactory, daemontools: None, runit_tools: None
+) -> Iterator[Host]:
     """A machine with dnsmaster installed, the accounts and a config the daemon can use."""
     require_root("service-conf (accounts, chown)")
-    for tool in ("envdir", "setuidgid", "multilog"):
-        require(tool, "daemontools")
-    for tool in ("chpst", "svlogd"):
-        require(tool, "runit")
     the_host = Host(tmp_path_factory.mktemp("serviceconf"), "master")
     try:
         the_host.start()

@@ -1070,7 +1070,7 @@ class TestMalformedState:
     def test_random_states_never_raise_nor_say_ok_when_malformed(self, tmp_path: Path) -> None:
         """Hypothesis: any JSON in the state file, or a good one with any field
         replaced, is judged without an exception; a wrong type is UNKNOWN."""
-        from hypothesis import HealthCheck, given, settings  # noqa: PLC0415
+        from hypothesis import given, settings  # noqa: PLC0415
         from hypothesis import strategies as st  # noqa: PLC0415
 
         config, good_document = _good_document(tmp_path)
@@ -1085,12 +1085,7 @@ class TestMalformedState:
             max_leaves=8,
         )
 
-        @settings(
-            max_examples=150,
-            deadline=None,
-            suppress_health_check=[HealthCheck.too_slow],
-            derandomize=True,
-        )
+        @settings(max_examples=150)
         @given(
             where=st.sampled_from(sorted(FIELD_TYPES, key=str)) | st.none(),
             value=values,

@@ -22,7 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import TypeVar
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel, compiler, makedata
@@ -42,13 +42,8 @@ from tests.lab import strategies
 # Not built: fails under CI=true (CI installs a compiler and the headers), skips elsewhere.
 pytestmark = pytest.mark.usefixtures("accelerator")
 
-SETTINGS = settings(
-    max_examples=400,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The rest comes from the Hypothesis profile in tests/conftest.py.
+SETTINGS = settings(max_examples=400)
 
 T = TypeVar("T")
 Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]

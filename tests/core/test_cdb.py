@@ -16,13 +16,13 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import CdbTooLarge, DnsmasterError
-from tests.core.test_vectors import ALL
+from tests.lab.vectors import ALL
 
 _ccompile: ModuleType | None = accel.found("compiler").module
 
@@ -125,13 +125,8 @@ class TestReader:
 # Not built: fails under CI=true (CI installs a compiler and the headers), skips elsewhere.
 needs_c = pytest.mark.usefixtures("accelerator")
 
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The rest comes from the Hypothesis profile in tests/conftest.py.
+SETTINGS = settings(max_examples=300)
 
 # Short keys from a small alphabet repeat often, so tables fill and probe.
 _keys = st.binary(max_size=6) | st.sampled_from([b"", b"a", b"\x01a\x00", b"\x00%"])

@@ -18,7 +18,7 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
-from hypothesis import HealthCheck, given, settings
+from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel, cdb
@@ -32,13 +32,8 @@ SERIAL = 1_700_000_123
 SOA_NUMBERS = bytes(range(20))
 SOA_TYPE = b"\x00\x06"  # a tinydns value starts with its type
 
-SETTINGS = settings(
-    max_examples=200,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The rest comes from the Hypothesis profile in tests/conftest.py.
+SETTINGS = settings(max_examples=200)
 
 
 @pytest.fixture(params=["c", "python"])

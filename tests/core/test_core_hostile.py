@@ -23,7 +23,7 @@ from collections.abc import Callable
 from types import ModuleType
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel
@@ -35,26 +35,25 @@ from dnsmaster.core.makedata import (
 )
 from dnsmaster.core.text import has_control
 from dnsmaster.errors import DataErrors, TinydnsDataError
-from tests.conftest import require
-from tests.core.test_differential import assert_same, pure, run
 from tests.lab import strategies
+from tests.lab.tinydnsdata import assert_same, pure, run
 
 SERIAL = 1_700_000_000
 GOOD = b"+good.example:192.0.2.1\n#comment\n"  # two lines, so the hostile one is line 3
 
-SETTINGS = settings(
-    max_examples=300,
-    deadline=None,
-    derandomize=True,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-)
+# The rest comes from the Hypothesis profile in tests/conftest.py.
+SETTINGS = settings(max_examples=300)
 
 Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]
 
 
 def paths() -> list[ModuleType | None]:
-    """The accelerator modules to try inside one hypothesis example (None: pure)."""
+    """The accelerator modules to try inside one hypothesis example (None: pure).
+
+    Pure alone when the ``path`` fixture turned the accelerator off, or when it is not
+    built: the tests that do not take ``path`` use ``accelerator_or_pure``, which fails
+    under CI=true if it is not built.
+    """
     fast = accel.compiler()
     return [None] if fast is None else [fast, None]
 
@@ -306,6 +305,7 @@ class TestControlBytesInMessages:
         assert f"wraps to {(pow(10, 5000, 2**32) - 1) % 2**32}" in warning.reason
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @SETTINGS
 @given(lines=st.lists(strategies.hostile_lines(), min_size=1, max_size=6))
 def test_hostile_lines(lines: list[bytes]) -> None:
@@ -313,6 +313,7 @@ def test_hostile_lines(lines: list[bytes]) -> None:
     survive(b"\n".join(lines) + b"\n")
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @SETTINGS
 @given(data=strategies.data_files())
 def test_data_files(data: bytes) -> None:
@@ -361,11 +362,10 @@ def test_env_pure_python() -> None:
 
 
 @pytest.fixture(scope="module")
-def real() -> str:
-    return require("tinydns-data")
+def real(tinydns_data_bin: str) -> str:
+    return tinydns_data_bin
 
 
-@pytest.mark.real
 class TestAgainstRealTinydnsData:
     """What tinydns-data refuses we refuse with its message; what it accepts, byte for byte."""
 
@@ -437,6 +437,7 @@ address_fields = st.one_of(
 )
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @SETTINGS
 @given(
     field=address_fields,

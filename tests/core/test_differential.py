@@ -15,88 +15,33 @@ locally with more, random examples::
 from __future__ import annotations
 
 import os
-import subprocess
 import sys
 import tempfile
 from collections import Counter
-from dataclasses import dataclass
-from pathlib import Path
 
 import pytest
-from hypothesis import HealthCheck, given, note, settings
+from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import cdb
 from dnsmaster.core.cdb import CdbReader
-from dnsmaster.core.compiler import PackedRecords, compile_data
+from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import assemble, compile_source
-from dnsmaster.errors import DataErrors, TinydnsDataError
-from tests.conftest import require
+from dnsmaster.errors import DataErrors
 from tests.lab import strategies
+from tests.lab.tinydnsdata import assert_same, pure, run
 
 _ASKED = os.environ.get("DIFFERENTIAL_EXAMPLES")
 EXAMPLES = int(_ASKED) if _ASKED else 300
 
-# CI: the same examples every run, nothing stored between runs. With
+# CI: the same examples every run (the profile in tests/conftest.py). With
 # DIFFERENTIAL_EXAMPLES set, each run draws new examples.
-SETTINGS = settings(
-    max_examples=EXAMPLES,
-    deadline=None,
-    derandomize=_ASKED is None,
-    database=None,
-    suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
-    print_blob=True,
-)
-
-pytestmark = pytest.mark.real
-
-
-@dataclass(frozen=True, slots=True)
-class Outcome:
-    """What a tinydns-data run gives: exit status, stderr text, data.cdb (or None)."""
-
-    exit: int
-    stderr: str
-    cdb: bytes | None
+SETTINGS = settings(max_examples=EXAMPLES, derandomize=_ASKED is None)
 
 
 @pytest.fixture(scope="module")
-def real() -> str:
-    return require("tinydns-data")
-
-
-def run(command: list[str], data: bytes, mtime: int) -> Outcome:
-    """Run ``command`` as tinydns-data in a fresh directory holding ``data``."""
-    with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
-        path = Path(tmp) / "data"
-        path.write_bytes(data)
-        os.utime(path, (mtime, mtime))
-        proc = subprocess.run(command, cwd=tmp, capture_output=True, check=False, timeout=60)
-        out = Path(tmp) / "data.cdb"
-        made = out.read_bytes() if out.exists() else None
-        if proc.returncode != 0:
-            assert (Path(tmp) / "data.tmp").exists(), "data.tmp is left behind on failure"
-        return Outcome(proc.returncode, proc.stderr.decode("utf-8", "backslashreplace"), made)
-
-
-def pure(data: bytes, mtime: int) -> Outcome:
-    """The pure compiler's answer in the same terms."""
-    try:
-        return Outcome(0, "", compile_data(data, mtime))
-    except TinydnsDataError as exc:
-        return Outcome(111, f"tinydns-data: fatal: {exc.message}\n", None)
-
-
-def assert_same(ours: Outcome, theirs: Outcome) -> None:
-    assert (ours.exit, ours.stderr) == (theirs.exit, theirs.stderr)
-    if ours.cdb != theirs.cdb:
-        # Say which records differ before the bytes do.
-        assert ours.cdb is not None
-        assert theirs.cdb is not None
-        mine = list(CdbReader(ours.cdb).items())
-        real = list(CdbReader(theirs.cdb).items())
-        assert mine == real
-        assert ours.cdb == theirs.cdb
+def real(tinydns_data_bin: str) -> str:
+    return tinydns_data_bin
 
 
 class TestAgainstRealTinydnsData:

@@ -15,8 +15,8 @@ from pathlib import Path
 
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
 from dnsmaster.master.guarded import names
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, status, write
 from tests.lab.daemonrun import PROJECT
+from tests.lab.site import TIMEOUT, Local, example_com, running, status, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 

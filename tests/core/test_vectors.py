@@ -19,50 +19,11 @@ import pytest
 
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.errors import TinydnsDataError
-from tests.conftest import VECTORS, require
+from tests.conftest import VECTORS
+from tests.lab.vectors import ALL, Vector
 
 FATAL = "tinydns-data: fatal: "
 SENTINEL = b"an older data.cdb that a failed run must leave alone\n"
-
-
-@dataclass(frozen=True, slots=True)
-class Vector:
-    """One line of SUMS.tsv."""
-
-    file: str
-    mtime: int
-    mtime_matters: bool
-    exit: int
-    cdb_size: int | None
-    cdb_sha256: str | None
-    stderr: str | None
-
-    @property
-    def data(self) -> bytes:
-        return (VECTORS / self.file).read_bytes()
-
-
-def _load() -> list[Vector]:
-    vectors = []
-    for line in (VECTORS / "SUMS.tsv").read_text(encoding="utf-8").splitlines():
-        if not line or line.startswith("#"):
-            continue
-        file, mtime, matters, status, size, sha, stderr = line.split("\t")
-        vectors.append(
-            Vector(
-                file=file,
-                mtime=int(mtime),
-                mtime_matters=matters == "yes",
-                exit=int(status),
-                cdb_size=None if size == "-" else int(size),
-                cdb_sha256=None if sha == "-" else sha,
-                stderr=None if stderr == "-" else stderr,
-            )
-        )
-    return vectors
-
-
-ALL = _load()
 
 
 def _id(vector: Vector) -> str:
@@ -195,17 +156,18 @@ class TestDropIn:
         assert (tmp_path / "data.tmp").read_bytes() == b""
 
 
-@pytest.mark.real
 class TestReal:
     @pytest.mark.parametrize("vector", ALL, ids=IDS)
-    def test_real(self, vector: Vector, tmp_path: Path) -> None:
+    def test_real(self, vector: Vector, tmp_path: Path, tinydns_data_bin: str) -> None:
         """This machine's tinydns-data produces exactly what SUMS.tsv records."""
-        check_run(vector, tmp_path, [require("tinydns-data")])
+        check_run(vector, tmp_path, [tinydns_data_bin])
 
-    def test_real_failure_leaves_partial_data_tmp(self, tmp_path: Path) -> None:
+    def test_real_failure_leaves_partial_data_tmp(
+        self, tmp_path: Path, tinydns_data_bin: str
+    ) -> None:
         """Why the drop-in's data.tmp differs: tinydns-data's is partly written, and no
         cdb (2048 zero bytes where the header goes, then flushed 8 KiB blocks)."""
-        got = run_in(tmp_path, [require("tinydns-data")], LATE_FAILURE, 1)
+        got = run_in(tmp_path, [tinydns_data_bin], LATE_FAILURE, 1)
         assert (got.exit, got.stderr) == (111, LATE_FAILURE_STDERR)
         left = (tmp_path / "data.tmp").read_bytes()
         assert len(left) > 2048

@@ -10,7 +10,6 @@ file and ``dnsmaster status``. The local tests use ``transport = "local"`` slave
 
 from __future__ import annotations
 
-import contextlib
 import os
 import shutil
 import signal
@@ -19,56 +18,30 @@ import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import pytest
 
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.master import state as statefile
-from tests.conftest import require
-from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.site import (
+    NET,
+    SETTLE,
+    TIMEOUT,
+    Local,
+    Rig,
+    example_com,
+    status,
+    wait_state,
+    write,
+)
+from tests.lab.site import all_ok as _all_ok
+from tests.lab.site import all_verified as _all_verified
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
-
-
-DEBOUNCE = 0.2
-SETTLE = 1.0  # after the last expected event, how long to wait to prove nothing follows
-TIMEOUT = 30.0  # generous: the machine has two cores and other test runs
-HEADER = "# test header\n"
-NET = ".example.net:127.0.0.1:a:259200\n+www.example.net:198.51.100.1\n"
-
-
-#: These zones are a few records each: one deleted file or zone is over any sensible
-#: share, and the tests of saves and pushes delete some. The guard has tests of its own.
-NO_GUARD = "\n[guard]\nmax_removed = 1.0\nzones = false\n"
-
-
-def example_com(www: str = "192.0.2.80", extra: str = "") -> str:
-    return (
-        "# zones.example.com\n"
-        ".example.com:127.0.0.1:a:259200\n"
-        f"+www.example.com:{www}\n"
-        "@example.com::mail.example.com:10\n"
-        f"{extra}"
-    )
-
-
-def write(path: Path, text: str) -> None:
-    """A plain overwrite: open('w'), write, close."""
-    with path.open("w") as f:
-        f.write(text)
-
-
-def make_zones(base: Path) -> tuple[Path, Path]:
-    zones, output = base / "zones", base / "out"
-    zones.mkdir(parents=True)
-    output.mkdir()
-    write(zones / "header", HEADER)
-    write(zones / "zones.example.com", example_com())
-    write(zones / "zones.example.net", NET)
-    return zones, output
 
 
 def files(path: Path) -> bool:
@@ -77,111 +50,7 @@ def files(path: Path) -> bool:
     return path.is_file() and path.name != "state.json"
 
 
-def status(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-        timeout=60,
-    )
-
-
-def wait_state(path: Path, check: str, timeout: float = TIMEOUT) -> statefile.State:
-    """Poll the state file until ``check`` (a predicate's name below) holds.
-
-    Fails the test on timeout, with the last state read: returning it instead let
-    callers go on with a state that never got there.
-    """
-    deadline = time.monotonic() + timeout
-    while True:
-        current = statefile.read(path)
-        if CHECKS[check](current):
-            return current
-        if time.monotonic() > deadline:
-            pytest.fail(f"state never {check!r} in {timeout} s; last read: {current}")
-        time.sleep(0.05)
-
-
-def _all_ok(s: statefile.State) -> bool:
-    return s.build is not None and all(
-        x.result == "ok" and x.installed_sha256 == s.build.sha256 for x in s.slaves
-    )
-
-
-def _all_verified(s: statefile.State) -> bool:
-    return _all_ok(s) and all(x.verified == "ok" for x in s.slaves)
-
-
-CHECKS = {"ok": _all_ok, "verified": _all_verified}
-
-
 # -- real slaves -----------------------------------------------------------------------
-
-
-class Rig:
-    """A zones directory, three real slaves, a config and (once started) the daemon."""
-
-    def __init__(self, base: Path, lab: Lab, slaves: list[Slave], **daemon: object) -> None:
-        self.base = base
-        self.lab = lab
-        self.slaves = slaves
-        self.zones, self.output = make_zones(base / "master")
-        self.state = base / "master" / "state.json"
-        self.config = base / "master" / "dnsmaster.toml"
-        options: dict[str, object] = {
-            "debounce": DEBOUNCE,
-            "max_delay": 5.0,
-            "retry_initial": 0.2,
-            "retry_max": 1.0,
-            "stop_timeout": 20.0,
-            "verify_timeout": 1.0,
-        }
-        options.update(daemon)
-        self.config.write_text(
-            config_text(
-                zones=self.zones,
-                output=self.output,
-                state=self.state,
-                top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
-                daemon=options,
-                push={"connect_timeout": 3.0, "timeout": 60.0},
-                slaves=[
-                    {"name": s.name, "host": s.address, "port": s.port, "dns": s.address}
-                    for s in slaves
-                ],
-            )
-            + NO_GUARD
-        )
-        self.daemons: list[DaemonProcess] = []
-
-    @property
-    def names(self) -> set[str]:
-        return {s.name for s in self.slaves}
-
-    def start(self, *, initial_push: bool = True) -> DaemonProcess:
-        daemon = DaemonProcess(self.config).start()
-        self.daemons.append(daemon)
-        if initial_push:
-            done = daemon.wait("build.done", timeout=TIMEOUT)
-            pushes = daemon.wait_count(
-                "push.done", len(self.slaves), timeout=TIMEOUT, serial=done["serial"]
-            )
-            assert {p["slave"] for p in pushes} == self.names
-            self.assert_served(done["serial"])
-            # and every verify query answered, so later events are the test's own
-            assert _all_verified(wait_state(self.state, "verified")), daemon.dump()
-        return daemon
-
-    def assert_served(self, serial: int, zone: str = "example.com") -> None:
-        for s in self.slaves:
-            seen = s.tinydns.wait_serial(zone, serial, timeout=10)
-            assert seen == serial, f"{s.name} serves {zone} serial {seen}, not {serial}"
-
-    def close(self) -> None:
-        for daemon in self.daemons:
-            daemon.kill()
 
 
 @pytest.fixture
@@ -227,7 +96,6 @@ def cut(slave: Slave) -> None:
             continue
 
 
-@pytest.mark.real
 class TestRealSlaves:
     def test_save_propagates(self, rig: Rig) -> None:
         """(a) One save: built once, pushed to all three, served, verified; status 0."""
@@ -523,48 +391,6 @@ class TestRealSlaves:
 # -- local slaves (no sshd) ------------------------------------------------------------
 
 
-class Local:
-    """A zones directory and two ``transport = "local"`` slaves."""
-
-    def __init__(self, base: Path, *, slaves: int = 2, extra: str = "", **daemon: object) -> None:
-        self.zones, self.output = make_zones(base / "master")
-        self.state = base / "state.json"
-        self.config = base / "dnsmaster.toml"
-        self.roots = [base / "slaves" / f"ns{i + 2}" for i in range(slaves)]
-        for root in self.roots:
-            root.mkdir(parents=True)
-        options: dict[str, object] = {"debounce": DEBOUNCE, "retry_initial": 0.2, "retry_max": 1.0}
-        options.update(daemon)
-        self.config.write_text(
-            config_text(
-                zones=self.zones,
-                output=self.output,
-                state=self.state,
-                daemon=options,
-                slaves=[{"name": r.name, "transport": "local", "root": r} for r in self.roots],
-            )
-            + extra
-            + ("" if "[guard]" in extra else NO_GUARD)
-        )
-        self.daemon = DaemonProcess(self.config)
-
-    def installed(self) -> list[bytes]:
-        return [(r / "data").read_bytes() for r in self.roots]
-
-
-@contextlib.contextmanager
-def running(local: Local) -> Iterator[tuple[DaemonProcess, dict[str, Any]]]:
-    """The daemon on ``local`` once every slave has its first build, and its
-    ``build.done`` event; killed (by PID) when the block ends."""
-    daemon = local.daemon.start()
-    try:
-        first = daemon.wait("build.done", timeout=TIMEOUT)
-        daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=first["serial"])
-        yield daemon, first
-    finally:
-        local.daemon.kill()
-
-
 @pytest.fixture
 def local(tmp_path: Path) -> Iterator[Local]:
     setup = Local(tmp_path)
@@ -769,11 +595,10 @@ def _svc(option: str, service: Path) -> None:
     subprocess.run(["svc", option, str(service)], check=True, timeout=10)
 
 
+@pytest.mark.usefixtures("daemontools")
 def test_service_under_supervise(tmp_path: Path) -> None:
     """service/dnsmaster/run under daemontools' supervise: up, svc -h builds, svc -d stops."""
     assert (SERVICE / "run").is_file(), "service/dnsmaster/run is shipped: where did it go?"
-    for tool in ("supervise", "svc", "svstat", "envdir", "setuidgid"):
-        require(tool, "daemontools")
     setup = Local(tmp_path / "site", extra='\n[log]\nformat = "json"\n')
     service = _service_dir(tmp_path, setup.config)
     supervise = DaemonProcess(setup.config, argv=["supervise", str(service)])

@@ -20,8 +20,8 @@ from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.daemon.test_daemon import TIMEOUT, Rig, example_com, write
 from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.site import TIMEOUT, Rig, example_com, write
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab

@@ -21,47 +21,9 @@ from dnsmaster import config as configuration
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import Daemon
 from dnsmaster.exits import EXIT_CRASH, EXIT_OK
-from tests.daemon.test_daemon import make_zones
 from tests.lab.daemonrun import config_text
-
-TIMEOUT = 30.0
-
-
-class Recorder:
-    """A logger that keeps every event as a dict, and wakes waiters."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-        self.changed = asyncio.Event()
-
-    def _log(self, level: str, event: str, **fields: Any) -> None:
-        self.events.append({"level": level, "event": event, **fields})
-        self.changed.set()
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._log("debug", event, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._log("info", event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._log("warning", event, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._log("error", event, **fields)
-
-    def critical(self, event: str, **fields: Any) -> None:
-        self._log("critical", event, **fields)
-
-    def find(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == name]
-
-    async def wait(self, name: str, count: int = 1) -> list[dict[str, Any]]:
-        async with asyncio.timeout(TIMEOUT):
-            while len(self.find(name)) < count:
-                self.changed.clear()
-                await self.changed.wait()
-        return self.find(name)
+from tests.lab.recorder import TIMEOUT, Recorder
+from tests.lab.site import make_zones
 
 
 @pytest.fixture

@@ -20,9 +20,9 @@ from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import Daemon
 from dnsmaster.daemon.worker import Current
 from dnsmaster.transport.dns import SoaCheck
-from tests.daemon.test_daemon import make_zones
-from tests.daemon.test_daemon_supervision import Recorder
 from tests.lab.daemonrun import config_text
+from tests.lab.recorder import Recorder
+from tests.lab.site import make_zones
 
 ZONE = b"\x07example\x03com\x00"
 

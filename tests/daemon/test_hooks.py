@@ -10,8 +10,8 @@ import time
 from pathlib import Path
 
 from dnsmaster.core.text import LineCutter
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
 from tests.lab.daemonrun import toml_value
+from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
 
 def hooks_section(out: Path, **extra: str) -> str:

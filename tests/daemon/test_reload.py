@@ -34,10 +34,10 @@ from dnsmaster.exits import EXIT_OK
 from dnsmaster.master import handoff, health
 from dnsmaster.master import state as statefile
 from dnsmaster.master.state import FileStamp
-from tests.daemon.test_daemon import make_zones
-from tests.daemon.test_daemon_supervision import Recorder
-from tests.daemon.test_metrics import parse
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.metrics import parse
+from tests.lab.recorder import Recorder
+from tests.lab.site import make_zones
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab as SshLab

@@ -145,9 +145,9 @@ class TestEditorSaves:
         assert {c.name for c in rig.changes} == {"zones.x"}
         assert {"moved", "created", "closed"} <= rig.kinds("zones.x")
 
-    async def test_vim_real_binary(self, rig: Rig) -> None:
+    async def test_vim_real_binary(self, rig: Rig, vim_bin: str) -> None:
         """The real vim, run headless with its defaults: one trigger."""
-        vim = require("vim", "vim")
+        vim = vim_bin
         proc = await asyncio.create_subprocess_exec(
             vim,
             *("--clean", "-es", "-c", "s/10/11/", "-c", "wq", "zones.x"),

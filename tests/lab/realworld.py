@@ -98,6 +98,7 @@ __all__ = [
     "lab_account",
     "sealed",
     "slaves",
+    "ssh_keygen",
     "ssh_options",
 ]
 
@@ -219,7 +220,8 @@ def _tail(path: Path, lines: int = 30) -> str:
         return ""
 
 
-def _ssh_keygen(path: Path, comment: str) -> None:
+def ssh_keygen(path: Path, comment: str) -> None:
+    """A fresh ed25519 key pair without a passphrase at ``path`` (and ``path.pub``)."""
     for p in (path, path.with_name(path.name + ".pub")):
         p.unlink(missing_ok=True)
     subprocess.run(
@@ -351,7 +353,7 @@ class Sshd(_Server):
         self.log = workdir / "sshd.log"
         self.proc: subprocess.Popen[bytes] | None = None
         if not self.host_key.exists():
-            _ssh_keygen(self.host_key, f"sshd@{host}")
+            ssh_keygen(self.host_key, f"sshd@{host}")
         self.authorized_keys.touch()
         self._write_config()
 
@@ -457,7 +459,7 @@ class Sshd(_Server):
         """A new host key (as after a reinstall); a running sshd is restarted to use it."""
         was_running = self.running
         self.stop()
-        _ssh_keygen(self.host_key, f"sshd@{self.host}")
+        ssh_keygen(self.host_key, f"sshd@{self.host}")
         if was_running:
             self.start()
 
@@ -678,6 +680,9 @@ class Lab:
         self.workdir = Path(tempfile.mkdtemp(prefix=f"lab-{os.getpid()}-", dir=home))
         self.workdir.chmod(0o755)
         self._closed = False
+        # The plain authorized_keys line, made for a root no slave has (see authorized_key).
+        self._root_mark = self.workdir / "ROOT-OF-EACH-SLAVE"
+        self._key_line: str | None = None
         if link is not None:
             link.parent.mkdir(parents=True, exist_ok=True)
             if link.is_symlink():
@@ -688,7 +693,7 @@ class Lab:
         self.pubkey = self.key.with_name(self.key.name + ".pub")
         self.known_hosts = self.workdir / "known_hosts"
         self.known_hosts.touch()
-        _ssh_keygen(self.key, "dnsmaster-master@test")
+        ssh_keygen(self.key, "dnsmaster-master@test")
         self.receiver = receiver
         self.forced_command = self._write_forced_command()
 
@@ -750,7 +755,20 @@ class Lab:
         return directory
 
     def authorized_key(self, root: Path, *extra: str) -> str:
-        """The authorized_keys line, from ``python -m dnsmaster authorized-key``."""
+        """The authorized_keys line, from ``python -m dnsmaster authorized-key``.
+
+        The plain line (no ``extra``) differs between this lab's slaves only in the
+        root, so the command runs once per lab and its line is reused with each
+        slave's root: a Python start-up less per slave. A root the command would
+        quote is asked for on its own.
+        """
+        if extra or shlex.quote(str(root)) != str(root):
+            return self._run_authorized_key(root, *extra)
+        if self._key_line is None:
+            self._key_line = self._run_authorized_key(self._root_mark)
+        return self._key_line.replace(str(self._root_mark), str(root))
+
+    def _run_authorized_key(self, root: Path, *extra: str) -> str:
         proc = subprocess.run(
             [
                 sys.executable,

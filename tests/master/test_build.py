@@ -15,18 +15,9 @@ from dnsmaster.core.cdb import CdbReader
 from dnsmaster.errors import BuildError, DataErrors
 from dnsmaster.master.build import Builder
 from tests.conftest import IN_CI
+from tests.lab.clock import Clock
 
 GOOD = b".example.com:192.0.2.1:a\n+www.example.com:192.0.2.2\n"
-
-
-class Clock:
-    """A settable clock so serials are predictable."""
-
-    def __init__(self, now: float) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 @pytest.fixture

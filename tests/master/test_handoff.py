@@ -20,8 +20,8 @@ from typing import Any
 from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.handoff import ACCEPT_FILE, ROLLBACK_FILE
-from tests.daemon.test_daemon import SETTLE, TIMEOUT, Local, example_com, status, write
 from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.site import SETTLE, TIMEOUT, Local, example_com, status, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 

@@ -21,8 +21,8 @@ from dnsmaster import fsutil
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
-from tests.daemon.test_daemon import TIMEOUT, Local, example_com, running, write
 from tests.lab.daemonrun import PROJECT
+from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
@@ -72,7 +72,8 @@ class TestHandOff:
             done = daemon.wait("build.done", mark, timeout=TIMEOUT)
             assert done["serial"] == built[0]["serial"]
             daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
-            time.sleep(6)  # past the debounce: the save itself must not build again
+            # The save's own debounce ends in a build that finds nothing new.
+            daemon.wait("build.unchanged", mark, timeout=TIMEOUT)
             assert len(daemon.find("build.done", mark)) == 1, daemon.dump()
             data = (local.output / "data").read_bytes()
             assert serial_of(data) == done["serial"]
@@ -112,9 +113,15 @@ class TestLock:
         """A build by hand while another writer (here ``flock``) holds the lock waits,
         says so, and builds once the lock is free."""
         local = Local(tmp_path)
-        holder = subprocess.Popen(["flock", str(local.output), "sleep", "2"])
+        # Held long enough for a build started on a loaded machine to find it held;
+        # the build begins once the holder has the lock, not after a guessed delay.
+        holder = subprocess.Popen(["flock", str(local.output), "sleep", "6"])
         try:
-            time.sleep(0.5)
+            deadline = time.monotonic() + TIMEOUT
+            free = ["flock", "-n", str(local.output), "true"]
+            while subprocess.run(free, check=False).returncode == 0:
+                assert time.monotonic() < deadline, "flock never took the lock"
+                time.sleep(0.05)
             assert holder.poll() is None
             status, events = command("build", "--config", str(local.config))
             assert status == 0, events

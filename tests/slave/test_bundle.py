@@ -38,7 +38,7 @@ from dnsmaster.protocol import (
 from dnsmaster.slave import bundle
 from dnsmaster.transport.channel import LineSink, RunResult, fetch_status
 from dnsmaster.transport.ssh import SshChannel
-from tests.conftest import VECTORS, _missing
+from tests.conftest import VECTORS
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab
@@ -70,13 +70,6 @@ def dnsmaster_cli(*args: str, **env: str) -> subprocess.CompletedProcess[bytes]:
         check=False,
         env=dict(os.environ, PYTHONPATH=str(PROJECT), **env),
     )
-
-
-@pytest.fixture(scope="session")
-def debian_python() -> str:
-    if not os.access(DEBIAN_PYTHON, os.X_OK):
-        _missing(f"{DEBIAN_PYTHON} not found: apt-get install -y python3")
-    return DEBIAN_PYTHON
 
 
 @pytest.fixture(scope="session")
@@ -709,7 +702,6 @@ def _bundle_key(lab: Lab, slave: LabSlave, pyz: Path) -> str:
     return proc.stdout.decode()
 
 
-@pytest.mark.real
 class TestThroughSshd:
     async def test_bundle_as_forced_command(
         self, lab: Lab, tmp_path: Path, debian_python: str

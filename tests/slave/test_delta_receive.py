@@ -25,7 +25,6 @@ from dnsmaster.master.payload import Offer, compresses
 from dnsmaster.master.pushing import push_one
 from dnsmaster.slave import bundle, receive
 from dnsmaster.transport.local import LocalChannel
-from tests.conftest import require
 
 ZONES = b"".join(
     b".z%d.example:127.0.0.1:a\n+www.z%d.example:192.0.2.1\n" % (i, i) for i in range(40)
@@ -391,10 +390,12 @@ class TestCompresses:
 
 
 class TestBundle:
-    def test_delta_and_zlib_under_debian_python(self, root: Path, full: Path) -> None:
+    def test_delta_and_zlib_under_debian_python(
+        self, root: Path, full: Path, debian_python: str
+    ) -> None:
         """The one-file receiver under Debian's ``python3 -I -S`` (stdlib only) takes a
         compressed delta, and installs what the package's receiver installs."""
-        python = require(bundle.DEFAULT_PYTHON, "python3")
+        python = debian_python
         pyz = root.parent / "dnsmaster-receive.pyz"
         bundle.write(pyz)
         proc = subprocess.run(

@@ -19,9 +19,10 @@ import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import pytest
+
 from dnsmaster import protocol
-from tests.conftest import require
-from tests.slave.test_receive_crash import (
+from tests.lab.receiver import (
     build,
     check_repaired,
     copies,
@@ -62,9 +63,9 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
 
 
 class TestTwoReceivers:
+    @pytest.mark.usefixtures("strace_bin")
     def test_newer_build_wins(self, tmp_path: Path) -> None:
         """30 races of an older and a newer build: the pair is whole and the newer one."""
-        require("strace")
         rng = random.Random(2026)
         for trial in range(TRIALS):
             root = tmp_path / f"trial{trial}"
@@ -91,9 +92,9 @@ class TestTwoReceivers:
             assert newer in kept.values(), where
             assert (older in kept.values()) == (status == 0), where
 
+    @pytest.mark.usefixtures("strace_bin")
     def test_same_push_twice_at_once(self, tmp_path: Path) -> None:
         """A retry racing the push it retries: both succeed, one install, one copy."""
-        require("strace")
         rng = random.Random(1982)
         for trial in range(10):
             root = tmp_path / f"trial{trial}"

@@ -12,14 +12,11 @@ sha256, and no temp file, link or copy of a failed push is left.
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import io
 import os
 import random
 import re
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections.abc import Iterator
@@ -27,50 +24,27 @@ from pathlib import Path
 
 import pytest
 
-import dnsmaster
 from dnsmaster import protocol
 from dnsmaster.core.compiler import compile_data
-from dnsmaster.core.makedata import assemble, compile_source
-from dnsmaster.core.stream import seal, split
 from dnsmaster.fsutil import JOURNAL
-from dnsmaster.slave import receive
-from tests.conftest import require, require_root
+from tests.conftest import require_root
+from tests.lab.receiver import (
+    build,
+    check_repaired,
+    copies,
+    data_sha,
+    litter,
+    pair_matches,
+    push_in_process,
+    receiver_argv,
+    receiver_env,
+    sealed,
+    status_line,
+)
 
-PROJECT = Path(dnsmaster.__file__).resolve().parent.parent
 #: What a clean push calls that can be a crash point, and what each may fail with.
 CRASH_POINTS = ("rename", "link", "unlink", "fsync", "write")
 FAULTS = {"rename": "EIO", "link": "ENOSPC", "unlink": "EIO", "fsync": "EIO", "write": "ENOSPC"}
-_LITTER = re.compile(r"\.data\..*\.(tmp|link)", re.DOTALL)
-
-
-def build(n: int, lines: int = 1) -> bytes:
-    """A dnsmaster build with serial 1700000000 + n and ``lines`` address records."""
-    zone = b".example.com:127.0.0.1:a\n" + b"".join(
-        b"+h%d.example.com:192.0.2.%d\n" % (i, (n + i) % 250 + 1) for i in range(lines)
-    )
-    return assemble([compile_source("zones.x", zone)], 1_700_000_000 + n).data
-
-
-def sealed(data: bytes) -> bytes:
-    return data + seal(data)
-
-
-def receiver_argv(root: Path, *, strace: list[str] | None = None) -> list[str]:
-    """``dnsmaster receive`` as the forced command runs it, under strace if asked."""
-    argv = [sys.executable, "-m", "dnsmaster", "receive", "--root", str(root)]
-    if strace is None:
-        return argv
-    return [require("strace"), "-f", "-qq", *strace, *argv]
-
-
-def receiver_env(verb: str) -> dict[str, str]:
-    # No .pyc writes: they rename, and would shift the count of renames.
-    return dict(
-        os.environ,
-        SSH_ORIGINAL_COMMAND=verb,
-        PYTHONPATH=str(PROJECT),
-        PYTHONDONTWRITEBYTECODE="1",
-    )
 
 
 def run_receiver(
@@ -86,43 +60,6 @@ def run_receiver(
     )
 
 
-def push_in_process(root: Path, data: bytes, verb: str = "push") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = receive.main(
-        ["--root", str(root)],
-        environ={"SSH_ORIGINAL_COMMAND": verb},
-        stdin=io.BytesIO(data),
-        stdout=out,
-        stderr=err,
-    )
-    return status, out.getvalue(), err.getvalue()
-
-
-def status_line(root: Path) -> str:
-    status, out, err = push_in_process(root, b"", "status")
-    assert status == 0, err
-    return out.splitlines()[-1]
-
-
-def data_sha(content: bytes) -> str:
-    return hashlib.sha256(split(content)[0]).hexdigest()
-
-
-def pair_matches(root: Path) -> bool:
-    """Whether data.cdb is exactly what tinydns-data would make of ``data``."""
-    data = root / "data"
-    expected = compile_data(data.read_bytes(), int(data.stat().st_mtime))
-    return (root / "data.cdb").read_bytes() == expected
-
-
-def litter(root: Path) -> list[str]:
-    return sorted(p.name for p in root.iterdir() if _LITTER.fullmatch(p.name))
-
-
-def copies(root: Path) -> dict[str, bytes]:
-    return {p.name: p.read_bytes() for p in root.iterdir() if p.name.startswith("data.2")}
-
-
 def check_crash_state(root: Path, allowed: list[bytes]) -> bool:
     """The state a crash may leave: a whole allowed data, and the pair or the journal.
 
@@ -133,14 +70,6 @@ def check_crash_state(root: Path, allowed: list[bytes]) -> bool:
     if not journal:
         assert pair_matches(root), "no journal, yet data.cdb is not built from data"
     return journal
-
-
-def check_repaired(root: Path) -> None:
-    """After a run under the lock: the pair matches, status vouches for it, nothing left."""
-    assert not (root / JOURNAL).exists()
-    assert pair_matches(root)
-    assert status_line(root).startswith(f"status sha256={data_sha((root / 'data').read_bytes())} ")
-    assert litter(root) == []
 
 
 def count_calls(root: Path, stdin: bytes, names: tuple[str, ...]) -> dict[str, int]:
@@ -176,9 +105,9 @@ def crash_points(fresh_root: Path) -> list[tuple[str, int]]:
 
 
 class TestKilled:
+    @pytest.mark.usefixtures("strace_bin")
     def test_kill_at_every_step(self, fresh: Path) -> None:
         """SIGKILL at each rename, link, unlink, fsync and write of a push; the next runs repair."""
-        require("strace")
         points = crash_points(fresh)
         missed: list[str] = []
         for name, n in points:
@@ -211,9 +140,9 @@ class TestKilled:
             check_repaired(root)
         assert len(missed) <= 1, missed
 
+    @pytest.mark.usefixtures("strace_bin")
     def test_kill_during_repair(self, fresh: Path) -> None:
         """A run killed while repairing leaves the journal; the run after it repairs."""
-        require("strace")
         # Killed on entering the second rename: the new data.cdb beside the old data.
         between = ["-o", "/dev/null", "-e", "inject=rename:signal=SIGKILL:when=2"]
         assert run_receiver(fresh, "push", sealed(NEW), strace=between).returncode != 0
@@ -265,10 +194,10 @@ def feed(proc: subprocess.Popen[bytes], stream: bytes) -> None:
 
 
 class TestSystemErrors:
+    @pytest.mark.usefixtures("strace_bin")
     def test_error_at_every_step(self, fresh: Path) -> None:
         """A failed write, fsync, rename, link or unlink at each step: never a mismatched
         pair vouched for, nothing left behind, and the next push succeeds."""
-        require("strace")
         points = crash_points(fresh)
         for name, n in points:
             root = fresh.parent / f"fail-{name}-{n}"

@@ -423,7 +423,6 @@ def _known_hosts_line(lab: Lab, slave: LabSlave) -> int:
     return 1 + next(i for i, line in enumerate(lines) if line.startswith(f"[{slave.address}]:"))
 
 
-@pytest.mark.real
 async def test_rekeyed_slave_is_a_changed_host_key(lab: Lab, tmp_path: Path) -> None:
     """A slave re-keyed under a kept connection: the next push fails with the changed-key
     message naming known_hosts and its line, is not retryable, and drops the old session;
@@ -475,7 +474,6 @@ async def test_rekeyed_slave_is_a_changed_host_key(lab: Lab, tmp_path: Path) -> 
         await channel.close()
 
 
-@pytest.mark.real
 async def test_kept_connection_until_known_hosts_changes(lab: Lab, tmp_path: Path) -> None:
     """A kept connection is reused (no new login, even with a host-key check before
     each reuse) until known_hosts changes; then it is dropped and verified anew."""
@@ -501,7 +499,6 @@ async def test_kept_connection_until_known_hosts_changes(lab: Lab, tmp_path: Pat
         await channel.close()
 
 
-@pytest.mark.real
 async def test_unknown_host_key_says_how_to_add_it(lab: Lab, tmp_path: Path) -> None:
     """No entry for the slave: "unknown", not "changed"; its command adds the key."""
     (slave,) = lab(1)
@@ -535,7 +532,6 @@ exit 1
 """
 
 
-@pytest.mark.real
 async def test_flooding_slave_over_ssh(lab: Lab, tmp_path: Path) -> None:
     """50 MB of output over SSH: the push ends with the slave's exit status and reason,
     at most the caps are passed on, and the master's memory stays small."""
@@ -584,7 +580,6 @@ NOISE = {
 }
 
 
-@pytest.mark.real
 @pytest.mark.parametrize("noise", sorted(NOISE))
 async def test_stderr_noise_does_not_hide_the_receiver(
     lab: Lab, tmp_path: Path, noise: str
@@ -663,7 +658,6 @@ def _daemon_config(lab: Lab, tmp_path: Path, slave: LabSlave) -> Path:
     return config
 
 
-@pytest.mark.real
 def test_daemon_pushes_through_stderr_noise(lab: Lab, tmp_path: Path) -> None:
     """The daemon's first contact with a slave whose forced command prints 1,500 lines on
     stderr first: the receiver is recognised and the push installs (it is not held as
@@ -687,7 +681,6 @@ def test_daemon_pushes_through_stderr_noise(lab: Lab, tmp_path: Path) -> None:
         daemon.kill()
 
 
-@pytest.mark.real
 def test_receiver_reason_reaches_status(lab: Lab, tmp_path: Path) -> None:
     """The daemon pushes to a slave whose receiver refuses the data (over its size cap):
     the receiver's reason, not "exited with status 1", is the push.failed error and

@@ -182,9 +182,9 @@ def test_daemon_as_another_account_with_roots_home(master: Master, tmp_path: Pat
     assert b"+www.example.com:192.0.2.1" in installed
 
 
-def test_push_never_reads_home(master: Master, tmp_path: Path) -> None:
+def test_push_never_reads_home(master: Master, tmp_path: Path, strace_bin: str) -> None:
     """A $HOME whose ~/.ssh would send asyncssh elsewhere or break it: never opened."""
-    strace = require("strace", "strace")
+    strace = strace_bin
     home = tmp_path / "home"
     ssh = home / ".ssh"
     ssh.mkdir(parents=True)

@@ -23,7 +23,8 @@ from dnsmaster.commands.status import nagios
 from dnsmaster.exits import EXIT_BUILD
 from dnsmaster.master import state as statefile
 from dnsmaster.master.health import ZonesCheck, judge
-from tests.daemon.test_daemon import (
+from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.site import (
     SETTLE,
     TIMEOUT,
     Local,
@@ -33,7 +34,6 @@ from tests.daemon.test_daemon import (
     wait_state,
     write,
 )
-from tests.lab.daemonrun import PROJECT, DaemonProcess
 
 if TYPE_CHECKING:
     from tests.lab.realworld import Lab
@@ -86,7 +86,6 @@ def rig(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
         the_rig.close()
 
 
-@pytest.mark.real
 def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     daemon = rig.start()
     first = daemon.find("build.done")[-1]["serial"]
@@ -182,7 +181,6 @@ def saves_are_held(rig: Rig, daemon: DaemonProcess, rolled: int) -> int:
     return serial
 
 
-@pytest.mark.real
 def test_rollback_without_a_daemon(rig: Rig) -> None:
     code, _, found = dnsmaster(rig.config, "push")
     assert code == 0, found
@@ -299,7 +297,6 @@ def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
         assert not (root / "data").exists()  # nothing was pushed anywhere
 
 
-@pytest.mark.real
 def test_damaged_hold_still_holds_the_daemon(rig: Rig) -> None:
     """A hold whose data no longer matches its sha256 is a doubt: the daemon pushes
     nothing (a push by hand neither) until ``--release``."""
