@@ -1,5 +1,5 @@
 """The known_hosts policy without a server: entries found as asyncssh finds them, and
-the verdict on a presented key. Against a real sshd: test_push_errors.py and
+the verdict on a presented key. Against a real sshd: test_ssh.py and
 tests/commands/test_doctor.py."""
 
 from __future__ import annotations
