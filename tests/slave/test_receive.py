@@ -20,6 +20,7 @@ from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
 from dnsmaster.protocol import PROTOCOL
 from dnsmaster.slave import receive
+from dnsmaster.slave.root import keep_copy
 
 DATA = assemble(
     [compile_source("zones.x", b".example.com:127.0.0.1:a\n+www.example.com:192.0.2.1\n")],
@@ -185,8 +186,8 @@ class TestPush:
         monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
         root = tmp_path
         (root / "data").write_bytes(DATA)
-        first = receive._keep_copy(root)
-        second = receive._keep_copy(root)
+        first = keep_copy(root)
+        second = keep_copy(root)
         assert first == time.strftime("data.%Y-%m-%d.%H%M%S", time.gmtime(1_800_000_000))
         assert second == first + ".250000"
         for name in (first, second):
@@ -200,7 +201,7 @@ class TestPush:
         taken = ["data.2027-01-15.080000", "data.2027-01-15.080000.250000"]
         for name in taken:
             (root / name).write_bytes(b"someone else's")
-        assert receive._keep_copy(root) == "data.2027-01-15.080000.250001"
+        assert keep_copy(root) == "data.2027-01-15.080000.250001"
         for name in taken:
             assert (root / name).read_bytes() == b"someone else's"
 
