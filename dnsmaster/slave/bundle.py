@@ -50,6 +50,7 @@ MODULES = (
     "dnsmaster/core/compiler.py",
     "dnsmaster/core/delta.py",
     "dnsmaster/core/fields.py",
+    "dnsmaster/core/linetypes.py",
     "dnsmaster/core/lint.py",
     "dnsmaster/core/serial.py",
     "dnsmaster/core/stream.py",

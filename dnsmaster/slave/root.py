@@ -43,10 +43,10 @@ from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import (
     PackedRecords,
-    Records,
     compile_text,
     default_serial,
 )
+from dnsmaster.core.linetypes import Records
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, DeltaError, TinydnsDataError
