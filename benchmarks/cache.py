@@ -86,9 +86,10 @@ def change_one_line(victim: Path, original: bytes, i: int) -> None:
 def load_all(zones: Path, out: Path) -> tuple[float, int]:
     """In this process: the time to read back every entry, and how many."""
     builder = Builder(zones, out)
-    names, _ = builder._scan()
-    contents = [(name, builder._read(name)) for name in names]
-    cache = builder._disk()
+    zones_dir = builder.zones_dir()
+    names, _ = zones_dir.scan()
+    contents = [(name, zones_dir.read(name)) for name in names]
+    cache = builder.build_cache()
     assert cache is not None
     started = time.perf_counter()
     found = [cache.load(name, hashlib.sha256(content).digest()) for name, content in contents]

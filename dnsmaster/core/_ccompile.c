@@ -20,7 +20,7 @@
  * location or prefix) is handed back as well, so every line that stays in C is one
  * the checker would pass in silence.
  *
- * TYPES mirrors compiler.LINE_TYPES: one function per line type and the shape of
+ * TYPES mirrors linetypes.LINE_TYPES: one function per line type and the shape of
  * its fields, which the checker's tests read.
  *
  * default_soa is the 20 bytes of default SOA numbers (serial first, spec 3.8).
@@ -421,7 +421,7 @@ append_index(PyObject *list, Py_ssize_t i)
     return append_new(list, PyLong_FromSsize_t(i));
 }
 
-/* ---- one function per line type, as LINE_TYPES in compiler.py ----
+/* ---- one function per line type, as LINE_TYPES in linetypes.py ----
  *
  * Each compiles one line from its fields (2.3) and returns 1 when done, 0 to hand
  * the line to Python (nothing added yet), -1 on a Python error. */
@@ -1067,7 +1067,7 @@ done:
     return result;
 }
 
-/* ---- dot_line: make-data's expansion of a . line (makedata._stamped_line) ---- */
+/* ---- dot_line: make-data's expansion of a . line (makedata.stamped_line) ---- */
 
 typedef struct {
     char *b;
@@ -1364,7 +1364,7 @@ static PyMethodDef methods[] = {
      "first line left to Python starts and its index (pos >= len(data): all done)."},
     {"dot_line", dot_line, METH_VARARGS,
      "dot_line(line, origin, index, more, serial) -> bytes\n\n"
-     "makedata._stamped_line of a . line: its comment, Z, & and + lines."},
+     "makedata.stamped_line of a . line: its comment, Z, & and + lines."},
     {"run", run, METH_VARARGS,
      "run(lines, start, check, default_soa, keys, values, stamped, soa_defaults) -> int\n\n"
      "Compile (and with check, check) lines from start on; return the index of the\n"

@@ -26,19 +26,20 @@ from dnsmaster.core import accel, ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
 from dnsmaster.core.compiler import (
     PackedRecords,
-    Records,
     compile_lines,
     compile_text,
     no_gc,
     split_lines,
 )
 from dnsmaster.core.fields import name_to_wire, number, split_fields
+from dnsmaster.core.linetypes import Records
 from dnsmaster.core.lint import Diagnostic, Linter
 from dnsmaster.core.serial import MODULUS, newer, next_after
 from dnsmaster.core.text import has_control, printable
 from dnsmaster.errors import DataError, DataErrors, TinydnsDataError
 
 __all__ = [
+    "SERIAL_MARK",
     "Assembled",
     "CompiledSource",
     "SourceCheck",
@@ -50,11 +51,12 @@ __all__ = [
     "fingerprint",
     "next_serial",
     "previous_serial",
+    "stamped_line",
 ]
 
 # Stands where the build's serial goes until the serial is known. It cannot occur in
 # a source: compile_source refuses a file that contains it.
-_SERIAL = b"\0dnsmaster-serial\0"
+SERIAL_MARK = b"\0dnsmaster-serial\0"
 _BANNER = BANNER
 _U64 = (1 << 64) - 1
 _U32 = 0xFFFFFFFF
@@ -79,7 +81,7 @@ class CompiledSource:
     @property
     def text(self) -> bytes:
         """The text with the placeholder where the serial goes (kept as the pieces around it)."""
-        return _SERIAL.join(self.pieces)
+        return SERIAL_MARK.join(self.pieces)
 
 
 @dataclass(frozen=True, slots=True)
@@ -155,8 +157,8 @@ def check_source(
     ``ipv6_int``: a ``6`` line publishes its PTR under ip6.int too, after the
     ip6.arpa one, as the IPv6 patch's tinydns-data does (:mod:`dnsmaster.core.ipv6`).
     """
-    if _SERIAL in content:
-        line = content[: content.index(_SERIAL)].count(b"\n") + 1
+    if SERIAL_MARK in content:
+        line = content[: content.index(SERIAL_MARK)].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
     with no_gc():
@@ -392,14 +394,14 @@ def _expand(
         if i in ipv6_lines:
             parts += (content[pos:start], _ipv6_line(origin, line, i, more, ipv6_lines[i]))
         elif fast is not None and line[:1] == b".":  # thousands in a build: C writes them
-            parts += (content[pos:start], fast.dot_line(line, origin, i, more, _SERIAL))
+            parts += (content[pos:start], fast.dot_line(line, origin, i, more, SERIAL_MARK))
         else:
-            parts += (content[pos:start], _stamped_line(origin, line, i, more))
+            parts += (content[pos:start], stamped_line(origin, line, i, more))
         pos = end
     parts.append(content[pos:])
     if content and not content.endswith(b"\n"):
         parts.append(b"\n")
-    return tuple(b"".join(parts).split(_SERIAL))
+    return tuple(b"".join(parts).split(SERIAL_MARK))
 
 
 def _ipv6_line(
@@ -412,14 +414,14 @@ def _ipv6_line(
     return b"\n".join(expanded)
 
 
-def _stamped_line(origin: bytes, line: bytes, i: int, more: bool) -> bytes:
+def stamped_line(origin: bytes, line: bytes, i: int, more: bool) -> bytes:
     """Line ``i`` (a ``.`` line, or a ``Z`` line without a serial) with the placeholder
     where the serial goes: a ``.`` line becomes its ``Z``, ``&`` and ``+`` lines.
     ``more``: other lines follow it."""
     line = line.rstrip(b" \t")
     if line[:1] == b"Z":
         f = split_fields(line)
-        return _line(b"Z", [*f[0:3], _SERIAL, *f[4:11]])
+        return _line(b"Z", [*f[0:3], SERIAL_MARK, *f[4:11]])
     f = line[1:].split(b":", 6)  # a build has thousands of these: no more splits than used
     if len(f) < 6:
         f += _NO_FIELDS[len(f) :]
@@ -434,7 +436,7 @@ def _stamped_line(origin: bytes, line: bytes, i: int, more: bool) -> bytes:
     # The Z and + lines end in digits before the timestamp and location: only with
     # those can they end in empty fields or blanks that need tidying.
     tail = b":%s:%s" % (ttd, lo) if ttd or lo else b""
-    z = _DOT_SOA % (fqdn, server, fqdn, _SERIAL, soa_ttl) + tail
+    z = _DOT_SOA % (fqdn, server, fqdn, SERIAL_MARK, soa_ttl) + tail
     out = b"# %s:%d: %s\n%s\n" % (origin, i + 1, line, _tidy(z) if tail else z)
     out += _tidy(b"&%s::%s:%s%s" % (fqdn, x, ttl, tail))
     if ip:

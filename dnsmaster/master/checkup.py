@@ -27,7 +27,7 @@ from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.core.text import printable
 from dnsmaster.fsutil import describe
-from dnsmaster.master.build import list_sources
+from dnsmaster.master.zones import list_sources
 
 __all__ = [
     "Build",

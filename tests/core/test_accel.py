@@ -28,11 +28,11 @@ from hypothesis import strategies as st
 from dnsmaster.core import accel, compiler, makedata
 from dnsmaster.core.compiler import (
     PackedRecords,
-    Records,
     compile_lines,
     compile_text,
     split_lines,
 )
+from dnsmaster.core.linetypes import Records
 from dnsmaster.core.lint import Linter
 from dnsmaster.core.makedata import check_source
 from dnsmaster.errors import TinydnsDataError
@@ -237,13 +237,13 @@ def test_checker_edges(data: bytes) -> None:
 def test_clean_lines_stay_in_c(monkeypatch: pytest.MonkeyPatch) -> None:
     """With the checker on, the common clean lines never reach the Python entries."""
     handed: list[int] = []
-    real = compiler._compile_line
+    real = compiler.compile_line
 
     def spy(c: object, index: int, *rest: object) -> None:
         handed.append(index)
         real(c, index, *rest)  # type: ignore[arg-type]
 
-    monkeypatch.setattr(compiler, "_compile_line", spy)
+    monkeypatch.setattr(compiler, "compile_line", spy)
     clean = (
         b".example:192.0.2.1:a:259200\n&sub.example::ns1.example\n@example:10.0.0.25:mx1:10\n"
         b"'example:v=spf1 mx -all:3600\n=example:10.0.0.1\n+h1.example:10.0.0.2\n"
@@ -316,8 +316,8 @@ def test_dot_line(line: bytes, index: int, more: bool, origin: bytes) -> None:
     """make-data's expansion of a . line, C against Python (the reference)."""
     fast = accel.compiler()
     assert fast is not None
-    expected = makedata._stamped_line(origin, line, index, more)
-    assert fast.dot_line(line, origin, index, more, makedata._SERIAL) == expected
+    expected = makedata.stamped_line(origin, line, index, more)
+    assert fast.dot_line(line, origin, index, more, makedata.SERIAL_MARK) == expected
 
 
 def test_packing_threads() -> None:

@@ -27,7 +27,8 @@ from hypothesis import given, note, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel
-from dnsmaster.core.compiler import Records, compile_lines, compile_text, split_lines
+from dnsmaster.core.compiler import compile_lines, compile_text, split_lines
+from dnsmaster.core.linetypes import Records
 from dnsmaster.core.makedata import (
     assemble,
     check_source,

@@ -240,7 +240,7 @@ class TestNothingChangesOnError:
         writer = (
             "dnsmaster.core.cdb.write_packed"
             if where == "cdb"
-            else "dnsmaster.master.build.assemble_text"
+            else "dnsmaster.master.output.assemble_text"
         )
         monkeypatch.setattr(writer, no_memory)
         with pytest.raises(BuildError, match="out of memory"):

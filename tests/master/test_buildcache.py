@@ -31,6 +31,7 @@ from dnsmaster.errors import DataError, DataErrors
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder, BuildResult
 from dnsmaster.master.buildcache import BuildCache, Ready, Rejected, decode, encode, entry_name
+from dnsmaster.master.zones import ZonesDir
 from tests.conftest import IN_CI, require_root
 from tests.lab.daemonrun import PROJECT
 
@@ -305,18 +306,18 @@ class TestStatIndex:
     @pytest.fixture(autouse=True)
     def no_racy_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
         # The build trusts only stats older than two seconds; these files are new.
-        monkeypatch.setattr("dnsmaster.master.build._RACY_NS", 0)
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 0)
 
     @pytest.fixture
     def reads(self, monkeypatch: pytest.MonkeyPatch) -> list[str]:
         read: list[str] = []
-        real = Builder._read
+        real = ZonesDir.read
 
-        def spy(self: Builder, name: str) -> bytes:
+        def spy(self: ZonesDir, name: str) -> bytes:
             read.append(name)
             return real(self, name)
 
-        monkeypatch.setattr(Builder, "_read", spy)
+        monkeypatch.setattr(ZonesDir, "read", spy)
         return read
 
     def test_only_the_changed_file_is_read(

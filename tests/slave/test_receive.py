@@ -20,6 +20,7 @@ from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
 from dnsmaster.protocol import PROTOCOL
 from dnsmaster.slave import receive
+from dnsmaster.slave.root import keep_copy
 from tests.conftest import missing, require_accelerator
 
 DATA = assemble(
@@ -187,8 +188,8 @@ class TestPush:
         monkeypatch.setattr(time, "time", lambda: 1_800_000_000.25)
         root = tmp_path
         (root / "data").write_bytes(DATA)
-        first = receive._keep_copy(root)
-        second = receive._keep_copy(root)
+        first = keep_copy(root)
+        second = keep_copy(root)
         assert first == time.strftime("data.%Y-%m-%d.%H%M%S", time.gmtime(1_800_000_000))
         assert second == first + ".250000"
         for name in (first, second):
@@ -202,7 +203,7 @@ class TestPush:
         taken = ["data.2027-01-15.080000", "data.2027-01-15.080000.250000"]
         for name in taken:
             (root / name).write_bytes(b"someone else's")
-        assert receive._keep_copy(root) == "data.2027-01-15.080000.250001"
+        assert keep_copy(root) == "data.2027-01-15.080000.250001"
         for name in taken:
             assert (root / name).read_bytes() == b"someone else's"
 
