@@ -26,7 +26,7 @@ from pathlib import Path
 
 from dnsmaster import fsutil
 
-__all__ = ["DEFAULT_PYTHON", "MODULES", "build", "write"]
+__all__ = ["DEFAULT_PYTHON", "MAIN", "MODULES", "build", "write"]
 
 #: The interpreter the shebang names: Debian's own python3.
 DEFAULT_PYTHON = "/usr/bin/python3"
@@ -40,7 +40,9 @@ MODULES = (
     "dnsmaster/fsutil.py",
     "dnsmaster/protocol.py",
     "dnsmaster/slave/__init__.py",
+    "dnsmaster/slave/outcome.py",
     "dnsmaster/slave/receive.py",
+    "dnsmaster/slave/root.py",
     "dnsmaster/core/__init__.py",
     "dnsmaster/core/accel.py",
     "dnsmaster/core/banner.py",
@@ -48,13 +50,16 @@ MODULES = (
     "dnsmaster/core/compiler.py",
     "dnsmaster/core/delta.py",
     "dnsmaster/core/fields.py",
+    "dnsmaster/core/linetypes.py",
     "dnsmaster/core/lint.py",
     "dnsmaster/core/serial.py",
     "dnsmaster/core/stream.py",
     "dnsmaster/core/text.py",
 )
 
-_MAIN = b'''\
+#: The bundle's ``__main__.py``; an unpacked copy of the package run with it behaves
+#: as the bundle does.
+MAIN = b'''\
 """dnsmaster's receiver, bundled: python3 -I -S dnsmaster-receive.pyz --root DIR."""
 
 import sys
@@ -105,7 +110,7 @@ def build(python: str = DEFAULT_PYTHON, *, compiled: bool = True) -> bytes:
     # -IS in one word: a shebang passes at most one argument.
     out.write(f"#!{python} -IS\n".encode())
     with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
-        entries = [("__main__.py", _MAIN)]
+        entries = [("__main__.py", MAIN)]
         for module in MODULES:
             source = _source(module)
             if compiled:

@@ -729,7 +729,7 @@ class Lab:
             directory / "dnsmaster",
             ignore=shutil.ignore_patterns("__pycache__", "*.c", "*.h", "*.pyi"),
         )
-        (directory / "__main__.py").write_bytes(bundle._MAIN)
+        (directory / "__main__.py").write_bytes(bundle.MAIN)
         subprocess.run(
             [self.receiver_python, "-I", "-m", "compileall", "-q", str(directory)],
             check=True,
