@@ -895,10 +895,11 @@ class Soak:
             return
         filler = slave.root / FILLER
         with self.fault("disk_full", (slave.name,)):
-            with filler.open("wb") as f, contextlib.suppress(OSError):
+            # Unbuffered: a buffered file keeps what the full disk refused and raises
+            # ENOSPC again when it is closed, outside the suppress.
+            with filler.open("wb", buffering=0) as f, contextlib.suppress(OSError):
                 while True:
                     f.write(b"\0" * 65536)
-                    f.flush()
             self.happened("disk_full")
             if rng.random() < 0.7:
                 self.trigger_save()
