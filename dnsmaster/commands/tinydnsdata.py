@@ -26,14 +26,14 @@ from typing import TextIO
 
 from dnsmaster.core import cdb
 from dnsmaster.core.compiler import compile_text, default_serial
-from dnsmaster.errors import CdbTooLarge, TinydnsDataError
+from dnsmaster.errors import CdbTooLarge, DnsmasterError, TinydnsDataError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.fsutil import describe
 
 __all__ = ["main"]
 
 
-class _Fatal(Exception):
+class _Fatal(DnsmasterError):
     pass
 
 

@@ -80,7 +80,7 @@ from pathlib import Path
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import cdb, makedata
 from dnsmaster.core.makedata import CompiledSource
-from dnsmaster.errors import DataError
+from dnsmaster.errors import DataError, DnsmasterError
 
 __all__ = [
     "DIRECTORY",
@@ -170,7 +170,7 @@ class Synced:
     error: str | None = None
 
 
-class _Invalid(ValueError):
+class _Invalid(DnsmasterError, ValueError):
     """An entry failed a check; the message says which."""
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any, Literal, Union, get_args, get_origin, get_type_hints
 
 from dnsmaster import fsutil
+from dnsmaster.errors import DnsmasterError
 from dnsmaster.master.archive import DIRECTORY
 
 __all__ = [
@@ -296,7 +297,7 @@ def read(path: Path) -> State:
     return state
 
 
-class _Malformed(ValueError):
+class _Malformed(DnsmasterError, ValueError):
     """One field of the wrong type; :func:`read` names the file's problem with it."""
 
     def __init__(self, where: str, wanted: str, value: object) -> None:

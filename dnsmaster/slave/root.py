@@ -49,7 +49,7 @@ from dnsmaster.core.compiler import (
 from dnsmaster.core.linetypes import Records
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
-from dnsmaster.errors import CdbTooLarge, DeltaError, TinydnsDataError
+from dnsmaster.errors import CdbTooLarge, DeltaError, DnsmasterError, TinydnsDataError
 from dnsmaster.protocol import FORCE, SPEAKS
 from dnsmaster.slave.outcome import DeltaRefused, Refused, say
 
@@ -67,7 +67,7 @@ _COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 _HEAD = 256
 
 
-class _NotRegular(Exception):
+class _NotRegular(DnsmasterError):
     """A name in the root that the receiver reads is not a regular file; the message
     says which and what it is."""
 

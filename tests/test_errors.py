@@ -1,0 +1,39 @@
+"""One tree of exceptions: every exception dnsmaster defines is a DnsmasterError."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import pkgutil
+
+import dnsmaster
+from dnsmaster.errors import DnsmasterError
+
+
+def _exceptions() -> dict[str, type[BaseException]]:
+    """Every exception class defined in a dnsmaster module, by its dotted name."""
+    found: dict[str, type[BaseException]] = {}
+    for info in pkgutil.walk_packages(dnsmaster.__path__, "dnsmaster."):
+        if info.name.endswith("__main__"):  # running it is what importing it does
+            continue
+        module = importlib.import_module(info.name)
+        for cls_name, cls in inspect.getmembers(module, inspect.isclass):
+            if cls.__module__ == info.name and issubclass(cls, BaseException):
+                found[f"{info.name}.{cls_name}"] = cls
+    return found
+
+
+def test_every_exception_is_a_dnsmaster_error() -> None:
+    outside = sorted(
+        name for name, cls in _exceptions().items() if not issubclass(cls, DnsmasterError)
+    )
+    assert not outside, f"exceptions outside DnsmasterError: {outside}"
+
+
+def test_the_walk_finds_the_exceptions() -> None:
+    """The test above looks where the exceptions are, private ones too (it can fail)."""
+    assert {
+        "dnsmaster.errors.ConfigError",
+        "dnsmaster.slave.outcome.Refused",
+        "dnsmaster.master.state._Malformed",
+    } <= set(_exceptions())
