@@ -94,7 +94,8 @@ def _parse_private_key(data: bytes, file: Path, error: Callable[[str], ConfigErr
     except asyncssh.KeyImportError as exc:
         reason = str(exc)
         if "assphrase" in reason:
-            # push.py connects without an agent and cannot ask for a passphrase.
+            # The SSH channel (transport/ssh.py) connects without an agent and
+            # cannot ask for a passphrase.
             raise error(
                 "the private key is encrypted with a passphrase; dnsmaster needs a key "
                 "without a passphrase; make one with ssh-keygen -t ed25519 -N '' "

@@ -2,5 +2,5 @@
 
 It runs once per push on every slave, so it imports only :mod:`dnsmaster.core`,
 :mod:`dnsmaster.protocol`, :mod:`dnsmaster.fsutil` and :mod:`dnsmaster.errors`
-(``tests/slave/test_imports.py`` holds it to that).
+(``tests/test_layout.py`` holds it to that).
 """

@@ -2,7 +2,7 @@
 a held build, hand-off files that are not this daemon's, a save during a rollback.
 
 The same paths end to end, against a running daemon, are in tests/master/test_handoff.py
-and tests/master/test_rollback.py.
+and tests/commands/test_rollback.py.
 """
 
 from __future__ import annotations
