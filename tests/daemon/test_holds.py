@@ -11,7 +11,6 @@ import asyncio
 import hashlib
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
 
 import pytest
 
@@ -24,36 +23,9 @@ from dnsmaster.master import handoff, rollback
 from dnsmaster.master.build import Builder
 from dnsmaster.master.handoff import ACCEPT_FILE, HANDOFF_FILES, ROLLBACK_FILE
 from tests.lab.daemonrun import config_text
+from tests.lab.recorder import Recorder
 
 INSTANCE = "0123456789abcdef"
-
-
-class Recorder:
-    """A logger that keeps every event as a dict."""
-
-    def __init__(self) -> None:
-        self.events: list[dict[str, Any]] = []
-
-    def _log(self, level: str, event: str, **fields: Any) -> None:
-        self.events.append({"level": level, "event": event, **fields})
-
-    def debug(self, event: str, **fields: Any) -> None:
-        self._log("debug", event, **fields)
-
-    def info(self, event: str, **fields: Any) -> None:
-        self._log("info", event, **fields)
-
-    def warning(self, event: str, **fields: Any) -> None:
-        self._log("warning", event, **fields)
-
-    def error(self, event: str, **fields: Any) -> None:
-        self._log("error", event, **fields)
-
-    def critical(self, event: str, **fields: Any) -> None:
-        self._log("critical", event, **fields)
-
-    def find(self, name: str) -> list[dict[str, Any]]:
-        return [e for e in self.events if e["event"] == name]
 
 
 class Keeper:
