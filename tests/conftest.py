@@ -19,12 +19,17 @@ from __future__ import annotations
 
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from tests.lab.daemonrun import DaemonProcess
 
 # The lab helpers assert as tests do: rewritten, their failures say what was compared.
 pytest.register_assert_rewrite("tests.lab")
@@ -65,6 +70,9 @@ REAL_FIXTURES = frozenset(
         "runit_tools",
         "debian_python",
         "accelerator",
+        "daemon_process",  # dnsmaster run as a process (DaemonProcess, site.Local, site.Rig)
+        "dnsmaster_cli",  # dnsmaster's command line in a subprocess
+        "thorough",  # the long run of a property the unit lane samples
     }
 )
 
@@ -89,6 +97,90 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if names & REAL_FIXTURES or params.get("path") == "accelerated":
             item.add_marker(real)
+
+
+@pytest.fixture(autouse=True)
+def unit_lane_starts_no_dnsmaster(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the ``real`` lane, starting dnsmaster's command line is an error.
+
+    The lane is chosen by the fixtures a test asks for, so a test that starts the
+    daemon or a command without ``daemon_process``/``dnsmaster_cli`` would slip into
+    the unit lane unnoticed; this makes it fail at once instead. ``dnsmaster receive``
+    stays allowed: the local transport, in process, starts it as the product does.
+    """
+    if request.node.get_closest_marker("real"):
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[bytes], args: object, *rest: object, **kw: object) -> None:
+        if starts_dnsmaster(args):
+            pytest.fail(
+                f"{request.node.nodeid} starts dnsmaster ({args!r}) without asking for the "
+                "daemon_process or dnsmaster_cli fixture, which put it in the real lane",
+                pytrace=False,
+            )
+        original(self, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def starts_dnsmaster(args: object) -> bool:
+    """Whether a Popen's argv runs a dnsmaster command other than ``receive``."""
+    if isinstance(args, str | bytes | os.PathLike) or not isinstance(args, Sequence):
+        return False
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    for i, arg in enumerate(argv):
+        if arg == "dnsmaster" and i > 0 and argv[i - 1] == "-m":
+            command = argv[i + 1 : i + 2]
+            return command != ["receive"]
+        if os.path.basename(arg) == "dnsmaster" and i == 0:
+            return argv[1:2] != ["receive"]
+    return False
+
+
+@pytest.fixture(scope="session")
+def thorough() -> None:
+    """Use (``usefixtures``) in the long run of a property test whose short run,
+    a smaller sample of the same property, is in the unit lane: the long one goes
+    to the ``real`` (CI) lane. Session-scoped, so hypothesis tests may use it."""
+
+
+@pytest.fixture
+def daemon_process() -> type[DaemonProcess]:
+    """``dnsmaster run`` as a process: :class:`tests.lab.daemonrun.DaemonProcess`.
+
+    Also what a test that starts the daemon through :class:`tests.lab.site.Local`
+    or ``Rig`` asks for (``usefixtures``), so it is marked ``real``.
+    """
+    from tests.lab.daemonrun import DaemonProcess  # noqa: PLC0415 - tests.lab imports this module
+
+    return DaemonProcess
+
+
+@pytest.fixture
+def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m dnsmaster ARGS...`` in a subprocess, its output captured as text.
+
+    Tests that run the command line their own way ask for it by ``usefixtures``,
+    so they are marked ``real`` all the same.
+    """
+    from tests.lab.daemonrun import PROJECT  # noqa: PLC0415 - tests.lab imports this module
+
+    def run(
+        *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dnsmaster", *map(os.fspath, args)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT), **(env or {})),
+            timeout=timeout,
+        )
+
+    return run
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:
