@@ -3,6 +3,8 @@
 Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
 strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
 (``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
+So do tests that start dnsmaster as a process (``daemon_process``, ``dnsmaster_cli``),
+and the long runs of property tests the unit lane samples (``thorough``).
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
 the test is skipped with the reason, so a laptop without Debian's packages can
 still run the pure-core tests.
@@ -17,6 +19,7 @@ many examples it wants.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
 import subprocess
@@ -103,19 +106,20 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
 def unit_lane_starts_no_dnsmaster(
     request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """Outside the ``real`` lane, starting dnsmaster's command line is an error.
+    """Outside the ``real`` lane, a test that starts dnsmaster's command line fails.
 
-    The lane is chosen by the fixtures a test asks for, so a test that starts the
+    The lane is chosen by the fixtures a test asks for, so a test that started the
     daemon or a command without ``daemon_process``/``dnsmaster_cli`` would slip into
-    the unit lane unnoticed; this makes it fail at once instead. ``dnsmaster receive``
-    stays allowed: the local transport, in process, starts it as the product does.
+    the unit lane unnoticed; this makes it fail at once instead. What dnsmaster
+    itself starts, in process, stays allowed: the local transport runs ``dnsmaster
+    receive`` as the product does.
     """
     if request.node.get_closest_marker("real"):
         return
     original = subprocess.Popen.__init__
 
     def refuse(self: subprocess.Popen[bytes], args: object, *rest: object, **kw: object) -> None:
-        if starts_dnsmaster(args):
+        if runs_dnsmaster(args) and not started_by_dnsmaster():
             pytest.fail(
                 f"{request.node.nodeid} starts dnsmaster ({args!r}) without asking for the "
                 "daemon_process or dnsmaster_cli fixture, which put it in the real lane",
@@ -126,17 +130,26 @@ def unit_lane_starts_no_dnsmaster(
     monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
 
 
-def starts_dnsmaster(args: object) -> bool:
-    """Whether a Popen's argv runs a dnsmaster command other than ``receive``."""
+def runs_dnsmaster(args: object) -> bool:
+    """Whether a Popen's argv runs a dnsmaster command (``-m dnsmaster`` or the script)."""
     if isinstance(args, str | bytes | os.PathLike) or not isinstance(args, Sequence):
         return False
     argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
-    for i, arg in enumerate(argv):
-        if arg == "dnsmaster" and i > 0 and argv[i - 1] == "-m":
-            command = argv[i + 1 : i + 2]
-            return command != ["receive"]
-        if os.path.basename(arg) == "dnsmaster" and i == 0:
-            return argv[1:2] != ["receive"]
+    if argv and os.path.basename(argv[0]) == "dnsmaster":
+        return True
+    return any(a == "-m" and b == "dnsmaster" for a, b in itertools.pairwise(argv))
+
+
+def started_by_dnsmaster() -> bool:
+    """Whether the package's own code, not the test's, is starting the process."""
+    import dnsmaster  # noqa: PLC0415 - conftest loads before the package is needed
+
+    package = os.path.dirname(dnsmaster.__file__) + os.sep
+    frame = sys._getframe(2)  # who called Popen, and up the stack
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(package):
+            return True
+        frame = frame.f_back
     return False
 
 

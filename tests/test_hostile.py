@@ -149,10 +149,10 @@ class TestFileNames:
         assert ".zones.x\\x1b[2J.swp: skipped" in proc.stderr
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestLongLabel:
     """A label of 256 bytes used to raise IndexError: it is a data error with a line."""
 
-    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_check_and_build(self, zones: Path, out: Path) -> None:
         write(
             zones / "zones.example.com", example_com(extra=f"+{LONG_LABEL}.example.com:192.0.2.1\n")
