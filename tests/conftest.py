@@ -87,12 +87,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
     """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
 
     ``-m`` selects at collection, before any fixture runs, so the marker must come
-    from the names a test asks for. The ``path`` fixture's accelerated half needs
-    the accelerator; its pure half needs nothing.
+    from the names a test asks for: here, before the selection. The ``path``
+    fixture's accelerated half needs the accelerator; its pure half needs nothing.
+
+    After the selection, a property test whose long run (``NAME_thorough``) is
+    also selected is left out: it is a sample of the same property, for the unit
+    lane alone, and the full suite need not pay for it twice.
     """
     real = pytest.mark.real
     for item in items:
@@ -100,6 +107,18 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if names & REAL_FIXTURES or params.get("path") == "accelerated":
             item.add_marker(real)
+    yield
+    long_runs = {item.nodeid.replace("_thorough", "", 1) for item in items if is_long_run(item)}
+    samples = [item for item in items if item.nodeid in long_runs and not is_long_run(item)]
+    if samples:
+        config.hook.pytest_deselected(items=samples)
+        items[:] = [item for item in items if item not in samples]
+
+
+def is_long_run(item: pytest.Item) -> bool:
+    return "thorough" in getattr(item, "fixturenames", ()) and str(
+        getattr(item, "originalname", "")
+    ).endswith("_thorough")
 
 
 @pytest.fixture(autouse=True)
