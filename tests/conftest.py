@@ -3,6 +3,8 @@
 Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
 strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
 (``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
+So do tests that start dnsmaster as a process (``daemon_process``, ``dnsmaster_cli``),
+and the long runs of property tests the unit lane samples (``thorough``).
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
 the test is skipped with the reason, so a laptop without Debian's packages can
 still run the pure-core tests.
@@ -17,14 +19,20 @@ many examples it wants.
 
 from __future__ import annotations
 
+import itertools
 import os
 import shutil
-from collections.abc import Iterator
+import subprocess
+import sys
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
-from typing import NoReturn
+from typing import TYPE_CHECKING, NoReturn
 
 import pytest
 from hypothesis import HealthCheck, settings
+
+if TYPE_CHECKING:
+    from tests.lab.daemonrun import DaemonProcess
 
 # The lab helpers assert as tests do: rewritten, their failures say what was compared.
 pytest.register_assert_rewrite("tests.lab")
@@ -65,6 +73,9 @@ REAL_FIXTURES = frozenset(
         "runit_tools",
         "debian_python",
         "accelerator",
+        "daemon_process",  # dnsmaster run as a process (DaemonProcess, site.Local, site.Rig)
+        "dnsmaster_cli",  # dnsmaster's command line in a subprocess
+        "thorough",  # the long run of a property the unit lane samples
     }
 )
 
@@ -76,12 +87,19 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
     return 2 * (os.cpu_count() or 1)
 
 
-def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+@pytest.hookimpl(wrapper=True)
+def pytest_collection_modifyitems(
+    config: pytest.Config, items: list[pytest.Item]
+) -> Iterator[None]:
     """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
 
     ``-m`` selects at collection, before any fixture runs, so the marker must come
-    from the names a test asks for. The ``path`` fixture's accelerated half needs
-    the accelerator; its pure half needs nothing.
+    from the names a test asks for: here, before the selection. The ``path``
+    fixture's accelerated half needs the accelerator; its pure half needs nothing.
+
+    After the selection, a property test whose long run (``NAME_thorough``) is
+    also selected is left out: it is a sample of the same property, for the unit
+    lane alone, and the full suite need not pay for it twice.
     """
     real = pytest.mark.real
     for item in items:
@@ -89,6 +107,112 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
         params = getattr(getattr(item, "callspec", None), "params", {})
         if names & REAL_FIXTURES or params.get("path") == "accelerated":
             item.add_marker(real)
+    yield
+    long_runs = {item.nodeid.replace("_thorough", "", 1) for item in items if is_long_run(item)}
+    samples = [item for item in items if item.nodeid in long_runs and not is_long_run(item)]
+    if samples:
+        config.hook.pytest_deselected(items=samples)
+        items[:] = [item for item in items if item not in samples]
+
+
+def is_long_run(item: pytest.Item) -> bool:
+    return "thorough" in getattr(item, "fixturenames", ()) and str(
+        getattr(item, "originalname", "")
+    ).endswith("_thorough")
+
+
+@pytest.fixture(autouse=True)
+def unit_lane_starts_no_dnsmaster(
+    request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Outside the ``real`` lane, a test that starts dnsmaster's command line fails.
+
+    The lane is chosen by the fixtures a test asks for, so a test that started the
+    daemon or a command without ``daemon_process``/``dnsmaster_cli`` would slip into
+    the unit lane unnoticed; this makes it fail at once instead. What dnsmaster
+    itself starts, in process, stays allowed: the local transport runs ``dnsmaster
+    receive`` as the product does.
+    """
+    if request.node.get_closest_marker("real"):
+        return
+    original = subprocess.Popen.__init__
+
+    def refuse(self: subprocess.Popen[bytes], args: object, *rest: object, **kw: object) -> None:
+        if runs_dnsmaster(args) and not started_by_dnsmaster():
+            pytest.fail(
+                f"{request.node.nodeid} starts dnsmaster ({args!r}) without asking for the "
+                "daemon_process or dnsmaster_cli fixture, which put it in the real lane",
+                pytrace=False,
+            )
+        original(self, args, *rest, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(subprocess.Popen, "__init__", refuse)
+
+
+def runs_dnsmaster(args: object) -> bool:
+    """Whether a Popen's argv runs a dnsmaster command (``-m dnsmaster`` or the script)."""
+    if isinstance(args, str | bytes | os.PathLike) or not isinstance(args, Sequence):
+        return False
+    argv = [os.fspath(a) if isinstance(a, os.PathLike) else str(a) for a in args]
+    if argv and os.path.basename(argv[0]) == "dnsmaster":
+        return True
+    return any(a == "-m" and b == "dnsmaster" for a, b in itertools.pairwise(argv))
+
+
+def started_by_dnsmaster() -> bool:
+    """Whether the package's own code, not the test's, is starting the process."""
+    import dnsmaster  # noqa: PLC0415 - conftest loads before the package is needed
+
+    package = os.path.dirname(dnsmaster.__file__) + os.sep
+    frame = sys._getframe(2)  # who called Popen, and up the stack
+    while frame is not None:
+        if frame.f_code.co_filename.startswith(package):
+            return True
+        frame = frame.f_back
+    return False
+
+
+@pytest.fixture(scope="session")
+def thorough() -> None:
+    """Use (``usefixtures``) in the long run of a property test whose short run,
+    a smaller sample of the same property, is in the unit lane: the long one goes
+    to the ``real`` (CI) lane. Session-scoped, so hypothesis tests may use it."""
+
+
+@pytest.fixture
+def daemon_process() -> type[DaemonProcess]:
+    """``dnsmaster run`` as a process: :class:`tests.lab.daemonrun.DaemonProcess`.
+
+    Also what a test that starts the daemon through :class:`tests.lab.site.Local`
+    or ``Rig`` asks for (``usefixtures``), so it is marked ``real``.
+    """
+    from tests.lab.daemonrun import DaemonProcess  # noqa: PLC0415 - tests.lab imports this module
+
+    return DaemonProcess
+
+
+@pytest.fixture
+def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
+    """``python -m dnsmaster ARGS...`` in a subprocess, its output captured as text.
+
+    Tests that run the command line their own way ask for it by ``usefixtures``,
+    so they are marked ``real`` all the same.
+    """
+    from tests.lab.daemonrun import PROJECT  # noqa: PLC0415 - tests.lab imports this module
+
+    def run(
+        *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 60
+    ) -> subprocess.CompletedProcess[str]:
+        return subprocess.run(
+            [sys.executable, "-m", "dnsmaster", *map(os.fspath, args)],
+            capture_output=True,
+            text=True,
+            check=False,
+            env=dict(os.environ, PYTHONPATH=str(PROJECT), **(env or {})),
+            timeout=timeout,
+        )
+
+    return run
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:

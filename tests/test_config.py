@@ -454,6 +454,7 @@ def test_unused_key_is_not_read(home: Path) -> None:
     assert config.load(write(home, text)).key == home / "bad_key"
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_refuses_a_key_with_a_passphrase(home: Path, keys: Path) -> None:
     """``push`` stops at the config (exit 2) instead of failing every slave."""
     install_key(keys / "secret", home / "id_ed25519")
@@ -622,6 +623,7 @@ def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
+@pytest.mark.usefixtures("daemon_process")
 @pytest.mark.parametrize("command", ["push", "run", "status"])
 def test_cli_prints_the_error_and_exits_2(home: Path, command: str) -> None:
     path = write(home, BASE + "[push]\nparallel = 0\n")
@@ -649,6 +651,7 @@ CONFIG_COMMANDS = [
 ]
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_cli_one_shape_for_config_errors(home: Path) -> None:
     """Whatever the command, a config error is the one line ``dnsmaster: FILE: key:
     reason`` and exit 2 (not a log event for some, a bare reason for others)."""
@@ -663,6 +666,7 @@ def test_cli_one_shape_for_config_errors(home: Path) -> None:
         assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
     """What opens SSH refuses a missing known_hosts before connecting, saying how to
     create it; status without --live does not open SSH (tests/commands/test_status.py)."""
@@ -676,6 +680,7 @@ def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
         assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in proc.stderr, argv
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
     path = write(home, BASE + SLAVE)
     for argv in (["push", "--no-build"], ["push", "--dry-run"], ["wait", "1"], ["diff"]):
@@ -684,6 +689,7 @@ def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
         assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_uses_the_environment(home: Path) -> None:
     path = write(home, BASE + SLAVE + 'protocol = "rsync"\n')
     proc = run_cli("push", env={"DNSMASTER_CONFIG": str(path)})
@@ -691,12 +697,14 @@ def test_cli_uses_the_environment(home: Path) -> None:
     assert "slave[0].protocol: must be one of" in proc.stderr
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_without_any_configuration() -> None:
     proc = run_cli("push")
     assert proc.returncode == EXIT_USAGE
     assert "no configuration: give --config FILE or set DNSMASTER_CONFIG" in proc.stderr
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_missing_config_file(tmp_path: Path) -> None:
     proc = run_cli("push", "--config", str(tmp_path / "none.toml"))
     assert proc.returncode == EXIT_USAGE
@@ -715,6 +723,7 @@ def test_cli_in_process(
     assert "daemon.max_delay: must not be shorter than debounce" in err
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_cli_unknown_slave_name(home: Path) -> None:
     path = write(home, BASE + SLAVE)
     proc = run_cli("push", "--config", str(path), "--slave", "zz", "--no-build")

@@ -85,6 +85,7 @@ def files(directory: Path) -> dict[str, bytes]:
 class TestNotRegularFiles:
     """A FIFO or a device among the zones files is an error, at once."""
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_fifo_check_returns_with_an_error(self, zones: Path) -> None:
         """check names the FIFO instead of blocking on its open for ever."""
         os.mkfifo(zones / "zones.x")
@@ -92,6 +93,7 @@ class TestNotRegularFiles:
         assert proc.returncode == 111
         assert f"{zones / 'zones.x'}: not a regular file (a FIFO)" in proc.stderr
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_dev_zero_symlink_build_writes_nothing(self, zones: Path, out: Path) -> None:
         """A symlink to /dev/zero is refused before a byte is read; nothing is written."""
         (zones / "zones.y").symlink_to("/dev/zero")
@@ -100,6 +102,7 @@ class TestNotRegularFiles:
         assert "not a regular file (a device)" in proc.stderr
         assert files(out) == {}
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_symlink_to_a_regular_file_is_read(
         self, zones: Path, out: Path, tmp_path: Path
     ) -> None:
@@ -121,6 +124,7 @@ class TestNotRegularFiles:
         assert files(out) == {}
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestFileNames:
     def test_newline_in_a_name_is_refused(self, zones: Path, out: Path) -> None:
         """A name that would inject a line through its "# zones.X:LINE" comment."""
@@ -145,6 +149,7 @@ class TestFileNames:
         assert ".zones.x\\x1b[2J.swp: skipped" in proc.stderr
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestLongLabel:
     """A label of 256 bytes used to raise IndexError: it is a data error with a line."""
 
@@ -226,6 +231,7 @@ class TestCrashBetweenRenames:
         assert (out / "data.cdb").read_bytes() == compile_data(data, 0)
         assert listing(out) == ["data", "data.cdb"]
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_litter_of_a_killed_build_is_swept(self, zones: Path, out: Path) -> None:
         """Temp files a killed build left are removed by the next one."""
         for name in (".data.abc123.tmp", ".data.cdb.xyz789.tmp", ".data.4242.link"):
@@ -235,6 +241,7 @@ class TestCrashBetweenRenames:
         assert listing(out) == ["data", "data.cdb", "keep-me"]
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestDaemonKeepsBuilding:
     """The daemon after a hostile edit: the error is logged and the next edit builds."""
 
@@ -270,6 +277,7 @@ class TestDaemonKeepsBuilding:
             assert daemon.stop() == 0
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestDaemonMissesNothing:
     """Edits the watcher could not see are built all the same."""
 
@@ -334,6 +342,7 @@ class TestDaemonMissesNothing:
             assert daemon.stop() == 0
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestMasterFullDiskAndKills:
     def test_full_disk_changes_nothing_and_a_build_that_fits_goes_through(
         self, zones: Path, tmp_path: Path

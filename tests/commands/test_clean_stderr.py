@@ -72,6 +72,7 @@ class TestCleanStderr:
         ],
         ids=lambda argv: argv[0].lstrip("-"),
     )
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_only_meant_lines(self, demo: Path, argv: list[str]) -> None:
         """Each command's stderr holds log events and its own messages, nothing else."""
         done = _run(*argv, cwd=demo)
@@ -79,6 +80,7 @@ class TestCleanStderr:
         assert _unmeant(done.stderr) == []
         assert "Warning" not in done.stderr
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_json_log_is_all_json(self, demo: Path) -> None:
         """With --log-format json, every stderr line of push is one JSON object."""
         import json  # noqa: PLC0415

@@ -65,6 +65,7 @@ def _runs(command: str, env: dict[str, str], cwd: Path) -> None:
     assert "has the daemon ever run?" in done.stderr, done
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_script_not_on_path_is_named_by_its_path(tmp_path: Path) -> None:
     """`.venv/bin/dnsmaster demo` with .venv/bin not on PATH: the script's own path."""
     script = _script()
@@ -74,6 +75,7 @@ def test_script_not_on_path_is_named_by_its_path(tmp_path: Path) -> None:
     _runs(command, env, tmp_path / "demo")  # absolute paths: from any directory
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_script_on_path_is_dnsmaster(tmp_path: Path) -> None:
     script = _script()
     path = f"{script.parent}:{SYSTEM_PATH}"
@@ -82,6 +84,7 @@ def test_script_on_path_is_dnsmaster(tmp_path: Path) -> None:
     _runs(command, env, tmp_path)
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_python_m(tmp_path: Path) -> None:
     """`python -m dnsmaster demo`: the same interpreter and -m, whatever PATH holds."""
     command, env = _next_command([sys.executable, "-m", "dnsmaster"], tmp_path, SYSTEM_PATH)

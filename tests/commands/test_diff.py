@@ -224,6 +224,7 @@ class TestParse:
         assert [r.serial for r in zones["sub.example.org"]] == [9, None]
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestDiffCommand:
     def test_two_data_files(self, builds: tuple[Path, Path]) -> None:
         """``diff OLD NEW`` prints exactly the plan and exits 1; --json the same as JSON."""
@@ -281,6 +282,7 @@ class TestDiffCommand:
         assert "zones.example.com:2: error:" in proc.stderr
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestBuildDryRun:
     def test_writes_nothing(self, tmp_path: Path) -> None:
         """build --dry-run prints the plan, exits 1, and leaves the output as it was."""
@@ -322,6 +324,7 @@ class TestBuildDryRun:
         assert os.listdir(out) == []
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestPushDryRun:
     def test_pushes_nothing(self, tmp_path: Path) -> None:
         """push --dry-run on local slaves: the plan and each slave's state; no slave changes."""
@@ -408,6 +411,7 @@ def sha(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestDryRunExitStatuses:
     """``build --dry-run`` and ``push --dry-run`` follow diff(1): a script tells "no
     change" (0) from "would change" (1) from "cannot build" (2)."""

@@ -349,6 +349,7 @@ class TestDoctor:
         )
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestCommand:
     """The command line around the checks."""
 

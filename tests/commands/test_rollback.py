@@ -265,6 +265,7 @@ def test_the_hold_reads_back_from_the_state_file(tmp_path: Path) -> None:
     assert statefile.read(path).rollback is None
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
     local = Local(tmp_path)
     code, _, found = dnsmaster(local.config, "rollback")

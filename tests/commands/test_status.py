@@ -663,6 +663,7 @@ def local_master(tmp_path: Path) -> Iterator[LocalMaster]:
         setup.daemon.kill()
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestEndToEndLocal:
     def test_kill_9(self, local_master: LocalMaster) -> None:
         """All ok, then SIGKILL: status says the daemon is dead (exit 5, CRITICAL), even
@@ -1155,6 +1156,7 @@ class TestClockSteppedBack:
         assert health.heartbeat_age(hung, now=NOW, boot_id="b2", monotonic=5100.0) is None
         assert health.heartbeat_age(make(), now=NOW, boot_id="b1", monotonic=5100.0) is None
 
+    @pytest.mark.usefixtures("daemon_process")
     def test_daemon_writes_the_monotonic_clock(self, tmp_path: Path) -> None:
         """The real daemon's state file carries its boot and monotonic clock, and
         status measures the heartbeat on it: a stopped daemon (SIGSTOP) whose last

@@ -306,19 +306,38 @@ class TestControlBytesInMessages:
         assert f"wraps to {(pow(10, 5000, 2**32) - 1) % 2**32}" in warning.reason
 
 
+#: The unit lane's sample of the two properties below; their long runs, of SETTINGS'
+#: count, are in the real (CI) lane.
+SAMPLE = settings(max_examples=50)
+
+
 @pytest.mark.usefixtures("accelerator_or_pure")
-@SETTINGS
+@SAMPLE
 @given(lines=st.lists(strategies.hostile_lines(), min_size=1, max_size=6))
 def test_hostile_lines(lines: list[bytes]) -> None:
     """Random hostile lines, accelerated and pure, all entry points: only data errors."""
     survive(b"\n".join(lines) + b"\n")
 
 
-@pytest.mark.usefixtures("accelerator_or_pure")
+@pytest.mark.usefixtures("accelerator_or_pure", "thorough")
 @SETTINGS
+@given(lines=st.lists(strategies.hostile_lines(), min_size=1, max_size=6))
+def test_hostile_lines_thorough(lines: list[bytes]) -> None:
+    survive(b"\n".join(lines) + b"\n")
+
+
+@pytest.mark.usefixtures("accelerator_or_pure")
+@SAMPLE
 @given(data=strategies.data_files())
 def test_data_files(data: bytes) -> None:
     """The ordinary generated files (now with huge labels and numbers) as well."""
+    survive(data)
+
+
+@pytest.mark.usefixtures("accelerator_or_pure", "thorough")
+@SETTINGS
+@given(data=strategies.data_files())
+def test_data_files_thorough(data: bytes) -> None:
     survive(data)
 
 

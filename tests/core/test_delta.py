@@ -295,8 +295,11 @@ class TestHostileCounts:
     """Operations cost memory and time bounded by the result, whatever their count."""
 
     def test_parse_keeps_no_object_per_operation(self) -> None:
-        """200,000 one-byte copies: the old parse kept a Copy each (tens of MB)."""
-        n = 200_000
+        """50,000 one-byte copies: the old parse kept a Copy each (56 bytes or more
+        apiece, so 2.8 MB or more, well over the bound of 1 MB below). Under
+        tracemalloc, which slows every allocation, 200,000 took 25 s for the same
+        verdict."""
+        n = 50_000
         stream = _stream(b"= 0 1\n" * n, b"x" * (n - 1) + b"\n")
         tracemalloc.start()
         try:

@@ -13,6 +13,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
 from dnsmaster.master.guarded import names
 from tests.lab.daemonrun import PROJECT
@@ -95,6 +97,7 @@ def guarded(tmp_path: Path, **guard: object) -> Local:
     return Local(tmp_path, extra=f"\n[guard]\n{lines}")
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
     local = guarded(tmp_path)
     with running(local) as (daemon, _first):
@@ -127,6 +130,7 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         assert daemon.stop() == 0
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_share_of_records_and_restart(tmp_path: Path) -> None:
     """Most records of a zone gone: held; still held after a restart; accepted then."""
     local = guarded(tmp_path, max_removed=0.2)
@@ -149,6 +153,7 @@ def test_share_of_records_and_restart(tmp_path: Path) -> None:
         assert daemon.stop() == 0
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_allowed_zone_goes_out(tmp_path: Path) -> None:
     local = guarded(tmp_path, allow=["example.net"], max_removed=1.0)
     with running(local) as (daemon, _first):
@@ -176,6 +181,7 @@ def events_named(events: list[dict[str, object]], name: str) -> list[dict[str, o
     return [e for e in events if e["event"] == name]
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestPushByHand:
     """Without a daemon, ``dnsmaster push`` judges what it would push against the
     build the last push installed, refuses what the guard would hold (exit 4), and
@@ -276,6 +282,7 @@ def assert_plans_show_the_hold(local: Local, held: dict[str, object]) -> None:
     assert document["held"]["pending"] is False
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_push_dry_run_says_the_push_would_be_held(tmp_path: Path) -> None:
     """Zones saved, not built yet: push --dry-run says the guard would hold the build."""
     local = guarded(tmp_path)

@@ -139,6 +139,7 @@ LATE_FAILURE_STDERR = (
 )
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestDropIn:
     @pytest.mark.parametrize("vector", ALL, ids=IDS)
     def test_dropin(self, vector: Vector, tmp_path: Path) -> None:

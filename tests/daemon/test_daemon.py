@@ -400,6 +400,7 @@ def local(tmp_path: Path) -> Iterator[Local]:
         setup.daemon.kill()
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestLocalSlaves:
     def test_save_reaches_both(self, local: Local) -> None:
         daemon = local.daemon.start()
@@ -535,6 +536,7 @@ class TestLocalSlaves:
             setup.daemon.kill()
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 def test_demo_propagates(tmp_path: Path) -> None:
     """``dnsmaster demo DIR --setup-only`` then ``dnsmaster run``: a save reaches both."""
     demo = tmp_path / "demo"

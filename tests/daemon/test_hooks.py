@@ -9,6 +9,8 @@ from __future__ import annotations
 import time
 from pathlib import Path
 
+import pytest
+
 from dnsmaster.core.text import LineCutter
 from tests.lab.daemonrun import toml_value
 from tests.lab.site import TIMEOUT, Local, example_com, running, write
@@ -34,6 +36,7 @@ def lines(path: Path) -> list[str]:
     return path.read_text().splitlines() if path.exists() else []
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_hooks_see_the_facts(tmp_path: Path) -> None:
     out = tmp_path / "hooks"
     out.mkdir()
@@ -53,6 +56,7 @@ def test_hooks_see_the_facts(tmp_path: Path) -> None:
         assert failure == "build failed: 1 errors in the zones"
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_a_hook_never_holds_up_a_push(tmp_path: Path) -> None:
     """A build hook that hangs is killed at its timeout; the pushes went on meanwhile;
     a failing push hook is only logged; hook output is logged line by line."""
@@ -98,6 +102,7 @@ def gone(pid: int, timeout: float = TIMEOUT) -> bool:
     return True
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_hook_output_of_any_shape(tmp_path: Path) -> None:
     """1 MB without a newline, a 200 KB line, binary, a flood of lines: logged cut,
     never fatal; what a hook left running in its process group is killed when it ends."""

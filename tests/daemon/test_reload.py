@@ -499,11 +499,13 @@ def _cli(
 
 
 @pytest.fixture
-def running(tmp_path: Path) -> Iterator[tuple[Lab, DaemonProcess]]:
+def running(
+    tmp_path: Path, daemon_process: type[DaemonProcess]
+) -> Iterator[tuple[Lab, DaemonProcess]]:
     lab = Lab(tmp_path)
     (ns2,) = _roots(tmp_path, "ns2")
     lab.write([_local(ns2)])
-    daemon = DaemonProcess(lab.path)
+    daemon = daemon_process(lab.path)
     try:
         daemon.start()
         daemon.wait("push.done", timeout=TIMEOUT, slave="ns2")

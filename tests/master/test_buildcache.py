@@ -405,6 +405,7 @@ class TestStatIndex:
         assert uncached(zones, out, tmp_path)
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestCommands:
     @pytest.mark.parametrize("pure", ["", "1"])
     def test_build_command_in_a_new_process(

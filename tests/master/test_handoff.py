@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.handoff import ACCEPT_FILE, ROLLBACK_FILE
@@ -64,6 +66,7 @@ def guarded(tmp_path: Path) -> Local:
     return Local(tmp_path, extra="\n[guard]\n")
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_a_request_nobody_waits_for_is_never_carried_out(tmp_path: Path) -> None:
     """The issue's repro: rollback asked of a stopped daemon; the asker interrupted
     (it withdraws its request) or killed (the request stays), the daemon killed and
@@ -170,6 +173,7 @@ def test_withdraw_removes_only_its_own(tmp_path: Path) -> None:
     assert not flag.exists()
 
 
+@pytest.mark.usefixtures("daemon_process")
 def test_the_running_daemon_acts_only_on_its_own_requests(tmp_path: Path) -> None:
     """A request for another daemon, or whose asker is gone, is discarded on SIGUSR2;
     one for this daemon, from a command that waits, is carried out."""

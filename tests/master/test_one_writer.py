@@ -17,6 +17,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from dnsmaster import fsutil
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.makedata import assemble, compile_source
@@ -54,6 +56,7 @@ def serial_of(data: bytes) -> int | None:
     return previous_serial(data[:200])
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestHandOff:
     def test_push_by_hand_beside_the_daemon(self, tmp_path: Path) -> None:
         """An edit pushed by hand while the daemon runs: the daemon builds it once, the
@@ -109,6 +112,7 @@ class TestHandOff:
 
 
 class TestLock:
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_build_waits_for_the_lock(self, tmp_path: Path) -> None:
         """A build by hand while another writer (here ``flock``) holds the lock waits,
         says so, and builds once the lock is free."""
@@ -133,6 +137,7 @@ class TestLock:
                 holder.kill()
             holder.wait()
 
+    @pytest.mark.usefixtures("daemon_process")
     def test_daemon_waits_for_the_lock(self, tmp_path: Path) -> None:
         local = Local(tmp_path)
         lock = fsutil.DirectoryLock(local.output)
@@ -150,6 +155,7 @@ class TestLock:
             lock.release()
             local.daemon.kill()
 
+    @pytest.mark.usefixtures("daemon_process")
     def test_daemon_refuses_an_unwritable_output(self, tmp_path: Path) -> None:
         """Output it cannot write (a read-only mount: even root cannot): exit 111 with
         the path and the fix, at once, instead of a daemon failing every build."""
@@ -171,6 +177,7 @@ class TestLock:
             subprocess.run(["umount", str(local.output)], check=True)
 
 
+@pytest.mark.usefixtures("daemon_process")
 class TestNothingChanged:
     def test_a_save_of_the_same_content(self, tmp_path: Path) -> None:
         """``:w`` without a change, or ``touch``: no serial, no push."""

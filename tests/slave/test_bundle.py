@@ -124,6 +124,7 @@ def tinydns_data_of(data_file: Path, tinydns_data: str, workdir: Path) -> bytes:
 
 
 class TestBuild:
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_deterministic(self, pyz: Path) -> None:
         """Two builds are byte-identical: in this process, in others with other hash
         seeds and other modules loaded, to a file or to stdout."""
@@ -159,6 +160,7 @@ class TestBuild:
         with zipfile.ZipFile(io.BytesIO(uncompiled)) as zf:
             assert zf.namelist() == ["__main__.py", *bundle.MODULES]
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_output_file(self, tmp_path: Path) -> None:
         """-o writes mode 0755, replacing a file that is there (a new inode: a receiver
         starting from the old one never reads a half-written file)."""
@@ -172,6 +174,7 @@ class TestBuild:
         assert path.read_bytes() == bundle.build()
         assert [p.name for p in tmp_path.iterdir()] == [path.name]  # no temp file left
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_output_errors(self, tmp_path: Path) -> None:
         """An unwritable place is a system error (111), a relative interpreter usage (2)."""
         proc = dnsmaster_cli("receiver-bundle", "-o", str(tmp_path / "no" / "such.pyz"))
@@ -181,6 +184,7 @@ class TestBuild:
         assert (proc.returncode, proc.stdout) == (2, b"")
         assert b"absolute path" in proc.stderr
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_python_option(self) -> None:
         """--python names another interpreter in the #! line; nothing else changes."""
         proc = dnsmaster_cli("receiver-bundle", "--python", "/opt/python3.11/bin/python3")
@@ -429,6 +433,7 @@ class TestDebianPython:
         )
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestAuthorizedKey:
     @pytest.fixture
     def pubkey(self, tmp_path: Path) -> tuple[Path, str]:
@@ -535,6 +540,7 @@ class TestAuthorizedKey:
         )
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestReceiverBundleOutput:
     def test_refuses_a_terminal(self) -> None:
         """No -o and stdout a terminal: refused (exit 2), nothing written there."""

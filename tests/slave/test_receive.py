@@ -525,6 +525,7 @@ def replace_with(path: Path, kind: str) -> None:
 KINDS = {"fifo": "a FIFO", "symlink": "a symbolic link"}
 
 
+@pytest.mark.usefixtures("dnsmaster_cli")
 class TestNotRegular:
     """What the receiver reads in the root (data, data.cdb) it opens only as a regular
     file: a FIFO there hung status and push with the root's lock held, and became a
@@ -582,6 +583,7 @@ class TestCommandLine:
             assert receive.main(["--version"], environ={}) == 0
         assert out.getvalue() == f"dnsmaster receive {__version__} (protocol {PROTOCOL})\n"
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_runs_as_forced_command(self, tmp_path: Path) -> None:
         """python -m dnsmaster receive reads SSH_ORIGINAL_COMMAND and stdin."""
         env = dict(os.environ, SSH_ORIGINAL_COMMAND="push")

@@ -154,6 +154,7 @@ class TestKilled:
         assert status_line(fresh).startswith(f"status sha256={data_sha(sealed(OLD))} ")
         check_repaired(fresh)
 
+    @pytest.mark.usefixtures("dnsmaster_cli")
     def test_kill_at_random_moments(self, fresh: Path) -> None:
         """kill -9 at random moments of 20 pushes; then one good push leaves no litter."""
         rng = random.Random(1982)
