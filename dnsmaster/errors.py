@@ -54,7 +54,17 @@ __all__ = [
     "SlavePhase",
     "TinydnsDataError",
     "WatchError",
+    "reason",
 ]
+
+
+def reason(exc: BaseException) -> str:
+    """An error's reason for a log line or a report: its own words, else its type's
+    name ("timed out" for a timeout, whose own words are none)."""
+    if isinstance(exc, TimeoutError):
+        return "timed out"
+    text = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
+    return str(text) or type(exc).__name__
 
 
 class DnsmasterError(Exception):

@@ -40,6 +40,7 @@ __all__ = [
     "publish",
     "stage",
     "sweep_litter",
+    "user_name",
     "write_all",
 ]
 
@@ -254,6 +255,14 @@ def describe(exc: OSError) -> str:
     if exc.errno in _DJB:
         return _DJB[exc.errno]
     return os.strerror(exc.errno) if exc.errno else str(exc)
+
+
+def user_name() -> str:
+    """The running account's name (``uid N`` when it has no passwd entry)."""
+    try:
+        return pwd.getpwuid(os.geteuid()).pw_name
+    except KeyError:
+        return f"uid {os.geteuid()}"
 
 
 def account() -> str:

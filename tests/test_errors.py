@@ -7,7 +7,7 @@ import inspect
 import pkgutil
 
 import dnsmaster
-from dnsmaster.errors import DnsmasterError
+from dnsmaster.errors import DnsmasterError, reason
 
 
 def _exceptions() -> dict[str, type[BaseException]]:
@@ -35,3 +35,10 @@ def test_the_walk_finds_the_exceptions() -> None:
     found = set(_exceptions())
     assert {"dnsmaster.errors.ConfigError", "dnsmaster.slave.outcome.Refused"} <= found
     assert any(name.rpartition(".")[2].startswith("_") for name in found)
+
+
+def test_reason_is_the_error_s_own_words() -> None:
+    assert reason(OSError(28, "No space left on device")) == "No space left on device"
+    assert reason(TimeoutError()) == "timed out"
+    assert reason(ValueError()) == "ValueError"
+    assert reason(ValueError("bad serial")) == "bad serial"

@@ -247,7 +247,7 @@ def probe(config: Path) -> list[str]:
 
     Each problem names the path, what is wrong and the fix.
     """
-    user = _current_user()
+    user = fsutil.user_name()
     try:
         cfg = configuration.load(config)
     except ConfigError as exc:
@@ -302,13 +302,6 @@ def _unwritable(directory: Path, what: str, user: str) -> list[str]:
             f"({fsutil.describe(exc)}); chown {user}: {directory}"
         ]
     return []
-
-
-def _current_user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def _create(

@@ -35,7 +35,6 @@ import asyncio
 import contextlib
 import functools
 import os
-import pwd
 import threading
 import time
 from collections.abc import Callable, Coroutine, Iterator
@@ -464,7 +463,7 @@ def cannot_start(cfg: Config) -> tuple[str, str] | None:
     Found now, a daemon that cannot write its output or its state exits with a
     message its supervisor logs, instead of running and failing every build.
     """
-    user = _user()
+    user = fsutil.user_name()
     for directory, what in ((cfg.output, "output"), (cfg.state.parent, "state")):
         if not directory.is_dir():
             return str(directory), f"the {what} directory does not exist; create it"
@@ -497,10 +496,3 @@ async def _lock(lock: fsutil.DirectoryLock, stop: asyncio.Event, log: Any, cfg: 
             return False
     log.info("lock.taken", path=str(cfg.output))
     return True
-
-
-def _user() -> str:
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"

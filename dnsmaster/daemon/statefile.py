@@ -22,6 +22,7 @@ from dnsmaster.config import Config
 from dnsmaster.daemon import metrics
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.worker import Current
+from dnsmaster.errors import reason
 from dnsmaster.master import state as statefile
 
 __all__ = ["HEARTBEAT", "STATE_DELAY", "Published", "StateFile"]
@@ -89,13 +90,13 @@ class StateFile:
         try:
             statefile.write(config.state, snapshot)
         except OSError as exc:
-            self.log.error("state.failed", path=str(config.state), error=_reason(exc))
+            self.log.error("state.failed", path=str(config.state), error=reason(exc))
         if config.metrics is not None:
             # With every state write: the file's own timestamp is a heartbeat too.
             try:
                 metrics.write(config.metrics, metrics.render(snapshot))
             except OSError as exc:
-                self.log.error("metrics.failed", path=str(config.metrics), error=_reason(exc))
+                self.log.error("metrics.failed", path=str(config.metrics), error=reason(exc))
 
     def snapshot(self) -> statefile.State:
         """The daemon as it is now, as the state file says it."""
@@ -162,9 +163,3 @@ def _rollback_state(holds: Holds) -> statefile.RollbackState | None:
         held_sha256=held.sha256 if held else None,
         held_fingerprint=held.fingerprint if held else None,
     )
-
-
-def _reason(exc: BaseException) -> str:
-    """An error's reason for a log line: its own words, else its type's name."""
-    text = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-    return str(text) or type(exc).__name__

@@ -13,7 +13,6 @@ import contextlib
 import errno
 import hashlib
 import os
-import pwd
 import shlex
 import tempfile
 from collections.abc import Sequence
@@ -26,7 +25,7 @@ from dnsmaster.core import accel
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.core.text import printable
-from dnsmaster.fsutil import describe
+from dnsmaster.fsutil import describe, user_name
 from dnsmaster.master.zones import list_sources
 
 __all__ = [
@@ -93,14 +92,6 @@ class Findings:
 
     def fail(self, what: str, why: str, fix: str = "") -> None:
         self.checks.append(Check(self.name, "FAIL", what, why, fix))
-
-
-def user_name() -> str:
-    """Who runs doctor: whose permissions every local check here is judged by."""
-    try:
-        return pwd.getpwuid(os.geteuid()).pw_name
-    except KeyError:
-        return f"uid {os.geteuid()}"
 
 
 def _default_keys() -> str:

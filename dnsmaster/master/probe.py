@@ -17,7 +17,7 @@ from typing import Any
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
-from dnsmaster.errors import SlaveError
+from dnsmaster.errors import SlaveError, reason
 from dnsmaster.master.health import serial_text
 from dnsmaster.master.pushing import channel_for
 from dnsmaster.protocol import SlaveVersion
@@ -68,13 +68,6 @@ def read_master(output: Path) -> Master:
     return Master(hashlib.sha256(data).hexdigest(), previous_serial(data[:200]), zones)
 
 
-def _reason(exc: BaseException) -> str:
-    if isinstance(exc, TimeoutError):
-        return "timed out"
-    reason = getattr(exc, "reason", None) or getattr(exc, "strerror", None) or str(exc)
-    return str(reason) or type(exc).__name__
-
-
 async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
 ) -> tuple[SlaveVersion | None, str | None, float]:
@@ -84,7 +77,7 @@ async def _ask_ssh(
         version = await fetch_status(channel, timeout, lambda *_: None)
         error = None
     except (OSError, TimeoutError, asyncssh.Error, SlaveError) as exc:
-        version, error = None, _reason(exc)
+        version, error = None, reason(exc)
     finally:
         with contextlib.suppress(Exception):
             await channel.close()

@@ -21,7 +21,8 @@ from dnsmaster import __version__
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.text import printable
 from dnsmaster.errors import HostKeyChanged, HostKeyError, HostKeyUnknown, SlaveError
-from dnsmaster.master.checkup import Build, Check, Findings, user_name, writable
+from dnsmaster.fsutil import user_name
+from dnsmaster.master.checkup import Build, Check, Findings, writable
 from dnsmaster.master.pushing import channel_for
 from dnsmaster.protocol import DELTA, SlaveVersion, parse_status
 from dnsmaster.transport.channel import fetch_status, os_reason
