@@ -14,7 +14,6 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import config as configuration
 from dnsmaster.config import Config
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
@@ -22,7 +21,7 @@ from dnsmaster.daemon.worker import Current
 from dnsmaster.master import handoff, rollback
 from dnsmaster.master.build import Builder
 from dnsmaster.master.handoff import ACCEPT_FILE, HANDOFF_FILES, ROLLBACK_FILE
-from tests.lab.daemonrun import config_text
+from tests.lab.daemonrun import in_process_config
 from tests.lab.recorder import Recorder
 
 INSTANCE = "0123456789abcdef"
@@ -65,19 +64,7 @@ def make_parts(tmp_path: Path) -> tuple[Holds, Keeper, Recorder]:
     zones, output = tmp_path / "zones", tmp_path / "out"
     zones.mkdir()
     output.mkdir()
-    path = tmp_path / "dnsmaster.toml"
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("")
-    path.write_text(
-        config_text(
-            zones=zones,
-            output=output,
-            state=tmp_path / "state.json",
-            top={"known_hosts": known_hosts},
-            slaves=[{"name": "ns2", "host": "127.0.0.1"}],
-        )
-    )
-    config = configuration.load(path)
+    config = in_process_config(tmp_path, zones, output, {"name": "ns2", "host": "127.0.0.1"})
     keeper, log = Keeper(config), Recorder()
     holds = Holds(
         keeper,

@@ -15,12 +15,11 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster import config as configuration
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import Daemon
 from dnsmaster.daemon.worker import Current
 from dnsmaster.transport.dns import SoaCheck
-from tests.lab.daemonrun import config_text
+from tests.lab.daemonrun import in_process_config
 from tests.lab.recorder import Recorder
 from tests.lab.site import make_zones
 
@@ -30,19 +29,8 @@ ZONE = b"\x07example\x03com\x00"
 @pytest.fixture
 def daemon(tmp_path: Path) -> Daemon:
     zones, output = make_zones(tmp_path / "master")
-    path = tmp_path / "dnsmaster.toml"
-    known_hosts = tmp_path / "known_hosts"
-    known_hosts.write_text("")
-    path.write_text(
-        config_text(
-            zones=zones,
-            output=output,
-            state=tmp_path / "state.json",
-            top={"known_hosts": known_hosts},
-            slaves=[{"name": "ns2", "host": "127.0.0.1", "dns": "127.0.0.1"}],
-        )
-    )
-    return Daemon(configuration.load(path), Recorder())
+    slave = {"name": "ns2", "host": "127.0.0.1", "dns": "127.0.0.1"}
+    return Daemon(in_process_config(tmp_path, zones, output, slave), Recorder())
 
 
 def _current(serial: int) -> Current:

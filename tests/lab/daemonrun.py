@@ -21,8 +21,10 @@ from pathlib import Path
 from typing import Any
 
 import dnsmaster
+from dnsmaster import config as configuration
+from dnsmaster.config import Config
 
-__all__ = ["PROJECT", "DaemonProcess", "Event", "config_text", "toml_value"]
+__all__ = ["PROJECT", "DaemonProcess", "Event", "config_text", "in_process_config", "toml_value"]
 
 #: The directory that holds the ``dnsmaster`` package under test.
 PROJECT = Path(dnsmaster.__file__).resolve().parent.parent
@@ -68,6 +70,26 @@ def config_text(
         lines.append("\n[[slave]]")
         lines += [f"{k} = {toml_value(v)}" for k, v in slave.items()]
     return "\n".join(lines) + "\n"
+
+
+def in_process_config(
+    directory: Path, zones: Path, output: Path, slave: dict[str, object]
+) -> Config:
+    """The loaded configuration of a daemon run in process: one SSH ``slave``, an
+    empty known_hosts, the state file in ``directory``."""
+    known_hosts = directory / "known_hosts"
+    known_hosts.write_text("")
+    path = directory / "dnsmaster.toml"
+    path.write_text(
+        config_text(
+            zones=zones,
+            output=output,
+            state=directory / "state.json",
+            top={"known_hosts": known_hosts},
+            slaves=[slave],
+        )
+    )
+    return configuration.load(path)
 
 
 def _matches(event: Event, name: str, fields: dict[str, object]) -> bool:
