@@ -52,6 +52,8 @@ class Host(Protocol):
 
     async def newest_installed_serial(self) -> int | None: ...
 
+    def idle_changed(self) -> None: ...
+
     def start(
         self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True
     ) -> asyncio.Task[None]: ...
@@ -82,6 +84,13 @@ class Builds:
         #: The periodic rescan's task, once :meth:`start_rescans` started it.
         self.timer: asyncio.Task[None] | None = None
         self._timed = False
+        self._waiting = False
+
+    @property
+    def resting(self) -> bool:
+        """Whether the build loop waits with nothing to build and no burst under way."""
+        asked = (self._hup, self._rescan, self.daemon.holds.released)
+        return self._waiting and not self.debouncer.pending and not any(e.is_set() for e in asked)
 
     def rebuild(self) -> None:
         """Build now, whatever the sources (SIGHUP)."""
@@ -213,9 +222,12 @@ class Builds:
             hup = asyncio.ensure_future(self._hup.wait())
             rescan = asyncio.ensure_future(self._rescan.wait())
             release = asyncio.ensure_future(released.wait())
+            self._waiting = True
+            self.daemon.idle_changed()
             done, _ = await asyncio.wait(
                 {waiting, hup, rescan, release}, return_when=asyncio.FIRST_COMPLETED
             )
+            self._waiting = False
             changes = waiting.result() if waiting in done else 0
             for task in (waiting, hup, rescan, release):
                 task.cancel()

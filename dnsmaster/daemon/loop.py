@@ -23,6 +23,10 @@ Shape of the loop:
   rename): the watcher then asks for a rescan, and every ``rescan`` seconds the
   daemon checks anyway. A rescan hashes the sources and builds only if their
   fingerprint differs from the current build's.
+* the daemon says when it has come to rest (:mod:`dnsmaster.daemon.rest`): once
+  the builds, the pushes, the retries due and the errands a signal started are
+  done, ``daemon.idle``, once after each time it logged anything else. Whoever
+  waits for "nothing more follows" (a test, an operator) waits for that.
 * nothing dies quietly (:class:`Supervisor`): an unexpected exception in any task,
   callback or thread is logged with its traceback (``daemon.crash``) and the daemon
   exits with status 70, so its supervisor starts it again, instead of a daemon that
@@ -47,6 +51,7 @@ from dnsmaster.daemon.building import Builds
 from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
+from dnsmaster.daemon.rest import Rest
 from dnsmaster.daemon.signals import Reloader, Signals, loaded
 from dnsmaster.daemon.statefile import StateFile
 from dnsmaster.daemon.watch import Change, ZonesWatcher
@@ -153,11 +158,12 @@ class Supervisor:
 
 
 class Daemon:
-    """The master: one per zones directory."""
+    """The master: one per zones directory; at rest, it logs ``daemon.idle``."""
 
     def __init__(self, config: Config, log: Any) -> None:
         self.config = config
-        self.log = log
+        self.rest = Rest(self, log)
+        self.log = log = self.rest.log  # every part's events stir the rest
         self.builder = Builder(
             config.zones,
             config.output,
@@ -176,7 +182,7 @@ class Daemon:
         self.supervisor = Supervisor(log, stopping=lambda: self.stopping)
         #: One writer of the output directory at a time: a build or a rollback.
         writer = asyncio.Lock()
-        self.state_file = StateFile(self, loaded(config.path), log)
+        self.state_file = StateFile(self, loaded(config.path), log, written=self.rest.settle)
         self.holds = Holds(
             self,
             builder=self.builder,
@@ -239,12 +245,16 @@ class Daemon:
     def idle_changed(self) -> None:
         if not any(w.busy for w in self.workers):
             self._idle.set()
+        self.rest.settle()
 
     def start(
         self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True
     ) -> asyncio.Task[None]:
         """A task of the daemon's (see :meth:`Supervisor.start`)."""
-        return self.supervisor.start(coro, name, forever=forever)
+        task = self.supervisor.start(coro, name, forever=forever)
+        if not forever:
+            self.rest.errand(task)
+        return task
 
     def stop(self) -> None:
         """End the run: pushes in flight may finish (up to ``stop_timeout``), exit 0."""

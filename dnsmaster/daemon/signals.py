@@ -9,6 +9,9 @@
 * SIGUSR1 (a build or push by hand, handed over) builds if the zones changed;
 * SIGUSR2 acts on an operator's flag file (``push --accept``, ``rollback``);
 * SIGTERM and SIGINT stop the daemon.
+
+Every other signal is answered by a ``daemon.idle`` once the daemon is at rest
+again (:mod:`dnsmaster.daemon.rest`), even when it had nothing to do.
 """
 
 from __future__ import annotations
@@ -81,6 +84,8 @@ class Signalled(Protocol):
     def rebuild(self) -> None: ...
 
     def wake_workers(self, *, force: bool = False) -> None: ...
+
+    def idle_changed(self) -> None: ...
 
     def stop(self) -> None: ...
 
@@ -251,6 +256,10 @@ class Signals:
             daemon.wake_workers(force=True)
         else:
             daemon.stop()
+            return
+        # Answered even when there was nothing to do: whoever sent it waits for the
+        # daemon.idle that follows (dnsmaster.daemon.rest), not for a while.
+        daemon.idle_changed()
 
     async def _sighup(self) -> None:
         """Re-read the configuration, then build now and lift every hold."""

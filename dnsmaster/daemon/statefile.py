@@ -15,7 +15,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any, Protocol
 
 from dnsmaster.config import Config
@@ -56,9 +56,18 @@ class Published(Protocol):
 class StateFile:
     """Writes the state file (and the metrics file with it) for one daemon's life."""
 
-    def __init__(self, daemon: Published, config_state: statefile.ConfigState, log: Any) -> None:
+    def __init__(
+        self,
+        daemon: Published,
+        config_state: statefile.ConfigState,
+        log: Any,
+        *,
+        written: Callable[[], None] | None = None,
+    ) -> None:
         self.daemon = daemon
         self.log = log
+        #: Called after each write (the daemon may be at rest now).
+        self._written = written
         self.started = time.time()
         self.stopped: float | None = None
         #: The heartbeat's monotonic clock is this boot's: a reader on another boot
@@ -69,6 +78,11 @@ class StateFile:
         #: The configuration file as it was read at start or by the last SIGHUP.
         self.config = config_state
         self._pending: asyncio.TimerHandle | None = None
+
+    @property
+    def pending(self) -> bool:
+        """Whether an update waits to be written (see :meth:`save`)."""
+        return self._pending is not None
 
     def save(self, *, now: bool = False) -> None:
         """Write the state file: at once with ``now``, else once for every update made
@@ -97,6 +111,8 @@ class StateFile:
                 metrics.write(config.metrics, metrics.render(snapshot))
             except OSError as exc:
                 self.log.error("metrics.failed", path=str(config.metrics), error=reason(exc))
+        if self._written is not None:
+            self._written()
 
     def snapshot(self) -> statefile.State:
         """The daemon as it is now, as the state file says it."""

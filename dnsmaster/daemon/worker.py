@@ -120,6 +120,14 @@ class Hold:
     until: float
 
 
+#: What an operator can do about each kind of :class:`Hold`.
+_HOLD_HINTS: dict[HoldKind, str] = {
+    "hostkey": "check the slave's new key and update known_hosts (or SIGHUP)",
+    "receiver": "upgrade the slave's receiver; asked again every retry_max, or SIGHUP",
+    "build": "this build is refused; a new build or SIGHUP tries again",
+}
+
+
 class Runner(Protocol):
     """What a worker needs from whoever runs it (the daemon): the build to serve,
     the shared bounds, and where to report."""
@@ -140,7 +148,7 @@ class Runner(Protocol):
         """The log of pushes of ``current``, shared by every worker."""
 
     def idle_changed(self) -> None:
-        """A worker's push started or ended."""
+        """A worker's push started or ended, or the worker went to sleep."""
 
     def pushed(self, current: Current) -> None:
         """A worker's push of ``current`` ended, well or not."""
@@ -155,6 +163,7 @@ class SlaveWorker:
         self.channel: SlaveChannel = channel_for(slave, daemon.config)
         self.state = statefile.SlaveState(slave.name)
         self.busy = False
+        self._resting = False  # asleep, and no retry due (see :attr:`resting`)
         #: Removed or changed by a reload: the push under way ends the worker.
         self.retired = False
         self._wake = asyncio.Event()
@@ -202,17 +211,23 @@ class SlaveWorker:
         if current is not None and self.state.installed_sha256 == current.sha256:
             self._reverify = True  # up to date at start: see it served, too
         self._wake.set()
-        loop = asyncio.get_running_loop()
         while not (self.daemon.stopping or self.retired):
             await self._sleep()
             current = self.daemon.current
             if self.daemon.stopping or self.retired or current is None:
                 continue
             if await self._serve(current):
-                self._schedule_retry(loop)
+                self._schedule_retry()
+
+    @property
+    def resting(self) -> bool:
+        """Asleep with no push or retry due: up to date, or parked (see :class:`Hold`)."""
+        return self._resting and not self._wake.is_set()
 
     async def _sleep(self) -> None:
         """Until woken (a build, a signal, a release), or until the retry is due."""
+        self._resting = self._retry_at is None or self._hold is not None
+        self.daemon.idle_changed()
         if self._retry_at is None:
             await self._wake.wait()
         else:
@@ -220,6 +235,7 @@ class SlaveWorker:
                 async with asyncio.timeout_at(self._retry_at):
                     await self._wake.wait()
         self._wake.clear()
+        self._resting = False
 
     async def _serve(self, current: Current) -> bool:
         """Bring the slave to ``current``: push, verify. Whether to retry later."""
@@ -268,9 +284,9 @@ class SlaveWorker:
             return False
         return self.state.installed_sha256 != current.sha256
 
-    def _schedule_retry(self, loop: asyncio.AbstractEventLoop) -> None:
+    def _schedule_retry(self) -> None:
         wait = self._delay
-        self._retry_at = loop.time() + wait
+        self._retry_at = loop_time() + wait
         self._delay = min(wait * 2, self.daemon.config.daemon.retry_max)
         self._update(next_retry=time.time() + wait)
         self.daemon.log.info("retry.scheduled", slave=self.slave.name, seconds=wait)
@@ -300,18 +316,13 @@ class SlaveWorker:
         self, kind: HoldKind, phase: str | None, error: str | None, *, build: str = ""
     ) -> None:
         """Stop retrying what retrying cannot help (see :class:`Hold`)."""
-        until = loop_time() + (
-            HOLD_POLL if kind == "hostkey" else self.daemon.config.daemon.retry_max
-        )
+        wait = HOLD_POLL if kind == "hostkey" else self.daemon.config.daemon.retry_max
+        until = loop_time() + wait
         self._hold = Hold(kind, build, file_signature(self.daemon.config.known_hosts), until)
         self._retry_at = until if kind != "build" else None
         self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
-        hints = {
-            "hostkey": "check the slave's new key and update known_hosts (or SIGHUP)",
-            "receiver": "upgrade the slave's receiver; asked again every retry_max, or SIGHUP",
-            "build": "this build is refused; a new build or SIGHUP tries again",
-        }
-        self.daemon.log.warning("retry.held", slave=self.slave.name, phase=phase, hint=hints[kind])
+        hint = _HOLD_HINTS[kind]
+        self.daemon.log.warning("retry.held", slave=self.slave.name, phase=phase, hint=hint)
 
     async def ask_status(self) -> bool:
         """What the slave has installed, so a restart pushes only to slaves behind, and

@@ -12,7 +12,6 @@ import json
 import os
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -25,7 +24,6 @@ from dnsmaster.master import state as statefile
 from dnsmaster.master.health import ZonesCheck, judge
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 from tests.lab.site import (
-    SETTLE,
     TIMEOUT,
     Local,
     Rig,
@@ -104,8 +102,7 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     rig.daemons.append(daemon)
     daemon.wait("rollback.held", serial=rolled, timeout=TIMEOUT)
     write(rig.zones / "zones.example.com", example_com("192.0.2.56"))
-    daemon.wait("build.held", reason="rollback", timeout=TIMEOUT)
-    time.sleep(SETTLE)
+    daemon.idle_after(daemon.wait("build.held", reason="rollback", timeout=TIMEOUT), TIMEOUT)
     assert not daemon.find("push.done")
     serves(rig, OLD, rolled)
     assert statefile.read(rig.state).rollback is not None
@@ -174,7 +171,7 @@ def saves_are_held(rig: Rig, daemon: DaemonProcess, rolled: int) -> int:
     code, _, found = dnsmaster(rig.config, "push")
     assert code == 1, found
     assert events(found, "rollback.held")
-    time.sleep(SETTLE)
+    daemon.settled()  # the save's build and whatever the refused push asked are done
     assert not daemon.find("push.done", mark)
     serves(rig, OLD, rolled)
     serial: int = held["serial"]
@@ -319,7 +316,7 @@ def test_damaged_hold_still_holds_the_daemon(rig: Rig) -> None:
     daemon = rig.start(initial_push=False)
     damaged = daemon.wait("rollback.damaged", timeout=TIMEOUT)
     assert damaged["serial"] == rolled
-    time.sleep(SETTLE)
+    daemon.idle_after(damaged, TIMEOUT)  # every slave asked: nothing to push them
     assert not daemon.find("push.done")
     serves(rig, OLD, rolled)
     assert dnsmaster(rig.config, "push")[0] == 1

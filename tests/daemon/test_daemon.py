@@ -28,7 +28,6 @@ from dnsmaster.master import state as statefile
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 from tests.lab.site import (
     NET,
-    SETTLE,
     TIMEOUT,
     Local,
     Rig,
@@ -134,21 +133,21 @@ class TestRealSlaves:
         path = rig.zones / "zones.example.com"
         for i in range(1, 51):
             write(path, example_com(f"192.0.2.{i}"))
-            time.sleep(0.01)
+            time.sleep(0.01)  # paces the rewrites: a script's loop, not one write
         last = "192.0.2.50"
         deadline = time.monotonic() + TIMEOUT
         for s in rig.slaves:
             while s.tinydns.answer("www.example.com", "A") != [last]:
                 assert time.monotonic() < deadline, f"{s.name} never served {last}"
                 time.sleep(0.05)
-        time.sleep(SETTLE)
+        # The build served now, and whatever else the rewrites set going, is done
+        # when the daemon next comes to rest: a later build would have been counted.
+        daemon.idle_after(daemon.find("build.done", mark)[-1], TIMEOUT)
         builds = daemon.find("build.done", mark)
         assert 1 <= len(builds) <= 3, builds
         assert sum(s["changes"] for s in daemon.find("build.start", mark)) >= 50
         final = builds[-1]["serial"]
-        # Waited for, not read after SETTLE: the last build may only restate what the
-        # slaves already serve, its pushes still running on a loaded machine.
-        pushes = daemon.wait_count("push.done", len(rig.names), mark, TIMEOUT, serial=final)
+        pushes = daemon.find("push.done", mark, serial=final)
         assert {p["slave"] for p in pushes} == rig.names
         rig.assert_served(final)
         assert not daemon.find("push.failed", mark)
@@ -166,8 +165,7 @@ class TestRealSlaves:
         assert error["file"] == "zones.example.com"
         assert error["line"] == 5
         assert "192.0.2.300" in error["error"]
-        daemon.wait("build.failed", mark, kept_serial=before)
-        time.sleep(SETTLE)
+        daemon.idle_after(daemon.wait("build.failed", mark, kept_serial=before))
         events = {e["event"] for e in daemon.events[mark:]}
         assert not {e for e in events if e.startswith(("push.", "verify."))}, events
         assert "build.done" not in events
@@ -339,7 +337,7 @@ class TestRealSlaves:
             save()
             done = daemon.wait("build.done", mark)
             daemon.wait_count("push.done", 3, mark, serial=done["serial"])
-            time.sleep(SETTLE)
+            daemon.idle_after(done)  # a second build of the same save would come first
             starts = daemon.find("build.start", mark)
             if [s["reason"] for s in starts] != ["change"]:
                 problems.append(f"{name}: {starts}")
@@ -381,7 +379,7 @@ class TestRealSlaves:
         assert behind.tinydns.wait_serial("example.com", serial, 10) == serial
         assert behind.tinydns.answer("www.example.com", "A") == ["192.0.2.80"]
         wait_state(rig.state, "ok")
-        time.sleep(SETTLE)
+        again.idle_after(done)  # every slave asked, verified, pushed if behind
         assert not again.find("build.start")
         assert {p["slave"] for p in again.find("push.done")} == {behind.name}
         assert (rig.output / "data").read_bytes() == data
@@ -426,7 +424,7 @@ class TestLocalSlaves:
         daemon = local.daemon.start()
         error = daemon.wait("build.error", timeout=TIMEOUT)
         assert (error["file"], error["line"]) == ("zones.example.com", 1)
-        time.sleep(SETTLE)
+        daemon.idle_after(error, TIMEOUT)  # both slaves asked: nothing to push them
         assert not daemon.find("push.done")
         assert not (local.output / "data").exists()
         assert status(local.config).returncode == 4
@@ -449,7 +447,7 @@ class TestLocalSlaves:
             assert current["serial"] == first["serial"]
             answers = again.wait_count("status.installed", 2, timeout=TIMEOUT)
             assert all(a["current"] for a in answers), answers
-            time.sleep(SETTLE)
+            again.idle_after(answers[-1], TIMEOUT)
             assert not again.find("build.start")
             assert not again.find("push.done")
             assert (local.output / "data").read_bytes() == data

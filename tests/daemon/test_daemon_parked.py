@@ -13,7 +13,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -62,11 +61,12 @@ def test_rekeyed_slave_is_parked_then_resumed(rig: Rig) -> None:
     assert failed["retryable"] is False
     assert f"{rig.lab.known_hosts}:1" in failed["error"]
     assert "ssh-keygen -R" in failed["error"]
-    daemon.wait("retry.held", mark, timeout=TIMEOUT, slave=rekeyed.name)
+    held = daemon.wait("retry.held", mark, timeout=TIMEOUT, slave=rekeyed.name)
     daemon.wait("push.done", mark, timeout=TIMEOUT, slave=rig.slaves[1].name)
     # The old session is still open on the slave, yet nothing went through it.
     assert rekeyed.tinydns.soa_serial("example.com") != done["serial"]
-    time.sleep(3)  # retry_initial is 0.2 s: a retry loop would show by now
+    # At rest with a retry due is no rest: a retry loop would never get there.
+    daemon.idle_after(held, TIMEOUT)
     assert len(daemon.find("push.failed", mark, slave=rekeyed.name)) == 1
     assert not daemon.find("retry.scheduled", mark, slave=rekeyed.name)
     check = nagios(rig.config)

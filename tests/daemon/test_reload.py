@@ -220,7 +220,7 @@ class TestDaemonReload:
         await log.wait("build.start", 2)  # SIGHUP still builds
         assert daemon.config is running
         assert not log.find("config.reloaded")
-        await asyncio.sleep(0.2)  # the state file is written after the reload
+        await log.idle_after(failed)  # at rest: the state file is written
         recorded = statefile.read(lab.state).config
         assert recorded is not None
         assert recorded.error is not None
@@ -229,8 +229,8 @@ class TestDaemonReload:
         assert recorded.sha256 == hashlib.sha256(good.encode()).hexdigest()
         lab.path.write_text(good)
         _signal(signal.SIGHUP)
-        await log.wait("config.reloaded")
-        await asyncio.sleep(0.2)
+        (reloaded,) = await log.wait("config.reloaded")
+        await log.idle_after(reloaded)
         recorded = statefile.read(lab.state).config
         assert recorded is not None
         assert recorded.error is None
@@ -314,8 +314,11 @@ class TestRetire:
         self, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
     ) -> None:
         log, daemon, run, release = await self._held_push(tmp_path, monkeypatch, 20.0)
-        await asyncio.sleep(0.3)
-        assert not log.find("config.reloaded")  # waits for the push under way
+        ns3_worker = daemon.workers[1]
+        async with asyncio.timeout(TIMEOUT):
+            while not ns3_worker.retired:  # the reload got to it, and waits for its push
+                await asyncio.sleep(0.01)
+        assert not log.find("config.reloaded")
         pushes = len(_pushed_to(log, "ns3"))
         release.set()
         await log.wait("config.reloaded")

@@ -122,7 +122,10 @@ class TestSave:
         for _ in range(10):
             state_file.save()
         assert writes == []
-        await asyncio.sleep(STATE_DELAY * 4)
-        assert len(writes) == 1
+        assert state_file.pending
+        async with asyncio.timeout(5):
+            while state_file.pending:
+                await asyncio.sleep(STATE_DELAY / 4)
+        assert len(writes) == 1  # and nothing is pending: no second write follows
         state_file.save(now=True)
         assert len(writes) == 2

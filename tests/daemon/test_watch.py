@@ -3,8 +3,11 @@
 Each test replays what an editor or tool does on disk, in a fresh directory, and
 checks the end-to-end contract the daemon relies on: the watcher's changes, fed
 through a :class:`Debouncer` with a 0.2 s quiet period, give EXACTLY ONE trigger
-per save (then we wait another second to prove there is no second one), and files
-that are not data never trigger at all.
+per save, and files that are not data never trigger at all. "No second trigger" is
+proved by a fence, not by a wait: the test's own file written and removed after
+the save comes out of the watcher after every change the save made (inotify keeps
+their order; a poll that sees the removal took its snapshot after them), and once
+the debouncer has fired with nothing left pending, nothing else can trigger.
 
 Event sequences seen on Linux/inotify (watchdog 7, opened/attrib/closed-no-write
 and directory events left out), for the record:
@@ -51,13 +54,14 @@ from watchdog.events import (
     FileSystemEvent,
 )
 
+from dnsmaster.daemon import watch as daemon_watch
 from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.watch import Change, ZonesWatcher, change_from_event
 from dnsmaster.errors import DnsmasterError, WatchError
 from tests.conftest import IN_CI, require, require_root
 
 QUIET = 0.2
-SETTLE = 1.0  # extra wait after the first trigger, to prove there is no second one
+FENCE = "zones.fence"  # the test's own file: see Rig.settle
 NOT_DATA = ["zones.x~", ".zones.x.swp", "#zones.x#", "zones.x.tmp", "notes.txt", "zones.x.bak"]
 
 
@@ -66,36 +70,50 @@ class Rig:
     """A watched directory, every change the watcher reported, every trigger."""
 
     dir: Path
+    debouncer: Debouncer
     changes: list[Change] = field(default_factory=list)
     triggers: list[int] = field(default_factory=list)
+    #: The fence's own changes, kept apart: they are the test's, not the save's.
+    fence: list[str] = field(default_factory=list)
 
-    async def settle(self, *, expect_trigger: bool = True) -> None:
-        """Wait for the first trigger (if one is expected), then SETTLE more seconds."""
-        if expect_trigger:
-            async with asyncio.timeout(5):
-                while not self.triggers:
-                    await asyncio.sleep(0.02)
-        await asyncio.sleep(QUIET + SETTLE)
+    def on_change(self, change: Change) -> None:
+        if change.name == FENCE:
+            self.fence.append(change.kind)
+            return
+        self.changes.append(change)
+        self.debouncer.poke()
+
+    async def settle(self) -> None:
+        """Until every change made so far has come out of the watcher and its burst,
+        if any, has fired: after that, nothing made so far can trigger."""
+        fence = self.dir / FENCE
+        _write(fence, "")
+        await _until(lambda: bool(self.fence))  # a poll must see it exist first
+        fence.unlink()
+        await _until(lambda: "deleted" in self.fence)
+        self.fence.clear()
+        await _until(lambda: self.debouncer.pending == 0)  # fired: triggers are final
 
     def kinds(self, name: str) -> set[str]:
         return {c.kind for c in self.changes if c.name == name}
 
 
-async def _rig(zones: Path, *, poll: bool = False) -> AsyncIterator[Rig]:
-    rig = Rig(zones)
-    deb = Debouncer(quiet=QUIET, max_delay=5.0)
+async def _until(what: Callable[[], bool], timeout: float = 5.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not what():
+            await asyncio.sleep(0.01)
 
-    def on_change(change: Change) -> None:
-        rig.changes.append(change)
-        deb.poke()
+
+async def _rig(zones: Path, *, poll: bool = False) -> AsyncIterator[Rig]:
+    rig = Rig(zones, Debouncer(quiet=QUIET, max_delay=5.0))
 
     async def count() -> None:
-        async for n in deb:
+        async for n in rig.debouncer:
             rig.triggers.append(n)
 
     task = asyncio.create_task(count())
     try:
-        async with ZonesWatcher(zones, on_change, poll=poll, poll_interval=0.1):
+        async with ZonesWatcher(zones, rig.on_change, poll=poll, poll_interval=0.1):
             yield rig
     finally:
         task.cancel()
@@ -220,7 +238,7 @@ class TestEditorSaves:
     async def test_two_files_saved_together(self, rig: Rig) -> None:
         """Saving two files within the quiet period is still one build."""
         _write(rig.dir / "zones.x", "+b.example:10.0.0.2\n")
-        await asyncio.sleep(QUIET / 4)
+        await asyncio.sleep(QUIET / 4)  # paces the saves: the second within the quiet period
         _write(rig.dir / "zones.z", "+z.example:10.0.0.3\n")
         await rig.settle()
         assert len(rig.triggers) == 1
@@ -228,7 +246,8 @@ class TestEditorSaves:
     async def test_two_saves_apart_are_two_triggers(self, rig: Rig) -> None:
         """Saves further apart than the quiet period build twice (sanity of the rig)."""
         _write(rig.dir / "zones.x", "+b.example:10.0.0.2\n")
-        await asyncio.sleep(QUIET + 0.5)
+        await rig.settle()
+        assert len(rig.triggers) == 1  # fired: the next save is after its quiet period
         _write(rig.dir / "zones.x", "+c.example:10.0.0.3\n")
         await rig.settle()
         assert len(rig.triggers) == 2
@@ -242,7 +261,7 @@ class TestEditorSaves:
         os.rename(path, rig.dir / "scratch.tmp")
         os.rename(rig.dir / "scratch.tmp", path)
         os.unlink(path)
-        await rig.settle(expect_trigger=False)
+        await rig.settle()
         assert rig.changes == []
         assert rig.triggers == []
 
@@ -251,7 +270,7 @@ class TestEditorSaves:
         sub = rig.dir / "zones.sub"
         sub.mkdir()
         _write(sub / "zones.inner", "x\n")
-        await rig.settle(expect_trigger=False)
+        await rig.settle()
         assert rig.changes == []
         assert rig.triggers == []
 
@@ -265,7 +284,7 @@ class TestPolling:
             assert len(rig.triggers) == 1
             assert rig.kinds("zones.x")
             _write(rig.dir / "zones.x~", "junk\n")
-            await rig.settle(expect_trigger=False)
+            await rig.settle()
             assert len(rig.triggers) == 1
 
 
@@ -283,7 +302,7 @@ class TestIterator:
         """Removing the directory does not end the iteration: changes resume when it is back."""
         async with ZonesWatcher(zones, check_interval=0.2) as watcher:
             shutil.rmtree(zones)
-            await asyncio.sleep(0.3)
+            await _until(lambda: not watcher.watching)  # gone, as the watcher sees it
             zones.mkdir()
             async with asyncio.timeout(5):
                 while not watcher.watching:
@@ -314,12 +333,33 @@ class Record:
         )
 
     async def until(self, what: Callable[[], bool], timeout: float = 5.0) -> None:
-        async with asyncio.timeout(timeout):
-            while not what():
-                await asyncio.sleep(0.02)
+        await _until(what, timeout)
 
     def names(self) -> set[str]:
         return {c.name for c in self.changes}
+
+    async def fence(self, directory: Path) -> None:
+        """Until every change made so far in ``directory`` has come out of the watcher
+        (as :meth:`Rig.settle`); the fence's own changes are left out."""
+        fence = directory / FENCE
+        _write(fence, "")
+        await self.until(lambda: FENCE in self.names())
+        fence.unlink()
+        await self.until(lambda: Change(FENCE, "deleted") in self.changes)
+        self.changes[:] = [c for c in self.changes if c.name != FENCE]
+
+
+def _count_looks(monkeypatch: pytest.MonkeyPatch) -> list[str]:
+    """Every look the watcher takes at a directory's identity (its checks and retries)."""
+    looks: list[str] = []
+    look = daemon_watch._dir_identity
+
+    def counted(path: str, shown: str) -> tuple[int, int]:
+        looks.append(path)
+        return look(path, shown)
+
+    monkeypatch.setattr(daemon_watch, "_dir_identity", counted)
+    return looks
 
 
 MAX_QUEUED = Path("/proc/sys/fs/inotify/max_queued_events")
@@ -408,19 +448,23 @@ class TestMissedEvents:
             _write(old / "zones.stale", "+s.example:10.0.0.7\n")  # no longer at the path
             _write(zones / "zones.fresh", "+f.example:10.0.0.8\n")
             await rec.until(lambda: "zones.fresh" in rec.names())
-            await asyncio.sleep(0.3)
+            await rec.fence(zones)  # the stale write, made before, would be out by now
         assert "zones.stale" not in rec.names()
         assert rec.rescans == ["rewatched"]
         assert rec.lost == []
 
-    async def test_directory_deleted_and_recreated(self, zones: Path) -> None:
+    async def test_directory_deleted_and_recreated(
+        self, zones: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """rm -r, then mkdir: on_missing once while it is gone, re-watched when it is back."""
+        looks = _count_looks(monkeypatch)
         rec = Record()
         async with rec.watcher(zones, check_interval=0.5) as watcher:
             shutil.rmtree(zones)
             await rec.until(lambda: rec.missing != [])
             assert not watcher.watching
-            await asyncio.sleep(1.2)  # several retries: still said only once
+            retried = len(looks) + 3
+            await rec.until(lambda: len(looks) >= retried)  # several retries: said only once
             assert rec.missing == ["zones directory does not exist"]
             assert rec.rescans == []
             zones.mkdir()
@@ -450,16 +494,20 @@ class TestMissedEvents:
             _write(first / "zones.stale", "+s.example:10.0.0.7\n")
             _write(link / "zones.two", "+t.example:10.0.0.2\n")
             await rec.until(lambda: "zones.two" in rec.names())
-            await asyncio.sleep(0.3)
+            await rec.fence(second)  # the stale write, made before, would be out by now
         assert "zones.stale" not in rec.names()
         assert rec.rescans == ["rewatched"]
         assert rec.missing == []
 
-    async def test_unchanged_directory_is_left_alone(self, zones: Path) -> None:
+    async def test_unchanged_directory_is_left_alone(
+        self, zones: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
         """With nothing replaced, the periodic check neither re-watches nor rescans."""
+        looks = _count_looks(monkeypatch)
         rec = Record()
         async with rec.watcher(zones, check_interval=0.05) as watcher:
-            await asyncio.sleep(0.5)
+            checked = len(looks) + 5
+            await rec.until(lambda: len(looks) >= checked)  # five checks of the same directory
             _write(zones / "zones.x", "+b.example:10.0.0.2\n")
             await rec.until(lambda: "zones.x" in rec.names())
             assert watcher.watching

@@ -265,6 +265,26 @@ class DaemonProcess:
                     return at
         raise AssertionError("unreachable")
 
+    def idle_after(self, event: Event, timeout: float = 20.0) -> Event:
+        """The daemon's first ``daemon.idle`` after ``event`` (one of :attr:`events`).
+
+        The daemon is at rest then (:mod:`dnsmaster.daemon.rest`): whatever led to
+        ``event`` is done, so what it has not logged by then does not follow.
+        """
+        with self._cond:
+            since = next(i for i, e in enumerate(self.events) if e is event) + 1
+        return self.wait("daemon.idle", since, timeout)
+
+    def settled(self, timeout: float = 20.0) -> Event:
+        """Ask the daemon to answer once at rest, and wait for the answer.
+
+        SIGUSR1 (a rescan: it builds only if the zones changed) is answered by a
+        ``daemon.idle``: everything the daemon was asked before it is done.
+        """
+        mark = self.mark()
+        self.signal(signal.SIGUSR1)
+        return self.wait("daemon.idle", mark, timeout)
+
     def _dump_locked(self) -> str:
         tail = self.events[-60:]
         return "daemon log (last 60 events):\n" + "\n".join(json.dumps(e) for e in tail)

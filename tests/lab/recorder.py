@@ -43,3 +43,15 @@ class Recorder:
                 self.changed.clear()
                 await self.changed.wait()
         return self.find(name)
+
+    async def idle_after(self, event: dict[str, Any]) -> dict[str, Any]:
+        """The daemon's first ``daemon.idle`` after ``event`` (one of :attr:`events`):
+        whatever led to ``event`` is done then (:mod:`dnsmaster.daemon.rest`)."""
+        since = next(i for i, e in enumerate(self.events) if e is event) + 1
+        async with asyncio.timeout(TIMEOUT):
+            while True:
+                idle = [e for e in self.events[since:] if e["event"] == "daemon.idle"]
+                if idle:
+                    return idle[0]
+                self.changed.clear()
+                await self.changed.wait()

@@ -28,9 +28,6 @@ if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its ass
 DEBOUNCE = 0.2
 
 
-SETTLE = 1.0  # after the last expected event, how long to wait to prove nothing follows
-
-
 TIMEOUT = 30.0  # generous: the machine has two cores and other test runs
 
 

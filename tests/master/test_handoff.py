@@ -23,7 +23,7 @@ from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.handoff import ACCEPT_FILE, ROLLBACK_FILE
 from tests.lab.daemonrun import PROJECT, DaemonProcess
-from tests.lab.site import SETTLE, TIMEOUT, Local, example_com, status, write
+from tests.lab.site import TIMEOUT, Local, example_com, status, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
@@ -135,8 +135,8 @@ def accept_after_restart(daemon: DaemonProcess, local: Local) -> None:
     code, found = finish(command(local.config, "push", "--accept"))
     assert code == 0, found
     assert {e["slave"] for e in named(found, "push.done")} == {"ns2", "ns3"}
-    daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
-    time.sleep(SETTLE)
+    pushes = daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
+    daemon.idle_after(pushes[-1], TIMEOUT)  # and whatever else SIGUSR2 set going
     assert not daemon.find("rollback.done")
     assert not daemon.find("guard.dropped")
     assert not (local.output / ACCEPT_FILE).exists()
@@ -204,7 +204,7 @@ def test_the_running_daemon_acts_only_on_its_own_requests(tmp_path: Path) -> Non
         gone = daemon.wait("handoff.discarded", mark, timeout=TIMEOUT)
         assert f"its asker (pid {dead.pid}) is gone" in gone["reason"]
         assert not flag.exists()
-        time.sleep(SETTLE)
+        daemon.idle_after(gone, TIMEOUT)  # a signal is answered, whatever it did
         assert not daemon.find("rollback.done")
         assert not daemon.find("rollback.failed")
 
