@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import TextIO
 
 from dnsmaster import fsutil
-from dnsmaster.core import stream
 from dnsmaster.core import delta as deltas
+from dnsmaster.core import stream
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.confine import offences, overlaps
 from dnsmaster.core.text import printable
@@ -162,8 +162,8 @@ def install_confined(
     content: bytes,
     body: bytes,
     trailer: stream.Trailer,
-    out: TextIO,
     *,
+    out: TextIO,
     edits: deltas.Delta | None,
     keep: int,
     force: bool = False,
@@ -192,7 +192,7 @@ def install_confined(
             else:
                 if not force:
                     refuse_older(where, body, serial)
-                copy = _install(root, confinement, content, body, trailer, out, serial)
+                copy = _install(root, confinement, content, body, trailer, out=out, serial=serial)
                 say(out, f"installed master {name} and the merged data and data.cdb")
                 if copy is not None:
                     say(out, f"kept {MASTERS}/{name}/{copy}")
@@ -218,8 +218,12 @@ def refuse_offences(body: bytes, confinement: Confinement) -> None:
     if len(found) > _NAMED:
         named += ", ..."
     raise OutsideAllowlist(
-        f"{len(found)} lines outside this master's allowlist: {named}", lines
+        f"{len(found)} {_lines(len(found))} outside this master's allowlist: {named}", lines
     )
+
+
+def _lines(n: int) -> str:
+    return "line" if n == 1 else "lines"
 
 
 def _refuse_overlaps(root: Path, confinement: Confinement) -> None:
@@ -265,12 +269,13 @@ def _already_installed(root: Path, where: Path, content: bytes) -> bool:
         return False
 
 
-def _install(  # noqa: PLR0913 - the push's parts, each needed
+def _install(
     root: Path,
     confinement: Confinement,
     content: bytes,
     body: bytes,
     trailer: stream.Trailer,
+    *,
     out: TextIO,
     serial: int | None,
 ) -> str | None:

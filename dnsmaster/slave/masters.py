@@ -123,8 +123,7 @@ class Confinement:
         allowed, excepted, locations = self.words()
         # domain_text escapes every byte but [a-z0-9*_-] and the dot: no comma or blank.
         return (
-            f"allow={','.join(allowed)} except={','.join(excepted)} "
-            f"locations={_yes_no(locations)}"
+            f"allow={','.join(allowed)} except={','.join(excepted)} locations={_yes_no(locations)}"
         )
 
 
@@ -169,7 +168,9 @@ def known(root: Path) -> list[str]:
     except FileNotFoundError:
         return []
     return [
-        n for n in entries if MASTER_NAME.fullmatch(n) and os.path.lexists(root / MASTERS / n / "data")
+        n
+        for n in entries
+        if MASTER_NAME.fullmatch(n) and os.path.lexists(root / MASTERS / n / "data")
     ]
 
 
@@ -256,8 +257,7 @@ def part_of(
             fresh = compile_packed(content)
         except TinydnsDataError as exc:
             raise SectionBroken(
-                f"master {name}: data does not compile: line {exc.lineno}: "
-                f"{printable(exc.reason)}"
+                f"master {name}: data does not compile: line {exc.lineno}: {printable(exc.reason)}"
             ) from None
         if data is None:
             # Written back, so the next merge finds them; a failure costs time only.

@@ -141,4 +141,3 @@ def adopt(root: Path, confinement: Confinement | None, name: str, out: TextIO) -
             with contextlib.suppress(OSError):
                 (root / copy).unlink()
     say(out, f"adopted: the root's data is now master {name}'s; tinydns serves the same")
-

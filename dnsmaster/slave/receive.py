@@ -35,7 +35,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -43,8 +43,8 @@ from typing import BinaryIO, TextIO
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import delta as deltas
 from dnsmaster.core import stream
-from dnsmaster.core.text import printable
 from dnsmaster.core.confine import Allowlist
+from dnsmaster.core.text import printable
 from dnsmaster.errors import AllowlistError, DeltaError
 from dnsmaster.protocol import (
     COMMANDS,
@@ -154,17 +154,24 @@ def _confinement(args: argparse.Namespace) -> Confinement | None:
     return Confinement(name, allowlist)
 
 
-def _operate(args: argparse.Namespace, confinement: Confinement | None, out: TextIO) -> bool:
+def _operate(
+    args: argparse.Namespace, confinement: Confinement | None, env: Mapping[str, str], out: TextIO
+) -> bool:
     """Run the slave operator's command the options name; whether there was one."""
+    if not (args.masters or args.remove_master is not None or args.adopt is not None):
+        return False
+    if "SSH_ORIGINAL_COMMAND" in env:
+        raise Usage(
+            "--masters, --remove-master and --adopt are the slave operator's: "
+            "run them on the slave, never through a key"
+        )
     if args.masters:
         for line in list_masters(args.root, out):
             out.write(line + "\n")
     elif args.remove_master is not None:
         remove_master(args.root, args.remove_master, out)
-    elif args.adopt is not None:
-        adopt(args.root, confinement, args.adopt, out)
     else:
-        return False
+        adopt(args.root, confinement, args.adopt, out)
     return True
 
 
@@ -186,13 +193,7 @@ def main(
         return EXIT_USAGE if exc.code else 0
     try:
         confinement = _confinement(args)
-        if args.masters or args.remove_master is not None or args.adopt is not None:
-            if "SSH_ORIGINAL_COMMAND" in env:
-                raise Usage(
-                    "--masters, --remove-master and --adopt are the slave operator's: "
-                    "run them on the slave, never through a key"
-                )
-            _operate(args, confinement, out)
+        if _operate(args, confinement, env, out):
             return 0
         request = _command(env.get("SSH_ORIGINAL_COMMAND"))
         if args.keep < 1 or args.max_size < 1:
@@ -270,7 +271,7 @@ def push(
     )
     if confinement is not None:
         install_confined(
-            root, confinement, content, body, trailer, out, edits=edits, keep=keep, force=force
+            root, confinement, content, body, trailer, out=out, edits=edits, keep=keep, force=force
         )
         return
     install_received(root, content, body, trailer, out, edits=edits, keep=keep, force=force)
