@@ -96,17 +96,20 @@ def _require_confined(root: Path, *, make: bool) -> None:
 
 
 @contextlib.contextmanager
-def session(root: Path, out: TextIO) -> Iterator[str | None]:
+def session(root: Path, out: TextIO, *, make: bool = False) -> Iterator[str | None]:
     """Hold the root's lock, litter swept and an interrupted install merged again.
 
     Yields None when the merged pair matches the sections (or nothing is installed),
-    else why it may not.
+    else why it may not. A root holding a single master's data is refused first
+    (:class:`Usage`): merging its journal away from sections would drop that data.
+    ``make`` makes ``masters/`` in an empty root.
     """
 
     def waiting() -> None:
         say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
 
     with fsutil.locked(root, on_wait=waiting):
+        _require_confined(root, make=make)
         gone = fsutil.sweep_litter(root) + masters.sweep(root)
         if gone:
             names = ", ".join(printable(name) for name in gone[:5])
@@ -123,9 +126,10 @@ def status_confined(root: Path, master: str, out: TextIO) -> Installed | NotInst
     """Master ``master``'s own section as ``status`` reports it, vouched for only
     when the merged pair tinydns serves matches the sections."""
     with session(root, out) as unmatched:
-        _require_confined(root, make=False)
         where = masters.section(root, master)
-        writable = can_write(root) and can_write(where if where.is_dir() else root / MASTERS)
+        # Where this master's next push writes first: its section, else what makes it.
+        first = next(p for p in (where, root / MASTERS, root) if p.is_dir())
+        writable = can_write(root) and can_write(first)
         if unmatched is not None:
             return NotInstalled(unmatched, writable, master)
         try:
@@ -170,8 +174,7 @@ def install_confined(
 ) -> None:
     """Check, compile and install a confined master's push already read and verified."""
     name = confinement.master
-    with session(root, out) as unmatched:
-        _require_confined(root, make=True)
+    with session(root, out, make=True) as unmatched:
         where = masters.section(root, name)
         masters.make_dir(where)
         try:

@@ -200,6 +200,10 @@ def sweep(root: Path) -> list[str]:
         if _REMOVED.fullmatch(name):
             shutil.rmtree(path, ignore_errors=True)
             gone.append(name)
+        elif _SECTION_LITTER.fullmatch(name):  # a probe of status's (can_write)
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(path)
+                gone.append(name)
         elif MASTER_NAME.fullmatch(name) and path.is_dir() and not path.is_symlink():
             with os.scandir(path) as entries:
                 for entry in entries:

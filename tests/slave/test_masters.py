@@ -255,9 +255,19 @@ class TestRefusals:
 
     def test_confined_push_on_a_single_master_root(self, tmp_path: Path) -> None:
         assert run(tmp_path, (), data=A1)[0] == 0
-        err = self.refused(tmp_path, ALPHA, A2)
-        assert "--adopt NAME" in err
+        for verb in ("push", "status"):
+            err = self.refused(tmp_path, ALPHA, A2, verb)
+            assert "--adopt NAME" in err
         assert not (tmp_path / "masters").exists()
+
+    def test_single_master_journal_is_not_merged_away(self, tmp_path: Path) -> None:
+        """A confined key on a single master's root with an install cut short: the
+        journal is not taken for the sections' (there are none), nothing changes."""
+        assert run(tmp_path, (), data=A1)[0] == 0
+        (tmp_path / JOURNAL).write_text("installing\n")
+        for verb in ("push", "status"):
+            err = self.refused(tmp_path, ALPHA, A2, verb)
+            assert "--adopt NAME" in err
 
     def test_does_not_compile(self, root: Path) -> None:
         bad = body(B2) + b"!not a line\n"
