@@ -272,6 +272,7 @@ class Customer:
             *options,
             "-p",
             str(port or slave.port),
+            "--",  # a command that starts with "-" is the command, not an option
             f"{user or lab.user}@{slave.address}",
             *command,
         ]
@@ -387,6 +388,11 @@ def test_both_masters_served_each_its_own(shared: Shared) -> None:
         assert diff.returncode == 0, diff.stdout + diff.stderr
         wait = who.command("wait", "--timeout", "10")
         assert wait.returncode == 0, wait.stderr
+        doctor = who.command("doctor")
+        checks = [line for line in doctor.stdout.splitlines() if "slave ns:" in line]
+        assert not [line for line in checks if line.startswith("FAIL")], doctor.stdout
+        assert any(f"protocol 3, master {who.name})" in line for line in checks), checks
+        assert any("answers SOA for 1 zones" in line for line in checks), checks
     # each master's live check asked its own zones only
     assert "a.example" in a.command("status", "--live").stdout
     assert "  serves     example " in b.command("status", "--live").stdout
