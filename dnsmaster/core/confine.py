@@ -170,10 +170,12 @@ def _domain(text: str, option: str) -> Labels:
         )
     labels = name_labels(text.encode("ascii"))
     if labels is None:
-        raise AllowlistError(text, "not a domain name: a label over 63 bytes or a name over 255")
+        raise AllowlistError(
+            text, f"{option} takes a domain name: this has a label over 63 bytes or is over 255"
+        )
     if not labels:
         raise AllowlistError(
-            text, "the root cannot be allowed: an unconfined master has no --master"
+            text, f"{option} cannot be the root: an unconfined master has no --master"
         )
     return labels
 

@@ -245,11 +245,11 @@ def test_parse_decodes_sorts_and_folds() -> None:
     ("allow", "excepts", "words"),
     [
         ([], [], "at least one --allow"),
-        (["."], [], "the root"),
+        ([".."], [], "--allow cannot be the root"),
         ([""], [], "printable ASCII"),
         (["a.example:1"], [], "without ':'"),
         (["a example"], [], "blanks"),
-        (["x" * 64 + ".example"], [], "over 63"),
+        (["x" * 64 + ".example"], [], "--allow takes a domain name"),
         (["a.example"], ["a.example"], "strictly under"),
         (["a.example"], ["b.example"], "strictly under"),
         (["a.example", "x.b.a.example"], ["b.a.example"], "at or under --except"),
