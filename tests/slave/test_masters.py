@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -109,6 +110,13 @@ class TestSections:
         assert names[:3] == ["allow", "data", "data.2" + names[2][6:]]
         assert names[3:] == ["records"]
         assert not (root / JOURNAL).exists()
+
+    def test_modes_for_one_account_per_master(self, root: Path) -> None:
+        """Directories group-writable and setgid whatever the umask, files readable."""
+        for d in (root / "masters", root / "masters/alpha", root / "masters/beta"):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o2775, d
+        for f in ("data", "data.cdb", "masters/alpha/data", "masters/alpha/records"):
+            assert stat.S_IMODE((root / f).stat().st_mode) == 0o644, f
 
     def test_each_master_replaces_only_its_own(self, root: Path) -> None:
         status, out, err = run(root, ALPHA, data=A2)
