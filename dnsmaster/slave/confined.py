@@ -63,6 +63,7 @@ __all__ = [
 SHOWN = 20
 # Where lines are named in the last stderr line (the master's reason): the first few.
 _NAMED = 5
+_NAMED_MAX = 200
 _HEAD = 256
 
 
@@ -218,7 +219,9 @@ def refuse_offences(body: bytes, confinement: Confinement) -> None:
     if len(found) > SHOWN:
         lines.append(f"refused: and {len(found) - SHOWN} more")
     named = ", ".join(o.where for o in found[:_NAMED])
-    if len(found) > _NAMED:
+    if len(named) > _NAMED_MAX:  # zones file names are the master's to choose
+        named = named[: _NAMED_MAX - 3] + "..."
+    elif len(found) > _NAMED:
         named += ", ..."
     raise OutsideAllowlist(
         f"{len(found)} {_lines(len(found))} outside this master's allowlist: {named}", lines

@@ -241,6 +241,14 @@ class TestRefusals:
             "zones.b:3, zones.b:4, zones.b:5, zones.b:6, zones.b:7, ..."
         )
 
+    def test_reason_is_bounded(self, root: Path) -> None:
+        """Long zones file names do not make the master's reason line long."""
+        zone = ZONE_B + b"+www.bank.example:192.0.2.9\n" * 3
+        err = self.refused(root, BETA, build(zone, 4, "zones." + "x" * 300))
+        last = err.splitlines()[-1]
+        assert last.endswith("...")
+        assert len(last) < 300
+
     def test_overlap(self, root: Path) -> None:
         gamma = ("--master", "gamma", "--allow", "www.a.example")
         err = self.refused(root, gamma, build(b"+www.a.example:192.0.2.5\n", 1, "zones.g"))
