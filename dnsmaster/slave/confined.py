@@ -85,32 +85,29 @@ def _single_master(root: Path) -> Usage:
     )
 
 
-def _require_confined(root: Path, *, make: bool) -> None:
-    """Raise :class:`Usage` when ``root`` holds a single master's data; else make
-    ``masters/`` when ``make``. The caller holds the lock."""
+def _require_confined(root: Path) -> None:
+    """Raise :class:`Usage` when ``root`` holds a single master's data. The caller
+    holds the lock."""
     if os.path.isdir(root / MASTERS):
         return
     if os.path.lexists(root / "data") or os.path.lexists(root / "data.cdb"):
         raise _single_master(root)
-    if make:
-        masters.make_dir(root / MASTERS)
 
 
 @contextlib.contextmanager
-def session(root: Path, out: TextIO, *, make: bool = False) -> Iterator[str | None]:
+def session(root: Path, out: TextIO) -> Iterator[str | None]:
     """Hold the root's lock, litter swept and an interrupted install merged again.
 
     Yields None when the merged pair matches the sections (or nothing is installed),
     else why it may not. A root holding a single master's data is refused first
     (:class:`Usage`): merging its journal away from sections would drop that data.
-    ``make`` makes ``masters/`` in an empty root.
     """
 
     def waiting() -> None:
         say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
 
     with fsutil.locked(root, on_wait=waiting):
-        _require_confined(root, make=make)
+        _require_confined(root)
         gone = fsutil.sweep_litter(root) + masters.sweep(root)
         if gone:
             names = ", ".join(printable(name) for name in gone[:5])
@@ -175,9 +172,8 @@ def install_confined(
 ) -> None:
     """Check, compile and install a confined master's push already read and verified."""
     name = confinement.master
-    with session(root, out, make=True) as unmatched:
+    with session(root, out) as unmatched:
         where = masters.section(root, name)
-        masters.make_dir(where)
         try:
             if edits is not None:
                 body = rebuild(where, edits)
@@ -202,12 +198,17 @@ def install_confined(
                     say(out, f"kept {MASTERS}/{name}/{copy}")
         except BaseException:
             with contextlib.suppress(OSError):
-                prune(where, keep)
+                _prune(where, keep)
             raise
-        pruned = prune(where, keep)
+        pruned = _prune(where, keep)
     if pruned:
         say(out, f"pruned {len(pruned)} old copies")
     say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _prune(where: Path, keep: int) -> list[str]:
+    # A first push refused before its section was made has nothing to prune.
+    return prune(where, keep) if where.is_dir() else []
 
 
 def refuse_offences(body: bytes, confinement: Confinement) -> None:
@@ -296,6 +297,10 @@ def _install(
             f"data does not compile: line {exc.lineno}: {printable(exc.reason)}"
         ) from None
     say(out, f"compiled records={packed.count} serial={serial if serial is not None else 'none'}")
+    # Made only now, by a push that passed every check: an empty masters/ would make
+    # the root refuse its unconfined key.
+    masters.make_dir(root / MASTERS)
+    masters.make_dir(where)
     staged: list[Path] = []
     try:
         with contextlib.ExitStack() as stack:

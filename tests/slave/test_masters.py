@@ -290,6 +290,12 @@ class TestRefusals:
         err = self.refused(root, BETA, bad + seal(bad))
         assert "data does not compile: line " in err
 
+    def test_refused_first_push_makes_nothing(self, tmp_path: Path) -> None:
+        """Not even masters/: an empty one would turn the root away from an unconfined key."""
+        status, _, _ = run(tmp_path, BETA, data=A1)
+        assert status == protocol.EXIT_REFUSED
+        assert os.listdir(tmp_path) == []
+
     @pytest.mark.parametrize(
         ("key", "words"),
         [
