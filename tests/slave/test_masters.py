@@ -139,6 +139,14 @@ class TestSections:
             assert out.rstrip().endswith(f"writable=yes master={name}")
             assert f" protocol={protocol.PROTOCOL} " in out
 
+    def test_older_masters_read_the_status_line(self) -> None:
+        """A master of protocol 2 reads a confined status: the new field is ignored."""
+        line = f"status sha256={'a' * 64} serial=7 bytes=1 time=T protocol=3 version=V master=x"
+        version = protocol.parse_status([line])
+        assert version is not None
+        assert (version.sha256, version.serial, version.protocol) == ("a" * 64, 7, 3)
+        protocol.check_receiver("slave", [line], needed=2)
+
     def test_status_of_a_master_not_yet_pushed(self, root: Path) -> None:
         status, out, _ = run(root, ("--master", "gamma", "--allow", "c.example"), "status")
         assert status == 0
