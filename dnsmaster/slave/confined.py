@@ -64,6 +64,8 @@ SHOWN = 20
 # Where lines are named in the last stderr line (the master's reason): the first few.
 _NAMED = 5
 _NAMED_MAX = 200
+#: A delta of more operations is checked whole: most of its lines are new anyway.
+_DELTA_OPS_CHECKED = 10_000
 _HEAD = 256
 
 
@@ -179,7 +181,7 @@ def install_confined(
                 body = rebuild(where, edits)
                 content = body + trailer.line()
                 say(out, f"rebuilt bytes={len(body)} sha256={trailer.sha256} from the delta")
-            refuse_offences(body, confinement)
+            refuse_offences(body, confinement, only=_unchecked(where, confinement, edits, body))
             _refuse_overlaps(root, confinement)
             serial = previous_serial(body[:_HEAD])
             shown = serial if serial is not None else "none"
@@ -211,8 +213,15 @@ def _prune(where: Path, keep: int) -> list[str]:
     return prune(where, keep) if where.is_dir() else []
 
 
-def refuse_offences(body: bytes, confinement: Confinement) -> None:
-    """Raise :class:`OutsideAllowlist` when a line of ``body`` is outside the allowlist."""
+def refuse_offences(body: bytes, confinement: Confinement, *, only: bytes | None = None) -> None:
+    """Raise :class:`OutsideAllowlist` when a line of ``body`` is outside the allowlist.
+
+    ``only``: the lines of ``body`` that may be new (:func:`_unchecked`); when none of
+    them offends, the rest need no check. When one does, ``body`` is checked whole,
+    so that each offence is named with its source line.
+    """
+    if only is not None and not offences(only, confinement.allowlist, limit=1):
+        return
     found = offences(body, confinement.allowlist)
     if not found:
         return
@@ -227,6 +236,65 @@ def refuse_offences(body: bytes, confinement: Confinement) -> None:
     raise OutsideAllowlist(
         f"{len(found)} {_lines(len(found))} outside this master's allowlist: {named}", lines
     )
+
+
+def _unchecked(
+    where: Path, confinement: Confinement, edits: deltas.Delta | None, body: bytes
+) -> bytes | None:
+    """The lines of ``body`` the installed data does not vouch for, joined; None: all.
+
+    The installed data passed this check when it was accepted, under the allowlist
+    its allow file records; when that is this key's, a re-push of it needs no check
+    and a delta only the lines it may have made new (:func:`_delta_lines`). A 1M-line
+    master's one-line delta is then checked in a few lines, not a million.
+    """
+    try:
+        if (where / ALLOW).read_bytes() != confinement.text():
+            return None
+        if edits is not None:
+            return _delta_lines(edits, body)
+        with open_regular(where / "data") as f:
+            installed = f.read(len(body) + stream.TRAILER_MAX + 1)
+    except (OSError, NotRegular):
+        return None
+    return b"" if stream.split(installed)[0] == body else None
+
+
+def _delta_lines(edits: deltas.Delta, result: bytes) -> bytes | None:
+    """The lines of ``result`` (``edits`` applied) that may not be whole lines of the
+    installed data, joined; None for a delta of too many operations to be worth it.
+
+    A line wholly inside one copy, after the copy's first line, is a whole line of
+    the installed data (the newline before it was copied too). Every other line may
+    be new: those with inserted bytes, and each copy's first and last line (a copy
+    may begin mid-line, in a comment say, and make a line the installed data held
+    only as text).
+    """
+    if len(edits.ops) > _DELTA_OPS_CHECKED:
+        return None
+    marks: list[tuple[int, int]] = []
+    at = 0
+    for op in edits.ops:
+        size = len(op.text) if isinstance(op, deltas.Insert) else op.size
+        first = -1 if isinstance(op, deltas.Insert) else result.find(b"\n", at, at + size)
+        if first < 0:
+            marks.append((at, at + size))
+        else:
+            marks.append((at, first + 1))
+            marks.append((result.rfind(b"\n", at, at + size) + 1, at + size))
+        at += size
+    pieces = []
+    done = 0  # where the lines taken so far end: always a line's start
+    for start, end in marks:
+        if end <= start:
+            continue
+        line_start = max(result.rfind(b"\n", 0, start) + 1, done)
+        line_end = result.find(b"\n", end - 1)
+        line_end = len(result) if line_end < 0 else line_end + 1
+        if line_start < line_end:
+            pieces.append(result[line_start:line_end])
+            done = line_end
+    return b"".join(pieces)
 
 
 def _lines(n: int) -> str:
