@@ -63,6 +63,9 @@ __all__ = [
 SHOWN = 20
 # Where lines are named in the last stderr line (the master's reason): the first few.
 _NAMED = 5
+_NAMED_MAX = 200
+#: A delta of more operations is checked whole: most of its lines are new anyway.
+_DELTA_OPS_CHECKED = 10_000
 _HEAD = 256
 
 
@@ -84,32 +87,29 @@ def _single_master(root: Path) -> Usage:
     )
 
 
-def _require_confined(root: Path, *, make: bool) -> None:
-    """Raise :class:`Usage` when ``root`` holds a single master's data; else make
-    ``masters/`` when ``make``. The caller holds the lock."""
+def _require_confined(root: Path) -> None:
+    """Raise :class:`Usage` when ``root`` holds a single master's data. The caller
+    holds the lock."""
     if os.path.isdir(root / MASTERS):
         return
     if os.path.lexists(root / "data") or os.path.lexists(root / "data.cdb"):
         raise _single_master(root)
-    if make:
-        masters.make_dir(root / MASTERS)
 
 
 @contextlib.contextmanager
-def session(root: Path, out: TextIO, *, make: bool = False) -> Iterator[str | None]:
+def session(root: Path, out: TextIO) -> Iterator[str | None]:
     """Hold the root's lock, litter swept and an interrupted install merged again.
 
     Yields None when the merged pair matches the sections (or nothing is installed),
     else why it may not. A root holding a single master's data is refused first
     (:class:`Usage`): merging its journal away from sections would drop that data.
-    ``make`` makes ``masters/`` in an empty root.
     """
 
     def waiting() -> None:
         say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
 
     with fsutil.locked(root, on_wait=waiting):
-        _require_confined(root, make=make)
+        _require_confined(root)
         gone = fsutil.sweep_litter(root) + masters.sweep(root)
         if gone:
             names = ", ".join(printable(name) for name in gone[:5])
@@ -174,15 +174,14 @@ def install_confined(
 ) -> None:
     """Check, compile and install a confined master's push already read and verified."""
     name = confinement.master
-    with session(root, out, make=True) as unmatched:
+    with session(root, out) as unmatched:
         where = masters.section(root, name)
-        masters.make_dir(where)
         try:
             if edits is not None:
                 body = rebuild(where, edits)
                 content = body + trailer.line()
                 say(out, f"rebuilt bytes={len(body)} sha256={trailer.sha256} from the delta")
-            refuse_offences(body, confinement)
+            refuse_offences(body, confinement, only=_unchecked(where, confinement, edits, body))
             _refuse_overlaps(root, confinement)
             serial = previous_serial(body[:_HEAD])
             shown = serial if serial is not None else "none"
@@ -201,16 +200,28 @@ def install_confined(
                     say(out, f"kept {MASTERS}/{name}/{copy}")
         except BaseException:
             with contextlib.suppress(OSError):
-                prune(where, keep)
+                _prune(where, keep)
             raise
-        pruned = prune(where, keep)
+        pruned = _prune(where, keep)
     if pruned:
         say(out, f"pruned {len(pruned)} old copies")
     say(out, f"done sha256={trailer.sha256} serial={shown}")
 
 
-def refuse_offences(body: bytes, confinement: Confinement) -> None:
-    """Raise :class:`OutsideAllowlist` when a line of ``body`` is outside the allowlist."""
+def _prune(where: Path, keep: int) -> list[str]:
+    # A first push refused before its section was made has nothing to prune.
+    return prune(where, keep) if where.is_dir() else []
+
+
+def refuse_offences(body: bytes, confinement: Confinement, *, only: bytes | None = None) -> None:
+    """Raise :class:`OutsideAllowlist` when a line of ``body`` is outside the allowlist.
+
+    ``only``: the lines of ``body`` that may be new (:func:`_unchecked`); when none of
+    them offends, the rest need no check. When one does, ``body`` is checked whole,
+    so that each offence is named with its source line.
+    """
+    if only is not None and not offences(only, confinement.allowlist, limit=1):
+        return
     found = offences(body, confinement.allowlist)
     if not found:
         return
@@ -218,11 +229,72 @@ def refuse_offences(body: bytes, confinement: Confinement) -> None:
     if len(found) > SHOWN:
         lines.append(f"refused: and {len(found) - SHOWN} more")
     named = ", ".join(o.where for o in found[:_NAMED])
-    if len(found) > _NAMED:
+    if len(named) > _NAMED_MAX:  # zones file names are the master's to choose
+        named = named[: _NAMED_MAX - 3] + "..."
+    elif len(found) > _NAMED:
         named += ", ..."
     raise OutsideAllowlist(
         f"{len(found)} {_lines(len(found))} outside this master's allowlist: {named}", lines
     )
+
+
+def _unchecked(
+    where: Path, confinement: Confinement, edits: deltas.Delta | None, body: bytes
+) -> bytes | None:
+    """The lines of ``body`` the installed data does not vouch for, joined; None: all.
+
+    The installed data passed this check when it was accepted, under the allowlist
+    its allow file records; when that is this key's, a re-push of it needs no check
+    and a delta only the lines it may have made new (:func:`_delta_lines`). A 1M-line
+    master's one-line delta is then checked in a few lines, not a million.
+    """
+    try:
+        if (where / ALLOW).read_bytes() != confinement.text():
+            return None
+        if edits is not None:
+            return _delta_lines(edits, body)
+        with open_regular(where / "data") as f:
+            installed = f.read(len(body) + stream.TRAILER_MAX + 1)
+    except (OSError, NotRegular):
+        return None
+    return b"" if stream.split(installed)[0] == body else None
+
+
+def _delta_lines(edits: deltas.Delta, result: bytes) -> bytes | None:
+    """The lines of ``result`` (``edits`` applied) that may not be whole lines of the
+    installed data, joined; None for a delta of too many operations to be worth it.
+
+    A line wholly inside one copy, after the copy's first line, is a whole line of
+    the installed data (the newline before it was copied too). Every other line may
+    be new: those with inserted bytes, and each copy's first and last line (a copy
+    may begin mid-line, in a comment say, and make a line the installed data held
+    only as text).
+    """
+    if len(edits.ops) > _DELTA_OPS_CHECKED:
+        return None
+    marks: list[tuple[int, int]] = []
+    at = 0
+    for op in edits.ops:
+        size = len(op.text) if isinstance(op, deltas.Insert) else op.size
+        first = -1 if isinstance(op, deltas.Insert) else result.find(b"\n", at, at + size)
+        if first < 0:
+            marks.append((at, at + size))
+        else:
+            marks.append((at, first + 1))
+            marks.append((result.rfind(b"\n", at, at + size) + 1, at + size))
+        at += size
+    pieces = []
+    done = 0  # where the lines taken so far end: always a line's start
+    for start, end in marks:
+        if end <= start:
+            continue
+        line_start = max(result.rfind(b"\n", 0, start) + 1, done)
+        line_end = result.find(b"\n", end - 1)
+        line_end = len(result) if line_end < 0 else line_end + 1
+        if line_start < line_end:
+            pieces.append(result[line_start:line_end])
+            done = line_end
+    return b"".join(pieces)
 
 
 def _lines(n: int) -> str:
@@ -293,6 +365,10 @@ def _install(
             f"data does not compile: line {exc.lineno}: {printable(exc.reason)}"
         ) from None
     say(out, f"compiled records={packed.count} serial={serial if serial is not None else 'none'}")
+    # Made only now, by a push that passed every check: an empty masters/ would make
+    # the root refuse its unconfined key.
+    masters.make_dir(root / MASTERS)
+    masters.make_dir(where)
     staged: list[Path] = []
     try:
         with contextlib.ExitStack() as stack:

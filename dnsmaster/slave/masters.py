@@ -181,6 +181,8 @@ def make_dir(path: Path) -> None:
     except FileExistsError:
         return
     os.chmod(path, DIR_MODE)
+    # The install fsyncs the directories it renames into, not their parents.
+    fsutil.fsync_directory(path.parent)
 
 
 def sweep(root: Path) -> list[str]:
@@ -238,16 +240,14 @@ class Part:
     packed: cdb.Packed
 
 
-def part_of(
-    stack: contextlib.ExitStack, root: Path, name: str, out: TextIO, *, data: Path | None = None
-) -> Part:
-    """Master ``name``'s part from its section (``data`` instead of its ``data``),
-    its records rebuilt when they are stale; held open by ``stack``.
+def part_of(stack: contextlib.ExitStack, root: Path, name: str, out: TextIO) -> Part:
+    """Master ``name``'s part from its section, its records rebuilt when they are
+    stale; held open by ``stack``.
 
     Raises :class:`SectionBroken` when they cannot be (and OSError as it comes).
     """
     where = section(root, name)
-    path = where / "data" if data is None else data
+    path = where / "data"
     try:
         stamp = records.stamp_of(path)
     except OSError as exc:
@@ -263,12 +263,15 @@ def part_of(
             raise SectionBroken(
                 f"master {name}: data does not compile: line {exc.lineno}: {printable(exc.reason)}"
             ) from None
-        if data is None:
-            # Written back, so the next merge finds them; a failure costs time only.
-            with contextlib.suppress(OSError):
-                tmp = records.stage(where, stamp, fresh)
+        # Written back, so the next merge finds them; a failure costs time only.
+        with contextlib.suppress(OSError):
+            tmp = records.stage(where, stamp, fresh)
+            try:
                 fsutil.publish([(tmp, where / records.RECORDS)])
-                say(out, f"rebuilt the records of master {name}")
+            except OSError:
+                fsutil.discard([tmp])
+                raise
+            say(out, f"rebuilt the records of master {name}")
         packed = fresh
     with path.open("rb") as f:
         serial = previous_serial(f.read(_HEAD))
@@ -307,20 +310,24 @@ def _copy(source: Path, fd: int, count: int) -> None:
     """The first ``count`` bytes of ``source`` appended to ``fd``: in the kernel where
     it can (a big master's data never passes through this process), else read and
     written a MiB at a time."""
-    with source.open("rb") as f:
+    src = os.open(source, os.O_RDONLY | os.O_CLOEXEC)
+    try:
         left = count
+        # Both offsets move with what is copied, so the fallback goes on from there.
         with contextlib.suppress(OSError):
             while left:
-                done = os.copy_file_range(f.fileno(), fd, left)
+                done = os.copy_file_range(src, fd, left)
                 if not done:
                     break
                 left -= done
         while left:
-            chunk = f.read(min(left, 1 << 20))
+            chunk = os.read(src, min(left, 1 << 20))
             if not chunk:
                 raise OSError(errno.EIO, "the data changed while it was merged", str(source))
             fsutil.write_all(fd, chunk)
             left -= len(chunk)
+    finally:
+        os.close(src)
 
 
 def install(

@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import re
 import shutil
 import time
 from pathlib import Path
@@ -32,11 +31,10 @@ from dnsmaster.slave import masters, records
 from dnsmaster.slave.confined import refuse_offences, session
 from dnsmaster.slave.masters import ALLOW, MASTERS, Confinement, SectionBroken
 from dnsmaster.slave.outcome import Refused, Usage, say
-from dnsmaster.slave.root import NotInstalled, NotRegular, read_data, status
+from dnsmaster.slave.root import COPY, NotInstalled, NotRegular, read_data, status
 
 __all__ = ["adopt", "list_masters", "remove_master"]
 
-_COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 #: Where an adoption builds the sections before one rename makes the root confined.
 _ADOPTING = ".dnsmaster-adopting"
 
@@ -124,7 +122,7 @@ def adopt(root: Path, confinement: Confinement | None, name: str, out: TextIO) -
         where = work / name
         masters.make_dir(where)
         os.link(root / "data", where / "data")
-        copies = sorted(n for n in os.listdir(root) if _COPY.fullmatch(n))
+        copies = sorted(n for n in os.listdir(root) if COPY.fullmatch(n))
         for copy in copies:
             os.link(root / copy, where / copy)
         tmp = records.stage(where, records.stamp_of(where / "data"), packed)

@@ -11,7 +11,12 @@ what is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of
 this receiver, which the master checks on first contact.
 
 What it does to the tinydns root, under the root's lock (repair, refusals, the
-install of the pair, copies), is :mod:`dnsmaster.slave.root`.
+install of the pair, copies), is :mod:`dnsmaster.slave.root`. A key line with
+``--master NAME --allow DOMAIN...`` is one of several confined masters sharing the
+root: its pushes go to its own section and the merged pair
+(:mod:`dnsmaster.slave.confined`, :mod:`dnsmaster.slave.masters`). ``--masters``,
+``--remove-master`` and ``--adopt`` are the slave operator's commands
+(:mod:`dnsmaster.slave.operator`), refused through a key.
 
 One progress line per step goes to stdout and errors to stderr, so the master can
 log them as they come. This runs once per push on every slave: it imports no
@@ -22,8 +27,9 @@ a new import here must be added to :data:`dnsmaster.slave.bundle.MODULES`
 (tests/slave/test_bundle.py says so when it is not).
 
 Exit statuses: 0 done (``status`` also when nothing is installed); 1 data refused
-(incomplete, too large, does not compile, older than the installed build); 2 command
-refused (unknown command, bad arguments); 3 delta refused (not against the
+(incomplete, too large, does not compile, older than the installed build, outside
+the master's allowlist, overlapping another master's); 2 command refused (unknown
+command, bad arguments, a key that does not fit the root's kind); 3 delta refused (not against the
 installed data, malformed, or its result is not the build the trailer names: the
 master sends the full data instead); 111 system error.
 """

@@ -55,6 +55,7 @@ from dnsmaster.slave.masters import MASTERS, known
 from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
 
 __all__ = [
+    "COPY",
     "Installed",
     "NotInstalled",
     "NotRegular",
@@ -72,7 +73,8 @@ __all__ = [
     "yes_no",
 ]
 
-_COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
+#: The name of a timestamped copy of ``data``.
+COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 # The banner (``# dnsmaster serial N sources=...``) is well inside this.
 _HEAD = 256
 
@@ -582,7 +584,7 @@ def prune(root: Path, keep: int) -> list[str]:
     copies = []
     with os.scandir(root) as entries:
         for entry in entries:
-            if _COPY.fullmatch(entry.name):
+            if COPY.fullmatch(entry.name):
                 st = entry.stat(follow_symlinks=False)
                 copies.append((st.st_mtime_ns, entry.name, st.st_ino))
     copies.sort()

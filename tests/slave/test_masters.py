@@ -9,6 +9,7 @@ import hashlib
 import io
 import os
 import shutil
+import stat
 import subprocess
 from pathlib import Path
 
@@ -110,6 +111,13 @@ class TestSections:
         assert names[3:] == ["records"]
         assert not (root / JOURNAL).exists()
 
+    def test_modes_for_one_account_per_master(self, root: Path) -> None:
+        """Directories group-writable and setgid whatever the umask, files readable."""
+        for d in (root / "masters", root / "masters/alpha", root / "masters/beta"):
+            assert stat.S_IMODE(d.stat().st_mode) == 0o2775, d
+        for f in ("data", "data.cdb", "masters/alpha/data", "masters/alpha/records"):
+            assert stat.S_IMODE((root / f).stat().st_mode) == 0o644, f
+
     def test_each_master_replaces_only_its_own(self, root: Path) -> None:
         status, out, err = run(root, ALPHA, data=A2)
         assert (status, err) == (0, "")
@@ -130,6 +138,14 @@ class TestSections:
             )
             assert out.rstrip().endswith(f"writable=yes master={name}")
             assert f" protocol={protocol.PROTOCOL} " in out
+
+    def test_older_masters_read_the_status_line(self) -> None:
+        """A master of protocol 2 reads a confined status: the new field is ignored."""
+        line = f"status sha256={'a' * 64} serial=7 bytes=1 time=T protocol=3 version=V master=x"
+        version = protocol.parse_status([line])
+        assert version is not None
+        assert (version.sha256, version.serial, version.protocol) == ("a" * 64, 7, 3)
+        protocol.check_receiver("slave", [line], needed=2)
 
     def test_status_of_a_master_not_yet_pushed(self, root: Path) -> None:
         status, out, _ = run(root, ("--master", "gamma", "--allow", "c.example"), "status")
@@ -233,6 +249,14 @@ class TestRefusals:
             "zones.b:3, zones.b:4, zones.b:5, zones.b:6, zones.b:7, ..."
         )
 
+    def test_reason_is_bounded(self, root: Path) -> None:
+        """Long zones file names do not make the master's reason line long."""
+        zone = ZONE_B + b"+www.bank.example:192.0.2.9\n" * 3
+        err = self.refused(root, BETA, build(zone, 4, "zones." + "x" * 300))
+        last = err.splitlines()[-1]
+        assert last.endswith("...")
+        assert len(last) < 300
+
     def test_overlap(self, root: Path) -> None:
         gamma = ("--master", "gamma", "--allow", "www.a.example")
         err = self.refused(root, gamma, build(b"+www.a.example:192.0.2.5\n", 1, "zones.g"))
@@ -273,6 +297,12 @@ class TestRefusals:
         bad = body(B2) + b"!not a line\n"
         err = self.refused(root, BETA, bad + seal(bad))
         assert "data does not compile: line " in err
+
+    def test_refused_first_push_makes_nothing(self, tmp_path: Path) -> None:
+        """Not even masters/: an empty one would turn the root away from an unconfined key."""
+        status, _, _ = run(tmp_path, BETA, data=A1)
+        assert status == protocol.EXIT_REFUSED
+        assert os.listdir(tmp_path) == []
 
     @pytest.mark.parametrize(
         ("key", "words"),
