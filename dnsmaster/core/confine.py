@@ -322,6 +322,13 @@ _IP_TAIL = {
 _ESCAPED_ONLY = frozenset(b".\\:\n")
 
 
+# Python before 3.11.5 (Debian 12's python3, which runs the receiver bundle) matches
+# a possessive "*+" over alternatives wrongly (CPython gh-106052): the clean run
+# ended one byte into an offending line, and the rest of it went unjudged. There the
+# equivalent atomic group is used instead; it is correct, and three times slower.
+_POSSESSIVE_WORKS = re.fullmatch(rb"(?:ab?c)*+", b"a") is None
+
+
 @functools.lru_cache(maxsize=16)
 def _clean_lines(allow: Allowlist) -> re.Pattern[bytes]:
     """An expression matching a run of whole lines (each ending in LF) none of
@@ -360,7 +367,8 @@ def _clean_lines(allow: Allowlist) -> re.Pattern[bytes]:
     ]
     if allow.locations:
         lines.append(rb"%[^\n]*\n")
-    return re.compile(rb"(?:" + rb"|".join(lines) + rb")*+")
+    run = rb"(?:" + rb"|".join(lines) + rb")"
+    return re.compile(run + rb"*+" if _POSSESSIVE_WORKS else rb"(?>" + run + rb"*)")
 
 
 def _plain(labels: Labels) -> bool:

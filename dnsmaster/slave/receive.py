@@ -152,7 +152,8 @@ def _confinement(args: argparse.Namespace) -> Confinement | None:
     if not args.allow:
         if args.adopt is not None and not confining:
             return None
-        raise Usage(f"--master {name} needs --allow DOMAIN: a confined master has domains")
+        option = "--master" if args.adopt is None else "--adopt"
+        raise Usage(f"{option} {name} needs --allow DOMAIN: a confined master has domains")
     try:
         allowlist = Allowlist.parse(args.allow, args.excepts, args.allow_locations)
     except AllowlistError as exc:

@@ -16,13 +16,13 @@ from pathlib import Path
 import pytest
 
 from dnsmaster import protocol
-from dnsmaster.core import accel, delta
+from dnsmaster.core import accel, cdb, delta
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
 from dnsmaster.fsutil import JOURNAL
-from dnsmaster.slave import receive
+from dnsmaster.slave import masters, receive
 
 ALPHA = ("--master", "alpha", "--allow", "a.example")
 BETA = ("--master", "beta", "--allow", "b.example")
@@ -185,6 +185,22 @@ class TestSections:
         assert (roots[0] / "data").read_bytes() == (roots[1] / "data").read_bytes()
         assert pair_matches(roots[0])
         assert pair_matches(roots[1])
+
+    def test_a_push_compiles_only_its_own_data(
+        self, root: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """beta's push compiles beta's data; alpha's records are reused as they are."""
+        compiled: list[bytes] = []
+        real = masters.compile_packed
+
+        def spy(content: bytes) -> cdb.Packed:
+            compiled.append(content)
+            return real(content)
+
+        monkeypatch.setattr(masters, "compile_packed", spy)
+        assert run(root, BETA, data=B2)[0] == 0
+        assert compiled == [B2]
+        assert pair_matches(root)
 
     def test_stale_records_are_rebuilt(self, root: Path) -> None:
         """Records that are not of the data beside them are compiled again."""
