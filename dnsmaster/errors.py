@@ -17,6 +17,7 @@ cannot help)::
     ├── ServiceConfError      a service directory not made (status)
     ├── WatchError            the zones directory (path, reason)
     ├── ReceiveError          the receiver refusing a push, on the slave itself
+    ├── AllowlistError        a confined master's name or domains (domain, reason)
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
     ├── DeltaError            a delta push that cannot be applied (reason)
     └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
@@ -36,6 +37,7 @@ from __future__ import annotations
 from typing import Literal, TextIO
 
 __all__ = [
+    "AllowlistError",
     "ArchiveError",
     "BuildError",
     "CdbTooLarge",
@@ -318,6 +320,20 @@ class DeltaError(DnsmasterError):
 
 class ReceiveError(DnsmasterError):
     """The receiving side refused a push; the installed data is unchanged."""
+
+
+class AllowlistError(DnsmasterError):
+    """A confined master's name or allowlist cannot be used (``--master``,
+    ``--allow``, ``--except`` of a key line).
+
+    ``domain`` is the value at fault, printable (empty when none is), ``reason``
+    what is wrong with it.
+    """
+
+    def __init__(self, domain: str, reason: str) -> None:
+        self.domain = domain
+        self.reason = reason
+        super().__init__(f"{domain}: {reason}" if domain else reason)
 
 
 class WatchError(DnsmasterError):

@@ -53,7 +53,7 @@ JOURNAL = ".dnsmaster-installing"
 _LITTER = re.compile(r"\.data\..*\.(?:tmp|link)", re.DOTALL)
 
 
-def write_all(fd: int, data: bytes) -> None:
+def write_all(fd: int, data: bytes | memoryview) -> None:
     """os.write until every byte is out (os.write may write less)."""
     view = memoryview(data)
     while view:

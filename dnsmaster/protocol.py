@@ -23,6 +23,12 @@ What a protocol number promises:
   after ``push`` or ``delta`` (before ``--force``): the stream is zlib-compressed;
   exit status 3: the delta was refused (another base, malformed, a result that is
   not the trailer's), nothing changed, a full push is needed.
+- protocol 3 adds confined masters: a key line may name its master and the
+  domains it may publish (``--master NAME --allow DOMAIN ...``); that master's
+  ``status`` line reports its own section of a root shared with other masters
+  and ends with `` master=NAME``; a push with lines outside its domains is refused
+  (exit 1) with each offending line on stderr (``refused zones.X:LINE: ...``)
+  before the usual last line. Nothing changes for a key without ``--master``.
 - Receivers from before versioning print no ``protocol=`` and count as 0.
 
 A receiver of protocol N serves every master that needs N or less: a new
@@ -68,7 +74,7 @@ __all__ = [
 ]
 
 #: The protocol this code's receiver speaks (and reports in ``status``).
-PROTOCOL = 2
+PROTOCOL = 3
 #: The lowest protocol this master pushes to: older receivers are refused.
 NEEDED = 1
 #: The lowest protocol that takes ``delta`` and ``--zlib``.

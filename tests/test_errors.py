@@ -7,7 +7,7 @@ import inspect
 import pkgutil
 
 import dnsmaster
-from dnsmaster.errors import DnsmasterError, reason
+from dnsmaster.errors import AllowlistError, DnsmasterError, reason
 
 
 def _exceptions() -> dict[str, type[BaseException]]:
@@ -42,3 +42,14 @@ def test_reason_is_the_error_s_own_words() -> None:
     assert reason(TimeoutError()) == "timed out"
     assert reason(ValueError()) == "ValueError"
     assert reason(ValueError("bad serial")) == "bad serial"
+
+
+def test_allowlist_error_names_the_value_at_fault() -> None:
+    exc = AllowlistError("bank.example", "not allowed")
+    assert (exc.domain, exc.reason, str(exc)) == (
+        "bank.example",
+        "not allowed",
+        "bank.example: not allowed",
+    )
+    assert reason(exc) == "not allowed"
+    assert str(AllowlistError("", "needs --allow")) == "needs --allow"

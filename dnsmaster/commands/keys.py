@@ -1,7 +1,8 @@
 """``dnsmaster authorized-key`` and ``dnsmaster receiver-bundle``: a slave's set-up.
 
 ``authorized-key`` prints the ``authorized_keys`` line that restricts the master's
-key to the receiver (installed, or the bundle); ``receiver-bundle`` writes the
+key to the receiver (installed, or the bundle), and with ``--master`` to that
+master's own domains; ``receiver-bundle`` writes the
 receiver as one zipapp a slave's python3 runs without pip.
 """
 
@@ -12,11 +13,14 @@ import shlex
 import sys
 
 from dnsmaster.commands.common import usage_error
+from dnsmaster.core.confine import Allowlist, check_master_name, domain_text
+from dnsmaster.core.text import printable
+from dnsmaster.errors import AllowlistError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.fsutil import describe
 from dnsmaster.slave import bundle
 
-__all__ = ["authorized_key", "receiver_bundle"]
+__all__ = ["authorized_key", "forced_command", "receiver_bundle"]
 
 
 def authorized_key(args: argparse.Namespace) -> int:
@@ -44,13 +48,64 @@ def authorized_key(args: argparse.Namespace) -> int:
         if isinstance(receiver, str):
             return usage_error(receiver)
         command = [*receiver, "receive", "--root", str(args.root)]
+    confined = _confinement(args)
+    if isinstance(confined, str):
+        return usage_error(confined)
+    command += confined
     if args.keep is not None:
         command += ["--keep", str(args.keep)]
     if args.max_size is not None:
         command += ["--max-size", str(args.max_size)]
-    forced = " ".join(shlex.quote(w) for w in command).replace("\\", "\\\\").replace('"', '\\"')
-    sys.stdout.write(f'restrict,command="{forced}" {" ".join(words)}\n')
+    sys.stdout.write(f'restrict,command="{forced_command(command)}" {" ".join(words)}\n')
     return EXIT_OK
+
+
+def forced_command(argv: list[str]) -> str:
+    """``argv`` as the text of an authorized_keys ``command="..."`` option.
+
+    The words are quoted for the shell sshd runs the command with. sshd itself
+    reads one escape only, ``\\"`` for a quote, and keeps every other backslash as
+    it is (OpenSSH's opt_dequote), so a backslash (as in ``a\\056b.example``) is
+    written once, not doubled.
+    """
+    return " ".join(shlex.quote(w) for w in argv).replace('"', '\\"')
+
+
+def _confinement(args: argparse.Namespace) -> list[str] | str:
+    """The receiver's options that confine the key to its master's domains, or why
+    they are refused.
+
+    The domains go into the line as the receiver will read them (lowercase, odd
+    bytes as octal escapes), so the key line shows what the slave enforces.
+    """
+    if args.master is None:
+        if args.allow or args.excepts or args.allow_locations:
+            return (
+                "--allow, --except and --allow-locations confine a named master: "
+                "give --master NAME as well"
+            )
+        return []
+    if not args.allow:
+        return (
+            f"--master {printable(args.master)}: give the domains it may publish "
+            "as --allow DOMAIN (an unconfined master has no --master)"
+        )
+    try:
+        check_master_name(args.master)
+    except AllowlistError as exc:
+        return f"--master {exc}"
+    try:
+        allow = Allowlist.parse(args.allow, args.excepts, args.allow_locations)
+    except AllowlistError as exc:
+        return str(exc)
+    words = ["--master", args.master]
+    for labels in allow.allowed:
+        words += ["--allow", domain_text(labels)]
+    for labels in allow.excepted:
+        words += ["--except", domain_text(labels)]
+    if allow.locations:
+        words.append("--allow-locations")
+    return words
 
 
 def _receiver_command(text: str) -> list[str] | str:

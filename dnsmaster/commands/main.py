@@ -337,6 +337,34 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--keep", type=int, help="copies of data the slave keeps (default 10)")
     p.add_argument("--max-size", type=int, help="largest push the slave accepts, in bytes")
+    confined = p.add_argument_group(
+        "a confined master (a slave serving several masters, docs: Secondary DNS service)"
+    )
+    confined.add_argument(
+        "--master",
+        metavar="NAME",
+        help="the master's name on the slave (letters, digits, '_', '.', '-'); needs --allow",
+    )
+    confined.add_argument(
+        "--allow",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a domain the master may publish, and every name under it (repeatable)",
+    )
+    confined.add_argument(
+        "--except",
+        dest="excepts",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a sub-tree of an --allow domain that another master owns (repeatable)",
+    )
+    confined.add_argument(
+        "--allow-locations",
+        action="store_true",
+        help="the master may send %%-lines (client locations), which change every master's answers",
+    )
 
     p = sub.add_parser(
         "receiver-bundle",

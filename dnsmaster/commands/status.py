@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING, Any, TextIO
 
 from dnsmaster import config
 from dnsmaster.config import Config
+from dnsmaster.core.text import printable
 from dnsmaster.errors import ConfigError
 from dnsmaster.exits import (
     EXIT_OK,
@@ -229,15 +230,17 @@ def render_live(master: Master, found: Sequence[LiveSlave]) -> str:
     for s in found:
         lines.append(f"{s.name}: {s.verdict}: {s.reason}")
         ms = f" ({s.ssh_ms:.0f} ms)" if s.ssh_ms is not None else ""
+        # A slave serving several masters reports this master's own section.
+        named = f" as master {printable(s.master)}" if s.master is not None else ""
         if s.installed_sha256 is not None:
             lines.append(
                 f"  installed  serial {serial_text(s.installed_serial)} "
-                f"sha256 {s.installed_sha256[:16]}{ms}"
+                f"sha256 {s.installed_sha256[:16]}{named}{ms}"
             )
         elif s.ssh_error is not None:
             lines.append(f"  installed  ? ssh: {s.ssh_error}{ms}")
         else:
-            lines.append(f"  installed  ? (nothing it vouches for){ms}")
+            lines.append(f"  installed  ? (nothing it vouches for{named}){ms}")
         if s.served:
             answers = ", ".join(
                 f"{zone} {served}" if served is not None else f"{zone} ? ({error})"

@@ -357,8 +357,10 @@ class SlaveWorker:
         version = receiver.installed
         if self._holds is not None and (version is None or version.sha256 != self._holds.sha256):
             self._holds = None  # it has something else now: the archive may know it
+        # A shared slave reports this master's own part there, under the name it gives it.
+        named = {"master": receiver.master} if receiver.master is not None else {}
         if version is None:
-            log.info("status.none", slave=self.slave.name)
+            log.info("status.none", slave=self.slave.name, **named)
             # It vouches for nothing now (a pair lost by hand, say): push it again.
             self._update(installed_sha256=None, installed_serial=None)
             return True
@@ -373,6 +375,7 @@ class SlaveWorker:
             sha256=version.sha256[:16],
             current=is_current,
             receiver=version.version,
+            **named,
         )
         self._update(
             installed_sha256=version.sha256,

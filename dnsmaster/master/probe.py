@@ -20,9 +20,8 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.errors import SlaveError, reason
 from dnsmaster.master.health import serial_text
 from dnsmaster.master.pushing import channel_for
-from dnsmaster.protocol import SlaveVersion
 from dnsmaster.sshlib import asyncssh
-from dnsmaster.transport.channel import fetch_status
+from dnsmaster.transport.channel import Receiver, fetch_receiver
 from dnsmaster.transport.dns import SoaCheck, check_serials
 
 __all__ = ["LIVE_ZONES", "LiveSlave", "Master", "ask_all", "ask_slave", "read_master"]
@@ -52,6 +51,9 @@ class LiveSlave:
     installed_serial: int | None = None
     ssh_ms: float | None = None
     ssh_error: str | None = None
+    #: This master's name on a slave that serves several (its status says
+    #: ``master=NAME``; what it reports installed is this master's section there).
+    master: str | None = None
     #: (zone, expected, served or None, error or None) per zone asked
     served: tuple[tuple[str, int, int | None, str | None], ...] = ()
     dns_ms: float | None = None
@@ -70,18 +72,18 @@ def read_master(output: Path) -> Master:
 
 async def _ask_ssh(
     cfg: Config, slave: Slave, timeout: float
-) -> tuple[SlaveVersion | None, str | None, float]:
+) -> tuple[Receiver | None, str | None, float]:
     started = time.perf_counter()
     channel = channel_for(slave, cfg)
     try:
-        version = await fetch_status(channel, timeout, lambda *_: None)
+        receiver: Receiver | None = await fetch_receiver(channel, timeout, lambda *_: None)
         error = None
     except (OSError, TimeoutError, asyncssh.Error, SlaveError) as exc:
-        version, error = None, reason(exc)
+        receiver, error = None, reason(exc)
     finally:
         with contextlib.suppress(Exception):
             await channel.close()
-    return version, error, (time.perf_counter() - started) * 1000
+    return receiver, error, (time.perf_counter() - started) * 1000
 
 
 async def _ask_dns(
@@ -107,13 +109,15 @@ async def ask_slave(cfg: Config, slave: Slave, master: Master, timeout: float) -
 
     ssh_part = _ask_ssh(cfg, slave, timeout)
     dns_part = _ask_dns(slave, master.zones, timeout) if dns_wanted else no_dns()
-    (version, ssh_error, ssh_ms), (checks, dns_ms) = await asyncio.gather(ssh_part, dns_part)
+    (receiver, ssh_error, ssh_ms), (checks, dns_ms) = await asyncio.gather(ssh_part, dns_part)
+    version = receiver.installed if receiver is not None else None
     served = tuple((c.zone, c.expected, c.served, c.error) for c in checks)
     common: dict[str, Any] = {
         "installed_sha256": version.sha256 if version else None,
         "installed_serial": version.serial if version else None,
         "ssh_ms": ssh_ms,
         "ssh_error": ssh_error,
+        "master": receiver.master if receiver is not None else None,
         "served": served,
         "dns_ms": dns_ms,
     }

@@ -34,7 +34,7 @@ from dnsmaster.errors import ArchiveError, SlaveError, SlavePhase
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
 from dnsmaster.master.payload import NO_SMALLER_DELTA, Offer, Send, compressed, tries_for
-from dnsmaster.protocol import DELTA, EXIT_DELTA, EXIT_USAGE, receiver_reason
+from dnsmaster.protocol import DELTA, EXIT_DELTA, EXIT_USAGE, REFUSED_PREFIX, receiver_reason
 from dnsmaster.transport.channel import (
     MAX_OUTPUT_BYTES,
     MAX_OUTPUT_LINES,
@@ -58,6 +58,7 @@ __all__ = [
     "push_build",
     "push_one",
     "record_results",
+    "refused_line",
 ]
 
 
@@ -349,8 +350,32 @@ async def push_all(
     return list(await asyncio.gather(*(one(c) for c in channels)))
 
 
+def refused_line(line: str) -> tuple[str, str] | None:
+    """A line where a slave serving several masters names one line it refused:
+    ``refused zones.X:LINE: +www.bank.example: not in this master's allowlist
+    (a.example)`` gives (``zones.X:LINE``, the rest); None for any other line.
+
+    The receiver's own last line (``dnsmaster receive: refused: ...``) is not one:
+    it is the reason of the whole refusal, which the result carries.
+    """
+    if not line.startswith(_REFUSED_LINE) or line.startswith(REFUSED_PREFIX):
+        return None
+    where, sep, detail = line[len(_REFUSED_LINE) :].partition(": ")
+    if not sep or not where or not detail:
+        return None
+    return where, detail
+
+
+#: How the receiver starts each line of a push it refused line by line.
+_REFUSED_LINE = "refused "
+
+
 class PushLog:
     """Logs a push as it happens: ``push.line`` per slave line, then one result event.
+
+    A line the receiver refused (a name outside this master's allowlist on a slave
+    that serves several masters) is one ``push.refused_line`` error each, with its
+    ``source`` (``zones.X:LINE``), instead of a ``push.line``.
 
     A changed or unknown host key is logged at level critical (someone may pose as
     the slave; only an operator can decide), other failures at error. Output cut at
@@ -362,6 +387,13 @@ class PushLog:
         self._serial = serial
 
     def line(self, slave: str, stream: str, line: str, truncated: int = 0) -> None:
+        outside = refused_line(line)
+        if outside is not None:
+            # One event per offending line, so that each zones.X:LINE can be found
+            # and counted in the log, not only the first few the last line names.
+            where, detail = outside
+            self._logger.error("push.refused_line", slave=slave, source=where, detail=detail)
+            return
         if truncated:
             self._logger.info(
                 "push.line", slave=slave, stream=stream, line=line, truncated=truncated

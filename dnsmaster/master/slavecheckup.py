@@ -39,6 +39,12 @@ MAX_ZONES = 20
 #: limit, so that doctor judges a port as push does ("Banner line too long").
 _MAX_BANNER_LINE = 8192
 
+#: Words of the receiver's refusals that the fix depends on: a key line without
+#: ``--master`` on a root that serves named masters, and one with it on a root that
+#: holds a single master's data (which the slave's operator converts with --adopt).
+_CONFINED_ROOT = "serves confined masters"
+_ADOPT = "--adopt"
+
 #: Where a slave's tinydns root is named: the master cannot see it, only the slave's
 #: authorized_keys line says it.
 _ROOT = "the slave's root (the --root of the forced command in its authorized_keys)"
@@ -51,6 +57,9 @@ class SlaveFindings(Findings):
         super().__init__(f"slave {slave.name}")
         self.cfg = cfg
         self.slave = slave
+        #: This master's name on a slave that serves several (its status line's
+        #: ``master=``); its key line then needs ``--master NAME --allow DOMAIN``.
+        self.master: str | None = None
 
     @property
     def _where(self) -> str:
@@ -61,9 +70,15 @@ class SlaveFindings(Findings):
         key = self.slave.key or self.cfg.key
         return shlex.quote(f"{key}.pub") if key is not None else "MASTER_KEY.pub"
 
-    def authorized_key_fix(self, *, replace: bool = False) -> str:
+    def authorized_key_fix(self, *, replace: bool = False, confined: bool = False) -> str:
         where = f"~{self.slave.user}/.ssh/authorized_keys"
-        line = f"`dnsmaster authorized-key --pubkey {self.pubkey} --root SLAVE_ROOT` prints"
+        # On a slave that serves several masters each key line names its master and
+        # the domains it may publish (docs: Secondary DNS service).
+        named = shlex.quote(self.master) if self.master is not None else "NAME"
+        confine = f" --master {named} --allow DOMAIN" if confined or self.master else ""
+        line = (
+            f"`dnsmaster authorized-key --pubkey {self.pubkey} --root SLAVE_ROOT{confine}` prints"
+        )
         if replace:
             return f"on the slave, replace this key's line in {where} with the line that {line}"
         return f"on the slave, add to {where} the line that {line}"
@@ -125,7 +140,10 @@ class SlaveFindings(Findings):
             self.ok(f"login as {self.slave.user} accepted")
 
     def receiver_ok(self, fields: dict[str, str]) -> None:
-        said = [f"{k} {fields[k]}" for k in ("version", "protocol") if k in fields]
+        said = [
+            f"{k} {printable(fields[k])}" for k in ("version", "protocol", "master") if k in fields
+        ]
+        self.master = fields.get("master")
         self.ok(
             "receiver: dnsmaster receive answers status"
             + (f" ({', '.join(said)})" if said else " (it reports no version)")
@@ -158,7 +176,16 @@ class SlaveFindings(Findings):
             )
             return
         fix = "see the reason, on the slave"
-        if "does not exist" in exc.reason:
+        if _CONFINED_ROOT in exc.reason:
+            # A key line without --master, on a root that serves named masters.
+            fix = self.authorized_key_fix(replace=True, confined=True)
+        elif _ADOPT in exc.reason:
+            # A named master's key line, on a root that holds one unnamed master's data.
+            fix = (
+                f"on the slave, `dnsmaster receive --root SLAVE_ROOT {_ADOPT} NAME` makes the "
+                "master it serves now a named one (see the Secondary DNS service page)"
+            )
+        elif "does not exist" in exc.reason:
             fix = f"create {_ROOT}, owned by {self.slave.user}"
         elif "permission denied" in exc.reason:
             fix = f"chown {self.slave.user} {_ROOT}"

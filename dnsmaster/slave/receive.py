@@ -11,7 +11,12 @@ what is installed, and the protocol (:mod:`dnsmaster.protocol`) and version of
 this receiver, which the master checks on first contact.
 
 What it does to the tinydns root, under the root's lock (repair, refusals, the
-install of the pair, copies), is :mod:`dnsmaster.slave.root`.
+install of the pair, copies), is :mod:`dnsmaster.slave.root`. A key line with
+``--master NAME --allow DOMAIN...`` is one of several confined masters sharing the
+root: its pushes go to its own section and the merged pair
+(:mod:`dnsmaster.slave.confined`, :mod:`dnsmaster.slave.masters`). ``--masters``,
+``--remove-master`` and ``--adopt`` are the slave operator's commands
+(:mod:`dnsmaster.slave.operator`), refused through a key.
 
 One progress line per step goes to stdout and errors to stderr, so the master can
 log them as they come. This runs once per push on every slave: it imports no
@@ -22,8 +27,9 @@ a new import here must be added to :data:`dnsmaster.slave.bundle.MODULES`
 (tests/slave/test_bundle.py says so when it is not).
 
 Exit statuses: 0 done (``status`` also when nothing is installed); 1 data refused
-(incomplete, too large, does not compile, older than the installed build); 2 command
-refused (unknown command, bad arguments); 3 delta refused (not against the
+(incomplete, too large, does not compile, older than the installed build, outside
+the master's allowlist, overlapping another master's); 2 command refused (unknown
+command, bad arguments, a key that does not fit the root's kind); 3 delta refused (not against the
 installed data, malformed, or its result is not the build the trailer names: the
 master sends the full data instead); 111 system error.
 """
@@ -35,7 +41,7 @@ import io
 import os
 import sys
 import zlib
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, TextIO
@@ -43,8 +49,9 @@ from typing import BinaryIO, TextIO
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import delta as deltas
 from dnsmaster.core import stream
+from dnsmaster.core.confine import Allowlist
 from dnsmaster.core.text import printable
-from dnsmaster.errors import DeltaError
+from dnsmaster.errors import AllowlistError, DeltaError
 from dnsmaster.protocol import (
     COMMANDS,
     EXIT_SYSTEM,
@@ -55,6 +62,9 @@ from dnsmaster.protocol import (
     REFUSED_PREFIX,
     ZLIB,
 )
+from dnsmaster.slave.confined import OutsideAllowlist, install_confined, status_confined
+from dnsmaster.slave.masters import Confinement, SectionBroken, check_name
+from dnsmaster.slave.operator import adopt, list_masters, remove_master
 from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
 from dnsmaster.slave.root import NotInstalled, install_received, status
 
@@ -89,7 +99,87 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest data, bytes (trailer aside)"
     )
+    p.add_argument("--master", metavar="NAME", help="the confined master this key is")
+    p.add_argument(
+        "--allow",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a domain the master may publish (with --master; repeatable)",
+    )
+    p.add_argument(
+        "--except",
+        dest="excepts",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a sub-tree of an --allow that another master owns (repeatable)",
+    )
+    p.add_argument(
+        "--allow-locations",
+        action="store_true",
+        help="the master may send %% lines (locations shared by every master)",
+    )
+    operator = p.add_mutually_exclusive_group()
+    operator.add_argument(
+        "--masters", action="store_true", help="list the confined masters (on the slave only)"
+    )
+    operator.add_argument(
+        "--remove-master",
+        metavar="NAME",
+        help="drop a confined master's data from what is served (on the slave only)",
+    )
+    operator.add_argument(
+        "--adopt",
+        metavar="NAME",
+        help="make a single master's root serve it as confined master NAME (on the slave only)",
+    )
     return p
+
+
+def _confinement(args: argparse.Namespace) -> Confinement | None:
+    """The confined master the options name (None: unconfined); Usage when they do not
+    go together."""
+    name = args.master if args.adopt is None else args.adopt
+    if args.master is not None and (args.adopt or args.remove_master or args.masters):
+        raise Usage("--master is for a key line; --adopt, --remove-master and --masters are not")
+    confining = args.allow or args.excepts or args.allow_locations
+    if name is None:
+        if confining:
+            raise Usage("--allow, --except and --allow-locations need --master NAME")
+        return None
+    check_name(name)
+    if not args.allow:
+        if args.adopt is not None and not confining:
+            return None
+        option = "--master" if args.adopt is None else "--adopt"
+        raise Usage(f"{option} {name} needs --allow DOMAIN: a confined master has domains")
+    try:
+        allowlist = Allowlist.parse(args.allow, args.excepts, args.allow_locations)
+    except AllowlistError as exc:
+        raise Usage(str(exc)) from None
+    return Confinement(name, allowlist)
+
+
+def _operate(
+    args: argparse.Namespace, confinement: Confinement | None, env: Mapping[str, str], out: TextIO
+) -> bool:
+    """Run the slave operator's command the options name; whether there was one."""
+    if not (args.masters or args.remove_master is not None or args.adopt is not None):
+        return False
+    if "SSH_ORIGINAL_COMMAND" in env:
+        raise Usage(
+            "--masters, --remove-master and --adopt are the slave operator's: "
+            "run them on the slave, never through a key"
+        )
+    if args.masters:
+        for line in list_masters(args.root, out):
+            out.write(line + "\n")
+    elif args.remove_master is not None:
+        remove_master(args.root, args.remove_master, out)
+    else:
+        adopt(args.root, confinement, args.adopt, out)
+    return True
 
 
 def main(
@@ -109,11 +199,17 @@ def main(
     except SystemExit as exc:
         return EXIT_USAGE if exc.code else 0
     try:
+        confinement = _confinement(args)
+        if _operate(args, confinement, env, out):
+            return 0
         request = _command(env.get("SSH_ORIGINAL_COMMAND"))
         if args.keep < 1 or args.max_size < 1:
             raise Usage("--keep and --max-size must be at least 1")
         if request.verb == "status":
-            report = status(args.root, out)
+            if confinement is None:
+                report = status(args.root, out)
+            else:
+                report = status_confined(args.root, confinement.master, out)
             out.write(report.line() + "\n")
             if isinstance(report, NotInstalled) and report.reason is not None:
                 err.write(
@@ -131,10 +227,18 @@ def main(
                 force=request.force,
                 delta=request.verb == "delta",
                 compressed=request.compressed,
+                confinement=confinement,
             )
     except (Refused, Usage, DeltaRefused) as exc:
+        if isinstance(exc, OutsideAllowlist):
+            err.writelines(line + "\n" for line in exc.lines)
         err.write(f"{REFUSED_PREFIX}{exc}\n")
         return exc.status
+    except SectionBroken as exc:
+        # Another master's section, not this push, is at fault: the slave's operator
+        # must mend or remove it; the master retries meanwhile.
+        err.write(f"{FAILED_PREFIX}{exc}\n")
+        return EXIT_SYSTEM
     except OSError as exc:
         where = exc.filename or args.root
         err.write(f"{FAILED_PREFIX}{where}: {fsutil.describe(exc)}\n")
@@ -165,11 +269,18 @@ def push(
     force: bool = False,
     delta: bool = False,
     compressed: bool = False,
+    confinement: Confinement | None = None,
 ) -> None:
-    """Receive, verify, compile and install one push (of the data, or of a delta)."""
+    """Receive, verify, compile and install one push (of the data, or of a delta),
+    into a confined master's section when ``confinement`` names one."""
     content, body, trailer, edits = _received(
         source, out, max_size, delta=delta, compressed=compressed
     )
+    if confinement is not None:
+        install_confined(
+            root, confinement, content, body, trailer, out=out, edits=edits, keep=keep, force=force
+        )
+        return
     install_received(root, content, body, trailer, out, edits=edits, keep=keep, force=force)
 
 

@@ -51,23 +51,35 @@ from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, DeltaError, DnsmasterError, TinydnsDataError
 from dnsmaster.protocol import FORCE, SPEAKS
-from dnsmaster.slave.outcome import DeltaRefused, Refused, say
+from dnsmaster.slave.masters import MASTERS, known
+from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
 
 __all__ = [
+    "COPY",
     "Installed",
     "NotInstalled",
+    "NotRegular",
+    "can_write",
+    "cdb_doubt",
+    "copy_uncopied",
     "install_received",
     "keep_copy",
+    "open_regular",
     "prune",
+    "read_data",
+    "rebuild",
+    "refuse_older",
     "status",
+    "yes_no",
 ]
 
-_COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
+#: The name of a timestamped copy of ``data``.
+COPY = re.compile(r"data\.\d{4}-\d\d-\d\d\.\d{6}(\.\d{6})?")
 # The banner (``# dnsmaster serial N sources=...``) is well inside this.
 _HEAD = 256
 
 
-class _NotRegular(DnsmasterError):
+class NotRegular(DnsmasterError):
     """A name in the root that the receiver reads is not a regular file; the message
     says which and what it is."""
 
@@ -88,14 +100,14 @@ _KINDS = (
 )
 
 
-def _not_regular(path: Path, mode: int) -> _NotRegular:
+def _not_regular(path: Path, mode: int) -> NotRegular:
     kind = next((name for test, name in _KINDS if test(mode)), "not a plain file")
-    return _NotRegular(f"{path.name} is {kind}, not a regular file")
+    return NotRegular(f"{path.name} is {kind}, not a regular file")
 
 
 @contextlib.contextmanager
-def _open_regular(path: Path) -> Iterator[BinaryIO]:
-    """``path`` open for reading, if it is a regular file; else :class:`_NotRegular`.
+def open_regular(path: Path) -> Iterator[BinaryIO]:
+    """``path`` open for reading, if it is a regular file; else :class:`NotRegular`.
 
     Checked on the open descriptor, so nothing can swap the name in between.
     FileNotFoundError and other OSErrors propagate as they are.
@@ -123,12 +135,14 @@ class Installed:
     mtime: float
     #: Whether this receiver can write the root (a push would fail otherwise).
     writable: bool = True
+    #: The confined master whose section this is (None: the root's one master).
+    master: str | None = None
 
     def line(self) -> str:
         when = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(self.mtime))
         serial = "none" if self.serial is None else str(self.serial)
         fields = f"sha256={self.sha256} serial={serial} bytes={self.size} time={when}"
-        return f"status {fields} {SPEAKS} {_yes_no(self.writable)}"
+        return f"status {fields} {SPEAKS} {yes_no(self.writable)}{_of(self.master)}"
 
 
 @dataclass(frozen=True, slots=True)
@@ -141,17 +155,23 @@ class NotInstalled:
 
     reason: str | None = None
     writable: bool = True
+    master: str | None = None
 
     def line(self) -> str:
         what = "status none" if self.reason is None else "status none pair=unknown"
-        return f"{what} {SPEAKS} {_yes_no(self.writable)}"
+        return f"{what} {SPEAKS} {yes_no(self.writable)}{_of(self.master)}"
 
 
-def _yes_no(writable: bool) -> str:
+def yes_no(writable: bool) -> str:
     return f"writable={'yes' if writable else 'no'}"
 
 
-def _can_write(root: Path) -> bool:
+def _of(master: str | None) -> str:
+    # Protocol 3: a confined master's status says whose section it reports.
+    return "" if master is None else f" master={master}"
+
+
+def can_write(root: Path) -> bool:
     """Whether a file can be created in ``root`` now (what a push needs first).
 
     The probe is named like the temp files a killed push leaves, so a crash between
@@ -176,6 +196,13 @@ def _session(root: Path, out: TextIO) -> Iterator[str | None]:
         say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
 
     with fsutil.locked(root, on_wait=waiting):
+        if os.path.isdir(root / MASTERS):
+            # Under the lock: the first confined push makes masters/ under it too.
+            names = ", ".join(known(root)) or "none yet"
+            raise Usage(
+                f"this root serves confined masters ({names}): this key has no --master; "
+                "give it --master NAME --allow DOMAIN (dnsmaster authorized-key)"
+            )
         gone = fsutil.sweep_litter(root)
         if gone:
             names = ", ".join(printable(name) for name in gone[:5])
@@ -204,10 +231,10 @@ def _repair(root: Path, out: TextIO) -> str | None:
     if not fsutil.interrupted_install(root):
         return None
     try:
-        content, mtime = _read_data(root)
+        content, mtime = read_data(root)
     except FileNotFoundError:
         return "an install was cut short and there is no data to rebuild data.cdb from"
-    except _NotRegular as exc:
+    except NotRegular as exc:
         return f"an install was cut short and {exc}"
     try:
         recs = compile_text(content, 0)
@@ -237,12 +264,12 @@ def _replace_cdb(root: Path, recs: Records, mtime: int) -> None:
     fsutil.fsync_directory(root)
 
 
-def _read_data(root: Path) -> tuple[bytes, int]:
+def read_data(root: Path) -> tuple[bytes, int]:
     """The installed ``data`` and its mtime in seconds (tinydns-data's default serial).
 
-    Raises :class:`_NotRegular` when ``data`` is not a regular file.
+    Raises :class:`NotRegular` when ``data`` is not a regular file.
     """
-    with _open_regular(root / "data") as f:
+    with open_regular(root / "data") as f:
         return f.read(), os.fstat(f.fileno()).st_mtime_ns // 10**9
 
 
@@ -253,22 +280,22 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
     that tinydns is not serving from data.cdb.
     """
     with _session(root, out) as unmatched:
-        writable = _can_write(root)
+        writable = can_write(root)
         if unmatched is not None:
             return NotInstalled(unmatched, writable)
         path = root / "data"
         try:
-            with _open_regular(path) as f:
+            with open_regular(path) as f:
                 content = f.read()
                 st = os.fstat(f.fileno())
         except FileNotFoundError:
             if os.path.lexists(root / "data.cdb"):
                 return NotInstalled("data.cdb without data", writable)
             return NotInstalled(None, writable)
-        except _NotRegular as exc:
+        except NotRegular as exc:
             # Not data tinydns-data could build from: the next push replaces it.
             return NotInstalled(str(exc), writable)
-        doubt = _cdb_doubt(root, st.st_mtime_ns)
+        doubt = cdb_doubt(root, st.st_mtime_ns)
         if doubt is not None:
             return NotInstalled(doubt, writable)
     body, trailer = stream.split(content)
@@ -278,7 +305,7 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
     return Installed(sha, previous_serial(body[:_HEAD]), len(body), st.st_mtime, writable)
 
 
-def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
+def cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
     """Why data.cdb may not be the one built from a ``data`` of that mtime; None if it is.
 
     Cheap checks only (the journal covers our own installs): data.cdb is missing, not
@@ -286,12 +313,12 @@ def _cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
     where its own hash tables say it ends (cut short by a full disk, say).
     """
     try:
-        with _open_regular(root / "data.cdb") as f:
+        with open_regular(root / "data.cdb") as f:
             st = os.fstat(f.fileno())
             header = f.read(cdb.HEADER_SIZE)
     except FileNotFoundError:
         return "no data.cdb"
-    except _NotRegular as exc:
+    except NotRegular as exc:
         return str(exc)
     if st.st_mtime_ns < data_mtime_ns:
         return "data.cdb is older than data"
@@ -319,19 +346,19 @@ def install_received(
     with _session(root, out) as unmatched:
         try:
             if edits is not None:
-                body = _rebuild(root, edits)
+                body = rebuild(root, edits)
                 content = body + trailer.line()
                 say(out, f"rebuilt bytes={len(body)} sha256={trailer.sha256} from the delta")
             serial = previous_serial(body[:_HEAD])
             shown = serial if serial is not None else "none"
             if unmatched is not None:
                 say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
-            _copy_uncopied(root, out)
+            copy_uncopied(root, out)
             if unmatched is None and _already_installed(root, content):
                 say(out, "unchanged: data and data.cdb already installed")
             else:
                 if not force:
-                    _refuse_older(root, body, serial)
+                    refuse_older(root, body, serial)
                 copy = _install(root, content, trailer.sha256, out, shown)
                 say(out, "installed data and data.cdb")
                 if copy is not None:
@@ -348,7 +375,7 @@ def install_received(
     say(out, f"done sha256={trailer.sha256} serial={shown}")
 
 
-def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
+def rebuild(root: Path, edits: deltas.Delta) -> bytes:
     """The new ``data``: ``edits`` applied to the installed one, checked whole.
 
     The caller holds the lock, so the base cannot change between this check and
@@ -356,10 +383,10 @@ def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
     what ``status`` reported the sha256 of.
     """
     try:
-        installed, _ = _read_data(root)
+        installed, _ = read_data(root)
     except FileNotFoundError:
         raise DeltaRefused("delta: base mismatch: no data is installed") from None
-    except _NotRegular as exc:
+    except NotRegular as exc:
         raise DeltaRefused(f"delta: base mismatch: {exc}") from None
     body, trailer = stream.split(installed)
     try:
@@ -371,7 +398,7 @@ def _rebuild(root: Path, edits: deltas.Delta) -> bytes:
     return result
 
 
-def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
+def refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     """Refuse a build older than the installed one, or another build with its serial.
 
     dnsmaster gives every build a serial past the previous one, so an older serial
@@ -382,10 +409,10 @@ def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     banner (not built by dnsmaster) is not compared.
     """
     try:
-        with _open_regular(root / "data") as f:
+        with open_regular(root / "data") as f:
             installed_head = f.read(_HEAD)
-    except (FileNotFoundError, _NotRegular):
-        return  # no build there to compare with (_copy_uncopied said what is there)
+    except (FileNotFoundError, NotRegular):
+        return  # no build there to compare with (copy_uncopied said what is there)
     current = previous_serial(installed_head)
     if serial is None or current is None:
         return
@@ -393,7 +420,7 @@ def _refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     if newer(current, serial):
         raise Refused(f"build serial {serial} is older than the installed serial {current}; {hint}")
     if serial == current:
-        installed_body, installed_trailer = stream.split(_read_data(root)[0])
+        installed_body, installed_trailer = stream.split(read_data(root)[0])
         # Data edited by hand after its push (its trailer no longer matches) is not
         # another build: the push repairs it.
         edited = installed_trailer is None or installed_trailer.mismatch(installed_body)
@@ -472,7 +499,7 @@ def _compile(content: bytes) -> _Compiled:
     return _Compiled(packed.count, cdb.Packed(blob, tuple(packed.serials), packed.count))
 
 
-def _copy_uncopied(root: Path, out: TextIO) -> None:
+def copy_uncopied(root: Path, out: TextIO) -> None:
     """Give the installed ``data`` its copy if it has none (no other name).
 
     A run killed after its install but before its copy (the directory fsyncs in
@@ -524,7 +551,7 @@ def _already_installed(root: Path, content: bytes) -> bool:
 
     A push of what is installed (a re-push after SIGALRM, a restarted master) then
     changes nothing and costs no compile. Anything doubtful rebuilds: ``data``
-    differing by one byte, data.cdb doubtful (:func:`_cdb_doubt`), or data.cdb changed
+    differing by one byte, data.cdb doubtful (:func:`cdb_doubt`), or data.cdb changed
     after ``data`` was (its inode's ctime): an install renames data.cdb into place
     before ``data``, so that is a data.cdb replaced or rewritten by hand, an older
     build's, say, which the master sees served (stale) and pushes again for; only a
@@ -532,14 +559,14 @@ def _already_installed(root: Path, content: bytes) -> bool:
     interrupted install repaired.
     """
     try:
-        with _open_regular(root / "data") as f:
+        with open_regular(root / "data") as f:
             data = os.fstat(f.fileno())
             if f.read(len(content) + 1) != content:
                 return False
-        if _cdb_doubt(root, data.st_mtime_ns) is not None:
+        if cdb_doubt(root, data.st_mtime_ns) is not None:
             return False
         return os.lstat(root / "data.cdb").st_ctime_ns <= data.st_ctime_ns
-    except (OSError, _NotRegular):
+    except (OSError, NotRegular):
         return False
 
 
@@ -557,7 +584,7 @@ def prune(root: Path, keep: int) -> list[str]:
     copies = []
     with os.scandir(root) as entries:
         for entry in entries:
-            if _COPY.fullmatch(entry.name):
+            if COPY.fullmatch(entry.name):
                 st = entry.stat(follow_symlinks=False)
                 copies.append((st.st_mtime_ns, entry.name, st.st_ino))
     copies.sort()

@@ -270,11 +270,18 @@ def os_reason(exc: OSError) -> str:
 class Receiver:
     """What a slave's receiver said to ``status``: its protocol and version (None:
     not said, or a legacy slave, which is not asked) and the build it has installed
-    (None: none it vouches for)."""
+    (None: none it vouches for).
+
+    ``master`` is the name the slave's key line gives this master on a slave that
+    serves several (protocol 3, ``master=NAME``): ``installed`` is then this
+    master's own section there, not the merged data the slave's tinydns serves.
+    None: a slave of this master alone.
+    """
 
     protocol: int | None
     version: str | None
     installed: SlaveVersion | None
+    master: str | None = None
 
 
 async def fetch_status(
@@ -314,5 +321,8 @@ async def fetch_receiver(channel: SlaveChannel, timeout: float, on_line: LineSin
     check_receiver(slave.name, result.stdout)
     fields = status_fields(result.stdout) or {}
     return Receiver(
-        number(fields.get("protocol")), fields.get("version"), parse_status(result.stdout)
+        number(fields.get("protocol")),
+        fields.get("version"),
+        parse_status(result.stdout),
+        fields.get("master"),
     )

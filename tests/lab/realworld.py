@@ -97,6 +97,7 @@ __all__ = [
     "lab",
     "lab_account",
     "sealed",
+    "second_lab_account",
     "slaves",
     "ssh_keygen",
     "ssh_options",
@@ -109,6 +110,8 @@ STOP_TIMEOUT = 10.0
 
 #: The account the master logs in as when the tests run as root (see the module's doc).
 ACCOUNT = "dnsmaster-lab"
+#: The second account of a slave with one account per master (:func:`second_lab_account`).
+SECOND_ACCOUNT = "dnsmaster-lab2"
 ACCOUNT_HOME = Path("/var/lib/dnsmaster-lab")
 #: The GECOS field that marks the account as the lab's own: an account of that name
 #: without it belongs to someone else and is left alone.
@@ -235,18 +238,41 @@ def ssh_keygen(path: Path, comment: str) -> None:
 def lab_account() -> pwd.struct_passwd:
     """The account the master logs in to slaves as: the user running the tests, or,
     for root, ``dnsmaster-lab`` (made here the first time, like a slave's ``dnsslave``).
+    """
+    if os.geteuid() != 0:
+        return pwd.getpwuid(os.geteuid())
+    account = _system_account(ACCOUNT, "--user-group")
+    # Owned by root and 0755: sshd's StrictModes accepts it, the account cannot write it.
+    ACCOUNT_HOME.mkdir(mode=0o755, exist_ok=True)
+    os.chown(ACCOUNT_HOME, 0, 0)
+    ACCOUNT_HOME.chmod(0o755)
+    return account
+
+
+@functools.cache
+def second_lab_account() -> pwd.struct_passwd:
+    """A second slave account, ``dnsmaster-lab2``, whose primary group is the lab
+    account's: a slave with one account per master (the classic secondary DNS set-up)
+    lets each write the tinydns root through that group. Made the first time, with the
+    same care as :func:`lab_account`; root only."""
+    require_root("a second slave account")
+    first = lab_account()
+    return _system_account(SECOND_ACCOUNT, "--gid", str(first.pw_gid))
+
+
+def _system_account(name: str, *group: str) -> pwd.struct_passwd:
+    """The lab's system account ``name``, made by ``useradd`` (with the ``group``
+    options) unless it exists; refused when an account of that name is not the lab's.
 
     ``useradd --system`` would lock the account (``!`` as its password), and sshd with
     ``UsePAM no`` refuses a locked account even a key login: ``*`` unlocks it without
     giving it a password. Another test run may make it at the same moment, so a
     useradd that finds the name taken, or ``/etc/passwd`` locked, looks again.
     """
-    if os.geteuid() != 0:
-        return pwd.getpwuid(os.geteuid())
     useradd = [
         require("useradd", "passwd"),
         "--system",
-        "--user-group",
+        *group,
         "--shell",
         "/bin/sh",
         "--home-dir",
@@ -256,12 +282,12 @@ def lab_account() -> pwd.struct_passwd:
         ACCOUNT_COMMENT,
         "--password",
         "*",
-        ACCOUNT,
+        name,
     ]
     deadline = time.monotonic() + STARTUP_TIMEOUT
     while True:
         try:
-            account = pwd.getpwnam(ACCOUNT)
+            account = pwd.getpwnam(name)
             break
         except KeyError:
             pass
@@ -271,19 +297,15 @@ def lab_account() -> pwd.struct_passwd:
         # 9: the name is taken (by a run that just made it); 1 and 10: /etc/passwd or
         # /etc/group is locked by another useradd. Anything else, or for too long, fails.
         if proc.returncode not in (1, 9, 10) or time.monotonic() > deadline:
-            raise ComponentError(f"useradd {ACCOUNT} exited {proc.returncode}: {proc.stderr}")
+            raise ComponentError(f"useradd {name} exited {proc.returncode}: {proc.stderr}")
         time.sleep(0.1)
     wanted = (ACCOUNT_COMMENT, str(ACCOUNT_HOME), "/bin/sh")
     if account.pw_uid == 0 or (account.pw_gecos, account.pw_dir, account.pw_shell) != wanted:
         raise ComponentError(
-            f"account {ACCOUNT} exists but is not the test lab's "
+            f"account {name} exists but is not the test lab's "
             f"(uid {account.pw_uid}, {account.pw_gecos!r}, {account.pw_dir}, "
             f"{account.pw_shell}): the lab will not log in as someone else's account"
         )
-    # Owned by root and 0755: sshd's StrictModes accepts it, the account cannot write it.
-    ACCOUNT_HOME.mkdir(mode=0o755, exist_ok=True)
-    os.chown(ACCOUNT_HOME, 0, 0)
-    ACCOUNT_HOME.chmod(0o755)
     return account
 
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from dnsmaster import config
+from dnsmaster import __version__, config
 from dnsmaster.config import Config
-from dnsmaster.master.slavecheckup import check_slave
+from dnsmaster.errors import SlaveError
+from dnsmaster.master.slavecheckup import SlaveFindings, check_slave
 from tests.lab.daemonrun import config_text
 
 
@@ -45,3 +46,50 @@ class TestLocalSlave:
             f"FAIL slave l: root: {tmp_path / 'root'} is not a directory; "
             "fix: point root at a directory"
         ]
+
+
+class TestSharedSlave:
+    """The words of a slave that serves several masters, each named by its key line."""
+
+    def findings(self, tmp_path: Path) -> SlaveFindings:
+        cfg = _config(tmp_path)
+        return SlaveFindings(cfg, cfg.slaves[0])
+
+    def test_receiver_names_the_master(self, tmp_path: Path) -> None:
+        """Its status says master=NAME: doctor says so, and a key-line fix names it."""
+        found = self.findings(tmp_path)
+        found.receiver_ok({"protocol": "3", "version": __version__, "master": "a"})
+        assert [c.line() for c in found.checks] == [
+            f"OK   slave l: receiver: dnsmaster receive answers status (version {__version__}, "
+            "protocol 3, master a)"
+        ]
+        assert "--master a --allow DOMAIN` prints" in found.authorized_key_fix(replace=True)
+
+    def test_unnamed_key_on_a_root_of_named_masters(self, tmp_path: Path) -> None:
+        """The receiver refuses a key without --master there: the fix is a key line
+        that names this master and its domains."""
+        found = self.findings(tmp_path)
+        reason = "this root serves confined masters a, b: this key line names no --master"
+        found.receiver_failed(SlaveError("l", reason, 2, phase="status"), answered=False)
+        (check,) = found.checks
+        assert check.why == f"status failed: {reason}"
+        assert "replace this key's line" in (check.fix or "")
+        assert "--master NAME --allow DOMAIN` prints" in (check.fix or "")
+
+    def test_named_key_on_a_single_master_root(self, tmp_path: Path) -> None:
+        """A named master's key on a root that holds one unnamed master's data: the
+        slave's operator converts it first."""
+        found = self.findings(tmp_path)
+        reason = (
+            "this root holds a single master's data; a confined push would drop it: "
+            "dnsmaster receive --root ROOT --adopt NAME converts it"
+        )
+        found.receiver_failed(SlaveError("l", reason, 2, phase="status"), answered=False)
+        (check,) = found.checks
+        assert "dnsmaster receive --root SLAVE_ROOT --adopt NAME" in (check.fix or "")
+
+    def test_plain_slave_keeps_its_words(self, tmp_path: Path) -> None:
+        """No master= in the status: the key-line fix is the plain one, as before."""
+        found = self.findings(tmp_path)
+        found.receiver_ok({"protocol": "2", "version": __version__})
+        assert "--master" not in found.authorized_key_fix()

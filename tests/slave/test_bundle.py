@@ -28,6 +28,7 @@ from dnsmaster.core.stream import seal
 from dnsmaster.errors import SlaveError
 from dnsmaster.master.pushing import push_one
 from dnsmaster.protocol import (
+    EXIT_REFUSED,
     NEEDED,
     PROTOCOL,
     ReceiverOutdated,
@@ -306,6 +307,32 @@ class TestDebianPython:
         cdb = (root / "data.cdb").read_bytes()
         assert cdb == compile_data(sealed(data), installed.stat().st_mtime_ns // 10**9)
         assert cdb == tinydns_data_of(installed, tinydns_data_bin, tmp_path / "td")
+
+    def test_confined_push(
+        self, debian_python: str, pyz: Path, tmp_path: Path, tinydns_data_bin: str
+    ) -> None:
+        """Two confined masters through the bundle (pure Python, no accelerator): their
+        merged pair is what tinydns-data makes of the merged data; a line outside a
+        master's allowlist is refused, naming it."""
+        root = tmp_path / "root"
+        root.mkdir()
+        alpha = ("--master", "alpha", "--allow", "example.com")
+        beta = ("--master", "beta", "--allow", "example.net")
+        other = b".example.net:127.0.0.2:a\n+www.example.net:192.0.2.2\n"
+        net = assemble([compile_source("zones.n", other)], SERIAL).data
+        assert run_bundle(debian_python, pyz, root, "push", sealed(zone_data()), *alpha).status == 0
+        ran = run_bundle(debian_python, pyz, root, "push", sealed(net), *beta)
+        assert (ran.status, ran.err) == (0, "")
+        assert (root / "data").read_bytes().startswith(b"# dnsmaster merged masters=alpha,beta\n")
+        cdb = (root / "data.cdb").read_bytes()
+        assert cdb == tinydns_data_of(root / "data", tinydns_data_bin, tmp_path / "td")
+        ran = run_bundle(debian_python, pyz, root, "status", b"", *beta)
+        assert ran.out.rstrip().endswith(" master=beta")
+        before = (root / "data").read_bytes(), cdb
+        ran = run_bundle(debian_python, pyz, root, "push", sealed(zone_data(SERIAL + 1)), *beta)
+        assert ran.status == EXIT_REFUSED
+        assert ran.err.splitlines()[0].startswith("refused zones.x:1: ")
+        assert ((root / "data").read_bytes(), (root / "data.cdb").read_bytes()) == before
 
     @pytest.mark.parametrize(
         "vector",

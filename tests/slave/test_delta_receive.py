@@ -101,7 +101,7 @@ class TestDelta:
     def test_status_reports_protocol_2(self, root: Path) -> None:
         status, out, _ = run(root, "status")
         assert status == 0
-        assert " protocol=2 " in out
+        assert f" protocol={protocol.PROTOCOL} " in out
 
     def test_edited_by_hand_is_refused(self, root: Path) -> None:
         """The slave's data changed under the master: exit 3, nothing changed."""
