@@ -37,7 +37,7 @@ from dnsmaster.master.pushing import (
     push_one,
     record_results,
 )
-from dnsmaster.transport.channel import SlaveChannel
+from dnsmaster.transport.channel import Receiver, SlaveChannel
 from dnsmaster.transport.dns import SoaCheck, check_serials
 from dnsmaster.transport.hostkeys import file_signature
 
@@ -339,13 +339,11 @@ class SlaveWorker:
                 )
         except SlaveError as exc:
             await self.channel.close()
+            say = log.warning if exc.retryable else log.error
+            say("status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase)
             if exc.retryable:
-                log.warning(
-                    "status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase
-                )
                 self._update(result="failed", error=exc.reason, phase=exc.phase)
                 return False
-            log.error("status.failed", slave=self.slave.name, error=exc.reason, phase=exc.phase)
             # Pushing would fail the same way (a host key), or must not happen (a
             # receiver too old for this master, or no receiver at all).
             self._park(
@@ -357,10 +355,8 @@ class SlaveWorker:
         version = receiver.installed
         if self._holds is not None and (version is None or version.sha256 != self._holds.sha256):
             self._holds = None  # it has something else now: the archive may know it
-        # A shared slave reports this master's own part there, under the name it gives it.
-        named = {"master": receiver.master} if receiver.master is not None else {}
         if version is None:
-            log.info("status.none", slave=self.slave.name, **named)
+            _log_status(log, self.slave.name, receiver, None)
             # It vouches for nothing now (a pair lost by hand, say): push it again.
             self._update(installed_sha256=None, installed_serial=None)
             return True
@@ -368,15 +364,7 @@ class SlaveWorker:
         is_current = current is not None and current.sha256 == version.sha256
         if is_current:
             self._holds = current
-        log.info(
-            "status.installed",
-            slave=self.slave.name,
-            serial=version.serial,
-            sha256=version.sha256[:16],
-            current=is_current,
-            receiver=version.version,
-            **named,
-        )
+        _log_status(log, self.slave.name, receiver, is_current)
         self._update(
             installed_sha256=version.sha256,
             installed_serial=version.serial,
@@ -477,6 +465,25 @@ class SlaveWorker:
             **({"last_success": now} if verdict == "ok" else {}),
         )
         return verdict
+
+
+def _log_status(log: Any, slave: str, receiver: Receiver, current: bool | None) -> None:
+    """``status.none`` or ``status.installed`` (``current``: whether it is this build)."""
+    # A shared slave reports this master's own part there, under the name it gives it.
+    named = {"master": receiver.master} if receiver.master is not None else {}
+    version = receiver.installed
+    if version is None:
+        log.info("status.none", slave=slave, **named)
+        return
+    log.info(
+        "status.installed",
+        slave=slave,
+        serial=version.serial,
+        sha256=version.sha256[:16],
+        current=current,
+        receiver=version.version,
+        **named,
+    )
 
 
 def _after_push(current: Current, result: PushResult, failures: int, now: float) -> dict[str, Any]:
