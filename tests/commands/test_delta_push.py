@@ -26,6 +26,7 @@ from dnsmaster.core import delta
 from dnsmaster.core.stream import seal
 from dnsmaster.master.payload import Offer
 from dnsmaster.master.pushing import push_one
+from dnsmaster.protocol import PROTOCOL
 from dnsmaster.transport.ssh import SshChannel
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 
@@ -246,7 +247,7 @@ def test_protocol_1_receiver_gets_plain_data(lab: Lab, master: Master) -> None:
     wrapper.write_text(
         "#!/bin/sh\n"
         'if [ "$SSH_ORIGINAL_COMMAND" = status ]; then\n'
-        f'  "{lab.forced_command}" "$@" | sed "s/ protocol=2 / protocol=1 /"\n'
+        f'  "{lab.forced_command}" "$@" | sed "s/ protocol={PROTOCOL} / protocol=1 /"\n'
         "  exit 0\n"
         "fi\n"
         'case "$SSH_ORIGINAL_COMMAND" in push|"push --force") ;; *) exit 2 ;; esac\n'
@@ -303,7 +304,7 @@ def test_next_push_sends_its_delta_without_asking(lab: Lab, master: Master) -> N
     assert asked(first, a)
     record = json.loads((master.output / ".dnsmaster-builds" / "pushed").read_text())
     sha256 = hashlib.sha256(master.data()).hexdigest()
-    assert record["slaves"] == {a.name: {"sha256": sha256, "protocol": 2}}
+    assert record["slaves"] == {a.name: {"sha256": sha256, "protocol": PROTOCOL}}
     for www in ("192.0.2.2", "192.0.2.3"):
         master.write(www)
         events = master.push()
@@ -348,7 +349,7 @@ def test_receiver_that_lost_the_delta_verb_is_asked(lab: Lab, master: Master) ->
     wrapper.write_text(
         "#!/bin/sh\n"
         'if [ "$SSH_ORIGINAL_COMMAND" = status ]; then\n'
-        f'  "{lab.forced_command}" "$@" | sed "s/ protocol=2 / protocol=1 /"\n'
+        f'  "{lab.forced_command}" "$@" | sed "s/ protocol={PROTOCOL} / protocol=1 /"\n'
         "  exit 0\n"
         "fi\n"
         'case "$SSH_ORIGINAL_COMMAND" in push|"push --force") ;; *) exit 2 ;; esac\n'
