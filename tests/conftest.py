@@ -2,7 +2,8 @@
 
 Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
 strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
-(``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
+(``lab``, ``slaves``, ``private_lab``, from :mod:`tests.lab.shared`) or one of
+:data:`REAL_FIXTURES`.
 So do tests that start dnsmaster as a process (``daemon_process``, ``dnsmaster_cli``),
 and the long runs of property tests the unit lane samples (``thorough``).
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
@@ -12,6 +13,9 @@ still run the pure-core tests.
 Asking by fixture is also what marks a test ``real``: :func:`pytest_collection_modifyitems`
 reads each test's fixtures, so ``pytest -m "not real"`` is the quick unit lane and
 ``-m real`` the rest, with no marker to forget in a test module.
+
+A module's lab tests share one lab (reset between them, see :mod:`tests.lab.shared`),
+so they run on one xdist worker: the same hook groups them by module.
 
 Hypothesis runs with one profile, registered and loaded here; a test states only how
 many examples it wants.
@@ -37,8 +41,13 @@ if TYPE_CHECKING:
 # The lab helpers assert as tests do: rewritten, their failures say what was compared.
 pytest.register_assert_rewrite("tests.lab")
 
-# The lab (sshd, tinydns, the slave account) for every test that asks for it.
-pytest_plugins = ["tests.lab.realworld"]
+# The lab (sshd, tinydns, the slave account) for every test that asks for it, one per
+# test module.
+pytest_plugins = ["tests.lab.shared"]
+
+#: The fixture of a module's shared lab (tests/lab/shared.py), which cannot be
+#: imported from here: it imports this module.
+MODULE_LAB = "module_lab"
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
@@ -63,8 +72,10 @@ settings.load_profile("dnsmaster")
 #: another fixture, is marked ``real`` at collection.
 REAL_FIXTURES = frozenset(
     {
-        "lab",  # tests/lab/realworld.py: sshd, tinydns, the ssh client, root
+        "lab",  # tests/lab/shared.py: sshd, tinydns, the ssh client, root
         "slaves",
+        "module_lab",
+        "private_lab",
         "sshd_bin",
         "tinydns_data_bin",
         "strace_bin",
@@ -91,11 +102,16 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> Iterator[None]:
-    """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
+    """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES),
+    and group a module's tests that share its lab on one xdist worker.
 
     ``-m`` selects at collection, before any fixture runs, so the marker must come
     from the names a test asks for: here, before the selection. The ``path``
     fixture's accelerated half needs the accelerator; its pure half needs nothing.
+
+    ``--dist loadgroup`` keeps the tests of one ``xdist_group`` on one worker; the
+    group must be set here, before xdist's own hook reads it (this one wraps it).
+    Tests of the module that do not use the lab go wherever xdist sends them.
 
     After the selection, a property test whose long run (``NAME_thorough``) is
     also selected is left out: it is a sample of the same property, for the unit
@@ -107,6 +123,8 @@ def pytest_collection_modifyitems(
         params = getattr(getattr(item, "callspec", None), "params", {})
         if names & REAL_FIXTURES or params.get("path") == "accelerated":
             item.add_marker(real)
+        if MODULE_LAB in names:
+            item.add_marker(pytest.mark.xdist_group(f"lab:{item.nodeid.split('::')[0]}"))
     yield
     long_runs = {item.nodeid.replace("_thorough", "", 1) for item in items if is_long_run(item)}
     samples = [item for item in items if item.nodeid in long_runs and not is_long_run(item)]
