@@ -188,6 +188,9 @@ class SlaveAsNew:
                 was.put_back(path)
         # sshd reads its config and host key when it starts (authorized_keys at each
         # login): one that started with others is started again.
+        if self.sshd.port != self.port:
+            self.sshd.port = self.port
+            self.sshd.stop()
         if self.sshd.started_with != self.started_with:
             self.sshd.stop()
         if os.path.ismount(s.root):
