@@ -14,9 +14,6 @@ Asking by fixture is also what marks a test ``real``: :func:`pytest_collection_m
 reads each test's fixtures, so ``pytest -m "not real"`` is the quick unit lane and
 ``-m real`` the rest, with no marker to forget in a test module.
 
-A module's lab tests share one lab (reset between them, see :mod:`tests.lab.shared`),
-so they run on one xdist worker: the same hook groups them by module.
-
 Hypothesis runs with one profile, registered and loaded here; a test states only how
 many examples it wants.
 """
@@ -42,12 +39,8 @@ if TYPE_CHECKING:
 pytest.register_assert_rewrite("tests.lab")
 
 # The lab (sshd, tinydns, the slave account) for every test that asks for it, one per
-# test module.
+# test process, reset between tests.
 pytest_plugins = ["tests.lab.shared"]
-
-#: The fixture of a module's shared lab (tests/lab/shared.py), which cannot be
-#: imported from here: it imports this module.
-MODULE_LAB = "module_lab"
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
@@ -74,7 +67,7 @@ REAL_FIXTURES = frozenset(
     {
         "lab",  # tests/lab/shared.py: sshd, tinydns, the ssh client, root
         "slaves",
-        "module_lab",
+        "worker_lab",
         "private_lab",
         "sshd_bin",
         "tinydns_data_bin",
@@ -102,16 +95,11 @@ def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:
 def pytest_collection_modifyitems(
     config: pytest.Config, items: list[pytest.Item]
 ) -> Iterator[None]:
-    """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES),
-    and group a module's tests that share its lab on one xdist worker.
+    """Mark ``real`` every test that asks for a real component (see REAL_FIXTURES).
 
     ``-m`` selects at collection, before any fixture runs, so the marker must come
     from the names a test asks for: here, before the selection. The ``path``
     fixture's accelerated half needs the accelerator; its pure half needs nothing.
-
-    ``--dist loadgroup`` keeps the tests of one ``xdist_group`` on one worker; the
-    group must be set here, before xdist's own hook reads it (this one wraps it).
-    Tests of the module that do not use the lab go wherever xdist sends them.
 
     After the selection, a property test whose long run (``NAME_thorough``) is
     also selected is left out: it is a sample of the same property, for the unit
@@ -123,8 +111,6 @@ def pytest_collection_modifyitems(
         params = getattr(getattr(item, "callspec", None), "params", {})
         if names & REAL_FIXTURES or params.get("path") == "accelerated":
             item.add_marker(real)
-        if MODULE_LAB in names:
-            item.add_marker(pytest.mark.xdist_group(f"lab:{item.nodeid.split('::')[0]}"))
     yield
     long_runs = {item.nodeid.replace("_thorough", "", 1) for item in items if is_long_run(item)}
     samples = [item for item in items if item.nodeid in long_runs and not is_long_run(item)]

@@ -1,4 +1,4 @@
-"""The shared lab (tests/lab/shared.py): a module's tests get its slaves again, as new.
+"""The shared lab (tests/lab/shared.py): each test gets the same slaves again, as new.
 
 Each change below is one a test of the suite makes to its lab. The reset must put it
 back, and the check must see it when the reset did not: the check is what turns a
@@ -198,7 +198,7 @@ def test_a_change_left_fails_the_next_test(pytester: pytest.Pytester) -> None:
     result.stdout.fnmatch_lines(
         [
             "*ERROR at setup of test_next*",
-            "*the module's shared lab is not as new*",
+            "*the shared lab is not as new*",
             "*slave1: tinydns is not running*",
         ]
     )

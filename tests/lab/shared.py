@@ -1,28 +1,31 @@
-"""One lab per test module, put back as new between its tests.
+"""One lab per test process, put back as new between the tests that use it.
 
-Starting a lab's slave costs two host-key generations' worth of processes (a key
-pair, ``sshd -t``, sshd, tinydns) and the lab itself a client key and a run of
-``dnsmaster authorized-key``; a module of 17 lab tests paid that 17 times. Here the
-tests of one module share a :class:`SharedLab`: ``lab(n)`` hands out the module's
-slaves already running (starting more only when a test wants more than any test
-before it), and after each test :meth:`SharedLab.reset` puts back everything a test
-may change: the slaves' roots emptied, authorized_keys, host keys and sshd's config
-restored (sshd restarted if the key it serves is not the lab's), a stopped sshd or
-tinydns started again, the client key and known_hosts restored, and every file a
-test left in the lab's directory removed.
+Starting a lab costs a client key and a run of ``dnsmaster authorized-key`` (a
+Python start-up), and each slave a host key, ``sshd -t``, sshd and tinydns: about
+1.5 s a test on this machine, and a module of 17 lab tests paid it 17 times. Here
+the tests of one process (``-n 0``, or one xdist worker) share a :class:`SharedLab`:
+``lab(n)`` hands out slaves already running (starting more only when a test wants
+more than any test before it), and after each test :meth:`SharedLab.reset` puts back
+everything a test may change: the slaves' roots emptied, authorized_keys, host keys
+and sshd's config restored (sshd restarted if it did not start with the lab's), a
+stopped sshd or tinydns started again, the client key, known_hosts and the forced
+command restored, and every file a test left in the lab's directory removed.
 
 A reset is checked, not trusted: before each test :meth:`SharedLab.differences`
 compares the lab with what it was when new, and a difference fails that test,
-naming it, then the module goes on with a new lab. A change the reset does not know
-of fails the next test loudly rather than letting it pass on a lab that is not what
+naming it; the tests after it get a new lab. A change the reset does not know of
+fails the next test loudly rather than letting it pass on a lab that is not what
 it thinks.
 
 A test that cannot share (it closes the lab, or changes what no reset can put back)
 asks for ``private_lab`` instead: a fresh :class:`Lab` of its own, closed at its end.
 
-The tests of a module that shares a lab run on one xdist worker:
-``tests/conftest.py`` gives each an ``xdist_group`` named after the module, which
-``--dist loadgroup`` keeps together.
+Per process rather than per module: with pytest 9.2 and pytest-xdist 3.8,
+``--dist loadgroup`` no longer keeps an ``xdist_group`` on one worker
+(pytest-dev/pytest-xdist#1386: the group travels in the node ID, which pytest now
+builds from a structured ID), so a module's tests are spread over the workers in
+chunks, and a module-scoped lab would start again at every chunk. One lab per worker
+needs no grouping and starts once.
 """
 
 from __future__ import annotations
@@ -41,13 +44,13 @@ from tests.lab.realworld import STOP_TIMEOUT, ComponentError, Lab, Slave, Sshd, 
 
 __all__ = [
     "FileState",
-    "ModuleLab",
     "SharedLab",
     "SlaveAsNew",
+    "WorkerLab",
     "lab",
-    "module_lab",
     "private_lab",
     "slaves",
+    "worker_lab",
 ]
 
 
@@ -317,8 +320,8 @@ class SharedLab(Lab):
 
 
 @dataclass
-class ModuleLab:
-    """A test module's shared lab, started by the first test that asks for it."""
+class WorkerLab:
+    """This process's shared lab, started by the first test that asks for it."""
 
     link: Path
     current: SharedLab | None = field(default=None)
@@ -337,10 +340,10 @@ class ModuleLab:
                 self.current = None
 
 
-@pytest.fixture(scope="module")
-def module_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleLab]:
-    """The module's :class:`SharedLab`, through the ``lab`` fixture."""
-    shared = ModuleLab(tmp_path_factory.mktemp("lab") / "lab")
+@pytest.fixture(scope="session")
+def worker_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WorkerLab]:
+    """This process's :class:`SharedLab`, through the ``lab`` fixture."""
+    shared = WorkerLab(tmp_path_factory.mktemp("lab") / "lab")
     try:
         yield shared
     finally:
@@ -348,15 +351,15 @@ def module_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ModuleLab]:
 
 
 @pytest.fixture
-def lab(module_lab: ModuleLab) -> Iterator[SharedLab]:
-    """The module's lab, as new; call it (``lab(3)``) for slaves. Reset after the test."""
-    shared = module_lab.get()
+def lab(worker_lab: WorkerLab) -> Iterator[SharedLab]:
+    """The shared lab, as new; call it (``lab(3)``) for slaves. Reset after the test."""
+    shared = worker_lab.get()
     wrong = shared.differences()
     if wrong:
-        module_lab.discard()
+        worker_lab.discard()
         pytest.fail(
-            "the module's shared lab is not as new (a test before this one changed it "
-            "and the reset did not put it back; the module goes on with a new lab):\n  "
+            "the shared lab is not as new (a test before this one changed it and the "
+            "reset did not put it back; the tests after this one get a new lab):\n  "
             + "\n  ".join(wrong),
             pytrace=False,
         )
