@@ -2,7 +2,8 @@
 
 Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
 strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
-(``lab``, ``slaves``, from :mod:`tests.lab.realworld`) or one of :data:`REAL_FIXTURES`.
+(``lab``, ``slaves``, ``private_lab``, from :mod:`tests.lab.shared`) or one of
+:data:`REAL_FIXTURES`.
 So do tests that start dnsmaster as a process (``daemon_process``, ``dnsmaster_cli``),
 and the long runs of property tests the unit lane samples (``thorough``).
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
@@ -37,8 +38,9 @@ if TYPE_CHECKING:
 # The lab helpers assert as tests do: rewritten, their failures say what was compared.
 pytest.register_assert_rewrite("tests.lab")
 
-# The lab (sshd, tinydns, the slave account) for every test that asks for it.
-pytest_plugins = ["tests.lab.realworld"]
+# The lab (sshd, tinydns, the slave account) for every test that asks for it, one per
+# test process, reset between tests.
+pytest_plugins = ["tests.lab.shared"]
 
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
@@ -63,8 +65,10 @@ settings.load_profile("dnsmaster")
 #: another fixture, is marked ``real`` at collection.
 REAL_FIXTURES = frozenset(
     {
-        "lab",  # tests/lab/realworld.py: sshd, tinydns, the ssh client, root
+        "lab",  # tests/lab/shared.py: sshd, tinydns, the ssh client, root
         "slaves",
+        "worker_lab",
+        "private_lab",
         "sshd_bin",
         "tinydns_data_bin",
         "strace_bin",

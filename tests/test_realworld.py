@@ -199,8 +199,9 @@ def test_master_logs_in_as_the_slave_account(lab: Lab, slave: Slave) -> None:
     assert "User root from 127.0.0.1 not allowed" in slave.sshd.log_text()
 
 
-def test_lab_removes_its_directory(lab: Lab) -> None:
+def test_lab_removes_its_directory(private_lab: Lab) -> None:
     """close() removes the lab's directory, which the account could reach."""
+    lab = private_lab  # closed here: not the module's shared lab
     lab(1)
     assert lab.workdir.stat().st_mode & 0o005 == 0o005
     lab.close()
@@ -226,8 +227,9 @@ def test_installed_receiver(tmp_path: Path) -> None:
         lab.close()
 
 
-def test_lab_stops_everything(lab: Lab) -> None:
+def test_lab_stops_everything(private_lab: Lab) -> None:
     """close() stops every process it started, by PID."""
+    lab = private_lab  # closed here: not the module's shared lab
     two = lab(2)
     procs = [p for s in two for p in (s.sshd.proc, s.tinydns.proc)]
     assert all(p is not None and p.poll() is None for p in procs)

@@ -33,14 +33,14 @@ accelerator, run by the same interpreter. ``bin/dnsmaster`` in the lab's directo
 a one-line wrapper around either, so that authorized-key's ``--command`` line keeps
 the ``receive`` word by which :meth:`Slave.receivers` finds its processes.
 
-Usage: the fixtures come in with ``pytest_plugins``; import the names only for type
+Usage: the fixtures (``lab``, ``slaves``, ``private_lab``) are in
+:mod:`tests.lab.shared`, which shares one lab among a test module's tests, and come in
+with ``tests/conftest.py``'s ``pytest_plugins``; import the names only for type
 checking (a test module that imports this module first makes pytest warn that it
 cannot rewrite its asserts)::
 
     if TYPE_CHECKING:
         from tests.lab.realworld import Lab
-
-    pytest_plugins = ["tests.lab.realworld"]
 
     def test_push(lab: Lab) -> None:
         a, b = lab(2)
@@ -70,7 +70,6 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -81,7 +80,6 @@ import dns.message
 import dns.query
 import dns.rdatatype
 import dns.rrset
-import pytest
 
 import dnsmaster
 from dnsmaster.core.stream import seal
@@ -94,11 +92,9 @@ __all__ = [
     "Sshd",
     "Tinydns",
     "free_port",
-    "lab",
     "lab_account",
     "sealed",
     "second_lab_account",
-    "slaves",
     "ssh_keygen",
     "ssh_options",
 ]
@@ -374,6 +370,8 @@ class Sshd(_Server):
         self.authorized_keys = workdir / "authorized_keys"
         self.log = workdir / "sshd.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        #: The config and public host key the running sshd read when it started.
+        self.started_with: tuple[str, str] | None = None
         if not self.host_key.exists():
             ssh_keygen(self.host_key, f"sshd@{host}")
         self.authorized_keys.touch()
@@ -430,6 +428,8 @@ class Sshd(_Server):
         )
         if check.returncode != 0:
             raise ComponentError(f"sshd -t rejects {self.config}: {check.stderr.strip()}")
+        pub = self.host_key.with_name(self.host_key.name + ".pub")
+        self.started_with = (self.config.read_text(), pub.read_text())
         with self.log.open("ab") as log:
             self.proc = subprocess.Popen(
                 [self.binary, "-D", "-e", "-f", str(self.config)],
@@ -884,19 +884,3 @@ class Lab:
             shutil.rmtree(self.workdir, ignore_errors=True)
         if errors:
             raise errors[0]
-
-
-@pytest.fixture
-def lab(tmp_path: Path) -> Iterator[Lab]:
-    """A :class:`Lab` in tmp_path; call it (``lab(3)``) to start slaves."""
-    the_lab = Lab(tmp_path / "lab")
-    try:
-        yield the_lab
-    finally:
-        the_lab.close()
-
-
-@pytest.fixture
-def slaves(lab: Lab) -> list[Slave]:
-    """Three running slaves (127.0.1.N, each its own sshd and tinydns)."""
-    return lab(3)
