@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
-from dnsmaster import config
 from dnsmaster.commands.status import render_live
 from dnsmaster.config import Config
 from dnsmaster.master import probe
 from dnsmaster.protocol import SlaveVersion
 from dnsmaster.transport.channel import Receiver
-from tests.lab.daemonrun import config_text
+from tests.lab.daemonrun import in_process_config
 
 OURS = "a" * 64
 
@@ -24,16 +23,8 @@ OURS = "a" * 64
 def _config(tmp_path: Path) -> Config:
     zones = tmp_path / "zones"
     zones.mkdir()
-    path = tmp_path / "dnsmaster.toml"
-    path.write_text(
-        config_text(
-            zones=zones,
-            output=tmp_path,
-            state=tmp_path / "state.json",
-            slaves=[{"name": "l", "transport": "local", "root": str(tmp_path / "root")}],
-        )
-    )
-    return config.load(path)
+    local = {"name": "l", "transport": "local", "root": str(tmp_path / "root")}
+    return in_process_config(tmp_path, zones, tmp_path, local)
 
 
 def answering(receiver: Receiver) -> Any:

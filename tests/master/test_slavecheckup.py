@@ -6,26 +6,18 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
-from dnsmaster import __version__, config
+from dnsmaster import __version__
 from dnsmaster.config import Config
 from dnsmaster.errors import SlaveError
 from dnsmaster.master.slavecheckup import SlaveFindings, check_slave
-from tests.lab.daemonrun import config_text
+from tests.lab.daemonrun import in_process_config
 
 
 def _config(tmp_path: Path) -> Config:
     zones = tmp_path / "zones"
     zones.mkdir()
-    path = tmp_path / "dnsmaster.toml"
-    path.write_text(
-        config_text(
-            zones=zones,
-            output=tmp_path,
-            state=tmp_path / "state.json",
-            slaves=[{"name": "l", "transport": "local", "root": str(tmp_path / "root")}],
-        )
-    )
-    return config.load(path)
+    local = {"name": "l", "transport": "local", "root": str(tmp_path / "root")}
+    return in_process_config(tmp_path, zones, tmp_path, local)
 
 
 class TestLocalSlave:
