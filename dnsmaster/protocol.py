@@ -44,6 +44,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 from dnsmaster import __version__
 from dnsmaster.errors import SlaveError
@@ -66,6 +67,7 @@ __all__ = [
     "ZLIB",
     "ReceiverOutdated",
     "SlaveVersion",
+    "add_confinement_options",
     "check_receiver",
     "number",
     "parse_status",
@@ -246,3 +248,40 @@ def receiver_reason(stderr_last: str | None, exit_status: int | None) -> str:
         reason = reason[: _MAX_REASON - 3] + "..."
     short = f"exit {exit_status}" if exit_status is not None and exit_status >= 0 else status
     return f"{reason} ({short})"
+
+
+class _Options(Protocol):
+    """An argparse parser or argument group."""
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> Any: ...
+
+
+def add_confinement_options(options: _Options) -> None:
+    """The options that confine a master on a shared slave: ``authorized-key`` puts
+    them in the forced command and ``receive`` reads them back, so one definition
+    serves both (a parser or an argument group)."""
+    options.add_argument(
+        "--master",
+        metavar="NAME",
+        help="the master's name on the slave (letters, digits, '_', '.', '-'); needs --allow",
+    )
+    options.add_argument(
+        "--allow",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a domain the master may publish, and every name under it (repeatable)",
+    )
+    options.add_argument(
+        "--except",
+        dest="excepts",
+        metavar="DOMAIN",
+        action="append",
+        default=[],
+        help="a sub-tree of an --allow domain that another master owns (repeatable)",
+    )
+    options.add_argument(
+        "--allow-locations",
+        action="store_true",
+        help="the master may send %%-lines (client locations), which change every master's answers",
+    )

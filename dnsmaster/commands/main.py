@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsmaster import __version__
+from dnsmaster.protocol import add_confinement_options
 
 __all__ = ["COMMANDS", "DRY_RUNS", "Command", "main", "parser"]
 
@@ -340,31 +341,7 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     confined = p.add_argument_group(
         "a confined master (a slave serving several masters, docs: Secondary DNS service)"
     )
-    confined.add_argument(
-        "--master",
-        metavar="NAME",
-        help="the master's name on the slave (letters, digits, '_', '.', '-'); needs --allow",
-    )
-    confined.add_argument(
-        "--allow",
-        metavar="DOMAIN",
-        action="append",
-        default=[],
-        help="a domain the master may publish, and every name under it (repeatable)",
-    )
-    confined.add_argument(
-        "--except",
-        dest="excepts",
-        metavar="DOMAIN",
-        action="append",
-        default=[],
-        help="a sub-tree of an --allow domain that another master owns (repeatable)",
-    )
-    confined.add_argument(
-        "--allow-locations",
-        action="store_true",
-        help="the master may send %%-lines (client locations), which change every master's answers",
-    )
+    add_confinement_options(confined)
 
     p = sub.add_parser(
         "receiver-bundle",

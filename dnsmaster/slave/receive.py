@@ -61,6 +61,7 @@ from dnsmaster.protocol import (
     PROTOCOL,
     REFUSED_PREFIX,
     ZLIB,
+    add_confinement_options,
 )
 from dnsmaster.slave.confined import OutsideAllowlist, install_confined, status_confined
 from dnsmaster.slave.masters import Confinement, SectionBroken, check_name
@@ -99,27 +100,7 @@ def _parser() -> argparse.ArgumentParser:
     p.add_argument(
         "--max-size", type=int, default=DEFAULT_MAX_SIZE, help="largest data, bytes (trailer aside)"
     )
-    p.add_argument("--master", metavar="NAME", help="the confined master this key is")
-    p.add_argument(
-        "--allow",
-        metavar="DOMAIN",
-        action="append",
-        default=[],
-        help="a domain the master may publish (with --master; repeatable)",
-    )
-    p.add_argument(
-        "--except",
-        dest="excepts",
-        metavar="DOMAIN",
-        action="append",
-        default=[],
-        help="a sub-tree of an --allow that another master owns (repeatable)",
-    )
-    p.add_argument(
-        "--allow-locations",
-        action="store_true",
-        help="the master may send %% lines (locations shared by every master)",
-    )
+    add_confinement_options(p)
     operator = p.add_mutually_exclusive_group()
     operator.add_argument(
         "--masters", action="store_true", help="list the confined masters (on the slave only)"
