@@ -57,6 +57,7 @@ from tests.lab.realworld import Sshd, second_lab_account, ssh_keygen, ssh_option
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
+    from tests.lab.shared import SharedLab
 
 
 #: Every name either master publishes, and what the tests ask tinydns about them.
@@ -456,6 +457,16 @@ def shared(lab: Lab, two_masters: TwoMasters) -> Shared:
     """A slave whose account has a key line for each master; each has pushed once."""
     (slave,) = lab(1)
     return two_masters.get(lab, slave)
+
+
+def test_what_is_put_back_is_the_labs_to_undo(lab: SharedLab, shared: Shared) -> None:
+    """All that :class:`TwoMasters` puts back on the lab (the root's files, the key
+    lines) is what the lab's check looks at: a reset that left any of it would fail
+    the next test, as a test's own leftovers do."""
+    found = lab.differences()
+    name = shared.slave.name
+    assert f"{name}: authorized_keys differs from new (content, mode or owner)" in found
+    assert any(f.startswith(f"{name}: its root is not empty: ") for f in found), found
 
 
 # --------------------------------------------------------------------------- both served
