@@ -7,9 +7,8 @@ serving the merged pair, dnspython asking it, and each master ``dnsmaster push``
 The masters' commands run in the test's process (``dnsmaster.commands.main.main``,
 what ``python -m dnsmaster`` runs and exits with), except where the process itself
 is part of what is proved: each master's first push, the first round of pushes at
-once, the daemon.
-Each test starts from the slave as the first pushes left it, put back from a copy
-(:class:`TwoMasters`) rather than pushed again.
+once, the daemon. Each test starts from the slave as the first pushes left it, put
+back from a copy (:class:`TwoMasters`) rather than pushed again.
 
 The two customers: master ``a`` may publish ``a.example``; master ``b`` owns the
 parent ``example``, except ``a.example``, which the slave's operator declared a's
@@ -404,7 +403,7 @@ class TwoMasters:
     def get(self, lab: Lab, slave: Slave) -> Shared:
         """The two masters on ``slave``, as right after their first pushes."""
         if self.made is None or self.made.lab is not lab or self.made.slave is not slave:
-            self.made = None
+            self.made = None  # a make that fails leaves nothing to put back
             self.made = self.make(lab, slave)
         else:
             self.put_back(self.made)
