@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from dnsmaster.config import NotifyOptions, Secondary
+from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.master import wait
@@ -34,6 +35,7 @@ from dnsmaster.transport.notify import NotifyResult, notify
 __all__ = [
     "NOTIFY_PARALLEL",
     "Plan",
+    "announce",
     "carried",
     "feed",
     "notify_zones",
@@ -137,6 +139,18 @@ async def _notify_all(
         return result
 
     return list(await asyncio.gather(*(one(wire) for wire in p.notify)))
+
+
+async def announce(
+    secondaries: Sequence[Secondary], options: NotifyOptions, data: bytes, logger: Any
+) -> list[NotifyResult]:
+    """NOTIFY every secondary of every zone it carries in ``data`` (the build just
+    written to the output directory), without waiting for them to serve it: what
+    ``dnsmaster push`` by hand does (``push --wait --secondaries`` waits after)."""
+    serial = previous_serial(data[:200])
+    plans = [plan(s, data, serial, None) for s in secondaries]
+    found = await asyncio.gather(*(_notify_all(p, options, logger, serial) for p in plans))
+    return [result for results in found for result in results]
 
 
 def _served(pending: Sequence[SoaCheck]) -> int | None:
