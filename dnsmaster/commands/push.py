@@ -64,7 +64,7 @@ async def push_to_slaves(
     # secondaries are told now, beside the push, which never waits for them.
     results, _ = await asyncio.gather(
         pushing.push_build(cfg, slaves, found, logger),
-        secondaries.announce(cfg.secondaries, cfg.notify, found, logger),
+        secondaries.announce(cfg.secondaries, cfg.notify, found, logger, source=cfg.axfrdns.ip),
     )
     return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
 

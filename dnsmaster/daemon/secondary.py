@@ -74,6 +74,7 @@ class SecondaryFeeder:
             self.options,
             self.log,
             update=self._update,
+            source=cfg.axfrdns.ip,
             query_timeout=min(cfg.daemon.verify_timeout, 1.0),
         )
         self.served = current.data if final.result == "serving" else None

@@ -30,7 +30,7 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.master import wait
 from dnsmaster.master.state import SecondaryState
 from dnsmaster.transport.dns import SoaCheck
-from dnsmaster.transport.notify import NotifyResult, notify
+from dnsmaster.transport.notify import NotifyResult, notify, source_for
 
 __all__ = [
     "NOTIFY_PARALLEL",
@@ -103,7 +103,7 @@ def plan(secondary: Secondary, data: bytes, serial: int | None, before: bytes | 
 
 
 async def _notify_all(
-    p: Plan, options: NotifyOptions, logger: Any, serial: int | None
+    p: Plan, options: NotifyOptions, logger: Any, serial: int | None, source: str
 ) -> list[NotifyResult]:
     s = p.secondary
     limit = asyncio.Semaphore(NOTIFY_PARALLEL)
@@ -122,6 +122,7 @@ async def _notify_all(
                 timeout=options.timeout,
                 retries=options.retries,
                 on_sent=sent,
+                source=source_for(s.address, source),
             )
         if result.acked:
             logger.info(
@@ -142,14 +143,20 @@ async def _notify_all(
 
 
 async def announce(
-    secondaries: Sequence[Secondary], options: NotifyOptions, data: bytes, logger: Any
+    secondaries: Sequence[Secondary],
+    options: NotifyOptions,
+    data: bytes,
+    logger: Any,
+    *,
+    source: str = "",
 ) -> list[NotifyResult]:
     """NOTIFY every secondary of every zone it carries in ``data`` (the build just
     written to the output directory), without waiting for them to serve it: what
-    ``dnsmaster push`` by hand does (``push --wait --secondaries`` waits after)."""
+    ``dnsmaster push`` by hand does (``push --wait --secondaries`` waits after).
+    ``source`` as for :func:`feed`."""
     serial = previous_serial(data[:200])
     plans = [plan(s, data, serial, None) for s in secondaries]
-    found = await asyncio.gather(*(_notify_all(p, options, logger, serial) for p in plans))
+    found = await asyncio.gather(*(_notify_all(p, options, logger, serial, source) for p in plans))
     return [result for results in found for result in results]
 
 
@@ -165,6 +172,7 @@ async def feed(
     logger: Any,
     *,
     update: Callable[[SecondaryState], None],
+    source: str = "",
     query_timeout: float = 1.0,
     interval: float = wait.INTERVAL,
     max_interval: float = MAX_INTERVAL,
@@ -173,7 +181,8 @@ async def feed(
     the build (or ``options.confirm_timeout`` passes); how it ended.
 
     ``update`` is called with the state at each step (notifying, waiting or
-    failed, then serving or late); the last call's state is returned.
+    failed, then serving or late); the last call's state is returned. ``source``:
+    the address NOTIFY is sent from (``[axfrdns] ip``; "" for the kernel's choice).
     """
     s = p.secondary
     started = time.time()
@@ -197,7 +206,7 @@ async def feed(
         update(state)
         return state
     update(state)
-    results = await _notify_all(p, options, logger, p.serial)
+    results = await _notify_all(p, options, logger, p.serial, source)
     failures = [r for r in results if not r.acked]
     acked = len(results) - len(failures)
     if results and not acked:

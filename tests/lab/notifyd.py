@@ -35,6 +35,8 @@ class Received:
     id: int
     zone: str
     at: float
+    #: The address it came from.
+    source: str
 
 
 class NotifyResponder:
@@ -109,7 +111,7 @@ class NotifyResponder:
     def _notify(self, message: dns.message.Message, peer: tuple[str, int]) -> None:
         zone = message.question[0].name.to_text(omit_final_dot=True) if message.question else ""
         with self._changed:
-            self.received.append(Received(message.id, zone, time.monotonic()))
+            self.received.append(Received(message.id, zone, time.monotonic(), peer[0]))
             self._changed.notify_all()
         if self.drop > 0:
             self.drop -= 1

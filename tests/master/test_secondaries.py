@@ -4,12 +4,15 @@ against a dnspython responder on loopback (tests/lab/notifyd.py)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
 import dns.rcode
 import pytest
 
-from dnsmaster.config import NotifyOptions, Secondary
+from dnsmaster.commands.push import push_to_slaves
+from dnsmaster.config import NotifyOptions, Secondary, from_mapping
 from dnsmaster.core.fields import name_to_wire
+from dnsmaster.exits import EXIT_OK
 from dnsmaster.master.secondaries import carried, feed, notify_zones, plan, zone_text
 from dnsmaster.master.state import SecondaryState
 from tests.lab.notifyd import NotifyResponder
@@ -196,3 +199,44 @@ def test_no_zone_to_feed_fails_at_once() -> None:
     final = asyncio.run(run())
     assert final.result == "failed"
     assert final.error == "it carries no zone of the build"
+
+
+# -- push by hand ------------------------------------------------------------------------
+
+
+def test_push_by_hand_notifies_every_zone_and_waits_for_no_one(tmp_path: Path) -> None:
+    """``push`` without a daemon: each secondary is sent a NOTIFY per zone it carries
+    (a silent one fails, and the exit status does not change); none is waited for."""
+    output = tmp_path / "out"
+    output.mkdir()
+    built = data(a_example=5, b_example=5)
+    with NotifyResponder() as good, NotifyResponder(rcode=None) as mute:
+        cfg = from_mapping(
+            {
+                "zones": "zones",
+                "output": str(output),
+                "axfrdns": {"ip": "127.0.0.1"},
+                "notify": {"timeout": 0.02, "retries": 1},
+                "secondary": [
+                    {"name": "good", "address": good.address, "port": good.port},
+                    {
+                        "name": "mute",
+                        "address": mute.address,
+                        "port": mute.port,
+                        "zones": ["b.example"],
+                    },
+                ],
+            },
+            path=tmp_path / "dnsmaster.toml",
+        )
+        logger = Recorder()
+        status = asyncio.run(push_to_slaves(cfg, [], logger, built))
+    assert status == EXIT_OK
+    assert sorted(good.zones()) == ["a.example", "b.example"]
+    assert mute.zones() == ["b.example", "b.example"]
+    assert sorted(e["zone"] for e in found(logger, "notify.acked", secondary="good")) == [
+        "a.example",
+        "b.example",
+    ]
+    assert found(logger, "notify.failed", secondary="mute", zone="b.example", reason="no answer")
+    assert not logger.find("secondary.serving"), "push by hand does not wait for secondaries"
