@@ -10,8 +10,10 @@ but its own state. A feed is an errand of the daemon's (:mod:`dnsmaster.daemon.r
 ``daemon.idle`` follows its ``secondary.serving`` or ``secondary.late``.
 
 The zones notified are those whose serial differs from the build the secondary
-was last seen serving; when it never was (at start, after a reload, or when its
-last feed ended late or failed), every zone it carries.
+was last seen serving; when it never was (after a reload, or when its last feed
+ended late or failed), every zone it carries. At start, the state file the
+daemon wrote before says what each secondary served: one that served the build
+on disk is only asked again, not notified (a restart is no NOTIFY storm).
 """
 
 from __future__ import annotations
@@ -109,6 +111,16 @@ class Secondaries:
 
     def states(self) -> Sequence[SecondaryState]:
         return [f.state for f in self.feeders]
+
+    def resume(self, saved: Sequence[SecondaryState], current: Current | None) -> None:
+        """At start: each secondary that ``saved`` (the last state file) says served
+        ``current`` counts as serving it, so feeding it sends no NOTIFY."""
+        if current is None:
+            return
+        served = {s.name for s in saved if s.result == "serving" and s.serial == current.serial}
+        for feeder in self.feeders:
+            if feeder.secondary.name in served:
+                feeder.served = current.data
 
     def new_build(self, current: Current | None) -> None:
         """Feed ``current`` to every secondary, unless it was fed already."""
