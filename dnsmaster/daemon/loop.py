@@ -418,8 +418,6 @@ class Daemon:
     async def _serve(self) -> int:
         cfg = self.config
         stop = self.supervisor.stop_requested
-        # Read before the first write replaces what the last run left there.
-        saved = self._saved_secondaries()
         self.holds.discard_handoffs()
         self.holds.owner = True
         self._watcher = self._watch()
@@ -442,7 +440,7 @@ class Daemon:
                 self._serving = True
                 for worker in self.workers:
                     self._start_worker(worker)
-                self.secondaries.resume(saved, self.current)
+                self.secondaries.resume(self.current)
                 self.secondaries.new_build(self.current)
                 tasks.append(self.start(self.builds.loop(), "build"))
                 tasks.append(self.start(self.state_file.heartbeat(), "heartbeat"))
@@ -454,12 +452,6 @@ class Daemon:
             await self._watcher.stop()
             await self._shutdown(tasks)
         return self.supervisor.exit
-
-    def _saved_secondaries(self) -> tuple[statefile.SecondaryState, ...]:
-        """What the state file left by the last run says of the secondaries."""
-        with contextlib.suppress(OSError, ValueError):
-            return statefile.read(self.config.state).secondaries
-        return ()
 
     async def _shutdown(self, tasks: list[asyncio.Task[None]]) -> None:
         self.stopping = True

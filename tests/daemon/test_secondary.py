@@ -154,14 +154,12 @@ def test_a_restart_does_not_notify_what_was_served(tmp_path: Path) -> None:
             host = Host(config(tmp_path, of(responder, "good"), of(responder, "behind")))
             feeders = Secondaries(host, Recorder())
             current = build({"a.example": 7}, 7)
-            feeders.resume(
-                (
-                    SecondaryState("good", serial=7, result="serving"),
-                    SecondaryState("behind", serial=6, result="serving"),
-                    SecondaryState("gone", serial=7, result="serving"),
-                ),
-                current,
+            feeders.saved = (
+                SecondaryState("good", serial=7, result="serving"),
+                SecondaryState("behind", serial=6, result="serving"),
+                SecondaryState("gone", serial=7, result="serving"),
             )
+            feeders.resume(current)
             feeders.new_build(current)
             await host.settle()
             good, behind = feeders.states()
