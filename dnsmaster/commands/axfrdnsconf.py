@@ -32,9 +32,10 @@ from dnsmaster import config as configuration
 from dnsmaster import fsutil
 from dnsmaster.commands.serviceconf import BASE_PATH, Account
 from dnsmaster.config import Config
-from dnsmaster.core.axfrrules import Grant, grants, rules_text
+from dnsmaster.core.axfrrules import Grant, rules_text
 from dnsmaster.errors import ConfigError, ServiceConfError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.master.secondarycheckup import secondary_grants
 
 __all__ = ["MARK", "main", "make", "rules_for", "run_scripts", "update_rules"]
 
@@ -91,9 +92,8 @@ def _read(path: Path) -> str:
 def rules_for(cfg: Config) -> list[Grant]:
     """The grants the config's secondaries call for; ServiceConfError if the rules
     cannot say them (an IPv6 transfer address, a zone a rule cannot carry)."""
-    entries = [(s.transfer_from or (s.address,), s.zones) for s in cfg.secondaries]
     try:
-        return grants(entries, cfg.catalog)
+        return secondary_grants(cfg)
     except ValueError as exc:
         raise ServiceConfError(f"{cfg.path}: [[secondary]]: {exc}") from None
 

@@ -77,8 +77,13 @@ async def transfer(
             zone,
             f"the server closed the connection {got} (refused: its tcp rules or AXFR list)",
         ) from None
-    except ConnectionError as exc:
-        raise TransferError(where, zone, f"connection {exc.strerror or exc}") from None
+    except ConnectionRefusedError:
+        raise TransferError(where, zone, "connection refused: nothing listens there") from None
+    except ConnectionError:
+        # tcpserver resets a client its rules deny, as soon as it has read the query.
+        raise TransferError(
+            where, zone, "the server reset the connection (refused: its tcp rules or AXFR list)"
+        ) from None
     except OSError as exc:
         raise TransferError(where, zone, exc.strerror or str(exc)) from None
     except dns.exception.DNSException as exc:
