@@ -96,8 +96,18 @@ async def _read(
     serial: int | None = None
     records = 0
     while True:
-        size = int.from_bytes(await reader.readexactly(2), "big")
-        answer = dns.message.from_wire(await reader.readexactly(size), xfr=True, multi=True)
+        try:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            wire = await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            if serial is None:
+                raise
+            raise TransferError(
+                where,
+                name.to_text(True),
+                f"the server closed the connection after {records} records, before the closing SOA",
+            ) from None
+        answer = dns.message.from_wire(wire, xfr=True, multi=True)
         if answer.id != query.id or not answer.flags & dns.flags.QR:
             raise TransferError(where, name.to_text(True), "a message that answers another query")
         if answer.rcode() != dns.rcode.NOERROR:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -24,7 +25,11 @@ from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.master.checkup import Build, Check
-from dnsmaster.master.secondarycheckup import check_secondary, secondary_grants
+from dnsmaster.master.secondarycheckup import (
+    SecondaryCheckup,
+    check_secondary,
+    secondary_grants,
+)
 
 if TYPE_CHECKING:
     from tests.lab.axfrdns import Axfrdns
@@ -128,3 +133,69 @@ def test_secondary_not_answering(master: Master) -> None:
     assert soa, bad
     assert soa[0].startswith("FAIL")
     assert "example.com: no answer (timeout)" in soa[0]
+
+
+# -- without servers -------------------------------------------------------------------
+
+
+def unit_config(tmp_path: Path, secondary: str, service: Path | None = None) -> config.Config:
+    path = tmp_path / "dnsmaster.toml"
+    path.write_text(
+        'zones = "zones"\noutput = "out"\n[axfrdns]\nip = "192.0.2.53"\n'
+        + (f'service = "{service}"\n' if service else "")
+        + f'[[secondary]]\nname = "sec"\naddress = "192.0.2.7"\n{secondary}'
+    )
+    return config.load(path)
+
+
+def unit_build() -> Build:
+    data = assemble(
+        [compile_source("zones.example.com", b".example.com::ns1.example.com\n")], SERIAL
+    ).data
+    return Build(hashlib.sha256(data).hexdigest(), SERIAL, zone_serials(data))
+
+
+class TestWithoutServers:
+    def test_zone_not_in_data(self, tmp_path: Path) -> None:
+        """A configured zone the data lacks fails before anything is asked."""
+        cfg = unit_config(tmp_path, 'zones = ["example.com", "example.org"]\n')
+        check = SecondaryCheckup(cfg, cfg.secondaries[0], unit_build())
+        assert check._zones()
+        assert check.zones == {"example.com": SERIAL, "example.org": None}
+        (line,) = failed(check.group.checks)
+        assert "example.org: not in the master's data" in line
+
+    def test_every_zone_of_the_build(self, tmp_path: Path) -> None:
+        cfg = unit_config(tmp_path, "")
+        check = SecondaryCheckup(cfg, cfg.secondaries[0], unit_build())
+        assert check._zones()
+        assert check.zones == {"example.com": SERIAL}
+
+    def test_no_build(self, tmp_path: Path) -> None:
+        """Nothing built: a warning, and nothing asked."""
+        cfg = unit_config(tmp_path, "")
+        found = asyncio.run(check_secondary(cfg, cfg.secondaries[0], None, timeout=5))
+        assert [c.status for c in found] == ["WARN"]
+
+    def test_stale_rules_cdb(self, tmp_path: Path) -> None:
+        """tcp edited after tcp.cdb was compiled: tcpserver does not use it; fail."""
+        service = tmp_path / "axfrdns"
+        service.mkdir()
+        (service / "tcp.cdb").write_bytes(b"")
+        os.utime(service / "tcp.cdb", (1, 1))
+        cfg = unit_config(tmp_path, "", service)
+        (service / "tcp").write_text(rules_text(secondary_grants(cfg)))
+        check = SecondaryCheckup(cfg, cfg.secondaries[0], unit_build())
+        assert check._zones()
+        check._rules(service)
+        (line,) = failed(check.group.checks)
+        assert "tcp.cdb is older than tcp" in line
+
+    def test_rules_missing(self, tmp_path: Path) -> None:
+        cfg = unit_config(tmp_path, "", tmp_path / "nowhere")
+        check = SecondaryCheckup(cfg, cfg.secondaries[0], unit_build())
+        assert check._zones()
+        check._rules(tmp_path / "nowhere")
+        (line,) = failed(check.group.checks)
+        assert "cannot read" in line
+        assert "service-conf --axfrdns" in line
