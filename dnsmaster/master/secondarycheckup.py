@@ -8,8 +8,10 @@ build):
   fails);
 - the master's axfrdns (``[axfrdns] ip`` and ``port``) lets each zone be
   transferred: doctor does the AXFR itself, from the secondary's first transfer
-  address when this machine holds it (the rules then judge that address), from its
-  own address otherwise, and compares the serial axfrdns gives with the build's;
+  address when this machine holds it (the rules then judge that address), and
+  compares the serial axfrdns gives with the build's; otherwise from its own
+  address, which the rules should refuse (a refusal then proves that axfrdns
+  answers; the rules check judges the secondary's address);
 - when ``[axfrdns] service`` names the directory ``service-conf --axfrdns`` made,
   its ``tcp`` rules allow each transfer address each zone (read as tcpserver reads
   them), and ``tcp.cdb`` is not older than ``tcp``.
@@ -162,22 +164,30 @@ class SecondaryCheckup:
         ax = self.cfg.axfrdns
         wanted = transfer_addresses(self.secondary)[0]
         source = wanted if _holds(wanted) else None
-        how = f"as {wanted}" if source else "from this machine (it does not hold " + wanted + ")"
-        where = f"AXFR from axfrdns {ax.ip} port {ax.port} {how}"
+        if source is None:
+            where = f"AXFR from axfrdns {ax.ip} port {ax.port} from this machine"
+        else:
+            where = f"AXFR from axfrdns {ax.ip} port {ax.port} as {source}"
         for zone, serial in self.zones.items():
             if serial is None:
                 continue
             try:
                 done = await transfer(ax.ip, ax.port, zone, source=source, timeout=TRANSFER_TIMEOUT)
             except TransferError as exc:
-                fix = (
+                if source is None and exc.refused:
+                    # Expected: the rules let the secondaries in, not the master.
+                    self.group.ok(
+                        f"{where}: axfrdns answers, and refuses this machine as its rules "
+                        f"should (it cannot ask as {wanted}: the rules check judges that)"
+                    )
+                    return
+                self.group.fail(
+                    where,
+                    f"{zone}: {exc.reason}",
                     "run dnsmaster service-conf --axfrdns again after changing [[secondary]], "
                     "and check that axfrdns runs on [axfrdns] ip and port"
-                    if source
-                    else "check it from an address its rules allow; see the rules check"
-                )
-                (self.group.fail if source else self.group.warn)(
-                    where, f"{zone}: {exc.reason}", fix
+                    if exc.refused
+                    else "start the axfrdns service (see feeding.rst) on [axfrdns] ip and port",
                 )
                 continue
             if done.serial != serial:

@@ -76,13 +76,17 @@ async def transfer(
             where,
             zone,
             f"the server closed the connection {got} (refused: its tcp rules or AXFR list)",
+            refused=not exc.partial,
         ) from None
     except ConnectionRefusedError:
         raise TransferError(where, zone, "connection refused: nothing listens there") from None
     except ConnectionError:
         # tcpserver resets a client its rules deny, as soon as it has read the query.
         raise TransferError(
-            where, zone, "the server reset the connection (refused: its tcp rules or AXFR list)"
+            where,
+            zone,
+            "the server reset the connection (refused: its tcp rules or AXFR list)",
+            refused=True,
         ) from None
     except OSError as exc:
         raise TransferError(where, zone, exc.strerror or str(exc)) from None
@@ -112,7 +116,10 @@ async def _read(
             raise TransferError(where, name.to_text(True), "a message that answers another query")
         if answer.rcode() != dns.rcode.NOERROR:
             raise TransferError(
-                where, name.to_text(True), f"answered {dns.rcode.to_text(answer.rcode())}"
+                where,
+                name.to_text(True),
+                f"answered {dns.rcode.to_text(answer.rcode())}",
+                refused=answer.rcode() in (dns.rcode.REFUSED, dns.rcode.NOTAUTH),
             )
         for rrset in answer.answer:
             for rdata in rrset:

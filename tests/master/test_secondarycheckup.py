@@ -124,6 +124,24 @@ def test_address_not_in_rules(master: Master) -> None:
     assert "service-conf --axfrdns again" in rules[0]
 
 
+def test_transfer_address_elsewhere(master: Master) -> None:
+    """A transfer address this machine does not hold (the usual case): the transfer
+    from the master's own address is refused, as the rules should, and that is OK;
+    the rules check judges the secondary's address."""
+    cfg = load(
+        master,
+        "elsewhere",
+        f'address = "{master.server.address}"\nzones = ["example.com"]\n'
+        'transfer_from = ["192.0.2.7"]\n',
+    )
+    master.server.set_rules(rules_text(secondary_grants(cfg)))
+    found = checks(master, cfg)
+    assert failed(found) == []
+    lines = "\n".join(c.line() for c in found)
+    assert "from this machine: axfrdns answers, and refuses this machine" in lines
+    assert "allow 192.0.2.7" in lines
+
+
 def test_secondary_not_answering(master: Master) -> None:
     """A secondary that does not answer the SOA fails, named, with what to check."""
     cfg = load(master, "silent", GOOD.format(ip=SILENT))

@@ -81,19 +81,25 @@ def test_whole_zone_without_question_sections() -> None:
 
 
 @pytest.mark.parametrize(
-    ("answer", "words"),
+    ("answer", "words", "refused"),
     [
-        (None, "refused: its tcp rules or AXFR list"),  # closed or reset, as timing has it
-        (lambda q: axfrdns_like(q)[:2], "after 2 records, before the closing SOA"),
-        (lambda q: [message(q, ("www.example.com.", "A", "192.0.2.80"))], "start with the SOA"),
+        (None, "refused: its tcp rules or AXFR list", True),  # closed or reset, by timing
+        (lambda q: axfrdns_like(q)[:2], "after 2 records, before the closing SOA", False),
+        (
+            lambda q: [message(q, ("www.example.com.", "A", "192.0.2.80"))],
+            "start with the SOA",
+            False,
+        ),
     ],
     ids=["closed", "cut-short", "no-soa-first"],
 )
-def test_no_whole_zone(answer: Answer | None, words: str) -> None:
-    """A server that closes, cuts the zone short or starts elsewhere gives no zone."""
+def test_no_whole_zone(answer: Answer | None, words: str, refused: bool) -> None:
+    """A server that closes at once refuses; one that cuts the zone short or starts
+    elsewhere is broken: no zone either way, and the error tells which."""
     done = run_transfer(answer)
     assert isinstance(done, TransferError)
     assert words in done.reason
+    assert done.refused is refused
 
 
 def test_refused_by_rcode() -> None:
@@ -105,6 +111,7 @@ def test_refused_by_rcode() -> None:
     done = run_transfer(refused)
     assert isinstance(done, TransferError)
     assert done.reason == "answered REFUSED"
+    assert done.refused
 
 
 def test_other_id() -> None:
