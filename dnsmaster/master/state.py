@@ -39,6 +39,7 @@ __all__ = [
     "Pushed",
     "RequestAnswer",
     "RollbackState",
+    "SecondaryState",
     "SlaveState",
     "State",
     "Verified",
@@ -126,6 +127,32 @@ class SlaveState:
     #: that cannot is not retried until known_hosts changes, a new build or SIGHUP.
     phase: str | None = None
     retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryState:
+    """One standard secondary (``[[secondary]]``: BIND, NSD, Knot, a provider) as the
+    daemon last saw it: NOTIFY sent for the build's changed zones, then its SOA
+    asked until it serves the build's serial."""
+
+    name: str
+    #: The serial it should serve (the build's), None before the first build.
+    serial: int | None = None
+    #: How many zones it carries of the build.
+    zones: int = 0
+    #: When the first NOTIFY for the build went out.
+    notified: float | None = None
+    #: How many of its zones answered the NOTIFY.
+    acked: int = 0
+    #: The lowest serial it served of its zones when last asked (None: no answer yet).
+    serving: int | None = None
+    #: When it was first seen serving ``serial`` for every zone, and how long after
+    #: the first NOTIFY.
+    served_at: float | None = None
+    seconds: float | None = None
+    #: Why it failed or is late (``no answer to NOTIFY after 6 tries``, ``REFUSED``).
+    error: str | None = None
+    result: str = "notifying"  # notifying, waiting, serving, late, failed
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +282,8 @@ class State:
     #: for it (``dnsmaster rollback``, ``push --accept``) names it, and any other
     #: daemon discards the request instead of acting on it.
     instance: str | None = None
+    #: The standard secondaries (``[[secondary]]``), fed by NOTIFY apart from the slaves.
+    secondaries: tuple[SecondaryState, ...] = ()
 
 
 #: Where Linux says which boot this is: the same id means the same monotonic clock.
