@@ -131,28 +131,35 @@ class SlaveState:
 
 @dataclass(frozen=True, slots=True)
 class SecondaryState:
-    """One standard secondary (``[[secondary]]``: BIND, NSD, Knot, a provider) as the
-    daemon last saw it: NOTIFY sent for the build's changed zones, then its SOA
-    asked until it serves the build's serial."""
+    """One standard secondary (``[[secondary]]``) as the daemon last fed it.
+
+    ``result`` is ``notifying`` (NOTIFY sent for the zones whose serial changed,
+    not all answered yet), ``waiting`` (the NOTIFYs ended; its SOA is asked until
+    it serves ``serial``), ``serving`` (every zone it carries answers ``serial`` or
+    newer), ``late`` (``[notify] confirm_timeout`` passed first) or ``failed`` (no
+    zone of it to feed, or none of its NOTIFYs was answered and it never served
+    the serial); ``unknown`` before the first build is fed.
+    """
 
     name: str
-    #: The serial it should serve (the build's), None before the first build.
+    #: The serial it should serve: the build's (None: no build fed yet).
     serial: int | None = None
-    #: How many zones it carries of the build.
+    #: How many zones of the build it carries.
     zones: int = 0
-    #: When the first NOTIFY for the build went out.
+    #: When the NOTIFYs for this build were first sent (None: none needed or sent).
     notified: float | None = None
-    #: How many of its zones answered the NOTIFY.
+    #: How many of those NOTIFYs it acknowledged.
     acked: int = 0
-    #: The lowest serial it served of its zones when last asked (None: no answer yet).
+    #: The lowest serial it answered for its zones at the last question (None: no
+    #: answer yet).
     serving: int | None = None
-    #: When it was first seen serving ``serial`` for every zone, and how long after
-    #: the first NOTIFY.
+    #: When it was first seen serving ``serial`` for every zone.
     served_at: float | None = None
+    #: Seconds from the build's feed to ``served_at``.
     seconds: float | None = None
-    #: Why it failed or is late (``no answer to NOTIFY after 6 tries``, ``REFUSED``).
+    #: Why it is late or failed (the last NOTIFY's failure, or the SOA answer).
     error: str | None = None
-    result: str = "notifying"  # notifying, waiting, serving, late, failed
+    result: str = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -282,7 +289,7 @@ class State:
     #: for it (``dnsmaster rollback``, ``push --accept``) names it, and any other
     #: daemon discards the request instead of acting on it.
     instance: str | None = None
-    #: The standard secondaries (``[[secondary]]``), fed by NOTIFY apart from the slaves.
+    #: The standard secondaries, as fed from the current build (``[[secondary]]``).
     secondaries: tuple[SecondaryState, ...] = ()
 
 
