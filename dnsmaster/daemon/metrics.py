@@ -83,7 +83,7 @@ METRICS: dict[str, tuple[str, str]] = {
     ),
     "dnsmaster_secondary_serve_seconds": (
         "gauge",
-        "How long the secondary took from the first NOTIFY to serving the serial.",
+        "How long the secondary took to serve the current build's serial once fed it.",
     ),
 }
 

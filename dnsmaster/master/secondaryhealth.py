@@ -57,7 +57,7 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
     """
     name, build = sec.name, state.build
     how = f"read the daemon's notify.* and secondary.* events for {name}"
-    if build is None or sec.serial is None:
+    if build is None or sec.serial is None or sec.result == "unknown":
         return Finding(
             name,
             "unknown",
@@ -78,7 +78,7 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
             since,
         )
     if sec.result == "serving" or (sec.serving is not None and _newer_or_same(sec.serving, target)):
-        took = f", {sec.seconds:.1f} s after NOTIFY" if sec.seconds is not None else ""
+        took = f", in {sec.seconds:.1f} s" if sec.seconds is not None else ""
         return Finding(
             name, "ok", f"serves serial {serial_text(sec.serving or target)} ({zones}{took})"
         )

@@ -39,7 +39,7 @@ def make(*secondaries: SecondaryState, slaves: tuple[SlaveState, ...] = ()) -> S
 
 
 def serving(name: str = "nsd1", **changes: object) -> SecondaryState:
-    """A secondary seen serving the build's serial 1.5 s after the NOTIFY."""
+    """A secondary seen serving the build's serial 1.5 s after it was fed the build."""
     fields: dict[str, object] = {
         "name": name,
         "serial": SERIAL,
@@ -76,7 +76,7 @@ class TestJudge:
         """Serving the build's serial is ok, and says how fast it came."""
         f = judged(serving())
         assert (f.state, f.ok) == ("ok", True)
-        assert f.reason == f"serves serial {SERIAL} (2 zones, 1.5 s after NOTIFY)"
+        assert f.reason == f"serves serial {SERIAL} (2 zones, in 1.5 s)"
 
     def test_newer_serial_is_ok(self) -> None:
         """A serial past the build's (RFC 1982, across the wrap too) is ok, whatever
@@ -136,6 +136,7 @@ class TestJudge:
     def test_unknown(self) -> None:
         f = judged(SecondaryState("nsd1"))
         assert (f.state, f.reason) == ("unknown", "no build fed to it yet")
+        assert judged(serving(result="unknown")).state == "unknown"
         no_build = State(pid=1, updated=NOW, build=None, secondaries=(SecondaryState("x"),))
         assert judge_secondaries(no_build, now=NOW)[0].state == "unknown"
 
