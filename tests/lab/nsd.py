@@ -4,7 +4,8 @@ NSD runs in the foreground (``nsd -d``) as root with ``username: ""`` (no chroot
 user switch), on port 53 of its own 127.0.1.N address, with every file it keeps
 (zone files, pidfile, xfrd state, the transfer directory, its log) under a
 directory of the test's. Each zone asks its transfers from the master's axfrdns
-(``request-xfr``) and takes NOTIFY from the master (``allow-notify``).
+(``request-xfr``, from NSD's own address, which the rules must allow) and takes
+NOTIFY from the master (``allow-notify``).
 
 The refresh is pinned to one hour (``min-refresh-time`` = ``max-refresh-time``
 = 3600, whatever the SOA says), and the retry too: within a test, only a NOTIFY
@@ -128,6 +129,9 @@ class Nsd:
                 f"  name: {zone}",
                 f'  zonefile: "{zone}.zone"',
                 f"  request-xfr: AXFR {self.master}@{self.master_port} NOKEY",
+                # Its transfers leave from its own address, which the master's
+                # axfrdns rules allow (the kernel would pick 127.0.0.1).
+                f"  outgoing-interface: {self.address}",
                 f"  allow-notify: {self.notify_from} NOKEY",
                 f"  min-refresh-time: {REFRESH}",
                 f"  max-refresh-time: {REFRESH}",
