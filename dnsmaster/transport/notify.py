@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -29,7 +30,7 @@ import dns.rcode
 import dns.rdataclass
 import dns.rdatatype
 
-__all__ = ["NotifyResult", "backoff", "notify", "notify_message"]
+__all__ = ["NotifyResult", "backoff", "notify", "notify_message", "source_for"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,6 +61,17 @@ def notify_message(zone: str) -> dns.message.Message:
     message.set_opcode(dns.opcode.NOTIFY)
     message.flags = dns.flags.AA | dns.opcode.to_flags(dns.opcode.NOTIFY)
     return message
+
+
+def source_for(address: str, local: str) -> str | None:
+    """``local`` if it can send to ``address`` (the same IP family), else None."""
+    if not local:
+        return None
+    try:
+        same = ipaddress.ip_address(address).version == ipaddress.ip_address(local).version
+    except ValueError:
+        return None
+    return local if same else None
 
 
 class _Answers(asyncio.DatagramProtocol):
@@ -101,6 +113,7 @@ async def notify(
     timeout: float,
     retries: int,
     on_sent: Callable[[int, float], None] | None = None,
+    source: str | None = None,
 ) -> NotifyResult:
     """Send a NOTIFY for ``zone`` to ``address``:``port`` until it is answered.
 
@@ -111,6 +124,9 @@ async def notify(
         retries: how many times to send it again when no answer comes.
         on_sent: called after each datagram with its attempt (from 1) and how many
             seconds it waits for an answer (the caller logs ``notify.sent``).
+        source: the local address to send from (None: the kernel's choice). A
+            secondary takes NOTIFY from the master it transfers from: the
+            address axfrdns serves on, and only when of ``address``'s family.
 
     Returns:
         A :class:`NotifyResult`; it never raises for the network's sake.
@@ -120,7 +136,9 @@ async def notify(
     loop = asyncio.get_running_loop()
     try:
         transport, answers = await loop.create_datagram_endpoint(
-            _Answers, remote_addr=(address, port)
+            _Answers,
+            remote_addr=(address, port),
+            local_addr=(source, 0) if source is not None else None,
         )
     except OSError as exc:
         return NotifyResult(zone, False, 0, reason=f"cannot send: {exc.strerror or exc}")

@@ -47,6 +47,9 @@ class Published:
     def slave_states(self) -> Sequence[statefile.SlaveState]:
         return (statefile.SlaveState("ns2"),)
 
+    def secondary_states(self) -> Sequence[statefile.SecondaryState]:
+        return (statefile.SecondaryState("nsd1", serial=7, result="waiting"),)
+
 
 def build(serial: int) -> Current:
     data = f"Zexample.com:a::::{serial}\n".encode()
@@ -80,6 +83,7 @@ class TestSnapshot:
         assert snap.build is not None
         assert (snap.build.serial, snap.build.error) == (7, "zones.x:3: bad")
         assert [s.name for s in snap.slaves] == ["ns2"]
+        assert [(s.name, s.result) for s in snap.secondaries] == [("nsd1", "waiting")]
         assert (snap.instance, snap.boot_id) == (state_file.instance, state_file.boot_id)
         assert snap.held is None
         assert snap.rollback is None

@@ -15,7 +15,13 @@ import dns.opcode
 import dns.rcode
 import dns.rdatatype
 
-from dnsmaster.transport.notify import NotifyResult, backoff, notify, notify_message
+from dnsmaster.transport.notify import (
+    NotifyResult,
+    backoff,
+    notify,
+    notify_message,
+    source_for,
+)
 from tests.lab.notifyd import NotifyResponder
 
 #: Short waits: the responder is on loopback, and a silent one costs their sum.
@@ -131,3 +137,27 @@ def test_nobody_listening_is_no_answer() -> None:
     assert result.attempts == 2
     assert result.reason is not None
     assert result.reason.startswith("no answer")
+
+
+def test_sent_from_the_address_asked() -> None:
+    """A secondary takes NOTIFY from the address it transfers from (``[axfrdns] ip``)."""
+    with NotifyResponder() as responder:
+
+        async def run() -> NotifyResult:
+            return await notify(
+                responder.address,
+                responder.port,
+                "example.com",
+                timeout=TIMEOUT,
+                retries=0,
+                source="127.0.0.2",
+            )
+
+        assert asyncio.run(run()).acked
+    assert [r.source for r in responder.received] == ["127.0.0.2"]
+
+
+def test_source_only_of_the_same_family() -> None:
+    assert source_for("192.0.2.7", "192.0.2.53") == "192.0.2.53"
+    assert source_for("2001:db8::7", "192.0.2.53") is None
+    assert source_for("192.0.2.7", "") is None

@@ -1,0 +1,144 @@
+"""The daemon's feeders in process: one feed per new build, a newer build cancels an
+older feed, only changed zones after a feed that ended serving, and a reload's
+secondaries added, changed and removed. The secondaries are dnspython responders
+on loopback (tests/lab/notifyd.py); the host is a stand-in for the daemon."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import hashlib
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from dnsmaster.config import Config, NotifyOptions, Secondary
+from dnsmaster.daemon.secondary import Secondaries
+from dnsmaster.daemon.worker import Current
+from tests.lab.notifyd import NotifyResponder
+from tests.lab.recorder import Recorder
+
+FAST = NotifyOptions(timeout=0.05, retries=1, confirm_timeout=5.0)
+
+
+def build(serials: dict[str, int], serial: int) -> Current:
+    text = "".join(f"Z{z}:ns.{z}:hostmaster.{z}:{s}\n" for z, s in serials.items())
+    data = text.encode()
+    return Current(data, hashlib.sha256(data).hexdigest(), serial, None, 0.0, {})
+
+
+class Host:
+    """What a feeder needs of the daemon: its config, current build, and tasks."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.current: Current | None = None
+        self.saves = 0
+        self.tasks: list[asyncio.Task[None]] = []
+
+    def save_state(self, *, now: bool = False) -> None:
+        self.saves += 1
+
+    def start(
+        self, coro: Coroutine[Any, Any, None], name: str, *, forever: bool = True
+    ) -> asyncio.Task[None]:
+        task = asyncio.create_task(coro, name=name)
+        self.tasks.append(task)
+        return task
+
+    async def settle(self) -> None:
+        """Until every feed started so far has ended (cancelled ones included)."""
+        while pending := [t for t in self.tasks if not t.done()]:
+            await asyncio.wait(pending)
+
+
+def config(tmp_path: Path, *secondaries: Secondary, notify: NotifyOptions = FAST) -> Config:
+    return Config(
+        path=tmp_path / "dnsmaster.toml",
+        zones=tmp_path,
+        output=tmp_path,
+        state=tmp_path / "state.json",
+        secondaries=secondaries,
+        notify=notify,
+    )
+
+
+def of(responder: NotifyResponder, name: str) -> Secondary:
+    return Secondary(name, responder.address, responder.port)
+
+
+def test_each_build_fed_once_and_only_changed_zones_after_serving(tmp_path: Path) -> None:
+    with NotifyResponder(soa={"a.example": 7, "b.example": 7}) as good:
+
+        async def run() -> None:
+            host = Host(config(tmp_path, of(good, "good")))
+            feeders = Secondaries(host, Recorder())
+            first = build({"a.example": 7, "b.example": 7}, 7)
+            feeders.new_build(first)
+            feeders.new_build(first)  # the same build woken again: nothing more
+            await host.settle()
+            assert len(host.tasks) == 1
+            assert sorted(good.zones()) == ["a.example", "b.example"]
+            (state,) = feeders.states()
+            assert (state.result, state.serial) == ("serving", 7)
+            good.soa["a.example"] = 8
+            feeders.new_build(build({"a.example": 8, "b.example": 7}, 8))
+            await host.settle()
+            assert good.zones()[2:] == ["a.example"], "b.example kept serial 7"
+            assert feeders.states()[0].result == "serving"
+
+        asyncio.run(run())
+
+
+def test_a_newer_build_cancels_the_feed_under_way(tmp_path: Path) -> None:
+    with NotifyResponder(rcode=None) as mute:
+
+        async def run() -> None:
+            host = Host(config(tmp_path, of(mute, "mute")))
+            log = Recorder()
+            feeders = Secondaries(host, log)
+            feeders.new_build(build({"a.example": 1}, 1))
+            await asyncio.to_thread(mute.wait_count, 1)
+            feeders.new_build(build({"a.example": 2}, 2))
+            first, _ = host.tasks
+            await asyncio.wait({first})
+            assert first.cancelled()
+            await log.wait("notify.sent", 2)
+            assert feeders.states()[0].serial == 2
+            await feeders.stop()
+            assert all(t.done() for t in host.tasks)
+            assert not log.find("secondary.late"), "cancelled, never judged"
+
+        asyncio.run(run())
+
+
+def test_reload_adds_changes_and_removes(tmp_path: Path) -> None:
+    with NotifyResponder(soa={"a.example": 3}) as one, NotifyResponder(soa={"a.example": 3}) as two:
+
+        async def run() -> None:
+            old = config(tmp_path, of(one, "kept"), of(one, "changed"), of(one, "gone"))
+            host = Host(old)
+            log = Recorder()
+            feeders = Secondaries(host, log)
+            host.current = build({"a.example": 3}, 3)
+            feeders.new_build(host.current)
+            await host.settle()
+            kept = feeders.feeders[0]
+            new = dataclasses.replace(
+                old, secondaries=(of(one, "kept"), of(two, "changed"), of(two, "added"))
+            )
+            await feeders.reconfigure(old, new)
+            await host.settle()
+            assert [f.secondary.name for f in feeders.feeders] == ["kept", "changed", "added"]
+            assert feeders.feeders[0] is kept, "an unchanged secondary keeps its feeder"
+            assert {e["secondary"] for e in log.find("secondary.stopped")} == {"changed", "gone"}
+            assert {e["secondary"] for e in log.find("secondary.started")} == {"changed", "added"}
+            assert two.zones() == ["a.example", "a.example"], "both new ones fed at once"
+            assert [s.result for s in feeders.states()] == ["serving"] * 3
+            # [notify] changed: every feeder starts again.
+            slower = dataclasses.replace(new, notify=dataclasses.replace(FAST, retries=2))
+            await feeders.reconfigure(new, slower)
+            assert all(f.options == slower.notify for f in feeders.feeders)
+            await host.settle()
+
+        asyncio.run(run())
