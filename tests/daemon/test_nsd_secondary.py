@@ -20,7 +20,11 @@ from __future__ import annotations
 
 import contextlib
 import io
+import json
+import os
 import socket
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -29,9 +33,10 @@ import pytest
 
 from dnsmaster.commands.main import main
 from dnsmaster.core.axfrrules import grants, rules_text
+from dnsmaster.core.banner import previous_serial
 from dnsmaster.master import state as statefile
 from tests.lab.axfrdns import Axfrdns
-from tests.lab.daemonrun import DaemonProcess, config_text, toml_value
+from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text, toml_value
 from tests.lab.nsd import Nsd
 from tests.lab.realworld import release_dns_address, take_dns_address
 from tests.lab.site import DEBOUNCE, NO_GUARD, TIMEOUT, example_com, make_zones, write
@@ -62,10 +67,12 @@ class Site:
         self.config.write_text(self.config_text())
         self.daemon = DaemonProcess(self.config)
 
-    def config_text(self) -> str:
+    def config_text(self, *names: str) -> str:
+        """The site's configuration, with only the secondaries ``names`` (default: both)."""
         secondaries = [
-            ("nsd1", self.nsd.address),
-            ("silent", self.silent_address),
+            (name, address)
+            for name, address in (("nsd1", self.nsd.address), ("silent", self.silent_address))
+            if not names or name in names
         ]
         extra = [
             "\n[axfrdns]",
@@ -230,3 +237,35 @@ def test_nsd_down_then_back_catches_up(site: Site) -> None:
     assert acked["attempt"] >= 3
     daemon.wait("secondary.serving", mark, timeout=TIMEOUT, secondary="nsd1", serial=serial)
     assert site.nsd.soa_serial("example.com") == serial
+
+
+@pytest.mark.usefixtures("dnsmaster_cli")
+def test_push_wait_secondaries_waits_for_nsd(site: Site) -> None:
+    """push --wait --secondaries returns once NSD serves the build, not before.
+
+    The push hands the build to the running daemon, which notifies NSD; the command
+    (with a configuration naming NSD alone: the silent one would never come) then
+    asks NSD's SOA as it asks the slaves' until it serves the serial.
+    """
+    config = site.config.with_name("nsd-only.toml")
+    config.write_text(site.config_text("nsd1"))
+    write(site.zones / "zones.example.com", example_com("192.0.2.34"))
+    argv = ["push", "--wait", "--secondaries", "--timeout", "30", "--config", str(config)]
+    proc = subprocess.run(
+        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
+        capture_output=True,
+        text=True,
+        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+        timeout=120,
+        check=False,
+    )
+    serial = previous_serial((site.output / "data").read_bytes()[:200])
+    # Asked the moment it returns: no polling here, the command waited.
+    served = site.nsd.soa_serial("example.com")
+    assert proc.returncode == 0, proc.stderr
+    assert served == serial
+    answer = site.nsd.query("www.example.com", "A")
+    assert [rd.to_text() for rrset in answer.answer for rd in rrset] == ["192.0.2.34"]
+    events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
+    start = next(e for e in events if e["event"] == "wait.start")
+    assert (start["serial"], start["secondaries"]) == (serial, 1)
