@@ -21,7 +21,7 @@ from pathlib import Path
 
 from dnsmaster import fsutil
 from dnsmaster.master.health import SLAVE_STATES, judge_slave
-from dnsmaster.master.secondaryhealth import judge_secondary
+from dnsmaster.master.secondaryhealth import SECONDARY_STATES, judge_secondary
 from dnsmaster.master.state import State
 
 __all__ = ["METRICS", "render", "write"]
@@ -76,6 +76,10 @@ METRICS: dict[str, tuple[str, str]] = {
     "dnsmaster_secondary_ok": (
         "gauge",
         "1 when the secondary serves the current build's serial, else 0.",
+    ),
+    "dnsmaster_secondary_state": (
+        "gauge",
+        "1 for the secondary's state as dnsmaster status names it, 0 for the others.",
     ),
     "dnsmaster_secondary_serial": (
         "gauge",
@@ -138,6 +142,8 @@ def render(state: State) -> str:
         name = (("secondary", secondary.name),)
         judged = judge_secondary(secondary, state, now=state.updated).state
         add("dnsmaster_secondary_ok", int(judged == "ok"), name)
+        for each in SECONDARY_STATES:
+            add("dnsmaster_secondary_state", int(each == judged), (*name, ("state", each)))
         add("dnsmaster_secondary_serial", secondary.serving, name)
         add("dnsmaster_secondary_serve_seconds", secondary.seconds, name)
     lines = []

@@ -83,6 +83,15 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
             name, "ok", f"serves serial {serial_text(sec.serving or target)} ({zones}{took})"
         )
     notified = f"notified {when(sec.notified)}" if sec.notified is not None else "not notified"
+    if sec.result == "failed" and sec.zones == 0:
+        return Finding(
+            name,
+            "failed",
+            f"{sec.error or 'it carries no zone of the build'} (serial {target})",
+            f"name zones of the data in its [[secondary]] zones, or remove {name} from the "
+            "configuration; then SIGHUP",
+            since,
+        )
     if sec.result == "failed":
         return Finding(
             name,

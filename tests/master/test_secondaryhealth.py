@@ -140,6 +140,18 @@ class TestJudge:
         no_build = State(pid=1, updated=NOW, build=None, secondaries=(SecondaryState("x"),))
         assert judge_secondaries(no_build, now=NOW)[0].state == "unknown"
 
+    def test_carries_no_zone(self) -> None:
+        """Failed for want of zones: the fix is in the configuration, not the network."""
+        f = judged(
+            serving(result="failed", zones=0, acked=0, serving=None, notified=None, error=None)
+        )
+        assert (f.state, f.reason) == (
+            "failed",
+            f"it carries no zone of the build (serial {SERIAL})",
+        )
+        assert f.action is not None
+        assert "[[secondary]] zones" in f.action
+
     def test_every_state_is_listed(self) -> None:
         """What a judgement can give is in SECONDARY_STATES (the metrics' label set)."""
         results = ("notifying", "waiting", "serving", "late", "failed")
@@ -260,6 +272,13 @@ class TestMetrics:
         assert got[("dnsmaster_secondary_ok", new)] == 0
         assert ("dnsmaster_secondary_serial", new) not in got
         assert ("dnsmaster_secondary_serve_seconds", new) not in got
+        for name, judged_as in ((nsd1, "ok"), (prov, "failed"), (new, "unknown")):
+            states = {
+                labels[1][1]: value
+                for (metric, labels), value in got.items()
+                if metric == "dnsmaster_secondary_state" and labels[:1] == name
+            }
+            assert states == {s: int(s == judged_as) for s in SECONDARY_STATES}
 
     def test_none_without_secondaries(self) -> None:
         assert "dnsmaster_secondary" not in metrics.render(make())
