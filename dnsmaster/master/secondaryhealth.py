@@ -82,7 +82,6 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
         return Finding(
             name, "ok", f"serves serial {serial_text(sec.serving or target)} ({zones}{took})"
         )
-    notified = f"notified {when(sec.notified)}" if sec.notified is not None else "not notified"
     if sec.result == "failed" and sec.zones == 0:
         return Finding(
             name,
@@ -96,10 +95,12 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
         return Finding(
             name,
             "failed",
-            f"{sec.error or 'NOTIFY failed'}; {serving}, current {target} ({zones}, {notified})",
-            f"check that {name} takes NOTIFY from the master (allow-notify, also-notify) and "
-            "transfers from its axfrdns (dnsmaster doctor tries both); it catches up at its "
-            "refresh, or at the next build",
+            f"its NOTIFY failed: {sec.error or 'no answer'}; {serving}, the build is {target} "
+            f"({zones})",
+            f"check that {name} takes NOTIFY from the master's [axfrdns] address (NSD and "
+            "BIND: allow-notify; Knot: an acl with action notify) and transfers from its "
+            "axfrdns (dnsmaster doctor tries both); it catches up at its refresh, or at "
+            "the next build",
             sec.notified or since,
         )
     if sec.result == "late":
@@ -121,10 +122,11 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
             "wait: it transfers the zones after a NOTIFY",
             since,
         )
+    sent = f"NOTIFY sent {when(sec.notified)}" if sec.notified is not None else "no NOTIFY sent"
     return Finding(
         name,
         "notifying",
-        f"{notified} of serial {target} ({zones}), no answer yet; {serving}",
+        f"{sent} for serial {target} ({zones}), no answer yet; {serving}",
         f"wait: NOTIFY is sent again with doubling waits; if it lasts, {how}",
         since,
     )

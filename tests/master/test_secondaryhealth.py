@@ -114,7 +114,10 @@ class TestJudge:
             )
         )
         assert (f.state, f.since) == ("failed", BUILT + 1)
-        assert f.reason.startswith("no answer to NOTIFY after 6 tries; serves -, current")
+        assert f.reason == (
+            f"its NOTIFY failed: no answer to NOTIFY after 6 tries; serves -, the build is "
+            f"{SERIAL} (2 zones)"
+        )
         assert f.action is not None
         assert "allow-notify" in f.action
 
@@ -208,7 +211,9 @@ class TestStatus:
         assert table[2].split()[:4] == ["prov", "failed", str(SERIAL), str(SERIAL - 1)]
         assert table[2].split()[6:8] == ["0/2", "-"]
         problems = status.render_problems(report(FAILED, slaves=(slave_ok(),)))
-        assert problems.startswith("dnsmaster: prov: failed for 10 min: REFUSED; ")
+        assert problems.startswith(
+            "dnsmaster: prov: failed for 10 min: its NOTIFY failed: REFUSED; "
+        )
         assert "what to do: check that prov takes NOTIFY" in problems
 
     def test_no_secondaries_no_table(self) -> None:
