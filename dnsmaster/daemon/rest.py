@@ -8,7 +8,8 @@ loaded machine makes untrue, but the daemon's own word. The daemon is at rest wh
   SIGHUP, rescan or release waiting for it;
 * every slave's worker sleeps with no push and no retry due: up to date, or parked
   (a parked slave's silent looks at known_hosts do not wake the daemon);
-* no errand runs (a reload, or a rollback handed over);
+* no errand runs (a reload, a rollback handed over, or a standard secondary's feed:
+  its NOTIFYs and its confirmation, up to ``[notify] confirm_timeout``);
 * the state file is written (no update waits for :data:`~dnsmaster.daemon.statefile.STATE_DELAY`).
 
 It says ``daemon.idle`` once each time it comes to rest after logging anything
