@@ -20,7 +20,7 @@ cannot help)::
     ├── AllowlistError        a confined master's name or domains (domain, reason)
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
     ├── DeltaError            a delta push that cannot be applied (reason)
-    ├── TransferError         an AXFR asked of axfrdns or a secondary (server, zone, reason)
+    ├── TransferError         an AXFR (server, zone, reason, refused)
     └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
         └── HostKeyError          its host key (host, port, known_hosts, presented)
             ├── HostKeyUnknown        known_hosts has no key for it
@@ -298,12 +298,15 @@ class HostKeyChanged(HostKeyError):
 
 class TransferError(DnsmasterError):
     """A zone transfer (AXFR over TCP) asked of ``server`` for ``zone`` gave no whole
-    zone; ``reason`` says what happened instead (refused, closed, timed out)."""
+    zone; ``reason`` says what happened instead (refused, closed, timed out).
+    ``refused`` is True when the server answered and said no (closed or reset before
+    any answer, as tcpserver's rules and axfrdns do, or a refusing rcode)."""
 
-    def __init__(self, server: str, zone: str, reason: str) -> None:
+    def __init__(self, server: str, zone: str, reason: str, *, refused: bool = False) -> None:
         self.server = server
         self.zone = zone
         self.reason = reason
+        self.refused = refused
         super().__init__(f"AXFR {zone} from {server}: {reason}")
 
 

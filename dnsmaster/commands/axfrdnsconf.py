@@ -32,11 +32,21 @@ from dnsmaster import config as configuration
 from dnsmaster import fsutil
 from dnsmaster.commands.serviceconf import BASE_PATH, Account
 from dnsmaster.config import Config
-from dnsmaster.core.axfrrules import Grant, grants, rules_text
+from dnsmaster.core.axfrrules import Grant, rules_text
 from dnsmaster.errors import ConfigError, ServiceConfError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.master.secondarycheckup import secondary_grants
 
-__all__ = ["MARK", "main", "make", "rules_for", "run_scripts", "update_rules"]
+__all__ = [
+    "MARK",
+    "env_for",
+    "main",
+    "make",
+    "rules_for",
+    "run_scripts",
+    "stale_env",
+    "update_rules",
+]
 
 #: The run script's second line: how a directory this command made is known again.
 MARK = "# Made by dnsmaster service-conf --axfrdns."
@@ -58,6 +68,12 @@ def main(args: argparse.Namespace) -> int:
                 f"updated the rules of {directory}: {directory / 'tcp'} and tcp.cdb, "
                 f"{_counted(granted)}; run, env and log left as they were\n"
             )
+            for name, have, want in stale_env(directory, cfg):
+                sys.stdout.write(
+                    f"note: env/{name} says {have!r}, the config {want!r}: "
+                    f"echo {shlex.quote(want)} > {directory / 'env' / name}, then restart "
+                    f"the service (svc -t {directory})\n"
+                )
             return EXIT_OK
         granted = make(args.account, args.log_account, directory, cfg, runit=args.runit)
     except ServiceConfError as exc:
@@ -91,9 +107,8 @@ def _read(path: Path) -> str:
 def rules_for(cfg: Config) -> list[Grant]:
     """The grants the config's secondaries call for; ServiceConfError if the rules
     cannot say them (an IPv6 transfer address, a zone a rule cannot carry)."""
-    entries = [(s.transfer_from or (s.address,), s.zones) for s in cfg.secondaries]
     try:
-        return grants(entries, cfg.catalog)
+        return secondary_grants(cfg)
     except ValueError as exc:
         raise ServiceConfError(f"{cfg.path}: [[secondary]]: {exc}") from None
 
@@ -163,6 +178,22 @@ def _write_rules(directory: Path, granted: list[Grant]) -> None:
         )
 
 
+def env_for(cfg: Config) -> dict[str, str]:
+    """The service's env directory: where tcpserver listens and axfrdns' root."""
+    return {"IP": cfg.axfrdns.ip, "PORT": str(cfg.axfrdns.port), "ROOT": str(cfg.output)}
+
+
+def stale_env(directory: Path, cfg: Config) -> list[tuple[str, str, str]]:
+    """Each (name, value in DIR/env, value the config calls for) that differ: a
+    second run rewrites only the rules, so it says what else changed."""
+    stale = []
+    for name, want in env_for(cfg).items():
+        have = _read(directory / "env" / name).strip()
+        if have != want:
+            stale.append((name, have, want))
+    return stale
+
+
 def update_rules(directory: Path, cfg: Config) -> list[Grant]:
     """Rewrite DIR's ``tcp`` and ``tcp.cdb`` from ``cfg``; the grants written."""
     granted = rules_for(cfg)
@@ -201,7 +232,7 @@ def make(
     _tool("tcprules", "ucspi-tcp")
     if os.geteuid() != 0:
         raise ServiceConfError("run it as root: tcpserver binds port 53 and gives log/main away")
-    env = {"IP": cfg.axfrdns.ip, "PORT": str(cfg.axfrdns.port), "ROOT": str(cfg.output)}
+    env = env_for(cfg)
     directory.parent.mkdir(parents=True, exist_ok=True)
     try:
         directory.mkdir(mode=0o755)  # exclusive: never someone else's directory

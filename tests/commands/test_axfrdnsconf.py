@@ -188,6 +188,7 @@ def test_service_obeys_and_updates_its_rules(
             status, out, err = run_main("nobody", "nobody", str(directory), str(path))
             assert status == 0, err
             assert "updated the rules" in out
+            assert "note:" not in out
             assert (directory / "run").read_text() == run_before
             assert allowed(ip, "example.net", OTHER)
             assert not allowed(ip, "example.com", OTHER)
@@ -196,3 +197,17 @@ def test_service_obeys_and_updates_its_rules(
             stop(proc)
     finally:
         release_dns_address(ip)
+
+
+def test_second_run_names_stale_env(tmp_path: Path) -> None:
+    """The address changed in the config: the rules are rewritten, and the note says
+    which env file to change, since a second run touches nothing else."""
+    directory = tmp_path / "sv"
+    (directory / "env").mkdir(parents=True)
+    (directory / "run").write_text(f"#!/bin/sh\n{axfrdnsconf.MARK}\n")
+    path = write_config(tmp_path, "192.0.2.54", secondary("n", "192.0.2.7", []))
+    cfg = config.load(path)
+    for name, value in axfrdnsconf.env_for(cfg).items():
+        (directory / "env" / name).write_text(f"{value}\n")
+    (directory / "env" / "IP").write_text("192.0.2.53\n")
+    assert axfrdnsconf.stale_env(directory, cfg) == [("IP", "192.0.2.53", "192.0.2.54")]
