@@ -115,10 +115,15 @@ def judge_secondary(sec: SecondaryState, state: State, *, now: float) -> Finding
             sec.notified or since,
         )
     if sec.result == "waiting":
+        answered = (
+            f"{sec.acked} of {zones} answered NOTIFY"
+            if sec.notified is not None
+            else f"none of its {zones} changed (no NOTIFY)"
+        )
         return Finding(
             name,
             "waiting",
-            f"{sec.acked} of {zones} answered NOTIFY; {serving}, waiting for {target}",
+            f"{answered}; {serving}, waiting for {target}",
             "wait: it transfers the zones after a NOTIFY",
             since,
         )

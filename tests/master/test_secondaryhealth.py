@@ -102,6 +102,10 @@ class TestJudge:
         f = judged(serving(result="waiting", acked=1, serving=SERIAL - 1))
         assert f.state == "waiting"
         assert f.reason.startswith("1 of 2 zones answered NOTIFY; serves 1700000009")
+        f = judged(serving(result="waiting", acked=0, notified=None, serving=None))
+        assert (
+            f.reason == f"none of its 2 zones changed (no NOTIFY); serves -, waiting for {SERIAL}"
+        )
 
     def test_failed(self) -> None:
         """NOTIFY not answered: failing since the NOTIFY, with the reason."""
