@@ -42,8 +42,10 @@ from tests.lab.realworld import release_dns_address, take_dns_address
 from tests.lab.site import DEBOUNCE, NO_GUARD, TIMEOUT, example_com, make_zones, write
 
 ZONES = ("example.com", "example.net")
-#: NOTIFY's first wait and retransmissions: 0.2 + 0.4 + ... + 3.2 s = 6.2 s in all.
-NOTIFY = {"timeout": 0.2, "retries": 4, "confirm_timeout": 15.0}
+#: NOTIFY's waits: 0.25 + 0.5 + 1 + 2 + 4 s = 7.75 s in all, which the silent
+#: secondary costs; NSD restarted after the first retransmission (at 0.25 s) has
+#: until the last one (at 3.75 s) to be up, on a loaded machine too.
+NOTIFY = {"timeout": 0.25, "retries": 4, "confirm_timeout": 15.0}
 #: "Within a few seconds" (issue 20), from the build to NSD answering its serial.
 QUICK = 5.0
 
