@@ -440,6 +440,7 @@ class Daemon:
                 self._serving = True
                 for worker in self.workers:
                     self._start_worker(worker)
+                self.secondaries.resume(self.current)
                 self.secondaries.new_build(self.current)
                 tasks.append(self.start(self.builds.loop(), "build"))
                 tasks.append(self.start(self.state_file.heartbeat(), "heartbeat"))

@@ -10,22 +10,27 @@ but its own state. A feed is an errand of the daemon's (:mod:`dnsmaster.daemon.r
 ``daemon.idle`` follows its ``secondary.serving`` or ``secondary.late``.
 
 The zones notified are those whose serial differs from the build the secondary
-was last seen serving; when it never was (at start, after a reload, or when its
-last feed ended late or failed), every zone it carries.
+was last seen serving; when it never was (after a reload, or when its last feed
+ended late or failed), every zone it carries. At start, the state file the
+daemon wrote before says what each secondary served: one that served the build
+on disk is only asked again, not notified (a restart is no NOTIFY storm).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import Coroutine, Sequence
+from pathlib import Path
 from typing import Any, Protocol
 
 from dnsmaster.config import Config, NotifyOptions, Secondary
 from dnsmaster.daemon.worker import Current
+from dnsmaster.master import state as statefile
 from dnsmaster.master.secondaries import feed, plan
 from dnsmaster.master.state import SecondaryState
 
-__all__ = ["Secondaries", "SecondaryFeeder"]
+__all__ = ["Secondaries", "SecondaryFeeder", "last_states"]
 
 
 class Host(Protocol):
@@ -91,6 +96,13 @@ class SecondaryFeeder:
             self.task = None
 
 
+def last_states(path: Path) -> tuple[SecondaryState, ...]:
+    """The secondaries the state file at ``path`` records (none if it cannot be read)."""
+    with contextlib.suppress(OSError, ValueError):
+        return statefile.read(path).secondaries
+    return ()
+
+
 def _settings(config: Config) -> dict[str, tuple[Secondary, NotifyOptions]]:
     return {s.name: (s, config.notify) for s in config.secondaries}
 
@@ -106,9 +118,23 @@ class Secondaries:
         ]
         #: The build last fed (its sha256): a wake-up for the same build feeds nothing.
         self.fed: str | None = None
+        #: What the last run's state file said of the secondaries, read now, before
+        #: this daemon's first write replaces it (for :meth:`resume`).
+        self.saved = last_states(host.config.state)
 
     def states(self) -> Sequence[SecondaryState]:
         return [f.state for f in self.feeders]
+
+    def resume(self, current: Current | None) -> None:
+        """At start: each secondary the last run's state file said served ``current``
+        counts as serving it, so feeding it sends no NOTIFY."""
+        if current is None:
+            return
+        saved, self.saved = self.saved, ()
+        served = {s.name for s in saved if s.result == "serving" and s.serial == current.serial}
+        for feeder in self.feeders:
+            if feeder.secondary.name in served:
+                feeder.served = current.data
 
     def new_build(self, current: Current | None) -> None:
         """Feed ``current`` to every secondary, unless it was fed already."""

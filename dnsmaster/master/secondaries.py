@@ -23,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import dns.name
+
 from dnsmaster.config import NotifyOptions, Secondary
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.fields import name_to_wire
@@ -53,13 +55,10 @@ MAX_INTERVAL = 5.0
 
 
 def zone_text(wire: bytes) -> str:
-    """A wire-format name as text, without the final dot (``example.com``)."""
-    labels = []
-    at = 0
-    while at < len(wire) and wire[at]:
-        labels.append(wire[at + 1 : at + 1 + wire[at]].decode("ascii", "backslashreplace"))
-        at += 1 + wire[at]
-    return ".".join(labels) or "."
+    """A wire-format name as text, without the final dot (``example.com``), escaped
+    as DNS text is (``a\\.b.example``), so that it reads back as the same name."""
+    name, _ = dns.name.from_wire(wire, 0)
+    return str(name.to_text(omit_final_dot=True))
 
 
 def carried(secondary: Secondary, zones: Mapping[bytes, int]) -> dict[bytes, int]:

@@ -78,8 +78,18 @@ def site(tmp_path: Path, daemon_process: type[DaemonProcess]) -> Iterator[Site]:
 def test_secondaries_fed_beside_the_slaves(site: Site) -> None:
     """The good secondary is notified of both zones and confirmed serving; the mute
     one fails (its NOTIFYs retransmitted, then given up) and is late; the slaves get
-    every build all the same; a save feeds the new serial; a reload drops ``mute``."""
+    every build all the same; a save feeds the new serial; a reload drops ``mute``;
+    ``wait --secondaries`` waits for them; a restart notifies nothing served."""
     daemon = site.daemon.start()
+    first_build(site, daemon)
+    save(site, daemon)
+    base = reload_without_mute(site, daemon)
+    site.local.config.write_text(base + site.config("good", "mute"))
+    wait_command(site)
+    restart(site, daemon)
+
+
+def first_build(site: Site, daemon: DaemonProcess) -> None:
     first = daemon.wait("build.done", timeout=TIMEOUT)
     serial = first["serial"]
     daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=serial)
@@ -113,14 +123,19 @@ def test_secondaries_fed_beside_the_slaves(site: Site) -> None:
     assert (mute.name, mute.result, mute.acked, mute.error) == ("mute", "failed", 0, "no answer")
     assert mute.serving is None
 
-    # A save: the new serial reaches the good secondary (through the master's tinydns).
+
+def save(site: Site, daemon: DaemonProcess) -> None:
+    """A save: the new serial reaches the good secondary (through the master's tinydns)."""
     mark = daemon.mark()
     write(site.local.zones / "zones.example.com", example_com("192.0.2.99"))
     second = daemon.wait("build.done", mark, timeout=TIMEOUT)["serial"]
     daemon.wait("secondary.serving", mark, timeout=TIMEOUT, secondary="good", serial=second)
     assert site.tinydns.soa_serial("example.com") == second
 
-    # SIGHUP without ``mute``: its feed is cancelled, the state file forgets it.
+
+def reload_without_mute(site: Site, daemon: DaemonProcess) -> str:
+    """SIGHUP without ``mute``: its feed is cancelled, the state file forgets it.
+    The config file without the secondaries' part."""
     mark = daemon.mark()
     base = site.local.config.read_text().split("\n[axfrdns]", 1)[0]
     site.local.config.write_text(base + site.config("good"))
@@ -131,10 +146,12 @@ def test_secondaries_fed_beside_the_slaves(site: Site) -> None:
     assert "secondaries" in reloaded["sections"].split(",")
     daemon.idle_after(reloaded, timeout=TIMEOUT)
     assert [s.name for s in statefile.read(site.local.state).secondaries] == ["good"]
+    return base
 
-    # ``wait --secondaries``: the good secondary is live, a slave too; with the mute
-    # one back in the file it would be late (the command reads the file).
-    site.local.config.write_text(base + site.config("good", "mute"))
+
+def wait_command(site: Site) -> None:
+    """``wait --secondaries`` (reading a file with ``mute`` back in it): the good
+    secondary is live, the mute one late: exit 3."""
     argv = ["wait", "--secondaries", "--timeout", "1", "--log-format", "json"]
     proc = subprocess.run(
         [sys.executable, "-m", "dnsmaster", *argv, "--config", str(site.local.config)],
@@ -148,3 +165,19 @@ def test_secondaries_fed_beside_the_slaves(site: Site) -> None:
     events = [json.loads(line) for line in proc.stderr.splitlines()]
     assert [e["secondary"] for e in events if e["event"] == "wait.live"] == ["good"]
     assert [e["secondary"] for e in events if e["event"] == "wait.late"] == ["mute"]
+
+
+def restart(site: Site, daemon: DaemonProcess) -> None:
+    """The state file says ``good`` served the build on disk: after a restart it is
+    asked again, not notified."""
+    assert daemon.stop(timeout=TIMEOUT) == 0
+    last = statefile.read(site.local.state)
+    assert last.build is not None
+    assert last.secondaries[0].serial == last.build.serial  # the SIGHUP's build
+    before = len(site.good.received)
+    mark = daemon.mark()
+    daemon.start()
+    serving = daemon.wait("secondary.serving", mark, timeout=TIMEOUT, secondary="good")
+    assert serving["serial"] == last.build.serial
+    assert not daemon.find("notify.sent", mark, secondary="good")
+    assert len(site.good.received) == before

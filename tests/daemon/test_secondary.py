@@ -15,6 +15,7 @@ from typing import Any
 from dnsmaster.config import Config, NotifyOptions, Secondary
 from dnsmaster.daemon.secondary import Secondaries
 from dnsmaster.daemon.worker import Current
+from dnsmaster.master.state import SecondaryState
 from tests.lab.notifyd import NotifyResponder
 from tests.lab.recorder import Recorder
 
@@ -142,3 +143,28 @@ def test_reload_adds_changes_and_removes(tmp_path: Path) -> None:
             await host.settle()
 
         asyncio.run(run())
+
+
+def test_a_restart_does_not_notify_what_was_served(tmp_path: Path) -> None:
+    """The last state file says ``good`` served build 7: it is asked, not notified;
+    ``behind`` served 6, so it is notified of every zone."""
+    with NotifyResponder(soa={"a.example": 7}) as responder:
+
+        async def run() -> None:
+            host = Host(config(tmp_path, of(responder, "good"), of(responder, "behind")))
+            feeders = Secondaries(host, Recorder())
+            current = build({"a.example": 7}, 7)
+            feeders.saved = (
+                SecondaryState("good", serial=7, result="serving"),
+                SecondaryState("behind", serial=6, result="serving"),
+                SecondaryState("gone", serial=7, result="serving"),
+            )
+            feeders.resume(current)
+            feeders.new_build(current)
+            await host.settle()
+            good, behind = feeders.states()
+            assert (good.result, good.notified, good.acked) == ("serving", None, 0)
+            assert (behind.result, behind.acked) == ("serving", 1)
+
+        asyncio.run(run())
+    assert responder.zones() == ["a.example"], "one NOTIFY: behind's"

@@ -45,6 +45,9 @@ NSD = Secondary("nsd1", "127.0.0.1", 53, (), ("127.0.0.1",))
 def test_zone_text() -> None:
     assert zone_text(wire("Example.COM")) == "example.com"
     assert zone_text(b"\0") == "."
+    # A dot or a byte outside ASCII inside a label stays one label, escaped.
+    assert zone_text(b"\x03a.b\x07example\x00") == "a\\.b.example"
+    assert zone_text(b"\x03a\xffb\x00") == "a\\255b"
 
 
 def test_a_secondary_naming_no_zones_carries_them_all() -> None:
