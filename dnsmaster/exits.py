@@ -68,15 +68,15 @@ rollback                       0 done (--list; --release with nothing held); 1 -
                                daemon refused it or did not act in time
 status                         the highest that applies: 0 all ok; 1 the daemon does not
                                run on the configuration file as it is (reload-failed,
-                               changed, restart-needed); 3 a slave is not ok; 4 the build
-                               is not current (none, failed, unbuilt, held, rollback); 5
-                               the daemon is not running, or whether it runs cannot be
-                               told (unsure: its heartbeat is dated in the future); 2
-                               usage or configuration; 111 no readable state file, or one
-                               that is not a state file (the field is named). --nagios: 0
-                               OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN. --live: 0 every slave
-                               serves the data, 3 one does not, 111 the data cannot be
-                               read
+                               changed, restart-needed); 3 a slave or a secondary is not
+                               ok; 4 the build is not current (none, failed, unbuilt,
+                               held, rollback); 5 the daemon is not running, or whether
+                               it runs cannot be told (unsure: its heartbeat is dated in
+                               the future); 2 usage or configuration; 111 no readable
+                               state file, or one that is not a state file (the field is
+                               named). --nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN.
+                               --live: 0 every slave serves the data, 3 one does not, 111
+                               the data cannot be read
 doctor                         0 nothing failed (warnings allowed); 1 a check failed; 2
                                the configuration cannot be loaded
 run                            0 stopped by SIGTERM; 2 configuration; 70 an unexpected

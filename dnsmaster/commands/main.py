@@ -189,10 +189,11 @@ def _master_commands(
         help="judge what the daemon built and what each slave has and serves; non-zero "
         "unless all is ok",
         description="Read the daemon's state file and say whether the daemon is alive, the "
-        "zones are built, and each slave serves the build; --live asks every slave now. "
-        "Exit 0 all ok, 1 the daemon does not run on the configuration file as it is "
-        "(SIGHUP), 3 a slave is not, 4 the build is not current, 5 the daemon is not "
-        "running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN).",
+        "zones are built, and each slave and secondary serves the build; --live asks every "
+        "slave now. Exit 0 all ok, 1 the daemon does not run on the configuration file as it "
+        "is (SIGHUP), 3 a slave or a secondary is not, 4 the build is not current, 5 the "
+        "daemon is not running, 111 no state file (--nagios: 0 OK, 1 WARNING, 2 CRITICAL, "
+        "3 UNKNOWN).",
     )
     _own_options(p, "status", command)
 

@@ -6,14 +6,15 @@ zones against the build, the configuration file) and :mod:`dnsmaster.master.prob
 asks the slaves for ``--live``. This module is the command: its options, the table
 for people, the JSON document and the Nagios plugin line.
 
-Exit statuses of the plain command (``--json`` too), the highest that applies:
-0 all ok; 1 the daemon does not run on the configuration file as it is (config
-above); 3 a slave is not ok; 4 the build is not current (none, failed, unbuilt,
-unreadable); 5 the daemon is not running (or, ``unsure``, whether it runs cannot be
-told); 2 usage or configuration error; 111 the state file cannot be read or is not
-a state file (a field of the wrong type). ``--nagios`` uses Nagios' own (0 OK, 1 WARNING, 2
-CRITICAL, 3 UNKNOWN); ``--live`` exits 0 when every slave has and serves the
-master's data, 3 when one does not, 111 when the master's data cannot be read.
+Exit statuses of the plain command (``--json`` too), the highest that applies: 0 all
+ok; 1 the daemon does not run on the configuration file as it is (config above); 3 a
+slave or a standard secondary is not ok; 4 the build is not current (none, failed,
+unbuilt, unreadable); 5 the daemon is not running (or, ``unsure``, whether it runs
+cannot be told); 2 usage or configuration error; 111 the state file cannot be read
+or is not a state file (a field of the wrong type). ``--nagios`` uses Nagios' own (0
+OK, 1 WARNING, 2 CRITICAL, 3 UNKNOWN); ``--live`` exits 0 when every slave has and
+serves the master's data, 3 when one does not, 111 when the master's data cannot be
+read.
 """
 
 from __future__ import annotations
@@ -44,12 +45,14 @@ from dnsmaster.master.health import (
     SLAVE_BEHIND,
     SLAVE_FAILING,
     WARNING_SECONDS,
+    Finding,
     Report,
     ago,
     serial_text,
     when,
 )
 from dnsmaster.master.measure import report
+from dnsmaster.master.secondaryhealth import SECONDARY_BEHIND, SECONDARY_FAILING
 
 if TYPE_CHECKING:
     from dnsmaster.master.probe import LiveSlave, Master
@@ -107,7 +110,33 @@ def render(rep: Report) -> str:
         for row in rows:
             cells = [c.ljust(w) for c, w in zip(row, widths, strict=False)]
             lines.append("  ".join([*cells, row[-1]]).rstrip())
+    if rep.secondaries:
+        lines += ["", *_secondary_table(rep)]
     return "\n".join(lines) + "\n"
+
+
+def _secondary_table(rep: Report) -> list[str]:
+    rows = [("SECONDARY", "STATE", "SERIAL", "SERVING", "NOTIFIED", "ACKED", "SECONDS", "REASON")]
+    by_name = {s.name: s for s in rep.state.secondaries}
+    for finding in rep.secondaries:
+        s = by_name[finding.subject]
+        rows.append(
+            (
+                s.name,
+                finding.state,
+                serial_text(s.serial),
+                serial_text(s.serving),
+                when(s.notified),
+                f"{s.acked}/{s.zones}",
+                "-" if s.seconds is None else f"{s.seconds:.1f}",
+                finding.reason,
+            )
+        )
+    widths = [max(len(row[i]) for row in rows) for i in range(len(rows[0]) - 1)]
+    return [
+        "  ".join([*(c.ljust(w) for c, w in zip(row, widths, strict=False)), row[-1]]).rstrip()
+        for row in rows
+    ]
 
 
 def render_problems(rep: Report) -> str:
@@ -134,6 +163,7 @@ def as_json(rep: Report) -> dict[str, Any]:
             "daemon": asdict(rep.daemon),
             "build": asdict(rep.build),
             "slaves": [asdict(s) for s in rep.slaves],
+            "secondaries": [asdict(s) for s in rep.secondaries],
             "config": asdict(rep.config) if rep.config is not None else None,
         },
     }
@@ -156,38 +186,50 @@ def _one_line(text: str) -> str:
     return " ".join(text.replace("|", "/").split())
 
 
+def _nagios_level(
+    f: Finding, age: float, secondaries: set[str], *, warning: float, critical: float
+) -> int:
+    """One problem's Nagios status, by what it is and how long it has lasted."""
+    at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
+    if f.unknown:
+        return NAGIOS_UNKNOWN
+    if f.chosen:
+        return NAGIOS_WARNING
+    if f.subject == "config" or f.subject in secondaries:
+        # The daemon works on, on the configuration it loaded: worth a look, no
+        # page. A secondary (often a provider's) is outside the service the slaves
+        # give, and catches up at its own refresh: the same.
+        return NAGIOS_WARNING if age >= warning else NAGIOS_OK
+    if at_once or age >= critical:
+        return NAGIOS_CRITICAL
+    if age >= warning:
+        return NAGIOS_WARNING
+    return NAGIOS_OK
+
+
 def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
     """The Nagios plugin line and exit status: ``DNSMASTER OK - ... | perfdata``.
 
     CRITICAL: the daemon is not running or nothing was ever built, or any other
     problem has lasted ``critical`` seconds; WARNING: one has lasted ``warning``
     seconds. A configuration the daemon does not run on is never more than WARNING
-    (a failed reload or settings that need a restart: at once). Younger problems
+    (a failed reload or settings that need a restart: at once), nor is a standard
+    secondary not serving the build (after ``warning`` seconds). Younger problems
     (a push under way, a save in its quiet period) are named but OK.
     """
     code = NAGIOS_OK
+    secondaries = {f.subject for f in rep.secondaries}
     for f in rep.problems:
         age = rep.now - (f.since if f.since is not None else rep.now)
-        at_once = f.urgent or f.subject == "daemon" or (f.subject == "build" and f.state == "none")
-        if f.unknown:
-            level = NAGIOS_UNKNOWN
-        elif f.chosen:
-            level = NAGIOS_WARNING
-        elif f.subject == "config":
-            # The daemon works on, on the configuration it loaded: worth a look, no page.
-            level = NAGIOS_WARNING if age >= warning else NAGIOS_OK
-        elif at_once or age >= critical:
-            level = NAGIOS_CRITICAL
-        elif age >= warning:
-            level = NAGIOS_WARNING
-        else:
-            level = NAGIOS_OK
+        level = _nagios_level(f, age, secondaries, warning=warning, critical=critical)
         code = max(code, level, key=_NAGIOS_RANK.index)
     build = rep.state.build
     total = len(rep.slaves)
     ok = rep.count(("ok",))
     if not rep.problems:
         text = f"serial {build.serial if build else '-'} served by {ok}/{total} slaves"
+        if rep.secondaries:
+            text += f" and {len(rep.secondaries)}/{len(rep.secondaries)} secondaries"
     else:
         # One line: each problem's name, state and age; the reason only when there is
         # one problem (plain ``dnsmaster status`` gives every reason and what to do).
@@ -215,6 +257,14 @@ def nagios(rep: Report, *, warning: float, critical: float) -> tuple[int, str]:
         )
         for s in rep.state.slaves
     ]
+    if rep.secondaries:
+        m = f";;;0;{len(rep.secondaries)}"
+        states = [f.state for f in rep.secondaries]
+        perf += [
+            f"secondaries_ok={states.count('ok')}{m}",
+            f"secondaries_behind={sum(s in SECONDARY_BEHIND for s in states)}{m}",
+            f"secondaries_failing={sum(s in SECONDARY_FAILING for s in states)}{m}",
+        ]
     line = f"DNSMASTER {_NAGIOS_WORDS[code]} - {_one_line(text)} | {' '.join(perf)}"
     return code, line
 

@@ -11,7 +11,7 @@ Sample values carry no timestamps (the collector refuses them); the heartbeat
 ``node_textfile_mtime_seconds`` tell a fresh file from one a dead daemon left.
 
 :func:`render` is pure: it renders a :class:`~dnsmaster.master.state.State` and nothing
-else, judging each slave as ``dnsmaster status`` does.
+else, judging each slave and each standard secondary as ``dnsmaster status`` does.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from pathlib import Path
 
 from dnsmaster import fsutil
 from dnsmaster.master.health import SLAVE_STATES, judge_slave
+from dnsmaster.master.secondaryhealth import SECONDARY_STATES, judge_secondary
 from dnsmaster.master.state import State
 
 __all__ = ["METRICS", "render", "write"]
@@ -72,6 +73,22 @@ METRICS: dict[str, tuple[str, str]] = {
         "gauge",
         "How long the last push to the slave took, ok or not.",
     ),
+    "dnsmaster_secondary_ok": (
+        "gauge",
+        "1 when the secondary serves the current build's serial, else 0.",
+    ),
+    "dnsmaster_secondary_state": (
+        "gauge",
+        "1 for the secondary's state as dnsmaster status names it, 0 for the others.",
+    ),
+    "dnsmaster_secondary_serial": (
+        "gauge",
+        "Lowest SOA serial the secondary served of its zones when last asked.",
+    ),
+    "dnsmaster_secondary_serve_seconds": (
+        "gauge",
+        "How long the secondary took to serve the current build's serial once fed it.",
+    ),
 }
 
 
@@ -121,6 +138,14 @@ def render(state: State) -> str:
         add("dnsmaster_slave_last_success_timestamp_seconds", slave.last_success, name)
         add("dnsmaster_slave_consecutive_failures", slave.failures, name)
         add("dnsmaster_slave_push_duration_seconds", slave.push_seconds, name)
+    for secondary in state.secondaries:
+        name = (("secondary", secondary.name),)
+        judged = judge_secondary(secondary, state, now=state.updated).state
+        add("dnsmaster_secondary_ok", int(judged == "ok"), name)
+        for each in SECONDARY_STATES:
+            add("dnsmaster_secondary_state", int(each == judged), (*name, ("state", each)))
+        add("dnsmaster_secondary_serial", secondary.serving, name)
+        add("dnsmaster_secondary_serve_seconds", secondary.seconds, name)
     lines = []
     for metric, (kind, text) in METRICS.items():
         if not samples[metric]:

@@ -22,6 +22,8 @@ slave     ``ok``; ``pushing``; ``behind`` (has an older build); ``failing`` (its
           answers another serial than the one installed); ``dns-failed`` (its
           tinydns did not answer); ``verifying`` (installed, not yet asked over DNS);
           ``unknown`` (the daemon has not heard from it yet)
+secondary see :mod:`dnsmaster.master.secondaryhealth` (``ok``, ``notifying``,
+          ``waiting``, ``behind``, ``late``, ``failed``, ``unknown``)
 config    shown only when not ok: ``reload-failed`` (the last SIGHUP could not load
           the file: the daemon runs on what it loaded before); ``changed`` (the
           file differs from what the daemon loaded: SIGHUP applies it);
@@ -133,6 +135,8 @@ class Report:
     daemon: Finding
     build: Finding
     slaves: tuple[Finding, ...] = field(default=())
+    #: The standard secondaries (:mod:`dnsmaster.master.secondaryhealth`).
+    secondaries: tuple[Finding, ...] = field(default=())
     #: The configuration, when the daemon does not run on the file as it is.
     config: Finding | None = None
     #: The heartbeat's age, measured (:func:`heartbeat_age`); None: ``now`` minus
@@ -146,7 +150,8 @@ class Report:
     @property
     def problems(self) -> list[Finding]:
         config = () if self.config is None else (self.config,)
-        return [f for f in (self.daemon, self.build, *self.slaves, *config) if not f.ok]
+        every = (self.daemon, self.build, *self.slaves, *self.secondaries, *config)
+        return [f for f in every if not f.ok]
 
     @property
     def exit_status(self) -> int:
@@ -154,7 +159,7 @@ class Report:
             return EXIT_DAEMON
         if not self.build.ok:
             return EXIT_BUILD
-        if any(not s.ok for s in self.slaves):
+        if any(not s.ok for s in (*self.slaves, *self.secondaries)):
             return EXIT_SLAVES
         if self.config is not None and not self.config.ok:
             return EXIT_STALE_CONFIG
@@ -561,12 +566,14 @@ def judge(
     config_file: FileStamp | None = None,
     config_error: str | None = None,
     beat: float | None = None,
+    secondaries: tuple[Finding, ...] = (),
 ) -> Report:
     """The whole report, from measurements made elsewhere (pure).
 
     ``config_file`` is the configuration file's stamp now, ``config_error`` why it
     does not load now (see :func:`judge_config`); ``beat`` the heartbeat's age on
-    the monotonic clock (:func:`heartbeat_age`).
+    the monotonic clock (:func:`heartbeat_age`); ``secondaries`` the standard
+    secondaries judged (:func:`dnsmaster.master.secondaryhealth.judge_secondaries`).
     """
     verifies = verifies or {}
     daemon = judge_daemon(state, now=now, alive=alive, beat=beat)
@@ -583,4 +590,5 @@ def judge(
         slaves=tuple(
             judge_slave(s, state, now=now, verifies=verifies.get(s.name)) for s in state.slaves
         ),
+        secondaries=secondaries,
     )

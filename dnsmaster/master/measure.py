@@ -23,6 +23,7 @@ from dnsmaster.master import rollback
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
 from dnsmaster.master.health import Report, ZonesCheck, heartbeat_age, judge
+from dnsmaster.master.secondaryhealth import judge_secondaries
 from dnsmaster.master.state import State
 
 __all__ = ["check_zones", "pid_alive", "report", "with_rollback"]
@@ -155,4 +156,5 @@ def report(
         verifies=_verifies(cfg),
         config_file=stamp,
         config_error=config_error,
+        secondaries=judge_secondaries(state, now=now),
     )
