@@ -1,6 +1,12 @@
 """Confined masters' installs killed or failed at every step, and two masters pushing
 at once: the merged pair always holds what the sections hold, or the journal that
-makes the next run merge again (as in test_receive_crash.py, under strace)."""
+makes the next run merge again (as in test_receive_crash.py, under strace).
+
+The run that strace kills or fails is the receiver as sshd starts it; the runs after
+it, which must repair, are the same receiver in this process (one interpreter start
+per crash point instead of three). Every crash point starts from a copy of one root
+made once, and the points are learned once per operation.
+"""
 
 from __future__ import annotations
 
@@ -9,6 +15,7 @@ import random
 import re
 import signal
 import subprocess
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -83,17 +90,40 @@ def check_merged(root: Path) -> None:
     assert litter(root) == []
 
 
-def fresh(root: Path) -> Path:
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root serving alpha (A1) and beta (B1), made once: each test copies it."""
+    root = tmp_path_factory.mktemp("masters") / "fresh"
     root.mkdir()
     assert run(root, ALPHA, data=A1)[0] == 0
     assert run(root, BETA, data=B1)[0] == 0
     return root
 
 
-def crash_points(scratch: Path, operation: str) -> list[tuple[str, int]]:
+def fresh(template: Path, root: Path) -> Path:
+    """A copy of ``template``: modes, times and the copies' hard links kept."""
+    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+    assert pair_matches(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def learned(template: Path) -> Callable[[str], list[tuple[str, int]]]:
+    """The crash points of an operation, from one clean run under strace per module."""
+    found: dict[str, list[tuple[str, int]]] = {}
+
+    def points(operation: str) -> list[tuple[str, int]]:
+        if operation not in found:
+            found[operation] = crash_points(template, operation)
+        return found[operation]
+
+    return points
+
+
+def crash_points(template: Path, operation: str) -> list[tuple[str, int]]:
     key, verb, stdin = OPERATIONS[operation]
-    fresh(scratch)
-    trace = scratch.parent / "trace.txt"
+    scratch = fresh(template, template.parent / f"learn-{operation}")
+    trace = template.parent / f"trace-{operation}.txt"
     strace = ["-o", str(trace), "-e", f"trace={','.join(CRASH_POINTS)}"]
     proc = run_sub(scratch, key, verb, stdin, strace)
     assert proc.returncode == 0, proc.stderr
@@ -105,14 +135,20 @@ def crash_points(scratch: Path, operation: str) -> list[tuple[str, int]]:
 class TestKilled:
     @pytest.mark.usefixtures("strace_bin")
     @pytest.mark.parametrize("operation", sorted(OPERATIONS))
-    def test_kill_at_every_step(self, tmp_path: Path, operation: str) -> None:
+    def test_kill_at_every_step(
+        self,
+        tmp_path: Path,
+        template: Path,
+        learned: Callable[[str], list[tuple[str, int]]],
+        operation: str,
+    ) -> None:
         """SIGKILL at each step: old or new state, or the journal; the next run
         (another master's status) merges again from the sections."""
         key, verb, stdin = OPERATIONS[operation]
-        points = crash_points(tmp_path / "scratch", operation)
+        points = learned(operation)
         assert points
         for name, n in points:
-            root = fresh(tmp_path / f"kill-{name}-{n}")
+            root = fresh(template, tmp_path / f"kill-{name}-{n}")
             inject = ["-o", "/dev/null", "-e", f"inject={name}:signal=SIGKILL:when={n}"]
             proc = run_sub(root, key, verb, stdin, inject)
             where = f"{operation} killed at {name} #{n}"
@@ -121,13 +157,13 @@ class TestKilled:
             if not (root / JOURNAL).exists():
                 assert (root / "data").read_bytes() == merged_expected(*sections(root).items())
                 assert pair_matches(root), where
-            status = run_sub(root, BETA if operation == "push" else ALPHA, "status")
-            assert status.returncode == 0, (where, status.stderr)
+            status, _, err = run(root, BETA if operation == "push" else ALPHA, "status")
+            assert status == 0, (where, err)
             check_merged(root)
-            again = run_sub(root, key, verb, stdin)
-            if operation == "remove" and b"no master beta" in again.stderr:
+            status, _, err = run(root, key, verb, stdin)
+            if operation == "remove" and "no master beta" in err:
                 continue  # the killed run had removed it already
-            assert again.returncode == 0, (where, again.stderr)
+            assert status == 0, (where, err)
             check_merged(root)
             if operation == "push":
                 assert sections(root) == {"alpha": A2, "beta": B1}, where
@@ -137,12 +173,14 @@ class TestKilled:
 
 class TestSystemErrors:
     @pytest.mark.usefixtures("strace_bin")
-    def test_error_at_every_step(self, tmp_path: Path) -> None:
+    def test_error_at_every_step(
+        self, tmp_path: Path, template: Path, learned: Callable[[str], list[tuple[str, int]]]
+    ) -> None:
         """A failed write, fsync, rename, link or unlink at each step of a push: never
         a merged pair other than the sections' vouched for, and the next push succeeds."""
         key, verb, stdin = OPERATIONS["push"]
-        for name, n in crash_points(tmp_path / "scratch", "push"):
-            root = fresh(tmp_path / f"fail-{name}-{n}")
+        for name, n in learned("push"):
+            root = fresh(template, tmp_path / f"fail-{name}-{n}")
             inject = ["-o", "/dev/null", "-e", f"inject={name}:error={FAULTS[name]}:when={n}"]
             proc = run_sub(root, key, verb, stdin, inject)
             where = f"{FAULTS[name]} at {name} #{n}"
@@ -150,19 +188,19 @@ class TestSystemErrors:
             if not (root / JOURNAL).exists():
                 assert (root / "data").read_bytes() == merged_expected(*sections(root).items())
                 assert pair_matches(root), where
-            again = run_sub(root, key, verb, stdin)
-            assert again.returncode == 0, (where, again.stderr)
+            status, _, err = run(root, key, verb, stdin)
+            assert status == 0, (where, err)
             check_merged(root)
             assert sections(root) == {"alpha": A2, "beta": B1}, where
 
 
 class TestTwoMastersAtOnce:
     @pytest.mark.usefixtures("strace_bin")
-    def test_twenty_rounds(self, tmp_path: Path) -> None:
+    def test_twenty_rounds(self, tmp_path: Path, template: Path) -> None:
         """Both masters push at once, 20 times, renames and links delayed at random:
         every push succeeds, and the merged pair holds both masters' latest."""
         rng = random.Random(19)
-        root = fresh(tmp_path / "root")
+        root = fresh(template, tmp_path / "root")
         for n in range(2, 22):
             pushes = [
                 (ALPHA, build(ZONE_A + b"+r%d.a.example:192.0.2.1\n" % n, n)),
