@@ -7,6 +7,11 @@ clean push makes. Whatever the instant, the root must then hold the old pair, th
 new pair, or the install journal; and after the next run (``status`` or a push)
 data.cdb is exactly what compiling ``data`` gives, ``status`` reports that data's
 sha256, and no temp file, link or copy of a failed push is left.
+
+The run strace kills or fails is the receiver as sshd starts it; the runs after it,
+which must repair, are the same receiver in this process (one interpreter start per
+crash point). Every crash point starts from a copy of one root with OLD installed,
+and the points are learned once per module.
 """
 
 from __future__ import annotations
@@ -95,10 +100,26 @@ def fresh(tmp_path: Path) -> Path:
     return root
 
 
-def crash_points(fresh_root: Path) -> list[tuple[str, int]]:
-    scratch = fresh_root.parent / "scratch"
-    scratch.mkdir()
-    assert push_in_process(scratch, sealed(OLD))[0] == 0
+@pytest.fixture(scope="module")
+def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root with OLD installed, made once: each crash point copies it."""
+    root = tmp_path_factory.mktemp("receive") / "old"
+    root.mkdir()
+    assert push_in_process(root, sealed(OLD))[0] == 0
+    return root
+
+
+def copy_root(template: Path, root: Path) -> Path:
+    """A copy of ``template``: modes, times and the copies' hard links kept."""
+    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
+    assert pair_matches(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def points(template: Path) -> list[tuple[str, int]]:
+    """Every crash point of pushing NEW over OLD, from one clean run under strace."""
+    scratch = copy_root(template, template.parent / "scratch")
     counts = count_calls(scratch, sealed(NEW), CRASH_POINTS)
     assert counts["rename"] == 2  # data.cdb, then data: the two renames of the pair
     return [(name, n) for name in CRASH_POINTS for n in range(1, counts[name] + 1)]
@@ -106,14 +127,13 @@ def crash_points(fresh_root: Path) -> list[tuple[str, int]]:
 
 class TestKilled:
     @pytest.mark.usefixtures("strace_bin")
-    def test_kill_at_every_step(self, fresh: Path) -> None:
+    def test_kill_at_every_step(
+        self, tmp_path: Path, template: Path, points: list[tuple[str, int]]
+    ) -> None:
         """SIGKILL at each rename, link, unlink, fsync and write of a push; the next runs repair."""
-        points = crash_points(fresh)
         missed: list[str] = []
         for name, n in points:
-            root = fresh.parent / f"kill-{name}-{n}"
-            root.mkdir()
-            assert push_in_process(root, sealed(OLD))[0] == 0
+            root = copy_root(template, tmp_path / f"kill-{name}-{n}")
             inject = f"inject={name}:signal=SIGKILL:when={n}"
             proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
             where = f"killed at {name} #{n}"
@@ -128,14 +148,14 @@ class TestKilled:
                 # Not installed: no copy of this push may stay.
                 assert sealed(NEW) not in copies(root).values(), where
             # The next run, whatever its verb, repairs before anything else.
-            status = run_receiver(root, "status")
-            assert status.returncode == 0, (where, status.stderr)
+            status, out, err = push_in_process(root, b"", "status")
+            assert status == 0, (where, err)
             if journal:
-                assert b"repaired: rebuilt data.cdb from data" in status.stdout, where
+                assert "repaired: rebuilt data.cdb from data" in out, where
             check_repaired(root)
-            assert status.stdout.decode().splitlines()[-1] == status_line(root), where
-            again = run_receiver(root, "push", sealed(NEW))
-            assert again.returncode == 0, (where, again.stderr)
+            assert out.splitlines()[-1] == status_line(root), where
+            status, _, err = push_in_process(root, sealed(NEW))
+            assert status == 0, (where, err)
             assert (root / "data").read_bytes() == sealed(NEW)
             check_repaired(root)
         assert len(missed) <= 1, missed
@@ -196,14 +216,13 @@ def feed(proc: subprocess.Popen[bytes], stream: bytes) -> None:
 
 class TestSystemErrors:
     @pytest.mark.usefixtures("strace_bin")
-    def test_error_at_every_step(self, fresh: Path) -> None:
+    def test_error_at_every_step(
+        self, tmp_path: Path, template: Path, points: list[tuple[str, int]]
+    ) -> None:
         """A failed write, fsync, rename, link or unlink at each step: never a mismatched
         pair vouched for, nothing left behind, and the next push succeeds."""
-        points = crash_points(fresh)
         for name, n in points:
-            root = fresh.parent / f"fail-{name}-{n}"
-            root.mkdir()
-            assert push_in_process(root, sealed(OLD))[0] == 0
+            root = copy_root(template, tmp_path / f"fail-{name}-{n}")
             before = copies(root)
             inject = f"inject={name}:error={FAULTS[name]}:when={n}"
             proc = run_receiver(root, "push", sealed(NEW), strace=["-o", "/dev/null", "-e", inject])
@@ -215,8 +234,8 @@ class TestSystemErrors:
                 assert b"dnsmaster receive: failed: " in proc.stderr, where
                 if (root / "data").read_bytes() == sealed(OLD):
                     assert copies(root) == before, where
-            again = run_receiver(root, "push", sealed(NEW))
-            assert again.returncode == 0, (where, again.stderr)
+            status, _, err = push_in_process(root, sealed(NEW))
+            assert status == 0, (where, err)
             check_repaired(root)
 
 
