@@ -2,10 +2,11 @@
 at once: the merged pair always holds what the sections hold, or the journal that
 makes the next run merge again (as in test_receive_crash.py, under strace).
 
-The run that strace kills or fails is the receiver as sshd starts it; the runs after
-it, which must repair, are the same receiver in this process (one interpreter start
-per crash point instead of three). Every crash point starts from a copy of one root
-made once, and the points are learned once per operation.
+The run strace kills or fails is ``dnsmaster receive`` forked from one interpreter
+that imported dnsmaster once (tests.lab.receiver.Receivers), strace attached before
+it starts; the runs after it, which must repair, are the same receiver in this
+process. Every crash point starts from a copy of one root made once, and the points
+are learned once per operation. Two masters at once run as sshd starts them.
 """
 
 from __future__ import annotations
@@ -15,14 +16,14 @@ import os
 import re
 import signal
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
 from dnsmaster import protocol
 from dnsmaster.fsutil import JOURNAL
-from tests.lab.receiver import receiver_argv, receiver_env
+from tests.lab.receiver import Receivers, age_copies, receiver_argv, receiver_env
 from tests.slave.test_masters import (
     A1,
     A2,
@@ -39,6 +40,7 @@ from tests.slave.test_masters import (
 
 CRASH_POINTS = ("rename", "link", "unlink", "fsync", "write")
 FAULTS = {"rename": "EIO", "link": "ENOSPC", "unlink": "EIO", "fsync": "EIO", "write": "ENOSPC"}
+TRACED = ["-e", f"trace={','.join(CRASH_POINTS)}"]
 _LITTER = re.compile(r"\.(?:data|records|allow)\..*\.(?:tmp|link)|\.removed\..*", re.DOTALL)
 
 #: What each operation is: the key (or operator options), the verb (None: run by
@@ -47,26 +49,6 @@ OPERATIONS = {
     "push": (ALPHA, "push", A2),
     "remove": (("--remove-master", "beta"), None, b""),
 }
-
-
-def run_sub(
-    root: Path,
-    key: tuple[str, ...],
-    verb: str | None,
-    stdin: bytes = b"",
-    strace: list[str] | None = None,
-) -> subprocess.CompletedProcess[bytes]:
-    env = receiver_env(verb or "")
-    if verb is None:
-        del env["SSH_ORIGINAL_COMMAND"]
-    return subprocess.run(
-        [*receiver_argv(root, strace=strace), *key],
-        input=stdin,
-        env=env,
-        capture_output=True,
-        timeout=60,
-        check=False,
-    )
 
 
 def sections(root: Path) -> dict[str, bytes]:
@@ -97,6 +79,7 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root.mkdir()
     assert run(root, ALPHA, data=A1)[0] == 0
     assert run(root, BETA, data=B1)[0] == 0
+    age_copies(root)
     return root
 
 
@@ -108,28 +91,53 @@ def fresh(template: Path, root: Path) -> Path:
 
 
 @pytest.fixture(scope="module")
-def learned(template: Path) -> Callable[[str], list[tuple[str, int]]]:
+def receivers(strace_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
+    server = Receivers(tmp_path_factory.mktemp("receivers"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def learned(template: Path, receivers: Receivers) -> Callable[[str], list[tuple[str, int]]]:
     """The crash points of an operation, from one clean run under strace per module."""
     found: dict[str, list[tuple[str, int]]] = {}
 
     def points(operation: str) -> list[tuple[str, int]]:
         if operation not in found:
-            found[operation] = crash_points(template, operation)
+            found[operation] = crash_points(template, receivers, operation)
         return found[operation]
 
     return points
 
 
-def crash_points(template: Path, operation: str) -> list[tuple[str, int]]:
+def crash_points(template: Path, receivers: Receivers, operation: str) -> list[tuple[str, int]]:
     key, verb, stdin = OPERATIONS[operation]
-    scratch = fresh(template, template.parent / f"learn-{operation}")
-    trace = template.parent / f"trace-{operation}.txt"
-    strace = ["-o", str(trace), "-e", f"trace={','.join(CRASH_POINTS)}"]
-    proc = run_sub(scratch, key, verb, stdin, strace)
+    proc = receivers.run(
+        fresh(template, template.parent / f"learn-{operation}"), verb, stdin, TRACED, *key
+    )
     assert proc.returncode == 0, proc.stderr
-    text = trace.read_text()
-    counts = {n: len(re.findall(rf"^(?:\d+ +)?{n}\(", text, re.MULTILINE)) for n in CRASH_POINTS}
+    counts = count_calls(receivers.trace)
+    # The forked receiver makes the calls one started as sshd starts it makes.
+    started = fresh(template, template.parent / f"started-{operation}")
+    trace = template.parent / f"started-{operation}.trace"
+    env = receiver_env(verb or "")
+    if verb is None:
+        del env["SSH_ORIGINAL_COMMAND"]
+    proc = subprocess.run(
+        [*receiver_argv(started, strace=["-o", str(trace), *TRACED]), *key],
+        input=stdin,
+        env=env,
+        capture_output=True,
+        timeout=60,
+        check=False,
+    )
+    assert proc.returncode == 0, proc.stderr
+    assert count_calls(trace.read_text()) == counts
     return [(name, n) for name in CRASH_POINTS for n in range(1, counts[name] + 1)]
+
+
+def count_calls(trace: str) -> dict[str, int]:
+    return {n: len(re.findall(rf"^(?:\d+ +)?{n}\(", trace, re.MULTILINE)) for n in CRASH_POINTS}
 
 
 class TestKilled:
@@ -139,6 +147,7 @@ class TestKilled:
         self,
         tmp_path: Path,
         template: Path,
+        receivers: Receivers,
         learned: Callable[[str], list[tuple[str, int]]],
         operation: str,
     ) -> None:
@@ -149,11 +158,11 @@ class TestKilled:
         assert points
         for name, n in points:
             root = fresh(template, tmp_path / f"kill-{name}-{n}")
-            inject = ["-o", "/dev/null", "-e", f"inject={name}:signal=SIGKILL:when={n}"]
-            proc = run_sub(root, key, verb, stdin, inject)
+            inject = ["-e", f"inject={name}:signal=SIGKILL:when={n}"]
+            proc = receivers.run(root, verb, stdin, [*TRACED, *inject], *key)
             where = f"{operation} killed at {name} #{n}"
-            if proc.returncode != 0:
-                assert proc.returncode in (-signal.SIGKILL, 128 + signal.SIGKILL), (where, proc)
+            # Every copied root makes the learned calls: each point is reached.
+            assert proc.returncode == -signal.SIGKILL, (where, proc)
             if not (root / JOURNAL).exists():
                 assert (root / "data").read_bytes() == merged_expected(*sections(root).items())
                 assert pair_matches(root), where
@@ -174,16 +183,21 @@ class TestKilled:
 class TestSystemErrors:
     @pytest.mark.usefixtures("strace_bin")
     def test_error_at_every_step(
-        self, tmp_path: Path, template: Path, learned: Callable[[str], list[tuple[str, int]]]
+        self,
+        tmp_path: Path,
+        template: Path,
+        receivers: Receivers,
+        learned: Callable[[str], list[tuple[str, int]]],
     ) -> None:
         """A failed write, fsync, rename, link or unlink at each step of a push: never
         a merged pair other than the sections' vouched for, and the next push succeeds."""
         key, verb, stdin = OPERATIONS["push"]
         for name, n in learned("push"):
             root = fresh(template, tmp_path / f"fail-{name}-{n}")
-            inject = ["-o", "/dev/null", "-e", f"inject={name}:error={FAULTS[name]}:when={n}"]
-            proc = run_sub(root, key, verb, stdin, inject)
+            inject = ["-e", f"inject={name}:error={FAULTS[name]}:when={n}"]
+            proc = receivers.run(root, verb, stdin, [*TRACED, *inject], *key)
             where = f"{FAULTS[name]} at {name} #{n}"
+            assert "(INJECTED)" in receivers.trace, where
             assert proc.returncode in (0, protocol.EXIT_SYSTEM), (where, proc.stderr)
             if not (root / JOURNAL).exists():
                 assert (root / "data").read_bytes() == merged_expected(*sections(root).items())
