@@ -107,7 +107,9 @@ def pytest_collection_modifyitems(
 
     After the selection, a property test whose long run (``NAME_thorough``) is
     also selected is left out: it is a sample of the same property, for the unit
-    lane alone, and the full suite need not pay for it twice.
+    lane alone, and the full suite need not pay for it twice. Then, on an xdist
+    worker, the tests of :data:`LONG_FIRST` go to the heads of the workers' first
+    shares (:func:`long_first`), so that they start first.
     """
     real = pytest.mark.real
     for item in items:
@@ -121,6 +123,53 @@ def pytest_collection_modifyitems(
     if samples:
         config.hook.pytest_deselected(items=samples)
         items[:] = [item for item in items if item not in samples]
+    workerinput = getattr(config, "workerinput", None)
+    if workerinput is not None:
+        order = long_first([it.nodeid for it in items], LONG_FIRST, workerinput["workercount"])
+        items[:] = [items[i] for i in order]
+
+
+#: Node ids of the longest tests, longest first (seconds on a loaded 2-core machine).
+#: Under ``--dist worksteal`` a worker runs its share of the collection in order and
+#: an idle worker steals from the end of a busy one's: a long test late in a share
+#: starts late, and runs on alone at the end of the suite. These go to the heads of
+#: the shares instead. An id that names no test is ignored: the list is about time.
+LONG_FIRST = (
+    "tests/benchmarks/test_soak.py::test_short_soak",  # 70
+    "tests/daemon/test_reload.py::TestRunningDaemon::"
+    "test_unknown_slave_fails_fast_then_sighup_adds_it",  # 34, 20 of them asleep
+    "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 19
+    "tests/test_config.py::test_cli_one_shape_for_config_errors",  # 15
+    "tests/slave/test_receive_concurrent.py::TestTwoReceivers::test_newer_build_wins",  # 11
+    "tests/slave/test_masters_crash.py::TestTwoMastersAtOnce::test_every_order_and_delay",  # 8
+    "tests/slave/test_masters_crash.py::TestKilled::test_kill_at_every_step[push]",  # 7
+)
+
+
+def long_first(nodeids: Sequence[str], long: Sequence[str], workers: int) -> list[int]:
+    """The order (positions in ``nodeids``) that puts the tests named in ``long`` at
+    the heads of the shares ``--dist worksteal`` first hands ``workers`` workers,
+    dealt in ``long``'s order across the shares; the other tests keep their order.
+
+    xdist 3 splits the collection into contiguous shares, each worker in turn taking
+    the tests left divided by the workers left (WorkStealingScheduling.check_schedule).
+    Every worker orders its collection this way, and xdist checks that they agree.
+    """
+    rank = {nodeid: i for i, nodeid in enumerate(long)}
+    first = sorted((i for i, n in enumerate(nodeids) if n in rank), key=lambda i: rank[nodeids[i]])
+    if not first or workers < 2:
+        return list(range(len(nodeids)))
+    rest = [i for i, n in enumerate(nodeids) if n not in rank]
+    order: list[int] = []
+    left, taken = len(nodeids), 0
+    for worker in range(workers):
+        size = left // (workers - worker)
+        left -= size
+        head = first[worker::workers]
+        fill = max(0, size - len(head))
+        order += head + rest[taken : taken + fill]
+        taken += fill
+    return order + rest[taken:]
 
 
 def is_long_run(item: pytest.Item) -> bool:
