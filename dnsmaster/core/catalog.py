@@ -1,0 +1,141 @@
+"""The catalog zone (RFC 9432): every zone of a build listed in one zone of its own (pure).
+
+Secondaries that consume catalog zones (Knot 3.x, BIND 9.18, PowerDNS 4.7) add a
+member zone when its PTR appears in the catalog and drop it when the PTR goes, so
+an operator adds a zone on the master and never touches the secondaries' config.
+
+The catalog is written as tinydns data, as the last section of ``data``
+(``# catalog:1``), so that it is compiled, stamped, pushed and served like any
+zone. What RFC 9432 asks of the zone, line by line:
+
+- an SOA (§4.1): a ``Z`` line without a serial, so make-data stamps the build's,
+  as it does every zone's; a consumer transfers the catalog again when it changes;
+- exactly one NS (§4.1), ``invalid.`` as the RFC recommends: nothing is meant to
+  resolve through a catalog;
+- ``version`` TXT "2" (§4.2.1): the schema a consumer must understand;
+- one PTR per member (§4.2.2) at ``<unique-N>.zones.<catalog>``, naming the member.
+  The label is derived from the member's name alone, so it stays the same from one
+  build to the next: a consumer that saw a member's label change would take it for
+  a member removed and another added (§5.3, a "member zone reset").
+
+TTLs are 0, as in the RFC's examples: the records are read by transfer, never
+looked up through a cache.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Iterable, Sequence
+
+from dnsmaster.core.fields import name_to_wire
+from dnsmaster.errors import NameTooLong
+
+__all__ = [
+    "CATALOG_SOURCE",
+    "catalog_lines",
+    "catalog_wire",
+    "member_label",
+    "name_text",
+    "zones_in",
+]
+
+#: The catalog's section of ``data`` is named after no file: ``# catalog:1``.
+#: Every source file is ``header`` or ``zones.*``, so the names never meet.
+CATALOG_SOURCE = "catalog"
+
+# A Z line at the start of a line, its first field (the zone's name).
+_ZONE = re.compile(rb"^Z([^:\n]*)", re.MULTILINE)
+# The characters a catalog name may have in the configuration: a host name's, and
+# the underscore. Anything else would need escapes in data, and is a mistake there.
+_CATALOG_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
+# The bytes a name keeps as they are in data text; any other is written \ooo.
+_PLAIN = frozenset(b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*")
+# RFC 9432 §4.1's recommendation, also used as the SOA's MNAME and RNAME.
+_INVALID = b"invalid."
+# The SOA's numbers after the serial: refresh, retry, expire, minimum (RFC 9432's
+# example). The long expire keeps a consumer that cannot reach the master from
+# expiring the catalog, and with it every member zone (§5.6).
+_SOA_TIMES = b"3600:600:2147483646:0"
+
+
+def catalog_wire(name: str) -> bytes:
+    """The catalog zone's name in wire form (lower case), checked.
+
+    Raises ValueError naming what is wrong: the configuration's ``catalog`` is
+    written into ``data``, so only a plain host name (letters, digits, ``-``, ``_``)
+    of at least two labels is taken.
+    """
+    if not _CATALOG_NAME.fullmatch(name):
+        raise ValueError(f"{name!r} is not a domain name (letters, digits, '-', '_' and dots)")
+    if "." not in name.rstrip("."):
+        # One label would make the catalog a top-level domain: surely a mistake.
+        raise ValueError(f"{name!r} has a single label; a catalog is a zone like catalog.example")
+    try:
+        return name_to_wire(name.encode("ascii")).lower()
+    except NameTooLong as exc:
+        raise ValueError(str(exc)) from None
+
+
+def zones_in(pieces: Iterable[bytes | memoryview]) -> list[bytes]:
+    """The zones (wire form, lower case) whose ``Z`` lines are in a source's text.
+
+    ``pieces`` is the text cut where the serial goes (``CompiledSource.pieces``). A
+    cut falls inside a ``Z`` line's serial field, so a piece after it starts with
+    ``:`` or a newline, never with a line of its own: each piece can be searched
+    alone. A name tinydns-data would refuse is not there (the source would not
+    have compiled); one listed twice is listed once.
+    """
+    found: dict[bytes, None] = {}
+    for piece in pieces:
+        for m in _ZONE.finditer(piece):
+            try:
+                found[name_to_wire(m.group(1)).lower()] = None
+            except NameTooLong:
+                continue
+    return list(found)
+
+
+def member_label(wire: bytes) -> bytes:
+    """The stable ``<unique-N>`` label of a member zone (RFC 9432 §4.2.2).
+
+    The first 32 hex digits (128 bits) of the sha256 of the member's wire name in
+    lower case: the same for the same zone in every build and on every master,
+    whatever case the zones file writes it in.
+    """
+    return hashlib.sha256(wire.lower()).hexdigest()[:32].encode("ascii")
+
+
+def name_text(wire: bytes) -> bytes:
+    """A wire-form name as tinydns data text, with a final dot (``example.com.``).
+
+    A byte that is no letter, digit, ``-``, ``_`` or ``*`` is written as three octal
+    digits after a backslash (spec §3.5), so a dot or colon inside a label stays
+    inside it; the root is ``.``.
+    """
+    labels = []
+    at = 0
+    while wire[at]:
+        label = wire[at + 1 : at + 1 + wire[at]]
+        labels.append(b"".join(bytes((c,)) if c in _PLAIN else b"\\%03o" % c for c in label))
+        at += 1 + wire[at]
+    return b".".join(labels) + b"."
+
+
+def catalog_lines(catalog: bytes, members: Sequence[bytes]) -> bytes:
+    """The catalog zone as tinydns data: ``catalog`` and ``members`` in wire form.
+
+    The members are listed in the order of their names' text, each once; the
+    catalog itself is never a member. The ``Z`` line has no serial: the build
+    stamps its own, as for every zone.
+    """
+    zone = name_text(catalog)
+    lines = [
+        b"Z%s:%s:%s::%s:0" % (zone, _INVALID, _INVALID, _SOA_TIMES),
+        b"&%s::%s:0" % (zone, _INVALID),
+        b"'version.%s:2:0" % zone,
+    ]
+    named = {name_text(m.lower()): m.lower() for m in members if m.lower() != catalog.lower()}
+    for text in sorted(named):
+        lines.append(b"^%s.zones.%s:%s:0" % (member_label(named[text]), zone, text))
+    return b"\n".join(lines) + b"\n"
