@@ -165,6 +165,9 @@ def test_exit_statuses_page_is_the_code_table() -> None:
 CONFIG_SECTIONS = {
     "": "Top-level keys",
     "slave": "``[[slave]]``",
+    "secondary": "``[[secondary]]``",
+    "axfrdns": "``[axfrdns]``",
+    "notify": "``[notify]``",
     "daemon": "``[daemon]``",
     "push": "``[push]``",
     "guard": "``[guard]``",
@@ -185,6 +188,9 @@ def known_keys(table: str) -> list[str]:
         document = {**base, **unknown}
     elif table == "slave":
         document = {**base, "slave": [{"name": "ns", "host": "192.0.2.2", **unknown}]}
+    elif table == "secondary":
+        secondary = {"name": "nsd", "address": "192.0.2.7", **unknown}
+        document = {**base, "axfrdns": {"ip": "192.0.2.53"}, "secondary": [secondary]}
     else:
         document = {**base, table: unknown}
     with pytest.raises(ConfigError) as caught:

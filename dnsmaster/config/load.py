@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import tomllib
 from collections.abc import Callable, Mapping
@@ -16,12 +17,15 @@ from dnsmaster.config.keyfiles import (
 )
 from dnsmaster.config.model import (
     MAX_FILE_SIZE,
+    AxfrdnsOptions,
     Config,
     DaemonOptions,
     GuardOptions,
     HookOptions,
     LogOptions,
+    NotifyOptions,
     PushOptions,
+    Secondary,
     Slave,
 )
 from dnsmaster.config.reader import TableReader, field_names
@@ -99,6 +103,7 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
     top_keys = (
         "zones", "output", "state", "key", "known_hosts", "user", "strict", "max_file_size",
         "ipv6_int", "slave", "daemon", "push", "log", "metrics", "hooks", "guard",
+        "secondary", "axfrdns", "notify", "catalog",
     )  # fmt: skip
     with TableReader(table, path=path, prefix="").known(top_keys) as top:
         zones = top.path("zones")
@@ -126,13 +131,20 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
         log = _section(top.table("log"), path, "log.", _log)
         hooks = _section(top.table("hooks"), path, "hooks.", _hooks)
         guard = _section(top.table("guard"), path, "guard.", _guard)
+        axfrdns = _section(top.table("axfrdns"), path, "axfrdns.", _axfrdns)
+        notify = _section(top.table("notify"), path, "notify.", _notify)
+        catalog = _catalog(top)
         raw_slaves = top.take("slave", list, [])
+        raw_secondaries = top.take("secondary", list, [])
     slaves = tuple(_slave(item, path=path, index=i, user=user) for i, item in enumerate(raw_slaves))
-    seen: dict[str, int] = {}
-    for i, slave in enumerate(slaves):
-        if slave.name in seen:
-            raise ConfigError(str(path), f"slave[{i}].name", f"duplicate slave name {slave.name!r}")
-        seen[slave.name] = i
+    secondaries = tuple(
+        _secondary(item, path=path, index=i) for i, item in enumerate(raw_secondaries)
+    )
+    _check_names(path, slaves, secondaries)
+    if secondaries and not axfrdns.ip:
+        raise ConfigError(
+            str(path), "axfrdns.ip", "missing: the secondaries need the address axfrdns serves on"
+        )
     over_ssh = [s for s in slaves if s.transport == "ssh"]
     warnings = writable_by_anyone(
         path, "the configuration file", "point dnsmaster at other zones, keys or slaves"
@@ -172,6 +184,10 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
         hooks=hooks,
         guard=guard,
         metrics=metrics,
+        secondaries=secondaries,
+        axfrdns=axfrdns,
+        notify=notify,
+        catalog=catalog,
         warnings=tuple(warnings),
     )
 
@@ -288,3 +304,100 @@ def _slave(item: object, *, path: Path, index: int, user: str) -> Slave:
             compress=r.choice("compress", ("auto", "on", "off"), "auto"),  # type: ignore[arg-type]
         )
     return slave
+
+
+def _check_names(path: Path, slaves: tuple[Slave, ...], secondaries: tuple[Secondary, ...]) -> None:
+    # One namespace: logs, status and metrics name slaves and secondaries alike.
+    seen: set[str] = set()
+    for i, slave in enumerate(slaves):
+        if slave.name in seen:
+            raise ConfigError(str(path), f"slave[{i}].name", f"duplicate slave name {slave.name!r}")
+        seen.add(slave.name)
+    for i, secondary in enumerate(secondaries):
+        if secondary.name in seen:
+            raise ConfigError(
+                str(path),
+                f"secondary[{i}].name",
+                f"duplicate name {secondary.name!r} (slaves and secondaries share names)",
+            )
+        seen.add(secondary.name)
+
+
+def _catalog(top: TableReader) -> str:
+    catalog = top.text("catalog")
+    return _zone_name(catalog, lambda why: top.error("catalog", why)) if catalog else ""
+
+
+def _address(r: TableReader, key: str, text: str) -> str:
+    try:
+        ipaddress.ip_address(text)
+    except ValueError:
+        raise r.error(key, f"{text!r}: give an IPv4 or IPv6 address, not a name") from None
+    return text
+
+
+def _zone_name(text: str, error: Callable[[str], ConfigError]) -> str:
+    """``text`` as the build names zones: lower case, without the final dot."""
+    name = text.lower().rstrip(".")
+    labels = name.split(".")
+    if not name or len(name) > 253 or not all(0 < len(label) <= 63 for label in labels):
+        raise error(f"{text!r} is no domain name")
+    if any(c.isspace() or c in ":/\\" for c in name):
+        raise error(f"{text!r}: a domain name has no spaces, ':', '/' or '\\'")
+    return name
+
+
+def _zone_list(r: TableReader, key: str) -> tuple[str, ...]:
+    raw = r.take(key, list, [])
+    if not all(isinstance(z, str) for z in raw):
+        raise r.error(key, "must be a list of zone names")
+    names = (_zone_name(z, lambda why: r.error(key, why)) for z in raw)
+    return tuple(dict.fromkeys(names))
+
+
+def _axfrdns(r: TableReader) -> AxfrdnsOptions:
+    d = AxfrdnsOptions()
+    with r.known(field_names(AxfrdnsOptions)):
+        ip = r.text("ip")
+        return AxfrdnsOptions(
+            ip=_address(r, "ip", ip) if ip else "",
+            port=r.integer("port", d.port, low=1, high=65535),
+            service=r.path("service"),
+        )
+
+
+def _notify(r: TableReader) -> NotifyOptions:
+    d = NotifyOptions()
+    with r.known(field_names(NotifyOptions)):
+        return NotifyOptions(
+            timeout=r.number("timeout", d.timeout, minimum=0.01),
+            retries=r.integer("retries", d.retries, low=0, high=20),
+            confirm_timeout=r.number("confirm_timeout", d.confirm_timeout, minimum=0.1),
+        )
+
+
+def _secondary(item: object, *, path: Path, index: int) -> Secondary:
+    if not isinstance(item, dict):
+        raise ConfigError(str(path), f"secondary[{index}]", "must be a table ([[secondary]])")
+    reader = TableReader(item, path=path, prefix=f"secondary[{index}].")
+    with reader.known(field_names(Secondary)) as r:
+        name = r.text("name")
+        if not name:
+            raise r.error("name", "missing: every secondary needs a name")
+        if not name.replace("-", "").replace("_", "").replace(".", "").isalnum():
+            raise r.error("name", f"{name!r}: use letters, digits, '-', '_' and '.'")
+        address = r.text("address")
+        if not address:
+            raise r.error(
+                "address", f"missing: secondary {name!r} needs the address NOTIFY goes to"
+            )
+        address = _address(r, "address", address)
+        port = r.integer("port", 53, low=1, high=65535)
+        zones = _zone_list(r, "zones")
+        raw_from = r.take("transfer_from", list, [address])
+        if not raw_from or not all(isinstance(a, str) for a in raw_from):
+            raise r.error("transfer_from", "must be a non-empty list of addresses")
+        transfer_from = tuple(dict.fromkeys(_address(r, "transfer_from", a) for a in raw_from))
+    return Secondary(
+        name=name, address=address, port=port, zones=zones, transfer_from=transfer_from
+    )

@@ -12,12 +12,15 @@ from dnsmaster.errors import ConfigError
 __all__ = [
     "DEFAULT_KEYS",
     "MAX_FILE_SIZE",
+    "AxfrdnsOptions",
     "Config",
     "DaemonOptions",
     "GuardOptions",
     "HookOptions",
     "LogOptions",
+    "NotifyOptions",
     "PushOptions",
+    "Secondary",
     "Slave",
 ]
 
@@ -50,6 +53,47 @@ class Slave:
     #: a loopback host or a local transport), ``on`` or ``off``. Only receivers of
     #: protocol 2 and up take it; older ones get the data plain.
     compress: Literal["auto", "on", "off"] = "auto"
+
+
+@dataclass(frozen=True, slots=True)
+class Secondary:
+    """One standard secondary (BIND, NSD, Knot, a provider): it transfers the zones
+    by AXFR from the master's axfrdns and is told of a new serial by NOTIFY."""
+
+    name: str
+    #: Where NOTIFY and the SOA questions go: an IPv4 or IPv6 literal.
+    address: str
+    port: int = 53
+    #: The zones it carries, lower case without the final dot; empty: every zone
+    #: with a ``Z`` or ``.`` line in data (the catalog zone included).
+    zones: tuple[str, ...] = ()
+    #: The addresses its AXFR comes from, for axfrdns' tcp rules. The loader fills
+    #: in ``(address,)`` when the config names none; empty here means the same.
+    transfer_from: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class AxfrdnsOptions:
+    """``[axfrdns]``: where the master's axfrdns (TCP) and tinydns (UDP) answer,
+    both with ROOT = the output directory."""
+
+    #: Required (an IPv4 or IPv6 literal) when any ``[[secondary]]`` exists.
+    ip: str = ""
+    port: int = 53
+    #: The service directory ``service-conf --axfrdns`` made; doctor reads its rules.
+    service: Path | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class NotifyOptions:
+    """``[notify]``: how NOTIFY is retransmitted and how long a secondary may take."""
+
+    #: Seconds before the first retransmission; doubled for each one after.
+    timeout: float = 1.0
+    #: Retransmissions after the first NOTIFY (RFC 1996 3.6 wants them bounded).
+    retries: int = 5
+    #: Seconds a secondary may take to serve the new serial before it is late.
+    confirm_timeout: float = 300.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -143,6 +187,13 @@ class Config:
     #: The Prometheus textfile the daemon rewrites after each build and push (for
     #: node_exporter's textfile collector, which reads only ``*.prom``); None: none.
     metrics: Path | None = None
+    #: The standard secondaries fed by NOTIFY and AXFR (``[[secondary]]``).
+    secondaries: tuple[Secondary, ...] = ()
+    axfrdns: AxfrdnsOptions = field(default_factory=AxfrdnsOptions)
+    notify: NotifyOptions = field(default_factory=NotifyOptions)
+    #: The RFC 9432 catalog zone make-data adds, lower case without the final
+    #: dot; empty: none.
+    catalog: str = ""
     #: Unsafe but working setups found at load, each naming the path, what is
     #: wrong and the fix (``chmod 600 KEY``); the daemon and push log them.
     warnings: tuple[str, ...] = ()
