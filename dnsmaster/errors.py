@@ -20,6 +20,7 @@ cannot help)::
     ├── AllowlistError        a confined master's name or domains (domain, reason)
     ├── ArchiveError          the master's kept builds, or a rollback (path, reason)
     ├── DeltaError            a delta push that cannot be applied (reason)
+    ├── TransferError         an AXFR asked of axfrdns or a secondary (server, zone, reason)
     └── SlaveError            one slave (slave, phase, reason, exit_status, retryable)
         └── HostKeyError          its host key (host, port, known_hosts, presented)
             ├── HostKeyUnknown        known_hosts has no key for it
@@ -55,6 +56,7 @@ __all__ = [
     "SlaveError",
     "SlavePhase",
     "TinydnsDataError",
+    "TransferError",
     "WatchError",
     "reason",
 ]
@@ -292,6 +294,17 @@ class HostKeyChanged(HostKeyError):
         self.lines = lines or (line,)
         self.known = known
         self.accept = accept
+
+
+class TransferError(DnsmasterError):
+    """A zone transfer (AXFR over TCP) asked of ``server`` for ``zone`` gave no whole
+    zone; ``reason`` says what happened instead (refused, closed, timed out)."""
+
+    def __init__(self, server: str, zone: str, reason: str) -> None:
+        self.server = server
+        self.zone = zone
+        self.reason = reason
+        super().__init__(f"AXFR {zone} from {server}: {reason}")
 
 
 class ArchiveError(DnsmasterError):

@@ -1,9 +1,9 @@
 """Shared test plumbing.
 
 Tests that need a real component (tinydns-data, tinydns, sshd, daemontools, runit,
-strace, vim, Debian's python3, the C accelerator) ask for it by a fixture: the lab's
-(``lab``, ``slaves``, ``private_lab``, from :mod:`tests.lab.shared`) or one of
-:data:`REAL_FIXTURES`.
+strace, vim, Debian's python3, the C accelerator, axfrdns, tcpserver, NSD, Knot) ask
+for it by a fixture: the lab's (``lab``, ``slaves``, ``private_lab``, from
+:mod:`tests.lab.shared`) or one of :data:`REAL_FIXTURES`.
 So do tests that start dnsmaster as a process (``daemon_process``, ``dnsmaster_cli``),
 and the long runs of property tests the unit lane samples (``thorough``).
 Under CI=true a missing component fails the test (CI installs them all), elsewhere
@@ -77,6 +77,10 @@ REAL_FIXTURES = frozenset(
         "runit_tools",
         "debian_python",
         "accelerator",
+        "axfrdns_bin",  # the secondaries' side (issue 20): axfrdns under tcpserver, NSD, Knot
+        "tcpserver_bin",
+        "nsd_bin",
+        "knotd_bin",
         "daemon_process",  # dnsmaster run as a process (DaemonProcess, site.Local, site.Rig)
         "dnsmaster_cli",  # dnsmaster's command line in a subprocess
         "thorough",  # the long run of a property the unit lane samples
@@ -347,3 +351,34 @@ def debian_python() -> str:
     if not os.access(DEBIAN_PYTHON, os.X_OK):
         missing(f"{DEBIAN_PYTHON} not found: apt-get install -y python3")
     return DEBIAN_PYTHON
+
+
+@pytest.fixture(scope="session")
+def axfrdns_bin() -> str:
+    """djbdns' axfrdns, which chroots to its ROOT and drops to UID/GID: root only."""
+    require_root("axfrdns")
+    return require("axfrdns", "axfrdns")
+
+
+@pytest.fixture(scope="session")
+def tcpserver_bin() -> str:
+    """ucspi-tcp's tcpserver, which runs axfrdns; its tcprules (the same package)
+    compiles the rules file service-conf --axfrdns writes."""
+    require("tcprules", "ucspi-tcp")
+    return require("tcpserver", "ucspi-tcp")
+
+
+@pytest.fixture(scope="session")
+def nsd_bin() -> str:
+    """NSD, a standard secondary (binds port 53 of a 127.0.1.N: root only)."""
+    require_root("nsd")
+    return require("nsd", "nsd")
+
+
+@pytest.fixture(scope="session")
+def knotd_bin() -> str:
+    """Knot's server, a standard secondary and catalog consumer (root only, as NSD);
+    its kdig (knot-dnsutils) is asked for too, for what tests ask it."""
+    require_root("knotd")
+    require("kdig", "knot-dnsutils")
+    return require("knotd", "knot")
