@@ -169,6 +169,7 @@ class Daemon:
             config.output,
             strict=config.strict,
             ipv6_int=config.ipv6_int,
+            catalog=config.catalog,
             max_file_size=config.max_file_size,
             locking=False,  # the daemon holds the output directory's lock for its life
             keep=config.daemon.keep,
