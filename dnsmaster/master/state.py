@@ -39,6 +39,7 @@ __all__ = [
     "Pushed",
     "RequestAnswer",
     "RollbackState",
+    "SecondaryState",
     "SlaveState",
     "State",
     "Verified",
@@ -126,6 +127,39 @@ class SlaveState:
     #: that cannot is not retried until known_hosts changes, a new build or SIGHUP.
     phase: str | None = None
     retryable: bool = True
+
+
+@dataclass(frozen=True, slots=True)
+class SecondaryState:
+    """One standard secondary (``[[secondary]]``) as the daemon last fed it.
+
+    ``result`` is ``notifying`` (NOTIFY sent for the zones whose serial changed,
+    not all answered yet), ``waiting`` (the NOTIFYs ended; its SOA is asked until
+    it serves ``serial``), ``serving`` (every zone it carries answers ``serial`` or
+    newer), ``late`` (``[notify] confirm_timeout`` passed first) or ``failed`` (no
+    zone of it to feed, or none of its NOTIFYs was answered and it never served
+    the serial); ``unknown`` before the first build is fed.
+    """
+
+    name: str
+    #: The serial it should serve: the build's (None: no build fed yet).
+    serial: int | None = None
+    #: How many zones of the build it carries.
+    zones: int = 0
+    #: When the NOTIFYs for this build were first sent (None: none needed or sent).
+    notified: float | None = None
+    #: How many of those NOTIFYs it acknowledged.
+    acked: int = 0
+    #: The lowest serial it answered for its zones at the last question (None: no
+    #: answer yet).
+    serving: int | None = None
+    #: When it was first seen serving ``serial`` for every zone.
+    served_at: float | None = None
+    #: Seconds from the build's feed to ``served_at``.
+    seconds: float | None = None
+    #: Why it is late or failed (the last NOTIFY's failure, or the SOA answer).
+    error: str | None = None
+    result: str = "unknown"
 
 
 @dataclass(frozen=True, slots=True)
@@ -255,6 +289,8 @@ class State:
     #: for it (``dnsmaster rollback``, ``push --accept``) names it, and any other
     #: daemon discards the request instead of acting on it.
     instance: str | None = None
+    #: The standard secondaries, as fed from the current build (``[[secondary]]``).
+    secondaries: tuple[SecondaryState, ...] = ()
 
 
 #: Where Linux says which boot this is: the same id means the same monotonic clock.

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from pathlib import Path
 
@@ -58,6 +59,29 @@ class TestStateFile:
         state.write(path, written)
         assert state.read(path) == written
         assert json.loads(path.read_text())["format"] == state.FORMAT
+
+    def test_secondaries_round_trip(self, tmp_path: Path) -> None:
+        """The secondaries' records read back equal; a file without them reads as none."""
+        written = dataclasses.replace(
+            _state(),
+            secondaries=(
+                state.SecondaryState(
+                    "nsd1", 1700000000, 3, 5.0, 3, 1700000000, 6.5, 1.5, None, "serving"
+                ),
+                state.SecondaryState(
+                    "provider", 1700000000, 2, 5.0, 0, 1699999999, None, None, "REFUSED", "late"
+                ),
+                state.SecondaryState("new"),
+            ),
+        )
+        path = tmp_path / "state.json"
+        state.write(path, written)
+        assert state.read(path) == written
+        document = json.loads(path.read_text())
+        assert document["secondaries"][0]["result"] == "serving"
+        del document["secondaries"]
+        path.write_text(json.dumps(document))
+        assert state.read(path).secondaries == ()
 
     def test_replaced_atomically(self, tmp_path: Path) -> None:
         """A rewrite leaves no temp file beside it and changes the inode (rename)."""
