@@ -1,0 +1,105 @@
+"""Knot as a catalog consumer of the master's axfrdns: zones come and go by themselves.
+
+The master builds with ``catalog`` set into the directory a real axfrdns (and
+tinydns) serve; Debian's Knot 3.2 has only the catalog zone in its configuration
+(``catalog-role: interpret``) and a template for its members. After a build, the
+master's NOTIFY (:func:`dnsmaster.transport.notify.notify`) for each zone whose
+serial changed brings Knot up to date: a zone added to the zones directory is
+served by Knot, a zone removed is dropped, and Knot's configuration is never
+touched. Knot's refresh is an hour (:data:`tests.lab.knot.REFRESH`), so only the
+NOTIFY explains it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dnsmaster.core.axfrrules import grants, rules_text
+from dnsmaster.core.guard import zone_text
+from dnsmaster.core.soa import zone_serials
+from dnsmaster.master.build import Builder, BuildResult
+from dnsmaster.transport.notify import notify
+from tests.lab.axfrdns import Axfrdns
+from tests.lab.knot import Knot
+
+CATALOG = "catalog.example"
+
+
+@pytest.fixture
+def master(tmp_path: Path, axfrdns_bin: str, tcpserver_bin: str) -> Iterator[Axfrdns]:
+    """tinydns and axfrdns serving an empty output directory (filled by the test)."""
+    output = tmp_path / "output"
+    output.mkdir()
+    with Axfrdns(output, tmp_path / "axfrdns") as server:
+        yield server
+
+
+@pytest.fixture
+def knot(tmp_path: Path, master: Axfrdns, knotd_bin: str) -> Iterator[Knot]:
+    """Knot consuming the master's catalog, allowed to transfer every zone."""
+    consumer = Knot(tmp_path / "knot", master=master.address, catalog=CATALOG)
+    try:
+        master.set_rules(rules_text(grants([([consumer.address], [])])))
+        yield consumer
+    finally:
+        consumer.close()
+
+
+def notify_changed(knot: Knot, old: bytes, new: bytes) -> None:
+    """NOTIFY Knot of the catalog, then of each other zone of ``new`` whose serial
+    changed since ``old``.
+
+    A zone new in this build is not Knot's yet: it answers NOTAUTH until the
+    catalog's transfer adds it, and then transfers it anyway. So the catalog goes
+    first, and a new zone is not notified.
+    """
+    before = zone_serials(old)
+    changed = [
+        zone_text(z)
+        for z, serial in zone_serials(new).items()
+        if z in before and before[z] != serial and zone_text(z) != CATALOG
+    ]
+
+    async def send() -> None:
+        first = await notify(knot.address, 53, CATALOG, timeout=0.5, retries=3)
+        assert first.acked, first
+        results = await asyncio.gather(
+            *(notify(knot.address, 53, zone, timeout=0.5, retries=3) for zone in changed)
+        )
+        assert all(r.acked for r in results), results
+
+    asyncio.run(send())
+
+
+def built(builder: Builder) -> BuildResult:
+    result = builder.build()
+    assert result is not None
+    return result
+
+
+def test_members_follow_the_catalog(tmp_path: Path, master: Axfrdns, knot: Knot) -> None:
+    """Knot serves the zones the catalog lists, takes a new one and drops a removed one."""
+    zones = tmp_path / "zones"
+    zones.mkdir()
+    (zones / "zones.example.com").write_bytes(b".example.com:192.0.2.1:a\n")
+    (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.2:a\n")
+    builder = Builder(zones, master.root, catalog=CATALOG)
+    first = built(builder)
+    config = knot.config.read_bytes()
+
+    knot.start()  # its first transfer of the catalog: no NOTIFY needed
+    # Knot does not answer for the catalog zone itself: only its members are checked.
+    start = dict.fromkeys(["example.com", "example.net"], first.serial)
+    knot.wait_serials(start | {"example.org": None})
+
+    (zones / "zones.example.org").write_bytes(b".example.org:192.0.2.3:a\n")
+    (zones / "zones.example.net").unlink()
+    second = built(builder)
+    notify_changed(knot, first.data, second.data)
+    now = dict.fromkeys(["example.com", "example.org"], second.serial)
+    knot.wait_serials(now | {"example.net": None})
+    assert knot.config.read_bytes() == config
