@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 
+from dnsmaster.core import delta
 from dnsmaster.core.catalog import member_label
 from dnsmaster.core.guard import judge_data
 from dnsmaster.core.soa import zone_serials
@@ -134,3 +135,20 @@ class TestCatalogBuild:
         """A name data cannot hold is a BuildError naming it."""
         with pytest.raises(BuildError, match="catalog"):
             Builder(zones, out, catalog="not a name").build()
+
+
+class TestCatalogDelta:
+    def test_a_delta_carries_only_what_changed(self, zones: Path, out: Path) -> None:
+        """The catalog's serial is restamped like the zones': a new member is one line."""
+        builder = Builder(zones, out, clock=Clock(1_700_000_000), catalog="catalog.example")
+        old = builder.build().data
+        (zones / "zones.example.org").write_bytes(b".example.org:192.0.2.4:a\n")
+        new = builder.build().data
+        found = delta.parse(delta.make(old, new))
+        assert delta.apply(found, old) == new
+        inserted = b"".join(op.text for op in found.ops if isinstance(op, delta.Insert))
+        assert b"^%s.zones.catalog.example.:example.org.:0" % member_label(ORG) in inserted
+        # the catalog's SOA was restamped, its other members copied: none sent again
+        assert b"Zcatalog.example." not in inserted
+        assert member_label(COM) not in inserted
+        assert member_label(NET) not in inserted
