@@ -388,6 +388,11 @@ def _wait_options(p: argparse.ArgumentParser, *, flag: bool) -> None:
         metavar="S",
         help="seconds to wait for the slaves (default: %(default)s)",
     )
+    p.add_argument(
+        "--secondaries",
+        action="store_true",
+        help="wait for the standard secondaries ([[secondary]]) too, each for the zones it carries",
+    )
 
 
 def _serial_arg(text: str) -> int:

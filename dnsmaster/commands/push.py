@@ -38,7 +38,7 @@ from dnsmaster.exits import (
     EXIT_USAGE,
 )
 from dnsmaster.fsutil import describe
-from dnsmaster.master import guarded, pushing, rollback
+from dnsmaster.master import guarded, pushing, rollback, secondaries
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
@@ -60,7 +60,12 @@ async def push_to_slaves(
     found = _data_on_disk(cfg, logger) if data is None else data
     if isinstance(found, int):
         return found
-    results = await pushing.push_build(cfg, slaves, found, logger)
+    # The build is in the output directory, where axfrdns serves it: the standard
+    # secondaries are told now, beside the push, which never waits for them.
+    results, _ = await asyncio.gather(
+        pushing.push_build(cfg, slaves, found, logger),
+        secondaries.announce(cfg.secondaries, cfg.notify, found, logger),
+    )
     return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
 
 
@@ -89,7 +94,8 @@ async def _push_and_wait(args: argparse.Namespace) -> int:
             status = await _push_by_hand(cfg, slaves, args, logger)
     if status != EXIT_OK or not args.wait:
         return status
-    return await wait_for_build(cfg, slaves, None, args.timeout, logger)
+    also = cfg.secondaries if args.secondaries else ()
+    return await wait_for_build(cfg, slaves, None, args.timeout, logger, secondaries=also)
 
 
 async def _push_by_hand(

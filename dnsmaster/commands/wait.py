@@ -2,8 +2,8 @@
 
 Each slave's tinydns (its ``dns`` address) is asked for the SOA of every zone of the
 build on disk that has the serial (or of the zones ``--zone`` names) until it serves
-that serial or a newer one. ``push --wait`` ends with the same wait
-(:func:`wait_for_build`).
+that serial or a newer one; with ``--secondaries``, each standard secondary too, for
+the zones it carries. ``push --wait`` ends with the same wait (:func:`wait_for_build`).
 """
 
 from __future__ import annotations
@@ -20,9 +20,10 @@ from dnsmaster.core.fields import name_to_wire
 from dnsmaster.exits import EXIT_OK, EXIT_SLAVES, EXIT_SYSTEM, EXIT_USAGE
 from dnsmaster.fsutil import describe
 from dnsmaster.master import wait
+from dnsmaster.master.secondaries import carried
 
 if TYPE_CHECKING:
-    from dnsmaster.config import Config, Slave
+    from dnsmaster.config import Config, Secondary, Slave
 
 __all__ = ["main", "wait_for_build"]
 
@@ -47,7 +48,15 @@ async def _wait(args: argparse.Namespace) -> int:
     status = daemon_runs(cfg, [s.name for s in slaves], logger)
     if status != EXIT_OK:
         return status
-    return await wait_for_build(cfg, slaves, zones, args.timeout, logger, serial=args.serial)
+    return await wait_for_build(
+        cfg,
+        slaves,
+        zones,
+        args.timeout,
+        logger,
+        serial=args.serial,
+        secondaries=cfg.secondaries if args.secondaries else (),
+    )
 
 
 async def wait_for_build(
@@ -58,8 +67,10 @@ async def wait_for_build(
     logger: Any,
     *,
     serial: int | None = None,
+    secondaries: Sequence[Secondary] = (),
 ) -> int:
-    """Wait until ``slaves`` serve ``zones`` (default: the build's on disk); the exit status."""
+    """Wait until ``slaves`` (and ``secondaries``, for the zones each carries) serve
+    ``zones`` (default: the build's on disk); the exit status."""
     if zones is None:
         path = cfg.output / "data"
         try:
@@ -79,7 +90,14 @@ async def wait_for_build(
                 f"no zone in {path} has serial {serial} (the build on disk is {built}): "
                 "name the zones with --zone"
             )
-    logger.info("wait.start", serial=serial, zones=len(zones), slaves=len(slaves), timeout=timeout)
+    logger.info(
+        "wait.start",
+        serial=serial,
+        zones=len(zones),
+        slaves=len(slaves),
+        secondaries=len(secondaries) if secondaries else None,
+        timeout=timeout,
+    )
     start = time.monotonic()
     results = await wait.wait_live(
         slaves,
@@ -87,6 +105,7 @@ async def wait_for_build(
         timeout=timeout,
         logger=logger,
         query_timeout=min(cfg.daemon.verify_timeout, 1.0),
+        secondaries=[(s, carried(s, zones)) for s in secondaries],
     )
     live = wait.report(results, logger, seconds=time.monotonic() - start)
     return EXIT_OK if live else EXIT_SLAVES

@@ -52,6 +52,7 @@ from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.daemon.rest import Rest
+from dnsmaster.daemon.secondary import Secondaries
 from dnsmaster.daemon.signals import Reloader, Signals, loaded
 from dnsmaster.daemon.statefile import StateFile
 from dnsmaster.daemon.watch import Change, ZonesWatcher
@@ -211,6 +212,8 @@ class Daemon:
         )
         self.signals = Signals(self, self.reloader, log)
         self.workers = [SlaveWorker(self, slave) for slave in config.slaves]
+        #: The standard secondaries, fed each new current build beside the workers.
+        self.secondaries = Secondaries(self, log)
         self._idle = asyncio.Event()
         self._logs: dict[str, PushLog] = {}
         self._done_for: str | None = None
@@ -229,14 +232,21 @@ class Daemon:
         """What each slave's worker knows, in the configuration's order."""
         return [w.state for w in self.workers]
 
+    def secondary_states(self) -> list[statefile.SecondaryState]:
+        """What each secondary's feed last said, in the configuration's order."""
+        return list(self.secondaries.states())
+
     def installed_serials(self) -> list[int | None]:
         """The serial each slave has installed, as far as its worker knows."""
         return [w.state.installed_serial for w in self.workers]
 
     def wake_workers(self, *, force: bool = False) -> None:
-        """Every slave's worker looks at the current build now."""
+        """Every slave's worker looks at the current build now; a new one is fed to
+        the secondaries (never awaited by the workers)."""
         for worker in self.workers:
             worker.wake(force=force)
+        if self._serving:
+            self.secondaries.new_build(self.current)
 
     def push_log(self, current: Current) -> PushLog:
         if current.sha256 not in self._logs:
@@ -431,6 +441,7 @@ class Daemon:
                 self._serving = True
                 for worker in self.workers:
                     self._start_worker(worker)
+                self.secondaries.new_build(self.current)
                 tasks.append(self.start(self.builds.loop(), "build"))
                 tasks.append(self.start(self.state_file.heartbeat(), "heartbeat"))
                 self.builds.start_rescans()
@@ -460,6 +471,7 @@ class Daemon:
         for task in tasks:
             task.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
+        await self.secondaries.stop()
         for worker in self.workers:
             await worker.channel.close()
         await self.hooks.close()

@@ -9,7 +9,10 @@ starts before the old one stops, then a rescan catches a save made in between),
 A slave counts as changed when anything its connection is made of differs: its
 own table, or for an SSH slave the top-level ``key`` and ``known_hosts`` and
 ``[push] connect_timeout``, ``keepalive_interval`` and ``host_key_recheck``. Its
-worker is then restarted on a new connection.
+worker is then restarted on a new connection. Standard secondaries
+(``[[secondary]]``) added, removed or changed (their table or ``[notify]``) are
+handled alike by :mod:`dnsmaster.daemon.secondary`: a new or changed one is fed the
+current build at once.
 
 The settings in :data:`RESTART_NEEDED` are not changed by a reload: the daemon
 keeps running on the value it started with, logs ``config.restart_needed``, and

@@ -31,6 +31,7 @@ from dnsmaster.daemon import reload
 from dnsmaster.daemon.debounce import Debouncer, DebounceTiming
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
+from dnsmaster.daemon.secondary import Secondaries
 from dnsmaster.daemon.statefile import StateFile
 from dnsmaster.daemon.worker import SlaveWorker
 from dnsmaster.errors import ConfigError
@@ -67,6 +68,9 @@ class Reloadable(Protocol):
     async def rewatch(self, before: DaemonOptions, after: DaemonOptions) -> None: ...
 
     def restart_rescan(self) -> None: ...
+
+    @property
+    def secondaries(self) -> Secondaries: ...
 
 
 class Signalled(Protocol):
@@ -168,6 +172,7 @@ class Reloader:
         self._retime(old, new)
         await daemon.rewatch(old.daemon, new.daemon)
         await self._reslave(change)
+        await daemon.secondaries.reconfigure(old, new)
         for warning in new.warnings:
             if warning not in old.warnings:
                 self.log.warning("config.warning", warning=warning)

@@ -52,6 +52,8 @@ class Published(Protocol):
 
     def slave_states(self) -> Sequence[statefile.SlaveState]: ...
 
+    def secondary_states(self) -> Sequence[statefile.SecondaryState]: ...
+
 
 class StateFile:
     """Writes the state file (and the metrics file with it) for one daemon's life."""
@@ -147,6 +149,7 @@ class StateFile:
             request=holds.request,
             config=self.config,
             held=_held_state(holds),
+            secondaries=tuple(daemon.secondary_states()),
         )
 
     async def heartbeat(self) -> None:

@@ -6,6 +6,8 @@ So each slave's ``dns`` address is asked for the SOA of every zone of the build,
 concurrently, every :data:`INTERVAL` seconds, until each zone answers the target
 serial (or a newer one, by RFC 1982) or the time is up. One line is logged per
 slave as it turns live; on timeout, one line per laggard says what it serves.
+Standard secondaries (``[[secondary]]``) are waited for the same way when asked
+(``--secondaries``), each for the zones it carries.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.transport.dns import SoaCheck, check_serials
 
 if TYPE_CHECKING:
-    from dnsmaster.config import Slave
+    from dnsmaster.config import Secondary, Slave
 
-__all__ = ["INTERVAL", "SlaveWait", "build_zones", "is_live", "report", "wait_live"]
+__all__ = [
+    "INTERVAL",
+    "SlaveWait",
+    "build_zones",
+    "is_live",
+    "report",
+    "wait_live",
+    "wait_serving",
+]
 
 #: Seconds between two rounds of questions to a slave that is not live yet.
 INTERVAL = 0.15
@@ -41,6 +51,9 @@ class SlaveWait:
     seconds: float | None = None
     #: The last answer for each zone it did not serve yet (empty when live).
     pending: tuple[SoaCheck, ...] = ()
+    #: What was waited for: a ``slave``'s tinydns or a standard ``secondary``; the
+    #: key its log lines name it under.
+    kind: str = "slave"
 
 
 def build_zones(data: bytes, serial: int) -> dict[bytes, int]:
@@ -60,36 +73,52 @@ def is_live(check: SoaCheck) -> bool:
 
 
 async def _ask(
-    slave: Slave, zones: Mapping[bytes, int], timeout: float, limit: asyncio.Semaphore
+    server: str,
+    port: int,
+    zones: Mapping[bytes, int],
+    timeout: float,
+    limit: asyncio.Semaphore,
 ) -> dict[bytes, SoaCheck]:
     async def one(wire: bytes, expected: int) -> tuple[bytes, SoaCheck]:
         async with limit:
-            (check,) = await check_serials(slave.dns, slave.dns_port, {wire: expected}, timeout)
+            (check,) = await check_serials(server, port, {wire: expected}, timeout)
         return wire, check
 
     return dict(await asyncio.gather(*(one(w, e) for w, e in zones.items())))
 
 
-async def _wait_one(
-    slave: Slave,
+async def wait_serving(
+    name: str,
+    server: str,
+    port: int,
     zones: Mapping[bytes, int],
     *,
-    start: float,
-    deadline: float,
-    query_timeout: float,
-    interval: float,
-    logger: Any,
+    timeout: float,
+    query_timeout: float = 1.0,
+    interval: float = INTERVAL,
+    max_interval: float | None = None,
+    kind: str = "slave",
 ) -> SlaveWait:
+    """Ask ``server`` until it serves every zone of ``zones`` (its serial or newer)
+    or ``timeout`` seconds pass; nothing is logged.
+
+    ``max_interval``: the pause between rounds doubles from ``interval`` up to it
+    (a secondary given minutes is not asked every ``interval`` all along); None
+    keeps it at ``interval``.
+    """
     loop = asyncio.get_running_loop()
+    start = loop.time()
+    deadline = start + timeout
     pending = dict(zones)
     last: dict[bytes, SoaCheck] = {}
     limit = asyncio.Semaphore(PARALLEL)
+    pause = interval
     while True:
         remaining = deadline - loop.time()
-        # Never outstay the deadline by a whole query timeout; a silent tinydns is
+        # Never outstay the deadline by a whole query timeout; a silent server is
         # asked again at the next round anyway.
-        checks = await _ask(slave, pending, max(0.05, min(query_timeout, remaining)), limit)
-        for wire, check in checks.items():
+        wait = max(0.05, min(query_timeout, remaining))
+        for wire, check in (await _ask(server, port, pending, wait, limit)).items():
             if is_live(check):
                 del pending[wire]
                 last.pop(wire, None)
@@ -97,12 +126,39 @@ async def _wait_one(
                 last[wire] = check
         now = loop.time()
         if not pending:
-            seconds = round(now - start, 3)
-            logger.info("wait.live", slave=slave.name, seconds=seconds)
-            return SlaveWait(slave.name, True, seconds)
+            return SlaveWait(name, True, round(now - start, 3), kind=kind)
         if now >= deadline:
-            return SlaveWait(slave.name, False, pending=tuple(last[w] for w in pending))
-        await asyncio.sleep(min(interval, deadline - now))
+            return SlaveWait(name, False, pending=tuple(last[w] for w in pending), kind=kind)
+        await asyncio.sleep(min(pause, deadline - now))
+        if max_interval is not None:
+            pause = min(pause * 2, max_interval)
+
+
+async def _wait_one(
+    kind: str,
+    name: str,
+    server: str,
+    port: int,
+    zones: Mapping[bytes, int],
+    *,
+    timeout: float,
+    query_timeout: float,
+    interval: float,
+    logger: Any,
+) -> SlaveWait:
+    result = await wait_serving(
+        name,
+        server,
+        port,
+        zones,
+        timeout=timeout,
+        query_timeout=query_timeout,
+        interval=interval,
+        kind=kind,
+    )
+    if result.live:
+        logger.info("wait.live", **{kind: name}, seconds=result.seconds)
+    return result
 
 
 async def wait_live(
@@ -113,6 +169,7 @@ async def wait_live(
     logger: Any,
     query_timeout: float = 1.0,
     interval: float = INTERVAL,
+    secondaries: Sequence[tuple[Secondary, Mapping[bytes, int]]] = (),
 ) -> list[SlaveWait]:
     """Ask every slave (concurrently) until it serves ``zones`` or ``timeout`` passes.
 
@@ -124,34 +181,44 @@ async def wait_live(
         logger: structlog logger; ``wait.live`` is logged as each slave turns.
         query_timeout: seconds one DNS question may take.
         interval: seconds between two rounds of questions to one slave.
+        secondaries: standard secondaries to wait for too, each with the zones it
+            must serve (those of ``zones`` it carries).
 
     Returns:
-        One :class:`SlaveWait` per slave, in the order given.
+        One :class:`SlaveWait` per slave, in the order given, then one per secondary.
     """
-    loop = asyncio.get_running_loop()
-    start = loop.time()
-    deadline = start + timeout
-    results: dict[str, SlaveWait] = {}
+    results: dict[tuple[str, str], SlaveWait] = {}
     tasks = {}
+    options = {
+        "timeout": timeout,
+        "query_timeout": query_timeout,
+        "interval": interval,
+        "logger": logger,
+    }
     for slave in slaves:
         if not slave.dns:
             logger.warning("wait.skip", slave=slave.name, reason="no dns address in the config")
-            results[slave.name] = SlaveWait(slave.name, None)
+            results["slave", slave.name] = SlaveWait(slave.name, None)
             continue
-        tasks[slave.name] = asyncio.create_task(
+        tasks["slave", slave.name] = asyncio.create_task(
+            _wait_one("slave", slave.name, slave.dns, slave.dns_port, zones, **options)
+        )
+    for secondary, carried in secondaries:
+        if not carried:
+            logger.warning(
+                "wait.skip", secondary=secondary.name, reason="it carries no zone of the build"
+            )
+            results["secondary", secondary.name] = SlaveWait(secondary.name, None, kind="secondary")
+            continue
+        tasks["secondary", secondary.name] = asyncio.create_task(
             _wait_one(
-                slave,
-                zones,
-                start=start,
-                deadline=deadline,
-                query_timeout=query_timeout,
-                interval=interval,
-                logger=logger,
+                "secondary", secondary.name, secondary.address, secondary.port, carried, **options
             )
         )
-    for name, task in tasks.items():
-        results[name] = await task
-    return [results[s.name] for s in slaves]
+    for key, task in tasks.items():
+        results[key] = await task
+    order = [("slave", s.name) for s in slaves] + [("secondary", s.name) for s, _ in secondaries]
+    return [results[key] for key in order]
 
 
 def report(results: Sequence[SlaveWait], logger: Any, *, seconds: float) -> bool:
@@ -162,7 +229,7 @@ def report(results: Sequence[SlaveWait], logger: Any, *, seconds: float) -> bool
         served: object = first.served if first.served is not None else "no answer"
         logger.error(
             "wait.late",
-            slave=r.name,
+            **{r.kind: r.name},
             zone=first.zone,
             expected=first.expected,
             serves=served,

@@ -1,4 +1,4 @@
-"""A stand-in secondary on loopback: answers NOTIFY as told, relays SOA questions.
+"""A stand-in secondary on loopback: answers NOTIFY as told, answers or relays SOA.
 
 A thread with one UDP socket (127.0.0.1, a port the kernel picks). Every NOTIFY
 that arrives is recorded (its id, zone and arrival time); it is answered NOERROR,
@@ -21,6 +21,9 @@ import dns.flags
 import dns.message
 import dns.opcode
 import dns.rcode
+import dns.rdata
+import dns.rdataclass
+import dns.rdatatype
 
 __all__ = ["NotifyResponder", "Received"]
 
@@ -43,6 +46,7 @@ class NotifyResponder:
         rcode: dns.rcode.Rcode | None = dns.rcode.NOERROR,
         drop: int = 0,
         upstream: tuple[str, int] | None = None,
+        soa: dict[str, int] | None = None,
         bad_first: bool = False,
     ) -> None:
         self.rcode = rcode
@@ -51,6 +55,9 @@ class NotifyResponder:
         #: Answer each NOTIFY first with a wrong id, which must not count.
         self.bad_first = bad_first
         self.upstream = upstream
+        #: Zone -> the serial its SOA answers, when there is no upstream (the test
+        #: may change it while the responder runs).
+        self.soa = dict(soa or {})
         self.received: list[Received] = []
         self._changed = threading.Condition()
         self._sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -96,6 +103,8 @@ class NotifyResponder:
                 self._notify(message, peer)
             elif self.upstream is not None:
                 self._relay(wire, peer)
+            else:
+                self._answer_soa(message, peer)
 
     def _notify(self, message: dns.message.Message, peer: tuple[str, int]) -> None:
         zone = message.question[0].name.to_text(omit_final_dot=True) if message.question else ""
@@ -116,6 +125,24 @@ class NotifyResponder:
             not_qr = dns.message.make_response(message)
             not_qr.flags &= ~dns.flags.QR
             self._sock.sendto(not_qr.to_wire(), peer)
+        self._sock.sendto(response.to_wire(), peer)
+
+    def _answer_soa(self, message: dns.message.Message, peer: tuple[str, int]) -> None:
+        if not message.question:
+            return
+        name = message.question[0].name
+        serial = self.soa.get(name.to_text(omit_final_dot=True).lower())
+        if serial is None:
+            return  # silent, as a secondary still starting
+        response = dns.message.make_response(message)
+        response.flags |= dns.flags.AA
+        rdata = dns.rdata.from_text(
+            "IN", "SOA", f"ns.{name} hostmaster.{name} {serial} 3600 600 86400 300"
+        )
+        rrset = response.find_rrset(
+            response.answer, name, dns.rdataclass.IN, dns.rdatatype.SOA, create=True
+        )
+        rrset.add(rdata, 300)
         self._sock.sendto(response.to_wire(), peer)
 
     def _relay(self, wire: bytes, peer: tuple[str, int]) -> None:

@@ -1,0 +1,198 @@
+"""Feeding a standard secondary: the plan (pure), then NOTIFY and confirmation
+against a dnspython responder on loopback (tests/lab/notifyd.py)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import dns.rcode
+import pytest
+
+from dnsmaster.config import NotifyOptions, Secondary
+from dnsmaster.core.fields import name_to_wire
+from dnsmaster.master.secondaries import carried, feed, notify_zones, plan, zone_text
+from dnsmaster.master.state import SecondaryState
+from tests.lab.notifyd import NotifyResponder
+from tests.lab.recorder import Recorder
+
+
+def wire(name: str) -> bytes:
+    return name_to_wire(name.encode()).lower()
+
+
+def data(**serials: int) -> bytes:
+    """tinydns data with one Z line per zone (``example_com=5``)."""
+    lines = [
+        f"Z{zone.replace('_', '.')}:ns.example.com:hostmaster.example.com:{serial}\n"
+        for zone, serial in serials.items()
+    ]
+    return "".join(lines).encode()
+
+
+def found(logger: Recorder, name: str, **fields: object) -> list[dict[str, object]]:
+    return [e for e in logger.find(name) if all(e.get(k) == v for k, v in fields.items())]
+
+
+NSD = Secondary("nsd1", "127.0.0.1", 53, (), ("127.0.0.1",))
+
+
+# -- the plan ---------------------------------------------------------------------------
+
+
+def test_zone_text() -> None:
+    assert zone_text(wire("Example.COM")) == "example.com"
+    assert zone_text(b"\0") == "."
+
+
+def test_a_secondary_naming_no_zones_carries_them_all() -> None:
+    zones = {wire("a.example"): 1, wire("b.example"): 2}
+    assert carried(NSD, zones) == zones
+
+
+def test_a_secondary_carries_the_zones_it_names_that_exist() -> None:
+    some = Secondary("s", "127.0.0.1", zones=("b.example", "gone.example"))
+    zones = {wire("a.example"): 1, wire("b.example"): 2}
+    assert carried(some, zones) == {wire("b.example"): 2}
+
+
+def test_only_changed_serials_are_notified() -> None:
+    now = {wire("a.example"): 5, wire("b.example"): 7, wire("new.example"): 5}
+    before = {wire("a.example"): 4, wire("b.example"): 7}
+    assert notify_zones(now, before) == {wire("a.example"): 5, wire("new.example"): 5}
+    assert notify_zones(now, None) == now
+
+
+def test_plan_from_two_builds() -> None:
+    some = Secondary("s", "127.0.0.1", zones=("a.example", "b.example"))
+    p = plan(some, data(a_example=5, b_example=7, c_example=5), 5, data(a_example=4, b_example=7))
+    assert p.serial == 5
+    assert p.zones == {wire("a.example"): 5, wire("b.example"): 7}
+    assert p.notify == {wire("a.example"): 5}
+    first = plan(some, data(a_example=5, b_example=7), 5, None)
+    assert first.notify == first.zones
+
+
+# -- feeding a responder -----------------------------------------------------------------
+
+FAST = NotifyOptions(timeout=0.05, retries=2, confirm_timeout=5.0)
+
+
+def run_feed(
+    responder: NotifyResponder, new: bytes, before: bytes | None, options: NotifyOptions = FAST
+) -> tuple[SecondaryState, list[SecondaryState], Recorder]:
+    secondary = Secondary("nsd1", responder.address, responder.port)
+    logger = Recorder()
+    updates: list[SecondaryState] = []
+
+    async def run() -> SecondaryState:
+        return await feed(
+            plan(secondary, new, 5, before),
+            options,
+            logger,
+            update=updates.append,
+            query_timeout=0.2,
+            interval=0.02,
+            max_interval=0.1,
+        )
+
+    return asyncio.run(run()), updates, logger
+
+
+def test_acked_and_serving() -> None:
+    with NotifyResponder(soa={"a.example": 5, "b.example": 7}) as responder:
+        final, updates, logger = run_feed(
+            responder, data(a_example=5, b_example=7), data(a_example=4, b_example=7)
+        )
+    assert responder.zones() == ["a.example"], "b.example kept its serial: no NOTIFY"
+    assert [u.result for u in updates] == ["notifying", "waiting", "serving"]
+    assert final == updates[-1]
+    assert final.serial == 5
+    assert final.zones == 2
+    assert final.acked == 1
+    assert final.serving == 5
+    assert final.error is None
+    assert final.seconds is not None
+    (acked,) = logger.find("notify.acked")
+    assert acked["secondary"] == "nsd1"
+    assert acked["zone"] == "a.example"
+    assert acked["attempt"] == 1
+    assert found(logger, "secondary.serving", secondary="nsd1", serial=5)
+
+
+def test_a_secondary_that_catches_up_later_turns_serving() -> None:
+    """It serves the old serial first; the feed waits until it serves the new one."""
+    with NotifyResponder(soa={"a.example": 4}) as responder:
+
+        async def catch_up() -> None:
+            await asyncio.to_thread(responder.wait_count, 1)
+            responder.soa["a.example"] = 5
+
+        async def both() -> SecondaryState:
+            secondary = Secondary("nsd1", responder.address, responder.port)
+            task = asyncio.create_task(catch_up())
+            final = await feed(
+                plan(secondary, data(a_example=5), 5, None),
+                FAST,
+                Recorder(),
+                update=lambda _: None,
+                query_timeout=0.2,
+                interval=0.02,
+            )
+            await task
+            return final
+
+        final = asyncio.run(both())
+    assert final.result == "serving"
+
+
+def test_silent_notify_and_no_soa_fails() -> None:
+    options = NotifyOptions(timeout=0.02, retries=1, confirm_timeout=0.3)
+    with NotifyResponder(rcode=None) as responder:
+        final, updates, logger = run_feed(responder, data(a_example=5), None, options)
+    assert [u.result for u in updates] == ["notifying", "failed", "failed"]
+    assert final.acked == 0
+    assert final.error == "no answer"
+    assert final.serving is None
+    assert len(logger.find("notify.sent")) == 2
+    (failed,) = logger.find("notify.failed")
+    assert failed["reason"] == "no answer"
+    (late,) = logger.find("secondary.late")
+    assert late["serves"] == "no answer"
+    assert late["expected"] == 5
+
+
+def test_refused_notify_but_serving_by_refresh_is_serving() -> None:
+    with NotifyResponder(rcode=dns.rcode.REFUSED, soa={"a.example": 5}) as responder:
+        final, updates, logger = run_feed(responder, data(a_example=5), None)
+    assert [u.result for u in updates] == ["notifying", "failed", "serving"]
+    assert final.result == "serving"
+    assert final.error is None
+    assert found(logger, "notify.failed", reason="REFUSED")
+
+
+@pytest.mark.parametrize("served", [4, 6])
+def test_late_or_newer(served: int) -> None:
+    """An older serial is late; a newer one (RFC 1982) is serving."""
+    options = NotifyOptions(timeout=0.05, retries=0, confirm_timeout=0.3)
+    with NotifyResponder(soa={"a.example": served}) as responder:
+        final, _, logger = run_feed(responder, data(a_example=5), None, options)
+    if served == 4:
+        assert final.result == "late"
+        assert final.serving == 4
+        assert found(logger, "secondary.late", zone="a.example", expected=5, serves=4)
+    else:
+        assert final.result == "serving"
+
+
+def test_no_zone_to_feed_fails_at_once() -> None:
+    secondary = Secondary("s", "127.0.0.1", 9, zones=("none.example",))
+    logger = Recorder()
+
+    async def run() -> SecondaryState:
+        return await feed(
+            plan(secondary, data(a_example=5), 5, None), FAST, logger, update=lambda _: None
+        )
+
+    final = asyncio.run(run())
+    assert final.result == "failed"
+    assert final.error == "it carries no zone of the build"
