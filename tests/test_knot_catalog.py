@@ -3,8 +3,9 @@
 The master builds with ``catalog`` set into the directory a real axfrdns (and
 tinydns) serve; Debian's Knot 3.2 has only the catalog zone in its configuration
 (``catalog-role: interpret``) and a template for its members. After a build, the
-master's NOTIFY (:func:`dnsmaster.transport.notify.notify`) for each zone whose
-serial changed brings Knot up to date: a zone added to the zones directory is
+master feeds Knot as the daemon feeds every ``[[secondary]]``
+(:func:`dnsmaster.master.secondaries.plan` and ``feed``: NOTIFY, then the SOA of
+each zone until it serves the build): a zone added to the zones directory is
 served by Knot, a zone removed is dropped, and Knot's configuration is never
 touched. Knot's refresh is an hour (:data:`tests.lab.knot.REFRESH`), so only the
 NOTIFY explains it.
@@ -18,13 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from dnsmaster.config import NotifyOptions, Secondary
 from dnsmaster.core.axfrrules import grants, rules_text
-from dnsmaster.core.guard import zone_text
-from dnsmaster.core.soa import zone_serials
 from dnsmaster.master.build import Builder, BuildResult
-from dnsmaster.transport.notify import notify
+from dnsmaster.master.secondaries import feed, plan
+from dnsmaster.master.state import SecondaryState
 from tests.lab.axfrdns import Axfrdns
 from tests.lab.knot import Knot
+from tests.lab.recorder import Recorder
 
 CATALOG = "catalog.example"
 
@@ -49,30 +51,13 @@ def knot(tmp_path: Path, master: Axfrdns, knotd_bin: str) -> Iterator[Knot]:
         consumer.close()
 
 
-def notify_changed(knot: Knot, old: bytes, new: bytes) -> None:
-    """NOTIFY Knot of the catalog, then of each other zone of ``new`` whose serial
-    changed since ``old``.
-
-    A zone new in this build is not Knot's yet: it answers NOTAUTH until the
-    catalog's transfer adds it, and then transfers it anyway. So the catalog goes
-    first, and a new zone is not notified.
-    """
-    before = zone_serials(old)
-    changed = [
-        zone_text(z)
-        for z, serial in zone_serials(new).items()
-        if z in before and before[z] != serial and zone_text(z) != CATALOG
-    ]
-
-    async def send() -> None:
-        first = await notify(knot.address, 53, CATALOG, timeout=0.5, retries=3)
-        assert first.acked, first
-        results = await asyncio.gather(
-            *(notify(knot.address, 53, zone, timeout=0.5, retries=3) for zone in changed)
-        )
-        assert all(r.acked for r in results), results
-
-    asyncio.run(send())
+def fed(knot: Knot, old: BuildResult, new: BuildResult) -> tuple[SecondaryState, Recorder]:
+    """Feed ``new`` to Knot as the daemon does after ``old``; how it ended, and the log."""
+    secondary = Secondary("knot1", knot.address, 53)
+    options = NotifyOptions(timeout=0.5, retries=3, confirm_timeout=10.0)
+    logger = Recorder()
+    p = plan(secondary, new.data, new.serial, old.data)
+    return asyncio.run(feed(p, options, logger, update=lambda _: None)), logger
 
 
 def built(builder: Builder) -> BuildResult:
@@ -99,7 +84,10 @@ def test_members_follow_the_catalog(tmp_path: Path, master: Axfrdns, knot: Knot)
     (zones / "zones.example.org").write_bytes(b".example.org:192.0.2.3:a\n")
     (zones / "zones.example.net").unlink()
     second = built(builder)
-    notify_changed(knot, first.data, second.data)
+    state, log = fed(knot, first, second)
+    assert (state.result, state.serving, state.zones) == ("serving", second.serial, 2), log
+    assert {e["zone"] for e in log.find("notify.acked")} == {"example.com", CATALOG}
+    assert not log.find("notify.failed")
     now = dict.fromkeys(["example.com", "example.org"], second.serial)
     knot.wait_serials(now | {"example.net": None})
     assert knot.config.read_bytes() == config

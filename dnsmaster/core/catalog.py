@@ -35,6 +35,7 @@ __all__ = [
     "CATALOG_SOURCE",
     "catalog_lines",
     "catalog_wire",
+    "catalog_zone",
     "member_label",
     "name_text",
     "zones_in",
@@ -46,6 +47,8 @@ CATALOG_SOURCE = "catalog"
 
 # A Z line at the start of a line, its first field (the zone's name).
 _ZONE = re.compile(rb"^Z([^:\n]*)", re.MULTILINE)
+# Where the catalog's section of data starts (it is the last section).
+_SECTION = b"\n# %s:1\n" % CATALOG_SOURCE.encode()
 # The characters a catalog name may have in the configuration: a host name's, and
 # the underscore. Anything else would need escapes in data, and is a mistake there.
 _CATALOG_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
@@ -139,3 +142,22 @@ def catalog_lines(catalog: bytes, members: Sequence[bytes]) -> bytes:
     for text in sorted(named):
         lines.append(b"^%s.zones.%s:%s:0" % (member_label(named[text]), zone, text))
     return b"\n".join(lines) + b"\n"
+
+
+def catalog_zone(data: bytes) -> bytes | None:
+    """The catalog zone (wire form, lower case) of a build's ``data``; None when it
+    has none.
+
+    The catalog is the last section of ``data``, and its ``Z`` line the first data
+    line there: found from the end, without reading the zones before it.
+    """
+    at = data.rfind(_SECTION)
+    if at < 0:
+        return None
+    m = _ZONE.search(data, at + len(_SECTION))
+    if m is None:
+        return None
+    try:
+        return name_to_wire(m.group(1)).lower()
+    except NameTooLong:
+        return None

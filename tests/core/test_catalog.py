@@ -10,6 +10,7 @@ from dnsmaster.core.catalog import (
     CATALOG_SOURCE,
     catalog_lines,
     catalog_wire,
+    catalog_zone,
     member_label,
     name_text,
     zones_in,
@@ -162,3 +163,17 @@ class TestSections:
         assert b"\n# catalog:1\n" in data
         assert zone_serials(data, frozenset({"zones.com"})) == {COM: SERIAL}
         assert zone_serials(data, frozenset({CATALOG_SOURCE})) == {CATALOG: SERIAL}
+
+
+class TestCatalogZone:
+    def test_found_in_a_build(self) -> None:
+        """The catalog's name comes from its section, the last one of data."""
+        com = compile_source("zones.com", b".example.com:192.0.2.1:a\n")
+        catalog = compile_source(CATALOG_SOURCE, catalog_lines(CATALOG, [COM]))
+        assert catalog_zone(assemble([com, catalog], SERIAL, catalog="c").data) == CATALOG
+
+    def test_none_without_one(self) -> None:
+        """Data without a catalog section has no catalog, whatever its zones are called."""
+        com = compile_source("zones.com", b".catalog.example:192.0.2.1:a\n")
+        assert catalog_zone(assemble([com], SERIAL).data) is None
+        assert catalog_zone(b"") is None
