@@ -152,3 +152,19 @@ class TestCatalogDelta:
         assert b"Zcatalog.example." not in inserted
         assert member_label(COM) not in inserted
         assert member_label(NET) not in inserted
+
+
+class TestCatalogCache:
+    def test_a_new_process_builds_the_same_catalog_from_the_cache(
+        self, zones: Path, out: Path
+    ) -> None:
+        """The catalog is made again from cached sources; it is never cached itself."""
+        clock = Clock(1_700_000_000)
+        warm = Builder(zones, out, clock=clock, catalog="catalog.example")
+        warm.build()
+        sources = ["header", "zones.example.com", "zones.example.net"]
+        assert len(list((out / ".dnsmaster-cache").iterdir())) == len(sources)
+        fresh = Builder(zones, out, clock=clock, catalog="catalog.example")
+        assert fresh.is_current()
+        assert fresh.plan() == warm.plan()
+        assert sorted(fresh.sources.loaded) == sources
