@@ -20,7 +20,9 @@ then each slave's (:mod:`dnsmaster.master.slavecheckup`), in the config's order;
 slaves are checked in parallel (``[push] parallel`` at once), each within a
 deadline. A slave's checks follow the push's path (name, TCP, host key, login,
 receiver, DNS) and stop at the first failure, since every later step would fail for
-the same reason.
+the same reason. Then each standard secondary's (``[[secondary]]``, in parallel:
+:mod:`dnsmaster.master.secondarycheckup`): its SOA answers, the master's axfrdns
+giving it each zone, and the rules of ``[axfrdns] service``.
 
 Exit statuses: 0 every check OK (warnings allowed), 1 a check failed, 2 usage or
 configuration error (the configuration cannot be loaded at all).
@@ -39,6 +41,7 @@ from dnsmaster.config import Config, Slave
 from dnsmaster.errors import ConfigError
 from dnsmaster.exits import EXIT_FAILED, EXIT_OK
 from dnsmaster.master.checkup import Check, master_checks
+from dnsmaster.master.secondarycheckup import check_secondary
 from dnsmaster.master.slavecheckup import check_slave
 
 __all__ = [
@@ -63,6 +66,10 @@ async def check_all(cfg: Config, *, timeout: float = SLAVE_TIMEOUT) -> list[Chec
             return await check_slave(cfg, slave, build, timeout)
 
     for found in await asyncio.gather(*(one(s) for s in cfg.slaves)):
+        checks += found
+    for found in await asyncio.gather(
+        *(check_secondary(cfg, s, build, timeout) for s in cfg.secondaries)
+    ):
         checks += found
     return checks
 

@@ -24,7 +24,7 @@ from typing import Any
 from dnsmaster import __version__
 from dnsmaster.protocol import add_confinement_options
 
-__all__ = ["COMMANDS", "DRY_RUNS", "Command", "main", "parser"]
+__all__ = ["AXFRDNS_CONF", "COMMANDS", "DRY_RUNS", "Command", "main", "parser"]
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +67,9 @@ DRY_RUNS: dict[str, Command] = {
     "push": Command("dnsmaster.commands.diff", "push_dry_run"),
 }
 
+#: ``service-conf --axfrdns``: the service feeding the secondaries, not the daemon's.
+AXFRDNS_CONF = Command("dnsmaster.commands.axfrdnsconf")
+
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
@@ -80,6 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return receive(argv[1:])
     args = parser(argv[0] if argv else None).parse_args(argv)
     command = DRY_RUNS[args.command] if getattr(args, "dry_run", False) else COMMANDS[args.command]
+    if args.command == "service-conf" and args.axfrdns:
+        command = AXFRDNS_CONF
     return command.load()(args)
 
 

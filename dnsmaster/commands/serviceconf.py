@@ -1,6 +1,7 @@
 """``dnsmaster service-conf``: make a supervised service directory, as tinydns-conf does.
 
 ``dnsmaster service-conf [--runit] ACCT LOGACCT DIR CONFIG`` creates DIR with
+(``--axfrdns`` makes axfrdns' service instead: :mod:`dnsmaster.commands.axfrdnsconf`)
 
 - ``run``: ``exec envdir ./env setuidgid ACCT dnsmaster run`` (runit: ``exec chpst
   -e ./env chpst -u ACCT dnsmaster run``), stderr on stdout;
@@ -90,6 +91,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
         "--runit",
         action="store_true",
         help="for runit (chpst, svlogd) instead of daemontools (envdir, setuidgid, multilog)",
+    )
+    p.add_argument(
+        "--axfrdns",
+        action="store_true",
+        help="make (or, run again, update the rules of) the axfrdns service that lets the "
+        "[[secondary]] entries transfer the zones from the output directory, run as ACCT",
     )
     # Internal: service-conf runs itself as ACCT with this to check what ACCT may do.
     p.add_argument("--probe", action="store_true", help=argparse.SUPPRESS)

@@ -77,8 +77,13 @@ async def transfer(
             zone,
             f"the server closed the connection {got} (refused: its tcp rules or AXFR list)",
         ) from None
-    except ConnectionError as exc:
-        raise TransferError(where, zone, f"connection {exc.strerror or exc}") from None
+    except ConnectionRefusedError:
+        raise TransferError(where, zone, "connection refused: nothing listens there") from None
+    except ConnectionError:
+        # tcpserver resets a client its rules deny, as soon as it has read the query.
+        raise TransferError(
+            where, zone, "the server reset the connection (refused: its tcp rules or AXFR list)"
+        ) from None
     except OSError as exc:
         raise TransferError(where, zone, exc.strerror or str(exc)) from None
     except dns.exception.DNSException as exc:
@@ -91,8 +96,18 @@ async def _read(
     serial: int | None = None
     records = 0
     while True:
-        size = int.from_bytes(await reader.readexactly(2), "big")
-        answer = dns.message.from_wire(await reader.readexactly(size), xfr=True, multi=True)
+        try:
+            size = int.from_bytes(await reader.readexactly(2), "big")
+            wire = await reader.readexactly(size)
+        except asyncio.IncompleteReadError:
+            if serial is None:
+                raise
+            raise TransferError(
+                where,
+                name.to_text(True),
+                f"the server closed the connection after {records} records, before the closing SOA",
+            ) from None
+        answer = dns.message.from_wire(wire, xfr=True, multi=True)
         if answer.id != query.id or not answer.flags & dns.flags.QR:
             raise TransferError(where, name.to_text(True), "a message that answers another query")
         if answer.rcode() != dns.rcode.NOERROR:

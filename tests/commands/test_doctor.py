@@ -7,6 +7,7 @@ on that lab: doctor must name the problem and its fix on a FAIL line and exit 1.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shlex
@@ -22,7 +23,8 @@ from typing import TYPE_CHECKING
 import pytest
 
 import dnsmaster
-from dnsmaster.commands.doctor import summary
+from dnsmaster import config
+from dnsmaster.commands.doctor import check_all, summary
 from dnsmaster.master.checkup import Check
 from tests.lab.daemonrun import PROJECT, config_text
 
@@ -200,6 +202,20 @@ class TestCheck:
         checks = [Check("g", "OK", "x"), Check("g", "WARN", "y", "z"), Check("g", "FAIL", "w")]
         assert summary(checks) == "doctor: 1 FAILED, 1 warning, 1 OK"
         assert summary(checks[:2]) == "doctor: all good, 1 warning, 1 OK"
+
+    def test_secondaries_follow_the_slaves(self, tmp_path: Path) -> None:
+        """Each [[secondary]] has its own group, after the master's (here: nothing
+        built yet, so a warning and nothing asked over the network)."""
+        (tmp_path / "zones").mkdir()
+        path = tmp_path / "dnsmaster.toml"
+        path.write_text(
+            'zones = "zones"\noutput = "out"\n[axfrdns]\nip = "192.0.2.53"\n'
+            '[[secondary]]\nname = "nsd1"\naddress = "192.0.2.7"\n'
+        )
+        (tmp_path / "out").mkdir()
+        checks = asyncio.run(check_all(config.load(path), timeout=5))
+        assert [c.group for c in checks][-1] == "secondary nsd1"
+        assert checks[-1].status == "WARN"
 
 
 class TestDoctor:
