@@ -19,10 +19,14 @@ from pathlib import Path
 
 import pytest
 
+from dnsmaster import config
 from dnsmaster.config import NotifyOptions, Secondary
 from dnsmaster.core.axfrrules import grants, rules_text
+from dnsmaster.core.soa import zone_serials
 from dnsmaster.master.build import Builder, BuildResult
+from dnsmaster.master.checkup import Build
 from dnsmaster.master.secondaries import feed, plan
+from dnsmaster.master.secondarycheckup import check_secondary
 from dnsmaster.master.state import SecondaryState
 from tests.lab.axfrdns import Axfrdns
 from tests.lab.knot import Knot
@@ -91,3 +95,18 @@ def test_members_follow_the_catalog(tmp_path: Path, master: Axfrdns, knot: Knot)
     now = dict.fromkeys(["example.com", "example.org"], second.serial)
     knot.wait_serials(now | {"example.net": None})
     assert knot.config.read_bytes() == config
+    assert doctor(tmp_path, master, knot, second) == []
+
+
+def doctor(tmp_path: Path, master: Axfrdns, knot: Knot, build: BuildResult) -> list[str]:
+    """What ``dnsmaster doctor`` finds wrong with Knot as a ``[[secondary]]``."""
+    path = tmp_path / "dnsmaster.toml"
+    path.write_text(
+        f'zones = "zones"\noutput = "{master.root}"\ncatalog = "{CATALOG}"\n'
+        f'[axfrdns]\nip = "{master.address}"\n'
+        f'[[secondary]]\nname = "knot1"\naddress = "{knot.address}"\n'
+    )
+    cfg = config.load(path)
+    now = Build(build.sha256, build.serial, zone_serials(build.data))
+    found = asyncio.run(check_secondary(cfg, cfg.secondaries[0], now, timeout=30))
+    return [c.line() for c in found if c.status != "OK"]
