@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Literal, overload
 
 from dnsmaster import fsutil
-from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, name_text, zones_in
+from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, inside, zones_in
 from dnsmaster.core.makedata import (
     assemble_text,
     built_from,
@@ -106,6 +106,8 @@ class Builder:
     sources: CompiledSources = field(default_factory=CompiledSources, repr=False)
     # sha256 of a source -> the zones it has, so a rebuild reads only what changed
     _zones: dict[bytes, list[bytes]] = field(default_factory=dict, repr=False)
+    # The last catalog made: its name, its members in build order, and the source
+    _catalog_made: tuple[bytes, list[bytes], Ready] | None = field(default=None, repr=False)
 
     def use_ipv6_int(self, value: bool) -> None:
         """Set :attr:`ipv6_int` after builds (a SIGHUP's reload): what was compiled with
@@ -281,12 +283,18 @@ class Builder:
         self._zones = zones  # only what this build has: a removed source is forgotten
         for src in compiled:
             for zone in zones[src.digest]:
-                if _inside(zone, catalog):
-                    shown = name_text(zone).decode("ascii")
+                if inside(zone, catalog):
+                    shown = zone.decode("ascii")
                     reason = f"has the zone {shown}, which is the catalog zone or inside it"
                     raise BuildError(str(self.zones / src.name), reason)
-        lines = catalog_lines(catalog, [zone for src in compiled for zone in zones[src.digest]])
-        return [*compiled, Ready.of(compile_source(CATALOG_SOURCE, lines))]
+        members = [zone for src in compiled for zone in zones[src.digest]]
+        made = self._catalog_made
+        # Most builds add or drop no zone: the catalog of the last one is kept.
+        if made is None or made[0] != catalog or made[1] != members:
+            lines = catalog_lines(catalog, members)
+            made = (catalog, members, Ready.of(compile_source(CATALOG_SOURCE, lines)))
+            self._catalog_made = made
+        return [*compiled, made[2]]
 
     def _setup(self) -> Setup:
         # Taken afresh for each call: the settings are public and may change between builds.
@@ -294,11 +302,3 @@ class Builder:
 
     def _locked(self) -> contextlib.AbstractContextManager[None]:
         return fsutil.locked(self.output) if self.locking else contextlib.nullcontext()
-
-
-def _inside(zone: bytes, catalog: bytes) -> bool:
-    """Whether wire name ``zone`` is ``catalog`` or a name below it."""
-    at = 0
-    while len(zone) - at > len(catalog):
-        at += 1 + zone[at]
-    return zone[at:] == catalog

@@ -11,7 +11,9 @@ from dnsmaster.core.catalog import (
     catalog_lines,
     catalog_wire,
     catalog_zone,
+    inside,
     member_label,
+    member_name,
     name_text,
     zones_in,
 )
@@ -20,15 +22,15 @@ from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.core.makedata import assemble, compile_source, fingerprint
 from dnsmaster.core.soa import zone_serials
+from dnsmaster.errors import NameTooLong
 
 CATALOG = b"\x07catalog\x07example\x00"
 COM = b"\x07example\x03com\x00"
-NET = b"\x07example\x03net\x00"
 SERIAL = 1700000000
 
 
-def _label(wire: bytes) -> bytes:
-    return hashlib.sha256(wire).hexdigest()[:32].encode()
+def _label(name: bytes) -> bytes:
+    return hashlib.sha256(name).hexdigest()[:32].encode()
 
 
 def _records(data: bytes) -> set[tuple[bytes, bytes]]:
@@ -38,19 +40,20 @@ def _records(data: bytes) -> set[tuple[bytes, bytes]]:
 class TestCatalogLines:
     def test_rfc_9432_shape(self) -> None:
         """SOA without a serial, NS invalid., version "2", one PTR per member, TTL 0."""
-        assert catalog_lines(CATALOG, [NET, COM]).splitlines() == [
+        assert catalog_lines(CATALOG, [b"example.net.", b"example.com."]).splitlines() == [
             b"Zcatalog.example.:invalid.:invalid.::3600:600:2147483646:0:0",
             b"&catalog.example.::invalid.:0",
             b"'version.catalog.example.:2:0",
-            b"^%s.zones.catalog.example.:example.com.:0" % _label(COM),
-            b"^%s.zones.catalog.example.:example.net.:0" % _label(NET),
+            b"^%s.zones.catalog.example.:example.com.:0" % _label(b"example.com."),
+            b"^%s.zones.catalog.example.:example.net.:0" % _label(b"example.net."),
         ]
 
     def test_members_once_catalog_never(self) -> None:
         """A zone found twice is one member; the catalog does not list itself."""
-        lines = catalog_lines(CATALOG, [COM, COM.upper(), CATALOG]).splitlines()
+        members = [b"example.com.", b"example.com.", b"catalog.example."]
+        lines = catalog_lines(CATALOG, members).splitlines()
         assert [line for line in lines if line.startswith(b"^")] == [
-            b"^%s.zones.catalog.example.:example.com.:0" % _label(COM)
+            b"^%s.zones.catalog.example.:example.com.:0" % _label(b"example.com.")
         ]
 
     def test_no_members(self) -> None:
@@ -59,7 +62,7 @@ class TestCatalogLines:
 
     def test_compiles_to_the_records_it_means(self) -> None:
         """The lines are valid data, giving exactly the RFC's records."""
-        text = catalog_lines(CATALOG, [COM])
+        text = catalog_lines(CATALOG, [b"example.com."])
         source = compile_source(CATALOG_SOURCE, text)
         assert source.warnings == ()
         data = assemble([source], SERIAL).data
@@ -67,32 +70,60 @@ class TestCatalogLines:
         # a tinydns record: key the owner, value the type, "=", TTL, TTD, rdata (spec §4)
         found = {(key, value[:2], value[3:7], value[15:]) for key, value in _records(data)}
         ttl0 = bytes(4)
-        ptr_owner = b"\x20" + _label(COM) + b"\x05zones" + CATALOG
+        ptr_owner = b"\x20" + _label(b"example.com.") + b"\x05zones" + CATALOG
         assert (CATALOG, b"\0\x02", ttl0, b"\x07invalid\0") in found
         assert (b"\x07version" + CATALOG, b"\0\x10", ttl0, b"\x012") in found
         assert (ptr_owner, b"\0\x0c", ttl0, COM) in found
         assert [r[1] for r in found].count(b"\0\x06") == 1  # the SOA
         assert len(found) == 4
 
-    def test_odd_member_names_survive(self) -> None:
+
+class TestMemberName:
+    @pytest.mark.parametrize(
+        ("field", "name"),
+        [
+            (b"example.com", b"example.com."),
+            (b"Example.COM.", b"example.com."),
+            (b".example..com", b"example.com."),
+            (b"\\105xample.com", b"example.com."),
+            (b"", b"."),
+        ],
+    )
+    def test_one_form_per_zone(self, field: bytes, name: bytes) -> None:
+        """Every way data may write a zone's name gives the one name tinydns serves."""
+        assert member_name(field) == name
+
+    def test_odd_names_survive(self) -> None:
         """A label with a dot, a colon or a capital is escaped, never split or cut."""
-        odd = b"\x04a.b:\x07Example\x00"
-        line = catalog_lines(CATALOG, [odd]).splitlines()[-1]
-        target = line.split(b":")[1]
-        assert target == b"a\\056b\\072.example."
-        assert name_to_wire(target) == odd.lower()
+        name = member_name(b"a\\056B\\072.Example")
+        assert name == b"a\\056b\\072.example."
+        assert name_to_wire(name) == b"\x04a.b:\x07example\x00"
+
+    def test_refuses_what_tinydns_data_refuses(self) -> None:
+        """A label of 64 bytes is no name."""
+        with pytest.raises(NameTooLong):
+            member_name(b"x" * 64 + b".example")
 
 
 class TestMemberLabel:
-    def test_stable_and_caseless(self) -> None:
-        """The label depends on the name only, whatever its case."""
-        assert member_label(COM) == member_label(COM.upper()) == _label(COM)
-        assert member_label(COM) != member_label(NET)
+    def test_stable(self) -> None:
+        """The label depends on the member's name only."""
+        assert member_label(b"example.com.") == _label(b"example.com.")
+        assert member_label(b"example.com.") != member_label(b"example.net.")
 
     def test_is_one_label(self) -> None:
         """32 hex digits: a single DNS label, well under 63 bytes."""
-        assert len(member_label(COM)) == 32
-        assert member_label(COM).isalnum()
+        assert len(member_label(b"example.com.")) == 32
+        assert member_label(b"example.com.").isalnum()
+
+
+class TestInside:
+    def test_the_catalog_and_below(self) -> None:
+        """The catalog's name and names under it are inside; a sibling is not."""
+        assert inside(b"catalog.example.", CATALOG)
+        assert inside(b"x.catalog.example.", CATALOG)
+        assert not inside(b"xcatalog.example.", CATALOG)
+        assert not inside(b"example.", CATALOG)
 
 
 class TestNameText:
@@ -135,12 +166,18 @@ class TestZonesIn:
             b".Example.COM:192.0.2.1:a\nZexample.net:ns:host:42\n"
             b"+www.example.com:1.2.3.4\n.example.com::b\n",
         )
-        assert zones_in(source.pieces) == [COM, NET]
+        assert zones_in(source.pieces) == [b"example.com.", b"example.net."]
+
+    def test_pieces_as_the_cache_gives_them(self) -> None:
+        """Memoryviews, a Z line at the very start, a cut inside a Z line."""
+        pieces = [b"Zexample.com:ns:h:", memoryview(b":1\nZExample.NET:ns"), b"\n+x.y:1.2.3.4\n"]
+        assert zones_in(pieces) == [b"example.com.", b"example.net."]
+        assert zones_in([b"# x:1\n", b"Zafter.cut.example\n"]) == []
 
     def test_comments_are_not_zones(self) -> None:
         """A dot line's traced copy in a comment is no Z line."""
         source = compile_source("zones.x", b"# Zexample.org\n.example.com\n")
-        assert zones_in(source.pieces) == [COM]
+        assert zones_in(source.pieces) == [b"example.com."]
 
 
 class TestFingerprint:
@@ -158,7 +195,7 @@ class TestSections:
     def test_the_catalog_is_a_section_of_its_own(self) -> None:
         """zone_serials of the last zones file does not take the catalog's zone."""
         com = compile_source("zones.com", b".example.com:192.0.2.1:a\n")
-        catalog = compile_source(CATALOG_SOURCE, catalog_lines(CATALOG, [COM]))
+        catalog = compile_source(CATALOG_SOURCE, catalog_lines(CATALOG, [b"example.com."]))
         data = assemble([com, catalog], SERIAL, catalog="catalog.example").data
         assert b"\n# catalog:1\n" in data
         assert zone_serials(data, frozenset({"zones.com"})) == {COM: SERIAL}
@@ -169,7 +206,7 @@ class TestCatalogZone:
     def test_found_in_a_build(self) -> None:
         """The catalog's name comes from its section, the last one of data."""
         com = compile_source("zones.com", b".example.com:192.0.2.1:a\n")
-        catalog = compile_source(CATALOG_SOURCE, catalog_lines(CATALOG, [COM]))
+        catalog = compile_source(CATALOG_SOURCE, catalog_lines(CATALOG, [b"example.com."]))
         assert catalog_zone(assemble([com, catalog], SERIAL, catalog="c").data) == CATALOG
 
     def test_none_without_one(self) -> None:

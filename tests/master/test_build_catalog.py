@@ -17,9 +17,9 @@ from dnsmaster.master.build import Builder
 from tests.lab.clock import Clock
 
 CATALOG = b"\x07catalog\x07example\x00"
-COM = b"\x07example\x03com\x00"
-NET = b"\x07example\x03net\x00"
-ORG = b"\x07example\x03org\x00"
+COM = b"example.com."
+NET = b"example.net."
+ORG = b"example.org."
 
 
 @pytest.fixture
