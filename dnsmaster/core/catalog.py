@@ -8,15 +8,15 @@ The catalog is written as tinydns data, as the last section of ``data``
 (``# catalog:1``), so that it is compiled, stamped, pushed and served like any
 zone. What RFC 9432 asks of the zone, line by line:
 
-- an SOA (§4.1): a ``Z`` line without a serial, so make-data stamps the build's,
+- an SOA: a ``Z`` line without a serial, so make-data stamps the build's,
   as it does every zone's; a consumer transfers the catalog again when it changes;
-- exactly one NS (§4.1), ``invalid.`` as the RFC recommends: nothing is meant to
+- exactly one NS, ``invalid.`` as the RFC recommends: nothing is meant to
   resolve through a catalog;
-- ``version`` TXT "2" (§4.2.1): the schema a consumer must understand;
-- one PTR per member (§4.2.2) at ``<unique-N>.zones.<catalog>``, naming the member.
+- ``version`` TXT "2": the schema a consumer must understand;
+- one PTR per member at ``<unique-N>.zones.<catalog>``, naming the member.
   The label is derived from the member's name alone, so it stays the same from one
   build to the next: a consumer that saw a member's label change would take it for
-  a member removed and another added (§5.3, a "member zone reset").
+  a member removed and another added (the RFC's "member zone reset").
 
 TTLs are 0, as in the RFC's examples: the records are read by transfer, never
 looked up through a cache.
@@ -61,11 +61,11 @@ _CATALOG_NAME = re.compile(r"[A-Za-z0-9_-]+(?:\.[A-Za-z0-9_-]+)*\.?")
 _PLAIN = b"abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789-_*"
 # A name in data that needs no escape and has no empty label, in lower case.
 _PLAIN_NAME = re.compile(rb"[a-z0-9_*-]+(?:\.[a-z0-9_*-]+)*\.?")
-# RFC 9432 §4.1's recommendation, also used as the SOA's MNAME and RNAME.
+# RFC 9432's recommendation for the NS, also used as the SOA's MNAME and RNAME.
 _INVALID = b"invalid."
 # The SOA's numbers after the serial: refresh, retry, expire, minimum (RFC 9432's
 # example). The long expire keeps a consumer that cannot reach the master from
-# expiring the catalog, and with it every member zone (§5.6).
+# expiring the catalog, and with it every member zone.
 _SOA_TIMES = b"3600:600:2147483646:0"
 
 
@@ -139,7 +139,7 @@ def member_name(field: bytes) -> bytes:
 
 
 def member_label(name: bytes) -> bytes:
-    """The stable ``<unique-N>`` label of a member zone (RFC 9432 §4.2.2).
+    """The stable ``<unique-N>`` label of a member zone (RFC 9432).
 
     The first 32 hex digits (128 bits) of the sha256 of its :func:`member_name`:
     the same for the same zone in every build and on every master, whatever case
