@@ -115,6 +115,8 @@ def test_everything_given(tmp_path: Path) -> None:
         (BASE + "catalog = ''\n", "catalog", "must not be empty"),
         (BASE + "catalog = '.'\n", "catalog", "no domain name"),
         (BASE + "catalog = 1\n", "catalog", "must be a string"),
+        (BASE + "catalog = 'catalog'\n", "catalog", "single label"),
+        (BASE + "catalog = 'cat*.example'\n", "catalog", "letters, digits"),
     ],
 )
 def test_errors_name_the_key(tmp_path: Path, text: str, key: str, reason: str) -> None:

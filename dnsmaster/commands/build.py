@@ -80,6 +80,7 @@ def build(args: argparse.Namespace) -> int:
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
         builder.ipv6_int = cfg.ipv6_int
+        builder.catalog = cfg.catalog
         builder.keep = cfg.daemon.keep
     with one_writer(out, cfg.state if cfg else None, logger) as daemon:
         if daemon is not None:

@@ -129,6 +129,7 @@ def builder_for(cfg: Config) -> Builder:
         cfg.output,
         strict=cfg.strict,
         ipv6_int=cfg.ipv6_int,
+        catalog=cfg.catalog,
         max_file_size=cfg.max_file_size,
         locking=False,
         keep=cfg.daemon.keep,

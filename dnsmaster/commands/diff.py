@@ -314,6 +314,7 @@ def _builder(args: argparse.Namespace) -> tuple[Builder, Config | None]:
     if cfg is not None:
         builder.max_file_size = cfg.max_file_size
         builder.ipv6_int = cfg.ipv6_int
+        builder.catalog = cfg.catalog
     return builder, cfg
 
 

@@ -29,6 +29,7 @@ from dnsmaster.config.model import (
     Slave,
 )
 from dnsmaster.config.reader import TableReader, field_names
+from dnsmaster.core.catalog import catalog_wire
 from dnsmaster.errors import ConfigError
 from dnsmaster.fsutil import account, describe
 
@@ -325,7 +326,14 @@ def _check_names(path: Path, slaves: tuple[Slave, ...], secondaries: tuple[Secon
 
 def _catalog(top: TableReader) -> str:
     catalog = top.text("catalog")
-    return _zone_name(catalog, lambda why: top.error("catalog", why)) if catalog else ""
+    if not catalog:
+        return ""
+    name = _zone_name(catalog, lambda why: top.error("catalog", why))
+    try:
+        catalog_wire(name)  # what the build writes into data: a plain host name
+    except ValueError as exc:
+        raise top.error("catalog", str(exc)) from None
+    return name
 
 
 def _address(r: TableReader, key: str, text: str) -> str:

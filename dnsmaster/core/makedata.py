@@ -24,6 +24,7 @@ from typing import Protocol
 
 from dnsmaster.core import accel, ipv6
 from dnsmaster.core.banner import BANNER, built_from, previous_serial
+from dnsmaster.core.catalog import CATALOG_SOURCE
 from dnsmaster.core.compiler import (
     PackedRecords,
     compile_lines,
@@ -114,20 +115,27 @@ def next_serial(now: int, previous: int | None) -> int:
     return next_after(previous)
 
 
-def fingerprint(sources: Sequence[tuple[str, bytes]], *, ipv6_int: bool = True) -> str:
+def fingerprint(
+    sources: Sequence[tuple[str, bytes]], *, ipv6_int: bool = True, catalog: str = ""
+) -> str:
     """One digest for the (name, sha256 digest) of every source, in build order.
 
     It goes into the banner of ``data``, so a later run can tell whether the data
     on disk was built from exactly the sources there now, and skip a rebuild that
     would change nothing but the serial. ``ipv6_int`` (as :func:`check_source`)
-    changes what the same sources build, so it counts too; its default leaves the
-    digest what it always was.
+    and ``catalog`` (the catalog zone's name, :mod:`dnsmaster.core.catalog`) change
+    what the same sources build, so they count too; their defaults leave the digest
+    what it always was. The catalog's own section is skipped: it is made from the
+    other sources, so their digests and its name say all there is.
     """
     h = hashlib.sha256()
     for name, digest in sources:
-        h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest)
+        if name != CATALOG_SOURCE:
+            h.update(name.encode("utf-8", "surrogateescape") + b"\0" + digest)
     if not ipv6_int:
         h.update(b"\0options\0ipv6_int=false")
+    if catalog:
+        h.update(b"\0options\0catalog=" + catalog.lower().rstrip(".").encode("ascii"))
     return h.hexdigest()
 
 
@@ -270,14 +278,17 @@ class Text(Protocol):
     def pieces(self) -> tuple[bytes | memoryview, ...]: ...
 
 
-def assemble(sources: Sequence[CompiledSource], serial: int, *, ipv6_int: bool = True) -> Assembled:
+def assemble(
+    sources: Sequence[CompiledSource], serial: int, *, ipv6_int: bool = True, catalog: str = ""
+) -> Assembled:
     """Join compiled sources into the build's ``data`` and records.
 
-    ``ipv6_int``: what the sources were compiled with (it goes into the banner's
+    ``ipv6_int``: what the sources were compiled with; ``catalog``: the catalog
+    zone's name when the last source is the catalog (both go into the banner's
     fingerprint, see :func:`fingerprint`).
     """
     serial %= MODULUS  # RFC 1982: the serial is a 32-bit number; text and records agree
-    data, stamps = assemble_text(sources, serial, ipv6_int=ipv6_int)
+    data, stamps = assemble_text(sources, serial, ipv6_int=ipv6_int, catalog=catalog)
     keys = list(chain.from_iterable(src.records.keys for src in sources))
     values = list(chain.from_iterable(src.records.values for src in sources))
     base = 0
@@ -289,15 +300,15 @@ def assemble(sources: Sequence[CompiledSource], serial: int, *, ipv6_int: bool =
 
 
 def assemble_text(
-    sources: Sequence[Text], serial: int, *, ipv6_int: bool = True
+    sources: Sequence[Text], serial: int, *, ipv6_int: bool = True, catalog: str = ""
 ) -> tuple[bytes, list[int]]:
     """The build's ``data``, and the offsets of its serials (:attr:`Assembled.stamps`).
 
-    ``ipv6_int``: as :func:`assemble`.
+    ``ipv6_int``, ``catalog``: as :func:`assemble`.
     """
     stamp = str(serial % MODULUS).encode()
     pairs = [(src.name, src.digest) for src in sources]
-    sources_id = fingerprint(pairs, ipv6_int=ipv6_int).encode()
+    sources_id = fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog).encode()
     banner = b"%s%s sources=%s - built from header and zones.* files; edit those, not this\n" % (
         _BANNER,
         stamp,

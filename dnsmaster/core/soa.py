@@ -14,7 +14,9 @@ from dnsmaster.core.fields import name_to_wire, number
 
 __all__ = ["zone_serials"]
 
-_SECTION = re.compile(rb"^# ((?:header|zones\.[^\n]*?)):1\n", re.MULTILINE)
+# The catalog's section (dnsmaster.core.catalog) is one too, so that the last zones
+# file's section ends where it starts.
+_SECTION = re.compile(rb"^# ((?:header|zones\.[^\n]*?|catalog)):1\n", re.MULTILINE)
 _SOA = re.compile(rb"^Z([^:\n]*):[^:\n]*:[^:\n]*:([^:\n]*)", re.MULTILINE)
 
 

@@ -158,6 +158,20 @@ class Supervisor:
             self._loop.call_soon_threadsafe(self.crashed, f"thread {name}", exc)
 
 
+def _builder(config: Config) -> Builder:
+    """The daemon's Builder of ``config``'s zones and output."""
+    return Builder(
+        config.zones,
+        config.output,
+        strict=config.strict,
+        ipv6_int=config.ipv6_int,
+        catalog=config.catalog,
+        max_file_size=config.max_file_size,
+        locking=False,  # the daemon holds the output directory's lock for its life
+        keep=config.daemon.keep,
+    )
+
+
 class Daemon:
     """The master: one per zones directory; at rest, it logs ``daemon.idle``."""
 
@@ -165,15 +179,7 @@ class Daemon:
         self.config = config
         self.rest = Rest(self, log)
         self.log = log = self.rest.log  # every part's events stir the rest
-        self.builder = Builder(
-            config.zones,
-            config.output,
-            strict=config.strict,
-            ipv6_int=config.ipv6_int,
-            max_file_size=config.max_file_size,
-            locking=False,  # the daemon holds the output directory's lock for its life
-            keep=config.daemon.keep,
-        )
+        self.builder = _builder(config)
         self.current: Current | None = None
         self.build_error: str | None = None
         self.stopping = False

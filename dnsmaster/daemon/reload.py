@@ -4,7 +4,8 @@ The daemon re-reads its configuration file on SIGHUP and applies it at once:
 slaves added, removed or changed, hooks, guard thresholds, the ``[daemon]`` and
 ``[push]`` timings, the watcher (``daemon.poll``, ``poll_interval``: the new one
 starts before the old one stops, then a rescan catches a save made in between),
-``strict``, ``max_file_size``, ``metrics`` and ``log.level``.
+``strict``, ``max_file_size``, ``catalog`` (the next build has it, or not),
+``metrics`` and ``log.level``.
 A slave counts as changed when anything its connection is made of differs: its
 own table, or for an SSH slave the top-level ``key`` and ``known_hosts`` and
 ``[push] connect_timeout``, ``keepalive_interval`` and ``host_key_recheck``. Its

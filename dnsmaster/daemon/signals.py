@@ -166,6 +166,7 @@ class Reloader:
             self.builder.strict = new.strict
             self.builder.max_file_size = new.max_file_size
             self.builder.use_ipv6_int(new.ipv6_int)
+            self.builder.catalog = new.catalog
             self.builder.keep = new.daemon.keep
         old, daemon.config = daemon.config, new
         self._retime(old, new)

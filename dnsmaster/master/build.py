@@ -26,10 +26,12 @@ from pathlib import Path
 from typing import Literal, overload
 
 from dnsmaster import fsutil
+from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, inside, zones_in
 from dnsmaster.core.makedata import (
     assemble_text,
     built_from,
     check_source,
+    compile_source,
     fingerprint,
     next_serial,
     previous_serial,
@@ -96,8 +98,16 @@ class Builder:
     #: Keep each source's compile in ``OUTPUT/.dnsmaster-cache/`` (see
     #: :mod:`dnsmaster.master.buildcache`), so that a new process compiles only what changed.
     cache: bool = True
+    #: The catalog zone's name (the configuration's ``catalog``): when set, each build
+    #: ends with a catalog zone listing every zone of the build
+    #: (:mod:`dnsmaster.core.catalog`). "" for none.
+    catalog: str = ""
     #: What this Builder compiled so far (in memory between builds).
     sources: CompiledSources = field(default_factory=CompiledSources, repr=False)
+    # sha256 of a source -> the zones it has, so a rebuild reads only what changed
+    _zones: dict[bytes, list[bytes]] = field(default_factory=dict, repr=False)
+    # The last catalog made: its name, its members in build order, and the source
+    _catalog_made: tuple[bytes, list[bytes], Ready] | None = field(default=None, repr=False)
 
     def use_ipv6_int(self, value: bool) -> None:
         """Set :attr:`ipv6_int` after builds (a SIGHUP's reload): what was compiled with
@@ -168,7 +178,8 @@ class Builder:
         """The fingerprint of the sources there now (what ``data``'s banner records)."""
         setup = self._setup()
         names, _ = setup.zones.scan()
-        return fingerprint(self.sources.digests(setup, names), ipv6_int=self.ipv6_int)
+        digests = self.sources.digests(setup, names)
+        return fingerprint(digests, ipv6_int=self.ipv6_int, catalog=self.catalog)
 
     def previous_serial(self) -> int | None:
         """The serial of the build in the output directory (None: no data of ours)."""
@@ -185,7 +196,8 @@ class Builder:
         names, _ = setup.zones.scan()
         compiled, _ = self.sources.compile(setup, names)
         serial = next_serial(int(self.clock()), self.previous_serial())
-        return assemble_text(compiled, serial, ipv6_int=self.ipv6_int)[0]
+        written = self._with_catalog(compiled)
+        return assemble_text(written, serial, ipv6_int=self.ipv6_int, catalog=self.catalog)[0]
 
     @overload
     def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
@@ -205,13 +217,16 @@ class Builder:
         setup = self._setup()
         names, skipped = setup.zones.scan()
         compiled, recompiled = self.sources.compile(setup, names)
+        written = self._with_catalog(compiled)
         out.check_output(self.output)
         try:
             with self._locked():
                 # Whatever a killed build left is litter now that we hold the lock.
                 fsutil.sweep_litter(self.output)
                 head = out.head(self.output / "data")
-                if not force and out.unchanged(self.output, compiled, head, ipv6_int=self.ipv6_int):
+                if not force and out.unchanged(
+                    self.output, compiled, head, ipv6_int=self.ipv6_int, catalog=self.catalog
+                ):
                     self.sources.save(setup.disk, compiled, recompiled)
                     return None
                 previous = previous_serial(head)
@@ -219,7 +234,7 @@ class Builder:
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
                 data, stamps, sha256 = out.write_pair(
-                    self.output, compiled, serial, ipv6_int=self.ipv6_int
+                    self.output, written, serial, ipv6_int=self.ipv6_int, catalog=self.catalog
                 )
                 out.keep(
                     self.output,
@@ -239,7 +254,7 @@ class Builder:
         return BuildResult(
             serial=serial,
             sha256=sha256,
-            records=sum(src.records.count for src in compiled),
+            records=sum(src.records.count for src in written),
             lines=sum(src.lines for src in compiled),
             sources=tuple(names),
             recompiled=tuple(recompiled),
@@ -249,6 +264,37 @@ class Builder:
             data=data,
             cached=tuple(self.sources.loaded),
         )
+
+    def _with_catalog(self, compiled: list[Ready]) -> list[Ready]:
+        """``compiled``, and the catalog zone of their zones after them when one is set.
+
+        Raises BuildError when a zones file has the catalog zone, or a zone inside
+        it: its records would be mixed into the catalog that secondaries read.
+        """
+        if not self.catalog:
+            return compiled
+        try:
+            catalog = catalog_wire(self.catalog)
+        except ValueError as exc:
+            raise BuildError(self.catalog, f"catalog: {exc}") from None
+        zones = {
+            src.digest: self._zones.get(src.digest) or zones_in(src.pieces) for src in compiled
+        }
+        self._zones = zones  # only what this build has: a removed source is forgotten
+        for src in compiled:
+            for zone in zones[src.digest]:
+                if inside(zone, catalog):
+                    shown = zone.decode("ascii")
+                    reason = f"has the zone {shown}, which is the catalog zone or inside it"
+                    raise BuildError(str(self.zones / src.name), reason)
+        members = [zone for src in compiled for zone in zones[src.digest]]
+        made = self._catalog_made
+        # Most builds add or drop no zone: the catalog of the last one is kept.
+        if made is None or made[0] != catalog or made[1] != members:
+            lines = catalog_lines(catalog, members)
+            made = (catalog, members, Ready.of(compile_source(CATALOG_SOURCE, lines)))
+            self._catalog_made = made
+        return [*compiled, made[2]]
 
     def _setup(self) -> Setup:
         # Taken afresh for each call: the settings are public and may change between builds.

@@ -95,7 +95,11 @@ def check_zones(cfg: Config, state: State) -> ZonesCheck:
         return ZonesCheck(None if build is not None else True, _oldest_change(zones, after))
     try:
         now = Builder(
-            zones, cfg.output, max_file_size=cfg.max_file_size, ipv6_int=cfg.ipv6_int
+            zones,
+            cfg.output,
+            max_file_size=cfg.max_file_size,
+            ipv6_int=cfg.ipv6_int,
+            catalog=cfg.catalog,
         ).fingerprint()
     except BuildError as exc:
         return ZonesCheck(None, error=f"{exc.path}: {exc.reason}")

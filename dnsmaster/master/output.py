@@ -48,9 +48,13 @@ def head(path: Path) -> bytes:
         return b""
 
 
-def unchanged(output: Path, compiled: list[Ready], data_head: bytes, *, ipv6_int: bool) -> bool:
-    """Whether the pair in ``output`` is complete and was built from these sources."""
-    sources = fingerprint([(src.name, src.digest) for src in compiled], ipv6_int=ipv6_int)
+def unchanged(
+    output: Path, compiled: list[Ready], data_head: bytes, *, ipv6_int: bool, catalog: str = ""
+) -> bool:
+    """Whether the pair in ``output`` is complete and was built from these sources
+    (with these options: see :func:`dnsmaster.core.makedata.fingerprint`)."""
+    pairs = [(src.name, src.digest) for src in compiled]
+    sources = fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog)
     return (
         built_from(data_head) == sources
         and not fsutil.interrupted_install(output)
@@ -59,9 +63,12 @@ def unchanged(output: Path, compiled: list[Ready], data_head: bytes, *, ipv6_int
 
 
 def write_pair(
-    output: Path, compiled: list[Ready], serial: int, *, ipv6_int: bool
+    output: Path, compiled: list[Ready], serial: int, *, ipv6_int: bool, catalog: str = ""
 ) -> tuple[bytes, list[int], str]:
     """Stage both files, then install them as a pair.
+
+    ``catalog`` is the catalog zone's name when the last of ``compiled`` is the
+    catalog's section (it goes into the banner's fingerprint).
 
     Returns ``data``, the offsets of its serials, and its sha256 in hex. A thread
     joins ``data`` and hashes, writes and fsyncs it while this one writes the cdb
@@ -74,7 +81,7 @@ def write_pair(
     records = [src.records for src in compiled]
 
     def stage_data() -> tuple[bytes, list[int], Path, str]:
-        data, stamps = assemble_text(compiled, serial, ipv6_int=ipv6_int)
+        data, stamps = assemble_text(compiled, serial, ipv6_int=ipv6_int, catalog=catalog)
         sha256 = hashlib.sha256(data).hexdigest()
         tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
         return data, stamps, tmp, sha256

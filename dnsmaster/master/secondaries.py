@@ -27,6 +27,7 @@ import dns.name
 
 from dnsmaster.config import NotifyOptions, Secondary
 from dnsmaster.core.banner import previous_serial
+from dnsmaster.core.catalog import catalog_zone
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.master import wait
@@ -98,7 +99,18 @@ def plan(secondary: Secondary, data: bytes, serial: int | None, before: bytes | 
     last fed ``before`` (None: never, or it did not end up serving it)."""
     now = carried(secondary, zone_serials(data))
     old = carried(secondary, zone_serials(before)) if before is not None else None
-    return Plan(secondary, serial, now, notify_zones(now, old))
+    changed = notify_zones(now, old)
+    catalog = catalog_zone(data)
+    if catalog is None or catalog not in now:
+        return Plan(secondary, serial, now, changed)
+    # An RFC 9432 consumer adds a new member when it transfers the catalog, and
+    # until then refuses a NOTIFY for it (Knot: NOTAUTH): the catalog's NOTIFY is
+    # the one that matters. It answers no question about the catalog itself (Knot:
+    # REFUSED); the members it serves show the catalog came through.
+    if old is not None:
+        changed = {wire: n for wire, n in changed.items() if wire in old or wire == catalog}
+    members = {wire: n for wire, n in now.items() if wire != catalog}
+    return Plan(secondary, serial, members or now, changed)
 
 
 async def _notify_all(
