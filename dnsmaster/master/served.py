@@ -1,0 +1,155 @@
+"""The served root: the ``data.cdb`` the master's own axfrdns and tinydns read.
+
+A build is written to the output directory whether or not the guard lets it go
+to the slaves, so the master's servers must not read the output directory: a
+standard secondary would transfer a held build on its own SOA refresh. They read
+``[axfrdns] root`` (default ``OUTPUT/served``) instead, a directory holding only
+``data.cdb``, replaced here each time a build becomes current for the slaves
+(never while one is held) and before any NOTIFY for it leaves.
+
+The replacement is atomic: the build's ``data.cdb`` is hard-linked to a temp name
+in the served root and renamed over the old one, so a reader sees the old or the
+new file whole, and a crash between the two leaves the old one served (and a temp
+file that the next replacement sweeps). Where no link can be made (another file
+system, a file system without links) it is copied instead. When the output
+directory no longer has the build's ``data.cdb`` (a rollback in force whose saves
+were written there since), it is compiled again from the build's ``data``.
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import os
+import secrets
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+from dnsmaster import fsutil
+from dnsmaster.core.compiler import compile_data, default_serial
+from dnsmaster.errors import BuildError
+
+if TYPE_CHECKING:
+    from dnsmaster.config import Config
+
+__all__ = ["SERVED", "How", "Served", "root_of", "serve", "wanted"]
+
+#: The served root's default name, in the output directory.
+SERVED = "served"
+
+#: How a data.cdb got into the served root.
+How = Literal["link", "copy", "compiled"]
+
+# Why os.link fails where a copy still works.
+_NO_LINK = frozenset(
+    {errno.EXDEV, errno.EPERM, errno.EMLINK, errno.EOPNOTSUPP, errno.ENOTSUP, errno.EACCES}
+)
+
+
+@dataclass(frozen=True, slots=True)
+class Served:
+    """A replacement done: where, and how the file got there."""
+
+    root: Path
+    how: How
+
+
+def root_of(cfg: Config) -> Path:
+    """The served root of ``cfg``: ``[axfrdns] root``, or ``OUTPUT/served``."""
+    return cfg.axfrdns.root if cfg.axfrdns.root is not None else cfg.output / SERVED
+
+
+def wanted(cfg: Config) -> bool:
+    """Whether ``cfg`` has a served root to keep: secondaries, or ``[axfrdns] ip``."""
+    return bool(cfg.secondaries) or bool(cfg.axfrdns.ip)
+
+
+def _temp_name(root: Path) -> Path:
+    # The litter pattern fsutil.sweep_litter knows (``.data.*.tmp``).
+    return root / f".data.cdb.{os.getpid()}.{secrets.token_hex(6)}.tmp"
+
+
+def _linked(source: Path, root: Path) -> Path | None:
+    """``source`` linked into ``root`` under a temp name; None when it cannot be."""
+    tmp = _temp_name(root)
+    try:
+        os.link(source, tmp)
+    except OSError as exc:
+        if exc.errno in _NO_LINK:
+            return None
+        raise
+    return tmp
+
+
+def _copied(source: Path, root: Path) -> Path:
+    def write(fd: int) -> None:
+        with source.open("rb") as f, os.fdopen(os.dup(fd), "wb") as out:
+            shutil.copyfileobj(f, out)
+
+    return fsutil.stage(root / "data.cdb", write)
+
+
+def _install(tmp: Path, root: Path) -> None:
+    try:
+        fsutil.publish([(tmp, root / "data.cdb")])
+    except BaseException:
+        fsutil.discard([tmp])
+        raise
+
+
+def _prepare(root: Path) -> None:
+    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    # Only this process writes here (it holds the output directory's lock).
+    fsutil.sweep_litter(root)
+
+
+def _same_build(output: Path, sha256: str, size: int) -> bool:
+    """Whether ``output/data`` is the build ``sha256`` (of ``size`` bytes) and its
+    data.cdb was installed with it (no pair install cut short)."""
+    try:
+        if (output / "data").stat().st_size != size or fsutil.interrupted_install(output):
+            return False
+        digest = hashlib.sha256()
+        with (output / "data").open("rb") as f:
+            while chunk := f.read(1 << 20):
+                digest.update(chunk)
+    except OSError:
+        return False
+    return digest.hexdigest() == sha256
+
+
+def serve(output: Path, root: Path, sha256: str, data: bytes, serial: int | None) -> Served:
+    """Make ``root/data.cdb`` the build ``sha256`` (its ``data``, its ``serial``).
+
+    Linked from ``output/data.cdb`` when that is the build's: the link is made first
+    and checked after (the same file as ``output/data.cdb``, beside the build's
+    ``data``, no install cut short), so a build written meanwhile is never served
+    by mistake. Otherwise compiled from ``data``. Raises OSError or BuildError.
+    """
+    _prepare(root)
+    source = output / "data.cdb"
+    tmp = None
+    how: How = "link"
+    try:
+        tmp = _linked(source, root)
+        if tmp is None:
+            tmp, how = _copied(source, root), "copy"
+        before = os.stat(tmp) if how == "link" else None
+        if not _same_build(output, sha256, len(data)) or (
+            before is not None and os.stat(source).st_ino != before.st_ino
+        ):
+            fsutil.discard([tmp])
+            tmp = None
+    except FileNotFoundError:
+        tmp = None
+    if tmp is None:
+        how = "compiled"
+        blob = compile_data(data, serial if serial is not None else default_serial(0))
+        try:
+            tmp = fsutil.stage(root / "data.cdb", lambda fd: fsutil.write_all(fd, blob))
+        except OSError as exc:
+            raise BuildError(str(root), f"cannot write: {fsutil.describe(exc)}") from None
+    _install(tmp, root)
+    return Served(root, how)
