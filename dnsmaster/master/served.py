@@ -23,24 +23,41 @@ import hashlib
 import os
 import secrets
 import shutil
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 from dnsmaster import fsutil
+from dnsmaster.core.banner import previous_serial
+from dnsmaster.core.cdb import CdbReader
 from dnsmaster.core.compiler import compile_data, default_serial
-from dnsmaster.errors import BuildError
+from dnsmaster.core.soa import zone_serials
+from dnsmaster.errors import ArchiveError, BuildError
+from dnsmaster.master import guarded, rollback
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config
 
-__all__ = ["SERVED", "How", "Served", "root_of", "serve", "wanted"]
+__all__ = [
+    "SERVED",
+    "Expected",
+    "How",
+    "Served",
+    "expected",
+    "root_of",
+    "serve",
+    "soa_serials",
+    "wanted",
+]
 
 #: The served root's default name, in the output directory.
 SERVED = "served"
 
 #: How a data.cdb got into the served root.
 How = Literal["link", "copy", "compiled"]
+
+_SOA_TYPE = b"\x00\x06"
 
 # Why os.link fails where a copy still works.
 _NO_LINK = frozenset(
@@ -153,3 +170,51 @@ def serve(output: Path, root: Path, sha256: str, data: bytes, serial: int | None
             raise BuildError(str(root), f"cannot write: {fsutil.describe(exc)}") from None
     _install(tmp, root)
     return Served(root, how)
+
+
+@dataclass(frozen=True, slots=True)
+class Expected:
+    """The build the served root should hold, for ``doctor``."""
+
+    sha256: str
+    serial: int | None
+    #: zone (wire name) -> SOA serial
+    zones: dict[bytes, int]
+    #: Which build it is, in words.
+    what: str
+
+
+def expected(cfg: Config, data: bytes) -> Expected | None:
+    """The build the served root should hold when the output holds ``data``: a
+    rollback's, when one is in force; else the build the guard judged a held
+    ``data`` against (None when the master no longer has it); else ``data``'s."""
+
+    def of(build: bytes, sha256: str, what: str) -> Expected:
+        return Expected(sha256, previous_serial(build[:200]), zone_serials(build), what)
+
+    try:
+        found = rollback.load(cfg.output)
+    except ArchiveError:
+        found = None
+    if found is not None:
+        return of(found[1], found[0].sha256, "the rollback's build")
+    sha256 = hashlib.sha256(data).hexdigest()
+    held = guarded.held(cfg, sha256)
+    if held is None:
+        return of(data, sha256, "the output's build")
+    given = guarded.given(cfg.output, cfg.daemon.keep, held.base)
+    if given is None:
+        return None
+    return of(given.data, given.sha256, "the slaves' build (the output's is held)")
+
+
+def soa_serials(blob: bytes, zones: Iterable[bytes]) -> dict[bytes, int | None]:
+    """The SOA serial the data.cdb ``blob`` gives each of ``zones`` (None: no SOA).
+    Raises ValueError when ``blob`` is not a cdb."""
+    reader = CdbReader(blob)
+    found: dict[bytes, int | None] = {}
+    for zone in zones:
+        values = [v for v in reader.get_all(zone.lower()) if v[:2] == _SOA_TYPE]
+        # The serial is the first of the five numbers that end an SOA record.
+        found[zone] = int.from_bytes(values[0][-20:-16], "big") if values else None
+    return found

@@ -9,10 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.config import from_mapping
+from dnsmaster.config import Config, from_mapping
 from dnsmaster.errors import ConfigError
-from dnsmaster.master import served
+from dnsmaster.master import guarded, served
 from dnsmaster.master.build import Builder
+from dnsmaster.master.checkup import master_checks
 from tests.lab.clock import Clock
 
 
@@ -141,3 +142,38 @@ def test_the_root_defaults_to_output_served_and_may_not_be_the_output(tmp_path: 
     assert served.wanted(cfg)
     with pytest.raises(ConfigError, match=r"axfrdns\.root"):
         from_mapping({**base, "axfrdns": {"root": "out"}}, path=tmp_path / "dnsmaster.toml")
+
+
+def doctor_lines(cfg: Config) -> list[str]:
+    checks, _ = master_checks(cfg)
+    return [c.line() for c in checks if "served root" in c.line()]
+
+
+def test_doctor_names_both_serials_until_the_slaves_build_is_served(
+    output: Path, tmp_path: Path
+) -> None:
+    (tmp_path / "zones" / "header").write_bytes(b"")
+    cfg = from_mapping(
+        {"zones": "zones", "output": "out", "axfrdns": {"ip": "127.0.0.1"}},
+        path=tmp_path / "dnsmaster.toml",
+    )
+    root = served.root_of(cfg)
+    serve(output, root)
+    assert doctor_lines(cfg) == [
+        f"OK   output: served root {root}: the output's build, serial 1700000000, 1 zones"
+    ]
+    first, _ = build_of(output)
+    (tmp_path / "zones" / "zones.example.com").write_bytes(b".example.com:192.0.2.9:a\n")
+    Builder(tmp_path / "zones", output, clock=Clock(1_700_000_100)).build()
+    [line] = doctor_lines(cfg)
+    assert line.startswith(
+        f"FAIL output: served root {root}: data.cdb serves serial 1700000000 for "
+        "example.com, the output's build has serial 1700000100; "
+    )
+    # Held: the slaves keep the first build, and so does the served root.
+    sha256, _ = build_of(output)
+    guarded.write(output, guarded.Held(1_700_000_100, sha256, "too much removed", 0.0, first))
+    assert doctor_lines(cfg) == [
+        f"OK   output: served root {root}: the slaves' build (the output's is held), "
+        "serial 1700000000, 1 zones"
+    ]
