@@ -248,7 +248,7 @@ def make(
         raise ServiceConfError(f"cannot create {directory}: {exc.strerror}", EXIT_SYSTEM) from None
     try:
         # axfrdns chroots to ROOT as it starts: it must be there before any build is.
-        served.root_of(cfg).mkdir(mode=0o755, parents=True, exist_ok=True)
+        served.make_root(served.root_of(cfg))
         _fill(directory, env, logacct)
         # The rules before run: a supervisor must never start tcpserver without tcp.cdb.
         _write_rules(directory, granted)

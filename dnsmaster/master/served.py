@@ -45,6 +45,7 @@ __all__ = [
     "How",
     "Served",
     "expected",
+    "make_root",
     "root_of",
     "serve",
     "soa_serials",
@@ -116,8 +117,18 @@ def _install(tmp: Path, root: Path) -> None:
         raise
 
 
+def make_root(root: Path) -> None:
+    """Make the served root if missing: mode 755 whatever the umask, since axfrdns
+    and tinydns read it as accounts of their own."""
+    try:
+        root.mkdir(mode=0o755, parents=True)
+    except FileExistsError:
+        return
+    root.chmod(0o755)
+
+
 def _prepare(root: Path) -> None:
-    root.mkdir(mode=0o755, parents=True, exist_ok=True)
+    make_root(root)
     # Only this process writes here (it holds the output directory's lock).
     fsutil.sweep_litter(root)
 

@@ -40,8 +40,13 @@ def serve(output: Path, root: Path) -> served.Served:
 
 def test_the_build_is_linked_into_the_root(output: Path, tmp_path: Path) -> None:
     root = tmp_path / "served"
-    done = serve(output, root)
+    umask = os.umask(0o077)
+    try:
+        done = serve(output, root)
+    finally:
+        os.umask(umask)
     assert done == served.Served(root, "link")
+    assert root.stat().st_mode & 0o777 == 0o755  # axfrdns' account reads it
     assert os.path.samefile(root / "data.cdb", output / "data.cdb")
     assert sorted(p.name for p in root.iterdir()) == ["data.cdb"]
 
