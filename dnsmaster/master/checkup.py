@@ -16,7 +16,7 @@ import os
 import shlex
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -152,6 +152,9 @@ class Build:
     sha256: str
     serial: int | None
     zones: dict[bytes, int] = field(default_factory=dict)
+    #: The build the served root should hold (what axfrdns gives the secondaries),
+    #: when it is another one: while a build is held, or during a rollback.
+    served: Build | None = None
 
 
 def master_checks(cfg: Config) -> tuple[list[Check], Build | None]:
@@ -243,19 +246,21 @@ def _read_build(group: Findings, cfg: Config) -> Build | None:
     build = Build(hashlib.sha256(data).hexdigest(), previous_serial(data[:300]), zone_serials(data))
     serial = f"serial {build.serial}" if build.serial is not None else "no dnsmaster banner"
     group.ok(f"data built: {serial}, {len(build.zones)} zones, sha256 {build.sha256[:16]}")
-    if served.wanted(cfg):
-        _served_root(group, cfg, data)
+    want = _served_root(group, cfg, data) if served.wanted(cfg) else None
+    if want is not None and want.sha256 != build.sha256:
+        build = replace(build, served=Build(want.sha256, want.serial, want.zones))
     return build
 
 
-def _served_root(group: Findings, cfg: Config, data: bytes) -> None:
-    """Whether the served root holds the build the slaves are given, and no other."""
+def _served_root(group: Findings, cfg: Config, data: bytes) -> served.Expected | None:
+    """Whether the served root holds the build the slaves are given, and no other;
+    that build (None when the master no longer has it)."""
     root = served.root_of(cfg)
     what = f"served root {root}"
     want = served.expected(cfg, data)
     if want is None:
         group.warn(what, "the build the slaves have is not kept here: nothing to compare")
-        return
+        return None
     fix = (
         "it is replaced when a build becomes current for the slaves: "
         "restart the daemon, or run dnsmaster push"
@@ -265,11 +270,11 @@ def _served_root(group: Findings, cfg: Config, data: bytes) -> None:
     except (OSError, ValueError) as exc:
         why = describe(exc) if isinstance(exc, OSError) else str(exc)
         group.fail(what, f"cannot read data.cdb: {why}; {want.what} has serial {want.serial}", fix)
-        return
+        return want
     wrong = [(zone, serial) for zone, serial in want.zones.items() if found[zone] != serial]
     if not wrong:
         group.ok(f"{what}: {want.what}, serial {want.serial}, {len(want.zones)} zones")
-        return
+        return want
     zone, serial = wrong[0]
     group.fail(
         what,
@@ -278,3 +283,4 @@ def _served_root(group: Findings, cfg: Config, data: bytes) -> None:
         + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""),
         fix,
     )
+    return want

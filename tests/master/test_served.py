@@ -150,7 +150,10 @@ def test_the_root_defaults_to_output_served_and_may_not_be_the_output(tmp_path: 
 
 
 def doctor_lines(cfg: Config) -> list[str]:
-    checks, _ = master_checks(cfg)
+    checks, build = master_checks(cfg)
+    assert build is not None
+    # The secondaries are judged against the served build, not a held one.
+    assert (build.served is not None) == guarded.held_path(cfg.output).exists()
     return [c.line() for c in checks if "served root" in c.line()]
 
 
