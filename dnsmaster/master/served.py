@@ -170,7 +170,9 @@ def serve(output: Path, root: Path, sha256: str, data: bytes, serial: int | None
         ):
             fsutil.discard([tmp])
             tmp = None
-    except FileNotFoundError:
+    except FileNotFoundError:  # no data.cdb in the output, or gone meanwhile
+        if tmp is not None:
+            fsutil.discard([tmp])
         tmp = None
     if tmp is None:
         how = "compiled"
