@@ -25,7 +25,8 @@ def load(tmp_path: Path, text: str) -> config.Config:
 def test_defaults_without_secondaries(tmp_path: Path) -> None:
     cfg = load(tmp_path, BASE)
     assert cfg.secondaries == ()
-    assert cfg.axfrdns == AxfrdnsOptions()
+    # The served root is there all the same: OUTPUT/served, resolved as output is.
+    assert cfg.axfrdns == AxfrdnsOptions(root=(tmp_path / "out" / "served").absolute())
     assert cfg.notify == NotifyOptions(timeout=1.0, retries=5, confirm_timeout=300.0)
     assert cfg.catalog == ""
 
@@ -37,7 +38,9 @@ def test_a_minimal_secondary_gets_its_defaults(tmp_path: Path) -> None:
             name="nsd1", address="192.0.2.7", port=53, zones=(), transfer_from=("192.0.2.7",)
         ),
     )
-    assert cfg.axfrdns == AxfrdnsOptions(ip="192.0.2.53", port=53, service=None)
+    assert cfg.axfrdns == AxfrdnsOptions(
+        ip="192.0.2.53", port=53, service=None, root=(tmp_path / "out" / "served").absolute()
+    )
 
 
 def test_everything_given(tmp_path: Path) -> None:
@@ -45,6 +48,7 @@ def test_everything_given(tmp_path: Path) -> None:
         BASE
         + 'catalog = "Catalog.Example."\n'
         + '[axfrdns]\nip = "2001:db8::53"\nport = 5353\nservice = "sv/axfrdns"\n'
+        + 'root = "srv/axfrdns/root"\n'
         + "[notify]\ntimeout = 0.25\nretries = 0\nconfirm_timeout = 30\n"
         + SECONDARY
         + 'port = 1053\nzones = ["Example.COM.", "example.net", "example.com"]\n'
@@ -54,7 +58,10 @@ def test_everything_given(tmp_path: Path) -> None:
     cfg = load(tmp_path, text)
     assert cfg.catalog == "catalog.example"
     assert cfg.axfrdns == AxfrdnsOptions(
-        ip="2001:db8::53", port=5353, service=(tmp_path / "sv/axfrdns").absolute()
+        ip="2001:db8::53",
+        port=5353,
+        service=(tmp_path / "sv/axfrdns").absolute(),
+        root=(tmp_path / "srv/axfrdns/root").absolute(),
     )
     assert cfg.notify == NotifyOptions(timeout=0.25, retries=0, confirm_timeout=30.0)
     first, second = cfg.secondaries
@@ -106,7 +113,8 @@ def test_everything_given(tmp_path: Path) -> None:
         (BASE + "[axfrdns]\nip = 'localhost'\n", "axfrdns.ip", "IPv4 or IPv6"),
         (BASE + "[axfrdns]\nip = ''\n", "axfrdns.ip", "must not be empty"),
         (BASE + "[axfrdns]\nport = 70000\n", "axfrdns.port", "from 1 to 65535"),
-        (BASE + "[axfrdns]\nroot = 'x'\n", "axfrdns.root", "unknown key"),
+        (BASE + "[axfrdns]\nroot = 'out'\n", "axfrdns.root", "not be the output directory"),
+        (BASE + "[axfrdns]\nroot = ''\n", "axfrdns.root", "must not be empty"),
         (BASE + "[notify]\ntimeout = 0\n", "notify.timeout", "at least 0.01"),
         (BASE + "[notify]\nretries = -1\n", "notify.retries", "from 0 to 20"),
         (BASE + "[notify]\nretries = 21\n", "notify.retries", "from 0 to 20"),

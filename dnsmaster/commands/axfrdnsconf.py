@@ -1,12 +1,14 @@
 """``dnsmaster service-conf --axfrdns``: the axfrdns service that feeds the secondaries.
 
 ``dnsmaster service-conf --axfrdns [--runit] ACCT LOGACCT DIR CONFIG`` creates DIR,
-as djbdns' ``axfrdns-conf`` would, for the master's own output:
+as djbdns' ``axfrdns-conf`` would, for the master's served root:
 
 - ``run``: ucspi-tcp's ``tcpserver -vDRHl0 -x tcp.cdb`` on ``[axfrdns] ip`` and
   ``port``, running axfrdns as ACCT (``envuidgid``; runit: ``chpst -U``);
-- ``env/IP``, ``env/PORT`` and ``env/ROOT``, the configured output directory, where
-  the build writes data.cdb: axfrdns chroots there and serves what was built last;
+- ``env/IP``, ``env/PORT`` and ``env/ROOT``, the served root (``[axfrdns] root``,
+  :mod:`dnsmaster.master.served`), which holds only the data.cdb the slaves were
+  given, never a build the guard holds: axfrdns chroots there. The root is made
+  (mode 755) if missing, so that axfrdns starts before the first build is served;
 - ``tcp``, the rules (:mod:`dnsmaster.core.axfrrules`): one line per address a
   ``[[secondary]]`` transfers from, with its zones, then ``:deny``; and ``tcp.cdb``,
   compiled by ``tcprules``, which tcpserver reads at each connection;
@@ -35,6 +37,7 @@ from dnsmaster.config import Config
 from dnsmaster.core.axfrrules import Grant, rules_text
 from dnsmaster.errors import ConfigError, ServiceConfError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
+from dnsmaster.master import served
 from dnsmaster.master.secondarycheckup import secondary_grants
 
 __all__ = [
@@ -80,12 +83,13 @@ def main(args: argparse.Namespace) -> int:
         sys.stderr.write(f"dnsmaster service-conf: {exc}\n")
         return exc.status
     kind = "runit" if args.runit else "daemontools"
+    root = served.root_of(cfg)
     sys.stdout.write(
         f"made {directory} for {kind}: axfrdns on {cfg.axfrdns.ip} port {cfg.axfrdns.port} "
-        f"TCP serving {cfg.output} as {args.account}, {_counted(granted)}\n"
+        f"TCP serving {root} as {args.account}, {_counted(granted)}\n"
         f"to start it, link it into the scanned directory: ln -s {directory} /etc/service/\n"
         f"secondaries ask the SOA over UDP: run a tinydns on the same address with "
-        f"ROOT={cfg.output} (see the manual, feeding.rst)\n"
+        f"ROOT={root} (see the manual, feeding.rst)\n"
     )
     return EXIT_OK
 
@@ -133,8 +137,9 @@ def run_scripts(
         "run": "#!/bin/sh\n"
         f"{MARK}\n"
         f"# axfrdns answers zone transfers on env/IP port env/PORT (TCP) from env/ROOT,\n"
-        f"# the master's output, as {account}; tcp.cdb (from tcp) says who may transfer\n"
-        "# what: run service-conf --axfrdns again after changing [[secondary]].\n"
+        f"# the build the slaves were given, as {account}; tcp.cdb (from tcp) says who\n"
+        "# may transfer what: run service-conf --axfrdns again after changing\n"
+        "# [[secondary]].\n"
         "exec 2>&1\n"
         f"{run}\n",
         "log/run": "#!/bin/sh\n"
@@ -180,7 +185,8 @@ def _write_rules(directory: Path, granted: list[Grant]) -> None:
 
 def env_for(cfg: Config) -> dict[str, str]:
     """The service's env directory: where tcpserver listens and axfrdns' root."""
-    return {"IP": cfg.axfrdns.ip, "PORT": str(cfg.axfrdns.port), "ROOT": str(cfg.output)}
+    root = str(served.root_of(cfg))
+    return {"IP": cfg.axfrdns.ip, "PORT": str(cfg.axfrdns.port), "ROOT": root}
 
 
 def stale_env(directory: Path, cfg: Config) -> list[tuple[str, str, str]]:
@@ -241,6 +247,8 @@ def make(
     except OSError as exc:
         raise ServiceConfError(f"cannot create {directory}: {exc.strerror}", EXIT_SYSTEM) from None
     try:
+        # axfrdns chroots to ROOT as it starts: it must be there before any build is.
+        served.make_root(served.root_of(cfg))
         _fill(directory, env, logacct)
         # The rules before run: a supervisor must never start tcpserver without tcp.cdb.
         _write_rules(directory, granted)

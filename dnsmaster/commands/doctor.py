@@ -67,8 +67,10 @@ async def check_all(cfg: Config, *, timeout: float = SLAVE_TIMEOUT) -> list[Chec
 
     for found in await asyncio.gather(*(one(s) for s in cfg.slaves)):
         checks += found
+    # What axfrdns serves them: the slaves' build, not one the guard holds.
+    fed = build.served if build is not None and build.served is not None else build
     for found in await asyncio.gather(
-        *(check_secondary(cfg, s, build, timeout) for s in cfg.secondaries)
+        *(check_secondary(cfg, s, fed, timeout) for s in cfg.secondaries)
     ):
         checks += found
     return checks

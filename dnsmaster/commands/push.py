@@ -38,7 +38,7 @@ from dnsmaster.exits import (
     EXIT_USAGE,
 )
 from dnsmaster.fsutil import describe
-from dnsmaster.master import guarded, pushing, rollback, secondaries
+from dnsmaster.master import guarded, pushing, rollback, secondaries, served
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
@@ -60,13 +60,35 @@ async def push_to_slaves(
     found = _data_on_disk(cfg, logger) if data is None else data
     if isinstance(found, int):
         return found
-    # The build is in the output directory, where axfrdns serves it: the standard
-    # secondaries are told now, beside the push, which never waits for them.
     results, _ = await asyncio.gather(
-        pushing.push_build(cfg, slaves, found, logger),
-        secondaries.announce(cfg.secondaries, cfg.notify, found, logger, source=cfg.axfrdns.ip),
+        pushing.push_build(cfg, slaves, found, logger), _serve_and_announce(cfg, found, logger)
     )
     return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
+
+
+async def _serve_and_announce(cfg: Config, data: bytes, logger: Any) -> None:
+    """The build goes: it is what the master's axfrdns serves from now on, and only
+    then are the standard secondaries told, beside the push (which never waits for
+    them)."""
+    if served.wanted(cfg) and await _serve(cfg, data, logger):
+        await secondaries.announce(cfg.secondaries, cfg.notify, data, logger, source=cfg.axfrdns.ip)
+
+
+async def _serve(cfg: Config, data: bytes, logger: Any) -> bool:
+    """Put ``data``'s build in the served root; whether it is there."""
+    root = served.root_of(cfg)
+    sha256 = hashlib.sha256(data).hexdigest()
+    serial = previous_serial(data[:200])
+    try:
+        done = await asyncio.to_thread(served.serve, cfg.output, root, sha256, data, serial)
+    except (OSError, BuildError) as exc:
+        error = describe(exc) if isinstance(exc, OSError) else str(exc)
+        logger.error("served.failed", root=str(root), serial=serial, error=error)
+        return False
+    logger.info(
+        "served.replaced", root=str(done.root), serial=serial, sha256=sha256[:16], how=done.how
+    )
+    return True
 
 
 async def _push_and_wait(args: argparse.Namespace) -> int:

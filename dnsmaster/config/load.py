@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import ipaddress
 import os
 import tomllib
@@ -132,7 +133,9 @@ def from_mapping(table: Mapping[str, Any], *, path: Path, ssh: bool = True) -> C
         log = _section(top.table("log"), path, "log.", _log)
         hooks = _section(top.table("hooks"), path, "hooks.", _hooks)
         guard = _section(top.table("guard"), path, "guard.", _guard)
-        axfrdns = _section(top.table("axfrdns"), path, "axfrdns.", _axfrdns)
+        axfrdns = _served_root(
+            top, _section(top.table("axfrdns"), path, "axfrdns.", _axfrdns), output
+        )
         notify = _section(top.table("notify"), path, "notify.", _notify)
         catalog = _catalog(top)
         raw_slaves = top.take("slave", list, [])
@@ -371,7 +374,18 @@ def _axfrdns(r: TableReader) -> AxfrdnsOptions:
             ip=_address(r, "ip", ip) if ip else "",
             port=r.integer("port", d.port, low=1, high=65535),
             service=r.path("service"),
+            root=r.path("root"),
         )
+
+
+def _served_root(top: TableReader, axfrdns: AxfrdnsOptions, output: Path) -> AxfrdnsOptions:
+    """``[axfrdns] root`` given, or ``OUTPUT/served``."""
+    if axfrdns.root is None:
+        return dataclasses.replace(axfrdns, root=output / "served")
+    if axfrdns.root == output:
+        # The output directory holds held builds too: serving it defeats the guard.
+        raise top.error("axfrdns.root", "must not be the output directory")
+    return axfrdns
 
 
 def _notify(r: TableReader) -> NotifyOptions:

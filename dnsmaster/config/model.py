@@ -75,13 +75,17 @@ class Secondary:
 @dataclass(frozen=True, slots=True)
 class AxfrdnsOptions:
     """``[axfrdns]``: where the master's axfrdns (TCP) and tinydns (UDP) answer,
-    both with ROOT = the output directory."""
+    both with ROOT = the served root (only the build the slaves are given)."""
 
     #: Required (an IPv4 or IPv6 literal) when any ``[[secondary]]`` exists.
     ip: str = ""
     port: int = 53
     #: The service directory ``service-conf --axfrdns`` made; doctor reads its rules.
     service: Path | None = None
+    #: The served root: a directory holding only the data.cdb the slaves are given
+    #: (:mod:`dnsmaster.master.served`). The loader fills in ``OUTPUT/served``;
+    #: None (a Config made by hand) means the same.
+    root: Path | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,9 +1,11 @@
 """The daemon's standard secondaries: one feed task per secondary, per build.
 
-Each new current build (a build, a rollback, a build released from a hold) is in
-the output directory, where the master's axfrdns serves it: every secondary is
-fed it at once (:func:`dnsmaster.master.secondaries.feed`: NOTIFY for the zones
-whose serial changed, then SOA questions until it serves the build). A newer
+Each new current build (a build, a rollback, a build released from a hold, the
+build on disk at start) is first put in the served root, where the master's
+axfrdns and tinydns read it (:mod:`dnsmaster.master.served`; a held build never
+is); only then is every secondary fed it
+(:func:`dnsmaster.master.secondaries.feed`: NOTIFY for the zones whose serial
+changed, then SOA questions until it serves the build). A newer
 build cancels a feed still running and starts over with the newer one. No slave
 worker ever awaits a feed: a NOTIFY failure or a late secondary holds up nothing
 but its own state. A feed is an errand of the daemon's (:mod:`dnsmaster.daemon.rest`):
@@ -24,8 +26,11 @@ from collections.abc import Coroutine, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+from dnsmaster import fsutil
 from dnsmaster.config import Config, NotifyOptions, Secondary
 from dnsmaster.daemon.worker import Current
+from dnsmaster.errors import DnsmasterError
+from dnsmaster.master import served
 from dnsmaster.master import state as statefile
 from dnsmaster.master.secondaries import feed, plan
 from dnsmaster.master.state import SecondaryState
@@ -118,6 +123,8 @@ class Secondaries:
         ]
         #: The build last fed (its sha256): a wake-up for the same build feeds nothing.
         self.fed: str | None = None
+        #: The served root's replacement under way or last done (one at a time).
+        self.serving: asyncio.Task[None] | None = None
         #: What the last run's state file said of the secondaries, read now, before
         #: this daemon's first write replaces it (for :meth:`resume`).
         self.saved = last_states(host.config.state)
@@ -137,12 +144,56 @@ class Secondaries:
                 feeder.served = current.data
 
     def new_build(self, current: Current | None) -> None:
-        """Feed ``current`` to every secondary, unless it was fed already."""
+        """Serve ``current`` and then feed it to every secondary, unless it was fed
+        already."""
         if current is None or current.sha256 == self.fed:
             return
         self.fed = current.sha256
-        for feeder in self.feeders:
-            feeder.feed(current)
+        self._serve(current, feed=True)
+
+    def _serve(self, current: Current, *, feed: bool) -> None:
+        if not served.wanted(self.host.config):
+            self._feed_all(current, feed=feed)
+            return
+        previous = self.serving
+        self.serving = self.host.start(
+            self._served(current, previous, feed=feed), "served root", forever=False
+        )
+
+    async def _served(
+        self, current: Current, previous: asyncio.Task[None] | None, *, feed: bool
+    ) -> None:
+        if previous is not None:
+            # One replacement at a time, in order: a thread cannot be cancelled, so
+            # an older one still running must not land after this one.
+            await asyncio.wait({previous})
+        if self.fed != current.sha256:
+            return  # a newer build came meanwhile: it is served next
+        cfg = self.host.config
+        root = served.root_of(cfg)
+        try:
+            done = await asyncio.to_thread(
+                served.serve, cfg.output, root, current.sha256, current.data, current.serial
+            )
+        except (OSError, DnsmasterError) as exc:
+            # No NOTIFY: a secondary told of this build would transfer the old one.
+            error = fsutil.describe(exc) if isinstance(exc, OSError) else str(exc)
+            self.log.error("served.failed", root=str(root), serial=current.serial, error=error)
+            return
+        self.log.info(
+            "served.replaced",
+            root=str(done.root),
+            serial=current.serial,
+            sha256=current.sha256[:16],
+            how=done.how,
+        )
+        if self.fed == current.sha256:
+            self._feed_all(current, feed=feed)
+
+    def _feed_all(self, current: Current, *, feed: bool) -> None:
+        if feed:
+            for feeder in self.feeders:
+                feeder.feed(current)
 
     async def reconfigure(self, old: Config, new: Config) -> None:
         """After a reload: stop the feeders of secondaries removed or changed (their
@@ -167,8 +218,18 @@ class Secondaries:
                     found.feed(self.host.current)
             feeders.append(found)
         self.feeders = feeders
+        moved = served.root_of(old) != served.root_of(new) or not served.wanted(old)
+        current = self.host.current
+        if served.wanted(new) and moved and self.fed is not None and current is not None:
+            # A new root (or one newly wanted) gets the current build now; the old
+            # one is left as it is, for whatever still reads it.
+            self._serve(current, feed=False)
         self.host.save_state()
 
     async def stop(self) -> None:
-        """Cancel every feed (the daemon stops)."""
+        """Cancel every feed (the daemon stops); a replacement under way ends first,
+        and feeds nobody."""
+        self.fed = None
+        if self.serving is not None:
+            await asyncio.wait({self.serving})
         await asyncio.gather(*(f.stop() for f in self.feeders))

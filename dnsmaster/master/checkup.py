@@ -16,7 +16,7 @@ import os
 import shlex
 import tempfile
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Literal
 
@@ -26,6 +26,8 @@ from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.core.text import printable
 from dnsmaster.fsutil import describe, user_name
+from dnsmaster.master import served
+from dnsmaster.master.secondaries import zone_text
 from dnsmaster.master.zones import list_sources
 
 __all__ = [
@@ -150,6 +152,9 @@ class Build:
     sha256: str
     serial: int | None
     zones: dict[bytes, int] = field(default_factory=dict)
+    #: The build the served root should hold (what axfrdns gives the secondaries),
+    #: when it is another one: while a build is held, or during a rollback.
+    served: Build | None = None
 
 
 def master_checks(cfg: Config) -> tuple[list[Check], Build | None]:
@@ -241,4 +246,41 @@ def _read_build(group: Findings, cfg: Config) -> Build | None:
     build = Build(hashlib.sha256(data).hexdigest(), previous_serial(data[:300]), zone_serials(data))
     serial = f"serial {build.serial}" if build.serial is not None else "no dnsmaster banner"
     group.ok(f"data built: {serial}, {len(build.zones)} zones, sha256 {build.sha256[:16]}")
+    want = _served_root(group, cfg, data) if served.wanted(cfg) else None
+    if want is not None and want.sha256 != build.sha256:
+        build = replace(build, served=Build(want.sha256, want.serial, want.zones))
     return build
+
+
+def _served_root(group: Findings, cfg: Config, data: bytes) -> served.Expected | None:
+    """Whether the served root holds the build the slaves are given, and no other;
+    that build (None when the master no longer has it)."""
+    root = served.root_of(cfg)
+    what = f"served root {root}"
+    want = served.expected(cfg, data)
+    if want is None:
+        group.warn(what, "the build the slaves have is not kept here: nothing to compare")
+        return None
+    fix = (
+        "it is replaced when a build becomes current for the slaves: "
+        "restart the daemon, or run dnsmaster push"
+    )
+    try:
+        found = served.soa_serials((root / "data.cdb").read_bytes(), want.zones)
+    except (OSError, ValueError) as exc:
+        why = describe(exc) if isinstance(exc, OSError) else str(exc)
+        group.fail(what, f"cannot read data.cdb: {why}; {want.what} has serial {want.serial}", fix)
+        return want
+    wrong = [(zone, serial) for zone, serial in want.zones.items() if found[zone] != serial]
+    if not wrong:
+        group.ok(f"{what}: {want.what}, serial {want.serial}, {len(want.zones)} zones")
+        return want
+    zone, serial = wrong[0]
+    group.fail(
+        what,
+        f"data.cdb serves serial {found[zone]} for {printable(zone_text(zone))}, "
+        f"{want.what} has serial {serial}"
+        + (f" and {len(wrong) - 1} more" if len(wrong) > 1 else ""),
+        fix,
+    )
+    return want

@@ -30,6 +30,7 @@ from dnsmaster.core.axfrrules import Grant, allows, grants, parse
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.errors import TransferError
 from dnsmaster.fsutil import describe
+from dnsmaster.master import served
 from dnsmaster.master.checkup import Build, Check, Findings
 from dnsmaster.transport.axfr import transfer
 from dnsmaster.transport.dns import check_serials
@@ -197,7 +198,8 @@ class SecondaryCheckup:
                 self.group.fail(
                     where,
                     f"{zone}: axfrdns gives serial {done.serial}, the build has {serial}",
-                    f"axfrdns' ROOT must be the output directory {self.cfg.output}",
+                    f"axfrdns' ROOT must be the served root {served.root_of(self.cfg)}; "
+                    "a build the guard holds or a rollback is not served until it goes",
                 )
             else:
                 self.group.ok(f"{where}: {zone} serial {serial}, {done.records} records")

@@ -151,8 +151,11 @@ def output(tmp_path: Path) -> Path:
         ],
         1_700_000_000,
     ).data
-    (out / "data.cdb").write_bytes(compile_data(data, 1_700_000_000))
-    (out / "data.cdb").chmod(0o644)
+    # The build the slaves were given, in the served root, where axfrdns reads it.
+    served = out / "served"
+    served.mkdir(mode=0o755)
+    (served / "data.cdb").write_bytes(compile_data(data, 1_700_000_000))
+    (served / "data.cdb").chmod(0o644)
     return out
 
 
@@ -172,7 +175,7 @@ def test_service_obeys_and_updates_its_rules(
         status, out, err = run_main("nobody", "nobody", str(directory), str(path))
         assert status == 0, err
         assert "made " in out
-        assert (directory / "env" / "ROOT").read_text() == f"{output}\n"
+        assert (directory / "env" / "ROOT").read_text() == f"{output / 'served'}\n"
         run_before = (directory / "run").read_text()
         proc = start(directory)
         try:
@@ -211,3 +214,18 @@ def test_second_run_names_stale_env(tmp_path: Path) -> None:
         (directory / "env" / name).write_text(f"{value}\n")
     (directory / "env" / "IP").write_text("192.0.2.53\n")
     assert axfrdnsconf.stale_env(directory, cfg) == [("IP", "192.0.2.53", "192.0.2.54")]
+
+
+def test_second_run_names_a_root_still_on_the_output(tmp_path: Path) -> None:
+    """A directory made when axfrdns served the output directory: the note says to
+    point ROOT at the served root, where only the slaves' build is."""
+    directory = tmp_path / "sv"
+    (directory / "env").mkdir(parents=True)
+    path = write_config(tmp_path, "192.0.2.54", secondary("n", "192.0.2.7", []))
+    cfg = config.load(path)
+    for name, value in axfrdnsconf.env_for(cfg).items():
+        (directory / "env" / name).write_text(f"{value}\n")
+    assert axfrdnsconf.env_for(cfg)["ROOT"] == str(tmp_path / "out" / "served")
+    (directory / "env" / "ROOT").write_text(f"{tmp_path / 'out'}\n")
+    stale = [(str(tmp_path / "out"), str(tmp_path / "out" / "served"))]
+    assert [(have, want) for _, have, want in axfrdnsconf.stale_env(directory, cfg)] == stale

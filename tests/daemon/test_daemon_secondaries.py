@@ -1,7 +1,7 @@
 """``dnsmaster run`` feeding standard secondaries: NOTIFY, confirmation, state, reload.
 
 One daemon (a process, its JSON log read) on two local slaves, with the master's
-own tinydns serving the output directory (as the one beside axfrdns does) and two
+own tinydns serving the served root (as the one beside axfrdns does) and two
 stand-in secondaries from :mod:`tests.lab.notifyd`: ``good`` answers NOTIFY and
 relays SOA questions to that tinydns (a secondary that transfers at once), ``mute``
 never answers anything. The slaves must not notice either.
@@ -62,7 +62,9 @@ def site(tmp_path: Path, daemon_process: type[DaemonProcess]) -> Iterator[Site]:
     try:
         with NotifyResponder(upstream=(address, 53)) as good, NotifyResponder(rcode=None) as mute:
             local = Local(tmp_path)
-            tinydns = Tinydns(local.output, address=address, log=tmp_path / "tinydns.log")
+            served = local.output / "served"
+            served.mkdir(mode=0o755)  # tinydns chroots there as it starts
+            tinydns = Tinydns(served, address=address, log=tmp_path / "tinydns.log")
             the_site = Site(local, tinydns, good, mute)
             local.config.write_text(local.config.read_text() + the_site.config("good", "mute"))
             tinydns.start()

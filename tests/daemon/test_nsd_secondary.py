@@ -1,8 +1,9 @@
 """Standard secondaries end to end: the daemon, the master's axfrdns, a real NSD.
 
 One site per module (starting NSD, axfrdns and the daemon costs more than the
-tests): the daemon builds into its output directory, which tinydns (UDP) and
-axfrdns under tcpserver (TCP) serve on one 127.0.1.N (:mod:`tests.lab.axfrdns`,
+tests): the daemon builds into its output directory and puts each build the
+slaves get in its served root, which tinydns (UDP) and axfrdns under tcpserver
+(TCP) serve on one 127.0.1.N (:mod:`tests.lab.axfrdns`,
 rules allowing NSD's address); two ``local`` slaves stand for the tinydns slaves.
 Two ``[[secondary]]``:
 
@@ -60,7 +61,9 @@ class Site:
         self.roots = [base / "slaves" / name for name in ("ns2", "ns3")]
         for root in self.roots:
             root.mkdir(parents=True)
-        self.axfr = Axfrdns(self.output, base / "axfrdns")
+        served = self.output / "served"
+        served.mkdir(mode=0o755)  # axfrdns and tinydns chroot there as they start
+        self.axfr = Axfrdns(served, base / "axfrdns")
         self.nsd = Nsd(base / "nsd", master=self.axfr.address, zones=ZONES)
         self.axfr.set_rules(rules_text(grants([([self.nsd.address], list(ZONES))])))
         self.silent_address = take_dns_address()

@@ -12,7 +12,7 @@ from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
-from dnsmaster.config import Config, NotifyOptions, Secondary
+from dnsmaster.config import AxfrdnsOptions, Config, NotifyOptions, Secondary
 from dnsmaster.daemon.secondary import Secondaries
 from dnsmaster.daemon.worker import Current
 from dnsmaster.master.state import SecondaryState
@@ -53,6 +53,11 @@ class Host:
             await asyncio.wait(pending)
 
 
+def feeds(host: Host) -> list[asyncio.Task[None]]:
+    """The feed tasks started (not the served root's replacements)."""
+    return [t for t in host.tasks if t.get_name().startswith("secondary ")]
+
+
 def config(tmp_path: Path, *secondaries: Secondary, notify: NotifyOptions = FAST) -> Config:
     return Config(
         path=tmp_path / "dnsmaster.toml",
@@ -73,12 +78,18 @@ def test_each_build_fed_once_and_only_changed_zones_after_serving(tmp_path: Path
 
         async def run() -> None:
             host = Host(config(tmp_path, of(good, "good")))
-            feeders = Secondaries(host, Recorder())
+            log = Recorder()
+            feeders = Secondaries(host, log)
             first = build({"a.example": 7, "b.example": 7}, 7)
             feeders.new_build(first)
             feeders.new_build(first)  # the same build woken again: nothing more
             await host.settle()
-            assert len(host.tasks) == 1
+            assert len(feeds(host)) == 1
+            # Served first (compiled: the output holds no build here), then notified.
+            order = [e["event"] for e in log.events]
+            assert order.index("served.replaced") < order.index("notify.sent")
+            assert log.find("served.replaced")[0]["how"] == "compiled"
+            assert (tmp_path / "served" / "data.cdb").is_file()
             assert sorted(good.zones()) == ["a.example", "b.example"]
             (state,) = feeders.states()
             assert (state.result, state.serial) == ("serving", 7)
@@ -101,7 +112,8 @@ def test_a_newer_build_cancels_the_feed_under_way(tmp_path: Path) -> None:
             feeders.new_build(build({"a.example": 1}, 1))
             await asyncio.to_thread(mute.wait_count, 1)
             feeders.new_build(build({"a.example": 2}, 2))
-            first, _ = host.tasks
+            await log.wait("served.replaced", 2)  # the newer build's feed starts after
+            first, _ = feeds(host)
             await asyncio.wait({first})
             assert first.cancelled()
             await log.wait("notify.sent", 2)
@@ -168,3 +180,35 @@ def test_a_restart_does_not_notify_what_was_served(tmp_path: Path) -> None:
 
         asyncio.run(run())
     assert responder.zones() == ["a.example"], "one NOTIFY: behind's"
+
+
+def test_a_reload_to_a_new_root_serves_the_current_build_there(tmp_path: Path) -> None:
+    """The new root gets the current build at once, and nobody is notified again;
+    the old root is left as it was."""
+    with NotifyResponder(soa={"a.example": 3}) as one:
+
+        async def run() -> None:
+            old = config(tmp_path, of(one, "kept"))
+            host = Host(old)
+            log = Recorder()
+            feeders = Secondaries(host, log)
+            host.current = build({"a.example": 3}, 3)
+            feeders.new_build(host.current)
+            await host.settle()
+            new = dataclasses.replace(
+                old, axfrdns=AxfrdnsOptions(ip="127.0.0.1", root=tmp_path / "elsewhere")
+            )
+            host.config = new
+            await feeders.reconfigure(old, new)
+            await host.settle()
+            replaced = log.find("served.replaced")
+            assert [e["root"] for e in replaced] == [
+                str(tmp_path / "served"),
+                str(tmp_path / "elsewhere"),
+            ]
+            assert (tmp_path / "elsewhere" / "data.cdb").read_bytes() == (
+                tmp_path / "served" / "data.cdb"
+            ).read_bytes()
+            assert len(log.find("notify.sent")) == 1
+
+        asyncio.run(run())

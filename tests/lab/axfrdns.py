@@ -2,7 +2,8 @@
 
 What docs/feeding.rst sets up on a master: a tinydns answering UDP and djbdns'
 axfrdns under ucspi-tcp's tcpserver answering TCP, both on port 53 of one address
-and both serving one root, the master's output directory (its data.cdb). A
+and both serving one root, the master's served root (the data.cdb the slaves
+are given: :mod:`dnsmaster.master.served`). A
 secondary asks the SOA over UDP and transfers over TCP. The tcp rules come from
 :mod:`dnsmaster.core.axfrrules`, compiled by tcprules into ``tcp.cdb``, which
 tcpserver reads at every connection: :meth:`Axfrdns.set_rules` needs no restart.

@@ -4,7 +4,7 @@ A thread with one UDP socket (127.0.0.1, a port the kernel picks). Every NOTIFY
 that arrives is recorded (its id, zone and arrival time); it is answered NOERROR,
 with another rcode (``REFUSED``), or not at all (``rcode=None``), after ``drop``
 datagrams are ignored. Any other question is relayed to ``upstream`` (the
-master's own tinydns serving OUTPUT), so the responder serves exactly what the
+master's own tinydns serving the served root), so the responder serves exactly what the
 master serves: a secondary that transferred at once. ``upstream=None`` leaves
 those unanswered. Built with dnspython, nothing else.
 """
