@@ -26,7 +26,6 @@ from dnsmaster.commands.common import (
     one_writer,
     run_build,
 )
-from dnsmaster.commands.wait import wait_for_build
 from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
 from dnsmaster.exits import (
@@ -89,6 +88,9 @@ async def _push_and_wait(args: argparse.Namespace) -> int:
             status = await _push_by_hand(cfg, slaves, args, logger)
     if status != EXIT_OK or not args.wait:
         return status
+    # Only with --wait: the DNS queries load dnspython, a tenth of a second.
+    from dnsmaster.commands.wait import wait_for_build  # noqa: PLC0415
+
     return await wait_for_build(cfg, slaves, None, args.timeout, logger)
 
 

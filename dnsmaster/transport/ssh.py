@@ -206,6 +206,9 @@ class SshChannel:
                 payload=payload,
                 on_line=on_line,
                 wait=wait,
+                # The channel module does not import asyncssh: a local slave's push
+                # must not pay for it.
+                closed=(asyncssh.Error,),
             )
         except HostKeyError:
             await self.close()
