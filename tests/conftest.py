@@ -61,6 +61,19 @@ settings.register_profile(
 settings.register_profile("explore", settings.get_profile("dnsmaster"), derandomize=False)
 settings.load_profile("dnsmaster")
 
+#: DNSMASTER_FULL_EXAMPLES=1: the long property runs draw the counts their tests state
+#: (:func:`examples`); otherwise a quarter, what a five-minute suite affords.
+FULL_EXAMPLES = os.environ.get("DNSMASTER_FULL_EXAMPLES", "") == "1"
+
+
+def examples(full: int) -> int:
+    """How many examples a long property run draws: ``full`` under
+    DNSMASTER_FULL_EXAMPLES=1, else a quarter of it (at least 25). A test states the
+    count that judges a change to what it covers; CI's runs, derandomized, draw the
+    same smaller set every time."""
+    return full if FULL_EXAMPLES else max(25, full // 4)
+
+
 #: Fixtures that give a real component: a test that uses one, itself or through
 #: another fixture, is marked ``real`` at collection.
 REAL_FIXTURES = frozenset(
