@@ -20,11 +20,13 @@ many examples it wants.
 
 from __future__ import annotations
 
+import compileall
 import itertools
 import os
 import shutil
 import subprocess
 import sys
+import tempfile
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
@@ -45,6 +47,8 @@ pytest_plugins = ["tests.lab.shared"]
 HERE = Path(__file__).resolve().parent
 VECTORS = HERE / "vectors"  # copied from the spec's tdspec-vectors, with SUMS.tsv
 IN_CI = os.environ.get("CI", "").lower() == "true"
+#: Where the processes the tests start find dnsmaster compiled (:func:`pytest_configure`).
+PYCACHE = Path(tempfile.gettempdir()) / f"dnsmaster-tests-pycache-{os.getuid()}"
 
 # The same examples on every run and nothing kept between runs, so CI's verdict does
 # not depend on the run before; no deadline, since the examples run on shared,
@@ -60,6 +64,19 @@ settings.register_profile(
 )
 settings.register_profile("explore", settings.get_profile("dnsmaster"), derandomize=False)
 settings.load_profile("dnsmaster")
+
+#: DNSMASTER_FULL_EXAMPLES=1: the long property runs draw the counts their tests state
+#: (:func:`examples`); otherwise a quarter, what a five-minute suite affords.
+FULL_EXAMPLES = os.environ.get("DNSMASTER_FULL_EXAMPLES", "") == "1"
+
+
+def examples(full: int) -> int:
+    """How many examples a long property run draws: ``full`` under
+    DNSMASTER_FULL_EXAMPLES=1, else a quarter of it (at least 25). A test states the
+    count that judges a change to what it covers; CI's runs, derandomized, draw the
+    same smaller set every time."""
+    return full if FULL_EXAMPLES else max(25, full // 4)
+
 
 #: Fixtures that give a real component: a test that uses one, itself or through
 #: another fixture, is marked ``real`` at collection.
@@ -86,6 +103,25 @@ REAL_FIXTURES = frozenset(
         "thorough",  # the long run of a property the unit lane samples
     }
 )
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """Under PYTHONDONTWRITEBYTECODE (a tree kept free of ``__pycache__``), every
+    Python the tests start would compile dnsmaster's sources anew: a tenth of a
+    second of CPU at each of the suite's many starts. The package is compiled once,
+    here, into a cache outside the tree (:data:`PYCACHE`) that every process started
+    from now on reads (PYTHONPYCACHEPREFIX; each file is checked against its source,
+    as in ``__pycache__``). The workers inherit it; only the first process compiles."""
+    if (
+        not sys.flags.dont_write_bytecode
+        or os.environ.get("PYTHONPYCACHEPREFIX")
+        or hasattr(config, "workerinput")
+    ):
+        return
+    PYCACHE.mkdir(mode=0o700, exist_ok=True)
+    sys.pycache_prefix = str(PYCACHE)
+    compileall.compile_dir(HERE.parent / "dnsmaster", quiet=1)
+    os.environ["PYTHONPYCACHEPREFIX"] = str(PYCACHE)
 
 
 def pytest_xdist_auto_num_workers(config: pytest.Config) -> int:

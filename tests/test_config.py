@@ -11,6 +11,7 @@ import pwd
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -454,16 +455,15 @@ def test_unused_key_is_not_read(home: Path) -> None:
     assert config.load(write(home, text)).key == home / "bad_key"
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_refuses_a_key_with_a_passphrase(home: Path, keys: Path) -> None:
+def test_cli_refuses_a_key_with_a_passphrase(home: Path, keys: Path, cli: Cli) -> None:
     """``push`` stops at the config (exit 2) instead of failing every slave."""
     install_key(keys / "secret", home / "id_ed25519")
     path = write(home, BASE + SLAVE)
-    proc = run_cli("push", "--config", str(path), "--no-build")
-    assert proc.returncode == EXIT_USAGE, proc.stderr
-    assert f"{path}: key: {home / 'id_ed25519'}: the private key is encrypted" in proc.stderr
-    assert PASSPHRASE in proc.stderr
-    assert "Traceback" not in proc.stderr
+    status, err, _ = cli("push", "--config", str(path), "--no-build")
+    assert status == EXIT_USAGE, err
+    assert f"{path}: key: {home / 'id_ed25519'}: the private key is encrypted" in err
+    assert PASSPHRASE in err
+    assert "Traceback" not in err
 
 
 # --------------------------------------------------------------------------- warnings
@@ -610,6 +610,8 @@ def test_resolve_path_neither(environ: dict[str, str]) -> None:
 
 
 def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    """``python -m dnsmaster ARGV``: for the error's shape as a process gives it, exit
+    status and all, after the start's imports."""
     environ = {k: v for k, v in os.environ.items() if k != "DNSMASTER_CONFIG"}
     environ["PYTHONPATH"] = str(PROJECT)
     environ.update(env or {})
@@ -623,15 +625,25 @@ def run_cli(*argv: str, env: dict[str, str] | None = None) -> subprocess.Complet
     )
 
 
-@pytest.mark.usefixtures("daemon_process")
-@pytest.mark.parametrize("command", ["push", "run", "status"])
-def test_cli_prints_the_error_and_exits_2(home: Path, command: str) -> None:
-    path = write(home, BASE + "[push]\nparallel = 0\n")
-    proc = run_cli(command, "--config", str(path))
-    assert proc.returncode == EXIT_USAGE
-    assert f"{path}: push.parallel: must be from 1 to 1024, not 0" in proc.stderr
-    assert "Traceback" not in proc.stderr
-    assert proc.stdout == ""
+#: main() in this process: (exit status, stderr, stdout).
+Cli = Callable[..., tuple[int, str, str]]
+
+
+@pytest.fixture
+def cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Cli:
+    """The command line's main() run here, without $DNSMASTER_CONFIG: what a
+    subprocess would say, at none of its start's cost. A subprocess (:func:`run_cli`)
+    is kept for what only a process shows: the exit status ``python -m`` gives and
+    what the imports of a start might print."""
+    monkeypatch.delenv("DNSMASTER_CONFIG", raising=False)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        capsys.readouterr()
+        status = cli_main(list(argv))
+        out, err = capsys.readouterr()
+        return status, err, out
+
+    return run
 
 
 #: Every command that reads the configuration, as a user would type it.
@@ -650,51 +662,60 @@ CONFIG_COMMANDS = [
     ["rollback"],
 ]
 
+#: The ones run as processes too: the lightest start and the heaviest (asyncssh,
+#: dnspython and watchdog imported before the configuration is read).
+PROCESS_COMMANDS = (["push"], ["run"])
+
 
 @pytest.mark.usefixtures("daemon_process")
-def test_cli_one_shape_for_config_errors(home: Path) -> None:
+def test_cli_one_shape_for_config_errors(home: Path, cli: Cli) -> None:
     """Whatever the command, a config error is the one line ``dnsmaster: FILE: key:
-    reason`` and exit 2 (not a log event for some, a bare reason for others)."""
+    reason`` and exit 2 (not a log event for some, a bare reason for others, and
+    nothing else printed, no traceback), from main() and from a process."""
     path = write(home, BASE + "[push]\nparallel = 0\n")
-    for argv in CONFIG_COMMANDS:
+    expected = (
+        EXIT_USAGE,
+        f"dnsmaster: {path}: push.parallel: must be from 1 to 1024, not 0\n",
+        "",
+    )
+    for argv in PROCESS_COMMANDS:
         proc = run_cli(*argv, "--config", str(path))
-        expected = f"dnsmaster: {path}: push.parallel: must be from 1 to 1024, not 0\n"
-        assert (proc.returncode, proc.stderr, proc.stdout) == (EXIT_USAGE, expected, ""), argv
+        assert (proc.returncode, proc.stderr, proc.stdout) == expected, argv
+    for argv in CONFIG_COMMANDS:
+        assert cli(*argv, "--config", str(path)) == expected, argv
     for argv in (["build"], ["check"], ["push"], ["status"]):
-        proc = run_cli(*argv)
-        expected = "dnsmaster: no configuration: give --config FILE or set DNSMASTER_CONFIG\n"
-        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
+        status, err, _ = cli(*argv)
+        expected_err = "dnsmaster: no configuration: give --config FILE or set DNSMASTER_CONFIG\n"
+        assert (status, err) == (EXIT_USAGE, expected_err), argv
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_ssh_commands_need_known_hosts(home: Path) -> None:
+def test_cli_ssh_commands_need_known_hosts(home: Path, cli: Cli) -> None:
     """What opens SSH refuses a missing known_hosts before connecting, saying how to
     create it; status without --live does not open SSH (tests/commands/test_status.py)."""
     path = write(home, BASE.replace('"known_hosts"', '"missing"') + SLAVE)
     for argv in (["push", "--no-build"], ["doctor"], ["status", "--live"]):
-        proc = run_cli(*argv, "--config", str(path))
-        assert proc.returncode == EXIT_USAGE, argv
-        assert proc.stderr.startswith(
+        status, err, _ = cli(*argv, "--config", str(path))
+        assert status == EXIT_USAGE, argv
+        assert err.startswith(
             f"dnsmaster: {path}: known_hosts: cannot read {home / 'missing'} as user "
         ), argv
-        assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in proc.stderr, argv
+        assert f"ssh-keyscan -p PORT HOST >> {home / 'missing'}" in err, argv
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_one_shape_for_unknown_slaves(home: Path) -> None:
+def test_cli_one_shape_for_unknown_slaves(home: Path, cli: Cli) -> None:
     path = write(home, BASE + SLAVE)
     for argv in (["push", "--no-build"], ["push", "--dry-run"], ["wait", "1"], ["diff"]):
-        proc = run_cli(*argv, "--config", str(path), "--slave", "zz")
+        status, err, _ = cli(*argv, "--config", str(path), "--slave", "zz")
         expected = f"dnsmaster: {path}: slave: no such slave: zz\n"
-        assert (proc.returncode, proc.stderr) == (EXIT_USAGE, expected), argv
+        assert (status, err) == (EXIT_USAGE, expected), argv
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_uses_the_environment(home: Path) -> None:
+def test_cli_uses_the_environment(home: Path, cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     path = write(home, BASE + SLAVE + 'protocol = "rsync"\n')
-    proc = run_cli("push", env={"DNSMASTER_CONFIG": str(path)})
-    assert proc.returncode == EXIT_USAGE
-    assert "slave[0].protocol: must be one of" in proc.stderr
+    monkeypatch.setenv("DNSMASTER_CONFIG", str(path))
+    status, err, _ = cli("push")
+    assert status == EXIT_USAGE
+    assert "slave[0].protocol: must be one of" in err
 
 
 @pytest.mark.usefixtures("dnsmaster_cli")
@@ -704,31 +725,19 @@ def test_cli_without_any_configuration() -> None:
     assert "no configuration: give --config FILE or set DNSMASTER_CONFIG" in proc.stderr
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_missing_config_file(tmp_path: Path) -> None:
-    proc = run_cli("push", "--config", str(tmp_path / "none.toml"))
-    assert proc.returncode == EXIT_USAGE
-    assert f"{tmp_path / 'none.toml'}: cannot read" in proc.stderr
+def test_cli_missing_config_file(tmp_path: Path, cli: Cli) -> None:
+    status, err, _ = cli("push", "--config", str(tmp_path / "none.toml"))
+    assert status == EXIT_USAGE
+    assert f"{tmp_path / 'none.toml'}: cannot read" in err
 
 
 @pytest.mark.parametrize("command", ["build", "check"])
-def test_cli_in_process(
-    home: Path, command: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
+def test_cli_in_process(home: Path, command: str, cli: Cli) -> None:
     """build and check read the config only for what --zones/--out do not give."""
-    monkeypatch.delenv("DNSMASTER_CONFIG", raising=False)
     path = write(home, BASE + "[daemon]\ndebounce = 2\nmax_delay = 1\n")
-    assert cli_main([command, "--config", str(path)]) == EXIT_USAGE
-    err = capsys.readouterr().err
+    status, err, _ = cli(command, "--config", str(path))
+    assert status == EXIT_USAGE
     assert "daemon.max_delay: must not be shorter than debounce" in err
-
-
-@pytest.mark.usefixtures("dnsmaster_cli")
-def test_cli_unknown_slave_name(home: Path) -> None:
-    path = write(home, BASE + SLAVE)
-    proc = run_cli("push", "--config", str(path), "--slave", "zz", "--no-build")
-    assert proc.returncode == EXIT_USAGE
-    assert "no such slave: zz" in proc.stderr
 
 
 def test_sample_config_documents_ipv6_int() -> None:

@@ -26,7 +26,6 @@ from dnsmaster.commands.common import (
     one_writer,
     run_build,
 )
-from dnsmaster.commands.wait import wait_for_build
 from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
 from dnsmaster.exits import (
@@ -38,7 +37,7 @@ from dnsmaster.exits import (
     EXIT_USAGE,
 )
 from dnsmaster.fsutil import describe
-from dnsmaster.master import guarded, pushing, rollback, secondaries, served
+from dnsmaster.master import guarded, pushing, rollback, served
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
@@ -71,6 +70,11 @@ async def _serve_and_announce(cfg: Config, data: bytes, logger: Any) -> None:
     then are the standard secondaries told, beside the push (which never waits for
     them)."""
     if served.wanted(cfg) and await _serve(cfg, data, logger):
+        if not cfg.secondaries:
+            return
+        # Only with secondaries: NOTIFY loads dnspython, a tenth of a second.
+        from dnsmaster.master import secondaries  # noqa: PLC0415
+
         await secondaries.announce(cfg.secondaries, cfg.notify, data, logger, source=cfg.axfrdns.ip)
 
 
@@ -116,6 +120,9 @@ async def _push_and_wait(args: argparse.Namespace) -> int:
             status = await _push_by_hand(cfg, slaves, args, logger)
     if status != EXIT_OK or not args.wait:
         return status
+    # Only with --wait: the DNS queries load dnspython, a tenth of a second.
+    from dnsmaster.commands.wait import wait_for_build  # noqa: PLC0415
+
     also = cfg.secondaries if args.secondaries else ()
     return await wait_for_build(cfg, slaves, None, args.timeout, logger, secondaries=also)
 

@@ -26,6 +26,7 @@ from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
 from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.errors import HostKeyError, SlaveError
+from dnsmaster.fsutil import file_signature
 from dnsmaster.master import state as statefile
 from dnsmaster.master.payload import Offer
 from dnsmaster.master.pushing import (
@@ -39,7 +40,6 @@ from dnsmaster.master.pushing import (
 )
 from dnsmaster.transport.channel import Receiver, SlaveChannel
 from dnsmaster.transport.dns import SoaCheck, check_serials
-from dnsmaster.transport.hostkeys import file_signature
 
 __all__ = ["Current", "Runner", "SlaveWorker", "current_from_disk", "current_of"]
 

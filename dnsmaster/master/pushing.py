@@ -23,7 +23,7 @@ import asyncio
 import functools
 import hashlib
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -46,7 +46,6 @@ from dnsmaster.transport.channel import (
     receiver_error,
 )
 from dnsmaster.transport.local import LocalChannel
-from dnsmaster.transport.ssh import SshChannel
 
 __all__ = [
     "Bases",
@@ -172,7 +171,10 @@ async def _push_recorded(
     started = time.monotonic()
     # Nothing to wait for before the delta: connect while it is computed (the first
     # slave computes it, about half a second at 500,000 lines; the others wait for it).
-    warming = asyncio.create_task(channel.warm()) if isinstance(channel, SshChannel) else None
+    # Only a channel with a connection to make (SSH) has warm(); asking the object,
+    # not its class, spares this module importing asyncssh.
+    warm: Callable[[], Coroutine[Any, Any, None]] | None = getattr(channel, "warm", None)
+    warming = asyncio.create_task(warm()) if warm is not None else None
     try:
         sends = await tries_for(slave, data, offer)
     finally:
@@ -454,6 +456,10 @@ def channel_for(slave: Slave, config: Config) -> SlaveChannel:
     """The channel that reaches ``slave``."""
     if slave.transport == "local":
         return LocalChannel(slave)
+    # Imported here: asyncssh costs a quarter of a second of CPU, which a command
+    # whose slaves are all local (a test, the demo) need not pay.
+    from dnsmaster.transport.ssh import SshChannel  # noqa: PLC0415
+
     return SshChannel(slave, config)
 
 

@@ -36,7 +36,6 @@ from dnsmaster.protocol import (
     receiver_reason,
     status_fields,
 )
-from dnsmaster.sshlib import asyncssh
 
 __all__ = [
     "MAX_LINE",
@@ -192,16 +191,19 @@ async def converse(
     payload: bytes | None,
     on_line: LineSink,
     wait: Callable[[], Awaitable[int | None]],
+    closed: tuple[type[Exception], ...] = (),
 ) -> RunResult:
     """Feed ``payload`` and read both output streams at once, then the exit status.
 
     Reading while writing matters: a slave that prints while the channel window
-    is full would otherwise stall both directions.
+    is full would otherwise stall both directions. A slave that stops reading
+    (a broken pipe, a reset, or one of the channel's own ``closed`` errors) ends
+    the feeding, not the run: its output and exit status say why.
     """
     output = _Output(name, on_line)
 
     async def feed() -> None:
-        with contextlib.suppress(BrokenPipeError, ConnectionResetError, asyncssh.Error):
+        with contextlib.suppress(BrokenPipeError, ConnectionResetError, *closed):
             if payload:
                 view = memoryview(payload)
                 for start in range(0, len(view), _CHUNK):

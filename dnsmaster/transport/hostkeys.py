@@ -13,7 +13,6 @@ once the operator trusts it (:meth:`HostKeyCheck.error`). The SSH channel and
 from __future__ import annotations
 
 import asyncio
-import os
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -28,25 +27,11 @@ __all__ = [
     "HostKeyCheck",
     "check_host_key",
     "classify_host_key",
-    "file_signature",
     "fingerprint",
     "known_entries",
     "known_hosts_name",
     "presented_key",
 ]
-
-
-def file_signature(path: os.PathLike[str] | str | None) -> tuple[int, int, int, int] | None:
-    """What tells a changed file from an unchanged one without reading it (device,
-    inode, size, mtime); None when it cannot be stat'ed. An editor's rename and an
-    in-place write both change it."""
-    if path is None:
-        return None
-    try:
-        st = os.stat(path)
-    except OSError:
-        return None
-    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
 
 
 def known_hosts_name(host: str, port: int) -> str:

@@ -26,10 +26,10 @@ from pathlib import Path
 
 from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
 from dnsmaster.errors import HostKeyError, SlaveError
-from dnsmaster.fsutil import account, describe
+from dnsmaster.fsutil import account, describe, file_signature
 from dnsmaster.sshlib import asyncssh, client_options
 from dnsmaster.transport.channel import LineSink, RunResult, converse, os_reason
-from dnsmaster.transport.hostkeys import check_host_key, file_signature, presented_key
+from dnsmaster.transport.hostkeys import check_host_key, presented_key
 
 __all__ = ["HOST_KEY_RECHECK", "SshChannel", "client_keys", "local_file_error"]
 
@@ -206,6 +206,9 @@ class SshChannel:
                 payload=payload,
                 on_line=on_line,
                 wait=wait,
+                # The channel module does not import asyncssh: a local slave's push
+                # must not pay for it.
+                closed=(asyncssh.Error,),
             )
         except HostKeyError:
             await self.close()

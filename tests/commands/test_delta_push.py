@@ -3,7 +3,9 @@ tinydns.
 
 The master is the real command line (``dnsmaster push``, ``dnsmaster run``); what a
 slave installs from a delta is compared byte for byte with what a full push
-installs on another, and with the master's own build.
+installs on another, and with the master's own build. The pushes and builds that
+only set a test up run in process (:mod:`tests.lab.recorder`), through the code the
+command runs.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from dnsmaster.master.pushing import push_one
 from dnsmaster.protocol import PROTOCOL
 from dnsmaster.transport.ssh import SshChannel
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.recorder import build_here, push_here
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
@@ -112,15 +115,9 @@ class Master:
         return [json.loads(line) for line in proc.stderr.splitlines()]
 
     def build(self) -> bytes:
-        """``dnsmaster build``; the new data (not pushed)."""
-        proc = subprocess.run(
-            [sys.executable, "-m", "dnsmaster", "build", "--config", str(self.config)],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            check=False,
-        )
-        assert proc.returncode == 0, proc.stderr
+        """A build, done in process as ``dnsmaster build`` does it (set-up, not under
+        test); the new data (not pushed)."""
+        build_here(self.config)
         return self.data()
 
     def data(self) -> bytes:
@@ -213,7 +210,7 @@ def test_hand_edited_slave_gets_a_full_push(lab: Lab, master: Master) -> None:
     """Data edited on the slave is no build the master kept: a full push repairs it."""
     (a,) = lab(1)
     master.configure([a])
-    master.push()
+    push_here(master.config)
     data = a.root / "data"
     data.write_bytes(data.read_bytes().replace(b"192.0.2.9", b"192.0.2.10", 1))
     master.write("192.0.2.2")
@@ -226,7 +223,7 @@ def test_unknown_build_gets_a_full_push(lab: Lab, master: Master) -> None:
     """A slave holding a build the master never made (another master's, older)."""
     (a,) = lab(1)
     master.configure([a])
-    master.push()
+    push_here(master.config)
     other = (
         b"# dnsmaster serial 1000 sources=" + b"0" * 64 + b" - elsewhere\n+x.example:192.0.2.5\n"
     )
@@ -257,7 +254,7 @@ def test_protocol_1_receiver_gets_plain_data(lab: Lab, master: Master) -> None:
     line = lab.authorized_key(a.root)
     a.sshd.set_authorized_keys(line.replace(str(lab.forced_command), str(wrapper)))
     master.configure([a], compress="on")
-    master.push()
+    push_here(master.config)
     master.write("192.0.2.2")
     events = master.push()
     pushed = done(events, a.name)
@@ -322,7 +319,7 @@ def test_stale_record_asks_the_slave(lab: Lab, master: Master) -> None:
     (a,) = lab(1)
     master.configure([a], compress="on")
     debug_log(master)
-    master.push()
+    push_here(master.config)
     master.write("192.0.2.2")
     other = master.build()
     proc = lab.push(a, other)
@@ -344,7 +341,7 @@ def test_receiver_that_lost_the_delta_verb_is_asked(lab: Lab, master: Master) ->
     delta verb (exit 2): it is asked, named as old, and gets the plain data."""
     (a,) = lab(1)
     master.configure([a], compress="on")
-    master.push()
+    push_here(master.config)
     wrapper = lab.workdir / "bin" / "receiver-p1-later"
     wrapper.write_text(
         "#!/bin/sh\n"
@@ -416,7 +413,7 @@ def test_cut_delta_installs_nothing(lab: Lab, master: Master) -> None:
     compressed, installs nothing: the root is byte for byte the same."""
     (a,) = lab(1)
     master.configure([a])
-    master.push()
+    push_here(master.config)
     base = master.data()
     master.write("192.0.2.2")
     new = master.build()
@@ -504,7 +501,7 @@ def test_push_by_hand_after_the_daemon_sends_a_delta(lab: Lab, master: Master) -
         [a], compress="on", debounce=0.2, max_delay=2.0, retry_initial=0.2, retry_max=1.0
     )
     debug_log(master)
-    master.push()  # the record names this build; the daemon then replaces it
+    push_here(master.config)  # the record names this build; the daemon then replaces it
     daemon = DaemonProcess(master.config).start()
     try:
         mark = daemon.mark()

@@ -23,6 +23,7 @@ from dnsmaster.exits import EXIT_BUILD
 from dnsmaster.master import state as statefile
 from dnsmaster.master.health import ZonesCheck, judge
 from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.recorder import push_here
 from tests.lab.site import (
     TIMEOUT,
     Local,
@@ -179,13 +180,10 @@ def saves_are_held(rig: Rig, daemon: DaemonProcess, rolled: int) -> int:
 
 
 def test_rollback_without_a_daemon(rig: Rig) -> None:
-    code, _, found = dnsmaster(rig.config, "push")
-    assert code == 0, found
-    first = events(found, "build.done")[0]["serial"]
+    # Two builds pushed, in process: set-up (tests/commands/test_push.py tests push).
+    first = push_here(rig.config).find("build.done")[0]["serial"]
     write(rig.zones / "zones.example.com", example_com(NEW))
-    code, _, found = dnsmaster(rig.config, "push")
-    assert code == 0, found
-    second = events(found, "build.done")[0]["serial"]
+    second = push_here(rig.config).find("build.done")[0]["serial"]
     serves(rig, NEW, second)
 
     code, _, found = dnsmaster(rig.config, "rollback", "--to", str(first))

@@ -23,6 +23,7 @@ from dnsmaster.core.banner import previous_serial
 from dnsmaster.master.wait import build_zones, is_live
 from dnsmaster.transport.dns import SoaCheck
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.lab.recorder import push_here
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
@@ -176,8 +177,7 @@ def test_push_wait_returns_after_the_last_slave_serves(master: Master, two: list
 
 def test_wait_times_out_naming_the_stopped_tinydns(master: Master, two: list[Slave]) -> None:
     """A stopped tinydns: wait and push --wait exit 3 after the timeout, naming it."""
-    status, events, _ = master.run("push")
-    assert status == 0, events
+    push_here(master.config)  # set-up, in process: the waits are under test
     serial = master.serial()
     down, up = two[1], two[0]
     down.tinydns.stop()
@@ -222,8 +222,7 @@ def test_push_wait_through_the_running_daemon(master: Master, two: list[Slave]) 
 
 def test_wait_serial_choices(master: Master, two: list[Slave]) -> None:
     """An older serial is served by a newer build; a serial of no zone is a usage error."""
-    status, events, _ = master.run("push")
-    assert status == 0, events
+    push_here(master.config)  # set-up, in process: the waits are under test
     serial = master.serial()
     assert master.run("wait", str(serial - 5), "--zone", ZONE, "--timeout", "5")[0] == 0
     assert master.run("wait", str(serial), "--slave", two[0].name, "--timeout", "5")[0] == 0
@@ -244,8 +243,7 @@ def test_acme_hook_serves_the_challenge_everywhere(
     master: Master, two: list[Slave], client: str
 ) -> None:
     """deploy: every slave answers the TXT when the hook returns; clean: it is gone."""
-    status, events, _ = master.run("push")
-    assert status == 0, events
+    push_here(master.config)  # set-up, in process: the waits are under test
     env = master.env(
         DNSMASTER=str(master.command),
         DNSMASTER_CONFIG=str(master.config),

@@ -36,14 +36,14 @@ from dnsmaster.core.linetypes import Records
 from dnsmaster.core.lint import Linter
 from dnsmaster.core.makedata import check_source
 from dnsmaster.errors import TinydnsDataError
-from tests.conftest import VECTORS
+from tests.conftest import VECTORS, examples
 from tests.lab import strategies
 
 # Not built: fails under CI=true (CI installs a compiler and the headers), skips elsewhere.
 pytestmark = pytest.mark.usefixtures("accelerator")
 
 # The rest comes from the Hypothesis profile in tests/conftest.py.
-SETTINGS = settings(max_examples=400)
+SETTINGS = settings(max_examples=examples(400))
 
 T = TypeVar("T")
 Outcome = tuple[list[bytes], list[bytes], list[int], list[int]] | tuple[str, int, str]

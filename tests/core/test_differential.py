@@ -28,14 +28,16 @@ from dnsmaster.core.cdb import CdbReader
 from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.errors import DataErrors
+from tests.conftest import examples
 from tests.lab import strategies
 from tests.lab.tinydnsdata import assert_same, pure, run
 
 _ASKED = os.environ.get("DIFFERENTIAL_EXAMPLES")
-EXAMPLES = int(_ASKED) if _ASKED else 300
+EXAMPLES = int(_ASKED) if _ASKED else examples(300)
 
-# CI: the same examples every run (the profile in tests/conftest.py). With
-# DIFFERENTIAL_EXAMPLES set, each run draws new examples.
+# CI: the same examples every run (the profile in tests/conftest.py), a quarter of
+# 300 unless DNSMASTER_FULL_EXAMPLES=1. With DIFFERENTIAL_EXAMPLES set, that many,
+# drawn anew at each run.
 SETTINGS = settings(max_examples=EXAMPLES, derandomize=_ASKED is None)
 
 

@@ -18,6 +18,7 @@ import pytest
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
 from dnsmaster.master.guarded import names
 from tests.lab.daemonrun import PROJECT
+from tests.lab.recorder import push_here
 from tests.lab.site import TIMEOUT, Local, example_com, running, status, write
 
 ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
@@ -189,8 +190,7 @@ class TestPushByHand:
 
     def test_dropped_zone_refused_until_accepted(self, tmp_path: Path) -> None:
         local = guarded(tmp_path)
-        code, events = dnsmaster("push", "--config", str(local.config))
-        assert code == 0, events
+        push_here(local.config)  # the base the pushes below are judged against
         (local.zones / "zones.example.net").unlink()
         code, events = dnsmaster("push", "--config", str(local.config))
         assert code == 4, events
@@ -227,7 +227,7 @@ class TestPushByHand:
     def test_a_fixed_build_goes_out(self, tmp_path: Path) -> None:
         """The zone comes back before anyone accepts: the next push needs no accept."""
         local = guarded(tmp_path)
-        assert dnsmaster("push", "--config", str(local.config))[0] == 0
+        push_here(local.config)  # the base the pushes below are judged against
         kept = (local.zones / "zones.example.net").read_text()
         (local.zones / "zones.example.net").unlink()
         assert dnsmaster("push", "--config", str(local.config))[0] == 4
@@ -238,7 +238,7 @@ class TestPushByHand:
 
     def test_daemon_started_on_a_refused_build_holds_it(self, tmp_path: Path) -> None:
         local = guarded(tmp_path)
-        assert dnsmaster("push", "--config", str(local.config))[0] == 0
+        push_here(local.config)  # the base the pushes below are judged against
         (local.zones / "zones.example.net").unlink()
         assert dnsmaster("push", "--config", str(local.config))[0] == 4
         with running_held(local) as daemon:
@@ -286,7 +286,7 @@ def assert_plans_show_the_hold(local: Local, held: dict[str, object]) -> None:
 def test_push_dry_run_says_the_push_would_be_held(tmp_path: Path) -> None:
     """Zones saved, not built yet: push --dry-run says the guard would hold the build."""
     local = guarded(tmp_path)
-    assert dnsmaster("push", "--config", str(local.config))[0] == 0
+    push_here(local.config)  # the base the plan is judged against
     (local.zones / "zones.example.net").unlink()
     proc = plan("push", "--dry-run", "--config", str(local.config))
     assert proc.returncode == 1, proc.stderr

@@ -1,9 +1,15 @@
-"""An in-process logger for tests that run the Daemon object itself: it keeps every event."""
+"""An in-process logger for tests that run the Daemon object itself: it keeps every
+event; and a test's set-up build and push, done in process with it."""
 
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 from typing import Any
+
+from dnsmaster import config as configuration
+from dnsmaster.commands.common import builder_for, run_build
+from dnsmaster.commands.push import push_to_slaves
 
 TIMEOUT = 30.0
 
@@ -55,3 +61,27 @@ class Recorder:
                     return idle[0]
                 self.changed.clear()
                 await self.changed.wait()
+
+
+def build_here(config: Path) -> Recorder:
+    """What ``dnsmaster build --config CONFIG`` does, for a test's set-up: in this
+    process, without the half second of CPU a ``python -m dnsmaster`` start costs.
+    The build must succeed; its events are in the Recorder returned. A test of the
+    command itself runs the command."""
+    logger = Recorder()
+    status = run_build(builder_for(configuration.load(config)), logger)
+    assert status == 0, logger.events
+    return logger
+
+
+def push_here(config: Path) -> Recorder:
+    """What ``dnsmaster push --config CONFIG`` does on a master without a daemon and
+    without a build held by the guard, for a test's set-up: build if the zones
+    changed, then push to every slave, in this process (:func:`build_here`). Every
+    slave must take it."""
+    cfg = configuration.load(config)
+    # As the command: no new build (nor serial) when the one there is current.
+    logger = Recorder() if builder_for(cfg).is_current() else build_here(config)
+    status = asyncio.run(push_to_slaves(cfg, cfg.slaves, logger))
+    assert status == 0, logger.events
+    return logger

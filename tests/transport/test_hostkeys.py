@@ -10,10 +10,10 @@ import pytest
 
 from dnsmaster.config import Slave
 from dnsmaster.errors import HostKeyChanged, HostKeyError, HostKeyUnknown
+from dnsmaster.fsutil import file_signature
 from dnsmaster.sshlib import asyncssh
 from dnsmaster.transport.hostkeys import (
     HostKeyCheck,
-    file_signature,
     fingerprint,
     known_entries,
     known_hosts_name,
