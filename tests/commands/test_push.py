@@ -561,11 +561,18 @@ def test_cut_connection_installs_nothing(
     )
     try:
         wait_for(victim.receivers, 60, "the receiver to start")
-        for pid in sshd_children(victim):
-            if pid not in victim.receivers():
-                # The session may end between the listing and the kill.
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(pid, signal.SIGKILL)
+        # The push is stopped while its sessions are killed: on a quiet machine the
+        # 80 MB cross loopback in well under a second, and the receiver must not get
+        # to the end of the stream (where it would judge the data) before the cut.
+        os.kill(proc.pid, signal.SIGSTOP)
+        try:
+            for pid in sshd_children(victim):
+                if pid not in victim.receivers():
+                    # The session may end between the listing and the kill.
+                    with contextlib.suppress(ProcessLookupError):
+                        os.kill(pid, signal.SIGKILL)
+        finally:
+            os.kill(proc.pid, signal.SIGCONT)
         _, stderr = proc.communicate(timeout=60)
     finally:
         if proc.poll() is None:
