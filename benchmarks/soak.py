@@ -581,7 +581,8 @@ class Soak:
             if s.name in self.links:
                 key = direct.split(" ", 1)[1]
                 lines.append(f"[{s.address}]:{self.links[s.name].port} {key}")
-        tmp = self.master.known_hosts.with_suffix(".tmp")
+        # Two slaves re-keyed at once each write it: a temp file of their own.
+        tmp = self.master.known_hosts.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.master.known_hosts)
 
