@@ -104,7 +104,9 @@ def current_of(
 HoldKind = Literal["hostkey", "receiver", "build"]
 
 #: known_hosts's :func:`file_signature` and the worker's count of SIGHUPs, as they
-#: were before a contact: what a hold from its failure is judged against.
+#: were before a contact: what a hold from its failure is judged against. A contact
+#: that fails takes seconds (the key exchange, then a look at the presented key); an
+#: edit or a SIGHUP meanwhile came too late for it, and must not be taken as seen.
 Since = tuple[object, int]
 
 
@@ -269,6 +271,7 @@ class SlaveWorker:
         since = (file_signature(self.daemon.config.known_hosts), self._releases)
         result = await self._push(current)
         if result.ok:
+            self._hold = None  # forced through a hold (SIGALRM), and its key passed
             if await self._verify(current) != "stale":
                 self._delay = self.daemon.config.daemon.retry_initial
                 return False
@@ -323,16 +326,13 @@ class SlaveWorker:
     def _park(
         self, kind: HoldKind, phase: str | None, error: str | None, since: Since, *, build: str = ""
     ) -> None:
-        """Stop retrying what retrying cannot help (see :class:`Hold`). ``since``: known_hosts
-        and the SIGHUP count before the failed contact, which takes seconds; an edit or
-        a SIGHUP meanwhile came too late for it, and must not be taken as seen."""
+        """Stop retrying what retrying cannot help (see :class:`Hold`, :data:`Since`)."""
         self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
-        known_hosts, releases = since
-        if releases != self._releases:
+        if since[1] != self._releases:
             return  # released meanwhile: woken, it tries again now
         wait = HOLD_POLL if kind == "hostkey" else self.daemon.config.daemon.retry_max
         until = loop_time() + wait
-        self._hold = Hold(kind, build, known_hosts, until)
+        self._hold = Hold(kind, build, since[0], until)
         self._retry_at = until if kind != "build" else None
         hint = _HOLD_HINTS[kind]
         self.daemon.log.warning("retry.held", slave=self.slave.name, phase=phase, hint=hint)
