@@ -11,11 +11,12 @@ deleted by hand, then no save: ``status --nagios`` said OK for minutes).
 
 A slave parked on a changed host key is tried again when known_hosts changes or
 SIGHUP comes, even when either happens while the contact that fails is still under
-way. The soak's ``hostkey_change`` puts the new key in known_hosts and sends SIGHUP
-seconds after re-keying the slave; both used to land inside a failing contact (the
-daemon looks at the presented key before it parks), and the slave was parked
-against the updated file, SIGHUP's release undone, for good: it never got another
-save (``status --nagios``: "slave2 behind for 60 s").
+way, and a push forced through the hold (SIGALRM) that works lifts it. The soak's
+``hostkey_change`` puts the new key in known_hosts and sends SIGHUP seconds after
+re-keying the slave; when both land inside a failing contact (the daemon looks at
+the presented key before it parks), the slave used to be parked against the updated
+file, SIGHUP's release undone, and a forced push that then worked left it parked:
+it got no later build (``status --nagios``: "slave2 behind for 60 s").
 """
 
 from __future__ import annotations
