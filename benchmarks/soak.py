@@ -581,7 +581,8 @@ class Soak:
             if s.name in self.links:
                 key = direct.split(" ", 1)[1]
                 lines.append(f"[{s.address}]:{self.links[s.name].port} {key}")
-        tmp = self.master.known_hosts.with_suffix(".tmp")
+        # Two slaves re-keyed at once each write it: a temp file of their own.
+        tmp = self.master.known_hosts.with_suffix(f".tmp{threading.get_ident()}")
         tmp.write_text("\n".join(lines) + "\n")
         os.replace(tmp, self.master.known_hosts)
 
@@ -609,9 +610,12 @@ class Soak:
         if self.master is not None:
             self.master.stop()
             if self.opts.keep is not None and self.master.supervise is not None:
+                run = self.master.supervise
                 with (self.opts.keep / "daemon.jsonl").open("w") as f:
-                    for event in self.master.supervise.events:
-                        f.write(json.dumps(event) + "\n")
+                    # The seconds since the start, as the faults file has them: the
+                    # daemon logs none under supervise (multilog would add them).
+                    for event, at in zip(run.events, run.times, strict=True):
+                        f.write(json.dumps({"t": round(at - self.started, 2)} | event) + "\n")
                 with (self.opts.keep / "faults.txt").open("w") as f:
                     for x in self.faults:
                         f.write(
@@ -1627,7 +1631,11 @@ def parse(argv: list[str] | None) -> argparse.Namespace:
     )
     p.add_argument("--faults", default=",".join(FAULTS), help="fault kinds (default: all)")
     p.add_argument("--no-disk-full", action="store_true", help="leave out disk_full (no tmpfs)")
-    p.add_argument("--keep", type=Path, help="keep the master's files in this directory")
+    p.add_argument(
+        "--keep",
+        type=Path,
+        help="keep the lab, the daemon's log (daemon.jsonl, timed) and the faults in DIR",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="faults and violations on stderr")
     return p.parse_args(argv)
 

@@ -103,12 +103,19 @@ def current_of(
 
 HoldKind = Literal["hostkey", "receiver", "build"]
 
+#: known_hosts's :func:`file_signature` and the worker's count of SIGHUPs, as they
+#: were before a contact: what a hold from its failure is judged against. A contact
+#: that fails takes seconds (the key exchange, then a look at the presented key); an
+#: edit or a SIGHUP meanwhile came too late for it, and must not be taken as seen.
+Since = tuple[object, int]
+
 
 @dataclass(frozen=True, slots=True)
 class Hold:
     """Why a slave is parked: a failure that retrying with backoff cannot help.
 
-    ``hostkey``: its host key changed or is unknown; lifted when known_hosts changes.
+    ``hostkey``: its host key changed or is unknown; lifted when known_hosts changes
+    (``known_hosts`` is its stamp from before the contact that failed).
     ``receiver``: its receiver is too old for this master, or is no receiver; asked
     again at ``until`` (every ``retry_max``). ``build``: it refused build ``build``;
     a new build is tried. SIGHUP lifts any hold.
@@ -175,6 +182,7 @@ class SlaveWorker:
         #: The verdict of the failed verifications in a row, and when the first was.
         self._problem: tuple[str, float] | None = None
         self._hold: Hold | None = None
+        self._releases = 0  # SIGHUPs so far (see :meth:`_park`)
         self._tried: str | None = None  # the sha256 of the last build pushed here
         #: What the receiver speaks, from its last status (None: not asked yet).
         self._protocol: int | None = None
@@ -196,6 +204,7 @@ class SlaveWorker:
         """SIGHUP: try again whatever retrying could not help, and ask the slave anew."""
         self._hold = None
         self._asked = False
+        self._releases += 1
         self._wake.set()
 
     def reverify(self) -> None:
@@ -259,8 +268,10 @@ class SlaveWorker:
             return True
         self._force = False
         self._reverify = False
+        since = (file_signature(self.daemon.config.known_hosts), self._releases)
         result = await self._push(current)
         if result.ok:
+            self._hold = None  # forced through a hold (SIGALRM), and its key passed
             if await self._verify(current) != "stale":
                 self._delay = self.daemon.config.daemon.retry_initial
                 return False
@@ -269,7 +280,7 @@ class SlaveWorker:
             return True
         if not result.retryable:
             kind: HoldKind = "hostkey" if result.phase == "hostkey" else "build"
-            self._park(kind, result.phase, result.error, build=current.sha256)
+            self._park(kind, result.phase, result.error, since, build=current.sha256)
             return False
         return True
 
@@ -313,14 +324,16 @@ class SlaveWorker:
         return False
 
     def _park(
-        self, kind: HoldKind, phase: str | None, error: str | None, *, build: str = ""
+        self, kind: HoldKind, phase: str | None, error: str | None, since: Since, *, build: str = ""
     ) -> None:
-        """Stop retrying what retrying cannot help (see :class:`Hold`)."""
+        """Stop retrying what retrying cannot help (see :class:`Hold`, :data:`Since`)."""
+        self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
+        if since[1] != self._releases:
+            return  # released meanwhile: woken, it tries again now
         wait = HOLD_POLL if kind == "hostkey" else self.daemon.config.daemon.retry_max
         until = loop_time() + wait
-        self._hold = Hold(kind, build, file_signature(self.daemon.config.known_hosts), until)
+        self._hold = Hold(kind, build, since[0], until)
         self._retry_at = until if kind != "build" else None
-        self._update(result="failed", error=error, phase=phase, retryable=False, next_retry=None)
         hint = _HOLD_HINTS[kind]
         self.daemon.log.warning("retry.held", slave=self.slave.name, phase=phase, hint=hint)
 
@@ -332,6 +345,7 @@ class SlaveWorker:
         if self.slave.protocol == "legacy":
             self._asked = True
             return True  # update-dns cannot tell; it gets a push
+        since = (file_signature(self.daemon.config.known_hosts), self._releases)
         try:
             async with self.daemon.gate:
                 receiver = await ask_receiver(
@@ -346,9 +360,8 @@ class SlaveWorker:
                 return False
             # Pushing would fail the same way (a host key), or must not happen (a
             # receiver too old for this master, or no receiver at all).
-            self._park(
-                "hostkey" if isinstance(exc, HostKeyError) else "receiver", exc.phase, exc.reason
-            )
+            kind: HoldKind = "hostkey" if isinstance(exc, HostKeyError) else "receiver"
+            self._park(kind, exc.phase, exc.reason, since)
             return False
         self._asked = True
         self._protocol = receiver.protocol
