@@ -26,11 +26,13 @@ import os
 import shutil
 import subprocess
 import sys
+import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
+import structlog
 from hypothesis import HealthCheck, settings
 
 if TYPE_CHECKING:
@@ -203,6 +205,20 @@ def is_long_run(item: pytest.Item) -> bool:
     return "thorough" in getattr(item, "fixturenames", ()) and str(
         getattr(item, "originalname", "")
     ).endswith("_thorough")
+
+
+@pytest.fixture(autouse=True)
+def log_set_up_per_test() -> Iterator[None]:
+    """What a command run in process sets up for its log ends with the test.
+
+    The command points structlog at the sys.stderr of its moment (pytest's capture
+    of that test, closed after it) and hands Python's warnings to that log; a later
+    test in the same worker that logs without setting up would write to the closed
+    file (``I/O operation on closed file``)."""
+    shown = warnings.showwarning
+    yield
+    structlog.reset_defaults()
+    warnings.showwarning = shown
 
 
 @pytest.fixture(autouse=True)
