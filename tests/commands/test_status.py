@@ -618,6 +618,15 @@ def status_process(config: Path, *options: str) -> subprocess.CompletedProcess[s
     )
 
 
+def until_zombie(pid: int, timeout: float = TIMEOUT) -> None:
+    """Wait until ``pid`` has ended, its parent not having reaped it yet."""
+    deadline = time.monotonic() + timeout
+    while Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z":
+        if time.monotonic() > deadline:
+            pytest.fail(f"pid {pid} did not end in {timeout} s after SIGKILL")
+        time.sleep(0.01)
+
+
 def wait_state(path: Path, check: object, timeout: float = TIMEOUT) -> State:
     """Poll the state file until ``check(state)``; fail with the last one read."""
     deadline = time.monotonic() + timeout
@@ -683,6 +692,9 @@ class TestEndToEndLocal:
         proc = status_cli(local_master.config)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         os.kill(daemon.pid, signal.SIGKILL)  # not reaped yet: a zombie for a while
+        # The kernel ends the process after kill() returns; asked at once (in
+        # process), status could still find it running.
+        until_zombie(daemon.pid)
         proc = status_cli(local_master.config)
         assert proc.returncode == exits.EXIT_DAEMON, proc.stdout + proc.stderr
         assert f"daemon: dead: pid {daemon.pid} is not running" in proc.stderr
