@@ -24,9 +24,7 @@ fails under CI=true and skips elsewhere.
 from __future__ import annotations
 
 import asyncio
-import os
 import pwd
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -44,6 +42,7 @@ from tests.lab.realworld import (
     release_dns_address,
     take_dns_address,
 )
+from tests.lab.servers import terminate
 
 __all__ = ["Axfrdns", "compile_rules"]
 
@@ -137,13 +136,7 @@ class Axfrdns:
         """Stop both servers by PID and give the address back (if taken here)."""
         proc, self.proc = self.proc, None
         try:
-            if proc is not None and proc.poll() is None:
-                os.kill(proc.pid, signal.SIGTERM)
-                try:
-                    proc.wait(STOP_TIMEOUT)
-                except subprocess.TimeoutExpired:
-                    os.kill(proc.pid, signal.SIGKILL)
-                    proc.wait(STOP_TIMEOUT)
+            terminate(proc, "tcpserver", STOP_TIMEOUT)
         finally:
             self.tinydns.stop()
             if self.owns_address:

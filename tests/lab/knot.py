@@ -27,8 +27,6 @@ elsewhere.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import time
 from pathlib import Path
@@ -43,6 +41,7 @@ import dns.rdatatype
 
 from tests.conftest import require, require_root
 from tests.lab.realworld import ComponentError, release_dns_address, take_dns_address
+from tests.lab.servers import ask, served_serial, terminate
 
 __all__ = ["REFRESH", "Knot"]
 
@@ -192,15 +191,7 @@ class Knot:
     def stop(self) -> None:
         """SIGTERM knotd by its PID and wait."""
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
-            raise ComponentError(f"knotd (pid {proc.pid}) ignored SIGTERM; killed") from None
+        terminate(proc, "knotd", STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop Knot and give its address back."""
@@ -213,20 +204,12 @@ class Knot:
         self, name: str, rdtype: str | dns.rdatatype.RdataType = "A", *, timeout: float = 2.0
     ) -> dns.message.Message:
         """Ask Knot over UDP; raises dns.exception.Timeout if it does not answer."""
-        q = dns.message.make_query(name, rdtype)
-        q.flags &= ~dns.flags.RD
-        return dns.query.udp(q, self.address, port=53, timeout=timeout)
+        return ask(self.address, name, rdtype, timeout=timeout)
 
     def soa_serial(self, zone: str) -> int | None:
         """The serial Knot serves for ``zone``; None when it serves no such zone
         (REFUSED: not one of its zones; SERVFAIL: not transferred yet)."""
-        response = self.query(zone, "SOA")
-        if response.rcode() != dns.rcode.NOERROR or not response.flags & dns.flags.AA:
-            return None
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.SOA:
-                return int(rrset[0].serial)
-        return None
+        return served_serial(self.address, zone, authoritative=True)
 
     def wait_serials(self, expected: dict[str, int | None], timeout: float = WAIT_TIMEOUT) -> None:
         """Poll until Knot serves each zone of ``expected`` with its serial (None: does

@@ -28,8 +28,6 @@ elsewhere.
 from __future__ import annotations
 
 import contextlib
-import os
-import signal
 import subprocess
 import time
 from collections.abc import Iterable
@@ -44,6 +42,7 @@ import dns.rdatatype
 
 from tests.conftest import require, require_root
 from tests.lab.realworld import ComponentError, release_dns_address, take_dns_address
+from tests.lab.servers import ask, served_serial, terminate
 
 __all__ = ["REFRESH", "Nsd"]
 
@@ -185,13 +184,7 @@ class Nsd:
             timeout=STOP_TIMEOUT,
             check=True,
         )
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(STOP_TIMEOUT)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(STOP_TIMEOUT)
-            raise ComponentError(f"nsd (pid {proc.pid}) ignored SIGTERM; killed") from None
+        terminate(proc, "nsd", STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop NSD and give its address back."""
@@ -202,20 +195,12 @@ class Nsd:
         self, name: str, rdtype: str | dns.rdatatype.RdataType = "A", *, timeout: float = 2.0
     ) -> dns.message.Message:
         """Ask NSD over UDP; raises dns.exception.Timeout if it does not answer."""
-        q = dns.message.make_query(name, rdtype)
-        q.flags &= ~dns.flags.RD
-        return dns.query.udp(q, self.address, port=53, timeout=timeout)
+        return ask(self.address, name, rdtype, timeout=timeout)
 
     def soa_serial(self, zone: str) -> int | None:
         """The serial NSD serves for ``zone``; None while it has none (SERVFAIL before
         the first transfer)."""
-        response = self.query(zone, "SOA")
-        if response.rcode() != dns.rcode.NOERROR:
-            return None
-        for rrset in response.answer:
-            if rrset.rdtype == dns.rdatatype.SOA:
-                return int(rrset[0].serial)
-        return None
+        return served_serial(self.address, zone)
 
     def wait_serial(self, zone: str, serial: int, timeout: float = 5.0) -> int | None:
         """Poll until NSD serves ``serial`` (or newer, RFC 1982) for ``zone``, or

@@ -1,0 +1,57 @@
+"""What the lab's standard DNS servers (NSD, Knot, axfrdns) share: asking one over
+UDP, the serial it serves, and stopping it by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+
+import dns.flags
+import dns.message
+import dns.query
+import dns.rcode
+import dns.rdatatype
+
+from tests.lab.realworld import ComponentError
+
+__all__ = ["ask", "served_serial", "terminate"]
+
+
+def ask(
+    address: str, name: str, rdtype: str | dns.rdatatype.RdataType = "A", *, timeout: float = 2.0
+) -> dns.message.Message:
+    """Ask ``address`` port 53 over UDP, without recursion; raises
+    dns.exception.Timeout if it does not answer."""
+    q = dns.message.make_query(name, rdtype)
+    q.flags &= ~dns.flags.RD
+    return dns.query.udp(q, address, port=53, timeout=timeout)
+
+
+def served_serial(address: str, zone: str, *, authoritative: bool = False) -> int | None:
+    """The SOA serial ``address`` answers for ``zone``; None when it answers no
+    serial (SERVFAIL before its first transfer, REFUSED for a zone it does not
+    have, or, with ``authoritative``, an answer without the AA bit)."""
+    response = ask(address, zone, "SOA")
+    if response.rcode() != dns.rcode.NOERROR:
+        return None
+    if authoritative and not response.flags & dns.flags.AA:
+        return None
+    for rrset in response.answer:
+        if rrset.rdtype == dns.rdatatype.SOA:
+            return int(rrset[0].serial)
+    return None
+
+
+def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float) -> None:
+    """SIGTERM ``proc`` by its PID and wait; SIGKILL and ComponentError when it
+    outlasts ``timeout``. Nothing for a process that has ended."""
+    if proc is None or proc.poll() is not None:
+        return
+    os.kill(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout)
+    except subprocess.TimeoutExpired:
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(timeout)
+        raise ComponentError(f"{name} (pid {proc.pid}) ignored SIGTERM; killed") from None
