@@ -69,13 +69,18 @@ async def _serve_and_announce(cfg: Config, data: bytes, logger: Any) -> None:
     """The build goes: it is what the master's axfrdns serves from now on, and only
     then are the standard secondaries told, beside the push (which never waits for
     them)."""
-    if served.wanted(cfg) and await _serve(cfg, data, logger):
-        if not cfg.secondaries:
-            return
+    if not served.wanted(cfg):
+        return
+    # What axfrdns served until now: a zone already served at its serial needs no
+    # NOTIFY, and a catalog consumer refuses one for a member it has not added yet.
+    before = await asyncio.to_thread(served.served_zones, cfg, data) if cfg.secondaries else None
+    if await _serve(cfg, data, logger) and cfg.secondaries:
         # Only with secondaries: NOTIFY loads dnspython, a tenth of a second.
         from dnsmaster.master import secondaries  # noqa: PLC0415
 
-        await secondaries.announce(cfg.secondaries, cfg.notify, data, logger, source=cfg.axfrdns.ip)
+        await secondaries.announce(
+            cfg.secondaries, cfg.notify, data, logger, source=cfg.axfrdns.ip, before=before
+        )
 
 
 async def _serve(cfg: Config, data: bytes, logger: Any) -> bool:

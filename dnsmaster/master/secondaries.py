@@ -43,6 +43,7 @@ __all__ = [
     "feed",
     "notify_zones",
     "plan",
+    "plan_from",
     "zone_text",
 ]
 
@@ -97,8 +98,16 @@ class Plan:
 def plan(secondary: Secondary, data: bytes, serial: int | None, before: bytes | None) -> Plan:
     """The plan for feeding ``data`` (serial ``serial``) to ``secondary``, which was
     last fed ``before`` (None: never, or it did not end up serving it)."""
+    return plan_from(secondary, data, serial, zone_serials(before) if before is not None else None)
+
+
+def plan_from(
+    secondary: Secondary, data: bytes, serial: int | None, before: Mapping[bytes, int] | None
+) -> Plan:
+    """As :func:`plan`, with what ``secondary`` was last fed given as its zones'
+    serials (wire name -> serial), as the served data.cdb gives them."""
     now = carried(secondary, zone_serials(data))
-    old = carried(secondary, zone_serials(before)) if before is not None else None
+    old = carried(secondary, before) if before is not None else None
     changed = notify_zones(now, old)
     catalog = catalog_zone(data)
     if catalog is None or catalog not in now:
@@ -160,13 +169,15 @@ async def announce(
     logger: Any,
     *,
     source: str = "",
+    before: Mapping[bytes, int] | None = None,
 ) -> list[NotifyResult]:
-    """NOTIFY every secondary of every zone it carries in ``data`` (the build just
-    written to the output directory), without waiting for them to serve it: what
-    ``dnsmaster push`` by hand does (``push --wait --secondaries`` waits after).
-    ``source`` as for :func:`feed`."""
+    """NOTIFY every secondary of each zone it carries in ``data`` (the build just
+    put in the served root) whose serial differs from ``before`` (the zones' serials
+    the served root gave until now; None: every zone), without waiting for them to
+    serve it: what ``dnsmaster push`` by hand does (``push --wait --secondaries``
+    waits after). ``source`` as for :func:`feed`."""
     serial = previous_serial(data[:200])
-    plans = [plan(s, data, serial, None) for s in secondaries]
+    plans = [plan_from(s, data, serial, before) for s in secondaries]
     found = await asyncio.gather(*(_notify_all(p, options, logger, serial, source) for p in plans))
     return [result for results in found for result in results]
 

@@ -48,6 +48,7 @@ __all__ = [
     "make_root",
     "root_of",
     "serve",
+    "served_zones",
     "soa_serials",
     "wanted",
 ]
@@ -219,6 +220,17 @@ def expected(cfg: Config, data: bytes) -> Expected | None:
     if given is None:
         return None
     return of(given.data, given.sha256, "the slaves' build (the output's is held)")
+
+
+def served_zones(cfg: Config, data: bytes) -> dict[bytes, int] | None:
+    """The serial the served root's data.cdb gives each zone of ``data`` that it has
+    (wire name -> serial); None when there is no readable served data.cdb yet."""
+    try:
+        blob = (root_of(cfg) / "data.cdb").read_bytes()
+        found = soa_serials(blob, zone_serials(data))
+    except (OSError, ValueError):
+        return None
+    return {zone: serial for zone, serial in found.items() if serial is not None}
 
 
 def soa_serials(blob: bytes, zones: Iterable[bytes]) -> dict[bytes, int | None]:

@@ -13,7 +13,7 @@ from dnsmaster.commands.push import push_to_slaves
 from dnsmaster.config import NotifyOptions, Secondary, from_mapping
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.exits import EXIT_OK
-from dnsmaster.master.secondaries import carried, feed, notify_zones, plan, zone_text
+from dnsmaster.master.secondaries import carried, feed, notify_zones, plan, plan_from, zone_text
 from dnsmaster.master.state import SecondaryState
 from tests.lab.notifyd import NotifyResponder
 from tests.lab.recorder import Recorder
@@ -76,6 +76,16 @@ def test_plan_from_two_builds() -> None:
     assert p.notify == {wire("a.example"): 5}
     first = plan(some, data(a_example=5, b_example=7), 5, None)
     assert first.notify == first.zones
+
+
+def test_plan_from_the_serials_served() -> None:
+    """What the served data.cdb gave: a zone served at its serial is not notified, a
+    changed or new one is; nothing known (None) notifies every zone."""
+    every = Secondary("s", "127.0.0.1")
+    served = {wire("a.example"): 5, wire("b.example"): 5}
+    p = plan_from(every, data(a_example=6, b_example=5, c_example=6), 6, served)
+    assert p.notify == {wire("a.example"): 6, wire("c.example"): 6}
+    assert plan_from(every, data(a_example=6), 6, None).notify == {wire("a.example"): 6}
 
 
 # -- feeding a responder -----------------------------------------------------------------
@@ -243,3 +253,28 @@ def test_push_by_hand_notifies_every_zone_and_waits_for_no_one(tmp_path: Path) -
     ]
     assert found(logger, "notify.failed", secondary="mute", zone="b.example", reason="no answer")
     assert not logger.find("secondary.serving"), "push by hand does not wait for secondaries"
+
+
+def test_push_by_hand_notifies_only_what_the_served_root_did_not_serve(tmp_path: Path) -> None:
+    """A second push by hand: the zone whose serial the served root already gave is
+    not notified again."""
+    output = tmp_path / "out"
+    output.mkdir()
+    with NotifyResponder() as good:
+        cfg = from_mapping(
+            {
+                "zones": "zones",
+                "output": str(output),
+                "axfrdns": {"ip": "127.0.0.1"},
+                "notify": {"timeout": 0.02, "retries": 1},
+                "secondary": [{"name": "good", "address": good.address, "port": good.port}],
+            },
+            path=tmp_path / "dnsmaster.toml",
+        )
+        first = asyncio.run(push_to_slaves(cfg, [], Recorder(), data(a_example=5, b_example=5)))
+        assert sorted(good.zones()) == ["a.example", "b.example"]
+        logger = Recorder()
+        second = asyncio.run(push_to_slaves(cfg, [], logger, data(a_example=6, b_example=5)))
+    assert (first, second) == (EXIT_OK, EXIT_OK)
+    assert sorted(good.zones()) == ["a.example", "a.example", "b.example"]
+    assert [e["zone"] for e in found(logger, "notify.acked", secondary="good")] == ["a.example"]
