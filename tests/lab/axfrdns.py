@@ -40,9 +40,9 @@ from tests.lab.realworld import (
     ComponentError,
     Tinydns,
     release_dns_address,
+    stop_pid,
     take_dns_address,
 )
-from tests.lab.servers import terminate
 
 __all__ = ["Axfrdns", "compile_rules"]
 
@@ -136,7 +136,7 @@ class Axfrdns:
         """Stop both servers by PID and give the address back (if taken here)."""
         proc, self.proc = self.proc, None
         try:
-            terminate(proc, "tcpserver", STOP_TIMEOUT)
+            stop_pid(proc, "tcpserver", STOP_TIMEOUT)
         finally:
             self.tinydns.stop()
             if self.owns_address:

@@ -40,8 +40,13 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.conftest import require, require_root
-from tests.lab.realworld import ComponentError, release_dns_address, take_dns_address
-from tests.lab.servers import ask, served_serial, terminate
+from tests.lab.realworld import (
+    ComponentError,
+    release_dns_address,
+    stop_pid,
+    take_dns_address,
+)
+from tests.lab.servers import ask, served_serial
 
 __all__ = ["REFRESH", "Knot"]
 
@@ -191,7 +196,7 @@ class Knot:
     def stop(self) -> None:
         """SIGTERM knotd by its PID and wait."""
         proc, self.proc = self.proc, None
-        terminate(proc, "knotd", STOP_TIMEOUT)
+        stop_pid(proc, "knotd", STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop Knot and give its address back."""

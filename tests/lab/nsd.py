@@ -41,8 +41,13 @@ import dns.rcode
 import dns.rdatatype
 
 from tests.conftest import require, require_root
-from tests.lab.realworld import ComponentError, release_dns_address, take_dns_address
-from tests.lab.servers import ask, served_serial, terminate
+from tests.lab.realworld import (
+    ComponentError,
+    release_dns_address,
+    stop_pid,
+    take_dns_address,
+)
+from tests.lab.servers import ask, served_serial
 
 __all__ = ["REFRESH", "Nsd"]
 
@@ -184,7 +189,7 @@ class Nsd:
             timeout=STOP_TIMEOUT,
             check=True,
         )
-        terminate(proc, "nsd", STOP_TIMEOUT)
+        stop_pid(proc, "nsd", STOP_TIMEOUT)
 
     def close(self) -> None:
         """Stop NSD and give its address back."""

@@ -97,6 +97,7 @@ __all__ = [
     "second_lab_account",
     "ssh_keygen",
     "ssh_options",
+    "stop_pid",
 ]
 
 #: The directory that holds the ``dnsmaster`` package under test.
@@ -199,16 +200,19 @@ def release_dns_address(address: str) -> None:
         os.close(fd)
 
 
-def _stop_pid(proc: subprocess.Popen[bytes] | None, what: str) -> None:
-    """SIGTERM the process by its PID and wait; SIGKILL if it does not go."""
+def stop_pid(
+    proc: subprocess.Popen[bytes] | None, what: str, timeout: float = STOP_TIMEOUT
+) -> None:
+    """SIGTERM the process by its PID and wait; SIGKILL and ComponentError if it
+    outlasts ``timeout``. Nothing for a process that has ended."""
     if proc is None or proc.poll() is not None:
         return
     os.kill(proc.pid, signal.SIGTERM)
     try:
-        proc.wait(STOP_TIMEOUT)
+        proc.wait(timeout)
     except subprocess.TimeoutExpired:
         os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(STOP_TIMEOUT)
+        proc.wait(timeout)
         raise ComponentError(f"{what} (pid {proc.pid}) ignored SIGTERM; killed") from None
 
 
@@ -465,7 +469,7 @@ class Sshd(_Server):
 
     def stop(self) -> None:
         """SIGTERM the listener by PID and wait (open sessions end with their connections)."""
-        _stop_pid(self.proc, "sshd")
+        stop_pid(self.proc, "sshd")
         self.proc = None
 
     def restart(self) -> None:
@@ -546,7 +550,7 @@ class Tinydns(_Server):
         raise ComponentError(f"tinydns on {self.address} did not start:\n{_tail(self.log)}")
 
     def stop(self) -> None:
-        _stop_pid(self.proc, "tinydns")
+        stop_pid(self.proc, "tinydns")
         self.proc = None
 
     def query(

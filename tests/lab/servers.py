@@ -1,11 +1,7 @@
-"""What the lab's standard DNS servers (NSD, Knot, axfrdns) share: asking one over
-UDP, the serial it serves, and stopping it by its PID."""
+"""What the lab's standard DNS servers (NSD, Knot) share: asking one over UDP and
+the serial it serves (each is stopped with :func:`tests.lab.realworld.stop_pid`)."""
 
 from __future__ import annotations
-
-import os
-import signal
-import subprocess
 
 import dns.flags
 import dns.message
@@ -13,9 +9,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 
-from tests.lab.realworld import ComponentError
-
-__all__ = ["ask", "served_serial", "terminate"]
+__all__ = ["ask", "served_serial"]
 
 
 def ask(
@@ -41,17 +35,3 @@ def served_serial(address: str, zone: str, *, authoritative: bool = False) -> in
         if rrset.rdtype == dns.rdatatype.SOA:
             return int(rrset[0].serial)
     return None
-
-
-def terminate(proc: subprocess.Popen[bytes] | None, name: str, timeout: float) -> None:
-    """SIGTERM ``proc`` by its PID and wait; SIGKILL and ComponentError when it
-    outlasts ``timeout``. Nothing for a process that has ended."""
-    if proc is None or proc.poll() is not None:
-        return
-    os.kill(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout)
-    except subprocess.TimeoutExpired:
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(timeout)
-        raise ComponentError(f"{name} (pid {proc.pid}) ignored SIGTERM; killed") from None
