@@ -91,6 +91,14 @@ def pair_matches(root: Path) -> bool:
     return (root / "data.cdb").read_bytes() == expected
 
 
+def copy_root(template: Path, root: Path) -> Path:
+    """``root``, a copy of the slave root ``template`` (``cp -a``: owners, modes, times
+    and the kept copies' hard links), checked to be a matching pair."""
+    subprocess.run(["cp", "-a", "--", str(template), str(root)], check=True, capture_output=True)
+    assert pair_matches(root)
+    return root
+
+
 def litter(root: Path) -> list[str]:
     return sorted(p.name for p in root.iterdir() if _LITTER.fullmatch(p.name))
 

@@ -18,11 +18,11 @@ import pytest
 from dnsmaster import protocol
 from dnsmaster.core import accel, cdb, delta
 from dnsmaster.core.banner import previous_serial
-from dnsmaster.core.compiler import compile_data
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal, split
 from dnsmaster.fsutil import JOURNAL
 from dnsmaster.slave import masters, receive
+from tests.lab.receiver import pair_matches
 
 ALPHA = ("--master", "alpha", "--allow", "a.example")
 BETA = ("--master", "beta", "--allow", "b.example")
@@ -74,12 +74,6 @@ def merged_expected(*parts: tuple[str, bytes]) -> bytes:
         sha = hashlib.sha256(b).hexdigest()
         text += f"# dnsmaster master {name} sha256={sha} serial={serial}\n".encode() + b
     return text
-
-
-def pair_matches(root: Path) -> bool:
-    data = root / "data"
-    expected = compile_data(data.read_bytes(), int(data.stat().st_mtime))
-    return (root / "data.cdb").read_bytes() == expected
 
 
 A1, A2, A3 = build(ZONE_A, 1), build(ZONE_A + b"+two.a.example:192.0.2.3\n", 2), build(ZONE_A, 3)

@@ -23,7 +23,14 @@ import pytest
 
 from dnsmaster import protocol
 from dnsmaster.fsutil import JOURNAL
-from tests.lab.receiver import Receivers, age_copies, receiver_argv, receiver_env
+from tests.lab.receiver import (
+    Receivers,
+    age_copies,
+    copy_root,
+    pair_matches,
+    receiver_argv,
+    receiver_env,
+)
 from tests.slave.test_masters import (
     A1,
     A2,
@@ -34,7 +41,6 @@ from tests.slave.test_masters import (
     ZONE_B,
     build,
     merged_expected,
-    pair_matches,
     run,
 )
 
@@ -83,13 +89,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return root
 
 
-def fresh(template: Path, root: Path) -> Path:
-    """A copy of ``template``: modes, times and the copies' hard links kept."""
-    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
-    assert pair_matches(root)
-    return root
-
-
 @pytest.fixture(scope="module")
 def receivers(strace_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
     server = Receivers(tmp_path_factory.mktemp("receivers"))
@@ -113,12 +112,12 @@ def learned(template: Path, receivers: Receivers) -> Callable[[str], list[tuple[
 def crash_points(template: Path, receivers: Receivers, operation: str) -> list[tuple[str, int]]:
     key, verb, stdin = OPERATIONS[operation]
     proc = receivers.run(
-        fresh(template, template.parent / f"learn-{operation}"), verb, stdin, TRACED, *key
+        copy_root(template, template.parent / f"learn-{operation}"), verb, stdin, TRACED, *key
     )
     assert proc.returncode == 0, proc.stderr
     counts = count_calls(receivers.trace)
     # The forked receiver makes the calls one started as sshd starts it makes.
-    started = fresh(template, template.parent / f"started-{operation}")
+    started = copy_root(template, template.parent / f"started-{operation}")
     trace = template.parent / f"started-{operation}.trace"
     env = receiver_env(verb or "")
     if verb is None:
@@ -157,7 +156,7 @@ class TestKilled:
         points = learned(operation)
         assert points
         for name, n in points:
-            root = fresh(template, tmp_path / f"kill-{name}-{n}")
+            root = copy_root(template, tmp_path / f"kill-{name}-{n}")
             inject = ["-e", f"inject={name}:signal=SIGKILL:when={n}"]
             proc = receivers.run(root, verb, stdin, [*TRACED, *inject], *key)
             where = f"{operation} killed at {name} #{n}"
@@ -193,7 +192,7 @@ class TestSystemErrors:
         a merged pair other than the sections' vouched for, and the next push succeeds."""
         key, verb, stdin = OPERATIONS["push"]
         for name, n in learned("push"):
-            root = fresh(template, tmp_path / f"fail-{name}-{n}")
+            root = copy_root(template, tmp_path / f"fail-{name}-{n}")
             inject = ["-e", f"inject={name}:error={FAULTS[name]}:when={n}"]
             proc = receivers.run(root, verb, stdin, [*TRACED, *inject], *key)
             where = f"{FAULTS[name]} at {name} #{n}"
@@ -214,7 +213,7 @@ class TestTwoMastersAtOnce:
         """Both masters push at once, either one started first, the renames and links
         of neither, one or both delayed: every push succeeds, and the merged pair
         holds both masters' latest."""
-        root = fresh(template, tmp_path / "root")
+        root = copy_root(template, tmp_path / "root")
         meetings = itertools.product((False, True), repeat=3)
         for n, (beta_first, *delayed) in enumerate(meetings, start=2):
             pushes = [

@@ -41,6 +41,7 @@ from tests.lab.receiver import (
     build,
     check_repaired,
     copies,
+    copy_root,
     data_sha,
     litter,
     pair_matches,
@@ -106,13 +107,6 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
     root.mkdir()
     assert push_in_process(root, sealed(OLD))[0] == 0
     age_copies(root)
-    return root
-
-
-def copy_root(template: Path, root: Path) -> Path:
-    """A copy of ``template``: modes, times and the copies' hard links kept."""
-    subprocess.run(["cp", "-a", str(template), str(root)], check=True)
-    assert pair_matches(root)
     return root
 
 
