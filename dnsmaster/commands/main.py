@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import signal
 import sys
 import warnings
 from collections.abc import Callable, Sequence
@@ -22,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 from dnsmaster import __version__
+from dnsmaster.daemon import SIGNALS
 from dnsmaster.protocol import add_confinement_options
 
 __all__ = ["AXFRDNS_CONF", "COMMANDS", "DRY_RUNS", "Command", "main", "parser"]
@@ -85,6 +87,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = DRY_RUNS[args.command] if getattr(args, "dry_run", False) else COMMANDS[args.command]
     if args.command == "service-conf" and args.axfrdns:
         command = AXFRDNS_CONF
+    if args.command == "run":
+        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # until the daemon handles them
     return command.load()(args)
 
 

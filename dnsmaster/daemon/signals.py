@@ -27,7 +27,7 @@ from typing import Any, Protocol
 from dnsmaster import config as configuration
 from dnsmaster import log as logsetup
 from dnsmaster.config import Config, DaemonOptions, Slave
-from dnsmaster.daemon import reload
+from dnsmaster.daemon import SIGNALS, reload
 from dnsmaster.daemon.debounce import Debouncer, DebounceTiming
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
@@ -40,16 +40,6 @@ from dnsmaster.master.build import Builder
 from dnsmaster.master.handoff import SIGHUP_HOW
 
 __all__ = ["SIGNALS", "Reloadable", "Reloader", "Signalled", "Signals", "loaded"]
-
-#: The signals the daemon acts on (the module's docstring says how).
-SIGNALS = (
-    signal.SIGHUP,
-    signal.SIGALRM,
-    signal.SIGUSR1,
-    signal.SIGUSR2,
-    signal.SIGTERM,
-    signal.SIGINT,
-)
 
 
 class Reloadable(Protocol):
@@ -237,11 +227,14 @@ class Signals:
         self.log = log
 
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in SIGNALS:
+        for signum in sorted(SIGNALS):
             loop.add_signal_handler(signum, self.handle, signum)
+        # Held since the start of ``dnsmaster run`` (dnsmaster.daemon.SIGNALS says
+        # why); one that came meanwhile is delivered now, to the handler.
+        signal.pthread_sigmask(signal.SIG_UNBLOCK, SIGNALS)
 
     def remove(self, loop: asyncio.AbstractEventLoop) -> None:
-        for signum in SIGNALS:
+        for signum in sorted(SIGNALS):
             loop.remove_signal_handler(signum)
 
     def handle(self, signum: int) -> None:

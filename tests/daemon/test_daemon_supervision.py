@@ -11,7 +11,9 @@ daemontools or runit start it again.
 from __future__ import annotations
 
 import asyncio
+import signal
 import threading
+import time
 from pathlib import Path
 from typing import Any
 
@@ -21,7 +23,7 @@ from dnsmaster import config as configuration
 from dnsmaster.daemon import worker as daemon_worker
 from dnsmaster.daemon.loop import Daemon
 from dnsmaster.exits import EXIT_CRASH, EXIT_OK
-from tests.lab.daemonrun import config_text
+from tests.lab.daemonrun import DaemonProcess, config_text
 from tests.lab.recorder import TIMEOUT, Recorder
 from tests.lab.site import make_zones
 
@@ -135,3 +137,52 @@ class TestCrashStopsTheDaemon:
         async with asyncio.timeout(TIMEOUT):
             assert await run == EXIT_OK
         assert not log.find("daemon.crash")
+
+
+def _blocked(pid: int) -> set[int]:
+    """The signals thread ``pid`` of process ``pid`` has blocked (/proc's SigBlk)."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("SigBlk:"):
+            mask = int(line.split()[1], 16)
+            return {n for n in range(1, 65) if mask >> (n - 1) & 1}
+    return set()
+
+
+class TestSignalsWhileStarting:
+    def test_sighup_while_loading_is_a_reload_not_a_death(
+        self, tmp_path: Path, daemon_process: type[DaemonProcess]
+    ) -> None:
+        """A SIGHUP that reaches ``dnsmaster run`` while it still loads (before its
+        handlers exist) waits, blocked, and is then acted on; Python's default action
+        would end the process."""
+        zones, output = make_zones(tmp_path / "master")
+        root = tmp_path / "slaves" / "ns2"
+        root.mkdir(parents=True)
+        path = tmp_path / "dnsmaster.toml"
+        path.write_text(
+            config_text(
+                zones=zones,
+                output=output,
+                state=tmp_path / "state.json",
+                daemon={"debounce": 0.1, "verify": False},
+                slaves=[{"name": "ns2", "transport": "local", "root": root}],
+            )
+        )
+        daemon = daemon_process(path).start()
+        try:
+            deadline = time.monotonic() + TIMEOUT
+            # SIGQUIT is not the daemon's: a mask with it is a fork's or a thread's
+            # start blocking everything for a moment, which proves nothing.
+            while not (held := _blocked(daemon.pid)) or signal.SIGQUIT in held:
+                assert daemon.running, daemon.dump()
+                assert time.monotonic() < deadline, "SIGHUP never blocked while loading"
+                time.sleep(0.001)
+            assert signal.SIGHUP in held
+            daemon.signal(signal.SIGHUP)
+            daemon.wait("signal", signal="SIGHUP", timeout=TIMEOUT)
+            daemon.settled(timeout=TIMEOUT)
+            assert daemon.running
+            assert signal.SIGHUP not in _blocked(daemon.pid)
+            assert daemon.stop() == EXIT_OK
+        finally:
+            daemon.kill()
