@@ -104,12 +104,21 @@ def main(args: argparse.Namespace) -> int:
         if hold is not None:
             return _report(compare_texts(hold.given.data, sides.planned), args.json, hold)
         return _report(compare_texts(sides.current, sides.planned), args.json)
-    except ConfigError as exc:
+    except _PLAN_FAILURES as exc:
+        return _failed(exc)
+
+
+#: What stops a plan from being made: each is told by :func:`_failed`.
+_PLAN_FAILURES = (ConfigError, CannotPlan, BuildError, DataErrors)
+
+
+def _failed(exc: Exception) -> int:
+    """Say why no plan could be made, in the shape its kind is told in; the exit status."""
+    if isinstance(exc, ConfigError):
         return exc.report(sys.stderr)
-    except (CannotPlan, BuildError) as exc:
-        return _cannot(str(exc))
-    except DataErrors as exc:
+    if isinstance(exc, DataErrors):
         return _data_errors(exc)
+    return _cannot(str(exc))
 
 
 def build_plan(args: argparse.Namespace) -> int:
@@ -117,12 +126,8 @@ def build_plan(args: argparse.Namespace) -> int:
     try:
         sides = planned_sides(*_builder(args))
         return _report(compare_texts(sides.current, sides.planned), args.json)
-    except ConfigError as exc:
-        return exc.report(sys.stderr)
-    except (CannotPlan, BuildError) as exc:
-        return _cannot(str(exc))
-    except DataErrors as exc:
-        return _data_errors(exc)
+    except _PLAN_FAILURES as exc:
+        return _failed(exc)
 
 
 def push_dry_run(args: argparse.Namespace) -> int:
@@ -144,12 +149,8 @@ async def push_plan(args: argparse.Namespace) -> int:
         hold = _hold(cfg, sides.current) or _would_hold(cfg, sides.planned)
         plan = compare_texts(hold.given.data if hold else sides.current, sides.planned)
         rolled = _rollback_line(cfg)
-    except ConfigError as exc:
-        return exc.report(sys.stderr)
-    except (CannotPlan, BuildError) as exc:
-        return _cannot(str(exc))
-    except DataErrors as exc:
-        return _data_errors(exc)
+    except _PLAN_FAILURES as exc:
+        return _failed(exc)
     slaves = chosen
     sha256 = hashlib.sha256(sides.planned).hexdigest() if sides.up_to_date else None
     held = await asyncio.gather(*(_holds(s, cfg) for s in slaves))
