@@ -6,7 +6,8 @@ Two scenarios, each measured in the same run for both programs:
   ``tinydns-data`` each run in a fresh process in their own directory (same bytes, same
   mtime), best of ``--repeat`` runs; peak memory is the child's ``ru_maxrss`` (see
   :func:`run_child`). The in-process column is the compile alone (no interpreter
-  start-up, no imports), best of the same number of runs. Both data.cdb files are
+  start-up, no imports), best of the same number of runs; CPU is user + system time
+  of each program's fastest run. Both data.cdb files are
   compared byte for byte. With ``--keep``, a size's data is generated once and reused
   by later runs (10M lines: 540 MB of data, 1.1 GB of data.cdb per program)::
 
@@ -169,7 +170,8 @@ def full_compile(base: Path, size: int, repeat: int) -> str:
     (ours / "inproc.cdb").unlink()
     return (
         f"full  {show_size(lines):>5} lines: dnsmaster {a.seconds:6.2f} s "
-        f"(in-process {min(inproc):5.2f} s), tinydns-data {b.seconds:5.2f} s, "
+        f"(CPU {a.cpu:5.2f} s; in-process {min(inproc):5.2f} s), tinydns-data "
+        f"{b.seconds:5.2f} s (CPU {b.cpu:5.2f} s), "
         f"ratio {a.seconds / b.seconds:5.2f}x; peak RSS {a.maxrss_kib / 1024:6.0f} MiB "
         f"vs {b.maxrss_kib / 1024:4.0f} MiB; identical: {'yes' if same else 'NO'}"
     )

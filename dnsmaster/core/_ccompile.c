@@ -386,7 +386,21 @@ flush_packed(out *o)
     }
     if (PyByteArray_Resize(o->blob, at + o->pkn) < 0)
         return -1;
-    memcpy(PyByteArray_AS_STRING(o->blob) + at, o->pk, (size_t)o->pkn);
+    if (o->pkn < (1 << 20)) {
+        memcpy(PyByteArray_AS_STRING(o->blob) + at, o->pk, (size_t)o->pkn);
+        o->pkn = 0;
+        return 0;
+    }
+    /* A source's whole records (100 MB for 1M lines): copied, and the new pages
+     * faulted in, without the GIL, which the build's other compile thread wants.
+     * The buffer held meanwhile keeps anyone from resizing blob. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(o->blob, &view, PyBUF_WRITABLE) < 0)
+        return -1;
+    Py_BEGIN_ALLOW_THREADS
+    memcpy((unsigned char *)view.buf + at, o->pk, (size_t)o->pkn);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
     o->pkn = 0;
     return 0;
 }
