@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import io
 import os
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -104,6 +105,23 @@ class TestStreaming:
         got = ours(tmp_path, data, 1000)
         assert (got.exit, got.stderr, got.cdb) == (111, theirs.stderr, OLD)
         assert (tmp_path / "data.tmp").read_bytes() == b""
+
+    @pytest.mark.parametrize("copies", [1, 200], ids=["at-the-end", "while-compiling"])
+    def test_disk_full(self, copies: int, tinydns_data_bin: str, tmp_path: Path) -> None:
+        """A write that fails (data.tmp is /dev/full) at the last flush, or past the
+        writer's 1 MiB buffer mid-compile: tinydns-data's message, data.cdb untouched."""
+        data = DATA * copies
+        for who in ("ours", "theirs"):
+            (tmp_path / who).mkdir()
+            (tmp_path / who / "data.tmp").symlink_to("/dev/full")
+            (tmp_path / who / "data.cdb").write_bytes(OLD)
+        (tmp_path / "theirs" / "data").write_bytes(data)
+        real = subprocess.run(
+            [tinydns_data_bin], cwd=tmp_path / "theirs", capture_output=True, check=False
+        )
+        got = ours(tmp_path / "ours", data, 4096)
+        assert real.returncode == 111
+        assert (got.exit, got.stderr, got.cdb) == (111, real.stderr.decode(), OLD)
 
 
 def test_pure_python(theirs: Outcome, tmp_path: Path) -> None:
