@@ -8,7 +8,8 @@ prints ``tinydns-data: fatal: ...`` and exits 111, leaving ``data.tmp`` behind a
 It works as tinydns-data does, too: ``data`` is read a chunk at a time and each
 line's records go to ``data.tmp`` as they are compiled, so memory stays a few MB
 plus 8 bytes a record however big the data (spec §8: only each record's hash and
-position wait for the tables at the end).
+position wait for the tables at the end, which take as much again while they are
+laid out: about 220 MB at 10M lines).
 
 What ``data.tmp`` holds after a failure differs, on purpose. A line tinydns-data
 refuses, a name too long, or a read error truncates ``data.tmp`` to nothing, though

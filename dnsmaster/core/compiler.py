@@ -175,7 +175,8 @@ def compile_stream(
     records it holds. ``serial`` is the default SOA serial.
 
     With the C accelerator, each line's records go to the file as it is compiled, as
-    tinydns-data does: memory is a chunk, the writer's buffer and 8 bytes a record.
+    tinydns-data does: memory is a chunk, the writer's buffer and 8 bytes a record
+    (16 while the tables are laid out at the end).
     Lines the accelerator leaves to Python (escapes, errors, odd lines) are compiled
     here and put in the same stream, in order. Without it, the data is read whole
     and compiled as :func:`compile_text`, which gives the same bytes.
