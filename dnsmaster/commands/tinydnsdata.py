@@ -5,27 +5,33 @@ the current directory, write ``data.tmp``, rename it to ``data.cdb``. On failure
 prints ``tinydns-data: fatal: ...`` and exits 111, leaving ``data.tmp`` behind and
 ``data.cdb`` untouched, as the original does.
 
-What ``data.tmp`` holds after a failure differs, on purpose. The whole of ``data``
-is compiled before a byte is written, so a line tinydns-data refuses, a name too
-long, or a read error leaves ``data.tmp`` empty (truncated, when an old one was
-there). tinydns-data writes as it parses and dies without flushing its buffer: it
-leaves 2048 zero bytes (the header it never wrote) and whatever records it had
-flushed in 8 KiB blocks. That file is no cdb (every table position is zero), so
-no tool can use it; an empty one says as much at a glance, costs no disk (a
-failed run over a 1M-line file would leave about 100 MB), and ``data.tmp``
-still exists, for scripts that look for it. Only a failure while writing (a
-full disk) leaves a partly written ``data.tmp``, as tinydns-data's would be.
+It works as tinydns-data does, too: ``data`` is read a chunk at a time and each
+line's records go to ``data.tmp`` as they are compiled, so memory stays a few MB
+plus 8 bytes a record however big the data (spec §8: only each record's hash and
+position wait for the tables at the end, which take as much again while they are
+laid out: about 220 MB at 10M lines).
+
+What ``data.tmp`` holds after a failure differs, on purpose. A line tinydns-data
+refuses, a name too long, or a read error truncates ``data.tmp`` to nothing, though
+the records of the lines before it were written already. tinydns-data dies without
+flushing its buffer: it leaves 2048 zero bytes (the header it never wrote) and
+whatever records it had flushed in 8 KiB blocks. That file is no cdb (every table
+position is zero), so no tool can use it; an empty one says as much at a glance,
+costs no disk (a failed run over a 1M-line file would leave about 100 MB), and
+``data.tmp`` still exists, for scripts that look for it. Only a failure while
+writing (a full disk) leaves a partly written ``data.tmp``, as tinydns-data's
+would be.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import sys
 from typing import TextIO
 
-from dnsmaster.core import cdb
-from dnsmaster.core.compiler import compile_text, default_serial
+from dnsmaster.core.compiler import CHUNK_SIZE, compile_stream, default_serial
 from dnsmaster.errors import CdbTooLarge, DnsmasterError, TinydnsDataError
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM
 from dnsmaster.fsutil import describe
@@ -37,12 +43,17 @@ class _Fatal(DnsmasterError):
     pass
 
 
-def main(args: argparse.Namespace | None = None, *, stderr: TextIO | None = None) -> int:
+def main(
+    args: argparse.Namespace | None = None,
+    *,
+    stderr: TextIO | None = None,
+    chunk_size: int = CHUNK_SIZE,
+) -> int:
     """``dnsmaster tinydns-data`` (it takes no options): run in the current directory;
-    return the exit status."""
+    return the exit status. ``data`` is read ``chunk_size`` bytes at a time."""
     err = stderr if stderr is not None else sys.stderr
     try:
-        _run()
+        _run(chunk_size)
     except _Fatal as exc:
         err.write(f"tinydns-data: fatal: {exc}\n")
         err.flush()
@@ -50,7 +61,7 @@ def main(args: argparse.Namespace | None = None, *, stderr: TextIO | None = None
     return EXIT_OK
 
 
-def _run() -> None:
+def _run(chunk_size: int) -> None:
     os.umask(0o022)
     try:
         fd = os.open("data", os.O_RDONLY)
@@ -66,18 +77,7 @@ def _run() -> None:
         except OSError as exc:
             raise _Fatal(f"unable to create data.tmp: {describe(exc)}") from None
         try:
-            data = _read_all(fd)
-            try:
-                recs = compile_text(data, default_serial(mtime))
-            except TinydnsDataError as exc:
-                raise _Fatal(exc.message) from None
-            try:
-                cdb.write_fd(out, recs.keys, recs.values)
-                os.fsync(out)
-            except CdbTooLarge:
-                raise _Fatal("unable to create data.tmp: out of memory") from None
-            except OSError as exc:
-                raise _Fatal(f"unable to create data.tmp: {describe(exc)}") from None
+            _compile(fd, out, default_serial(mtime), chunk_size)
         finally:
             os.close(out)
     finally:
@@ -88,11 +88,30 @@ def _run() -> None:
         raise _Fatal(f"unable to move data.tmp to data.cdb: {describe(exc)}") from None
 
 
-def _read_all(fd: int) -> bytes:
-    chunks = []
+def _compile(fd: int, out: int, serial: int, chunk_size: int) -> None:
+    def read(size: int) -> bytes:
+        try:
+            return os.read(fd, size)
+        except OSError as exc:
+            raise _Fatal(f"unable to read line: {describe(exc)}") from None
+
     try:
-        while chunk := os.read(fd, 1 << 20):
-            chunks.append(chunk)
+        compile_stream(read, out, serial, chunk_size=chunk_size)
+        os.fsync(out)
+    except _Fatal:
+        _empty(out)
+        raise
+    except TinydnsDataError as exc:
+        _empty(out)
+        raise _Fatal(exc.message) from None
+    except CdbTooLarge:
+        _empty(out)
+        raise _Fatal("unable to create data.tmp: out of memory") from None
     except OSError as exc:
-        raise _Fatal(f"unable to read line: {describe(exc)}") from None
-    return b"".join(chunks)
+        raise _Fatal(f"unable to create data.tmp: {describe(exc)}") from None
+
+
+def _empty(out: int) -> None:
+    """What was written before a failure goes: see the module's docstring."""
+    with contextlib.suppress(OSError):  # data.tmp is thrown away either way
+        os.ftruncate(out, 0)

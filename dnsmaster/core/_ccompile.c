@@ -36,6 +36,11 @@
  * keys and values, and serials gets the offset in blob of each default serial
  * (soa_defaults is then left alone); the GIL is released while it packs.
  *
+ * Stream(fd): the drop-in's way, tinydns-data's own: Stream.run_text compiles a
+ * chunk of the data straight into a cdb being written to fd through cdbmake.h (no
+ * record kept, only its hash and position), add() puts Python's records between,
+ * finish() writes the tables and the header. See the Stream section below.
+ *
  * write_cdb(fd, keys, values) -> None
  *
  * Writes the cdb of dnsmaster.core.cdb.dumps(keys, values) to fd (spec 8), through
@@ -82,7 +87,52 @@ typedef struct {
     Py_ssize_t *offs, noffs, capoffs;
     Py_ssize_t *marks, nmarks, capmarks;
     int nomem; /* an allocation failed without the GIL */
+    int nogil; /* the GIL is released: no Python object may be touched */
+    /* Streaming (stream not NULL): records go straight into a cdb writer. */
+    struct stream *stream;
 } out;
+
+/* A cdb being written as the records come (Stream below): the records go through
+ * cdb_make's buffer to the file at once; only each one's (hash, position) stays. */
+typedef struct stream {
+    cdbmake w;
+    cdbmake_entry *ent;
+    size_t n, cap;
+    uint64_t pos; /* where the next record starts */
+} stream;
+
+/* 8.3: one record through the writer, its entry kept; -1 with w.err set. */
+static int
+stream_put(stream *s, const unsigned char *key, Py_ssize_t kn, const unsigned char *v,
+           Py_ssize_t vn)
+{
+    uint64_t next = s->pos + 8 + (uint64_t)kn + (uint64_t)vn;
+    if (!cdbmake_fits(next, (uint64_t)s->n + 1)) {
+        s->w.err = CDBMAKE_TOO_LARGE;
+        return -1;
+    }
+    if (s->n == s->cap) {
+        size_t cap = s->cap ? s->cap * 2 : 1 << 16;
+        cdbmake_entry *e = PyMem_RawRealloc(s->ent, (cap + 1) * sizeof *e);
+        if (e == NULL) {
+            s->w.err = CDBMAKE_NO_MEMORY;
+            return -1;
+        }
+        s->ent = e;
+        s->cap = cap;
+    }
+    s->ent[s->n].h = cdb_hash(key, (size_t)kn);
+    s->ent[s->n].p = (uint32_t)s->pos;
+    s->n++;
+    unsigned char rec[8];
+    cdb_put_le32(rec, (uint32_t)kn);
+    cdb_put_le32(rec + 4, (uint32_t)vn);
+    if (cdbmake_put(&s->w, rec, 8) < 0 || cdbmake_put(&s->w, key, (size_t)kn) < 0 ||
+        cdbmake_put(&s->w, v, (size_t)vn) < 0)
+        return -1;
+    s->pos = next;
+    return 0;
+}
 
 /* Append v to a growable array (raw memory: no GIL needed); -1 when out of memory. */
 static int
@@ -104,7 +154,7 @@ push(Py_ssize_t **a, Py_ssize_t *n, Py_ssize_t *cap, Py_ssize_t v)
 static int
 no_memory(out *o)
 {
-    if (o->blob == NULL)
+    if (!o->nogil)
         PyErr_NoMemory();
     else
         o->nomem = 1;
@@ -283,6 +333,8 @@ add_record(out *o, const unsigned char *key, Py_ssize_t kn, const unsigned char 
            Py_ssize_t vn)
 {
     o->count++;
+    if (o->stream != NULL)
+        return stream_put(o->stream, key, kn, v, vn);
     if (o->blob == NULL) {
         if (append_new(o->keys, PyBytes_FromStringAndSize((const char *)key, kn)) < 0)
             return -1;
@@ -334,7 +386,21 @@ flush_packed(out *o)
     }
     if (PyByteArray_Resize(o->blob, at + o->pkn) < 0)
         return -1;
-    memcpy(PyByteArray_AS_STRING(o->blob) + at, o->pk, (size_t)o->pkn);
+    if (o->pkn < (1 << 20)) {
+        memcpy(PyByteArray_AS_STRING(o->blob) + at, o->pk, (size_t)o->pkn);
+        o->pkn = 0;
+        return 0;
+    }
+    /* A source's whole records (100 MB for 1M lines): copied, and the new pages
+     * faulted in, without the GIL, which the build's other compile thread wants.
+     * The buffer held meanwhile keeps anyone from resizing blob. */
+    Py_buffer view;
+    if (PyObject_GetBuffer(o->blob, &view, PyBUF_WRITABLE) < 0)
+        return -1;
+    Py_BEGIN_ALLOW_THREADS
+    memcpy((unsigned char *)view.buf + at, o->pk, (size_t)o->pkn);
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
     o->pkn = 0;
     return 0;
 }
@@ -441,6 +507,8 @@ static int
 stamp(ctx *c)
 {
     out *o = &c->o;
+    if (o->stream != NULL) /* the serial is in the record: nobody needs to know */
+        return 0;
     if (o->blob != NULL) { /* packing, without the GIL: the lists get them later */
         o->pending = 1;
         if (push(&o->marks, &o->nmarks, &o->capmarks, c->index) < 0 ||
@@ -1029,7 +1097,8 @@ run_text(PyObject *self, PyObject *args)
     int rc = 1;
     /* Packing touches no Python object: other threads run meanwhile (a build
      * compiles its sources two at a time). data is immutable bytes, held. */
-    PyThreadState *ts = c.o.blob != NULL ? PyEval_SaveThread() : NULL;
+    c.o.nogil = c.o.blob != NULL;
+    PyThreadState *ts = c.o.nogil ? PyEval_SaveThread() : NULL;
     while (pos < size) {
         const unsigned char *start = text + pos;
         const unsigned char *nl = memchr(start, '\n', (size_t)(size - pos));
@@ -1352,6 +1421,269 @@ done:
     return result;
 }
 
+/* ---- Stream: tinydns-data's own way, records written as the lines compile ----
+ *
+ * Stream(fd) starts a cdb at fd's offset 0 (the header's 2048 bytes are written
+ * as zeros, then filled in by finish()). run_text() compiles lines of a chunk of
+ * the data straight into it, without the GIL; add() puts records compiled by
+ * Python there, in order; finish() writes the hash tables and the header. Memory
+ * is cdb_make's buffer and 8 bytes per record, whatever the size of the data. */
+
+typedef struct {
+    PyObject_HEAD
+    stream s;
+    int broken; /* a write failed: the file is no cdb, nothing more goes in */
+    int finished;
+} StreamObject;
+
+static int
+stream_ready(StreamObject *self)
+{
+    if (self->s.w.buf == NULL || self->broken || self->finished) {
+        PyErr_SetString(PyExc_ValueError, "the stream is closed, failed or finished");
+        return -1;
+    }
+    return 0;
+}
+
+/* After a failed put with the GIL held: the exception, and the stream is done. */
+static PyObject *
+stream_failed(StreamObject *self)
+{
+    self->broken = 1;
+    cdbmake_raise(&self->s.w);
+    if (!PyErr_Occurred())
+        PyErr_NoMemory();
+    return NULL;
+}
+
+static int
+Stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
+{
+    int fd;
+    static char *kwlist[] = {"fd", NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "i:Stream", kwlist, &fd))
+        return -1;
+    if (self->s.w.buf != NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "Stream already started");
+        return -1;
+    }
+    if (cdbmake_open(&self->s.w, fd) < 0) {
+        PyErr_NoMemory();
+        return -1;
+    }
+    self->s.pos = CDB_HEADER;
+    static const unsigned char zeros[CDB_HEADER];
+    if (cdbmake_put(&self->s.w, zeros, CDB_HEADER) < 0) {
+        stream_failed(self);
+        return -1;
+    }
+    return 0;
+}
+
+static void
+Stream_dealloc(StreamObject *self)
+{
+    PyMem_RawFree(self->s.ent);
+    cdbmake_close(&self->s.w);
+    Py_TYPE(self)->tp_free((PyObject *)self);
+}
+
+/* run_text(data, pos, index, final, default_soa) -> (pos, index) */
+static PyObject *
+Stream_run_text(StreamObject *self, PyObject *args)
+{
+    Py_buffer data, soa;
+    Py_ssize_t pos;
+    int final;
+    ctx c;
+    memset(&c, 0, sizeof c);
+    if (!PyArg_ParseTuple(args, "y*nnpy*:run_text", &data, &pos, &c.index, &final, &soa))
+        return NULL;
+    PyObject *result = NULL;
+    if (stream_ready(self) < 0)
+        goto done;
+    if (soa.len != 20) {
+        PyErr_SetString(PyExc_ValueError, "default_soa must be 20 bytes");
+        goto done;
+    }
+    c.default_soa = soa.buf;
+    c.o.stream = &self->s;
+    if (pos < 0)
+        pos = 0;
+    if (reserve(&c.o, 1024) < 0)
+        goto done;
+    const unsigned char *text = data.buf;
+    Py_ssize_t size = data.len;
+    int rc = 1;
+    c.o.nogil = 1;
+    cdbmake_release(&self->s.w);
+    while (pos < size) {
+        const unsigned char *start = text + pos;
+        const unsigned char *nl = memchr(start, '\n', (size_t)(size - pos));
+        if (nl == NULL && !final)
+            break; /* the rest of this line is in the next chunk */
+        Py_ssize_t end = nl ? (Py_ssize_t)(nl - text) : size;
+        Py_ssize_t len = end - pos;
+        while (len > 0 && (start[len - 1] == ' ' || start[len - 1] == '\t'))
+            len--;
+        rc = line_records(&c, start, len, 0);
+        if (rc <= 0)
+            break;
+        pos = end + 1;
+        c.index++;
+    }
+    cdbmake_acquire(&self->s.w);
+    if (rc < 0) {
+        if (c.o.nomem) {
+            self->broken = 1;
+            PyErr_NoMemory();
+        }
+        else
+            stream_failed(self);
+        goto done;
+    }
+    result = Py_BuildValue("nn", pos, c.index);
+done:
+    PyMem_RawFree(c.o.buf);
+    PyBuffer_Release(&data);
+    PyBuffer_Release(&soa);
+    return result;
+}
+
+/* add(keys, values): records compiled by Python, after those already in. */
+static PyObject *
+Stream_add(StreamObject *self, PyObject *args)
+{
+    PyObject *keys, *values;
+    if (!PyArg_ParseTuple(args, "O!O!:add", &PyList_Type, &keys, &PyList_Type, &values))
+        return NULL;
+    if (stream_ready(self) < 0)
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(values) != n) {
+        PyErr_SetString(PyExc_ValueError, "keys and values differ in length");
+        return NULL;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *k = PyList_GET_ITEM(keys, i), *v = PyList_GET_ITEM(values, i);
+        if (!PyBytes_Check(k) || !PyBytes_Check(v)) {
+            PyErr_SetString(PyExc_TypeError, "keys and values must be bytes");
+            return NULL;
+        }
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        /* the lists may change while a write runs without the GIL: hold each pair */
+        if (i >= PyList_GET_SIZE(keys) || i >= PyList_GET_SIZE(values)) {
+            PyErr_SetString(PyExc_RuntimeError, "keys or values changed during add");
+            self->broken = 1;
+            return NULL;
+        }
+        PyObject *k = Py_NewRef(PyList_GET_ITEM(keys, i));
+        PyObject *v = Py_NewRef(PyList_GET_ITEM(values, i));
+        int rc = PyBytes_Check(k) && PyBytes_Check(v)
+                     ? stream_put(&self->s, (const unsigned char *)PyBytes_AS_STRING(k),
+                                  PyBytes_GET_SIZE(k), (const unsigned char *)PyBytes_AS_STRING(v),
+                                  PyBytes_GET_SIZE(v))
+                     : -2;
+        Py_DECREF(k);
+        Py_DECREF(v);
+        if (rc == -2) {
+            PyErr_SetString(PyExc_RuntimeError, "keys or values changed during add");
+            self->broken = 1;
+            return NULL;
+        }
+        if (rc < 0)
+            return stream_failed(self);
+    }
+    Py_RETURN_NONE;
+}
+
+/* The whole-buffer pwrite of the header, as cdbmake_flush writes (PEP 475). */
+static int
+pwrite_all(cdbmake *w, const unsigned char *p, size_t n, off_t at)
+{
+    while (n > 0) {
+        PyThreadState *ts = PyEval_SaveThread();
+        ssize_t k = pwrite(w->fd, p, n, at);
+        int e = errno;
+        PyEval_RestoreThread(ts);
+        if (k < 0) {
+            if (e != EINTR) {
+                w->err = e;
+                return -1;
+            }
+            k = 0;
+        }
+        if ((size_t)k < n && PyErr_CheckSignals() < 0) {
+            w->err = CDBMAKE_RAISED;
+            return -1;
+        }
+        p += k;
+        n -= (size_t)k;
+        at += k;
+    }
+    return 0;
+}
+
+/* finish() -> records: the hash tables after the records, then the header. */
+static PyObject *
+Stream_finish(StreamObject *self, PyObject *Py_UNUSED(ignored))
+{
+    if (stream_ready(self) < 0)
+        return NULL;
+    stream *s = &self->s;
+    uint32_t count[256];
+    unsigned char header[CDB_HEADER];
+    cdbmake_release(&s->w);
+    cdbmake_header(header, count, s->ent, (uint64_t)s->n, (uint32_t)s->pos);
+    int rc = cdbmake_finish(&s->w, s->ent, (uint64_t)s->n, count);
+    cdbmake_acquire(&s->w);
+    if (rc < 0 || pwrite_all(&s->w, header, CDB_HEADER, 0) < 0)
+        return stream_failed(self);
+    self->finished = 1;
+    PyMem_RawFree(s->ent);
+    s->ent = NULL;
+    s->cap = 0;
+    return PyLong_FromSize_t(s->n);
+}
+
+static PyObject *
+Stream_records(StreamObject *self, void *Py_UNUSED(closure))
+{
+    return PyLong_FromSize_t(self->s.n);
+}
+
+static PyMethodDef Stream_methods[] = {
+    {"run_text", (PyCFunction)Stream_run_text, METH_VARARGS,
+     "run_text(data, pos, index, final, default_soa) -> (pos, index)\n\n"
+     "Compile the lines of data from offset pos (line index) into the cdb, without\n"
+     "the GIL; stop at the first line left to Python, or, unless final, at a line\n"
+     "without its LF (the next chunk holds the rest). pos >= len(data): all done."},
+    {"add", (PyCFunction)Stream_add, METH_VARARGS,
+     "add(keys, values) -> None\n\nPut these records into the cdb, in order."},
+    {"finish", (PyCFunction)Stream_finish, METH_NOARGS,
+     "finish() -> int\n\nWrite the hash tables and the header; return the record count."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyGetSetDef Stream_getset[] = {
+    {"records", (getter)Stream_records, NULL, "records put in so far", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
+};
+
+static PyTypeObject StreamType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "dnsmaster.core._ccompile.Stream",
+    .tp_basicsize = sizeof(StreamObject),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_doc = "Stream(fd): a cdb written to fd as the records come (see run_text).",
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)Stream_init,
+    .tp_dealloc = (destructor)Stream_dealloc,
+    .tp_methods = Stream_methods,
+    .tp_getset = Stream_getset,
+};
+
 static PyMethodDef methods[] = {
     {"write_cdb", write_cdb, METH_VARARGS,
      "write_cdb(fd, keys, values) -> None\n\n"
@@ -1380,5 +1712,14 @@ static struct PyModuleDef module = {
 PyMODINIT_FUNC
 PyInit__ccompile(void)
 {
-    return PyModule_Create(&module);
+    if (PyType_Ready(&StreamType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (m == NULL)
+        return NULL;
+    if (PyModule_AddObjectRef(m, "Stream", (PyObject *)&StreamType) < 0) {
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
 }

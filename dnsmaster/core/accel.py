@@ -3,9 +3,10 @@
 setup.py builds two extensions when a C compiler is at hand, both optional:
 
 ``compiler`` (``_ccompile.c``)
-    the compiler's fast path (``run``, ``run_text``), make-data's ``.`` lines
-    (``dot_line``), and the cdb writer behind :func:`dnsmaster.core.cdb.write_fd`
-    (``write_cdb``);
+    the compiler's fast path (``run``, ``run_text``), the drop-in's streaming
+    compile (``Stream``, behind :func:`dnsmaster.core.compiler.compile_stream`),
+    make-data's ``.`` lines (``dot_line``), and the cdb writer behind
+    :func:`dnsmaster.core.cdb.write_fd` (``write_cdb``);
 ``records`` (``_cdbblob.c``)
     packed records: ``pack``, ``scan``, and the cdb writer behind
     :func:`dnsmaster.core.cdb.write_packed` (``write``).

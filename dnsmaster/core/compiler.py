@@ -2,7 +2,10 @@
 
 Records come out in the order tinydns-data adds them (file order, and within a line
 the order of spec §5), because that order decides the layout of the whole data.cdb.
-:func:`compile_data` is the whole program; :func:`compile_text` (and
+:func:`compile_data` is the whole program; :func:`compile_stream` is the same
+written as tinydns-data writes it, a chunk of data at a time straight into the cdb
+file, so that neither the data nor its records are ever all in memory;
+:func:`compile_text` (and
 :func:`compile_lines`, for a list of lines) is the part make-data reuses to compile
 each zones file once, with the checker, and keep the result.
 
@@ -23,7 +26,7 @@ from __future__ import annotations
 import contextlib
 import gc
 import struct
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 
 from dnsmaster.core import accel, cdb
@@ -34,10 +37,12 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import TinydnsDataError
 
 __all__ = [
+    "CHUNK_SIZE",
     "PackedRecords",
     "compile_data",
     "compile_line",
     "compile_lines",
+    "compile_stream",
     "compile_text",
     "default_serial",
     "no_gc",
@@ -45,6 +50,10 @@ __all__ = [
 ]
 
 _U32 = 0xFFFFFFFF
+
+#: How much of the data :func:`compile_stream` reads at a time: big enough that the
+#: calls cost nothing, small enough that memory does not grow with the data.
+CHUNK_SIZE = 1 << 22
 
 
 def default_serial(mtime: int) -> int:
@@ -155,6 +164,65 @@ def compile_data(data: bytes, mtime: int) -> bytes:
     """The data.cdb tinydns-data writes for ``data`` whose file mtime is ``mtime``."""
     recs = compile_text(data, default_serial(mtime))
     return cdb.dumps(recs.keys, recs.values)
+
+
+def compile_stream(
+    read: Callable[[int], bytes], out: int, serial: int, *, chunk_size: int = CHUNK_SIZE
+) -> int:
+    """Compile the data ``read(chunk_size)`` returns, chunk by chunk until it returns
+    b"", into the cdb of :func:`compile_data` written to the file ``out`` (from
+    offset 0; its header last, so ``out`` must be a regular file); return how many
+    records it holds. ``serial`` is the default SOA serial.
+
+    With the C accelerator, each line's records go to the file as it is compiled, as
+    tinydns-data does: memory is a chunk, the writer's buffer and 8 bytes a record
+    (16 while the tables are laid out at the end).
+    Lines the accelerator leaves to Python (escapes, errors, odd lines) are compiled
+    here and put in the same stream, in order. Without it, the data is read whole
+    and compiled as :func:`compile_text`, which gives the same bytes.
+
+    Raises :class:`TinydnsDataError` for the first line tinydns-data refuses, after
+    the records of the lines before it were written (the caller throws the file
+    away), :class:`~dnsmaster.errors.CdbTooLarge` past 4 GiB, and OSError when a
+    write fails. What ``read`` raises passes through.
+    """
+    fast = accel.compiler()
+    if fast is None:
+        data = b"".join(iter(lambda: read(chunk_size), b""))
+        recs = compile_text(data, serial)
+        cdb.write_fd(out, recs.keys, recs.values)
+        return len(recs.keys)
+    c = LineCompiler(serial, 1)
+    recs = c.recs
+    soa = c.default_soa
+    stream = fast.Stream(out)
+    rest = b""
+    index = 0
+    with no_gc():
+        while True:
+            chunk = read(chunk_size)
+            final = not chunk
+            data = rest + chunk if rest else chunk
+            size = len(data)
+            pos, index = stream.run_text(data, 0, index, final, soa)
+            while pos < size:
+                end = data.find(b"\n", pos)
+                if end < 0:
+                    if not final:
+                        break  # a line cut by the chunk's end: it comes whole next time
+                    end = size
+                compile_line(c, index, data[pos:end].rstrip(b" \t"), None, None)  # §2.2
+                if recs.keys:
+                    stream.add(recs.keys, recs.values)
+                    recs.keys.clear()
+                    recs.values.clear()
+                recs.soa_defaults.clear()  # the serial is in the record already
+                recs.stamped.clear()
+                pos, index = stream.run_text(data, end + 1, index + 1, final, soa)
+            if final:
+                break
+            rest = data[pos:]
+    return int(stream.finish())
 
 
 @contextlib.contextmanager
