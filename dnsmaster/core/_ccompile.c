@@ -41,6 +41,14 @@
  * record kept, only its hash and position), add() puts Python's records between,
  * finish() writes the tables and the header. See the Stream section below.
  *
+ * scan(content, mark), expand(content, origin, stamped, starts, long_lines)
+ *
+ * make-data's per-line work on a whole source, each in one pass without the GIL, so
+ * two sources compile on two cores: scan finds the serial mark, the IPv6 patch's
+ * lines and the line count; expand writes the source as it goes into data (each .
+ * line as its Z, & and + lines, each Z line without a serial given one), cut where
+ * the serial goes. dot_line is the same for one . line.
+ *
  * write_cdb(fd, keys, values) -> None
  *
  * Writes the cdb of dnsmaster.core.cdb.dumps(keys, values) to fd (spec 8), through
@@ -1148,11 +1156,10 @@ put(text_buf *t, const void *p, Py_ssize_t n)
 {
     if (t->n + n > t->cap) {
         Py_ssize_t cap = (t->n + n) * 2;
-        char *b = PyMem_Realloc(t->b, (size_t)cap);
-        if (b == NULL) {
-            PyErr_NoMemory();
+        /* raw: expand() grows it without the GIL; the caller raises MemoryError */
+        char *b = PyMem_RawRealloc(t->b, (size_t)cap);
+        if (b == NULL)
             return -1;
-        }
         t->b = b;
         t->cap = cap;
     }
@@ -1193,25 +1200,44 @@ tidy(text_buf *t, Py_ssize_t from)
     return 0;
 }
 
-static PyObject *
-dot_line(PyObject *self, PyObject *args)
+/* Where expand() cuts its text for the serial: offsets into the text, growing. */
+typedef struct {
+    Py_ssize_t *at;
+    Py_ssize_t n, cap;
+} cut_list;
+
+/* The serial: its bytes when serial.p is set (dot_line), else a cut (expand). */
+static int
+put_serial(text_buf *t, span serial, cut_list *cuts)
 {
-    Py_buffer line, origin, serial;
-    Py_ssize_t index;
-    int more;
-    (void)self;
-    if (!PyArg_ParseTuple(args, "y*y*npy*:dot_line", &line, &origin, &index, &more, &serial))
-        return NULL;
-    PyObject *result = NULL;
-    text_buf t = {NULL, 0, 0};
-    const unsigned char *l = line.buf;
-    Py_ssize_t len = line.len;
-    while (len > 0 && (l[len - 1] == ' ' || l[len - 1] == '\t'))
-        len--;
-    if (len == 0 || l[0] != '.') {
-        PyErr_SetString(PyExc_ValueError, "not a . line");
-        goto done;
+    if (serial.p != NULL)
+        return put_span(t, serial);
+    if (cuts->n == cuts->cap) {
+        Py_ssize_t cap = cuts->cap ? cuts->cap * 2 : 64;
+        Py_ssize_t *at = PyMem_RawRealloc(cuts->at, (size_t)cap * sizeof *at);
+        if (at == NULL)
+            return -1;
+        cuts->at = at;
+        cuts->cap = cap;
     }
+    cuts->at[cuts->n++] = t->n;
+    return 0;
+}
+
+/* The last cut, or from: a cut has no width in the text, so tidy must not strip the
+ * colons before it (the placeholder it stands for ends the field). */
+static Py_ssize_t
+floor_at(cut_list *cuts, Py_ssize_t from)
+{
+    return cuts != NULL && cuts->n && cuts->at[cuts->n - 1] > from ? cuts->at[cuts->n - 1] : from;
+}
+
+/* makedata.stamped_line of the . line l (trailing blanks stripped already), no GIL
+ * needed; -1 when out of memory. */
+static int
+dot_text(text_buf *t, const unsigned char *l, Py_ssize_t len, span origin, Py_ssize_t index,
+         int more, span serial, cut_list *cuts)
+{
     span f[NFIELDS];
     split_fields(l, len, f); /* only the first 6 are used, as makedata splits them */
     span fqdn = f[0], ip = f[1], x = f[2], ttl = f[3], ttd_ = f[4], lo = f[5];
@@ -1235,75 +1261,287 @@ dot_line(PyObject *self, PyObject *args)
     Py_ssize_t from;
 #define PUT(call)                                                                           \
     if ((call) < 0)                                                                         \
-    goto done
+    return -1
 #define PUT_SERVER()                                                                        \
     for (int k = first; k < nserver; k++)                                                   \
-    PUT(put_span(&t, server[k]))
+    PUT(put_span(t, server[k]))
 #define PUT_TAIL()                                                                          \
     if (tail) {                                                                             \
-        PUT(put(&t, ":", 1));                                                               \
-        PUT(put_span(&t, ttd_));                                                            \
-        PUT(put(&t, ":", 1));                                                               \
-        PUT(put_span(&t, lo));                                                              \
-        PUT(tidy(&t, from));                                                                \
+        PUT(put(t, ":", 1));                                                                \
+        PUT(put_span(t, ttd_));                                                             \
+        PUT(put(t, ":", 1));                                                                \
+        PUT(put_span(t, lo));                                                               \
+        PUT(tidy(t, floor_at(cuts, from)));                                                 \
     }
-    PUT(put_str(&t, "# "));
-    PUT(put(&t, origin.buf, origin.len));
-    PUT(put(&t, ":", 1));
-    PUT(put_num(&t, (uint64_t)index + 1));
-    PUT(put(&t, ": ", 2));
-    PUT(put(&t, l, len));
-    PUT(put(&t, "\nZ", 2));
-    from = t.n - 1;
-    PUT(put_span(&t, fqdn));
-    PUT(put(&t, ":", 1));
+    PUT(put_str(t, "# "));
+    PUT(put_span(t, origin));
+    PUT(put(t, ":", 1));
+    PUT(put_num(t, (uint64_t)index + 1));
+    PUT(put(t, ": ", 2));
+    PUT(put(t, l, len));
+    PUT(put(t, "\nZ", 2));
+    from = t->n - 1;
+    PUT(put_span(t, fqdn));
+    PUT(put(t, ":", 1));
     PUT_SERVER();
-    PUT(put_str(&t, ":hostmaster."));
-    PUT(put_span(&t, fqdn));
-    PUT(put(&t, ":", 1));
-    PUT(put(&t, serial.buf, serial.len));
-    PUT(put_str(&t, ttl_value ? ":16384:2048:1048576:2560:2560" : ":16384:2048:1048576:2560:0"));
+    PUT(put_str(t, ":hostmaster."));
+    PUT(put_span(t, fqdn));
+    PUT(put(t, ":", 1));
+    PUT(put_serial(t, serial, cuts));
+    PUT(put_str(t, ttl_value ? ":16384:2048:1048576:2560:2560" : ":16384:2048:1048576:2560:0"));
     PUT_TAIL();
-    PUT(put(&t, "\n&", 2));
-    from = t.n - 1;
-    PUT(put_span(&t, fqdn));
-    PUT(put(&t, "::", 2));
-    PUT(put_span(&t, x));
-    PUT(put(&t, ":", 1));
-    PUT(put_span(&t, ttl));
+    PUT(put(t, "\n&", 2));
+    from = t->n - 1;
+    PUT(put_span(t, fqdn));
+    PUT(put(t, "::", 2));
+    PUT(put_span(t, x));
+    PUT(put(t, ":", 1));
+    PUT(put_span(t, ttl));
     if (tail) {
-        PUT(put(&t, ":", 1));
-        PUT(put_span(&t, ttd_));
-        PUT(put(&t, ":", 1));
-        PUT(put_span(&t, lo));
+        PUT(put(t, ":", 1));
+        PUT(put_span(t, ttd_));
+        PUT(put(t, ":", 1));
+        PUT(put_span(t, lo));
     }
-    PUT(tidy(&t, from));
+    PUT(tidy(t, from));
     if (ip.n) {
-        PUT(put(&t, "\n+", 2));
-        from = t.n - 1;
+        PUT(put(t, "\n+", 2));
+        from = t->n - 1;
         PUT_SERVER();
-        PUT(put(&t, ":", 1));
-        PUT(put_span(&t, ip));
-        PUT(put(&t, ":", 1));
-        PUT(put_num(&t, ttl_value & 0xFFFFFFFFu));
+        PUT(put(t, ":", 1));
+        PUT(put_span(t, ip));
+        PUT(put(t, ":", 1));
+        PUT(put_num(t, ttl_value & 0xFFFFFFFFu));
         PUT_TAIL();
     }
     if (more) {
-        PUT(put_str(&t, "\n# "));
-        PUT(put(&t, origin.buf, origin.len));
-        PUT(put(&t, ":", 1));
-        PUT(put_num(&t, (uint64_t)index + 2));
+        PUT(put_str(t, "\n# "));
+        PUT(put_span(t, origin));
+        PUT(put(t, ":", 1));
+        PUT(put_num(t, (uint64_t)index + 2));
     }
 #undef PUT_TAIL
 #undef PUT_SERVER
 #undef PUT
+    return 0;
+}
+
+/* makedata.stamped_line of a Z line without a serial (blanks stripped): its fields
+ * with the serial as the fourth, no empty fields at the end. */
+static int
+z_text(text_buf *t, const unsigned char *l, Py_ssize_t len, cut_list *cuts)
+{
+    span f[NFIELDS];
+    split_fields(l, len, f);
+    Py_ssize_t from = t->n;
+    if (put(t, "Z", 1) < 0)
+        return -1;
+    for (int k = 0; k < 11; k++) {
+        if (k && put(t, ":", 1) < 0)
+            return -1;
+        if (k == 3 ? put_serial(t, (span){NULL, 0}, cuts) < 0 : put_span(t, f[k]) < 0)
+            return -1;
+    }
+    return tidy(t, floor_at(cuts, from));
+}
+
+static PyObject *
+dot_line(PyObject *self, PyObject *args)
+{
+    Py_buffer line, origin, serial;
+    Py_ssize_t index;
+    int more;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*npy*:dot_line", &line, &origin, &index, &more, &serial))
+        return NULL;
+    PyObject *result = NULL;
+    text_buf t = {NULL, 0, 0};
+    const unsigned char *l = line.buf;
+    Py_ssize_t len = line.len;
+    while (len > 0 && (l[len - 1] == ' ' || l[len - 1] == '\t'))
+        len--;
+    if (len == 0 || l[0] != '.') {
+        PyErr_SetString(PyExc_ValueError, "not a . line");
+        goto done;
+    }
+    span o = {origin.buf, origin.len}, s = {serial.buf, serial.len};
+    if (dot_text(&t, l, len, o, index, more, s, NULL) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
     result = PyBytes_FromStringAndSize(t.b, t.n);
 done:
-    PyMem_Free(t.b);
+    PyMem_RawFree(t.b);
     PyBuffer_Release(&line);
     PyBuffer_Release(&origin);
     PyBuffer_Release(&serial);
     return result;
+}
+
+/* ---- expand: makedata._expand of a source without IPv6 lines, in one pass ----
+ *
+ * stamped[k] is the index of a line to rewrite (a . line, or a Z line without a
+ * serial), starts[k] where it starts in content, both in line order, as run_text
+ * gave them. The text is built without the GIL and cut where the serial goes; the
+ * pieces are made into bytes at the end. long_lines gets k of every stamped line
+ * long enough that its SOA contact might pass 255 bytes (makedata checks those). */
+
+static Py_ssize_t *
+index_array(PyObject *list, Py_ssize_t n)
+{
+    Py_ssize_t *a = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *a);
+    if (a == NULL) {
+        PyErr_NoMemory();
+        return NULL;
+    }
+    for (Py_ssize_t k = 0; k < n; k++) {
+        a[k] = PyLong_AsSsize_t(PyList_GET_ITEM(list, k));
+        if (a[k] == -1 && PyErr_Occurred()) {
+            PyMem_Free(a);
+            return NULL;
+        }
+    }
+    return a;
+}
+
+static PyObject *
+expand(PyObject *self, PyObject *args)
+{
+    Py_buffer content, origin;
+    PyObject *stamped, *starts, *long_lines;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*O!O!O!:expand", &content, &origin, &PyList_Type, &stamped,
+                          &PyList_Type, &starts, &PyList_Type, &long_lines))
+        return NULL;
+    PyObject *result = NULL;
+    text_buf t = {NULL, 0, 0};
+    cut_list cuts = {NULL, 0, 0};
+    Py_ssize_t *idx = NULL, *at = NULL, *longs = NULL, nlong = 0;
+    Py_ssize_t n = PyList_GET_SIZE(stamped), size = content.len;
+    if (PyList_GET_SIZE(starts) != n) {
+        PyErr_SetString(PyExc_ValueError, "stamped and starts differ in length");
+        goto done;
+    }
+    if ((idx = index_array(stamped, n)) == NULL || (at = index_array(starts, n)) == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k < n; k++) {
+        if (at[k] < (k ? at[k - 1] + 1 : 0) || at[k] >= size || idx[k] < 0) {
+            PyErr_SetString(PyExc_ValueError, "starts out of order or past the content");
+            goto done;
+        }
+    }
+    if ((longs = PyMem_Malloc((size_t)(n ? n : 1) * sizeof *longs)) == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    const unsigned char *c = content.buf;
+    span o = {origin.buf, origin.len}, cut = {NULL, 0};
+    int failed = 0; /* 1: out of memory, 2: not a . or Z line */
+    Py_BEGIN_ALLOW_THREADS
+    Py_ssize_t pos = 0;
+    if (put(&t, "# ", 2) < 0 || put_span(&t, o) < 0 || put(&t, ":1\n", 3) < 0)
+        failed = 1;
+    for (Py_ssize_t k = 0; k < n && !failed; k++) {
+        Py_ssize_t start = at[k];
+        const unsigned char *lf = memchr(c + start, '\n', (size_t)(size - start));
+        Py_ssize_t end = lf ? lf - c : size, len = end - start;
+        if (end - start + 1 + 11 > 255)
+            longs[nlong++] = k;
+        while (len > 0 && (c[start + len - 1] == ' ' || c[start + len - 1] == '\t'))
+            len--;
+        if (put(&t, c + pos, start - pos) < 0) {
+            failed = 1;
+            break;
+        }
+        if (len && c[start] == '.')
+            failed = dot_text(&t, c + start, len, o, idx[k], end + 1 < size, cut, &cuts) < 0;
+        else if (len && c[start] == 'Z')
+            failed = z_text(&t, c + start, len, &cuts) < 0;
+        else
+            failed = 2;
+        pos = end;
+    }
+    if (!failed && (put(&t, c + pos, size - pos) < 0 ||
+                    (size && c[size - 1] != '\n' && put(&t, "\n", 1) < 0)))
+        failed = 1;
+    Py_END_ALLOW_THREADS
+    if (failed) {
+        if (failed == 1)
+            PyErr_NoMemory();
+        else
+            PyErr_SetString(PyExc_ValueError, "a stamped line is neither a . nor a Z line");
+        goto done;
+    }
+    for (Py_ssize_t k = 0; k < nlong; k++) {
+        PyObject *v = PyLong_FromSsize_t(longs[k]);
+        if (v == NULL || PyList_Append(long_lines, v) < 0) {
+            Py_XDECREF(v);
+            goto done;
+        }
+        Py_DECREF(v);
+    }
+    PyObject *pieces = PyTuple_New(cuts.n + 1);
+    if (pieces == NULL)
+        goto done;
+    for (Py_ssize_t k = 0; k <= cuts.n; k++) {
+        Py_ssize_t from = k ? cuts.at[k - 1] : 0, to = k < cuts.n ? cuts.at[k] : t.n;
+        PyObject *piece = PyBytes_FromStringAndSize(t.b + from, to - from);
+        if (piece == NULL) {
+            Py_DECREF(pieces);
+            goto done;
+        }
+        PyTuple_SET_ITEM(pieces, k, piece);
+    }
+    result = pieces;
+done:
+    PyMem_RawFree(t.b);
+    PyMem_RawFree(cuts.at);
+    PyMem_Free(idx);
+    PyMem_Free(at);
+    PyMem_Free(longs);
+    PyBuffer_Release(&content);
+    PyBuffer_Release(&origin);
+    return result;
+}
+
+/* ---- scan: what makedata asks of a whole source before compiling it ----
+ *
+ * scan(content, mark) -> (mark_at, ipv6, lines): where mark first occurs (-1: not
+ * at all), whether a line starts with 3 or 6, and how many lines (a last one without
+ * LF counts), in one pass without the GIL. */
+static PyObject *
+scan(PyObject *self, PyObject *args)
+{
+    Py_buffer content, mark;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*y*:scan", &content, &mark))
+        return NULL;
+    const unsigned char *c = content.buf, *end = c + content.len;
+    Py_ssize_t mark_at = -1, lines = 0;
+    int v6 = 0;
+    Py_BEGIN_ALLOW_THREADS
+    const unsigned char *m = mark.len ? memmem(c, (size_t)content.len, mark.buf, (size_t)mark.len)
+                                      : c;
+    if (m != NULL)
+        mark_at = m - c;
+    if (content.len)
+        v6 = c[0] == '3' || c[0] == '6';
+    const unsigned char *p = c;
+    for (;;) {
+        const unsigned char *lf = memchr(p, '\n', (size_t)(end - p));
+        if (lf == NULL)
+            break;
+        lines++;
+        p = lf + 1;
+        if (p < end && (*p == '3' || *p == '6'))
+            v6 = 1;
+    }
+    if (p < end)
+        lines++;
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&content);
+    PyBuffer_Release(&mark);
+    return Py_BuildValue("nON", mark_at, v6 ? Py_True : Py_False, PyLong_FromSsize_t(lines));
 }
 
 /* ---- write_cdb: cdb_make (cdbmake.h) fed from the caller's lists ----
@@ -1694,6 +1932,14 @@ static PyMethodDef methods[] = {
      "stamped_at, blob, serials) -> (pos, index, records)\n\n"
      "Compile the lines of data from offset pos (line index) on; return where the\n"
      "first line left to Python starts and its index (pos >= len(data): all done)."},
+    {"expand", expand, METH_VARARGS,
+     "expand(content, origin, stamped, starts, long_lines) -> pieces\n\n"
+     "makedata._expand of a source without IPv6 lines, cut where the serial goes,\n"
+     "without the GIL; long_lines gets the k of each stamped line to check for length."},
+    {"scan", scan, METH_VARARGS,
+     "scan(content, mark) -> (mark_at, ipv6, lines)\n\n"
+     "Where mark first is (-1: nowhere), whether a line starts with 3 or 6, how many\n"
+     "lines, without the GIL."},
     {"dot_line", dot_line, METH_VARARGS,
      "dot_line(line, origin, index, more, serial) -> bytes\n\n"
      "makedata.stamped_line of a . line: its comment, Z, & and + lines."},

@@ -5,7 +5,7 @@ setup.py builds two extensions when a C compiler is at hand, both optional:
 ``compiler`` (``_ccompile.c``)
     the compiler's fast path (``run``, ``run_text``), the drop-in's streaming
     compile (``Stream``, behind :func:`dnsmaster.core.compiler.compile_stream`),
-    make-data's ``.`` lines (``dot_line``), and the cdb writer behind
+    make-data's pass over a source (``scan``, ``expand``, ``dot_line``), and the cdb writer behind
     :func:`dnsmaster.core.cdb.write_fd` (``write_cdb``);
 ``records`` (``_cdbblob.c``)
     packed records: ``pack``, ``scan``, and the cdb writer behind

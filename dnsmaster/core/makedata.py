@@ -165,12 +165,32 @@ def check_source(
     ``ipv6_int``: a ``6`` line publishes its PTR under ip6.int too, after the
     ip6.arpa one, as the IPv6 patch's tinydns-data does (:mod:`dnsmaster.core.ipv6`).
     """
-    if SERIAL_MARK in content:
-        line = content[: content.index(SERIAL_MARK)].count(b"\n") + 1
+    fast = accel.compiler()
+    # One pass over the whole file, without the GIL where C does it: the other
+    # compile thread runs meanwhile.
+    mark_at, has_v6, lines = fast.scan(content, SERIAL_MARK) if fast is not None else _scan(content)
+    if mark_at >= 0:
+        line = content[:mark_at].count(b"\n") + 1
         bad = DataError(name, line, "contains dnsmaster's serial placeholder")
         return SourceCheck((bad,), (), None)
     with no_gc():
-        return _check(name, content, packed, digest, ipv6_int)
+        return _check(name, content, packed, digest, _Options(ipv6_int, has_v6, lines))
+
+
+def _scan(content: bytes) -> tuple[int, bool, int]:
+    """Where the serial mark first is (-1: nowhere), whether some line starts with
+    ``3`` or ``6``, and how many lines (as ``_ccompile.scan``)."""
+    lines = content.count(b"\n") + (not content.endswith(b"\n") and bool(content))
+    return content.find(SERIAL_MARK), ipv6.has_ipv6_lines(content), lines
+
+
+@dataclass(frozen=True, slots=True)
+class _Options:
+    """What :func:`_check` is told of a source besides its content."""
+
+    ipv6_int: bool
+    has_v6: bool
+    lines: int
 
 
 def _check(
@@ -178,14 +198,17 @@ def _check(
     content: bytes,
     packed: PackedRecords | None,
     digest: bytes | None,
-    ipv6_int: bool,
+    opts: _Options,
 ) -> SourceCheck:
+    ipv6_int = opts.ipv6_int
     linter = Linter()
     # Every line tinydns-data refuses is collected in one pass (no restart per
     # error, which made a file of many bad lines quadratic).
     refused: list[TinydnsDataError] = []
     v6: _IPv6Lines | None = None
-    if ipv6.has_ipv6_lines(content):
+    starts: list[int] = []
+    spans: dict[int, tuple[int, int]] = {}
+    if opts.has_v6:
         # The IPv6 patch's 3 and 6 lines become lines Debian's tinydns-data accepts;
         # those are what is compiled and checked, then traced back to their source line.
         lines = split_lines(content)
@@ -197,13 +220,9 @@ def _check(
         spans = _spans(lines, [*records.stamped, *v6.expanded])
     else:
         # The common case: C cuts the lines itself, and says where the stamped ones start.
-        starts: list[int] = []
         records = compile_text(
             content, 0, linter=linter, errors=refused, stamped_at=starts, packed=packed
         )
-        spans = {
-            i: (s, _line_end(content, s)) for i, s in zip(records.stamped, starts, strict=True)
-        }
     found = linter.diagnostics
     if v6 is not None:
         refused = [
@@ -215,7 +234,21 @@ def _check(
         found = sorted(dict.fromkeys([*v6.diagnostics, *traced]), key=lambda d: d.line)
     fatal = [DataError(name, exc.lineno, exc.reason) for exc in refused]
     errors = fatal + [DataError(name, d.line, d.message) for d in found if d.error]
-    if not fatal:
+    fast = accel.compiler()
+    pieces: tuple[bytes, ...] | None = None
+    if fast is not None and v6 is None and not fatal:
+        # The whole text in one C pass without the GIL; only the few lines long
+        # enough to need it come back for the length check.
+        long_lines: list[int] = []
+        stamped = records.stamped
+        pieces = fast.expand(content, _comment_name(name), stamped, starts, long_lines)
+        spans = {stamped[k]: (starts[k], _line_end(content, starts[k])) for k in long_lines}
+        errors += _dot_lines_too_long(name, content, spans, [stamped[k] for k in long_lines])
+    elif not fatal:
+        if v6 is None:
+            spans = {
+                i: (s, _line_end(content, s)) for i, s in zip(records.stamped, starts, strict=True)
+            }
         errors += _dot_lines_too_long(name, content, spans, records.stamped)
     warnings = tuple(DataError(name, d.line, d.message) for d in found if not d.error)
     if errors:
@@ -224,10 +257,12 @@ def _check(
     compiled = CompiledSource(
         name=name,
         digest=hashlib.sha256(content).digest() if digest is None else digest,
-        pieces=_expand(name, content, spans, records.stamped, expanded),
+        pieces=_expand(name, content, spans, records.stamped, expanded)
+        if pieces is None
+        else pieces,
         records=records,
         warnings=warnings,
-        lines=content.count(b"\n") + (not content.endswith(b"\n") and bool(content)),
+        lines=opts.lines,
     )
     return SourceCheck((), warnings, compiled)
 

@@ -197,6 +197,11 @@ EDGES = [
     b"+a..b...:1.2.3.4\n+...:1.2.3.4\n",
     b"+a:1.2.3.4\n" * 3 + b"+bad" + b"a" * 70 + b":1.2.3.4\n+a:1.2.3.4\n",
     b"+\xff\x80.X:1.2.3.4\n+a\x00b:1.2.3.4\n",
+    # make-data's one pass (expand): Z lines whose serial ends the line or follows
+    # blanks, a . line's tail of blanks, a last line without LF.
+    b"Zx:ns:hm \t\nZy:ns:hm:\nZz:ns: \nZw:ns:hm::1 :\n.a:1.2.3.4:b:::x\t",
+    b"Z\n",
+    b"# c\n.a:1.2.3.4:b\n\n.b::c:0\n+h.b:1.2.3.4\n.c:1.2.3.4:d.:7:4000000000000000:lo \t",
 ]
 
 

@@ -8,9 +8,11 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import compile_data, compile_lines, split_lines
 from dnsmaster.core.makedata import (
+    SERIAL_MARK,
+    _scan,
     assemble,
     check_source,
     compile_source,
@@ -167,6 +169,29 @@ class TestExpansion:
         b = compile_source("zones.b", b"+b.example:1.2.3.5\n")
         data = assemble([a, b], 9).data
         assert b"+a.example:1.2.3.4\n# zones.b:1\n" in data
+
+
+SCANNED = [
+    b"",
+    b"\n",
+    b"+a:1.2.3.4",
+    b"3a:x\n",
+    b"6a:x",
+    b"+a:1.2.3.4\n3a:x",
+    b"+a:1.2.3.4\n 6a\n\n",
+    b"+a:1.2.3.4\n+b:1\n6",
+    b"+a:" + SERIAL_MARK + b"\n" + SERIAL_MARK,
+    b"+a:" + SERIAL_MARK[:-1] + b"\n",
+]
+
+
+@pytest.mark.usefixtures("accelerator")
+@pytest.mark.parametrize("content", SCANNED)
+def test_scan_in_c(content: bytes) -> None:
+    """The C scan of a source (mark, 3/6 lines, line count) against the Python one."""
+    fast = accel.compiler()
+    assert fast is not None
+    assert fast.scan(content, SERIAL_MARK) == _scan(content)
 
 
 class TestOriginComments:
