@@ -10,18 +10,39 @@ from __future__ import annotations
 
 import hashlib
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from dnsmaster import fsutil
 from dnsmaster.core import cdb
-from dnsmaster.core.makedata import assemble_text, built_from, fingerprint
+from dnsmaster.core.banner import BANNER
+from dnsmaster.core.makedata import banner_line, built_from, fingerprint
+from dnsmaster.core.serial import MODULUS
 from dnsmaster.errors import ArchiveError, BuildError, CdbTooLarge
 from dnsmaster.log import get_logger
 from dnsmaster.master.archive import Archive
-from dnsmaster.master.buildcache import Ready
+from dnsmaster.master.buildcache import Index, Kept, Ready
+from dnsmaster.master.compiling import Source
 
-__all__ = ["cannot_write", "check_output", "head", "keep", "unchanged", "write_pair"]
+__all__ = [
+    "StalePair",
+    "assemble",
+    "cannot_write",
+    "check_output",
+    "head",
+    "keep",
+    "pieces_of",
+    "unchanged",
+    "write_pair",
+]
+
+
+class StalePair(BuildError):
+    """The last build's pair is not what its index says; nothing was written.
+
+    The build compiles every source again and writes anew.
+    """
 
 
 def check_output(output: Path) -> None:
@@ -49,7 +70,7 @@ def head(path: Path) -> bytes:
 
 
 def unchanged(
-    output: Path, compiled: list[Ready], data_head: bytes, *, ipv6_int: bool, catalog: str = ""
+    output: Path, compiled: Sequence[Source], data_head: bytes, *, ipv6_int: bool, catalog: str = ""
 ) -> bool:
     """Whether the pair in ``output`` is complete and was built from these sources
     (with these options: see :func:`dnsmaster.core.makedata.fingerprint`)."""
@@ -63,34 +84,44 @@ def unchanged(
 
 
 def write_pair(
-    output: Path, compiled: list[Ready], serial: int, *, ipv6_int: bool, catalog: str = ""
+    output: Path,
+    written: Sequence[Source],
+    serial: int,
+    index: Index | None,
+    *,
+    ipv6_int: bool,
+    catalog: str = "",
 ) -> tuple[bytes, list[int], str]:
     """Stage both files, then install them as a pair.
 
-    ``catalog`` is the catalog zone's name when the last of ``compiled`` is the
-    catalog's section (it goes into the banner's fingerprint).
+    ``written`` are the build's sources in order: compiled now (their text and
+    records in memory) or kept from the last build (copied from the pair ``index``
+    describes, by :func:`assemble`). ``catalog`` is the catalog zone's name when
+    the last of ``written`` is the catalog's section (it goes into the banner's
+    fingerprint).
 
     Returns ``data``, the offsets of its serials, and its sha256 in hex. A thread
-    joins ``data`` and hashes, writes and fsyncs it while this one writes the cdb
-    from the sources' packed records: but for the join, both spend their time in
-    hashlib, the C writer and system calls, which release the GIL, so on two
-    cores they overlap.
+    hashes, writes and fsyncs ``data`` while this one writes the cdb from the
+    records: both spend their time in hashlib, the C writer and system calls,
+    which release the GIL, so on two cores they overlap.
     """
     data_final = output / "data"
     cdb_final = output / "data.cdb"
-    records = [src.records for src in compiled]
+    try:
+        data, stamps, records = assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
+    except ValueError as exc:  # the pair on disk is shorter than its index says
+        raise StalePair(str(output), str(exc)) from None
+    except OSError as exc:
+        raise StalePair(str(output), f"cannot read the pair: {fsutil.describe(exc)}") from None
 
-    def stage_data() -> tuple[bytes, list[int], Path, str]:
-        data, stamps = assemble_text(compiled, serial, ipv6_int=ipv6_int, catalog=catalog)
+    def stage_data() -> tuple[Path, str]:
         sha256 = hashlib.sha256(data).hexdigest()
         tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
-        return data, stamps, tmp, sha256
+        return tmp, sha256
 
     failure: BaseException | None = None
     data_tmp: Path | None = None
     cdb_tmp: Path | None = None
-    data = b""
-    stamps: list[int] = []
     sha256 = ""
     with ThreadPoolExecutor(max_workers=1) as pool:
         data_job = pool.submit(stage_data)
@@ -100,14 +131,16 @@ def write_pair(
             failure = cannot_write(output, exc)
         except CdbTooLarge as exc:
             failure = BuildError(str(cdb_final), str(exc))
+        except ValueError as exc:  # records copied from the pair are not what its index says
+            failure = StalePair(str(cdb_final), f"records: {exc}")
         except BaseException as exc:  # out of memory: the data thread's file goes too
             failure = exc
         try:
-            data, stamps, data_tmp, sha256 = data_job.result()
+            data_tmp, sha256 = data_job.result()
         except OSError as exc:
             # data is written first in spirit: its error is the one to report
             failure = cannot_write(output, exc)
-        except BaseException as exc:  # out of memory joining data
+        except BaseException as exc:  # out of memory
             failure = exc
     staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
     if failure is not None or data_tmp is None or cdb_tmp is None:
@@ -121,6 +154,152 @@ def write_pair(
         fsutil.discard(staged)
         raise cannot_write(output, exc) from None
     return data, stamps, sha256
+
+
+def assemble(
+    written: Sequence[Source],
+    serial: int,
+    index: Index | None,
+    *,
+    ipv6_int: bool,
+    catalog: str = "",
+) -> tuple[bytes, list[int], list[cdb.Packed]]:
+    """``data``, the offsets of its serials, and the records of ``data.cdb`` as packs.
+
+    A source kept from the last build is copied from that build's pair: sources
+    that follow each other there make one run, whose text is cut only where the
+    old serial's digits are, and whose records are one
+    :class:`~dnsmaster.core.cdb.Packed` (the cdb writer walks and checks them
+    again, and stamps the new serial). No Python object is made per record, and
+    per source only its offsets are looked at.
+    """
+    banner = banner_line(
+        [(src.name, src.digest) for src in written], serial, ipv6_int=ipv6_int, catalog=catalog
+    )
+    text = _Text(banner, str(serial % MODULUS).encode())
+    packs: list[cdb.Packed] = []
+    old = _Old(index, written)
+    batch: list[Kept] = []
+    for src in written:
+        if isinstance(src, Ready):
+            old.take(batch, text, packs)
+            batch = []
+            text.add(src.pieces)
+            packs.append(src.records)
+        else:
+            batch.append(src)
+    old.take(batch, text, packs)
+    return b"".join(text.parts), text.stamps, packs
+
+
+class _Text:
+    """``data`` as it is put together: its parts, and where the serials are."""
+
+    def __init__(self, banner: bytes, stamp: bytes) -> None:
+        self.parts: list[bytes | memoryview] = [banner]
+        self.stamps = [len(BANNER)]
+        self.at = len(banner)
+        self.stamp = stamp
+
+    def add(self, pieces: Sequence[bytes | memoryview]) -> None:
+        """A text cut where the serial goes."""
+        parts, stamps, stamp = self.parts, self.stamps, self.stamp
+        at = self.at + len(pieces[0])
+        parts.append(pieces[0])
+        for piece in pieces[1:]:
+            stamps.append(at)
+            parts.append(stamp)
+            parts.append(piece)
+            at += len(stamp) + len(piece)
+        self.at = at
+
+    def copy(self, old: memoryview, start: int, end: int, cuts: list[int], digits: bytes) -> None:
+        """``old[start:end]``, the serial put in place of the old serial's ``digits``
+        at each of ``cuts``. Raises ValueError when they are not there."""
+        parts, stamps, stamp = self.parts, self.stamps, self.stamp
+        at = self.at
+        pos = start
+        width = len(digits)
+        for cut in cuts:
+            if old[cut : cut + width] != digits:
+                raise ValueError("the old serial is not where the index says")
+            parts.append(old[pos:cut])
+            at += cut - pos
+            stamps.append(at)
+            parts.append(stamp)
+            at += len(stamp)
+            pos = cut + width
+        parts.append(old[pos:end])
+        self.at = at + end - pos
+
+
+class _Old:
+    """The last build's pair, as far as this build copies from it."""
+
+    def __init__(self, index: Index | None, written: Sequence[Source]) -> None:
+        self.index = index
+        self.text = self.records = memoryview(b"")
+        self.width = 0
+        self.digits = b""
+        if index is not None and any(isinstance(src, Kept) for src in written):
+            self.text = memoryview(index.read(index.data, 0, os.fstat(index.data).st_size))
+            self.records = memoryview(index.read(index.cdb, 0, _records_end(written, index)))
+            self.digits = str(index.serial).encode()
+            self.width = len(self.digits)
+
+    def take(self, batch: list[Kept], text: _Text, packs: list[cdb.Packed]) -> None:
+        """Kept sources, into ``text`` and ``packs``: each stretch of them that
+        follows each other in the old pair as one range of each file."""
+        if not batch:
+            return
+        assert self.index is not None  # a Kept source comes with the index of its pair
+        at_of = self.index.at
+        starts = [at_of[src.name] for src in batch]
+        width = self.width
+        i, n = 0, len(batch)
+        while i < n:
+            t0, r0 = t1, r1 = starts[i]
+            cuts: list[int] = []
+            serials: list[int] = []
+            count = 0
+            while i < n and starts[i] == (t1, r1):
+                src = batch[i]
+                pieces = src.pieces
+                for length in pieces[:-1]:
+                    t1 += length
+                    cuts.append(t1)
+                    t1 += width
+                t1 += pieces[-1]
+                if src.serials:
+                    base = r1 - r0
+                    serials.extend([base + s for s in src.serials])
+                r1 += src.records
+                count += src.nrecords
+                i += 1
+            text.copy(self.text, t0, t1, cuts, self.digits)
+            blob = self.records[r0:r1]
+            # walked in C without the GIL: the records are whole, and as many as said
+            if cdb.scan(blob, serials) != count:
+                raise ValueError("the records are not as many as the index says")
+            packs.append(cdb.Packed(blob, tuple(serials), count))
+
+
+def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
+    """The text of ``src``, kept in the pair of ``index``, cut where the serial goes."""
+    start = index.at[src.name][0]
+    text = index.read(index.data, start, src.text_length(index.width))
+    pieces = []
+    pos = 0
+    for length in src.pieces:
+        pieces.append(text[pos : pos + length])
+        pos += length + index.width
+    return tuple(pieces)
+
+
+def _records_end(written: Sequence[Source], index: Index) -> int:
+    """Where the last record of the old pair that ``written`` keeps ends."""
+    ends = [index.at[src.name][1] + src.records for src in written if isinstance(src, Kept)]
+    return max(ends, default=0)
 
 
 def keep(
