@@ -53,7 +53,7 @@ import os
 import stat
 import struct
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from itertools import accumulate, chain
 from pathlib import Path
 from typing import NamedTuple
@@ -193,7 +193,9 @@ class Index:
     ``sources`` are in build order, ``stats`` the trusted stats of their files,
     ``at`` where each source's text starts in ``data`` and its records in
     ``data.cdb``. ``data`` and ``cdb`` are the pair's descriptors, opened and
-    checked when the index was read: :meth:`close` them when done.
+    checked when the index was read: :meth:`close` them when done (they are closed
+    when the index is dropped, too: a ``push`` that only asks whether the build is
+    current never closes it).
     """
 
     serial: int
@@ -203,6 +205,7 @@ class Index:
     at: dict[str, tuple[int, int]]
     data: int
     cdb: int
+    held: _Descriptors = field(repr=False, compare=False)
 
     @property
     def width(self) -> int:
@@ -211,9 +214,7 @@ class Index:
 
     def close(self) -> None:
         """Close the pair's descriptors (idempotent)."""
-        for fd in (self.data, self.cdb):
-            with contextlib.suppress(OSError):
-                os.close(fd)
+        self.held.close()
 
     def read(self, which: int, start: int, length: int) -> bytes:
         """``length`` bytes from ``start`` of ``data`` or ``data.cdb`` (``which``).
@@ -229,6 +230,25 @@ class Index:
             start += len(chunk)
             length -= len(chunk)
         return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+
+
+class _Descriptors:
+    """Descriptors closed once: by :meth:`close`, or when dropped (never twice, so
+    a number reused by another open is never closed by mistake)."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: Sequence[int]) -> None:
+        self.fds = list(fds)
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _Invalid(DnsmasterError, ValueError):
@@ -528,7 +548,7 @@ class BuildCache:
         texts = list(accumulate(lengths, initial=banner))[:-1]
         starts = list(accumulate([src.records for src in sources.values()], initial=records))
         at = dict(zip(sources, zip(texts, starts[:-1], strict=True), strict=True))
-        return Index(serial, banner, sources, stats, at, fds[0], fds[1])
+        return Index(serial, banner, sources, stats, at, fds[0], fds[1], _Descriptors(fds))
 
     def save(
         self,
