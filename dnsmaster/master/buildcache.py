@@ -216,20 +216,22 @@ class Index:
         """Close the pair's descriptors (idempotent)."""
         self.held.close()
 
-    def read(self, which: int, start: int, length: int) -> bytes:
-        """``length`` bytes from ``start`` of ``data`` or ``data.cdb`` (``which``).
+    def read(self, which: int, start: int, length: int) -> bytearray:
+        """``length`` bytes from ``start`` of ``data`` or ``data.cdb`` (``which``), read
+        into one buffer (no chunks joined: at 1M lines that is 150 MB copied once,
+        not twice).
 
         Raises ValueError when the file is shorter (it changed under us).
         """
-        chunks = []
-        while length > 0:
-            chunk = os.pread(which, min(length, 1 << 24), start)
-            if not chunk:
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = 0
+        while got < length:
+            n = os.preadv(which, [view[got : got + (1 << 26)]], start + got)
+            if n <= 0:
                 raise _Invalid("the pair is shorter than its index says")
-            chunks.append(chunk)
-            start += len(chunk)
-            length -= len(chunk)
-        return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+            got += n
+        return buf
 
 
 class _Descriptors:

@@ -213,23 +213,24 @@ class _Text:
             at += len(stamp) + len(piece)
         self.at = at
 
-    def copy(self, old: memoryview, start: int, end: int, cuts: list[int], digits: bytes) -> None:
+    def copy(self, old: bytearray, start: int, end: int, cuts: list[int], digits: bytes) -> None:
         """``old[start:end]``, the serial put in place of the old serial's ``digits``
         at each of ``cuts``. Raises ValueError when they are not there."""
         parts, stamps, stamp = self.parts, self.stamps, self.stamp
+        view = memoryview(old)
         at = self.at
         pos = start
         width = len(digits)
         for cut in cuts:
-            if old[cut : cut + width] != digits:
+            if not old.startswith(digits, cut):
                 raise ValueError("the old serial is not where the index says")
-            parts.append(old[pos:cut])
+            parts.append(view[pos:cut])
             at += cut - pos
             stamps.append(at)
             parts.append(stamp)
             at += len(stamp)
             pos = cut + width
-        parts.append(old[pos:end])
+        parts.append(view[pos:end])
         self.at = at + end - pos
 
 
@@ -238,11 +239,12 @@ class _Old:
 
     def __init__(self, index: Index | None, written: Sequence[Source]) -> None:
         self.index = index
-        self.text = self.records = memoryview(b"")
+        self.text = bytearray()
+        self.records = memoryview(b"")
         self.width = 0
         self.digits = b""
         if index is not None and any(isinstance(src, Kept) for src in written):
-            self.text = memoryview(index.read(index.data, 0, os.fstat(index.data).st_size))
+            self.text = index.read(index.data, 0, os.fstat(index.data).st_size)
             self.records = memoryview(index.read(index.cdb, 0, _records_end(written, index)))
             self.digits = str(index.serial).encode()
             self.width = len(self.digits)
@@ -287,7 +289,7 @@ class _Old:
 def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
     """The text of ``src``, kept in the pair of ``index``, cut where the serial goes."""
     start = index.at[src.name][0]
-    text = index.read(index.data, start, src.text_length(index.width))
+    text = bytes(index.read(index.data, start, src.text_length(index.width)))
     pieces = []
     pos = 0
     for length in src.pieces:
