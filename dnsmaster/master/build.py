@@ -199,7 +199,8 @@ class Builder:
         serial = next_serial(int(self.clock()), self.previous_serial())
         written = self._with_catalog(compiled)
         index = self.sources.index(setup)
-        return out.assemble(written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog)[0]
+        built = out.assemble(written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog)
+        return built[0]
 
     @overload
     def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
@@ -239,7 +240,9 @@ class Builder:
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
                 try:
-                    data, stamps, sha256 = self._write(written, serial, self.sources.index(setup))
+                    data, stamps, sha256, pairs = self._write(
+                        written, serial, self.sources.index(setup)
+                    )
                 except out.StalePair as exc:
                     # The index lies about the pair: compile everything, as without it.
                     get_logger().warning("cache.ignored", file=INDEX, reason=exc.reason)
@@ -247,7 +250,7 @@ class Builder:
                     bare = Setup(setup.zones, None, setup.strict, setup.ipv6_int)
                     compiled, recompiled = self.sources.compile(bare, names)
                     written = self._with_catalog(compiled)
-                    data, stamps, sha256 = self._write(written, serial, None)
+                    data, stamps, sha256, pairs = self._write(written, serial, None)
                 out.keep(
                     self.output,
                     count=self.keep,
@@ -257,7 +260,8 @@ class Builder:
                     stamps=stamps,
                     now=self.clock(),
                 )
-                self.sources.save(setup.disk, written, serial, data.index(b"\n") + 1)
+                banner = data.index(b"\n") + 1
+                self.sources.save(setup.disk, written, serial, banner, pairs)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
         except OSError as exc:  # the lock or the sweep
@@ -279,7 +283,7 @@ class Builder:
 
     def _write(
         self, written: list[Source], serial: int, index: Index | None
-    ) -> tuple[bytes, list[int], str]:
+    ) -> tuple[bytes, list[int], str, bytes]:
         return out.write_pair(
             self.output, written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog
         )

@@ -1,47 +1,35 @@
 """The build cache: what the last build compiled, found again in what it wrote.
 
 A build's ``data`` holds every source's text (stamped with the serial) one after
-the other, and its ``data.cdb`` every source's records, in the same order, in
-cdb's record layout. Those two files are the cache: a source unchanged since the
-last build is not compiled, nor even kept in memory, but copied from them by
-range, its serials stamped anew (:mod:`dnsmaster.master.output`). What is needed
-to find each source there is kept in one file, ``OUTPUT/.dnsmaster-cache/index``,
-written once per build after the pair is installed:
+the other, and its ``data.cdb`` every source's records in the same order: those
+two files are the cache. A source unchanged since the last build is neither
+compiled nor kept in memory, but copied from them by range, its serials stamped
+anew (:mod:`dnsmaster.master.output`). One file, ``OUTPUT/.dnsmaster-cache/index``,
+written once per build after the pair is installed, says where each source is:
 
 - a header: the format, dnsmaster's version and the digest of the compiler's own
-  source files (a changed checker must not replay old warnings), the build's
-  options, the serial stamped in the pair, the length of ``data``'s banner, and
-  the stat (device, inode, size, mtime and ctime in nanoseconds) of ``data`` and
-  ``data.cdb`` as installed: a pair replaced since (a rollback, an edit by hand,
-  a crash before the index was written) is not the one described, and the index
-  is then ignored whole;
-- per source, in build order: its name, the sha256 of its bytes, the stat of the
-  file as the build saw it (zeros when too recent to trust: git's racy-clean rule,
-  two seconds), the lengths of its text's pieces (the text cut where the serial
-  goes), the length of its records, their count, the offsets of its SOA serials
-  in them, its number of lines and its warnings;
+  source files (a changed checker must not replay old warnings), the options, the
+  serial stamped in the pair, the length of its banner, and the stat (device,
+  inode, size, mtime and ctime in nanoseconds) of ``data`` and ``data.cdb`` as
+  installed (a pair replaced since is not the one described);
+- per source, in build order: its name, the sha256 of its bytes, its file's stat
+  (zeros when too recent to trust: git's racy-clean rule, two seconds), the
+  lengths of its text's pieces (cut where the serial goes), the length and count
+  of its records, the offsets of its SOA serials, its lines and its warnings;
+- the (hash, position) pair of every record of ``data.cdb``, so that the next
+  build copies the records without reading them (:func:`~dnsmaster.core.cdb.write_pieces`);
 - the sha256 of all before it.
 
-So the cache is small (about a tenth of ``data`` and ``data.cdb``: no text and no
-record is stored twice), a new process after a one-line change reads one zones
-file, and the daemon keeps per source only those numbers between builds.
-
-Nothing in the index is trusted until every check passed: the magic, the format,
-the version and code digest, the options, the trailing sha256, every count and
-length against the bytes there and against the sizes of ``data`` and
-``data.cdb`` (opened once, checked by ``fstat`` on the open descriptors, so a
-pair renamed over them meanwhile is not mixed in). Records copied from
-``data.cdb`` are walked again by the cdb writer (whole records, each serial
-offset at the serial of an SOA record) before anything is written. Any failure
-makes the whole index a :class:`Rejected`, logged as ``cache.ignored``: the build
-compiles every source and writes the index again. The cache is as trusted as the
-output directory it sits in; what a foreign file there must never do is run
-code, crash the build or hang it, which is why there is no pickle, only
-:mod:`struct`, and every open is ``O_NOFOLLOW | O_NONBLOCK``.
-
-Crash safety: the index is written to a temp file and renamed, under the output
-directory's lock, after the pair it describes is installed. It is not fsynced:
-after a power cut it may read as zeros or short, and its sha256 catches that.
+Nothing in it is trusted until every check passed: the magic, the format, the
+version and code digest, the options, the sha256, every count and length against
+the bytes there and against ``data`` and ``data.cdb`` (opened once and checked by
+``fstat`` on the open descriptors, so a pair renamed over them is not mixed in).
+Any failure makes the index a :class:`Rejected`, logged as ``cache.ignored``: the
+build compiles every source. The cache is as trusted as the output directory it
+sits in; a foreign file there must never run code, crash the build or hang it:
+no pickle, only :mod:`struct`, and every open is ``O_NOFOLLOW | O_NONBLOCK``.
+The index is written to a temp file and renamed, under the output directory's
+lock; not fsynced: after a power cut its sha256 catches what is lost.
 """
 
 from __future__ import annotations
@@ -81,7 +69,7 @@ __all__ = [
 #: The subdirectory of the output directory that holds the cache.
 DIRECTORY = ".dnsmaster-cache"
 #: The version of the index format; an index of another is ignored.
-FORMAT = 4
+FORMAT = 5
 #: The file in the cache directory that describes the last build's pair.
 INDEX = "index"
 
@@ -90,11 +78,11 @@ Stat = tuple[int, ...]
 
 _MAGIC = b"dnsmaster-index\n"
 # magic, format, version, code digest, options digest, serial, banner length,
-# stat of data, stat of data.cdb, sources, then the 8 section lengths
-_HEADER = struct.Struct("<16sI16s32s32sQQ5Q5QQ8Q")
+# stat of data, stat of data.cdb, sources, then the 9 section lengths
+_HEADER = struct.Struct("<16sI16s32s32sQQ5Q5QQ9Q")
 # per source: sha256, pieces, records length, count, serials, lines, warnings
 _ROW = struct.Struct("<32sIQIIQI")
-_SECTIONS = 8
+_SECTIONS = 9
 _NO_STAT = (0, 0, 0, 0, 0)
 _SURROGATES = "surrogateescape"
 # An index holds at most this many bytes per byte of data (see BuildCache._cap):
@@ -106,14 +94,9 @@ _U32 = (1 << 32) - 1
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """One source compiled by this build: its text and records in memory.
-
-    The text with the serial's places (``pieces``, as
-    :class:`~dnsmaster.core.makedata.CompiledSource`'s), the records as one
-    :class:`~dnsmaster.core.cdb.Packed` blob, the warnings and the number of lines.
-    Once the build that compiled it is installed, a Builder keeps its :class:`Kept`
-    instead (:func:`kept_of`).
-    """
+    """One source compiled by this build: its text cut where the serial goes
+    (``pieces``), its records as one :class:`~dnsmaster.core.cdb.Packed` blob, in
+    memory. Once its build is installed, a Builder keeps its :class:`Kept` instead."""
 
     name: str
     digest: bytes
@@ -136,15 +119,12 @@ class Ready:
 
 
 class Kept(NamedTuple):
-    """One source as the last build wrote it: where its text and records are in the
-    pair, not the bytes (see the module's docstring).
-
-    ``pieces`` are the lengths of its text's pieces (the serial goes between two),
-    ``size`` their sum, ``records`` the length of its records in ``data.cdb`` and
-    ``nrecords`` how many,
-    ``serials`` the offsets in them of the SOA serials the build stamps. A tuple
-    rather than a frozen dataclass: a new process makes one per source, 100,000
-    for a zones file per customer, and a tuple is made in a third of the time.
+    """One source as the last build wrote it: numbers, not bytes. ``pieces`` are
+    the lengths of its text's pieces (the serial goes between two), ``size`` their
+    sum, ``records`` the length of its records in ``data.cdb`` and ``nrecords`` how
+    many, ``serials`` the offsets in them of the SOA serials. A tuple rather than a
+    frozen dataclass: a new process makes one per source (100,000 for a zones file
+    per customer), and a tuple is made in a third of the time.
     """
 
     name: str
@@ -191,20 +171,23 @@ class Index:
     """The last build's pair as its index describes it.
 
     ``sources`` are in build order, ``stats`` the trusted stats of their files,
-    ``at`` where each source's text starts in ``data`` and its records in
-    ``data.cdb``. ``data`` and ``cdb`` are the pair's descriptors, opened and
-    checked when the index was read: :meth:`close` them when done (they are closed
-    when the index is dropped, too: a ``push`` that only asks whether the build is
-    current never closes it).
+    ``at`` where each source's text starts in ``data``, where its records start in
+    ``data.cdb``, and the number of its first record; ``pairs`` the records' (hash,
+    position) pairs in record order, as :class:`~dnsmaster.core.cdb.Piece` takes
+    them (empty when the index has none). ``data`` and ``cdb`` are the pair's
+    descriptors, opened and checked when the index was read: :meth:`close` them when
+    done (they are closed when the index is dropped, too: a ``push`` that only asks
+    whether the build is current never closes it).
     """
 
     serial: int
     banner: int
     sources: dict[str, Kept]
     stats: dict[str, Stat]
-    at: dict[str, tuple[int, int]]
+    at: dict[str, tuple[int, int, int]]
     data: int
     cdb: int
+    pairs: bytes | memoryview
     held: _Descriptors = field(repr=False, compare=False)
 
     @property
@@ -259,15 +242,9 @@ class _Invalid(DnsmasterError, ValueError):
 
 @functools.cache
 def code_digest() -> bytes:
-    """What decides a compile besides the source: dnsmaster's version and the core's code.
-
-    The version alone would let a development tree, or a patched install, replay
-    the warnings and records of the code it had before. The C accelerator is left
-    out on purpose: it must give the pure-Python path's bytes, and the tests hold
-    it to that. (An install without the ``.py`` files falls back on the version.)
-    Taken once, when this module is imported: it stands for the code this process
-    runs, not for what an upgrade puts on disk while a daemon runs.
-    """
+    """What decides a compile besides the source: dnsmaster's version and the core's
+    code (not the C accelerator's, which the tests hold to the same bytes). Taken
+    once, at import: the code this process runs, not what an upgrade puts on disk."""
     h = hashlib.sha256(__version__.encode())
     for path in sorted(Path(makedata.__file__).parent.glob("*.py")):
         h.update(b"\0" + path.name.encode())
@@ -289,9 +266,12 @@ def encode(
     options: bytes = b"",
     code: bytes | None = None,
     rows: dict[str, tuple[Kept, bytes]] | None = None,
+    pairs: bytes | memoryview = b"",
 ) -> bytes:
     """The index of a pair stamped with ``serial`` (``banner`` bytes of banner) and
-    holding ``sources`` in order; ``pair`` is the stat of ``data`` and ``data.cdb``.
+    holding ``sources`` in order; ``pair`` is the stat of ``data`` and ``data.cdb``,
+    ``pairs`` the (hash, position) pair of each record of ``data.cdb``, in record
+    order (8 bytes a record, or nothing: the keys are then read and hashed).
 
     ``rows`` keeps each source's row from one call to the next (a daemon's
     rebuild after a one-file change packs one row, not 100,000).
@@ -318,6 +298,7 @@ def encode(
         _ints("Q", [w.line for w in warned]),
         _ints("I", list(map(len, reasons))),
         b"".join(reasons),
+        pairs,
     ]
     header = _HEADER.pack(
         _MAGIC,
@@ -350,8 +331,9 @@ def _row(src: Kept) -> bytes:
 
 def decode(
     text: bytes, options: bytes = b""
-) -> tuple[int, int, tuple[Stat, Stat], dict[str, Kept], dict[str, Stat]]:
-    """The serial, banner length, pair's stats, sources and trusted stats of an index.
+) -> tuple[int, int, tuple[Stat, Stat], dict[str, Kept], dict[str, Stat], memoryview]:
+    """The serial, banner length, pair's stats, sources, trusted stats and records'
+    (hash, position) pairs of an index.
 
     Raises ValueError saying which check failed.
     """
@@ -374,10 +356,13 @@ def decode(
     if hashlib.sha256(body).digest() != checksum:
         raise _Invalid("sha256 does not match its contents")
     try:
-        sources, stats = _parse(body, fields[17], lengths)
+        sources, stats = _parse(body, fields[17], lengths[:-1])
     except (struct.error, UnicodeError, OverflowError) as exc:
         raise _Invalid(f"malformed: {exc}") from None
-    return serial, banner, (tuple(fields[7:12]), tuple(fields[12:17])), sources, stats
+    pairs = body[len(body) - lengths[-1] :]
+    if pairs and len(pairs) != 8 * sum(src.nrecords for src in sources.values()):
+        raise _Invalid("the records' pairs are not 8 bytes a record")
+    return serial, banner, (tuple(fields[7:12]), tuple(fields[12:17])), sources, stats, pairs
 
 
 def _parse(
@@ -411,7 +396,7 @@ def _parse(
         if n_pieces < 1:
             raise _Invalid(f"{name}: no text")
         offsets = serials[s : s + n_serials]
-        if offsets and offsets[-1] + 4 > records:
+        if offsets and max(offsets) + 4 > records:
             raise _Invalid(f"{name}: a serial offset past its records")
         found = warnings.get(name, none) if n_warnings else none
         sources[name] = Kept(
@@ -496,10 +481,10 @@ class BuildCache:
         finally:
             os.close(fd)
         try:
-            serial, banner, pair, sources, stats = decode(text, self.options)
+            serial, banner, pair, sources, stats, pairs = decode(text, self.options)
         except ValueError as exc:
             return Rejected(str(exc))
-        return self._open_pair(serial, banner, pair, sources, stats)
+        return self._open_pair(serial, banner, pair, sources, stats, pairs=pairs)
 
     def _cap(self) -> int:
         """The largest index read: each source has a row of about a hundred bytes and
@@ -518,8 +503,11 @@ class BuildCache:
         pair: tuple[Stat, Stat],
         sources: dict[str, Kept],
         stats: dict[str, Stat],
+        *,
+        pairs: bytes | memoryview,
     ) -> Index | Rejected:
-        fds: list[int] = []
+        held = _Descriptors([])
+        fds = held.fds
         try:
             for name, want in zip(("data", "data.cdb"), pair, strict=True):
                 fds.append(os.open(self.output / name, _READ))
@@ -538,19 +526,16 @@ class BuildCache:
                 raise _Invalid("data.cdb's records are not those the index says")
             if makedata.previous_serial(os.pread(fds[0], banner, 0)) != serial:
                 raise _Invalid("data's banner is not the one the index says")
-        except OSError as exc:
-            for fd in fds:
-                os.close(fd)
-            return Rejected(f"cannot read the pair: {fsutil.describe(exc)}")
-        except _Invalid as exc:
-            for fd in fds:
-                os.close(fd)
-            return Rejected(str(exc))
+        except (OSError, _Invalid) as exc:
+            held.close()
+            why = str(exc) if isinstance(exc, _Invalid) else fsutil.describe(exc)
+            return Rejected(why if isinstance(exc, _Invalid) else f"cannot read the pair: {why}")
         # where each starts: the running sums, less the last (where the last ends)
         texts = list(accumulate(lengths, initial=banner))[:-1]
         starts = list(accumulate([src.records for src in sources.values()], initial=records))
-        at = dict(zip(sources, zip(texts, starts[:-1], strict=True), strict=True))
-        return Index(serial, banner, sources, stats, at, fds[0], fds[1], _Descriptors(fds))
+        first = list(accumulate([src.nrecords for src in sources.values()], initial=0))
+        at = dict(zip(sources, zip(texts, starts[:-1], first[:-1], strict=True), strict=True))
+        return Index(serial, banner, sources, stats, at, fds[0], fds[1], pairs, held)
 
     def save(
         self,
@@ -560,10 +545,11 @@ class BuildCache:
         serial: int,
         banner: int,
         rows: dict[str, tuple[Kept, bytes]] | None = None,
+        pairs: bytes = b"",
     ) -> Index | str:
         """Write the index of the pair installed in the output directory, holding
-        ``sources`` in order; the index as read back, or the error. ``rows``: as
-        :func:`encode`'s.
+        ``sources`` in order; the index as read back, or the error. ``rows`` and
+        ``pairs``: as :func:`encode`'s.
 
         The caller holds the output directory's lock. Never raises for the file
         system: a cache that cannot be written costs the next process time.
@@ -578,6 +564,7 @@ class BuildCache:
                 pair=(pair[0], pair[1]),
                 options=self.options,
                 rows=rows,
+                pairs=pairs,
             )
             self._make_directory()
             tmp = fsutil.stage(
@@ -593,7 +580,7 @@ class BuildCache:
             return f"{exc.filename or self.directory}: {fsutil.describe(exc)}"
         kept = {src.name: src for src in sources}
         trusted = {name: st for name, st in stats.items() if name in kept}
-        found = self._open_pair(serial, banner, (pair[0], pair[1]), kept, trusted)
+        found = self._open_pair(serial, banner, (pair[0], pair[1]), kept, trusted, pairs=pairs)
         return found if isinstance(found, Index) else found.reason
 
     def sweep(self) -> None:

@@ -233,10 +233,16 @@ class CompiledSources:
             return list(pool.map(look_up, names))
 
     def save(
-        self, disk: BuildCache | None, written: list[Source], serial: int, banner: int
+        self,
+        disk: BuildCache | None,
+        written: list[Source],
+        serial: int,
+        banner: int,
+        pairs: bytes = b"",
     ) -> None:
-        """Describe the pair just installed, made of ``written``, in the build cache's
-        index, under the output directory's lock; from now on keep each source as a
+        """Describe the pair just installed, made of ``written`` (``pairs``: its
+        records' hashes and positions), in the build cache's index, under the output
+        directory's lock; from now on keep each source as a
         :class:`~dnsmaster.master.buildcache.Kept` of that pair.
 
         Never raises: the build is done, and a cache that cannot be written costs
@@ -252,7 +258,7 @@ class CompiledSources:
         # the catalog's section is in the pair too, but is made anew by each build
         stats = {src.name: self._stats[src.name] for src in kept if src.name in self._stats}
         disk.sweep()
-        found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows)
+        found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows, pairs=pairs)
         if isinstance(found, str):
             log.warning("cache.failed", error=found)
             return

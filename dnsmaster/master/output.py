@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import tempfile
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -91,7 +92,7 @@ def write_pair(
     *,
     ipv6_int: bool,
     catalog: str = "",
-) -> tuple[bytes, list[int], str]:
+) -> tuple[bytes, list[int], str, bytes]:
     """Stage both files, then install them as a pair.
 
     ``written`` are the build's sources in order: compiled now (their text and
@@ -100,16 +101,21 @@ def write_pair(
     the last of ``written`` is the catalog's section (it goes into the banner's
     fingerprint).
 
-    Returns ``data``, the offsets of its serials, and its sha256 in hex. A thread
-    hashes, writes and fsyncs ``data`` while this one writes the cdb from the
-    records: both spend their time in hashlib, the C writer and system calls,
-    which release the GIL, so on two cores they overlap.
+    Returns ``data``, the offsets of its serials, its sha256 in hex, and the
+    (hash, position) pairs of ``data.cdb``'s records, for the next build to copy
+    them without reading them. A thread hashes, writes and fsyncs ``data`` while
+    this one writes the cdb (:func:`~dnsmaster.core.cdb.write_pieces`: the kept
+    records copied from the old ``data.cdb`` by the kernel, their hashes taken
+    from the index): both spend their time in hashlib, the C writer and system
+    calls, which release the GIL, so on two cores they overlap.
     """
     data_final = output / "data"
     cdb_final = output / "data.cdb"
     try:
-        data, stamps, records = assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
-    except ValueError as exc:  # the pair on disk is shorter than its index says
+        data, stamps, pieces, patches = assemble(
+            written, serial, index, ipv6_int=ipv6_int, catalog=catalog
+        )
+    except ValueError as exc:  # the pair on disk is not what its index says
         raise StalePair(str(output), str(exc)) from None
     except OSError as exc:
         raise StalePair(str(output), f"cannot read the pair: {fsutil.describe(exc)}") from None
@@ -123,10 +129,13 @@ def write_pair(
     data_tmp: Path | None = None
     cdb_tmp: Path | None = None
     sha256 = ""
-    with ThreadPoolExecutor(max_workers=1) as pool:
+    with ThreadPoolExecutor(max_workers=1) as pool, tempfile.TemporaryFile(dir=output) as pairs:
         data_job = pool.submit(stage_data)
         try:
-            cdb_tmp = fsutil.stage(cdb_final, lambda fd: cdb.write_packed(fd, records, serial))
+            cdb_tmp = fsutil.stage(
+                cdb_final,
+                lambda fd: cdb.write_pieces(fd, pieces, patches, pairs_to=pairs.fileno()),
+            )
         except OSError as exc:
             failure = cannot_write(output, exc)
         except CdbTooLarge as exc:
@@ -142,18 +151,20 @@ def write_pair(
             failure = cannot_write(output, exc)
         except BaseException as exc:  # out of memory
             failure = exc
-    staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
-    if failure is not None or data_tmp is None or cdb_tmp is None:
-        fsutil.discard(staged)
-        raise failure or BuildError(str(output), "cannot write")
-    try:
-        # One pair, under a journal: a crash between the two renames is seen by
-        # the next run (is_current is then false, and it builds both again).
-        fsutil.install_pair(output, data_tmp, cdb_tmp, sha256)
-    except OSError as exc:
-        fsutil.discard(staged)
-        raise cannot_write(output, exc) from None
-    return data, stamps, sha256
+        staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
+        if failure is not None or data_tmp is None or cdb_tmp is None:
+            fsutil.discard(staged)
+            raise failure or BuildError(str(output), "cannot write")
+        try:
+            # One pair, under a journal: a crash between the two renames is seen by
+            # the next run (is_current is then false, and it builds both again).
+            fsutil.install_pair(output, data_tmp, cdb_tmp, sha256)
+            pairs.seek(0)
+            hashes = pairs.read()
+        except OSError as exc:
+            fsutil.discard(staged)
+            raise cannot_write(output, exc) from None
+    return data, stamps, sha256, hashes
 
 
 def assemble(
@@ -163,33 +174,33 @@ def assemble(
     *,
     ipv6_int: bool,
     catalog: str = "",
-) -> tuple[bytes, list[int], list[cdb.Packed]]:
-    """``data``, the offsets of its serials, and the records of ``data.cdb`` as packs.
+) -> tuple[bytes, list[int], list[cdb.Piece], list[tuple[int, bytes]]]:
+    """``data``, the offsets of its serials, and ``data.cdb``'s records as pieces
+    with the serial's patches (:func:`~dnsmaster.core.cdb.write_pieces`).
 
     A source kept from the last build is copied from that build's pair: sources
     that follow each other there make one run, whose text is cut only where the
-    old serial's digits are, and whose records are one
-    :class:`~dnsmaster.core.cdb.Packed` (the cdb writer walks and checks them
-    again, and stamps the new serial). No Python object is made per record, and
-    per source only its offsets are looked at.
+    old serial's digits are (they must be there), and whose records are one range
+    of the old ``data.cdb``, with their hashes from the index when it has them. No
+    Python object is made per record, and per source only its offsets are looked at.
     """
     banner = banner_line(
         [(src.name, src.digest) for src in written], serial, ipv6_int=ipv6_int, catalog=catalog
     )
     text = _Text(banner, str(serial % MODULUS).encode())
-    packs: list[cdb.Packed] = []
+    records = _Records((serial & 0xFFFFFFFF).to_bytes(4, "big"))
     old = _Old(index, written)
     batch: list[Kept] = []
     for src in written:
         if isinstance(src, Ready):
-            old.take(batch, text, packs)
+            old.take(batch, text, records)
             batch = []
             text.add(src.pieces)
-            packs.append(src.records)
+            records.add(cdb.Piece.of(src.records), src.records.serials)
         else:
             batch.append(src)
-    old.take(batch, text, packs)
-    return b"".join(text.parts), text.stamps, packs
+    old.take(batch, text, records)
+    return b"".join(text.parts), text.stamps, records.pieces, records.patches
 
 
 class _Text:
@@ -234,37 +245,53 @@ class _Text:
         self.at = at + end - pos
 
 
+class _Records:
+    """``data.cdb``'s records as they are put together: pieces, and the serial's
+    patches (offsets from the first record)."""
+
+    def __init__(self, stamp: bytes) -> None:
+        self.pieces: list[cdb.Piece] = []
+        self.patches: list[tuple[int, bytes]] = []
+        self.at = 0
+        self.stamp = stamp
+
+    def add(self, piece: cdb.Piece, serials: Sequence[int]) -> None:
+        """``piece``, whose SOA serials are at ``serials`` in it."""
+        at, stamp = self.at, self.stamp
+        self.patches.extend([(at + s, stamp) for s in serials])
+        self.pieces.append(piece)
+        self.at = at + piece.length
+
+
 class _Old:
     """The last build's pair, as far as this build copies from it."""
 
     def __init__(self, index: Index | None, written: Sequence[Source]) -> None:
         self.index = index
         self.text = bytearray()
-        self.records = memoryview(b"")
         self.width = 0
         self.digits = b""
         if index is not None and any(isinstance(src, Kept) for src in written):
             self.text = index.read(index.data, 0, os.fstat(index.data).st_size)
-            self.records = memoryview(index.read(index.cdb, 0, _records_end(written, index)))
             self.digits = str(index.serial).encode()
             self.width = len(self.digits)
 
-    def take(self, batch: list[Kept], text: _Text, packs: list[cdb.Packed]) -> None:
-        """Kept sources, into ``text`` and ``packs``: each stretch of them that
+    def take(self, batch: list[Kept], text: _Text, records: _Records) -> None:
+        """Kept sources, into ``text`` and ``records``: each stretch of them that
         follows each other in the old pair as one range of each file."""
         if not batch:
             return
-        assert self.index is not None  # a Kept source comes with the index of its pair
-        at_of = self.index.at
+        index = self.index
+        assert index is not None  # a Kept source comes with the index of its pair
+        at_of = index.at
         starts = [at_of[src.name] for src in batch]
         width = self.width
         i, n = 0, len(batch)
         while i < n:
-            t0, r0 = t1, r1 = starts[i]
+            t0, r0, k0 = t1, r1, k1 = starts[i]
             cuts: list[int] = []
             serials: list[int] = []
-            count = 0
-            while i < n and starts[i] == (t1, r1):
+            while i < n and starts[i] == (t1, r1, k1):
                 src = batch[i]
                 pieces = src.pieces
                 for length in pieces[:-1]:
@@ -276,14 +303,12 @@ class _Old:
                     base = r1 - r0
                     serials.extend([base + s for s in src.serials])
                 r1 += src.records
-                count += src.nrecords
+                k1 += src.nrecords
                 i += 1
             text.copy(self.text, t0, t1, cuts, self.digits)
-            blob = self.records[r0:r1]
-            # walked in C without the GIL: the records are whole, and as many as said
-            if cdb.scan(blob, serials) != count:
-                raise ValueError("the records are not as many as the index says")
-            packs.append(cdb.Packed(blob, tuple(serials), count))
+            pairs = index.pairs[8 * k0 : 8 * k1] if index.pairs else None
+            piece = cdb.Piece(r1 - r0, k1 - k0, fd=index.cdb, offset=r0, index=pairs)
+            records.add(piece, serials)
 
 
 def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
@@ -296,12 +321,6 @@ def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
         pieces.append(text[pos : pos + length])
         pos += length + index.width
     return tuple(pieces)
-
-
-def _records_end(written: Sequence[Source], index: Index) -> int:
-    """Where the last record of the old pair that ``written`` keeps ends."""
-    ends = [index.at[src.name][1] + src.records for src in written if isinstance(src, Kept)]
-    return max(ends, default=0)
 
 
 def keep(

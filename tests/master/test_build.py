@@ -239,7 +239,7 @@ class TestNothingChangesOnError:
             raise MemoryError
 
         if where == "cdb":
-            monkeypatch.setattr("dnsmaster.core.cdb.write_packed", no_memory)
+            monkeypatch.setattr("dnsmaster.core.cdb.write_pieces", no_memory)
         else:  # the data thread hashes data before it stages it
             hashing = SimpleNamespace(sha256=no_memory)
             monkeypatch.setattr("dnsmaster.master.output.hashlib", hashing)

@@ -167,8 +167,8 @@ class TestFormat:
         sources = [kept(content, "zones.x"), kept(b"+b.example:1.2.3.4\n", "zones.caf\udcff")]
         stats = {"zones.x": (1, 2, 3, 4, 5)}
         text = encode(sources, stats, serial=NOW, banner=120, pair=PAIR)
-        serial, banner, pair, back, seen = decode(text)
-        assert (serial, banner, pair, seen) == (NOW, 120, PAIR, stats)
+        serial, banner, pair, back, seen, pairs = decode(text)
+        assert (serial, banner, pair, seen, bytes(pairs)) == (NOW, 120, PAIR, stats, b"")
         assert list(back) == ["zones.x", "zones.caf\udcff"]
         for mine, theirs in zip(sources, back.values(), strict=True):
             assert facts(theirs.warnings) == facts(mine.warnings)
@@ -212,15 +212,15 @@ def reseal(text: bytes) -> bytes:
 
 
 #: Where the index's header puts its fields (see buildcache._HEADER).
-HEADER = 268
+HEADER = 276
 
 
 def sections(text: bytes) -> list[bytearray]:
     """The index's sections (names, rows, stats, pieces, serials, warning lines,
-    reason sizes, reasons), to edit and :func:`join` again."""
+    reason sizes, reasons, the records' pairs), to edit and :func:`join` again."""
     import struct  # noqa: PLC0415
 
-    lengths = struct.unpack_from("<8Q", text, HEADER - 64)
+    lengths = struct.unpack_from("<9Q", text, HEADER - 72)
     found = []
     at = HEADER
     for length in lengths:
@@ -234,7 +234,7 @@ def join(text: bytes, parts: list[bytearray]) -> bytes:
     import struct  # noqa: PLC0415
 
     header = bytearray(text[:HEADER])
-    struct.pack_into("<8Q", header, HEADER - 64, *map(len, parts))
+    struct.pack_into("<9Q", header, HEADER - 72, *map(len, parts))
     return reseal(bytes(header) + b"".join(parts) + b"\0" * 32)
 
 
@@ -577,12 +577,12 @@ class TestDamagedIndex:
         assert again.cached == again.sources
         return why[buildcache.INDEX]
 
-    @pytest.mark.parametrize("keep", [0, 10, 299, 300, -1])
+    @pytest.mark.parametrize("keep", [0, 10, 307, 308, -1])
     def test_truncated(self, zones: Path, out: Path, tmp_path: Path, keep: int) -> None:
         build(zones, out)
         text = index_of(out).read_bytes()
         index_of(out).write_bytes(text[:keep] if keep >= 0 else text[:-1])
-        expected = "shorter than its header" if 0 <= keep < 300 else "its header says"
+        expected = "shorter than its header" if 0 <= keep < 308 else "its header says"
         self.check_recovered(zones, out, tmp_path, expected)
 
     @pytest.mark.parametrize(
@@ -595,7 +595,7 @@ class TestDamagedIndex:
             ("options", 70),
             ("serial", 101),
             ("pair", 130),
-            ("length", HEADER - 60),
+            ("length", HEADER - 68),
             ("names", HEADER + 2),
             ("body", None),
             ("checksum", -3),
@@ -664,9 +664,9 @@ class TestDamagedIndex:
             ("names", "the names are not one per source"),
             ("count", "sources where"),
             ("pieces", "the old serial is not where the index says"),
-            ("serial", "a serial offset is not the serial of an SOA record"),
+            ("serial", "a patch is not inside a record's data"),
             ("serial-past", "a serial offset"),
-            ("records", "the records are not as many as the index says"),
+            ("records", "the records' pairs are not 8 bytes a record"),
             ("text", "data has"),
             ("warning", "a warning past its last line"),
         ],
@@ -693,10 +693,10 @@ class TestDamagedIndex:
             # zones.example.com's first two pieces: one longer, one shorter
             a, b = struct.unpack_from("<2I", pieces, 4 * before)
             parts[3][4 * before : 4 * before + 8] = struct.pack("<2I", a + 1, b - 1)
-        elif damage in ("serial", "serial-past"):
-            first = struct.unpack_from("<Q", serials)[0]
-            bump = 1 if damage == "serial" else 10**6
-            parts[4][:8] = struct.pack("<Q", first + bump)
+        elif damage == "serial":  # onto the lengths of the source's first record
+            parts[4][:8] = struct.pack("<Q", 0)
+        elif damage == "serial-past":
+            parts[4][:8] = struct.pack("<Q", struct.unpack_from("<Q", serials)[0] + 10**6)
         elif damage == "records":
             at = row.size * com + 44  # zones.example.com's count of records, one more
             count = struct.unpack_from("<I", rows, at)[0]
