@@ -330,10 +330,11 @@ def _row(src: Kept) -> bytes:
 
 
 def decode(
-    text: bytes, options: bytes = b""
+    text: bytes, options: bytes = b"", rows: dict[str, tuple[Kept, bytes]] | None = None
 ) -> tuple[int, int, tuple[Stat, Stat], dict[str, Kept], dict[str, Stat], memoryview]:
     """The serial, banner length, pair's stats, sources, trusted stats and records'
-    (hash, position) pairs of an index.
+    (hash, position) pairs of an index; ``rows`` gets each source's row (as
+    :func:`encode` takes them), so the next index packs only what changed.
 
     Raises ValueError saying which check failed.
     """
@@ -356,7 +357,7 @@ def decode(
     if hashlib.sha256(body).digest() != checksum:
         raise _Invalid("sha256 does not match its contents")
     try:
-        sources, stats = _parse(body, fields[17], lengths[:-1])
+        sources, stats = _parse(body, fields[17], lengths[:-1], {} if rows is None else rows)
     except (struct.error, UnicodeError, OverflowError) as exc:
         raise _Invalid(f"malformed: {exc}") from None
     pairs = body[len(body) - lengths[-1] :]
@@ -366,7 +367,7 @@ def decode(
 
 
 def _parse(
-    body: memoryview, count: int, lengths: Sequence[int]
+    body: memoryview, count: int, lengths: Sequence[int], made: dict[str, tuple[Kept, bytes]]
 ) -> tuple[dict[str, Kept], dict[str, Stat]]:
     at = _HEADER.size
     sections = []
@@ -390,6 +391,8 @@ def _parse(
     stats: dict[str, Stat] = {}
     p = s = 0
     none: tuple[DataError, ...] = ()
+    row_bytes = rows_blob.tobytes()
+    size = _ROW.size
     for k, (name, row) in enumerate(zip(names, rows, strict=True)):
         digest, n_pieces, records, n_records, n_serials, lines, n_warnings = row
         mine = pieces[p : p + n_pieces]
@@ -399,9 +402,10 @@ def _parse(
         if offsets and max(offsets) + 4 > records:
             raise _Invalid(f"{name}: a serial offset past its records")
         found = warnings.get(name, none) if n_warnings else none
-        sources[name] = Kept(
+        kept = sources[name] = Kept(
             name, digest, mine, sum(mine), records, n_records, offsets, found, lines
         )
+        made[name] = (kept, row_bytes[size * k : size * k + size])
         stat_of = seen[5 * k : 5 * k + 5]
         if stat_of != _NO_STAT:
             stats[name] = stat_of
@@ -460,8 +464,9 @@ class BuildCache:
         """The output directory whose pair the index describes."""
         return self.directory.parent
 
-    def load(self) -> Index | Rejected | None:
-        """The index and the pair it describes, checked; None if there is no index."""
+    def load(self, rows: dict[str, tuple[Kept, bytes]] | None = None) -> Index | Rejected | None:
+        """The index and the pair it describes, checked; None if there is no index.
+        ``rows``: as :func:`decode`'s."""
         try:
             fd = os.open(self.directory / INDEX, _READ)
         except (FileNotFoundError, NotADirectoryError):
@@ -481,15 +486,14 @@ class BuildCache:
         finally:
             os.close(fd)
         try:
-            serial, banner, pair, sources, stats, pairs = decode(text, self.options)
+            serial, banner, pair, sources, stats, pairs = decode(text, self.options, rows)
         except ValueError as exc:
             return Rejected(str(exc))
         return self._open_pair(serial, banner, pair, sources, stats, pairs=pairs)
 
     def _cap(self) -> int:
-        """The largest index read: each source has a row of about a hundred bytes and
-        at least a line of text in ``data``; far more than that is not ours, and a
-        file of gigabytes under the index's name is never read."""
+        """The largest index read (see ``_PER_DATA_BYTE``): a file of gigabytes under
+        the index's name is never read."""
         try:
             size = os.stat(self.output / "data").st_size
         except OSError:
@@ -606,10 +610,9 @@ _READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 def _ours(name: str) -> bool:
     """The entries of format 3 (SHA256-TAG), its stat index, and temp files."""
-    if name == "stats" or (name.startswith(".") and name.endswith(".tmp")):
-        return True
     digest, _, tag = name.partition("-")
-    return len(digest) == 64 and len(tag) == 16 and all(c in "0123456789abcdef" for c in digest)
+    old = len(digest) == 64 and len(tag) == 16 and not digest.strip("0123456789abcdef")
+    return old or name == "stats" or (name.startswith(".") and name.endswith(".tmp"))
 
 
 def _stat(st: os.stat_result) -> Stat:
@@ -617,8 +620,7 @@ def _stat(st: os.stat_result) -> Stat:
 
 
 def _records_end(header: bytes) -> int:
-    """Where a cdb's records end: where its first table starts (cdb_make writes the
-    tables after the records, in order)."""
+    """Where a cdb's records end: where its first table starts."""
     positions: tuple[int, ...] = struct.unpack_from("<512I", header, 0)[::2]
     return min(positions)
 

@@ -92,7 +92,7 @@ class CompiledSources:
         """The index of the pair the kept sources are in; read once, when first asked."""
         if not self._read and setup.disk is not None:
             self._read = True
-            found = setup.disk.load()
+            found = setup.disk.load(self._rows)
             if isinstance(found, Rejected):
                 self.rejected.append((INDEX, found.reason))
             elif found is not None:
