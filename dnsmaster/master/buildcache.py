@@ -582,13 +582,14 @@ class BuildCache:
                 raise
         except OSError as exc:
             return f"{exc.filename or self.directory}: {fsutil.describe(exc)}"
-        kept = {src.name: src for src in sources}
-        trusted = {name: st for name, st in stats.items() if name in kept}
+        kept = dict(zip([src.name for src in sources], sources, strict=True))
+        trusted = dict(stats)  # a copy: the caller's change with its next build
+        if not trusted.keys() <= kept.keys():
+            trusted = {n: st for n, st in stats.items() if n in kept}
         found = self._open_pair(serial, banner, (pair[0], pair[1]), kept, trusted, pairs=pairs)
         return found if isinstance(found, Index) else found.reason
 
-    def sweep(self) -> None:
-        """Remove what older formats and killed writers left in the directory."""
+    def sweep(self) -> None:  # what older formats and killed writers left
         with contextlib.suppress(OSError), os.scandir(self.directory) as entries:
             for entry in entries:
                 if entry.name != INDEX and _ours(entry.name):
@@ -621,8 +622,7 @@ def _stat(st: os.stat_result) -> Stat:
 
 def _records_end(header: bytes) -> int:
     """Where a cdb's records end: where its first table starts."""
-    positions: tuple[int, ...] = struct.unpack_from("<512I", header, 0)[::2]
-    return min(positions)
+    return min(struct.unpack_from("<512I", header, 0)[::2])  # type: ignore[no-any-return]
 
 
 def _read_all(fd: int, size: int) -> bytes:

@@ -179,7 +179,11 @@ class CompiledSources:
         ready = self.ready
         mine = self._stats
         unsure = []
-        for name in names:
+        # Most names, in a daemon, are what memory holds: found by one comprehension,
+        # not the branches below (mine holds only names that ready holds).
+        get = mine.get
+        others = [n for n in names if (st := stats[n]) is None or get(n) != st] if mine else names
+        for name in others:
             seen = stats[name]
             if seen is None:
                 unsure.append(name)
@@ -256,7 +260,7 @@ class CompiledSources:
             return
         kept = [src if isinstance(src, Kept) else kept_of(src) for src in written]
         # the catalog's section is in the pair too, but is made anew by each build
-        stats = {src.name: self._stats[src.name] for src in kept if src.name in self._stats}
+        stats = self._stats  # only sources of this build: compile() drops the others
         disk.sweep()
         found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows, pairs=pairs)
         if isinstance(found, str):
