@@ -378,6 +378,26 @@ class TestDaemon:
         assert all(isinstance(src, Kept) for src in builder.sources.ready.values())
         assert uncached(zones, out, tmp_path)
 
+    def test_a_file_without_a_stat_is_read(
+        self, zones: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stat that fails (a file replaced between the listing and the stat) is
+        never taken for unchanged, even for a file memory does not hold: the file is
+        read, as a new one would be."""
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 0)  # stats trusted
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        real = ZonesDir.stats
+
+        def flaky(self: ZonesDir, names: list[str]) -> dict[str, tuple[int, ...] | None]:
+            return {**real(self, names), "zones.new": None}
+
+        monkeypatch.setattr(ZonesDir, "stats", flaky)
+        (zones / "zones.new").write_bytes(b".example.org:192.0.2.9:a\n")
+        result = builder.build()
+        assert result.recompiled == ("zones.new",)
+        assert uncached(zones, out, tmp_path)
+
     def test_a_pair_replaced_under_the_daemon(self, zones: Path, out: Path, tmp_path: Path) -> None:
         """The kept sources are copied from the pair the Builder wrote, whatever was
         renamed over it since (a rollback): its descriptors are held open."""
