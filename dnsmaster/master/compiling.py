@@ -227,7 +227,10 @@ class CompiledSources:
                 )
             except DataErrors as exc:
                 return _Found(None, errors=exc.errors)
-            records = cdb.Packed(bytes(packed.blob), tuple(packed.serials), packed.count)
+            # A read-only view, not a copy: bytes() would copy every record under the
+            # GIL, which the other thread's compile is waiting for.
+            blob = memoryview(packed.blob).toreadonly()
+            records = cdb.Packed(blob, tuple(packed.serials), packed.count)
             ready = Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
             return _Found(ready, compiled=True)
 
