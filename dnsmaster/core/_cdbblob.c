@@ -27,6 +27,21 @@
  *   after the arguments are taken runs without the GIL: blobs are buffers the
  *   call holds until it returns. The cdb itself is made by cdbmake.h, which
  *   _ccompile.c's write_cdb shares.
+ *
+ * write_pieces(fd, pieces, patches, pairs) -> None
+ *
+ *   Writes to fd the cdb of the records of every piece in order, each piece a
+ *   tuple (src, offset, length, count, blob, index): length bytes of records
+ *   (count of them) in blob when it is not None, else at offset in the open file
+ *   src, copied by the kernel (copy_file_range, else pread). index, when not
+ *   None, holds count (hash, position) pairs, u32 little-endian, each position
+ *   where a record starts as offset counts (in src; in blob, plus offset): the
+ *   records are then not read at all; else they are read in bounded chunks to
+ *   hash their keys. pairs, when >= 0, is an fd that gets the written cdb's own
+ *   (hash, position) pairs in that layout, in order: an index of its records. patches are (offset, 4 bytes) pairs,
+ *   ascending, the offset counted from the first record's first byte, each inside
+ *   a record's data (checked where the records are read). Memory: the
+ *   (hash, position) pairs and the tables, never the records.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -365,6 +380,326 @@ done:
     return result;
 }
 
+/* ---- write_pieces: cdb_make from ranges of records in files or in memory ---- */
+
+#define PIECE_CHUNK CDB_BUF /* the window doubles as the pairs' write buffer */
+
+static const char *const PIECE_REFUSED[] = {
+    NULL,
+    "a record runs past the end of the records",
+    "a piece does not hold the count of records it states",
+    "an index does not fit its piece (8 bytes a record, positions ascending from 0)",
+    "a patch is not inside a record's data",
+};
+
+typedef struct {
+    int src;
+    uint64_t offset, length, count;
+    const unsigned char *mem;   /* the records in memory, or NULL: in src */
+    const unsigned char *index; /* count (hash, position) pairs, or NULL */
+} piece;
+
+typedef struct {
+    uint64_t at;
+    unsigned char bytes[4];
+} patch;
+
+/* A window on a piece held in a file: bytes start..start+have at buf. */
+typedef struct {
+    unsigned char *buf;
+    size_t cap, have;
+    uint64_t start;
+} window;
+
+/* Bytes at..at+n of the piece (all inside it) at the returned pointer; NULL with
+ * w->err set. Reads from at on, up to the window's size, so each byte is read about
+ * once however the records fall. */
+static const unsigned char *
+view(cdbmake *w, window *win, const piece *pc, uint64_t at, size_t n)
+{
+    if (pc->mem != NULL)
+        return pc->mem + at;
+    if (at >= win->start && at + n <= win->start + win->have)
+        return win->buf + (at - win->start);
+    if (n > win->cap) {
+        unsigned char *bigger = PyMem_RawRealloc(win->buf, n);
+        if (bigger == NULL) {
+            w->err = CDBMAKE_NO_MEMORY;
+            return NULL;
+        }
+        win->buf = bigger;
+        win->cap = n;
+    }
+    uint64_t left = pc->length - at;
+    size_t want = left < win->cap ? (size_t)left : win->cap, got = 0;
+    while (got < want) {
+        ssize_t k = pread(pc->src, win->buf + got, want - got, (off_t)(pc->offset + at + got));
+        if (k < 0) {
+            if (errno != EINTR) {
+                w->err = errno;
+                return NULL;
+            }
+            if (cdbmake_signals(w) < 0)
+                return NULL;
+            continue;
+        }
+        if (k == 0) {
+            w->err = CDBMAKE_SHORT;
+            return NULL;
+        }
+        got += (size_t)k;
+    }
+    win->start = at;
+    win->have = got;
+    return win->buf;
+}
+
+/* The (hash, position) of every record of pc into out, positions from base; the
+ * patches from *next on that fall before its end checked against its records.
+ * 0; an index in PIECE_REFUSED; or -1 with w->err set. */
+static int
+index_piece(cdbmake *w, window *win, const piece *pc, uint64_t base, cdbmake_entry *out,
+            const patch *patches, Py_ssize_t npatches, Py_ssize_t *next)
+{
+    uint64_t at = 0, k = 0, area = base - CDB_HEADER; /* base as a patch counts it */
+    Py_ssize_t s = *next;
+    if (pc->index != NULL) {
+        for (k = 0; k < pc->count; k++) {
+            /* positions in the file, as offset counts: relative to the piece here */
+            uint32_t h = cdb_get_le32(pc->index + 8 * k);
+            uint64_t p = (uint64_t)cdb_get_le32(pc->index + 8 * k + 4) - pc->offset;
+            uint64_t end = k + 1 < pc->count
+                               ? (uint64_t)cdb_get_le32(pc->index + 8 * k + 12) - pc->offset
+                               : pc->length;
+            if ((k == 0 && p != 0) || end <= p || end > pc->length || end - p < 8)
+                return 3;
+            for (; s < npatches && patches[s].at < area + end; s++)
+                if (patches[s].at < area + p + 8 || patches[s].at + 4 > area + end)
+                    return 4;
+            out[k].h = h;
+            out[k].p = (uint32_t)(base + p);
+        }
+        *next = s;
+        return 0;
+    }
+    while (at < pc->length) {
+        if (pc->length - at < 8)
+            return 1;
+        const unsigned char *r = view(w, win, pc, at, 8);
+        if (r == NULL)
+            return -1;
+        uint32_t klen = cdb_get_le32(r), dlen = cdb_get_le32(r + 4);
+        uint64_t end = at + 8 + (uint64_t)klen + dlen;
+        if (end > pc->length)
+            return 1;
+        if (k == pc->count)
+            return 2;
+        r = view(w, win, pc, at, 8 + (size_t)klen);
+        if (r == NULL)
+            return -1;
+        for (; s < npatches && patches[s].at < area + end; s++)
+            if (patches[s].at < area + at + 8 + klen || patches[s].at + 4 > area + end)
+                return 4;
+        out[k].h = cdb_hash(r + 8, klen);
+        out[k].p = (uint32_t)(base + at);
+        k++;
+        at = end;
+    }
+    if (k != pc->count)
+        return 2;
+    *next = s;
+    return 0;
+}
+
+/* The piece's records with the patches that fall in them, after what is put. */
+static int
+put_piece(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py_ssize_t npatches,
+          Py_ssize_t *next)
+{
+    uint64_t at = 0;
+    for (;; (*next)++) {
+        int last = *next >= npatches || patches[*next].at >= area + pc->length;
+        uint64_t upto = last ? pc->length : patches[*next].at - area;
+        int rc = pc->mem != NULL ? cdbmake_put(w, pc->mem + at, (size_t)(upto - at))
+                                 : cdbmake_copy(w, pc->src, pc->offset + at, upto - at);
+        if (rc < 0)
+            return -1;
+        if (last)
+            return 0;
+        if (cdbmake_put(w, patches[*next].bytes, 4) < 0)
+            return -1;
+        at = upto + 4;
+    }
+}
+
+/* Without the GIL: index every piece, then write header, records, tables. 0; an
+ * index in PIECE_REFUSED; or -1 with w->err set. */
+static int
+write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patches,
+                 Py_ssize_t npatches, int pairs)
+{
+    unsigned char header[CDB_HEADER];
+    uint32_t count[256];
+    uint64_t pos = CDB_HEADER, n = 0;
+    window win = {NULL, 0, 0, 0};
+    int rc = -1;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        pos += pcs[i].length;
+        n += pcs[i].count;
+        if (pcs[i].count > pcs[i].length / 8)
+            return 2;
+    }
+    if (!cdbmake_fits(pos, n)) {
+        w->err = CDBMAKE_TOO_LARGE;
+        return -1;
+    }
+    for (Py_ssize_t s = 0; s < npatches; s++)
+        if ((s > 0 && patches[s].at < patches[s - 1].at + 4) || patches[s].at + 4 > pos - CDB_HEADER)
+            return 4;
+    cdbmake_entry *entries = PyMem_RawMalloc(((size_t)n + 1) * sizeof *entries);
+    win.buf = PyMem_RawMalloc(PIECE_CHUNK);
+    win.cap = PIECE_CHUNK;
+    if (entries == NULL || win.buf == NULL) {
+        w->err = CDBMAKE_NO_MEMORY;
+        goto done;
+    }
+    pos = CDB_HEADER;
+    n = 0;
+    Py_ssize_t next = 0;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        win.have = 0;
+        rc = index_piece(w, &win, &pcs[i], pos, entries + n, patches, npatches, &next);
+        if (rc)
+            goto done;
+        n += pcs[i].count;
+        pos += pcs[i].length;
+    }
+    rc = -1;
+    if (pairs >= 0) {
+        /* the pairs as the file holds them: little-endian u32, whatever this CPU is */
+        cdbmake out = {pairs, win.buf, 0, w->ts, 0};
+        unsigned char pair[8];
+        for (uint64_t k = 0; k < n; k++) {
+            cdb_put_le32(pair, entries[k].h);
+            cdb_put_le32(pair + 4, entries[k].p);
+            if (cdbmake_put(&out, pair, 8) < 0) {
+                w->err = out.err;
+                goto done;
+            }
+        }
+        if (cdbmake_flush(&out) < 0) {
+            w->err = out.err;
+            goto done;
+        }
+    }
+    cdbmake_header(header, count, entries, n, (uint32_t)pos);
+    if (cdbmake_put(w, header, CDB_HEADER) < 0)
+        goto done;
+    next = 0;
+    uint64_t area = 0;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        if (put_piece(w, &pcs[i], area, patches, npatches, &next) < 0)
+            goto done;
+        area += pcs[i].length;
+    }
+    rc = cdbmake_finish(w, entries, n, count);
+done:
+    PyMem_RawFree(entries);
+    PyMem_RawFree(win.buf);
+    return rc;
+}
+
+static PyObject *
+write_pieces(PyObject *self, PyObject *args)
+{
+    int fd, pairs;
+    PyObject *pieces, *patches, *pseq = NULL, *tseq = NULL, *result = NULL;
+    Py_buffer *views = NULL; /* two per piece: blob, index */
+    piece *pcs = NULL;
+    patch *pts = NULL;
+    Py_ssize_t np = 0, nt = 0;
+    cdbmake w = {0};
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iOOi:write_pieces", &fd, &pieces, &patches, &pairs))
+        return NULL;
+    pseq = PySequence_Fast(pieces, "pieces must be a sequence");
+    tseq = pseq ? PySequence_Fast(patches, "patches must be a sequence") : NULL;
+    if (tseq == NULL)
+        goto done;
+    np = PySequence_Fast_GET_SIZE(pseq);
+    nt = PySequence_Fast_GET_SIZE(tseq);
+    views = PyMem_Calloc(2 * (size_t)np + 1, sizeof *views);
+    pcs = PyMem_Calloc((size_t)np + 1, sizeof *pcs);
+    pts = PyMem_Calloc((size_t)nt + 1, sizeof *pts);
+    if (views == NULL || pcs == NULL || pts == NULL || cdbmake_open(&w, fd) < 0) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nt; i++) {
+        unsigned long long at;
+        Py_buffer b;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(tseq, i), "Ky*:patch", &at, &b))
+            goto done;
+        int four = b.len == 4;
+        if (four)
+            memcpy(pts[i].bytes, b.buf, 4);
+        PyBuffer_Release(&b);
+        if (!four) {
+            PyErr_SetString(PyExc_ValueError, "a patch is 4 bytes");
+            goto done;
+        }
+        pts[i].at = at;
+    }
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *blob, *index;
+        unsigned long long offset, length, count;
+        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(pseq, i), "iKKKOO:piece", &pcs[i].src,
+                              &offset, &length, &count, &blob, &index))
+            goto done;
+        pcs[i].offset = offset;
+        pcs[i].length = length;
+        pcs[i].count = count;
+        if (blob != Py_None) {
+            if (PyObject_GetBuffer(blob, &views[2 * i], PyBUF_SIMPLE) < 0)
+                goto done;
+            pcs[i].mem = views[2 * i].buf;
+            if ((uint64_t)views[2 * i].len != length) {
+                PyErr_SetString(PyExc_ValueError, "a piece's blob is not its length");
+                goto done;
+            }
+        }
+        if (index != Py_None) {
+            if (PyObject_GetBuffer(index, &views[2 * i + 1], PyBUF_SIMPLE) < 0)
+                goto done;
+            pcs[i].index = views[2 * i + 1].buf;
+            if ((uint64_t)views[2 * i + 1].len != 8 * count) {
+                PyErr_SetString(PyExc_ValueError, PIECE_REFUSED[3]);
+                goto done;
+            }
+        }
+    }
+    cdbmake_release(&w);
+    int rc = write_pieces_all(&w, pcs, np, pts, nt, pairs);
+    cdbmake_acquire(&w);
+    if (rc > 0)
+        PyErr_SetString(PyExc_ValueError, PIECE_REFUSED[rc]);
+    else if (rc < 0)
+        cdbmake_raise(&w);
+    else
+        result = Py_NewRef(Py_None);
+done:
+    for (Py_ssize_t i = 0; views != NULL && i < 2 * np; i++)
+        if (views[i].obj != NULL)
+            PyBuffer_Release(&views[i]);
+    PyMem_Free(views);
+    PyMem_Free(pcs);
+    PyMem_Free(pts);
+    cdbmake_close(&w);
+    Py_XDECREF(pseq);
+    Py_XDECREF(tseq);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(keys, values, soa_defaults) -> (blob, serials)\n\n"
@@ -378,6 +713,11 @@ static PyMethodDef methods[] = {
      "write(fd, blobs, serials, serial) -> None\n\n"
      "Write to fd the cdb of the records of every blob, in order, with serial at\n"
      "the offsets serials[i] of blobs[i]; all of it without the GIL."},
+    {"write_pieces", write_pieces, METH_VARARGS,
+     "write_pieces(fd, pieces, patches, pairs) -> None\n\n"
+     "Write to fd the cdb of the records of every piece (src, offset, length,\n"
+     "count, blob, index), in order, with the 4-byte patches (offset, bytes);\n"
+     "its (hash, position) pairs to the fd pairs unless it is -1."},
     {NULL, NULL, 0, NULL},
 };
 

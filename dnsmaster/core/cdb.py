@@ -13,6 +13,13 @@ cdb of a run of them, through the packed records' accelerator
 (:func:`dnsmaster.core.accel.records`) or, with the same bytes and the same
 refusals, through :func:`unpack` and :func:`write_fd`.
 
+:func:`write_pieces` writes a cdb from *pieces*: ranges of packed records in open
+files (the record area of an installed data.cdb, a kept records file) or in memory,
+with 4-byte patches (the SOA serials of a restamp). File ranges are copied by the
+kernel; keys are read in bounded chunks to be hashed, or their hashes come from an
+index the piece carries; so its memory is the cdb's (hash, position) pairs and
+tables, never the records.
+
 The two accelerators share one C cdb writer (``cdbmake.h``), so there are two
 implementations of cdb_make in all: :func:`dumps` and that one.
 """
@@ -31,6 +38,7 @@ __all__ = [
     "HEADER_SIZE",
     "CdbReader",
     "Packed",
+    "Piece",
     "dumps",
     "hash_key",
     "pack",
@@ -40,6 +48,7 @@ __all__ = [
     "unpack",
     "write_fd",
     "write_packed",
+    "write_pieces",
 ]
 
 _PAIR = struct.Struct("<II")
@@ -83,7 +92,18 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
         pos += 8 + len(key) + len(value)
         if pos >= _LIMIT:
             raise CdbTooLarge
+    header, tables = _tables(buckets, pos)
+    out += tables
+    out[:_HEADER_SIZE] = header
+    return bytes(out)
+
+
+def _tables(buckets: Sequence[Sequence[tuple[int, int]]], pos: int) -> tuple[bytes, bytes]:
+    """The header and the hash tables of the records whose (hash, position) pairs,
+    by table and in insertion order, are ``buckets``, the records ending at ``pos``."""
+    pack = _PAIR.pack
     header = bytearray()
+    out = bytearray()
     for entries in buckets:
         n = 2 * len(entries)
         header += pack(pos, n)  # empty tables still record the running position
@@ -100,8 +120,7 @@ def dumps(keys: Sequence[bytes], values: Sequence[bytes]) -> bytes:
         pos += 8 * n
         if pos >= _LIMIT:
             raise CdbTooLarge
-    out[:_HEADER_SIZE] = header
-    return bytes(out)
+    return bytes(header), bytes(out)
 
 
 def write_fd(fd: int, keys: Sequence[bytes], values: Sequence[bytes]) -> None:
@@ -252,6 +271,234 @@ def write_packed(fd: int, packs: Sequence[Packed], serial: int) -> None:
         keys += k
         values += v
     write_fd(fd, keys, values)
+
+
+@dataclass(frozen=True, slots=True)
+class Piece:
+    """``length`` bytes of packed records (:class:`Packed`'s layout), ``count`` of them,
+    for :func:`write_pieces`: ``blob`` in memory, or when it is None, at ``offset``
+    in the open file ``fd`` (read with pread, never through the file's own offset).
+
+    ``index``, when given, is the records' (hash, position) pairs, 8 bytes a record,
+    both little-endian u32: the cdb hash of the key and where the record starts in
+    the file, as ``offset`` counts (so ``offset`` for the first; in a blob, from
+    ``offset`` too). That is how a cdb's own pairs read (``pairs_to`` of
+    :func:`write_pieces`), so a range of an installed data.cdb takes a slice of its
+    pairs as it is. The records are then not read at all, only copied; the index is
+    taken at its word, so it must be the one of these very records. Without it the
+    keys are read, in bounded chunks.
+    """
+
+    length: int
+    count: int
+    fd: int = -1
+    offset: int = 0
+    blob: bytes | memoryview | None = None
+    index: bytes | memoryview | None = None
+
+    @classmethod
+    def of(cls, packed: Packed) -> Piece:
+        """The records of ``packed``, in memory (its ``serials`` are not patches:
+        give them to :func:`write_pieces` as such, offset by where the piece lands)."""
+        return cls(len(packed.blob), packed.count, blob=packed.blob)
+
+
+#: How much of a piece's file the pure-Python path reads at once.
+_CHUNK = 1 << 20
+
+
+def write_pieces(
+    fd: int,
+    pieces: Sequence[Piece],
+    patches: Sequence[tuple[int, bytes]] = (),
+    *,
+    pairs_to: int | None = None,
+) -> None:
+    """Write to ``fd`` the cdb of every record of ``pieces`` in order, then patched.
+
+    ``patches`` are ``(offset, four bytes)``, ascending and apart, each offset
+    counted from the first byte of the first record (where ``pieces`` are laid end to
+    end) and inside one record's data, never its lengths or key: the bytes there are
+    replaced as they are written, as a restamp changes an SOA's serial. The result
+    is :func:`dumps`'s bytes for the records so patched.
+
+    File ranges go by ``copy_file_range`` where the kernel allows it between the two
+    files (else pread and write, in bounded chunks); keys are read in chunks of a
+    MiB to be hashed, unless the piece has an ``index``. Peak memory is then 8 bytes
+    a record for the cdb's pairs (and as much again for its tables), never the
+    records themselves. ``fd`` is written from where it stands, sequentially.
+    ``pairs_to``, an open fd, gets the written cdb's (hash, position) pairs in
+    record order, in :class:`Piece`'s ``index`` layout (positions from the cdb's
+    start), before the cdb itself is written.
+
+    Through ``_cdbblob`` when built (all of it without the GIL), else pure Python,
+    with the same bytes and refusals. Raises ValueError before anything is written
+    for pieces that are not whole records, whose count or index is not theirs, or a
+    patch out of place (a record's lengths and keys are checked only where they are
+    read, not where an index stands for them); ValueError too for a file shorter
+    than its piece (then the output is cut short); CdbTooLarge past 4 GiB; OSError
+    when a read or a write fails.
+    """
+    accelerator = accel.records()
+    if accelerator is not None:
+        accelerator.write_pieces(
+            fd,
+            [(p.fd, p.offset, p.length, p.count, p.blob, p.index) for p in pieces],
+            patches,
+            -1 if pairs_to is None else pairs_to,
+        )
+        return
+    _write_pieces(fd, pieces, patches, pairs_to)
+
+
+def _second(pair: tuple[int, int]) -> int:
+    return pair[1]
+
+
+_PIECE_REFUSED = (
+    "",
+    _CUT,
+    "a piece does not hold the count of records it states",
+    "an index does not fit its piece (8 bytes a record, positions ascending from 0)",
+    "a patch is not inside a record's data",
+)
+
+
+def _write_pieces(
+    fd: int, pieces: Sequence[Piece], patches: Sequence[tuple[int, bytes]], pairs_to: int | None
+) -> None:
+    """The pure-Python :func:`write_pieces` (a list of pairs: slow, but the same bytes)."""
+    end = _checked_pieces(pieces, patches)
+    buckets: list[list[tuple[int, int]]] = [[] for _ in range(256)]
+    area = 0
+    todo = list(reversed(patches))  # popped from the end, in order
+    for p in pieces:
+        refused = _index_piece(p, area, buckets, todo)
+        if refused:
+            raise ValueError(_PIECE_REFUSED[refused])
+        area += p.length
+    if pairs_to is not None:
+        pairs = sorted(chain.from_iterable(buckets), key=_second)
+        _write_whole(pairs_to, b"".join(_PAIR.pack(h, p) for h, p in pairs))
+    header, tables = _tables(buckets, end)
+    _write_whole(fd, header)
+    area = 0
+    todo = list(reversed(patches))
+    for p in pieces:
+        _put_piece(fd, p, area, todo)
+        area += p.length
+    _write_whole(fd, tables)
+
+
+def _checked_pieces(pieces: Sequence[Piece], patches: Sequence[tuple[int, bytes]]) -> int:
+    """Where the records of ``pieces`` end in the cdb, once the checks that need no
+    reading pass (the refusals of the C path, in its order)."""
+    end = _HEADER_SIZE + sum(p.length for p in pieces)
+    if any(len(b) != 4 for _, b in patches):
+        raise ValueError("a patch is 4 bytes")
+    for p in pieces:
+        if p.blob is not None and len(p.blob) != p.length:
+            raise ValueError("a piece's blob is not its length")
+        if p.index is not None and len(p.index) != 8 * p.count:
+            raise ValueError(_PIECE_REFUSED[3])
+    if any(p.count > p.length // 8 for p in pieces):
+        raise ValueError(_PIECE_REFUSED[2])
+    if end + 16 * sum(p.count for p in pieces) >= _LIMIT:
+        raise CdbTooLarge
+    last = -4
+    for at, _ in patches:
+        if at < last + 4 or at + 4 > end - _HEADER_SIZE:
+            raise ValueError(_PIECE_REFUSED[4])
+        last = at
+    return end
+
+
+def _write_whole(fd: int, data: bytes | memoryview) -> None:
+    view = memoryview(data)
+    while view:
+        view = view[_write(fd, view) :]
+
+
+def _put_piece(fd: int, p: Piece, area: int, todo: list[tuple[int, bytes]]) -> None:
+    """The records of ``p`` to ``fd`` in chunks, with the patches of ``todo`` (reversed)
+    that fall in it; ``area`` is where ``p`` starts among the records."""
+    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
+
+    at = 0
+    while at < p.length:
+        upto = todo[-1][0] - area if todo and todo[-1][0] < area + p.length else p.length
+        step = min(upto - at, _CHUNK)
+        if step:
+            if p.blob is not None:
+                _write_whole(fd, memoryview(p.blob)[at : at + step])
+            else:
+                chunk = os.pread(p.fd, step, p.offset + at)
+                if len(chunk) < step:
+                    raise ValueError("a piece runs past the end of its file")
+                _write_whole(fd, chunk)
+            at += step
+        if at == upto < p.length:
+            _write_whole(fd, todo.pop()[1])
+            at += 4
+
+
+def _index_piece(
+    p: Piece, area: int, buckets: list[list[tuple[int, int]]], todo: list[tuple[int, bytes]]
+) -> int:
+    """Add ``p``'s (hash, position) pairs to ``buckets``, checking the patches of
+    ``todo`` (reversed) that fall in it; 0, or the index of a reason refused."""
+    import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
+
+    base = _HEADER_SIZE + area
+    if p.index is not None:
+        starts = [
+            (h, at - p.offset)
+            for h, at in (_PAIR.unpack_from(p.index, 8 * k) for k in range(p.count))
+        ]
+        for k, (h, at) in enumerate(starts):
+            end = starts[k + 1][1] if k + 1 < p.count else p.length
+            if (k == 0 and at != 0) or end <= at or end > p.length or end - at < 8:
+                return 3
+            while todo and todo[-1][0] < area + end:
+                if todo[-1][0] < area + at + 8 or todo[-1][0] + 4 > area + end:
+                    return 4
+                todo.pop()
+            buckets[h & 255].append((h, base + at))
+        return 0
+    window = b""
+    start = 0
+
+    def view(at: int, n: int) -> bytes:
+        nonlocal window, start
+        if p.blob is not None:
+            return bytes(p.blob[at : at + n])
+        if not (start <= at and at + n <= start + len(window)):
+            start = at
+            window = os.pread(p.fd, max(n, min(_CHUNK, p.length - at)), p.offset + at)
+            if len(window) < n:
+                raise ValueError("a piece runs past the end of its file")
+        return window[at - start : at - start + n]
+
+    at = count = 0
+    while at < p.length:
+        if p.length - at < 8:
+            return 1
+        klen, dlen = _PAIR.unpack(view(at, 8))
+        end = at + 8 + klen + dlen
+        if end > p.length:
+            return 1
+        if count == p.count:
+            return 2
+        key = view(at + 8, klen)
+        while todo and todo[-1][0] < area + end:
+            if todo[-1][0] < area + at + 8 + klen or todo[-1][0] + 4 > area + end:
+                return 4
+            todo.pop()
+        h = hash_key(key)
+        buckets[h & 255].append((h, base + at))
+        count += 1
+        at = end
+    return 0 if count == p.count else 2
 
 
 def size_from_header(header: bytes) -> int:

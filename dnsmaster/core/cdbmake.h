@@ -7,7 +7,8 @@
  * are held to, byte for byte.
  *
  * A writer fills a cdbmake_entry (hash, position) per record as it goes, puts the
- * header and the records through cdbmake_put, then hands the entries to
+ * header and the records through cdbmake_put (or, for records already in a file,
+ * cdbmake_copy), then hands the entries to
  * cdbmake_finish, which lays out and writes the tables. Everything here but
  * cdbmake_raise runs with or without the GIL: a writer that releases it itself
  * records the thread state in ts (cdbmake_release/cdbmake_acquire), so that a
@@ -23,6 +24,7 @@
 
 #include <Python.h>
 #include <errno.h>
+#include <sys/types.h>
 #include <stdint.h>
 #include <string.h>
 #include <unistd.h>
@@ -36,6 +38,7 @@
 #define CDBMAKE_RAISED (-1)    /* a Python exception is set: a signal handler raised */
 #define CDBMAKE_NO_MEMORY (-2)
 #define CDBMAKE_TOO_LARGE (-3) /* the database would reach 4 GiB */
+#define CDBMAKE_SHORT (-4)     /* a source file ends before the range to copy does */
 
 /* One record as its table sees it: the key's hash and where the record starts. */
 typedef struct {
@@ -122,6 +125,23 @@ cdbmake_acquire(cdbmake *w)
     w->ts = NULL;
 }
 
+/* Run the signal handlers (with the GIL, whoever holds it now): 0, or -1 with
+ * w->err CDBMAKE_RAISED when one raised. */
+static int
+cdbmake_signals(cdbmake *w)
+{
+    if (w->ts)
+        PyEval_RestoreThread(w->ts);
+    int rc = PyErr_CheckSignals();
+    if (w->ts)
+        w->ts = PyEval_SaveThread();
+    if (rc < 0) {
+        w->err = CDBMAKE_RAISED;
+        return -1;
+    }
+    return 0;
+}
+
 /* The buffer to the fd, each write() without the GIL. A short write goes on with
  * the rest and EINTR retries, both after running the signal handlers (a signal cuts
  * a blocked write short, or interrupts it when nothing was written: PEP 475).
@@ -144,17 +164,8 @@ cdbmake_flush(cdbmake *w)
             }
             k = 0;
         }
-        if ((size_t)k < n) {
-            if (w->ts)
-                PyEval_RestoreThread(w->ts);
-            int rc = PyErr_CheckSignals();
-            if (w->ts)
-                w->ts = PyEval_SaveThread();
-            if (rc < 0) {
-                w->err = CDBMAKE_RAISED;
-                return -1;
-            }
-        }
+        if ((size_t)k < n && cdbmake_signals(w) < 0)
+            return -1;
         p += k;
         n -= (size_t)k;
     }
@@ -176,6 +187,68 @@ cdbmake_put(cdbmake *w, const void *src, size_t n)
         w->used += m;
         p += m;
         n -= m;
+    }
+    return 0;
+}
+
+/* n bytes of the open file src from offset off, after what is already put: in the
+ * kernel (copy_file_range, no pages through user space and, on a file system that
+ * shares extents, no copy at all), else through the buffer by pread. Whatever is
+ * buffered goes out first, so the output's own offset is where the copy lands. A
+ * source that ends early is CDBMAKE_SHORT. 0, or -1 with w->err set. */
+static inline int /* inline: _ccompile has no use for it */
+cdbmake_copy(cdbmake *w, int src, uint64_t off, uint64_t n)
+{
+    int kernel = 1;
+    if (n > 0 && cdbmake_flush(w) < 0)
+        return -1;
+    while (n > 0) {
+        ssize_t k;
+        int e;
+        if (kernel) {
+            loff_t from = (loff_t)off;
+            size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)n;
+            PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+            k = copy_file_range(src, &from, w->fd, NULL, chunk, 0);
+            e = errno;
+            if (ts)
+                PyEval_RestoreThread(ts);
+            if (k < 0 && (e == EXDEV || e == ENOSYS || e == EOPNOTSUPP || e == EINVAL ||
+                          e == EBADF || e == ETXTBSY || e == EPERM)) {
+                /* not between these two files (a pipe, another file system, an old
+                 * kernel): the same bytes by pread and write; a real EBADF recurs there */
+                kernel = 0;
+                continue;
+            }
+        }
+        else {
+            if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+                return -1;
+            size_t room = CDB_BUF - w->used;
+            size_t chunk = n > room ? room : (size_t)n;
+            PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+            k = pread(src, w->buf + w->used, chunk, (off_t)off);
+            e = errno;
+            if (ts)
+                PyEval_RestoreThread(ts);
+            if (k > 0)
+                w->used += (size_t)k;
+        }
+        if (k < 0) {
+            if (e != EINTR) {
+                w->err = e;
+                return -1;
+            }
+            if (cdbmake_signals(w) < 0)
+                return -1;
+            continue;
+        }
+        if (k == 0) {
+            w->err = CDBMAKE_SHORT;
+            return -1;
+        }
+        off += (uint64_t)k;
+        n -= (uint64_t)k;
     }
     return 0;
 }
@@ -261,6 +334,8 @@ cdbmake_raise(const cdbmake *w)
     }
     else if (w->err == CDBMAKE_NO_MEMORY)
         PyErr_NoMemory();
+    else if (w->err == CDBMAKE_SHORT)
+        PyErr_SetString(PyExc_ValueError, "a piece runs past the end of its file");
     else if (w->err == CDBMAKE_TOO_LARGE) {
         PyObject *mod = PyImport_ImportModule("dnsmaster.errors");
         if (mod == NULL)

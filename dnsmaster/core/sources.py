@@ -8,11 +8,12 @@ written data, so they never count, and the watcher ignores them too.
 
 from __future__ import annotations
 
-__all__ = ["HEADER", "is_source", "source_order", "why_skipped"]
+__all__ = ["HEADER", "JUNK_SUFFIXES", "is_source", "source_order", "why_skipped"]
 
 HEADER = "header"
 
-_JUNK_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig", ".rej")
+#: What editors and tools add to a name they back up or write to.
+JUNK_SUFFIXES = ("~", ".swp", ".swo", ".swx", ".tmp", ".bak", ".orig", ".rej")
 
 
 def why_skipped(name: str) -> str | None:
@@ -25,7 +26,7 @@ def why_skipped(name: str) -> str | None:
         return "hidden file (editor swap or temp file)"
     if name.startswith("#") and name.endswith("#"):
         return "editor autosave file"
-    if name.endswith(_JUNK_SUFFIXES):
+    if name.endswith(JUNK_SUFFIXES):
         return "editor backup or temp file"
     if name == HEADER or (name.startswith("zones.") and len(name) > len("zones.")):
         return None

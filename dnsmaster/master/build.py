@@ -28,7 +28,6 @@ from typing import Literal, overload
 from dnsmaster import fsutil
 from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, inside, zones_in
 from dnsmaster.core.makedata import (
-    assemble_text,
     built_from,
     check_source,
     compile_source,
@@ -38,10 +37,11 @@ from dnsmaster.core.makedata import (
 )
 from dnsmaster.core.serial import newer
 from dnsmaster.errors import BuildError, DataError
+from dnsmaster.log import get_logger
 from dnsmaster.master import output as out
 from dnsmaster.master.archive import DEFAULT_KEEP
-from dnsmaster.master.buildcache import BuildCache, Ready
-from dnsmaster.master.compiling import CompiledSources, Setup, build_cache
+from dnsmaster.master.buildcache import INDEX, BuildCache, Index, Ready
+from dnsmaster.master.compiling import CompiledSources, Setup, Source, build_cache
 from dnsmaster.master.zones import DEFAULT_MAX_FILE_SIZE, ZonesDir
 
 __all__ = ["BuildResult", "Builder", "Diagnosis"]
@@ -124,7 +124,7 @@ class Builder:
         """The build cache on disk for these settings; None when it is off."""
         if not self.cache:
             return None
-        return build_cache(self.output, self.max_file_size, ipv6_int=self.ipv6_int)
+        return build_cache(self.output, ipv6_int=self.ipv6_int)
 
     def diagnose(self) -> Diagnosis:
         """Every error and warning of every source, without writing anything.
@@ -137,12 +137,13 @@ class Builder:
         errors: list[DataError] = []
         warnings: list[DataError] = []
         lines = 0
-        disk = self.build_cache()
+        index = self.sources.index(self._setup())
+        kept = index.sources if index is not None else {}
         for name in names:
             content = zones.read(name)
             digest = hashlib.sha256(content).digest()
-            known = disk.load(name, digest, len(content)) if disk else None
-            if isinstance(known, Ready):
+            known = kept.get(name)
+            if known is not None and known.digest == digest:
                 warnings.extend(known.warnings)
             else:
                 found = check_source(name, content, digest=digest, ipv6_int=self.ipv6_int)
@@ -197,7 +198,9 @@ class Builder:
         compiled, _ = self.sources.compile(setup, names)
         serial = next_serial(int(self.clock()), self.previous_serial())
         written = self._with_catalog(compiled)
-        return assemble_text(written, serial, ipv6_int=self.ipv6_int, catalog=self.catalog)[0]
+        index = self.sources.index(setup)
+        built = out.assemble(written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog)
+        return built[0]
 
     @overload
     def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
@@ -227,15 +230,27 @@ class Builder:
                 if not force and out.unchanged(
                     self.output, compiled, head, ipv6_int=self.ipv6_int, catalog=self.catalog
                 ):
-                    self.sources.save(setup.disk, compiled, recompiled)
+                    if self.sources.index(setup) is None or recompiled:
+                        # the pair there is these sources': describe it for the next process
+                        serial = previous_serial(head) or 0
+                        self.sources.save(setup.disk, written, serial, len(head))
                     return None
                 previous = previous_serial(head)
                 if floor is not None and (previous is None or newer(floor, previous)):
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
-                data, stamps, sha256 = out.write_pair(
-                    self.output, written, serial, ipv6_int=self.ipv6_int, catalog=self.catalog
-                )
+                try:
+                    data, stamps, sha256, pairs = self._write(
+                        written, serial, self.sources.index(setup)
+                    )
+                except out.StalePair as exc:
+                    # The index lies about the pair: compile everything, as without it.
+                    get_logger().warning("cache.ignored", file=INDEX, reason=exc.reason)
+                    self.sources.forget()
+                    bare = Setup(setup.zones, None, setup.strict, setup.ipv6_int)
+                    compiled, recompiled = self.sources.compile(bare, names)
+                    written = self._with_catalog(compiled)
+                    data, stamps, sha256, pairs = self._write(written, serial, None)
                 out.keep(
                     self.output,
                     count=self.keep,
@@ -245,7 +260,8 @@ class Builder:
                     stamps=stamps,
                     now=self.clock(),
                 )
-                self.sources.save(setup.disk, compiled, recompiled)
+                banner = data.index(b"\n") + 1
+                self.sources.save(setup.disk, written, serial, banner, pairs)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
         except OSError as exc:  # the lock or the sweep
@@ -254,7 +270,7 @@ class Builder:
         return BuildResult(
             serial=serial,
             sha256=sha256,
-            records=sum(src.records.count for src in written),
+            records=sum(src.nrecords for src in written),
             lines=sum(src.lines for src in compiled),
             sources=tuple(names),
             recompiled=tuple(recompiled),
@@ -265,7 +281,14 @@ class Builder:
             cached=tuple(self.sources.loaded),
         )
 
-    def _with_catalog(self, compiled: list[Ready]) -> list[Ready]:
+    def _write(
+        self, written: list[Source], serial: int, index: Index | None
+    ) -> tuple[bytes, list[int], str, bytes]:
+        return out.write_pair(
+            self.output, written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog
+        )
+
+    def _with_catalog(self, compiled: list[Source]) -> list[Source]:
         """``compiled``, and the catalog zone of their zones after them when one is set.
 
         Raises BuildError when a zones file has the catalog zone, or a zone inside
@@ -278,7 +301,8 @@ class Builder:
         except ValueError as exc:
             raise BuildError(self.catalog, f"catalog: {exc}") from None
         zones = {
-            src.digest: self._zones.get(src.digest) or zones_in(src.pieces) for src in compiled
+            src.digest: self._zones.get(src.digest) or zones_in(self._pieces(src))
+            for src in compiled
         }
         self._zones = zones  # only what this build has: a removed source is forgotten
         for src in compiled:
@@ -295,6 +319,15 @@ class Builder:
             made = (catalog, members, Ready.of(compile_source(CATALOG_SOURCE, lines)))
             self._catalog_made = made
         return [*compiled, made[2]]
+
+    def _pieces(self, src: Source) -> tuple[bytes | memoryview, ...]:
+        """The text of ``src`` cut where the serial goes, from the last build's pair
+        when it is kept there."""
+        if isinstance(src, Ready):
+            return src.pieces
+        index = self.sources.index(self._setup())
+        assert index is not None  # a Kept source comes with the index of its pair
+        return out.pieces_of(src, index)
 
     def _setup(self) -> Setup:
         # Taken afresh for each call: the settings are public and may change between builds.

@@ -1,81 +1,50 @@
-"""The build cache: each source's compile kept on disk for the next process.
+"""The build cache: what the last build compiled, found again in what it wrote.
 
-A :class:`~dnsmaster.master.build.Builder` keeps its compiled sources in memory, so the
-daemon's rebuilds are warm; but ``dnsmaster build``, ``push``, ``check``, ``diff``
-and a restarted daemon each start from nothing. Reading back what an earlier
-process compiled costs a small part of compiling it again, so every clean source,
-as a :class:`Ready` (its text, warnings, and its records packed into one blob in
-cdb's layout, :class:`~dnsmaster.core.cdb.Packed`), is kept in
-``OUTPUT/.dnsmaster-cache/``, one file per source, named by the sha256 of the
-source's bytes and a short hash of its file name (the name is written into the
-``# zones.X:LINE`` comments and the warnings, so it is part of the result).
+A build's ``data`` holds every source's text (stamped with the serial) one after
+the other, and its ``data.cdb`` every source's records in the same order: those
+two files are the cache. A source unchanged since the last build is neither
+compiled nor kept in memory, but copied from them by range, its serials stamped
+anew (:mod:`dnsmaster.master.output`). One file, ``OUTPUT/.dnsmaster-cache/index``,
+written once per build after the pair is installed, says where each source is:
 
-Why one blob of records: a source of 27k records read back as 54k ``bytes``
-objects costs more to make (and, at exit, to free) than tinydns-data spends on
-the whole file; read back as one blob it costs a read, a sha256 and a walk in C,
-and :func:`~dnsmaster.core.cdb.write_packed` writes ``data.cdb`` straight from it.
+- a header: the format, dnsmaster's version and the digest of the compiler's own
+  source files (a changed checker must not replay old warnings), the options, the
+  serial stamped in the pair, the length of its banner, and the stat (device,
+  inode, size, mtime and ctime in nanoseconds) of ``data`` and ``data.cdb`` as
+  installed (a pair replaced since is not the one described);
+- per source, in build order: its name, the sha256 of its bytes, its file's stat
+  (zeros when too recent to trust: git's racy-clean rule, two seconds), the
+  lengths of its text's pieces (cut where the serial goes), the length and count
+  of its records, the offsets of its SOA serials, its lines and its warnings;
+- the (hash, position) pair of every record of ``data.cdb``, so that the next
+  build copies the records without reading them (:func:`~dnsmaster.core.cdb.write_pieces`);
+- the sha256 of all before it.
 
-Nothing in an entry is trusted until every check passed: the magic, the format
-version, dnsmaster's version and the digest of the compiler's own source files (a
-changed checker must not replay old warnings), the content sha256 the caller took
-of the bytes it just read, the source's name, the payload length against the file
-size, and the payload's sha256. Then the payload is taken apart with bounds checks
-at every step, and the records blob is walked record by record
-(:func:`~dnsmaster.core.cdb.scan`: whole records, each serial offset at the serial
-of an SOA record, as many records as counted). Any failure makes the entry a
-:class:`Rejected`: the build compiles that source and writes the entry again. The
-cache is as trusted as the output directory it sits in (whoever can write there
-can write ``data`` itself); what a foreign file there must never do is run code,
-crash the build or hang it, which is why there is no pickle and no marshal
-(documented as unsafe for data that was not written by us), only :mod:`struct`.
-
-The format, all integers little-endian::
-
-    header   16s magic, I format, 16s version, 32s code digest, 32s content sha256,
-             Q payload length, 32s payload sha256
-    payload  9 Q section lengths, then the sections: name, counts (5 Q: lines,
-             pieces, records, serials, warnings), the pieces' lengths (Q each) and
-             their bytes, records (the blob), serial offsets (Q each), warning lines
-             (Q each), warning reasons (a struct format, then the bytes it splits)
-
-The text's pieces and the records are not copied out of the entry: they are
-views into the bytes read, which ``data`` and ``data.cdb`` are written from.
-Why a struct format for the warnings' reasons: ``struct.Struct(b"<29s31s...")
-.unpack(blob)`` makes every ``bytes`` object in one call into C. The format is
-written once, by the process that compiled the source, and checked before use to
-hold nothing but ``<``, digits and ``s``, so a foreign file can make it return
-bytes objects, exactly as many as the counts say, or fail.
-
-The index (``stats``): for each source, the stat the last build saw (device,
-inode, size, mtime and ctime in nanoseconds) and the content sha256. A new
-process whose file has exactly that stat takes the sha256 from it and reads the
-entry, not the file: after a one-line change in one of 50 files it reads one
-file. Only stats older than two seconds are recorded (git's racy-clean rule), the
-index ends with the sha256 of all before it, and a damaged one is ignored whole.
-
-Crash safety: an entry is written to a temp file and renamed, under the output
-directory's lock, so a name never holds a partial entry while we run. It is not
-fsynced: after a power cut a renamed entry may read as zeros or short, and the
-payload sha256 catches that at the next read. Skipping the fsync spares every cold
-build a flush of as many bytes as ``data.cdb``. A temp file left by a killed
-writer has a name no reader looks at, and the next build sweeps it.
+Nothing in it is trusted until every check passed: the magic, the format, the
+version and code digest, the options, the sha256, every count and length against
+the bytes there and against ``data`` and ``data.cdb`` (opened once and checked by
+``fstat`` on the open descriptors, so a pair renamed over them is not mixed in).
+Any failure makes the index a :class:`Rejected`, logged as ``cache.ignored``: the
+build compiles every source. The cache is as trusted as the output directory it
+sits in; a foreign file there must never run code, crash the build or hang it:
+no pickle, only :mod:`struct`, and every open is ``O_NOFOLLOW | O_NONBLOCK``.
+The index is written to a temp file and renamed, under the output directory's
+lock; not fsynced: after a power cut its sha256 catches what is lost.
 """
 
 from __future__ import annotations
 
 import contextlib
-import errno
 import functools
 import hashlib
 import os
-import re
 import stat
 import struct
-from collections.abc import Collection, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
-from itertools import accumulate
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from itertools import accumulate, chain
 from pathlib import Path
+from typing import NamedTuple
 
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import cdb, makedata
@@ -87,56 +56,47 @@ __all__ = [
     "FORMAT",
     "INDEX",
     "BuildCache",
+    "Index",
+    "Kept",
     "Ready",
     "Rejected",
-    "Synced",
     "code_digest",
     "decode",
     "encode",
-    "entry_name",
+    "kept_of",
 ]
 
 #: The subdirectory of the output directory that holds the cache.
 DIRECTORY = ".dnsmaster-cache"
-#: The version of the entry format; an entry of another is ignored.
-FORMAT = 3
+#: The version of the index format; an index of another is ignored.
+FORMAT = 5
+#: The file in the cache directory that describes the last build's pair.
+INDEX = "index"
 
-#: The file in the cache directory that maps each source's stat to its sha256.
-INDEX = "stats"
+#: A file's stat as the cache compares it: device, inode, size, mtime_ns, ctime_ns.
+Stat = tuple[int, ...]
 
-_MAGIC = b"dnsmaster-cache\n"
-_INDEX_MAGIC = b"dnsmaster-stats 1\n"
-_INDEX_MAX = 16 << 20
-_INDEX_LINE = re.compile(rb"([0-9a-f]{64})((?: [0-9]{1,20}){5}) ([^\n]+)\n")
-_INDEX_END = re.compile(rb"end ([0-9a-f]{64})\n")
-_HEADER = struct.Struct("<16sI16s32s32sQ32s")
+_MAGIC = b"dnsmaster-index\n"
+# magic, format, version, code digest, options digest, serial, banner length,
+# stat of data, stat of data.cdb, sources, then the 9 section lengths
+_HEADER = struct.Struct("<16sI16s32s32sQQ5Q5QQ9Q")
+# per source: sha256, pieces, records length, count, serials, lines, warnings
+_ROW = struct.Struct("<32sIQIIQI")
 _SECTIONS = 9
-_TABLE = struct.Struct(f"<{_SECTIONS}Q")
-_COUNTS = struct.Struct("<5Q")
-_FORMAT_BYTES = b"0123456789s"
-# CONTENT_SHA256-NAME_HASH: the first says what the source held, the second whose it was.
-_ENTRY = re.compile(r"[0-9a-f]{64}-[0-9a-f]{16}")
-_TEMP = re.compile(r"\..*\.tmp", re.DOTALL)
+_NO_STAT = (0, 0, 0, 0, 0)
 _SURROGATES = "surrogateescape"
-# How large the entry of a source of N bytes can be: at most _PER_SOURCE_BYTE * N +
-# _FIXED. Measured (2026-12-07): a byte of source makes at most 93 bytes of entry (a
-# file of two-byte "." lines: each makes a Z and an & line and their records, 186
-# bytes in all); long names make under 10 a byte; the fixed part (header, tables,
-# name) is a few hundred bytes. With room to spare, so that no real entry is ever
-# refused, and a file of gigabytes beside a small source is never read.
-_PER_SOURCE_BYTE = 256
-_FIXED = 1 << 20
+# An index holds at most this many bytes per byte of data (see BuildCache._cap):
+# a source's row and its stat are 120 bytes, its text in data 16 at least, and
+# a warning's 30 bytes or so are for a line of data of 2 bytes at least.
+_PER_DATA_BYTE = 64
+_U32 = (1 << 32) - 1
 
 
 @dataclass(frozen=True, slots=True)
 class Ready:
-    """One clean source as a build uses it: a compile, its records packed.
-
-    What the Builder keeps per source (in memory and in the cache): the text with
-    the serial's places (``pieces``, as :class:`~dnsmaster.core.makedata.CompiledSource`'s),
-    the records as one :class:`~dnsmaster.core.cdb.Packed` blob, the warnings and
-    the number of lines.
-    """
+    """One source compiled by this build: its text cut where the serial goes
+    (``pieces``), its records as one :class:`~dnsmaster.core.cdb.Packed` blob, in
+    memory. Once its build is installed, a Builder keeps its :class:`Kept` instead."""
 
     name: str
     digest: bytes
@@ -152,39 +112,139 @@ class Ready:
         packed = cdb.pack(records.keys, records.values, records.soa_defaults)
         return cls(src.name, src.digest, src.pieces, packed, src.warnings, src.lines)
 
+    @property
+    def nrecords(self) -> int:
+        """How many records."""
+        return self.records.count
+
+
+class Kept(NamedTuple):
+    """One source as the last build wrote it: numbers, not bytes. ``pieces`` are
+    the lengths of its text's pieces (the serial goes between two), ``size`` their
+    sum, ``records`` the length of its records in ``data.cdb`` and ``nrecords`` how
+    many, ``serials`` the offsets in them of the SOA serials. A tuple rather than a
+    frozen dataclass: a new process makes one per source (100,000 for a zones file
+    per customer), and a tuple is made in a third of the time.
+    """
+
+    name: str
+    digest: bytes
+    pieces: tuple[int, ...]
+    size: int
+    records: int
+    nrecords: int
+    serials: tuple[int, ...]
+    warnings: tuple[DataError, ...]
+    lines: int
+
+    def text_length(self, width: int) -> int:
+        """The length of its text in a ``data`` whose serial has ``width`` digits."""
+        return self.size + width * (len(self.pieces) - 1)
+
+
+def kept_of(src: Ready) -> Kept:
+    """What is kept of ``src`` once the build that wrote it is installed."""
+    packed = src.records
+    pieces = tuple(map(len, src.pieces))
+    return Kept(
+        src.name,
+        src.digest,
+        pieces,
+        sum(pieces),
+        len(packed.blob),
+        packed.count,
+        packed.serials,
+        src.warnings,
+        src.lines,
+    )
+
 
 @dataclass(frozen=True, slots=True)
 class Rejected:
-    """An entry was there but is not used; ``reason`` says why (for the log)."""
+    """The index was there but is not used; ``reason`` says why (for the log)."""
 
     reason: str
 
 
 @dataclass(frozen=True, slots=True)
-class Synced:
-    """What :meth:`BuildCache.sync` did: entry names written and removed, and why it
-    stopped early (None: it did not)."""
+class Index:
+    """The last build's pair as its index describes it.
 
-    written: tuple[str, ...]
-    removed: tuple[str, ...]
-    error: str | None = None
+    ``sources`` are in build order, ``stats`` the trusted stats of their files,
+    ``at`` where each source's text starts in ``data``, where its records start in
+    ``data.cdb``, and the number of its first record; ``pairs`` the records' (hash,
+    position) pairs in record order, as :class:`~dnsmaster.core.cdb.Piece` takes
+    them (empty when the index has none). ``data`` and ``cdb`` are the pair's
+    descriptors, opened and checked when the index was read: :meth:`close` them when
+    done (they are closed when the index is dropped, too: a ``push`` that only asks
+    whether the build is current never closes it).
+    """
+
+    serial: int
+    banner: int
+    sources: dict[str, Kept]
+    stats: dict[str, Stat]
+    at: dict[str, tuple[int, int, int]]
+    data: int
+    cdb: int
+    pairs: bytes | memoryview
+    held: _Descriptors = field(repr=False, compare=False)
+
+    @property
+    def width(self) -> int:
+        """How many digits the serial has in ``data``."""
+        return len(str(self.serial))
+
+    def close(self) -> None:
+        """Close the pair's descriptors (idempotent)."""
+        self.held.close()
+
+    def read(self, which: int, start: int, length: int) -> bytearray:
+        """``length`` bytes from ``start`` of ``data`` or ``data.cdb`` (``which``), read
+        into one buffer (no chunks joined: at 1M lines that is 150 MB copied once,
+        not twice).
+
+        Raises ValueError when the file is shorter (it changed under us).
+        """
+        buf = bytearray(length)
+        view = memoryview(buf)
+        got = 0
+        while got < length:
+            n = os.preadv(which, [view[got : got + (1 << 26)]], start + got)
+            if n <= 0:
+                raise _Invalid("the pair is shorter than its index says")
+            got += n
+        return buf
+
+
+class _Descriptors:
+    """Descriptors closed once: by :meth:`close`, or when dropped (never twice, so
+    a number reused by another open is never closed by mistake)."""
+
+    __slots__ = ("fds",)
+
+    def __init__(self, fds: Sequence[int]) -> None:
+        self.fds = list(fds)
+
+    def close(self) -> None:
+        fds, self.fds = self.fds, []
+        for fd in fds:
+            with contextlib.suppress(OSError):
+                os.close(fd)
+
+    def __del__(self) -> None:
+        self.close()
 
 
 class _Invalid(DnsmasterError, ValueError):
-    """An entry failed a check; the message says which."""
+    """The index failed a check; the message says which."""
 
 
 @functools.cache
 def code_digest() -> bytes:
-    """What decides a compile besides the source: dnsmaster's version and the core's code.
-
-    The version alone would let a development tree, or a patched install, replay
-    the warnings and records of the code it had before. The C accelerator is left
-    out on purpose: it must give the pure-Python path's bytes, and the tests hold
-    it to that. (An install without the ``.py`` files falls back on the version.)
-    Taken once, when this module is imported: it stands for the code this process
-    runs, not for what an upgrade puts on disk while a daemon runs.
-    """
+    """What decides a compile besides the source: dnsmaster's version and the core's
+    code (not the C accelerator's, which the tests hold to the same bytes). Taken
+    once, at import: the code this process runs, not what an upgrade puts on disk."""
     h = hashlib.sha256(__version__.encode())
     for path in sorted(Path(makedata.__file__).parent.glob("*.py")):
         h.update(b"\0" + path.name.encode())
@@ -196,205 +256,345 @@ def code_digest() -> bytes:
 code_digest()
 
 
-def entry_name(name: str, digest: bytes, options: bytes = b"") -> str:
-    """The file name of the entry for source ``name`` holding bytes of sha256 ``digest``,
-    compiled with ``options`` (see :class:`BuildCache`)."""
-    tag = hashlib.sha256(name.encode("utf-8", _SURROGATES) + options).hexdigest()[:16]
-    return f"{digest.hex()}-{tag}"
+def encode(
+    sources: Sequence[Kept],
+    stats: dict[str, Stat],
+    *,
+    serial: int,
+    banner: int,
+    pair: tuple[Stat, Stat],
+    options: bytes = b"",
+    code: bytes | None = None,
+    rows: dict[str, tuple[Kept, bytes]] | None = None,
+    pairs: bytes | memoryview = b"",
+) -> bytes:
+    """The index of a pair stamped with ``serial`` (``banner`` bytes of banner) and
+    holding ``sources`` in order; ``pair`` is the stat of ``data`` and ``data.cdb``,
+    ``pairs`` the (hash, position) pair of each record of ``data.cdb``, in record
+    order (8 bytes a record, or nothing: the keys are then read and hashed).
 
-
-def encode(src: Ready, code: bytes) -> list[bytes]:
-    """The entry for ``src``, as pieces to write one after the other."""
-    records = src.records
-    reasons = [w.reason.encode("utf-8", _SURROGATES) for w in src.warnings]
-    counts = (src.lines, len(src.pieces), records.count, len(records.serials), len(src.warnings))
+    ``rows`` keeps each source's row from one call to the next (a daemon's
+    rebuild after a one-file change packs one row, not 100,000).
+    """
+    made = {} if rows is None else rows
+    rows_now = []
+    for src in sources:
+        known = made.get(src.name)
+        if known is None or known[0] is not src:
+            known = made[src.name] = (src, _row(src))
+        rows_now.append(known[1])
+    if len(made) > len(sources):
+        for gone in set(made) - {src.name for src in sources}:
+            del made[gone]
+    names = "\0".join([src.name for src in sources]).encode("utf-8", _SURROGATES)
+    warned = [w for src in sources if src.warnings for w in src.warnings]
+    reasons = [w.reason.encode("utf-8", _SURROGATES) for w in warned]
     sections = [
-        src.name.encode("utf-8", _SURROGATES),
-        _COUNTS.pack(*counts),
-        _ints([len(piece) for piece in src.pieces]),
-        b"".join(src.pieces),
-        bytes(records.blob),  # the blob itself when it is bytes (a fresh compile's)
-        _ints(records.serials),
-        _ints([w.line for w in src.warnings]),
-        *_strings(reasons),
+        names,
+        b"".join(rows_now),
+        _ints("Q", list(chain.from_iterable(stats.get(src.name, _NO_STAT) for src in sources))),
+        _ints("I", list(chain.from_iterable(src.pieces for src in sources))),
+        _ints("Q", list(chain.from_iterable(src.serials for src in sources))),
+        _ints("Q", [w.line for w in warned]),
+        _ints("I", list(map(len, reasons))),
+        b"".join(reasons),
+        pairs,
     ]
-    table = _TABLE.pack(*map(len, sections))
-    checksum = hashlib.sha256(table)
-    for section in sections:
-        checksum.update(section)
-    length = len(table) + sum(map(len, sections))
-    version = __version__.encode()[:16]
-    header = _HEADER.pack(_MAGIC, FORMAT, version, code, src.digest, length, checksum.digest())
-    return [header, table, *sections]
+    header = _HEADER.pack(
+        _MAGIC,
+        FORMAT,
+        __version__.encode()[:16],
+        code_digest() if code is None else code,
+        hashlib.sha256(options).digest(),
+        serial,
+        banner,
+        *pair[0],
+        *pair[1],
+        len(sources),
+        *map(len, sections),
+    )
+    body = b"".join([header, *sections])
+    return body + hashlib.sha256(body).digest()
 
 
-def decode(entry: bytes, name: str, digest: bytes, code: bytes) -> Ready:
-    """The compiled source in ``entry``, if it is the one for ``name`` at ``digest``.
+def _row(src: Kept) -> bytes:
+    return _ROW.pack(
+        src.digest,
+        len(src.pieces),
+        src.records,
+        src.nrecords,
+        len(src.serials),
+        src.lines,
+        len(src.warnings),
+    )
+
+
+def decode(
+    text: bytes, options: bytes = b"", rows: dict[str, tuple[Kept, bytes]] | None = None
+) -> tuple[int, int, tuple[Stat, Stat], dict[str, Kept], dict[str, Stat], memoryview]:
+    """The serial, banner length, pair's stats, sources, trusted stats and records'
+    (hash, position) pairs of an index; ``rows`` gets each source's row (as
+    :func:`encode` takes them), so the next index packs only what changed.
 
     Raises ValueError saying which check failed.
     """
-    if len(entry) < _HEADER.size:
+    if len(text) < _HEADER.size + 32:
         raise _Invalid("shorter than its header")
-    magic, version, written_by, their_code, content, length, checksum = _HEADER.unpack_from(entry)
+    body, checksum = memoryview(text)[:-32], text[-32:]
+    fields = _HEADER.unpack_from(body)
+    magic, version, written_by, their_code, their_options, serial, banner = fields[:7]
     if magic != _MAGIC:
-        raise _Invalid("not a dnsmaster cache entry")
+        raise _Invalid("not a dnsmaster cache index")
     if version != FORMAT:
         raise _Invalid(f"cache format {version}, not {FORMAT}")
-    if written_by.rstrip(b"\0") != __version__.encode()[:16] or their_code != code:
+    if written_by.rstrip(b"\0") != __version__.encode()[:16] or their_code != code_digest():
         raise _Invalid("written by another version of dnsmaster")
-    if content != digest:
-        raise _Invalid("holds another content than the source's (sha256 differs)")
-    if length != len(entry) - _HEADER.size:
-        raise _Invalid(f"payload of {len(entry) - _HEADER.size} bytes, header says {length}")
-    payload = memoryview(entry)[_HEADER.size :]
-    if hashlib.sha256(payload).digest() != checksum:
-        raise _Invalid("payload sha256 does not match its header")
+    if their_options != hashlib.sha256(options).digest():
+        raise _Invalid("written by a build with other options")
+    lengths = fields[-_SECTIONS:]
+    if _HEADER.size + sum(lengths) != len(body):
+        raise _Invalid(f"holds {len(body)} bytes, its header says {_HEADER.size + sum(lengths)}")
+    if hashlib.sha256(body).digest() != checksum:
+        raise _Invalid("sha256 does not match its contents")
     try:
-        return _parse(payload, name, digest)
-    except (struct.error, OverflowError) as exc:
-        raise _Invalid(f"malformed payload: {exc}") from None
+        sources, stats = _parse(body, fields[17], lengths[:-1], {} if rows is None else rows)
+    except (struct.error, UnicodeError, OverflowError) as exc:
+        raise _Invalid(f"malformed: {exc}") from None
+    pairs = body[len(body) - lengths[-1] :]
+    if pairs and len(pairs) != 8 * sum(src.nrecords for src in sources.values()):
+        raise _Invalid("the records' pairs are not 8 bytes a record")
+    return serial, banner, (tuple(fields[7:12]), tuple(fields[12:17])), sources, stats, pairs
+
+
+def _parse(
+    body: memoryview, count: int, lengths: Sequence[int], made: dict[str, tuple[Kept, bytes]]
+) -> tuple[dict[str, Kept], dict[str, Stat]]:
+    at = _HEADER.size
+    sections = []
+    for length in lengths:
+        sections.append(body[at : at + length])
+        at += length
+    names_blob, rows_blob, stats_blob, pieces_blob, serials_blob, lines_blob, sizes, reasons = (
+        sections
+    )
+    if len(rows_blob) != count * _ROW.size:
+        raise _Invalid(f"{len(rows_blob) // _ROW.size} sources where {count} were counted")
+    names = names_blob.tobytes().decode("utf-8", _SURROGATES).split("\0") if count else []
+    if len(names) != count or len(set(names)) != count:
+        raise _Invalid("the names are not one per source")
+    rows = list(_ROW.iter_unpack(rows_blob))
+    seen = _unints("Q", stats_blob, 5 * count)
+    pieces = _unints("I", pieces_blob, sum(row[1] for row in rows))
+    serials = _unints("Q", serials_blob, sum(row[4] for row in rows))
+    warnings = _warnings(names, rows, lines_blob, sizes, reasons)
+    sources: dict[str, Kept] = {}
+    stats: dict[str, Stat] = {}
+    p = s = 0
+    none: tuple[DataError, ...] = ()
+    row_bytes = rows_blob.tobytes()
+    size = _ROW.size
+    for k, (name, row) in enumerate(zip(names, rows, strict=True)):
+        digest, n_pieces, records, n_records, n_serials, lines, n_warnings = row
+        mine = pieces[p : p + n_pieces]
+        if n_pieces < 1:
+            raise _Invalid(f"{name}: no text")
+        offsets = serials[s : s + n_serials]
+        if offsets and max(offsets) + 4 > records:
+            raise _Invalid(f"{name}: a serial offset past its records")
+        found = warnings.get(name, none) if n_warnings else none
+        kept = sources[name] = Kept(
+            name, digest, mine, sum(mine), records, n_records, offsets, found, lines
+        )
+        made[name] = (kept, row_bytes[size * k : size * k + size])
+        stat_of = seen[5 * k : 5 * k + 5]
+        if stat_of != _NO_STAT:
+            stats[name] = stat_of
+        p += n_pieces
+        s += n_serials
+    return sources, stats
+
+
+def _warnings(
+    names: list[str],
+    rows: list[tuple[bytes, int, int, int, int, int, int]],
+    lines_blob: memoryview,
+    sizes_blob: memoryview,
+    reasons: memoryview,
+) -> dict[str, tuple[DataError, ...]]:
+    """Each warned source's warnings, checked against its lines."""
+    counts = [row[6] for row in rows]
+    total = sum(counts)
+    at_lines = _unints("Q", lines_blob, total)
+    sizes = _unints("I", sizes_blob, total)
+    if sum(sizes) != len(reasons):
+        raise _Invalid("the warnings do not add up")
+    texts = reasons.tobytes()
+    found: dict[str, tuple[DataError, ...]] = {}
+    w = at = 0
+    for name, row, n in zip(names, rows, counts, strict=True):
+        if not n:
+            continue
+        mine = []
+        for line, size in zip(at_lines[w : w + n], sizes[w : w + n], strict=True):
+            if line > row[5]:
+                raise _Invalid(f"{name}: a warning past its last line")
+            mine.append(DataError(name, line, texts[at : at + size].decode("utf-8", _SURROGATES)))
+            at += size
+        found[name] = tuple(mine)
+        w += n
+    return found
 
 
 class BuildCache:
     """The cache directory of one output directory.
 
-    :meth:`load` needs no lock (entries appear whole, by rename); :meth:`sync`
-    writes and removes, so its caller holds the output directory's lock.
+    :meth:`load` needs no lock (the index and the pair appear whole, by rename);
+    :meth:`save` writes, so its caller holds the output directory's lock.
     """
 
-    def __init__(self, directory: Path, max_entry: int, options: bytes = b"") -> None:
+    def __init__(self, directory: Path, options: bytes = b"") -> None:
         self.directory = directory
-        #: The largest entry read; a larger file there is refused, not read.
-        self.max_entry = max_entry
         #: What the build compiles with besides the source (``ipv6_int = false`` makes
-        #: other text and records of the same bytes): part of each entry's name, so an
-        #: entry is found only by a build with the same options. Empty: the defaults,
-        #: whose names are those entries always had.
+        #: other text and records of the same bytes): an index written with other
+        #: options is not used.
         self.options = options
 
-    def load(self, name: str, digest: bytes, size: int | None = None) -> Ready | Rejected | None:
-        """The cached compile of ``name`` at content sha256 ``digest``; None if absent.
+    @property
+    def output(self) -> Path:
+        """The output directory whose pair the index describes."""
+        return self.directory.parent
 
-        ``size``, the source's length in bytes, caps the entry by what that source
-        could make (see ``_PER_SOURCE_BYTE``); without it, :attr:`max_entry` does.
-        """
-        cap = self.max_entry
-        if size is not None:
-            cap = min(cap, _PER_SOURCE_BYTE * size + _FIXED)
-        path = self.directory / entry_name(name, digest, self.options)
+    def load(self, rows: dict[str, tuple[Kept, bytes]] | None = None) -> Index | Rejected | None:
+        """The index and the pair it describes, checked; None if there is no index.
+        ``rows``: as :func:`decode`'s."""
         try:
-            # O_NOFOLLOW: the cache reads only its own files; O_NONBLOCK: a FIFO
-            # under an entry's name must not hang the build.
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-            fd = os.open(path, flags)
+            fd = os.open(self.directory / INDEX, _READ)
         except (FileNotFoundError, NotADirectoryError):
             return None
         except OSError as exc:
-            if exc.errno == errno.ELOOP:
-                return Rejected("is a symbolic link")
             return Rejected(f"cannot read: {fsutil.describe(exc)}")
-        try:
-            entry = _read(fd, cap)
-        except OSError as exc:
-            return Rejected(f"cannot read: {fsutil.describe(exc)}")
-        except _Invalid as exc:
-            return Rejected(str(exc))
-        finally:
-            os.close(fd)
-        try:
-            return decode(entry, name, digest, code_digest())
-        except ValueError as exc:
-            return Rejected(str(exc))
-
-    def sync(self, sources: Sequence[Ready], fresh: Collection[str] = ()) -> Synced:
-        """Leave one entry per source of ``sources``, and nothing else of ours.
-
-        Entries of sources no longer built and temp files of killed writers are
-        removed first (that frees the space the new entries need); then every
-        source without an entry, and every source named in ``fresh`` (compiled
-        again because its entry was missing or rejected), is written. The caller
-        holds the output directory's lock. Never raises for the file system: a
-        cache that cannot be written costs the next process time, not its build.
-        Entries are written by two threads; each one whole, or not at all.
-        """
-        wanted = {entry_name(src.name, src.digest, self.options): src for src in sources}
-        written: list[str] = []
-        removed: list[str] = []
-        try:
-            self._make_directory()
-            present = set()
-            with os.scandir(self.directory) as entries:
-                for entry in entries:
-                    if entry.is_dir(follow_symlinks=False):
-                        continue
-                    if entry.name in wanted and entry.is_file(follow_symlinks=False):
-                        present.add(entry.name)
-                    elif _ENTRY.fullmatch(entry.name) or _TEMP.fullmatch(entry.name):
-                        with contextlib.suppress(FileNotFoundError):
-                            os.unlink(entry.path)
-                            removed.append(entry.name)
-            code = code_digest()
-            todo = [
-                (name, src)
-                for name, src in wanted.items()
-                if name not in present or src.name in fresh
-            ]
-
-            def write(item: tuple[str, Ready]) -> str:
-                self._write(item[0], encode(item[1], code))
-                return item[0]
-
-            if len(todo) < 2:
-                written += map(write, todo)
-            else:
-                # A cold build writes every entry: their sha256 and writes release
-                # the GIL, so two threads take half the time on two cores.
-                with ThreadPoolExecutor(max_workers=2) as pool:
-                    written += pool.map(write, todo)
-        except OSError as exc:
-            where = exc.filename or str(self.directory)
-            return Synced(tuple(written), tuple(removed), f"{where}: {fsutil.describe(exc)}")
-        return Synced(tuple(written), tuple(removed))
-
-    def load_stats(self) -> dict[str, Seen]:
-        """What the last build saw of each source: its stat and its content sha256.
-
-        A new process takes a file's sha256 from here, without reading the file,
-        when the file's stat is exactly the one recorded (device, inode, size, and
-        mtime and ctime in nanoseconds), as git's index does; the build records
-        only stats older than two seconds, so a write in the same clock tick as
-        the stat cannot hide. An index that is damaged, foreign or not a regular
-        file is ignored: every file is then read and hashed.
-        """
-        try:
-            flags = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
-            fd = os.open(self.directory / INDEX, flags)
-        except OSError:
-            return {}
         try:
             st = os.fstat(fd)
-            if not stat.S_ISREG(st.st_mode) or st.st_size > _INDEX_MAX:
-                return {}
-            text = os.read(fd, _INDEX_MAX + 1)
-        except OSError:
-            return {}
+            if not stat.S_ISREG(st.st_mode):
+                return Rejected("not a regular file")
+            cap = self._cap()
+            if st.st_size > cap:
+                return Rejected(f"larger than the cap of {cap} bytes ({st.st_size} bytes)")
+            text = _read_all(fd, st.st_size)
+        except OSError as exc:
+            return Rejected(f"cannot read: {fsutil.describe(exc)}")
         finally:
             os.close(fd)
-        return _parse_stats(text)
-
-    def save_stats(self, seen: dict[str, Seen]) -> str | None:
-        """Write the index of ``seen`` (caller holds the lock); the error, if any."""
-        body = [_INDEX_MAGIC]
-        for name, (st, digest) in sorted(seen.items()):
-            numbers = b"".join(b" %d" % n for n in st)
-            body.append(b"%s%s %s\n" % (digest.hex().encode(), numbers, _encode_name(name)))
-        text = b"".join(body)
         try:
+            serial, banner, pair, sources, stats, pairs = decode(text, self.options, rows)
+        except ValueError as exc:
+            return Rejected(str(exc))
+        return self._open_pair(serial, banner, pair, sources, stats, pairs=pairs)
+
+    def _cap(self) -> int:
+        """The largest index read (see ``_PER_DATA_BYTE``): a file of gigabytes under
+        the index's name is never read."""
+        try:
+            size = os.stat(self.output / "data").st_size
+        except OSError:
+            size = 0
+        return _PER_DATA_BYTE * size + (1 << 20)
+
+    def _open_pair(
+        self,
+        serial: int,
+        banner: int,
+        pair: tuple[Stat, Stat],
+        sources: dict[str, Kept],
+        stats: dict[str, Stat],
+        *,
+        pairs: bytes | memoryview,
+    ) -> Index | Rejected:
+        held = _Descriptors([])
+        fds = held.fds
+        try:
+            for name, want in zip(("data", "data.cdb"), pair, strict=True):
+                fds.append(os.open(self.output / name, _READ))
+                st = os.fstat(fds[-1])
+                if not stat.S_ISREG(st.st_mode) or _stat(st) != want:
+                    raise _Invalid(f"{name} is not the one the index describes")
+            width = len(str(serial))
+            lengths = [src.size + width * (len(src.pieces) - 1) for src in sources.values()]
+            text = banner + sum(lengths)
+            records = cdb.HEADER_SIZE
+            end = records + sum(src.records for src in sources.values())
+            if text != pair[0][2]:
+                raise _Invalid(f"data has {pair[0][2]} bytes, the index says {text}")
+            header = os.pread(fds[1], cdb.HEADER_SIZE, 0)
+            if len(header) < cdb.HEADER_SIZE or _records_end(header) != end:
+                raise _Invalid("data.cdb's records are not those the index says")
+            if makedata.previous_serial(os.pread(fds[0], banner, 0)) != serial:
+                raise _Invalid("data's banner is not the one the index says")
+        except (OSError, _Invalid) as exc:
+            held.close()
+            why = str(exc) if isinstance(exc, _Invalid) else fsutil.describe(exc)
+            return Rejected(why if isinstance(exc, _Invalid) else f"cannot read the pair: {why}")
+        # where each starts: the running sums, less the last (where the last ends)
+        texts = list(accumulate(lengths, initial=banner))[:-1]
+        starts = list(accumulate([src.records for src in sources.values()], initial=records))
+        first = list(accumulate([src.nrecords for src in sources.values()], initial=0))
+        at = dict(zip(sources, zip(texts, starts[:-1], first[:-1], strict=True), strict=True))
+        return Index(serial, banner, sources, stats, at, fds[0], fds[1], pairs, held)
+
+    def save(
+        self,
+        sources: Sequence[Kept],
+        stats: dict[str, Stat],
+        *,
+        serial: int,
+        banner: int,
+        rows: dict[str, tuple[Kept, bytes]] | None = None,
+        pairs: bytes = b"",
+    ) -> Index | str:
+        """Write the index of the pair installed in the output directory, holding
+        ``sources`` in order; the index as read back, or the error. ``rows`` and
+        ``pairs``: as :func:`encode`'s.
+
+        The caller holds the output directory's lock. Never raises for the file
+        system: a cache that cannot be written costs the next process time.
+        """
+        try:
+            pair = tuple(_stat(os.stat(self.output / name)) for name in ("data", "data.cdb"))
+            text = encode(
+                sources,
+                stats,
+                serial=serial,
+                banner=banner,
+                pair=(pair[0], pair[1]),
+                options=self.options,
+                rows=rows,
+                pairs=pairs,
+            )
             self._make_directory()
-            self._write(INDEX, [text, b"end %s\n" % hashlib.sha256(text).hexdigest().encode()])
+            tmp = fsutil.stage(
+                self.directory / INDEX, lambda fd: fsutil.write_all(fd, text), fsync=False
+            )
+            try:
+                os.replace(tmp, self.directory / INDEX)
+            except BaseException:
+                with contextlib.suppress(OSError):
+                    os.unlink(tmp)
+                raise
         except OSError as exc:
             return f"{exc.filename or self.directory}: {fsutil.describe(exc)}"
-        return None
+        kept = dict(zip([src.name for src in sources], sources, strict=True))
+        trusted = dict(stats)  # a copy: the caller's change with its next build
+        if not trusted.keys() <= kept.keys():
+            trusted = {n: st for n, st in stats.items() if n in kept}
+        found = self._open_pair(serial, banner, (pair[0], pair[1]), kept, trusted, pairs=pairs)
+        return found if isinstance(found, Index) else found.reason
+
+    def sweep(self) -> None:  # what older formats and killed writers left
+        with contextlib.suppress(OSError), os.scandir(self.directory) as entries:
+            for entry in entries:
+                if entry.name != INDEX and _ours(entry.name):
+                    with contextlib.suppress(OSError):
+                        os.unlink(entry.path)
 
     def _make_directory(self) -> None:
         with contextlib.suppress(FileExistsError):
@@ -403,179 +603,48 @@ class BuildCache:
             # A symlink or a file there is not ours to write through or over.
             raise NotADirectoryError(0, "not a directory", str(self.directory))
 
-    def _write(self, name: str, pieces: Iterable[bytes]) -> None:
-        def write(fd: int) -> None:
-            for piece in pieces:
-                fsutil.write_all(fd, piece)
 
-        # Not fsynced: the payload sha256 catches an entry cut short by a power cut.
-        tmp = fsutil.stage(self.directory / name, write, fsync=False)
-        try:
-            os.replace(tmp, self.directory / name)
-        except BaseException:
-            with contextlib.suppress(OSError):
-                os.unlink(tmp)
-            raise
+# O_NOFOLLOW: the cache reads only its own files; O_NONBLOCK: a FIFO under a name
+# must not hang the build.
+_READ = os.O_RDONLY | os.O_NOFOLLOW | os.O_NONBLOCK | os.O_CLOEXEC | os.O_NOCTTY
 
 
-def _read(fd: int, cap: int) -> bytes:
-    """The entry open on ``fd``, checked before it is read: a regular file, no larger
-    than ``cap``, with a header that says it is one and the length the file has.
+def _ours(name: str) -> bool:
+    """The entries of format 3 (SHA256-TAG), its stat index, and temp files."""
+    digest, _, tag = name.partition("-")
+    old = len(digest) == 64 and len(tag) == 16 and not digest.strip("0123456789abcdef")
+    return old or name == "stats" or (name.startswith(".") and name.endswith(".tmp"))
 
-    Checked on the descriptor first, so a huge or sparse file under an entry's name
-    costs a fstat and one header read, never its length in memory and time.
-    """
-    st = os.fstat(fd)
-    if not stat.S_ISREG(st.st_mode):
-        raise _Invalid("not a regular file")
-    if st.st_size > cap:
-        raise _Invalid(f"larger than the cap of {cap} bytes for this entry ({st.st_size} bytes)")
-    header = os.pread(fd, _HEADER.size, 0)
-    if len(header) < _HEADER.size:
-        raise _Invalid("shorter than its header")
-    magic, *_, length, _ = _HEADER.unpack(header)
-    if magic != _MAGIC:
-        raise _Invalid("not a dnsmaster cache entry")
-    if length != st.st_size - _HEADER.size:
-        raise _Invalid(f"payload of {st.st_size - _HEADER.size} bytes, header says {length}")
+
+def _stat(st: os.stat_result) -> Stat:
+    return (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns)
+
+
+def _records_end(header: bytes) -> int:
+    """Where a cdb's records end: where its first table starts."""
+    return min(struct.unpack_from("<512I", header, 0)[::2])  # type: ignore[no-any-return]
+
+
+def _read_all(fd: int, size: int) -> bytes:
     chunks = []
-    size = 0
-    while chunk := os.read(fd, max(st.st_size - size, 1 << 16)):
-        size += len(chunk)
-        if size > cap:  # it grew while we read it
-            raise _Invalid(f"larger than the cap of {cap} bytes for this entry")
+    got = 0
+    while chunk := os.read(fd, max(size - got, 1 << 16)):
         chunks.append(chunk)
-    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
+        got += len(chunk)
+        if got > size + (1 << 20):  # growing while we read: not ours
+            raise _Invalid("grew while read")
+    return b"".join(chunks)
 
 
-class _Codes(dict[int, bytes]):
-    """``n`` -> ``b"%ds" % n``, remembered for the lengths records have.
-
-    A lookup per item instead of a formatting: the format of a file's 27k keys
-    is written in half the time. Lengths from 64 KiB up (pieces of text) are
-    not remembered, so the table stays small in a daemon that runs for months.
-    """
-
-    def __missing__(self, n: int) -> bytes:
-        code = b"%ds" % n
-        if n < 1 << 16:
-            self[n] = code
-        return code
+def _ints(code: str, values: Sequence[int]) -> bytes:
+    if code == "I" and values and max(values) > _U32:
+        raise OverflowError("a length of 4 GiB or more")
+    return struct.pack(f"<{len(values)}{code}", *values)
 
 
-_CODES = _Codes()
-
-
-def _strings(items: Sequence[bytes]) -> tuple[bytes, bytes]:
-    """A struct format that splits the joined ``items`` again, and the joined items."""
-    return b"<" + b"".join(map(_CODES.__getitem__, map(len, items))), b"".join(items)
-
-
-def _unstrings(fmt: memoryview, blob: memoryview, count: int) -> tuple[bytes, ...]:
-    spec = fmt.tobytes()
-    # Only counts and "s": any other code would make struct return something else
-    # than bytes (or skip, or pad), which no check later would catch.
-    if spec[:1] != b"<" or spec[1:].translate(None, _FORMAT_BYTES):
-        raise _Invalid("a string table holds more than lengths")
-    items: tuple[bytes, ...] = struct.Struct(spec).unpack(blob)
-    if len(items) != count:
-        raise _Invalid(f"{len(items)} strings where {count} were counted")
-    return items
-
-
-def _ints(values: Sequence[int]) -> bytes:
-    return struct.pack(f"<{len(values)}Q", *values)
-
-
-def _unints(view: memoryview, count: int, below: int) -> list[int]:
-    values = list(struct.unpack(f"<{count}Q", view))
-    if values and max(values) >= below:
-        raise _Invalid(f"an index of {max(values)} where there are {below}")
+def _unints(code: str, view: memoryview, count: int) -> tuple[int, ...]:
+    size = struct.calcsize(code)
+    if len(view) != count * size:
+        raise _Invalid(f"{len(view) // size} numbers where {count} were counted")
+    values: tuple[int, ...] = struct.unpack(f"<{count}{code}", view)
     return values
-
-
-def _cut(text: memoryview, lengths: list[int]) -> tuple[memoryview, ...]:
-    """``text`` cut into pieces of ``lengths``, which must add up to all of it."""
-    if sum(lengths) != len(text):
-        raise _Invalid("the text's pieces do not add up to the text")
-    ends = list(accumulate(lengths))
-    return tuple(map(text.__getitem__, map(slice, [0, *ends[:-1]], ends)))
-
-
-def _parse(payload: memoryview, name: str, digest: bytes) -> Ready:
-    lengths = _TABLE.unpack_from(payload)
-    if _TABLE.size + sum(lengths) != len(payload):
-        raise _Invalid("section lengths do not add up to the payload")
-    sections = []
-    at = _TABLE.size
-    for length in lengths:
-        sections.append(payload[at : at + length])
-        at += length
-    (
-        raw_name,
-        counts,
-        pieces_lengths,
-        text,
-        blob,
-        serials,
-        warning_lines,
-        reasons_fmt,
-        reasons_blob,
-    ) = sections
-    if raw_name != name.encode("utf-8", _SURROGATES):
-        raise _Invalid("is the entry of another source file")
-    lines, n_pieces, n_records, n_serials, n_warnings = _COUNTS.unpack(counts)
-    if n_pieces < 1:
-        raise _Invalid("no text")
-    # A view, not a copy: the entry's bytes stay alive as long as its records do.
-    records = cdb.Packed(blob, tuple(_unints(serials, n_serials, len(blob))), n_records)
-    try:
-        found = cdb.scan(records.blob, records.serials)
-    except ValueError as exc:
-        raise _Invalid(f"records: {exc}") from None
-    if found != n_records:
-        raise _Invalid(f"{found} records where {n_records} were counted")
-    reasons = _unstrings(reasons_fmt, reasons_blob, n_warnings)
-    at_lines = _unints(warning_lines, n_warnings, lines + 1)
-    return Ready(
-        name=name,
-        digest=digest,
-        pieces=_cut(text, _unints(pieces_lengths, n_pieces, len(text) + 1)),
-        records=records,
-        warnings=tuple(
-            DataError(name, line, reason.decode("utf-8", _SURROGATES))
-            for line, reason in zip(at_lines, reasons, strict=True)
-        ),
-        lines=lines,
-    )
-
-
-#: A source's stat (device, inode, size, mtime_ns, ctime_ns) and content sha256.
-Seen = tuple[tuple[int, ...], bytes]
-
-
-def _encode_name(name: str) -> bytes:
-    return name.encode("utf-8", _SURROGATES)
-
-
-def _parse_stats(text: bytes) -> dict[str, Seen]:
-    """The index's entries, or nothing at all when any byte of it is wrong."""
-    if not text.startswith(_INDEX_MAGIC):
-        return {}
-    cut = text.rfind(b"end ")
-    end = _INDEX_END.fullmatch(text, cut) if cut > 0 else None
-    if end is None or hashlib.sha256(text[:cut]).hexdigest().encode() != end.group(1):
-        return {}
-    seen: dict[str, Seen] = {}
-    pos = len(_INDEX_MAGIC)
-    while pos < cut:
-        m = _INDEX_LINE.match(text, pos)
-        if m is None or m.end() > cut:
-            return {}
-        numbers = tuple(int(n) for n in m.group(2).split())
-        seen[m.group(3).decode("utf-8", _SURROGATES)] = (
-            numbers,
-            bytes.fromhex(m.group(1).decode()),
-        )
-        pos = m.end()
-    return seen

@@ -1,10 +1,12 @@
 """Each source compiled once: what a :class:`~dnsmaster.master.build.Builder` keeps
 between builds, and where each source of a build comes from.
 
-A source comes from memory when it is unchanged since it was last compiled here,
-else from the build cache on disk (:mod:`dnsmaster.master.buildcache`) when that
-holds its content, else from the compiler. A file is not even read when its stat is
-the one the build cache's index recorded with its sha256.
+A source comes from the last build when it is unchanged since: its text and
+records are then copied from that build's ``data`` and ``data.cdb``, which the
+build cache's index describes (:mod:`dnsmaster.master.buildcache`); else from the
+compiler. A file is not even read when its stat is the one recorded with its
+sha256, in memory or in the index. Between builds a Builder keeps, per source,
+only a :class:`~dnsmaster.master.buildcache.Kept` (numbers, no text, no record).
 """
 
 from __future__ import annotations
@@ -21,20 +23,22 @@ from dnsmaster.core.makedata import compile_source
 from dnsmaster.errors import DataError, DataErrors
 from dnsmaster.log import get_logger
 from dnsmaster.master.buildcache import DIRECTORY as CACHE_DIRECTORY
-from dnsmaster.master.buildcache import BuildCache, Ready, Rejected, Seen
+from dnsmaster.master.buildcache import INDEX, BuildCache, Index, Kept, Ready, Rejected, kept_of
 from dnsmaster.master.zones import Stat, ZonesDir
 
-__all__ = ["RACY_NS", "CompiledSources", "Setup", "build_cache"]
+__all__ = ["RACY_NS", "CompiledSources", "Setup", "Source", "build_cache"]
 
 #: A stat younger than this is not trusted next time (see CompiledSources.remember).
 RACY_NS = 2_000_000_000
 
+#: A source as a build uses it: compiled now, or kept from the last build.
+Source = Ready | Kept
 
-def build_cache(output: Path, max_file_size: int, *, ipv6_int: bool) -> BuildCache:
+
+def build_cache(output: Path, *, ipv6_int: bool) -> BuildCache:
     """The build cache of ``output`` for sources compiled with ``ipv6_int``."""
-    # An entry holds the text and the records of a source: a few times its size.
     options = b"" if ipv6_int else b"\0ipv6_int=false"
-    return BuildCache(output / CACHE_DIRECTORY, 16 * max_file_size + (1 << 20), options)
+    return BuildCache(output / CACHE_DIRECTORY, options)
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,11 +55,9 @@ class Setup:
 @dataclass(frozen=True, slots=True)
 class _Found:
     """One source as CompiledSources._look_up found it: ``source`` (None: it does not
-    compile, ``errors`` say why), whether it was ``compiled`` here, and the build
-    cache's entry that was ignored for it (``rejected``), if any."""
+    compile, ``errors`` say why), and whether it was ``compiled`` here."""
 
-    source: Ready | None
-    rejected: Rejected | None = None
+    source: Source | None
     compiled: bool = False
     errors: tuple[DataError, ...] = ()
 
@@ -64,136 +66,155 @@ class _Found:
 class CompiledSources:
     """The sources compiled so far, by name, and what says each is still current."""
 
-    ready: dict[str, Ready] = field(default_factory=dict, repr=False)
-    #: What the last :meth:`compile` read from the build cache, and the entries it
-    #: ignored and why.
+    ready: dict[str, Source] = field(default_factory=dict, repr=False)
+    #: What the last :meth:`compile` took from the last build's pair on disk (not
+    #: from memory, not compiled), and the index it ignored and why.
     loaded: list[str] = field(default_factory=list, repr=False)
     rejected: list[tuple[str, str]] = field(default_factory=list, repr=False)
     # name -> the stat of the file whose content is in ready, when safe to trust
     _stats: dict[str, Stat] = field(default_factory=dict, repr=False)
-    # The build cache's index as last read or written here (None: not yet read)
-    _index: dict[str, Seen] | None = field(default=None, repr=False)
+    # The index of the pair the Kept sources of ready are in (None: not read yet)
+    _index: Index | None = field(default=None, repr=False)
+    _read: bool = field(default=False, repr=False)
+    # Each source's row of the index, as last written (see buildcache.encode)
+    _rows: dict[str, tuple[Kept, bytes]] = field(default_factory=dict, repr=False)
 
     def forget(self) -> None:
         """Drop everything: what is kept was compiled with other settings."""
         self.ready.clear()
         self._stats.clear()
+        if self._index is not None:
+            self._index.close()
         self._index = None
+        self._read = False
+
+    def index(self, setup: Setup) -> Index | None:
+        """The index of the pair the kept sources are in; read once, when first asked."""
+        if not self._read and setup.disk is not None:
+            self._read = True
+            found = setup.disk.load(self._rows)
+            if isinstance(found, Rejected):
+                self.rejected.append((INDEX, found.reason))
+            elif found is not None:
+                self._index = found
+        return self._index
 
     def digests(self, setup: Setup, names: list[str]) -> list[tuple[str, bytes]]:
         """The sha256 of each source, from memory or the index when the file's stat
         says it is unchanged, else read."""
-        stats = {name: setup.zones.stat(name) for name in names}
-        known = {
-            name: self.ready[name].digest
-            for name in names
-            if name in self.ready
-            and stats[name] is not None
-            and self._stats.get(name) == stats[name]
-        }
-        known |= self._trusted(setup, [name for name in names if name not in known], stats)
+        stats = setup.zones.stats(names)
+        index = self.index(setup)
+        known = {}
+        for name in names:
+            seen = stats[name]
+            if seen is None:
+                continue
+            if name in self.ready and self._stats.get(name) == seen:
+                known[name] = self.ready[name].digest
+            elif index is not None and index.stats.get(name) == seen:
+                known[name] = index.sources[name].digest
         return [
             (name, known.get(name) or hashlib.sha256(setup.zones.read(name)).digest())
             for name in names
         ]
 
-    def compile(self, setup: Setup, names: list[str]) -> tuple[list[Ready], list[str]]:
-        """Every source compiled, and the names of those compiled here, not cached.
+    def compile(self, setup: Setup, names: list[str]) -> tuple[list[Source], list[str]]:
+        """Every source compiled, and the names of those compiled here.
 
-        What came from the build cache, and the entries it ignored, are left in
-        :attr:`loaded` and :attr:`rejected`.
+        What came from the last build's pair on disk, and the index it ignored,
+        are left in :attr:`loaded` and :attr:`rejected`.
         """
-        compiled: list[Ready] = []
+        compiled: list[Source] = []
         recompiled: list[str] = []
         errors: list[DataError] = []
         self.loaded = []
         self.rejected = []
-        stats = {name: setup.zones.stat(name) for name in names}
-        unsure = [
-            name
-            for name in names
-            if name not in self.ready or stats[name] is None or self._stats.get(name) != stats[name]
-        ]
-        trusted = self._trusted(setup, unsure, stats)
-        found = dict(zip(unsure, self._look_up(setup, unsure, trusted, stats), strict=True))
+        index = self.index(setup)
+        on_disk = index.sources if index is not None else {}
+        ready = self.ready
+        mine = self._stats
+        stats = setup.zones.stats(names)
+        unsure = self._unsure(setup, names, stats, errors)
+        found = dict(zip(unsure, self._look_up(setup, unsure, on_disk), strict=True))
         for name in names:
-            if name not in found:
-                compiled.append(self.ready[name])
+            got = found.pop(name, None)
+            if got is None:
+                compiled.append(ready[name])
                 continue
-            got = found.pop(name)
-            self._stats.pop(name, None)
-            if got.rejected is not None:
-                self.rejected.append((name, got.rejected.reason))
+            mine.pop(name, None)
             if got.source is None:
                 errors.extend(got.errors)
                 continue
             src = got.source
             if got.compiled:
                 recompiled.append(name)
-            elif src is not self.ready.get(name):
+            elif src is not ready.get(name):
+                self.loaded.append(name)
                 if setup.strict and src.warnings:
                     errors.extend(src.warnings)  # what compile_source(strict=True) raises
                     continue
-                self.loaded.append(name)
-            self.ready[name] = src
+            ready[name] = src
             self.remember(name, stats[name])
             compiled.append(src)
-        for gone in set(self.ready) - set(names):
-            del self.ready[gone]
-            self._stats.pop(gone, None)
+        if len(ready) != len(names):
+            for gone in set(ready) - set(names):
+                del ready[gone]
+                mine.pop(gone, None)
         if errors:
             raise DataErrors(tuple(errors))
         return compiled, recompiled
 
-    def _trusted(
-        self, setup: Setup, names: list[str], stats: dict[str, Stat | None]
-    ) -> dict[str, bytes]:
-        """The sha256 of each source whose stat is the one the build cache's index holds.
-
-        Those files need not be read when the cache holds their compile: a new
-        process after a one-line change reads one file, not all of them.
-        """
-        if setup.disk is None:
-            return {}
-        if self._index is None:
-            self._index = setup.disk.load_stats()
-        index = self._index
-        return {
-            name: index[name][1]
-            for name in names
-            if name in index and stats[name] is not None and index[name][0] == stats[name]
-        }
-
-    def _look_up(
+    def _unsure(
         self,
         setup: Setup,
         names: list[str],
-        trusted: dict[str, bytes],
         stats: dict[str, Stat | None],
-    ) -> list[_Found]:
-        """Each source from memory, else from the build cache, else compiled.
+        errors: list[DataError],
+    ) -> list[str]:
+        """The sources whose stat says neither memory nor the index holds them; the
+        others are taken (and, strict, their warnings are ``errors``)."""
+        index = self._index
+        on_disk = index.sources if index is not None else {}
+        trusted = index.stats if index is not None else {}
+        ready = self.ready
+        mine = self._stats
+        unsure = []
+        # Most names, in a daemon, are what memory holds: found by one comprehension,
+        # not the branches below (mine holds only names that ready holds).
+        get = mine.get
+        others = [n for n in names if (st := stats[n]) is None or get(n) != st] if mine else names
+        for name in others:
+            seen = stats[name]
+            if seen is None:
+                unsure.append(name)
+            elif name in ready and mine.get(name) == seen:
+                pass
+            elif trusted.get(name) == seen:
+                ready[name] = on_disk[name]
+                mine[name] = seen
+                self.loaded.append(name)
+                if setup.strict:
+                    errors.extend(on_disk[name].warnings)  # what a strict compile raises
+            else:
+                unsure.append(name)
+        return unsure
 
-        Two threads: reading, hashing (of the sources and of the entries) and the
-        C part of a compile release the GIL, so one thread's work runs while the
-        other parses, and a changed file compiles while the others are read back.
+    def _look_up(self, setup: Setup, names: list[str], on_disk: dict[str, Kept]) -> list[_Found]:
+        """Each source from memory, else from the last build, else compiled.
+
+        Two threads: reading, hashing and the C part of a compile release the GIL,
+        so one thread's work runs while the other parses.
         """
-        disk = setup.disk
 
         def look_up(name: str) -> _Found:
-            seen = stats[name]
-            if name in trusted and seen is not None and disk is not None:
-                # the size of the file whose stat the index holds (seen[2])
-                known = disk.load(name, trusted[name], seen[2])
-                if isinstance(known, Ready):
-                    return _Found(known)
             content = setup.zones.read(name)
             digest = hashlib.sha256(content).digest()
             cached = self.ready.get(name)
             if cached is not None and cached.digest == digest:
                 return _Found(cached)
-            known = disk.load(name, digest, len(content)) if disk else None
-            if isinstance(known, Ready):
-                return _Found(known)
+            kept = on_disk.get(name)
+            if kept is not None and kept.digest == digest:
+                return _Found(kept)
             packed = PackedRecords()
             try:
                 src = compile_source(
@@ -205,43 +226,56 @@ class CompiledSources:
                     ipv6_int=setup.ipv6_int,
                 )
             except DataErrors as exc:
-                return _Found(None, known, errors=exc.errors)
+                return _Found(None, errors=exc.errors)
             # A read-only view, not a copy: bytes() would copy every record under the
             # GIL, which the other thread's compile is waiting for.
             blob = memoryview(packed.blob).toreadonly()
             records = cdb.Packed(blob, tuple(packed.serials), packed.count)
             ready = Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
-            return _Found(ready, known, compiled=True)
+            return _Found(ready, compiled=True)
 
         if len(names) < 2:  # nothing to share between two threads
             return [look_up(name) for name in names]
         with ThreadPoolExecutor(max_workers=2) as pool:
             return list(pool.map(look_up, names))
 
-    def save(self, disk: BuildCache | None, compiled: list[Ready], recompiled: list[str]) -> None:
-        """Bring the build cache up to these sources, under the output directory's lock.
+    def save(
+        self,
+        disk: BuildCache | None,
+        written: list[Source],
+        serial: int,
+        banner: int,
+        pairs: bytes = b"",
+    ) -> None:
+        """Describe the pair just installed, made of ``written`` (``pairs``: its
+        records' hashes and positions), in the build cache's index, under the output
+        directory's lock; from now on keep each source as a
+        :class:`~dnsmaster.master.buildcache.Kept` of that pair.
 
         Never raises: the build is done, and a cache that cannot be written costs
         the next process time, not this build.
         """
-        if disk is None:
-            return
         log = get_logger()
         for name, reason in self.rejected:
             log.warning("cache.ignored", file=name, reason=reason)
-        synced = disk.sync(compiled, fresh=set(recompiled))
-        if synced.error is not None:
-            log.warning("cache.failed", error=synced.error)
-        index = {
-            name: (st, self.ready[name].digest)
-            for name, st in self._stats.items()
-            if name in self.ready
-        }
-        if index != self._index:
-            error = disk.save_stats(index)
-            if error is not None:
-                log.warning("cache.failed", error=error)
-            self._index = index
+        self.rejected = []
+        if disk is None:
+            return
+        kept = [src if isinstance(src, Kept) else kept_of(src) for src in written]
+        # the catalog's section is in the pair too, but is made anew by each build
+        stats = self._stats  # only sources of this build: compile() drops the others
+        disk.sweep()
+        found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows, pairs=pairs)
+        if isinstance(found, str):
+            log.warning("cache.failed", error=found)
+            return
+        if self._index is not None:
+            self._index.close()
+        self._index = found
+        self._read = True
+        for src in kept:
+            if src.name in self.ready:
+                self.ready[src.name] = src
 
     def remember(self, name: str, stat: Stat | None) -> None:
         """Trust ``stat`` (taken before the read) next time, unless it is too recent.

@@ -8,6 +8,7 @@ import shutil
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 
@@ -237,12 +238,11 @@ class TestNothingChangesOnError:
         def no_memory(*_: object, **__: object) -> None:
             raise MemoryError
 
-        writer = (
-            "dnsmaster.core.cdb.write_packed"
-            if where == "cdb"
-            else "dnsmaster.master.output.assemble_text"
-        )
-        monkeypatch.setattr(writer, no_memory)
+        if where == "cdb":
+            monkeypatch.setattr("dnsmaster.core.cdb.write_pieces", no_memory)
+        else:  # the data thread hashes data before it stages it
+            hashing = SimpleNamespace(sha256=no_memory)
+            monkeypatch.setattr("dnsmaster.master.output.hashlib", hashing)
         with pytest.raises(BuildError, match="out of memory"):
             Builder(zones, out).build()
         assert snapshot(out) == before

@@ -1,15 +1,17 @@
-"""The build cache: a new process reads back what an earlier one compiled, or
-compiles again; it never trusts an entry it cannot verify.
+"""The build cache: a new process takes back from the last build's pair what that
+build compiled, or compiles again; it never trusts an index it cannot verify.
 
-The corruption tests damage a real entry written by a real build (truncation, a
-bit flipped in each region, a foreign header, an entry under another source's
-name) and judge the next build by what it logs, what it compiles, and the bytes
-of data and data.cdb, which must equal a build without any cache. The crash tests
-SIGKILL a real ``dnsmaster build`` process in the middle of writing an entry.
+The corruption tests damage a real index written by a real build (truncation, a
+bit flipped in each region, a foreign header, forged contents resealed with a
+valid checksum) or the pair it describes, and judge the next build by what it
+logs, what it compiles, and the bytes of data and data.cdb, which must equal a
+build without any cache. The crash tests SIGKILL a real build in the middle of
+writing the index.
 """
 
 from __future__ import annotations
 
+import errno
 import os
 import signal
 import subprocess
@@ -18,6 +20,7 @@ import tempfile
 import textwrap
 from collections.abc import Iterator, MutableMapping
 from pathlib import Path
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
@@ -30,9 +33,18 @@ from dnsmaster.core.sources import is_source, source_order
 from dnsmaster.errors import DataError, DataErrors
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder, BuildResult
-from dnsmaster.master.buildcache import BuildCache, Ready, Rejected, decode, encode, entry_name
+from dnsmaster.master.buildcache import (
+    BuildCache,
+    Index,
+    Kept,
+    Ready,
+    Rejected,
+    decode,
+    encode,
+    kept_of,
+)
 from dnsmaster.master.zones import ZonesDir
-from tests.conftest import IN_CI, require_root
+from tests.conftest import IN_CI
 from tests.lab.daemonrun import PROJECT
 
 NOW = 1_700_000_000
@@ -113,13 +125,20 @@ def build(zones: Path, out: Path, **kwargs: Any) -> tuple[BuildResult, Logs]:
 
 
 def cache_files(out: Path) -> list[str]:
-    """The entries (and files not ours); not the stat index, which a slow run writes."""
-    return sorted(n for n in os.listdir(out / buildcache.DIRECTORY) if n != buildcache.INDEX)
+    """What the cache directory holds."""
+    return sorted(os.listdir(out / buildcache.DIRECTORY))
 
 
-def entry_of(out: Path, zones: Path, name: str) -> Path:
-    digest = compile_source(name, (zones / name).read_bytes()).digest
-    return out / buildcache.DIRECTORY / entry_name(name, digest)
+def index_of(out: Path) -> Path:
+    return out / buildcache.DIRECTORY / buildcache.INDEX
+
+
+def loaded(out: Path) -> Index:
+    """The index of ``out``, read and checked (its descriptors closed at once)."""
+    found = BuildCache(out / buildcache.DIRECTORY).load()
+    assert isinstance(found, Index), found
+    found.close()
+    return found
 
 
 def facts(errors: tuple[DataError, ...]) -> list[tuple[str, int, str]]:
@@ -131,66 +150,92 @@ def ignored(logs: Logs) -> dict[str, str]:
     return {e["file"]: e["reason"] for e in logs if e["event"] == "cache.ignored"}
 
 
+def kept(content: bytes, name: str = "zones.x") -> Kept:
+    return kept_of(Ready.of(compile_source(name, content)))
+
+
+PAIR = ((1, 2, 3, 4, 5), (6, 7, 8, 9, 10))
+
+
 class TestFormat:
     @pytest.mark.parametrize(
         "content",
         [RICH, b"", b"+a.example:1.2.3.4", b"\n\n#\n", b".a.example:1.2.3.4:a\n" * 3],
     )
     def test_round_trip(self, content: bytes) -> None:
-        """An entry decodes to exactly the compiled source it was made of."""
-        src = Ready.of(compile_source("zones.x", content))
-        code = buildcache.code_digest()
-        back = decode(b"".join(encode(src, code)), "zones.x", src.digest, code)
-        assert facts(back.warnings) == facts(src.warnings)
-        assert (back.name, back.digest, back.pieces, back.records, back.lines) == (
-            src.name,
-            src.digest,
-            src.pieces,
-            src.records,
-            src.lines,
-        )
+        """An index decodes to exactly the sources and stats it was made of."""
+        sources = [kept(content, "zones.x"), kept(b"+b.example:1.2.3.4\n", "zones.caf\udcff")]
+        stats = {"zones.x": (1, 2, 3, 4, 5)}
+        text = encode(sources, stats, serial=NOW, banner=120, pair=PAIR)
+        serial, banner, pair, back, seen, pairs = decode(text)
+        assert (serial, banner, pair, seen, bytes(pairs)) == (NOW, 120, PAIR, stats, b"")
+        assert list(back) == ["zones.x", "zones.caf\udcff"]
+        for mine, theirs in zip(sources, back.values(), strict=True):
+            assert facts(theirs.warnings) == facts(mine.warnings)
+            assert theirs._replace(warnings=()) == mine._replace(warnings=())
 
     def test_warnings_kept(self) -> None:
         """Warnings come back with their file, line and words."""
-        src = Ready.of(compile_source("zones.x", RICH))
+        src = kept(RICH)
         assert src.warnings
-        code = buildcache.code_digest()
-        back = decode(b"".join(encode(src, code)), "zones.x", src.digest, code)
-        assert facts(back.warnings) == facts(src.warnings)
+        back = decode(encode([src], {}, serial=NOW, banner=1, pair=PAIR))[3]
+        assert facts(back["zones.x"].warnings) == facts(src.warnings)
 
-    def test_string_table_may_hold_only_lengths(self) -> None:
-        """A struct format with another code than ``s`` is refused before use:
-        it would make struct return integers where bytes are expected."""
-        src = Ready.of(compile_source("zones.x", RICH))
-        assert src.warnings  # the reasons' table is there to forge
-        code = buildcache.code_digest()
-        pieces = encode(src, code)
-        reasons_fmt = pieces[REASONS]
-        assert reasons_fmt.startswith(b"<")
-        assert reasons_fmt.endswith(b"s")
-        forged = reasons_fmt[:-1] + b"p"
-        entry = reseal([*pieces[:REASONS], forged, *pieces[REASONS + 1 :]])
-        with pytest.raises(ValueError, match="more than lengths"):
-            decode(entry, "zones.x", src.digest, code)
+    def test_other_options_are_refused(self) -> None:
+        text = encode([kept(RICH)], {}, serial=NOW, banner=1, pair=PAIR, options=b"\0x")
+        with pytest.raises(ValueError, match="other options"):
+            decode(text)
+        assert decode(text, b"\0x")[0] == NOW
+
+    def test_rows_are_kept_between_calls(self) -> None:
+        """A daemon's rebuild packs the row of what changed, not of every source."""
+        a, b = kept(b"+a.example:1.2.3.4\n", "zones.a"), kept(RICH, "zones.b")
+        rows: dict[str, tuple[Kept, bytes]] = {}
+        first = encode([a, b], {}, serial=NOW, banner=1, pair=PAIR, rows=rows)
+        assert set(rows) == {"zones.a", "zones.b"}
+        row_a = rows["zones.a"][1]
+        c = kept(b"+c.example:1.2.3.4\n", "zones.b")
+        again = encode([a, c], {}, serial=NOW, banner=1, pair=PAIR, rows=rows)
+        assert rows["zones.a"][1] is row_a
+        assert rows["zones.b"][0] is c
+        assert decode(again)[3]["zones.b"] == c
+        assert decode(first)[3]["zones.b"]._replace(warnings=()) == b._replace(warnings=())
 
 
-# Where encode() puts the sections (after the header and the table of lengths).
-COUNTS, LENGTHS, TEXT, RECORDS, SERIALS, REASONS = 3, 4, 5, 6, 7, 9
-
-
-def reseal(pieces: list[bytes]) -> bytes:
-    """An entry with a valid header and checksum around sections someone edited:
-    what only a deliberate forger could write."""
+def reseal(text: bytes) -> bytes:
+    """An index with a valid checksum around contents someone edited: what only a
+    deliberate forger could write."""
     import hashlib  # noqa: PLC0415
+
+    body = text[:-32]
+    return body + hashlib.sha256(body).digest()
+
+
+#: Where the index's header puts its fields (see buildcache._HEADER).
+HEADER = 276
+
+
+def sections(text: bytes) -> list[bytearray]:
+    """The index's sections (names, rows, stats, pieces, serials, warning lines,
+    reason sizes, reasons, the records' pairs), to edit and :func:`join` again."""
     import struct  # noqa: PLC0415
 
-    sections = pieces[2:]
-    table = struct.pack(f"<{len(sections)}Q", *map(len, sections))
-    payload = table + b"".join(sections)
-    fields = list(struct.unpack("<16sI16s32s32sQ32s", pieces[0]))
-    fields[5] = len(payload)
-    fields[6] = hashlib.sha256(payload).digest()
-    return struct.pack("<16sI16s32s32sQ32s", *fields) + payload
+    lengths = struct.unpack_from("<9Q", text, HEADER - 72)
+    found = []
+    at = HEADER
+    for length in lengths:
+        found.append(bytearray(text[at : at + length]))
+        at += length
+    return found
+
+
+def join(text: bytes, parts: list[bytearray]) -> bytes:
+    """The index ``text`` with ``parts`` as its sections, resealed."""
+    import struct  # noqa: PLC0415
+
+    header = bytearray(text[:HEADER])
+    struct.pack_into("<9Q", header, HEADER - 72, *map(len, parts))
+    return reseal(bytes(header) + b"".join(parts) + b"\0" * 32)
 
 
 @pytest.fixture(params=["c", "python"])
@@ -206,14 +251,15 @@ def records_writer(request: pytest.FixtureRequest) -> Iterator[str]:
 
 @pytest.mark.usefixtures("records_writer")
 class TestNewProcess:
-    def test_second_build_reads_every_source_from_the_cache(
+    def test_second_build_reads_every_source_from_the_pair(
         self, zones: Path, out: Path, tmp_path: Path
     ) -> None:
         """Nothing is compiled again, and data and data.cdb are those of a build
         without cache, byte for byte."""
         first, _ = build(zones, out)
         assert first.cached == ()
-        assert len(cache_files(out)) == len(first.sources)
+        assert cache_files(out) == [buildcache.INDEX]
+        assert list(loaded(out).sources) == list(first.sources)
         second, logs = build(zones, out)
         assert second.recompiled == ()
         assert second.cached == first.sources
@@ -221,46 +267,61 @@ class TestNewProcess:
         assert not ignored(logs)
 
     def test_matches_real_tinydns_data(self, zones: Path, out: Path, tinydns_data_bin: str) -> None:
-        """The data.cdb of a build from the cache is what the real tinydns-data makes
-        of the data beside it."""
+        """The data.cdb of a build from the last pair, after a one-file change, is
+        what the real tinydns-data makes of the data beside it."""
         build(zones, out)
-        build(zones, out)
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.10:a\n")
+        result, _ = build(zones, out)
+        assert result.recompiled == ("zones.example.net",)
         ours = (out / "data.cdb").read_bytes()
         (out / "data.cdb").unlink()
         subprocess.run([tinydns_data_bin], cwd=out, check=True)
         assert (out / "data.cdb").read_bytes() == ours
 
-    def test_one_changed_file_is_compiled_and_its_old_entry_pruned(
-        self, zones: Path, out: Path, tmp_path: Path
-    ) -> None:
-        """After a one-line change, only that file compiles; its old entry goes, so
-        the cache holds one entry per source and stays bounded."""
+    def test_one_changed_file_is_compiled(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """After a one-line change, only that file compiles; the index describes the
+        new pair."""
         build(zones, out)
-        old = entry_of(out, zones, "zones.example.net")
         (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
         result, _ = build(zones, out)
         assert result.recompiled == ("zones.example.net",)
         assert set(result.cached) == set(result.sources) - {"zones.example.net"}
-        assert not old.exists()
-        assert entry_of(out, zones, "zones.example.net").exists()
-        assert len(cache_files(out)) == len(result.sources)
+        assert cache_files(out) == [buildcache.INDEX]
+        assert uncached(zones, out, tmp_path)
+        again, _ = build(zones, out)
+        assert again.cached == again.sources
+
+    def test_the_serial_may_grow_a_digit(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """The old serial's digits are cut out wherever the index says, and the new
+        serial, one digit longer, put in their place."""
+        Builder(zones, out, clock=lambda: 999_999_999).build()
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        result, _ = build(zones, out)
+        assert result.serial == NOW
+        assert len(result.cached) == len(result.sources) - 1
         assert uncached(zones, out, tmp_path)
 
-    def test_removed_source_loses_its_entry(self, zones: Path, out: Path) -> None:
-        """An entry no source uses any more is removed; files not ours are left."""
+    def test_removed_source_leaves_the_index(self, zones: Path, out: Path) -> None:
         build(zones, out)
         (out / buildcache.DIRECTORY / "README").write_text("not ours")
-        gone = entry_of(out, zones, "zones.example.net")
         (zones / "zones.example.net").unlink()
         result, _ = build(zones, out)
-        assert not gone.exists()
-        assert len(cache_files(out)) == len(result.sources) + 1
-        assert (out / buildcache.DIRECTORY / "README").exists()
+        assert list(loaded(out).sources) == list(result.sources)
+        assert cache_files(out) == ["README", buildcache.INDEX]
+
+    def test_entries_of_the_old_format_are_swept(self, zones: Path, out: Path) -> None:
+        """One file per source, and the stat index, as dnsmaster 2026.11 wrote them."""
+        cache = out / buildcache.DIRECTORY
+        cache.mkdir()
+        (cache / ("ab" * 32 + "-" + "cd" * 8)).write_bytes(b"old entry")
+        (cache / "stats").write_bytes(b"dnsmaster-stats 1\n")
+        build(zones, out)
+        assert cache_files(out) == [buildcache.INDEX]
 
     def test_renamed_file_is_compiled_for_its_new_name(
         self, zones: Path, out: Path, tmp_path: Path
     ) -> None:
-        """The same bytes under another name are another entry: the name is in the
+        """The same bytes under another name are compiled again: the name is in the
         text's comments and the warnings."""
         build(zones, out)
         os.rename(zones / "zones.example.net", zones / "zones.example.nu")
@@ -270,7 +331,8 @@ class TestNewProcess:
         assert uncached(zones, out, tmp_path)
 
     def test_strict_refuses_cached_warnings(self, zones: Path, out: Path) -> None:
-        """A source whose entry holds warnings fails a strict build, as when compiled."""
+        """A source whose kept compile holds warnings fails a strict build, as when
+        compiled."""
         build(zones, out)
         before = pair(out)
         with pytest.raises(DataErrors) as caught:
@@ -279,13 +341,15 @@ class TestNewProcess:
         assert pair(out) == before
 
     def test_unchanged_build_still_fills_the_cache(self, zones: Path, out: Path) -> None:
-        """A build that writes nothing (data is current) still leaves the cache
-        whole, so the next process need not compile."""
+        """A build that writes nothing (data is current) still describes the pair,
+        so the next process need not compile."""
         build(zones, out, cache=False)
         assert not (out / buildcache.DIRECTORY).exists()
         with capture_logs():
             assert Builder(zones, out, clock=clock).build(force=False) is None
-        assert len(cache_files(out)) == 5
+        assert len(loaded(out).sources) == 5
+        again, _ = build(zones, out)
+        assert again.recompiled == ()
 
     def test_without_cache_nothing_is_written(self, zones: Path, out: Path) -> None:
         build(zones, out, cache=False)
@@ -297,6 +361,56 @@ class TestNewProcess:
         before = cache_files(out)
         assert buildcache.DIRECTORY not in fsutil.sweep_litter(out)
         assert cache_files(out) == before
+
+
+class TestDaemon:
+    """A Builder reused (the daemon's) keeps no source's text or records between
+    builds: only numbers, the rest is in the pair on disk."""
+
+    def test_nothing_but_numbers_is_kept(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        assert all(isinstance(src, Kept) for src in builder.sources.ready.values())
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        result = builder.build()
+        assert result.recompiled == ("zones.example.net",)
+        assert result.cached == ()  # from memory, not read back
+        assert all(isinstance(src, Kept) for src in builder.sources.ready.values())
+        assert uncached(zones, out, tmp_path)
+
+    def test_a_file_without_a_stat_is_read(
+        self, zones: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """A stat that fails (a file replaced between the listing and the stat) is
+        never taken for unchanged, even for a file memory does not hold: the file is
+        read, as a new one would be."""
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 0)  # stats trusted
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        real = ZonesDir.stats
+
+        def flaky(self: ZonesDir, names: list[str]) -> dict[str, tuple[int, ...] | None]:
+            return {**real(self, names), "zones.new": None}
+
+        monkeypatch.setattr(ZonesDir, "stats", flaky)
+        (zones / "zones.new").write_bytes(b".example.org:192.0.2.9:a\n")
+        result = builder.build()
+        assert result.recompiled == ("zones.new",)
+        assert uncached(zones, out, tmp_path)
+
+    def test_a_pair_replaced_under_the_daemon(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """The kept sources are copied from the pair the Builder wrote, whatever was
+        renamed over it since (a rollback): its descriptors are held open."""
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        elsewhere = tmp_path / "elsewhere"
+        elsewhere.mkdir()
+        (elsewhere / "zones.x").write_bytes(b"+evil.example.com:203.0.113.66\n")
+        Builder(elsewhere, out, clock=clock, cache=False).build()
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        builder.build()
+        assert b"203.0.113.66" not in (out / "data").read_bytes()
+        assert uncached(zones, out, tmp_path)
 
 
 class TestStatIndex:
@@ -324,7 +438,6 @@ class TestStatIndex:
         self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
     ) -> None:
         build(zones, out)
-        assert (out / buildcache.DIRECTORY / buildcache.INDEX).is_file()
         reads.clear()
         (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.10:a\n")
         result, logs = build(zones, out)
@@ -333,22 +446,18 @@ class TestStatIndex:
         assert not ignored(logs)
         assert uncached(zones, out, tmp_path)
 
-    def test_a_trusted_source_caps_its_entry_by_its_stat(
-        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
+    def test_racy_stats_are_not_trusted(
+        self, zones: Path, out: Path, reads: list[str], monkeypatch: pytest.MonkeyPatch
     ) -> None:
-        """The entry of a source the index trusts (not read) is capped by the size in
-        its stat: a sparse gigabyte there is refused unread, and the source compiled."""
+        """A stat younger than two seconds is not recorded: the file is read and
+        hashed next time (and found unchanged)."""
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 10**18)
         build(zones, out)
-        name = "zones.example.net"
-        entry = entry_of(out, zones, name)
-        entry.write_bytes(b"")
-        os.truncate(entry, 1 << 30)
+        assert loaded(out).stats == {}
         reads.clear()
-        result, logs = build(zones, out)
-        assert ignored(logs)[name].startswith("larger than the cap of "), ignored(logs)
-        assert reads == [name]  # read only to compile it again
-        assert result.recompiled == (name,)
-        assert uncached(zones, out, tmp_path)
+        result, _ = build(zones, out)
+        assert sorted(reads) == sorted(n for n in os.listdir(zones) if is_source(n))
+        assert result.recompiled == ()
 
     def test_fingerprint_reads_nothing_unchanged(
         self, zones: Path, out: Path, reads: list[str]
@@ -360,49 +469,13 @@ class TestStatIndex:
         assert reads == []
 
     def test_other_stat_is_read(self, zones: Path, out: Path, reads: list[str]) -> None:
-        """Same bytes, new mtime: read and hashed again (and found in the cache)."""
+        """Same bytes, new mtime: read and hashed again (and taken from the pair)."""
         build(zones, out)
         reads.clear()
         os.utime(zones / "zones.example.net", ns=(NOW * 10**9, NOW * 10**9))
         result, _ = build(zones, out)
         assert reads == ["zones.example.net"]
         assert result.recompiled == ()
-
-    @pytest.mark.parametrize("damage", ["flip", "truncate", "symlink"])
-    def test_damaged_index_is_ignored(
-        self, zones: Path, out: Path, tmp_path: Path, reads: list[str], damage: str
-    ) -> None:
-        """Every file is read again; the build is still exact."""
-        build(zones, out)
-        index = out / buildcache.DIRECTORY / buildcache.INDEX
-        text = index.read_bytes()
-        assert buildcache.BuildCache(index.parent, 1 << 20).load_stats()
-        if damage == "flip":
-            at = text.index(b"zones.example.net") - 3  # a digit of its stat
-            index.write_bytes(text[:at] + bytes([text[at] ^ 1]) + text[at + 1 :])
-        elif damage == "truncate":
-            index.write_bytes(text[:-10])
-        else:
-            (tmp_path / "elsewhere").write_bytes(text)
-            index.unlink()
-            index.symlink_to(tmp_path / "elsewhere")
-        assert buildcache.BuildCache(index.parent, 1 << 20).load_stats() == {}
-        reads.clear()
-        build(zones, out)
-        assert sorted(reads) == sorted(n for n in os.listdir(zones) if is_source(n))
-        assert uncached(zones, out, tmp_path)
-
-    def test_missing_entry_falls_back_to_reading(
-        self, zones: Path, out: Path, tmp_path: Path, reads: list[str]
-    ) -> None:
-        """The index says which content; without its entry the file is read and compiled."""
-        build(zones, out)
-        entry_of(out, zones, "zones.example.net").unlink()
-        reads.clear()
-        result, _ = build(zones, out)
-        assert reads == ["zones.example.net"]
-        assert result.recompiled == ("zones.example.net",)
-        assert uncached(zones, out, tmp_path)
 
 
 @pytest.mark.usefixtures("dnsmaster_cli")
@@ -505,53 +578,31 @@ def flip(path: Path, offset: int) -> None:
     path.write_bytes(bytes(data))
 
 
-#: A build in a new process, its address space capped 1 GiB above where it starts:
-#: prints the growth of its peak RSS (KiB) and why it ignored the cache entries.
-SPARSE = """
-import resource, sys
-from pathlib import Path
-from structlog.testing import capture_logs
-from dnsmaster.master.build import Builder
+class TestDamagedIndex:
+    """Each way the index, or the pair it describes, can be wrong: ignored with a
+    reason, everything compiled, the index written again."""
 
-with open("/proc/self/status") as f:
-    vm = next(int(line.split()[1]) for line in f if line.startswith("VmSize:")) << 10
-resource.setrlimit(resource.RLIMIT_AS, (vm + (1 << 30), resource.RLIM_INFINITY))
-before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-with capture_logs() as logs:
-    Builder(Path(sys.argv[1]), Path(sys.argv[2])).build()
-grown = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before
-print(grown, [e["reason"] for e in logs if e["event"] == "cache.ignored"])
-"""
-
-
-class TestDamagedEntries:
-    """Each way an entry can be wrong: ignored with a reason, compiled, rewritten."""
-
-    VICTIM = "zones.example.com"
-
-    def check_recovered(
-        self, zones: Path, out: Path, tmp_path: Path, reason: str
-    ) -> dict[str, str]:
+    def check_recovered(self, zones: Path, out: Path, tmp_path: Path, reason: str) -> str:
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.10:a\n")
         result, logs = build(zones, out)
         why = ignored(logs)
-        assert set(why) == {self.VICTIM}, logs
-        assert reason in why[self.VICTIM]
-        assert self.VICTIM in result.recompiled
-        assert self.VICTIM not in result.cached
+        assert set(why) == {buildcache.INDEX}, logs
+        assert reason in why[buildcache.INDEX]
+        assert result.cached == ()
+        assert result.recompiled == result.sources
         assert uncached(zones, out, tmp_path)
-        # Rewritten: the next process reads it back.
+        # Written again: the next process takes every source from the pair.
         again, logs = build(zones, out)
         assert not ignored(logs)
-        assert self.VICTIM in again.cached
-        return why
+        assert again.cached == again.sources
+        return why[buildcache.INDEX]
 
-    @pytest.mark.parametrize("keep", [0, 10, 100, 139, 140, 300, -1])
+    @pytest.mark.parametrize("keep", [0, 10, 307, 308, -1])
     def test_truncated(self, zones: Path, out: Path, tmp_path: Path, keep: int) -> None:
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        data = entry.read_bytes()
-        entry.write_bytes(data[:keep] if keep >= 0 else data[:-1])
-        expected = "shorter than its header" if 0 <= keep < 140 else "payload of"
+        text = index_of(out).read_bytes()
+        index_of(out).write_bytes(text[:keep] if keep >= 0 else text[:-1])
+        expected = "shorter than its header" if 0 <= keep < 308 else "its header says"
         self.check_recovered(zones, out, tmp_path, expected)
 
     @pytest.mark.parametrize(
@@ -561,172 +612,145 @@ class TestDamagedEntries:
             ("format", 16),
             ("version", 21),
             ("code", 40),
-            ("content", 70),
-            ("length", 105),
-            ("checksum", 120),
-            ("table", 141),
-            ("name", 140 + 9 * 8 + 2),
+            ("options", 70),
+            ("serial", 101),
+            ("pair", 130),
+            ("length", HEADER - 68),
+            ("names", HEADER + 2),
             ("body", None),
+            ("checksum", -3),
         ],
     )
     def test_bit_flipped(
         self, zones: Path, out: Path, tmp_path: Path, region: str, where: int | None
     ) -> None:
-        """One bit flipped in any region of the entry is caught by the check that
-        guards it (the payload sha256 for all of the payload)."""
+        """One bit flipped in any region of the index is caught by the check that
+        guards it (the sha256 for all of it)."""
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        flip(entry, where if where is not None else entry.stat().st_size * 2 // 3)
+        size = index_of(out).stat().st_size
+        flip(index_of(out), size * 2 // 3 if where is None else where % size)
         reasons = {
-            "magic": "not a dnsmaster cache entry",
+            "magic": "not a dnsmaster cache index",
             "format": "cache format",
             "version": "another version of dnsmaster",
             "code": "another version of dnsmaster",
-            "content": "another content",
-            "length": "header says",
+            "options": "other options",
+            "length": "its header says",
         }
-        self.check_recovered(zones, out, tmp_path, reasons.get(region, "payload sha256"))
+        self.check_recovered(zones, out, tmp_path, reasons.get(region, "sha256"))
 
     def test_foreign_version(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """An entry written by another dnsmaster (another compiler code) is not used."""
+        """An index written by another dnsmaster (another compiler code) is not used."""
         build(zones, out)
-        src = Ready.of(compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes()))
-        entry_of(out, zones, self.VICTIM).write_bytes(b"".join(encode(src, b"\x01" * 32)))
+        index = loaded(out)
+        stale = encode(
+            list(index.sources.values()),
+            index.stats,
+            serial=index.serial,
+            banner=index.banner,
+            pair=decode(index_of(out).read_bytes())[2],
+            code=b"\x01" * 32,
+        )
+        index_of(out).write_bytes(stale)
         self.check_recovered(zones, out, tmp_path, "another version of dnsmaster")
 
     def test_foreign_file(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """Anything else under an entry's name (a pickle, say) is never run or used."""
+        """Anything else under the index's name (a pickle, say) is never run or used."""
         build(zones, out)
         pickled = b"\x80\x04\x95\x1a\x00cos\nsystem\n(S'touch /tmp/pwned'\ntR."
-        entry_of(out, zones, self.VICTIM).write_bytes(pickled)
+        index_of(out).write_bytes(pickled)
         self.check_recovered(zones, out, tmp_path, "shorter than its header")
 
-    def test_entry_of_other_content(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """A valid entry under a name whose content hash is not its own is refused
-        (the name promises one content, the header says another)."""
+    def test_pair_touched_since(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """data edited in place (another mtime): not the pair the index describes."""
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        other = Ready.of(compile_source(self.VICTIM, b"+evil.example.com:203.0.113.66\n"))
-        entry.write_bytes(b"".join(encode(other, buildcache.code_digest())))
-        self.check_recovered(zones, out, tmp_path, "another content")
-        assert b"203.0.113.66" not in (out / "data").read_bytes()
+        os.utime(out / "data", ns=(NOW * 10**9, NOW * 10**9))
+        self.check_recovered(zones, out, tmp_path, "data is not the one the index describes")
 
-    def test_entry_of_another_source(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """A valid entry for the same bytes under another file name is refused."""
+    def test_pair_gone(self, zones: Path, out: Path, tmp_path: Path) -> None:
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        src = Ready.of(compile_source("zones.other", (zones / self.VICTIM).read_bytes()))
-        entry.write_bytes(b"".join(encode(src, buildcache.code_digest())))
-        self.check_recovered(zones, out, tmp_path, "another source file")
+        (out / "data.cdb").unlink()
+        self.check_recovered(zones, out, tmp_path, "cannot read the pair")
 
-    def test_forged_index_out_of_range(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """Even with a valid checksum, a serial offset past the records is refused
-        rather than crashing the build."""
+    def test_pair_replaced_by_another_build(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """A build without cache (or a rollback) replaced the pair: the index is old."""
         build(zones, out)
-        bad = self.sections(zones)
-        bad[SERIALS] = (10**6).to_bytes(8, "little") * (len(bad[SERIALS]) // 8)
-        entry_of(out, zones, self.VICTIM).write_bytes(reseal(bad))
-        self.check_recovered(zones, out, tmp_path, "an index of 1000000")
-
-    def sections(self, zones: Path) -> list[bytes]:
-        src = Ready.of(compile_source(self.VICTIM, (zones / self.VICTIM).read_bytes()))
-        assert src.records.serials  # the . and Z lines: SOA records the build stamps
-        return encode(src, buildcache.code_digest())
+        Builder(zones, out, clock=lambda: NOW + 5, cache=False).build()
+        self.check_recovered(zones, out, tmp_path, "is not the one the index describes")
 
     @pytest.mark.parametrize(
         ("damage", "reason"),
         [
-            ("cut", "records: a record runs past the end"),
-            ("longer", "records: a record runs past the end"),
-            ("serial", "records: a serial offset is not the serial of an SOA record"),
-            ("count", "records where"),
-            ("lengths", "the text's pieces do not add up"),
-            ("text", "the text's pieces do not add up"),
+            ("names", "the names are not one per source"),
+            ("count", "sources where"),
+            ("pieces", "the old serial is not where the index says"),
+            ("serial", "a patch is not inside a record's data"),
+            ("serial-past", "a serial offset"),
+            ("records", "the records' pairs are not 8 bytes a record"),
+            ("text", "data has"),
+            ("warning", "a warning past its last line"),
         ],
     )
-    def test_forged_records(
-        self, zones: Path, out: Path, tmp_path: Path, damage: str, reason: str
-    ) -> None:
-        """A records blob that is not whole records, a serial offset that is not an
-        SOA's serial, a count that is not the blob's, a text that is not its pieces:
-        refused, even resealed."""
+    def test_forged(self, zones: Path, out: Path, tmp_path: Path, damage: str, reason: str) -> None:
+        """Contents that lie about the pair, resealed with a valid checksum: refused
+        before use, or when the pair is copied (then everything is compiled and
+        written anew), never written into data or data.cdb."""
+        import struct  # noqa: PLC0415
+
         build(zones, out)
-        bad = self.sections(zones)
-        blob, serials = bad[RECORDS], bad[SERIALS]
-        if damage == "cut":
-            bad[RECORDS] = blob[:-1]
-        elif damage == "longer":
-            bad[RECORDS] = blob + b"\1\0\0\0"
-        elif damage == "lengths":
-            first = int.from_bytes(bad[LENGTHS][:8], "little")
-            bad[LENGTHS] = (first - 1).to_bytes(8, "little") + bad[LENGTHS][8:]
+        text = index_of(out).read_bytes()
+        parts = sections(text)
+        names, rows, _, pieces, serials, lines = parts[:6]
+        order = bytes(names).split(b"\0")
+        com = order.index(b"zones.example.com")
+        row = struct.Struct("<32sIQIIQI")  # sha256, pieces, records' length and count...
+        before = sum(row.unpack_from(rows, row.size * k)[1] for k in range(com))
+        if damage == "names":
+            parts[0] = bytearray(bytes(names).replace(b"zones.example.net", b"zones.example.com"))
+        elif damage == "count":
+            text = text[:196] + struct.pack("<Q", len(order) + 1) + text[204:]
+        elif damage == "pieces":
+            # zones.example.com's first two pieces: one longer, one shorter
+            a, b = struct.unpack_from("<2I", pieces, 4 * before)
+            parts[3][4 * before : 4 * before + 8] = struct.pack("<2I", a + 1, b - 1)
+        elif damage == "serial":  # onto the lengths of the source's first record
+            parts[4][:8] = struct.pack("<Q", 0)
+        elif damage == "serial-past":
+            parts[4][:8] = struct.pack("<Q", struct.unpack_from("<Q", serials)[0] + 10**6)
+        elif damage == "records":
+            at = row.size * com + 44  # zones.example.com's count of records, one more
+            count = struct.unpack_from("<I", rows, at)[0]
+            parts[1][at : at + 4] = struct.pack("<I", count + 1)
         elif damage == "text":
-            bad[TEXT] += b"+evil.example.com:203.0.113.66\n"
-        elif damage == "serial":
-            first = int.from_bytes(serials[:8], "little")
-            bad[SERIALS] = (first + 1).to_bytes(8, "little") + serials[8:]
+            parts[3][:4] = struct.pack("<I", struct.unpack_from("<I", pieces)[0] + 1)
         else:
-            counts = bytearray(bad[COUNTS])
-            counts[16] += 1  # lines, pieces, then records
-            bad[COUNTS] = bytes(counts)
-        entry_of(out, zones, self.VICTIM).write_bytes(reseal(bad))
+            parts[5][:8] = struct.pack("<Q", 10**6)
+        assert lines  # zones.example.com has warnings
+        index_of(out).write_bytes(join(text, parts))
         self.check_recovered(zones, out, tmp_path, reason)
 
     def test_symlink_and_fifo_are_not_followed(
         self, zones: Path, out: Path, tmp_path: Path
     ) -> None:
-        """An entry name that is a symlink (even to a good entry) or a FIFO is refused
+        """An index that is a symlink (even to a good index) or a FIFO is refused
         without blocking."""
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        good = tmp_path / "good-entry"
-        os.rename(entry, good)
-        entry.symlink_to(good)
-        self.check_recovered(zones, out, tmp_path, "is a symbolic link")
-        entry.unlink()
-        os.mkfifo(entry)
+        good = tmp_path / "good-index"
+        os.rename(index_of(out), good)
+        index_of(out).symlink_to(good)
+        self.check_recovered(zones, out, tmp_path, "cannot read")
+        index_of(out).unlink()
+        os.mkfifo(index_of(out))
         self.check_recovered(zones, out, tmp_path, "not a regular file")
 
-    def test_oversized_entry_is_not_read(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        build(zones, out)
-        # The cap is 16 zones files and a MiB: far above any real entry.
-        entry_of(out, zones, self.VICTIM).write_bytes(b"\0" * (16 * 1000 + (1 << 20) + 1))
-        result, logs = build(zones, out, max_file_size=1000)
-        assert "larger than the cap" in ignored(logs)[self.VICTIM]
-        assert self.VICTIM in result.recompiled
-
-    def test_zeros_within_the_cap_are_read_no_further_than_the_header(
-        self, zones: Path, out: Path, tmp_path: Path
-    ) -> None:
-        """A sparse file the cap allows is refused by its header, before its payload."""
-        build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        entry.write_bytes(b"")
-        os.truncate(entry, 1 << 20)
-        self.check_recovered(zones, out, tmp_path, "not a dnsmaster cache entry")
-
     def test_sparse_gigabytes_are_not_read(self, zones: Path, out: Path, tmp_path: Path) -> None:
-        """A 3 GiB sparse file under an entry's name, well inside the cap of 16 zones
-        files (the old cap read it whole: 6.3 GB and 24 s), is refused by its size
-        alone: the cap follows from the source's own length. Measured in a new
-        process whose address space may grow by 1 GiB only, so a read of it fails
-        there rather than taking the machine's memory."""
+        """A 3 GiB sparse file under the index's name is refused by its size alone,
+        far above what the data beside it could need."""
         build(zones, out)
-        entry = entry_of(out, zones, self.VICTIM)
-        os.truncate(entry, 3 << 30)
-        done = subprocess.run(
-            [sys.executable, "-c", SPARSE, str(zones), str(out)],
-            capture_output=True,
-            text=True,
-            timeout=300,
-            check=False,
-        )
-        assert done.returncode == 0, done.stderr[-2000:]
-        grown, reason = done.stdout.split(" ", 1)
-        assert "larger than the cap" in reason, reason
-        assert "(3221225472 bytes)" in reason, reason
-        assert int(grown) < 100 << 10, grown  # KiB
-        assert entry.stat().st_size < 1 << 20  # written again, whole
+        os.truncate(index_of(out), 3 << 30)
+        why = self.check_recovered(zones, out, tmp_path, "larger than the cap")
+        assert "(3221225472 bytes)" in why
+        assert index_of(out).stat().st_size < 1 << 20  # written again, whole
 
 
 class TestCacheCannotBeWritten:
@@ -750,32 +774,31 @@ class TestCacheCannotBeWritten:
         assert "cache.failed" in [e["event"] for e in logs]
         assert list(elsewhere.iterdir()) == []
 
-    def test_full_disk(self, zones: Path, tmp_path: Path) -> None:
-        """On a file system with room for data and data.cdb but not for the cache,
-        the build is installed and the cache failure only logged. (Measured: data
-        5 pages, data.cdb 11, the kept build 6, the cache entry 13; 96k is 24.)"""
-        require_root("mounting a tmpfs")
-        out = tmp_path / "small"
-        out.mkdir()
-        subprocess.run(["mount", "-t", "tmpfs", "-o", "size=96k", "tmpfs", str(out)], check=True)
-        try:
-            (zones / "zones.big").write_text(
-                "".join(f"+h{i}.example.com:192.0.2.{i % 250}\n" for i in range(700))
-            )
-            result, logs = build(zones, out)
-            failed = [e for e in logs if e["event"] == "cache.failed"]
-            assert failed, logs
-            assert "out of disk space" in failed[0]["error"]
-            assert uncached(zones, out, tmp_path)
-            assert result.serial == NOW
-            # No temp file left behind to eat the space the next build needs.
-            assert not [n for n in cache_files(out) if n.endswith(".tmp")]
-        finally:
-            subprocess.run(["umount", str(out)], check=True)
+    def test_full_disk(
+        self, zones: Path, out: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """No room left for the index once the pair is installed: the build stands,
+        the cache failure is only logged, and no temp file is left behind to eat
+        the space the next build needs."""
+
+        def full(path: Path, *_: object, **__: object) -> Path:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(path))
+
+        monkeypatch.setattr(
+            "dnsmaster.master.buildcache.fsutil",
+            SimpleNamespace(stage=full, write_all=fsutil.write_all, describe=fsutil.describe),
+        )
+        result, logs = build(zones, out)
+        failed = [e for e in logs if e["event"] == "cache.failed"]
+        assert failed, logs
+        assert "out of disk space" in failed[0]["error"]
+        assert uncached(zones, out, tmp_path)
+        assert result.serial == NOW
+        assert cache_files(out) == []
 
 
 #: A build in a child process that SIGKILLs itself inside the cache's writer: after
-#: writing ``{cut}`` bytes of the {which} entry, or just before renaming it.
+#: writing ``{cut}`` bytes of the index, or just before renaming it.
 KILLER = """
 import os, signal, sys, types
 from pathlib import Path
@@ -783,14 +806,11 @@ from dnsmaster import fsutil
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder
 
-which, cut = {which}, {cut}
-seen = []
+cut = {cut}
 real_write = fsutil.write_all
 
 def write_all(fd, data):
-    # >=, not ==: with two writer threads, the other may rename one more entry
-    # between this thread's writes, and an == would then never come (no kill).
-    if cut >= 0 and len(seen) >= which:
+    if cut >= 0:
         real_write(fd, bytes(data)[:cut])
         os.kill(os.getpid(), signal.SIGKILL)
     real_write(fd, data)
@@ -798,10 +818,8 @@ def write_all(fd, data):
 real_replace = os.replace
 
 def replace(src, dst):
-    if "{cache}" in str(dst):
-        if cut < 0 and len(seen) == which:
-            os.kill(os.getpid(), signal.SIGKILL)
-        seen.append(dst)
+    if "{cache}" in str(dst) and cut < 0:
+        os.kill(os.getpid(), signal.SIGKILL)
     real_replace(src, dst)
 
 buildcache.fsutil = types.SimpleNamespace(
@@ -813,14 +831,17 @@ Builder(Path(sys.argv[1]), Path(sys.argv[2]), clock=lambda: {now}).build()
 
 
 class TestKilledWhileWriting:
-    @pytest.mark.parametrize(("which", "cut"), [(0, 70), (1, 2), (2, 200), (1, -1), (3, -1)])
+    @pytest.mark.parametrize("cut", [0, 70, 400, -1])
     def test_next_build_trusts_nothing_half_written(
-        self, zones: Path, out: Path, tmp_path: Path, which: int, cut: int
+        self, zones: Path, out: Path, tmp_path: Path, cut: int
     ) -> None:
-        """SIGKILL inside the cache's writer (mid-entry, or before its rename): the
-        build was installed, the next one ignores what is half written, compiles
-        what has no entry, sweeps the temp files and completes the cache."""
-        script = KILLER.format(which=which, cut=cut, cache=buildcache.DIRECTORY, now=NOW)
+        """SIGKILL inside the index's writer (mid-write, or before its rename), after
+        a build whose index is there: the new pair was installed, the old index
+        describes the old pair and is ignored, the temp file is swept, and the next
+        build compiles everything and writes the index."""
+        build(zones, out)
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.10:a\n")
+        script = KILLER.format(cut=cut, cache=buildcache.DIRECTORY, now=NOW + 1)
         killed = subprocess.run(
             [sys.executable, "-c", textwrap.dedent(script), str(zones), str(out)],
             capture_output=True,
@@ -831,59 +852,20 @@ class TestKilledWhileWriting:
         assert killed.returncode == -signal.SIGKILL, killed.stderr
         assert uncached(zones, out, tmp_path)  # installed before the cache
         names = cache_files(out)
-        # Two threads write entries: the other one may have had one in flight too,
-        # or finished one since the count.
-        assert len([n for n in names if n.endswith(".tmp")]) in {1, 2}
-        whole = len([n for n in names if not n.endswith(".tmp")])
-        assert whole in {which, which + 1}
+        assert len([n for n in names if n.endswith(".tmp")]) == 1
         result, logs = build(zones, out)
-        assert not ignored(logs)  # a temp file is never read as an entry
-        assert len(result.cached) == whole
-        assert len(result.recompiled) == len(result.sources) - whole
+        assert "is not the one the index describes" in ignored(logs)[buildcache.INDEX]
+        assert result.recompiled == result.sources
         assert uncached(zones, out, tmp_path)
-        assert len(cache_files(out)) == len(result.sources)
-        assert not [n for n in cache_files(out) if n.endswith(".tmp")]
+        assert cache_files(out) == [buildcache.INDEX]
 
 
 class TestLoad:
     def test_absent_directory_is_a_miss(self, tmp_path: Path) -> None:
-        cache = BuildCache(tmp_path / "none", 1 << 20)
-        assert cache.load("zones.x", b"\0" * 32) is None
+        assert BuildCache(tmp_path / "none").load() is None
 
     def test_rejected_carries_a_reason(self, tmp_path: Path) -> None:
-        cache = BuildCache(tmp_path, 1 << 20)
-        (tmp_path / entry_name("zones.x", b"\0" * 32)).write_bytes(b"junk")
-        found = cache.load("zones.x", b"\0" * 32)
+        (tmp_path / buildcache.INDEX).write_bytes(b"junk")
+        found = BuildCache(tmp_path).load()
         assert isinstance(found, Rejected)
         assert found.reason == "shorter than its header"
-
-    def test_the_source_size_caps_its_entry(self, tmp_path: Path) -> None:
-        """The cap follows the source's length, on every path (a source the index
-        trusts is not read, its size comes from the stat); a real entry is in it."""
-        cache = BuildCache(tmp_path / "c", 1 << 40)
-        src = Ready.of(compile_source("zones.0", b".\n" * 100))  # the costliest lines known
-        cache.sync([src])
-        assert isinstance(cache.load("zones.0", src.digest, size=200), Ready)
-        entry = tmp_path / "c" / entry_name("zones.0", src.digest)
-        os.truncate(entry, 256 * 200 + (1 << 20) + 1)
-        found = cache.load("zones.0", src.digest, size=200)
-        assert isinstance(found, Rejected)
-        assert found.reason.startswith("larger than the cap of 1099776 bytes for this entry")
-        assert isinstance(cache.load("zones.0", src.digest), Rejected)  # the header's length
-
-    def test_sync_writes_only_what_is_missing(self, tmp_path: Path) -> None:
-        cache = BuildCache(tmp_path / "c", 1 << 20)
-        sources = [
-            Ready.of(compile_source(f"zones.{i}", b"+a%d.example:1.2.3.4\n" % i)) for i in range(3)
-        ]
-        first = cache.sync(sources)
-        assert len(first.written) == 3
-        assert first.error is None
-        again = cache.sync(sources)
-        assert (again.written, again.removed) == ((), ())
-        fresh = cache.sync(sources[:2], fresh={"zones.1"})
-        assert fresh.written == (entry_name("zones.1", sources[1].digest),)
-        assert fresh.removed == (entry_name("zones.2", sources[2].digest),)
-        loaded = cache.load("zones.0", sources[0].digest)
-        assert isinstance(loaded, Ready)
-        assert loaded == sources[0]
