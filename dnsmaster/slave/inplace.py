@@ -383,7 +383,10 @@ def delta_compiled(
         default_bytes = (default & 0xFFFFFFFF).to_bytes(4, "big")
         pairs = memoryview(kept.pairs)
         pos = 0
+        starts = {at for _, at, _ in carried}
         for s, at, found in carried:
+            if not _ends_a_section(data_fd, at + s.end - s.start, body, starts):
+                continue  # compiled with the lines that follow it, into one section
             if at > pos:
                 _fresh(out, spill, data_fd, start=pos, end=at, serial=serial, stamp=default_bytes)
             records = sum(x.length for x in out.sections)
@@ -420,6 +423,18 @@ def delta_compiled(
     finally:
         os.close(cdb_fd)
         spill.close()
+
+
+def _ends_a_section(fd: int, end: int, body: int, starts: set[int]) -> bool:
+    """Whether a section of the result may end at ``end``: the result ends there, or
+    another carried section starts there, or a source's first line does. Else a
+    carried section would be followed by a section of the lines inserted after it,
+    and every delta would leave the data cut finer."""
+    if end >= body or end in starts:
+        return True
+    line = os.pread(fd, 4096, end)
+    cut = line.find(b"\n")
+    return line.startswith(b"# ") and cut > 0 and line[:cut].endswith(b":1")
 
 
 def _fresh(
