@@ -327,7 +327,7 @@ def cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
 def install_received(
     root: Path,
     content: bytes,
-    body: bytes,
+    body: bytes | memoryview,
     trailer: stream.Trailer,
     out: TextIO,
     *,
@@ -367,7 +367,7 @@ def install_received(
 
 def _install_full(
     root: Path,
-    pushed: tuple[bytes, bytes, stream.Trailer],
+    pushed: tuple[bytes, bytes | memoryview, stream.Trailer],
     out: TextIO,
     unmatched: str | None,
     *,
@@ -376,7 +376,7 @@ def _install_full(
     """Install a whole data (pushed, or rebuilt from a delta in memory): ``pushed`` is
     its content, body and trailer. Returns the serial."""
     content, body, trailer = pushed
-    serial = previous_serial(body[:_HEAD])
+    serial = previous_serial(bytes(body[:_HEAD]))
     shown = serial if serial is not None else "none"
     if unmatched is not None:
         say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
@@ -442,7 +442,7 @@ def rebuild(root: Path, edits: deltas.Delta) -> bytes:
     return result
 
 
-def refuse_older(root: Path, body: bytes, serial: int | None) -> None:
+def refuse_older(root: Path, body: bytes | memoryview, serial: int | None) -> None:
     """Refuse a build older than the installed one, or another build with its serial.
 
     dnsmaster gives every build a serial past the previous one, so an older serial
@@ -587,7 +587,16 @@ def _already_installed(root: Path, content: bytes) -> bool:
     try:
         with open_regular(root / "data") as f:
             data = os.fstat(f.fileno())
-            if f.read(len(content) + 1) != content:
+            if data.st_size != len(content):
+                return False
+            # a MiB at a time: a 540 MB data is not read into memory beside the pushed one
+            at = 0
+            with memoryview(content) as view:
+                while chunk := f.read(1 << 20):
+                    if view[at : at + len(chunk)] != chunk:
+                        return False
+                    at += len(chunk)
+            if at != len(content):
                 return False
         if cdb_doubt(root, data.st_mtime_ns) is not None:
             return False
