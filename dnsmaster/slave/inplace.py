@@ -24,6 +24,7 @@ import os
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
+from itertools import repeat
 from pathlib import Path
 
 from dnsmaster import fsutil
@@ -150,7 +151,7 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
     kept = sections.load(root)
     if kept is None:
         return None
-    made: list[tuple[str, bytes, list[tuple[Section, int, int]]] | None] = []
+    made: list[tuple[str, bytes, list[tuple[Section, int, int]]]] = []
 
     def write(fd: int) -> None:
         try:
@@ -175,37 +176,50 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
     except _NotHere:
         return None
     try:
-        _, head, carried = made[0]  # type: ignore[misc]
-        serial = previous_serial(head)
-        restamp = None
-        if edits.serials is not None and edits.serials[0] != edits.serials[1]:
-            restamp = edits.serials[1]
-        if serial != (kept.serial if restamp is None else restamp):
-            raise _NotHere
-        default = default_serial(data.stat().st_mtime_ns // 10**9)
-        fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
-        try:
-            with delta_compiled(
-                root,
-                kept,
-                carried,
-                data_fd=fd,
-                body=trailer.size,
-                restamp=restamp,
-                serial=serial,
-                default=default,
-            ) as compiled:
-                if compiled is None:
-                    raise _NotHere
-                path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
-        finally:
-            os.close(fd)
+        return _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
     except (_NotHere, TinydnsDataError):
         fsutil.discard([data])
         return None
     except BaseException:
         fsutil.discard([data])
         raise
+
+
+def _delta_pair(
+    root: Path,
+    edits: deltas.Delta,
+    trailer: stream.Trailer,
+    kept: Kept,
+    *,
+    data: Path,
+    made: tuple[str, bytes, list[tuple[Section, int, int]]],
+) -> Staged:
+    """data.cdb and the kept file for the new ``data`` staged from a delta."""
+    _, head, carried = made
+    serial = previous_serial(head)
+    restamp = None
+    if edits.serials is not None and edits.serials[0] != edits.serials[1]:
+        restamp = edits.serials[1]
+    if serial != (kept.serial if restamp is None else restamp):
+        raise _NotHere
+    default = default_serial(data.stat().st_mtime_ns // 10**9)
+    fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
+    try:
+        with delta_compiled(
+            root,
+            kept,
+            carried,
+            data_fd=fd,
+            body=trailer.size,
+            restamp=restamp,
+            serial=serial,
+            default=default,
+        ) as compiled:
+            if compiled is None:
+                raise _NotHere
+            path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
+    finally:
+        os.close(fd)
     return Staged(
         data,
         path,
@@ -397,9 +411,11 @@ def delta_compiled(
             restamps = s.restamps
             if restamp is not None:
                 stamp = restamp.to_bytes(4, "big")
-                out.patches.extend((records + x, stamp) for x in s.stamps)
+                out.patches.extend(zip(map(records.__add__, s.stamps), repeat(stamp)))
                 restamps = s.restamps if found == s.restamps else -1
-            out.patches.extend((records + d, default_bytes) for d in s.defaults)
+            if s.defaults:
+                out.patches.extend(zip(map(records.__add__, s.defaults), repeat(default_bytes)))
+                out.sort = True
             size = s.end - s.start
             out.sections.append(
                 Section(
@@ -418,7 +434,8 @@ def delta_compiled(
             pos = at + size
         if pos < body:
             _fresh(out, spill, data_fd, start=pos, end=body, serial=serial, stamp=default_bytes)
-        out.patches.sort()
+        if out.sort:
+            out.patches.sort()  # stamps and defaults interleave: rare (not dnsmaster's data)
         yield out
     finally:
         os.close(cdb_fd)

@@ -137,6 +137,8 @@ class Compiled:
     pieces: list[cdb.Piece]
     patches: list[tuple[int, bytes]]
     count: int
+    #: Whether ``patches`` must be sorted before use (they are added by section).
+    sort: bool = False
 
 
 # --------------------------------------------------------------------------- reading
@@ -412,7 +414,9 @@ def add_section(
     records = sum(s.length for s in out.sections)
     out.pieces.append(spill.piece(packed))
     defaults = _u32(packed.serials)
-    out.patches.extend((records + d, default_bytes) for d in defaults)
+    if defaults:
+        out.patches.extend((records + d, default_bytes) for d in defaults)
+        out.sort = True
     out.sections.append(
         Section(
             start,
@@ -460,7 +464,8 @@ def compile_sections(
                 stamps=stamps,
                 default_bytes=stamp,
             )
-        out.patches.sort()
+        if out.sort:
+            out.patches.sort()
         yield out
     finally:
         spill.close()
