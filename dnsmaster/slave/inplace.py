@@ -177,7 +177,9 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
         return None
     try:
         return _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
-    except (_NotHere, TinydnsDataError):
+    except (_NotHere, TinydnsDataError, ValueError):
+        # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
+        # says the same in its own words, or does what this could not
         fsutil.discard([data])
         return None
     except BaseException:
@@ -401,6 +403,8 @@ def delta_compiled(
         for s, at, found in carried:
             if not _ends_a_section(data_fd, at + s.end - s.start, body, starts):
                 continue  # compiled with the lines that follow it, into one section
+            if at > 0 and os.pread(data_fd, 1, at - 1) != b"\n":
+                continue  # its first line goes on a line an insert left open
             if at > pos:
                 _fresh(out, spill, data_fd, start=pos, end=at, serial=serial, stamp=default_bytes)
             records = sum(x.length for x in out.sections)

@@ -162,3 +162,24 @@ def test_data_edited_by_hand_is_not_a_base(root: Path) -> None:
     assert status == 3, err
     assert "base mismatch" in err
     assert (root / "data.cdb").read_bytes() == before
+
+
+def test_a_section_after_an_open_line_is_compiled(tinydns_data_bin: str, tmp_path: Path) -> None:
+    """A delta (not the master's) whose insert leaves a line open before a section it
+    copies whole: that section's first line is another line now, so it is compiled."""
+    root = tmp_path / "slave"
+    root.mkdir()
+    old = b"# zones.a:1\n+a.a.example:192.0.2.1\n# zones.b:1\n+b.b.example:192.0.2.2\n"
+    assert run(root, "push", old + seal(old))[0] == 0
+    cut = old.index(b"# zones.b:1")
+    new = old[:cut] + b"+x.a.example:192.0.2.3:300:" + old[cut:]  # the TTL's line runs on
+    ops = [
+        delta.Copy(0, cut),
+        delta.Insert(new[cut : new.index(b"# zones.b:1")]),
+        delta.Copy(cut, len(old) - cut),
+    ]
+    stream = b"".join(delta.encode(sections.load(root).sha256, len(old), None, ops, new))  # type: ignore[union-attr]
+    status, _, err = run(root, "delta", stream)
+    assert status == 0, err
+    assert body(root) == new
+    assert (root / "data.cdb").read_bytes() == tinydns_cdb(tinydns_data_bin, tmp_path / "t", root)
