@@ -60,7 +60,6 @@ __all__ = [
     "forget",
     "identity",
     "load",
-    "load_sha256",
     "stage",
 ]
 
@@ -159,12 +158,6 @@ def load(root: Path) -> Kept | None:
         os.close(fd)
 
 
-def load_sha256(root: Path) -> str | None:
-    """The sha256 of the installed data as its kept file says, if that is this pair's."""
-    kept = load(root)
-    return None if kept is None else kept.sha256
-
-
 def _parse(fd: int, root: Path) -> Kept | None:
     size = os.fstat(fd).st_size
     tail = os.pread(fd, _FOOTER_MAX, max(0, size - _FOOTER_MAX))
@@ -214,6 +207,8 @@ def _parse(fd: int, root: Path) -> Kept | None:
         at += stamps + defaults
     if pos != len(text) or at != n_places or len(pairs) != 8 * n_pairs:
         return None
+    if not _whole(sections, int(m.group(7)), n_pairs):
+        return None
     serial = None if m.group(8) == b"none" else int(m.group(8))
     return Kept(
         tuple(sections),
@@ -225,6 +220,20 @@ def _parse(fd: int, root: Path) -> Kept | None:
         serial,
         int(m.group(9)),
     )
+
+
+def _whole(sections: list[Section], body: int, count: int) -> bool:
+    """Whether ``sections`` cut ``body`` bytes and ``count`` records end to end, each
+    serial's place inside its records: a kept file that says otherwise is not used."""
+    start = records = first = 0
+    for s in sections:
+        if (s.start, s.records, s.first) != (start, records, first) or s.end <= s.start:
+            return False
+        for places in (s.stamps, s.defaults):
+            if places and max(places) + 4 > s.length:
+                return False
+        start, records, first = s.end, s.records + s.length, s.first + s.count
+    return start == body and first == count
 
 
 # --------------------------------------------------------------------------- writing
