@@ -61,6 +61,7 @@ __all__ = [
     "identity",
     "load",
     "stage",
+    "vouched",
 ]
 
 #: The kept file's name in the root (its temp files are swept like data's).
@@ -158,7 +159,28 @@ def load(root: Path) -> Kept | None:
         os.close(fd)
 
 
-def _parse(fd: int, root: Path) -> Kept | None:
+def vouched(root: Path) -> tuple[str, int, int | None] | None:
+    """The sha256, size and serial of the installed data's body as its kept file says
+    them, when that file is the pair's: ``status`` need not read and hash the data
+    (at 10M lines, 540 MB). None otherwise."""
+    try:
+        fd = os.open(root / KEPT, _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        m = _footer(fd, root)
+    except (OSError, ValueError):
+        return None
+    finally:
+        os.close(fd)
+    if m is None:
+        return None
+    serial = None if m.group(8) == b"none" else int(m.group(8))
+    return m.group(6).decode(), int(m.group(7)), serial
+
+
+def _footer(fd: int, root: Path) -> re.Match[bytes] | None:
+    """The kept file's last line, if the file is whole and of the pair in ``root``."""
     size = os.fstat(fd).st_size
     tail = os.pread(fd, _FOOTER_MAX, max(0, size - _FOOTER_MAX))
     m = _FOOTER.search(tail, tail.rfind(b"\n", 0, len(tail) - 1) + 1)
@@ -167,7 +189,7 @@ def _parse(fd: int, root: Path) -> Kept | None:
     n_pairs, n_places, n_text = (int(g) for g in m.group(1, 2, 3))
     if 8 * n_pairs + 4 * n_places + n_text + len(m.group(0)) != size:
         return None
-    data, kept_cdb = (tuple(int(x) for x in g.split(b":")) for g in m.group(4, 5))
+    data, kept_cdb = _identity_of(m.group(4)), _identity_of(m.group(5))
     try:
         if (
             identity(os.lstat(root / "data")) != data
@@ -176,6 +198,20 @@ def _parse(fd: int, root: Path) -> Kept | None:
             return None
     except OSError:
         return None
+    return m
+
+
+def _identity_of(field: bytes) -> Identity:
+    ino, size, mtime, ctime = (int(x) for x in field.split(b":"))
+    return (ino, size, mtime, ctime)
+
+
+def _parse(fd: int, root: Path) -> Kept | None:
+    m = _footer(fd, root)
+    if m is None:
+        return None
+    n_pairs, n_places, n_text = (int(g) for g in m.group(1, 2, 3))
+    data, kept_cdb = _identity_of(m.group(4)), _identity_of(m.group(5))
     pairs = os.pread(fd, 8 * n_pairs, 0)
     places = _u32()
     places.frombytes(os.pread(fd, 4 * n_places, 8 * n_pairs))

@@ -6,6 +6,7 @@ the kept file does not vouch for."""
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import shutil
@@ -183,3 +184,21 @@ def test_a_section_after_an_open_line_is_compiled(tinydns_data_bin: str, tmp_pat
     assert status == 0, err
     assert body(root) == new
     assert (root / "data.cdb").read_bytes() == tinydns_cdb(tinydns_data_bin, tmp_path / "t", root)
+
+
+def test_status_trusts_the_kept_file_only_for_its_pair(root: Path) -> None:
+    """status takes the sha256 from the kept file while the pair is the one it names;
+    data edited in place, even to the same size and mtime, is hashed again."""
+    installed = (root / "data").read_bytes()
+    status, out, _ = run(root, "status", b"")
+    assert status == 0
+    assert f"sha256={hashlib.sha256(body(root)).hexdigest()} " in out
+    st = (root / "data").stat()
+    edited = installed.replace(b"192.0.2.1\n", b"192.0.2.9\n", 1)
+    with (root / "data").open("r+b") as f:
+        f.write(edited)
+    os.utime(root / "data", ns=(st.st_atime_ns, st.st_mtime_ns))
+    status, out, _ = run(root, "status", b"")
+    assert status == 0
+    assert f"sha256={hashlib.sha256(body(root)).hexdigest()} " in out
+    assert hashlib.sha256(body(root)).hexdigest() != hashlib.sha256(installed).hexdigest()
