@@ -10,8 +10,9 @@ in 50 files (:mod:`datagen`) with ``--slaves`` local slaves (``transport =
   is reset by writing 5 to ``/proc/PID/clear_refs`` just before the change), with
   the resident size once it is pushed;
 - *over N rebuilds* (``--rebuilds``, 1000 by default): one one-line change at a
-  time, each built and pushed before the next; the resident size every
-  ``--every`` rebuilds, and the high-water mark over them all.
+  time, each built before the next, the slaves pushed the newest build whenever
+  they are done with the one before (the last one is awaited); the resident size
+  every ``--every`` rebuilds, and the high-water mark over them all.
 
 Beside it, same run: tinydns-data's peak (``/usr/bin/time -f %M``) and time
 compiling the daemon's own ``data``, and both data.cdb files compared.
@@ -293,7 +294,12 @@ def daemon_run(args: argparse.Namespace, work: Path) -> None:
         samples = [one["VmRSS"]]
         for n in range(1, args.rebuilds + 1):
             changer.change()
-            daemon.built_and_pushed(args.slaves)
+            # The slaves get the newest build when they are done with the one before
+            # (as they would): the rebuilds go at the builds' pace; the last is awaited.
+            serial = daemon.wait("build.done")["serial"]
+            if n == args.rebuilds:
+                for _ in range(args.slaves):
+                    daemon.wait("push.done", serial=serial)
             if n % args.every == 0 or n == args.rebuilds:
                 now = status_kib(pid)
                 samples.append(now["VmRSS"])

@@ -30,6 +30,7 @@ from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.daemon.worker import VERIFY_ZONES, Current, current_from_disk
 from dnsmaster.errors import BuildError, DataErrors
 from dnsmaster.master.build import Builder, BuildResult
+from dnsmaster.master.payload import DataFile
 
 __all__ = ["Builds", "Host"]
 
@@ -117,6 +118,9 @@ class Builds:
         try:
             async with self.writer:
                 result = await asyncio.to_thread(self.builder.build, force=force, floor=floor)
+                # The build's own file, opened before any other write can rename a new
+                # one over it: the daemon keeps that, not the bytes.
+                file = None if result is None else await asyncio.to_thread(self._open, result)
         except DataErrors as exc:
             for error in exc.errors:
                 self.log.error("build.error", file=error.file, line=error.line, error=error.reason)
@@ -136,8 +140,20 @@ class Builds:
             return True
         if quiet:
             self.log.info("rescan.changed", changed=",".join(result.recompiled) or None)
-        await self._built(result)
+        await self._built(result, file)
         return True
+
+    def _open(self, result: BuildResult) -> DataFile | None:
+        """The file ``result`` wrote, when it is still that build's (else None: the
+        bytes are kept)."""
+        try:
+            file = DataFile(self.daemon.config.output / "data", sha256=result.sha256)
+        except OSError:
+            return None
+        if file.size != len(result.data) or file.read(0, 300) != result.data[:300]:
+            file.close()
+            return None
+        return file
 
     def _failed(self, why: str) -> None:
         daemon = self.daemon
@@ -147,7 +163,7 @@ class Builds:
         daemon.save_state()
         self.hooks.fire("failure", result="build failed", error=why, serial=kept)
 
-    async def _built(self, result: BuildResult) -> None:
+    async def _built(self, result: BuildResult, file: DataFile | None = None) -> None:
         for warning in result.warnings:
             self.log.warning(
                 "build.warning", file=warning.file, line=warning.line, error=warning.reason
@@ -158,7 +174,7 @@ class Builds:
         verify = zone_serials(data, changed) if changed else {}
         verify = verify or zone_serials(data)
         new = Current(
-            data=data,
+            data=data if file is None else file,
             sha256=result.sha256,
             serial=result.serial,
             records=result.records,

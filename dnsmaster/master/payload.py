@@ -18,7 +18,7 @@ import os
 import weakref
 import zlib
 from collections import OrderedDict
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
@@ -38,8 +38,10 @@ __all__ = [
     "compressed",
     "compresses",
     "payload_for",
+    "pieces",
     "text_of",
     "tries_for",
+    "whole",
 ]
 
 #: zlib's level: 6 (its default) makes 28 MB of data 4.6 MB in 0.5 s, once per build
@@ -79,6 +81,9 @@ class DataFile:
         """``size`` bytes from ``offset`` (fewer at the end of the file)."""
         return os.pread(self._fd, size, offset)
 
+    def fileno(self) -> int:
+        return self._fd
+
     def close(self) -> None:
         self._closer()
 
@@ -90,6 +95,16 @@ Data = bytes | DataFile
 def text_of(data: Data) -> linediff.Text:
     """``data`` as a text read by ranges."""
     return linediff.InMemory(data) if isinstance(data, bytes) else data
+
+
+def pieces(data: Data) -> Iterator[bytes]:
+    """``data`` a piece of about a megabyte at a time, each cut after a newline."""
+    return linediff.chunks(text_of(data))
+
+
+def whole(data: Data) -> bytes:
+    """``data`` as bytes (a file read whole: only for what needs it so)."""
+    return data if isinstance(data, bytes) else b"".join(pieces(data))
 
 
 def _key(data: Data) -> Hashable:
