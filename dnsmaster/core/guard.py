@@ -9,11 +9,12 @@ an operator accepts it. This module only judges; the daemon holds, and so does
 
 from __future__ import annotations
 
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from dnsmaster.core.compiler import compile_text
+from dnsmaster.core.compiler import PackedRecords, compile_text
 from dnsmaster.core.soa import zone_serials
+from dnsmaster.errors import TinydnsDataError
 
 __all__ = ["MIN_RECORDS", "Text", "Verdict", "count_records", "judge", "judge_data", "zones_of"]
 
@@ -100,13 +101,41 @@ def judge_data(
     )
 
 
+#: About how much of a text is compiled at once.
+_PIECE = 1 << 20
+
+
 def _pieces(text: Text) -> Iterable[bytes]:
-    return (text,) if isinstance(text, bytes) else text()
+    if not isinstance(text, bytes):
+        return text()
+    return _cut(text)
+
+
+def _cut(data: bytes) -> Iterator[bytes]:
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + _PIECE - 1) + 1 or len(data)
+        yield data[start:end]
+        start = end
 
 
 def count_records(text: Text) -> int:
-    """How many records ``text`` compiles to, a piece at a time."""
-    return sum(len(compile_text(piece, 0)) for piece in _pieces(text))
+    """How many records ``text`` compiles to, a piece at a time, packed (no object
+    per record); a line it cannot compile raises as for the whole text."""
+    count = lines = 0
+    for piece in _pieces(text):
+        packed = PackedRecords()
+        try:
+            compile_text(piece, 0, packed=packed)
+        except TinydnsDataError as exc:
+            if not lines:
+                raise
+            at = exc.lineno + lines
+            message = str(exc).replace(f"data line {exc.lineno}:", f"data line {at}:")
+            raise TinydnsDataError(message, lineno=at, reason=exc.reason) from None
+        count += packed.count
+        lines += piece.count(b"\n")
+    return count
 
 
 def zones_of(text: Text) -> set[str]:
