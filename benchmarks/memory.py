@@ -21,7 +21,9 @@ compiling the daemon's own ``data``, and both data.cdb files compared.
 files), generated once into DIR: the peak RSS of ``dnsmaster build`` (cold), of
 ``dnsmaster push`` sending the full data to a local slave root, and of a push of
 a delta after a one-line change, beside tinydns-data's time and peak on the same
-data. DIR is removed at the end unless ``--keep``.
+data. Each peak is the command's own VmHWM, sampled from /proc as it runs: GNU
+time's %M would include the local receiver it starts (the slave's side, measured
+by ``benchmarks/receive.py``). DIR is removed at the end unless ``--keep``.
 
 Run from the project root::
 
@@ -33,6 +35,7 @@ Run from the project root::
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import queue
@@ -108,6 +111,24 @@ def measured(argv: list[str], cwd: Path | None = None, env: dict[str, str] | Non
         seconds = time.perf_counter() - started
         kib = int(rss.read().split()[-1])
     return Run(seconds, kib, proc.returncode, proc.stderr)
+
+
+def measured_own(argv: list[str], env: dict[str, str]) -> Run:
+    """One child's wall time and its own peak RSS: its VmHWM, read from /proc as it
+    runs (GNU time's %M would count a local receiver it starts, the slave's side)."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    peak = 0
+    chunks: list[bytes] = []
+    assert proc.stderr is not None
+    reader = threading.Thread(target=lambda: chunks.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    while proc.poll() is None:
+        with contextlib.suppress(OSError, ValueError):  # it may have just ended
+            peak = max(peak, status_kib(proc.pid).get("VmHWM", 0))
+        time.sleep(0.05)
+    reader.join()
+    return Run(time.perf_counter() - started, peak, proc.returncode, b"".join(chunks))
 
 
 def tinydns_data(data: Path, workdir: Path, repeat: int) -> tuple[Run, Path]:
@@ -356,7 +377,7 @@ def big_run(args: argparse.Namespace, big: Path) -> None:
             print(f"  {label}: running, load {os.getloadavg()[0]:.2f}", flush=True)
             if before is not None:
                 before()
-            run = measured(argv, env=env)
+            run = measured_own(argv, env)
             if run.returncode != 0:
                 raise SystemExit(f"{label} failed: {run.stderr.decode()[-2000:]}")
             mode = ""
