@@ -19,8 +19,9 @@ compiling the daemon's own ``data``, and both data.cdb files compared.
 
 ``--big DIR`` measures instead, at ``--big-size`` lines (10M by default, 200
 files), generated once into DIR: the peak RSS of ``dnsmaster build`` (cold), of
-``dnsmaster push`` sending the full data to a local slave root, and of a push of
-a delta after a one-line change, beside tinydns-data's time and peak on the same
+``dnsmaster push --no-build`` sending the full data to a local slave root, of
+``dnsmaster build`` after a one-line change (a new process, the build cache warm)
+and of the push of its delta, beside tinydns-data's time and peak on the same
 data. Each peak is the command's own VmHWM, sampled from /proc as it runs: GNU
 time's %M would include the local receiver it starts (the slave's side, measured
 by ``benchmarks/receive.py``). DIR is removed at the end unless ``--keep``.
@@ -371,7 +372,8 @@ def big_run(args: argparse.Namespace, big: Path) -> None:
         steps = [
             ("dnsmaster build (cold)", [*dm, "build", "--config", str(config)], None),
             ("dnsmaster push (full)", [*dm, "push", "--no-build", "--config", str(config)], None),
-            ("dnsmaster push (delta)", [*dm, "push", "--config", str(config)], victim.change),
+            ("dnsmaster build (1 line)", [*dm, "build", "--config", str(config)], victim.change),
+            ("dnsmaster push (delta)", [*dm, "push", "--no-build", "--config", str(config)], None),
         ]
         for label, argv, before in steps:
             print(f"  {label}: running, load {os.getloadavg()[0]:.2f}", flush=True)
