@@ -38,6 +38,7 @@ from dnsmaster.exits import (
 )
 from dnsmaster.fsutil import describe
 from dnsmaster.master import guarded, pushing, rollback, served
+from dnsmaster.master.payload import Data, DataFile, whole
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
@@ -51,7 +52,7 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def push_to_slaves(
-    cfg: Config, slaves: Sequence[Slave], logger: Any, data: bytes | None = None
+    cfg: Config, slaves: Sequence[Slave], logger: Any, data: Data | None = None
 ) -> int:
     """Push ``data`` (default: the data on disk) to ``slaves`` without a daemon
     (:func:`dnsmaster.master.pushing.push_build`); the exit status (a rollback's
@@ -65,12 +66,13 @@ async def push_to_slaves(
     return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
 
 
-async def _serve_and_announce(cfg: Config, data: bytes, logger: Any) -> None:
+async def _serve_and_announce(cfg: Config, found: Data, logger: Any) -> None:
     """The build goes: it is what the master's axfrdns serves from now on, and only
     then are the standard secondaries told, beside the push (which never waits for
     them)."""
     if not served.wanted(cfg):
         return
+    data = await asyncio.to_thread(whole, found)
     # What axfrdns served until now: a zone already served at its serial needs no
     # NOTIFY, and a catalog consumer refuses one for a member it has not added yet.
     before = await asyncio.to_thread(served.served_zones, cfg, data) if cfg.secondaries else None
@@ -171,10 +173,10 @@ def _build_if_needed(cfg: Config, logger: Any) -> int:
     return run_build(builder, logger)
 
 
-def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
+def _accepted(cfg: Config, data: DataFile, spec: str, logger: Any) -> int | None:
     """``push --accept [BUILD]`` without a daemon: None when ``data`` is the held build
     (and BUILD names it), else the exit status (nothing is pushed)."""
-    held = guarded.held(cfg, hashlib.sha256(data).hexdigest())
+    held = guarded.held(cfg, data.sha256)
     if held is None:
         logger.info("guard.nothing_held", output=str(cfg.output), hint="dnsmaster push")
         return EXIT_OK
@@ -186,7 +188,7 @@ def _accepted(cfg: Config, data: bytes, spec: str, logger: Any) -> int | None:
     return None
 
 
-def _guard_judges(cfg: Config, data: bytes, logger: Any) -> int | None:
+def _guard_judges(cfg: Config, data: DataFile, logger: Any) -> int | None:
     """The guard on a push by hand: None when ``data`` may go, else the exit status.
 
     It judges ``data`` against the build the last push installed, as the daemon
@@ -205,8 +207,8 @@ def _guard_judges(cfg: Config, data: bytes, logger: Any) -> int | None:
         with contextlib.suppress(OSError):
             guarded.clear(cfg.output)
         return None
-    sha256 = hashlib.sha256(data).hexdigest()
-    serial = previous_serial(data[:200])
+    sha256 = data.sha256
+    serial = previous_serial(data.read(0, 200))
     before = guarded.held(cfg, sha256)
     since = before.since if before is not None else time.time()
     try:
@@ -254,14 +256,16 @@ def _rollback_holds(cfg: Config, logger: Any) -> bool:
 # -- the push itself -------------------------------------------------------------------
 
 
-def _data_on_disk(cfg: Config, logger: Any) -> bytes | int:
-    """The data in the output directory, or the exit status when it cannot be pushed."""
+def _data_on_disk(cfg: Config, logger: Any) -> DataFile | int:
+    """The data in the output directory (its file, read as it is pushed), or the exit
+    status when it cannot be pushed."""
     try:
-        data = (cfg.output / "data").read_bytes()
+        data = DataFile(cfg.output / "data")
+        ends = data.read(data.size - 1, 1) if data.size else b"\n"
     except OSError as exc:
         logger.error("push.failed", path=str(cfg.output / "data"), error=describe(exc))
         return EXIT_SYSTEM
-    if data and not data.endswith(b"\n"):
+    if ends != b"\n":
         # A hand-edited data file (--no-build): the trailer could not follow it.
         logger.error(
             "push.failed", path=str(cfg.output / "data"), error="data does not end with a newline"

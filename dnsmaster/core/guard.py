@@ -9,13 +9,21 @@ an operator accepts it. This module only judges; the daemon holds, and so does
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Callable, Collection, Iterable, Iterator
 from dataclasses import dataclass
 
-from dnsmaster.core.compiler import compile_text
+from dnsmaster.core.compiler import PackedRecords, compile_text
 from dnsmaster.core.soa import zone_serials
+from dnsmaster.errors import TinydnsDataError
 
-__all__ = ["MIN_RECORDS", "Verdict", "judge", "judge_data"]
+__all__ = ["MIN_RECORDS", "Text", "Verdict", "count_records", "judge", "judge_data", "zones_of"]
+
+#: A data text as the guard reads it: bytes, or a function that gives its pieces
+#: anew at each call, in order, each cut just after a newline (a large build read
+#: from its file a piece at a time: neither the text nor its records are ever whole
+#: in memory). Every record and every ``Z`` line comes from one line, so the pieces
+#: say what the whole says.
+Text = bytes | Callable[[], Iterable[bytes]]
 
 #: The share rule judges only data of at least this many records. In a handful of
 #: records every change is a large share: an ACME DNS-01 hook removing its one TXT
@@ -67,8 +75,8 @@ def judge(
 
 
 def judge_data(
-    old: bytes,
-    new: bytes,
+    old: Text,
+    new: Text,
     *,
     max_removed: float,
     zones: bool,
@@ -79,18 +87,60 @@ def judge_data(
     """:func:`judge` on two data texts: ``old`` what the slaves were given, ``new``
     the build to push. Record counts not given are counted by compiling the text."""
     if old_records is None:
-        old_records = len(compile_text(old, 0))
+        old_records = count_records(old)
     if new_records is None:
-        new_records = len(compile_text(new, 0))
+        new_records = count_records(new)
     return judge(
         old_records,
         new_records,
-        {zone_text(z) for z in zone_serials(old)},
-        {zone_text(z) for z in zone_serials(new)},
+        zones_of(old),
+        zones_of(new),
         max_removed=max_removed,
         zones=zones,
         allow=allow,
     )
+
+
+#: About how much of a text is compiled at once.
+_PIECE = 1 << 20
+
+
+def _pieces(text: Text) -> Iterable[bytes]:
+    if not isinstance(text, bytes):
+        return text()
+    return _cut(text)
+
+
+def _cut(data: bytes) -> Iterator[bytes]:
+    start = 0
+    while start < len(data):
+        end = data.find(b"\n", start + _PIECE - 1) + 1 or len(data)
+        yield data[start:end]
+        start = end
+
+
+def count_records(text: Text) -> int:
+    """How many records ``text`` compiles to, a piece at a time, packed (no object
+    per record); a line it cannot compile raises as for the whole text."""
+    count = lines = 0
+    for piece in _pieces(text):
+        packed = PackedRecords()
+        try:
+            compile_text(piece, 0, packed=packed)
+        except TinydnsDataError as exc:
+            if not lines:
+                raise
+            at = exc.lineno + lines
+            message = str(exc).replace(f"data line {exc.lineno}:", f"data line {at}:")
+            raise TinydnsDataError(message, lineno=at, reason=exc.reason) from None
+        count += packed.count
+        lines += piece.count(b"\n")
+    return count
+
+
+def zones_of(text: Text) -> set[str]:
+    """The zones ``text`` has a ``Z`` line for, as text (:func:`zone_text`)."""
+    return {zone_text(z) for piece in _pieces(text) for z in zone_serials(piece)}
 
 
 def zone_text(wire: bytes) -> str:

@@ -17,6 +17,8 @@ fingerprint differs from the current build's.
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import functools
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -30,8 +32,46 @@ from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.daemon.worker import VERIFY_ZONES, Current, current_from_disk
 from dnsmaster.errors import BuildError, DataErrors
 from dnsmaster.master.build import Builder, BuildResult
+from dnsmaster.master.payload import DataFile
 
-__all__ = ["Builds", "Host"]
+__all__ = ["Builds", "Host", "one_arena", "release_memory"]
+
+
+@functools.cache
+def _libc() -> ctypes.CDLL | None:
+    try:
+        libc = ctypes.CDLL(None)
+        libc.malloc_trim  # noqa: B018  (glibc has it; others need not)
+        libc.mallopt  # noqa: B018
+    except (OSError, AttributeError):
+        return None
+    return libc
+
+
+#: mallopt(3)'s M_ARENA_MAX.
+_M_ARENA_MAX = -8
+
+
+def one_arena() -> None:
+    """Make every thread allocate from glibc's one main arena.
+
+    By default each thread that allocates gets an arena of its own, and the
+    builds and deltas run in worker threads: long-lived objects made there (the
+    Builder's compiled sources) pin pages of an arena whose other pages the next
+    build frees and refills elsewhere. Measured at 300,000 lines: 121 MB resident
+    after four rebuilds, 81 MB with one arena; the peak 139 MB against 110 MB.
+    The daemon runs one build at a time, so the arena's lock costs nothing.
+    """
+    libc = _libc()
+    if libc is not None:
+        libc.mallopt(_M_ARENA_MAX, 1)
+
+
+def release_memory() -> None:
+    """Give what a build or a push freed back to the system (glibc's malloc_trim)."""
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
 
 
 class Host(Protocol):
@@ -117,6 +157,9 @@ class Builds:
         try:
             async with self.writer:
                 result = await asyncio.to_thread(self.builder.build, force=force, floor=floor)
+                # The build's own file, opened before any other write can rename a new
+                # one over it: the daemon keeps that, not the bytes.
+                file = None if result is None else await asyncio.to_thread(self._open, result)
         except DataErrors as exc:
             for error in exc.errors:
                 self.log.error("build.error", file=error.file, line=error.line, error=error.reason)
@@ -136,8 +179,22 @@ class Builds:
             return True
         if quiet:
             self.log.info("rescan.changed", changed=",".join(result.recompiled) or None)
-        await self._built(result)
+        await self._built(result, file)
+        del result  # its bytes: the daemon keeps the build's file
+        release_memory()
         return True
+
+    def _open(self, result: BuildResult) -> DataFile | None:
+        """The file ``result`` wrote, when it is still that build's (else None: the
+        bytes are kept)."""
+        try:
+            file = DataFile(self.daemon.config.output / "data", sha256=result.sha256)
+        except OSError:
+            return None
+        if file.size != len(result.data) or file.read(0, 300) != result.data[:300]:
+            file.close()
+            return None
+        return file
 
     def _failed(self, why: str) -> None:
         daemon = self.daemon
@@ -147,7 +204,7 @@ class Builds:
         daemon.save_state()
         self.hooks.fire("failure", result="build failed", error=why, serial=kept)
 
-    async def _built(self, result: BuildResult) -> None:
+    async def _built(self, result: BuildResult, file: DataFile | None = None) -> None:
         for warning in result.warnings:
             self.log.warning(
                 "build.warning", file=warning.file, line=warning.line, error=warning.reason
@@ -158,7 +215,7 @@ class Builds:
         verify = zone_serials(data, changed) if changed else {}
         verify = verify or zone_serials(data)
         new = Current(
-            data=data,
+            data=data if file is None else file,
             sha256=result.sha256,
             serial=result.serial,
             records=result.records,

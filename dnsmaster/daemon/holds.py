@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import time
 from collections.abc import Coroutine, Iterable
 from typing import Any, Protocol
@@ -30,6 +31,7 @@ from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
 from dnsmaster.master.build import Builder
 from dnsmaster.master.handoff import ACCEPT_FILE, HANDOFF_FILES, ROLLBACK_FILE
+from dnsmaster.master.payload import pieces
 
 __all__ = ["Holds", "Keeper"]
 
@@ -119,8 +121,8 @@ class Holds:
         """The guard's verdict on pushing ``new`` where slaves have ``old``."""
         options = self.daemon.config.guard
         return guard.judge_data(
-            old.data,
-            new.data,
+            functools.partial(pieces, old.data),
+            functools.partial(pieces, new.data),
             max_removed=options.max_removed,
             zones=options.zones,
             allow=options.allow,

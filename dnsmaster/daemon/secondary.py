@@ -78,7 +78,7 @@ class SecondaryFeeder:
             # await: the older feed's cancellation is not this one's).
             await asyncio.wait({previous})
         cfg = self.host.config
-        p = plan(self.secondary, current.data, current.serial, self.served)
+        p = plan(self.secondary, current.text(), current.serial, self.served)
         final = await feed(
             p,
             self.options,
@@ -87,7 +87,7 @@ class SecondaryFeeder:
             source=cfg.axfrdns.ip,
             query_timeout=min(cfg.daemon.verify_timeout, 1.0),
         )
-        self.served = current.data if final.result == "serving" else None
+        self.served = current.text() if final.result == "serving" else None
 
     def _update(self, state: SecondaryState) -> None:
         self.state = state
@@ -141,7 +141,7 @@ class Secondaries:
         served = {s.name for s in saved if s.result == "serving" and s.serial == current.serial}
         for feeder in self.feeders:
             if feeder.secondary.name in served:
-                feeder.served = current.data
+                feeder.served = current.text()
 
     def new_build(self, current: Current | None) -> None:
         """Serve ``current`` and then feed it to every secondary, unless it was fed
@@ -173,7 +173,7 @@ class Secondaries:
         root = served.root_of(cfg)
         try:
             done = await asyncio.to_thread(
-                served.serve, cfg.output, root, current.sha256, current.data, current.serial
+                served.serve, cfg.output, root, current.sha256, current.text(), current.serial
             )
         except (OSError, DnsmasterError) as exc:
             # No NOTIFY: a secondary told of this build would transfer the old one.

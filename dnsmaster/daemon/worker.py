@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hashlib
 import os
 import time
 from collections.abc import Sequence
@@ -28,7 +27,7 @@ from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.errors import HostKeyError, SlaveError
 from dnsmaster.fsutil import file_signature
 from dnsmaster.master import state as statefile
-from dnsmaster.master.payload import Offer
+from dnsmaster.master.payload import Data, DataFile, Offer, pieces, whole
 from dnsmaster.master.pushing import (
     Bases,
     PushLog,
@@ -52,9 +51,14 @@ HOLD_POLL = 1.0
 
 @dataclass(frozen=True, slots=True)
 class Current:
-    """The build every slave should serve."""
+    """The build every slave should serve.
 
-    data: bytes
+    ``data`` is its text: a build of this daemon's, and the data found on disk at
+    start, is its file (:class:`~dnsmaster.master.payload.DataFile`, open on the
+    build's own inode), so the daemon holds no copy of it between builds.
+    """
+
+    data: Data
     sha256: str
     serial: int | None
     records: int | None
@@ -66,23 +70,34 @@ class Current:
     #: how long the build took (None: kept from disk at start)
     seconds: float | None = None
 
+    def text(self) -> bytes:
+        """The data as bytes, read whole if it is a file: for what needs it whole."""
+        return whole(self.data)
+
 
 def current_from_disk(output: Path) -> Current | None:
     try:
-        data = (output / "data").read_bytes()
+        data = DataFile(output / "data")
+        if not (output / "data.cdb").is_file():
+            return None
+        head = data.read(0, 300)
+        mtime = os.fstat(data.fileno()).st_mtime
     except OSError:
         return None
-    if not (output / "data.cdb").is_file():
-        return None
-    zones = dict(list(zone_serials(data).items())[:VERIFY_ZONES])
+    found: dict[bytes, int] = {}
+    for piece in pieces(data):
+        if len(found) >= VERIFY_ZONES:
+            break
+        for zone, serial in zone_serials(piece).items():
+            found.setdefault(zone, serial)
     return Current(
         data=data,
-        sha256=hashlib.sha256(data).hexdigest(),
-        serial=previous_serial(data[:200]),
+        sha256=data.sha256,
+        serial=previous_serial(head[:200]),
         records=None,
-        time=os.stat(output / "data").st_mtime,
-        verify=zones,
-        fingerprint=built_from(data[:300]),
+        time=mtime,
+        verify=dict(list(found.items())[:VERIFY_ZONES]),
+        fingerprint=built_from(head),
     )
 
 

@@ -15,6 +15,7 @@ the push goes, with ``guard.no_base`` logged.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 from dataclasses import asdict, dataclass
@@ -28,6 +29,7 @@ from dnsmaster.errors import ArchiveError
 from dnsmaster.master import rollback
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import DIRECTORY, Archive
+from dnsmaster.master.payload import Data, DataFile, pieces
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config
@@ -88,14 +90,16 @@ def given(output: Path, keep: int, sha256: str | None = None) -> Given | None:
     return Given(sha256, previous_serial(data[:200]), data)
 
 
-def judge(cfg: Config, base: Given, data: bytes) -> guard.Verdict | None:
-    """The guard's verdict on pushing ``data`` where the slaves were given ``base``."""
-    if hashlib.sha256(data).hexdigest() == base.sha256:
+def judge(cfg: Config, base: Given, data: Data) -> guard.Verdict | None:
+    """The guard's verdict on pushing ``data`` where the slaves were given ``base``
+    (``data`` read a piece at a time when it is a file)."""
+    sha256 = data.sha256 if isinstance(data, DataFile) else hashlib.sha256(data).hexdigest()
+    if sha256 == base.sha256:
         return None
     options = cfg.guard
     return guard.judge_data(
         base.data,
-        data,
+        data if isinstance(data, bytes) else functools.partial(pieces, data),
         max_removed=options.max_removed,
         zones=options.zones,
         allow=options.allow,

@@ -33,7 +33,16 @@ from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ArchiveError, SlaveError, SlavePhase
 from dnsmaster.master import state as statefile
 from dnsmaster.master.archive import Archive
-from dnsmaster.master.payload import NO_SMALLER_DELTA, Offer, Send, compressed, tries_for
+from dnsmaster.master.payload import (
+    NO_SMALLER_DELTA,
+    Data,
+    DataFile,
+    Offer,
+    Send,
+    compressed,
+    text_of,
+    tries_for,
+)
 from dnsmaster.protocol import DELTA, EXIT_DELTA, EXIT_USAGE, REFUSED_PREFIX, receiver_reason
 from dnsmaster.transport.channel import (
     MAX_OUTPUT_BYTES,
@@ -43,6 +52,7 @@ from dnsmaster.transport.channel import (
     RunResult,
     SlaveChannel,
     fetch_receiver,
+    payload_size,
     receiver_error,
 )
 from dnsmaster.transport.local import LocalChannel
@@ -110,7 +120,7 @@ class PushResult:
 
 async def push_one(
     channel: SlaveChannel,
-    data: bytes,
+    data: Data,
     sha256: str,
     timeout: float,
     on_line: LineSink,
@@ -158,7 +168,7 @@ async def push_one(
 
 async def _push_recorded(
     channel: SlaveChannel,
-    data: bytes,
+    data: Data,
     sha256: str,
     *,
     timeout: float,
@@ -183,7 +193,7 @@ async def _push_recorded(
     send = sends[0]
     if send.mode != "delta":
         return None, NO_SMALLER_DELTA
-    payload = await compressed(send.plain) if send.compressed else send.plain
+    payload = await compressed(send) if send.compressed else send.plain
     try:
         async with asyncio.timeout(timeout):
             result = await channel.run(send.verb, payload, on_line)
@@ -204,7 +214,7 @@ async def _push_recorded(
                 slave.name,
                 True,
                 sha256,
-                len(payload),
+                payload_size(payload),
                 time.monotonic() - started,
                 0,
                 output_cut=result.cut,
@@ -218,7 +228,7 @@ async def _push_recorded(
         slave.name,
         False,
         sha256,
-        len(payload),
+        payload_size(payload),
         time.monotonic() - started,
         error.exit_status,
         error.reason,
@@ -232,7 +242,7 @@ async def _push_recorded(
 
 async def _push_offered(
     channel: SlaveChannel,
-    data: bytes,
+    data: Data,
     sha256: str,
     *,
     timeout: float,
@@ -248,8 +258,8 @@ async def _push_offered(
     sends = await tries_for(slave, data, offer)
     for n, send in enumerate(sends):
         # Compressed only when it is sent: a delta taken spares the data's zlib.
-        payload = await compressed(send.plain) if send.compressed else send.plain
-        crossed += len(payload)
+        payload = await compressed(send) if send.compressed else send.plain
+        crossed += payload_size(payload)
 
         def failed(
             error: SlaveError,
@@ -308,7 +318,7 @@ async def _push_offered(
 
 async def push_all(
     channels: Sequence[SlaveChannel],
-    data: bytes,
+    data: Data,
     sha256: str,
     *,
     parallel: int,
@@ -472,25 +482,36 @@ class Bases:
     """
 
     def __init__(
-        self, output: Path, keep: int, logger: Any, known: Mapping[str, bytes] | None = None
+        self, output: Path, keep: int, logger: Any, known: Mapping[str, Data] | None = None
     ) -> None:
         self._archive = Archive(output, keep)
         self._logger = logger
-        self._bases: dict[str, bytes | None] = dict(known or {})
+        self._bases: dict[str, Data | None] = dict(known or {})
         self._reading = asyncio.Lock()
 
-    async def get(self, sha256: str, slave: str) -> bytes | None:
-        """The bytes of build ``sha256`` (which ``slave`` holds), when they can be had."""
+    async def get(self, sha256: str, slave: str) -> Data | None:
+        """The text of build ``sha256`` (which ``slave`` holds), when it can be had: a
+        kept build is its file in the archive, read as the delta is made (and its
+        sha256 checked then: a damaged one gives no delta)."""
         async with self._reading:
             if sha256 not in self._bases:
                 try:
-                    self._bases[sha256] = await asyncio.to_thread(self._archive.by_sha256, sha256)
+                    self._bases[sha256] = await asyncio.to_thread(self._kept, sha256)
                 except ArchiveError as exc:
                     self._logger.warning(
                         "push.no_base", slave=slave, sha256=sha256[:16], error=exc.reason
                     )
                     self._bases[sha256] = None
         return self._bases[sha256]
+
+    def _kept(self, sha256: str) -> DataFile | None:
+        for kept in self._archive.entries():
+            if kept.sha256 == sha256:
+                try:
+                    return DataFile(kept.path, sha256=sha256)
+                except OSError:
+                    continue  # pruned meanwhile, or unreadable: no delta from it
+        return None
 
     async def offer(
         self, slave: Slave, protocol: int | None, holds: str | None, *, recorded: bool = False
@@ -531,7 +552,7 @@ def record_results(
 
 
 async def push_build(
-    cfg: Config, slaves: Sequence[Slave], data: bytes, logger: Any
+    cfg: Config, slaves: Sequence[Slave], data: Data, logger: Any
 ) -> list[PushResult]:
     """Push ``data`` to ``slaves`` by hand (no daemon): what ``dnsmaster push`` and
     ``dnsmaster rollback`` do, logged from ``push.start`` to ``push.end``.
@@ -543,9 +564,10 @@ async def push_build(
     is it a receiver that speaks this master's protocol, and which build does it
     hold? What each slave then holds is recorded.
     """
-    sha256 = hashlib.sha256(data).hexdigest()
-    report = PushLog(logger, previous_serial(data[:200]))
-    logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=len(data))
+    text = text_of(data)
+    sha256 = data.sha256 if isinstance(data, DataFile) else hashlib.sha256(data).hexdigest()
+    report = PushLog(logger, previous_serial(text.read(0, 200)))
+    logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=text.size)
     channels = [channel_for(slave, cfg) for slave in slaves]
     bases = Bases(cfg.output, cfg.daemon.keep, logger, {sha256: data})
     pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))

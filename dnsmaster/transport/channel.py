@@ -19,7 +19,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import socket
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -38,10 +38,14 @@ from dnsmaster.protocol import (
 )
 
 __all__ = [
+    "FEED_READ",
     "MAX_LINE",
     "MAX_OUTPUT_BYTES",
     "MAX_OUTPUT_LINES",
+    "FileRange",
     "LineSink",
+    "Payload",
+    "Ranged",
     "Reader",
     "Receiver",
     "RunResult",
@@ -51,6 +55,7 @@ __all__ = [
     "fetch_receiver",
     "fetch_status",
     "os_reason",
+    "payload_size",
     "receiver_error",
 ]
 
@@ -63,6 +68,58 @@ class LineSink(Protocol):
 
 
 _CHUNK = 64 * 1024
+#: How much of a file range is read at once (in a thread) while it is fed.
+FEED_READ = 1 << 20
+
+
+class Ranged(Protocol):
+    """What a :class:`FileRange` reads from: an open file, read by ranges."""
+
+    def read(self, offset: int, size: int) -> bytes:
+        """``size`` bytes from ``offset``."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileRange:
+    """``size`` bytes from ``offset`` of ``source``, read as they are fed: a full
+    push of a large build is sent from its file, never held whole in memory."""
+
+    source: Ranged
+    offset: int
+    size: int
+
+
+#: What a verb is fed: bytes, or pieces (bytes or file ranges) one after another.
+Payload = bytes | tuple[bytes | FileRange, ...]
+
+
+def payload_size(payload: Payload | None) -> int:
+    """How many bytes ``payload`` is."""
+    if payload is None:
+        return 0
+    if isinstance(payload, bytes):
+        return len(payload)
+    return sum(p.size if isinstance(p, FileRange) else len(p) for p in payload)
+
+
+async def _blocks(payload: Payload) -> AsyncIterator[bytes | memoryview]:
+    """``payload`` in blocks of at most :data:`_CHUNK` bytes; a file range is read a
+    :data:`FEED_READ` at a time, in a thread (the disk must not stall the loop)."""
+    for piece in (payload,) if isinstance(payload, bytes) else payload:
+        if isinstance(piece, bytes):
+            with memoryview(piece) as view:
+                for start in range(0, len(view), _CHUNK):
+                    yield view[start : start + _CHUNK]
+            continue
+        at, end = piece.offset, piece.offset + piece.size
+        while at < end:
+            block = await asyncio.to_thread(piece.source.read, at, min(FEED_READ, end - at))
+            if not block:
+                raise OSError(f"the payload's file ends at byte {at}, before {end}")
+            for start in range(0, len(block), _CHUNK):
+                yield block[start : start + _CHUNK]
+            at += len(block)
+
 
 #: The most lines, and bytes, of a slave's output passed on (logged) per run, for
 #: each stream: stdout's lines (the status and ``done`` lines) must be read whatever
@@ -188,7 +245,7 @@ async def converse(
     stdout: Reader,
     stderr: Reader,
     *,
-    payload: bytes | None,
+    payload: Payload | None,
     on_line: LineSink,
     wait: Callable[[], Awaitable[int | None]],
     closed: tuple[type[Exception], ...] = (),
@@ -205,9 +262,8 @@ async def converse(
     async def feed() -> None:
         with contextlib.suppress(BrokenPipeError, ConnectionResetError, *closed):
             if payload:
-                view = memoryview(payload)
-                for start in range(0, len(view), _CHUNK):
-                    stdin.write(bytes(view[start : start + _CHUNK]))
+                async for block in _blocks(payload):
+                    stdin.write(bytes(block))
                     await stdin.drain()
             stdin.write_eof()
 
@@ -252,7 +308,7 @@ class SlaveChannel(Protocol):
 
     slave: Slave
 
-    async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult: ...
+    async def run(self, verb: str, payload: Payload | None, on_line: LineSink) -> RunResult: ...
 
     async def close(self) -> None: ...
 

@@ -9,7 +9,7 @@ import sys
 
 from dnsmaster.config import Slave
 from dnsmaster.errors import SlaveError
-from dnsmaster.transport.channel import LineSink, RunResult, converse, os_reason
+from dnsmaster.transport.channel import LineSink, Payload, RunResult, converse, os_reason
 
 __all__ = ["LocalChannel"]
 
@@ -20,7 +20,7 @@ class LocalChannel:
     def __init__(self, slave: Slave) -> None:
         self.slave = slave
 
-    async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
+    async def run(self, verb: str, payload: Payload | None, on_line: LineSink) -> RunResult:
         assert self.slave.root is not None
         env = dict(os.environ, SSH_ORIGINAL_COMMAND=verb)
         try:

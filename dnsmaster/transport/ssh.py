@@ -28,7 +28,7 @@ from dnsmaster.config import DEFAULT_KEYS, Config, Slave, expand_home
 from dnsmaster.errors import HostKeyError, SlaveError
 from dnsmaster.fsutil import account, describe, file_signature
 from dnsmaster.sshlib import asyncssh, client_options
-from dnsmaster.transport.channel import LineSink, RunResult, converse, os_reason
+from dnsmaster.transport.channel import LineSink, Payload, RunResult, converse, os_reason
 from dnsmaster.transport.hostkeys import check_host_key, presented_key
 
 __all__ = ["HOST_KEY_RECHECK", "SshChannel", "client_keys", "local_file_error"]
@@ -183,7 +183,7 @@ class SshChannel:
         with contextlib.suppress(Exception):
             await self._connection()
 
-    async def run(self, verb: str, payload: bytes | None, on_line: LineSink) -> RunResult:
+    async def run(self, verb: str, payload: Payload | None, on_line: LineSink) -> RunResult:
         try:
             conn = await self._connection()
             try:

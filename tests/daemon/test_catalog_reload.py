@@ -48,11 +48,11 @@ async def test_sighup_turns_the_catalog_on_and_off(tmp_path: Path) -> None:
     async with asyncio.timeout(3 * TIMEOUT):  # each wait has its own, shorter
         await log.wait("push.done", 1)
         assert daemon.current is not None
-        assert catalog_zone(daemon.current.data) is None
+        assert catalog_zone(daemon.current.text()) is None
         write_config(tmp_path, root, {"catalog": "catalog.example"})
         os.kill(os.getpid(), signal.SIGHUP)
         await log.wait("push.done", 2)
-        assert catalog_zone(daemon.current.data) == CATALOG
+        assert catalog_zone(daemon.current.text()) == CATALOG
         assert catalog_zone((root / "data").read_bytes()) == CATALOG
         write_config(tmp_path, root, {})
         os.kill(os.getpid(), signal.SIGHUP)

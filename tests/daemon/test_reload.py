@@ -187,7 +187,7 @@ class TestDaemonReload:
                 await log.wait("push.done", len(log.find("push.done")) + 1)
         assert daemon.current is not None
         # The receiver keeps the trailer that proved the stream whole.
-        assert (ns4 / "data").read_bytes().startswith(daemon.current.data)
+        assert (ns4 / "data").read_bytes().startswith(daemon.current.text())
         stopped = {e["slave"] for e in log.find("slave.stopped")}
         assert stopped == {"ns2", "ns3"}
         assert {e["slave"] for e in log.find("slave.started")} == {"ns2", "ns4"}
