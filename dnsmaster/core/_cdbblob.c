@@ -28,6 +28,11 @@
  *   call holds until it returns. The cdb itself is made by cdbmake.h, which
  *   _ccompile.c's write_cdb shares.
  *
+ * places(blob, serial) -> list
+ *
+ *   The offsets in blob of the serials (as Packed's serials count them) of its
+ *   SOA records whose serial is serial; ValueError when blob is not whole records.
+ *
  * write_pieces(fd, pieces, patches, pairs) -> None
  *
  *   Writes to fd the cdb of the records of every piece in order, each piece a
@@ -380,6 +385,48 @@ done:
     return result;
 }
 
+/* ---- places: where the SOA records of a serial hold it ---- */
+
+static PyObject *
+places(PyObject *self, PyObject *args)
+{
+    Py_buffer view;
+    unsigned long serial;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "y*k:places", &view, &serial))
+        return NULL;
+    PyObject *out = PyList_New(0);
+    const unsigned char *p = view.buf;
+    uint64_t n = (uint64_t)view.len, at = 0;
+    unsigned char want[4] = {(unsigned char)(serial >> 24), (unsigned char)(serial >> 16),
+                             (unsigned char)(serial >> 8), (unsigned char)serial};
+    while (out != NULL && at < n) {
+        if (n - at < 8) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_ValueError, REFUSED[1]);
+            break;
+        }
+        uint32_t klen = cdb_get_le32(p + at), dlen = cdb_get_le32(p + at + 4);
+        uint64_t end = at + 8 + (uint64_t)klen + dlen;
+        if (end > n) {
+            Py_CLEAR(out);
+            PyErr_SetString(PyExc_ValueError, REFUSED[1]);
+            break;
+        }
+        const unsigned char *value = p + at + 8 + klen;
+        if (dlen >= SOA_NUMBERS && value[0] == 0 && value[1] == 6 &&
+            memcmp(p + end - SOA_NUMBERS, want, 4) == 0) {
+            PyObject *o = PyLong_FromUnsignedLongLong(end - SOA_NUMBERS);
+            if (o == NULL || PyList_Append(out, o) < 0)
+                Py_CLEAR(out);
+            Py_XDECREF(o);
+        }
+        at = end;
+    }
+    PyBuffer_Release(&view);
+    return out;
+}
+
 /* ---- write_pieces: cdb_make from ranges of records in files or in memory ---- */
 
 #define PIECE_CHUNK CDB_BUF /* the window doubles as the pairs' write buffer */
@@ -511,12 +558,67 @@ index_piece(cdbmake *w, window *win, const piece *pc, uint64_t base, cdbmake_ent
     return 0;
 }
 
+/* A file piece with patches more than one per 64 KiB (a restamp patches every
+ * zone's SOA): read through the buffer and patched there, since a kernel copy
+ * would stop at every patch. */
+static int
+put_patched(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py_ssize_t npatches,
+            Py_ssize_t *next)
+{
+    uint64_t at = 0;
+    while (at < pc->length) {
+        if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+            return -1;
+        uint64_t left = pc->length - at;
+        size_t room = CDB_BUF - w->used, chunk = left < room ? (size_t)left : room;
+        ssize_t k = pread(pc->src, w->buf + w->used, chunk, (off_t)(pc->offset + at));
+        if (k < 0) {
+            if (errno != EINTR) {
+                w->err = errno;
+                return -1;
+            }
+            if (cdbmake_signals(w) < 0)
+                return -1;
+            continue;
+        }
+        if (k == 0) {
+            w->err = CDBMAKE_SHORT;
+            return -1;
+        }
+        /* every patch that overlaps the bytes just read, a part of it if it straddles */
+        uint64_t lo = area + at, hi = lo + (uint64_t)k;
+        unsigned char *base = w->buf + w->used;
+        Py_ssize_t s = *next;
+        while (s < npatches && patches[s].at < hi) {
+            for (int b = 0; b < 4; b++) {
+                uint64_t q = patches[s].at + (uint64_t)b;
+                if (q >= lo && q < hi)
+                    base[q - lo] = patches[s].bytes[b];
+            }
+            if (patches[s].at + 4 > hi)
+                break; /* its rest is in the next read */
+            s++;
+        }
+        *next = s;
+        w->used += (size_t)k;
+        at += (uint64_t)k;
+    }
+    return 0;
+}
+
 /* The piece's records with the patches that fall in them, after what is put. */
 static int
 put_piece(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py_ssize_t npatches,
           Py_ssize_t *next)
 {
     uint64_t at = 0;
+    if (pc->mem == NULL) {
+        Py_ssize_t s = *next;
+        while (s < npatches && patches[s].at < area + pc->length)
+            s++;
+        if ((uint64_t)(s - *next) > pc->length >> 16)
+            return put_patched(w, pc, area, patches, npatches, next);
+    }
     for (;; (*next)++) {
         int last = *next >= npatches || patches[*next].at >= area + pc->length;
         uint64_t upto = last ? pc->length : patches[*next].at - area;
@@ -713,6 +815,9 @@ static PyMethodDef methods[] = {
      "write(fd, blobs, serials, serial) -> None\n\n"
      "Write to fd the cdb of the records of every blob, in order, with serial at\n"
      "the offsets serials[i] of blobs[i]; all of it without the GIL."},
+    {"places", places, METH_VARARGS,
+     "places(blob, serial) -> list\n\n"
+     "The offsets in blob of the serials of its SOA records whose serial is serial."},
     {"write_pieces", write_pieces, METH_VARARGS,
      "write_pieces(fd, pieces, patches, pairs) -> None\n\n"
      "Write to fd the cdb of the records of every piece (src, offset, length,\n"

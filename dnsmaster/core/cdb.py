@@ -43,6 +43,7 @@ __all__ = [
     "hash_key",
     "pack",
     "packs_fast",
+    "places",
     "scan",
     "size_from_header",
     "unpack",
@@ -232,6 +233,29 @@ def _walk(blob: bytes | memoryview, serials: Sequence[int]) -> list[tuple[int, i
     if s != len(serials):
         raise ValueError(_NOT_SERIAL)
     return found
+
+
+def places(blob: bytes | memoryview, serial: int) -> list[int]:
+    """The offsets in ``blob`` (packed records) of the serials of its SOA records whose
+    serial is ``serial``, as :class:`Packed`'s ``serials`` count them: where a restamp
+    to another serial patches them. Raises ValueError when ``blob`` is not whole
+    records."""
+    accelerator = accel.records()
+    if accelerator is not None:
+        found: list[int] = accelerator.places(blob, serial & _U32)
+        return found
+    want = (serial & _U32).to_bytes(4, "big")
+    out = []
+    for at, klen, dlen in _walk(blob, ()):
+        end = at + 8 + klen + dlen
+        value = at + 8 + klen
+        if (
+            dlen >= _SOA_NUMBERS
+            and blob[value : value + 2] == _SOA_TYPE
+            and blob[end - _SOA_NUMBERS : end - _SOA_NUMBERS + 4] == want
+        ):
+            out.append(end - _SOA_NUMBERS)
+    return out
 
 
 def unpack(packed: Packed, serial: int) -> tuple[list[bytes], list[bytes]]:

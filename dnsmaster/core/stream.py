@@ -34,7 +34,7 @@ class Trailer:
     def line(self) -> bytes:
         return b"#dnsmaster-end bytes=%d sha256=%s\n" % (self.size, self.sha256.encode())
 
-    def mismatch(self, body: bytes) -> str | None:
+    def mismatch(self, body: bytes | memoryview) -> str | None:
         """Why ``body`` is not what this trailer describes, or None if it is."""
         if len(body) != self.size:
             return f"received {len(body)} bytes, the trailer says {self.size}"

@@ -259,7 +259,15 @@ def push(
     )
     if confinement is not None:
         install_confined(
-            root, confinement, content, body, trailer, out=out, edits=edits, keep=keep, force=force
+            root,
+            confinement,
+            content,
+            bytes(body),
+            trailer,
+            out=out,
+            edits=edits,
+            keep=keep,
+            force=force,
         )
         return
     install_received(root, content, body, trailer, out, edits=edits, keep=keep, force=force)
@@ -267,18 +275,19 @@ def push(
 
 def _received(
     source: BinaryIO, out: TextIO, max_size: int, *, delta: bool, compressed: bool
-) -> tuple[bytes, bytes, stream.Trailer, deltas.Delta | None]:
+) -> tuple[bytes, bytes | memoryview, stream.Trailer, deltas.Delta | None]:
     """The stream read whole and checked: the content, its body and trailer, and its
     edits when it is a delta (applied later, under the lock, to the installed data)."""
     # A delta is never sent when it is not smaller than the data (the master sends the
     # data then), so the one cap serves both, with room for the delta's header line.
     extra = deltas.HEADER_MAX if delta else 0
     content = _read_capped(source, max_size, extra=extra, compressed=compressed)
-    # A delta's body is never used as such (the edits are): only its last line is
-    # split off, so the stream is not copied whole for nothing.
-    last = content.rfind(b"\n", 0, len(content) - 1) + 1 if delta else 0
-    body, trailer = stream.split(content[last:])
-    if last + len(body) > max_size + extra:
+    # Only the last line is split off, and the body is a view of the stream: a data of
+    # 540 MB is not held twice (a delta's body is never used as such: its edits are).
+    last = content.rfind(b"\n", 0, len(content) - 1) + 1
+    tail, trailer = stream.split(content[last:])
+    body = memoryview(content)[: last + len(tail)]
+    if len(body) > max_size + extra:
         raise Refused(f"data over the size cap of {max_size} bytes (--max-size)")
     if trailer is None:
         raise Refused(

@@ -38,19 +38,16 @@ from pathlib import Path
 from typing import BinaryIO, TextIO
 
 from dnsmaster import fsutil
-from dnsmaster.core import accel, cdb, stream
+from dnsmaster.core import cdb, stream
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import previous_serial
-from dnsmaster.core.compiler import (
-    PackedRecords,
-    compile_text,
-    default_serial,
-)
+from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.core.linetypes import Records
 from dnsmaster.core.serial import newer
 from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, DeltaError, DnsmasterError, TinydnsDataError
 from dnsmaster.protocol import FORCE, SPEAKS
+from dnsmaster.slave import inplace, sections
 from dnsmaster.slave.masters import MASTERS, known
 from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
 
@@ -286,8 +283,9 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
         path = root / "data"
         try:
             with open_regular(path) as f:
-                content = f.read()
                 st = os.fstat(f.fileno())
+                kept = sections.vouched(root)
+                content = b"" if kept is not None else f.read()
         except FileNotFoundError:
             if os.path.lexists(root / "data.cdb"):
                 return NotInstalled("data.cdb without data", writable)
@@ -298,6 +296,8 @@ def status(root: Path, out: TextIO) -> Installed | NotInstalled:
         doubt = cdb_doubt(root, st.st_mtime_ns)
         if doubt is not None:
             return NotInstalled(doubt, writable)
+    if kept is not None:  # the pair it describes, so data is as installed: not edited
+        return Installed(kept[0], kept[2], kept[1], st.st_mtime, writable)
     body, trailer = stream.split(content)
     # The sha256 of what is there, not what the trailer claims: data edited after its
     # push must not look like the master's build, or the master would never push again.
@@ -330,7 +330,7 @@ def cdb_doubt(root: Path, data_mtime_ns: int) -> str | None:
 def install_received(
     root: Path,
     content: bytes,
-    body: bytes,
+    body: bytes | memoryview,
     trailer: stream.Trailer,
     out: TextIO,
     *,
@@ -345,24 +345,17 @@ def install_received(
     """
     with _session(root, out) as unmatched:
         try:
-            if edits is not None:
+            staged = None
+            if edits is not None and unmatched is None:
+                staged = inplace.stage_delta(root, edits, trailer)
+            if staged is not None:
+                shown = _install_delta(root, staged, trailer, out, force=force)
+            elif edits is not None:
                 body = rebuild(root, edits)
                 content = body + trailer.line()
                 say(out, f"rebuilt bytes={len(body)} sha256={trailer.sha256} from the delta")
-            serial = previous_serial(body[:_HEAD])
-            shown = serial if serial is not None else "none"
-            if unmatched is not None:
-                say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
-            copy_uncopied(root, out)
-            if unmatched is None and _already_installed(root, content):
-                say(out, "unchanged: data and data.cdb already installed")
-            else:
-                if not force:
-                    refuse_older(root, body, serial)
-                copy = _install(root, content, trailer.sha256, out, shown)
-                say(out, "installed data and data.cdb")
-                if copy is not None:
-                    say(out, f"kept {copy}")
+            if staged is None:
+                shown = _install_full(root, (content, body, trailer), out, unmatched, force=force)
         except BaseException:
             # Pruning runs after a failure too: after a full disk it makes the room
             # the next push needs. Its own failure must not hide the first one.
@@ -373,6 +366,60 @@ def install_received(
     if pruned:
         say(out, f"pruned {len(pruned)} old copies")
     say(out, f"done sha256={trailer.sha256} serial={shown}")
+
+
+def _install_full(
+    root: Path,
+    pushed: tuple[bytes, bytes | memoryview, stream.Trailer],
+    out: TextIO,
+    unmatched: str | None,
+    *,
+    force: bool,
+) -> object:
+    """Install a whole data (pushed, or rebuilt from a delta in memory): ``pushed`` is
+    its content, body and trailer. Returns the serial."""
+    content, body, trailer = pushed
+    serial = previous_serial(bytes(body[:_HEAD]))
+    shown = serial if serial is not None else "none"
+    if unmatched is not None:
+        say(out, f"not repaired: {unmatched}; the pushed pair replaces both")
+    copy_uncopied(root, out)
+    if unmatched is None and _already_installed(root, content):
+        say(out, "unchanged: data and data.cdb already installed")
+    else:
+        if not force:
+            refuse_older(root, body, serial)
+        copy = _install(root, content, len(body), out, sha256=trailer.sha256, shown=shown)
+        say(out, "installed data and data.cdb")
+        if copy is not None:
+            say(out, f"kept {copy}")
+    return shown
+
+
+def _install_delta(
+    root: Path, staged: inplace.Staged, trailer: stream.Trailer, out: TextIO, *, force: bool
+) -> object:
+    """Install a pair a delta staged in place (:mod:`dnsmaster.slave.inplace`); the serial."""
+    shown = staged.serial if staged.serial is not None else "none"
+    try:
+        say(out, f"rebuilt bytes={trailer.size} sha256={trailer.sha256} from the delta in place")
+        copy_uncopied(root, out)
+        if staged.sha256 == staged.replaces_sha256:
+            say(out, "unchanged: data and data.cdb already installed")
+            staged.discard()
+            return shown
+        if not force:
+            # The kept file vouches that data is the build it describes, not edited.
+            _refuse(staged.replaces, staged.serial, different=True)
+        say(out, f"compiled records={staged.compiled.count} serial={shown}")
+    except BaseException:
+        staged.discard()
+        raise
+    copy = _put_in(root, staged, out)
+    say(out, "installed data and data.cdb")
+    if copy is not None:
+        say(out, f"kept {copy}")
+    return shown
 
 
 def rebuild(root: Path, edits: deltas.Delta) -> bytes:
@@ -398,7 +445,7 @@ def rebuild(root: Path, edits: deltas.Delta) -> bytes:
     return result
 
 
-def refuse_older(root: Path, body: bytes, serial: int | None) -> None:
+def refuse_older(root: Path, body: bytes | memoryview, serial: int | None) -> None:
     """Refuse a build older than the installed one, or another build with its serial.
 
     dnsmaster gives every build a serial past the previous one, so an older serial
@@ -416,87 +463,69 @@ def refuse_older(root: Path, body: bytes, serial: int | None) -> None:
     current = previous_serial(installed_head)
     if serial is None or current is None:
         return
-    hint = f"'push {FORCE}' installs it anyway (a rollback)"
-    if newer(current, serial):
-        raise Refused(f"build serial {serial} is older than the installed serial {current}; {hint}")
+    _refuse(current, serial, different=False)
     if serial == current:
         installed_body, installed_trailer = stream.split(read_data(root)[0])
         # Data edited by hand after its push (its trailer no longer matches) is not
         # another build: the push repairs it.
         edited = installed_trailer is None or installed_trailer.mismatch(installed_body)
-        if installed_body != body and not edited:
-            raise Refused(
-                f"build serial {serial} is already installed with different data "
-                f"(two masters?); {hint}"
-            )
+        _refuse(current, serial, different=installed_body != body and not edited)
 
 
-def _install(root: Path, content: bytes, sha256: str, out: TextIO, shown: object) -> str | None:
+def _refuse(current: int | None, serial: int | None, *, different: bool) -> None:
+    """Refused for ``serial`` older than ``current``, or equal to it on ``different``
+    data (see :func:`refuse_older`)."""
+    if serial is None or current is None:
+        return
+    hint = f"'push {FORCE}' installs it anyway (a rollback)"
+    if newer(current, serial):
+        raise Refused(f"build serial {serial} is older than the installed serial {current}; {hint}")
+    if serial == current and different:
+        raise Refused(
+            f"build serial {serial} is already installed with different data (two masters?); {hint}"
+        )
+
+
+def _install(
+    root: Path, content: bytes, body: int, out: TextIO, *, sha256: str, shown: object
+) -> str | None:
     """Compile ``content``, install it with its data.cdb as a pair; the copy's name.
 
     The caller holds the lock. Nothing is left behind on failure: the temp files
     are removed, and no copy exists yet (it is made once the pair is in).
     """
     try:
-        compiled = _compile(content)
+        staged = inplace.stage_full(root, content, body, sha256)
     except TinydnsDataError as exc:
         raise Refused(
             f"data does not compile: line {exc.lineno}: {printable(exc.reason)}"
         ) from None
-    say(out, f"compiled records={compiled.count} serial={shown}")
-    staged: list[Path] = []
-    try:
-        staged.append(fsutil.stage(root / "data", lambda fd: fsutil.write_all(fd, content)))
-        # dnsmaster's data has every serial written in; data from elsewhere may leave
-        # them to the file's mtime, as tinydns-data would on the installed data (this
-        # inode), and as a repair will from it.
-        mtime = staged[0].stat().st_mtime_ns // 10**9
-        serial = default_serial(mtime)
-        staged.append(fsutil.stage(root / "data.cdb", lambda fd: compiled.write(fd, serial)))
-        fsutil.install_pair(root, staged[0], staged[1], sha256)
     except CdbTooLarge as exc:
-        fsutil.discard(staged)
         raise Refused(f"data does not fit a cdb: {exc}") from None
+    say(out, f"compiled records={staged.compiled.count} serial={shown}")
+    return _put_in(root, staged, out)
+
+
+def _put_in(root: Path, staged: inplace.Staged, out: TextIO) -> str | None:
+    """Install a staged pair, keep its copy, then its kept file (whose identities
+    are the installed files' as they stay); the copy's name."""
+    try:
+        fsutil.install_pair(root, staged.data, staged.cdb, staged.sha256)
     except BaseException:
-        fsutil.discard(staged)  # the names install_pair renamed away are gone already
+        staged.discard()
         raise
     try:
-        return keep_copy(root)
+        copy: str | None = keep_copy(root)
     except OSError as exc:
         # The pair is in and durable; a missing copy only shortens the history.
         say(out, f"warning: no copy kept: {fsutil.describe(exc)}")
-        return None
-
-
-@dataclass(frozen=True, slots=True)
-class _Compiled:
-    """The records of a ``data``, to be written as data.cdb with the default serial
-    of its file: packed in cdb's record layout (C compiles and writes them, no
-    Python object per record), or as :class:`Records` (the pure-Python bundle)."""
-
-    count: int
-    packed: cdb.Packed | None = None
-    records: Records | None = None
-
-    def write(self, fd: int, serial: int) -> None:
-        if self.packed is not None:
-            cdb.write_packed(fd, [self.packed], serial)
-            return
-        assert self.records is not None
-        recs = self.records
-        cdb.write_fd(fd, recs.keys, recs.with_serial(serial))
-
-
-def _compile(content: bytes) -> _Compiled:
-    """``content`` compiled (raises TinydnsDataError), the packed way when C does both."""
-    if accel.compiler() is None or not cdb.packs_fast():
-        recs = compile_text(content, 0)
-        return _Compiled(len(recs), records=recs)
-    packed = PackedRecords()
-    compile_text(content, 0, packed=packed)
-    # The bytearray itself, not a copy: nothing else holds it.
-    blob = memoryview(packed.blob)
-    return _Compiled(packed.count, cdb.Packed(blob, tuple(packed.serials), packed.count))
+        copy = None
+    try:
+        staged.finish(root)
+    except OSError as exc:  # the next delta compiles everything: slower, never wrong
+        sections.forget(root)
+        say(out, f"warning: sections not kept: {fsutil.describe(exc)}")
+    return copy
 
 
 def copy_uncopied(root: Path, out: TextIO) -> None:
@@ -561,7 +590,16 @@ def _already_installed(root: Path, content: bytes) -> bool:
     try:
         with open_regular(root / "data") as f:
             data = os.fstat(f.fileno())
-            if f.read(len(content) + 1) != content:
+            if data.st_size != len(content):
+                return False
+            # a MiB at a time: a 540 MB data is not read into memory beside the pushed one
+            at = 0
+            with memoryview(content) as view:
+                while chunk := f.read(1 << 20):
+                    if view[at : at + len(chunk)] != chunk:
+                        return False
+                    at += len(chunk)
+            if at != len(content):
                 return False
         if cdb_doubt(root, data.st_mtime_ns) is not None:
             return False

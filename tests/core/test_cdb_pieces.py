@@ -231,3 +231,39 @@ def test_from_tinydns_datas_cdb(way: str, tinydns_data_bin: str, tmp_path: Path)
             assert pairs == index
     finally:
         os.close(fd)
+
+
+def test_sparse_patches_in_a_large_file(way: str, tmp_path: Path) -> None:
+    """Few patches in a large piece: the kernel copies between them (the dense case,
+    patched in the buffer, is what the small pieces above take)."""
+    records = [
+        (b"k%d" % (i % 500), b"\0\6" + bytes([i % 256]) * 300 + bytes(20)) for i in range(4000)
+    ]
+    blob = blob_of(records)
+    (tmp_path / "records").write_bytes(blob)
+    at = starts(records)
+    values = [v for _, v in records]
+    patches = []
+    for i in (10, 1999, 3999):
+        patches.append((at[i] + 8 + len(records[i][0]) + 302, b"WXYZ"))
+        values[i] = values[i][:302] + b"WXYZ" + values[i][306:]
+    fd = os.open(tmp_path / "records", os.O_RDONLY)
+    try:
+        data, _ = written([cdb.Piece(len(blob), 4000, fd)], patches)
+    finally:
+        os.close(fd)
+    assert data == cdb.dumps([k for k, _ in records], values)
+
+
+def test_places(way: str) -> None:
+    soa = b"\0\6" + b"x" * 10
+    records = [
+        (b"a", soa + (7).to_bytes(4, "big") + bytes(16)),
+        (b"b", b"\0\1" + (7).to_bytes(4, "big") + bytes(16)),
+        (b"c", soa + (8).to_bytes(4, "big") + bytes(16)),
+    ]
+    blob = blob_of(records)
+    assert cdb.places(blob, 7) == [starts(records)[1] - 20]
+    assert cdb.places(blob, 8) == [len(blob) - 20]
+    with pytest.raises(ValueError, match="past the end"):
+        cdb.places(blob[:-1], 7)

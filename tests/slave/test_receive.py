@@ -108,20 +108,20 @@ class TestPush:
         def spy(name: str) -> None:
             real = getattr(cdb, name)
 
-            def counted(*args: object) -> None:
+            def counted(*args: object, **kwargs: object) -> None:
                 written.append(name)
-                real(*args)
+                real(*args, **kwargs)
 
             monkeypatch.setattr(cdb, name, counted)
 
-        spy("write_packed")
+        spy("write_pieces")
         spy("write_fd")
         # Not dnsmaster's data: a Z line without a serial takes the file's mtime.
         data = b"Zfrom.elsewhere:ns1.from.elsewhere:hostmaster.from.elsewhere\n" + DATA
         with paths:
             assert run(tmp_path, "push", data + seal(data))[0] == 0
         mtime = (tmp_path / "data").stat().st_mtime_ns // 10**9
-        assert written == ["write_packed" if way == "packed" else "write_fd"]
+        assert written == ["write_pieces" if way == "packed" else "write_fd"]
         assert (tmp_path / "data.cdb").read_bytes() == compile_data(data + seal(data), mtime)
 
     def test_keeps_timestamped_copies_and_prunes(self, tmp_path: Path) -> None:
