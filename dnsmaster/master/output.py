@@ -179,8 +179,9 @@ def assemble(
     with the serial's patches (:func:`~dnsmaster.core.cdb.write_pieces`).
 
     A source kept from the last build is copied from that build's pair: sources
-    that follow each other there make one run, whose text is cut only where the
-    old serial's digits are (they must be there), and whose records are one range
+    that follow each other there make one run, whose text is one range of the old
+    ``data`` with the new serial written over the old one's digits (they must be
+    there), and whose records are one range
     of the old ``data.cdb``, with their hashes from the index when it has them. No
     Python object is made per record, and per source only its offsets are looked at.
     """
