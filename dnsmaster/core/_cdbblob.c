@@ -558,18 +558,26 @@ index_piece(cdbmake *w, window *win, const piece *pc, uint64_t base, cdbmake_ent
     return 0;
 }
 
-/* A file piece with patches more than one per 64 KiB (a restamp patches every
- * zone's SOA): read through the buffer and patched there, since a kernel copy
- * would stop at every patch. */
+/* Unpatched stretches of a file piece at least this long go by a kernel copy; shorter
+ * ones, and the patches between them, are read through the write buffer and patched
+ * there. A kernel copy saves the trip through user space but costs a flush and a
+ * system call or two: a restamp patches every zone's SOA, 40,000 patches a few KiB
+ * apart at 1M lines, and stopping the copy at each of them cost three times the
+ * copying itself. */
+#define PATCH_GAP (64 * 1024)
+
+/* Bytes from..to of the file piece pc through the write buffer (pread in chunks of
+ * what room it has, so memory stays CDB_BUF), with the patches from *next on that
+ * fall before to written over them, a part of one where it straddles two reads. */
 static int
-put_patched(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py_ssize_t npatches,
-            Py_ssize_t *next)
+put_read(cdbmake *w, const piece *pc, uint64_t from, uint64_t to, uint64_t area,
+         const patch *patches, Py_ssize_t npatches, Py_ssize_t *next)
 {
-    uint64_t at = 0;
-    while (at < pc->length) {
+    uint64_t at = from;
+    while (at < to) {
         if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
             return -1;
-        uint64_t left = pc->length - at;
+        uint64_t left = to - at;
         size_t room = CDB_BUF - w->used, chunk = left < room ? (size_t)left : room;
         ssize_t k = pread(pc->src, w->buf + w->used, chunk, (off_t)(pc->offset + at));
         if (k < 0) {
@@ -585,7 +593,6 @@ put_patched(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py
             w->err = CDBMAKE_SHORT;
             return -1;
         }
-        /* every patch that overlaps the bytes just read, a part of it if it straddles */
         uint64_t lo = area + at, hi = lo + (uint64_t)k;
         unsigned char *base = w->buf + w->used;
         Py_ssize_t s = *next;
@@ -606,32 +613,43 @@ put_patched(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py
     return 0;
 }
 
-/* The piece's records with the patches that fall in them, after what is put. */
+/* The piece's records with the patches that fall in them, after what is put. A file
+ * piece goes by kernel copies for its unpatched stretches of PATCH_GAP or more, and
+ * through the buffer for the rest. */
 static int
 put_piece(cdbmake *w, const piece *pc, uint64_t area, const patch *patches, Py_ssize_t npatches,
           Py_ssize_t *next)
 {
     uint64_t at = 0;
-    if (pc->mem == NULL) {
-        Py_ssize_t s = *next;
-        while (s < npatches && patches[s].at < area + pc->length)
-            s++;
-        if ((uint64_t)(s - *next) > pc->length >> 16)
-            return put_patched(w, pc, area, patches, npatches, next);
+    if (pc->mem != NULL) {
+        for (;; (*next)++) {
+            int last = *next >= npatches || patches[*next].at >= area + pc->length;
+            uint64_t upto = last ? pc->length : patches[*next].at - area;
+            if (cdbmake_put(w, pc->mem + at, (size_t)(upto - at)) < 0)
+                return -1;
+            if (last)
+                return 0;
+            if (cdbmake_put(w, patches[*next].bytes, 4) < 0)
+                return -1;
+            at = upto + 4;
+        }
     }
-    for (;; (*next)++) {
-        int last = *next >= npatches || patches[*next].at >= area + pc->length;
-        uint64_t upto = last ? pc->length : patches[*next].at - area;
-        int rc = pc->mem != NULL ? cdbmake_put(w, pc->mem + at, (size_t)(upto - at))
-                                 : cdbmake_copy(w, pc->src, pc->offset + at, upto - at);
-        if (rc < 0)
-            return -1;
+    /* at: the end of the last patch seen; pending: where the bytes not put yet start */
+    uint64_t pending = 0;
+    for (Py_ssize_t s = *next;; s++) {
+        int last = s >= npatches || patches[s].at >= area + pc->length;
+        uint64_t upto = last ? pc->length : patches[s].at - area;
+        if (upto - at >= PATCH_GAP) {
+            if (put_read(w, pc, pending, at, area, patches, npatches, next) < 0 ||
+                cdbmake_copy(w, pc->src, pc->offset + at, upto - at) < 0)
+                return -1;
+            pending = upto;
+        }
         if (last)
-            return 0;
-        if (cdbmake_put(w, patches[*next].bytes, 4) < 0)
-            return -1;
+            break;
         at = upto + 4;
     }
+    return put_read(w, pc, pending, pc->length, area, patches, npatches, next);
 }
 
 /* Without the GIL: index every piece, then write header, records, tables. 0; an

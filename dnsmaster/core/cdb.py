@@ -347,7 +347,9 @@ def write_pieces(
     is :func:`dumps`'s bytes for the records so patched.
 
     File ranges go by ``copy_file_range`` where the kernel allows it between the two
-    files (else pread and write, in bounded chunks); keys are read in chunks of a
+    files (else pread and write, in bounded chunks), except where patches are close
+    together (less than 64 KiB apart, as a restamp's serials are): those stretches
+    are read in chunks, patched in memory and written; keys are read in chunks of a
     MiB to be hashed, unless the piece has an ``index``. Peak memory is then 8 bytes
     a record for the cdb's pairs (and as much again for its tables), never the
     records themselves. ``fd`` is written from where it stands, sequentially.
@@ -437,7 +439,7 @@ def _checked_pieces(pieces: Sequence[Piece], patches: Sequence[tuple[int, bytes]
     return end
 
 
-def _write_whole(fd: int, data: bytes | memoryview) -> None:
+def _write_whole(fd: int, data: bytes | bytearray | memoryview) -> None:
     view = memoryview(data)
     while view:
         view = view[_write(fd, view) :]
@@ -445,25 +447,32 @@ def _write_whole(fd: int, data: bytes | memoryview) -> None:
 
 def _put_piece(fd: int, p: Piece, area: int, todo: list[tuple[int, bytes]]) -> None:
     """The records of ``p`` to ``fd`` in chunks, with the patches of ``todo`` (reversed)
-    that fall in it; ``area`` is where ``p`` starts among the records."""
+    that fall in it; ``area`` is where ``p`` starts among the records.
+
+    Each chunk is patched in memory and written whole: one write per chunk however
+    many serials a restamp puts in it (a write per patch cost far more than the
+    copying)."""
     import os  # noqa: PLC0415 - the rest of this module stays free of I/O imports
 
     at = 0
     while at < p.length:
-        upto = todo[-1][0] - area if todo and todo[-1][0] < area + p.length else p.length
-        step = min(upto - at, _CHUNK)
-        if step:
-            if p.blob is not None:
-                _write_whole(fd, memoryview(p.blob)[at : at + step])
-            else:
-                chunk = os.pread(p.fd, step, p.offset + at)
-                if len(chunk) < step:
-                    raise ValueError("a piece runs past the end of its file")
-                _write_whole(fd, chunk)
-            at += step
-        if at == upto < p.length:
-            _write_whole(fd, todo.pop()[1])
-            at += 4
+        step = min(p.length - at, _CHUNK)
+        if p.blob is not None:
+            chunk = bytearray(p.blob[at : at + step])
+        else:
+            chunk = bytearray(os.pread(p.fd, step, p.offset + at))
+            if len(chunk) < step:
+                raise ValueError("a piece runs past the end of its file")
+        lo, hi = area + at, area + at + step
+        while todo and todo[-1][0] < hi:
+            where, stamp = todo[-1]
+            first, last = max(where, lo), min(where + 4, hi)  # a patch may straddle two
+            chunk[first - lo : last - lo] = stamp[first - where : last - where]
+            if where + 4 > hi:
+                break  # its rest is in the next chunk
+            todo.pop()
+        _write_whole(fd, chunk)
+        at += step
 
 
 def _index_piece(

@@ -179,8 +179,9 @@ def assemble(
     with the serial's patches (:func:`~dnsmaster.core.cdb.write_pieces`).
 
     A source kept from the last build is copied from that build's pair: sources
-    that follow each other there make one run, whose text is cut only where the
-    old serial's digits are (they must be there), and whose records are one range
+    that follow each other there make one run, whose text is one range of the old
+    ``data`` with the new serial written over the old one's digits (they must be
+    there), and whose records are one range
     of the old ``data.cdb``, with their hashes from the index when it has them. No
     Python object is made per record, and per source only its offsets are looked at.
     """
@@ -207,7 +208,7 @@ class _Text:
     """``data`` as it is put together: its parts, and where the serials are."""
 
     def __init__(self, banner: bytes, stamp: bytes) -> None:
-        self.parts: list[bytes | memoryview] = [banner]
+        self.parts: list[bytes | bytearray | memoryview] = [banner]
         self.stamps = [len(BANNER)]
         self.at = len(banner)
         self.stamp = stamp
@@ -224,16 +225,32 @@ class _Text:
             at += len(stamp) + len(piece)
         self.at = at
 
-    def copy(self, old: bytearray, start: int, end: int, cuts: list[int], digits: bytes) -> None:
-        """``old[start:end]``, the serial put in place of the old serial's ``digits``
-        at each of ``cuts``. Raises ValueError when they are not there."""
+    def copy(self, run: bytearray, cuts: list[int], digits: bytes) -> None:
+        """``run``, a range of the old ``data``, with the serial put in place of the old
+        serial's ``digits`` at each of ``cuts`` (offsets in ``run``). Raises ValueError
+        when they are not there.
+
+        When both serials have as many digits (all but once in a long while), the
+        digits are written over in ``run`` itself and it goes in as one part: a restamp
+        cuts the text at every zone's SOA, and a part per cut cost more than the
+        copying."""
         parts, stamps, stamp = self.parts, self.stamps, self.stamp
-        view = memoryview(old)
         at = self.at
-        pos = start
         width = len(digits)
+        starts_with = run.startswith
+        if width == len(stamp):
+            for cut in cuts:
+                if not starts_with(digits, cut):
+                    raise ValueError("the old serial is not where the index says")
+                run[cut : cut + width] = stamp
+            stamps.extend([at + cut for cut in cuts])
+            parts.append(run)
+            self.at = at + len(run)
+            return
+        view = memoryview(run)
+        pos = 0
         for cut in cuts:
-            if not old.startswith(digits, cut):
+            if not starts_with(digits, cut):
                 raise ValueError("the old serial is not where the index says")
             parts.append(view[pos:cut])
             at += cut - pos
@@ -241,8 +258,8 @@ class _Text:
             parts.append(stamp)
             at += len(stamp)
             pos = cut + width
-        parts.append(view[pos:end])
-        self.at = at + end - pos
+        parts.append(view[pos:])
+        self.at = at + len(run) - pos
 
 
 class _Records:
@@ -268,11 +285,9 @@ class _Old:
 
     def __init__(self, index: Index | None, written: Sequence[Source]) -> None:
         self.index = index
-        self.text = bytearray()
         self.width = 0
         self.digits = b""
         if index is not None and any(isinstance(src, Kept) for src in written):
-            self.text = index.read(index.data, 0, os.fstat(index.data).st_size)
             self.digits = str(index.serial).encode()
             self.width = len(self.digits)
 
@@ -296,7 +311,7 @@ class _Old:
                 pieces = src.pieces
                 for length in pieces[:-1]:
                     t1 += length
-                    cuts.append(t1)
+                    cuts.append(t1 - t0)
                     t1 += width
                 t1 += pieces[-1]
                 if src.serials:
@@ -305,7 +320,8 @@ class _Old:
                 r1 += src.records
                 k1 += src.nrecords
                 i += 1
-            text.copy(self.text, t0, t1, cuts, self.digits)
+            # only the runs kept are read, each into the buffer that goes into data
+            text.copy(index.read(index.data, t0, t1 - t0), cuts, self.digits)
             pairs = index.pairs[8 * k0 : 8 * k1] if index.pairs else None
             piece = cdb.Piece(r1 - r0, k1 - k0, fd=index.cdb, offset=r0, index=pairs)
             records.add(piece, serials)

@@ -267,3 +267,40 @@ def test_places(way: str) -> None:
     assert cdb.places(blob, 8) == [len(blob) - 20]
     with pytest.raises(ValueError, match="past the end"):
         cdb.places(blob[:-1], 7)
+
+
+def test_dense_and_sparse_patches_across_chunks(way: str, tmp_path: Path) -> None:
+    """A restamp's patch every few KiB for over a MiB (read through the buffer and
+    patched there, one straddling each edge of the chunks it is read in), then a long
+    stretch with none (a kernel copy), then a few far apart: dumps' bytes."""
+    records = [(b"k%d" % (i % 700), bytes([i % 251]) * 1990) for i in range(1400)]
+    blob = blob_of(records)
+    (tmp_path / "records").write_bytes(b"junk" + blob)
+    at = [*starts(records), len(blob)]
+    # the C writer's first read ends where the 2048-byte header leaves its 1 MiB
+    # buffer full, the pure-Python path's reads every MiB
+    edges = [(1 << 20) - 2048 - 2, (1 << 20) - 2]
+    wanted = [*range(100, 1_300_000, 3000), *edges, 1_800_000, 2_500_000, len(blob) - 10]
+    values = [bytearray(v) for _, v in records]
+    patches = []
+    for want in sorted(wanted):
+        i = next(i for i in range(len(records)) if at[i + 1] > want)
+        data = at[i] + 8 + len(records[i][0])
+        where = min(max(want, data), at[i + 1] - 4)  # inside the record's data
+        if patches and where < patches[-1][0] + 4:
+            continue
+        stamp = b"%04d" % (len(patches) % 10000)
+        patches.append((where, stamp))
+        values[i][where - data : where - data + 4] = stamp
+    assert set(edges) <= {w for w, _ in patches}
+    index = b"".join(
+        _PAIR.pack(cdb.hash_key(k), 4 + s) for (k, _), s in zip(records, at, strict=False)
+    )
+    expected = cdb.dumps([k for k, _ in records], [bytes(v) for v in values])
+    fd = os.open(tmp_path / "records", os.O_RDONLY)
+    try:
+        for idx in (None, index):
+            data, _ = written([cdb.Piece(len(blob), len(records), fd, 4, index=idx)], patches)
+            assert data == expected
+    finally:
+        os.close(fd)
