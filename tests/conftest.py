@@ -21,11 +21,16 @@ many examples it wants.
 from __future__ import annotations
 
 import compileall
+import contextlib
+import io
 import itertools
+import json
 import os
+import resource
 import shutil
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -258,6 +263,63 @@ def is_long_run(item: pytest.Item) -> bool:
     ).endswith("_thorough")
 
 
+#: DNSMASTER_TEST_CPU=FILE: each test's CPU and wall seconds are appended to FILE,
+#: one JSON line a test (from every worker), to find what the suite spends its time on.
+CPU_LOG_ENV = "DNSMASTER_TEST_CPU"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under :data:`CPU_LOG_ENV`, what one test cost (setup, call and teardown): the
+    CPU of this process, of the children it reaped, and of the children that run on
+    (the lab's sshd, whose reaped children are each push's receiver), and wall time."""
+    out = os.environ.get(CPU_LOG_ENV)
+    if not out:
+        return (yield)
+    own, reaped, running, start = *cpu_seconds(), children_cpu(), time.monotonic()
+    try:
+        return (yield)
+    finally:
+        own_after, reaped_after = cpu_seconds()
+        running_after = children_cpu()
+        # A child reaped during the test is in ``reaped_after`` with its whole life.
+        spent = sum(running_after.values()) - sum(running.values())
+        line = {
+            "test": item.nodeid,
+            "cpu": round(own_after - own, 3),
+            "children": round(reaped_after - reaped + spent, 3),
+            "wall": round(time.monotonic() - start, 3),
+        }
+        with open(out, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """User plus system CPU seconds: this process's, and its reaped children's."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def children_cpu() -> dict[int, float]:
+    """CPU seconds of each running child of this process, with the children it reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15).
+        if int(fields[1]) == me:
+            found[int(entry.name)] = sum(int(v) for v in fields[11:15]) / tick
+    return found
+
+
 @pytest.fixture(autouse=True)
 def log_set_up_per_test() -> Iterator[None]:
     """What a command run in process sets up for its log ends with the test.
@@ -364,6 +426,41 @@ def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+def dnsmaster_here(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    """``dnsmaster ARGS...`` run by its main() in this process, as ``python -m
+    dnsmaster`` would run it: exit status, stdout and stderr, without $DNSMASTER_CONFIG
+    unless ``env`` gives it (``env`` is added to the environment for the run).
+
+    What a test judges by a command's output and exit status, not by its being a
+    process, costs none of a start's 0.4-0.6 s of CPU this way. Only for commands that
+    end (not ``run``), and not from a running event loop (the commands start their
+    own). The tests that need a process keep one (``dnsmaster_cli``): the exit status
+    ``python -m`` gives, what imports print at a start, a signal to the command.
+    """
+    from dnsmaster.commands.main import main  # noqa: PLC0415 - the suite's own package
+
+    argv = [os.fspath(a) for a in args]
+    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    saved = dict(os.environ)
+    os.environ.pop("DNSMASTER_CONFIG", None)
+    os.environ.update(env or {})
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as exit_:  # argparse's usage errors
+                status = exit_.code if isinstance(exit_.code, int) else 1
+    finally:
+        os.environ.clear()
+        os.environ.update(saved)
+        structlog.reset_defaults()
+    texts = [stream.buffer.getvalue().decode() for stream in (out, err)]  # type: ignore[attr-defined]
+    return subprocess.CompletedProcess(["dnsmaster", *argv], status, *texts)
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:
