@@ -8,31 +8,24 @@ releases the build, and the hold survives a restart.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
+from dnsmaster.master import handoff
 from dnsmaster.master.guarded import names
-from tests.lab.daemonrun import PROJECT
+from tests.conftest import dnsmaster_here
 from tests.lab.recorder import push_here
 from tests.lab.site import TIMEOUT, Local, example_com, running, status, write
 
-ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
-
 
 def dnsmaster(*argv: str) -> tuple[int, list[dict[str, object]]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=120,
-    )
+    """The command in this process (what it prints and returns is what a process
+    would); ``status``, from :mod:`tests.lab.site`, is the one run as a process."""
+    proc = dnsmaster_here(*argv, "--log-format", "json")
     return proc.returncode, [json.loads(line) for line in proc.stderr.splitlines()]
 
 
@@ -172,7 +165,15 @@ class running_held:
         self.local = local
 
     def __enter__(self):  # type: ignore[no-untyped-def]
-        return self.local.daemon.start()
+        daemon = self.local.daemon.start()
+        # A push finds the daemon to hand off to by its state file, which a daemon
+        # writes a moment after it starts; before that the push waits for the lock
+        # the daemon holds. A process's start used to cover that moment.
+        deadline = time.monotonic() + TIMEOUT
+        while handoff.daemon_pid(self.local.state) != daemon.pid:
+            assert time.monotonic() < deadline, "the daemon never wrote its state file"
+            time.sleep(0.05)
+        return daemon
 
     def __exit__(self, *exc: object) -> None:
         self.local.daemon.kill()
@@ -253,14 +254,7 @@ class TestPushByHand:
 
 
 def plan(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=120,
-    )
+    return dnsmaster_here(*argv)
 
 
 def assert_plans_show_the_hold(local: Local, held: dict[str, object]) -> None:
