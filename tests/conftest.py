@@ -220,7 +220,7 @@ def pytest_collection_modifyitems(
 #: starts late, and runs on alone at the end of the suite. These go to the heads of
 #: the shares instead. An id that names no test is ignored: the list is about time.
 LONG_FIRST = (
-    "tests/benchmarks/test_soak.py::test_short_soak",  # 70
+    "tests/benchmarks/test_soak.py::test_short_soak",  # 55
     "tests/daemon/test_reload.py::TestRunningDaemon::"
     "test_unknown_slave_fails_fast_then_sighup_adds_it",  # 34, 20 of them asleep
     "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 19
