@@ -28,6 +28,7 @@ import json
 import os
 import resource
 import shutil
+import signal
 import subprocess
 import sys
 import time
@@ -428,8 +429,12 @@ def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
+class CommandTimeout(Exception):
+    """A command :func:`dnsmaster_here` runs overran its time."""
+
+
 def dnsmaster_here(
-    *args: str | os.PathLike[str], env: dict[str, str] | None = None
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
     """``dnsmaster ARGS...`` run by its main() in this process, as ``python -m
     dnsmaster`` would run it: exit status, stdout and stderr, without $DNSMASTER_CONFIG
@@ -440,27 +445,42 @@ def dnsmaster_here(
     end (not ``run``), and not from a running event loop (the commands start their
     own). The tests that need a process keep one (``dnsmaster_cli``): the exit status
     ``python -m`` gives, what imports print at a start, a signal to the command.
+
+    A command still running after ``timeout`` seconds is interrupted (SIGALRM) and
+    fails the test, as a subprocess's timeout would, rather than hang the suite.
     """
     from dnsmaster.commands.main import main  # noqa: PLC0415 - the suite's own package
 
     argv = [os.fspath(a) for a in args]
-    out = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
-    err = io.TextIOWrapper(io.BytesIO(), encoding="utf-8", write_through=True)
+    written = io.BytesIO(), io.BytesIO()
+    out, err = (io.TextIOWrapper(b, encoding="utf-8", write_through=True) for b in written)
     saved = dict(os.environ)
     os.environ.pop("DNSMASTER_CONFIG", None)
     os.environ.update(env or {})
+
+    def overdue(signum: int, frame: object) -> NoReturn:
+        raise CommandTimeout(f"dnsmaster {' '.join(argv)} still ran after {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, overdue)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
                 status = main(argv)
             except SystemExit as exit_:  # argparse's usage errors
                 status = exit_.code if isinstance(exit_.code, int) else 1
+    except CommandTimeout as overran:
+        pytest.fail(
+            f"{overran}\nstdout: {written[0].getvalue()!r}\nstderr: {written[1].getvalue()!r}"
+        )
     finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
         os.environ.clear()
         os.environ.update(saved)
         structlog.reset_defaults()
-    texts = [stream.buffer.getvalue().decode() for stream in (out, err)]  # type: ignore[attr-defined]
-    return subprocess.CompletedProcess(["dnsmaster", *argv], status, *texts)
+    stdout, stderr = (b.getvalue().decode() for b in written)
+    return subprocess.CompletedProcess(["dnsmaster", *argv], status, stdout, stderr)
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:
