@@ -9,13 +9,11 @@ from __future__ import annotations
 
 import json
 import subprocess
-import time
 from pathlib import Path
 
 import pytest
 
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
-from dnsmaster.master import handoff
 from dnsmaster.master.guarded import names
 from tests.conftest import dnsmaster_here
 from tests.lab.recorder import push_here
@@ -166,13 +164,7 @@ class running_held:
 
     def __enter__(self):  # type: ignore[no-untyped-def]
         daemon = self.local.daemon.start()
-        # A push finds the daemon to hand off to by its state file, which a daemon
-        # writes a moment after it starts; before that the push waits for the lock
-        # the daemon holds. A process's start used to cover that moment.
-        deadline = time.monotonic() + TIMEOUT
-        while handoff.daemon_pid(self.local.state) != daemon.pid:
-            assert time.monotonic() < deadline, "the daemon never wrote its state file"
-            time.sleep(0.05)
+        daemon.wait_named(self.local.state, TIMEOUT)  # the pushes below hand off to it
         return daemon
 
     def __exit__(self, *exc: object) -> None:
