@@ -209,6 +209,7 @@ def running(local: Local) -> Iterator[tuple[DaemonProcess, dict[str, Any]]]:
     try:
         first = daemon.wait("build.done", timeout=TIMEOUT)
         daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=first["serial"])
+        daemon.wait_named(local.state, TIMEOUT)  # a command by hand hands off to it
         yield daemon, first
     finally:
         local.daemon.kill()
