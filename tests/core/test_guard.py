@@ -98,6 +98,7 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
         assert held["zones"] == "example.net"
         assert "removes the zones example.net" in held["reason"]
+        daemon.idle_after(held, TIMEOUT)  # at rest: the state file says it holds
         assert all(b"example.net" in d for d in local.installed())  # the old data stays
         assert not daemon.find("push.done", mark)
         proc = status(local.config)
