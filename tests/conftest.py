@@ -215,20 +215,22 @@ def pytest_collection_modifyitems(
         items[:] = [items[i] for i in order]
 
 
-#: Node ids of the longest tests, longest first (seconds on a loaded 2-core machine).
-#: Under ``--dist worksteal`` a worker runs its share of the collection in order and
-#: an idle worker steals from the end of a busy one's: a long test late in a share
-#: starts late, and runs on alone at the end of the suite. These go to the heads of
-#: the shares instead. An id that names no test is ignored: the list is about time.
+#: Node ids of the longest tests, longest first (seconds on the 2-core machine at a
+#: load of 12, about three times a quiet run's). Under ``--dist worksteal`` a worker
+#: runs its share of the collection in order and an idle worker steals from the end of
+#: a busy one's: a long test late in a share starts late, and runs on alone at the end
+#: of the suite. These go to the heads of the shares instead. An id that names no test
+#: is ignored: the list is about time.
 LONG_FIRST = (
-    "tests/benchmarks/test_soak.py::test_short_soak",  # 55
-    "tests/daemon/test_reload.py::TestRunningDaemon::"
-    "test_unknown_slave_fails_fast_then_sighup_adds_it",  # 34, 20 of them asleep
-    "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 19
-    "tests/test_config.py::test_cli_one_shape_for_config_errors",  # 15
-    "tests/slave/test_receive_concurrent.py::TestTwoReceivers::test_newer_build_wins",  # 11
-    "tests/slave/test_masters_crash.py::TestTwoMastersAtOnce::test_every_order_and_delay",  # 8
-    "tests/slave/test_masters_crash.py::TestKilled::test_kill_at_every_step[push]",  # 7
+    "tests/test_readme.py::test_readme_slave_and_daemontools",  # 110
+    "tests/test_readme.py::test_readme_slave_and_runit",  # 100
+    "tests/benchmarks/test_soak.py::test_short_soak",  # 76
+    "tests/core/test_accel.py::test_data_files",  # 57
+    "tests/test_docs.py::test_manual_builds_without_warnings",  # 47
+    "tests/slave/test_secondary_service.py::test_concurrent_pushes_from_both_masters",  # 44
+    "tests/slave/test_masters_crash.py::TestKilled::test_kill_at_every_step[push]",  # 36
+    "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 33
+    "tests/slave/test_receive_concurrent.py::TestTwoReceivers::test_newer_build_wins",  # 28
 )
 
 
