@@ -21,11 +21,17 @@ many examples it wants.
 from __future__ import annotations
 
 import compileall
+import contextlib
+import io
 import itertools
+import json
 import os
+import resource
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -209,20 +215,22 @@ def pytest_collection_modifyitems(
         items[:] = [items[i] for i in order]
 
 
-#: Node ids of the longest tests, longest first (seconds on a loaded 2-core machine).
-#: Under ``--dist worksteal`` a worker runs its share of the collection in order and
-#: an idle worker steals from the end of a busy one's: a long test late in a share
-#: starts late, and runs on alone at the end of the suite. These go to the heads of
-#: the shares instead. An id that names no test is ignored: the list is about time.
+#: Node ids of the longest tests, longest first (seconds on the 2-core machine at a
+#: load of 12, about three times a quiet run's). Under ``--dist worksteal`` a worker
+#: runs its share of the collection in order and an idle worker steals from the end of
+#: a busy one's: a long test late in a share starts late, and runs on alone at the end
+#: of the suite. These go to the heads of the shares instead. An id that names no test
+#: is ignored: the list is about time.
 LONG_FIRST = (
-    "tests/benchmarks/test_soak.py::test_short_soak",  # 70
-    "tests/daemon/test_reload.py::TestRunningDaemon::"
-    "test_unknown_slave_fails_fast_then_sighup_adds_it",  # 34, 20 of them asleep
-    "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 19
-    "tests/test_config.py::test_cli_one_shape_for_config_errors",  # 15
-    "tests/slave/test_receive_concurrent.py::TestTwoReceivers::test_newer_build_wins",  # 11
-    "tests/slave/test_masters_crash.py::TestTwoMastersAtOnce::test_every_order_and_delay",  # 8
-    "tests/slave/test_masters_crash.py::TestKilled::test_kill_at_every_step[push]",  # 7
+    "tests/test_readme.py::test_readme_slave_and_daemontools",  # 110
+    "tests/test_readme.py::test_readme_slave_and_runit",  # 100
+    "tests/benchmarks/test_soak.py::test_short_soak",  # 76
+    "tests/core/test_accel.py::test_data_files",  # 57
+    "tests/test_docs.py::test_manual_builds_without_warnings",  # 47
+    "tests/slave/test_secondary_service.py::test_concurrent_pushes_from_both_masters",  # 44
+    "tests/slave/test_masters_crash.py::TestKilled::test_kill_at_every_step[push]",  # 36
+    "tests/slave/test_receive_crash.py::TestKilled::test_kill_at_random_moments",  # 33
+    "tests/slave/test_receive_concurrent.py::TestTwoReceivers::test_newer_build_wins",  # 28
 )
 
 
@@ -256,6 +264,63 @@ def is_long_run(item: pytest.Item) -> bool:
     return "thorough" in getattr(item, "fixturenames", ()) and str(
         getattr(item, "originalname", "")
     ).endswith("_thorough")
+
+
+#: DNSMASTER_TEST_CPU=FILE: each test's CPU and wall seconds are appended to FILE,
+#: one JSON line a test (from every worker), to find what the suite spends its time on.
+CPU_LOG_ENV = "DNSMASTER_TEST_CPU"
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item, nextitem: pytest.Item | None) -> Iterator[None]:
+    """Under :data:`CPU_LOG_ENV`, what one test cost (setup, call and teardown): the
+    CPU of this process, of the children it reaped, and of the children that run on
+    (the lab's sshd, whose reaped children are each push's receiver), and wall time."""
+    out = os.environ.get(CPU_LOG_ENV)
+    if not out:
+        return (yield)
+    own, reaped, running, start = *cpu_seconds(), children_cpu(), time.monotonic()
+    try:
+        return (yield)
+    finally:
+        own_after, reaped_after = cpu_seconds()
+        running_after = children_cpu()
+        # A child reaped during the test is in ``reaped_after`` with its whole life.
+        spent = sum(running_after.values()) - sum(running.values())
+        line = {
+            "test": item.nodeid,
+            "cpu": round(own_after - own, 3),
+            "children": round(reaped_after - reaped + spent, 3),
+            "wall": round(time.monotonic() - start, 3),
+        }
+        with open(out, "a", encoding="utf-8") as log:
+            log.write(json.dumps(line) + "\n")
+
+
+def cpu_seconds() -> tuple[float, float]:
+    """User plus system CPU seconds: this process's, and its reaped children's."""
+    own = resource.getrusage(resource.RUSAGE_SELF)
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return own.ru_utime + own.ru_stime, children.ru_utime + children.ru_stime
+
+
+def children_cpu() -> dict[int, float]:
+    """CPU seconds of each running child of this process, with the children it reaped."""
+    tick = os.sysconf("SC_CLK_TCK")
+    found: dict[int, float] = {}
+    me = os.getpid()
+    for entry in os.scandir("/proc"):
+        if not entry.name.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry.name}/stat", encoding="ascii", errors="replace") as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        # After the name: state ppid ... utime(12) stime(13) cutime(14) cstime(15).
+        if int(fields[1]) == me:
+            found[int(entry.name)] = sum(int(v) for v in fields[11:15]) / tick
+    return found
 
 
 @pytest.fixture(autouse=True)
@@ -364,6 +429,60 @@ def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
         )
 
     return run
+
+
+class CommandTimeout(Exception):
+    """A command :func:`dnsmaster_here` runs overran its time."""
+
+
+def dnsmaster_here(
+    *args: str | os.PathLike[str], env: dict[str, str] | None = None, timeout: float = 120
+) -> subprocess.CompletedProcess[str]:
+    """``dnsmaster ARGS...`` run by its main() in this process, as ``python -m
+    dnsmaster`` would run it: exit status, stdout and stderr, without $DNSMASTER_CONFIG
+    unless ``env`` gives it (``env`` is added to the environment for the run).
+
+    What a test judges by a command's output and exit status, not by its being a
+    process, costs none of a start's 0.4-0.6 s of CPU this way. Only for commands that
+    end (not ``run``), and not from a running event loop (the commands start their
+    own). The tests that need a process keep one (``dnsmaster_cli``): the exit status
+    ``python -m`` gives, what imports print at a start, a signal to the command.
+
+    A command still running after ``timeout`` seconds is interrupted (SIGALRM) and
+    fails the test, as a subprocess's timeout would, rather than hang the suite.
+    """
+    from dnsmaster.commands.main import main  # noqa: PLC0415 - the suite's own package
+
+    argv = [os.fspath(a) for a in args]
+    written = io.BytesIO(), io.BytesIO()
+    out, err = (io.TextIOWrapper(b, encoding="utf-8", write_through=True) for b in written)
+    saved = dict(os.environ)
+    os.environ.pop("DNSMASTER_CONFIG", None)
+    os.environ.update(env or {})
+
+    def overdue(signum: int, frame: object) -> NoReturn:
+        raise CommandTimeout(f"dnsmaster {' '.join(argv)} still ran after {timeout} s")
+
+    previous = signal.signal(signal.SIGALRM, overdue)
+    signal.setitimer(signal.ITIMER_REAL, timeout)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                status = main(argv)
+            except SystemExit as exit_:  # argparse's usage errors
+                status = exit_.code if isinstance(exit_.code, int) else 1
+    except CommandTimeout as overran:
+        pytest.fail(
+            f"{overran}\nstdout: {written[0].getvalue()!r}\nstderr: {written[1].getvalue()!r}"
+        )
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, previous)
+        os.environ.clear()
+        os.environ.update(saved)
+        structlog.reset_defaults()
+    stdout, stderr = (b.getvalue().decode() for b in written)
+    return subprocess.CompletedProcess(["dnsmaster", *argv], status, stdout, stderr)
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:

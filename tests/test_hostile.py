@@ -26,6 +26,7 @@ from dnsmaster.errors import BuildError
 from dnsmaster.master import buildcache
 from dnsmaster.master.archive import DIRECTORY
 from dnsmaster.master.build import Builder
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT
 from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
@@ -34,14 +35,9 @@ ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
 
 def dnsmaster(*argv: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=timeout,
-    )
+    """The command by its main() in this process (the builds to kill or trace are
+    processes: :func:`build_argv`)."""
+    return dnsmaster_here(*argv, timeout=timeout)
 
 
 def build_argv(zones: Path, out: Path) -> list[str]:

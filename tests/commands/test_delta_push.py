@@ -1,15 +1,17 @@
 """Delta and compressed pushes on real slaves: OpenSSH's sshd, ``dnsmaster receive``,
 tinydns.
 
-The master is the real command line (``dnsmaster push``, ``dnsmaster run``); what a
-slave installs from a delta is compared byte for byte with what a full push
-installs on another, and with the master's own build. The pushes and builds that
+The master is the real command line (``dnsmaster push`` and ``doctor`` by their
+main() in process, ``dnsmaster run`` as a process); what a slave installs from a
+delta is compared byte for byte with what a full push installs on another, and with
+the master's own build. The pushes and builds that
 only set a test up run in process (:mod:`tests.lab.recorder`), through the code the
 command runs.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import os
@@ -30,6 +32,7 @@ from dnsmaster.master.payload import Offer
 from dnsmaster.master.pushing import push_one
 from dnsmaster.protocol import PROTOCOL
 from dnsmaster.transport.ssh import SshChannel
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.lab.recorder import build_here, push_here
 
@@ -92,24 +95,23 @@ class Master:
             + NO_GUARD
         )
 
-    def env(self) -> dict[str, str]:
-        env = {k: v for k, v in os.environ.items() if k != "DNSMASTER_CONFIG"}
-        env["PYTHONPATH"] = str(PROJECT)
-        return env
-
     def push(self, *extra: str) -> list[dict[str, Any]]:
-        """``dnsmaster push``; its log events (it must succeed)."""
-        proc = subprocess.run(
-            [
-                *(sys.executable, "-m", "dnsmaster", "push", "--config", str(self.config)),
-                *("--log-format", "json", *extra),
-            ],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=120,
-            check=False,
-        )
+        """``dnsmaster push``; its log events (it must succeed). In this process, but
+        from a test's running event loop (the command starts its own), as a process."""
+        argv = ["push", "--config", str(self.config), "--log-format", "json", *extra]
+        try:
+            asyncio.get_running_loop()
+        except RuntimeError:
+            proc = dnsmaster_here(*argv)
+        else:
+            proc = subprocess.run(
+                [sys.executable, "-m", "dnsmaster", *argv],
+                capture_output=True,
+                text=True,
+                env=dict(os.environ, PYTHONPATH=str(PROJECT)),
+                timeout=120,
+                check=False,
+            )
         assert proc.returncode == 0, proc.stderr
         assert "Traceback" not in proc.stderr, proc.stderr
         return [json.loads(line) for line in proc.stderr.splitlines()]
@@ -263,14 +265,7 @@ def test_protocol_1_receiver_gets_plain_data(lab: Lab, master: Master) -> None:
     assert (old["slave"], old["protocol"]) == (a.name, 1)
     assert "upgrade its receiver to protocol 2" in old["hint"]
     assert pair(a)[0] == master.data() + seal(master.data())
-    doctor = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "doctor", "--config", str(master.config)],
-        capture_output=True,
-        text=True,
-        env=master.env(),
-        timeout=120,
-        check=False,
-    )
+    doctor = dnsmaster_here("doctor", "--config", str(master.config))
     warned = [line for line in doctor.stdout.splitlines() if "receiver protocol" in line]
     assert len(warned) == 1, doctor.stdout
     assert warned[0].startswith("WARN")

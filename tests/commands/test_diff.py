@@ -1,6 +1,6 @@
 """``dnsmaster diff``, ``build --dry-run``, ``push --dry-run``: the plan, exactly, and nothing done.
 
-The record comparison is tested on data texts (pure); the commands as subprocesses,
+The record comparison is tested on data texts (pure); the commands by their main(),
 on builds of real zones directories and on ``transport = "local"`` slaves.
 """
 
@@ -10,7 +10,6 @@ import json
 import os
 import shutil
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -19,11 +18,9 @@ import pytest
 from dnsmaster.core.recordset import NO_ZONE, Record, compare, parse
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder
+from tests.conftest import dnsmaster_here
 from tests.lab.clock import Clock
-from tests.lab.daemonrun import PROJECT
 from tests.lab.site import Local, example_com, write
-
-ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
 EXAMPLE_COM = (
     b".example.com:192.0.2.1:a\n"
@@ -74,14 +71,10 @@ EXPECTED_JSON: dict[str, Any] = {
 
 
 def dnsmaster(*argv: str | Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *map(str, argv)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=120,
-    )
+    """The command in this process: its exit status, stdout and stderr are what a
+    process's would be, without a start's CPU (tests/commands/test_main.py and
+    test_clean_stderr.py run the command line as processes)."""
+    return dnsmaster_here(*argv)
 
 
 def zones_dir(path: Path, files: dict[str, bytes]) -> Path:

@@ -1,11 +1,13 @@
 """``dnsmaster push`` against real slaves: OpenSSH's sshd, ``dnsmaster receive``, tinydns.
 
-Every test runs the real command line (``python -m dnsmaster push``) on a zones
-directory, with the lab's client key and known_hosts, and reads the result back
-from each slave's tinydns over DNS. What sets a test up (the first push to the
-slaves, a build to push next) is done in process (:mod:`tests.lab.recorder`): a
-command start costs half a second of CPU. Faults prove that the installed data did not
-change: the slave's root is byte-for-byte the same and tinydns serves the old serial.
+Every test runs the real command line (``dnsmaster push``: its main() in process, or
+``python -m dnsmaster push`` where the test needs a process, to stop it or to see
+its logfmt whole) on a zones directory, with the lab's client key and known_hosts,
+and reads the result back from each slave's tinydns over DNS. What sets a test up
+(the first push to the slaves, a build to push next) is done in process
+(:mod:`tests.lab.recorder`): a command start costs half a second of CPU. Faults
+prove that the installed data did not change: the slave's root is byte-for-byte the
+same and tinydns serves the old serial.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster.sshlib import asyncssh
+from tests.conftest import dnsmaster_here
 from tests.lab.recorder import build_here, push_here
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -160,14 +163,9 @@ class Master:
         return env
 
     def push(self, *extra: str, timeout: float = 120) -> Run:
-        proc = subprocess.run(
-            self.argv(*extra),
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=timeout,
-            check=False,
-        )
+        """``dnsmaster push`` in this process, with the argv :meth:`argv` gives a
+        process (the logfmt test and the cut connection run it as one)."""
+        proc = dnsmaster_here(*self.argv(*extra)[3:], timeout=timeout)
         assert "Traceback" not in proc.stderr, proc.stderr
         return Run(proc.returncode, proc.stdout, proc.stderr, parse_json_log(proc.stderr))
 

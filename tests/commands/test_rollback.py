@@ -22,6 +22,7 @@ from dnsmaster.commands.status import nagios
 from dnsmaster.exits import EXIT_BUILD
 from dnsmaster.master import state as statefile
 from dnsmaster.master.health import ZonesCheck, judge
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 from tests.lab.recorder import push_here
 from tests.lab.site import (
@@ -43,15 +44,9 @@ OLD, NEW, NEWER = "192.0.2.80", "192.0.2.99", "192.0.2.55"
 
 
 def dnsmaster(config: Path, *argv: str) -> tuple[int, str, list[dict[str, Any]]]:
-    """Run a command; its exit status, stdout and JSON log events."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv, "--config", str(config), "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=180,
-    )
+    """Run a command in this process; its exit status, stdout and JSON log events.
+    (``status``, ``status --nagios`` and the daemon are the processes here.)"""
+    proc = dnsmaster_here(*argv, "--config", str(config), "--log-format", "json", timeout=180)
     return proc.returncode, proc.stdout, [json.loads(line) for line in proc.stderr.splitlines()]
 
 
@@ -102,6 +97,7 @@ def test_rollback_is_held_by_the_daemon_until_released(rig: Rig) -> None:
     daemon = DaemonProcess(rig.config).start()
     rig.daemons.append(daemon)
     daemon.wait("rollback.held", serial=rolled, timeout=TIMEOUT)
+    daemon.wait_named(rig.state, TIMEOUT)  # the release below hands off to it
     write(rig.zones / "zones.example.com", example_com("192.0.2.56"))
     daemon.idle_after(daemon.wait("build.held", reason="rollback", timeout=TIMEOUT), TIMEOUT)
     assert not daemon.find("push.done")
@@ -260,7 +256,6 @@ def test_the_hold_reads_back_from_the_state_file(tmp_path: Path) -> None:
     assert statefile.read(path).rollback is None
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
 def test_bad_to_values_name_what_is_kept(tmp_path: Path) -> None:
     local = Local(tmp_path)
     code, _, found = dnsmaster(local.config, "rollback")
@@ -312,6 +307,7 @@ def test_damaged_hold_still_holds_the_daemon(rig: Rig) -> None:
     hold.write_bytes(bytes(raw))
     write(rig.zones / "zones.example.com", example_com(NEWER))
     daemon = rig.start(initial_push=False)
+    daemon.wait_named(rig.state, TIMEOUT)  # the push and release below hand off to it
     damaged = daemon.wait("rollback.damaged", timeout=TIMEOUT)
     assert damaged["serial"] == rolled
     daemon.idle_after(damaged, TIMEOUT)  # every slave asked: nothing to push them

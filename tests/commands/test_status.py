@@ -1091,6 +1091,8 @@ class TestMalformedState:
         from hypothesis import given, settings  # noqa: PLC0415
         from hypothesis import strategies as st  # noqa: PLC0415
 
+        from tests.conftest import examples  # noqa: PLC0415 - beside hypothesis's, above
+
         config, good_document = _good_document(tmp_path)
         path = tmp_path / "state.json"
         scalars = st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=8)
@@ -1103,7 +1105,7 @@ class TestMalformedState:
             max_leaves=8,
         )
 
-        @settings(max_examples=150)
+        @settings(max_examples=examples(150))
         @given(
             where=st.sampled_from(sorted(FIELD_TYPES, key=str)) | st.none(),
             value=values,

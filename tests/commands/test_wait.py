@@ -22,6 +22,7 @@ import pytest
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.master.wait import build_zones, is_live
 from dnsmaster.transport.dns import SoaCheck
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.lab.recorder import push_here
 
@@ -44,6 +45,7 @@ class Master:
         self.zones = base / "zones"
         self.output = base / "out"
         self.config = base / "dnsmaster.toml"
+        self.state = base / "state.json"
         self.zones.mkdir(parents=True)
         self.output.mkdir()
         # The hooks' DNSMASTER: one program path, so a wrapper running the package under
@@ -61,7 +63,7 @@ class Master:
             config_text(
                 zones=self.zones,
                 output=self.output,
-                state=base / "state.json",
+                state=self.state,
                 top={"key": lab.key, "known_hosts": lab.known_hosts, "user": lab.user},
                 daemon={"verify_timeout": 0.5},
                 push={"connect_timeout": 5.0, "timeout": 60.0},
@@ -79,16 +81,11 @@ class Master:
         return env
 
     def run(self, *argv: str, timeout: float = 120) -> tuple[int, list[Event], float]:
-        """``dnsmaster ARGV --config C --log-format json``: status, events, seconds."""
+        """``dnsmaster ARGV --config C --log-format json`` in this process: status,
+        events, seconds. (``push --wait`` followed as it runs, and the ACME hooks,
+        are the processes here.)"""
         start = time.monotonic()
-        proc = subprocess.run(
-            [sys.executable, "-m", "dnsmaster", *argv, *self.options],
-            capture_output=True,
-            text=True,
-            env=self.env(),
-            timeout=timeout,
-            check=False,
-        )
+        proc = dnsmaster_here(*argv, *self.options, timeout=timeout)
         seconds = time.monotonic() - start
         assert "Traceback" not in proc.stderr, proc.stderr
         events = [json.loads(line) for line in proc.stderr.splitlines() if line.startswith("{")]
@@ -206,6 +203,7 @@ def test_push_wait_through_the_running_daemon(master: Master, two: list[Slave]) 
     try:
         daemon.wait("build.done", timeout=30)
         daemon.wait_count("push.done", 2, timeout=30)
+        daemon.wait_named(master.state, 30)  # the push below hands off to it
         (master.zones / "zones.example").write_text(ZONES.replace("192.0.2.1", "192.0.2.9"))
         status, events, _ = master.run("push", "--wait", "--timeout", "30")
     finally:

@@ -8,31 +8,22 @@ releases the build, and the hold survives a restart.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
 from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
 from dnsmaster.master.guarded import names
-from tests.lab.daemonrun import PROJECT
+from tests.conftest import dnsmaster_here
 from tests.lab.recorder import push_here
 from tests.lab.site import TIMEOUT, Local, example_com, running, status, write
 
-ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
-
 
 def dnsmaster(*argv: str) -> tuple[int, list[dict[str, object]]]:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=120,
-    )
+    """The command in this process (what it prints and returns is what a process
+    would); ``status``, from :mod:`tests.lab.site`, is the one run as a process."""
+    proc = dnsmaster_here(*argv, "--log-format", "json")
     return proc.returncode, [json.loads(line) for line in proc.stderr.splitlines()]
 
 
@@ -107,6 +98,7 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
         assert held["zones"] == "example.net"
         assert "removes the zones example.net" in held["reason"]
+        daemon.idle_after(held, TIMEOUT)  # at rest: the state file says it holds
         assert all(b"example.net" in d for d in local.installed())  # the old data stays
         assert not daemon.find("push.done", mark)
         proc = status(local.config)
@@ -172,7 +164,9 @@ class running_held:
         self.local = local
 
     def __enter__(self):  # type: ignore[no-untyped-def]
-        return self.local.daemon.start()
+        daemon = self.local.daemon.start()
+        daemon.wait_named(self.local.state, TIMEOUT)  # the pushes below hand off to it
+        return daemon
 
     def __exit__(self, *exc: object) -> None:
         self.local.daemon.kill()
@@ -253,14 +247,7 @@ class TestPushByHand:
 
 
 def plan(*argv: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=120,
-    )
+    return dnsmaster_here(*argv)
 
 
 def assert_plans_show_the_hold(local: Local, held: dict[str, object]) -> None:

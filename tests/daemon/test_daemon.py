@@ -210,6 +210,12 @@ class TestRealSlaves:
             if s is not down:
                 assert s.tinydns.wait_serial("example.com", serial, 10) == serial
         assert down.tinydns.soa_serial("example.com") == old
+        # The state file follows the events by STATE_DELAY; the daemon never rests
+        # while a retry is due, so the file is waited for, not the daemon.
+        deadline = time.monotonic() + TIMEOUT
+        while not any(x.name == down.name and x.result == "failed" for x in _slaves(rig)):
+            assert time.monotonic() < deadline, statefile.read(rig.state)
+            time.sleep(0.05)
         proc = status(rig.config)
         assert proc.returncode == 3, proc.stdout + proc.stderr
         assert down.name in proc.stderr
@@ -666,3 +672,7 @@ def _stop_supervise(supervise: DaemonProcess, service: Path) -> None:
             if "(pid " in text:
                 os.kill(int(text.split("(pid ")[1].split(")")[0]), signal.SIGKILL)
     supervise.kill()
+
+
+def _slaves(rig: Rig) -> tuple[statefile.SlaveState, ...]:
+    return statefile.read(rig.state).slaves

@@ -183,6 +183,19 @@ class DaemonProcess:
     def signal(self, signum: int) -> None:
         os.kill(self.pid, signum)
 
+    def wait_named(self, state: Path, timeout: float = 20.0) -> None:
+        """Until the state file ``state`` names this daemon as running. A command
+        finds the daemon to hand its request to there; a command run in process right
+        after a start, before the daemon's first state write, found none and waited
+        for the lock the daemon holds (a process's own start used to cover that)."""
+        from dnsmaster.master import handoff  # noqa: PLC0415 - light: the suite's package
+
+        deadline = time.monotonic() + timeout
+        while handoff.daemon_pid(state) != self.pid:
+            if time.monotonic() > deadline or not self.running:
+                raise DaemonError(f"the state file never named pid {self.pid}\n{self.dump()}")
+            time.sleep(0.05)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM by PID; the exit status (SIGKILL and raise if it does not go)."""
         assert self.proc is not None

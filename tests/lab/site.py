@@ -8,9 +8,7 @@ sshd); :class:`Rig` has real slaves from :mod:`tests.lab.realworld`. Both run
 from __future__ import annotations
 
 import contextlib
-import os
 import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,7 +17,8 @@ from typing import TYPE_CHECKING, Any
 import pytest
 
 from dnsmaster.master import state as statefile
-from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
+from tests.conftest import dnsmaster_here
+from tests.lab.daemonrun import DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
@@ -69,14 +68,9 @@ def make_zones(base: Path) -> tuple[Path, Path]:
 
 
 def status(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-        timeout=60,
-    )
+    """``dnsmaster status --config CONFIG`` in this process: its exit status and
+    output, as a process's (tests/commands/test_status.py runs it as one)."""
+    return dnsmaster_here("status", "--config", str(config), timeout=60)
 
 
 def wait_state(path: Path, check: str, timeout: float = TIMEOUT) -> statefile.State:
@@ -209,6 +203,7 @@ def running(local: Local) -> Iterator[tuple[DaemonProcess, dict[str, Any]]]:
     try:
         first = daemon.wait("build.done", timeout=TIMEOUT)
         daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=first["serial"])
+        daemon.wait_named(local.state, TIMEOUT)  # a command by hand hands off to it
         yield daemon, first
     finally:
         local.daemon.kill()

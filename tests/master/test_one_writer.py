@@ -23,6 +23,7 @@ from dnsmaster import fsutil
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT
 from tests.lab.site import TIMEOUT, Local, example_com, running, write
 
@@ -30,15 +31,9 @@ ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 
 
 def command(*argv: str, timeout: float = 120) -> tuple[int, list[dict[str, Any]]]:
-    """Run ``dnsmaster ARGV --log-format json``; its exit status and log events."""
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=ENV,
-        timeout=timeout,
-    )
+    """Run ``dnsmaster ARGV --log-format json`` in this process (beside the daemon
+    process); its exit status and log events."""
+    proc = dnsmaster_here(*argv, "--log-format", "json", timeout=timeout)
     events = []
     for line in proc.stderr.splitlines():
         try:
@@ -117,9 +112,9 @@ class TestLock:
         """A build by hand while another writer (here ``flock``) holds the lock waits,
         says so, and builds once the lock is free."""
         local = Local(tmp_path)
-        # Held long enough for a build started on a loaded machine to find it held;
-        # the build begins once the holder has the lock, not after a guessed delay.
-        holder = subprocess.Popen(["flock", str(local.output), "sleep", "6"])
+        # Held long enough for the build (in process: no start to wait for) to find
+        # it held; the build begins once the holder has the lock, not after a guess.
+        holder = subprocess.Popen(["flock", str(local.output), "sleep", "2"])
         try:
             deadline = time.monotonic() + TIMEOUT
             free = ["flock", "-n", str(local.output), "true"]
