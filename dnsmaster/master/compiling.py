@@ -140,7 +140,6 @@ class CompiledSources:
         What came from the last build's pair on disk, and the index it ignored,
         are left in :attr:`loaded` and :attr:`rejected`.
         """
-        compiled: list[Source] = []
         recompiled: list[str] = []
         errors: list[DataError] = []
         self.loaded = []
@@ -151,12 +150,10 @@ class CompiledSources:
         mine = self._stats
         stats, looked = self._stats_of(setup, names, changed)
         unsure = self._unsure(setup, looked, stats, errors)
-        found = dict(zip(unsure, self._look_up(setup, unsure, on_disk), strict=True))
-        for name in names:
-            got = found.pop(name, None)
-            if got is None:
-                compiled.append(ready[name])
-                continue
+        found = zip(unsure, self._look_up(setup, unsure, on_disk), strict=True)
+        # Only what was looked up is handled one by one (one file, after a one-file
+        # change); the rest is in ready already, taken by one comprehension below.
+        for name, got in found:
             mine.pop(name, None)
             if got.source is None:
                 errors.extend(got.errors)
@@ -171,14 +168,13 @@ class CompiledSources:
                     continue
             ready[name] = src
             self.remember(name, stats[name])
-            compiled.append(src)
         if len(ready) != len(names):
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
         if errors:
             raise DataErrors(tuple(errors))
-        return compiled, recompiled
+        return [ready[name] for name in names], recompiled
 
     def _stats_of(
         self, setup: Setup, names: list[str], changed: Collection[str] | None
