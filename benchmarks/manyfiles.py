@@ -8,6 +8,8 @@ compiling the ``data`` that build wrote (same run, interleaved, best of
 * cold: ``dnsmaster build`` in a new process into an empty output directory;
 * one file changed, in process: one line of one file changes and the same
   :class:`~dnsmaster.master.build.Builder` builds again, as the daemon does;
+* one file changed, in process, name told: the same, the Builder told which
+  file changed (``build(changed=...)``), as a daemon's watcher can;
 * one file changed, new process: the same, with a new ``dnsmaster build``, as
   ``push``, ``build`` or a daemon start would.
 
@@ -103,6 +105,27 @@ def show(label: str, ours: Run, theirs: Run, same: bool) -> str:
     )
 
 
+def in_process(
+    builder: Builder, edits: list[tuple[Path, bytes, int]], theirs: Path, *, told: bool
+) -> tuple[Run, Run, bool]:
+    """Each edit, then a build by ``builder`` (told the file's name when ``told``, as
+    a daemon's watcher can tell it: ``Builder.build(changed=...)``); the best of
+    the builds, of tinydns-data beside them, and whether every data.cdb was its."""
+    warm: list[Run] = []
+    ref: list[Run] = []
+    same = True
+    for victim, original, i in edits:
+        change(victim, original, i)
+        started = time.perf_counter()
+        result = builder.build(changed={victim.name} if told else None)
+        warm.append(Run(time.perf_counter() - started, 0))
+        assert result.recompiled == (victim.name,), result.recompiled
+        r, ok = reference(builder.output, theirs)
+        ref.append(r)
+        same = same and ok
+    return best(warm), best(ref), same
+
+
 def run(base: Path, files: int, repeat: int) -> list[str]:
     zones, out, theirs = base / "zones", base / "out", base / "tinydns"
     paths = write_files(zones, files)
@@ -125,23 +148,15 @@ def run(base: Path, files: int, repeat: int) -> list[str]:
     # One file changed, the same Builder (the daemon's way); its RSS is this process's.
     builder = Builder(zones, out)
     builder.build()
-    warm: list[Run] = []
-    ref, same = [], True
-    for i in range(repeat):
-        change(victim, original, i)
-        started = time.perf_counter()
-        result = builder.build()
-        warm.append(Run(time.perf_counter() - started, 0))
-        assert result.recompiled == (victim.name,), result.recompiled
-        r, ok = reference(out, theirs)
-        ref.append(r)
-        same = same and ok
-    lines.append(show("one file changed, in process", best(warm), best(ref), same))
+    for k, (label, told) in enumerate((("", False), (", name told", True))):
+        edits = [(victim, original, (k + 1) * repeat + i) for i in range(repeat)]
+        warm, ref_run, same = in_process(builder, edits, theirs, told=told)
+        lines.append(show(f"one file changed, in process{label}", warm, ref_run, same))
 
     fresh: list[Run] = []
     ref, same = [], True
     for i in range(repeat):
-        change(victim, original, repeat + i)
+        change(victim, original, 3 * repeat + i)
         fresh.append(run_child(build_argv(zones, out), base))
         r, ok = reference(out, theirs)
         ref.append(r)

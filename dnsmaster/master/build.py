@@ -20,7 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal, overload
@@ -203,23 +203,39 @@ class Builder:
         return built[0]
 
     @overload
-    def build(self, *, force: Literal[True] = True, floor: int | None = None) -> BuildResult: ...
+    def build(
+        self,
+        *,
+        force: Literal[True] = True,
+        floor: int | None = None,
+        changed: Collection[str] | None = None,
+    ) -> BuildResult: ...
     @overload
-    def build(self, *, force: bool, floor: int | None = None) -> BuildResult | None: ...
+    def build(
+        self, *, force: bool, floor: int | None = None, changed: Collection[str] | None = None
+    ) -> BuildResult | None: ...
 
-    def build(self, *, force: bool = True, floor: int | None = None) -> BuildResult | None:
+    def build(
+        self,
+        *,
+        force: bool = True,
+        floor: int | None = None,
+        changed: Collection[str] | None = None,
+    ) -> BuildResult | None:
         """Build and write ``data`` and ``data.cdb``; raise and write nothing on error.
 
         Without ``force``, sources identical to those the data on disk was built from
         (same fingerprint, pair complete) write nothing and return None: a save that
         changes nothing must not bump every SOA serial on every slave. ``floor`` is a
         serial the new one must come after (the newest a slave reports, when the
-        master's own ``data`` is gone).
+        master's own ``data`` is gone). ``changed``: the names a watcher saw change
+        since this Builder's last build, when it is sure it missed none; the other
+        files this Builder compiled are then not statted (None: all are).
         """
         started = time.perf_counter()
         setup = self._setup()
         names, skipped = setup.zones.scan()
-        compiled, recompiled = self.sources.compile(setup, names)
+        compiled, recompiled = self.sources.compile(setup, names, changed)
         written = self._with_catalog(compiled)
         out.check_output(self.output)
         try:

@@ -60,6 +60,7 @@ __all__ = [
     "Kept",
     "Ready",
     "Rejected",
+    "Row",
     "code_digest",
     "decode",
     "encode",
@@ -75,13 +76,15 @@ INDEX = "index"
 
 #: A file's stat as the cache compares it: device, inode, size, mtime_ns, ctime_ns.
 Stat = tuple[int, ...]
+#: A source's Kept, row, stat and packed stat as the last index held them.
+Row = tuple["Kept", bytes, Stat, bytes]
 
 _MAGIC = b"dnsmaster-index\n"
 # magic, format, version, code digest, options digest, serial, banner length,
 # stat of data, stat of data.cdb, sources, then the 9 section lengths
 _HEADER = struct.Struct("<16sI16s32s32sQQ5Q5QQ9Q")
-# per source: sha256, pieces, records length, count, serials, lines, warnings
-_ROW = struct.Struct("<32sIQIIQI")
+# per source: sha256, pieces, records length, count, serials, lines, warnings; its stat
+_ROW, _STAT = struct.Struct("<32sIQIIQI"), struct.Struct("<5Q")
 _SECTIONS = 9
 _NO_STAT = (0, 0, 0, 0, 0)
 _SURROGATES = "surrogateescape"
@@ -144,19 +147,10 @@ class Kept(NamedTuple):
 
 def kept_of(src: Ready) -> Kept:
     """What is kept of ``src`` once the build that wrote it is installed."""
-    packed = src.records
-    pieces = tuple(map(len, src.pieces))
-    return Kept(
-        src.name,
-        src.digest,
-        pieces,
-        sum(pieces),
-        len(packed.blob),
-        packed.count,
-        packed.serials,
-        src.warnings,
-        src.lines,
-    )
+    packed, pieces = src.records, tuple(map(len, src.pieces))
+    size, count = len(packed.blob), packed.count
+    name, digest, warnings, lines = src.name, src.digest, src.warnings, src.lines
+    return Kept(name, digest, pieces, sum(pieces), size, count, packed.serials, warnings, lines)
 
 
 @dataclass(frozen=True, slots=True)
@@ -207,8 +201,7 @@ class Index:
         Raises ValueError when the file is shorter (it changed under us).
         """
         buf = bytearray(length)
-        view = memoryview(buf)
-        got = 0
+        view, got = memoryview(buf), 0
         while got < length:
             n = os.preadv(which, [view[got : got + (1 << 26)]], start + got)
             if n <= 0:
@@ -265,7 +258,7 @@ def encode(
     pair: tuple[Stat, Stat],
     options: bytes = b"",
     code: bytes | None = None,
-    rows: dict[str, tuple[Kept, bytes]] | None = None,
+    rows: dict[str, Row] | None = None,
     pairs: bytes | memoryview = b"",
 ) -> bytes:
     """The index of a pair stamped with ``serial`` (``banner`` bytes of banner) and
@@ -278,11 +271,17 @@ def encode(
     """
     made = {} if rows is None else rows
     rows_now = []
+    stats_now = []
+    get = stats.get
     for src in sources:
         known = made.get(src.name)
+        seen = get(src.name, _NO_STAT)
         if known is None or known[0] is not src:
-            known = made[src.name] = (src, _row(src))
+            known = made[src.name] = (src, _row(src), seen, _STAT.pack(*seen))
+        elif known[2] is not seen and known[2] != seen:
+            known = made[src.name] = (src, known[1], seen, _STAT.pack(*seen))
         rows_now.append(known[1])
+        stats_now.append(known[3])
     if len(made) > len(sources):
         for gone in set(made) - {src.name for src in sources}:
             del made[gone]
@@ -292,7 +291,7 @@ def encode(
     sections = [
         names,
         b"".join(rows_now),
-        _ints("Q", list(chain.from_iterable(stats.get(src.name, _NO_STAT) for src in sources))),
+        b"".join(stats_now),
         _ints("I", list(chain.from_iterable(src.pieces for src in sources))),
         _ints("Q", list(chain.from_iterable(src.serials for src in sources))),
         _ints("Q", [w.line for w in warned]),
@@ -330,7 +329,7 @@ def _row(src: Kept) -> bytes:
 
 
 def decode(
-    text: bytes, options: bytes = b"", rows: dict[str, tuple[Kept, bytes]] | None = None
+    text: bytes, options: bytes = b"", rows: dict[str, Row] | None = None
 ) -> tuple[int, int, tuple[Stat, Stat], dict[str, Kept], dict[str, Stat], memoryview]:
     """The serial, banner length, pair's stats, sources, trusted stats and records'
     (hash, position) pairs of an index; ``rows`` gets each source's row (as
@@ -367,7 +366,7 @@ def decode(
 
 
 def _parse(
-    body: memoryview, count: int, lengths: Sequence[int], made: dict[str, tuple[Kept, bytes]]
+    body: memoryview, count: int, lengths: Sequence[int], made: dict[str, Row]
 ) -> tuple[dict[str, Kept], dict[str, Stat]]:
     at = _HEADER.size
     sections = []
@@ -392,6 +391,7 @@ def _parse(
     p = s = 0
     none: tuple[DataError, ...] = ()
     row_bytes = rows_blob.tobytes()
+    stat_bytes = stats_blob.tobytes()
     size = _ROW.size
     for k, (name, row) in enumerate(zip(names, rows, strict=True)):
         digest, n_pieces, records, n_records, n_serials, lines, n_warnings = row
@@ -405,8 +405,8 @@ def _parse(
         kept = sources[name] = Kept(
             name, digest, mine, sum(mine), records, n_records, offsets, found, lines
         )
-        made[name] = (kept, row_bytes[size * k : size * k + size])
-        stat_of = seen[5 * k : 5 * k + 5]
+        stat_of, r, t = seen[5 * k : 5 * k + 5], size * k, 40 * k
+        made[name] = (kept, row_bytes[r : r + size], stat_of, stat_bytes[t : t + 40])
         if stat_of != _NO_STAT:
             stats[name] = stat_of
         p += n_pieces
@@ -464,7 +464,7 @@ class BuildCache:
         """The output directory whose pair the index describes."""
         return self.directory.parent
 
-    def load(self, rows: dict[str, tuple[Kept, bytes]] | None = None) -> Index | Rejected | None:
+    def load(self, rows: dict[str, Row] | None = None) -> Index | Rejected | None:
         """The index and the pair it describes, checked; None if there is no index.
         ``rows``: as :func:`decode`'s."""
         try:
@@ -548,7 +548,7 @@ class BuildCache:
         *,
         serial: int,
         banner: int,
-        rows: dict[str, tuple[Kept, bytes]] | None = None,
+        rows: dict[str, Row] | None = None,
         pairs: bytes = b"",
     ) -> Index | str:
         """Write the index of the pair installed in the output directory, holding

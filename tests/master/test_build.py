@@ -142,6 +142,23 @@ class TestBuild:
         Builder(zones, fresh_out, clock=clock).build()
         assert snapshot(warm_out) == snapshot(fresh_out)
 
+    def test_changed_names_alone_are_statted(
+        self, zones: Path, out: Path, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Told which files changed, a rebuild stats only those (and files it never
+        compiled): a change it was not told of is not seen, one it was is."""
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 0)  # stats trusted
+        builder = Builder(zones, out)
+        builder.build()
+        (zones / "zones.example.net").write_bytes(b"=host.example.net:192.0.2.4\n")
+        (zones / "zones.example.org").write_bytes(b"=host.example.org:192.0.2.5\n")
+        result = builder.build(changed=())
+        assert result.recompiled == ("zones.example.org",)  # new: not in memory
+        assert b"192.0.2.4" not in (out / "data").read_bytes()
+        result = builder.build(changed={"zones.example.net"})
+        assert result.recompiled == ("zones.example.net",)
+        assert b"192.0.2.4" in (out / "data").read_bytes()
+
     def test_deleted_file_leaves_the_build(self, zones: Path, out: Path) -> None:
         """A zones file that was removed is no longer published."""
         builder = Builder(zones, out)

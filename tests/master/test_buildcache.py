@@ -39,6 +39,7 @@ from dnsmaster.master.buildcache import (
     Kept,
     Ready,
     Rejected,
+    Row,
     decode,
     encode,
     kept_of,
@@ -190,7 +191,7 @@ class TestFormat:
     def test_rows_are_kept_between_calls(self) -> None:
         """A daemon's rebuild packs the row of what changed, not of every source."""
         a, b = kept(b"+a.example:1.2.3.4\n", "zones.a"), kept(RICH, "zones.b")
-        rows: dict[str, tuple[Kept, bytes]] = {}
+        rows: dict[str, Row] = {}
         first = encode([a, b], {}, serial=NOW, banner=1, pair=PAIR, rows=rows)
         assert set(rows) == {"zones.a", "zones.b"}
         row_a = rows["zones.a"][1]
