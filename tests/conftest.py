@@ -31,6 +31,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
@@ -464,7 +465,12 @@ def dnsmaster_here(
         raise CommandTimeout(f"dnsmaster {' '.join(argv)} still ran after {timeout} s")
 
     previous = signal.signal(signal.SIGALRM, overdue)
-    signal.setitimer(signal.ITIMER_REAL, timeout)
+    # Sent to this thread, not to the process: the kernel may give a process's
+    # SIGALRM to any thread (execnet's, in an xdist worker), and a system call
+    # blocked here (a lock's flock) would then never be interrupted.
+    timer = threading.Timer(timeout, signal.pthread_kill, (threading.get_ident(), signal.SIGALRM))
+    timer.daemon = True
+    timer.start()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -476,7 +482,8 @@ def dnsmaster_here(
             f"{overran}\nstdout: {written[0].getvalue()!r}\nstderr: {written[1].getvalue()!r}"
         )
     finally:
-        signal.setitimer(signal.ITIMER_REAL, 0)
+        timer.cancel()
+        timer.join()
         signal.signal(signal.SIGALRM, previous)
         os.environ.clear()
         os.environ.update(saved)
