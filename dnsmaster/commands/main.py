@@ -87,9 +87,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     command = DRY_RUNS[args.command] if getattr(args, "dry_run", False) else COMMANDS[args.command]
     if args.command == "service-conf" and args.axfrdns:
         command = AXFRDNS_CONF
-    if args.command == "run":
-        signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # until the daemon handles them
-    return command.load()(args)
+    if args.command != "run":
+        return command.load()(args)
+    held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # until the daemon handles them
+    try:
+        return command.load()(args)
+    finally:
+        signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a daemon that never got that far
 
 
 def _log_warning(*args: Any, **kwargs: Any) -> None:
