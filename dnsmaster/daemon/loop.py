@@ -386,6 +386,7 @@ class Daemon:
 
     def _on_change(self, change: Change) -> None:
         self.log.info("watch.change", file=change.name, kind=change.kind)
+        self.builds.touched(change.name)
         self.debouncer.poke()
 
     def _on_lost(self, error: WatchError) -> None:

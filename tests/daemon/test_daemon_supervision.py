@@ -186,3 +186,42 @@ class TestSignalsWhileStarting:
             assert daemon.stop() == EXIT_OK
         finally:
             daemon.kill()
+
+
+class TestWatcherNamesTheFiles:
+    async def test_a_save_stats_only_what_the_watcher_named(
+        self, setup: tuple[Daemon, Recorder]
+    ) -> None:
+        """After a save the Builder is told the names the watcher saw, so it stats
+        only those; a rescan, and the build after a failed one, stat every file."""
+        daemon, log = setup
+        run = await started(daemon, log)
+        told: list[frozenset[str] | None] = []
+        build = daemon.builder.build
+
+        def spy(**kwargs: Any) -> Any:
+            changed = kwargs.get("changed")
+            told.append(None if changed is None else frozenset(changed))
+            return build(**kwargs)
+
+        daemon.builder.build = spy  # type: ignore[method-assign]
+        source = daemon.config.zones / "zones.example.net"
+        text = source.read_bytes()
+        source.write_bytes(text + b"+new.example.net:192.0.2.9\n")
+        await log.wait("build.done", 2)
+        assert told == [frozenset({"zones.example.net"})]
+
+        source.write_bytes(text + b"Qnot a line\n")
+        await log.wait("build.error")
+        source.write_bytes(text)
+        await log.wait("build.done", 3)
+        assert told[1] == frozenset({"zones.example.net"})
+        assert told[-1] is None  # the build after a failure stats every file
+
+        daemon.rescan("test")
+        await log.wait("watch.rescan")
+        await log.idle_after(log.find("watch.rescan")[-1])
+        assert told[-1] is None
+        daemon.signals.handle(15)
+        async with asyncio.timeout(TIMEOUT):
+            assert await run == EXIT_OK
