@@ -32,7 +32,7 @@ from dnsmaster.core import accel, cdb, stream
 from dnsmaster.core import delta as deltas
 from dnsmaster.core.banner import BANNER, previous_serial
 from dnsmaster.core.compiler import compile_text, default_serial
-from dnsmaster.errors import TinydnsDataError
+from dnsmaster.errors import DnsmasterError, TinydnsDataError
 from dnsmaster.slave import sections
 from dnsmaster.slave.sections import Compiled, Kept, Section
 
@@ -138,7 +138,7 @@ def stage_full(root: Path, content: bytes, body: int, sha256: str) -> Staged:
     return Staged(data, path, kept_fd, kept, compiled, sha256, body, serial, default)
 
 
-class _NotHere(Exception):
+class _NotHere(DnsmasterError):
     """The delta cannot be applied in place exactly: the caller does it in memory."""
 
 
