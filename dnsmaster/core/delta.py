@@ -38,6 +38,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
+from typing import TypeVar
 
 from dnsmaster.core.banner import BANNER, previous_serial
 from dnsmaster.core.stream import TRAILER_MAX, Trailer, seal, split
@@ -56,7 +57,10 @@ __all__ = [
     "make",
     "parse",
     "restamp",
+    "same_run",
 ]
+
+_T = TypeVar("_T")
 
 #: What the header line starts with, and the version of this encoding.
 MAGIC = b"#dnsmaster-delta "
@@ -194,8 +198,9 @@ def _serials(base: bytes, new: bytes) -> tuple[int, int] | None:
 # --------------------------------------------------------------------------- diff
 
 
-def _same_run(a: Sequence[bytes], i: int, b: Sequence[bytes], j: int) -> int:
-    """How many lines from a[i] and b[j] on are equal (galloping slice compares)."""
+def same_run(a: Sequence[_T], i: int, b: Sequence[_T], j: int) -> int:
+    """How many items from a[i] and b[j] on are equal (galloping slice compares):
+    lines here, their hashes in :mod:`dnsmaster.master.linediff`."""
     limit = min(len(a) - i, len(b) - j)
     run = 0
     step = 1
@@ -240,7 +245,7 @@ def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
 
     while j < len(b):
         if i < len(a) and a[i] == b[j]:
-            run = _same_run(a, i, b, j)
+            run = same_run(a, i, b, j)
             copy(i, run)
             i += run
             j += run

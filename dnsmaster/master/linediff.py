@@ -121,23 +121,6 @@ class Span:
     end: int
 
 
-def _same_run(a: array[int], i: int, b: array[int], j: int) -> int:
-    """How many lines from a[i] and b[j] on are equal (galloping slice compares)."""
-    limit = min(len(a) - i, len(b) - j)
-    run = 0
-    step = 1
-    while run < limit:
-        size = min(step, limit - run)
-        if a[i + run : i + run + size] == b[j + run : j + run + size]:
-            run += size
-            step *= 2
-        elif size == 1:
-            break
-        else:
-            step = 1
-    return run
-
-
 def diff(old: Lines, new: Lines) -> list[deltas.Copy | Span]:
     """The operations that make ``new`` from ``old`` (restamped): the walk of
     :func:`dnsmaster.core.delta.make`, step for step, on hashes."""
@@ -167,7 +150,7 @@ def diff(old: Lines, new: Lines) -> list[deltas.Copy | Span]:
 
     while j < len(b):
         if i < len(a) and a[i] == b[j]:
-            run = _same_run(a, i, b, j)
+            run = deltas.same_run(a, i, b, j)
             copy(i, run)
             i += run
             j += run
