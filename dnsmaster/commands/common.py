@@ -212,34 +212,36 @@ def hand_off(
     held: statefile.HeldBuild | None = None
     request: str | None = None
     timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
-    if accept is not None:
+    # ^C from before the request file is written withdraws it (handoff.interruptible).
+    with handoff.interruptible():
+        if accept is not None:
+            try:
+                held = statefile.read(cfg.state).held
+            except (OSError, ValueError) as exc:
+                logger.error("guard.accept_failed", path=str(cfg.state), error=str(exc))
+                return EXIT_SYSTEM
+            if held is None:
+                logger.info("guard.nothing_held", daemon=daemon)
+                return EXIT_OK
+            if not names_held(accept, held, logger):
+                return EXIT_HELD
+            name = handoff.instance(cfg.state, daemon)
+            if name is None:
+                logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
+                return EXIT_SYSTEM
+            flag = cfg.output / ACCEPT_FILE
+            request = handoff.write_request(flag, daemon=name, timeout=timeout, sha256=held.sha256)
+            signum = signal.SIGUSR2
+            logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
         try:
-            held = statefile.read(cfg.state).held
-        except (OSError, ValueError) as exc:
-            logger.error("guard.accept_failed", path=str(cfg.state), error=str(exc))
-            return EXIT_SYSTEM
-        if held is None:
-            logger.info("guard.nothing_held", daemon=daemon)
-            return EXIT_OK
-        if not names_held(accept, held, logger):
-            return EXIT_HELD
-        name = handoff.instance(cfg.state, daemon)
-        if name is None:
-            logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
-            return EXIT_SYSTEM
-        flag = cfg.output / ACCEPT_FILE
-        request = handoff.write_request(flag, daemon=name, timeout=timeout, sha256=held.sha256)
-        signum = signal.SIGUSR2
-        logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
-    try:
-        return _follow_daemon(
-            cfg, daemon, builder, slaves, logger, repush=repush, held=held, signum=signum
-        )
-    finally:
-        # Unanswered (the daemon stopped, or this command was interrupted): no
-        # daemon may carry it out later, when nobody waits for it.
-        if request is not None and handoff.withdraw(cfg.output / ACCEPT_FILE, request):
-            logger.warning("handoff.withdrawn", daemon=daemon, file=ACCEPT_FILE)
+            return _follow_daemon(
+                cfg, daemon, builder, slaves, logger, repush=repush, held=held, signum=signum
+            )
+        finally:
+            # Unanswered (the daemon stopped, or this command was interrupted): no
+            # daemon may carry it out later, when nobody waits for it.
+            if request is not None and handoff.withdraw(cfg.output / ACCEPT_FILE, request):
+                logger.warning("handoff.withdrawn", daemon=daemon, file=ACCEPT_FILE)
 
 
 def _follow_daemon(

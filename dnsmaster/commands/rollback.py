@@ -148,35 +148,36 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         return EXIT_SYSTEM
     flag = cfg.output / ROLLBACK_FILE
     timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
-    text = handoff.write_request(flag, daemon=name, timeout=timeout, **words)
-    logger.info(
-        "handoff.start",
-        daemon=daemon,
-        request="release the rollback" if kept is None else f"roll back to {kept.serial}",
-        slaves=len(cfg.slaves),
-    )
+    with handoff.interruptible():  # ^C from here withdraws the request
+        text = handoff.write_request(flag, daemon=name, timeout=timeout, **words)
+        try:
+            logger.info(
+                "handoff.start",
+                daemon=daemon,
+                request="release the rollback" if kept is None else f"roll back to {kept.serial}",
+                slaves=len(cfg.slaves),
+            )
 
-    def built(build: Any) -> None:
-        event = "build.done" if kept is None else "rollback.done"
-        logger.info(event, serial=build.serial, sha256=build.sha256[:16], by="daemon")
+            def built(build: Any) -> None:
+                event = "build.done" if kept is None else "rollback.done"
+                logger.info(event, serial=build.serial, sha256=build.sha256[:16], by="daemon")
 
-    names = [s.name for s in cfg.slaves]
-    try:
-        outcome = handoff.follow_request(
-            cfg.state,
-            daemon,
-            ident,
-            fingerprint=fingerprint,
-            slaves=names,
-            timeout=timeout,
-            on_slave=slave_reporter(logger),
-            on_build=built,
-        )
-    finally:
-        # Unanswered (the daemon stopped, or this command was interrupted): no
-        # daemon may carry it out later, when nobody waits for it.
-        if handoff.withdraw(flag, text):
-            logger.warning("handoff.withdrawn", daemon=daemon, file=ROLLBACK_FILE)
+            names = [s.name for s in cfg.slaves]
+            outcome = handoff.follow_request(
+                cfg.state,
+                daemon,
+                ident,
+                fingerprint=fingerprint,
+                slaves=names,
+                timeout=timeout,
+                on_slave=slave_reporter(logger),
+                on_build=built,
+            )
+        finally:
+            # Unanswered (the daemon stopped, or this command was interrupted): no
+            # daemon may carry it out later, when nobody waits for it.
+            if handoff.withdraw(flag, text):
+                logger.warning("handoff.withdrawn", daemon=daemon, file=ROLLBACK_FILE)
     if outcome.error is not None:
         logger.error("rollback.failed", error=outcome.error, by="daemon")
         return EXIT_SYSTEM

@@ -50,6 +50,7 @@ __all__ = [
     "follow",
     "follow_request",
     "instance",
+    "interruptible",
     "parse_request",
     "refusal",
     "unknown_slaves",
@@ -410,11 +411,12 @@ def _released(
 
 
 @contextlib.contextmanager
-def _interruptible() -> Iterator[None]:
+def interruptible() -> Iterator[None]:
     """^C ends the wait at once (KeyboardInterrupt), and the asker's ``finally``
     withdraws its request. The commands wait inside ``asyncio.run``, whose SIGINT
     handler only cancels the main task: a task that cannot run until this blocking
-    wait ends, minutes later."""
+    wait ends, minutes later. An asker holds it from before it writes its request
+    file, so that no ^C falls between the file and the wait."""
     if threading.current_thread() is not threading.main_thread():
         yield
         return
@@ -425,7 +427,7 @@ def _interruptible() -> Iterator[None]:
         signal.signal(signal.SIGINT, previous)
 
 
-@_interruptible()
+@interruptible()
 def _follow(
     state_path: Path,
     pid: int,
