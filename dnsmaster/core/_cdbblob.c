@@ -566,33 +566,19 @@ index_piece(cdbmake *w, window *win, const piece *pc, uint64_t base, cdbmake_ent
  * copying itself. */
 #define PATCH_GAP (64 * 1024)
 
-/* Bytes from..to of the file piece pc through the write buffer (pread in chunks of
- * what room it has, so memory stays CDB_BUF), with the patches from *next on that
- * fall before to written over them, a part of one where it straddles two reads. */
+/* Bytes from..to of the file piece pc through the write buffer (cdbmake_read, in
+ * chunks of what room it has, so memory stays CDB_BUF), with the patches from *next
+ * on that fall before to written over them, a part of one where it straddles two
+ * reads. */
 static int
 put_read(cdbmake *w, const piece *pc, uint64_t from, uint64_t to, uint64_t area,
          const patch *patches, Py_ssize_t npatches, Py_ssize_t *next)
 {
     uint64_t at = from;
     while (at < to) {
-        if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+        ssize_t k = cdbmake_read(w, pc->src, pc->offset + at, to - at);
+        if (k < 0)
             return -1;
-        uint64_t left = to - at;
-        size_t room = CDB_BUF - w->used, chunk = left < room ? (size_t)left : room;
-        ssize_t k = pread(pc->src, w->buf + w->used, chunk, (off_t)(pc->offset + at));
-        if (k < 0) {
-            if (errno != EINTR) {
-                w->err = errno;
-                return -1;
-            }
-            if (cdbmake_signals(w) < 0)
-                return -1;
-            continue;
-        }
-        if (k == 0) {
-            w->err = CDBMAKE_SHORT;
-            return -1;
-        }
         uint64_t lo = area + at, hi = lo + (uint64_t)k;
         unsigned char *base = w->buf + w->used;
         Py_ssize_t s = *next;

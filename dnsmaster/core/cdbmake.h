@@ -191,10 +191,43 @@ cdbmake_put(cdbmake *w, const void *src, size_t n)
     return 0;
 }
 
+/* Up to n bytes of the open file src from offset off into the buffer after what it
+ * holds (flushed first when full), without counting them as put: the caller may
+ * change them (patches) before adding the count to w->used. EINTR runs the signal
+ * handlers and reads again; a source that ends early is CDBMAKE_SHORT. The bytes
+ * read (> 0), or -1 with w->err set. */
+static inline ssize_t /* inline: _ccompile has no use for it */
+cdbmake_read(cdbmake *w, int src, uint64_t off, uint64_t n)
+{
+    if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+        return -1;
+    size_t room = CDB_BUF - w->used;
+    size_t chunk = n > room ? room : (size_t)n;
+    for (;;) {
+        PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+        ssize_t k = pread(src, w->buf + w->used, chunk, (off_t)off);
+        int e = errno;
+        if (ts)
+            PyEval_RestoreThread(ts);
+        if (k > 0)
+            return k;
+        if (k == 0) {
+            w->err = CDBMAKE_SHORT;
+            return -1;
+        }
+        if (e != EINTR) {
+            w->err = e;
+            return -1;
+        }
+        if (cdbmake_signals(w) < 0)
+            return -1;
+    }
+}
+
 /* n bytes of the open file src from offset off, after what is already put: in the
  * kernel (copy_file_range, no pages through user space and, on a file system that
- * shares extents, no copy at all), else through the buffer by pread. Whatever is
- * buffered goes out first, so the output's own offset is where the copy lands. A
+ * shares extents, no copy at all), else through the buffer by cdbmake_read. Whatever
+ * is buffered goes out first, so the output's own offset is where the copy lands. A
  * source that ends early is CDBMAKE_SHORT. 0, or -1 with w->err set. */
 static inline int /* inline: _ccompile has no use for it */
 cdbmake_copy(cdbmake *w, int src, uint64_t off, uint64_t n)
@@ -204,35 +237,28 @@ cdbmake_copy(cdbmake *w, int src, uint64_t off, uint64_t n)
         return -1;
     while (n > 0) {
         ssize_t k;
-        int e;
-        if (kernel) {
-            loff_t from = (loff_t)off;
-            size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)n;
-            PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
-            k = copy_file_range(src, &from, w->fd, NULL, chunk, 0);
-            e = errno;
-            if (ts)
-                PyEval_RestoreThread(ts);
-            if (k < 0 && (e == EXDEV || e == ENOSYS || e == EOPNOTSUPP || e == EINVAL ||
-                          e == EBADF || e == ETXTBSY || e == EPERM)) {
-                /* not between these two files (a pipe, another file system, an old
-                 * kernel): the same bytes by pread and write; a real EBADF recurs there */
-                kernel = 0;
-                continue;
-            }
-        }
-        else {
-            if (w->used == CDB_BUF && cdbmake_flush(w) < 0)
+        if (!kernel) {
+            k = cdbmake_read(w, src, off, n);
+            if (k < 0)
                 return -1;
-            size_t room = CDB_BUF - w->used;
-            size_t chunk = n > room ? room : (size_t)n;
-            PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
-            k = pread(src, w->buf + w->used, chunk, (off_t)off);
-            e = errno;
-            if (ts)
-                PyEval_RestoreThread(ts);
-            if (k > 0)
-                w->used += (size_t)k;
+            w->used += (size_t)k;
+            off += (uint64_t)k;
+            n -= (uint64_t)k;
+            continue;
+        }
+        loff_t from = (loff_t)off;
+        size_t chunk = n > ((size_t)1 << 30) ? ((size_t)1 << 30) : (size_t)n;
+        PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+        k = copy_file_range(src, &from, w->fd, NULL, chunk, 0);
+        int e = errno;
+        if (ts)
+            PyEval_RestoreThread(ts);
+        if (k < 0 && (e == EXDEV || e == ENOSYS || e == EOPNOTSUPP || e == EINVAL ||
+                      e == EBADF || e == ETXTBSY || e == EPERM)) {
+            /* not between these two files (a pipe, another file system, an old
+             * kernel): the same bytes by pread and write; a real EBADF recurs there */
+            kernel = 0;
+            continue;
         }
         if (k < 0) {
             if (e != EINTR) {
