@@ -38,7 +38,7 @@ import re
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from itertools import accumulate
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from dnsmaster.core.banner import BANNER, previous_serial
 from dnsmaster.core.stream import TRAILER_MAX, Trailer, seal, split
@@ -53,11 +53,13 @@ __all__ = [
     "Insert",
     "Operations",
     "apply",
+    "copy_of",
     "encode",
     "make",
     "parse",
     "restamp",
     "same_run",
+    "walk",
 ]
 
 _T = TypeVar("_T")
@@ -216,8 +218,10 @@ def same_run(a: Sequence[_T], i: int, b: Sequence[_T], j: int) -> int:
     return run
 
 
-def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
-    """Operations that build ``b`` from ``a`` (lists of lines). Linear time.
+def walk(a: Sequence[_T], b: Sequence[_T]) -> Iterator[tuple[int, int, int]]:
+    """The steps that build ``b`` from ``a`` (lines, or their hashes), in order of
+    ``b``: ``(i, j, run)`` copies ``a[i:i + run]`` as ``b[j:j + run]``; ``run`` 0
+    inserts ``b[j]`` as it is. Linear time.
 
     Walks ``b``: where it goes on as ``a`` does, a copy; at a change, a line replaced
     in place (the next lines agree again), one inserted or removed (they agree one
@@ -225,41 +229,25 @@ def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
     first need); else the line is inserted. Not minimal, but a change
     of a few lines costs a few operations, and no input makes it slow.
     """
-    ops: list[Op] = []
-    index: dict[bytes, int] | None = None
-    pending: list[bytes] = []
+    index: dict[_T, int] | None = None
     i = j = 0
-    # offset[k]: where line k of a starts, in bytes
-    offset = [0, *accumulate(map(len, a))]
-
-    def copy(start: int, count: int) -> None:
-        if pending:
-            ops.append(Insert(b"".join(pending)))
-            pending.clear()
-        begin, size = offset[start], offset[start + count] - offset[start]
-        last = ops[-1] if ops else None
-        if isinstance(last, Copy) and last.start + last.size == begin:
-            ops[-1] = Copy(last.start, last.size + size)
-        else:
-            ops.append(Copy(begin, size))
-
     while j < len(b):
         if i < len(a) and a[i] == b[j]:
             run = same_run(a, i, b, j)
-            copy(i, run)
+            yield i, j, run
             i += run
             j += run
             continue
         # Replaced in place: b[j] is new, and a and b agree again right after.
         if i + 1 < len(a) and j + 1 < len(b) and a[i + 1] == b[j + 1]:
-            pending.append(b[j])
+            yield i, j, 0
             i += 1
             j += 1
             continue
         # One line inserted or one removed: cheaper to see than to index all of a
         # (half a second at 500,000 lines), and the commonest edits.
         if i < len(a) and j + 1 < len(b) and a[i] == b[j + 1]:
-            pending.append(b[j])
+            yield i, j, 0
             j += 1
             continue
         if i + 1 < len(a) and a[i + 1] == b[j]:
@@ -271,10 +259,38 @@ def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
                 index[a[k]] = k  # the first occurrence wins
         found = index.get(b[j])
         if found is None:
-            pending.append(b[j])
+            yield i, j, 0
             j += 1
             continue
         i = found
+
+
+def copy_of(ops: list[Any], offset: Sequence[int], start: int, count: int) -> None:
+    """Append the copy of lines ``start`` to ``start + count`` of the base (``offset``:
+    where each of its lines starts, and its end) to ``ops``, merged into the copy
+    before it when the two touch."""
+    begin, size = offset[start], offset[start + count] - offset[start]
+    last = ops[-1] if ops else None
+    if isinstance(last, Copy) and last.start + last.size == begin:
+        ops[-1] = Copy(last.start, last.size + size)
+    else:
+        ops.append(Copy(begin, size))
+
+
+def _diff(a: Sequence[bytes], b: Sequence[bytes]) -> list[Op]:
+    """Operations that build ``b`` from ``a`` (lists of lines): :func:`walk`'s."""
+    ops: list[Op] = []
+    pending: list[bytes] = []
+    # offset[k]: where line k of a starts, in bytes
+    offset = [0, *accumulate(map(len, a))]
+    for i, j, run in walk(a, b):
+        if not run:
+            pending.append(b[j])
+            continue
+        if pending:
+            ops.append(Insert(b"".join(pending)))
+            pending.clear()
+        copy_of(ops, offset, i, run)
     if pending:
         ops.append(Insert(b"".join(pending)))
     return ops

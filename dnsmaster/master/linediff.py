@@ -123,59 +123,20 @@ class Span:
 
 def diff(old: Lines, new: Lines) -> list[deltas.Copy | Span]:
     """The operations that make ``new`` from ``old`` (restamped): the walk of
-    :func:`dnsmaster.core.delta.make`, step for step, on hashes."""
-    a, b, offset = old.hashes, new.hashes, old.offsets
+    :func:`dnsmaster.core.delta.make` (:func:`~dnsmaster.core.delta.walk`), on hashes."""
     ops: list[deltas.Copy | Span] = []
-    index: dict[int, int] | None = None
     pending: int | None = None  # the first line of the insert under way
-    i = j = 0
-
-    def copy(start: int, count: int) -> None:
-        nonlocal pending
+    for i, j, run in deltas.walk(old.hashes, new.hashes):
+        if not run:
+            if pending is None:
+                pending = j
+            continue
         if pending is not None:
             ops.append(Span(pending, j))
             pending = None
-        begin, size = offset[start], offset[start + count] - offset[start]
-        last = ops[-1] if ops else None
-        if isinstance(last, deltas.Copy) and last.start + last.size == begin:
-            ops[-1] = deltas.Copy(last.start, last.size + size)
-        else:
-            ops.append(deltas.Copy(begin, size))
-
-    def insert() -> None:
-        nonlocal pending, j
-        if pending is None:
-            pending = j
-        j += 1
-
-    while j < len(b):
-        if i < len(a) and a[i] == b[j]:
-            run = deltas.same_run(a, i, b, j)
-            copy(i, run)
-            i += run
-            j += run
-            continue
-        if i + 1 < len(a) and j + 1 < len(b) and a[i + 1] == b[j + 1]:
-            insert()
-            i += 1
-            continue
-        if i < len(a) and j + 1 < len(b) and a[i] == b[j + 1]:
-            insert()
-            continue
-        if i + 1 < len(a) and a[i + 1] == b[j]:
-            i += 1
-            continue
-        if index is None:
-            index = {}
-            for k in range(len(a) - 1, -1, -1):
-                index[a[k]] = k  # the first occurrence wins
-        found = index.get(b[j])
-        if found is None:
-            insert()
-            continue
-        i = found
+        deltas.copy_of(ops, old.offsets, i, run)
     if pending is not None:
-        ops.append(Span(pending, j))
+        ops.append(Span(pending, len(new.hashes)))
     return ops
 
 
