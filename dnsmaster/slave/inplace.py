@@ -279,7 +279,8 @@ def _carried(kept: Kept, ops: list[_Op], restamped: bool) -> list[tuple[Section,
 
 class _Writer:
     """The result written to a file as it is made: hashed, and with the restamp's
-    new serial counted between the given cuts (the carried sections' ends)."""
+    new serial counted between the given cuts (the carried sections' ends). The
+    copies go through one read buffer, restamped in it: no bytes made per chunk."""
 
     def __init__(self, fd: int, cuts: list[int], mark: bytes | None) -> None:
         self.fd = fd
@@ -289,48 +290,73 @@ class _Writer:
         self.counts = [0] * (len(cuts) + 1)
         self.mark = mark
         self.head = b""
+        self.buffer = bytearray(_CHUNK)
+        self.view = memoryview(self.buffer)
 
     def room(self) -> int:
         """Bytes until the next cut."""
         i = bisect_right(self.cuts, self.at)
         return self.cuts[i] - self.at if i < len(self.cuts) else 1 << 62
 
-    def put(self, piece: bytes) -> None:
+    def put(self, piece: bytes | memoryview) -> None:
+        """``piece``: an inserted text, or the start of the buffer."""
         fsutil.write_all(self.fd, piece)
         self.digest.update(piece)
         if self.mark is not None:
-            self.counts[bisect_right(self.cuts, self.at)] += piece.count(self.mark)
-        if self.at < 256:
-            self.head += piece[: 256 - self.at]
+            found = (
+                self.buffer.count(self.mark, 0, len(piece))
+                if isinstance(piece, memoryview)
+                else piece.count(self.mark)
+            )
+            self.counts[bisect_right(self.cuts, self.at)] += found
+        if self.at < _HEAD:
+            self.head += bytes(piece[: _HEAD - self.at])
         self.at += len(piece)
+
+
+def _swap(buffer: memoryview, old: bytes, new: bytes) -> None:
+    """Every ``old`` in ``buffer`` replaced by ``new`` (as long) as bytes.replace would."""
+    accelerator = accel.records()
+    if accelerator is not None:
+        accelerator.swap(buffer, old, new)
+        return
+    data = buffer.tobytes()
+    at = data.find(old)
+    while at >= 0:
+        buffer[at : at + len(old)] = new
+        at = data.find(old, at + len(old))
 
 
 def _copy(
     w: _Writer, base_fd: int, op: _Op, swap: tuple[bytes, bytes, bytes, bytes] | None
 ) -> None:
     """A copy of the restamped base: read in chunks cut after a newline (no serial spans
-    a line, so restamping each chunk is restamping the whole) and at the cuts."""
+    a line, so restamping each chunk is restamping the whole) and at the cuts, into
+    the writer's buffer and restamped there (a restamp keeps the serial's length)."""
     at, end = op.source, op.source + op.size
+    buffer = w.buffer
     while at < end:
         want = min(_CHUNK, end - at, w.room())
-        chunk = os.pread(base_fd, want, at)
-        if len(chunk) < want:
+        got = os.preadv(base_fd, [w.view[:want]], at)
+        if got < want:
             raise ValueError("the base ends before the copy does")
         if at + want < end and want < w.room():
-            cut = chunk.rfind(b"\n") + 1
+            cut = buffer.rfind(b"\n", 0, want) + 1
             if cut:
-                chunk = chunk[:cut]
+                want = cut
+        chunk = w.view[:want]
         if swap is not None:
+            start = len(BANNER) + len(swap[2])
             if (
                 at == 0
-                and chunk.startswith(BANNER + swap[2])
-                and chunk[len(BANNER) + len(swap[2]) : len(BANNER) + len(swap[2]) + 1]
-                in (b" ", b"\n")
+                and want > start
+                and buffer.startswith(BANNER + swap[2])
+                and buffer[start] in b" \n"
             ):
-                chunk = BANNER + swap[3] + chunk[len(BANNER) + len(swap[3]) :]
-            chunk = chunk.replace(swap[0], swap[1])
+                chunk[len(BANNER) : start] = swap[3]
+            _swap(chunk, swap[0], swap[1])
         w.put(chunk)
-        at += len(chunk)
+        at += want
 
 
 def write_result(
