@@ -43,7 +43,9 @@
  *   where a record starts as offset counts (in src; in blob, plus offset): the
  *   records are then not read at all; else they are read in bounded chunks to
  *   hash their keys. pairs, when >= 0, is an fd that gets the written cdb's own
- *   (hash, position) pairs in that layout, in order: an index of its records. patches are (offset, 4 bytes) pairs,
+ *   (hash, position) pairs in that layout, in order: an index of its records.
+ *   The disk's writeback of fd is started every few MiB as it is written
+ *   (cdbmake.h's kick), for the fsync that follows. patches are (offset, 4 bytes) pairs,
  *   ascending, the offset counted from the first record's first byte, each inside
  *   a record's data (checked where the records are read). Memory: the
  *   (hash, position) pairs and the tables, never the records.
@@ -690,7 +692,7 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
     rc = -1;
     if (pairs >= 0) {
         /* the pairs as the file holds them: little-endian u32, whatever this CPU is */
-        cdbmake out = {pairs, win.buf, 0, w->ts, 0};
+        cdbmake out = {pairs, win.buf, 0, w->ts, 0, 0, 0, 0};
         unsigned char pair[8];
         for (uint64_t k = 0; k < n; k++) {
             cdb_put_le32(pair, entries[k].h);
@@ -748,6 +750,7 @@ write_pieces(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
+    w.kick = 1; /* every caller fsyncs the file once it is whole */
     for (Py_ssize_t i = 0; i < nt; i++) {
         unsigned long long at;
         Py_buffer b;

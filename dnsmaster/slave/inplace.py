@@ -5,14 +5,16 @@ copy): here the new ``data`` and data.cdb are written to temp files, with the ke
 file (:mod:`dnsmaster.slave.sections`) that the next delta starts from.
 
 A delta (:func:`stage_delta`) is applied to the installed ``data`` as a file: read in
-chunks, restamped, written and hashed at once, its sha256 checked against the
-trailer before anything else. The sections one copy operation moves whole keep
-their records, copied from the installed data.cdb with their serials patched; only
-the rest is compiled. None is returned whenever that cannot be done exactly (no
-kept file, or not this pair's; a restamp that changes the serial's length; a
-result that is not the trailer's; a section that does not compile, so that the
-message names the data's own line): the caller then applies the delta in memory
-and compiles everything, as it always did.
+chunks, restamped and written. Its sha256 must be the trailer's before anything is
+installed; it cannot be known sooner (a restamp changes every zone, so no digest of
+the installed data's parts can stand in for the new one's), so another thread hashes
+the new file, and makes it durable, while data.cdb is written. The sections one
+copy operation moves whole keep their records, copied from the installed data.cdb
+with their serials patched; only the rest is compiled. None is returned whenever
+that cannot be done exactly (no kept file, or not this pair's; a restamp that
+changes the serial's length; a result that is not the trailer's; a section that
+does not compile, so that the message names the data's own line): the caller then
+applies the delta in memory and compiles everything, as it always did.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ import contextlib
 import hashlib
 import itertools
 import os
+import threading
 from bisect import bisect_right
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -151,7 +154,7 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
     kept = sections.load(root)
     if kept is None:
         return None
-    made: list[tuple[str, bytes, list[tuple[Section, int, int]]]] = []
+    made: list[tuple[bytes, list[tuple[Section, int, int]]]] = []
 
     def write(fd: int) -> None:
         try:
@@ -166,25 +169,72 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
             raise _NotHere from None
         finally:
             os.close(base_fd)
-        if result is None or result[0] != trailer.sha256:
+        if result is None or result[0] != trailer.size:
             raise _NotHere
         fsutil.write_all(fd, trailer.line())
-        made.append(result)
+        made.append(result[1:])
 
     try:
-        data = fsutil.stage(root / "data", write)
+        data = fsutil.stage(root / "data", write, fsync=False)
     except _NotHere:
         return None
+    check = _Check(data, trailer.size)
+    check.start()
+    staged = None
     try:
-        return _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
+        staged = _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
     except (_NotHere, TinydnsDataError, ValueError):
         # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
         # says the same in its own words, or does what this could not
-        fsutil.discard([data])
-        return None
-    except BaseException:
-        fsutil.discard([data])
-        raise
+        pass
+    finally:
+        check.join()  # also when interrupted: no thread is left reading the file
+        if staged is None or check.error is not None or check.sha256 != trailer.sha256:
+            if staged is not None:
+                staged.discard()
+            fsutil.discard([data])
+    if check.error is not None:
+        raise check.error
+    if staged is None or check.sha256 != trailer.sha256:
+        return None  # the whole apply says what is wrong, or does what this could not
+    return staged
+
+
+class _Check(threading.Thread):
+    """The new data's sha256 (its first ``size`` bytes, as written) and its fsync, run
+    beside the data.cdb write: the two use a core each, and the disk works meanwhile."""
+
+    def __init__(self, path: Path, size: int) -> None:
+        super().__init__(name="dnsmaster-check", daemon=True)
+        self.path = path
+        self.size = size
+        self.sha256: str | None = None
+        self.error: OSError | None = None
+
+    def run(self) -> None:
+        try:
+            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
+            try:
+                self.sha256 = _sha256(fd, self.size)
+                os.fsync(fd)
+            finally:
+                os.close(fd)
+        except OSError as exc:
+            self.error = exc
+
+
+def _sha256(fd: int, size: int) -> str | None:
+    """The sha256 of the first ``size`` bytes of ``fd`` (None: it is shorter)."""
+    digest = hashlib.sha256()
+    buffer = memoryview(bytearray(_CHUNK))
+    at = 0
+    while at < size:
+        got = os.preadv(fd, [buffer[: min(_CHUNK, size - at)]], at)
+        if not got:
+            return None
+        digest.update(buffer[:got])  # lets the GIL go: the cdb writer runs meanwhile
+        at += got
+    return digest.hexdigest()
 
 
 def _delta_pair(
@@ -194,10 +244,10 @@ def _delta_pair(
     kept: Kept,
     *,
     data: Path,
-    made: tuple[str, bytes, list[tuple[Section, int, int]]],
+    made: tuple[bytes, list[tuple[Section, int, int]]],
 ) -> Staged:
     """data.cdb and the kept file for the new ``data`` staged from a delta."""
-    _, head, carried = made
+    head, carried = made
     serial = previous_serial(head)
     restamp = None
     if edits.serials is not None and edits.serials[0] != edits.serials[1]:
@@ -278,13 +328,12 @@ def _carried(kept: Kept, ops: list[_Op], restamped: bool) -> list[tuple[Section,
 
 
 class _Writer:
-    """The result written to a file as it is made: hashed, and with the restamp's
-    new serial counted between the given cuts (the carried sections' ends). The
-    copies go through one read buffer, restamped in it: no bytes made per chunk."""
+    """The result written to a file as it is made, with the restamp's new serial
+    counted between the given cuts (the carried sections' ends). The copies go
+    through one read buffer, restamped in it: no bytes made per chunk."""
 
     def __init__(self, fd: int, cuts: list[int], mark: bytes | None) -> None:
         self.fd = fd
-        self.digest = hashlib.sha256()
         self.at = 0
         self.cuts = cuts
         self.counts = [0] * (len(cuts) + 1)
@@ -301,7 +350,6 @@ class _Writer:
     def put(self, piece: bytes | memoryview) -> None:
         """``piece``: an inserted text, or the start of the buffer."""
         fsutil.write_all(self.fd, piece)
-        self.digest.update(piece)
         if self.mark is not None:
             found = (
                 self.buffer.count(self.mark, 0, len(piece))
@@ -361,9 +409,9 @@ def _copy(
 
 def write_result(
     edits: deltas.Delta, kept: Kept, base_fd: int, fd: int
-) -> tuple[str, bytes, list[tuple[Section, int, int]]] | None:
+) -> tuple[int, bytes, list[tuple[Section, int, int]]] | None:
     """Write the result of ``edits`` to ``fd`` from the installed data (``base_fd``)
-    that ``kept`` describes: its sha256, its first bytes, and the carried sections
+    that ``kept`` describes: its length, its first bytes, and the carried sections
     (section, where it lands, how many of the new serial it holds). None when this
     way does not apply: the base is not the one kept, or the restamp changes the
     serial's length (the caller applies the delta in memory)."""
@@ -392,7 +440,7 @@ def write_result(
     for s, at in carried:
         n_new = w.counts[bisect_right(cuts, at)] if mark is not None else s.restamps
         found.append((s, at, n_new))
-    return w.digest.hexdigest(), w.head, found
+    return w.at, w.head, found
 
 
 @contextlib.contextmanager
