@@ -20,23 +20,22 @@ applies the delta in memory and compiles everything, as it always did.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import os
 import threading
-from bisect import bisect_right
-from collections.abc import Iterator
-from dataclasses import dataclass
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from itertools import repeat
 from pathlib import Path
 
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb, stream
 from dnsmaster.core import delta as deltas
-from dnsmaster.core.banner import BANNER, previous_serial
+from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import DnsmasterError, TinydnsDataError
-from dnsmaster.slave import sections
+from dnsmaster.slave import newdata, sections
 from dnsmaster.slave.sections import Compiled, Kept, Section
 
 __all__ = [
@@ -46,7 +45,6 @@ __all__ = [
     "fast",
     "stage_delta",
     "stage_full",
-    "write_result",
 ]
 
 _CHUNK = 1 << 20
@@ -152,313 +150,226 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
     if len(edits.ops) > MAX_OPS or not fast():
         return None
     kept = sections.load(root)
-    if kept is None:
+    p = None if kept is None else newdata.plan(edits, kept)
+    if kept is None or p is None or p.size != trailer.size:
         return None
-    made: list[tuple[bytes, list[tuple[Section, int, int]]]] = []
-
-    def write(fd: int) -> None:
-        try:
-            base_fd = os.open(root / "data", _READ_FLAGS)
-        except OSError:
-            raise _NotHere from None
-        try:
-            if sections.identity(os.fstat(base_fd)) != kept.data:
-                raise _NotHere
-            result = write_result(edits, kept, base_fd, fd)
-        except ValueError:
-            raise _NotHere from None
-        finally:
-            os.close(base_fd)
-        if result is None or result[0] != trailer.size:
-            raise _NotHere
-        fsutil.write_all(fd, trailer.line())
-        made.append(result[1:])
-
     try:
-        data = fsutil.stage(root / "data", write, fsync=False)
-    except _NotHere:
+        base_fd = os.open(root / "data", _READ_FLAGS)
+    except OSError:
         return None
-    check = _Check(data, trailer.size)
-    check.start()
-    staged = None
     try:
-        staged = _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
-    except (_NotHere, TinydnsDataError, ValueError):
-        # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
-        # says the same in its own words, or does what this could not
-        pass
+        if sections.identity(os.fstat(base_fd)) != kept.data:
+            return None
+        return _both(root, edits, trailer, kept, p=p, base_fd=base_fd)
     finally:
-        check.join()  # also when interrupted: no thread is left reading the file
-        if staged is None or check.error is not None or check.sha256 != trailer.sha256:
-            if staged is not None:
-                staged.discard()
-            fsutil.discard([data])
-    if check.error is not None:
-        raise check.error
-    if staged is None or check.sha256 != trailer.sha256:
-        return None  # the whole apply says what is wrong, or does what this could not
-    return staged
+        os.close(base_fd)
 
 
-class _Check(threading.Thread):
-    """The new data's sha256 (its first ``size`` bytes, as written) and its fsync, run
-    beside the data.cdb write: the two use a core each, and the disk works meanwhile."""
+class _DataThread(threading.Thread):
+    """The new data written (hashed as it goes) and fsynced, beside the data.cdb write:
+    the two use a core each, and the disk works meanwhile."""
 
-    def __init__(self, path: Path, size: int) -> None:
-        super().__init__(name="dnsmaster-check", daemon=True)
-        self.path = path
-        self.size = size
-        self.sha256: str | None = None
-        self.error: OSError | None = None
+    def __init__(self, root: Path, p: newdata.Plan, base_fd: int, trailer: bytes) -> None:
+        super().__init__(name="dnsmaster-data", daemon=True)
+        self.args = (root, p, base_fd, trailer)
+        self.path: Path | None = None
+        self.written: newdata.Written | None = None
+        self.error: BaseException | None = None
 
     def run(self) -> None:
+        root, p, base_fd, trailer = self.args
+
+        def write(fd: int) -> None:
+            self.written = newdata.write(p, base_fd, fd)
+            fsutil.write_all(fd, trailer)
+
         try:
-            fd = os.open(self.path, os.O_RDONLY | os.O_CLOEXEC)
-            try:
-                self.sha256 = _sha256(fd, self.size)
-                os.fsync(fd)
-            finally:
-                os.close(fd)
-        except OSError as exc:
+            self.path = fsutil.stage(root / "data", write)
+        except ValueError:
+            pass  # the base is shorter than the delta says: written is None
+        except BaseException as exc:  # raised again by the caller
             self.error = exc
 
 
-def _sha256(fd: int, size: int) -> str | None:
-    """The sha256 of the first ``size`` bytes of ``fd`` (None: it is shorter)."""
-    digest = hashlib.sha256()
-    buffer = memoryview(bytearray(_CHUNK))
-    at = 0
-    while at < size:
-        got = os.preadv(fd, [buffer[: min(_CHUNK, size - at)]], at)
-        if not got:
-            return None
-        digest.update(buffer[:got])  # lets the GIL go: the cdb writer runs meanwhile
-        at += got
-    return digest.hexdigest()
-
-
-def _delta_pair(
+def _both(
     root: Path,
     edits: deltas.Delta,
     trailer: stream.Trailer,
     kept: Kept,
     *,
-    data: Path,
-    made: tuple[bytes, list[tuple[Section, int, int]]],
-) -> Staged:
-    """data.cdb and the kept file for the new ``data`` staged from a delta."""
-    head, carried = made
-    serial = previous_serial(head)
+    p: newdata.Plan,
+    base_fd: int,
+) -> Staged | None:
+    """The new data written by another thread while data.cdb is staged from ranges of
+    the same result read here; then the data checked against the trailer, and the
+    ranges against the data."""
+    writer = _DataThread(root, p, base_fd, trailer.line())
+    reader = newdata.Reader(p, base_fd)
+    # No serial is defaulted from an mtime in dnsmaster's data; data from elsewhere
+    # that has some is staged again below if the data's mtime is another second.
+    guess = default_serial(time.time_ns() // 10**9)
+    writer.start()
+    made = None
+    try:
+        made = _delta_cdb(root, edits, trailer, kept, p=p, text=reader, default=guess)
+    except (_NotHere, TinydnsDataError, ValueError):
+        # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
+        # says the same in its own words, or does what this could not
+        pass
+    finally:
+        writer.join()  # also when interrupted: no thread is left writing
+        staged = _checked(made, writer, reader, trailer=trailer, kept=kept, guess=guess)
+    if staged is None and writer.error is None and made is not None and made[0].sort:
+        # defaulted serials, and the mtime came in another second: once more, in turn
+        staged = _sequential(root, edits, trailer, kept, p=p, base_fd=base_fd)
+    return staged
+
+
+def _checked(
+    made: tuple[Compiled, Path, int, Path, int | None, list[int], bool] | None,
+    writer: _DataThread,
+    reader: newdata.Reader,
+    *,
+    trailer: stream.Trailer,
+    kept: Kept,
+    guess: int,
+) -> Staged | None:
+    """The staged pair once the data is known to be the trailer's and data.cdb made
+    from its bytes; else None (or the writer's error), nothing left behind."""
+    staged = None
+    w = writer.written
+    if made is not None and writer.path is not None and w is not None:
+        compiled, path, kept_fd, kept_tmp, serial, marks, restamped = made
+        default = default_serial(writer.path.stat().st_mtime_ns // 10**9)
+        staged = Staged(
+            writer.path,
+            path,
+            kept_fd,
+            kept_tmp,
+            compiled,
+            trailer.sha256,
+            trailer.size,
+            serial,
+            default,
+            kept.serial,
+            kept.sha256,
+        )
+        fd = os.open(writer.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            same = reader.agrees(fd)
+        finally:
+            os.close(fd)
+        if (
+            w.sha256 != trailer.sha256
+            or not same
+            or previous_serial(w.head) != serial
+            or (compiled.sort and default != guess)
+        ):
+            staged.discard()
+            return None
+        if restamped:
+            _count_restamps(compiled, marks, reader.plan.carried, w.found)
+        return staged
+    if made is not None:
+        os.close(made[2])
+        fsutil.discard([made[1], made[3]])
+    if writer.path is not None:
+        fsutil.discard([writer.path])
+    if writer.error is not None:
+        raise writer.error
+    return None
+
+
+def _count_restamps(
+    compiled: Compiled, marks: list[int], carried: list[tuple[Section, int]], found: list[int]
+) -> None:
+    """A carried section whose new text holds the new serial other than where the
+    restamp put it no longer restamps by its records alone: -1, as the kept file says."""
+    for index, (s, _), n in zip(marks, carried, found, strict=False):
+        if index >= 0 and n != s.restamps:
+            compiled.sections[index] = replace(compiled.sections[index], restamps=-1)
+
+
+def _sequential(
+    root: Path,
+    edits: deltas.Delta,
+    trailer: stream.Trailer,
+    kept: Kept,
+    *,
+    p: newdata.Plan,
+    base_fd: int,
+) -> Staged | None:
+    """The data written first, then data.cdb from it with its mtime's serial."""
+    writer = _DataThread(root, p, base_fd, trailer.line())
+    writer.run()
+    if writer.error is not None:
+        raise writer.error
+    if writer.path is None:
+        return None
+    reader = newdata.Reader(p, base_fd)
+    default = default_serial(writer.path.stat().st_mtime_ns // 10**9)
+    made = None
+    with contextlib.suppress(_NotHere, TinydnsDataError, ValueError):
+        made = _delta_cdb(root, edits, trailer, kept, p=p, text=reader, default=default)
+    return _checked(made, writer, reader, trailer=trailer, kept=kept, guess=default)
+
+
+def _delta_cdb(
+    root: Path,
+    edits: deltas.Delta,
+    trailer: stream.Trailer,
+    kept: Kept,
+    *,
+    p: newdata.Plan,
+    text: newdata.Reader,
+    default: int,
+) -> tuple[Compiled, Path, int, Path, int | None, list[int], bool]:
+    """data.cdb and the kept file's temp file for the new ``data`` staged from a
+    delta, the data read by ``text``; with the new data's serial, each carried
+    section's index in the sections (-1: compiled), and whether it is a restamp."""
+    serial = previous_serial(text(0, _HEAD))
     restamp = None
     if edits.serials is not None and edits.serials[0] != edits.serials[1]:
         restamp = edits.serials[1]
     if serial != (kept.serial if restamp is None else restamp):
         raise _NotHere
-    default = default_serial(data.stat().st_mtime_ns // 10**9)
-    fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with delta_compiled(
-            root,
-            kept,
-            carried,
-            data_fd=fd,
-            body=trailer.size,
-            restamp=restamp,
-            serial=serial,
-            default=default,
-        ) as compiled:
-            if compiled is None:
-                raise _NotHere
-            path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
-    finally:
-        os.close(fd)
-    return Staged(
-        data,
-        path,
-        kept_fd,
-        kept_tmp,
-        compiled,
-        trailer.sha256,
-        trailer.size,
-        serial,
-        default,
-        kept.serial,
-        kept.sha256,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """A delta's operation placed in the result: bytes ``at`` to ``at + size``, copied
-    from the restamped base at ``source`` (or, when it is -1, inserted: ``text``)."""
-
-    at: int
-    size: int
-    source: int
-    text: bytes = b""
-
-
-def _placed(edits: deltas.Delta) -> list[_Op]:
-    ops = []
-    at = 0
-    for op in edits.ops:
-        if isinstance(op, deltas.Copy):
-            ops.append(_Op(at, op.size, op.start))
-            at += op.size
-        else:
-            ops.append(_Op(at, len(op.text), -1, op.text))
-            at += len(op.text)
-    return ops
-
-
-def _carried(kept: Kept, ops: list[_Op], restamped: bool) -> list[tuple[Section, int]]:
-    """The kept sections that one copy moves whole, and where each lands in the
-    result, in result order. Not those whose text a restamp changes beyond Z serials."""
-    copies = sorted((op for op in ops if op.source >= 0), key=lambda op: op.source)
-    sources = [op.source for op in copies]
-    out = []
-    for s in kept.sections:
-        if restamped and s.restamps < 0:
-            continue
-        i = bisect_right(sources, s.start) - 1
-        if i >= 0 and s.end <= copies[i].source + copies[i].size:
-            out.append((s, copies[i].at + s.start - copies[i].source))
-    out.sort(key=lambda c: c[1])
-    return out
-
-
-class _Writer:
-    """The result written to a file as it is made, with the restamp's new serial
-    counted between the given cuts (the carried sections' ends). The copies go
-    through one read buffer, restamped in it: no bytes made per chunk."""
-
-    def __init__(self, fd: int, cuts: list[int], mark: bytes | None) -> None:
-        self.fd = fd
-        self.at = 0
-        self.cuts = cuts
-        self.counts = [0] * (len(cuts) + 1)
-        self.mark = mark
-        self.head = b""
-        self.buffer = bytearray(_CHUNK)
-        self.view = memoryview(self.buffer)
-
-    def room(self) -> int:
-        """Bytes until the next cut."""
-        i = bisect_right(self.cuts, self.at)
-        return self.cuts[i] - self.at if i < len(self.cuts) else 1 << 62
-
-    def put(self, piece: bytes | memoryview) -> None:
-        """``piece``: an inserted text, or the start of the buffer."""
-        fsutil.write_all(self.fd, piece)
-        if self.mark is not None:
-            found = (
-                self.buffer.count(self.mark, 0, len(piece))
-                if isinstance(piece, memoryview)
-                else piece.count(self.mark)
-            )
-            self.counts[bisect_right(self.cuts, self.at)] += found
-        if self.at < _HEAD:
-            self.head += bytes(piece[: _HEAD - self.at])
-        self.at += len(piece)
-
-
-def _swap(buffer: memoryview, old: bytes, new: bytes) -> None:
-    """Every ``old`` in ``buffer`` replaced by ``new`` (as long) as bytes.replace would."""
-    accelerator = accel.records()
-    if accelerator is not None:
-        accelerator.swap(buffer, old, new)
-        return
-    data = buffer.tobytes()
-    at = data.find(old)
-    while at >= 0:
-        buffer[at : at + len(old)] = new
-        at = data.find(old, at + len(old))
-
-
-def _copy(
-    w: _Writer, base_fd: int, op: _Op, swap: tuple[bytes, bytes, bytes, bytes] | None
-) -> None:
-    """A copy of the restamped base: read in chunks cut after a newline (no serial spans
-    a line, so restamping each chunk is restamping the whole) and at the cuts, into
-    the writer's buffer and restamped there (a restamp keeps the serial's length)."""
-    at, end = op.source, op.source + op.size
-    buffer = w.buffer
-    while at < end:
-        want = min(_CHUNK, end - at, w.room())
-        got = os.preadv(base_fd, [w.view[:want]], at)
-        if got < want:
-            raise ValueError("the base ends before the copy does")
-        if at + want < end and want < w.room():
-            cut = buffer.rfind(b"\n", 0, want) + 1
-            if cut:
-                want = cut
-        chunk = w.view[:want]
-        if swap is not None:
-            start = len(BANNER) + len(swap[2])
-            if (
-                at == 0
-                and want > start
-                and buffer.startswith(BANNER + swap[2])
-                and buffer[start] in b" \n"
-            ):
-                chunk[len(BANNER) : start] = swap[3]
-            _swap(chunk, swap[0], swap[1])
-        w.put(chunk)
-        at += want
-
-
-def write_result(
-    edits: deltas.Delta, kept: Kept, base_fd: int, fd: int
-) -> tuple[int, bytes, list[tuple[Section, int, int]]] | None:
-    """Write the result of ``edits`` to ``fd`` from the installed data (``base_fd``)
-    that ``kept`` describes: its length, its first bytes, and the carried sections
-    (section, where it lands, how many of the new serial it holds). None when this
-    way does not apply: the base is not the one kept, or the restamp changes the
-    serial's length (the caller applies the delta in memory)."""
-    if (edits.base_sha256, edits.base_size) != (kept.sha256, kept.body):
-        return None
-    swap = None
-    mark = None
-    if edits.serials is not None:
-        old, new = edits.serials
-        o, n = b"%d" % old, b"%d" % new
-        if old != kept.serial or len(o) != len(n):
-            return None
-        if old != new:
-            swap = (b":%s:" % o, b":%s:" % n, o, n)
-            mark = swap[1]
-    ops = _placed(edits)
-    carried = _carried(kept, ops, swap is not None)
-    cuts = sorted({x for s, at in carried for x in (at, at + s.end - s.start)})
-    w = _Writer(fd, cuts, mark)
-    for op in ops:
-        if op.source < 0:
-            w.put(op.text)
-        else:
-            _copy(w, base_fd, op, swap)
-    found = []
-    for s, at in carried:
-        n_new = w.counts[bisect_right(cuts, at)] if mark is not None else s.restamps
-        found.append((s, at, n_new))
-    return w.at, w.head, found
+    marks: list[int] = []
+    with delta_compiled(
+        root,
+        kept,
+        p.carried,
+        text=text,
+        body=trailer.size,
+        restamp=restamp,
+        serial=serial,
+        default=default,
+        marks=marks,
+    ) as compiled:
+        if compiled is None:
+            raise _NotHere
+        path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
+    return compiled, path, kept_fd, kept_tmp, serial, marks, restamp is not None
 
 
 @contextlib.contextmanager
 def delta_compiled(
     root: Path,
     kept: Kept,
-    carried: list[tuple[Section, int, int]],
+    carried: list[tuple[Section, int]],
     *,
-    data_fd: int,
+    text: Callable[[int, int], bytes],
     body: int,
     restamp: int | None,
     serial: int | None,
     default: int,
+    marks: list[int],
 ) -> Iterator[Compiled | None]:
     """The new data.cdb's pieces: the carried sections' records from the installed
     data.cdb (patched: ``restamp`` is the new serial, or None), the rest compiled from
-    the new data in ``data_fd`` (``body`` bytes). None when data.cdb is not the kept
-    one. TinydnsDataError for a section that does not compile."""
+    the new data, whose bytes ``start`` to ``end`` are ``text(start, end)`` (``body``
+    bytes in all). ``marks`` gets, for each carried section, its index in the
+    sections, or -1 where it is compiled. None when data.cdb is not the kept one.
+    TinydnsDataError for a section that does not compile."""
     try:
         cdb_fd = os.open(root / "data.cdb", _READ_FLAGS)
     except OSError:
@@ -473,24 +384,24 @@ def delta_compiled(
         default_bytes = (default & 0xFFFFFFFF).to_bytes(4, "big")
         pairs = memoryview(kept.pairs)
         pos = 0
-        starts = {at for _, at, _ in carried}
-        for s, at, found in carried:
-            if not _ends_a_section(data_fd, at + s.end - s.start, body, starts):
+        starts = {at for _, at in carried}
+        for s, at in carried:
+            marks.append(-1)
+            if not _ends_a_section(text, at + s.end - s.start, body, starts):
                 continue  # compiled with the lines that follow it, into one section
-            if at > 0 and os.pread(data_fd, 1, at - 1) != b"\n":
+            if at > 0 and text(at - 1, at) != b"\n":
                 continue  # its first line goes on a line an insert left open
             if at > pos:
-                _fresh(out, spill, data_fd, start=pos, end=at, serial=serial, stamp=default_bytes)
+                _fresh(out, spill, text, start=pos, end=at, serial=serial, stamp=default_bytes)
+            marks[-1] = len(out.sections)
             records = sum(x.length for x in out.sections)
             index = pairs[8 * s.first : 8 * (s.first + s.count)]
             out.pieces.append(
                 cdb.Piece(s.length, s.count, cdb_fd, cdb.HEADER_SIZE + s.records, index=index)
             )
-            restamps = s.restamps
             if restamp is not None:
                 stamp = restamp.to_bytes(4, "big")
                 out.patches.extend(zip(map(records.__add__, s.stamps), repeat(stamp)))
-                restamps = s.restamps if found == s.restamps else -1
             if s.defaults:
                 out.patches.extend(zip(map(records.__add__, s.defaults), repeat(default_bytes)))
                 out.sort = True
@@ -503,7 +414,7 @@ def delta_compiled(
                     s.length,
                     out.count,
                     s.count,
-                    restamps,
+                    s.restamps,  # until the new data's count is in (_count_restamps)
                     s.stamps,
                     s.defaults,
                 )
@@ -511,7 +422,7 @@ def delta_compiled(
             out.count += s.count
             pos = at + size
         if pos < body:
-            _fresh(out, spill, data_fd, start=pos, end=body, serial=serial, stamp=default_bytes)
+            _fresh(out, spill, text, start=pos, end=body, serial=serial, stamp=default_bytes)
         if out.sort:
             out.patches.sort()  # stamps and defaults interleave: rare (not dnsmaster's data)
         yield out
@@ -520,14 +431,16 @@ def delta_compiled(
         spill.close()
 
 
-def _ends_a_section(fd: int, end: int, body: int, starts: set[int]) -> bool:
+def _ends_a_section(
+    text: Callable[[int, int], bytes], end: int, body: int, starts: set[int]
+) -> bool:
     """Whether a section of the result may end at ``end``: the result ends there, or
     another carried section starts there, or a source's first line does. Else a
     carried section would be followed by a section of the lines inserted after it,
     and every delta would leave the data cut finer."""
     if end >= body or end in starts:
         return True
-    line = os.pread(fd, 4096, end)
+    line = text(end, end + 4096)
     cut = line.find(b"\n")
     return line.startswith(b"# ") and cut > 0 and line[:cut].endswith(b":1")
 
@@ -535,18 +448,18 @@ def _ends_a_section(fd: int, end: int, body: int, starts: set[int]) -> bool:
 def _fresh(
     out: Compiled,
     spill: sections.Spill,
-    fd: int,
+    read: Callable[[int, int], bytes],
     *,
     start: int,
     end: int,
     serial: int | None,
     stamp: bytes,
 ) -> None:
-    """Compile the result's bytes ``start`` to ``end`` (read back from ``fd``), section
+    """Compile the result's bytes ``start`` to ``end`` (``read(start, end)``), section
     by section."""
-    text = os.pread(fd, end - start, start)
+    text = read(start, end)
     if len(text) != end - start:
-        raise ValueError("the new data is shorter than written")
+        raise ValueError("the new data is shorter than its delta says")
     cuts = [*sections.boundaries(text), len(text)]
     for a, b in itertools.pairwise(cuts):
         if a < b:

@@ -210,11 +210,11 @@ def test_the_in_buffer_restamp_is_bytes_replace(pure: bool) -> None:
     """The restamp made in the read buffer (C, and the pure-Python fallback) is
     bytes.replace: left to right, not overlapping, none, at either end."""
     from dnsmaster.core import accel  # noqa: PLC0415
-    from dnsmaster.slave.inplace import _swap  # noqa: PLC0415
+    from dnsmaster.slave.newdata import restamp_in_place  # noqa: PLC0415
 
     texts = [b"", b":1:", b":1:1:1:", b"Zx:1::1:\n:11:1:", b"a:1", b"::1::1:::1:"]
     with accel.using("records", None) if pure else contextlib.nullcontext():
         for text in texts:
             buffer = bytearray(text)
-            _swap(memoryview(buffer), b":1:", b":9:")
+            restamp_in_place(memoryview(buffer), b":1:", b":9:")
             assert bytes(buffer) == text.replace(b":1:", b":9:")
