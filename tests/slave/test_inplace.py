@@ -19,7 +19,7 @@ import pytest
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
-from dnsmaster.slave import receive, sections
+from dnsmaster.slave import inplace, receive, sections
 
 IN_PLACE = "from the delta in place"
 
@@ -106,9 +106,16 @@ def test_deltas_in_place_are_tinydns_datas(
         assert [s.restamps for s in kept.sections][1:] == restamps
 
 
-def test_default_serials_take_the_new_files_mtime(tinydns_data_bin: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("late", [False, True])
+def test_default_serials_take_the_new_files_mtime(
+    tinydns_data_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, late: bool
+) -> None:
     """Data not built by dnsmaster (no banner, a Z line without a serial): the default
-    serial is the new data file's mtime, patched into the carried sections too."""
+    serial is the new data file's mtime, patched into the carried sections too; also
+    when the data is written in another second than the staging began (``late``: then
+    it is staged again, data first)."""
+    if late:
+        monkeypatch.setattr(inplace.time, "time_ns", lambda: 0)
     root = tmp_path / "slave"
     root.mkdir()
     old = b"# zones.a:1\nZfrom.elsewhere:ns.from.elsewhere:hm.from.elsewhere\n"
