@@ -21,7 +21,6 @@ import fcntl
 import os
 import pwd
 import re
-import tempfile
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -38,6 +37,7 @@ __all__ = [
     "install_pair",
     "interrupted_install",
     "locked",
+    "make_temp",
     "publish",
     "stage",
     "sweep_litter",
@@ -75,12 +75,29 @@ def write_all(fd: int, data: bytes | memoryview) -> None:
         view = view[os.write(fd, view) :]
 
 
+_NAME_CHARS = "abcdefghijklmnopqrstuvwxyz0123456789_"
+
+
+def make_temp(path: Path) -> tuple[int, Path]:
+    """A new file ``.NAME.XXXXXXXX.tmp`` beside ``path``, mode 0600, open for reading
+    and writing: tempfile.mkstemp's file, without importing tempfile (and shutil,
+    random...), which a receiver starting once per push would pay for."""
+    flags = os.O_RDWR | os.O_CREAT | os.O_EXCL | os.O_NOFOLLOW | os.O_CLOEXEC
+    while True:
+        name = "".join(_NAME_CHARS[b % len(_NAME_CHARS)] for b in os.urandom(8))
+        tmp = path.parent / f".{path.name}.{name}.tmp"
+        try:
+            return os.open(tmp, flags, 0o600), tmp
+        except FileExistsError:
+            continue
+
+
 def stage(
     path: Path, write: Callable[[int], None], mode: int = 0o644, *, fsync: bool = True
 ) -> Path:
     """Write a complete temp file beside ``path``, fsynced unless ``fsync`` is False
     (for files whose reader checks them whole); return the temp path."""
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = make_temp(path)
     try:
         write(fd)
         os.fchmod(fd, mode)
@@ -92,7 +109,7 @@ def stage(
             os.unlink(tmp)
         raise
     os.close(fd)
-    return Path(tmp)
+    return tmp
 
 
 def publish(staged: Iterable[tuple[Path, Path]]) -> None:

@@ -43,10 +43,19 @@
  *   where a record starts as offset counts (in src; in blob, plus offset): the
  *   records are then not read at all; else they are read in bounded chunks to
  *   hash their keys. pairs, when >= 0, is an fd that gets the written cdb's own
- *   (hash, position) pairs in that layout, in order: an index of its records. patches are (offset, 4 bytes) pairs,
+ *   (hash, position) pairs in that layout, in order: an index of its records.
+ *   The disk's writeback of fd is started every few MiB as it is written
+ *   (cdbmake.h's kick), for the fsync that follows. patches are (offset, 4 bytes) pairs,
  *   ascending, the offset counted from the first record's first byte, each inside
  *   a record's data (checked where the records are read). Memory: the
  *   (hash, position) pairs and the tables, never the records.
+ *
+ * swap(buffer, old, new) -> int
+ *
+ *   Every old in the writable buffer replaced by new (as long as old) where it
+ *   stands, left to right and not overlapping, as bytes.replace would: the
+ *   receiver restamps the data it copies in its one read buffer, making no new
+ *   bytes per chunk. The number replaced.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -683,7 +692,7 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
     rc = -1;
     if (pairs >= 0) {
         /* the pairs as the file holds them: little-endian u32, whatever this CPU is */
-        cdbmake out = {pairs, win.buf, 0, w->ts, 0};
+        cdbmake out = {pairs, win.buf, 0, w->ts, 0, 0, 0, 0};
         unsigned char pair[8];
         for (uint64_t k = 0; k < n; k++) {
             cdb_put_le32(pair, entries[k].h);
@@ -741,6 +750,7 @@ write_pieces(PyObject *self, PyObject *args)
         PyErr_NoMemory();
         goto done;
     }
+    w.kick = 1; /* every caller fsyncs the file once it is whole */
     for (Py_ssize_t i = 0; i < nt; i++) {
         unsigned long long at;
         Py_buffer b;
@@ -806,6 +816,36 @@ done:
     return result;
 }
 
+static PyObject *
+swap(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, old, new;
+    Py_ssize_t count = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*y*:swap", &buf, &old, &new))
+        return NULL;
+    if (old.len == 0 || old.len != new.len) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&old);
+        PyBuffer_Release(&new);
+        PyErr_SetString(PyExc_ValueError, "swap needs old and new of one length, not empty");
+        return NULL;
+    }
+    unsigned char *p = buf.buf, *end = p + buf.len;
+    while ((size_t)(end - p) >= (size_t)old.len) {
+        unsigned char *q = memmem(p, (size_t)(end - p), old.buf, (size_t)old.len);
+        if (q == NULL)
+            break;
+        memcpy(q, new.buf, (size_t)new.len);
+        p = q + old.len;
+        count++;
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&old);
+    PyBuffer_Release(&new);
+    return PyLong_FromSsize_t(count);
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(keys, values, soa_defaults) -> (blob, serials)\n\n"
@@ -827,6 +867,10 @@ static PyMethodDef methods[] = {
      "Write to fd the cdb of the records of every piece (src, offset, length,\n"
      "count, blob, index), in order, with the 4-byte patches (offset, bytes);\n"
      "its (hash, position) pairs to the fd pairs unless it is -1."},
+    {"swap", swap, METH_VARARGS,
+     "swap(buffer, old, new) -> int\n\n"
+     "Every old in the writable buffer replaced in place by new (as long), left to\n"
+     "right, not overlapping, as bytes.replace would; the number replaced."},
     {NULL, NULL, 0, NULL},
 };
 

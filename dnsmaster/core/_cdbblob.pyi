@@ -2,7 +2,7 @@
 
 from collections.abc import Sequence
 
-from _typeshed import ReadableBuffer
+from _typeshed import ReadableBuffer, WriteableBuffer
 
 def pack(
     keys: Sequence[bytes], values: Sequence[bytes], soa_defaults: Sequence[int], /
@@ -11,3 +11,4 @@ def scan(blob: ReadableBuffer, serials: Sequence[int], /) -> int: ...
 def write(
     fd: int, blobs: Sequence[ReadableBuffer], serials: Sequence[Sequence[int]], serial: int, /
 ) -> None: ...
+def swap(buffer: WriteableBuffer, old: ReadableBuffer, new: ReadableBuffer, /) -> int: ...

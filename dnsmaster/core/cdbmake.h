@@ -24,6 +24,7 @@
 
 #include <Python.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <sys/types.h>
 #include <stdint.h>
 #include <string.h>
@@ -52,7 +53,15 @@ typedef struct {
     size_t used;
     PyThreadState *ts;  /* set while the writer runs without the GIL */
     int err;            /* an errno, or one of CDBMAKE_* */
+    int kick;           /* start the disk's writeback as it goes (cdbmake_kick) */
+    uint64_t written;   /* bytes written to fd by this writer, from offset 0 */
+    uint64_t kicked;    /* where the writeback started last */
 } cdbmake;
+
+/* A file that is fsynced once whole (the receiver's) has its writeback started every
+ * CDB_KICK bytes: the disk writes while the rest is made, and the fsync at the end
+ * waits for the tail only. */
+#define CDB_KICK ((uint64_t)8 << 20)
 
 static inline uint32_t
 cdb_get_le32(const unsigned char *p)
@@ -96,6 +105,9 @@ cdbmake_open(cdbmake *w, int fd)
     w->used = 0;
     w->ts = NULL;
     w->err = 0;
+    w->kick = 0;
+    w->written = 0;
+    w->kicked = 0;
     w->buf = PyMem_RawMalloc(CDB_BUF);
     if (w->buf == NULL) {
         w->err = CDBMAKE_NO_MEMORY;
@@ -142,6 +154,25 @@ cdbmake_signals(cdbmake *w)
     return 0;
 }
 
+/* n more bytes are in the file; the writeback of what is there started once
+ * CDB_KICK of them wait. Only a hint, so its failure is no error: the fsync after
+ * reports the disk's. */
+static void
+cdbmake_wrote(cdbmake *w, uint64_t n)
+{
+    w->written += n;
+#ifdef SYNC_FILE_RANGE_WRITE
+    if (w->kick && w->written - w->kicked >= CDB_KICK) {
+        PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
+        (void)sync_file_range(w->fd, (off64_t)w->kicked, (off64_t)(w->written - w->kicked),
+                              SYNC_FILE_RANGE_WRITE);
+        if (ts)
+            PyEval_RestoreThread(ts);
+        w->kicked = w->written;
+    }
+#endif
+}
+
 /* The buffer to the fd, each write() without the GIL. A short write goes on with
  * the rest and EINTR retries, both after running the signal handlers (a signal cuts
  * a blocked write short, or interrupts it when nothing was written: PEP 475).
@@ -169,6 +200,7 @@ cdbmake_flush(cdbmake *w)
         p += k;
         n -= (size_t)k;
     }
+    cdbmake_wrote(w, w->used);
     w->used = 0;
     return 0;
 }
@@ -275,6 +307,7 @@ cdbmake_copy(cdbmake *w, int src, uint64_t off, uint64_t n)
         }
         off += (uint64_t)k;
         n -= (uint64_t)k;
+        cdbmake_wrote(w, (uint64_t)k);
     }
     return 0;
 }

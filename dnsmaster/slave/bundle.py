@@ -43,6 +43,7 @@ MODULES = (
     "dnsmaster/slave/confined.py",
     "dnsmaster/slave/inplace.py",
     "dnsmaster/slave/masters.py",
+    "dnsmaster/slave/newdata.py",
     "dnsmaster/slave/operator.py",
     "dnsmaster/slave/outcome.py",
     "dnsmaster/slave/receive.py",

@@ -35,7 +35,7 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, TinydnsDataError
 from dnsmaster.slave import masters, records
 from dnsmaster.slave.masters import ALLOW, MASTERS, Confinement, Part
-from dnsmaster.slave.outcome import Refused, Usage, say
+from dnsmaster.slave.outcome import OutsideAllowlist, Refused, Usage, say
 from dnsmaster.slave.root import (
     Installed,
     NotInstalled,
@@ -67,15 +67,6 @@ _NAMED_MAX = 200
 #: A delta of more operations is checked whole: most of its lines are new anyway.
 _DELTA_OPS_CHECKED = 10_000
 _HEAD = 256
-
-
-class OutsideAllowlist(Refused):
-    """The push makes records outside the master's allowlist; ``lines`` names each
-    offending line (at most :data:`SHOWN`, then how many more)."""
-
-    def __init__(self, message: str, lines: list[str]) -> None:
-        super().__init__(message)
-        self.lines = lines
 
 
 def _single_master(root: Path) -> Usage:

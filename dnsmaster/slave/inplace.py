@@ -5,35 +5,37 @@ copy): here the new ``data`` and data.cdb are written to temp files, with the ke
 file (:mod:`dnsmaster.slave.sections`) that the next delta starts from.
 
 A delta (:func:`stage_delta`) is applied to the installed ``data`` as a file: read in
-chunks, restamped, written and hashed at once, its sha256 checked against the
-trailer before anything else. The sections one copy operation moves whole keep
-their records, copied from the installed data.cdb with their serials patched; only
-the rest is compiled. None is returned whenever that cannot be done exactly (no
-kept file, or not this pair's; a restamp that changes the serial's length; a
-result that is not the trailer's; a section that does not compile, so that the
-message names the data's own line): the caller then applies the delta in memory
-and compiles everything, as it always did.
+chunks, restamped and written. Its sha256 must be the trailer's before anything is
+installed; it cannot be known sooner (a restamp changes every zone, so no digest of
+the installed data's parts can stand in for the new one's), so another thread hashes
+the new file, and makes it durable, while data.cdb is written. The sections one
+copy operation moves whole keep their records, copied from the installed data.cdb
+with their serials patched; only the rest is compiled. None is returned whenever
+that cannot be done exactly (no kept file, or not this pair's; a restamp that
+changes the serial's length; a result that is not the trailer's; a section that
+does not compile, so that the message names the data's own line): the caller then
+applies the delta in memory and compiles everything, as it always did.
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import itertools
 import os
-from bisect import bisect_right
-from collections.abc import Iterator
-from dataclasses import dataclass
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, replace
 from itertools import repeat
 from pathlib import Path
 
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb, stream
 from dnsmaster.core import delta as deltas
-from dnsmaster.core.banner import BANNER, previous_serial
+from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import compile_text, default_serial
 from dnsmaster.errors import DnsmasterError, TinydnsDataError
-from dnsmaster.slave import sections
+from dnsmaster.slave import newdata, sections
 from dnsmaster.slave.sections import Compiled, Kept, Section
 
 __all__ = [
@@ -43,7 +45,6 @@ __all__ = [
     "fast",
     "stage_delta",
     "stage_full",
-    "write_result",
 ]
 
 _CHUNK = 1 << 20
@@ -149,242 +150,226 @@ def stage_delta(root: Path, edits: deltas.Delta, trailer: stream.Trailer) -> Sta
     if len(edits.ops) > MAX_OPS or not fast():
         return None
     kept = sections.load(root)
-    if kept is None:
+    p = None if kept is None else newdata.plan(edits, kept)
+    if kept is None or p is None or p.size != trailer.size:
         return None
-    made: list[tuple[str, bytes, list[tuple[Section, int, int]]]] = []
+    try:
+        base_fd = os.open(root / "data", _READ_FLAGS)
+    except OSError:
+        return None
+    try:
+        if sections.identity(os.fstat(base_fd)) != kept.data:
+            return None
+        return _both(root, edits, trailer, kept, p=p, base_fd=base_fd)
+    finally:
+        os.close(base_fd)
 
-    def write(fd: int) -> None:
+
+class _DataThread(threading.Thread):
+    """The new data written (hashed as it goes) and fsynced, beside the data.cdb write:
+    the two use a core each, and the disk works meanwhile."""
+
+    def __init__(self, root: Path, p: newdata.Plan, base_fd: int, trailer: bytes) -> None:
+        super().__init__(name="dnsmaster-data", daemon=True)
+        self.args = (root, p, base_fd, trailer)
+        self.path: Path | None = None
+        self.written: newdata.Written | None = None
+        self.error: BaseException | None = None
+
+    def run(self) -> None:
+        root, p, base_fd, trailer = self.args
+
+        def write(fd: int) -> None:
+            self.written = newdata.write(p, base_fd, fd)
+            fsutil.write_all(fd, trailer)
+
         try:
-            base_fd = os.open(root / "data", _READ_FLAGS)
-        except OSError:
-            raise _NotHere from None
-        try:
-            if sections.identity(os.fstat(base_fd)) != kept.data:
-                raise _NotHere
-            result = write_result(edits, kept, base_fd, fd)
+            self.path = fsutil.stage(root / "data", write)
         except ValueError:
-            raise _NotHere from None
-        finally:
-            os.close(base_fd)
-        if result is None or result[0] != trailer.sha256:
-            raise _NotHere
-        fsutil.write_all(fd, trailer.line())
-        made.append(result)
-
-    try:
-        data = fsutil.stage(root / "data", write)
-    except _NotHere:
-        return None
-    try:
-        return _delta_pair(root, edits, trailer, kept, data=data, made=made[0])
-    except (_NotHere, TinydnsDataError, ValueError):
-        # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
-        # says the same in its own words, or does what this could not
-        fsutil.discard([data])
-        return None
-    except BaseException:
-        fsutil.discard([data])
-        raise
+            pass  # the base is shorter than the delta says: written is None
+        except BaseException as exc:  # raised again by the caller
+            self.error = exc
 
 
-def _delta_pair(
+def _both(
     root: Path,
     edits: deltas.Delta,
     trailer: stream.Trailer,
     kept: Kept,
     *,
-    data: Path,
-    made: tuple[str, bytes, list[tuple[Section, int, int]]],
-) -> Staged:
-    """data.cdb and the kept file for the new ``data`` staged from a delta."""
-    _, head, carried = made
-    serial = previous_serial(head)
+    p: newdata.Plan,
+    base_fd: int,
+) -> Staged | None:
+    """The new data written by another thread while data.cdb is staged from ranges of
+    the same result read here; then the data checked against the trailer, and the
+    ranges against the data."""
+    writer = _DataThread(root, p, base_fd, trailer.line())
+    reader = newdata.Reader(p, base_fd)
+    # No serial is defaulted from an mtime in dnsmaster's data; data from elsewhere
+    # that has some is staged again below if the data's mtime is another second.
+    guess = default_serial(time.time_ns() // 10**9)
+    writer.start()
+    made = None
+    try:
+        made = _delta_cdb(root, edits, trailer, kept, p=p, text=reader, default=guess)
+    except (_NotHere, TinydnsDataError, ValueError):
+        # ValueError: pieces write_pieces refuses, CdbTooLarge; the whole compile
+        # says the same in its own words, or does what this could not
+        pass
+    finally:
+        writer.join()  # also when interrupted: no thread is left writing
+        staged = _checked(made, writer, reader, trailer=trailer, kept=kept, guess=guess)
+    if staged is None and writer.error is None and made is not None and made[0].sort:
+        # defaulted serials, and the mtime came in another second: once more, in turn
+        staged = _sequential(root, edits, trailer, kept, p=p, base_fd=base_fd)
+    return staged
+
+
+def _checked(
+    made: tuple[Compiled, Path, int, Path, int | None, list[int], bool] | None,
+    writer: _DataThread,
+    reader: newdata.Reader,
+    *,
+    trailer: stream.Trailer,
+    kept: Kept,
+    guess: int,
+) -> Staged | None:
+    """The staged pair once the data is known to be the trailer's and data.cdb made
+    from its bytes; else None (or the writer's error), nothing left behind."""
+    staged = None
+    w = writer.written
+    if made is not None and writer.path is not None and w is not None:
+        compiled, path, kept_fd, kept_tmp, serial, marks, restamped = made
+        default = default_serial(writer.path.stat().st_mtime_ns // 10**9)
+        staged = Staged(
+            writer.path,
+            path,
+            kept_fd,
+            kept_tmp,
+            compiled,
+            trailer.sha256,
+            trailer.size,
+            serial,
+            default,
+            kept.serial,
+            kept.sha256,
+        )
+        fd = os.open(writer.path, os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            same = reader.agrees(fd)
+        finally:
+            os.close(fd)
+        if (
+            w.sha256 != trailer.sha256
+            or not same
+            or previous_serial(w.head) != serial
+            or (compiled.sort and default != guess)
+        ):
+            staged.discard()
+            return None
+        if restamped:
+            _count_restamps(compiled, marks, reader.plan.carried, w.found)
+        return staged
+    if made is not None:
+        os.close(made[2])
+        fsutil.discard([made[1], made[3]])
+    if writer.path is not None:
+        fsutil.discard([writer.path])
+    if writer.error is not None:
+        raise writer.error
+    return None
+
+
+def _count_restamps(
+    compiled: Compiled, marks: list[int], carried: list[tuple[Section, int]], found: list[int]
+) -> None:
+    """A carried section whose new text holds the new serial other than where the
+    restamp put it no longer restamps by its records alone: -1, as the kept file says."""
+    for index, (s, _), n in zip(marks, carried, found, strict=False):
+        if index >= 0 and n != s.restamps:
+            compiled.sections[index] = replace(compiled.sections[index], restamps=-1)
+
+
+def _sequential(
+    root: Path,
+    edits: deltas.Delta,
+    trailer: stream.Trailer,
+    kept: Kept,
+    *,
+    p: newdata.Plan,
+    base_fd: int,
+) -> Staged | None:
+    """The data written first, then data.cdb from it with its mtime's serial."""
+    writer = _DataThread(root, p, base_fd, trailer.line())
+    writer.run()
+    if writer.error is not None:
+        raise writer.error
+    if writer.path is None:
+        return None
+    reader = newdata.Reader(p, base_fd)
+    default = default_serial(writer.path.stat().st_mtime_ns // 10**9)
+    made = None
+    with contextlib.suppress(_NotHere, TinydnsDataError, ValueError):
+        made = _delta_cdb(root, edits, trailer, kept, p=p, text=reader, default=default)
+    return _checked(made, writer, reader, trailer=trailer, kept=kept, guess=default)
+
+
+def _delta_cdb(
+    root: Path,
+    edits: deltas.Delta,
+    trailer: stream.Trailer,
+    kept: Kept,
+    *,
+    p: newdata.Plan,
+    text: newdata.Reader,
+    default: int,
+) -> tuple[Compiled, Path, int, Path, int | None, list[int], bool]:
+    """data.cdb and the kept file's temp file for the new ``data`` staged from a
+    delta, the data read by ``text``; with the new data's serial, each carried
+    section's index in the sections (-1: compiled), and whether it is a restamp."""
+    serial = previous_serial(text(0, _HEAD))
     restamp = None
     if edits.serials is not None and edits.serials[0] != edits.serials[1]:
         restamp = edits.serials[1]
     if serial != (kept.serial if restamp is None else restamp):
         raise _NotHere
-    default = default_serial(data.stat().st_mtime_ns // 10**9)
-    fd = os.open(data, os.O_RDONLY | os.O_CLOEXEC)
-    try:
-        with delta_compiled(
-            root,
-            kept,
-            carried,
-            data_fd=fd,
-            body=trailer.size,
-            restamp=restamp,
-            serial=serial,
-            default=default,
-        ) as compiled:
-            if compiled is None:
-                raise _NotHere
-            path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
-    finally:
-        os.close(fd)
-    return Staged(
-        data,
-        path,
-        kept_fd,
-        kept_tmp,
-        compiled,
-        trailer.sha256,
-        trailer.size,
-        serial,
-        default,
-        kept.serial,
-        kept.sha256,
-    )
-
-
-@dataclass(frozen=True, slots=True)
-class _Op:
-    """A delta's operation placed in the result: bytes ``at`` to ``at + size``, copied
-    from the restamped base at ``source`` (or, when it is -1, inserted: ``text``)."""
-
-    at: int
-    size: int
-    source: int
-    text: bytes = b""
-
-
-def _placed(edits: deltas.Delta) -> list[_Op]:
-    ops = []
-    at = 0
-    for op in edits.ops:
-        if isinstance(op, deltas.Copy):
-            ops.append(_Op(at, op.size, op.start))
-            at += op.size
-        else:
-            ops.append(_Op(at, len(op.text), -1, op.text))
-            at += len(op.text)
-    return ops
-
-
-def _carried(kept: Kept, ops: list[_Op], restamped: bool) -> list[tuple[Section, int]]:
-    """The kept sections that one copy moves whole, and where each lands in the
-    result, in result order. Not those whose text a restamp changes beyond Z serials."""
-    copies = sorted((op for op in ops if op.source >= 0), key=lambda op: op.source)
-    sources = [op.source for op in copies]
-    out = []
-    for s in kept.sections:
-        if restamped and s.restamps < 0:
-            continue
-        i = bisect_right(sources, s.start) - 1
-        if i >= 0 and s.end <= copies[i].source + copies[i].size:
-            out.append((s, copies[i].at + s.start - copies[i].source))
-    out.sort(key=lambda c: c[1])
-    return out
-
-
-class _Writer:
-    """The result written to a file as it is made: hashed, and with the restamp's
-    new serial counted between the given cuts (the carried sections' ends)."""
-
-    def __init__(self, fd: int, cuts: list[int], mark: bytes | None) -> None:
-        self.fd = fd
-        self.digest = hashlib.sha256()
-        self.at = 0
-        self.cuts = cuts
-        self.counts = [0] * (len(cuts) + 1)
-        self.mark = mark
-        self.head = b""
-
-    def room(self) -> int:
-        """Bytes until the next cut."""
-        i = bisect_right(self.cuts, self.at)
-        return self.cuts[i] - self.at if i < len(self.cuts) else 1 << 62
-
-    def put(self, piece: bytes) -> None:
-        fsutil.write_all(self.fd, piece)
-        self.digest.update(piece)
-        if self.mark is not None:
-            self.counts[bisect_right(self.cuts, self.at)] += piece.count(self.mark)
-        if self.at < 256:
-            self.head += piece[: 256 - self.at]
-        self.at += len(piece)
-
-
-def _copy(
-    w: _Writer, base_fd: int, op: _Op, swap: tuple[bytes, bytes, bytes, bytes] | None
-) -> None:
-    """A copy of the restamped base: read in chunks cut after a newline (no serial spans
-    a line, so restamping each chunk is restamping the whole) and at the cuts."""
-    at, end = op.source, op.source + op.size
-    while at < end:
-        want = min(_CHUNK, end - at, w.room())
-        chunk = os.pread(base_fd, want, at)
-        if len(chunk) < want:
-            raise ValueError("the base ends before the copy does")
-        if at + want < end and want < w.room():
-            cut = chunk.rfind(b"\n") + 1
-            if cut:
-                chunk = chunk[:cut]
-        if swap is not None:
-            if (
-                at == 0
-                and chunk.startswith(BANNER + swap[2])
-                and chunk[len(BANNER) + len(swap[2]) : len(BANNER) + len(swap[2]) + 1]
-                in (b" ", b"\n")
-            ):
-                chunk = BANNER + swap[3] + chunk[len(BANNER) + len(swap[3]) :]
-            chunk = chunk.replace(swap[0], swap[1])
-        w.put(chunk)
-        at += len(chunk)
-
-
-def write_result(
-    edits: deltas.Delta, kept: Kept, base_fd: int, fd: int
-) -> tuple[str, bytes, list[tuple[Section, int, int]]] | None:
-    """Write the result of ``edits`` to ``fd`` from the installed data (``base_fd``)
-    that ``kept`` describes: its sha256, its first bytes, and the carried sections
-    (section, where it lands, how many of the new serial it holds). None when this
-    way does not apply: the base is not the one kept, or the restamp changes the
-    serial's length (the caller applies the delta in memory)."""
-    if (edits.base_sha256, edits.base_size) != (kept.sha256, kept.body):
-        return None
-    swap = None
-    mark = None
-    if edits.serials is not None:
-        old, new = edits.serials
-        o, n = b"%d" % old, b"%d" % new
-        if old != kept.serial or len(o) != len(n):
-            return None
-        if old != new:
-            swap = (b":%s:" % o, b":%s:" % n, o, n)
-            mark = swap[1]
-    ops = _placed(edits)
-    carried = _carried(kept, ops, swap is not None)
-    cuts = sorted({x for s, at in carried for x in (at, at + s.end - s.start)})
-    w = _Writer(fd, cuts, mark)
-    for op in ops:
-        if op.source < 0:
-            w.put(op.text)
-        else:
-            _copy(w, base_fd, op, swap)
-    found = []
-    for s, at in carried:
-        n_new = w.counts[bisect_right(cuts, at)] if mark is not None else s.restamps
-        found.append((s, at, n_new))
-    return w.digest.hexdigest(), w.head, found
+    marks: list[int] = []
+    with delta_compiled(
+        root,
+        kept,
+        p.carried,
+        text=text,
+        body=trailer.size,
+        restamp=restamp,
+        serial=serial,
+        default=default,
+        marks=marks,
+    ) as compiled:
+        if compiled is None:
+            raise _NotHere
+        path, kept_fd, kept_tmp = _stage_cdb(root, compiled)
+    return compiled, path, kept_fd, kept_tmp, serial, marks, restamp is not None
 
 
 @contextlib.contextmanager
 def delta_compiled(
     root: Path,
     kept: Kept,
-    carried: list[tuple[Section, int, int]],
+    carried: list[tuple[Section, int]],
     *,
-    data_fd: int,
+    text: Callable[[int, int], bytes],
     body: int,
     restamp: int | None,
     serial: int | None,
     default: int,
+    marks: list[int],
 ) -> Iterator[Compiled | None]:
     """The new data.cdb's pieces: the carried sections' records from the installed
     data.cdb (patched: ``restamp`` is the new serial, or None), the rest compiled from
-    the new data in ``data_fd`` (``body`` bytes). None when data.cdb is not the kept
-    one. TinydnsDataError for a section that does not compile."""
+    the new data, whose bytes ``start`` to ``end`` are ``text(start, end)`` (``body``
+    bytes in all). ``marks`` gets, for each carried section, its index in the
+    sections, or -1 where it is compiled. None when data.cdb is not the kept one.
+    TinydnsDataError for a section that does not compile."""
     try:
         cdb_fd = os.open(root / "data.cdb", _READ_FLAGS)
     except OSError:
@@ -399,24 +384,24 @@ def delta_compiled(
         default_bytes = (default & 0xFFFFFFFF).to_bytes(4, "big")
         pairs = memoryview(kept.pairs)
         pos = 0
-        starts = {at for _, at, _ in carried}
-        for s, at, found in carried:
-            if not _ends_a_section(data_fd, at + s.end - s.start, body, starts):
+        starts = {at for _, at in carried}
+        for s, at in carried:
+            marks.append(-1)
+            if not _ends_a_section(text, at + s.end - s.start, body, starts):
                 continue  # compiled with the lines that follow it, into one section
-            if at > 0 and os.pread(data_fd, 1, at - 1) != b"\n":
+            if at > 0 and text(at - 1, at) != b"\n":
                 continue  # its first line goes on a line an insert left open
             if at > pos:
-                _fresh(out, spill, data_fd, start=pos, end=at, serial=serial, stamp=default_bytes)
+                _fresh(out, spill, text, start=pos, end=at, serial=serial, stamp=default_bytes)
+            marks[-1] = len(out.sections)
             records = sum(x.length for x in out.sections)
             index = pairs[8 * s.first : 8 * (s.first + s.count)]
             out.pieces.append(
                 cdb.Piece(s.length, s.count, cdb_fd, cdb.HEADER_SIZE + s.records, index=index)
             )
-            restamps = s.restamps
             if restamp is not None:
                 stamp = restamp.to_bytes(4, "big")
                 out.patches.extend(zip(map(records.__add__, s.stamps), repeat(stamp)))
-                restamps = s.restamps if found == s.restamps else -1
             if s.defaults:
                 out.patches.extend(zip(map(records.__add__, s.defaults), repeat(default_bytes)))
                 out.sort = True
@@ -429,7 +414,7 @@ def delta_compiled(
                     s.length,
                     out.count,
                     s.count,
-                    restamps,
+                    s.restamps,  # until the new data's count is in (_count_restamps)
                     s.stamps,
                     s.defaults,
                 )
@@ -437,7 +422,7 @@ def delta_compiled(
             out.count += s.count
             pos = at + size
         if pos < body:
-            _fresh(out, spill, data_fd, start=pos, end=body, serial=serial, stamp=default_bytes)
+            _fresh(out, spill, text, start=pos, end=body, serial=serial, stamp=default_bytes)
         if out.sort:
             out.patches.sort()  # stamps and defaults interleave: rare (not dnsmaster's data)
         yield out
@@ -446,14 +431,16 @@ def delta_compiled(
         spill.close()
 
 
-def _ends_a_section(fd: int, end: int, body: int, starts: set[int]) -> bool:
+def _ends_a_section(
+    text: Callable[[int, int], bytes], end: int, body: int, starts: set[int]
+) -> bool:
     """Whether a section of the result may end at ``end``: the result ends there, or
     another carried section starts there, or a source's first line does. Else a
     carried section would be followed by a section of the lines inserted after it,
     and every delta would leave the data cut finer."""
     if end >= body or end in starts:
         return True
-    line = os.pread(fd, 4096, end)
+    line = text(end, end + 4096)
     cut = line.find(b"\n")
     return line.startswith(b"# ") and cut > 0 and line[:cut].endswith(b":1")
 
@@ -461,18 +448,18 @@ def _ends_a_section(fd: int, end: int, body: int, starts: set[int]) -> bool:
 def _fresh(
     out: Compiled,
     spill: sections.Spill,
-    fd: int,
+    read: Callable[[int, int], bytes],
     *,
     start: int,
     end: int,
     serial: int | None,
     stamp: bytes,
 ) -> None:
-    """Compile the result's bytes ``start`` to ``end`` (read back from ``fd``), section
+    """Compile the result's bytes ``start`` to ``end`` (``read(start, end)``), section
     by section."""
-    text = os.pread(fd, end - start, start)
+    text = read(start, end)
     if len(text) != end - start:
-        raise ValueError("the new data is shorter than written")
+        raise ValueError("the new data is shorter than its delta says")
     cuts = [*sections.boundaries(text), len(text)]
     for a, b in itertools.pairwise(cuts):
         if a < b:

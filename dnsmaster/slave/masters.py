@@ -45,9 +45,9 @@ from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.compiler import PackedRecords, compile_text, default_serial
 from dnsmaster.core.confine import MASTER_NAME, Allowlist, check_master_name, domain_text
 from dnsmaster.core.text import printable
-from dnsmaster.errors import AllowlistError, CdbTooLarge, DnsmasterError, TinydnsDataError
+from dnsmaster.errors import AllowlistError, CdbTooLarge, TinydnsDataError
 from dnsmaster.slave import records
-from dnsmaster.slave.outcome import Usage, say
+from dnsmaster.slave.outcome import SectionBroken, Usage, say
 
 __all__ = [
     "ALLOW",
@@ -82,11 +82,6 @@ DIR_MODE = 0o2775
 _SECTION_LITTER = re.compile(r"\.(?:data|records|allow)\..*\.(?:tmp|link)", re.DOTALL)
 _REMOVED = re.compile(r"\.removed\..*", re.DOTALL)
 _HEAD = 256
-
-
-class SectionBroken(DnsmasterError):
-    """A master's section cannot be merged (its data does not compile, is not a
-    regular file...); the message names the master and what is wrong."""
 
 
 def check_name(name: str) -> str:

@@ -44,12 +44,11 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, TextIO
 
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import delta as deltas
 from dnsmaster.core import stream
-from dnsmaster.core.confine import Allowlist
 from dnsmaster.core.text import printable
 from dnsmaster.errors import AllowlistError, DeltaError
 from dnsmaster.protocol import (
@@ -63,11 +62,18 @@ from dnsmaster.protocol import (
     ZLIB,
     add_confinement_options,
 )
-from dnsmaster.slave.confined import OutsideAllowlist, install_confined, status_confined
-from dnsmaster.slave.masters import Confinement, SectionBroken, check_name
-from dnsmaster.slave.operator import adopt, list_masters, remove_master
-from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
+from dnsmaster.slave.outcome import (
+    DeltaRefused,
+    OutsideAllowlist,
+    Refused,
+    SectionBroken,
+    Usage,
+    say,
+)
 from dnsmaster.slave.root import NotInstalled, install_received, status
+
+if TYPE_CHECKING:
+    from dnsmaster.slave.masters import Confinement
 
 __all__ = ["DEFAULT_KEEP", "DEFAULT_MAX_SIZE", "main", "push"]
 
@@ -129,6 +135,11 @@ def _confinement(args: argparse.Namespace) -> Confinement | None:
         if confining:
             raise Usage("--allow, --except and --allow-locations need --master NAME")
         return None
+    # Imported here: an unconfined push (most of them) needs none of the confined
+    # machinery, and the receiver starts once per push on every slave.
+    from dnsmaster.core.confine import Allowlist  # noqa: PLC0415
+    from dnsmaster.slave.masters import Confinement, check_name  # noqa: PLC0415
+
     check_name(name)
     if not args.allow:
         if args.adopt is not None and not confining:
@@ -153,13 +164,15 @@ def _operate(
             "--masters, --remove-master and --adopt are the slave operator's: "
             "run them on the slave, never through a key"
         )
+    from dnsmaster.slave import operator  # noqa: PLC0415 - the slave operator's only
+
     if args.masters:
-        for line in list_masters(args.root, out):
+        for line in operator.list_masters(args.root, out):
             out.write(line + "\n")
     elif args.remove_master is not None:
-        remove_master(args.root, args.remove_master, out)
+        operator.remove_master(args.root, args.remove_master, out)
     else:
-        adopt(args.root, confinement, args.adopt, out)
+        operator.adopt(args.root, confinement, args.adopt, out)
     return True
 
 
@@ -190,6 +203,8 @@ def main(
             if confinement is None:
                 report = status(args.root, out)
             else:
+                from dnsmaster.slave.confined import status_confined  # noqa: PLC0415
+
                 report = status_confined(args.root, confinement.master, out)
             out.write(report.line() + "\n")
             if isinstance(report, NotInstalled) and report.reason is not None:
@@ -258,6 +273,8 @@ def push(
         source, out, max_size, delta=delta, compressed=compressed
     )
     if confinement is not None:
+        from dnsmaster.slave.confined import install_confined  # noqa: PLC0415
+
         install_confined(
             root,
             confinement,

@@ -48,7 +48,6 @@ from dnsmaster.core.text import printable
 from dnsmaster.errors import CdbTooLarge, DeltaError, DnsmasterError, TinydnsDataError
 from dnsmaster.protocol import FORCE, SPEAKS
 from dnsmaster.slave import inplace, sections
-from dnsmaster.slave.masters import MASTERS, known
 from dnsmaster.slave.outcome import DeltaRefused, Refused, Usage, say
 
 __all__ = [
@@ -193,7 +192,11 @@ def _session(root: Path, out: TextIO) -> Iterator[str | None]:
         say(out, f"waiting: another receiver holds the lock on {printable(str(root))}")
 
     with fsutil.locked(root, on_wait=waiting):
-        if os.path.isdir(root / MASTERS):
+        # masters.MASTERS, spelt out: an unconfined push does not import the confined
+        # machinery to look for it.
+        if os.path.isdir(root / "masters"):
+            from dnsmaster.slave.masters import known  # noqa: PLC0415
+
             # Under the lock: the first confined push makes masters/ under it too.
             names = ", ".join(known(root)) or "none yet"
             raise Usage(

@@ -278,14 +278,7 @@ def _whole(sections: list[Section], body: int, count: int) -> bool:
 def stage(root: Path) -> tuple[int, Path]:
     """A temp file for the kept file: data.cdb is written with it as ``pairs_to``,
     then :func:`finish` adds the rest once the pair is installed."""
-    return _mkstemp(root / KEPT)
-
-
-def _mkstemp(path: Path) -> tuple[int, Path]:
-    import tempfile  # noqa: PLC0415 - only on an install
-
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    return fd, Path(tmp)
+    return fsutil.make_temp(root / KEPT)
 
 
 def finish(
@@ -426,7 +419,7 @@ class Spill:
         self.tmp: Path | None = None
         self.at = 0
         if spill:
-            self.fd, self.tmp = _mkstemp(root / "data.records")
+            self.fd, self.tmp = fsutil.make_temp(root / "data.records")
 
     def piece(self, packed: cdb.Packed) -> cdb.Piece:
         if self.fd < 0:

@@ -201,9 +201,12 @@ class TestBuild:
 
     def test_modules_are_what_receive_imports(self) -> None:
         """MODULES lists exactly the dnsmaster modules the receiver imports (the C
-        accelerator aside), and it imports nothing else outside the standard library."""
+        accelerator aside; the confined roots' and the operator's modules, which it
+        imports only when a command needs them, included), and it imports nothing else
+        outside the standard library."""
         code = (
             "import sys; sys.path.insert(0, sys.argv[1]); import dnsmaster.slave.receive\n"
+            "import dnsmaster.slave.confined, dnsmaster.slave.operator\n"
             "for name, m in sorted(sys.modules.items()):\n"
             "    print(name, getattr(m, '__file__', None) or '-')\n"
         )
@@ -235,7 +238,7 @@ class TestDebianPython:
         library; its compiled modules are used when the magic number matches."""
         code = (
             "import sys, sysconfig; sys.path.insert(0, sys.argv[1]); "
-            "import dnsmaster.slave.receive\n"
+            "import dnsmaster.slave.receive, dnsmaster.slave.confined, dnsmaster.slave.operator\n"
             "print(dnsmaster.slave.receive.main.__code__.co_filename)\n"
             "for name, m in sorted(sys.modules.items()):\n"
             "    print(name, getattr(m, '__file__', None) or '-')\n"

@@ -6,6 +6,7 @@ the kept file does not vouch for."""
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import os
@@ -18,7 +19,7 @@ import pytest
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
-from dnsmaster.slave import receive, sections
+from dnsmaster.slave import inplace, receive, sections
 
 IN_PLACE = "from the delta in place"
 
@@ -105,9 +106,16 @@ def test_deltas_in_place_are_tinydns_datas(
         assert [s.restamps for s in kept.sections][1:] == restamps
 
 
-def test_default_serials_take_the_new_files_mtime(tinydns_data_bin: str, tmp_path: Path) -> None:
+@pytest.mark.parametrize("late", [False, True])
+def test_default_serials_take_the_new_files_mtime(
+    tinydns_data_bin: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, late: bool
+) -> None:
     """Data not built by dnsmaster (no banner, a Z line without a serial): the default
-    serial is the new data file's mtime, patched into the carried sections too."""
+    serial is the new data file's mtime, patched into the carried sections too; also
+    when the data is written in another second than the staging began (``late``: then
+    it is staged again, data first)."""
+    if late:
+        monkeypatch.setattr(inplace.time, "time_ns", lambda: 0)
     root = tmp_path / "slave"
     root.mkdir()
     old = b"# zones.a:1\nZfrom.elsewhere:ns.from.elsewhere:hm.from.elsewhere\n"
@@ -202,3 +210,18 @@ def test_status_trusts_the_kept_file_only_for_its_pair(root: Path) -> None:
     assert status == 0
     assert f"sha256={hashlib.sha256(body(root)).hexdigest()} " in out
     assert hashlib.sha256(body(root)).hexdigest() != hashlib.sha256(installed).hexdigest()
+
+
+@pytest.mark.parametrize("pure", [False, True])
+def test_the_in_buffer_restamp_is_bytes_replace(pure: bool) -> None:
+    """The restamp made in the read buffer (C, and the pure-Python fallback) is
+    bytes.replace: left to right, not overlapping, none, at either end."""
+    from dnsmaster.core import accel  # noqa: PLC0415
+    from dnsmaster.slave.newdata import restamp_in_place  # noqa: PLC0415
+
+    texts = [b"", b":1:", b":1:1:1:", b"Zx:1::1:\n:11:1:", b"a:1", b"::1::1:::1:"]
+    with accel.using("records", None) if pure else contextlib.nullcontext():
+        for text in texts:
+            buffer = bytearray(text)
+            restamp_in_place(memoryview(buffer), b":1:", b":9:")
+            assert bytes(buffer) == text.replace(b":1:", b":9:")
