@@ -42,7 +42,9 @@ figure says how much of a wall time that may be.
 generated dnsmaster config. The default is ``on``: ``auto`` means off for a slave on a
 loopback address, which every lab slave is, while over a real WAN it would mean on.
 ``--compress unset`` leaves the key out (for code that predates it).
-``--timeline`` prints dnsmaster's log events with the time each arrived.
+``--timeline`` prints dnsmaster's log events with the time each arrived; ``--trace``
+prints each read the first slave's proxy made during each ``dnsmaster push`` (its
+time, ``>`` towards the slave or ``<`` back, bytes): the round trips, counted.
 
 Needs root (sshd, tinydns), sshd, tinydns, tinydns-data, xargs. From the project root::
 
@@ -167,10 +169,12 @@ class Wan:
         compress: str | None,
         receiver: Receiver = "installed",
         timeline: bool = False,
+        trace: bool = False,
     ) -> None:
         self.workdir = workdir
         self.compress = compress
         self.timeline = timeline
+        self.trace = trace
         self.master = workdir / "master"
         self.zones = self.master / "zones"
         (self.master / "out").mkdir(parents=True)
@@ -295,6 +299,10 @@ class Wan:
         argv = [sys.executable, "-m", "dnsmaster", "push", "--config", str(config)]
         argv += ["--log-format", "json"]
         env = dict(os.environ, PYTHONPATH=str(ROOT))
+        # The first slave's link, read by read, for --trace (set before connecting).
+        traced = self.links[self.slaves[0].name] if self.trace and proxied else None
+        if traced is not None:
+            traced.trace = []
         meter = Meter(self)
         # Each log line is stamped as it arrives, for --timeline.
         events: list[dict[str, object]] = []
@@ -320,6 +328,11 @@ class Wan:
             for e in events:
                 fields = " ".join(f"{k}={v}" for k, v in e.items() if k not in ("at", "event"))
                 print(f"#   {e['at']:7.3f} {e['event']} {fields}", flush=True)
+        if traced is not None and traced.trace is not None:
+            print(f"# the link to {self.slaves[0].name}, as the proxy read it:", flush=True)
+            for at, side, size in traced.trace:
+                print(f"#   {at - meter.started:7.3f} {side} {size}", flush=True)
+            traced.trace = None
         done = [e for e in events if e.get("event") == "push.done"]
         if proc.returncode != 0 or len(done) != len(self.slaves):
             tail = "".join(lines)[-3000:]
@@ -481,6 +494,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--timeline", action="store_true", help="print dnsmaster's log events, timed"
     )
+    parser.add_argument(
+        "--trace",
+        action="store_true",
+        help="print the first slave's link during each dnsmaster push, read by read",
+    )
     args = parser.parse_args(argv)
     if os.geteuid() != 0:
         print("benchmarks/wan.py needs root (sshd, tinydns)", file=sys.stderr)
@@ -497,6 +515,7 @@ def main(argv: list[str] | None = None) -> int:
             rate=args.rate * 1e6 / 8,
             compress=None if args.compress == "unset" else args.compress,
             timeline=args.timeline,
+            trace=args.trace,
             receiver=args.receiver,
         )
         try:
