@@ -38,10 +38,12 @@ def first_verb(slave: Slave, known: statefile.Pushed | None) -> str | None:
 
 def reach_ahead(cfg: Config, slaves: Sequence[Slave]) -> list[SlaveChannel]:
     """A channel to each of ``slaves``, in order, each SSH one connecting from now on
-    (in the running event loop) and starting its :func:`first_verb`."""
+    (in the running event loop) and starting its :func:`first_verb`: the first
+    ``[push] parallel`` of them, those the push takes first; the others connect
+    when their turn comes, as before, so that no more are open at once."""
     pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
     channels = [channel_for(slave, cfg) for slave in slaves]
-    for channel in channels:
+    for channel in channels[: max(1, cfg.push.parallel)]:
         # Only an SSH channel has a connection to make; asking the object, not its
         # class, spares importing asyncssh for local slaves.
         begin = getattr(channel, "begin", None)
