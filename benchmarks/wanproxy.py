@@ -66,7 +66,7 @@ from collections.abc import Coroutine, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-__all__ = ["CHUNK", "MAX_IN_FLIGHT", "Counts", "Proxy", "ProxyThread", "TokenBucket"]
+__all__ = ["CHUNK", "MAX_IN_FLIGHT", "Counts", "Proxy", "ProxyThread", "TokenBucket", "Trace"]
 
 #: The most one read takes from a socket: 16 KiB is 2.6 ms at 50 Mbit/s, so the bucket
 #: interleaves the slaves' streams finely.
@@ -75,6 +75,10 @@ CHUNK = 16 * 1024
 MAX_IN_FLIGHT = 4 * 1024 * 1024
 
 _T = TypeVar("_T")
+
+#: What a traced proxy saw: (time.perf_counter() of the read, ``>`` towards the target
+#: or ``<`` back to the client, bytes read; 0 is the end of the stream).
+Trace = list[tuple[float, str, int]]
 
 
 def _check_loopback(host: str) -> None:
@@ -134,6 +138,8 @@ class _Pump:
         counter: list[int],
         *,
         start_at: float = 0.0,
+        trace: Trace | None = None,
+        side: str = ">",
     ) -> None:
         self.reader = reader
         self.writer = writer
@@ -141,6 +147,8 @@ class _Pump:
         self.bucket = bucket
         self.counter = counter
         self.start_at = start_at
+        self.trace = trace
+        self.side = side
         # (due time, chunk); b"" is the end of the stream.
         self.queue: asyncio.Queue[tuple[float, bytes]] = asyncio.Queue()
         self.in_flight = 0
@@ -162,6 +170,8 @@ class _Pump:
                 chunk = await self.reader.read(CHUNK)
             except ConnectionError:
                 chunk = b""
+            if self.trace is not None:
+                self.trace.append((time.perf_counter(), self.side, len(chunk)))
             if chunk and self.bucket is not None:
                 await self.bucket.take(len(chunk))
             self.queue.put_nowait((loop.time() + self.delay, chunk))
@@ -216,6 +226,9 @@ class Proxy:
         self._to_target = [0]
         self._to_client = [0]
         self._server: asyncio.Server | None = None
+        #: Set to a list to have every read of every connection recorded in it, as it
+        #: arrives at the proxy (one delay before it reaches the other end).
+        self.trace: Trace | None = None
         self._tasks: set[asyncio.Task[None]] = set()
 
     def counted(self) -> Counts:
@@ -256,6 +269,8 @@ class Proxy:
         self._tasks.add(task)
         loop = asyncio.get_running_loop()
         accepted = loop.time()
+        if self.trace is not None:
+            self.trace.append((time.perf_counter(), "connect", 0))
         target_w: asyncio.StreamWriter | None = None
         try:
             await asyncio.sleep(self.up_delay)  # the SYN on its way to the target
@@ -270,8 +285,17 @@ class Proxy:
                 self.bucket,
                 self._to_target,
                 start_at=accepted + self.up_delay + self.down_delay,
+                trace=self.trace,
             )
-            down = _Pump(target_r, client_w, self.down_delay, None, self._to_client)
+            down = _Pump(
+                target_r,
+                client_w,
+                self.down_delay,
+                None,
+                self._to_client,
+                trace=self.trace,
+                side="<",
+            )
             async with asyncio.TaskGroup() as group:
                 group.create_task(up.run())
                 group.create_task(down.run())

@@ -37,11 +37,12 @@ from dnsmaster.exits import (
     EXIT_USAGE,
 )
 from dnsmaster.fsutil import describe
-from dnsmaster.master import guarded, pushing, rollback, served
+from dnsmaster.master import ahead, guarded, pushing, rollback, served
 from dnsmaster.master.payload import Data, DataFile, whole
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
+    from dnsmaster.transport.channel import SlaveChannel
 
 __all__ = ["main", "push_to_slaves"]
 
@@ -52,16 +53,21 @@ def main(args: argparse.Namespace) -> int:
 
 
 async def push_to_slaves(
-    cfg: Config, slaves: Sequence[Slave], logger: Any, data: Data | None = None
+    cfg: Config,
+    slaves: Sequence[Slave],
+    logger: Any,
+    data: Data | None = None,
+    channels: Sequence[SlaveChannel] | None = None,
 ) -> int:
     """Push ``data`` (default: the data on disk) to ``slaves`` without a daemon
-    (:func:`dnsmaster.master.pushing.push_build`); the exit status (a rollback's
-    push too)."""
+    (:func:`dnsmaster.master.pushing.push_build`, over ``channels`` when they are
+    given); the exit status (a rollback's push too)."""
     found = _data_on_disk(cfg, logger) if data is None else data
     if isinstance(found, int):
         return found
     results, _ = await asyncio.gather(
-        pushing.push_build(cfg, slaves, found, logger), _serve_and_announce(cfg, found, logger)
+        pushing.push_build(cfg, slaves, found, logger, channels),
+        _serve_and_announce(cfg, found, logger),
     )
     return EXIT_OK if all(r.ok for r in results) else EXIT_SLAVES
 
@@ -139,6 +145,23 @@ async def _push_by_hand(
 ) -> int:
     """Without a daemon: build if the zones changed, let the guard judge, push.
 
+    The slaves are reached meanwhile (:mod:`dnsmaster.master.ahead`): the build and
+    the guard run in a thread while their handshakes go on in the event loop.
+    """
+    channels = ahead.reach_ahead(cfg, slaves)
+    try:
+        data = await asyncio.to_thread(_judged, cfg, args, logger)
+        if isinstance(data, int):
+            return data
+        return await push_to_slaves(cfg, slaves, logger, data, channels)
+    finally:
+        await ahead.close_all(channels)
+
+
+def _judged(cfg: Config, args: argparse.Namespace, logger: Any) -> DataFile | int:
+    """The data to push, built if the zones changed and judged by the guard; or the
+    exit status when nothing is to be pushed.
+
     ``--accept`` pushes the data on disk only when it is the build the guard holds
     (and the one it names, if it names one): never a build nobody looked at.
     """
@@ -153,9 +176,7 @@ async def _push_by_hand(
         refused = _accepted(cfg, data, args.accept, logger)
     else:
         refused = _guard_judges(cfg, data, logger)
-    if refused is not None:
-        return refused
-    return await push_to_slaves(cfg, slaves, logger, data)
+    return data if refused is None else refused
 
 
 def _build_if_needed(cfg: Config, logger: Any) -> int:

@@ -34,7 +34,18 @@ from dnsmaster.master.payload import Data, DataFile, pieces
 if TYPE_CHECKING:
     from dnsmaster.config import Config
 
-__all__ = ["HELD_FILE", "Given", "Held", "clear", "given", "held", "judge", "names", "write"]
+__all__ = [
+    "FACTS_FILE",
+    "HELD_FILE",
+    "Given",
+    "Held",
+    "clear",
+    "given",
+    "held",
+    "judge",
+    "names",
+    "write",
+]
 
 #: The build ``dnsmaster push`` refused, in the kept builds' directory.
 HELD_FILE = "held"
@@ -92,18 +103,68 @@ def given(output: Path, keep: int, sha256: str | None = None) -> Given | None:
 
 def judge(cfg: Config, base: Given, data: Data) -> guard.Verdict | None:
     """The guard's verdict on pushing ``data`` where the slaves were given ``base``
-    (``data`` read a piece at a time when it is a file)."""
+    (``data`` read a piece at a time when it is a file).
+
+    What the guard reads of a build (its records counted, its zones) is kept
+    (:data:`FACTS_FILE`) for the next push, whose base this build will be: each
+    push compiles only its own build, not the one before it again.
+    """
     sha256 = data.sha256 if isinstance(data, DataFile) else hashlib.sha256(data).hexdigest()
     if sha256 == base.sha256:
         return None
+    text: guard.Text = data if isinstance(data, bytes) else functools.partial(pieces, data)
+    known = _read_facts(cfg.output)
+    facts = {
+        sha: known[sha] if sha in known else _Facts(guard.count_records(t), guard.zones_of(t))
+        for sha, t in ((base.sha256, base.data), (sha256, text))
+    }
+    if facts.keys() - known.keys():
+        with contextlib.suppress(OSError):
+            _write_facts(cfg.output, facts)
+    old, new = facts[base.sha256], facts[sha256]
     options = cfg.guard
     return guard.judge_data(
         base.data,
-        data if isinstance(data, bytes) else functools.partial(pieces, data),
+        text,
         max_removed=options.max_removed,
         zones=options.zones,
         allow=options.allow,
+        old_records=old.records,
+        new_records=new.records,
+        old_zones=old.zones,
+        new_zones=new.zones,
     )
+
+
+#: What the guard read of the last builds it judged, by sha256, in the kept
+#: builds' directory: a cache (lost or damaged, the builds are read again).
+FACTS_FILE = "guard-facts"
+
+
+@dataclass(frozen=True, slots=True)
+class _Facts:
+    records: int
+    zones: set[str]
+
+
+def _read_facts(output: Path) -> dict[str, _Facts]:
+    try:
+        document: Any = json.loads((output / DIRECTORY / FACTS_FILE).read_bytes())
+        if document.get("format") != _FORMAT:
+            return {}
+        return {
+            str(sha): _Facts(int(entry["records"]), {str(z) for z in entry["zones"]})
+            for sha, entry in document["builds"].items()
+        }
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
+        return {}
+
+
+def _write_facts(output: Path, facts: dict[str, _Facts]) -> None:
+    builds = {sha: {"records": f.records, "zones": sorted(f.zones)} for sha, f in facts.items()}
+    text = json.dumps({"format": _FORMAT, "builds": builds}).encode() + b"\n"
+    path = output / DIRECTORY / FACTS_FILE
+    fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, text)), path)])
 
 
 def held(cfg: Config, data_sha256: str | None) -> Held | None:

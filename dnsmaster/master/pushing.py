@@ -552,7 +552,11 @@ def record_results(
 
 
 async def push_build(
-    cfg: Config, slaves: Sequence[Slave], data: Data, logger: Any
+    cfg: Config,
+    slaves: Sequence[Slave],
+    data: Data,
+    logger: Any,
+    channels: Sequence[SlaveChannel] | None = None,
 ) -> list[PushResult]:
     """Push ``data`` to ``slaves`` by hand (no daemon): what ``dnsmaster push`` and
     ``dnsmaster rollback`` do, logged from ``push.start`` to ``push.end``.
@@ -562,13 +566,15 @@ async def push_build(
     the ``status`` exchange; the receiver refuses any other base, and the slave is
     asked then. Any other slave is asked first, as the daemon does on first contact:
     is it a receiver that speaks this master's protocol, and which build does it
-    hold? What each slave then holds is recorded.
+    hold? What each slave then holds is recorded. ``channels`` (one per slave, in
+    order) are channels already reaching them (:mod:`dnsmaster.master.ahead`).
     """
     text = text_of(data)
     sha256 = data.sha256 if isinstance(data, DataFile) else hashlib.sha256(data).hexdigest()
     report = PushLog(logger, previous_serial(text.read(0, 200)))
     logger.info("push.start", slaves=len(slaves), sha256=sha256[:16], bytes=text.size)
-    channels = [channel_for(slave, cfg) for slave in slaves]
+    if channels is None:
+        channels = [channel_for(slave, cfg) for slave in slaves]
     bases = Bases(cfg.output, cfg.daemon.keep, logger, {sha256: data})
     pushed = statefile.read_pushed(statefile.pushed_path(cfg.output))
     protocols: dict[str, int | None] = {}

@@ -18,6 +18,7 @@ config or the account's passwd home, never ``$HOME``.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import time
@@ -71,6 +72,10 @@ class SshChannel:
         if recheck is None:
             recheck = float(getattr(config.push, "host_key_recheck", HOST_KEY_RECHECK))
         self._recheck = recheck
+        # What begin() started: the connection (and the verb's process) made ahead.
+        self._ahead: asyncio.Task[None] | None = None
+        self._ahead_error: SlaveError | None = None
+        self._ready: tuple[str, asyncssh.SSHClientProcess[bytes]] | None = None
 
     @property
     def _where(self) -> str:
@@ -180,19 +185,65 @@ class SshChannel:
         Never raises: the run that follows connects again if this failed, and
         reports the failure as it always does. Not to be run beside a run.
         """
+        if self._ahead is not None:
+            await self._ahead  # never raises; its failure is the run's
+            return
         with contextlib.suppress(Exception):
             await self._connection()
 
-    async def run(self, verb: str, payload: Payload | None, on_line: LineSink) -> RunResult:
+    def begin(self, verb: str | None) -> None:
+        """Connect in the background from now on and, with a ``verb``, start it: its
+        process waits for the payload while the caller builds, so that a push's first
+        run finds the handshake, the session's two round trips and the receiver's own
+        start behind it. The next :meth:`run` of the same verb feeds that process; a
+        run of another verb (or :meth:`close`) closes it unfed, and a receiver given
+        nothing refuses (an empty stream lacks the trailer) without touching its root.
+
+        Only for verbs an empty stream cannot harm: never the classic ``update-dns``,
+        which installs whatever it is given, nothing included. A failure to connect
+        is the next run's failure, without a second wait.
+        """
+        if self._ahead is None:
+            self._ahead = asyncio.create_task(self._begun(verb))
+
+    async def _begun(self, verb: str | None) -> None:
         try:
             conn = await self._connection()
-            try:
-                proc = await conn.create_process(verb, encoding=None)
-            except asyncssh.ChannelOpenError:
-                # The kept connection went away under us (slave restarted): one new try.
-                await self.close()
-                conn = await self._connection()
-                proc = await conn.create_process(verb, encoding=None)
+            if verb is not None:
+                async with asyncio.timeout(self._config.push.connect_timeout):
+                    proc = await conn.create_process(verb, encoding=None)
+                self._ready = (verb, proc)
+        except SlaveError as exc:
+            self._ahead_error = exc
+        except Exception:
+            pass  # anything else: the run tries again, and says why it fails
+
+    async def _settled(self) -> None:
+        """Wait for what :meth:`begin` started; raise its failure to connect, once."""
+        ahead, self._ahead = self._ahead, None
+        if ahead is not None:
+            await ahead
+        error, self._ahead_error = self._ahead_error, None
+        if error is not None:
+            raise error
+
+    def _take_ready(self, verb: str) -> asyncssh.SSHClientProcess[bytes] | None:
+        """The process begin() started for ``verb``, if that is this one; any other is
+        closed unfed."""
+        ready, self._ready = self._ready, None
+        if ready is None:
+            return None
+        if ready[0] == verb:
+            return ready[1]  # even if it has ended: ``status`` ends at once, its output kept
+        ready[1].close()
+        return None
+
+    async def run(self, verb: str, payload: Payload | None, on_line: LineSink) -> RunResult:
+        try:
+            await self._settled()
+            proc = self._take_ready(verb)
+            if proc is None:
+                proc = await self._process(verb)
 
             async def wait() -> int | None:
                 completed = await proc.wait()
@@ -222,7 +273,22 @@ class SshChannel:
                 self.slave.name, f"ssh to {self._where}: {reason}", phase="transfer"
             ) from None
 
+    async def _process(self, verb: str) -> asyncssh.SSHClientProcess[bytes]:
+        conn = await self._connection()
+        try:
+            return await conn.create_process(verb, encoding=None)
+        except asyncssh.ChannelOpenError:
+            # The kept connection went away under us (slave restarted): one new try.
+            await self.close()
+            conn = await self._connection()
+            return await conn.create_process(verb, encoding=None)
+
     async def close(self) -> None:
+        ahead, self._ahead, self._ahead_error = self._ahead, None, None
+        if ahead is not None:
+            ahead.cancel()
+            await asyncio.gather(ahead, return_exceptions=True)
+        self._take_ready("")
         conn, self._conn = self._conn, None
         if conn is not None:
             conn.close()

@@ -13,7 +13,8 @@ from pathlib import Path
 
 import pytest
 
-from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data
+from dnsmaster.core.guard import MIN_RECORDS, judge, judge_data, zone_text, zones_of
+from dnsmaster.core.soa import zone_serials
 from dnsmaster.master.guarded import names
 from tests.conftest import dnsmaster_here
 from tests.lab.recorder import push_here
@@ -280,3 +281,21 @@ def test_push_dry_run_says_the_push_would_be_held(tmp_path: Path) -> None:
     first = proc.stdout.splitlines()[0]
     assert first.startswith("held: the guard would hold serial "), first
     assert "removes the zones example.net" in first
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        b"",
+        b"Zexample.com:ns.example.com.:h.example.com.:123::::::\n",
+        b"+x:1.2.3.4\nZFoo.Example.:a:b:7\nZfoo.example:a:b:8\nZbad:a:b:x\nZ\\101b.c:a:b:9\n",
+        b"Z" + b"a" * 70 + b".com:a:b:1\nZ.:a:b:2\nZshort:a:b\nZ:a:b:3\n",
+    ],
+)
+def test_zones_of_is_what_zone_serials_finds(text: bytes) -> None:
+    """The guard's own scan finds the zones of soa.zone_serials: a Z line with a
+    serial and a valid name, lower case, each piece's first line included."""
+    expected = {zone_text(z) for z in zone_serials(text)}
+    assert zones_of(text) == expected
+    lines = text.splitlines(keepends=True)
+    assert zones_of(lambda: iter(lines)) == expected  # every line a piece of its own

@@ -499,6 +499,37 @@ async def test_kept_connection_until_known_hosts_changes(lab: Lab, tmp_path: Pat
         await channel.close()
 
 
+async def test_a_verb_begun_ahead(lab: Lab, tmp_path: Path) -> None:
+    """begin() connects and starts a verb: a run of another verb closes it unfed (its
+    receiver refuses an empty stream; the root is untouched), a run of the same verb
+    feeds the process begun, on the one connection."""
+    (slave,) = lab(1)
+    config = _config(lab, tmp_path, [slave])
+    channel = SshChannel(_ssh_slave(slave), config)
+    try:
+        logins = _logins(slave)
+        before = slave.snapshot()
+        channel.begin("push")
+        await channel.warm()
+        status = await channel.run("status", None, Lines())
+        assert status.exit_status == 0, status
+        slave.wait_receivers_gone()
+        assert slave.snapshot() == before
+
+        sessions = slave.sshd.log_text().count("Starting session")
+        channel.begin("status")
+        await channel.warm()
+        assert channel._ready is not None
+        again = await channel.run("status", None, Lines())
+        assert again == status
+        assert channel._ready is None
+        # The run read the session begun ahead: no other was opened.
+        assert slave.sshd.log_text().count("Starting session") == sessions + 1
+        assert _logins(slave) == logins + 1
+    finally:
+        await channel.close()
+
+
 async def test_unknown_host_key_says_how_to_add_it(lab: Lab, tmp_path: Path) -> None:
     """No entry for the slave: "unknown", not "changed"; its command adds the key."""
     (slave,) = lab(1)
