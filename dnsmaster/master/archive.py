@@ -96,6 +96,7 @@ class Archive:
         *,
         source: Path | None = None,
         lines: int | None = None,
+        verified: bool = False,
     ) -> Kept:
         """Keep one build, then prune to the newest ``keep``; the caller holds the lock.
 
@@ -104,11 +105,14 @@ class Archive:
         exactly ``data`` (the installed ``data``), linked rather than copied. The
         sha256 is the caller's, not computed again here: every read checks it, so a
         wrong one makes the entry unreadable, never wrong. ``lines``: data's line
-        count, when the caller counted it (then ``data`` may be an mmap).
+        count, when the caller counted it (then ``data`` may be an mmap);
+        ``verified``: the caller put the serial at ``stamps`` itself (the build's
+        writer), so they are not read back (which would bring a mapped 500 MB ``data``
+        into memory whole).
         """
         serial %= MODULUS
         text = str(serial).encode()
-        for at in stamps:
+        for at in () if verified else stamps:
             if data[at : at + len(text)] != text:
                 raise ArchiveError(
                     str(self.directory), f"serial {serial}: no serial at offset {at} of data"

@@ -16,7 +16,7 @@ import hashlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Collection, Generator
+from collections.abc import Collection, Generator, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -24,7 +24,7 @@ from pathlib import Path
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import compile_source
-from dnsmaster.errors import DataError, DataErrors
+from dnsmaster.errors import BuildError, DataError, DataErrors
 from dnsmaster.log import get_logger
 from dnsmaster.master.buildcache import DIRECTORY as CACHE_DIRECTORY
 from dnsmaster.master.buildcache import (
@@ -47,6 +47,10 @@ RACY_NS = 2_000_000_000
 #: How many sources a streamed build compiles ahead of the one it writes: enough
 #: that both threads always have one, few enough that memory holds a handful.
 _AHEAD = 4
+
+#: How much of the zones files a build keeps in memory between reading them (for
+#: the fingerprint) and compiling them; the rest is read again (and hashed again).
+_KEEP_READ = 96 << 20
 
 #: A source as a build uses it: compiled now, or kept from the last build.
 Source = Ready | Kept
@@ -71,10 +75,11 @@ class Setup:
 
 @dataclass(frozen=True, slots=True)
 class Pending:
-    """A source read and hashed, to be compiled."""
+    """A source read and hashed, to be compiled: its ``content`` when kept (None:
+    read again when compiled, and checked against ``digest``)."""
 
     name: str
-    content: bytes = field(repr=False)
+    content: bytes | None = field(repr=False)
     digest: bytes
 
 
@@ -189,6 +194,7 @@ class CompiledSources:
         unsure = self._unsure(setup, looked, stats, errors)
         late: dict[str, tuple[DataError, ...]] = {}
         pending: dict[str, Pending] = {}
+        room = _KEEP_READ
         # Only what was read is handled one by one (one file, after a one-file
         # change); the rest is in ready already, taken as it is by finish().
         for name, (content, digest) in zip(unsure, self._read_all(setup, unsure), strict=True):
@@ -197,7 +203,10 @@ class CompiledSources:
             if src is None or src.digest != digest:
                 kept = on_disk.get(name)
                 if kept is None or kept.digest != digest:
-                    pending[name] = Pending(name, content, digest)
+                    # Past the budget the text is read again to compile: a cold
+                    # build of 10M lines would hold 500 MB of zones files here.
+                    room -= len(content)
+                    pending[name] = Pending(name, content if room >= 0 else None, digest)
                     continue
                 src = kept
                 self.loaded.append(name)
@@ -281,7 +290,7 @@ class CompiledSources:
             self.ready[src.name] = src
             self.remember(src.name, looked.stats[src.name])
 
-    def _read_all(self, setup: Setup, names: list[str]) -> list[tuple[bytes, bytes]]:
+    def _read_all(self, setup: Setup, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
         """Each file's content and sha256 (two threads: both release the GIL)."""
 
         def read(name: str) -> tuple[bytes, bytes]:
@@ -289,9 +298,20 @@ class CompiledSources:
             return content, hashlib.sha256(content).digest()
 
         if len(names) < 2:
-            return [read(name) for name in names]
+            yield from map(read, names)
+            return
+        # a few files ahead, not all: each is dropped once looked at (or kept)
         with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(read, names))
+            window: deque[Future[tuple[bytes, bytes]]] = deque()
+            todo = iter(names)
+            for name in itertools.islice(todo, _AHEAD):
+                window.append(pool.submit(read, name))
+            while window:
+                got = window.popleft().result()
+                following = next(todo, None)
+                if following is not None:
+                    window.append(pool.submit(read, following))
+                yield got
 
     def _compile_all(
         self, setup: Setup, todo: list[Pending]
@@ -307,11 +327,17 @@ class CompiledSources:
     @staticmethod
     def _compile_one(setup: Setup, job: Pending) -> Ready | tuple[DataError, ...]:
         """``job`` compiled, or its errors."""
+        content = job.content
+        if content is None:
+            content = setup.zones.read(job.name)
+            if hashlib.sha256(content).digest() != job.digest:
+                path = str(setup.zones.path / job.name)
+                raise BuildError(path, "changed while it was being built; build again")
         packed = PackedRecords()
         try:
             src = compile_source(
                 job.name,
-                job.content,
+                content,
                 strict=setup.strict,
                 packed=packed,
                 digest=job.digest,
