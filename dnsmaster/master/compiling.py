@@ -39,7 +39,16 @@ from dnsmaster.master.buildcache import (
 )
 from dnsmaster.master.zones import Stat, ZonesDir
 
-__all__ = ["RACY_NS", "CompiledSources", "Looked", "Pending", "Setup", "Source", "build_cache"]
+__all__ = [
+    "KEEP_READ",
+    "RACY_NS",
+    "CompiledSources",
+    "Looked",
+    "Pending",
+    "Setup",
+    "Source",
+    "build_cache",
+]
 
 #: A stat younger than this is not trusted next time (see CompiledSources.remember).
 RACY_NS = 2_000_000_000
@@ -50,7 +59,7 @@ _AHEAD = 4
 
 #: How much of the zones files a build keeps in memory between reading them (for
 #: the fingerprint) and compiling them; the rest is read again (and hashed again).
-_KEEP_READ = 96 << 20
+KEEP_READ = 96 << 20
 
 #: A source as a build uses it: compiled now, or kept from the last build.
 Source = Ready | Kept
@@ -194,10 +203,10 @@ class CompiledSources:
         unsure = self._unsure(setup, looked, stats, errors)
         late: dict[str, tuple[DataError, ...]] = {}
         pending: dict[str, Pending] = {}
-        room = _KEEP_READ
+        room = KEEP_READ
         # Only what was read is handled one by one (one file, after a one-file
         # change); the rest is in ready already, taken as it is by finish().
-        for name, (content, digest) in zip(unsure, self._read_all(setup, unsure), strict=True):
+        for name, (content, digest) in zip(unsure, _read_all(setup, unsure), strict=True):
             mine.pop(name, None)
             src: Source | None = ready.get(name)
             if src is None or src.digest != digest:
@@ -228,7 +237,7 @@ class CompiledSources:
         todo = [pending[name] for name in looked.unsure if name in pending]
         late = dict(looked.late)
         recompiled: list[str] = []
-        for job, got in zip(todo, self._compile_all(setup, todo), strict=True):
+        for job, got in zip(todo, _compile_all(setup, todo), strict=True):
             if isinstance(got, Ready):
                 recompiled.append(job.name)
                 self.ready[job.name] = got
@@ -270,12 +279,12 @@ class CompiledSources:
         with ThreadPoolExecutor(max_workers=2) as pool:
             jobs = iter(todo)
             for job in itertools.islice(jobs, _AHEAD):
-                window.append(pool.submit(self._compile_one, setup, job))
+                window.append(pool.submit(_compile_one, setup, job))
             while window:
                 got = window.popleft().result()
                 following = next(jobs, None)
                 if following is not None:
-                    window.append(pool.submit(self._compile_one, setup, following))
+                    window.append(pool.submit(_compile_one, setup, following))
                 if isinstance(got, Ready) and not errors:
                     yield got
                     kept.append(kept_of(got))
@@ -285,71 +294,11 @@ class CompiledSources:
             raise DataErrors(tuple(errors))
 
     def adopt(self, looked: Looked, kept: list[Kept]) -> None:
-        """Keep what :meth:`stream` wrote, once its pair is installed and described."""
+        """Keep what :meth:`stream` wrote, once its pair is installed (before
+        :meth:`save`, whose index then trusts their stats)."""
         for src in kept:
             self.ready[src.name] = src
             self.remember(src.name, looked.stats[src.name])
-
-    def _read_all(self, setup: Setup, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
-        """Each file's content and sha256 (two threads: both release the GIL)."""
-
-        def read(name: str) -> tuple[bytes, bytes]:
-            content = setup.zones.read(name)
-            return content, hashlib.sha256(content).digest()
-
-        if len(names) < 2:
-            yield from map(read, names)
-            return
-        # a few files ahead, not all: each is dropped once looked at (or kept)
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            window: deque[Future[tuple[bytes, bytes]]] = deque()
-            todo = iter(names)
-            for name in itertools.islice(todo, _AHEAD):
-                window.append(pool.submit(read, name))
-            while window:
-                got = window.popleft().result()
-                following = next(todo, None)
-                if following is not None:
-                    window.append(pool.submit(read, following))
-                yield got
-
-    def _compile_all(
-        self, setup: Setup, todo: list[Pending]
-    ) -> list[Ready | tuple[DataError, ...]]:
-        """Each of ``todo`` compiled, two threads at a time: reading, hashing and the C
-        part of a compile release the GIL, so one thread's work runs while the other
-        parses."""
-        if len(todo) < 2:  # nothing to share between two threads
-            return [self._compile_one(setup, job) for job in todo]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(functools.partial(self._compile_one, setup), todo))
-
-    @staticmethod
-    def _compile_one(setup: Setup, job: Pending) -> Ready | tuple[DataError, ...]:
-        """``job`` compiled, or its errors."""
-        content = job.content
-        if content is None:
-            content = setup.zones.read(job.name)
-            if hashlib.sha256(content).digest() != job.digest:
-                path = str(setup.zones.path / job.name)
-                raise BuildError(path, "changed while it was being built; build again")
-        packed = PackedRecords()
-        try:
-            src = compile_source(
-                job.name,
-                content,
-                strict=setup.strict,
-                packed=packed,
-                digest=job.digest,
-                ipv6_int=setup.ipv6_int,
-            )
-        except DataErrors as exc:
-            return exc.errors
-        # A read-only view, not a copy: bytes() would copy every record under the
-        # GIL, which the other thread's compile is waiting for.
-        blob = memoryview(packed.blob).toreadonly()
-        records = cdb.Packed(blob, tuple(packed.serials), packed.count)
-        return Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
 
     def _stats_of(
         self, setup: Setup, names: list[str], changed: Collection[str] | None
@@ -455,3 +404,64 @@ class CompiledSources:
         """
         if stat is not None and max(stat[3], stat[4]) < time.time_ns() - RACY_NS:
             self._stats[name] = stat
+
+
+def _read_all(setup: Setup, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
+    """Each file's content and sha256 (two threads: both release the GIL)."""
+
+    def read(name: str) -> tuple[bytes, bytes]:
+        content = setup.zones.read(name)
+        return content, hashlib.sha256(content).digest()
+
+    if len(names) < 2:
+        yield from map(read, names)
+        return
+    # a few files ahead, not all: each is dropped once looked at (or kept)
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        window: deque[Future[tuple[bytes, bytes]]] = deque()
+        todo = iter(names)
+        for name in itertools.islice(todo, _AHEAD):
+            window.append(pool.submit(read, name))
+        while window:
+            got = window.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                window.append(pool.submit(read, following))
+            yield got
+
+
+def _compile_all(setup: Setup, todo: list[Pending]) -> list[Ready | tuple[DataError, ...]]:
+    """Each of ``todo`` compiled, two threads at a time: reading, hashing and the C
+    part of a compile release the GIL, so one thread's work runs while the other
+    parses."""
+    if len(todo) < 2:  # nothing to share between two threads
+        return [_compile_one(setup, job) for job in todo]
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        return list(pool.map(functools.partial(_compile_one, setup), todo))
+
+
+def _compile_one(setup: Setup, job: Pending) -> Ready | tuple[DataError, ...]:
+    """``job`` compiled, or its errors."""
+    content = job.content
+    if content is None:
+        content = setup.zones.read(job.name)
+        if hashlib.sha256(content).digest() != job.digest:
+            path = str(setup.zones.path / job.name)
+            raise BuildError(path, "changed while it was being built; build again")
+    packed = PackedRecords()
+    try:
+        src = compile_source(
+            job.name,
+            content,
+            strict=setup.strict,
+            packed=packed,
+            digest=job.digest,
+            ipv6_int=setup.ipv6_int,
+        )
+    except DataErrors as exc:
+        return exc.errors
+    # A read-only view, not a copy: bytes() would copy every record under the
+    # GIL, which the other thread's compile is waiting for.
+    blob = memoryview(packed.blob).toreadonly()
+    records = cdb.Packed(blob, tuple(packed.serials), packed.count)
+    return Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)

@@ -429,8 +429,11 @@ class _Text:
                 # a chunk never ends inside the digits of a serial
                 j = bisect.bisect_left(cuts, end, k)
                 if j > k and cuts[j - 1] + width > end:
-                    j -= 1
-                    end = cuts[j]
+                    if cuts[j - 1] > pos:
+                        j -= 1
+                        end = cuts[j]
+                    else:  # a chunk smaller than a serial: it holds that one whole
+                        end = min(cuts[j - 1] + width, part.length)
                 try:
                     chunk = index.read(index.data, part.start + pos, end - pos)
                 except OSError as exc:
