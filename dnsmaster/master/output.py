@@ -405,7 +405,10 @@ class _Text:
         place of the old serial's ``digits`` at each of ``cuts`` (offsets in the run);
         read when :meth:`emit` writes them."""
         at, grow = self.at, len(self.stamp) - len(digits)
-        self.stamps.extend([at + cut + grow * i for i, cut in enumerate(cuts)])
+        if grow:  # once in a long while: the new serial has a digit more
+            self.stamps.extend([at + cut + grow * i for i, cut in enumerate(cuts)])
+        else:
+            self.stamps.extend([at + cut for cut in cuts])
         self.parts.append(_Run(start, length, cuts, digits))
         self.at = at + length + grow * len(cuts)
 
