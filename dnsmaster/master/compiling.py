@@ -16,10 +16,11 @@ import hashlib
 import itertools
 import time
 from collections import deque
-from collections.abc import Collection, Generator, Iterator
+from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TypeVar
 
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import PackedRecords
@@ -56,6 +57,15 @@ RACY_NS = 2_000_000_000
 #: How many sources a streamed build compiles ahead of the one it writes: enough
 #: that both threads always have one, few enough that memory holds a handful.
 _AHEAD = 4
+
+#: How much a task of a build's threads reads or compiles: files are taken in runs of
+#: about this many bytes (a file counting :data:`_PER_FILE` more), so a directory of
+#: 100,000 one-line files is a few hundred tasks, not 100,000.
+_BATCH = 1 << 20
+_PER_FILE = 2048
+
+_T = TypeVar("_T")
+_R = TypeVar("_R")
 
 #: How much of the zones files a build keeps in memory between reading them (for
 #: the fingerprint) and compiling them; the rest is read again (and hashed again).
@@ -206,7 +216,7 @@ class CompiledSources:
         room = KEEP_READ
         # Only what was read is handled one by one (one file, after a one-file
         # change); the rest is in ready already, taken as it is by finish().
-        for name, (content, digest) in zip(unsure, _read_all(setup, unsure), strict=True):
+        for name, (content, digest) in zip(unsure, _read_all(setup, unsure, stats), strict=True):
             mine.pop(name, None)
             src: Source | None = ready.get(name)
             if src is None or src.digest != digest:
@@ -275,21 +285,13 @@ class CompiledSources:
         """
         todo = [looked.pending[name] for name in looked.names]
         errors: list[DataError] = list(looked.errors)
-        window: deque[Future[Ready | tuple[DataError, ...]]] = deque()
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            jobs = iter(todo)
-            for job in itertools.islice(jobs, _AHEAD):
-                window.append(pool.submit(_compile_one, setup, job))
-            while window:
-                got = window.popleft().result()
-                following = next(jobs, None)
-                if following is not None:
-                    window.append(pool.submit(_compile_one, setup, following))
-                if isinstance(got, Ready) and not errors:
-                    yield got
-                    kept.append(kept_of(got))
-                elif not isinstance(got, Ready):
-                    errors.extend(got)
+        sizes = [_size(job, looked.stats[job.name]) for job in todo]
+        for got in _ordered(functools.partial(_compile_batch, setup), _batches(todo, sizes)):
+            if isinstance(got, Ready) and not errors:
+                yield got
+                kept.append(kept_of(got))
+            elif not isinstance(got, Ready):
+                errors.extend(got)
         if errors:
             raise DataErrors(tuple(errors))
 
@@ -406,38 +408,77 @@ class CompiledSources:
             self._stats[name] = stat
 
 
-def _read_all(setup: Setup, names: list[str]) -> Iterator[tuple[bytes, bytes]]:
-    """Each file's content and sha256 (two threads: both release the GIL)."""
+def _read_all(
+    setup: Setup, names: list[str], stats: dict[str, Stat | None]
+) -> Iterator[tuple[bytes, bytes]]:
+    """Each file's content and sha256, in order (two threads: both release the GIL),
+    a few batches ahead of the caller, not all: each is dropped once looked at."""
 
-    def read(name: str) -> tuple[bytes, bytes]:
-        content = setup.zones.read(name)
-        return content, hashlib.sha256(content).digest()
+    def read(batch: list[str]) -> list[tuple[bytes, bytes]]:
+        found = []
+        for name in batch:
+            content = setup.zones.read(name)
+            found.append((content, hashlib.sha256(content).digest()))
+        return found
 
-    if len(names) < 2:
-        yield from map(read, names)
-        return
-    # a few files ahead, not all: each is dropped once looked at (or kept)
-    with ThreadPoolExecutor(max_workers=2) as pool:
-        window: deque[Future[tuple[bytes, bytes]]] = deque()
-        todo = iter(names)
-        for name in itertools.islice(todo, _AHEAD):
-            window.append(pool.submit(read, name))
-        while window:
-            got = window.popleft().result()
-            following = next(todo, None)
-            if following is not None:
-                window.append(pool.submit(read, following))
-            yield got
+    sizes = [(st[2] if (st := stats[name]) is not None else 0) for name in names]
+    return _ordered(read, _batches(names, sizes))
 
 
 def _compile_all(setup: Setup, todo: list[Pending]) -> list[Ready | tuple[DataError, ...]]:
     """Each of ``todo`` compiled, two threads at a time: reading, hashing and the C
     part of a compile release the GIL, so one thread's work runs while the other
     parses."""
-    if len(todo) < 2:  # nothing to share between two threads
-        return [_compile_one(setup, job) for job in todo]
+    sizes = [_size(job, None) for job in todo]
+    return list(_ordered(functools.partial(_compile_batch, setup), _batches(todo, sizes)))
+
+
+def _size(job: Pending, stat: Stat | None) -> int:
+    """How big ``job``'s file is, as far as is known without reading it."""
+    if job.content is not None:
+        return len(job.content)
+    return stat[2] if stat is not None else _BATCH
+
+
+def _compile_batch(setup: Setup, batch: list[Pending]) -> list[Ready | tuple[DataError, ...]]:
+    return [_compile_one(setup, job) for job in batch]
+
+
+def _batches(items: list[_T], sizes: Sequence[int]) -> list[list[_T]]:
+    """``items`` in runs of about :data:`_BATCH` bytes (``sizes``: each one's), so
+    that 100,000 small files are not 100,000 tasks."""
+    batches: list[list[_T]] = []
+    batch: list[_T] = []
+    room = _BATCH
+    for item, size in zip(items, sizes, strict=True):
+        batch.append(item)
+        room -= size + _PER_FILE
+        if room <= 0:
+            batches.append(batch)
+            batch, room = [], _BATCH
+    if batch:
+        batches.append(batch)
+    return batches
+
+
+def _ordered(work: Callable[[list[_T]], list[_R]], batches: list[list[_T]]) -> Iterator[_R]:
+    """``work`` of each batch on two threads, a few batches ahead of the caller,
+    each result handed out in order."""
+    if len(batches) < 2:  # nothing to share between two threads
+        for batch in batches:
+            yield from work(batch)
+        return
     with ThreadPoolExecutor(max_workers=2) as pool:
-        return list(pool.map(functools.partial(_compile_one, setup), todo))
+        window: deque[Future[list[_R]]] = deque()
+        todo = iter(batches)
+        for batch in itertools.islice(todo, _AHEAD):
+            window.append(pool.submit(work, batch))
+        while window:
+            got = window.popleft().result()
+            following = next(todo, None)
+            if following is not None:
+                window.append(pool.submit(work, following))
+            yield from got
 
 
 def _compile_one(setup: Setup, job: Pending) -> Ready | tuple[DataError, ...]:
