@@ -95,13 +95,14 @@ def test_file_changed_between_reads(tmp_path: Path, monkeypatch: pytest.MonkeyPa
     write(zones, FILES)
     out.mkdir()
     monkeypatch.setattr(compiling, "KEEP_READ", 0)
-    real = compiling.CompiledSources.stream
+    real = compiling.CompiledSources.look
 
-    def edit_then_stream(self: compiling.CompiledSources, *args: object) -> object:
+    def look_then_edit(self: compiling.CompiledSources, *args: object) -> object:
+        found = real(self, *args)  # type: ignore[arg-type]
         (zones / "zones.c").write_bytes(b".c.example:192.0.2.99:a\n")
-        return real(self, *args)  # type: ignore[arg-type]
+        return found
 
-    monkeypatch.setattr(compiling.CompiledSources, "stream", edit_then_stream)
+    monkeypatch.setattr(compiling.CompiledSources, "look", look_then_edit)
     with pytest.raises(BuildError, match="changed while it was being built"):
         Builder(zones, out).build()
     assert list(out.iterdir()) == []
