@@ -318,6 +318,7 @@ class Builder:
         self, setup: Setup, written: list[Source], serial: int, pair: out.Written, *, streamed: bool
     ) -> None:
         """The pair installed: kept for rollback, and described in the build cache."""
+        # first: its link changes data's ctime, which the index records
         out.keep(self.output, count=self.keep, written=pair, serial=serial, now=self.clock())
         saved = self.sources.save(setup.disk, written, serial, pair.banner, pair.pairs)
         if streamed and not saved:
