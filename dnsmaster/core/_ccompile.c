@@ -107,14 +107,8 @@ typedef struct stream {
     cdbmake w;
     cdbmake_entry *ent;
     size_t n, cap;
-    uint64_t pos;    /* where the next record starts */
-    uint64_t kicked; /* pos when writeback was last started */
+    uint64_t pos; /* where the next record starts */
 } stream;
-
-/* Past this much written since the last time, the kernel is asked to start writing
- * the file back (not to wait for it): the disk works while the compile goes on, and
- * the fsync at the end waits for the last stretch only, not the whole file. */
-#define WRITEBACK_EVERY ((uint64_t)8 << 20)
 
 /* Start the write-out of fd's dirty pages; advisory, so errors (a pipe, an old
  * kernel) are no concern. Without the GIL. */
@@ -1738,6 +1732,9 @@ Stream_init(StreamObject *self, PyObject *args, PyObject *kwds)
         PyErr_NoMemory();
         return -1;
     }
+    /* The disk writes the cdb while the compile goes on (cdbmake.h's kick), so the
+     * fsync at the end waits for the last stretch only. */
+    self->s.w.kick = 1;
     self->s.pos = CDB_HEADER;
     static const unsigned char zeros[CDB_HEADER];
     if (cdbmake_put(&self->s.w, zeros, CDB_HEADER) < 0) {
@@ -1945,10 +1942,6 @@ Stream_put(StreamObject *self, PyObject *args)
     }
     if (rc == 0)
         rc = cdbmake_put(&s->w, b + from, (size_t)(len - from));
-    if (rc == 0 && s->pos - s->kicked >= WRITEBACK_EVERY) {
-        start_writeback(s->w.fd);
-        s->kicked = s->pos;
-    }
     cdbmake_acquire(&s->w);
     if (rc < 0) {
         stream_failed(self);
