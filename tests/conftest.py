@@ -39,8 +39,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
-import structlog
 from hypothesis import HealthCheck, settings
+
+from dnsmaster import log
 
 if TYPE_CHECKING:
     from tests.lab.daemonrun import DaemonProcess
@@ -328,13 +329,13 @@ def children_cpu() -> dict[int, float]:
 def log_set_up_per_test() -> Iterator[None]:
     """What a command run in process sets up for its log ends with the test.
 
-    The command points structlog at the sys.stderr of its moment (pytest's capture
+    The command sets its log's format, level and stream (perhaps pytest's capture
     of that test, closed after it) and hands Python's warnings to that log; a later
-    test in the same worker that logs without setting up would write to the closed
-    file (``I/O operation on closed file``)."""
+    test in the same worker that logs without setting up would inherit them, or
+    write to the closed file (``I/O operation on closed file``)."""
     shown = warnings.showwarning
     yield
-    structlog.reset_defaults()
+    log.configure()
     warnings.showwarning = shown
 
 
@@ -487,7 +488,7 @@ def dnsmaster_here(
         signal.signal(signal.SIGALRM, previous)
         os.environ.clear()
         os.environ.update(saved)
-        structlog.reset_defaults()
+        log.configure()
     stdout, stderr = (b.getvalue().decode() for b in written)
     return subprocess.CompletedProcess(["dnsmaster", *argv], status, stdout, stderr)
 

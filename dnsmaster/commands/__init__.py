@@ -4,8 +4,8 @@
   each command (imported only when that command runs); the console script's ``main``.
 - :mod:`~dnsmaster.exits`: the exit statuses, and the one table of them.
 - :mod:`~dnsmaster.commands.common`: what the master's commands share
-  (configuration and logging, usage errors, the one-writer lock, the hand-off to
-  a running daemon).
+  (configuration and logging, usage errors, the one-writer lock);
+  :mod:`~dnsmaster.commands.handing`: the hand-off to a running daemon.
 - One module per command: ``build`` (check, build), ``diff`` (diff and the dry
   runs), ``push``, ``wait``, ``rollback``, ``run`` (the daemon), ``status``,
   ``doctor``, ``demo``, ``serviceconf``, ``keys`` (authorized-key,

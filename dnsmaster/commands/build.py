@@ -12,12 +12,7 @@ import sys
 from pathlib import Path
 
 from dnsmaster import log
-from dnsmaster.commands.common import (
-    hand_off,
-    load_config,
-    one_writer,
-    run_build,
-)
+from dnsmaster.commands.common import load_config, one_writer, run_build
 from dnsmaster.core.text import printable
 from dnsmaster.errors import BuildError, ConfigError
 from dnsmaster.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM
@@ -84,6 +79,8 @@ def build(args: argparse.Namespace) -> int:
         builder.keep = cfg.daemon.keep
     with one_writer(out, cfg.state if cfg else None, logger) as daemon:
         if daemon is not None:
+            from dnsmaster.commands.handing import hand_off  # noqa: PLC0415 - a daemon runs
+
             return hand_off(cfg, daemon, builder, (), logger)  # type: ignore[arg-type]
         return run_build(builder, logger)
 

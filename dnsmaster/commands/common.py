@@ -1,10 +1,11 @@
 """What the master's commands share: configuration and logging, usage errors, the
-one-writer lock, the build as a command reports it, and handing work to a daemon.
+one-writer lock, and the build as a command reports it.
 
 ``build``, ``push``, ``wait`` and ``rollback`` take the output directory's lock
 (:func:`one_writer`); when a running daemon holds it, they hand it the request
-(:func:`hand_off`, :func:`dnsmaster.master.handoff.follow`) and report what it did
-(:func:`handed_off`) in the words they would use doing it themselves.
+(:mod:`dnsmaster.commands.handing`). This module is on every master command's
+path, so it imports only what they all need: the configuration, the builder and
+the daemon's state file are loaded when a command asks for them.
 """
 
 from __future__ import annotations
@@ -12,43 +13,26 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
-import signal
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from dnsmaster import fsutil, log
-from dnsmaster.core.banner import built_from
 from dnsmaster.errors import BuildError, ConfigError, DataErrors
-from dnsmaster.exits import (
-    EXIT_DATA,
-    EXIT_HELD,
-    EXIT_OK,
-    EXIT_SLAVES,
-    EXIT_SYSTEM,
-    EXIT_USAGE,
-)
-from dnsmaster.master import guarded, handoff
-from dnsmaster.master import state as statefile
-from dnsmaster.master.build import Builder
-from dnsmaster.master.handoff import ACCEPT_FILE
+from dnsmaster.exits import EXIT_DATA, EXIT_OK, EXIT_SYSTEM, EXIT_USAGE
 
 if TYPE_CHECKING:
     from dnsmaster.config import Config, Slave
+    from dnsmaster.master.build import Builder
 
 __all__ = [
     "builder_for",
     "config_and_log",
     "config_log_slaves",
-    "daemon_runs",
-    "hand_off",
-    "handed_off",
     "load_config",
-    "names_held",
     "one_writer",
     "run_build",
-    "slave_reporter",
     "usage_error",
 ]
 
@@ -114,7 +98,7 @@ def one_writer(output: Path, state: Path | None, logger: Any) -> Iterator[int | 
         return
     try:
         if not lock.try_acquire():
-            daemon = handoff.daemon_pid(state) if state is not None else None
+            daemon = _daemon_pid(state) if state is not None else None
             if daemon is not None:
                 yield daemon
                 return
@@ -128,6 +112,8 @@ def one_writer(output: Path, state: Path | None, logger: Any) -> Iterator[int | 
 def builder_for(cfg: Config) -> Builder:
     """The Builder of the configuration's zones and output, for a caller that holds
     the output directory's lock (:func:`one_writer`)."""
+    from dnsmaster.master.build import Builder  # noqa: PLC0415 - see the module's docstring
+
     return Builder(
         cfg.zones,
         cfg.output,
@@ -171,194 +157,8 @@ def run_build(builder: Builder, logger: Any) -> int:
     return EXIT_OK
 
 
-def daemon_runs(cfg: Config, names: Sequence[str], logger: Any) -> int:
-    """EXIT_OK when no daemon runs or it runs every slave named; else EXIT_USAGE,
-    saying why (a slave added to the file after the daemon loaded it) and the fix.
+def _daemon_pid(state: Path) -> int | None:
+    # Only a contended lock asks: the state file's reader is not on a lone build's path.
+    from dnsmaster.master.handoff import daemon_pid  # noqa: PLC0415
 
-    A request for a slave the daemon does not run would wait for an outcome that
-    never comes, until the hand-off's timeout. A daemon that runs them all on an
-    older version of the file is only warned about: it does the work as it is set.
-    """
-    why = handoff.unknown_slaves(cfg.state, cfg.path, names, grace=handoff.RELOAD_GRACE)
-    if why is not None:
-        return usage_error(why)
-    if handoff.config_behind(cfg.state, cfg.path):
-        logger.warning(
-            "handoff.config_behind",
-            config=str(cfg.path),
-            hint="the daemon works with the configuration it loaded before the file "
-            f"changed; send it SIGHUP ({handoff.SIGHUP_HOW}) to apply the file",
-        )
-    return EXIT_OK
-
-
-def hand_off(
-    cfg: Config,
-    daemon: int,
-    builder: Builder,
-    slaves: Sequence[str],
-    logger: Any,
-    *,
-    repush: bool = False,
-    accept: str | None = None,
-) -> int:
-    """Have the running daemon build (and push), and report what it did.
-
-    With ``accept`` (``push --accept [BUILD]``), release the build its guard holds
-    (SIGUSR2, with the held build's sha256 in the output directory, so only that
-    build is released), if BUILD names it.
-    """
-    signum = None
-    held: statefile.HeldBuild | None = None
-    request: str | None = None
-    timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
-    # ^C from before the request file is written withdraws it (handoff.interruptible).
-    with handoff.interruptible():
-        if accept is not None:
-            try:
-                held = statefile.read(cfg.state).held
-            except (OSError, ValueError) as exc:
-                logger.error("guard.accept_failed", path=str(cfg.state), error=str(exc))
-                return EXIT_SYSTEM
-            if held is None:
-                logger.info("guard.nothing_held", daemon=daemon)
-                return EXIT_OK
-            if not names_held(accept, held, logger):
-                return EXIT_HELD
-            name = handoff.instance(cfg.state, daemon)
-            if name is None:
-                logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
-                return EXIT_SYSTEM
-            flag = cfg.output / ACCEPT_FILE
-            request = handoff.write_request(flag, daemon=name, timeout=timeout, sha256=held.sha256)
-            signum = signal.SIGUSR2
-            logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
-        try:
-            return _follow_daemon(
-                cfg, daemon, builder, slaves, logger, repush=repush, held=held, signum=signum
-            )
-        finally:
-            # Unanswered (the daemon stopped, or this command was interrupted): no
-            # daemon may carry it out later, when nobody waits for it.
-            if request is not None and handoff.withdraw(cfg.output / ACCEPT_FILE, request):
-                logger.warning("handoff.withdrawn", daemon=daemon, file=ACCEPT_FILE)
-
-
-def _follow_daemon(
-    cfg: Config,
-    daemon: int,
-    builder: Builder,
-    slaves: Sequence[str],
-    logger: Any,
-    *,
-    repush: bool,
-    held: Any,
-    signum: int | None,
-) -> int:
-    """Signal the daemon for a build (a push again, an accept) and report it."""
-    try:
-        if held is not None:
-            fingerprint = held.fingerprint or ""
-        elif repush:
-            with (cfg.output / "data").open("rb") as f:
-                fingerprint = built_from(f.readline(300)) or ""
-        else:
-            fingerprint = builder.fingerprint()
-            # Already built: push it to every slave again, as a push by hand always did.
-            repush = bool(slaves) and builder.is_current()
-    except (BuildError, DataErrors, OSError) as exc:
-        logger.error("build.failed", error=str(exc), changed=False)
-        return EXIT_SYSTEM
-    logger.info(
-        "handoff.start",
-        daemon=daemon,
-        request="accept the held build"
-        if held is not None
-        else "push again"
-        if repush
-        else "build if changed",
-        slaves=len(slaves),
-    )
-
-    def built(build: Any) -> None:
-        logger.info("build.done", serial=build.serial, sha256=build.sha256[:16], by="daemon")
-
-    outcome = handoff.follow(
-        cfg.state,
-        daemon,
-        fingerprint=fingerprint,
-        repush=repush,
-        slaves=slaves,
-        timeout=cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE,
-        on_slave=slave_reporter(logger),
-        on_build=built,
-        signum=signum,
-    )
-    return handed_off(outcome, daemon, slaves, logger)
-
-
-def names_held(spec: str, held: Any, logger: Any) -> bool:
-    """Whether ``push --accept SPEC`` names the daemon's held build (logged if not)."""
-    if guarded.names(spec, held.serial, held.sha256):
-        return True
-    logger.error(
-        "guard.not_accepted",
-        accepted=spec,
-        serial=held.serial,
-        sha256=held.sha256[:16],
-        error="--accept names another build than the one held; nothing pushed",
-        hint=f"dnsmaster diff shows what it changes; dnsmaster push --accept {held.serial}",
-    )
-    return False
-
-
-def slave_reporter(logger: Any) -> Callable[[str, Any], None]:
-    """What logs each slave's outcome as a daemon that was handed a request reports it."""
-
-    def slave_done(name: str, slave: Any) -> None:
-        if slave.result == "ok":
-            logger.info("push.done", slave=name, serial=slave.installed_serial, by="daemon")
-        else:
-            logger.error("push.failed", slave=name, error=slave.error, by="daemon")
-
-    return slave_done
-
-
-def handed_off(
-    outcome: Any,
-    daemon: int,
-    slaves: Sequence[str],
-    logger: Any,
-    *,
-    late: str = "the daemon did not build in time",
-) -> int:
-    """Report what the daemon did with a hand-off (:func:`dnsmaster.master.handoff.follow`,
-    :func:`~dnsmaster.master.handoff.follow_request`); ``late`` says a daemon that did not."""
-    if outcome.held is not None and outcome.held_by == "rollback":
-        logger.error("rollback.held", reason=outcome.held, by="daemon")
-        return EXIT_DATA
-    if outcome.held is not None:
-        logger.critical(
-            "guard.held",
-            reason=outcome.held,
-            by="daemon",
-            hint="check with dnsmaster diff; release with dnsmaster push --accept",
-        )
-        return EXIT_HELD
-    if outcome.build_failed:
-        error = outcome.build.error if outcome.build else None
-        logger.error("build.failed", error=error, by="daemon", hint="dnsmaster check")
-        return EXIT_DATA
-    failed = [n for n, why in outcome.slaves.items() if why is not None]
-    for name in outcome.pending:
-        logger.error("push.failed", slave=name, error="no outcome from the daemon in time")
-    if slaves:
-        logger.info(
-            "push.end",
-            ok=len(slaves) - len(failed) - len(outcome.pending),
-            failed=len(failed) + len(outcome.pending),
-        )
-    if outcome.build is None:
-        logger.error("handoff.failed", daemon=daemon, error=late)
-        return EXIT_SYSTEM
-    return EXIT_SLAVES if failed or outcome.pending else EXIT_OK
+    return daemon_pid(state)

@@ -2,10 +2,14 @@
 
 Each command is a function in a module of its own (:data:`COMMANDS`), imported only
 when that command runs: ``dnsmaster receive`` starts once per push on every slave
-and must not pay for asyncssh, structlog or dnspython, and ``dnsmaster check`` need
-not pay for the daemon. The options of most commands are declared here, where
-declaring them costs nothing; ``status`` and ``service-conf`` declare theirs in
-their own modules (``add_arguments``), loaded only when that command runs.
+and must not pay for asyncssh or dnspython, and ``dnsmaster check`` need not pay
+for the daemon. The options of most commands are declared here, where declaring
+them costs nothing; ``status`` and ``service-conf`` declare theirs in their own
+modules (``add_arguments``), loaded only when that command runs.
+
+``dnsmaster --version`` and ``--help`` import this module and argparse, nothing
+more (``tests/commands/test_main.py`` holds every command to a list of modules it
+must not import).
 
 The exit statuses of every command are :data:`dnsmaster.exits.EXIT_STATUSES`.
 """
@@ -17,25 +21,35 @@ import importlib
 import signal
 import sys
 import warnings
-from collections.abc import Callable, Sequence
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dnsmaster import __version__
 from dnsmaster.daemon import SIGNALS
-from dnsmaster.protocol import add_confinement_options
+
+if TYPE_CHECKING:
+    from collections.abc import Callable, Sequence
 
 __all__ = ["AXFRDNS_CONF", "COMMANDS", "DRY_RUNS", "Command", "main", "parser"]
 
 
-@dataclass(frozen=True, slots=True)
 class Command:
     """Where a command's code is: ``function(args)`` in ``module``, which returns the
-    exit status."""
+    exit status.
 
-    module: str
-    function: str = "main"
+    A plain class, not a dataclass: this module is all that ``dnsmaster --version``
+    and ``--help`` import, and the dataclasses module (with inspect) would be most
+    of their cost.
+    """
+
+    __slots__ = ("function", "module")
+
+    def __init__(self, module: str, function: str = "main") -> None:
+        self.module = module
+        self.function = function
+
+    def __repr__(self) -> str:
+        return f"Command({self.module!r}, {self.function!r})"
 
     def load(self) -> Callable[[argparse.Namespace], int]:
         """The function, its module imported now."""
@@ -98,7 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def _log_warning(*args: Any, **kwargs: Any) -> None:
     """A Python warning becomes a log event."""
-    # Imported only if a warning comes: the log module loads structlog.
+    # Imported only if a warning comes.
     from dnsmaster import log  # noqa: PLC0415
 
     log.capture_warnings()
@@ -126,7 +140,7 @@ def parser(command: str | None = None) -> argparse.ArgumentParser:
 
     _master_commands(sub, command)
     _push_commands(sub)
-    _slave_commands(sub)
+    _slave_commands(sub, command)
     return top
 
 
@@ -314,7 +328,9 @@ def _push_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
     _log_options(p)
 
 
-def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+def _slave_commands(
+    sub: argparse._SubParsersAction[argparse.ArgumentParser], command: str | None
+) -> None:
     """The slave's side (the receiver and its key and bundle), and the drop-in."""
     p = sub.add_parser(
         "receive",
@@ -352,10 +368,15 @@ def _slave_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     )
     p.add_argument("--keep", type=int, help="copies of data the slave keeps (default 10)")
     p.add_argument("--max-size", type=int, help="largest push the slave accepts, in bytes")
-    confined = p.add_argument_group(
-        "a confined master (a slave serving several masters, docs: Secondary DNS service)"
-    )
-    add_confinement_options(confined)
+    if command in (None, "authorized-key"):
+        # The protocol module (shared with the receiver, which reads these options
+        # back) only for this command: every other one starts without it.
+        from dnsmaster.protocol import add_confinement_options  # noqa: PLC0415
+
+        confined = p.add_argument_group(
+            "a confined master (a slave serving several masters, docs: Secondary DNS service)"
+        )
+        add_confinement_options(confined)
 
     p = sub.add_parser(
         "receiver-bundle",
@@ -429,8 +450,8 @@ def _dry_run_options(p: argparse.ArgumentParser, what: str) -> None:
 
 
 class _VersionAction(argparse.Action):
-    """``--version``, worked out only when asked for: it loads the compiler to say
-    whether the C accelerator is active, which no other command should pay for."""
+    """``--version``, worked out only when asked for: it loads the compiler's
+    extension to say whether the C accelerator is active."""
 
     def __init__(self, option_strings: Sequence[str], dest: str, **kwargs: Any) -> None:
         kwargs.setdefault("default", argparse.SUPPRESS)
@@ -442,7 +463,7 @@ class _VersionAction(argparse.Action):
 
 
 def _version() -> str:
-    # Only when asked: finding the accelerator loads the compiler.
-    from dnsmaster.master.checkup import accelerator_state  # noqa: PLC0415
+    # Only when asked: it loads the extension (and nothing of the master's rooms).
+    from dnsmaster.core import accel  # noqa: PLC0415
 
-    return f"dnsmaster {__version__} (C accelerator: {accelerator_state()[1]})"
+    return f"dnsmaster {__version__} (C accelerator: {accel.state()[1]})"

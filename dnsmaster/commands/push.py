@@ -17,15 +17,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dnsmaster.commands.common import (
-    builder_for,
-    config_log_slaves,
-    daemon_runs,
-    hand_off,
-    names_held,
-    one_writer,
-    run_build,
-)
+from dnsmaster.commands.common import builder_for, config_log_slaves, one_writer, run_build
+from dnsmaster.commands.handing import daemon_runs, hand_off, names_held
 from dnsmaster.core.makedata import previous_serial
 from dnsmaster.errors import ArchiveError, BuildError, TinydnsDataError
 from dnsmaster.exits import (

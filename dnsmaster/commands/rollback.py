@@ -17,15 +17,8 @@ import sys
 import time
 from typing import TYPE_CHECKING, Any
 
-from dnsmaster.commands.common import (
-    builder_for,
-    config_log_slaves,
-    daemon_runs,
-    handed_off,
-    one_writer,
-    run_build,
-    slave_reporter,
-)
+from dnsmaster.commands.common import builder_for, config_log_slaves, one_writer, run_build
+from dnsmaster.commands.handing import daemon_runs, handed_off, slave_reporter
 from dnsmaster.commands.push import push_to_slaves
 from dnsmaster.errors import ArchiveError, BuildError, DataErrors
 from dnsmaster.exits import EXIT_OK, EXIT_SYSTEM, EXIT_USAGE

@@ -14,7 +14,8 @@ import time
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
-from dnsmaster.commands.common import config_log_slaves, daemon_runs, usage_error
+from dnsmaster.commands.common import config_log_slaves, usage_error
+from dnsmaster.commands.handing import daemon_runs
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.core.fields import name_to_wire
 from dnsmaster.exits import EXIT_OK, EXIT_SLAVES, EXIT_SYSTEM, EXIT_USAGE

@@ -39,6 +39,7 @@ __all__ = [
     "disabled",
     "found",
     "records",
+    "state",
     "using",
 ]
 
@@ -130,3 +131,14 @@ def using(kind: Kind, module: ModuleType | None) -> Iterator[None]:
             _chosen[kind] = before
         else:
             del _chosen[kind]
+
+
+def state() -> tuple[bool, str]:
+    """Whether the compiler's extension is in use, and in words why (not): what
+    ``dnsmaster --version`` and ``doctor`` say."""
+    why_not = found("compiler").why_not
+    if why_not is None:
+        return True, "active"
+    if why_not == "not built":
+        return False, "not built: pure Python, several times slower"
+    return False, why_not

@@ -71,12 +71,7 @@ class Check:
 
 def accelerator_state() -> tuple[bool, str]:
     """Whether the C accelerator compiles, and in words why (not)."""
-    why_not = accel.found("compiler").why_not
-    if why_not is None:
-        return True, "active"
-    if why_not == "not built":
-        return False, "not built: pure Python, several times slower"
-    return False, why_not
+    return accel.state()
 
 
 class Findings:

@@ -178,7 +178,7 @@ async def wait_live(
             and logged as such (``wait.skip``).
         zones: zone (wire name) -> the serial it must serve (or a newer one).
         timeout: seconds for the whole wait.
-        logger: structlog logger; ``wait.live`` is logged as each slave turns.
+        logger: the log; ``wait.live`` is logged as each slave turns.
         query_timeout: seconds one DNS question may take.
         interval: seconds between two rounds of questions to one slave.
         secondaries: standard secondaries to wait for too, each with the zones it

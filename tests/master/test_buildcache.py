@@ -24,13 +24,13 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from structlog.testing import capture_logs
 
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.makedata import assemble, compile_source, previous_serial
 from dnsmaster.core.sources import is_source, source_order
 from dnsmaster.errors import DataError, DataErrors
+from dnsmaster.log import capture as capture_logs
 from dnsmaster.master import buildcache
 from dnsmaster.master.build import Builder, BuildResult
 from dnsmaster.master.buildcache import (
@@ -67,7 +67,7 @@ RICH = (
 )
 
 
-#: What structlog.testing.capture_logs collects.
+#: What dnsmaster.log.capture collects.
 Logs = list[MutableMapping[str, Any]]
 
 

@@ -42,7 +42,6 @@ from typing import TYPE_CHECKING, Any
 import dns.exception
 import dns.rcode
 import pytest
-import structlog
 
 from dnsmaster import config as configuration
 from dnsmaster import log
@@ -132,9 +131,9 @@ def in_process(*argv: str) -> tuple[int, str, str]:
             status = cli_main(list(argv))
     finally:
         # The command set its log up to write to ``err``: the next one sets its own,
-        # and code that logs before setting one up gets structlog's defaults, as in
+        # and code that logs before setting one up gets the defaults, as in
         # a new process.
-        structlog.reset_defaults()
+        log.configure()
     return status, out.getvalue(), err.getvalue()
 
 
@@ -714,7 +713,7 @@ def push_at_once(*customers: Customer) -> tuple[list[int], str]:
     try:
         statuses = asyncio.run(push_all())
     finally:
-        structlog.reset_defaults()
+        log.configure()
     return statuses, err.getvalue()
 
 
