@@ -47,13 +47,15 @@ NOT_FOR_THE_PARSER = (
     "dnsmaster.master",
     "dnsmaster.protocol",
     "json",
+    "structlog",
     "tomllib",
 )
 
 #: Nothing a build without a daemon, a configuration or a slave needs: the
 #: network, the configuration file, the guard and the state file, the push.
+#: (asyncio, and with it socket and ssl, load all the same: structlog, the log's
+#: library, imports it.)
 NOT_FOR_A_BUILD = (
-    "asyncio",
     "asyncssh",
     "cryptography",
     "dns",
@@ -67,9 +69,6 @@ NOT_FOR_A_BUILD = (
     "dnsmaster.master.state",
     "dnsmaster.protocol",
     "dnsmaster.transport",
-    "socket",
-    "ssl",
-    "structlog",
     "tomllib",
     "watchdog",
 )
