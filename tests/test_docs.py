@@ -20,6 +20,7 @@ import re
 import subprocess
 import sys
 from collections.abc import Iterator
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -281,6 +282,7 @@ def test_every_command_and_option_is_in_the_reference() -> None:
 # -- the log reference ---------------------------------------------------------------------------
 
 
+@cache  # two tests read it; parsing the package is most of either's CPU
 def emitted_events() -> dict[str, str]:
     """Every event name the code logs, with the file where it is first found.
 

@@ -10,10 +10,9 @@ from __future__ import annotations
 import ast
 import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from functools import cache
 from pathlib import Path
-
-import pytest
 
 import dnsmaster
 
@@ -56,14 +55,68 @@ def _module_name(path: Path) -> str:
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
+@dataclass(frozen=True)
+class Facts:
+    """What the checks below need of one file, read from its AST in one walk.
+
+    The trees themselves are not kept: a few hundred files' ASTs alive made every
+    garbage collection of the session walk them, and parsing and walking each file
+    once for every check was most of this module's CPU.
+    """
+
+    #: Every import: ``(module, names, level, line)``; ``module`` is None for ``import X``.
+    imports: tuple[tuple[str | None, tuple[str, ...], int, int], ...]
+    #: Every private name the file defines (see :func:`_defined`).
+    defined: frozenset[str]
+    #: ``(attribute, line)`` of each ``X._name`` where X is not ``self`` or ``cls``.
+    attributes: tuple[tuple[str, int], ...]
+    #: ``(string, line)`` of each string constant that names a dnsmaster private.
+    strings: tuple[tuple[str, int], ...]
+    #: ``(name, lines)`` of each class.
+    classes: tuple[tuple[str, int], ...]
+    #: The file's lines.
+    lines: int
+
+
 @cache
-def _tree(path: Path) -> ast.Module:
-    return ast.parse(path.read_text(), str(path))
+def _facts(path: Path) -> Facts:
+    text = path.read_text()
+    nodes = list(ast.walk(ast.parse(text, str(path))))
+    imports: list[tuple[str | None, tuple[str, ...], int, int]] = []
+    attributes: list[tuple[str, int]] = []
+    strings: list[tuple[str, int]] = []
+    classes: list[tuple[str, int]] = []
+    for node in nodes:
+        if isinstance(node, ast.Import):
+            imports.append((None, tuple(a.name for a in node.names), 0, node.lineno))
+        elif isinstance(node, ast.ImportFrom):
+            names = tuple(a.name for a in node.names)
+            imports.append((node.module or "", names, node.level, node.lineno))
+        elif isinstance(node, ast.Attribute):
+            if node.attr.startswith("_") and not (
+                isinstance(node.value, ast.Name) and node.value.id in ("self", "cls")
+            ):
+                attributes.append((node.attr, node.lineno))
+        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
+            if _DOTTED_PRIVATE.search(node.value):
+                strings.append((node.value, node.lineno))
+        elif isinstance(node, ast.ClassDef) and node.end_lineno:
+            classes.append((node.name, node.end_lineno - node.lineno + 1))
+    return Facts(
+        tuple(imports),
+        _defined(nodes),
+        tuple(attributes),
+        tuple(strings),
+        tuple(classes),
+        len(text.splitlines()),
+    )
 
 
 def _sources(root: Path) -> list[Path]:
     return sorted(p for p in root.rglob("*.py") if "__pycache__" not in p.parts)
 
+
+_DOTTED_PRIVATE = re.compile(r"\bdnsmaster(?:\.\w+)*\.(_[a-zA-Z]\w*)")
 
 MODULES = {_module_name(p): p for p in _sources(PACKAGE)}
 
@@ -75,18 +128,18 @@ def _imports(path: Path) -> Iterator[tuple[str, int]]:
     """Every dnsmaster module a file imports, anywhere in it (TYPE_CHECKING too)."""
     here = _module_name(path)
     package = here if path.name == "__init__.py" else here.rpartition(".")[0]
-    for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.Import):
-            for alias in node.names:
-                yield alias.name, node.lineno
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = package.split(".")
-                base = ".".join([*parts[: len(parts) - node.level + 1], base]).strip(".")
-            for alias in node.names:
-                full = f"{base}.{alias.name}"
-                yield (full if full in MODULES else base), node.lineno
+    for module, names, level, line in _facts(path).imports:
+        if module is None:
+            for name in names:
+                yield name, line
+            continue
+        base = module
+        if level:
+            parts = package.split(".")
+            base = ".".join([*parts[: len(parts) - level + 1], base]).strip(".")
+        for name in names:
+            full = f"{base}.{name}"
+            yield (full if full in MODULES else base), line
 
 
 def _graph() -> dict[str, set[str]]:
@@ -119,11 +172,17 @@ def test_no_import_cycle() -> None:
     assert not cycles, "import cycles: " + "; ".join(" -> ".join(c) for c in cycles)
 
 
-@pytest.mark.parametrize("name", sorted(n for n in MODULES if n.startswith("dnsmaster.slave")))
-def test_the_slave_imports_only_its_allowed_rooms(name: str) -> None:
-    path = MODULES[name]
+# The checks below are one test each over every file, not one test a file: a test
+# costs pytest several ms of its own, more than reading a file's facts, and the
+# message names every file and line that fails.
+
+
+def test_the_slave_imports_only_its_allowed_rooms() -> None:
+    slave = [path for name, path in MODULES.items() if name.startswith("dnsmaster.slave")]
+    assert len(slave) > 1, "no modules in the slave's room?"
     wrong = sorted(
         f"{path.relative_to(PROJECT)}:{line}: {module}"
+        for path in slave
         for module, line in _imports(path)
         if module.startswith("dnsmaster.")
         and not module.startswith(("dnsmaster.slave", *SLAVE_MAY_IMPORT))
@@ -131,10 +190,10 @@ def test_the_slave_imports_only_its_allowed_rooms(name: str) -> None:
     assert not wrong, "the receiver's room imports outside it:\n" + "\n".join(wrong)
 
 
-def _defined(tree: ast.Module) -> set[str]:
+def _defined(nodes: list[ast.AST]) -> frozenset[str]:
     """Every private name a file defines: functions, classes, attributes, globals."""
     names: set[str] = set()
-    for node in ast.walk(tree):
+    for node in nodes:
         if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)):
             names.add(node.name)
         elif isinstance(node, ast.Name) and isinstance(node.ctx, ast.Store):
@@ -147,7 +206,7 @@ def _defined(tree: ast.Module) -> set[str]:
             names.add(node.asname or node.name.split(".")[0])
         elif isinstance(node, ast.keyword) and node.arg:
             names.add(node.arg)
-    return {n for n in names if n.startswith("_")}
+    return frozenset(n for n in names if n.startswith("_"))
 
 
 def _own_module(test: Path) -> Path | None:
@@ -158,75 +217,67 @@ def _own_module(test: Path) -> Path | None:
     return candidate if candidate.exists() else None
 
 
-_DOTTED_PRIVATE = re.compile(r"\bdnsmaster(?:\.\w+)*\.(_[a-zA-Z]\w*)")
-
-
 def _shown(path: Path) -> Path:
     return path.relative_to(PROJECT) if path.is_relative_to(PROJECT) else path
 
 
-def _private_imports(path: Path, node: ast.ImportFrom, own: Path | None) -> Iterator[str]:
-    module = node.module or ""
+def _private_imports(
+    path: Path, module: str, names: tuple[str, ...], line: int, own: Path | None
+) -> Iterator[str]:
     if not module.startswith("dnsmaster"):
         return
-    for alias in node.names:
-        if (
-            f"{module}.{alias.name}" in EXTENSIONS
-            and _module_name(path).rpartition(".")[0] == module
-        ):
+    for name in names:
+        if f"{module}.{name}" in EXTENSIONS and _module_name(path).rpartition(".")[0] == module:
             continue  # a package's own C extension, from a sibling module
         theirs = own is None or MODULES.get(module) != own
-        if alias.name.startswith("_") and alias.name != "__version__" and theirs:
-            yield f"{_shown(path)}:{node.lineno}: from {module} import {alias.name}"
+        if name.startswith("_") and name != "__version__" and theirs:
+            yield f"{_shown(path)}:{line}: from {module} import {name}"
 
 
-def _private_attribute(node: ast.Attribute, mine: set[str]) -> bool:
-    attr = node.attr
-    if not attr.startswith("_") or attr.startswith("__") or attr in FOREIGN_PRIVATE:
-        return False
-    if isinstance(node.value, ast.Name) and node.value.id in ("self", "cls"):
+def _private_attribute(attr: str, mine: frozenset[str]) -> bool:
+    if attr.startswith("__") or attr in FOREIGN_PRIVATE:
         return False
     return attr not in mine
 
 
 def _private_uses(path: Path) -> Iterator[str]:
-    tree = _tree(path)
-    mine = _defined(tree)
+    facts = _facts(path)
+    mine = facts.defined
     own = _own_module(path) if path.is_relative_to(TESTS) else None
     if own is not None:
-        mine |= _defined(_tree(own))
+        mine |= _facts(own).defined
     where = _shown(path)
-    for node in ast.walk(tree):
-        if isinstance(node, ast.ImportFrom):
-            yield from _private_imports(path, node, own)
-        elif isinstance(node, ast.Attribute) and _private_attribute(node, mine):
-            yield f"{where}:{node.lineno}: .{node.attr}"
-        elif isinstance(node, ast.Constant) and isinstance(node.value, str):
-            for match in _DOTTED_PRIVATE.finditer(node.value):
-                if match.group(1) not in mine and match.group(0) not in EXTENSIONS:
-                    yield f"{where}:{node.lineno}: {match.group(0)}"
+    for module, names, _, line in facts.imports:
+        if module is not None:
+            yield from _private_imports(path, module, names, line, own)
+    for attr, line in facts.attributes:
+        if _private_attribute(attr, mine):
+            yield f"{where}:{line}: .{attr}"
+    for text, line in facts.strings:
+        for match in _DOTTED_PRIVATE.finditer(text):
+            if match.group(1) not in mine and match.group(0) not in EXTENSIONS:
+                yield f"{where}:{line}: {match.group(0)}"
 
 
-@pytest.mark.parametrize(
-    "path",
-    [*_sources(PACKAGE), *(p for p in _sources(TESTS) if p.name != "test_layout.py")],
-    ids=lambda p: str(p.relative_to(PROJECT)),
-)
-def test_no_private_name_crosses_a_module(path: Path) -> None:
-    uses = sorted(set(_private_uses(path)))
+def test_no_private_name_crosses_a_module() -> None:
+    paths = [*_sources(PACKAGE), *(p for p in _sources(TESTS) if p.name != "test_layout.py")]
+    uses = sorted({use for path in paths for use in _private_uses(path)})
     assert not uses, "private names of other modules:\n" + "\n".join(uses)
 
 
-@pytest.mark.parametrize("path", _sources(PACKAGE), ids=lambda p: str(p.relative_to(PROJECT)))
-def test_modules_and_classes_stay_small(path: Path) -> None:
-    lines = len(path.read_text().splitlines())
-    big = [f"{lines} lines"] if lines > MAX_MODULE_LINES else []
-    for node in ast.walk(_tree(path)):
-        if isinstance(node, ast.ClassDef) and node.end_lineno:
-            size = node.end_lineno - node.lineno + 1
-            if size > MAX_CLASS_LINES:
-                big.append(f"class {node.name}: {size} lines")
-    assert not big, f"{path.relative_to(PROJECT)} is too big: " + ", ".join(big)
+def test_modules_and_classes_stay_small() -> None:
+    big = []
+    for path in _sources(PACKAGE):
+        facts = _facts(path)
+        shown = path.relative_to(PROJECT)
+        if facts.lines > MAX_MODULE_LINES:
+            big.append(f"{shown}: {facts.lines} lines")
+        big += [
+            f"{shown}: class {name}: {size} lines"
+            for name, size in facts.classes
+            if size > MAX_CLASS_LINES
+        ]
+    assert not big, "too big:\n" + "\n".join(big)
 
 
 ARCHITECTURE = PROJECT / "docs" / "internals" / "architecture.rst"

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import json
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -23,7 +21,7 @@ from dnsmaster.exits import EXIT_BUILD
 from dnsmaster.master import state as statefile
 from dnsmaster.master.health import ZonesCheck, judge
 from tests.conftest import dnsmaster_here
-from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.daemonrun import DaemonProcess
 from tests.lab.recorder import push_here
 from tests.lab.site import (
     TIMEOUT,
@@ -39,7 +37,6 @@ if TYPE_CHECKING:
     from tests.lab.realworld import Lab
 
 
-ENV = dict(os.environ, PYTHONPATH=str(PROJECT))
 OLD, NEW, NEWER = "192.0.2.80", "192.0.2.99", "192.0.2.55"
 
 
@@ -62,13 +59,9 @@ def serves(rig: Rig, www: str, serial: int) -> None:
 
 
 def nagios_cli(config: Path) -> int:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "status", "--nagios", "--config", str(config)],
-        capture_output=True,
-        check=False,
-        env=ENV,
-        timeout=60,
-    ).returncode
+    """``status --nagios``'s exit status, in this process (what a monitor's process
+    would exit with: tests/commands/test_status.py runs that process)."""
+    return dnsmaster_here("status", "--nagios", "--config", str(config), timeout=60).returncode
 
 
 @pytest.fixture

@@ -236,39 +236,70 @@ def test_wait_serial_choices(master: Master, two: list[Slave]) -> None:
     assert master.run("wait", "not-a-serial")[0] == 2
 
 
-@pytest.mark.parametrize("client", ["dehydrated", "lego"])
-def test_acme_hook_serves_the_challenge_everywhere(
-    master: Master, two: list[Slave], client: str
-) -> None:
-    """deploy: every slave answers the TXT when the hook returns; clean: it is gone."""
+def test_acme_hook_serves_the_challenge_everywhere(master: Master, two: list[Slave]) -> None:
+    """deploy: every slave answers the TXT when the hook returns; clean: it is gone.
+
+    With a value that is written byte by byte; lego's script, which runs this hook
+    under its own names, has the test below."""
     push_here(master.config)  # set-up, in process: the waits are under test
     env = master.env(
         DNSMASTER=str(master.command),
         DNSMASTER_CONFIG=str(master.config),
         DNSMASTER_TIMEOUT="30",
     )
-    value = "gfj9Xq-_Kbq1" if client == "lego" else "odd:value\\"
-    if client == "dehydrated":
-        argv = [str(HOOKS / "dehydrated-hook.sh"), "deploy_challenge", ZONE, "tok", value]
-    else:
-        argv = [str(HOOKS / "lego-exec.sh"), "present", f"_acme-challenge.{ZONE}.", value]
+    value = "odd:value\\"
+    argv = [str(HOOKS / "dehydrated-hook.sh"), "deploy_challenge", ZONE, "tok", value]
     proc = subprocess.run(argv, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert "event=wait.end live=2 late=0" in proc.stderr
     zones_file = master.zones / f"zones.acme-{ZONE}"
-    # a plain ACME value is written as it is; anything else byte by byte as \ooo
-    field = value if client == "lego" else "".join(f"\\{b:03o}" for b in value.encode())
+    # anything but a plain ACME value is written byte by byte as \ooo
+    field = "".join(f"\\{b:03o}" for b in value.encode())
     assert zones_file.read_text().splitlines()[1:] == [f"'_acme-challenge.{ZONE}:{field}:60"]
     quoted = '"' + value.replace("\\", "\\\\") + '"'  # dnspython's text form
     for s in two:  # asked right after the return, with no polling
         assert txt(s, f"_acme-challenge.{ZONE}") == [quoted]
 
-    clean = [argv[0], "clean_challenge" if client == "dehydrated" else "cleanup", *argv[2:]]
+    clean = [argv[0], "clean_challenge", *argv[2:]]
     proc = subprocess.run(clean, env=env, capture_output=True, text=True, timeout=120, check=False)
     assert proc.returncode == 0, proc.stderr
     assert not zones_file.exists()
     for s in two:
         assert txt(s, f"_acme-challenge.{ZONE}") == []
+
+
+def test_lego_script_is_the_hook_under_lego_names(tmp_path: Path) -> None:
+    """present and cleanup: the hook's deploy and clean for the FQDN's domain, with a
+    plain value written as it is, and its push (``--wait`` after present). What the
+    push does then is the test above's: here DNSMASTER only records its arguments,
+    so the lego names cost no pushes to real slaves."""
+    zones, calls = tmp_path / "zones", tmp_path / "calls"
+    zones.mkdir()
+    recorder = tmp_path / "dnsmaster"
+    recorder.write_text(f'#!/bin/sh\nprintf "%s\\n" "$*" >>{shlex.quote(str(calls))}\n')
+    recorder.chmod(0o755)
+    env = dict(os.environ, DNSMASTER_ZONES=str(zones), DNSMASTER=str(recorder))
+    env.pop("DNSMASTER_CONFIG", None)
+    value = "gfj9Xq-_Kbq1"
+    script = str(HOOKS / "lego-exec.sh")
+    present = [script, "present", f"_acme-challenge.{ZONE}.", value]
+    proc = subprocess.run(present, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    zones_file = zones / f"zones.acme-{ZONE}"
+    assert zones_file.read_text().splitlines()[1:] == [f"'_acme-challenge.{ZONE}:{value}:60"]
+    assert calls.read_text() == "push --wait --timeout 120\n"
+    cleanup = [script, "cleanup", *present[2:]]
+    proc = subprocess.run(cleanup, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 0, proc.stderr
+    assert not zones_file.exists()
+    assert calls.read_text() == "push --wait --timeout 120\npush\n"
+    # Not a challenge name: refused, nothing written, nothing pushed.
+    wrong = [script, "present", f"www.{ZONE}.", value]
+    proc = subprocess.run(wrong, env=env, capture_output=True, text=True, check=False)
+    assert proc.returncode == 1
+    assert "not an _acme-challenge name" in proc.stderr
+    assert list(zones.iterdir()) == []
+    assert calls.read_text().count("push") == 2
 
 
 def test_hook_ignores_other_hooks(tmp_path: Path) -> None:

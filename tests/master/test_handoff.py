@@ -22,6 +22,7 @@ import pytest
 from dnsmaster.master import handoff
 from dnsmaster.master import state as statefile
 from dnsmaster.master.handoff import ACCEPT_FILE, ROLLBACK_FILE
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 from tests.lab.site import TIMEOUT, Local, example_com, status, write
 
@@ -41,13 +42,25 @@ def command(config: Path, *argv: str) -> subprocess.Popen[str]:
 def finish(proc: subprocess.Popen[str]) -> tuple[int, list[dict[str, Any]]]:
     """Its exit status and JSON log events (a traceback's lines left out)."""
     _, err = proc.communicate(timeout=120)
+    return proc.returncode, events(err)
+
+
+def here(config: Path, *argv: str) -> tuple[int, list[dict[str, Any]]]:
+    """A command that waits for the daemon, run in this process (no interpreter's
+    start to pay): its exit status and JSON log events. The tests that signal or
+    kill the asker run it as a process (:func:`command`)."""
+    proc = dnsmaster_here(*argv, "--config", str(config), "--log-format", "json")
+    return proc.returncode, events(proc.stderr)
+
+
+def events(err: str) -> list[dict[str, Any]]:
     found = []
     for line in err.splitlines():
         try:
             found.append(json.loads(line))
         except ValueError:
             continue
-    return proc.returncode, found
+    return found
 
 
 def named(found: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
@@ -132,7 +145,7 @@ def accept_after_restart(daemon: DaemonProcess, local: Local) -> None:
     mark = daemon.mark()
     (local.zones / "zones.example.net").unlink()
     held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
-    code, found = finish(command(local.config, "push", "--accept"))
+    code, found = here(local.config, "push", "--accept")
     assert code == 0, found
     assert {e["slave"] for e in named(found, "push.done")} == {"ns2", "ns3"}
     pushes = daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
@@ -193,7 +206,7 @@ def test_the_running_daemon_acts_only_on_its_own_requests(tmp_path: Path) -> Non
         assert gone["file"] == ROLLBACK_FILE
         assert "another daemon" in gone["reason"]
 
-        dead = subprocess.Popen([sys.executable, "-c", "pass"])
+        dead = subprocess.Popen(["true"])
         dead.wait()
         mark = daemon.mark()
         flag.write_text(
@@ -210,11 +223,11 @@ def test_the_running_daemon_acts_only_on_its_own_requests(tmp_path: Path) -> Non
 
         # A command that waits is answered, as before.
         mark = daemon.mark()
-        code, found = finish(command(local.config, "rollback", "--to", "-1"))
+        code, found = here(local.config, "rollback", "--to", "-1")
         assert code == 0, found
         assert daemon.wait("rollback.done", mark, timeout=TIMEOUT)["kept_serial"] == first
         assert not flag.exists()
-        code, found = finish(command(local.config, "rollback", "--release"))
+        code, found = here(local.config, "rollback", "--release")
         assert code == 0, found
         assert not flag.exists()
         assert daemon.stop() == 0
