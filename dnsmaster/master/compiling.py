@@ -31,7 +31,6 @@ from dnsmaster.master.buildcache import (
     Kept,
     Ready,
     Rejected,
-    Row,
     kept_of,
 )
 from dnsmaster.master.zones import Stat, ZonesDir
@@ -86,8 +85,6 @@ class CompiledSources:
     # The index of the pair the Kept sources of ready are in (None: not read yet)
     _index: Index | None = field(default=None, repr=False)
     _read: bool = field(default=False, repr=False)
-    # Each source's row of the index, as last written (see buildcache.encode)
-    _rows: dict[str, Row] = field(default_factory=dict, repr=False)
 
     def forget(self) -> None:
         """Drop everything: what is kept was compiled with other settings."""
@@ -102,7 +99,7 @@ class CompiledSources:
         """The index of the pair the kept sources are in; read once, when first asked."""
         if not self._read and setup.disk is not None:
             self._read = True
-            found = setup.disk.load(self._rows)
+            found = setup.disk.load()
             if isinstance(found, Rejected):
                 self.rejected.append((INDEX, found.reason))
             elif found is not None:
@@ -298,7 +295,7 @@ class CompiledSources:
         # the catalog's section is in the pair too, but is made anew by each build
         stats = self._stats  # only sources of this build: compile() drops the others
         disk.sweep()
-        found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows, pairs=pairs)
+        found = disk.save(kept, stats, serial=serial, banner=banner, pairs=pairs)
         if isinstance(found, str):
             log.warning("cache.failed", error=found)
             return
