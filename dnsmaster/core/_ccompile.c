@@ -109,16 +109,10 @@ typedef struct stream {
     uint64_t pos; /* where the next record starts */
 } stream;
 
-/* 8.3: one record through the writer, its entry kept; -1 with w.err set. */
+/* One entry more for a record at s->pos; -1 with w.err set. */
 static int
-stream_put(stream *s, const unsigned char *key, Py_ssize_t kn, const unsigned char *v,
-           Py_ssize_t vn)
+stream_entry(stream *s, uint32_t h)
 {
-    uint64_t next = s->pos + 8 + (uint64_t)kn + (uint64_t)vn;
-    if (!cdbmake_fits(next, (uint64_t)s->n + 1)) {
-        s->w.err = CDBMAKE_TOO_LARGE;
-        return -1;
-    }
     if (s->n == s->cap) {
         size_t cap = s->cap ? s->cap * 2 : 1 << 16;
         cdbmake_entry *e = PyMem_RawRealloc(s->ent, (cap + 1) * sizeof *e);
@@ -129,9 +123,24 @@ stream_put(stream *s, const unsigned char *key, Py_ssize_t kn, const unsigned ch
         s->ent = e;
         s->cap = cap;
     }
-    s->ent[s->n].h = cdb_hash(key, (size_t)kn);
+    s->ent[s->n].h = h;
     s->ent[s->n].p = (uint32_t)s->pos;
     s->n++;
+    return 0;
+}
+
+/* 8.3: one record through the writer, its entry kept; -1 with w.err set. */
+static int
+stream_put(stream *s, const unsigned char *key, Py_ssize_t kn, const unsigned char *v,
+           Py_ssize_t vn)
+{
+    uint64_t next = s->pos + 8 + (uint64_t)kn + (uint64_t)vn;
+    if (!cdbmake_fits(next, (uint64_t)s->n + 1)) {
+        s->w.err = CDBMAKE_TOO_LARGE;
+        return -1;
+    }
+    if (stream_entry(s, cdb_hash(key, (size_t)kn)) < 0)
+        return -1;
     unsigned char rec[8];
     cdb_put_le32(rec, (uint32_t)kn);
     cdb_put_le32(rec + 4, (uint32_t)vn);
@@ -1837,6 +1846,100 @@ Stream_add(StreamObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* put(blob, serials, stamp, count): records already in cdb's record layout (a
+ * PackedRecords blob, count of them), after those already in, with the four bytes
+ * of stamp written over the blob's at each offset of serials (ascending; the
+ * default SOA serials). The blob is walked and written without the GIL, and is not
+ * changed. */
+static PyObject *
+Stream_put(StreamObject *self, PyObject *args)
+{
+    Py_buffer blob, stamp;
+    PyObject *serials;
+    Py_ssize_t count;
+    if (!PyArg_ParseTuple(args, "y*Oy*n:put", &blob, &serials, &stamp, &count))
+        return NULL;
+    PyObject *result = NULL;
+    Py_ssize_t *at = NULL, nat = 0;
+    PyObject *seq = NULL;
+    if (stream_ready(self) < 0)
+        goto done;
+    if (stamp.len != 4) {
+        PyErr_SetString(PyExc_ValueError, "stamp must be 4 bytes");
+        goto done;
+    }
+    seq = PySequence_Fast(serials, "serials must be a sequence");
+    if (seq == NULL)
+        goto done;
+    nat = PySequence_Fast_GET_SIZE(seq);
+    at = PyMem_RawMalloc(((size_t)nat + 1) * sizeof *at);
+    if (at == NULL) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < nat; i++) {
+        at[i] = PyLong_AsSsize_t(PySequence_Fast_GET_ITEM(seq, i));
+        if (at[i] == -1 && PyErr_Occurred())
+            goto done;
+        if (at[i] < (i ? at[i - 1] + 4 : 0) || at[i] > blob.len - 4) {
+            PyErr_SetString(PyExc_ValueError, "serials out of place");
+            goto done;
+        }
+    }
+    const unsigned char *b = blob.buf;
+    Py_ssize_t len = blob.len;
+    /* the records first: whole, and as many as said, before anything is written */
+    Py_ssize_t i = 0, seen = 0;
+    while (i < len) {
+        if (len - i < 8)
+            break;
+        uint64_t kn = cdb_get_le32(b + i), vn = cdb_get_le32(b + i + 4);
+        if ((uint64_t)(len - i - 8) < kn + vn)
+            break;
+        i += 8 + (Py_ssize_t)(kn + vn);
+        seen++;
+    }
+    if (i != len || seen != count) {
+        PyErr_SetString(PyExc_ValueError, "the blob is not whole records");
+        goto done;
+    }
+    stream *s = &self->s;
+    if (!cdbmake_fits(s->pos + (uint64_t)len, (uint64_t)s->n + (uint64_t)count)) {
+        s->w.err = CDBMAKE_TOO_LARGE;
+        stream_failed(self);
+        goto done;
+    }
+    int rc = 0;
+    cdbmake_release(&s->w);
+    for (i = 0; i < len && rc == 0;) {
+        uint64_t kn = cdb_get_le32(b + i), vn = cdb_get_le32(b + i + 4);
+        rc = stream_entry(s, cdb_hash(b + i + 8, (size_t)kn));
+        s->pos += 8 + kn + vn;
+        i += 8 + (Py_ssize_t)(kn + vn);
+    }
+    Py_ssize_t from = 0;
+    for (Py_ssize_t k = 0; k < nat && rc == 0; k++) {
+        rc = cdbmake_put(&s->w, b + from, (size_t)(at[k] - from));
+        if (rc == 0)
+            rc = cdbmake_put(&s->w, stamp.buf, 4);
+        from = at[k] + 4;
+    }
+    if (rc == 0)
+        rc = cdbmake_put(&s->w, b + from, (size_t)(len - from));
+    cdbmake_acquire(&s->w);
+    if (rc < 0) {
+        stream_failed(self);
+        goto done;
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyMem_RawFree(at);
+    Py_XDECREF(seq);
+    PyBuffer_Release(&blob);
+    PyBuffer_Release(&stamp);
+    return result;
+}
+
 /* The whole-buffer pwrite of the header, as cdbmake_flush writes (PEP 475). */
 static int
 pwrite_all(cdbmake *w, const unsigned char *p, size_t n, off_t at)
@@ -1865,17 +1968,55 @@ pwrite_all(cdbmake *w, const unsigned char *p, size_t n, off_t at)
 }
 
 /* finish() -> records: the hash tables after the records, then the header. */
-static PyObject *
-Stream_finish(StreamObject *self, PyObject *Py_UNUSED(ignored))
+/* The entries, as (hash, position) little-endian u32 pairs in record order, to the
+ * file pairs (dnsmaster.core.cdb.Piece's index layout): through a second cdbmake on
+ * it, so the writes are as buffered and as interruptible. 0, or -1 with err set. */
+static int
+stream_pairs(stream *s, int pairs, int *err)
 {
+    cdbmake p;
+    if (cdbmake_open(&p, pairs) < 0) {
+        *err = p.err;
+        return -1;
+    }
+    p.ts = s->w.ts;
+    int rc = 0;
+    for (size_t k = 0; k < s->n && rc == 0; k++) {
+        if (p.used + 8 > CDB_BUF)
+            rc = cdbmake_flush(&p);
+        if (rc == 0) {
+            cdb_put_le32(p.buf + p.used, s->ent[k].h);
+            cdb_put_le32(p.buf + p.used + 4, s->ent[k].p);
+            p.used += 8;
+        }
+    }
+    if (rc == 0)
+        rc = cdbmake_flush(&p);
+    *err = p.err;
+    cdbmake_close(&p);
+    return rc;
+}
+
+static PyObject *
+Stream_finish(StreamObject *self, PyObject *args)
+{
+    int pairs = -1;
+    if (!PyArg_ParseTuple(args, "|i:finish", &pairs))
+        return NULL;
     if (stream_ready(self) < 0)
         return NULL;
     stream *s = &self->s;
     uint32_t count[256];
     unsigned char header[CDB_HEADER];
+    int err = 0;
     cdbmake_release(&s->w);
-    cdbmake_header(header, count, s->ent, (uint64_t)s->n, (uint32_t)s->pos);
-    int rc = cdbmake_finish(&s->w, s->ent, (uint64_t)s->n, count);
+    int rc = pairs >= 0 ? stream_pairs(s, pairs, &err) : 0;
+    if (rc < 0)
+        s->w.err = err;
+    else {
+        cdbmake_header(header, count, s->ent, (uint64_t)s->n, (uint32_t)s->pos);
+        rc = cdbmake_finish(&s->w, s->ent, (uint64_t)s->n, count);
+    }
     cdbmake_acquire(&s->w);
     if (rc < 0 || pwrite_all(&s->w, header, CDB_HEADER, 0) < 0)
         return stream_failed(self);
@@ -1900,8 +2041,14 @@ static PyMethodDef Stream_methods[] = {
      "without its LF (the next chunk holds the rest). pos >= len(data): all done."},
     {"add", (PyCFunction)Stream_add, METH_VARARGS,
      "add(keys, values) -> None\n\nPut these records into the cdb, in order."},
-    {"finish", (PyCFunction)Stream_finish, METH_NOARGS,
-     "finish() -> int\n\nWrite the hash tables and the header; return the record count."},
+    {"put", (PyCFunction)Stream_put, METH_VARARGS,
+     "put(blob, serials, stamp, count) -> None\n\n"
+     "Put count records packed in cdb's record layout into the cdb, in order, with\n"
+     "stamp written over the 4 bytes at each offset of serials; without the GIL."},
+    {"finish", (PyCFunction)Stream_finish, METH_VARARGS,
+     "finish(pairs=-1) -> int\n\nWrite the hash tables and the header; return the record\n"
+     "count. pairs, an open fd, first gets each record's (hash, position) as\n"
+     "little-endian u32 pairs in record order."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import json
+import mmap
 import os
 import re
 from collections.abc import Sequence
@@ -87,13 +88,14 @@ class Archive:
 
     def add(
         self,
-        data: bytes,
+        data: bytes | mmap.mmap,
         serial: int,
         sha256: str,
         stamps: Sequence[int],
         built: float,
         *,
         source: Path | None = None,
+        lines: int | None = None,
     ) -> Kept:
         """Keep one build, then prune to the newest ``keep``; the caller holds the lock.
 
@@ -101,7 +103,8 @@ class Archive:
         checked, so a kept build can always be restamped. ``source``: a file holding
         exactly ``data`` (the installed ``data``), linked rather than copied. The
         sha256 is the caller's, not computed again here: every read checks it, so a
-        wrong one makes the entry unreadable, never wrong.
+        wrong one makes the entry unreadable, never wrong. ``lines``: data's line
+        count, when the caller counted it (then ``data`` may be an mmap).
         """
         serial %= MODULUS
         text = str(serial).encode()
@@ -117,11 +120,15 @@ class Archive:
             self._sweep()
             existing = self._names()
             sequence = max((seq for seq, _ in existing), default=0) + 1
-            meta = _Meta(serial, sha256, built, len(data), data.count(b"\n"), tuple(stamps))
+            if lines is None:
+                lines = bytes(data).count(b"\n")  # no copy of a bytes
+            meta = _Meta(serial, sha256, built, len(data), lines, tuple(stamps))
             name = f"{sequence:010d}-{serial}-{sha256}"
             body = self.directory / f"{name}.build"
             if not (source is not None and _link(source, body, len(data))):
-                fsutil.publish([(fsutil.stage(body, lambda fd: fsutil.write_all(fd, data)), body)])
+                fsutil.publish(
+                    [(fsutil.stage(body, lambda fd: fsutil.write_all(fd, memoryview(data))), body)]
+                )
             fields = {
                 "serial": meta.serial,
                 "sha256": meta.sha256,

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import mmap
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
@@ -28,6 +29,7 @@ from typing import Literal, overload
 from dnsmaster import fsutil
 from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, inside, zones_in
 from dnsmaster.core.makedata import (
+    banner_line,
     built_from,
     check_source,
     compile_source,
@@ -40,8 +42,8 @@ from dnsmaster.errors import BuildError, DataError
 from dnsmaster.log import get_logger
 from dnsmaster.master import output as out
 from dnsmaster.master.archive import DEFAULT_KEEP
-from dnsmaster.master.buildcache import INDEX, BuildCache, Index, Ready
-from dnsmaster.master.compiling import CompiledSources, Setup, Source, build_cache
+from dnsmaster.master.buildcache import INDEX, BuildCache, Index, Kept, Ready
+from dnsmaster.master.compiling import CompiledSources, Looked, Setup, Source, build_cache
 from dnsmaster.master.zones import DEFAULT_MAX_FILE_SIZE, ZonesDir
 
 __all__ = ["BuildResult", "Builder", "Diagnosis"]
@@ -60,10 +62,21 @@ class BuildResult:
     skipped: tuple[tuple[str, str], ...]
     warnings: tuple[DataError, ...]
     seconds: float
-    #: The text written to ``data``, so the daemon can push it without reading it back.
-    data: bytes = field(repr=False)
+    #: ``data`` as written, mapped read-only (the installed inode, which no later
+    #: build writes into): the daemon pushes it without reading it back, and a
+    #: process that does not look at it pays nothing for it.
+    text: mmap.mmap = field(repr=False)
     #: The sources read from the build cache (:mod:`dnsmaster.master.buildcache`), not compiled.
     cached: tuple[str, ...] = ()
+    _copy: list[bytes] = field(default_factory=list, repr=False, compare=False)
+
+    @property
+    def data(self) -> bytes:
+        """The text written to ``data``, as bytes (copied from :attr:`text` once, when
+        first asked)."""
+        if not self._copy:
+            self._copy.append(self.text[:])
+        return self._copy[0]
 
 
 @dataclass(frozen=True, slots=True)
@@ -235,7 +248,13 @@ class Builder:
         started = time.perf_counter()
         setup = self._setup()
         names, skipped = setup.zones.scan()
-        compiled, recompiled = self.sources.compile(setup, names, changed)
+        looked = self.sources.look(setup, names, changed)
+        # A cold build compiles and writes at once (see _stream); others compile first.
+        streaming = not self.catalog and self.sources.streams(setup, looked)
+        compiled: list[Source] = []
+        recompiled: list[str] = []
+        if not streaming:
+            compiled, recompiled = self.sources.finish(setup, looked)
         written = self._with_catalog(compiled)
         out.check_output(self.output)
         try:
@@ -243,9 +262,13 @@ class Builder:
                 # Whatever a killed build left is litter now that we hold the lock.
                 fsutil.sweep_litter(self.output)
                 head = out.head(self.output / "data")
+                digests = looked.digests(self.sources.ready)
                 if not force and out.unchanged(
-                    self.output, compiled, head, ipv6_int=self.ipv6_int, catalog=self.catalog
+                    self.output, digests, head, ipv6_int=self.ipv6_int, catalog=self.catalog
                 ):
+                    if streaming:  # to describe the pair there, its sources are needed
+                        compiled, recompiled = self.sources.finish(setup, looked)
+                        written = compiled
                     if self.sources.index(setup) is None or recompiled:
                         # the pair there is these sources': describe it for the next process
                         serial = previous_serial(head) or 0
@@ -255,29 +278,23 @@ class Builder:
                 if floor is not None and (previous is None or newer(floor, previous)):
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
-                try:
-                    data, stamps, sha256, pairs = self._write(
-                        written, serial, self.sources.index(setup)
-                    )
-                except out.StalePair as exc:
-                    # The index lies about the pair: compile everything, as without it.
-                    get_logger().warning("cache.ignored", file=INDEX, reason=exc.reason)
-                    self.sources.forget()
-                    bare = Setup(setup.zones, None, setup.strict, setup.ipv6_int)
-                    compiled, recompiled = self.sources.compile(bare, names)
-                    written = self._with_catalog(compiled)
-                    data, stamps, sha256, pairs = self._write(written, serial, None)
-                out.keep(
-                    self.output,
-                    count=self.keep,
-                    data=data,
-                    serial=serial,
-                    sha256=sha256,
-                    stamps=stamps,
-                    now=self.clock(),
-                )
-                banner = data.index(b"\n") + 1
-                self.sources.save(setup.disk, written, serial, banner, pairs)
+                if streaming:
+                    pair, kept = self._stream(setup, looked, digests, serial)
+                    compiled = written = list(kept)
+                    recompiled = list(names)
+                    self.sources.adopt(looked, kept)
+                else:
+                    try:
+                        pair = self._write(written, serial, self.sources.index(setup))
+                    except out.StalePair as exc:
+                        # The index lies about the pair: compile everything, as without it.
+                        get_logger().warning("cache.ignored", file=INDEX, reason=exc.reason)
+                        self.sources.forget()
+                        bare = Setup(setup.zones, None, setup.strict, setup.ipv6_int)
+                        compiled, recompiled = self.sources.compile(bare, names)
+                        written = self._with_catalog(compiled)
+                        pair = self._write(written, serial, None)
+                self._keep(setup, written, serial, pair, streamed=streaming)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
         except OSError as exc:  # the lock or the sweep
@@ -285,7 +302,7 @@ class Builder:
             raise BuildError(str(where), f"cannot write: {fsutil.describe(exc)}") from None
         return BuildResult(
             serial=serial,
-            sha256=sha256,
+            sha256=pair.sha256,
             records=sum(src.nrecords for src in written),
             lines=sum(src.lines for src in compiled),
             sources=tuple(names),
@@ -293,16 +310,34 @@ class Builder:
             skipped=tuple(skipped),
             warnings=tuple(w for src in compiled for w in src.warnings),
             seconds=time.perf_counter() - started,
-            data=data,
+            text=pair.text,
             cached=tuple(self.sources.loaded),
         )
 
-    def _write(
-        self, written: list[Source], serial: int, index: Index | None
-    ) -> tuple[bytes, list[int], str, bytes]:
+    def _keep(
+        self, setup: Setup, written: list[Source], serial: int, pair: out.Written, *, streamed: bool
+    ) -> None:
+        """The pair installed: kept for rollback, and described in the build cache."""
+        out.keep(self.output, count=self.keep, written=pair, serial=serial, now=self.clock())
+        saved = self.sources.save(setup.disk, written, serial, pair.banner, pair.pairs)
+        if streamed and not saved:
+            self.sources.forget()  # what was streamed is kept nowhere else
+
+    def _write(self, written: list[Source], serial: int, index: Index | None) -> out.Written:
         return out.write_pair(
             self.output, written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog
         )
+
+    def _stream(
+        self, setup: Setup, looked: Looked, digests: list[tuple[str, bytes]], serial: int
+    ) -> tuple[out.Written, list[Kept]]:
+        """Compile every source and write each as it comes (a cold build): neither
+        ``data``'s text nor all the records are ever in memory at once."""
+        kept: list[Kept] = []
+        banner = banner_line(digests, serial, ipv6_int=self.ipv6_int, catalog=self.catalog)
+        with contextlib.closing(self.sources.stream(setup, looked, kept)) as sources:
+            pair = out.stream_pair(self.output, banner, serial, sources)
+        return pair, kept
 
     def _with_catalog(self, compiled: list[Source]) -> list[Source]:
         """``compiled``, and the catalog zone of their zones after them when one is set.

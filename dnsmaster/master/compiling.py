@@ -11,14 +11,17 @@ only a :class:`~dnsmaster.master.buildcache.Kept` (numbers, no text, no record).
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import itertools
 import time
-from collections.abc import Collection
-from concurrent.futures import ThreadPoolExecutor
+from collections import deque
+from collections.abc import Collection, Generator
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import PackedRecords
 from dnsmaster.core.makedata import compile_source
 from dnsmaster.errors import DataError, DataErrors
@@ -35,10 +38,14 @@ from dnsmaster.master.buildcache import (
 )
 from dnsmaster.master.zones import Stat, ZonesDir
 
-__all__ = ["RACY_NS", "CompiledSources", "Setup", "Source", "build_cache"]
+__all__ = ["RACY_NS", "CompiledSources", "Looked", "Pending", "Setup", "Source", "build_cache"]
 
 #: A stat younger than this is not trusted next time (see CompiledSources.remember).
 RACY_NS = 2_000_000_000
+
+#: How many sources a streamed build compiles ahead of the one it writes: enough
+#: that both threads always have one, few enough that memory holds a handful.
+_AHEAD = 4
 
 #: A source as a build uses it: compiled now, or kept from the last build.
 Source = Ready | Kept
@@ -62,13 +69,35 @@ class Setup:
 
 
 @dataclass(frozen=True, slots=True)
-class _Found:
-    """One source as CompiledSources._look_up found it: ``source`` (None: it does not
-    compile, ``errors`` say why), and whether it was ``compiled`` here."""
+class Pending:
+    """A source read and hashed, to be compiled."""
 
-    source: Source | None
-    compiled: bool = False
-    errors: tuple[DataError, ...] = ()
+    name: str
+    content: bytes = field(repr=False)
+    digest: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class Looked:
+    """What :meth:`CompiledSources.look` found: the build's ``names``, those it
+    looked at one by one (``unsure``, in order), every stat, the sources still to
+    compile, and the errors so far (``late``: per name, reported in ``unsure``'s
+    order)."""
+
+    names: list[str]
+    unsure: list[str]
+    stats: dict[str, Stat | None]
+    pending: dict[str, Pending]
+    errors: list[DataError]
+    late: dict[str, tuple[DataError, ...]]
+
+    def digests(self, ready: dict[str, Source]) -> list[tuple[str, bytes]]:
+        """(name, sha256) of every source, in build order (the banner's fingerprint)."""
+        pending = self.pending
+        return [
+            (name, pending[name].digest if name in pending else ready[name].digest)
+            for name in self.names
+        ]
 
 
 @dataclass
@@ -137,31 +166,40 @@ class CompiledSources:
         What came from the last build's pair on disk, and the index it ignored,
         are left in :attr:`loaded` and :attr:`rejected`.
         """
-        recompiled: list[str] = []
-        errors: list[DataError] = []
+        return self.finish(setup, self.look(setup, names, changed))
+
+    def look(
+        self, setup: Setup, names: list[str], changed: Collection[str] | None = None
+    ) -> Looked:
+        """The first half of :meth:`compile`: each source from memory or the last
+        build, else read and hashed, to be compiled by :meth:`finish` or
+        :meth:`stream`. Every digest is then known (the banner's fingerprint), and
+        nothing is compiled yet."""
         self.loaded = []
         self.rejected = []
         index = self.index(setup)
         on_disk = index.sources if index is not None else {}
         ready = self.ready
         mine = self._stats
+        errors: list[DataError] = []
         stats, looked = self._stats_of(setup, names, changed)
         unsure = self._unsure(setup, looked, stats, errors)
-        found = zip(unsure, self._look_up(setup, unsure, on_disk), strict=True)
-        # Only what was looked up is handled one by one (one file, after a one-file
-        # change); the rest is in ready already, taken by one comprehension below.
-        for name, got in found:
+        late: dict[str, tuple[DataError, ...]] = {}
+        pending: dict[str, Pending] = {}
+        # Only what was read is handled one by one (one file, after a one-file
+        # change); the rest is in ready already, taken as it is by finish().
+        for name, (content, digest) in zip(unsure, self._read_all(setup, unsure), strict=True):
             mine.pop(name, None)
-            if got.source is None:
-                errors.extend(got.errors)
-                continue
-            src = got.source
-            if got.compiled:
-                recompiled.append(name)
-            elif src is not ready.get(name):
+            src: Source | None = ready.get(name)
+            if src is None or src.digest != digest:
+                kept = on_disk.get(name)
+                if kept is None or kept.digest != digest:
+                    pending[name] = Pending(name, content, digest)
+                    continue
+                src = kept
                 self.loaded.append(name)
                 if setup.strict and src.warnings:
-                    errors.extend(src.warnings)  # what compile_source(strict=True) raises
+                    late[name] = src.warnings  # what compile_source(strict=True) raises
                     continue
             ready[name] = src
             self.remember(name, stats[name])
@@ -169,9 +207,120 @@ class CompiledSources:
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
+        return Looked(names, unsure, stats, pending, errors, late)
+
+    def finish(self, setup: Setup, looked: Looked) -> tuple[list[Source], list[str]]:
+        """:meth:`compile` of what :meth:`look` found: the pending sources compiled in
+        memory, two at a time."""
+        names, pending = looked.names, looked.pending
+        todo = [pending[name] for name in looked.unsure if name in pending]
+        late = dict(looked.late)
+        recompiled: list[str] = []
+        for job, got in zip(todo, self._compile_all(setup, todo), strict=True):
+            if isinstance(got, Ready):
+                recompiled.append(job.name)
+                self.ready[job.name] = got
+                self.remember(job.name, looked.stats[job.name])
+            else:
+                late[job.name] = got
+        errors = looked.errors + [e for name in looked.unsure for e in late.get(name, ())]
         if errors:
             raise DataErrors(tuple(errors))
+        ready = self.ready
         return [ready[name] for name in names], recompiled
+
+    def streams(self, setup: Setup, looked: Looked) -> bool:
+        """Whether :meth:`stream` may compile ``looked``: every source to compile (a
+        cold build), the C compiler there to write the records as they come, and a
+        build cache to describe them afterwards (what is streamed is not kept in
+        memory)."""
+        return (
+            setup.disk is not None
+            and len(looked.pending) == len(looked.names) > 1
+            and accel.compiler() is not None
+        )
+
+    def stream(
+        self, setup: Setup, looked: Looked, kept: list[Kept]
+    ) -> Generator[Ready, None, None]:
+        """Each pending source compiled, in build order, handed out as soon as it and
+        those before it are (two compile at a time, a few ahead); ``kept`` gets what is
+        left of each once written (:func:`~dnsmaster.master.buildcache.kept_of`). After
+        a source that does not compile, none is handed out any more, the rest are
+        checked, and DataErrors raises with every error.
+
+        Nothing is remembered until :meth:`adopt`: the sources are Kept of a pair
+        that is not installed yet.
+        """
+        todo = [looked.pending[name] for name in looked.names]
+        errors: list[DataError] = list(looked.errors)
+        window: deque[Future[Ready | tuple[DataError, ...]]] = deque()
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            jobs = iter(todo)
+            for job in itertools.islice(jobs, _AHEAD):
+                window.append(pool.submit(self._compile_one, setup, job))
+            while window:
+                got = window.popleft().result()
+                following = next(jobs, None)
+                if following is not None:
+                    window.append(pool.submit(self._compile_one, setup, following))
+                if isinstance(got, Ready) and not errors:
+                    yield got
+                    kept.append(kept_of(got))
+                elif not isinstance(got, Ready):
+                    errors.extend(got)
+        if errors:
+            raise DataErrors(tuple(errors))
+
+    def adopt(self, looked: Looked, kept: list[Kept]) -> None:
+        """Keep what :meth:`stream` wrote, once its pair is installed and described."""
+        for src in kept:
+            self.ready[src.name] = src
+            self.remember(src.name, looked.stats[src.name])
+
+    def _read_all(self, setup: Setup, names: list[str]) -> list[tuple[bytes, bytes]]:
+        """Each file's content and sha256 (two threads: both release the GIL)."""
+
+        def read(name: str) -> tuple[bytes, bytes]:
+            content = setup.zones.read(name)
+            return content, hashlib.sha256(content).digest()
+
+        if len(names) < 2:
+            return [read(name) for name in names]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(read, names))
+
+    def _compile_all(
+        self, setup: Setup, todo: list[Pending]
+    ) -> list[Ready | tuple[DataError, ...]]:
+        """Each of ``todo`` compiled, two threads at a time: reading, hashing and the C
+        part of a compile release the GIL, so one thread's work runs while the other
+        parses."""
+        if len(todo) < 2:  # nothing to share between two threads
+            return [self._compile_one(setup, job) for job in todo]
+        with ThreadPoolExecutor(max_workers=2) as pool:
+            return list(pool.map(functools.partial(self._compile_one, setup), todo))
+
+    @staticmethod
+    def _compile_one(setup: Setup, job: Pending) -> Ready | tuple[DataError, ...]:
+        """``job`` compiled, or its errors."""
+        packed = PackedRecords()
+        try:
+            src = compile_source(
+                job.name,
+                job.content,
+                strict=setup.strict,
+                packed=packed,
+                digest=job.digest,
+                ipv6_int=setup.ipv6_int,
+            )
+        except DataErrors as exc:
+            return exc.errors
+        # A read-only view, not a copy: bytes() would copy every record under the
+        # GIL, which the other thread's compile is waiting for.
+        blob = memoryview(packed.blob).toreadonly()
+        records = cdb.Packed(blob, tuple(packed.serials), packed.count)
+        return Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
 
     def _stats_of(
         self, setup: Setup, names: list[str], changed: Collection[str] | None
@@ -227,46 +376,6 @@ class CompiledSources:
                 unsure.append(name)
         return unsure
 
-    def _look_up(self, setup: Setup, names: list[str], on_disk: dict[str, Kept]) -> list[_Found]:
-        """Each source from memory, else from the last build, else compiled.
-
-        Two threads: reading, hashing and the C part of a compile release the GIL,
-        so one thread's work runs while the other parses.
-        """
-
-        def look_up(name: str) -> _Found:
-            content = setup.zones.read(name)
-            digest = hashlib.sha256(content).digest()
-            cached = self.ready.get(name)
-            if cached is not None and cached.digest == digest:
-                return _Found(cached)
-            kept = on_disk.get(name)
-            if kept is not None and kept.digest == digest:
-                return _Found(kept)
-            packed = PackedRecords()
-            try:
-                src = compile_source(
-                    name,
-                    content,
-                    strict=setup.strict,
-                    packed=packed,
-                    digest=digest,
-                    ipv6_int=setup.ipv6_int,
-                )
-            except DataErrors as exc:
-                return _Found(None, errors=exc.errors)
-            # A read-only view, not a copy: bytes() would copy every record under the
-            # GIL, which the other thread's compile is waiting for.
-            blob = memoryview(packed.blob).toreadonly()
-            records = cdb.Packed(blob, tuple(packed.serials), packed.count)
-            ready = Ready(src.name, src.digest, src.pieces, records, src.warnings, src.lines)
-            return _Found(ready, compiled=True)
-
-        if len(names) < 2:  # nothing to share between two threads
-            return [look_up(name) for name in names]
-        with ThreadPoolExecutor(max_workers=2) as pool:
-            return list(pool.map(look_up, names))
-
     def save(
         self,
         disk: BuildCache | None,
@@ -274,21 +383,21 @@ class CompiledSources:
         serial: int,
         banner: int,
         pairs: bytes = b"",
-    ) -> None:
+    ) -> bool:
         """Describe the pair just installed, made of ``written`` (``pairs``: its
         records' hashes and positions), in the build cache's index, under the output
         directory's lock; from now on keep each source as a
         :class:`~dnsmaster.master.buildcache.Kept` of that pair.
 
         Never raises: the build is done, and a cache that cannot be written costs
-        the next process time, not this build.
+        the next process time, not this build. Whether the index was written.
         """
         log = get_logger()
         for name, reason in self.rejected:
             log.warning("cache.ignored", file=name, reason=reason)
         self.rejected = []
         if disk is None:
-            return
+            return False
         kept = [src if isinstance(src, Kept) else kept_of(src) for src in written]
         # After a one-file change one source was compiled: only it becomes a Kept.
         fresh = [new for old, new in zip(written, kept, strict=True) if old is not new]
@@ -298,7 +407,7 @@ class CompiledSources:
         found = disk.save(kept, stats, serial=serial, banner=banner, pairs=pairs)
         if isinstance(found, str):
             log.warning("cache.failed", error=found)
-            return
+            return False
         if self._index is not None:
             self._index.close()
         self._index = found
@@ -306,6 +415,7 @@ class CompiledSources:
         for src in fresh:
             if src.name in self.ready:
                 self.ready[src.name] = src
+        return True
 
     def remember(self, name: str, stat: Stat | None) -> None:
         """Trust ``stat`` (taken before the read) next time, unless it is too recent.

@@ -8,15 +8,19 @@ rename, so the directory is left exactly as it was.
 
 from __future__ import annotations
 
+import bisect
 import hashlib
+import mmap
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
+from typing import IO
 
 from dnsmaster import fsutil
-from dnsmaster.core import cdb
+from dnsmaster.core import accel, cdb
 from dnsmaster.core.banner import BANNER
 from dnsmaster.core.makedata import banner_line, built_from, fingerprint
 from dnsmaster.core.serial import MODULUS
@@ -28,12 +32,14 @@ from dnsmaster.master.compiling import Source
 
 __all__ = [
     "StalePair",
+    "Written",
     "assemble",
     "cannot_write",
     "check_output",
     "head",
     "keep",
     "pieces_of",
+    "stream_pair",
     "unchanged",
     "write_pair",
 ]
@@ -71,17 +77,42 @@ def head(path: Path) -> bytes:
 
 
 def unchanged(
-    output: Path, compiled: Sequence[Source], data_head: bytes, *, ipv6_int: bool, catalog: str = ""
+    output: Path,
+    pairs: Sequence[tuple[str, bytes]],
+    data_head: bytes,
+    *,
+    ipv6_int: bool,
+    catalog: str = "",
 ) -> bool:
-    """Whether the pair in ``output`` is complete and was built from these sources
-    (with these options: see :func:`dnsmaster.core.makedata.fingerprint`)."""
-    pairs = [(src.name, src.digest) for src in compiled]
+    """Whether the pair in ``output`` is complete and was built from the sources of
+    these (name, sha256) ``pairs`` (with these options: see
+    :func:`dnsmaster.core.makedata.fingerprint`)."""
     sources = fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog)
     return (
         built_from(data_head) == sources
         and not fsutil.interrupted_install(output)
         and (output / "data.cdb").is_file()
     )
+
+
+@dataclass(frozen=True, slots=True)
+class Written:
+    """What :func:`write_pair` or :func:`stream_pair` installed: the offsets of
+    ``data``'s serials, its sha256 in hex, its line count, the (hash, position)
+    pairs of ``data.cdb``'s records (for the next build to copy them without reading
+    them), and ``data`` itself mapped read-only (the installed inode: a later build
+    renames another over it, never writes into it)."""
+
+    stamps: list[int]
+    sha256: str
+    lines: int
+    pairs: bytes
+    text: mmap.mmap
+
+    @property
+    def banner(self) -> int:
+        """The length of ``data``'s first line."""
+        return self.text.find(b"\n") + 1
 
 
 def write_pair(
@@ -92,7 +123,7 @@ def write_pair(
     *,
     ipv6_int: bool,
     catalog: str = "",
-) -> tuple[bytes, list[int], str, bytes]:
+) -> Written:
     """Stage both files, then install them as a pair.
 
     ``written`` are the build's sources in order: compiled now (their text and
@@ -101,34 +132,30 @@ def write_pair(
     the last of ``written`` is the catalog's section (it goes into the banner's
     fingerprint).
 
-    Returns ``data``, the offsets of its serials, its sha256 in hex, and the
-    (hash, position) pairs of ``data.cdb``'s records, for the next build to copy
-    them without reading them. A thread hashes, writes and fsyncs ``data`` while
-    this one writes the cdb (:func:`~dnsmaster.core.cdb.write_pieces`: the kept
-    records copied from the old ``data.cdb`` by the kernel, their hashes taken
-    from the index): both spend their time in hashlib, the C writer and system
-    calls, which release the GIL, so on two cores they overlap.
+    A thread writes, hashes and fsyncs ``data`` a chunk at a time (the kept runs
+    read from the old ``data`` and restamped in bounded buffers: the text is never
+    whole in memory) while this one writes the cdb
+    (:func:`~dnsmaster.core.cdb.write_pieces`: the kept records copied from the old
+    ``data.cdb`` by the kernel, their hashes taken from the index): both spend their
+    time in hashlib, the C writer and system calls, which release the GIL, so on two
+    cores they overlap.
     """
-    data_final = output / "data"
     cdb_final = output / "data.cdb"
+    text, pieces, patches = _assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
     try:
-        data, stamps, pieces, patches = assemble(
-            written, serial, index, ipv6_int=ipv6_int, catalog=catalog
-        )
-    except ValueError as exc:  # the pair on disk is not what its index says
-        raise StalePair(str(output), str(exc)) from None
+        data_out = _DataOut(output)
     except OSError as exc:
-        raise StalePair(str(output), f"cannot read the pair: {fsutil.describe(exc)}") from None
+        raise cannot_write(output, exc) from None
 
-    def stage_data() -> tuple[Path, str]:
-        sha256 = hashlib.sha256(data).hexdigest()
-        tmp = fsutil.stage(data_final, lambda fd: fsutil.write_all(fd, data))
-        return tmp, sha256
+    def stage_data() -> None:
+        try:
+            text.emit(index, data_out.write)
+        except ValueError as exc:  # the pair on disk is not what its index says
+            raise StalePair(str(output), str(exc)) from None
+        data_out.close()
 
     failure: BaseException | None = None
-    data_tmp: Path | None = None
     cdb_tmp: Path | None = None
-    sha256 = ""
     with ThreadPoolExecutor(max_workers=1) as pool, tempfile.TemporaryFile(dir=output) as pairs:
         data_job = pool.submit(stage_data)
         try:
@@ -145,26 +172,131 @@ def write_pair(
         except BaseException as exc:  # out of memory: the data thread's file goes too
             failure = exc
         try:
-            data_tmp, sha256 = data_job.result()
+            data_job.result()
+        except StalePair as exc:
+            failure = exc
         except OSError as exc:
             # data is written first in spirit: its error is the one to report
             failure = cannot_write(output, exc)
         except BaseException as exc:  # out of memory
             failure = exc
-        staged = [tmp for tmp in (data_tmp, cdb_tmp) if tmp is not None]
-        if failure is not None or data_tmp is None or cdb_tmp is None:
-            fsutil.discard(staged)
+        if failure is not None or cdb_tmp is None:
+            data_out.discard()
+            fsutil.discard([cdb_tmp] if cdb_tmp is not None else [])
             raise failure or BuildError(str(output), "cannot write")
+        pairs.seek(0)
+        return data_out.install(cdb_tmp, text.stamps, pairs)
+
+
+def stream_pair(output: Path, banner: bytes, serial: int, sources: Iterable[Ready]) -> Written:
+    """Stage both files from ``sources`` as they come, then install them as a pair.
+
+    For a build that compiles every source (:meth:`CompiledSources.stream
+    <dnsmaster.master.compiling.CompiledSources.stream>`): each source's text goes
+    to ``data`` and its records to ``data.cdb`` (through the compiler's ``Stream``,
+    on the one cdb writer, ``cdbmake.h``) as soon as it is compiled, while the next
+    ones compile; then only the cdb's tables are left to write. Memory holds a few
+    sources and 8 bytes a record, never the whole text nor all the records. An
+    exception from ``sources`` (DataErrors) leaves nothing behind.
+    """
+    fast = accel.compiler()
+    assert fast is not None  # CompiledSources.streams() checked
+    stamp = str(serial % MODULUS).encode()
+    stamp4 = (serial & 0xFFFFFFFF).to_bytes(4, "big")
+    try:
+        data_out = _DataOut(output)
+    except OSError as exc:
+        raise cannot_write(output, exc) from None
+    cdb_tmp: Path | None = None
+    cdb_fd = -1
+    stamps = [len(BANNER)]
+    try:
+        with tempfile.TemporaryFile(dir=output) as pairs:
+            try:
+                cdb_fd, cdb_name = tempfile.mkstemp(dir=output, prefix=".data.cdb.", suffix=".tmp")
+                cdb_tmp = Path(cdb_name)
+                writer = fast.Stream(cdb_fd)
+                data_out.write(banner)
+                at = len(banner)
+                for src in sources:
+                    pieces = src.pieces
+                    for piece in pieces[:-1]:
+                        at += len(piece)
+                        stamps.append(at)
+                        at += len(stamp)
+                    at += len(pieces[-1])
+                    data_out.write(stamp.join(pieces))
+                    records = src.records
+                    writer.put(records.blob, records.serials, stamp4, records.count)
+                with ThreadPoolExecutor(max_workers=1) as pool:
+                    synced = pool.submit(data_out.close)  # its fsync, while the tables go
+                    writer.finish(pairs.fileno())
+                    os.fchmod(cdb_fd, 0o644)
+                    os.fsync(cdb_fd)
+                    synced.result()
+            except OSError as exc:
+                raise cannot_write(output, exc) from None
+            except CdbTooLarge as exc:
+                raise BuildError(str(output / "data.cdb"), str(exc)) from None
+            os.close(cdb_fd)
+            cdb_fd = -1
+            pairs.seek(0)
+            return data_out.install(cdb_tmp, stamps, pairs)
+    except BaseException:
+        data_out.discard()
+        fsutil.discard([cdb_tmp] if cdb_tmp is not None else [])
+        raise
+    finally:
+        if cdb_fd >= 0:
+            os.close(cdb_fd)
+
+
+class _DataOut:
+    """``data`` as it is staged: written, hashed and its lines counted as it comes."""
+
+    def __init__(self, output: Path) -> None:
+        self.output = output
+        self.sha256 = hashlib.sha256()
+        self.lines = 0
+        fd, name = tempfile.mkstemp(dir=output, prefix=".data.", suffix=".tmp")
+        self.fd = fd
+        self.tmp = Path(name)
+
+    def write(self, chunk: bytes | bytearray | memoryview) -> None:
+        """The next bytes of ``data``."""
+        self.sha256.update(chunk)
+        whole = chunk.tobytes() if isinstance(chunk, memoryview) else chunk  # a rare restamp
+        self.lines += whole.count(b"\n")
+        fsutil.write_all(self.fd, memoryview(chunk))
+
+    def close(self) -> None:
+        """Every byte is in: made durable."""
+        os.fchmod(self.fd, 0o644)
+        os.fsync(self.fd)
+
+    def install(self, cdb_tmp: Path, stamps: list[int], pairs: IO[bytes]) -> Written:
+        """Both staged files renamed into place as one pair; what was written."""
+        sha256 = self.sha256.hexdigest()
         try:
+            text = mmap.mmap(self.fd, 0, access=mmap.ACCESS_READ)
             # One pair, under a journal: a crash between the two renames is seen by
             # the next run (is_current is then false, and it builds both again).
-            fsutil.install_pair(output, data_tmp, cdb_tmp, sha256)
-            pairs.seek(0)
+            fsutil.install_pair(self.output, self.tmp, cdb_tmp, sha256)
             hashes = pairs.read()
         except OSError as exc:
-            fsutil.discard(staged)
-            raise cannot_write(output, exc) from None
-    return data, stamps, sha256, hashes
+            self.discard()
+            fsutil.discard([cdb_tmp])
+            raise cannot_write(self.output, exc) from None
+        os.close(self.fd)
+        self.fd = -1
+        return Written(stamps, sha256, self.lines, hashes, text)
+
+    def discard(self) -> None:
+        """Nothing of it is kept."""
+        if self.fd >= 0:
+            os.close(self.fd)
+            self.fd = -1
+        fsutil.discard([self.tmp])
 
 
 def assemble(
@@ -184,7 +316,24 @@ def assemble(
     there), and whose records are one range
     of the old ``data.cdb``, with their hashes from the index when it has them. No
     Python object is made per record, and per source only its offsets are looked at.
+    Raises ValueError when the old pair is not what ``index`` says.
     """
+    text, pieces, patches = _assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
+    parts: list[bytes | bytearray | memoryview] = []
+    text.emit(index, parts.append)
+    return b"".join(parts), text.stamps, pieces, patches
+
+
+def _assemble(
+    written: Sequence[Source],
+    serial: int,
+    index: Index | None,
+    *,
+    ipv6_int: bool,
+    catalog: str = "",
+) -> tuple[_Text, list[cdb.Piece], list[tuple[int, bytes]]]:
+    """:func:`assemble`, with ``data``'s text left as what to write (see
+    :meth:`_Text.emit`): numbers and the compiled sources' pieces, no old text read."""
     banner = banner_line(
         [(src.name, src.digest) for src in written], serial, ipv6_int=ipv6_int, catalog=catalog
     )
@@ -201,65 +350,111 @@ def assemble(
         else:
             batch.append(src)
     old.take(batch, text, records)
-    return b"".join(text.parts), text.stamps, records.pieces, records.patches
+    return text, records.pieces, records.patches
+
+
+#: How much of the old ``data`` a kept run is read and restamped in at a time.
+_CHUNK = 1 << 22
+
+
+@dataclass(frozen=True, slots=True)
+class _Run:
+    """A range of the old ``data``: ``length`` bytes from ``start``, with the old
+    serial's ``digits`` at each of ``cuts`` (offsets in the range) to restamp."""
+
+    start: int
+    length: int
+    cuts: list[int]
+    digits: bytes
 
 
 class _Text:
-    """``data`` as it is put together: its parts, and where the serials are."""
+    """``data`` as it is put together: what to write, and where the serials are."""
 
     def __init__(self, banner: bytes, stamp: bytes) -> None:
-        self.parts: list[bytes | bytearray | memoryview] = [banner]
+        self.parts: list[bytes | _Run] = [banner]
         self.stamps = [len(BANNER)]
         self.at = len(banner)
         self.stamp = stamp
 
     def add(self, pieces: Sequence[bytes | memoryview]) -> None:
         """A text cut where the serial goes."""
-        parts, stamps, stamp = self.parts, self.stamps, self.stamp
+        stamps, stamp = self.stamps, self.stamp
         at = self.at + len(pieces[0])
-        parts.append(pieces[0])
         for piece in pieces[1:]:
             stamps.append(at)
-            parts.append(stamp)
-            parts.append(piece)
             at += len(stamp) + len(piece)
+        self.parts.append(stamp.join(pieces))
         self.at = at
 
-    def copy(self, run: bytearray, cuts: list[int], digits: bytes) -> None:
-        """``run``, a range of the old ``data``, with the serial put in place of the old
-        serial's ``digits`` at each of ``cuts`` (offsets in ``run``). Raises ValueError
-        when they are not there.
+    def copy(self, start: int, length: int, cuts: list[int], digits: bytes) -> None:
+        """``length`` bytes from ``start`` of the old ``data``, with the serial put in
+        place of the old serial's ``digits`` at each of ``cuts`` (offsets in the run);
+        read when :meth:`emit` writes them."""
+        at, grow = self.at, len(self.stamp) - len(digits)
+        self.stamps.extend([at + cut + grow * i for i, cut in enumerate(cuts)])
+        self.parts.append(_Run(start, length, cuts, digits))
+        self.at = at + length + grow * len(cuts)
 
-        When both serials have as many digits (all but once in a long while), the
-        digits are written over in ``run`` itself and it goes in as one part: a restamp
-        cuts the text at every zone's SOA, and a part per cut cost more than the
-        copying."""
-        parts, stamps, stamp = self.parts, self.stamps, self.stamp
-        at = self.at
-        width = len(digits)
-        starts_with = run.startswith
-        if width == len(stamp):
-            for cut in cuts:
-                if not starts_with(digits, cut):
-                    raise ValueError("the old serial is not where the index says")
-                run[cut : cut + width] = stamp
-            stamps.extend([at + cut for cut in cuts])
-            parts.append(run)
-            self.at = at + len(run)
-            return
-        view = memoryview(run)
-        pos = 0
+    def emit(
+        self, index: Index | None, sink: Callable[[bytes | bytearray | memoryview], None]
+    ) -> None:
+        """Each piece of ``data`` in order to ``sink``: a kept run read from the old
+        ``data`` a few MiB at a time, each chunk restamped in its own buffer. Raises
+        ValueError when the old serial is not where the index says (or the old
+        ``data`` cannot be read)."""
+        stamp = self.stamp
+        for part in self.parts:
+            if not isinstance(part, _Run):
+                sink(part)
+                continue
+            assert index is not None  # a run is copied from the pair of an index
+            cuts, digits, width = part.cuts, part.digits, len(part.digits)
+            pos, k = 0, 0
+            while pos < part.length:
+                end = min(pos + _CHUNK, part.length)
+                # a chunk never ends inside the digits of a serial
+                j = bisect.bisect_left(cuts, end, k)
+                if j > k and cuts[j - 1] + width > end:
+                    j -= 1
+                    end = cuts[j]
+                try:
+                    chunk = index.read(index.data, part.start + pos, end - pos)
+                except OSError as exc:
+                    raise ValueError(f"cannot read the pair: {fsutil.describe(exc)}") from None
+                _restamp(chunk, [cut - pos for cut in cuts[k:j]], digits, stamp, sink)
+                pos, k = end, j
+
+
+def _restamp(
+    chunk: bytearray,
+    cuts: list[int],
+    digits: bytes,
+    stamp: bytes,
+    sink: Callable[[bytes | bytearray | memoryview], None],
+) -> None:
+    """``chunk`` to ``sink`` with ``stamp`` in place of ``digits`` at each of ``cuts``.
+
+    When both serials have as many digits (all but once in a long while), the digits
+    are written over in the chunk itself and it goes out as one piece: a restamp
+    cuts the text at every zone's SOA, and a piece per cut costs more than that."""
+    width = len(digits)
+    starts_with = chunk.startswith
+    for cut in cuts:
+        if not starts_with(digits, cut):
+            raise ValueError("the old serial is not where the index says")
+    if width == len(stamp):
         for cut in cuts:
-            if not starts_with(digits, cut):
-                raise ValueError("the old serial is not where the index says")
-            parts.append(view[pos:cut])
-            at += cut - pos
-            stamps.append(at)
-            parts.append(stamp)
-            at += len(stamp)
-            pos = cut + width
-        parts.append(view[pos:])
-        self.at = at + len(run) - pos
+            chunk[cut : cut + width] = stamp
+        sink(chunk)
+        return
+    view = memoryview(chunk)
+    at = 0
+    for cut in cuts:
+        sink(view[at:cut])
+        sink(stamp)
+        at = cut + width
+    sink(view[at:])
 
 
 class _Records:
@@ -321,7 +516,7 @@ class _Old:
                 k1 += src.nrecords
                 i += 1
             # only the runs kept are read, each into the buffer that goes into data
-            text.copy(index.read(index.data, t0, t1 - t0), cuts, self.digits)
+            text.copy(t0, t1 - t0, cuts, self.digits)
             pairs = index.pairs[8 * k0 : 8 * k1] if index.pairs else None
             piece = cdb.Piece(r1 - r0, k1 - k0, fd=index.cdb, offset=r0, index=pairs)
             records.add(piece, serials)
@@ -339,16 +534,7 @@ def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
     return tuple(pieces)
 
 
-def keep(
-    output: Path,
-    *,
-    count: int,
-    data: bytes,
-    serial: int,
-    sha256: str,
-    stamps: list[int],
-    now: float,
-) -> None:
+def keep(output: Path, *, count: int, written: Written, serial: int, now: float) -> None:
     """Keep the installed build for rollback; a failure is logged, never fatal.
 
     The build is on disk already: losing a rollback point must not cost the
@@ -357,6 +543,14 @@ def keep(
     try:
         archive = Archive(output, count)
         # data is installed, fsynced and never written in place: link, do not copy
-        archive.add(data, serial, sha256, stamps, now, source=output / "data")
+        archive.add(
+            written.text,
+            serial,
+            written.sha256,
+            written.stamps,
+            now,
+            source=output / "data",
+            lines=written.lines,
+        )
     except ArchiveError as exc:
         get_logger().warning("archive.failed", path=exc.path, error=exc.reason, serial=serial)
