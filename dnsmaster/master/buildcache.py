@@ -56,6 +56,7 @@ from dnsmaster.master.cacheindex import (
     code_digest,
     decode,
     encode,
+    uncollected,
 )
 
 __all__ = [
@@ -143,11 +144,18 @@ class Index:
     banner: int
     sources: dict[str, Kept]
     stats: dict[str, Stat]
-    at: dict[str, tuple[int, int, int]]
+    where: _Where = field(repr=False, compare=False)
     data: int
     cdb: int
     pairs: bytes | memoryview
     held: _Descriptors = field(repr=False, compare=False)
+
+    @property
+    def at(self) -> dict[str, tuple[int, int, int]]:
+        """Where each source's text starts in ``data``, where its records start in
+        ``data.cdb``, and the number of its first record; worked out when first
+        asked (an index written by a process about to exit never is)."""
+        return self.where.get()
 
     @property
     def width(self) -> int:
@@ -173,6 +181,28 @@ class Index:
                 raise InvalidIndex("the pair is shorter than its index says")
             got += n
         return buf
+
+
+class _Where:
+    """:attr:`Index.at`, worked out once, from the texts' lengths and the sources."""
+
+    __slots__ = ("found", "lengths", "sources", "start")
+
+    def __init__(self, sources: dict[str, Kept], lengths: list[int], start: int) -> None:
+        self.sources, self.lengths, self.start = sources, lengths, start
+        self.found: dict[str, tuple[int, int, int]] | None = None
+
+    def get(self) -> dict[str, tuple[int, int, int]]:
+        if self.found is None:
+            kept = self.sources.values()
+            # the running sums (the last, where the last ends, is dropped by zip)
+            texts = accumulate(self.lengths, initial=self.start)
+            starts = accumulate(map(_records, kept), initial=cdb.HEADER_SIZE)
+            first = accumulate(map(_nrecords, kept), initial=0)
+            with uncollected():
+                self.found = dict(zip(self.sources, zip(texts, starts, first)))  # noqa: B905
+            self.lengths = []
+        return self.found
 
 
 class _Descriptors:
@@ -282,13 +312,8 @@ class BuildCache:
             if isinstance(exc, InvalidIndex):
                 return Rejected(str(exc))
             return Rejected(f"cannot read the pair: {fsutil.describe(exc)}")
-        # where each starts: the running sums (the last, where the last ends, is
-        # dropped by zip)
-        texts = accumulate(lengths, initial=banner)
-        starts = accumulate(map(_records, sources.values()), initial=records)
-        first = accumulate(map(_nrecords, sources.values()), initial=0)
-        at = dict(zip(sources, zip(texts, starts, first)))  # noqa: B905
-        return Index(serial, banner, sources, stats, at, fds[0], fds[1], pairs, held)
+        where = _Where(sources, lengths, banner)
+        return Index(serial, banner, sources, stats, where, fds[0], fds[1], pairs, held)
 
     def save(
         self,

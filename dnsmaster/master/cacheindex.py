@@ -41,6 +41,7 @@ __all__ = [
     "code_digest",
     "decode",
     "encode",
+    "uncollected",
 ]
 
 #: The version of the index format; an index of another is ignored.
@@ -133,7 +134,7 @@ def encode(
 
     Each section is packed whole from its column: no statement runs per source.
     """
-    with _no_collection():
+    with uncollected():
         sections = _sections(sources, stats)
     header = _HEADER.pack(
         _MAGIC,
@@ -211,7 +212,7 @@ def decode(
     if hashlib.sha256(body).digest() != checksum:
         raise InvalidIndex("sha256 does not match its contents")
     try:
-        with _no_collection():
+        with uncollected():
             sources, stats = _parse(body, fields[17], lengths[:-1])
     except (struct.error, UnicodeError, OverflowError) as exc:
         raise InvalidIndex(f"malformed: {exc}") from None
@@ -267,10 +268,11 @@ def _parse(
 
 
 @contextlib.contextmanager
-def _no_collection() -> Iterator[None]:
+def uncollected() -> Iterator[None]:
     """No garbage collection while a few hundred thousand tuples are made, none of
     them in a cycle: the collector would walk them all again and again (a third of
-    the time a new process took to read a 100,000-source index)."""
+    the time a new process took to read a 100,000-source index). Process-wide, for
+    the moment it takes: a thread running beside it collects nothing then either."""
     was = gc.isenabled()
     gc.disable()
     try:
