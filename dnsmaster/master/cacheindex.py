@@ -18,19 +18,19 @@ from __future__ import annotations
 
 import contextlib
 import functools
-import gc
 import hashlib
 import operator
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterable, Sequence
 from itertools import chain, compress, islice, repeat
 from pathlib import Path
 from typing import NamedTuple
 
 from dnsmaster import __version__
 from dnsmaster.core import makedata
+from dnsmaster.core.compiler import no_gc
 from dnsmaster.errors import DataError, DnsmasterError
 
 __all__ = [
@@ -41,7 +41,6 @@ __all__ = [
     "code_digest",
     "decode",
     "encode",
-    "uncollected",
 ]
 
 #: The version of the index format; an index of another is ignored.
@@ -134,7 +133,7 @@ def encode(
 
     Each section is packed whole from its column: no statement runs per source.
     """
-    with uncollected():
+    with no_gc():
         sections = _sections(sources, stats)
     header = _HEADER.pack(
         _MAGIC,
@@ -212,7 +211,7 @@ def decode(
     if hashlib.sha256(body).digest() != checksum:
         raise InvalidIndex("sha256 does not match its contents")
     try:
-        with uncollected():
+        with no_gc():
             sources, stats = _parse(body, fields[17], lengths[:-1])
     except (struct.error, UnicodeError, OverflowError) as exc:
         raise InvalidIndex(f"malformed: {exc}") from None
@@ -265,21 +264,6 @@ def _parse(
     trusted = map(_NO_STAT.__ne__, stat_of)
     stats = dict(compress(zip(names, stat_of, strict=True), trusted))
     return sources, stats
-
-
-@contextlib.contextmanager
-def uncollected() -> Iterator[None]:
-    """No garbage collection while a few hundred thousand tuples are made, none of
-    them in a cycle: the collector would walk them all again and again (a third of
-    the time a new process took to read a 100,000-source index). Process-wide, for
-    the moment it takes: a thread running beside it collects nothing then either."""
-    was = gc.isenabled()
-    gc.disable()
-    try:
-        yield
-    finally:
-        if was:
-            gc.enable()
 
 
 def _cut(values: tuple[int, ...], counts: list[int]) -> list[tuple[int, ...]]:
