@@ -106,6 +106,20 @@ class Looked:
         ]
 
 
+def _told(names: list[str], changed: Collection[str], held: dict[str, Stat]) -> list[str]:
+    """Of ``names``, in order, those ``changed`` names and those without a stat
+    ``held`` (by map and compress, no statement per name: there may be 100,000)."""
+    stale = set(changed).union(compress(names, map(operator.not_, map(held.__contains__, names))))
+    return list(compress(names, map(stale.__contains__, names)))
+
+
+def _like(names: list[str], seen: list[Stat | None], held: dict[str, Stat]) -> list[bool]:
+    """Whether the stat ``seen`` of each of ``names`` is the one ``held`` (a stat that
+    could not be taken, None, is none). By map, not a statement per name: a new
+    process finds 100,000 names in the index."""
+    return list(map(operator.eq, seen, map(held.get, names, repeat(_MISSING))))
+
+
 @dataclass
 class CompiledSources:
     """The sources compiled so far, by name, and what says each is still current."""
@@ -339,11 +353,7 @@ class CompiledSources:
         mine = self._stats
         if changed is None or not mine:
             return setup.zones.stats(names), names
-        # map and compress, no statement per name: a directory may hold 100,000
-        stale = set(changed).union(
-            compress(names, map(operator.not_, map(mine.__contains__, names)))
-        )
-        looked = list(compress(names, map(stale.__contains__, names)))
+        looked = _told(names, changed, mine)
         stats: dict[str, Stat | None] = dict(mine)
         stats.update(setup.zones.stats(looked))
         return stats, looked
@@ -360,22 +370,18 @@ class CompiledSources:
         index = self._index
         on_disk = index.sources if index is not None else {}
         trusted = index.stats if index is not None else {}
-        mine = self._stats
-        # By column (map, compress), not a statement per name: a new process finds
-        # 100,000 names in the index. Memory (mine holds only names that ready
-        # holds) and the index each vouch for a stat equal to the one seen; a
-        # stat that could not be taken (None) equals neither.
+        mine = self._stats  # memory first (only names that ready holds), then the index
         seen = list(map(stats.__getitem__, names))
         if mine:
-            differ = list(map(operator.ne, seen, map(mine.get, names, repeat(_MISSING))))
+            differ = list(map(operator.not_, _like(names, seen, mine)))
             names, seen = list(compress(names, differ)), list(compress(seen, differ))
-        known = list(map(operator.eq, seen, map(trusted.get, names, repeat(_MISSING))))
+        known = _like(names, seen, trusted)
         taken = list(compress(names, known))
         if taken:
             found = list(map(on_disk.__getitem__, taken))
             self.ready.update(zip(taken, found, strict=True))
-            # equal to the index's, so not None
-            mine.update(zip(taken, compress(cast("list[Stat]", seen), known), strict=True))
+            vouched = cast("list[Stat]", seen)  # those taken equal the index's: not None
+            mine.update(zip(taken, compress(vouched, known), strict=True))
             self.loaded.extend(taken)
             if setup.strict:  # what a strict compile raises
                 errors.extend(chain.from_iterable(src.warnings for src in found))
