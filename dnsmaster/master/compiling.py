@@ -14,13 +14,15 @@ from __future__ import annotations
 import functools
 import hashlib
 import itertools
+import operator
 import time
 from collections import deque
 from collections.abc import Callable, Collection, Generator, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
+from itertools import chain, compress, repeat
 from pathlib import Path
-from typing import TypeVar
+from typing import TypeVar, cast
 
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.compiler import PackedRecords
@@ -35,7 +37,6 @@ from dnsmaster.master.buildcache import (
     Kept,
     Ready,
     Rejected,
-    Row,
     kept_of,
 )
 from dnsmaster.master.zones import Stat, ZonesDir
@@ -70,6 +71,9 @@ _R = TypeVar("_R")
 #: How much of the zones files a build keeps in memory between reading them (for
 #: the fingerprint) and compiling them; the rest is read again (and hashed again).
 KEEP_READ = 96 << 20
+
+# What no stat equals (a missing entry, where None is a stat not taken)
+_MISSING = object()
 
 #: A source as a build uses it: compiled now, or kept from the last build.
 Source = Ready | Kept
@@ -125,6 +129,20 @@ class Looked:
         ]
 
 
+def _told(names: list[str], changed: Collection[str], held: dict[str, Stat]) -> list[str]:
+    """Of ``names``, in order, those ``changed`` names and those without a stat
+    ``held`` (by map and compress, no statement per name: there may be 100,000)."""
+    stale = set(changed).union(compress(names, map(operator.not_, map(held.__contains__, names))))
+    return list(compress(names, map(stale.__contains__, names)))
+
+
+def _like(names: list[str], seen: list[Stat | None], held: dict[str, Stat]) -> list[bool]:
+    """Whether the stat ``seen`` of each of ``names`` is the one ``held`` (a stat that
+    could not be taken, None, is none). By map, not a statement per name: a new
+    process finds 100,000 names in the index."""
+    return list(map(operator.eq, seen, map(held.get, names, repeat(_MISSING))))
+
+
 @dataclass
 class CompiledSources:
     """The sources compiled so far, by name, and what says each is still current."""
@@ -139,8 +157,6 @@ class CompiledSources:
     # The index of the pair the Kept sources of ready are in (None: not read yet)
     _index: Index | None = field(default=None, repr=False)
     _read: bool = field(default=False, repr=False)
-    # Each source's row of the index, as last written (see buildcache.encode)
-    _rows: dict[str, Row] = field(default_factory=dict, repr=False)
 
     def forget(self) -> None:
         """Drop everything: what is kept was compiled with other settings."""
@@ -155,7 +171,7 @@ class CompiledSources:
         """The index of the pair the kept sources are in; read once, when first asked."""
         if not self._read and setup.disk is not None:
             self._read = True
-            found = setup.disk.load(self._rows)
+            found = setup.disk.load()
             if isinstance(found, Rejected):
                 self.rejected.append((INDEX, found.reason))
             elif found is not None:
@@ -257,8 +273,7 @@ class CompiledSources:
         errors = looked.errors + [e for name in looked.unsure for e in late.get(name, ())]
         if errors:
             raise DataErrors(tuple(errors))
-        ready = self.ready
-        return [ready[name] for name in names], recompiled
+        return list(map(self.ready.__getitem__, names)), recompiled
 
     def streams(self, setup: Setup, looked: Looked) -> bool:
         """Whether :meth:`stream` may compile ``looked``: every source to compile (a
@@ -314,9 +329,7 @@ class CompiledSources:
         mine = self._stats
         if changed is None or not mine:
             return setup.zones.stats(names), names
-        stale = set(changed)
-        get = mine.get
-        looked = [n for n in names if n in stale or get(n) is None]
+        looked = _told(names, changed, mine)
         stats: dict[str, Stat | None] = dict(mine)
         stats.update(setup.zones.stats(looked))
         return stats, looked
@@ -333,28 +346,22 @@ class CompiledSources:
         index = self._index
         on_disk = index.sources if index is not None else {}
         trusted = index.stats if index is not None else {}
-        ready = self.ready
-        mine = self._stats
-        unsure = []
-        # Most names, in a daemon, are what memory holds: found by one comprehension,
-        # not the branches below (mine holds only names that ready holds).
-        get = mine.get
-        others = [n for n in names if (st := stats[n]) is None or get(n) != st] if mine else names
-        for name in others:
-            seen = stats[name]
-            if seen is None:
-                unsure.append(name)
-            elif name in ready and mine.get(name) == seen:
-                pass
-            elif trusted.get(name) == seen:
-                ready[name] = on_disk[name]
-                mine[name] = seen
-                self.loaded.append(name)
-                if setup.strict:
-                    errors.extend(on_disk[name].warnings)  # what a strict compile raises
-            else:
-                unsure.append(name)
-        return unsure
+        mine = self._stats  # memory first (only names that ready holds), then the index
+        seen = list(map(stats.__getitem__, names))
+        if mine:
+            differ = list(map(operator.not_, _like(names, seen, mine)))
+            names, seen = list(compress(names, differ)), list(compress(seen, differ))
+        known = _like(names, seen, trusted)
+        taken = list(compress(names, known))
+        if taken:
+            found = list(map(on_disk.__getitem__, taken))
+            self.ready.update(zip(taken, found, strict=True))
+            vouched = cast("list[Stat]", seen)  # those taken equal the index's: not None
+            mine.update(zip(taken, compress(vouched, known), strict=True))
+            self.loaded.extend(taken)
+            if setup.strict:  # what a strict compile raises
+                errors.extend(chain.from_iterable(src.warnings for src in found))
+        return list(compress(names, map(operator.not_, known)))
 
     def save(
         self,
@@ -378,13 +385,17 @@ class CompiledSources:
         self.rejected = []
         if disk is None:
             return False
-        kept = [src if isinstance(src, Kept) else kept_of(src) for src in written]
-        # After a one-file change one source was compiled: only it becomes a Kept.
-        fresh = [new for old, new in zip(written, kept, strict=True) if old is not new]
+        kept: list[Kept] = list(written)  # type: ignore[arg-type]  # Ready ones replaced below
+        # After a one-file change one source was compiled: only it becomes a Kept
+        # (found by map, not a statement per source: there may be 100,000).
+        fresh = []
+        for k in compress(range(len(kept)), map(isinstance, written, repeat(Ready))):
+            kept[k] = kept_of(written[k])  # type: ignore[arg-type]
+            fresh.append(kept[k])
         # the catalog's section is in the pair too, but is made anew by each build
         stats = self._stats  # only sources of this build: compile() drops the others
         disk.sweep()
-        found = disk.save(kept, stats, serial=serial, banner=banner, rows=self._rows, pairs=pairs)
+        found = disk.save(kept, stats, serial=serial, banner=banner, pairs=pairs)
         if isinstance(found, str):
             log.warning("cache.failed", error=found)
             return False

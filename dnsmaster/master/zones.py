@@ -8,11 +8,17 @@ a name with a control character is refused rather than written into a
 
 from __future__ import annotations
 
+import contextlib
+import functools
+import operator
 import os
 import re
 import stat
+import time
 from dataclasses import dataclass
+from itertools import compress
 from pathlib import Path
+from typing import cast
 
 from dnsmaster import fsutil
 from dnsmaster.core.sources import HEADER, JUNK_SUFFIXES, source_order, why_skipped
@@ -31,6 +37,15 @@ _CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 #: What says a file is unchanged without reading it: device, inode, size, mtime, ctime.
 Stat = tuple[int, ...]
 
+_FIELDS = operator.attrgetter("st_dev", "st_ino", "st_size", "st_mtime_ns", "st_ctime_ns")
+_NAME = operator.attrgetter("name")
+_IS_DIR, _IS_LINK = os.DirEntry.is_dir, os.DirEntry.is_symlink
+# A directory changed this recently is listed again next time (see ZonesDir.scan).
+_RACY_NS = 2_000_000_000
+# zones directory -> its stat before its last listing, the sources and the skipped
+_LISTED: dict[str, tuple[Stat, list[str], list[tuple[str, str]]]] = {}
+_LISTINGS = 8
+
 
 @dataclass(frozen=True, slots=True)
 class ZonesDir:
@@ -40,9 +55,23 @@ class ZonesDir:
     max_file_size: int = DEFAULT_MAX_FILE_SIZE
 
     def scan(self) -> tuple[list[str], list[tuple[str, str]]]:
-        """The sources in build order, and the look-alikes skipped with why."""
+        """The sources in build order, and the look-alikes skipped with why.
+
+        The last listing of the directory is taken again while the directory's own
+        stat is the one taken before that listing: a name that comes, goes or is
+        renamed changes the directory's mtime, and a file written in place changes
+        no name. As with a file's stat (git's racy-clean rule), a directory changed
+        in the two seconds before its listing is listed again next time; and a
+        listing with a symlink in it is not kept (what it points to may become a
+        directory without the directory changing).
+        """
+        key = str(self.path)
+        before = _directory_stat(self.path)
+        kept = _LISTED.get(key)
+        if kept is not None and before is not None and kept[0] == before:
+            return list(kept[1]), list(kept[2])
         try:
-            names, skipped = list_sources(self.path)
+            names, skipped, links = _listing(self.path)
         except FileNotFoundError:
             raise BuildError(str(self.path), "zones directory does not exist") from None
         except NotADirectoryError:
@@ -59,6 +88,11 @@ class ZonesDir:
                         printable(str(self.path / name)),
                         "file name contains a control character; rename the file",
                     )
+        _LISTED.pop(key, None)
+        if before is not None and not links and max(before[3:]) < time.time_ns() - _RACY_NS:
+            while len(_LISTED) >= _LISTINGS:  # one zones directory a process, but tests
+                del _LISTED[next(iter(_LISTED))]
+            _LISTED[key] = (before, list(names), list(skipped))
         return names, skipped
 
     def stat(self, name: str) -> Stat | None:
@@ -67,13 +101,17 @@ class ZonesDir:
 
     def stats(self, names: list[str]) -> dict[str, Stat | None]:
         """:meth:`stat` of each of ``names``, relative to one open directory: no path
-        is made per file."""
-        found: dict[str, Stat | None] = dict.fromkeys(names)
+        is made per file, and while no stat fails no statement runs per file."""
         try:
             fd = os.open(self.path, os.O_RDONLY | os.O_DIRECTORY | os.O_CLOEXEC)
         except OSError:
-            return found
+            return dict.fromkeys(names)
         try:
+            with contextlib.suppress(OSError):
+                taken = map(functools.partial(os.stat, dir_fd=fd), names)
+                return dict(zip(names, map(_FIELDS, taken), strict=True))
+            # one failed (a file removed since the listing): each on its own
+            found: dict[str, Stat | None] = dict.fromkeys(names)
             for name in names:
                 try:
                     st = os.stat(name, dir_fd=fd)
@@ -130,8 +168,17 @@ def list_sources(zones: Path) -> tuple[list[str], list[tuple[str, str]]]:
     What build, check and doctor count, so that they never disagree. Raises OSError
     when the directory cannot be listed.
     """
-    with os.scandir(zones) as entries:
-        names = [e.name for e in entries if not e.is_dir()]
+    names, skipped, _ = _listing(zones)
+    return names, skipped
+
+
+def _listing(zones: Path) -> tuple[list[str], list[tuple[str, str]], bool]:
+    """:func:`list_sources`, and whether a symlink was among the entries."""
+    with os.scandir(zones) as listed:
+        entries = list(listed)
+    # map and compress: no statement per entry (a directory may hold 100,000)
+    names = list(compress(map(_NAME, entries), map(operator.not_, map(_IS_DIR, entries))))
+    links = any(map(_IS_LINK, entries))
     skipped = []
     chosen = []
     for name in names:
@@ -150,8 +197,15 @@ def list_sources(zones: Path) -> tuple[list[str], list[tuple[str, str]]]:
     # most directories hold ASCII names alone, sorted without a key.
     if "".join(chosen).isascii():
         files = sorted(name for name in chosen if name != HEADER)
-        return ([HEADER] if len(files) < len(chosen) else []) + files, skipped
-    return source_order(chosen), skipped
+        return ([HEADER] if len(files) < len(chosen) else []) + files, skipped, links
+    return source_order(chosen), skipped, links
+
+
+def _directory_stat(path: Path) -> Stat | None:
+    try:
+        return cast("Stat", _FIELDS(os.stat(path)))
+    except OSError:
+        return None
 
 
 def _kind(mode: int) -> str:

@@ -37,3 +37,28 @@ class TestZoneSerials:
     def test_no_zones(self) -> None:
         """Data without Z lines serves no SOA."""
         assert zone_serials(b"+a.example.com:1.2.3.4\n") == {}
+
+    def test_few_sources_found_as_a_scan_of_every_marker_does(self) -> None:
+        """A few changed sources are found by their markers alone; what they give is
+        what the scan of every marker gives (the one for many sources), marker
+        look-alikes inside another section included."""
+        lookalike = b"Zfake.example:ns:host:7\n"
+        sources = [
+            compile_source(f"zones.s{i:02d}", b"Zs%d.example:ns:host:%d\n" % (i, 100 + i))
+            for i in range(40)
+        ]
+        data = assemble(sources, 1700000000).data
+        # a comment line in zones.s03 that looks like zones.s05's marker
+        data = data.replace(b"Zs3.example", b"# zones.s05:1\n" + lookalike + b"Zs3.example")
+        many = frozenset(f"zones.s{i:02d}" for i in range(0, 40, 1))
+        everything = zone_serials(data, many)
+        assert len(everything) == 41
+        few = zone_serials(data, frozenset({"zones.s05", "zones.s01"}))
+        assert few == {k: v for k, v in everything.items() if k in few}
+        # zones.s03's lines after the look-alike count as zones.s05's, both ways
+        assert set(few) == {
+            b"\x02s1\x07example\x00",
+            b"\x02s5\x07example\x00",
+            b"\x04fake\x07example\x00",
+            b"\x02s3\x07example\x00",
+        }
