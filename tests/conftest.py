@@ -223,8 +223,7 @@ def pytest_collection_modifyitems(
 #: of the suite. These go to the heads of the shares instead. An id that names no test
 #: is ignored: the list is about time.
 LONG_FIRST = (
-    "tests/test_readme.py::test_readme_slave_and_daemontools",  # 110
-    "tests/test_readme.py::test_readme_slave_and_runit",  # 100
+    "tests/test_readme.py::test_readme_walkthrough",  # 110 (two runs of 100 before)
     "tests/benchmarks/test_soak.py::test_short_soak",  # 76
     "tests/core/test_accel.py::test_data_files",  # 57
     "tests/test_docs.py::test_manual_builds_without_warnings",  # 47
