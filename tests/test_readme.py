@@ -29,6 +29,7 @@ services, and which a real machine does not have).
 
 from __future__ import annotations
 
+import contextlib
 import re
 import shlex
 import shutil
@@ -42,7 +43,7 @@ import dns.query
 import dns.rdatatype
 import pytest
 
-from tests.conftest import require, require_root
+from tests.conftest import missing, require, require_root
 from tests.lab.daemonrun import PROJECT
 from tests.lab.host import Host, install_dnsmaster, wait_for
 from tests.lab.host import read_text as _read
@@ -160,9 +161,8 @@ def _installed(package: str) -> bool:
 
 
 class Lab:
-    """A master and a slave, each a :class:`Host`, set up by the manual's blocks; a
-    second slave (:meth:`add_second_slave`) for the block that adds one to the
-    running daemon."""
+    """A master and a slave, each a :class:`Host`, set up by the manual's blocks; more
+    slaves (:meth:`add_slave_host`) for the blocks that add one to the running daemon."""
 
     def __init__(self, tmp_path: Path, blocks: dict[str, str]) -> None:
         from tests.lab import realworld  # noqa: PLC0415 - loaded by pytest_plugins
@@ -174,9 +174,8 @@ class Lab:
         self.slave = Host(tmp_path, "slave")
         self.address = realworld.take_dns_address()
         self.port = realworld.free_port(self.address)
-        self.slave2: Host | None = None
-        self.address2: str | None = None
-        self.port2 = 0
+        #: The slaves added to the running daemon: each Host, its address and port.
+        self.more: list[tuple[Host, str, int]] = []
 
     def close(self) -> None:
         try:
@@ -186,31 +185,36 @@ class Lab:
                 self.slave.close()
             finally:
                 try:
-                    if self.slave2 is not None:
-                        self.slave2.close()
+                    for host, _, _ in self.more:
+                        host.close()
                 finally:
                     self.realworld.release_dns_address(self.address)
-                    if self.address2 is not None:
-                        self.realworld.release_dns_address(self.address2)
+                    for _, address, _ in self.more:
+                        self.realworld.release_dns_address(address)
 
     def check_install_block(self) -> None:
         """The install block, checked: its packages are installed (CI installs them)."""
         block = self.blocks["install-master"]
         packages = re.search(r"apt-get install -y ([^\n]+)", block)
         assert packages, "the install block names no packages"
-        missing = [p for p in packages.group(1).split() if not _installed(p)]
-        if missing:
-            missing(f"not installed: apt-get install -y {' '.join(missing)}")
+        absent = [p for p in packages.group(1).split() if not _installed(p)]
+        if absent:
+            missing(f"not installed: apt-get install -y {' '.join(absent)}")
         assert "ln -s /opt/dnsmaster/bin/dnsmaster /usr/local/bin/dnsmaster" in block
 
-    def prepare(self, host: Host) -> None:
-        """A clean machine: no services but the manual's, no policy-rc.d."""
+    def prepare(self, host: Host, *, sshd: bool = True) -> None:
+        """A clean machine: no services but the manual's, no policy-rc.d, none of this
+        machine's sshd host keys; a slave (``sshd``) gets a host key of its own.
+
+        Only an ed25519 one, the kind the manual's ssh-keyscan asks for: ``ssh-keygen
+        -A`` would make an RSA key too, 1.5 s of CPU a machine for a key never used."""
         host.start()
+        keygen = "ssh-keygen -q -t ed25519 -N '' -f /etc/ssh/ssh_host_ed25519_key\n"
         host.sh(
             "rm -f /usr/sbin/policy-rc.d\n"
             "mkdir -p /etc/service /run/sshd\n"
             "find -L /etc/service/ -mindepth 1 -maxdepth 1 -exec rm -rf {} +\n"
-            "rm -f /etc/ssh/ssh_host_*\nssh-keygen -A >/dev/null\n"
+            "rm -f /etc/ssh/ssh_host_*\n" + (keygen if sshd else "")
         )
 
     def install_dnsmaster(self) -> None:
@@ -227,7 +231,7 @@ class Lab:
         ):
             require(tool, package)
         self.check_install_block()
-        self.prepare(self.master)
+        self.prepare(self.master, sshd=False)
         self.prepare(self.slave)
         self.install_dnsmaster()
         # The master, once (in root's home: the bundle and authorized_keys land there).
@@ -265,14 +269,16 @@ class Lab:
         log = slave.path("/var/log/runit/tinydns/current")
         wait_for(f"tinydns under runit on {slave.name}", lambda: "starting tinydns" in _read(log))
 
-    def add_second_slave(self) -> Host:
-        """A second slave, its own Host, address and port, set up like the first."""
-        self.address2 = self.realworld.take_dns_address()
-        self.port2 = self.realworld.free_port(self.address2)
-        self.slave2 = Host(self.tmp, "slave2")
-        self.prepare(self.slave2)
-        self.setup_slave(self.slave2, self.address2, self.port2)
-        return self.slave2
+    def add_slave_host(self) -> tuple[str, int]:
+        """Another slave, its own Host, address and port, set up like the first: its
+        address and its sshd's port."""
+        address = self.realworld.take_dns_address()
+        host = Host(self.tmp, f"slave{len(self.more) + 2}")
+        self.more.append((host, address, self.realworld.free_port(address)))
+        port = self.more[-1][2]
+        self.prepare(host)
+        self.setup_slave(host, address, port)
+        return address, port
 
     def start_sshd(self, slave: Host, address: str, port: int) -> None:
         """The slave's own sshd (its /etc/ssh, fresh host keys, UsePAM no) on loopback."""
@@ -354,33 +360,45 @@ def _logged(path: Path, *needles: str) -> Callable[[], bool]:
     return lambda: any(all(n in line for n in needles) for line in _read(path).splitlines())
 
 
-def _add_slave_while_running(lab: Lab, log: Path, hup_block: str) -> None:
-    """A second slave set up as the first, then added to the running daemon by the
+def _add_slave_while_running(lab: Lab, log: Path, hup_block: str, name: str) -> None:
+    """Another slave set up as the first, then added to the running daemon by the
     manual's blocks: recorded and checked, SIGHUP, wait until it serves, dig."""
-    lab.add_second_slave()
-    assert lab.address2 is not None
+    address, port = lab.add_slave_host()
     lab.master.sh(
-        with_values(
-            lab.blocks["setup-add-slave-running"], NAME="ns3", SLAVE=lab.address2, PORT=lab.port2
-        )
+        with_values(lab.blocks["setup-add-slave-running"], NAME=name, SLAVE=address, PORT=port)
     )
     added = lab.master.sh(
-        with_values(lab.blocks[hup_block], NAME="ns3", SLAVE=lab.address2, ZONE="example.com")
+        with_values(lab.blocks[hup_block], NAME=name, SLAVE=address, ZONE="example.com")
     )
-    assert _logged(log, "event=config.reloaded", "added=ns3")(), _read(log)[-3000:]
+    assert _logged(log, "event=config.reloaded", f"added={name}")(), _read(log)[-3000:]
     serial = lab.master_serial()
-    assert lab.serial(lab.address2) == serial
+    assert lab.serial(address) == serial
     # dig's SOA line: "ns... hostmaster... SERIAL ..."
     assert f" {serial} " in added.stdout, added.stdout
 
 
-def test_readme_slave_and_daemontools(lab: Lab) -> None:
-    """Slave from scratch, a push, then the service under svscan: multilog as dnslog, svc -h;
-    a second slave added to the running daemon by svc -h."""
+def test_readme_walkthrough(lab: Lab) -> None:
+    """The whole walk-through on one master: the slave from scratch and a push, then the
+    service under daemontools, then the same master moved to runit.
+
+    Under svscan: multilog as dnslog, svc -h, a second slave added to the running
+    daemon by svc -h, the Makefile's targets. Then svscan's service is taken down
+    (the lab, as an operator would) and the runit block run on the same master:
+    svlogd as dnslog, sv hup, a third slave added by sv hup, make hup. The set-up
+    blocks before the supervisor are the same for both, and run once: each
+    supervisor's blocks are what the two halves prove apart."""
     lab.setup()
     _check_slave(lab)
+    svscan = _daemontools(lab)
+    _leave_daemontools(lab, svscan)
+    _runit(lab)
+
+
+def _daemontools(lab: Lab) -> subprocess.Popen[bytes]:
+    """The service under svscan: multilog as dnslog, svc -h; a second slave added to the
+    running daemon by svc -h; the Makefile. svscan's process."""
     lab.master.sh(lab.blocks["setup-daemontools"])
-    lab.master.spawn(["svscan", "/etc/service"], lab.tmp / "svscan.log")
+    svscan = lab.master.spawn(["svscan", "/etc/service"], lab.tmp / "svscan.log")
     service = "/etc/service/dnsmaster"
     current = lab.master.path(f"{service}/log/main/current")
     wait_for(
@@ -400,15 +418,36 @@ def test_readme_slave_and_daemontools(lab: Lab) -> None:
     lab.master.enter(["svc", "-h", service])
     wait_for("a rebuild on svc -h", _logged(current, "event=build.start", "reason=sighup"))
     wait_for("a push after it", _logged(current, "event=build.done"))
-    _add_slave_while_running(lab, current, "setup-add-slave-hup-daemontools")
+    _add_slave_while_running(lab, current, "setup-add-slave-hup-daemontools", "ns3")
     _check_makefile(lab, current)
+    return svscan
 
 
-def test_readme_slave_and_runit(lab: Lab) -> None:
-    """The same slave, then the service under runsvdir: svlogd as dnslog, sv hup; a
-    second slave added to the running daemon by sv hup."""
-    lab.setup()
-    _check_slave(lab)
+def _leave_daemontools(lab: Lab, svscan: subprocess.Popen[bytes]) -> None:
+    """What an operator does to move the service off daemontools: unlink it from
+    /etc/service, stop it and its logger (svc -dx), stop svscan; then nothing of it
+    runs (the daemon's lock on the output is free for runit's)."""
+    lab.master.sh(
+        "rm /etc/service/dnsmaster\nsvc -dx /etc/dnsmaster/service /etc/dnsmaster/service/log\n"
+    )
+    svscan.terminate()
+    svscan.wait(30)
+
+    def stopped() -> bool:
+        """No supervise, multilog or dnsmaster process left in the master's namespace."""
+        for pid in lab.master.members():
+            with contextlib.suppress(OSError):
+                argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+                if argv[0] in {b"supervise", b"multilog"} or any(b"dnsmaster" in a for a in argv):
+                    return False
+        return True
+
+    wait_for("daemontools' service to stop", stopped)
+
+
+def _runit(lab: Lab) -> None:
+    """The same master under runsvdir: svlogd as dnslog, sv hup; a third slave added to
+    the running daemon by sv hup; make hup."""
     lab.master.sh(lab.blocks["setup-runit"])
     lab.master.spawn(["runsvdir", "-P", "/etc/service"], lab.tmp / "runsvdir.log")
     current = lab.master.path("/etc/sv/dnsmaster/log/main/current")
@@ -425,7 +464,7 @@ def test_readme_slave_and_runit(lab: Lab) -> None:
     assert current.stat().st_uid == dnslog
     lab.master.enter(["sv", "hup", "/etc/service/dnsmaster"])
     wait_for("a rebuild on sv hup", _logged(current, "event=build.start", "reason=sighup"))
-    _add_slave_while_running(lab, current, "setup-add-slave-hup-runit")
+    _add_slave_while_running(lab, current, "setup-add-slave-hup-runit", "ns4")
     _check_makefile(lab, current, targets=False)
 
 
@@ -433,7 +472,7 @@ def _check_makefile(lab: Lab, log: Path, *, targets: bool = True) -> None:
     """The Makefile block, then make as root: no root-owned output, hup fails loudly.
 
     ``targets``: also ``make``, ``make data`` and ``make status``, which do the same
-    under either supervisor (the daemontools test runs them, the runit one need not);
+    under either supervisor (run under daemontools, not again under runit);
     the block's ``make check`` finds dnsmaster through the service's env/PATH in both.
     """
     lab.master.sh(lab.blocks["setup-makefile"], cwd=str(PROJECT))
@@ -460,7 +499,12 @@ def _check_makefile(lab: Lab, log: Path, *, targets: bool = True) -> None:
     proc = lab.master.sh(f"make -C {zones} hup SERVICE=/etc/service/nothing", check=False)
     assert proc.returncode != 0, proc.stdout + proc.stderr
     assert "nothing supervises" in proc.stderr or "fail" in proc.stdout + proc.stderr
-    # Once the slave has it and serves it, make status says so (exit 0).
+    # Once the slave has it and serves it, make status says so (exit 0). The manual's
+    # dnsmaster wait first: each poll of make status is a dnsmaster start.
+    lab.master.sh(
+        "runuser -u dnsmaster -- dnsmaster wait --config /etc/dnsmaster/dnsmaster.toml",
+        check=False,  # make status below judges; this only spares its polls
+    )
     wait_for(
         "make status to say ok",
         lambda: lab.master.sh(f"make -C {zones} status", check=False).returncode == 0,

@@ -104,10 +104,13 @@ CHANGES: dict[str, tuple[Callable[[SharedLab, Slave], None], str]] = {
 def test_reset_puts_back_and_the_check_sees(lab: SharedLab, change: str) -> None:
     """Made by a test, the change is put back by the reset; made after a reset (as if
     the reset had missed it), it is named by the check, and a reset puts it back too.
-    The slave then serves a push again."""
+    The slave then serves a push again.
+
+    The change is made on a slave as lab(1) gives it, without a push first: what a
+    push leaves (data, data.cdb, copies, the receiver's lock) is put back by the
+    reset after every test of the suite that pushes, each checked by the next."""
     make, named = CHANGES[change]
     (one,) = lab(1)
-    pushed(lab, one)
     make(lab, one)
     lab.reset()
     assert lab.differences() == []

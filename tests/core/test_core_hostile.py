@@ -75,11 +75,16 @@ def outcome(fn: Callable[[], Records], lines: int) -> Outcome:
     return (error.message, error.lineno, error.reason)
 
 
-def survive(data: bytes) -> Outcome:
+def survive(data: bytes, *, make_data_on_each_path: bool = False) -> Outcome:
     """Throw ``data`` at every entry point of the core, on every path; return the outcome.
 
     Every path must agree, and only the error tree may escape (any other exception
-    fails the test with its traceback).
+    fails the test with its traceback). Both compile paths are tried here, in one test:
+    a test that calls this takes ``accelerator_or_pure``, not the ``path`` fixture,
+    whose accelerated run would try both and whose pure run would only repeat the
+    second. make-data's entry points run on the default path, or
+    (``make_data_on_each_path``, for the explicit cases that once took ``path``) on
+    each.
     """
     lines = len(split_lines(data))
     results = []
@@ -89,7 +94,17 @@ def survive(data: bytes) -> Outcome:
             results.append(outcome(lambda: compile_lines(split_lines(data), SERIAL), lines))
     assert all(r == results[0] for r in results), "paths disagree"
     compiled = results[0]
+    if not make_data_on_each_path:
+        check_make_data(data, lines, compiled)
+        return compiled
+    for fast in paths():
+        with accel.using("compiler", fast):
+            check_make_data(data, lines, compiled)
+    return compiled
 
+
+def check_make_data(data: bytes, lines: int, compiled: Outcome) -> None:
+    """make-data's entry points on ``data``, which the compiler gave ``compiled``."""
     found = check_source("zones.x", data)
     for problem in found.errors + found.warnings:
         assert 1 <= problem.line <= max(lines, 1), (problem.line, lines)
@@ -104,7 +119,6 @@ def survive(data: bytes) -> Outcome:
         assert compile_text(built.data, 1).values == built.values
     with contextlib.suppress(DataErrors):  # the one error compile_source may raise
         compile_source("zones.x", data, strict=True)
-    return compiled
 
 
 # A label of every awkward size, plain and spelled with escapes: id -> (text, bytes).
@@ -146,10 +160,11 @@ NAME_CASES = {
 }
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @pytest.mark.parametrize(("line", "size"), NAME_CASES.values(), ids=NAME_CASES.keys())
-def test_long_labels(path: str, line: bytes, size: int) -> None:
+def test_long_labels(line: bytes, size: int) -> None:
     """A label over 63 bytes (even 256+, even escaped) is a data error on its line."""
-    result = survive(GOOD + line + b"\n")
+    result = survive(GOOD + line + b"\n", make_data_on_each_path=True)
     if size <= 63:
         assert not isinstance(result[0], str), result
     else:
@@ -157,6 +172,7 @@ def test_long_labels(path: str, line: bytes, size: int) -> None:
         assert "label longer than 63 bytes" in str(result[2]), result
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @pytest.mark.parametrize(
     "line",
     [
@@ -169,9 +185,9 @@ def test_long_labels(path: str, line: bytes, size: int) -> None:
         b"." + b".".join([b"z" * 63] * 3 + [b"z" * 58]) + b":1.2.3.4:a",  # a.ns.<252 bytes>
     ],
 )
-def test_long_names(path: str, line: bytes) -> None:
+def test_long_names(line: bytes) -> None:
     """A name over 255 bytes in wire form is a data error on its line."""
-    result = survive(GOOD + line + b"\n")
+    result = survive(GOOD + line + b"\n", make_data_on_each_path=True)
     assert result[:2] == ("protocol error", 3), result
     assert "longer than 255 bytes" in str(result[2])
 
@@ -201,10 +217,11 @@ NUMBER_CASES = {
 }
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @pytest.mark.parametrize("line", NUMBER_CASES.values(), ids=NUMBER_CASES.keys())
-def test_huge_numbers(path: str, line: bytes) -> None:
+def test_huge_numbers(line: bytes) -> None:
     """Numbers past 2**64 (and past int()'s 4300 digits) wrap as tinydns-data's do."""
-    survive(GOOD + line + b"\n")
+    survive(GOOD + line + b"\n", make_data_on_each_path=True)
 
 
 def test_huge_numbers_wrap_mod_2_64(path: str) -> None:
@@ -237,10 +254,11 @@ ODD_FILES = {
 }
 
 
+@pytest.mark.usefixtures("accelerator_or_pure")
 @pytest.mark.parametrize("data", ODD_FILES.values(), ids=ODD_FILES.keys())
-def test_odd_files(path: str, data: bytes) -> None:
+def test_odd_files(data: bytes) -> None:
     """Files of odd bytes and shapes: records or a data error, nothing else."""
-    survive(data)
+    survive(data, make_data_on_each_path=True)
 
 
 def test_many_errors_are_all_reported() -> None:

@@ -15,7 +15,6 @@ locally with more, random examples::
 from __future__ import annotations
 
 import os
-import sys
 import tempfile
 from collections import Counter
 
@@ -30,7 +29,7 @@ from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.errors import DataErrors
 from tests.conftest import examples
 from tests.lab import strategies
-from tests.lab.tinydnsdata import assert_same, pure, run
+from tests.lab.tinydnsdata import DROPIN_HERE, assert_same, pure, run
 
 _ASKED = os.environ.get("DIFFERENTIAL_EXAMPLES")
 EXAMPLES = int(_ASKED) if _ASKED else examples(300)
@@ -58,9 +57,11 @@ class TestAgainstRealTinydnsData:
     @settings(SETTINGS, max_examples=max(10, EXAMPLES // 15))
     @given(data=strategies.data_files(), mtime=strategies.mtimes())
     def test_dropin(self, real: str, data: bytes, mtime: int) -> None:
-        """python -m dnsmaster tinydns-data behaves as tinydns-data does."""
+        """dnsmaster tinydns-data behaves as tinydns-data does: its main() in this
+        process (``python -m dnsmaster`` as a process is tests/core/test_vectors.py's
+        TestDropInProcess), with its own reading, writing and messages."""
         theirs = run([real], data, mtime)
-        ours = run([sys.executable, "-m", "dnsmaster", "tinydns-data"], data, mtime)
+        ours = run(DROPIN_HERE, data, mtime)
         assert_same(ours, theirs)
 
     @SETTINGS

@@ -86,8 +86,12 @@ class TestAcceptNames:
 
 
 def guarded(tmp_path: Path, **guard: object) -> Local:
+    """A master with one local slave: the guard judges the build, before any slave
+    is chosen, so a second slave proves nothing more about the hold (pushing to
+    several slaves is tests/master's and tests/daemon's) and costs a receiver's
+    start at every push and status."""
     lines = "".join(f"{k} = {json.dumps(v)}\n" for k, v in guard.items())
-    return Local(tmp_path, extra=f"\n[guard]\n{lines}")
+    return Local(tmp_path, slaves=1, extra=f"\n[guard]\n{lines}")
 
 
 @pytest.mark.usefixtures("daemon_process")
@@ -117,8 +121,8 @@ def test_dropped_zone_is_held_until_accepted(tmp_path: Path) -> None:
         assert all(b"example.net" in d for d in local.installed())
         code, events = dnsmaster("push", "--accept", "--config", str(local.config))
         assert code == 0, events
-        assert {e["slave"] for e in events if e["event"] == "push.done"} == {"ns2", "ns3"}
-        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
+        assert {e["slave"] for e in events if e["event"] == "push.done"} == {"ns2"}
+        daemon.wait_count("push.done", 1, mark, timeout=TIMEOUT, serial=held["serial"])
         assert not any(b"example.net" in d for d in local.installed())
         assert status(local.config).returncode == 0
         assert daemon.stop() == 0
@@ -154,7 +158,7 @@ def test_allowed_zone_goes_out(tmp_path: Path) -> None:
         mark = daemon.mark()
         (local.zones / "zones.example.net").unlink()
         done = daemon.wait("build.done", mark, timeout=TIMEOUT)
-        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+        daemon.wait_count("push.done", 1, mark, timeout=TIMEOUT, serial=done["serial"])
         assert not daemon.find("guard.held")
 
 
@@ -209,7 +213,7 @@ class TestPushByHand:
         )
         assert code == 0, events
         assert events_named(events, "guard.accepted")
-        assert len(events_named(events, "push.done")) == 2
+        assert len(events_named(events, "push.done")) == 1
         assert not any(b"example.net" in d for d in local.installed())
         # Accepted and installed: nothing is held any more.
         code, events = dnsmaster("push", "--config", str(local.config))

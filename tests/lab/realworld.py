@@ -69,6 +69,7 @@ import socket
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -781,12 +782,11 @@ class Lab:
         return directory
 
     def authorized_key(self, root: Path, *extra: str) -> str:
-        """The authorized_keys line, from ``python -m dnsmaster authorized-key``.
+        """The authorized_keys line, from ``dnsmaster authorized-key``.
 
         The plain line (no ``extra``) differs between this lab's slaves only in the
         root, so the command runs once per lab and its line is reused with each
-        slave's root: a Python start-up less per slave. A root the command would
-        quote is asked for on its own.
+        slave's root. A root the command would quote is asked for on its own.
         """
         if extra or shlex.quote(str(root)) != str(root):
             return self._run_authorized_key(root, *extra)
@@ -795,20 +795,26 @@ class Lab:
         return self._key_line.replace(str(self._root_mark), str(root))
 
     def _run_authorized_key(self, root: Path, *extra: str) -> str:
+        argv = [
+            "authorized-key",
+            "--pubkey",
+            str(self.pubkey),
+            "--root",
+            str(root),
+            "--command",
+            str(self.forced_command),
+            *extra,
+        ]
+        if threading.current_thread() is threading.main_thread():
+            # By its main() in this process: a line of text, for no Python start.
+            from tests.conftest import dnsmaster_here  # noqa: PLC0415 - conftest imports us
+
+            here = dnsmaster_here(*argv)
+            assert here.returncode == 0, here.stderr
+            return here.stdout
+        # dnsmaster_here's timer signal reaches the main thread alone.
         proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "dnsmaster",
-                "authorized-key",
-                "--pubkey",
-                str(self.pubkey),
-                "--root",
-                str(root),
-                "--command",
-                str(self.forced_command),
-                *extra,
-            ],
+            [sys.executable, "-m", "dnsmaster", *argv],
             capture_output=True,
             text=True,
             check=True,

@@ -4,6 +4,7 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import hashlib
 import io
 import json
@@ -13,8 +14,9 @@ import select
 import signal
 import subprocess
 import sys
+import time
 import traceback
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -195,6 +197,29 @@ class Receivers:
         status = self.proc.wait(30)
         self.proc.stdout.close()
         assert status == 0
+
+
+def at_once(
+    servers: Sequence[Receivers],
+    root: Path,
+    runs: Sequence[tuple[bytes, list[str], tuple[str, ...]]],
+    gaps: Sequence[float] = (),
+) -> list[subprocess.CompletedProcess[bytes]]:
+    """``dnsmaster receive --root ROOT`` pushes running at once on one root: each of
+    ``runs`` (its stdin, its strace options, its extra arguments) by a server of its
+    own, started ``gaps[i]`` seconds after the one before it (none: at once). What
+    each ended with, in ``runs``' order.
+
+    Each server forks its receiver from an interpreter that imported dnsmaster once,
+    so the starts are a fork apart, not two interpreters' starts and imports."""
+    assert len(servers) >= len(runs), "one server a receiver: each run() waits for its own"
+    with concurrent.futures.ThreadPoolExecutor(len(runs)) as pool:
+        started = []
+        for i, (stdin, strace, extra) in enumerate(runs):
+            if i and i - 1 < len(gaps):
+                time.sleep(gaps[i - 1])
+            started.append(pool.submit(servers[i].run, root, "push", stdin, strace, *extra))
+        return [future.result(timeout=120) for future in started]
 
 
 def serve() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import subprocess
 import tempfile
@@ -22,18 +23,32 @@ class Outcome:
     cdb: bytes | None
 
 
+#: In place of run()'s command: ``dnsmaster tinydns-data`` by its main() in this
+#: process (:func:`tests.conftest.dnsmaster_here`), as ``python -m dnsmaster`` runs it.
+DROPIN_HERE: list[str] = []
+
+
 def run(command: list[str], data: bytes, mtime: int) -> Outcome:
-    """Run ``command`` as tinydns-data in a fresh directory holding ``data``."""
+    """Run ``command`` (or :data:`DROPIN_HERE`) as tinydns-data in a fresh directory
+    holding ``data``."""
     with tempfile.TemporaryDirectory(prefix="differential-") as tmp:
         path = Path(tmp) / "data"
         path.write_bytes(data)
         os.utime(path, (mtime, mtime))
-        proc = subprocess.run(command, cwd=tmp, capture_output=True, check=False, timeout=60)
+        if command is DROPIN_HERE:
+            from tests.conftest import dnsmaster_here  # noqa: PLC0415 - conftest imports tests.lab
+
+            with contextlib.chdir(tmp):
+                here = dnsmaster_here("tinydns-data")
+            status, stderr = here.returncode, here.stderr
+        else:
+            proc = subprocess.run(command, cwd=tmp, capture_output=True, check=False, timeout=60)
+            status, stderr = proc.returncode, proc.stderr.decode("utf-8", "backslashreplace")
         out = Path(tmp) / "data.cdb"
         made = out.read_bytes() if out.exists() else None
-        if proc.returncode != 0:
+        if status != 0:
             assert (Path(tmp) / "data.tmp").exists(), "data.tmp is left behind on failure"
-        return Outcome(proc.returncode, proc.stderr.decode("utf-8", "backslashreplace"), made)
+        return Outcome(status, stderr, made)
 
 
 def pure(data: bytes, mtime: int) -> Outcome:

@@ -6,7 +6,8 @@ The run strace kills or fails is ``dnsmaster receive`` forked from one interpret
 that imported dnsmaster once (tests.lab.receiver.Receivers), strace attached before
 it starts; the runs after it, which must repair, are the same receiver in this
 process. Every crash point starts from a copy of one root made once, and the points
-are learned once per operation. Two masters at once run as sshd starts them.
+are learned once per operation. Two masters at once are two such runs, each
+forked by a server of its own (tests.lab.receiver.at_once).
 """
 
 from __future__ import annotations
@@ -26,6 +27,7 @@ from dnsmaster.fsutil import JOURNAL
 from tests.lab.receiver import (
     Receivers,
     age_copies,
+    at_once,
     copy_root,
     pair_matches,
     receiver_argv,
@@ -91,6 +93,14 @@ def template(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def receivers(strace_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
+    server = Receivers(tmp_path_factory.mktemp("receivers"))
+    yield server
+    server.close()
+
+
+@pytest.fixture(scope="module")
+def another(strace_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Receivers]:
+    """A second server, for a second receiver at once (at_once: one server each)."""
     server = Receivers(tmp_path_factory.mktemp("receivers"))
     yield server
     server.close()
@@ -208,11 +218,13 @@ class TestSystemErrors:
 
 
 class TestTwoMastersAtOnce:
-    @pytest.mark.usefixtures("strace_bin")
-    def test_every_order_and_delay(self, tmp_path: Path, template: Path) -> None:
+    def test_every_order_and_delay(
+        self, tmp_path: Path, template: Path, receivers: Receivers, another: Receivers
+    ) -> None:
         """Both masters push at once, either one started first, the renames and links
         of neither, one or both delayed: every push succeeds, and the merged pair
-        holds both masters' latest."""
+        holds both masters' latest. Each receiver is forked by a server of its own
+        (tests.lab.receiver.at_once), traced, its renames and links delayed or not."""
         root = copy_root(template, tmp_path / "root")
         meetings = itertools.product((False, True), repeat=3)
         for n, (beta_first, *delayed) in enumerate(meetings, start=2):
@@ -222,23 +234,12 @@ class TestTwoMastersAtOnce:
             ]
             if beta_first:
                 pushes.reverse()
-            procs = []
-            for (key, stream), delay in zip(pushes, delayed, strict=True):
-                source = tmp_path / f"stream-{key[1]}-{n}"
-                source.write_bytes(stream)
-                strace = ["-o", "/dev/null", "-e", "inject=rename,link:delay_enter=20000"]
-                with source.open("rb") as stdin:
-                    procs.append(
-                        subprocess.Popen(
-                            [*receiver_argv(root, strace=strace if delay else None), *key],
-                            stdin=stdin,
-                            stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE,
-                            env=receiver_env("push"),
-                        )
-                    )
-            for proc in procs:
-                _, err = proc.communicate(timeout=60)
-                assert proc.returncode == 0, (n, err)
+            delay = ["-e", "inject=rename,link:delay_enter=20000"]
+            runs = [
+                (stream, delay if slow else ["-e", "trace=none"], key)
+                for (key, stream), slow in zip(pushes, delayed, strict=True)
+            ]
+            for proc in at_once([receivers, another], root, runs):
+                assert proc.returncode == 0, (n, proc.stderr)
             check_merged(root)
             assert sections(root) == {key[1]: stream for key, stream in pushes}, n

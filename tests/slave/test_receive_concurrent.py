@@ -1,9 +1,10 @@
 """Two receivers at once on one root: one writer at a time, and the newer build wins.
 
 Two masters, a retry after a timeout, a manual push beside the daemon: receivers
-overlap. Each trial starts two ``dnsmaster receive`` processes on the same root
-with different builds, either one first, each under strace or not: strace delays
-every rename and link (``delay_enter``) to widen the windows between checking what
+overlap. Each trial starts two ``dnsmaster receive`` runs on the same root (each
+forked from a server that imported dnsmaster once: tests.lab.receiver.at_once)
+with different builds, either one first, each traced by strace, which delays
+(or not) every rename and link (``delay_enter``) to widen the windows between checking what
 is installed and renaming the new pair in, and between the two renames. Every such
 meeting is tried, each at two seeded random gaps between the starts. However they
 interleave, the root must end with ``data`` and data.cdb from the same push, that push the
@@ -13,11 +14,10 @@ two pushes sharing a copy name.
 
 from __future__ import annotations
 
-import hashlib
 import itertools
 import random
 import subprocess
-import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,12 +25,12 @@ import pytest
 
 from dnsmaster import protocol
 from tests.lab.receiver import (
+    Receivers,
+    at_once,
     build,
     check_repaired,
     copies,
     push_in_process,
-    receiver_argv,
-    receiver_env,
     sealed,
 )
 
@@ -44,20 +44,26 @@ MEETINGS = list(itertools.product(("older", "newer"), (False, True), (False, Tru
 DELAY = "inject=rename,link:delay_enter=30000"
 
 
-def start(root: Path, verb: str, stream: bytes, *, delayed: bool) -> subprocess.Popen[bytes]:
-    """Start a receiver reading ``stream`` from a file: both read at once, unlike a pipe
-    fed by communicate() one process after the other (which would serialise them)."""
-    source = root.parent / f"{root.name}.{hashlib.sha256(stream).hexdigest()[:12]}"
-    source.write_bytes(stream)
-    strace = ["-o", "/dev/null", "-e", DELAY] if delayed else None
-    with source.open("rb") as stdin:
-        return subprocess.Popen(
-            receiver_argv(root, strace=strace),
-            stdin=stdin,
-            stdout=subprocess.PIPE,
-            stderr=subprocess.PIPE,
-            env=receiver_env(verb),
-        )
+@pytest.fixture(scope="module")
+def servers(strace_bin: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[list[Receivers]]:
+    """Two receiver servers (tests.lab.receiver.Receivers), one for each of two
+    receivers at once: each receiver a fork of an interpreter that imported dnsmaster,
+    not a Python start of its own (0.25 s of CPU each, 48 of them in this module)."""
+    started = [Receivers(tmp_path_factory.mktemp(f"receivers{i}")) for i in (1, 2)]
+    try:
+        yield started
+    finally:
+        for server in started:
+            server.close()
+
+
+def traced(delayed: bool) -> list[str]:
+    """A receiver's strace options: its renames and links delayed, or only traced."""
+    return ["-e", DELAY] if delayed else ["-e", "trace=none"]
+
+
+def ended(proc: subprocess.CompletedProcess[bytes]) -> tuple[int, str, str]:
+    return proc.returncode, proc.stdout.decode(), proc.stderr.decode()
 
 
 def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
@@ -66,8 +72,7 @@ def finish(proc: subprocess.Popen[bytes]) -> tuple[int, str, str]:
 
 
 class TestTwoReceivers:
-    @pytest.mark.usefixtures("strace_bin")
-    def test_newer_build_wins(self, tmp_path: Path) -> None:
+    def test_newer_build_wins(self, tmp_path: Path, servers: list[Receivers]) -> None:
         """Every meeting of an older and a newer build, twice: the pair is whole and
         the newer one."""
         rng = random.Random(2026)
@@ -79,12 +84,12 @@ class TestTwoReceivers:
             order = [(older, "older"), (newer, "newer")]
             if first == "newer":
                 order.reverse()
-            procs = []
-            for (stream, name), delay in zip(order, delayed, strict=True):
-                if procs:
-                    time.sleep(rng.uniform(0, 0.05))
-                procs.append((start(root, "push", stream, delayed=delay), name))
-            results = {name: finish(proc) for proc, name in procs}
+            runs = [
+                (stream, traced(delay), ())
+                for (stream, _), delay in zip(order, delayed, strict=True)
+            ]
+            procs = at_once(servers, root, runs, gaps=[rng.uniform(0, 0.05)])
+            results = {name: ended(proc) for (_, name), proc in zip(order, procs, strict=True)}
             where = f"trial {trial}: {results}"
             assert results["newer"][0] == 0, where
             status, _, err = results["older"]
@@ -97,8 +102,7 @@ class TestTwoReceivers:
             assert newer in kept.values(), where
             assert (older in kept.values()) == (status == 0), where
 
-    @pytest.mark.usefixtures("strace_bin")
-    def test_same_push_twice_at_once(self, tmp_path: Path) -> None:
+    def test_same_push_twice_at_once(self, tmp_path: Path, servers: list[Receivers]) -> None:
         """A retry racing the push it retries, neither, one or both delayed: both
         succeed, one install, one copy."""
         for trial, delayed in enumerate(itertools.product((False, True), repeat=2)):
@@ -106,8 +110,8 @@ class TestTwoReceivers:
             root.mkdir()
             assert push_in_process(root, sealed(build(0)))[0] == 0
             stream = sealed(build(1))
-            procs = [start(root, "push", stream, delayed=delay) for delay in delayed]
-            results = [finish(proc) for proc in procs]
+            procs = at_once(servers, root, [(stream, traced(delay), ()) for delay in delayed])
+            results = [ended(proc) for proc in procs]
             assert [r[0] for r in results] == [0, 0], results
             outs = [r[1] for r in results]
             assert sum("installed data and data.cdb" in out for out in outs) == 1, outs

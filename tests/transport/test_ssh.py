@@ -47,6 +47,7 @@ from dnsmaster.transport.channel import (
 from dnsmaster.transport.hostkeys import classify_host_key, known_entries
 from dnsmaster.transport.local import LocalChannel
 from dnsmaster.transport.ssh import SshChannel
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import DaemonProcess, config_text
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -655,14 +656,9 @@ async def test_stderr_noise_does_not_hide_the_receiver(
 
 
 def _dnsmaster_status(config: Path) -> str:
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config)],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-        timeout=60,
-        check=False,
-    )
+    """``dnsmaster status``'s output, run by its main() in this process: it is polled,
+    and what it shows is read from the state file either way."""
+    proc = dnsmaster_here("status", "--config", str(config), timeout=60)
     assert "Traceback" not in proc.stderr, proc.stderr
     return proc.stdout + proc.stderr
 
