@@ -442,7 +442,14 @@ def _leave_daemontools(lab: Lab, svscan: subprocess.Popen[bytes]) -> None:
                     return False
         return True
 
-    wait_for("daemontools' service to stop", stopped)
+    try:
+        wait_for("daemontools' service to stop", stopped)
+    except pytest.fail.Exception:
+        left = []
+        for pid in lab.master.members():
+            with contextlib.suppress(OSError):
+                left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+        raise AssertionError(f"still running: {left}") from None
 
 
 def _runit(lab: Lab) -> None:
