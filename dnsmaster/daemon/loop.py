@@ -47,7 +47,8 @@ from typing import Any
 from dnsmaster import fsutil
 from dnsmaster.config import Config, DaemonOptions, Slave
 from dnsmaster.core.serial import newer as serial_newer
-from dnsmaster.daemon.building import Builds, one_arena, release_memory
+from dnsmaster.daemon import memory
+from dnsmaster.daemon.building import Builds
 from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
@@ -322,7 +323,6 @@ class Daemon:
         if None in outcomes:
             return
         self._done_for = current.sha256
-        release_memory()  # the deltas made for this build are gone
         self.hooks.fire(
             "done",
             serial=current.serial,
@@ -400,7 +400,7 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
-        one_arena()  # before the first worker thread allocates
+        memory.tune()  # before the first worker thread allocates
         loop = asyncio.get_running_loop()
         self.signals.install(loop)
         try:
