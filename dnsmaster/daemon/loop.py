@@ -63,6 +63,7 @@ from dnsmaster.daemon.worker import (
 )
 from dnsmaster.errors import WatchError
 from dnsmaster.exits import EXIT_CRASH, EXIT_OK, EXIT_SYSTEM
+from dnsmaster.master import payload
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
 from dnsmaster.master.pushing import PushLog
@@ -188,8 +189,9 @@ class Daemon:
         self.debouncer = Debouncer(config.daemon.debounce, config.daemon.max_delay)
         self.hooks = Hooks(config.hooks, log)
         self.supervisor = Supervisor(log, stopping=lambda: self.stopping)
-        #: One writer of the output directory at a time: a build or a rollback.
-        writer = asyncio.Lock()
+        #: One writer of the output directory at a time: a build or a rollback. The
+        #: pushes' deltas are made under it too (:func:`payload.compute_under`).
+        self.writer = writer = asyncio.Lock()
         self.state_file = StateFile(self, loaded(config.path), log, written=self.rest.settle)
         self.holds = Holds(
             self,
@@ -401,6 +403,7 @@ class Daemon:
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
         memory.tune()  # before the first worker thread allocates
+        payload.compute_under(self.writer)  # a delta never beside a build
         loop = asyncio.get_running_loop()
         self.signals.install(loop)
         try:
