@@ -336,7 +336,7 @@ def daemon_run(args: argparse.Namespace, work: Path) -> None:
                     f"  after {n:5d} rebuilds  resident {mib(now['VmRSS'])}, "
                     f"peak since the first {mib(now['VmHWM'])}, "
                     f"{(time.monotonic() - started) / n:5.2f} s each, "
-                    f"load {os.getloadavg()[0]:.2f}",
+                    f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M:%S')}",
                     flush=True,
                 )
         if args.rebuilds:
