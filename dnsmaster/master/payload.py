@@ -99,7 +99,7 @@ def text_of(data: Data) -> linediff.Text:
 
 
 def pieces(data: Data) -> Iterator[bytes]:
-    """``data`` a piece of about a megabyte at a time, each cut after a newline."""
+    """``data`` a piece of about a quarter megabyte at a time, each cut after a newline."""
     return linediff.chunks(text_of(data))
 
 
