@@ -263,7 +263,7 @@ _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
 def compute_under(lock: asyncio.Lock) -> None:
     """Compute deltas, trailers and compressions on the running loop under ``lock``.
 
-    The daemon gives its writer lock, which each build holds: a delta (some 80 MB
+    The daemon gives its writer lock, which each build holds: a delta (some 70 MB
     for a moment at a million lines, its line hashes) is then never made while a
     build runs, so the daemon's high-water mark is the larger of the two, not their
     sum. Both are mostly Python in threads under one GIL, so running them at once
