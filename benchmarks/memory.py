@@ -5,14 +5,16 @@ in 50 files (:mod:`datagen`) with ``--slaves`` local slaves (``transport =
 "local"``: the receiver runs as a child process, no SSH), and reads the daemon's
 ``VmRSS`` and ``VmHWM`` from ``/proc/PID/status``:
 
-- *idle*: resident after the first build and its pushes, nothing under way;
+- *idle*: resident after the first build and its pushes, once the daemon says it
+  is at rest (``daemon.idle``): between builds;
 - *peak*: the high-water mark during one rebuild after a one-line change (the mark
   is reset by writing 5 to ``/proc/PID/clear_refs`` just before the change), with
-  the resident size once it is pushed;
+  the resident size once it is pushed and the daemon at rest;
 - *over N rebuilds* (``--rebuilds``, 1000 by default): one one-line change at a
   time, each built before the next, the slaves pushed the newest build whenever
-  they are done with the one before (the last one is awaited); the resident size
-  every ``--every`` rebuilds, and the high-water mark over them all.
+  they are done with the one before; every ``--every`` rebuilds (and after the
+  last) that build's push is awaited and the resident size read at rest, with the
+  high-water mark over them all so far.
 
 Beside it, same run: tinydns-data's peak (``/usr/bin/time -f %M``) and time
 compiling the daemon's own ``data``, and both data.cdb files compared.
@@ -252,11 +254,17 @@ class Daemon:
                 return event
 
     def built_and_pushed(self, slaves: int) -> int:
-        """The next build's serial, once every slave has it."""
+        """The next build's serial, once every slave has it and the daemon is at rest."""
         serial = self.wait("build.done")["serial"]
+        self.pushed(serial, slaves)
+        return int(serial)
+
+    def pushed(self, serial: object, slaves: int) -> None:
+        """Once every slave has build ``serial`` and the daemon is at rest: what it
+        holds between builds (a push ends before the daemon frees what it needed)."""
         for _ in range(slaves):
             self.wait("push.done", serial=serial)
-        return int(serial)
+        self.wait("daemon.idle")
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -319,17 +327,16 @@ def daemon_run(args: argparse.Namespace, work: Path) -> None:
             # The slaves get the newest build when they are done with the one before
             # (as they would): the rebuilds go at the builds' pace; the last is awaited.
             serial = daemon.wait("build.done")["serial"]
-            if n == args.rebuilds:
-                for _ in range(args.slaves):
-                    daemon.wait("push.done", serial=serial)
             if n % args.every == 0 or n == args.rebuilds:
+                # Sampled between builds: this build pushed, the daemon at rest.
+                daemon.pushed(serial, args.slaves)
                 now = status_kib(pid)
                 samples.append(now["VmRSS"])
                 print(
                     f"  after {n:5d} rebuilds  resident {mib(now['VmRSS'])}, "
                     f"peak since the first {mib(now['VmHWM'])}, "
                     f"{(time.monotonic() - started) / n:5.2f} s each, "
-                    f"load {os.getloadavg()[0]:.2f}",
+                    f"load {os.getloadavg()[0]:.2f}, {time.strftime('%H:%M:%S')}",
                     flush=True,
                 )
         if args.rebuilds:

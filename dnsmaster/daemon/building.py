@@ -17,8 +17,6 @@ fingerprint differs from the current build's.
 from __future__ import annotations
 
 import asyncio
-import ctypes
-import functools
 import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
@@ -29,49 +27,13 @@ from dnsmaster.core.soa import zone_serials
 from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
+from dnsmaster.daemon.memory import release as release_memory
 from dnsmaster.daemon.worker import VERIFY_ZONES, Current, current_from_disk
 from dnsmaster.errors import BuildError, DataErrors
 from dnsmaster.master.build import Builder, BuildResult
 from dnsmaster.master.payload import DataFile
 
-__all__ = ["Builds", "Host", "one_arena", "release_memory"]
-
-
-@functools.cache
-def _libc() -> ctypes.CDLL | None:
-    try:
-        libc = ctypes.CDLL(None)
-        libc.malloc_trim  # noqa: B018  (glibc has it; others need not)
-        libc.mallopt  # noqa: B018
-    except (OSError, AttributeError):
-        return None
-    return libc
-
-
-#: mallopt(3)'s M_ARENA_MAX.
-_M_ARENA_MAX = -8
-
-
-def one_arena() -> None:
-    """Make every thread allocate from glibc's one main arena.
-
-    By default each thread that allocates gets an arena of its own, and the
-    builds and deltas run in worker threads: long-lived objects made there (the
-    Builder's compiled sources) pin pages of an arena whose other pages the next
-    build frees and refills elsewhere. Measured at 300,000 lines: 121 MB resident
-    after four rebuilds, 81 MB with one arena; the peak 139 MB against 110 MB.
-    The daemon runs one build at a time, so the arena's lock costs nothing.
-    """
-    libc = _libc()
-    if libc is not None:
-        libc.mallopt(_M_ARENA_MAX, 1)
-
-
-def release_memory() -> None:
-    """Give what a build or a push freed back to the system (glibc's malloc_trim)."""
-    libc = _libc()
-    if libc is not None:
-        libc.malloc_trim(0)
+__all__ = ["Builds", "Host"]
 
 
 class Host(Protocol):

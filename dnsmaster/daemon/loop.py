@@ -47,7 +47,8 @@ from typing import Any
 from dnsmaster import fsutil
 from dnsmaster.config import Config, DaemonOptions, Slave
 from dnsmaster.core.serial import newer as serial_newer
-from dnsmaster.daemon.building import Builds, one_arena, release_memory
+from dnsmaster.daemon import memory
+from dnsmaster.daemon.building import Builds
 from dnsmaster.daemon.debounce import Debouncer
 from dnsmaster.daemon.holds import Holds
 from dnsmaster.daemon.hooks import Hooks
@@ -62,6 +63,7 @@ from dnsmaster.daemon.worker import (
 )
 from dnsmaster.errors import WatchError
 from dnsmaster.exits import EXIT_CRASH, EXIT_OK, EXIT_SYSTEM
+from dnsmaster.master import payload
 from dnsmaster.master import state as statefile
 from dnsmaster.master.build import Builder
 from dnsmaster.master.pushing import PushLog
@@ -187,8 +189,9 @@ class Daemon:
         self.debouncer = Debouncer(config.daemon.debounce, config.daemon.max_delay)
         self.hooks = Hooks(config.hooks, log)
         self.supervisor = Supervisor(log, stopping=lambda: self.stopping)
-        #: One writer of the output directory at a time: a build or a rollback.
-        writer = asyncio.Lock()
+        #: One writer of the output directory at a time: a build or a rollback. The
+        #: pushes' deltas are made under it too (:func:`payload.compute_under`).
+        self.writer = writer = asyncio.Lock()
         self.state_file = StateFile(self, loaded(config.path), log, written=self.rest.settle)
         self.holds = Holds(
             self,
@@ -322,7 +325,6 @@ class Daemon:
         if None in outcomes:
             return
         self._done_for = current.sha256
-        release_memory()  # the deltas made for this build are gone
         self.hooks.fire(
             "done",
             serial=current.serial,
@@ -400,7 +402,8 @@ class Daemon:
 
     async def run(self) -> int:
         """Run until SIGTERM/SIGINT; the exit status."""
-        one_arena()  # before the first worker thread allocates
+        memory.tune()  # before the first worker thread allocates
+        payload.compute_under(self.writer)  # a delta never beside a build
         loop = asyncio.get_running_loop()
         self.signals.install(loop)
         try:

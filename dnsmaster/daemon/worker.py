@@ -23,6 +23,7 @@ from typing import Any, Literal, Protocol
 from dnsmaster.config import Config, Slave
 from dnsmaster.core.makedata import built_from, previous_serial
 from dnsmaster.core.soa import zone_serials
+from dnsmaster.daemon import memory
 from dnsmaster.daemon.hooks import Hooks
 from dnsmaster.errors import HostKeyError, SlaveError
 from dnsmaster.fsutil import file_signature
@@ -423,6 +424,9 @@ class SlaveWorker:
                 )
             finally:
                 self.busy = False
+                # What the push needed (a delta's line hashes, its buffers) is freed:
+                # the daemon rests with the memory of its builds alone.
+                memory.release()
                 daemon.idle_changed()
         daemon.push_log(current).result(result)
         self._tried = current.sha256

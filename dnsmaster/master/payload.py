@@ -37,6 +37,7 @@ __all__ = [
     "Send",
     "compressed",
     "compresses",
+    "compute_under",
     "payload_for",
     "pieces",
     "text_of",
@@ -98,7 +99,7 @@ def text_of(data: Data) -> linediff.Text:
 
 
 def pieces(data: Data) -> Iterator[bytes]:
-    """``data`` a piece of about a megabyte at a time, each cut after a newline."""
+    """``data`` a piece of about a quarter megabyte at a time, each cut after a newline."""
     return linediff.chunks(text_of(data))
 
 
@@ -257,6 +258,18 @@ class Send:
 _LOCKS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, asyncio.Lock] = (
     weakref.WeakKeyDictionary()
 )
+
+
+def compute_under(lock: asyncio.Lock) -> None:
+    """Compute deltas, trailers and compressions on the running loop under ``lock``.
+
+    The daemon gives its writer lock, which each build holds: a delta (some 70 MB
+    for a moment at a million lines, its line hashes) is then never made while a
+    build runs, so the daemon's high-water mark is the larger of the two, not their
+    sum. Both are mostly Python in threads under one GIL, so running them at once
+    saved little time anyway; a push that needs one waits for the build under way.
+    """
+    _LOCKS[asyncio.get_running_loop()] = lock
 
 
 async def _computed(fn: Callable[[], T]) -> T:
