@@ -269,6 +269,10 @@ def _checked(
             return None
         if restamped:
             _count_restamps(compiled, marks, reader.plan.carried, w.found)
+        # The two files were written side by side, so data.cdb may have been finished
+        # first; status doubts a data.cdb older than data (cdb_doubt), so it is stamped
+        # now, after both.
+        os.utime(path)
         return staged
     if made is not None:
         os.close(made[2])

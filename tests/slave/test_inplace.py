@@ -12,6 +12,7 @@ import io
 import os
 import shutil
 import subprocess
+import time
 from pathlib import Path
 
 import pytest
@@ -225,3 +226,26 @@ def test_the_in_buffer_restamp_is_bytes_replace(pure: bool) -> None:
             buffer = bytearray(text)
             restamp_in_place(memoryview(buffer), b":1:", b":9:")
             assert bytes(buffer) == text.replace(b":1:", b":9:")
+
+
+def test_data_finished_after_data_cdb_leaves_no_doubt(
+    root: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The data is written beside data.cdb; when it is finished last (its mtime
+    later than data.cdb's), the pair installed is still one status vouches for, not
+    "pair=unknown" (which would make the master push everything again)."""
+    write = inplace.newdata.write
+
+    def late(p: inplace.newdata.Plan, base_fd: int, fd: int) -> inplace.newdata.Written:
+        written = write(p, base_fd, fd)
+        time.sleep(0.05)
+        os.utime(fd)  # finished after the main thread's data.cdb
+        return written
+
+    monkeypatch.setattr(inplace.newdata, "write", late)
+    out = send_delta(root, build(1_700_000_001, b=b"+late.b3.example:192.0.2.8\n"))
+    assert IN_PLACE in out, out
+    assert (root / "data.cdb").stat().st_mtime_ns >= (root / "data").stat().st_mtime_ns
+    status, out, _ = run(root, "status", b"")
+    assert status == 0
+    assert f"sha256={hashlib.sha256(body(root)).hexdigest()} " in out
