@@ -91,6 +91,28 @@ def configure(
         ),
         cache_logger_on_first_use=False,
     )
+    # A library's own logging (asyncio's "socket.send() raised exception.", say)
+    # would print raw text between the log's lines: with no handler set up, Python
+    # hands a warning or worse to logging.lastResort, which is made an event here.
+    logging.lastResort = _LIBRARY_LOG
+
+
+class _LibraryLog(logging.Handler):
+    """A stdlib logging record from a library, as one ``python.log`` event."""
+
+    def emit(self, record: logging.LogRecord) -> None:
+        try:
+            get_logger().warning(
+                "python.log",
+                logger=record.name,
+                severity=record.levelname.lower(),
+                message=record.getMessage(),
+            )
+        except Exception:  # logging's rule: a handler never raises
+            self.handleError(record)
+
+
+_LIBRARY_LOG = _LibraryLog(logging.WARNING)
 
 
 class _Stderr:

@@ -6,6 +6,8 @@ import contextlib
 import io
 import json
 import re
+import subprocess
+import sys
 import warnings
 from pathlib import Path
 
@@ -136,3 +138,27 @@ class TestLog:
             "level=warning event=python.warning category=DeprecationWarning message=old "
             "where=m.py:3\n"
         )
+
+    def test_a_librarys_logging_becomes_events(self) -> None:
+        """A library's own logging (asyncio's, with no handler set up, as in a
+        command's process; pytest sets its own, hence a process) is one python.log
+        line, not its raw text; below a warning, nothing."""
+        child = (
+            "import logging\n"
+            "from dnsmaster import log\n"
+            "log.configure(fmt='json')\n"
+            "logging.getLogger('asyncio').info('chatter')\n"
+            "logging.getLogger('asyncio').warning('socket.send() raised exception.')\n"
+        )
+        proc = subprocess.run(
+            [sys.executable, "-c", child], capture_output=True, text=True, check=True, timeout=60
+        )
+        assert [json.loads(line) for line in proc.stderr.splitlines()] == [
+            {
+                "logger": "asyncio",
+                "severity": "warning",
+                "message": "socket.send() raised exception.",
+                "event": "python.log",
+                "level": "warning",
+            }
+        ]
