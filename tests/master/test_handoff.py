@@ -147,7 +147,7 @@ def accept_after_restart(daemon: DaemonProcess, local: Local) -> None:
     held = daemon.wait("guard.held", mark, timeout=TIMEOUT)
     code, found = here(local.config, "push", "--accept")
     assert code == 0, found
-    assert {e["slave"] for e in named(found, "push.done")} == {"ns2", "ns3"}
+    assert {e["slave"] for e in named(found, "push.done")} == {"ns2", "ns3"}, found
     pushes = daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=held["serial"])
     daemon.idle_after(pushes[-1], TIMEOUT)  # and whatever else SIGUSR2 set going
     assert not daemon.find("rollback.done")
