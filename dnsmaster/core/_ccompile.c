@@ -1956,33 +1956,6 @@ done:
     return result;
 }
 
-/* The whole-buffer pwrite of the header, as cdbmake_flush writes (PEP 475). */
-static int
-pwrite_all(cdbmake *w, const unsigned char *p, size_t n, off_t at)
-{
-    while (n > 0) {
-        PyThreadState *ts = PyEval_SaveThread();
-        ssize_t k = pwrite(w->fd, p, n, at);
-        int e = errno;
-        PyEval_RestoreThread(ts);
-        if (k < 0) {
-            if (e != EINTR) {
-                w->err = e;
-                return -1;
-            }
-            k = 0;
-        }
-        if ((size_t)k < n && PyErr_CheckSignals() < 0) {
-            w->err = CDBMAKE_RAISED;
-            return -1;
-        }
-        p += k;
-        n -= (size_t)k;
-        at += k;
-    }
-    return 0;
-}
-
 /* finish() -> records: the hash tables after the records, then the header. */
 /* The entries, as (hash, position) little-endian u32 pairs in record order, to the
  * file pairs (dnsmaster.core.cdb.Piece's index layout): through a second cdbmake on
@@ -2034,7 +2007,7 @@ Stream_finish(StreamObject *self, PyObject *args)
         rc = cdbmake_finish(&s->w, s->ent, (uint64_t)s->n, count);
     }
     cdbmake_acquire(&s->w);
-    if (rc < 0 || pwrite_all(&s->w, header, CDB_HEADER, 0) < 0)
+    if (rc < 0 || cdbmake_out(&s->w, header, CDB_HEADER, 0) < 0)
         return stream_failed(self);
     self->finished = 1;
     PyMem_RawFree(s->ent);

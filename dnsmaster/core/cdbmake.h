@@ -173,18 +173,16 @@ cdbmake_wrote(cdbmake *w, uint64_t n)
 #endif
 }
 
-/* The buffer to the fd, each write() without the GIL. A short write goes on with
- * the rest and EINTR retries, both after running the signal handlers (a signal cuts
- * a blocked write short, or interrupts it when nothing was written: PEP 475).
- * 0, or -1 with w->err set. */
+/* n bytes to the fd, at its offset (at < 0: write) or at ``at`` (pwrite), each call
+ * without the GIL. A short write goes on with the rest and EINTR retries, both after
+ * running the signal handlers (a signal cuts a blocked write short, or interrupts it
+ * when nothing was written: PEP 475). 0, or -1 with w->err set. */
 static int
-cdbmake_flush(cdbmake *w)
+cdbmake_out(cdbmake *w, const unsigned char *p, size_t n, off_t at)
 {
-    const unsigned char *p = w->buf;
-    size_t n = w->used;
     while (n > 0) {
         PyThreadState *ts = w->ts ? NULL : PyEval_SaveThread();
-        ssize_t k = write(w->fd, p, n);
+        ssize_t k = at < 0 ? write(w->fd, p, n) : pwrite(w->fd, p, n, at);
         int e = errno;
         if (ts)
             PyEval_RestoreThread(ts);
@@ -199,7 +197,18 @@ cdbmake_flush(cdbmake *w)
             return -1;
         p += k;
         n -= (size_t)k;
+        if (at >= 0)
+            at += k;
     }
+    return 0;
+}
+
+/* The buffer to the fd. 0, or -1 with w->err set. */
+static int
+cdbmake_flush(cdbmake *w)
+{
+    if (cdbmake_out(w, w->buf, w->used, -1) < 0)
+        return -1;
     cdbmake_wrote(w, w->used);
     w->used = 0;
     return 0;

@@ -133,6 +133,10 @@ class Holds:
     def _hold_build(self, new: Current, verdict: guard.Verdict) -> None:
         """Built, written on the master, pushed nowhere until ``push --accept``."""
         self.held = (new, verdict.reason, time.time())
+        # In the state file before the log says so (not the write a moment later that
+        # coalesces others): an operator or a script that answers guard.held with
+        # push --accept reads the hold from there.
+        self.daemon.save_state(now=True)
         self.log.critical(
             "guard.held",
             serial=new.serial,
@@ -143,7 +147,6 @@ class Holds:
             reason=verdict.reason,
             hint="check with dnsmaster diff; release with dnsmaster push --accept",
         )
-        self.daemon.save_state()
         self.hooks.fire(
             "failure", result="held", error=verdict.reason, serial=new.serial, sha256=new.sha256
         )
