@@ -245,7 +245,8 @@ def test_push_by_hand_notifies_every_zone_and_waits_for_no_one(tmp_path: Path) -
         logger = Recorder()
         status = asyncio.run(push_to_slaves(cfg, [], logger, built))
     assert status == EXIT_OK
-    assert sorted(good.zones()) == ["a.example", "b.example"]
+    # A slow answer (a loaded machine, 20 ms) is asked again: each zone once or more.
+    assert sorted(set(good.zones())) == ["a.example", "b.example"]
     assert mute.zones() == ["b.example", "b.example"]
     assert sorted(e["zone"] for e in found(logger, "notify.acked", secondary="good")) == [
         "a.example",
