@@ -25,6 +25,7 @@ from dnsmaster.master.payload import Offer, compresses
 from dnsmaster.master.pushing import push_one
 from dnsmaster.slave import bundle, receive
 from dnsmaster.transport.local import LocalChannel
+from tests.lab.receiver import push_in_process
 
 ZONES = b"".join(
     b".z%d.example:127.0.0.1:a\n+www.z%d.example:192.0.2.1\n" % (i, i) for i in range(40)
@@ -44,15 +45,7 @@ V3 = build(1_700_000_002, HOSTILE)
 
 
 def run(root: Path, verb: str, stdin: bytes = b"") -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = receive.main(
-        ["--root", str(root)],
-        environ={"SSH_ORIGINAL_COMMAND": verb},
-        stdin=io.BytesIO(stdin),
-        stdout=out,
-        stderr=err,
-    )
-    return status, out.getvalue(), err.getvalue()
+    return push_in_process(root, stdin, verb)
 
 
 def files(root: Path) -> dict[str, bytes]:

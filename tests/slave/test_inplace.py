@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
-import io
 import os
 import shutil
 import subprocess
@@ -20,7 +19,8 @@ import pytest
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
-from dnsmaster.slave import inplace, receive, sections
+from dnsmaster.slave import inplace, sections
+from tests.lab.receiver import push_in_process
 
 IN_PLACE = "from the delta in place"
 
@@ -40,15 +40,7 @@ def build(serial: int, **extra: bytes) -> bytes:
 
 
 def run(root: Path, verb: str, stdin: bytes) -> tuple[int, str, str]:
-    out, err = io.StringIO(), io.StringIO()
-    status = receive.main(
-        ["--root", str(root)],
-        environ={"SSH_ORIGINAL_COMMAND": verb},
-        stdin=io.BytesIO(stdin),
-        stdout=out,
-        stderr=err,
-    )
-    return status, out.getvalue(), err.getvalue()
+    return push_in_process(root, stdin, verb)
 
 
 def body(root: Path) -> bytes:
