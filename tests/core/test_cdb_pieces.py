@@ -9,7 +9,6 @@ import os
 import struct
 import subprocess
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -18,21 +17,9 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from dnsmaster.core import accel, cdb
-from tests.conftest import IN_CI
 
 _cdbblob: ModuleType | None = accel.found("records").module
 _PAIR = struct.Struct("<II")
-
-
-@pytest.fixture(params=["c", "python"])
-def way(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each test once with ``_cdbblob`` and once with the pure-Python path."""
-    if request.param == "c" and _cdbblob is None:
-        if IN_CI:
-            pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
-        pytest.skip("dnsmaster/core/_cdbblob.c is not built")
-    with accel.using("records", _cdbblob if request.param == "c" else None):
-        yield request.param
 
 
 def blob_of(records: list[tuple[bytes, bytes]]) -> bytes:

@@ -13,7 +13,6 @@ import errno
 import os
 import struct
 import tempfile
-from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -34,17 +33,6 @@ SOA_TYPE = b"\x00\x06"  # a tinydns value starts with its type
 
 # The rest comes from the Hypothesis profile in tests/conftest.py.
 SETTINGS = settings(max_examples=200)
-
-
-@pytest.fixture(params=["c", "python"])
-def way(request: pytest.FixtureRequest) -> Iterator[str]:
-    """Each test once with ``_cdbblob`` and once with the pure-Python functions."""
-    if request.param == "c" and _cdbblob is None:
-        if IN_CI:
-            pytest.fail("dnsmaster/core/_cdbblob.c is not built (gcc and python3-dev?)")
-        pytest.skip("dnsmaster/core/_cdbblob.c is not built")
-    with accel.using("records", _cdbblob if request.param == "c" else None):
-        yield request.param
 
 
 def pure() -> contextlib.AbstractContextManager[None]:
