@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import compileall
 import contextlib
+import gc
 import io
 import itertools
 import json
@@ -36,6 +37,7 @@ import time
 import warnings
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
+from types import CodeType, FrameType
 from typing import TYPE_CHECKING, NoReturn
 
 import pytest
@@ -448,8 +450,12 @@ def dnsmaster_cli() -> Callable[..., subprocess.CompletedProcess[str]]:
     return run
 
 
-class CommandTimeout(Exception):
-    """A command :func:`dnsmaster_here` runs overran its time."""
+class CommandTimeout(BaseException):
+    """A command :func:`dnsmaster_here` runs overran its time.
+
+    A BaseException, as KeyboardInterrupt is: code that must not raise (a log
+    handler's ``except Exception``) would otherwise swallow it, and the command
+    would go on waiting."""
 
 
 def dnsmaster_here(
@@ -477,16 +483,28 @@ def dnsmaster_here(
     os.environ.pop("DNSMASTER_CONFIG", None)
     os.environ.update(env or {})
 
-    def overdue(signum: int, frame: object) -> NoReturn:
+    done = threading.Event()
+
+    def overdue(signum: int, frame: FrameType | None) -> None:
+        if done.is_set() or (frame is not None and frame.f_code in gc_callback_codes()):
+            # Raised in a gc callback (Hypothesis keeps one), it would be lost as
+            # "Exception ignored"; the alarm rings again in a moment.
+            return
         raise CommandTimeout(f"dnsmaster {' '.join(argv)} still ran after {timeout} s")
 
+    def ring(main_thread: int) -> None:
+        # Sent to this thread, not to the process: the kernel may give a process's
+        # SIGALRM to any thread (execnet's, in an xdist worker), and a system call
+        # blocked here (a lock's flock) would then never be interrupted. Rung again
+        # until the command ends, in case a ring lands where it cannot raise.
+        wait = timeout
+        while not done.wait(wait):
+            signal.pthread_kill(main_thread, signal.SIGALRM)
+            wait = 0.1
+
     previous = signal.signal(signal.SIGALRM, overdue)
-    # Sent to this thread, not to the process: the kernel may give a process's
-    # SIGALRM to any thread (execnet's, in an xdist worker), and a system call
-    # blocked here (a lock's flock) would then never be interrupted.
-    timer = threading.Timer(timeout, signal.pthread_kill, (threading.get_ident(), signal.SIGALRM))
-    timer.daemon = True
-    timer.start()
+    bell = threading.Thread(target=ring, args=(threading.get_ident(),), daemon=True)
+    bell.start()
     try:
         with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
             try:
@@ -498,14 +516,18 @@ def dnsmaster_here(
             f"{overran}\nstdout: {written[0].getvalue()!r}\nstderr: {written[1].getvalue()!r}"
         )
     finally:
-        timer.cancel()
-        timer.join()
+        done.set()
+        bell.join()
         signal.signal(signal.SIGALRM, previous)
         os.environ.clear()
         os.environ.update(saved)
         log.configure()
     stdout, stderr = (b.getvalue().decode() for b in written)
     return subprocess.CompletedProcess(["dnsmaster", *argv], status, stdout, stderr)
+
+
+def gc_callback_codes() -> set[CodeType]:
+    return {code for cb in gc.callbacks if (code := getattr(cb, "__code__", None)) is not None}
 
 
 def require(program: str, package: str = "tinydns openssh-server") -> str:
