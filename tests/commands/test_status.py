@@ -833,25 +833,32 @@ def real_site(
     follows; a start and a first round of pushes each would add nothing judged."""
     with lab_slaves(worker_lab, 2) as (lab, slaves):
         setup = RealMaster(tmp_path_factory.mktemp("master"), lab, slaves)
+        started: list[DaemonProcess] = []  # killed at the end, whatever failed on the way
 
         def start(first: bool) -> DaemonProcess:
-            setup.daemon = DaemonProcess(setup.config).start()
+            setup.daemon = DaemonProcess(setup.config)
+            started.append(setup.daemon)
+            setup.daemon.start()
             if first:
                 done = setup.daemon.wait("build.done", timeout=TIMEOUT)
                 setup.daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=done["serial"])
             return setup.daemon
 
-        shared = Shared(
-            setup,
-            setup.zones,
-            start,
-            slaves=slaves,
-            settle=lambda: wait_state(setup.state, all_verified),
-        )
         try:
-            yield shared
+            shared = Shared(
+                setup,
+                setup.zones,
+                start,
+                slaves=slaves,
+                settle=lambda: wait_state(setup.state, all_verified),
+            )
+            try:
+                yield shared
+            finally:
+                shared.close()
         finally:
-            shared.close()
+            for daemon in started:
+                daemon.kill()
 
 
 @pytest.fixture

@@ -346,13 +346,17 @@ def shared_rig(
     with lab_slaves(worker_lab, count) as (lab, slaves):
         rig = Rig(base, lab, slaves, **daemon)
         try:
-            yield Shared(
+            shared = Shared(
                 rig,
                 rig.zones,
                 lambda first: rig.start(initial_push=first),
                 slaves=slaves,
                 settle=lambda: wait_state(rig.state, "verified"),
             )
+            try:
+                yield shared
+            finally:
+                shared.close()
         finally:
             rig.close()
 
@@ -361,17 +365,24 @@ def shared_rig(
 def shared_local(base: Path, **options: Any) -> Iterator[Shared[Local]]:
     """A :class:`Local` (``options`` as it takes them) and its daemon, :class:`Shared`."""
     local = Local(base, **options)
+    started: list[DaemonProcess] = []  # killed at the end, whatever failed on the way
 
     def start(first: bool) -> DaemonProcess:
-        daemon = DaemonProcess(local.config).start()
+        daemon = DaemonProcess(local.config)
+        started.append(daemon)
+        daemon.start()
         if first:
             done = daemon.wait("build.done", timeout=TIMEOUT)
             daemon.wait_count("push.done", len(local.roots), timeout=TIMEOUT, serial=done["serial"])
         daemon.wait_named(local.state, TIMEOUT)  # a command by hand hands off to it
         return daemon
 
-    shared = Shared(local, local.zones, start)
     try:
-        yield shared
+        shared = Shared(local, local.zones, start)
+        try:
+            yield shared
+        finally:
+            shared.close()
     finally:
-        shared.close()
+        for daemon in started:
+            daemon.kill()
