@@ -34,7 +34,7 @@ from dnsmaster.master.health import Finding, ZonesCheck
 from dnsmaster.master.state import BuildState, SlaveState, State
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.lab.recorder import build_here
-from tests.lab.site import Shared, all_verified, lab_slaves
+from tests.lab.site import Shared, lab_slaves, verified
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
@@ -850,7 +850,7 @@ def real_site(
                 setup.zones,
                 start,
                 slaves=slaves,
-                settle=lambda: wait_state(setup.state, all_verified),
+                settle=lambda daemon: verified(setup.state, daemon),
             )
             try:
                 yield shared

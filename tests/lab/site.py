@@ -93,6 +93,24 @@ def wait_state(path: Path, check: str, timeout: float = TIMEOUT) -> statefile.St
         time.sleep(0.05)
 
 
+def verified(state: Path, daemon: DaemonProcess) -> statefile.State:
+    """Wait until every slave has the build and was seen serving it, the daemon at rest.
+
+    The daemon asks each slave's DNS once after a push (``verify_timeout``, a second
+    here): on a loaded machine a tinydns may answer late, and the slave then stays
+    ``dns-failed`` until the next push. One that did is pushed again (SIGALRM) and
+    asked again, so a shared daemon's next test starts from a verified site as a new
+    daemon's does."""
+    current = wait_state(state, "ok")
+    if all_verified(current):
+        return current
+    mark = daemon.mark()
+    daemon.signal(signal.SIGALRM)
+    daemon.wait("signal", mark, TIMEOUT, signal="SIGALRM")
+    daemon.settled(TIMEOUT)
+    return wait_state(state, "verified")
+
+
 def all_ok(s: statefile.State) -> bool:
     return s.build is not None and all(
         x.result == "ok" and x.installed_sha256 == s.build.sha256 for x in s.slaves
@@ -272,7 +290,7 @@ class Shared(Generic[Site]):
         start: Callable[[bool], DaemonProcess],
         *,
         slaves: Sequence[Slave] = (),
-        settle: Callable[[], object] = lambda: None,
+        settle: Callable[[DaemonProcess], object] = lambda daemon: None,
     ) -> None:
         self.site = site
         self.zones = zones
@@ -307,7 +325,7 @@ class Shared(Generic[Site]):
         else:
             self.daemon.kill()
             self.start()
-        self._settle()
+        self._settle(self.daemon)
         return self.daemon
 
     def close(self) -> None:
@@ -351,7 +369,7 @@ def shared_rig(
                 rig.zones,
                 lambda first: rig.start(initial_push=first),
                 slaves=slaves,
-                settle=lambda: wait_state(rig.state, "verified"),
+                settle=lambda daemon: verified(rig.state, daemon),
             )
             try:
                 yield shared
