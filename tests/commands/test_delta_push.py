@@ -405,7 +405,10 @@ async def test_refused_delta_falls_back_to_full(lab: Lab, master: Master) -> Non
 
 def test_cut_delta_installs_nothing(lab: Lab, master: Master) -> None:
     """A delta stream cut in its base reference, its body or its trailer, plain or
-    compressed, installs nothing: the root is byte for byte the same."""
+    compressed, installs nothing: the root is byte for byte the same. Over SSH, one
+    cut in each region and one of the compressed stream (each an SSH login and a
+    receiver); the cuts at every byte are tests/slave/test_delta_receive.py's, in
+    process."""
     (a,) = lab(1)
     master.configure([a])
     push_here(master.config)
@@ -417,9 +420,9 @@ def test_cut_delta_installs_nothing(lab: Lab, master: Master) -> None:
     trailer = stream.rindex(b"#dnsmaster-end")
     before = a.snapshot()
     cuts = {
-        "base reference": [10, header // 2, header - 1],
-        "body": [header, (header + trailer) // 2, trailer - 1],
-        "trailer": [trailer, trailer + 20, len(stream) - 1],
+        "base reference": [header // 2],
+        "body": [(header + trailer) // 2],
+        "trailer": [len(stream) - 1],
     }
     for region, at in cuts.items():
         for cut in at:
@@ -428,7 +431,7 @@ def test_cut_delta_installs_nothing(lab: Lab, master: Master) -> None:
             assert proc.stderr.startswith(b"dnsmaster receive: refused: "), proc.stderr
             assert a.snapshot() == before, (region, cut)
     zipped = zlib.compress(stream)
-    for cut in (1, len(zipped) // 2, len(zipped) - 1):
+    for cut in (len(zipped) // 2,):
         proc = lab.ssh(a, "delta --zlib", input=zipped[:cut])
         assert proc.returncode == 1, proc.stderr
         assert a.snapshot() == before

@@ -361,7 +361,7 @@ class TestPushDryRun:
 
     def test_diff_slave(self, tmp_path: Path) -> None:
         """diff --slave: against the build the slave holds; a build the master lacks is exit 2."""
-        local = Local(tmp_path)
+        local = Local(tmp_path, slaves=1)  # the one diffed against
         assert dnsmaster("push", "--config", local.config).returncode == 0
         proc = dnsmaster("diff", "--slave", "ns2", "--config", local.config)
         assert (proc.returncode, proc.stdout) == (0, "no change\n"), proc.stderr
@@ -430,8 +430,11 @@ class TestDryRunExitStatuses:
         assert "output directory does not exist" in proc.stderr
         assert dnsmaster("build", "--zones", zones, "--out", tmp_path / "none").returncode == 111
 
+    # One slave in these: each push is a receiver per slave, and what is judged is
+    # the dry run's exit status and the plan's lines about the master's side.
+
     def test_push_dry_run_with_zones_errors(self, tmp_path: Path) -> None:
-        local = Local(tmp_path)
+        local = Local(tmp_path, slaves=1)
         assert dnsmaster("push", "--config", local.config).returncode == 0
         write(local.zones / "zones.example.com", "+www.example.com\n!bad\n")
         proc = dnsmaster("push", "--dry-run", "--config", local.config)
@@ -439,7 +442,7 @@ class TestDryRunExitStatuses:
         assert proc.stdout == ""
 
     def test_push_dry_run_says_a_rollback_holds(self, tmp_path: Path) -> None:
-        local = Local(tmp_path)
+        local = Local(tmp_path, slaves=1)
         assert dnsmaster("push", "--config", local.config).returncode == 0
         write(local.zones / "zones.example.com", example_com("192.0.2.55"))
         assert dnsmaster("push", "--config", local.config).returncode == 0

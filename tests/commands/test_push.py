@@ -186,16 +186,29 @@ def master(lab: Lab, tmp_path: Path) -> Master:
     return m
 
 
-@pytest.fixture
-def three(lab: Lab, master: Master) -> list[Slave]:
-    """Three slaves, configured, each serving the first build."""
-    slaves = lab(3)
+def serving(lab: Lab, master: Master, count: int) -> list[Slave]:
+    """``count`` slaves, configured, each serving the first build."""
+    slaves = lab(count)
     master.configure(slaves)
     push_here(master.config)
     serial = master.built_serial()
     for s in slaves:
         assert s.tinydns.wait_serial(ZONE, serial) == serial
     return slaves
+
+
+@pytest.fixture
+def three(lab: Lab, master: Master) -> list[Slave]:
+    """Three slaves, configured, each serving the first build."""
+    return serving(lab, master, 3)
+
+
+@pytest.fixture
+def one(lab: Lab, master: Master) -> Slave:
+    """One slave, configured, serving the first build: for a push cut on its way, which
+    is between the master and that slave alone."""
+    (slave,) = serving(lab, master, 1)
+    return slave
 
 
 def bump(master: Master, www: str = "192.0.2.2") -> int:
@@ -548,10 +561,10 @@ def receivers_of(slave: Slave, verb: str) -> list[int]:
 
 
 def test_cut_connection_installs_nothing(
-    lab: Lab, master: Master, three: list[Slave], tmp_path: Path
+    lab: Lab, master: Master, one: Slave, tmp_path: Path
 ) -> None:
     """A large push; the slave's sshd sessions are killed mid-transfer: nothing installed."""
-    victim = three[0]
+    victim = one
     old = master.built_serial()
     before = victim.snapshot()
     master.configure([victim])
@@ -606,12 +619,12 @@ def test_cut_connection_installs_nothing(
 
 @pytest.mark.parametrize("fraction", [0.0, 0.5, 0.99])
 def test_truncated_stream_over_asyncssh(
-    lab: Lab, master: Master, three: list[Slave], fraction: float
+    lab: Lab, master: Master, one: Slave, fraction: float
 ) -> None:
     """Part of a sealed stream, then the connection aborted: the receiver installs nothing."""
     from dnsmaster.core.stream import seal  # noqa: PLC0415
 
-    victim = three[1]
+    victim = one
     old = master.built_serial()
     before = victim.snapshot()
     bump(master)

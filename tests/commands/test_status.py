@@ -34,9 +34,11 @@ from dnsmaster.master.health import Finding, ZonesCheck
 from dnsmaster.master.state import BuildState, SlaveState, State
 from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text
 from tests.lab.recorder import build_here
+from tests.lab.site import Shared, lab_slaves, verified
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
+    from tests.lab.shared import WorkerLab
 
 
 SHA = "a" * 64
@@ -822,13 +824,47 @@ class RealMaster:
         return wait_state(self.state, check)
 
 
+@pytest.fixture(scope="class")
+def real_site(
+    tmp_path_factory: pytest.TempPathFactory, worker_lab: WorkerLab
+) -> Iterator[Shared[RealMaster]]:
+    """One daemon on two real slaves for the class's tests, put back at rest between
+    them (tests.lab.site.Shared): each edits, stops a tinydns, and judges what
+    follows; a start and a first round of pushes each would add nothing judged."""
+    with lab_slaves(worker_lab, 2) as (lab, slaves):
+        setup = RealMaster(tmp_path_factory.mktemp("master"), lab, slaves)
+        started: list[DaemonProcess] = []  # killed at the end, whatever failed on the way
+
+        def start(first: bool) -> DaemonProcess:
+            setup.daemon = DaemonProcess(setup.config)
+            started.append(setup.daemon)
+            setup.daemon.start()
+            if first:
+                done = setup.daemon.wait("build.done", timeout=TIMEOUT)
+                setup.daemon.wait_count("push.done", 2, timeout=TIMEOUT, serial=done["serial"])
+            return setup.daemon
+
+        try:
+            shared = Shared(
+                setup,
+                setup.zones,
+                start,
+                slaves=slaves,
+                settle=lambda daemon: verified(setup.state, daemon),
+            )
+            try:
+                yield shared
+            finally:
+                shared.close()
+        finally:
+            for daemon in started:
+                daemon.kill()
+
+
 @pytest.fixture
-def real(tmp_path: Path, lab: Lab) -> Iterator[RealMaster]:
-    setup = RealMaster(tmp_path / "master", lab, lab(2))
-    try:
-        yield setup
-    finally:
-        setup.daemon.kill()
+def real(real_site: Shared[RealMaster]) -> RealMaster:
+    real_site.reset()
+    return real_site.site
 
 
 class TestEndToEndRealSlaves:
@@ -836,7 +872,6 @@ class TestEndToEndRealSlaves:
         """A slave whose tinydns is stopped takes the push but fails verification:
         status is not ok (exit 3, dns-failed), --nagios names it, and once its tinydns
         is back --live says all is well."""
-        real.daemon.start()
         serial = real.edit("192.0.2.81")
         a, b = real.slaves
         real.verified(serial, {a.name: "ok", b.name: "ok"})
@@ -865,7 +900,7 @@ class TestEndToEndRealSlaves:
         older serial: stale (exit 3), in the state file, status and --live."""
         from tests.lab.realworld import Tinydns  # noqa: PLC0415
 
-        real.daemon.start()
+        mark = real.daemon.mark()
         first = real.edit("192.0.2.81")
         a, b = real.slaves
         real.verified(first, {a.name: "ok", b.name: "ok"})
@@ -878,11 +913,11 @@ class TestEndToEndRealSlaves:
             serial = real.edit("192.0.2.83")
             current = real.verified(serial, {a.name: "ok", b.name: "stale"})
             # Verified stale: pushed again, with backoff, while a is left alone.
-            again = real.daemon.wait_count("push.done", 2, slave=b.name, serial=serial)
+            again = real.daemon.wait_count("push.done", 2, mark, slave=b.name, serial=serial)
             assert len(again) >= 2
-            assert real.daemon.find("verify.stale", slave=b.name)
-            assert real.daemon.find("retry.scheduled", slave=b.name)
-            assert len(real.daemon.find("push.done", slave=a.name, serial=serial)) == 1
+            assert real.daemon.find("verify.stale", mark, slave=b.name)
+            assert real.daemon.find("retry.scheduled", mark, slave=b.name)
+            assert len(real.daemon.find("push.done", mark, slave=a.name, serial=serial)) == 1
             proc = status_cli(real.config)
             assert proc.returncode == exits.EXIT_SLAVES, proc.stdout + proc.stderr
             assert f"{b.name}: stale" in proc.stderr
@@ -900,7 +935,6 @@ class TestEndToEndRealSlaves:
         """NEEDS THE DAEMON WIRING: after a verified push the state file has each
         slave's served serial and last success, status shows them, and the metrics
         file says the same."""
-        real.daemon.start()
         serial = real.edit("192.0.2.84")
         names = {s.name: "ok" for s in real.slaves}
         current = real.verified(serial, names)

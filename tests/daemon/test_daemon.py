@@ -6,8 +6,11 @@ slave where a test is about the master's side of a save, not about reaching seve
 each slave a save reaches is an SSH session and a receiver, most of the CPU), run the
 daemon as ``python -m dnsmaster run --config FILE --log-format json`` and judge it
 by what it logs, what the slaves' tinydns answer over DNS (dnspython), the state
-file and ``dnsmaster status``. The local tests use ``transport = "local"`` slaves
-(the receiver as a subprocess, no sshd) for the branches that need no network.
+file and ``dnsmaster status``. The tests of a class share one daemon
+(:class:`tests.lab.site.Shared`: started once, put back at rest on the same zones
+before each test), as they only save, signal or cut a slave and judge what follows.
+The local tests use ``transport = "local"`` slaves (the receiver as a subprocess, no
+sshd) for the branches that need no network.
 """
 
 from __future__ import annotations
@@ -27,13 +30,16 @@ import pytest
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.master import state as statefile
+from tests.conftest import dnsmaster_here
 from tests.lab.daemonrun import PROJECT, DaemonProcess
 from tests.lab.site import (
     NET,
     TIMEOUT,
     Local,
     Rig,
+    Shared,
     example_com,
+    shared_rig,
     status,
     wait_state,
     write,
@@ -43,6 +49,7 @@ from tests.lab.site import all_verified as _all_verified
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab, Slave
+    from tests.lab.shared import WorkerLab
 
 
 def files(path: Path) -> bool:
@@ -54,34 +61,44 @@ def files(path: Path) -> bool:
 # -- real slaves -----------------------------------------------------------------------
 
 
-@pytest.fixture
-def rig(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
-    the_rig = Rig(tmp_path, lab, lab(3))
-    try:
-        yield the_rig
-    finally:
-        the_rig.close()
+# One daemon for the tests of each class below, put back between them (site.Shared): a
+# test saves, signals or cuts a slave and judges what follows its mark. Each class has
+# the slaves its tests are about: three to see a save reach several, one for what a
+# save does on the master's side, two for one slave set apart and one left alone.
+
+
+@pytest.fixture(scope="class")
+def three(tmp_path_factory: pytest.TempPathFactory, worker_lab: WorkerLab) -> Iterator[Shared[Rig]]:
+    with shared_rig(tmp_path_factory.mktemp("rig"), worker_lab, 3) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="class")
+def one(tmp_path_factory: pytest.TempPathFactory, worker_lab: WorkerLab) -> Iterator[Shared[Rig]]:
+    with shared_rig(tmp_path_factory.mktemp("rig"), worker_lab, 1) as shared:
+        yield shared
+
+
+@pytest.fixture(scope="class")
+def two(tmp_path_factory: pytest.TempPathFactory, worker_lab: WorkerLab) -> Iterator[Shared[Rig]]:
+    with shared_rig(tmp_path_factory.mktemp("rig"), worker_lab, 2) as shared:
+        yield shared
 
 
 @pytest.fixture
-def rig1(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
-    """One real slave: for what a save does on the master's side (how many builds,
-    what is written), judged by what reaches a slave."""
-    the_rig = Rig(tmp_path, lab, lab(1))
-    try:
-        yield the_rig
-    finally:
-        the_rig.close()
+def rig(three: Shared[Rig]) -> tuple[Rig, DaemonProcess]:
+    return three.site, three.reset()
 
 
 @pytest.fixture
-def rig2(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
-    """Two real slaves: one the test sets apart (down, behind) and one left alone."""
-    the_rig = Rig(tmp_path, lab, lab(2))
-    try:
-        yield the_rig
-    finally:
-        the_rig.close()
+def rig1(one: Shared[Rig]) -> tuple[Rig, DaemonProcess]:
+    return one.site, one.reset()
+
+
+@pytest.fixture
+def rig2(two: Shared[Rig]) -> Shared[Rig]:
+    two.reset()
+    return two
 
 
 def _descendants(pid: int) -> list[int]:
@@ -118,10 +135,19 @@ def cut(slave: Slave) -> None:
             continue
 
 
-class TestRealSlaves:
-    def test_save_propagates(self, rig: Rig) -> None:
+def built(rig: Rig) -> int:
+    """The serial of the build the daemon serves (a shared daemon may have been started
+    again, on a build it did not make: its log has none)."""
+    build = statefile.read(rig.state).build
+    assert build is not None
+    assert build.serial is not None
+    return build.serial
+
+
+class TestThreeSlaves:
+    def test_save_propagates(self, rig: tuple[Rig, DaemonProcess]) -> None:
         """(a) One save: built once, pushed to all three, served, verified; status 0."""
-        daemon = rig.start()
+        rig, daemon = rig
         mark = daemon.mark()
         write(rig.zones / "zones.example.com", example_com("192.0.2.99"))
         start = daemon.wait("build.start", mark, reason="change")
@@ -149,10 +175,43 @@ class TestRealSlaves:
         assert str(serial) in proc.stdout
         assert len(daemon.find("build.start", mark)) == 1
 
-    def test_burst_of_saves(self, rig1: Rig) -> None:
-        rig = rig1
+    def test_signals(self, rig: tuple[Rig, DaemonProcess]) -> None:
+        """(e) SIGHUP builds, SIGALRM pushes again to all, SIGTERM stops cleanly."""
+        rig, daemon = rig
+        old = built(rig)
+        mark = daemon.mark()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait("build.start", mark, reason="sighup")
+        done = daemon.wait("build.done", mark)
+        assert done["serial"] > old
+        daemon.wait_count("push.done", 3, mark, serial=done["serial"])
+        rig.assert_served(done["serial"])
+
+        mark = daemon.mark()
+        daemon.signal(signal.SIGALRM)
+        daemon.wait("signal", mark, signal="SIGALRM")
+        pushes = daemon.wait_count("push.done", 3, mark)
+        assert {p["slave"] for p in pushes} == rig.names
+        assert {p["sha256"] for p in pushes} == {done["sha256"]}
+        assert not daemon.find("build.start", mark)
+        wait_state(rig.state, "ok")
+
+        mark = daemon.mark()
+        assert daemon.stop() == 0
+        names = [e["event"] for e in daemon.events[mark:]]
+        assert names[-1] == "daemon.stop", names
+        state = statefile.read(rig.state)
+        assert state.pid == daemon.pid
+        assert state.build is not None
+        assert state.build.serial == done["serial"]
+        assert _all_ok(state), state
+        assert status(rig.config).returncode == 5  # stopped: nothing builds or pushes now
+
+
+class TestOneSlave:
+    def test_burst_of_saves(self, rig1: tuple[Rig, DaemonProcess]) -> None:
         """(b) 50 rapid rewrites: a few builds at most, the last content served everywhere."""
-        daemon = rig.start()
+        rig, daemon = rig1
         mark = daemon.mark()
         path = rig.zones / "zones.example.com"
         for i in range(1, 51):
@@ -176,11 +235,10 @@ class TestRealSlaves:
         rig.assert_served(final)
         assert not daemon.find("push.failed", mark)
 
-    def test_failed_build_changes_nothing(self, rig1: Rig) -> None:
-        rig = rig1
+    def test_failed_build_changes_nothing(self, rig1: tuple[Rig, DaemonProcess]) -> None:
         """(c) A bad line: build.error names file and line, nothing written or pushed."""
-        daemon = rig.start()
-        before = daemon.find("build.done")[-1]["serial"]
+        rig, daemon = rig1
+        before = built(rig)
         master = {p.name: p.read_bytes() for p in rig.output.iterdir() if files(p)}
         served = {s.name: s.snapshot() for s in rig.slaves}
         mark = daemon.mark()
@@ -216,107 +274,9 @@ class TestRealSlaves:
         proc = status(rig.config)
         assert proc.returncode == 0, proc.stdout + proc.stderr
 
-    def test_slave_down_catches_up(self, rig2: Rig) -> None:
-        """(d) A slave whose sshd is down misses the push, is retried, catches up."""
-        rig = rig2
-        daemon = rig.start()
-        down = rig.slaves[1]
-        old = down.tinydns.soa_serial("example.com")
-        cut(down)
-        mark = daemon.mark()
-        write(rig.zones / "zones.example.com", example_com("192.0.2.77"))
-        serial = daemon.wait("build.done", mark)["serial"]
-        up = rig.names - {down.name}
-        pushes = daemon.wait_count("push.done", len(up), mark, serial=serial)
-        assert {p["slave"] for p in pushes} == up
-        failed = daemon.wait("push.failed", mark, slave=down.name)
-        assert failed["error"]
-        daemon.wait("retry.scheduled", mark, slave=down.name)
-        for s in rig.slaves:
-            if s is not down:
-                assert s.tinydns.wait_serial("example.com", serial, 10) == serial
-        assert down.tinydns.soa_serial("example.com") == old
-        # The state file follows the events by STATE_DELAY; the daemon never rests
-        # while a retry is due, so the file is waited for, not the daemon.
-        deadline = time.monotonic() + TIMEOUT
-        while not any(x.name == down.name and x.result == "failed" for x in _slaves(rig)):
-            assert time.monotonic() < deadline, statefile.read(rig.state)
-            time.sleep(0.05)
-        proc = status(rig.config)
-        assert proc.returncode == 3, proc.stdout + proc.stderr
-        assert down.name in proc.stderr
-        # A few retries while it is down, the delays growing up to retry_max.
-        retries = daemon.wait_count("retry.scheduled", 3, mark, slave=down.name)
-        delays = [r["seconds"] for r in retries]
-        assert delays == sorted(delays), delays
-        assert max(delays) <= 1.0, delays
-        down.sshd.start()
-        catch = daemon.mark()
-        done = daemon.wait("push.done", catch, slave=down.name)
-        assert done["serial"] == serial
-        assert down.tinydns.wait_serial("example.com", serial, 10) == serial
-        assert down.tinydns.answer("www.example.com", "A") == ["192.0.2.77"]
-        wait_state(rig.state, "verified")
-        proc = status(rig.config)
-        assert proc.returncode == 0, proc.stdout + proc.stderr
-        # The others were not pushed to again.
-        assert {p["slave"] for p in daemon.find("push.done", catch)} == {down.name}
-
-    def test_deleted_data_cdb_is_installed_again(self, tmp_path: Path, lab: Lab) -> None:
-        """(d2) data.cdb deleted by hand on a slave, no save after it: the daemon's next
-        check finds tinydns silent, asks the receiver, and installs the build again."""
-        rig = Rig(tmp_path, lab, lab(1), rescan=1.0)
-        try:
-            daemon = rig.start()
-            (slave,) = rig.slaves
-            serial = daemon.find("build.done")[-1]["serial"]
-            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
-            mark = daemon.mark()
-            (slave.root / "data.cdb").unlink()
-            daemon.wait("status.none", mark, TIMEOUT, slave=slave.name)
-            done = daemon.wait("push.done", mark, TIMEOUT, slave=slave.name)
-            assert done["serial"] == serial
-            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
-            assert not daemon.find("build.start", mark)  # no save, no SIGHUP: no build
-        finally:
-            rig.close()
-
-    def test_signals(self, rig: Rig) -> None:
-        """(e) SIGHUP builds, SIGALRM pushes again to all, SIGTERM stops cleanly."""
-        daemon = rig.start()
-        old = daemon.find("build.done")[-1]["serial"]
-        mark = daemon.mark()
-        daemon.signal(signal.SIGHUP)
-        daemon.wait("build.start", mark, reason="sighup")
-        done = daemon.wait("build.done", mark)
-        assert done["serial"] > old
-        daemon.wait_count("push.done", 3, mark, serial=done["serial"])
-        rig.assert_served(done["serial"])
-
-        mark = daemon.mark()
-        daemon.signal(signal.SIGALRM)
-        daemon.wait("signal", mark, signal="SIGALRM")
-        pushes = daemon.wait_count("push.done", 3, mark)
-        assert {p["slave"] for p in pushes} == rig.names
-        assert {p["sha256"] for p in pushes} == {done["sha256"]}
-        assert not daemon.find("build.start", mark)
-        wait_state(rig.state, "ok")
-
-        mark = daemon.mark()
-        assert daemon.stop() == 0
-        names = [e["event"] for e in daemon.events[mark:]]
-        assert names[-1] == "daemon.stop", names
-        state = statefile.read(rig.state)
-        assert state.pid == daemon.pid
-        assert state.build is not None
-        assert state.build.serial == done["serial"]
-        assert _all_ok(state), state
-        assert status(rig.config).returncode == 5  # stopped: nothing builds or pushes now
-
-    def test_editor_saves_build_once(self, rig1: Rig) -> None:
-        rig = rig1
+    def test_editor_saves_build_once(self, rig1: tuple[Rig, DaemonProcess]) -> None:
         """(f) Every kind of save is one build.start reason=change, then served."""
-        daemon = rig.start()
+        rig, daemon = rig1
         z = rig.zones
         vim = shutil.which("vim")
 
@@ -384,11 +344,57 @@ class TestRealSlaves:
             # zones.example.info still holds example.net: the file name is no zone name
             assert s.tinydns.soa_serial("example.net") == done["serial"]
 
-    def test_restart_pushes_only_to_slaves_behind(self, rig2: Rig) -> None:
+
+class TestTwoSlaves:
+    def test_slave_down_catches_up(self, rig2: Shared[Rig]) -> None:
+        """(d) A slave whose sshd is down misses the push, is retried, catches up."""
+        rig, daemon = rig2.site, rig2.daemon
+        down = rig.slaves[1]
+        old = down.tinydns.soa_serial("example.com")
+        cut(down)
+        mark = daemon.mark()
+        write(rig.zones / "zones.example.com", example_com("192.0.2.77"))
+        serial = daemon.wait("build.done", mark)["serial"]
+        up = rig.names - {down.name}
+        pushes = daemon.wait_count("push.done", len(up), mark, serial=serial)
+        assert {p["slave"] for p in pushes} == up
+        failed = daemon.wait("push.failed", mark, slave=down.name)
+        assert failed["error"]
+        daemon.wait("retry.scheduled", mark, slave=down.name)
+        for s in rig.slaves:
+            if s is not down:
+                assert s.tinydns.wait_serial("example.com", serial, 10) == serial
+        assert down.tinydns.soa_serial("example.com") == old
+        # The state file follows the events by STATE_DELAY; the daemon never rests
+        # while a retry is due, so the file is waited for, not the daemon.
+        deadline = time.monotonic() + TIMEOUT
+        while not any(x.name == down.name and x.result == "failed" for x in _slaves(rig)):
+            assert time.monotonic() < deadline, statefile.read(rig.state)
+            time.sleep(0.05)
+        proc = status(rig.config)
+        assert proc.returncode == 3, proc.stdout + proc.stderr
+        assert down.name in proc.stderr
+        # A few retries while it is down, the delays growing up to retry_max.
+        retries = daemon.wait_count("retry.scheduled", 3, mark, slave=down.name)
+        delays = [r["seconds"] for r in retries]
+        assert delays == sorted(delays), delays
+        assert max(delays) <= 1.0, delays
+        down.sshd.start()
+        catch = daemon.mark()
+        done = daemon.wait("push.done", catch, slave=down.name)
+        assert done["serial"] == serial
+        assert down.tinydns.wait_serial("example.com", serial, 10) == serial
+        assert down.tinydns.answer("www.example.com", "A") == ["192.0.2.77"]
+        wait_state(rig.state, "verified")
+        proc = status(rig.config)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        # The others were not pushed to again.
+        assert {p["slave"] for p in daemon.find("push.done", catch)} == {down.name}
+
+    def test_restart_pushes_only_to_slaves_behind(self, rig2: Shared[Rig]) -> None:
         """(g) Restart, zones unchanged: no rebuild; only the slave that differs is pushed."""
-        rig = rig2
-        daemon = rig.start()
-        serial = daemon.find("build.done")[-1]["serial"]
+        rig, daemon = rig2.site, rig2.daemon
+        serial = built(rig)
         assert daemon.stop() == 0
         data = (rig.output / "data").read_bytes()
         behind = rig.slaves[-1]
@@ -401,7 +407,7 @@ class TestRealSlaves:
         assert proc.returncode == 0, proc.stderr.decode()
         assert behind.tinydns.soa_serial("example.com") == serial - 100
 
-        again = rig.start(initial_push=False)
+        again = rig2.start()  # the daemon the class's next test uses
         current = again.wait("build.current")
         assert current["serial"] == serial
         answers = again.wait_count("status.installed", len(rig.slaves))
@@ -418,6 +424,27 @@ class TestRealSlaves:
         assert {p["slave"] for p in again.find("push.done")} == {behind.name}
         assert (rig.output / "data").read_bytes() == data
         assert again.stop() == 0
+
+
+class TestRescan:
+    def test_deleted_data_cdb_is_installed_again(self, tmp_path: Path, lab: Lab) -> None:
+        """(d2) data.cdb deleted by hand on a slave, no save after it: the daemon's next
+        check finds tinydns silent, asks the receiver, and installs the build again."""
+        rig = Rig(tmp_path, lab, lab(1), rescan=1.0)
+        try:
+            daemon = rig.start()
+            (slave,) = rig.slaves
+            serial = daemon.find("build.done")[-1]["serial"]
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            mark = daemon.mark()
+            (slave.root / "data.cdb").unlink()
+            daemon.wait("status.none", mark, TIMEOUT, slave=slave.name)
+            done = daemon.wait("push.done", mark, TIMEOUT, slave=slave.name)
+            assert done["serial"] == serial
+            assert slave.tinydns.wait_serial("example.com", serial, 10) == serial
+            assert not daemon.find("build.start", mark)  # no save, no SIGHUP: no build
+        finally:
+            rig.close()
 
 
 # -- local slaves (no sshd) ------------------------------------------------------------
@@ -568,18 +595,12 @@ class TestLocalSlaves:
             setup.daemon.kill()
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
+@pytest.mark.usefixtures("daemon_process")
 def test_demo_propagates(tmp_path: Path) -> None:
-    """``dnsmaster demo DIR --setup-only`` then ``dnsmaster run``: a save reaches both."""
+    """``dnsmaster demo DIR --setup-only`` (in this process: what it writes is judged,
+    not its start) then ``dnsmaster run``: a save reaches both."""
     demo = tmp_path / "demo"
-    env = dict(os.environ, PYTHONPATH=str(PROJECT))
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "demo", str(demo), "--setup-only"],
-        capture_output=True,
-        text=True,
-        env=env,
-        check=False,
-    )
+    proc = dnsmaster_here("demo", str(demo), "--setup-only")
     assert proc.returncode == 0, proc.stderr
     config = demo / "dnsmaster.toml"
     assert config.is_file()

@@ -9,17 +9,16 @@ daemon, ``dnsmaster status --nagios``.
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import pytest
 
-from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.conftest import dnsmaster_here
+from tests.lab.daemonrun import DaemonProcess
 from tests.lab.site import TIMEOUT, Rig, example_com, write
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
@@ -39,14 +38,9 @@ def rig(tmp_path: Path, lab: Lab) -> Iterator[Rig]:
 
 
 def nagios(config: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "dnsmaster", "status", "--config", str(config), "--nagios"],
-        capture_output=True,
-        text=True,
-        check=False,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-        timeout=60,
-    )
+    """``status --nagios`` in this process: the verdict is its exit status and line
+    (tests/commands/test_status.py runs it as the process a monitor starts)."""
+    return dnsmaster_here("status", "--config", str(config), "--nagios", timeout=60)
 
 
 def test_rekeyed_slave_is_parked_then_resumed(rig: Rig) -> None:

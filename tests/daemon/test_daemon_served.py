@@ -10,9 +10,6 @@ master's tinydns. What a secondary transfers is asked of axfrdns itself.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -22,8 +19,9 @@ import pytest
 
 from dnsmaster.core.axfrrules import grants, rules_text
 from dnsmaster.errors import TransferError
+from tests.conftest import dnsmaster_here
 from tests.lab.axfrdns import Axfrdns
-from tests.lab.daemonrun import PROJECT, DaemonProcess
+from tests.lab.daemonrun import DaemonProcess
 from tests.lab.notifyd import NotifyResponder
 from tests.lab.site import TIMEOUT, Local
 
@@ -46,16 +44,10 @@ class Site:
         return serial
 
     def command(self, *argv: str) -> list[dict[str, Any]]:
-        """``dnsmaster ARGV`` on the site; its JSON log events (it must succeed)."""
+        """``dnsmaster ARGV`` on the site, in this process (its log and exit status are
+        what is judged, not its start); its JSON log events (it must succeed)."""
         config = ("--config", str(self.local.config), "--log-format", "json")
-        proc = subprocess.run(
-            [sys.executable, "-m", "dnsmaster", *argv, *config],
-            capture_output=True,
-            text=True,
-            check=False,
-            env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-            timeout=120,
-        )
+        proc = dnsmaster_here(*argv, *config)
         assert proc.returncode == 0, proc.stdout + proc.stderr
         return [json.loads(line) for line in proc.stderr.splitlines()]
 
@@ -63,7 +55,7 @@ class Site:
 @pytest.fixture
 def site(tmp_path: Path, daemon_process: type[DaemonProcess]) -> Iterator[Site]:
     del daemon_process  # asked for the ``real`` mark: this test starts the daemon
-    local = Local(tmp_path, extra=GUARD)
+    local = Local(tmp_path, slaves=1, extra=GUARD)  # what is served is the master's
     served = local.output / "served"
     served.mkdir(mode=0o755)  # axfrdns and tinydns chroot there as they start
     with Axfrdns(served, tmp_path / "axfrdns") as axfrdns:

@@ -30,8 +30,10 @@ from tests.lab.site import make_zones
 
 @pytest.fixture
 def setup(tmp_path: Path) -> tuple[Daemon, Recorder]:
+    """The daemon on one local slave: what breaks is the daemon's, and each slave
+    is a receiver's start at every round."""
     zones, output = make_zones(tmp_path / "master")
-    roots = [tmp_path / "slaves" / name for name in ("ns2", "ns3")]
+    roots = [tmp_path / "slaves" / "ns2"]
     for root in roots:
         root.mkdir(parents=True)
     path = tmp_path / "dnsmaster.toml"
@@ -58,9 +60,9 @@ def crash_of(log: Recorder) -> dict[str, Any]:
 
 
 async def started(daemon: Daemon, log: Recorder) -> asyncio.Task[int]:
-    """Run the daemon until both slaves have the first build."""
+    """Run the daemon until its slave has the first build."""
     run = asyncio.create_task(daemon.run())
-    await log.wait("push.done", 2)
+    await log.wait("push.done", 1)
     return run
 
 

@@ -64,6 +64,7 @@ def test_a_hook_never_holds_up_a_push(tmp_path: Path) -> None:
     out.mkdir()
     local = Local(
         tmp_path / "site",
+        slaves=1,  # a hook's way beside a push: one slave's is enough to see
         # A timeout long enough for a push to start on a loaded machine, so the order
         # of the events below shows the pushes did not wait for the hook.
         extra=hooks_section(
@@ -78,14 +79,14 @@ def test_a_hook_never_holds_up_a_push(tmp_path: Path) -> None:
         assert failed["error"] == "timed out after 5 s"
         names = [e["event"] for e in daemon.events]
         assert names.index("push.line") < names.index("hook.failed")  # not held up
-        said = daemon.wait_count("hook.line", 2, timeout=TIMEOUT, hook="push")
-        assert {e["line"] for e in said} == {"said ns2", "said ns3"}
+        said = daemon.wait("hook.line", timeout=TIMEOUT, hook="push")
+        assert said["line"] == "said ns2"
         assert daemon.wait("hook.failed", timeout=TIMEOUT, hook="push")["exit_status"] == 7
         assert daemon.find("hook.line", hook="build", line="starting")
         mark = daemon.mark()
         write(local.zones / "zones.example.com", example_com("192.0.2.71"))
         done = daemon.wait("build.done", mark, timeout=TIMEOUT)
-        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=done["serial"])
+        daemon.wait("push.done", mark, timeout=TIMEOUT, serial=done["serial"])
         assert daemon.stop() == 0
 
 
@@ -120,6 +121,7 @@ def test_hook_output_of_any_shape(tmp_path: Path) -> None:
     done = "head -c 200000 /dev/zero | tr '\\0' y; echo; printf 'bin\\000\\377ary\\n'; echo after"
     local = Local(
         tmp_path / "site",
+        slaves=1,  # each slave's push hook floods the log alike: one is enough
         extra=hooks_section(out, build=build, done=done, push="seq 1 5000"),
     )
     with running(local) as (daemon, _first):
@@ -136,15 +138,15 @@ def test_hook_output_of_any_shape(tmp_path: Path) -> None:
         assert (len(said[0]["line"]), said[0]["truncated"]) == (4096, 195904)
         assert "truncated" not in said[2]
 
-        cuts = daemon.wait_count("hook.output_cut", 2, timeout=TIMEOUT, hook="push")
-        assert {(e["dropped_lines"], e["max_lines"]) for e in cuts} == {(4800, 200)}
-        assert len(daemon.find("hook.line", hook="push")) == 2 * 200
+        cut = daemon.wait("hook.output_cut", timeout=TIMEOUT, hook="push")
+        assert (cut["dropped_lines"], cut["max_lines"]) == (4800, 200)
+        assert len(daemon.find("hook.line", hook="push")) == 200
 
         # The daemon lives on and works.
         mark = daemon.mark()
         write(local.zones / "zones.example.com", example_com("192.0.2.72"))
         built = daemon.wait("build.done", mark, timeout=TIMEOUT)
-        daemon.wait_count("push.done", 2, mark, timeout=TIMEOUT, serial=built["serial"])
+        daemon.wait("push.done", mark, timeout=TIMEOUT, serial=built["serial"])
         assert not daemon.find("daemon.crash")
         assert daemon.stop() == 0
 

@@ -22,10 +22,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
-import os
 import socket
-import subprocess
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -36,8 +33,9 @@ from dnsmaster.commands.main import main
 from dnsmaster.core.axfrrules import grants, rules_text
 from dnsmaster.core.banner import previous_serial
 from dnsmaster.master import state as statefile
+from tests.conftest import dnsmaster_here
 from tests.lab.axfrdns import Axfrdns
-from tests.lab.daemonrun import PROJECT, DaemonProcess, config_text, toml_value
+from tests.lab.daemonrun import DaemonProcess, config_text, toml_value
 from tests.lab.nsd import Nsd
 from tests.lab.realworld import release_dns_address, take_dns_address
 from tests.lab.site import DEBOUNCE, NO_GUARD, TIMEOUT, example_com, make_zones, write
@@ -244,26 +242,19 @@ def test_nsd_down_then_back_catches_up(site: Site) -> None:
     assert site.nsd.soa_serial("example.com") == serial
 
 
-@pytest.mark.usefixtures("dnsmaster_cli")
 def test_push_wait_secondaries_waits_for_nsd(site: Site) -> None:
     """push --wait --secondaries returns once NSD serves the build, not before.
 
     The push hands the build to the running daemon, which notifies NSD; the command
     (with a configuration naming NSD alone: the silent one would never come) then
-    asks NSD's SOA as it asks the slaves' until it serves the serial.
+    asks NSD's SOA as it asks the slaves' until it serves the serial. The command
+    runs in this process: its exit status and log are what is judged.
     """
     config = site.config.with_name("nsd-only.toml")
     config.write_text(site.config_text("nsd1"))
     write(site.zones / "zones.example.com", example_com("192.0.2.34"))
     argv = ["push", "--wait", "--secondaries", "--timeout", "30", "--config", str(config)]
-    proc = subprocess.run(
-        [sys.executable, "-m", "dnsmaster", *argv, "--log-format", "json"],
-        capture_output=True,
-        text=True,
-        env=dict(os.environ, PYTHONPATH=str(PROJECT)),
-        timeout=120,
-        check=False,
-    )
+    proc = dnsmaster_here(*argv, "--log-format", "json")
     serial = previous_serial((site.output / "data").read_bytes()[:200])
     # Asked the moment it returns: no polling here, the command waited.
     served = site.nsd.soa_serial("example.com")

@@ -491,23 +491,43 @@ def _cli(config: Path, *argv: str) -> subprocess.CompletedProcess[str]:
     return dnsmaster_here(*argv, "--config", str(config))
 
 
-@pytest.fixture
-def running(
-    tmp_path: Path, daemon_process: type[DaemonProcess]
-) -> Iterator[tuple[Lab, DaemonProcess]]:
-    lab = Lab(tmp_path)
-    (ns2,) = _roots(tmp_path, "ns2")
+@pytest.fixture(scope="class")
+def running_daemon(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[tuple[Lab, DaemonProcess, str]]:
+    """One daemon for the class's tests (each edits the file, sends SIGHUP and judges
+    what follows): the site, the daemon, and the file as it started."""
+    base = tmp_path_factory.mktemp("running")
+    lab = Lab(base)
+    (ns2,) = _roots(base, "ns2")
     lab.write([_local(ns2)])
-    daemon = daemon_process(lab.path)
+    daemon = DaemonProcess(lab.path)
     try:
         daemon.start()
         daemon.wait("push.done", timeout=TIMEOUT, slave="ns2")
         daemon.wait_named(lab.state, TIMEOUT)  # the commands in process hand off to it
-        yield lab, daemon
+        yield lab, daemon, lab.path.read_text()
+        assert daemon.stop() == 0, daemon.dump()
     finally:
         daemon.kill()
 
 
+@pytest.fixture
+def running(running_daemon: tuple[Lab, DaemonProcess, str]) -> tuple[Lab, DaemonProcess]:
+    """The class's daemon, put back on the file it started with (loaded by a SIGHUP if
+    a test before changed it) and at rest."""
+    lab, daemon, text = running_daemon
+    assert daemon.running, daemon.dump()
+    if lab.path.read_text() != text:
+        lab.path.write_text(text)
+        mark = daemon.mark()
+        daemon.signal(signal.SIGHUP)
+        daemon.wait("config.reloaded", mark, timeout=TIMEOUT)
+    daemon.settled(TIMEOUT)
+    return lab, daemon
+
+
+@pytest.mark.usefixtures("daemon_process")
 class TestRunningDaemon:
     def test_unknown_slave_fails_fast_then_sighup_adds_it(
         self, running: tuple[Lab, DaemonProcess], monkeypatch: pytest.MonkeyPatch
