@@ -56,6 +56,12 @@
  *   stands, left to right and not overlapping, as bytes.replace would: the
  *   receiver restamps the data it copies in its one read buffer, making no new
  *   bytes per chunk. The number replaced.
+ *
+ * restamp(buffer, old, new) -> int
+ *
+ *   swap, then bytes.count(new) over the buffer: how many new it holds now. One
+ *   pass when old and new share their first 4 bytes or more (a serial and the next
+ *   one do): the receiver restamps and counts every chunk of the data it writes.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -846,6 +852,82 @@ swap(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count);
 }
 
+/* How many needle (n bytes) the buffer holds, as bytes.count counts them. */
+static Py_ssize_t
+count_in(const unsigned char *p, const unsigned char *end, const unsigned char *needle,
+         size_t n)
+{
+    Py_ssize_t found = 0;
+    while ((size_t)(end - p) >= n) {
+        const unsigned char *q = memmem(p, (size_t)(end - p), needle, n);
+        if (q == NULL)
+            break;
+        p = q + n;
+        found++;
+    }
+    return found;
+}
+
+static PyObject *
+restamp(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, old, new;
+    Py_ssize_t found = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*y*:restamp", &buf, &old, &new))
+        return NULL;
+    if (old.len == 0 || old.len != new.len) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&old);
+        PyBuffer_Release(&new);
+        PyErr_SetString(PyExc_ValueError, "restamp needs old and new of one length, not empty");
+        return NULL;
+    }
+    const unsigned char *o = old.buf, *w = new.buf;
+    size_t n = (size_t)old.len, k = 0;
+    while (k < n && o[k] == w[k])
+        k++;
+    unsigned char *p = buf.buf, *end = p + buf.len;
+    if (k < 4) {
+        /* too short a prefix to search for: replace, then count */
+        unsigned char *at = p;
+        while ((size_t)(end - at) >= n) {
+            unsigned char *q = memmem(at, (size_t)(end - at), o, n);
+            if (q == NULL)
+                break;
+            memcpy(q, w, n);
+            at = q + n;
+        }
+        found = count_in(p, end, w, n);
+    }
+    else {
+        /* One pass over the places where old or new may start (their common
+         * prefix): each is replaced where bytes.replace would (left to right, not
+         * overlapping) and counted where bytes.count would find new in the result. A
+         * place after this one could only change this one's bytes by overlapping it,
+         * and two of old or new overlap at most in a byte both hold alike. */
+        unsigned char *replace_from = p, *count_from = p;
+        while ((size_t)(end - p) >= n) {
+            unsigned char *q = memmem(p, (size_t)(end - p), o, k);
+            if (q == NULL || (size_t)(end - q) < n)
+                break;
+            if (q >= replace_from && memcmp(q + k, o + k, n - k) == 0) {
+                memcpy(q, w, n);
+                replace_from = q + n;
+            }
+            if (q >= count_from && memcmp(q, w, n) == 0) {
+                found++;
+                count_from = q + n;
+            }
+            p = q + 1;
+        }
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&old);
+    PyBuffer_Release(&new);
+    return PyLong_FromSsize_t(found);
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(keys, values, soa_defaults) -> (blob, serials)\n\n"
@@ -871,6 +953,10 @@ static PyMethodDef methods[] = {
      "swap(buffer, old, new) -> int\n\n"
      "Every old in the writable buffer replaced in place by new (as long), left to\n"
      "right, not overlapping, as bytes.replace would; the number replaced."},
+    {"restamp", restamp, METH_VARARGS,
+     "restamp(buffer, old, new) -> int\n\n"
+     "swap(buffer, old, new), then how many new the buffer holds (bytes.count's\n"
+     "answer), in one pass where old and new share a prefix of 4 bytes or more."},
     {NULL, NULL, 0, NULL},
 };
 
