@@ -699,6 +699,12 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
     if (pairs >= 0) {
         /* the pairs as the file holds them: little-endian u32, whatever this CPU is */
         cdbmake out = {pairs, win.buf, 0, w->ts, 0, 0, 0, 0};
+#if CDB_LE_ENTRIES
+        if (cdbmake_out(&out, (const unsigned char *)entries, (size_t)n * sizeof *entries, -1) < 0) {
+            w->err = out.err;
+            goto done;
+        }
+#else
         unsigned char pair[8];
         for (uint64_t k = 0; k < n; k++) {
             cdb_put_le32(pair, entries[k].h);
@@ -708,6 +714,7 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
                 goto done;
             }
         }
+#endif
         if (cdbmake_flush(&out) < 0) {
             w->err = out.err;
             goto done;
