@@ -57,6 +57,12 @@
  *   receiver restamps the data it copies in its one read buffer, making no new
  *   bytes per chunk. The number replaced.
  *
+ * kick(fd, offset, length) -> None
+ *
+ *   Starts the disk's writeback of that range (sync_file_range, as write_pieces
+ *   does as it goes): a file fsynced once whole then waits for its tail only. A
+ *   hint, so nothing is raised.
+ *
  * restamp(buffer, old, new) -> int
  *
  *   swap, then bytes.count(new) over the buffer: how many new it holds now. One
@@ -859,6 +865,26 @@ swap(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count);
 }
 
+static PyObject *
+kick(PyObject *self, PyObject *args)
+{
+    int fd;
+    long long offset, length;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLL:kick", &fd, &offset, &length))
+        return NULL;
+#ifdef SYNC_FILE_RANGE_WRITE
+    Py_BEGIN_ALLOW_THREADS
+    (void)sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+    Py_END_ALLOW_THREADS
+#else
+    (void)fd;
+    (void)offset;
+    (void)length;
+#endif
+    Py_RETURN_NONE;
+}
+
 /* How many needle (n bytes) the buffer holds, as bytes.count counts them. */
 static Py_ssize_t
 count_in(const unsigned char *p, const unsigned char *end, const unsigned char *needle,
@@ -960,6 +986,9 @@ static PyMethodDef methods[] = {
      "swap(buffer, old, new) -> int\n\n"
      "Every old in the writable buffer replaced in place by new (as long), left to\n"
      "right, not overlapping, as bytes.replace would; the number replaced."},
+    {"kick", kick, METH_VARARGS,
+     "kick(fd, offset, length) -> None\n\n"
+     "Start the disk's writeback of those bytes of fd (a hint: nothing is raised)."},
     {"restamp", restamp, METH_VARARGS,
      "restamp(buffer, old, new) -> int\n\n"
      "swap(buffer, old, new), then how many new the buffer holds (bytes.count's\n"
