@@ -89,13 +89,17 @@ AXFRDNS_CONF = Command("dnsmaster.commands.axfrdnsconf")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
+    whole = argv is None  # the process's own command line: the process is ours
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _log_warning
     if argv[:1] == ["receive"]:
         # The slave's hot path: straight to the receiver, its own options and nothing
-        # else to import or parse.
+        # else to import or parse; run as the process, it ends it (no teardown).
         from dnsmaster.commands.receive import main as receive  # noqa: PLC0415
+        from dnsmaster.commands.receive import run  # noqa: PLC0415
 
+        if whole:
+            run(argv[1:])
         return receive(argv[1:])
     args = parser(argv[0] if argv else None).parse_args(argv)
     command = DRY_RUNS[args.command] if getattr(args, "dry_run", False) else COMMANDS[args.command]

@@ -56,6 +56,18 @@
  *   stands, left to right and not overlapping, as bytes.replace would: the
  *   receiver restamps the data it copies in its one read buffer, making no new
  *   bytes per chunk. The number replaced.
+ *
+ * kick(fd, offset, length) -> None
+ *
+ *   Starts the disk's writeback of that range (sync_file_range, as write_pieces
+ *   does as it goes): a file fsynced once whole then waits for its tail only. A
+ *   hint, so nothing is raised.
+ *
+ * restamp(buffer, old, new) -> int
+ *
+ *   swap, then bytes.count(new) over the buffer: how many new it holds now. One
+ *   pass when old and new share their first 4 bytes or more (a serial and the next
+ *   one do): the receiver restamps and counts every chunk of the data it writes.
  */
 
 #define PY_SSIZE_T_CLEAN
@@ -693,6 +705,12 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
     if (pairs >= 0) {
         /* the pairs as the file holds them: little-endian u32, whatever this CPU is */
         cdbmake out = {pairs, win.buf, 0, w->ts, 0, 0, 0, 0};
+#if CDB_LE_ENTRIES
+        if (cdbmake_out(&out, (const unsigned char *)entries, (size_t)n * sizeof *entries, -1) < 0) {
+            w->err = out.err;
+            goto done;
+        }
+#else
         unsigned char pair[8];
         for (uint64_t k = 0; k < n; k++) {
             cdb_put_le32(pair, entries[k].h);
@@ -702,6 +720,7 @@ write_pieces_all(cdbmake *w, const piece *pcs, Py_ssize_t np, const patch *patch
                 goto done;
             }
         }
+#endif
         if (cdbmake_flush(&out) < 0) {
             w->err = out.err;
             goto done;
@@ -754,7 +773,21 @@ write_pieces(PyObject *self, PyObject *args)
     for (Py_ssize_t i = 0; i < nt; i++) {
         unsigned long long at;
         Py_buffer b;
-        if (!PyArg_ParseTuple(PySequence_Fast_GET_ITEM(tseq, i), "Ky*:patch", &at, &b))
+        PyObject *item = PySequence_Fast_GET_ITEM(tseq, i);
+        if (PyTuple_CheckExact(item) && PyTuple_GET_SIZE(item) == 2 &&
+            PyLong_CheckExact(PyTuple_GET_ITEM(item, 0)) &&
+            PyBytes_CheckExact(PyTuple_GET_ITEM(item, 1)) &&
+            PyBytes_GET_SIZE(PyTuple_GET_ITEM(item, 1)) == 4) {
+            /* a restamp's 40,000 (int, bytes) pairs at 1M lines: not through the
+             * argument parser, which cost more than the patching */
+            at = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(item, 0)); /* as "K" */
+            if (at == (unsigned long long)-1 && PyErr_Occurred())
+                goto done;
+            memcpy(pts[i].bytes, PyBytes_AS_STRING(PyTuple_GET_ITEM(item, 1)), 4);
+            pts[i].at = at;
+            continue;
+        }
+        if (!PyArg_ParseTuple(item, "Ky*:patch", &at, &b))
             goto done;
         int four = b.len == 4;
         if (four)
@@ -846,6 +879,102 @@ swap(PyObject *self, PyObject *args)
     return PyLong_FromSsize_t(count);
 }
 
+static PyObject *
+kick(PyObject *self, PyObject *args)
+{
+    int fd;
+    long long offset, length;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "iLL:kick", &fd, &offset, &length))
+        return NULL;
+#ifdef SYNC_FILE_RANGE_WRITE
+    Py_BEGIN_ALLOW_THREADS
+    (void)sync_file_range(fd, (off64_t)offset, (off64_t)length, SYNC_FILE_RANGE_WRITE);
+    Py_END_ALLOW_THREADS
+#else
+    (void)fd;
+    (void)offset;
+    (void)length;
+#endif
+    Py_RETURN_NONE;
+}
+
+/* How many needle (n bytes) the buffer holds, as bytes.count counts them. */
+static Py_ssize_t
+count_in(const unsigned char *p, const unsigned char *end, const unsigned char *needle,
+         size_t n)
+{
+    Py_ssize_t found = 0;
+    while ((size_t)(end - p) >= n) {
+        const unsigned char *q = memmem(p, (size_t)(end - p), needle, n);
+        if (q == NULL)
+            break;
+        p = q + n;
+        found++;
+    }
+    return found;
+}
+
+static PyObject *
+restamp(PyObject *self, PyObject *args)
+{
+    Py_buffer buf, old, new;
+    Py_ssize_t found = 0;
+    (void)self;
+    if (!PyArg_ParseTuple(args, "w*y*y*:restamp", &buf, &old, &new))
+        return NULL;
+    if (old.len == 0 || old.len != new.len) {
+        PyBuffer_Release(&buf);
+        PyBuffer_Release(&old);
+        PyBuffer_Release(&new);
+        PyErr_SetString(PyExc_ValueError, "restamp needs old and new of one length, not empty");
+        return NULL;
+    }
+    const unsigned char *o = old.buf, *w = new.buf;
+    size_t n = (size_t)old.len, k = 0;
+    while (k < n && o[k] == w[k])
+        k++;
+    unsigned char *p = buf.buf, *end = p + buf.len;
+    if (k < 4) {
+        /* too short a prefix to search for: replace, then count */
+        unsigned char *at = p;
+        while ((size_t)(end - at) >= n) {
+            unsigned char *q = memmem(at, (size_t)(end - at), o, n);
+            if (q == NULL)
+                break;
+            memcpy(q, w, n);
+            at = q + n;
+        }
+        found = count_in(p, end, w, n);
+    }
+    else {
+        /* One pass over the places where old or new may start (their common
+         * prefix): each is replaced where bytes.replace would (left to right, not
+         * overlapping) and counted where bytes.count would find new in the result. A
+         * place after this one could only change this one's bytes by overlapping it,
+         * and two of old or new overlap at most in a byte both hold alike. */
+        unsigned char *replace_from = p, *count_from = p;
+        while ((size_t)(end - p) >= n) {
+            unsigned char *q = memmem(p, (size_t)(end - p), o, k);
+            if (q == NULL || (size_t)(end - q) < n)
+                break;
+            if (q >= replace_from && memcmp(q + k, o + k, n - k) == 0) {
+                memcpy(q, w, n);
+                replace_from = q + n;
+            }
+            if (q >= count_from && memcmp(q, w, n) == 0) {
+                found++;
+                count_from = q + n;
+            }
+            p = q + 1;
+        }
+    }
+    PyBuffer_Release(&buf);
+    PyBuffer_Release(&old);
+    PyBuffer_Release(&new);
+    return PyLong_FromSsize_t(found);
+}
+
 static PyMethodDef methods[] = {
     {"pack", pack, METH_VARARGS,
      "pack(keys, values, soa_defaults) -> (blob, serials)\n\n"
@@ -871,6 +1000,13 @@ static PyMethodDef methods[] = {
      "swap(buffer, old, new) -> int\n\n"
      "Every old in the writable buffer replaced in place by new (as long), left to\n"
      "right, not overlapping, as bytes.replace would; the number replaced."},
+    {"kick", kick, METH_VARARGS,
+     "kick(fd, offset, length) -> None\n\n"
+     "Start the disk's writeback of those bytes of fd (a hint: nothing is raised)."},
+    {"restamp", restamp, METH_VARARGS,
+     "restamp(buffer, old, new) -> int\n\n"
+     "swap(buffer, old, new), then how many new the buffer holds (bytes.count's\n"
+     "answer), in one pass where old and new share a prefix of 4 bytes or more."},
     {NULL, NULL, 0, NULL},
 };
 

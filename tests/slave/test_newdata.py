@@ -4,11 +4,14 @@ that is not is caught before data.cdb is trusted."""
 
 from __future__ import annotations
 
+import contextlib
 import io
 import os
 from pathlib import Path
 
-from dnsmaster.core import delta
+import pytest
+
+from dnsmaster.core import accel, delta
 from dnsmaster.core.makedata import assemble, compile_source
 from dnsmaster.core.stream import seal
 from dnsmaster.slave import newdata, receive, sections
@@ -70,3 +73,26 @@ def test_a_reader_gives_what_is_written(tmp_path: Path) -> None:
     assert written.size == len(new)
     assert written.head == new[:256]
     assert written.sha256 == seal(new).split(b"sha256=")[1].strip().decode()
+
+
+@pytest.mark.parametrize("pure", [False, True])
+@pytest.mark.parametrize(
+    ("old", "new"), [(b":1:", b":9:"), (b":179668493:", b":179668494:"), (b":12349:", b":12350:")]
+)
+def test_the_restamp_counts_the_new_serial_as_bytes_count(
+    pure: bool, old: bytes, new: bytes
+) -> None:
+    """The writer's restamp (one C pass where the serials share a prefix, two where
+    not) leaves bytes.replace's result and counts the new serial as bytes.count does
+    on it: next to each other, overlapping by a colon, already there, cut at an end."""
+    o, n = old.strip(b":"), new.strip(b":")
+    pieces = [b"Z", b":", o, n, b"\n", b"x", o[:-1], n[:3]]
+    texts = [b"", old, new, old + new, new + old, old * 3, new * 3, old[:-1] + new, new[:-1] + old]
+    texts += [b":".join(pieces[(i + j) % 8] for j in range(i % 7 + 2)) for i in range(60)]
+    texts += [b":" + o + b":" + n + b":" + o + b":", b"::" + n + b"::" + o + b":" + o + b"::"]
+    with accel.using("records", None) if pure else contextlib.nullcontext():
+        for text in texts:
+            buffer = bytearray(text)
+            found = newdata._restamped(memoryview(buffer), old, new)
+            assert bytes(buffer) == text.replace(old, new), text
+            assert found == text.replace(old, new).count(new), text
