@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import signal
 import sys
 import warnings
@@ -89,7 +90,7 @@ AXFRDNS_CONF = Command("dnsmaster.commands.axfrdnsconf")
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Run one command; return its exit status."""
-    whole = argv is None  # the process's own command line: the process is ours
+    own = argv is None  # the process's own command line: it ends when this returns
     argv = list(sys.argv[1:] if argv is None else argv)
     warnings.showwarning = _log_warning
     if argv[:1] == ["receive"]:
@@ -98,7 +99,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         from dnsmaster.commands.receive import main as receive  # noqa: PLC0415
         from dnsmaster.commands.receive import run  # noqa: PLC0415
 
-        if whole:
+        if own:
             run(argv[1:])
         return receive(argv[1:])
     args = parser(argv[0] if argv else None).parse_args(argv)
@@ -106,12 +107,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command == "service-conf" and args.axfrdns:
         command = AXFRDNS_CONF
     if args.command != "run":
-        return command.load()(args)
+        status: int = command.load()(args)
+        if own:
+            _exit_now(status)
+        return status
     held = signal.pthread_sigmask(signal.SIG_BLOCK, SIGNALS)  # until the daemon handles them
     try:
         return command.load()(args)
     finally:
         signal.pthread_sigmask(signal.SIG_SETMASK, held)  # a daemon that never got that far
+
+
+def _exit_now(status: int) -> None:
+    """End the process with ``status`` once its output is flushed, without the
+    interpreter's teardown (every module and object freed one by one: 0.2 s of CPU
+    after a push by hand had logged its end), when no other thread is left to finish.
+    The command's work is done: its files are written and closed, its connections
+    closed. Returns, for the usual exit, when a flush fails or a thread runs."""
+    threading = sys.modules.get("threading")
+    if threading is not None and threading.active_count() > 1:
+        return
+    try:
+        sys.stdout.flush()
+        sys.stderr.flush()
+    except (OSError, ValueError):
+        return
+    os._exit(status)
 
 
 def _log_warning(*args: Any, **kwargs: Any) -> None:

@@ -254,9 +254,9 @@ def walk(a: Sequence[_T], b: Sequence[_T]) -> Iterator[tuple[int, int, int]]:
             i += 1
             continue
         if index is None:
-            index = {}
-            for k in range(len(a) - 1, -1, -1):
-                index[a[k]] = k  # the first occurrence wins
+            # Built from the end, so that the first occurrence wins; in C, not a loop
+            # of Python statements (half a second at 500,000 lines).
+            index = dict(zip(reversed(a), range(len(a) - 1, -1, -1), strict=True))
         found = index.get(b[j])
         if found is None:
             yield i, j, 0

@@ -176,10 +176,13 @@ def _full(data: Data) -> tuple[bytes | FileRange, ...]:
 def _delta(base: Data, data: Data, limit: int) -> bytes | None:
     # Slaves on the same base (the usual case) share one delta.
     sha256 = base.sha256 if isinstance(base, DataFile) else None
+    known = data.sha256 if isinstance(data, DataFile) else None
     return _CACHE.get(
         _key(data),
         ("delta", _key(base)),
-        lambda: linediff.make(text_of(base), text_of(data), base_sha256=sha256, limit=limit),
+        lambda: linediff.make(
+            text_of(base), text_of(data), base_sha256=sha256, new_sha256=known, limit=limit
+        ),
     )
 
 

@@ -14,6 +14,7 @@ from hypothesis import strategies as st
 
 from dnsmaster.core import delta
 from dnsmaster.core.makedata import assemble, compile_source
+from dnsmaster.master import linediff, linescan
 from dnsmaster.master.linediff import InMemory, chunks, line_hashes, make
 
 
@@ -127,3 +128,44 @@ class TestRefusals:
         assert make(InMemory(base), InMemory(new), limit=len(stream) + 1) == stream
         assert make(InMemory(base), InMemory(new), limit=len(stream)) is None
         assert make(InMemory(b"a\n"), InMemory(b"b" * 100 + b"\n"), limit=50) is None
+
+
+class TestWindow:
+    """Only the lines around a change are hashed; the walk's other needs go to every line."""
+
+    def test_a_line_added_hashes_only_the_lines_around_it(self) -> None:
+        old, serial = 1796684876, 1796684999  # a small serial is found in other fields too
+        base, new = build(old, zones(2000)), build(serial, zones(2000, www=9))
+        window = linescan.window(InMemory(base), InMemory(new), (old, serial), None, 64)
+        assert window is not None
+        ops = linediff.diff(window.old, window.new)
+        assert len(window.old.hashes.middle) == len(window.new.hashes.middle) == 1
+        assert len(window.new.hashes.tail.hashes) < 50  # the tail read a line or two on
+        # The banner (its sources differ), the head, the line, the tail.
+        kinds = [linediff.Span, delta.Copy, linediff.Span, delta.Copy]
+        assert [type(op) for op in ops] == kinds
+        same(base, new, 64)
+
+    def test_lines_added_in_a_row_index_the_base(self) -> None:
+        """Three new lines in a row: the walk indexes every line of the base, which
+        the window does not hold; the stream is the same all the same."""
+        base = b"".join(b"+h%d.example:10.0.0.1\n" % n for n in range(300))
+        new = base[:3000] + b"+x.example:1.2.3.4\n+y.example:1.2.3.4\n+z.example:1.2.3.4\n"
+        new += base[3000:]
+        window = linescan.window(InMemory(base), InMemory(new), None, None, 128)
+        assert window is not None
+        with pytest.raises(linescan.Outside):
+            linediff.diff(window.old, window.new)
+        same(base, new, 128)
+
+    def test_a_serial_gaining_a_digit_hashes_every_line(self) -> None:
+        base, new = build(99999, zones(20)), build(100000, zones(20, www=3))
+        assert linescan.window(InMemory(base), InMemory(new), (99999, 100000), None, 64) is None
+        same(base, new, 64)
+
+    def test_the_new_sha256_given_is_used(self) -> None:
+        base, new = build(1, zones(30)), build(2, zones(30, www=4))
+        given = "0" * 64
+        stream = make(InMemory(base), InMemory(new), new_sha256=given)
+        assert stream is not None
+        assert stream.endswith(b"sha256=%s\n" % given.encode())
