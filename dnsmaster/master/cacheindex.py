@@ -480,7 +480,7 @@ def _cut(values: tuple[int, ...], counts: list[int]) -> list[tuple[int, ...]]:
         n = counts[0]
         return list(zip(*[iter(values)] * n, strict=True)) if n else [()] * len(counts)
     it = iter(values)
-    return [tuple(islice(it, n)) for n in counts]
+    return list(map(tuple, map(islice, repeat(it), counts)))
 
 
 def _warnings_of(

@@ -185,7 +185,7 @@ class CompiledSources:
     # The last build's names and fingerprint's input, and its sources in order
     _order: _Order | None = field(default=None, repr=False)
     _last: list[Kept] = field(default_factory=list, repr=False)
-    # The names whose stat was taken since the index was saved (None: any may differ)
+    # The names whose stat in memory may differ from the index's (None: any may)
     _statted: list[str] | None = field(default=None, repr=False)
 
     def forget(self) -> None:
@@ -209,6 +209,8 @@ class CompiledSources:
                 self.rejected.append((INDEX, found.reason))
             elif found is not None:
                 self._index = found
+                if not self._stats:  # memory holds what the index says from now on
+                    self._statted = []
         return self._index
 
     def digests(self, setup: Setup, names: list[str]) -> list[tuple[str, bytes]]:
@@ -301,8 +303,8 @@ class CompiledSources:
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
-        if self._statted is not None:  # since the last save
-            self._statted = None if len(self._statted) > len(names) else self._statted + looked
+        if self._statted is not None:  # (the others' stat in memory is the index's)
+            self._statted = None if len(self._statted) > len(names) else self._statted + unsure
         return Looked(names, unsure, stats, pending, errors, late, looked)
 
     def finish(self, setup: Setup, looked: Looked) -> tuple[list[Source], list[str]]:

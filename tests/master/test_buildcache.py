@@ -474,6 +474,19 @@ class TestPatchedIndex:
         assert not ignored(logs)
         assert uncached(zones, out, tmp_path)
 
+    def test_a_new_process_patches_what_it_read(
+        self, zones: Path, out: Path, tmp_path: Path
+    ) -> None:
+        """A new process patches the index it read: the file changed, and the one
+        whose stat alone changed (read, found the same, its new stat recorded)."""
+        build(zones, out)
+        os.utime(zones / "zones.example.com", ns=(1, 1))
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        result, _ = build(zones, out)
+        assert result.recompiled == ("zones.example.net",)
+        self.described(zones, out)
+        assert uncached(zones, out, tmp_path)
+
     def test_a_file_added_and_removed(self, zones: Path, out: Path, tmp_path: Path) -> None:
         """A new name or a name gone: the index is packed whole again."""
         builder = Builder(zones, out, clock=clock)
