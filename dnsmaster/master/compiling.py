@@ -138,10 +138,14 @@ class _Order:
     fingerprint hashes (each name, NUL, its sha256), patched in place where a digest
     changed: a one-file change at 100,000 files makes none of it again."""
 
-    __slots__ = ("at", "blob", "names", "row")
+    __slots__ = ("at", "blob", "names", "row", "unkept", "unpatched")
 
     def __init__(self, names: list[str], digests: Iterable[bytes]) -> None:
         self.names = names
+        #: names whose source may have changed since the blob was patched, and since
+        #: the last build's list was kept (a look that no build followed counts too)
+        self.unpatched: set[str] = set()
+        self.unkept: set[str] = set()
         with no_gc():
             self.row = dict(zip(names, range(len(names)), strict=True))
         encoded = list(map(str.encode, names, repeat("utf-8"), repeat("surrogateescape")))
@@ -238,12 +242,14 @@ class CompiledSources:
         patched at the files whose stat was taken, while the names are the same."""
         order = self._order
         found = {**self.ready, **looked.pending}
-        if order is None or order.names != looked.names or len(looked.statted) > _PATCH_MAX:
+        if order is None or order.names != looked.names or len(order.unpatched) > _PATCH_MAX:
             digests = map(_digest, map(found.__getitem__, looked.names))
             order = self._order = _Order(looked.names, digests)
+            self._last = []  # kept with another order: made anew at the next save
         else:
-            for name in looked.statted:
+            for name in order.unpatched:
                 order.patch(name, found[name].digest)
+            order.unpatched.clear()
         return fingerprint_of(order.blob, ipv6_int=ipv6_int, catalog=catalog)
 
     def compile(
@@ -303,6 +309,9 @@ class CompiledSources:
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
+        if self._order is not None:
+            self._order.unpatched.update(looked)
+            self._order.unkept.update(looked)
         if self._statted is not None:  # (the others' stat in memory is the index's)
             self._statted = None if len(self._statted) > len(names) else self._statted + unsure
         return Looked(names, unsure, stats, pending, errors, late, looked)
@@ -474,7 +483,10 @@ class CompiledSources:
         for src in fresh:
             if src.name in self.ready:
                 self.ready[src.name] = src
-        self._last = kept[: len(self._order.names)] if self._order is not None else []
+        self._last = []
+        if self._order is not None:
+            self._last = kept[: len(self._order.names)]
+            self._order.unkept.clear()
         self._statted = []
         return True
 
@@ -493,16 +505,16 @@ def _in_order(
     ready: dict[str, Source], order: _Order | None, last: list[Kept], looked: Looked
 ) -> list[Source]:
     """The sources of ``looked``, in order: the last build's (``last``, in ``order``)
-    with the files whose stat was taken swapped in, while the names are the same."""
+    with the files looked at since swapped in, while the names are the same."""
     if (
         order is None
         or len(last) != len(order.names)
         or order.names != looked.names
-        or len(looked.statted) > _PATCH_MAX
+        or len(order.unkept) > _PATCH_MAX
     ):
         return list(map(ready.__getitem__, looked.names))
     found: list[Source] = list(last)
-    for name in looked.statted:
+    for name in order.unkept:
         found[order.row[name]] = ready[name]
     return found
 

@@ -487,6 +487,18 @@ class TestPatchedIndex:
         self.described(zones, out)
         assert uncached(zones, out, tmp_path)
 
+    def test_a_look_without_a_build_counts(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """What a plan (``dnsmaster diff``) compiled between two builds is in the next
+        build's list and fingerprint, though that build looks at another file."""
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        assert b"192.0.2.9" in builder.plan()
+        (zones / "zones.empty").write_bytes(b"+e.example.net:192.0.2.4\n")
+        builder.build(changed={"zones.empty"})
+        assert uncached(zones, out, tmp_path)
+        self.described(zones, out)
+
     def test_a_file_added_and_removed(self, zones: Path, out: Path, tmp_path: Path) -> None:
         """A new name or a name gone: the index is packed whole again."""
         builder = Builder(zones, out, clock=clock)
