@@ -189,6 +189,8 @@ class CompiledSources:
     # The last build's names and fingerprint's input, and its sources in order
     _order: _Order | None = field(default=None, repr=False)
     _last: list[Kept] = field(default_factory=list, repr=False)
+    # The names of the last look (ready holds them and only them after it)
+    _seen: list[str] = field(default_factory=list, repr=False)
     # The names whose stat in memory may differ from the index's (None: any may)
     _statted: list[str] | None = field(default=None, repr=False)
 
@@ -198,6 +200,7 @@ class CompiledSources:
         self._stats.clear()
         self._order = None
         self._last = []
+        self._seen = []
         self._statted = None
         if self._index is not None:
             self._index.close()
@@ -309,6 +312,7 @@ class CompiledSources:
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
+        self._seen = names
         if self._order is not None:
             self._order.unpatched.update(looked)
             self._order.unkept.update(looked)
@@ -390,8 +394,14 @@ class CompiledSources:
         if changed is None or not mine:
             return setup.zones.stats(names), names
         order = self._order
-        if order is not None and len(mine) == len(names) and order.names == names:
-            # every name has a stat in memory (it holds no other name): those told
+        if (
+            order is not None
+            and len(mine) == len(names)
+            and order.names == names
+            and self._seen == names
+        ):
+            # Memory holds a stat of the last look's names alone (and ready, which
+            # it is part of, all of them), as many as there are: one of each name.
             looked = sorted(set(changed) & order.row.keys(), key=order.row.__getitem__)
         else:
             looked = _told(names, changed, mine)
