@@ -157,6 +157,24 @@ class _Order:
         end = self.at[self.row[name]]
         self.blob[end - 32 : end] = digest
 
+    def told(self, names: list[str], seen: list[str], changed: Collection[str]) -> list[str] | None:
+        """Of ``names``, in order, those ``changed``, when they are these and the last
+        look's (``seen``); else None."""
+        if self.names != names or seen != names:
+            return None
+        return sorted(set(changed) & self.row.keys(), key=self.row.__getitem__)
+
+
+def _synced(order: _Order | None, found: dict[str, Source | Pending], names: list[str]) -> _Order:
+    """``order`` patched where the sources ``found`` changed since; a new one when
+    the ``names`` are not its own or too many changed."""
+    if order is None or order.names != names or len(order.unpatched) > _PATCH_MAX:
+        return _Order(names, map(_digest, map(found.__getitem__, names)))
+    for name in order.unpatched:
+        order.patch(name, found[name].digest)
+    order.unpatched.clear()
+    return order
+
 
 def _told(names: list[str], changed: Collection[str], held: dict[str, Stat]) -> list[str]:
     """Of ``names``, in order, those ``changed`` names and those without a stat
@@ -198,10 +216,7 @@ class CompiledSources:
         """Drop everything: what is kept was compiled with other settings."""
         self.ready.clear()
         self._stats.clear()
-        self._order = None
-        self._last = []
-        self._seen = []
-        self._statted = None
+        self._order, self._last, self._seen, self._statted = None, [], [], None
         if self._index is not None:
             self._index.close()
         self._index = None
@@ -243,16 +258,9 @@ class CompiledSources:
         """The fingerprint of the sources :meth:`look` found (see
         :func:`~dnsmaster.core.makedata.fingerprint`): the last build's input,
         patched at the files whose stat was taken, while the names are the same."""
-        order = self._order
-        found = {**self.ready, **looked.pending}
-        if order is None or order.names != looked.names or len(order.unpatched) > _PATCH_MAX:
-            digests = map(_digest, map(found.__getitem__, looked.names))
-            order = self._order = _Order(looked.names, digests)
-            self._last = []  # kept with another order: made anew at the next save
-        else:
-            for name in order.unpatched:
-                order.patch(name, found[name].digest)
-            order.unpatched.clear()
+        order = _synced(self._order, {**self.ready, **looked.pending}, looked.names)
+        if order is not self._order:  # the list kept with the other: made at the next save
+            self._order, self._last = order, []
         return fingerprint_of(order.blob, ipv6_int=ipv6_int, catalog=catalog)
 
     def compile(
@@ -393,18 +401,12 @@ class CompiledSources:
         mine = self._stats
         if changed is None or not mine:
             return setup.zones.stats(names), names
-        order = self._order
-        if (
-            order is not None
-            and len(mine) == len(names)
-            and order.names == names
-            and self._seen == names
-        ):
-            # Memory holds a stat of the last look's names alone (and ready, which
-            # it is part of, all of them), as many as there are: one of each name.
-            looked = sorted(set(changed) & order.row.keys(), key=order.row.__getitem__)
-        else:
-            looked = _told(names, changed, mine)
+        # Memory holds stats of the last look's names alone (ready, which it is part
+        # of, holds them all): as many as there are names is one of each.
+        told = None
+        if self._order is not None and len(mine) == len(names):
+            told = self._order.told(names, self._seen, changed)
+        looked = _told(names, changed, mine) if told is None else told
         stats: dict[str, Stat | None] = dict(mine)
         stats.update(setup.zones.stats(looked))
         return stats, looked
@@ -493,9 +495,8 @@ class CompiledSources:
         for src in fresh:
             if src.name in self.ready:
                 self.ready[src.name] = src
-        self._last = []
+        self._last = kept[: len(self._order.names)] if self._order is not None else []
         if self._order is not None:
-            self._last = kept[: len(self._order.names)]
             self._order.unkept.clear()
         self._statted = []
         return True
