@@ -19,7 +19,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from itertools import accumulate, chain
+from itertools import accumulate, chain, compress, repeat
 from typing import Protocol
 
 from dnsmaster.core import accel, ipv6
@@ -47,10 +47,12 @@ __all__ = [
     "assemble",
     "assemble_text",
     "banner_line",
+    "banner_of",
     "built_from",
     "check_source",
     "compile_source",
     "fingerprint",
+    "fingerprint_of",
     "next_serial",
     "previous_serial",
     "stamped_line",
@@ -129,16 +131,21 @@ def fingerprint(
     what it always was. The catalog's own section is skipped: it is made from the
     other sources, so their digests and its name say all there is.
     """
-    # one update of it all: a build may have 100,000 sources
-    h = hashlib.sha256(
-        b"".join(
-            [
-                name.encode("utf-8", "surrogateescape") + b"\0" + digest
-                for name, digest in sources
-                if name != CATALOG_SOURCE
-            ]
-        )
+    # one update of it all, made by map: a build may have 100,000 sources
+    names, digests = zip(*sources, strict=True) if sources else ((), ())
+    mine = list(map(CATALOG_SOURCE.__ne__, names))
+    encoded = map(str.encode, compress(names, mine), repeat("utf-8"), repeat("surrogateescape"))
+    return fingerprint_of(
+        b"".join(map(b"\0".join, zip(encoded, compress(digests, mine), strict=True))),
+        ipv6_int=ipv6_int,
+        catalog=catalog,
     )
+
+
+def fingerprint_of(joined: bytes | bytearray, *, ipv6_int: bool = True, catalog: str = "") -> str:
+    """:func:`fingerprint` of the sources whose names and digests, each name NUL its
+    digest, are ``joined`` (the catalog's own section left out)."""
+    h = hashlib.sha256(joined)
     if not ipv6_int:
         h.update(b"\0options\0ipv6_int=false")
     if catalog:
@@ -346,11 +353,15 @@ def banner_line(
 ) -> bytes:
     """The first line of ``data``: the serial and the :func:`fingerprint` of ``sources``
     (name, sha256); its serial starts at ``len(BANNER)``."""
-    sources_id = fingerprint(sources, ipv6_int=ipv6_int, catalog=catalog).encode()
+    return banner_of(fingerprint(sources, ipv6_int=ipv6_int, catalog=catalog), serial)
+
+
+def banner_of(sources_id: str, serial: int) -> bytes:
+    """:func:`banner_line` of the sources whose :func:`fingerprint` is ``sources_id``."""
     return b"%s%d sources=%s - built from header and zones.* files; edit those, not this\n" % (
         _BANNER,
         serial % MODULUS,
-        sources_id,
+        sources_id.encode(),
     )
 
 

@@ -23,13 +23,15 @@ import mmap
 import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
+from itertools import chain
+from operator import attrgetter
 from pathlib import Path
 from typing import Literal, overload
 
 from dnsmaster import fsutil
 from dnsmaster.core.catalog import CATALOG_SOURCE, catalog_lines, catalog_wire, inside, zones_in
 from dnsmaster.core.makedata import (
-    banner_line,
+    banner_of,
     built_from,
     check_source,
     compile_source,
@@ -47,6 +49,9 @@ from dnsmaster.master.compiling import CompiledSources, Looked, Setup, Source, b
 from dnsmaster.master.zones import DEFAULT_MAX_FILE_SIZE, ZonesDir
 
 __all__ = ["BuildResult", "Builder", "Diagnosis"]
+
+_nrecords, _lines = attrgetter("nrecords"), attrgetter("lines")
+_warnings = attrgetter("warnings")
 
 
 @dataclass(frozen=True, slots=True)
@@ -262,9 +267,16 @@ class Builder:
                 # Whatever a killed build left is litter now that we hold the lock.
                 fsutil.sweep_litter(self.output)
                 head = out.head(self.output / "data")
-                digests = looked.digests(self.sources.ready)
+                sources_id = self.sources.fingerprint(
+                    looked, ipv6_int=self.ipv6_int, catalog=self.catalog
+                )
                 if not force and out.unchanged(
-                    self.output, digests, head, ipv6_int=self.ipv6_int, catalog=self.catalog
+                    self.output,
+                    (),
+                    head,
+                    ipv6_int=self.ipv6_int,
+                    catalog=self.catalog,
+                    sources_id=sources_id,
                 ):
                     if streaming:  # to describe the pair there, its sources are needed
                         compiled, recompiled = self.sources.finish(setup, looked)
@@ -279,13 +291,13 @@ class Builder:
                     previous = floor
                 serial = next_serial(int(self.clock()), previous)
                 if streaming:
-                    pair, kept = self._stream(setup, looked, digests, serial)
+                    pair, kept = self._stream(setup, looked, sources_id, serial)
                     compiled = written = list(kept)
                     recompiled = list(names)
                     self.sources.adopt(looked, kept)
                 else:
                     try:
-                        pair = self._write(written, serial, self.sources.index(setup))
+                        pair = self._write(written, serial, self.sources.index(setup), sources_id)
                     except out.StalePair as exc:
                         # The index lies about the pair: compile everything, as without it.
                         get_logger().warning("cache.ignored", file=INDEX, reason=exc.reason)
@@ -293,7 +305,7 @@ class Builder:
                         bare = Setup(setup.zones, None, setup.strict, setup.ipv6_int)
                         compiled, recompiled = self.sources.compile(bare, names)
                         written = self._with_catalog(compiled)
-                        pair = self._write(written, serial, None)
+                        pair = self._write(written, serial, None, sources_id)
                 self._keep(setup, written, serial, pair, streamed=streaming)
         except MemoryError:
             raise BuildError(str(self.output), "out of memory while building") from None
@@ -303,12 +315,12 @@ class Builder:
         return BuildResult(
             serial=serial,
             sha256=pair.sha256,
-            records=sum(src.nrecords for src in written),
-            lines=sum(src.lines for src in compiled),
+            records=sum(map(_nrecords, written)),
+            lines=sum(map(_lines, compiled)),
             sources=tuple(names),
             recompiled=tuple(recompiled),
             skipped=tuple(skipped),
-            warnings=tuple(w for src in compiled for w in src.warnings),
+            warnings=tuple(chain.from_iterable(map(_warnings, compiled))),
             seconds=time.perf_counter() - started,
             text=pair.text,
             cached=tuple(self.sources.loaded),
@@ -320,22 +332,35 @@ class Builder:
         """The pair installed: kept for rollback, and described in the build cache."""
         # first: its link changes data's ctime, which the index records
         out.keep(self.output, count=self.keep, written=pair, serial=serial, now=self.clock())
-        saved = self.sources.save(setup.disk, written, serial, pair.banner, pair.pairs)
+        serials = None
+        if pair.patches is not None:
+            serials = (pair.stamps[1:], pair.patches)  # the banner's own serial aside
+        saved = self.sources.save(
+            setup.disk, written, serial, pair.banner, pair.pairs, serials=serials
+        )
         if streamed and not saved:
             self.sources.forget()  # what was streamed is kept nowhere else
 
-    def _write(self, written: list[Source], serial: int, index: Index | None) -> out.Written:
+    def _write(
+        self, written: list[Source], serial: int, index: Index | None, sources_id: str
+    ) -> out.Written:
         return out.write_pair(
-            self.output, written, serial, index, ipv6_int=self.ipv6_int, catalog=self.catalog
+            self.output,
+            written,
+            serial,
+            index,
+            ipv6_int=self.ipv6_int,
+            catalog=self.catalog,
+            sources_id=sources_id,
         )
 
     def _stream(
-        self, setup: Setup, looked: Looked, digests: list[tuple[str, bytes]], serial: int
+        self, setup: Setup, looked: Looked, sources_id: str, serial: int
     ) -> tuple[out.Written, list[Kept]]:
         """Compile every source and write each as it comes (a cold build): neither
         ``data``'s text nor all the records are ever in memory at once."""
         kept: list[Kept] = []
-        banner = banner_line(digests, serial, ipv6_int=self.ipv6_int, catalog=self.catalog)
+        banner = banner_of(sources_id, serial)
         with contextlib.closing(self.sources.stream(setup, looked, kept)) as sources:
             pair = out.stream_pair(self.output, banner, serial, sources)
         return pair, kept

@@ -35,13 +35,15 @@ lock; not fsynced: after a power cut its sha256 catches what is lost.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import stat
 import struct
+from bisect import bisect_left
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
-from itertools import accumulate, repeat
-from operator import add, attrgetter, mul, sub
+from itertools import accumulate, compress, islice, repeat
+from operator import add, attrgetter, ne, sub
 from pathlib import Path
 
 from dnsmaster import fsutil
@@ -53,9 +55,11 @@ from dnsmaster.master.cacheindex import (
     FORMAT,
     InvalidIndex,
     Kept,
+    Sections,
     Stat,
     code_digest,
     decode,
+    decode_sections,
     encode,
 )
 
@@ -66,6 +70,7 @@ __all__ = [
     "BuildCache",
     "Index",
     "Kept",
+    "Layout",
     "Ready",
     "Rejected",
     "code_digest",
@@ -144,18 +149,23 @@ class Index:
     banner: int
     sources: dict[str, Kept]
     stats: dict[str, Stat]
-    where: _Where = field(repr=False, compare=False)
+    sections: Sections = field(repr=False, compare=False)
     data: int
     cdb: int
     pairs: bytes | memoryview
     held: _Descriptors = field(repr=False, compare=False)
+    #: Where the serials are in the pair, when the build that wrote it said
+    serials: tuple[list[int], list[int]] | None = field(default=None, repr=False, compare=False)
+    where: list[Layout] = field(default_factory=list, repr=False, compare=False)
 
     @property
-    def at(self) -> dict[str, tuple[int, int, int]]:
-        """Where each source's text starts in ``data``, where its records start in
-        ``data.cdb``, and the number of its first record; worked out when first
-        asked (an index written by a process about to exit never is)."""
-        return self.where.get()
+    def layout(self) -> Layout:
+        """Where each source is in the pair (worked out when first asked: an index
+        written by a process about to exit never is)."""
+        if not self.where:
+            layout = Layout(self.sections, self.sources, self.banner, self.width, self.serials)
+            self.where.append(layout)
+        return self.where[0]
 
     @property
     def width(self) -> int:
@@ -183,26 +193,116 @@ class Index:
         return buf
 
 
-class _Where:
-    """:attr:`Index.at`, worked out once, from the texts' lengths and the sources."""
+class Layout:
+    """Where the sources of an index are in its pair, found by row (a source's place
+    in build order) without a step per source: a build after a one-file change
+    copies the rest as two ranges of each file, and asks here for their bounds (sums
+    of the index's columns) and the serials in them (by bisection)."""
 
-    __slots__ = ("found", "lengths", "sources", "start")
+    __slots__ = ("_found", "_patches", "_stamps", "banner", "kept", "row", "sections", "width")
 
-    def __init__(self, sources: dict[str, Kept], lengths: list[int], start: int) -> None:
-        self.sources, self.lengths, self.start = sources, lengths, start
-        self.found: dict[str, tuple[int, int, int]] | None = None
+    def __init__(
+        self,
+        sections: Sections,
+        sources: dict[str, Kept],
+        banner: int,
+        width: int,
+        serials: tuple[list[int], list[int]] | None = None,
+    ) -> None:
+        self.sections, self.banner, self.width = sections, banner, width
+        #: name -> its row
+        self.row = sections.rows_of()
+        #: the sources in build order
+        self.kept = list(sources.values())
+        self._found: dict[int, tuple[int, int, int]] = {}
+        if serials is None:
+            self._stamps: list[int] | None = None
+            self._patches: list[int] = []
+        else:
+            self._stamps, self._patches = serials
 
-    def get(self) -> dict[str, tuple[int, int, int]]:
-        if self.found is None:
-            kept = self.sources.values()
-            # the running sums (the last, where the last ends, is dropped by zip)
-            texts = accumulate(self.lengths, initial=self.start)
-            starts = accumulate(map(_records, kept), initial=cdb.HEADER_SIZE)
-            first = accumulate(map(_nrecords, kept), initial=0)
-            with no_gc():  # 100,000 tuples, no cycle
-                self.found = dict(zip(self.sources, zip(texts, starts, first)))  # noqa: B905
-            self.lengths = []
-        return self.found
+    def at(self, row: int) -> tuple[int, int, int]:
+        """Where the text of ``row`` starts in ``data``, where its records start in
+        ``data.cdb``, and the number of its first record (``row`` may be the count
+        of rows: where the last ends)."""
+        found = self._found.get(row)
+        if found is None:
+            s = self.sections
+            text = sum(s.sizes[:row]) + self.width * (sum(s.npieces[:row]) - row)
+            records = sum(s.records[:row])
+            found = (self.banner + text, cdb.HEADER_SIZE + records, sum(s.nrecords[:row]))
+            self._found[row] = found
+        return found
+
+    def serials(self) -> tuple[list[int], list[int]]:
+        """Where each serial's digits are in ``data`` (the banner's aside), and where
+        each SOA serial is in ``data.cdb``, both ascending: worked out from the
+        sections unless the build that wrote the pair said."""
+        if self._stamps is None:
+            self._stamps, self._patches = _serials_of(self.sections, self.banner, self.width)
+        return self._stamps, self._patches
+
+    def runs(self, batch: list[Kept]) -> list[tuple[int, int]]:
+        """The rows of ``batch`` (sources of this index, in order) as runs of rows that
+        follow each other here, each (first row, row after the last). ValueError for
+        a source not here."""
+        if not batch:
+            return []
+        first = self.row.get(batch[0].name)
+        if first is not None and self.kept[first : first + len(batch)] == batch:
+            return [(first, first + len(batch))]  # the common case: one stretch
+        names = list(map(_name, batch))
+        try:
+            rows = list(map(self.row.__getitem__, names))
+        except KeyError:
+            raise ValueError("a kept source is not in its index") from None
+        if list(map(self.kept.__getitem__, rows)) != batch:
+            raise ValueError("a kept source is not the one its index describes")
+        steps = map(sub, islice(rows, 1, None), rows)
+        cuts = [k + 1 for k in compress(range(len(rows) - 1), map((1).__ne__, steps))]
+        return [
+            (rows[a], rows[b - 1] + 1) for a, b in zip([0, *cuts], [*cuts, len(rows)], strict=True)
+        ]
+
+    def cuts(self, start: int, end: int) -> list[int]:
+        """Where the serials are in ``data`` from ``start`` to ``end``, from ``start``."""
+        stamps = self.serials()[0]
+        found = stamps[bisect_left(stamps, start) : bisect_left(stamps, end)]
+        return list(map(sub, found, repeat(start)))
+
+    def patches(self, start: int, end: int) -> list[int]:
+        """Where the SOA serials are in ``data.cdb`` from ``start`` to ``end``, from
+        ``start``."""
+        patches = self.serials()[1]
+        found = patches[bisect_left(patches, start) : bisect_left(patches, end)]
+        return list(map(sub, found, repeat(start)))
+
+
+def _serials_of(sections: Sections, banner: int, width: int) -> tuple[list[int], list[int]]:
+    """:meth:`Layout.serials` from the sections: a step per source with serials alone
+    (one a zone: a few in 100,000 one-line files)."""
+    text = list(accumulate(sections.text_lengths(width), initial=banner))
+    records = list(accumulate(sections.records, initial=cdb.HEADER_SIZE))
+    piece_at = accumulate(sections.npieces, initial=0)
+    serial_at = accumulate(sections.nserials, initial=0)
+    pieces, serials = sections.pieces, sections.serials
+    stamps: list[int] = []
+    patches: list[int] = []
+    cut = map(max, sections.npieces, map(add, sections.nserials, repeat(1)))
+    for k, p0, s0, m in compress(
+        zip(range(len(text) - 1), piece_at, serial_at, sections.nserials, strict=False),
+        map((1).__lt__, cut),
+    ):
+        n = sections.npieces[k] - 1
+        if n:
+            ends = accumulate(pieces[p0 : p0 + n], initial=text[k])
+            stamps.extend(map(add, islice(ends, 1, None), range(0, width * n, width)))
+        if m:
+            patches.extend(map(add, serials[s0 : s0 + m], repeat(records[k])))
+    return stamps, patches
+
+
+_name = attrgetter("name")
 
 
 class _Descriptors:
@@ -264,10 +364,12 @@ class BuildCache:
         finally:
             os.close(fd)
         try:
-            serial, banner, pair, sources, stats, pairs = decode(text, self.options)
+            serial, banner, pair, sources, stats, pairs, sections = decode_sections(
+                text, self.options
+            )
         except ValueError as exc:
             return Rejected(str(exc))
-        return self._open_pair(serial, banner, pair, sources, stats, pairs=pairs)
+        return self._open_pair(serial, banner, pair, (sources, stats, sections), pairs=pairs)
 
     def _cap(self) -> int:
         """The largest index read (see ``_PER_DATA_BYTE``): a file of gigabytes under
@@ -283,11 +385,11 @@ class BuildCache:
         serial: int,
         banner: int,
         pair: tuple[Stat, Stat],
-        sources: dict[str, Kept],
-        stats: dict[str, Stat],
+        found: tuple[dict[str, Kept], dict[str, Stat], Sections],
         *,
         pairs: bytes | memoryview,
     ) -> Index | Rejected:
+        sources, stats, sections = found
         held = _Descriptors([])
         fds = held.fds
         try:
@@ -296,10 +398,8 @@ class BuildCache:
                 st = os.fstat(fds[-1])
                 if not stat.S_ISREG(st.st_mode) or _stat(st) != want:
                     raise InvalidIndex(f"{name} is not the one the index describes")
-            lengths = _text_lengths(sources.values(), len(str(serial)))
-            text = banner + sum(lengths)
-            records = cdb.HEADER_SIZE
-            end = records + sum(map(_records, sources.values()))
+            text = banner + sections.text_length(len(str(serial)))
+            end = cdb.HEADER_SIZE + sum(sections.records)
             if text != pair[0][2]:
                 raise InvalidIndex(f"data has {pair[0][2]} bytes, the index says {text}")
             header = os.pread(fds[1], cdb.HEADER_SIZE, 0)
@@ -312,8 +412,7 @@ class BuildCache:
             if isinstance(exc, InvalidIndex):
                 return Rejected(str(exc))
             return Rejected(f"cannot read the pair: {fsutil.describe(exc)}")
-        where = _Where(sources, lengths, banner)
-        return Index(serial, banner, sources, stats, where, fds[0], fds[1], pairs, held)
+        return Index(serial, banner, sources, stats, sections, fds[0], fds[1], pairs, held)
 
     def save(
         self,
@@ -323,28 +422,43 @@ class BuildCache:
         serial: int,
         banner: int,
         pairs: bytes = b"",
+        last: Index | None = None,
+        serials: tuple[list[int], list[int]] | None = None,
+        statted: Sequence[str] | None = None,
     ) -> Index | str:
         """Write the index of the pair installed in the output directory, holding
         ``sources`` in order; the index as read back, or the error. ``pairs``: as
         :func:`encode`'s.
 
+        ``last``, the index this Builder read or wrote before, lends its packed
+        sections: only the rows of sources not found there in the same place, and
+        those whose stat is not the one it holds, are packed anew. ``serials``: where
+        the pair's serials are (:meth:`Layout.serials`), when the build counted them;
+        ``statted``, the names whose stat may have changed since ``last`` (None: any).
+
         The caller holds the output directory's lock. Never raises for the file
         system: a cache that cannot be written costs the next process time.
         """
+        sections = kept = trusted = None
+        if last is not None:
+            patched = _patched(last, sources, stats, statted)
+            if patched is not None:
+                sections, kept, trusted = patched
+        if sections is None:
+            sections = Sections.of(sources, stats)
         try:
             pair = tuple(_stat(os.stat(self.output / name)) for name in ("data", "data.cdb"))
-            text = encode(
-                sources,
-                stats,
+            parts = sections.encoded(
                 serial=serial,
                 banner=banner,
                 pair=(pair[0], pair[1]),
                 options=self.options,
                 pairs=pairs,
             )
+
             self._make_directory()
             tmp = fsutil.stage(
-                self.directory / INDEX, lambda fd: fsutil.write_all(fd, text), fsync=False
+                self.directory / INDEX, lambda fd: _write_parts(fd, parts), fsync=False
             )
             try:
                 os.replace(tmp, self.directory / INDEX)
@@ -354,12 +468,20 @@ class BuildCache:
                 raise
         except OSError as exc:
             return f"{exc.filename or self.directory}: {fsutil.describe(exc)}"
-        kept = dict(zip(map(_name, sources), sources, strict=True))
-        trusted = dict(stats)  # a copy: the caller's change with its next build
-        if not trusted.keys() <= kept.keys():
-            trusted = {n: st for n, st in stats.items() if n in kept}
-        found = self._open_pair(serial, banner, (pair[0], pair[1]), kept, trusted, pairs=pairs)
-        return found if isinstance(found, Index) else found.reason
+        if kept is None or trusted is None:
+            with no_gc():
+                kept = dict(zip(sections.names, sources, strict=True))
+            trusted = dict(stats)  # a copy: the caller's change with its next build
+            if not trusted.keys() <= kept.keys():
+                trusted = {n: st for n, st in stats.items() if n in kept}
+        found = self._open_pair(
+            serial, banner, (pair[0], pair[1]), (kept, trusted, sections), pairs=pairs
+        )
+        if not isinstance(found, Index):
+            return found.reason
+        if serials is None:
+            return found
+        return dataclasses.replace(found, serials=serials)
 
     def sweep(self) -> None:  # what older formats and killed writers left
         with contextlib.suppress(OSError), os.scandir(self.directory) as entries:
@@ -388,16 +510,38 @@ def _ours(name: str) -> bool:
     return old or name == "stats" or (name.startswith(".") and name.endswith(".tmp"))
 
 
-_name, _records, _nrecords = attrgetter("name"), attrgetter("records"), attrgetter("nrecords")
-_size, _pieces = attrgetter("size"), attrgetter("pieces")
+def _patched(
+    last: Index, sources: Sequence[Kept], stats: dict[str, Stat], statted: Sequence[str] | None
+) -> tuple[Sections, dict[str, Kept], dict[str, Stat]] | None:
+    """:meth:`BuildCache.save`'s sections, sources and trusted stats made from
+    ``last``'s, with only the rows that changed (see :meth:`Sections.patched`)."""
+    old = list(last.sources.values())
+    if statted is None:
+        statted = last.sections.names
+    held = map(ne, map(stats.get, statted), map(last.stats.get, statted))
+    restated = set(compress(statted, held))
+    patched = last.sections.patched(old, sources, stats, restated)
+    if patched is None:
+        return None
+    sections, rows = patched
+    kept = dict(last.sources)
+    names = list(map(sections.names.__getitem__, rows))
+    kept.update(zip(names, map(sources.__getitem__, rows), strict=True))
+    # a copy of last's, not of the caller's: a dict that lost and gained entries is
+    # copied one by one
+    trusted = dict(last.stats)
+    for name in restated.union(names):
+        seen = stats.get(name)
+        if seen is None:
+            trusted.pop(name, None)
+        else:
+            trusted[name] = seen
+    return sections, kept, trusted
 
 
-def _text_lengths(sources: Iterable[Kept], width: int) -> list[int]:
-    """The length of each source's text in a ``data`` whose serial has ``width``
-    digits (:meth:`Kept.text_length`, for all at once)."""
-    sources = list(sources)
-    counted = map(mul, map(len, map(_pieces, sources)), repeat(width))
-    return list(map(sub, map(add, map(_size, sources), counted), repeat(width)))
+def _write_parts(fd: int, parts: Iterable[bytes | bytearray | memoryview]) -> None:
+    for part in parts:
+        fsutil.write_all(fd, memoryview(part))
 
 
 def _stat(st: os.stat_result) -> Stat:

@@ -17,16 +17,17 @@ import itertools
 import operator
 import time
 from collections import deque
-from collections.abc import Callable, Collection, Generator, Iterator, Sequence
+from collections.abc import Callable, Collection, Generator, Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
-from itertools import chain, compress, repeat
+from itertools import accumulate, chain, compress, repeat
+from operator import add
 from pathlib import Path
 from typing import TypeVar, cast
 
 from dnsmaster.core import accel, cdb
-from dnsmaster.core.compiler import PackedRecords
-from dnsmaster.core.makedata import compile_source
+from dnsmaster.core.compiler import PackedRecords, no_gc
+from dnsmaster.core.makedata import compile_source, fingerprint_of
 from dnsmaster.errors import BuildError, DataError, DataErrors
 from dnsmaster.log import get_logger
 from dnsmaster.master.buildcache import DIRECTORY as CACHE_DIRECTORY
@@ -75,6 +76,10 @@ KEEP_READ = 96 << 20
 # What no stat equals (a missing entry, where None is a stat not taken)
 _MISSING = object()
 
+# Past this many files looked at, the build's order is made anew, not patched.
+_PATCH_MAX = 256
+_digest = operator.attrgetter("digest")
+
 #: A source as a build uses it: compiled now, or kept from the last build.
 Source = Ready | Kept
 
@@ -119,14 +124,56 @@ class Looked:
     pending: dict[str, Pending]
     errors: list[DataError]
     late: dict[str, tuple[DataError, ...]]
+    #: the names whose stat was taken (the others are as the last build had them)
+    statted: list[str] = field(default_factory=list)
 
     def digests(self, ready: dict[str, Source]) -> list[tuple[str, bytes]]:
         """(name, sha256) of every source, in build order (the banner's fingerprint)."""
-        pending = self.pending
-        return [
-            (name, pending[name].digest if name in pending else ready[name].digest)
-            for name in self.names
-        ]
+        found = {**ready, **self.pending}
+        return list(zip(self.names, map(_digest, map(found.__getitem__, self.names)), strict=True))
+
+
+class _Order:
+    """The last build's names in order, the row of each, and what the banner's
+    fingerprint hashes (each name, NUL, its sha256), patched in place where a digest
+    changed: a one-file change at 100,000 files makes none of it again."""
+
+    __slots__ = ("at", "blob", "names", "row", "unkept", "unpatched")
+
+    def __init__(self, names: list[str], digests: Iterable[bytes]) -> None:
+        self.names = names
+        #: names whose source may have changed since the blob was patched, and since
+        #: the last build's list was kept (a look that no build followed counts too)
+        self.unpatched: set[str] = set()
+        self.unkept: set[str] = set()
+        with no_gc():
+            self.row = dict(zip(names, range(len(names)), strict=True))
+        encoded = list(map(str.encode, names, repeat("utf-8"), repeat("surrogateescape")))
+        self.blob = bytearray(b"".join(map(b"\0".join, zip(encoded, digests, strict=True))))
+        # where each one's digest ends
+        self.at = list(accumulate(map(add, map(len, encoded), repeat(33))))
+
+    def patch(self, name: str, digest: bytes) -> None:
+        end = self.at[self.row[name]]
+        self.blob[end - 32 : end] = digest
+
+    def told(self, names: list[str], seen: list[str], changed: Collection[str]) -> list[str] | None:
+        """Of ``names``, in order, those ``changed``, when they are these and the last
+        look's (``seen``); else None."""
+        if self.names != names or seen != names:
+            return None
+        return sorted(set(changed) & self.row.keys(), key=self.row.__getitem__)
+
+
+def _synced(order: _Order | None, found: dict[str, Source | Pending], names: list[str]) -> _Order:
+    """``order`` patched where the sources ``found`` changed since; a new one when
+    the ``names`` are not its own or too many changed."""
+    if order is None or order.names != names or len(order.unpatched) > _PATCH_MAX:
+        return _Order(names, map(_digest, map(found.__getitem__, names)))
+    for name in order.unpatched:
+        order.patch(name, found[name].digest)
+    order.unpatched.clear()
+    return order
 
 
 def _told(names: list[str], changed: Collection[str], held: dict[str, Stat]) -> list[str]:
@@ -157,11 +204,19 @@ class CompiledSources:
     # The index of the pair the Kept sources of ready are in (None: not read yet)
     _index: Index | None = field(default=None, repr=False)
     _read: bool = field(default=False, repr=False)
+    # The last build's names and fingerprint's input, and its sources in order
+    _order: _Order | None = field(default=None, repr=False)
+    _last: list[Kept] = field(default_factory=list, repr=False)
+    # The names of the last look (ready holds them and only them after it)
+    _seen: list[str] = field(default_factory=list, repr=False)
+    # The names whose stat in memory may differ from the index's (None: any may)
+    _statted: list[str] | None = field(default=None, repr=False)
 
     def forget(self) -> None:
         """Drop everything: what is kept was compiled with other settings."""
         self.ready.clear()
         self._stats.clear()
+        self._order, self._last, self._seen, self._statted = None, [], [], None
         if self._index is not None:
             self._index.close()
         self._index = None
@@ -176,6 +231,8 @@ class CompiledSources:
                 self.rejected.append((INDEX, found.reason))
             elif found is not None:
                 self._index = found
+                if not self._stats:  # memory holds what the index says from now on
+                    self._statted = []
         return self._index
 
     def digests(self, setup: Setup, names: list[str]) -> list[tuple[str, bytes]]:
@@ -196,6 +253,15 @@ class CompiledSources:
             (name, known.get(name) or hashlib.sha256(setup.zones.read(name)).digest())
             for name in names
         ]
+
+    def fingerprint(self, looked: Looked, *, ipv6_int: bool, catalog: str = "") -> str:
+        """The fingerprint of the sources :meth:`look` found (see
+        :func:`~dnsmaster.core.makedata.fingerprint`): the last build's input,
+        patched at the files whose stat was taken, while the names are the same."""
+        order = _synced(self._order, {**self.ready, **looked.pending}, looked.names)
+        if order is not self._order:  # the list kept with the other: made at the next save
+            self._order, self._last = order, []
+        return fingerprint_of(order.blob, ipv6_int=ipv6_int, catalog=catalog)
 
     def compile(
         self, setup: Setup, names: list[str], changed: Collection[str] | None = None
@@ -254,12 +320,18 @@ class CompiledSources:
             for gone in set(ready) - set(names):
                 del ready[gone]
                 mine.pop(gone, None)
-        return Looked(names, unsure, stats, pending, errors, late)
+        self._seen = names
+        if self._order is not None:
+            self._order.unpatched.update(looked)
+            self._order.unkept.update(looked)
+        if self._statted is not None:  # (the others' stat in memory is the index's)
+            self._statted = None if len(self._statted) > len(names) else self._statted + unsure
+        return Looked(names, unsure, stats, pending, errors, late, looked)
 
     def finish(self, setup: Setup, looked: Looked) -> tuple[list[Source], list[str]]:
         """:meth:`compile` of what :meth:`look` found: the pending sources compiled in
         memory, two at a time."""
-        names, pending = looked.names, looked.pending
+        pending = looked.pending
         todo = [pending[name] for name in looked.unsure if name in pending]
         late = dict(looked.late)
         recompiled: list[str] = []
@@ -273,7 +345,7 @@ class CompiledSources:
         errors = looked.errors + [e for name in looked.unsure for e in late.get(name, ())]
         if errors:
             raise DataErrors(tuple(errors))
-        return list(map(self.ready.__getitem__, names)), recompiled
+        return _in_order(self.ready, self._order, self._last, looked), recompiled
 
     def streams(self, setup: Setup, looked: Looked) -> bool:
         """Whether :meth:`stream` may compile ``looked``: every source to compile (a
@@ -329,7 +401,12 @@ class CompiledSources:
         mine = self._stats
         if changed is None or not mine:
             return setup.zones.stats(names), names
-        looked = _told(names, changed, mine)
+        # Memory holds stats of the last look's names alone (ready, which it is part
+        # of, holds them all): as many as there are names is one of each.
+        told = None
+        if self._order is not None and len(mine) == len(names):
+            told = self._order.told(names, self._seen, changed)
+        looked = _told(names, changed, mine) if told is None else told
         stats: dict[str, Stat | None] = dict(mine)
         stats.update(setup.zones.stats(looked))
         return stats, looked
@@ -370,9 +447,12 @@ class CompiledSources:
         serial: int,
         banner: int,
         pairs: bytes = b"",
+        *,
+        serials: tuple[list[int], list[int]] | None = None,
     ) -> bool:
         """Describe the pair just installed, made of ``written`` (``pairs``: its
-        records' hashes and positions), in the build cache's index, under the output
+        records' hashes and positions; ``serials``: where its serials are, when the
+        build counted them), in the build cache's index, under the output
         directory's lock; from now on keep each source as a
         :class:`~dnsmaster.master.buildcache.Kept` of that pair.
 
@@ -395,7 +475,16 @@ class CompiledSources:
         # the catalog's section is in the pair too, but is made anew by each build
         stats = self._stats  # only sources of this build: compile() drops the others
         disk.sweep()
-        found = disk.save(kept, stats, serial=serial, banner=banner, pairs=pairs)
+        found = disk.save(
+            kept,
+            stats,
+            serial=serial,
+            banner=banner,
+            pairs=pairs,
+            last=self._index,
+            serials=serials,
+            statted=self._statted,
+        )
         if isinstance(found, str):
             log.warning("cache.failed", error=found)
             return False
@@ -406,6 +495,10 @@ class CompiledSources:
         for src in fresh:
             if src.name in self.ready:
                 self.ready[src.name] = src
+        self._last = kept[: len(self._order.names)] if self._order is not None else []
+        if self._order is not None:
+            self._order.unkept.clear()
+        self._statted = []
         return True
 
     def remember(self, name: str, stat: Stat | None) -> None:
@@ -417,6 +510,24 @@ class CompiledSources:
         """
         if stat is not None and max(stat[3], stat[4]) < time.time_ns() - RACY_NS:
             self._stats[name] = stat
+
+
+def _in_order(
+    ready: dict[str, Source], order: _Order | None, last: list[Kept], looked: Looked
+) -> list[Source]:
+    """The sources of ``looked``, in order: the last build's (``last``, in ``order``)
+    with the files looked at since swapped in, while the names are the same."""
+    if (
+        order is None
+        or len(last) != len(order.names)
+        or order.names != looked.names
+        or len(order.unkept) > _PATCH_MAX
+    ):
+        return list(map(ready.__getitem__, looked.names))
+    found: list[Source] = list(last)
+    for name in order.unkept:
+        found[order.row[name]] = ready[name]
+    return found
 
 
 def _read_all(

@@ -11,18 +11,20 @@ from __future__ import annotations
 import bisect
 import hashlib
 import mmap
+import operator
 import os
 import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import compress, repeat
 from pathlib import Path
 from typing import IO
 
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.banner import BANNER
-from dnsmaster.core.makedata import banner_line, built_from, fingerprint
+from dnsmaster.core.makedata import banner_of, built_from, fingerprint
 from dnsmaster.core.serial import MODULUS
 from dnsmaster.errors import ArchiveError, BuildError, CdbTooLarge
 from dnsmaster.log import get_logger
@@ -83,11 +85,13 @@ def unchanged(
     *,
     ipv6_int: bool,
     catalog: str = "",
+    sources_id: str | None = None,
 ) -> bool:
     """Whether the pair in ``output`` is complete and was built from the sources of
     these (name, sha256) ``pairs`` (with these options: see
-    :func:`dnsmaster.core.makedata.fingerprint`)."""
-    sources = fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog)
+    :func:`dnsmaster.core.makedata.fingerprint`), or ``sources_id``, their
+    fingerprint when the caller has it."""
+    sources = sources_id or fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog)
     return (
         built_from(data_head) == sources
         and not fsutil.interrupted_install(output)
@@ -108,6 +112,8 @@ class Written:
     lines: int
     pairs: bytes
     text: mmap.mmap
+    #: where each SOA serial is in ``data.cdb``, ascending (None: not counted)
+    patches: list[int] | None = None
 
     @property
     def banner(self) -> int:
@@ -123,6 +129,7 @@ def write_pair(
     *,
     ipv6_int: bool,
     catalog: str = "",
+    sources_id: str | None = None,
 ) -> Written:
     """Stage both files, then install them as a pair.
 
@@ -141,7 +148,12 @@ def write_pair(
     cores they overlap.
     """
     cdb_final = output / "data.cdb"
-    text, pieces, patches = _assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
+    try:
+        text, pieces, patches = _assemble(
+            written, serial, index, ipv6_int=ipv6_int, catalog=catalog, sources_id=sources_id
+        )
+    except ValueError as exc:  # the sources kept are not those of the index
+        raise StalePair(str(output), str(exc)) from None
     try:
         data_out = _DataOut(output)
     except OSError as exc:
@@ -185,7 +197,8 @@ def write_pair(
             fsutil.discard([cdb_tmp] if cdb_tmp is not None else [])
             raise failure or BuildError(str(output), "cannot write")
         pairs.seek(0)
-        return data_out.install(cdb_tmp, text.stamps, pairs)
+        at = list(map(operator.add, map(_first, patches), repeat(cdb.HEADER_SIZE)))
+        return data_out.install(cdb_tmp, text.stamps, pairs, at)
 
 
 def stream_pair(output: Path, banner: bytes, serial: int, sources: Iterable[Ready]) -> Written:
@@ -287,7 +300,9 @@ class _DataOut:
         os.fchmod(self.fd, 0o644)
         os.fsync(self.fd)
 
-    def install(self, cdb_tmp: Path, stamps: list[int], pairs: IO[bytes]) -> Written:
+    def install(
+        self, cdb_tmp: Path, stamps: list[int], pairs: IO[bytes], patches: list[int] | None = None
+    ) -> Written:
         """Both staged files renamed into place as one pair; what was written."""
         sha256 = self.sha256.hexdigest()
         try:
@@ -302,7 +317,7 @@ class _DataOut:
             raise cannot_write(self.output, exc) from None
         os.close(self.fd)
         self.fd = -1
-        return Written(stamps, sha256, self.lines, hashes, text)
+        return Written(stamps, sha256, self.lines, hashes, text, patches)
 
     def discard(self) -> None:
         """Nothing of it is kept."""
@@ -344,26 +359,34 @@ def _assemble(
     *,
     ipv6_int: bool,
     catalog: str = "",
+    sources_id: str | None = None,
 ) -> tuple[_Text, list[cdb.Piece], list[tuple[int, bytes]]]:
     """:func:`assemble`, with ``data``'s text left as what to write (see
-    :meth:`_Text.emit`): numbers and the compiled sources' pieces, no old text read."""
-    banner = banner_line(
-        [(src.name, src.digest) for src in written], serial, ipv6_int=ipv6_int, catalog=catalog
-    )
+    :meth:`_Text.emit`): numbers and the compiled sources' pieces, no old text read.
+    ``sources_id``: the fingerprint of ``written`` when the caller has it."""
+    if sources_id is None:
+        pairs = list(zip(map(_name, written), map(_digest, written), strict=True))
+        sources_id = fingerprint(pairs, ipv6_int=ipv6_int, catalog=catalog)
+    banner = banner_of(sources_id, serial)
     text = _Text(banner, str(serial % MODULUS).encode())
     records = _Records((serial & 0xFFFFFFFF).to_bytes(4, "big"))
     old = _Old(index, written)
-    batch: list[Kept] = []
-    for src in written:
-        if isinstance(src, Ready):
-            old.take(batch, text, records)
-            batch = []
-            text.add(src.pieces)
-            records.add(cdb.Piece.of(src.records), src.records.serials)
-        else:
-            batch.append(src)
-    old.take(batch, text, records)
+    # The sources compiled now (one, after a one-file change) are found by map, not a
+    # step per source; between them, the kept ones go as ranges of the old pair.
+    after = 0
+    for k in compress(range(len(written)), map(isinstance, written, repeat(Ready))):
+        old.take(written[after:k], text, records)  # type: ignore[arg-type]
+        src = written[k]
+        assert isinstance(src, Ready)
+        text.add(src.pieces)
+        records.add(cdb.Piece.of(src.records), src.records.serials)
+        after = k + 1
+    old.take(written[after:], text, records)  # type: ignore[arg-type]
     return text, records.pieces, records.patches
+
+
+_name, _digest = operator.attrgetter("name"), operator.attrgetter("digest")
+_first = operator.itemgetter(0)
 
 
 #: How much of the old ``data`` a kept run is read and restamped in at a time.
@@ -489,7 +512,7 @@ class _Records:
     def add(self, piece: cdb.Piece, serials: Sequence[int]) -> None:
         """``piece``, whose SOA serials are at ``serials`` in it."""
         at, stamp = self.at, self.stamp
-        self.patches.extend([(at + s, stamp) for s in serials])
+        self.patches.extend(zip(map(operator.add, serials, repeat(at)), repeat(stamp)))
         self.pieces.append(piece)
         self.at = at + piece.length
 
@@ -505,45 +528,28 @@ class _Old:
             self.digits = str(index.serial).encode()
             self.width = len(self.digits)
 
-    def take(self, batch: list[Kept], text: _Text, records: _Records) -> None:
+    def take(self, batch: Sequence[Kept], text: _Text, records: _Records) -> None:
         """Kept sources, into ``text`` and ``records``: each stretch of them that
-        follows each other in the old pair as one range of each file."""
+        follows each other in the old pair as one range of each file (found by the
+        index's :class:`~dnsmaster.master.buildcache.Layout`: no step per source)."""
         if not batch:
             return
         index = self.index
         assert index is not None  # a Kept source comes with the index of its pair
-        at_of = index.at
-        starts = [at_of[src.name] for src in batch]
-        width = self.width
-        i, n = 0, len(batch)
-        while i < n:
-            t0, r0, k0 = t1, r1, k1 = starts[i]
-            cuts: list[int] = []
-            serials: list[int] = []
-            while i < n and starts[i] == (t1, r1, k1):
-                src = batch[i]
-                pieces = src.pieces
-                for length in pieces[:-1]:
-                    t1 += length
-                    cuts.append(t1 - t0)
-                    t1 += width
-                t1 += pieces[-1]
-                if src.serials:
-                    base = r1 - r0
-                    serials.extend([base + s for s in src.serials])
-                r1 += src.records
-                k1 += src.nrecords
-                i += 1
+        layout = index.layout
+        for first, end in layout.runs(list(batch)):
+            t0, r0, k0 = layout.at(first)
+            t1, r1, k1 = layout.at(end)
             # only the runs kept are read, each into the buffer that goes into data
-            text.copy(t0, t1 - t0, cuts, self.digits)
+            text.copy(t0, t1 - t0, layout.cuts(t0, t1), self.digits)
             pairs = index.pairs[8 * k0 : 8 * k1] if index.pairs else None
             piece = cdb.Piece(r1 - r0, k1 - k0, fd=index.cdb, offset=r0, index=pairs)
-            records.add(piece, serials)
+            records.add(piece, layout.patches(r0, r1))
 
 
 def pieces_of(src: Kept, index: Index) -> tuple[bytes, ...]:
     """The text of ``src``, kept in the pair of ``index``, cut where the serial goes."""
-    start = index.at[src.name][0]
+    start = index.layout.at(index.layout.row[src.name])[0]
     text = bytes(index.read(index.data, start, src.text_length(index.width)))
     pieces = []
     pos = 0

@@ -16,7 +16,7 @@ import re
 import stat
 import time
 from dataclasses import dataclass
-from itertools import compress
+from itertools import compress, repeat
 from pathlib import Path
 from typing import cast
 
@@ -180,12 +180,17 @@ def _listing(zones: Path) -> tuple[list[str], list[tuple[str, str]], bool]:
     names = list(compress(map(_NAME, entries), map(operator.not_, map(_IS_DIR, entries))))
     links = any(map(_IS_LINK, entries))
     skipped = []
-    chosen = []
-    for name in names:
-        # the common case first: one test per name, not why_skipped's five
-        if name.startswith("zones.") and not name.endswith(_JUNK) and len(name) > 6:
-            chosen.append(name)
-            continue
+    # the common case first, by map: zones.X, not junk (why_skipped for the rest)
+    common = map(
+        operator.and_,
+        map(str.startswith, names, repeat("zones.")),
+        map(operator.gt, map(len, names), repeat(6)),
+    )
+    plain = list(
+        map(operator.and_, common, map(operator.not_, map(str.endswith, names, repeat(_JUNK))))
+    )
+    chosen = list(compress(names, plain))
+    for name in compress(names, map(operator.not_, plain)):
         reason = why_skipped(name)
         if reason is None:
             chosen.append(name)
@@ -196,8 +201,11 @@ def _listing(zones: Path) -> tuple[list[str], list[tuple[str, str]], bool]:
     # Code point order is UTF-8 byte order but for undecodable bytes (surrogates):
     # most directories hold ASCII names alone, sorted without a key.
     if "".join(chosen).isascii():
-        files = sorted(name for name in chosen if name != HEADER)
-        return ([HEADER] if len(files) < len(chosen) else []) + files, skipped, links
+        files = sorted(chosen)
+        if HEADER not in files:
+            return files, skipped, links
+        files.remove(HEADER)
+        return [HEADER, *files], skipped, links
     return source_order(chosen), skipped, links
 
 

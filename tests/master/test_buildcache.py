@@ -411,6 +411,107 @@ class TestDaemon:
         assert uncached(zones, out, tmp_path)
 
 
+class TestPatchedIndex:
+    """The daemon's Builder keeps the index's packed sections and, after a change,
+    packs again only the rows of the files that changed (their source or their
+    stat): the index it writes must say exactly what one packed whole would, and a
+    new process must build from it what a build without cache does."""
+
+    @pytest.fixture(autouse=True)
+    def no_racy_window(self, monkeypatch: pytest.MonkeyPatch) -> None:
+        monkeypatch.setattr("dnsmaster.master.compiling.RACY_NS", 0)  # stats trusted
+
+    def described(self, zones: Path, out: Path) -> None:
+        """The index of ``out`` holds each source as a compile of the file there now,
+        at its place, with the file's stat now, and a pair where it says."""
+        index = loaded(out)
+        names = source_order([n for n in os.listdir(zones) if is_source(n)])
+        assert list(index.sources) == names
+        for name in names:
+            want = kept((zones / name).read_bytes(), name)
+            got = index.sources[name]
+            assert got._replace(warnings=()) == want._replace(warnings=())
+            assert facts(got.warnings) == facts(want.warnings)
+        stats = ZonesDir(zones).stats(names)
+        assert index.stats == stats
+        # the index read back packs into the very bytes that were written
+        text = index_of(out).read_bytes()
+        serial, banner, pair_stats, sources, seen, pairs = decode(text)
+        again = encode(
+            list(sources.values()), seen, serial=serial, banner=banner, pair=pair_stats, pairs=pairs
+        )
+        assert again == text
+
+    @pytest.mark.parametrize("told", [True, False])
+    def test_each_change_patches_its_rows(
+        self, zones: Path, out: Path, tmp_path: Path, told: bool
+    ) -> None:
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        changes = [
+            ("zones.example.net", b".example.net:192.0.2.9:a\n"),  # shorter
+            ("zones.example.com", RICH),  # the same bytes, a new stat
+            ("zones.example.com", RICH + b"\nZexample.info:ns.example.info:h.example.info.\n"),
+            (
+                "zones.empty",
+                b"Zempty.example:ns.empty.example:h.example.\n+a.empty.example:1.2.3.4\n",
+            ),
+            ("zones.caf\u00e9", b"+x.example.net:192.0.2.7\n=y.example.net:192.0.2.6\n"),
+            ("header", b"# header, longer now\n"),
+            ("zones.empty", b""),
+        ]
+        for name, content in changes:
+            os.utime(zones / name, ns=(1, 1))  # a stat that cannot be the one kept
+            (zones / name).write_bytes(content)
+            result = builder.build(changed={name} if told else None)
+            assert result.recompiled == (
+                () if name == "zones.example.com" and content == RICH else (name,)
+            )
+            assert uncached(zones, out, tmp_path)
+            self.described(zones, out)
+        fresh, logs = build(zones, out)
+        assert fresh.recompiled == ()
+        assert not ignored(logs)
+        assert uncached(zones, out, tmp_path)
+
+    def test_a_new_process_patches_what_it_read(
+        self, zones: Path, out: Path, tmp_path: Path
+    ) -> None:
+        """A new process patches the index it read: the file changed, and the one
+        whose stat alone changed (read, found the same, its new stat recorded)."""
+        build(zones, out)
+        os.utime(zones / "zones.example.com", ns=(1, 1))
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        result, _ = build(zones, out)
+        assert result.recompiled == ("zones.example.net",)
+        self.described(zones, out)
+        assert uncached(zones, out, tmp_path)
+
+    def test_a_look_without_a_build_counts(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """What a plan (``dnsmaster diff``) compiled between two builds is in the next
+        build's list and fingerprint, though that build looks at another file."""
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        (zones / "zones.example.net").write_bytes(b".example.net:192.0.2.9:a\n")
+        assert b"192.0.2.9" in builder.plan()
+        (zones / "zones.empty").write_bytes(b"+e.example.net:192.0.2.4\n")
+        builder.build(changed={"zones.empty"})
+        assert uncached(zones, out, tmp_path)
+        self.described(zones, out)
+
+    def test_a_file_added_and_removed(self, zones: Path, out: Path, tmp_path: Path) -> None:
+        """A new name or a name gone: the index is packed whole again."""
+        builder = Builder(zones, out, clock=clock)
+        builder.build()
+        (zones / "zones.new").write_bytes(b"+n.example.net:192.0.2.5\n")
+        assert builder.build(changed={"zones.new"}).recompiled == ("zones.new",)
+        self.described(zones, out)
+        (zones / "zones.example.net").unlink()
+        assert builder.build().recompiled == ()
+        self.described(zones, out)
+        assert uncached(zones, out, tmp_path)
+
+
 class TestStatIndex:
     """A new process takes the sha256 of an unchanged file from the index, without
     reading the file, only when the file's stat is exactly the one recorded."""
