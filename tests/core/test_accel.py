@@ -275,7 +275,11 @@ def test_lines_holding_lf() -> None:
     assert outcome(lambda: compile_lines(bad, 5, first_lineno=7)) == reference
 
 
-@SETTINGS
+# An eighth in CI, not a quarter: two other long runs of the suite hold the C path on
+# more files of the same strategy, drawn apart from these: test_core_hostile's
+# test_data_files_thorough to pure Python (both compile entry points, and make-data),
+# test_differential's test_pure_compiler to tinydns-data itself.
+@settings(SETTINGS, max_examples=examples(400, share=8))
 @given(data=strategies.data_files(), serial=st.integers(0, 2**32 - 1))
 def test_data_files(data: bytes, serial: int) -> None:
     """Each file as drawn, then without its escapes (which reach the C parser's
