@@ -275,7 +275,11 @@ def test_lines_holding_lf() -> None:
     assert outcome(lambda: compile_lines(bad, 5, first_lineno=7)) == reference
 
 
-@SETTINGS
+# An eighth in CI, not a quarter: two other long runs of the suite hold the C path on
+# more files of the same strategy, drawn apart from these: test_core_hostile's
+# test_data_files_thorough to pure Python (both compile entry points, and make-data),
+# test_differential's test_pure_compiler to tinydns-data itself.
+@settings(SETTINGS, max_examples=examples(400, share=8))
 @given(data=strategies.data_files(), serial=st.integers(0, 2**32 - 1))
 def test_data_files(data: bytes, serial: int) -> None:
     """Each file as drawn, then without its escapes (which reach the C parser's
@@ -284,7 +288,10 @@ def test_data_files(data: bytes, serial: int) -> None:
     check(data.replace(b"\\", b""), serial)
 
 
-@SETTINGS
+# An eighth in CI too: test_differential's test_single_lines holds the C path to
+# tinydns-data on single lines drawn apart, and test_core_hostile's
+# test_hostile_lines_thorough to pure Python on hostile ones.
+@settings(SETTINGS, max_examples=examples(400, share=8))
 @given(line=strategies.lines())
 def test_single_lines(line: bytes) -> None:
     check(line + b"\n")

@@ -41,6 +41,7 @@ from dnsmaster.slave import bundle
 from dnsmaster.transport.channel import LineSink, RunResult, fetch_status
 from dnsmaster.transport.ssh import SshChannel
 from tests.conftest import VECTORS, dnsmaster_here
+from tests.lab.receiver import copy_root
 
 if TYPE_CHECKING:  # imported by pytest_plugins, so that pytest rewrites its asserts
     from tests.lab.realworld import Lab
@@ -82,6 +83,16 @@ def pyz(tmp_path_factory: pytest.TempPathFactory) -> Path:
     proc = dnsmaster_here("receiver-bundle", "-o", str(path))
     assert (proc.returncode, proc.stderr) == (0, "")
     return path
+
+
+@pytest.fixture(scope="module")
+def installed(debian_python: str, pyz: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A root the bundle has installed a push in, made once: a test that needs one
+    copies it (copy_root) rather than pay Debian's python3 for the same push again."""
+    root = tmp_path_factory.mktemp("installed") / "root"
+    root.mkdir()
+    assert run_bundle(debian_python, pyz, root, "push", sealed(zone_data(SERIAL - 1))).status == 0
+    return root
 
 
 @dataclass
@@ -427,19 +438,18 @@ class TestDebianPython:
         ours = (root / "data.cdb").read_bytes()
         assert ours == tinydns_data_of(root / "data", tinydns_data_bin, tmp_path / "td")
 
-    def test_status(self, debian_python: str, pyz: Path, tmp_path: Path) -> None:
+    def test_status(self, debian_python: str, pyz: Path, installed: Path, tmp_path: Path) -> None:
         """status says what is installed, and the protocol and version it speaks."""
         assert (
             run_bundle(debian_python, pyz, tmp_path, "status").out
             == f"status none {SPEAKS} writable=yes\n"
         )
-        data = zone_data()
-        assert run_bundle(debian_python, pyz, tmp_path, "push", sealed(data)).status == 0
-        ran = run_bundle(debian_python, pyz, tmp_path, "status")
+        data = zone_data(SERIAL - 1)  # what the bundle pushed into ``installed``
+        ran = run_bundle(debian_python, pyz, copy_root(installed, tmp_path / "root"), "status")
         assert (ran.status, ran.err) == (0, "")
         version = parse_status(ran.out.splitlines())
         assert version is not None
-        assert (version.sha256, version.serial) == (seal(data).split()[2][7:].decode(), SERIAL)
+        assert (version.sha256, version.serial) == (seal(data).split()[2][7:].decode(), SERIAL - 1)
         assert (version.protocol, version.version) == (PROTOCOL, __version__)
 
     @pytest.mark.parametrize(
@@ -455,6 +465,7 @@ class TestDebianPython:
         self,
         debian_python: str,
         pyz: Path,
+        installed: Path,
         tmp_path: Path,
         command: str | None,
         stdin: bytes,
@@ -462,13 +473,12 @@ class TestDebianPython:
         message: str,
     ) -> None:
         """Unknown commands, no command and cut streams are refused; nothing changes."""
-        old = zone_data(SERIAL - 1)
-        assert run_bundle(debian_python, pyz, tmp_path, "push", sealed(old)).status == 0
-        before = {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()}
-        ran = run_bundle(debian_python, pyz, tmp_path, command, stdin)
+        root = copy_root(installed, tmp_path / "root")
+        before = {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()}
+        ran = run_bundle(debian_python, pyz, root, command, stdin)
         assert ran.status == status
         assert message in ran.err
-        assert {p.name: p.read_bytes() for p in tmp_path.iterdir() if p.is_file()} == before
+        assert {p.name: p.read_bytes() for p in root.iterdir() if p.is_file()} == before
 
     def test_environment_cannot_interfere(
         self, debian_python: str, pyz: Path, tmp_path: Path
