@@ -28,6 +28,7 @@ from itertools import accumulate
 from typing import Protocol, overload
 
 from dnsmaster.core import delta as deltas
+from dnsmaster.errors import DnsmasterError
 
 __all__ = [
     "CHUNK",
@@ -150,7 +151,7 @@ def line_hashes(
 # --------------------------------------------------------------------------- the window
 
 
-class Outside(Exception):
+class Outside(DnsmasterError):
     """The walk reads lines the window does not hold: every line is hashed instead."""
 
 
