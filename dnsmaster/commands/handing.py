@@ -94,11 +94,15 @@ def hand_off(
             if name is None:
                 logger.error("handoff.failed", daemon=daemon, error=handoff.NO_INSTANCE)
                 return EXIT_SYSTEM
-            flag = cfg.output / ACCEPT_FILE
-            request = handoff.write_request(flag, daemon=name, timeout=timeout, sha256=held.sha256)
+            request = handoff.request_text(daemon=name, timeout=timeout, sha256=held.sha256)
             signum = signal.SIGUSR2
-            logger.info("guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon)
         try:
+            if request is not None and held is not None:
+                # In the try: a ^C while the file is put in place withdraws it too.
+                handoff.put_request(cfg.output / ACCEPT_FILE, request)
+                logger.info(
+                    "guard.accept", serial=held.serial, sha256=held.sha256[:16], daemon=daemon
+                )
             return _follow_daemon(
                 cfg, daemon, builder, slaves, logger, repush=repush, held=held, signum=signum
             )

@@ -141,9 +141,12 @@ def _hand_off(cfg: Config, daemon: int, kept: Kept | None, logger: Any) -> int:
         return EXIT_SYSTEM
     flag = cfg.output / ROLLBACK_FILE
     timeout = cfg.push.timeout + cfg.daemon.max_delay + handoff.GRACE
+    text = handoff.request_text(daemon=name, timeout=timeout, **words)
     with handoff.interruptible():  # ^C from here withdraws the request
-        text = handoff.write_request(flag, daemon=name, timeout=timeout, **words)
         try:
+            # In the try: a ^C while the file is put in place (the directory's fsync,
+            # after the rename) withdraws it too.
+            handoff.put_request(flag, text)
             logger.info(
                 "handoff.start",
                 daemon=daemon,

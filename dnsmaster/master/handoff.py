@@ -52,7 +52,9 @@ __all__ = [
     "instance",
     "interruptible",
     "parse_request",
+    "put_request",
     "refusal",
+    "request_text",
     "unknown_slaves",
     "withdraw",
     "write_request",
@@ -153,14 +155,26 @@ def write_request(path: Path, *, daemon: str, timeout: float, **words: str) -> s
     """Write the request file ``path`` for daemon ``daemon`` (its instance), with
     ``words``; it holds while this process waits, ``timeout`` seconds. The text
     written, to :func:`withdraw` it with."""
-    from dnsmaster import fsutil  # noqa: PLC0415
+    text = request_text(daemon=daemon, timeout=timeout, **words)
+    put_request(path, text)
+    return text
 
+
+def request_text(*, daemon: str, timeout: float, **words: str) -> str:
+    """The request :func:`put_request` writes (see :func:`write_request`). Made
+    first, so that an asker interrupted while the file is being put in place (its
+    directory's fsync, after the rename) knows what to :func:`withdraw`."""
     until = time.monotonic() + timeout
     fields = {"daemon": daemon, "asker": str(os.getpid()), "until": f"{until:.3f}", **words}
-    text = " ".join(f"{k}={v}" for k, v in fields.items()) + "\n"
+    return " ".join(f"{k}={v}" for k, v in fields.items()) + "\n"
+
+
+def put_request(path: Path, text: str) -> None:
+    """Put the request ``text`` (:func:`request_text`) in place at ``path``."""
+    from dnsmaster import fsutil  # noqa: PLC0415
+
     payload = text.encode()
     fsutil.publish([(fsutil.stage(path, lambda fd: fsutil.write_all(fd, payload)), path)])
-    return text
 
 
 def withdraw(path: Path, text: str) -> bool:
