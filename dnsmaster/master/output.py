@@ -16,12 +16,15 @@ import tempfile
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from itertools import accumulate, repeat
+from operator import add
 from pathlib import Path
 from typing import IO
 
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.banner import BANNER
+from dnsmaster.core.compiler import no_gc
 from dnsmaster.core.makedata import banner_line, built_from, fingerprint
 from dnsmaster.core.serial import MODULUS
 from dnsmaster.errors import ArchiveError, BuildError, CdbTooLarge
@@ -141,7 +144,10 @@ def write_pair(
     cores they overlap.
     """
     cdb_final = output / "data.cdb"
-    text, pieces, patches = _assemble(written, serial, index, ipv6_int=ipv6_int, catalog=catalog)
+    with no_gc():  # a number or two per zone, a tuple per serial: no cycle
+        text, pieces, patches = _assemble(
+            written, serial, index, ipv6_int=ipv6_int, catalog=catalog
+        )
     try:
         data_out = _DataOut(output)
     except OSError as exc:
@@ -149,7 +155,7 @@ def write_pair(
 
     def stage_data() -> None:
         try:
-            text.emit(index, data_out.write)
+            text.emit(index, data_out.write, reuse=True)
         except ValueError as exc:  # the pair on disk is not what its index says
             raise StalePair(str(output), str(exc)) from None
         data_out.close()
@@ -415,19 +421,27 @@ class _Text:
         at, grow = self.at, len(self.stamp) - len(digits)
         if grow:  # once in a long while: the new serial has a digit more
             self.stamps.extend([at + cut + grow * i for i, cut in enumerate(cuts)])
-        else:
-            self.stamps.extend([at + cut for cut in cuts])
+        else:  # by map, not a statement per serial: a run has one per zone
+            self.stamps.extend(map(add, cuts, repeat(at)))
         self.parts.append(_Run(start, length, cuts, digits))
         self.at = at + length + grow * len(cuts)
 
     def emit(
-        self, index: Index | None, sink: Callable[[bytes | bytearray | memoryview], None]
+        self,
+        index: Index | None,
+        sink: Callable[[bytes | bytearray | memoryview], None],
+        *,
+        reuse: bool = False,
     ) -> None:
         """Each piece of ``data`` in order to ``sink``: a kept run read from the old
-        ``data`` a few MiB at a time, each chunk restamped in its own buffer. Raises
-        ValueError when the old serial is not where the index says (or the old
-        ``data`` cannot be read)."""
+        ``data`` a few MiB at a time, each chunk restamped in its own buffer, or,
+        with ``reuse`` (a sink done with each piece when it returns), all in one.
+        Raises ValueError when the old serial is not where the index says (or the
+        old ``data`` cannot be read)."""
         stamp = self.stamp
+        # One buffer, not a new one per chunk: each new one is zeroed, and at this
+        # size it is a new mapping (glibc's threshold), its pages faulted in anew.
+        buffer = memoryview(bytearray(_CHUNK)) if reuse else None
         for part in self.parts:
             if not isinstance(part, _Run):
                 sink(part)
@@ -446,15 +460,33 @@ class _Text:
                     else:  # a chunk smaller than a serial: it holds that one whole
                         end = min(cuts[j - 1] + width, part.length)
                 try:
-                    chunk = index.read(index.data, part.start + pos, end - pos)
+                    if buffer is None:
+                        chunk: bytearray | memoryview = index.read(
+                            index.data, part.start + pos, end - pos
+                        )
+                    else:
+                        if end - pos > len(buffer):  # a serial longer than a chunk
+                            buffer = memoryview(bytearray(end - pos))
+                        chunk = buffer[: end - pos]
+                        _read_into(index.data, chunk, part.start + pos)
                 except OSError as exc:
                     raise ValueError(f"cannot read the pair: {fsutil.describe(exc)}") from None
                 _restamp(chunk, [cut - pos for cut in cuts[k:j]], digits, stamp, sink)
                 pos, k = end, j
 
 
+def _read_into(fd: int, view: memoryview, start: int) -> None:
+    """``view`` filled from ``start`` of the file ``fd``; ValueError when it ends first."""
+    got, want = 0, len(view)
+    while got < want:
+        n = os.preadv(fd, [view[got:]], start + got)
+        if n <= 0:
+            raise ValueError("the pair is shorter than its index says")
+        got += n
+
+
 def _restamp(
-    chunk: bytearray,
+    chunk: bytearray | memoryview,
     cuts: list[int],
     digits: bytes,
     stamp: bytes,
@@ -466,9 +498,8 @@ def _restamp(
     are written over in the chunk itself and it goes out as one piece: a restamp
     cuts the text at every zone's SOA, and a piece per cut costs more than that."""
     width = len(digits)
-    starts_with = chunk.startswith
     for cut in cuts:
-        if not starts_with(digits, cut):
+        if bytes(chunk[cut : cut + width]) != digits:
             raise ValueError("the old serial is not where the index says")
     if width == len(stamp):
         for cut in cuts:
@@ -497,7 +528,7 @@ class _Records:
     def add(self, piece: cdb.Piece, serials: Sequence[int]) -> None:
         """``piece``, whose SOA serials are at ``serials`` in it."""
         at, stamp = self.at, self.stamp
-        self.patches.extend([(at + s, stamp) for s in serials])
+        self.patches.extend(zip(map(add, serials, repeat(at)), repeat(stamp)))
         self.pieces.append(piece)
         self.at = at + piece.length
 
@@ -531,14 +562,13 @@ class _Old:
             while i < n and starts[i] == (t1, r1, k1):
                 src = batch[i]
                 pieces = src.pieces
-                for length in pieces[:-1]:
-                    t1 += length
-                    cuts.append(t1 - t0)
-                    t1 += width
-                t1 += pieces[-1]
+                # each cut is where the serial goes: after a piece and the serials
+                # before it (running sums by map: a source has one per zone)
+                steps = accumulate(map(add, pieces[:-1], repeat(width)))
+                cuts.extend(map(add, steps, repeat(t1 - t0 - width)))
+                t1 += src.size + width * (len(pieces) - 1)
                 if src.serials:
-                    base = r1 - r0
-                    serials.extend([base + s for s in src.serials])
+                    serials.extend(map(add, src.serials, repeat(r1 - r0)))
                 r1 += src.records
                 k1 += src.nrecords
                 i += 1
