@@ -45,6 +45,9 @@ from dnsmaster.master.build import Builder  # noqa: E402
 TINYDNS_DATA = shutil.which("tinydns-data") or "/usr/sbin/tinydns-data"
 MTIME = 1_700_000_000
 ENV = dict(os.environ, PYTHONPATH=str(ROOT))
+# Compiled once, as an install compiles them: with PYTHONDONTWRITEBYTECODE every
+# build started here would compile the package again.
+ENV.pop("PYTHONDONTWRITEBYTECODE", None)
 NO_CACHE = (
     "import sys; from pathlib import Path; from dnsmaster.master.build import Builder; "
     "Builder(Path(sys.argv[1]), Path(sys.argv[2]), cache=False).build()"

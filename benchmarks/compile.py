@@ -103,6 +103,9 @@ def run_child(argv: list[str], cwd: Path) -> Run:
     taken from os.wait4 and may be inflated.
     """
     env = dict(os.environ, PYTHONPATH=str(ROOT))
+    # The package compiled once, as an install does (with PYTHONDONTWRITEBYTECODE
+    # each process would compile it again).
+    env.pop("PYTHONDONTWRITEBYTECODE", None)
     with (
         tempfile.NamedTemporaryFile("r", suffix=".rss") as rss,
         tempfile.TemporaryFile("w+") as err,

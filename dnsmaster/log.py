@@ -14,15 +14,75 @@ the terminal of whoever tails the log, so every one of them is escaped as
 from __future__ import annotations
 
 import contextlib
+import importlib.machinery
+import importlib.util
 import logging
 import sys
+import threading
+import types
 import warnings
 from collections.abc import Iterator
 from typing import Any, Literal, TextIO
 
-import structlog
-import structlog.testing
-from structlog.typing import EventDict
+
+class _Deferred(types.ModuleType):
+    """A module in ``sys.modules`` whose code has not run yet: it runs at the first
+    look at any of its names, in whichever thread looks first (the others wait).
+    ``import`` itself looks only at ``__spec__``, which does not run it."""
+
+    def __getattribute__(self, name: str) -> Any:
+        spec = types.ModuleType.__getattribute__(self, "__spec__")
+        if name != "__spec__":
+            with _DEFERRED_LOCK:
+                # type() does not look through the instance: no recursion here
+                if type(self) is _Deferred and spec.name not in _RUNNING:
+                    _RUNNING.add(spec.name)
+                    try:
+                        spec.loader.exec_module(self)
+                    except BaseException:
+                        sys.modules.pop(spec.name, None)  # as a failed import leaves it
+                        raise
+                    finally:
+                        _RUNNING.discard(spec.name)
+                    object.__setattr__(self, "__class__", types.ModuleType)
+        return types.ModuleType.__getattribute__(self, name)
+
+
+_DEFERRED_LOCK = threading.RLock()
+_RUNNING: set[str] = set()
+
+
+def _defer(name: str, within: list[str] | None = None) -> None:
+    """Put ``name`` in ``sys.modules`` unrun (see :class:`_Deferred`), unless it is
+    there already; ``within``: its package's directories (a submodule found without
+    running the package's ``__init__``)."""
+    if name in sys.modules:
+        return
+    if within is None:
+        spec = importlib.util.find_spec(name)
+    else:
+        spec = importlib.machinery.PathFinder.find_spec(name, within)
+    if spec is None or spec.loader is None:
+        return
+    module = importlib.util.module_from_spec(spec)
+    module.__class__ = _Deferred
+    sys.modules[name] = module
+
+
+# Importing structlog imports every module of it, and with them asyncio (which
+# brings ssl, socket, selectors, subprocess...), its stdlib-logging bridge and its
+# deprecated thread-local context (uuid, platform): a quarter of a one-shot
+# build's start-up, none of which the log uses (a daemon or a push imports
+# asyncio itself, and then it runs). Deferred: each runs when first used.
+_defer("asyncio")
+_STRUCTLOG = importlib.util.find_spec("structlog")
+if _STRUCTLOG is not None and _STRUCTLOG.submodule_search_locations is not None:
+    for _name in ("structlog.stdlib", "structlog.threadlocal"):
+        _defer(_name, list(_STRUCTLOG.submodule_search_locations))
+
+import structlog  # noqa: E402 - after the deferrals above
+import structlog.testing  # noqa: E402
+from structlog.typing import EventDict  # noqa: E402
 
 __all__ = [
     "FORMATS",

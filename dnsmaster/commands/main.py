@@ -17,6 +17,7 @@ The exit statuses of every command are :data:`dnsmaster.exits.EXIT_STATUSES`.
 from __future__ import annotations
 
 import argparse
+import gc
 import importlib
 import os
 import signal
@@ -53,10 +54,28 @@ class Command:
         return f"Command({self.module!r}, {self.function!r})"
 
     def load(self) -> Callable[[argparse.Namespace], int]:
-        """The function, its module imported now."""
-        function: Callable[[argparse.Namespace], int] = getattr(
-            importlib.import_module(self.module), self.function
-        )
+        """The function, its module imported now.
+
+        Importing makes tens of thousands of objects (classes, functions, their
+        dicts) that live as long as the process, and no garbage: the collector
+        is off meanwhile, and what the imports made is frozen afterwards
+        (:func:`gc.freeze`), so that no later collection walks it again. Only
+        the first time: a process that runs commands one after the other (the
+        tests') would freeze its own garbage too.
+        """
+        first = self.module not in sys.modules  # else (a test's process) nothing new
+        enabled = gc.isenabled()
+        if first:
+            gc.disable()
+        try:
+            function: Callable[[argparse.Namespace], int] = getattr(
+                importlib.import_module(self.module), self.function
+            )
+        finally:
+            if first:
+                gc.freeze()
+                if enabled:
+                    gc.enable()
         return function
 
 

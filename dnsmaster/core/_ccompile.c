@@ -58,6 +58,9 @@
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
+#ifdef __SSE2__
+#include <emmintrin.h>
+#endif
 #include <fcntl.h>
 #include <stdint.h>
 #include <string.h>
@@ -2071,7 +2074,70 @@ writeback(PyObject *Py_UNUSED(module), PyObject *arg)
     Py_RETURN_NONE;
 }
 
+/* How many bytes c there are in p[0:n]: 16 bytes a step where SSE2 is (every
+ * x86-64), 8 elsewhere; bytes.count looks at one byte a step. */
+static uint64_t
+count_byte(const unsigned char *p, size_t n, unsigned char c)
+{
+    uint64_t total = 0;
+    size_t i = 0;
+#ifdef __SSE2__
+    const __m128i want = _mm_set1_epi8((char)c), zero = _mm_setzero_si128();
+    while (n - i >= 16) {
+        /* each lane counts down by one per match (a match is all ones, -1); 255
+         * steps at most before the lanes are summed, so none wraps */
+        size_t steps = (n - i) / 16 > 255 ? 255 : (n - i) / 16;
+        __m128i acc = zero;
+        for (size_t k = 0; k < steps; k++, i += 16) {
+            __m128i v = _mm_loadu_si128((const __m128i *)(p + i));
+            acc = _mm_sub_epi8(acc, _mm_cmpeq_epi8(v, want));
+        }
+        __m128i sums = _mm_sad_epu8(acc, zero); /* two 64-bit lane sums */
+        total += (uint64_t)_mm_cvtsi128_si64(sums) +
+                 (uint64_t)_mm_cvtsi128_si64(_mm_unpackhi_epi64(sums, sums));
+    }
+#else
+    const uint64_t ones = 0x0101010101010101ULL, low7 = 0x7f7f7f7f7f7f7f7fULL;
+    const uint64_t pattern = ones * c;
+    while (n - i >= 8) {
+        size_t steps = (n - i) / 8 > 255 ? 255 : (n - i) / 8;
+        uint64_t acc = 0;
+        for (size_t k = 0; k < steps; k++, i += 8) {
+            uint64_t w;
+            memcpy(&w, p + i, 8);
+            uint64_t x = w ^ pattern;              /* a zero byte where c is */
+            uint64_t t = ((x & low7) + low7) | x;  /* high bit set where x's byte is not 0 */
+            acc += (~t >> 7) & ones;               /* 1 in each lane that matched */
+        }
+        acc = (acc & 0x00ff00ff00ff00ffULL) + ((acc >> 8) & 0x00ff00ff00ff00ffULL);
+        total += (acc * 0x0001000100010001ULL) >> 48;
+    }
+#endif
+    for (; i < n; i++)
+        total += p[i] == c;
+    return total;
+}
+
+/* newlines(buffer) -> int: how many LFs it holds, without the GIL. */
+static PyObject *
+newlines(PyObject *Py_UNUSED(module), PyObject *arg)
+{
+    Py_buffer view;
+    if (PyObject_GetBuffer(arg, &view, PyBUF_SIMPLE) < 0)
+        return NULL;
+    uint64_t count;
+    Py_BEGIN_ALLOW_THREADS
+    count = count_byte(view.buf, (size_t)view.len, '\n');
+    Py_END_ALLOW_THREADS
+    PyBuffer_Release(&view);
+    return PyLong_FromUnsignedLongLong(count);
+}
+
 static PyMethodDef methods[] = {
+    {"newlines", newlines, METH_O,
+     "newlines(buffer) -> int\n\n"
+     "How many LF bytes the buffer holds (bytes.count(b'\\n'), 16 bytes a step),\n"
+     "without the GIL."},
     {"writeback", writeback, METH_O,
      "writeback(fd) -> None\n\n"
      "Ask the kernel to start writing the file's dirty pages back, without waiting\n"

@@ -24,6 +24,7 @@ from typing import IO
 from dnsmaster import fsutil
 from dnsmaster.core import accel, cdb
 from dnsmaster.core.banner import BANNER
+from dnsmaster.core.compiler import no_gc
 from dnsmaster.core.makedata import banner_of, built_from, fingerprint
 from dnsmaster.core.serial import MODULUS
 from dnsmaster.errors import ArchiveError, BuildError, CdbTooLarge
@@ -149,9 +150,10 @@ def write_pair(
     """
     cdb_final = output / "data.cdb"
     try:
-        text, pieces, patches = _assemble(
-            written, serial, index, ipv6_int=ipv6_int, catalog=catalog, sources_id=sources_id
-        )
+        with no_gc():  # a number or two per zone, a tuple per serial: no cycle
+            text, pieces, patches = _assemble(
+                written, serial, index, ipv6_int=ipv6_int, catalog=catalog, sources_id=sources_id
+            )
     except ValueError as exc:  # the sources kept are not those of the index
         raise StalePair(str(output), str(exc)) from None
     try:
@@ -161,7 +163,7 @@ def write_pair(
 
     def stage_data() -> None:
         try:
-            text.emit(index, data_out.write)
+            text.emit(index, data_out.write, reuse=True)
         except ValueError as exc:  # the pair on disk is not what its index says
             raise StalePair(str(output), str(exc)) from None
         data_out.close()
@@ -278,6 +280,10 @@ class _DataOut:
         self.lines = 0
         fast = accel.compiler()
         self.kick: Callable[[int], None] | None = fast.writeback if fast is not None else None
+        # the C count looks at 16 bytes a step, bytes.count at one
+        self.count: Callable[[bytes | bytearray | memoryview], int] = (
+            fast.newlines if fast is not None else _newlines
+        )
         self.unkicked = 0
         fd, name = tempfile.mkstemp(dir=output, prefix=".data.", suffix=".tmp")
         self.fd = fd
@@ -286,8 +292,7 @@ class _DataOut:
     def write(self, chunk: bytes | bytearray | memoryview) -> None:
         """The next bytes of ``data``."""
         self.sha256.update(chunk)
-        whole = chunk.tobytes() if isinstance(chunk, memoryview) else chunk  # a rare restamp
-        self.lines += whole.count(b"\n")
+        self.lines += self.count(chunk)
         fsutil.write_all(self.fd, memoryview(chunk))
         # The disk starts on it now, so the fsync at the end waits for the last bit.
         self.unkicked += len(chunk)
@@ -325,6 +330,11 @@ class _DataOut:
             os.close(self.fd)
             self.fd = -1
         fsutil.discard([self.tmp])
+
+
+def _newlines(chunk: bytes | bytearray | memoryview) -> int:
+    whole = chunk.tobytes() if isinstance(chunk, memoryview) else chunk  # a rare restamp
+    return whole.count(b"\n")
 
 
 def assemble(
@@ -430,19 +440,27 @@ class _Text:
         at, grow = self.at, len(self.stamp) - len(digits)
         if grow:  # once in a long while: the new serial has a digit more
             self.stamps.extend([at + cut + grow * i for i, cut in enumerate(cuts)])
-        else:
-            self.stamps.extend([at + cut for cut in cuts])
+        else:  # by map, not a statement per serial: a run has one per zone
+            self.stamps.extend(map(operator.add, cuts, repeat(at)))
         self.parts.append(_Run(start, length, cuts, digits))
         self.at = at + length + grow * len(cuts)
 
     def emit(
-        self, index: Index | None, sink: Callable[[bytes | bytearray | memoryview], None]
+        self,
+        index: Index | None,
+        sink: Callable[[bytes | bytearray | memoryview], None],
+        *,
+        reuse: bool = False,
     ) -> None:
         """Each piece of ``data`` in order to ``sink``: a kept run read from the old
-        ``data`` a few MiB at a time, each chunk restamped in its own buffer. Raises
-        ValueError when the old serial is not where the index says (or the old
-        ``data`` cannot be read)."""
+        ``data`` a few MiB at a time, each chunk restamped in its own buffer, or,
+        with ``reuse`` (a sink done with each piece when it returns), all in one.
+        Raises ValueError when the old serial is not where the index says (or the
+        old ``data`` cannot be read)."""
         stamp = self.stamp
+        # One buffer, not a new one per chunk: each new one is zeroed, and at this
+        # size it is a new mapping (glibc's threshold), its pages faulted in anew.
+        buffer = memoryview(bytearray(_CHUNK)) if reuse else None
         for part in self.parts:
             if not isinstance(part, _Run):
                 sink(part)
@@ -461,15 +479,33 @@ class _Text:
                     else:  # a chunk smaller than a serial: it holds that one whole
                         end = min(cuts[j - 1] + width, part.length)
                 try:
-                    chunk = index.read(index.data, part.start + pos, end - pos)
+                    if buffer is None:
+                        chunk: bytearray | memoryview = index.read(
+                            index.data, part.start + pos, end - pos
+                        )
+                    else:
+                        if end - pos > len(buffer):  # a serial longer than a chunk
+                            buffer = memoryview(bytearray(end - pos))
+                        chunk = buffer[: end - pos]
+                        _read_into(index.data, chunk, part.start + pos)
                 except OSError as exc:
                     raise ValueError(f"cannot read the pair: {fsutil.describe(exc)}") from None
                 _restamp(chunk, [cut - pos for cut in cuts[k:j]], digits, stamp, sink)
                 pos, k = end, j
 
 
+def _read_into(fd: int, view: memoryview, start: int) -> None:
+    """``view`` filled from ``start`` of the file ``fd``; ValueError when it ends first."""
+    got, want = 0, len(view)
+    while got < want:
+        n = os.preadv(fd, [view[got:]], start + got)
+        if n <= 0:
+            raise ValueError("the pair is shorter than its index says")
+        got += n
+
+
 def _restamp(
-    chunk: bytearray,
+    chunk: bytearray | memoryview,
     cuts: list[int],
     digits: bytes,
     stamp: bytes,
@@ -481,9 +517,8 @@ def _restamp(
     are written over in the chunk itself and it goes out as one piece: a restamp
     cuts the text at every zone's SOA, and a piece per cut costs more than that."""
     width = len(digits)
-    starts_with = chunk.startswith
     for cut in cuts:
-        if not starts_with(digits, cut):
+        if bytes(chunk[cut : cut + width]) != digits:
             raise ValueError("the old serial is not where the index says")
     if width == len(stamp):
         for cut in cuts:

@@ -426,3 +426,26 @@ def test_env_turns_it_off() -> None:
         "None None disabled by DNSMASTER_PURE_PYTHON",
         "[]",
     ]
+
+
+@SETTINGS
+@given(
+    data=st.binary(max_size=5000) | st.lists(st.sampled_from([b"\n", b"a", b"\n\n"])).map(b"".join),
+    start=st.integers(0, 40),
+)
+def test_newlines(data: bytes, start: int) -> None:
+    """The LF count of data as it is written (16 bytes a step, with a tail), against
+    bytes.count; from any offset, through a memoryview too."""
+    fast = accel.compiler()
+    assert fast is not None
+    assert fast.newlines(data) == data.count(b"\n")
+    assert fast.newlines(memoryview(data)[start:]) == data[start:].count(b"\n")
+
+
+def test_newlines_long_runs() -> None:
+    """More than 255 steps of LFs: every lane's count is summed before it wraps."""
+    fast = accel.compiler()
+    assert fast is not None
+    for size in (16 * 255, 16 * 255 + 1, 16 * 256 + 7, 1 << 20):
+        assert fast.newlines(b"\n" * size) == size
+        assert fast.newlines(bytearray(b"x\n" * size)) == size
