@@ -449,7 +449,21 @@ def _leave_daemontools(lab: Lab, svscan: subprocess.Popen[bytes]) -> None:
         for pid in lab.master.members():
             with contextlib.suppress(OSError):
                 left.append(Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" "))
+                left.append(signal_state(pid))
         raise AssertionError(f"still running: {left}") from None
+
+
+def signal_state(pid: int) -> str:
+    """What a process left running was doing: its signal masks (is a SIGTERM
+    pending, blocked, caught?) and where each of its threads waits in the kernel.
+    Seen twice in loaded runs, a daemon that outlived svc -dx; this says why."""
+    lines = Path(f"/proc/{pid}/status").read_text().splitlines()
+    said = [line for line in lines if line.startswith(("State", "Sig", "ShdPnd"))]
+    for task in sorted(Path(f"/proc/{pid}/task").iterdir()):
+        with contextlib.suppress(OSError):
+            state = (task / "stat").read_text().rsplit(")", 1)[1].split()[0]
+            said.append(f"task {task.name} {state} {(task / 'wchan').read_text()}")
+    return "; ".join(said)
 
 
 def _runit(lab: Lab) -> None:
