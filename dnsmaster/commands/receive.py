@@ -10,8 +10,6 @@ options. Nothing here may import asyncssh, structlog or dnspython
 from __future__ import annotations
 
 import gc
-import os
-import sys
 from collections.abc import Sequence
 from typing import NoReturn
 
@@ -35,21 +33,10 @@ def main(argv: Sequence[str]) -> int:
 
 
 def run(argv: Sequence[str]) -> NoReturn:
-    """:func:`main` as the whole process: its status, and no interpreter teardown.
-
-    What the forced command starts: once the receiver has said its last line, the
-    process ends at once (os._exit) instead of collecting and freeing every object
-    and module the run made, a tenth of what the imports cost. Nothing is lost: every
-    file is fsynced or closed by then, the root's lock goes with the process, and
-    the output is flushed here. Never call it where the process must go on (tests
-    run :func:`main`).
-    """
+    """:func:`main` as the whole process: its status, and no interpreter teardown
+    (:func:`dnsmaster.slave.receive.end`). What the forced command starts; never
+    where the process must go on (tests run :func:`main`)."""
     status = main(argv)
-    for stream in (sys.stdout, sys.stderr):
-        try:
-            stream.flush()
-        except (OSError, ValueError):
-            # The master hung up, or the stream is closed: as the interpreter's own
-            # exit would say, the output did not all go out.
-            status = status or 120
-    os._exit(status)
+    from dnsmaster.slave.receive import end  # noqa: PLC0415 - imported by main already
+
+    end(status)

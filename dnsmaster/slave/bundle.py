@@ -71,7 +71,6 @@ MAIN = b'''\
 """dnsmaster's receiver, bundled: python3 -I -S dnsmaster-receive.pyz --root DIR."""
 
 import gc
-import os
 import sys
 
 # One short run that makes few cycles: the collector's passes over every object the
@@ -79,21 +78,14 @@ import sys
 gc.disable()
 
 from dnsmaster.slave.receive import main  # noqa: E402
+from dnsmaster.slave.receive import end  # noqa: E402
 
 args = sys.argv[1:]
 # A line written for the installed command ("... receive --root DIR") works too.
 if args[:1] == ["receive"]:
     args = args[1:]
-status = main(args)
-# The process ends here, without the interpreter's teardown of every object: the
-# files are fsynced or closed, the root's lock goes with the process, and the
-# output is flushed now (a master that hung up: as the interpreter would, 120).
-for stream in (sys.stdout, sys.stderr):
-    try:
-        stream.flush()
-    except (OSError, ValueError):
-        status = status or 120
-os._exit(status)
+# The process ends without the interpreter's teardown (see end()).
+end(main(args))
 '''
 
 # zip's earliest date: the bundle's bytes must not depend on when it was made.

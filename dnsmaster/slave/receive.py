@@ -44,7 +44,7 @@ import zlib
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, BinaryIO, TextIO
+from typing import TYPE_CHECKING, BinaryIO, NoReturn, TextIO
 
 from dnsmaster import __version__, fsutil
 from dnsmaster.core import delta as deltas
@@ -174,6 +174,21 @@ def _operate(
     else:
         operator.adopt(args.root, confinement, args.adopt, out)
     return True
+
+
+def end(status: int) -> NoReturn:
+    """End the receiver's process with ``status`` once its output is flushed, without
+    the interpreter's teardown (freeing every object and module the run made: a tenth
+    of what the imports cost). Nothing is lost: every file is fsynced or closed by
+    then and the root's lock goes with the process. A flush that fails (the master
+    hung up) makes it 120, as the interpreter's own exit would. Only where the
+    process is the receiver's (``dnsmaster receive``, the bundle), never in tests."""
+    for out in (sys.stdout, sys.stderr):
+        try:
+            out.flush()
+        except (OSError, ValueError):
+            status = status or 120
+    os._exit(status)
 
 
 def main(
